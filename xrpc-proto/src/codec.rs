@@ -1,0 +1,327 @@
+//! Serde-based codecs for payloads.
+//!
+//! A [`Codec`] turns a serde value into payload bytes and back. Each codec has a one-byte wire id
+//! ([`CodecId`]) recorded in the message header so a receiver can tell what it got.
+//! [`BincodeCodec`] is the default; the others are behind cargo features.
+
+use bytes::{BufMut, BytesMut};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Wire identifier of a codec (the header's codec byte).
+///
+/// 0 is raw bytes (no codec), 1–5 are the built-in codecs, 6–127 are reserved, and 128–255 are
+/// free for application-defined codecs.
+pub type CodecId = u8;
+
+/// Largest value, in bytes, a built-in codec will allocate for while decoding (16 MiB).
+///
+/// Decoders bound every length they read by this before allocating.
+pub const MAX_DECODE_ALLOC: usize = 16 * 1024 * 1024;
+
+/// A value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{codec} {op} failed: {reason}")]
+pub struct CodecError {
+    /// The codec's name.
+    pub codec: &'static str,
+    /// `"encode"` or `"decode"`.
+    pub op: &'static str,
+    /// The underlying library's message.
+    pub reason: String,
+}
+
+impl CodecError {
+    /// An encode error of `codec`.
+    pub fn encode(codec: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            codec,
+            op: "encode",
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A decode error of `codec`.
+    pub fn decode(codec: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            codec,
+            op: "decode",
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Serializes values to payload bytes and back.
+///
+/// Implement it to plug in another format: choose an [`ID`](Codec::ID) of 128 or above.
+///
+/// ```
+/// use xrpc_proto::{BincodeCodec, Codec};
+/// let codec = BincodeCodec;
+/// let bytes = codec.encode(&(1u32, "two")).unwrap();
+/// let back: (u32, String) = codec.decode(&bytes).unwrap();
+/// assert_eq!(back, (1, "two".to_string()));
+/// ```
+pub trait Codec: Clone + Default + Send + Sync + 'static {
+    /// The codec's wire id.
+    const ID: CodecId;
+
+    /// A short name for errors and logs.
+    fn name(&self) -> &'static str;
+
+    /// Appends the encoding of `value` to `out`.
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError>;
+
+    /// Decodes one value that spans all of `bytes`.
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
+
+    /// Encodes `value` into a new buffer.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<bytes::Bytes, CodecError> {
+        let mut out = BytesMut::new();
+        self.encode_into(value, &mut out)?;
+        Ok(out.freeze())
+    }
+}
+
+/// Bincode 2 (serde mode, standard configuration: little-endian, variable-length integers).
+///
+/// Decoding allocates at most [`MAX_DECODE_ALLOC`] bytes for one value and rejects trailing
+/// bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BincodeCodec;
+
+type BincodeConfig = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_DECODE_ALLOC>,
+>;
+
+const BINCODE: BincodeConfig = bincode::config::standard().with_limit::<MAX_DECODE_ALLOC>();
+
+impl Codec for BincodeCodec {
+    const ID: CodecId = 1;
+
+    fn name(&self) -> &'static str {
+        "bincode"
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        let mut w = out.writer();
+        bincode::serde::encode_into_std_write(value, &mut w, bincode::config::standard())
+            .map(|_| ())
+            .map_err(|e| CodecError::encode("bincode", e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let (value, read) = bincode::serde::decode_from_slice(bytes, BINCODE)
+            .map_err(|e| CodecError::decode("bincode", e))?;
+        if read != bytes.len() {
+            return Err(CodecError::decode(
+                "bincode",
+                format_args!("{} trailing bytes", bytes.len() - read),
+            ));
+        }
+        Ok(value)
+    }
+}
+
+/// JSON via `serde_json` (feature `codec-json`).
+#[cfg(feature = "codec-json")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonCodec;
+
+#[cfg(feature = "codec-json")]
+impl Codec for JsonCodec {
+    const ID: CodecId = 2;
+
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        serde_json::to_writer(out.writer(), value).map_err(|e| CodecError::encode("json", e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        serde_json::from_slice(bytes).map_err(|e| CodecError::decode("json", e))
+    }
+}
+
+/// MessagePack via `rmp-serde` (feature `codec-messagepack`); structs encode as maps.
+#[cfg(feature = "codec-messagepack")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessagePackCodec;
+
+#[cfg(feature = "codec-messagepack")]
+impl Codec for MessagePackCodec {
+    const ID: CodecId = 3;
+
+    fn name(&self) -> &'static str {
+        "messagepack"
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        let mut w = out.writer();
+        value
+            .serialize(&mut rmp_serde::Serializer::new(&mut w).with_struct_map())
+            .map_err(|e| CodecError::encode("messagepack", e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        rmp_serde::from_slice(bytes).map_err(|e| CodecError::decode("messagepack", e))
+    }
+}
+
+/// CBOR via `ciborium` (feature `codec-cbor`).
+#[cfg(feature = "codec-cbor")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CborCodec;
+
+#[cfg(feature = "codec-cbor")]
+impl Codec for CborCodec {
+    const ID: CodecId = 4;
+
+    fn name(&self) -> &'static str {
+        "cbor"
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        ciborium::into_writer(value, out.writer()).map_err(|e| CodecError::encode("cbor", e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        ciborium::from_reader(bytes).map_err(|e| CodecError::decode("cbor", e))
+    }
+}
+
+/// Postcard (feature `codec-postcard`): compact, `no_std`-friendly.
+#[cfg(feature = "codec-postcard")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PostcardCodec;
+
+#[cfg(feature = "codec-postcard")]
+impl Codec for PostcardCodec {
+    const ID: CodecId = 5;
+
+    fn name(&self) -> &'static str {
+        "postcard"
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        postcard::to_io(value, out.writer())
+            .map(|_| ())
+            .map_err(|e| CodecError::encode("postcard", e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let (value, rest) =
+            postcard::take_from_bytes(bytes).map_err(|e| CodecError::decode("postcard", e))?;
+        if !rest.is_empty() {
+            return Err(CodecError::decode(
+                "postcard",
+                format_args!("{} trailing bytes", rest.len()),
+            ));
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Sample {
+        a: i32,
+        name: String,
+        items: Vec<u64>,
+        opt: Option<bool>,
+    }
+
+    fn sample() -> Sample {
+        Sample {
+            a: -7,
+            name: "xrpc".into(),
+            items: vec![1, 2, 3, u64::MAX],
+            opt: Some(true),
+        }
+    }
+
+    fn check<C: Codec>(codec: C) {
+        let bytes = codec.encode(&sample()).unwrap();
+        let back: Sample = codec.decode(&bytes).unwrap();
+        assert_eq!(back, sample());
+        // Truncation and garbage are errors, never panics.
+        for cut in 0..bytes.len() {
+            let _ = codec.decode::<Sample>(&bytes[..cut]);
+        }
+        assert!(codec.decode::<Sample>(&[0xff; 64]).is_err());
+    }
+
+    #[test]
+    fn bincode_roundtrip() {
+        check(BincodeCodec);
+        let mut bytes = BincodeCodec.encode(&5u32).unwrap().to_vec();
+        bytes.push(0);
+        assert!(
+            BincodeCodec.decode::<u32>(&bytes).is_err(),
+            "trailing bytes"
+        );
+    }
+
+    #[test]
+    fn bincode_huge_length_claim_is_an_error() {
+        // A varint claiming a 2^60-byte string must not allocate it.
+        let evil = [0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10];
+        assert!(BincodeCodec.decode::<String>(&evil).is_err());
+        assert!(BincodeCodec.decode::<Vec<u64>>(&evil).is_err());
+    }
+
+    #[cfg(feature = "codec-json")]
+    #[test]
+    fn json_roundtrip() {
+        check(JsonCodec);
+    }
+
+    #[cfg(feature = "codec-messagepack")]
+    #[test]
+    fn messagepack_roundtrip() {
+        check(MessagePackCodec);
+    }
+
+    #[cfg(feature = "codec-cbor")]
+    #[test]
+    fn cbor_roundtrip() {
+        check(CborCodec);
+    }
+
+    #[cfg(feature = "codec-postcard")]
+    #[test]
+    fn postcard_roundtrip() {
+        check(PostcardCodec);
+    }
+}

@@ -1,0 +1,327 @@
+//! Per-message payload compression with bounded decompression.
+//!
+//! A compressed payload on the wire is a 4-byte little-endian *decompressed* length followed by
+//! the compressed body (an LZ4 block, or a Zstd frame). The receiver checks that length against
+//! its maximum before it allocates, and checks that the body expands to exactly that length, so a
+//! 1 KiB frame that claims to expand to 4 GiB is an error, not an out-of-memory abort.
+
+use bytes::Bytes;
+
+/// Compression algorithm of a message payload (wire id in parentheses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum CompressionType {
+    /// Uncompressed (0).
+    #[default]
+    None = 0,
+    /// LZ4 block format via `lz4_flex` (1).
+    Lz4 = 1,
+    /// Zstandard frame format (2).
+    Zstd = 2,
+}
+
+impl CompressionType {
+    /// The wire id.
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// Parses a wire id.
+    pub fn from_id(id: u8) -> Option<Self> {
+        match id {
+            0 => Some(Self::None),
+            1 => Some(Self::Lz4),
+            2 => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// When and how a sender compresses payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionConfig {
+    /// The algorithm; [`CompressionType::None`] disables compression.
+    pub algorithm: CompressionType,
+    /// Payloads shorter than this many bytes are sent uncompressed.
+    pub threshold: usize,
+    /// Zstd compression level (1–22; 3 is zstd's default).
+    pub zstd_level: i32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+impl CompressionConfig {
+    /// No compression.
+    pub const fn none() -> Self {
+        Self {
+            algorithm: CompressionType::None,
+            threshold: 1024,
+            zstd_level: 3,
+        }
+    }
+
+    /// LZ4 for payloads of at least 1 KiB.
+    pub const fn lz4() -> Self {
+        Self {
+            algorithm: CompressionType::Lz4,
+            threshold: 1024,
+            zstd_level: 3,
+        }
+    }
+
+    /// Zstd at `level` for payloads of at least 1 KiB.
+    pub const fn zstd(level: i32) -> Self {
+        Self {
+            algorithm: CompressionType::Zstd,
+            threshold: 1024,
+            zstd_level: level,
+        }
+    }
+
+    /// The same configuration with another size threshold.
+    pub const fn with_threshold(mut self, threshold: usize) -> Self {
+        self.threshold = threshold;
+        self
+    }
+}
+
+/// A compression or decompression failure.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CompressionError {
+    /// The compressed payload is shorter than its 4-byte length prefix.
+    #[error("compressed payload of {0} bytes has no length prefix")]
+    MissingPrefix(usize),
+    /// The declared decompressed size exceeds the receiver's maximum.
+    #[error("decompressed size {len} exceeds max {max}")]
+    TooLarge {
+        /// The declared size.
+        len: usize,
+        /// The receiver's maximum.
+        max: usize,
+    },
+    /// The body did not expand to the declared size.
+    #[error("decompressed {got} bytes, header declared {declared}")]
+    LengthMismatch {
+        /// The declared size.
+        declared: usize,
+        /// The size actually produced.
+        got: usize,
+    },
+    /// The compressed body is corrupt.
+    #[error("{algorithm:?} decompression failed: {reason}")]
+    Corrupt {
+        /// The algorithm.
+        algorithm: CompressionType,
+        /// The library's message.
+        reason: String,
+    },
+    /// The compressor failed (zstd only; LZ4 cannot fail).
+    #[error("{algorithm:?} compression failed: {reason}")]
+    Compress {
+        /// The algorithm.
+        algorithm: CompressionType,
+        /// The library's message.
+        reason: String,
+    },
+}
+
+/// Reusable compression state: Zstd contexts and a scratch buffer, created on first use.
+///
+/// Keeping one per connection avoids re-creating Zstd contexts for every message.
+#[derive(Default)]
+pub struct Compressor {
+    zstd_c: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    zstd_d: Option<zstd::bulk::Decompressor<'static>>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressor").finish_non_exhaustive()
+    }
+}
+
+fn zstd_err(algorithm: CompressionType, e: std::io::Error) -> CompressionError {
+    CompressionError::Corrupt {
+        algorithm,
+        reason: e.to_string(),
+    }
+}
+
+impl Compressor {
+    /// A compressor with no contexts allocated yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Compresses `src` into the wire form `[u32 LE len][compressed body]`, held in an internal
+    /// buffer until the next call. Returns `None` when compression would not make the payload
+    /// smaller (the caller then sends `src` uncompressed) or is disabled.
+    pub fn compress(
+        &mut self,
+        algorithm: CompressionType,
+        zstd_level: i32,
+        src: &[u8],
+    ) -> Result<Option<&[u8]>, CompressionError> {
+        if src.len() > u32::MAX as usize {
+            return Ok(None);
+        }
+        let bound = match algorithm {
+            CompressionType::None => return Ok(None),
+            CompressionType::Lz4 => lz4_flex::block::get_maximum_output_size(src.len()),
+            CompressionType::Zstd => zstd::zstd_safe::compress_bound(src.len()),
+        };
+        if self.scratch.len() < 4 + bound {
+            self.scratch.resize(4 + bound, 0);
+        }
+        let body = &mut self.scratch[4..];
+        let n = match algorithm {
+            CompressionType::None => 0,
+            CompressionType::Lz4 => lz4_flex::block::compress_into(src, body).map_err(|e| {
+                CompressionError::Compress {
+                    algorithm,
+                    reason: e.to_string(),
+                }
+            })?,
+            CompressionType::Zstd => {
+                let ctx = match &mut self.zstd_c {
+                    Some((level, ctx)) if *level == zstd_level => ctx,
+                    slot => {
+                        let ctx = zstd::bulk::Compressor::new(zstd_level).map_err(|e| {
+                            CompressionError::Compress {
+                                algorithm,
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        &mut slot.insert((zstd_level, ctx)).1
+                    }
+                };
+                ctx.compress_to_buffer(src, body)
+                    .map_err(|e| CompressionError::Compress {
+                        algorithm,
+                        reason: e.to_string(),
+                    })?
+            }
+        };
+        if n + 4 >= src.len() {
+            return Ok(None);
+        }
+        self.scratch[..4].copy_from_slice(&(src.len() as u32).to_le_bytes());
+        Ok(Some(&self.scratch[..4 + n]))
+    }
+
+    /// Decompresses a `[u32 LE len][body]` payload, refusing any declared length above `max`
+    /// before allocating.
+    pub fn decompress(
+        &mut self,
+        algorithm: CompressionType,
+        payload: &[u8],
+        max: usize,
+    ) -> Result<Bytes, CompressionError> {
+        if algorithm == CompressionType::None {
+            return Ok(Bytes::copy_from_slice(payload));
+        }
+        let Some((prefix, body)) = payload.split_first_chunk::<4>() else {
+            return Err(CompressionError::MissingPrefix(payload.len()));
+        };
+        let declared = u32::from_le_bytes(*prefix) as usize;
+        if declared > max {
+            return Err(CompressionError::TooLarge { len: declared, max });
+        }
+        let out = match algorithm {
+            // Handled above; an empty result fails the length check below if ever reached.
+            CompressionType::None => Vec::new(),
+            CompressionType::Lz4 => lz4_flex::block::decompress(body, declared).map_err(|e| {
+                CompressionError::Corrupt {
+                    algorithm,
+                    reason: e.to_string(),
+                }
+            })?,
+            CompressionType::Zstd => {
+                let ctx = match &mut self.zstd_d {
+                    Some(ctx) => ctx,
+                    slot => slot.insert(
+                        zstd::bulk::Decompressor::new().map_err(|e| zstd_err(algorithm, e))?,
+                    ),
+                };
+                ctx.decompress(body, declared)
+                    .map_err(|e| zstd_err(algorithm, e))?
+            }
+        };
+        if out.len() != declared {
+            return Err(CompressionError::LengthMismatch {
+                declared,
+                got: out.len(),
+            });
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(alg: CompressionType) {
+        let mut c = Compressor::new();
+        let src: Vec<u8> = (0..10_000u32).map(|i| (i % 7) as u8).collect();
+        let out = c.compress(alg, 3, &src).unwrap().unwrap().to_vec();
+        assert!(out.len() < src.len());
+        let back = c.decompress(alg, &out, src.len()).unwrap();
+        assert_eq!(&back[..], &src[..]);
+        // One byte short of the declared size is refused before decompressing.
+        assert!(matches!(
+            c.decompress(alg, &out, src.len() - 1),
+            Err(CompressionError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn lz4_roundtrip() {
+        roundtrip(CompressionType::Lz4);
+    }
+
+    #[test]
+    fn zstd_roundtrip() {
+        roundtrip(CompressionType::Zstd);
+    }
+
+    #[test]
+    fn incompressible_is_sent_raw() {
+        let mut c = Compressor::new();
+        assert!(
+            c.compress(CompressionType::Lz4, 3, b"abc")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            c.compress(CompressionType::None, 3, &[0; 4096])
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bomb_is_refused() {
+        let mut c = Compressor::new();
+        let mut payload = (u32::MAX).to_le_bytes().to_vec();
+        payload.extend_from_slice(&[0u8; 1024]);
+        for alg in [CompressionType::Lz4, CompressionType::Zstd] {
+            assert!(matches!(
+                c.decompress(alg, &payload, 16 << 20),
+                Err(CompressionError::TooLarge { .. })
+            ));
+        }
+        // A small declared size with garbage is a corrupt-payload error, not a panic.
+        let mut payload = 100u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&[0xff; 50]);
+        for alg in [CompressionType::Lz4, CompressionType::Zstd] {
+            assert!(c.decompress(alg, &payload, 16 << 20).is_err());
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Length-prefixed framing.
+//!
+//! A frame on a byte stream is a 4-byte little-endian length `N` followed by `N` bytes. The
+//! [`FrameDecoder`] accepts bytes in chunks of any size (one byte at a time, or many frames in one
+//! chunk) and yields whole frames as [`Bytes`]. The payload is copied once, from the caller's chunk
+//! into the decoder's buffer — or not at all when the caller reads straight into
+//! [`FrameDecoder::buffer_mut`]. The length is checked against the configured maximum *before*
+//! any buffer is grown for the frame.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Size of the length prefix in front of every frame on a byte stream.
+pub const FRAME_PREFIX_LEN: usize = 4;
+
+/// Default maximum frame size: 16 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// A framing error. After one, the stream is out of sync and must be closed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A frame's declared length exceeds the configured maximum.
+    #[error("frame length {len} exceeds max {max}")]
+    TooLarge {
+        /// The declared (or attempted) length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+/// Incremental decoder of length-prefixed frames.
+///
+/// ```
+/// use xrpc_proto::FrameDecoder;
+/// let mut dec = FrameDecoder::new(1024);
+/// dec.handle_bytes(&[3, 0, 0, 0, b'a']);
+/// assert!(dec.poll_frame().unwrap().is_none());
+/// dec.handle_bytes(b"bc");
+/// assert_eq!(&dec.poll_frame().unwrap().unwrap()[..], b"abc");
+/// ```
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    max_frame_size: usize,
+    /// Length of the frame whose prefix has been consumed, if any.
+    pending: Option<usize>,
+    failed: Option<FrameError>,
+}
+
+impl FrameDecoder {
+    /// A decoder that rejects frames longer than `max_frame_size` bytes.
+    pub fn new(max_frame_size: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max_frame_size,
+            pending: None,
+            failed: None,
+        }
+    }
+
+    /// The configured maximum frame size.
+    pub fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// Appends bytes received from the peer (one copy).
+    pub fn handle_bytes(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The internal buffer, for reading from a socket straight into it (no extra copy).
+    ///
+    /// Append only; call [`poll_frame`](Self::poll_frame) afterwards.
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Reserves room for the rest of the frame being received (bounded by the maximum frame
+    /// size, since a pending length has been checked), or `min` bytes, whichever is larger.
+    pub fn reserve_for_read(&mut self, min: usize) {
+        let want = match self.pending {
+            Some(len) => len.saturating_sub(self.buf.len()).max(min),
+            None => min,
+        };
+        self.buf.reserve(want);
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Returns the next complete frame, `Ok(None)` if more bytes are needed, or an error if the
+    /// stream announced a frame larger than allowed (the error repeats on every later call).
+    pub fn poll_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        let len = match self.pending {
+            Some(len) => len,
+            None => {
+                if self.buf.len() < FRAME_PREFIX_LEN {
+                    return Ok(None);
+                }
+                let len = self.buf.get_u32_le() as usize;
+                if len > self.max_frame_size {
+                    let err = FrameError::TooLarge {
+                        len,
+                        max: self.max_frame_size,
+                    };
+                    self.failed = Some(err.clone());
+                    return Err(err);
+                }
+                self.pending = Some(len);
+                len
+            }
+        };
+        if self.buf.len() < len {
+            // Grow once to the whole frame so the payload lands contiguously (bounded above).
+            self.buf.reserve(len - self.buf.len());
+            return Ok(None);
+        }
+        self.pending = None;
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+}
+
+/// Writes the 4-byte length prefix of a frame of `len` bytes, checking it against `max`.
+pub fn encode_prefix(len: usize, max: usize) -> Result<[u8; FRAME_PREFIX_LEN], FrameError> {
+    if len > max || len > u32::MAX as usize {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok((len as u32).to_le_bytes())
+}
+
+/// Appends one whole frame (prefix and payload) to `out`.
+pub fn encode_frame(payload: &[u8], max: usize, out: &mut BytesMut) -> Result<(), FrameError> {
+    let prefix = encode_prefix(payload.len(), max)?;
+    out.reserve(FRAME_PREFIX_LEN + payload.len());
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_at_a_time_and_many_in_one_chunk() {
+        let mut wire = BytesMut::new();
+        for p in [&b""[..], b"x", b"hello world"] {
+            encode_frame(p, 64, &mut wire).unwrap();
+        }
+        let mut dec = FrameDecoder::new(64);
+        let mut got = Vec::new();
+        for b in wire.iter() {
+            dec.handle_bytes(&[*b]);
+            while let Some(f) = dec.poll_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, vec![&b""[..], b"x", b"hello world"]);
+
+        let mut dec = FrameDecoder::new(64);
+        dec.handle_bytes(&wire);
+        let mut n = 0;
+        while dec.poll_frame().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        assert_eq!(dec.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected_before_allocation() {
+        let mut dec = FrameDecoder::new(1024);
+        dec.handle_bytes(&u32::MAX.to_le_bytes());
+        let err = dec.poll_frame().unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::TooLarge {
+                len: u32::MAX as usize,
+                max: 1024
+            }
+        );
+        assert!(dec.buffer_mut().capacity() < 1024);
+        assert!(dec.poll_frame().is_err(), "the error is sticky");
+        assert!(encode_frame(&[0; 2000], 1024, &mut BytesMut::new()).is_err());
+    }
+}
