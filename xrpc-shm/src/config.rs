@@ -1,0 +1,95 @@
+//! Connection configuration.
+
+use std::time::Duration;
+
+use crate::error::{Result, ShmError};
+use crate::layout::{RING_HEADER_SIZE, check_geometry};
+
+/// Smallest ring capacity of a shared-memory segment (one page, which also
+/// keeps both ring headers 128-byte aligned).
+pub(crate) const MIN_SEGMENT_CAPACITY: usize = 4096;
+
+/// Longest futex sleep slice: bounds how late a dead peer is noticed.
+pub(crate) const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// Configuration of a shared-memory listener or connection.
+///
+/// The server's `ring_capacity` and `max_frame_size` decide the geometry of
+/// every segment it hands out (the client learns them from the segment and
+/// ignores its own); the waiting parameters are per side.
+///
+/// ```
+/// use std::time::Duration;
+/// use xrpc_shm::ShmConfig;
+///
+/// let config = ShmConfig {
+///     ring_capacity: 1 << 20,
+///     max_frame_size: 256 * 1024,
+///     spin_budget: Duration::from_micros(20),
+///     ..ShmConfig::default()
+/// };
+/// config.validate().unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct ShmConfig {
+    /// Data bytes of each ring (one per direction): a power of two in
+    /// `[4096, 1 GiB]`. Default 4 MiB. Pages are only touched as the ring
+    /// cycles through them.
+    pub ring_capacity: usize,
+    /// Largest frame, at most `ring_capacity / 2 - 8` (so a frame always fits
+    /// into an empty ring). Default 1 MiB.
+    pub max_frame_size: usize,
+    /// How long a blocking call spins before it sleeps on the futex. Longer
+    /// trades CPU for latency. Default 50 µs.
+    pub spin_budget: Duration,
+    /// Longest single futex sleep, after which peer liveness is checked
+    /// (one non-blocking `recv` on the rendezvous socket): bounds how late a
+    /// dead peer is noticed. In `(0, 50 ms]`, default 10 ms.
+    pub wait_slice: Duration,
+    /// How long [`crate::ShmConnection::connect`] waits for the server's
+    /// segment. Default 5 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ShmConfig {
+    fn default() -> Self {
+        ShmConfig {
+            ring_capacity: 4 << 20,
+            max_frame_size: 1 << 20,
+            spin_budget: Duration::from_micros(50),
+            wait_slice: Duration::from_millis(10),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ShmConfig {
+    /// Checks every value, saying which is out of range.
+    pub fn validate(&self) -> Result<()> {
+        if self.ring_capacity < MIN_SEGMENT_CAPACITY {
+            return Err(ShmError::InvalidConfig(format!(
+                "ring capacity {} below the minimum {MIN_SEGMENT_CAPACITY}",
+                self.ring_capacity
+            )));
+        }
+        check_geometry(self.ring_capacity, self.max_frame_size).map_err(ShmError::InvalidConfig)?;
+        if self.wait_slice.is_zero() || self.wait_slice > MAX_WAIT_SLICE {
+            return Err(ShmError::InvalidConfig(format!(
+                "wait slice {:?} not in (0, {MAX_WAIT_SLICE:?}]",
+                self.wait_slice
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes of shared memory one connection takes with this configuration.
+    pub fn segment_size(&self) -> usize {
+        crate::segment::Geometry {
+            capacity: self.ring_capacity,
+            max_frame: self.max_frame_size,
+        }
+        .total_size()
+    }
+}
+
+const _: () = assert!(MIN_SEGMENT_CAPACITY % 128 == 0 && RING_HEADER_SIZE % 128 == 0);

@@ -1,0 +1,65 @@
+//! `xrpc-shm`: the lock-free shared-memory transport core of xrpc.
+//!
+//! Two processes exchange variable-length frames through a pair of
+//! single-producer/single-consumer rings that live in one sealed `memfd`
+//! segment per connection. The rendezvous is an abstract-namespace Unix socket
+//! (nothing is left on disk after a crash); the same socket stays open for the
+//! life of the connection and is the peer-death detector.
+//!
+//! * [`ShmListener::bind`] / [`ShmListener::accept`] serve many clients, one
+//!   segment each; [`ShmConnection::connect`] is the client side.
+//! * A connection splits into a [`ShmSender`] and a [`ShmReceiver`]; each is
+//!   `Send`, so a reader thread and a writer thread can each own one.
+//! * Frames are received in place ([`FrameRef`], zero-copy) or copied out
+//!   ([`ShmReceiver::recv_bytes`], [`ShmReceiver::recv_into`]); they are sent
+//!   by copy ([`ShmSender::try_send`]) or written in place
+//!   ([`ShmSender::try_reserve`] + [`SendSlot::commit`]).
+//! * No allocation and no system call happen per frame while both sides are
+//!   busy: a side that finds nothing to do spins for
+//!   [`ShmConfig::spin_budget`], then sleeps on a shared futex in bounded
+//!   slices, announcing that it sleeps so that the peer wakes it only then.
+//! * Everything read from the mapping is untrusted: each side keeps its own
+//!   index privately, reads the peer's index once, validates it, and reports
+//!   any violation as [`ShmError::Corrupt`] (the connection is then dead).
+//!
+//! The runtime-agnostic blocking API is the whole API: an async adapter calls
+//! the non-blocking `try_*` methods on its task and, when they report "empty"
+//! or "full", waits on a helper thread with a [`RecvWaiter`] / [`SendWaiter`]
+//! (both `Send + Sync + Clone`), which never touch the ring indices.
+//!
+//! The ring algorithm is generic over its storage; under `--cfg loom` it is
+//! checked with a heap-backed storage (see `tests/loom.rs`). The `test-util`
+//! feature exposes that heap-backed ring in [`testing`] for fuzzing.
+//!
+//! This is the only crate of xrpc that contains `unsafe`; every block carries a
+//! `// SAFETY:` comment.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod error;
+mod layout;
+mod ring;
+mod storage;
+mod sync;
+mod wait;
+
+#[cfg(not(loom))]
+mod config;
+#[cfg(not(loom))]
+mod conn;
+#[cfg(not(loom))]
+mod futex;
+#[cfg(not(loom))]
+mod segment;
+
+#[cfg(any(test, loom, feature = "test-util"))]
+pub mod testing;
+
+pub use error::{Result, ShmError};
+
+#[cfg(not(loom))]
+pub use config::ShmConfig;
+#[cfg(not(loom))]
+pub use conn::{
+    FrameRef, RecvWaiter, SendSlot, SendWaiter, ShmConnection, ShmListener, ShmReceiver, ShmSender,
+};

@@ -1,0 +1,22 @@
+//! Synchronization primitives used by the ring: `loom`'s under `cfg(loom)`,
+//! `std`'s otherwise. All other modules import from here, never from
+//! `std::sync::atomic` directly, so that loom sees every atomic access.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+/// A spin-wait hint; a yield to the scheduler under loom.
+#[cfg(loom)]
+#[inline]
+pub(crate) fn spin_loop() {
+    loom::thread::yield_now();
+}
+
+#[cfg(not(loom))]
+pub(crate) use std::hint::spin_loop;
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};

@@ -1,0 +1,137 @@
+//! Heap-backed rings for tests, loom models and fuzzing (feature
+//! `test-util`). Not part of the transport API.
+//!
+//! The ring here is the very algorithm that runs in shared memory, on a heap
+//! storage, plus a [`Scribbler`] that plays a hostile peer by overwriting the
+//! shared header and data between operations.
+
+use std::time::Duration;
+
+pub use crate::ring::{Consumer, Frame, Producer, Slot};
+pub use crate::storage::{HeapStorage, RingStorage};
+
+use crate::error::{Result, ShmError};
+use crate::sync::Ordering::SeqCst;
+use crate::wait::WaitCfg;
+
+/// Both ends of a fresh heap-backed ring, and a scribbler on its memory.
+/// `capacity` is a power of two in `[32, 1 GiB]`; `max_frame` is at most
+/// `capacity / 2 - 8`.
+pub fn heap_ring(
+    capacity: usize,
+    max_frame: usize,
+) -> Result<(Producer<HeapStorage>, Consumer<HeapStorage>, Scribbler)> {
+    let storage = HeapStorage::new(capacity)?;
+    let (p, c) = crate::ring::split(storage.clone(), max_frame)?;
+    Ok((p, c, Scribbler { storage }))
+}
+
+/// Largest frame a ring of `capacity` bytes can be configured for.
+pub fn max_frame_for(capacity: usize) -> usize {
+    crate::layout::max_frame_for(capacity)
+}
+
+/// How the blocking helpers sleep: unbounded futex waits under loom (a lost
+/// wake-up is then a deadlock loom reports), 10 ms slices otherwise.
+fn wait_cfg() -> WaitCfg {
+    WaitCfg {
+        spin: Duration::ZERO,
+        slice: if cfg!(loom) {
+            None
+        } else {
+            Some(Duration::from_millis(10))
+        },
+        deadline: None,
+    }
+}
+
+/// Sends `frame`, sleeping (with the futex handshake) while the ring is full.
+pub fn send_blocking(p: &mut Producer<HeapStorage>, frame: &[u8]) -> Result<()> {
+    loop {
+        match p.try_send(frame) {
+            Err(ShmError::Full) => {
+                p.wait_writable(frame.len(), &wait_cfg(), &mut || Ok(()))?;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Receives one frame (copied), sleeping while the ring is empty.
+pub fn recv_blocking(c: &mut Consumer<HeapStorage>) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    loop {
+        if c.try_recv_into(&mut buf)? {
+            return Ok(buf);
+        }
+        c.wait_readable(&wait_cfg(), &mut || Ok(()))?;
+    }
+}
+
+/// Closes the producer end: the consumer drains, then sees `Disconnected`.
+pub fn close_producer(p: &Producer<HeapStorage>) {
+    p.close();
+}
+
+/// Closes the consumer end: the producer sees `Disconnected`.
+pub fn close_consumer(c: &Consumer<HeapStorage>) {
+    c.close();
+}
+
+/// A hostile peer: overwrites shared words and bytes of a heap ring.
+pub struct Scribbler {
+    storage: HeapStorage,
+}
+
+impl Scribbler {
+    /// Number of shared header fields [`Scribbler::header`] addresses.
+    pub const HEADER_FIELDS: u8 = 7;
+
+    /// Data capacity of the ring.
+    pub fn capacity(&self) -> usize {
+        self.storage.capacity()
+    }
+
+    /// Overwrites header field `field % HEADER_FIELDS` (head, tail, closed,
+    /// data_seq, data_waiters, space_seq, space_waiters) with `value`
+    /// (truncated to the field's width).
+    pub fn header(&self, field: u8, value: u64) {
+        let h = self.storage.header();
+        let c = &h.ctl.0;
+        match field % Self::HEADER_FIELDS {
+            0 => h.head.0.store(value, SeqCst),
+            1 => h.tail.0.store(value, SeqCst),
+            2 => c.closed.store(value as u32, SeqCst),
+            3 => c.data_seq.store(value as u32, SeqCst),
+            4 => c.data_waiters.store(value as u32, SeqCst),
+            5 => c.space_seq.store(value as u32, SeqCst),
+            _ => c.space_waiters.store(value as u32, SeqCst),
+        }
+    }
+
+    /// Reads header field `field % HEADER_FIELDS`.
+    pub fn read_header(&self, field: u8) -> u64 {
+        let h = self.storage.header();
+        let c = &h.ctl.0;
+        match field % Self::HEADER_FIELDS {
+            0 => h.head.0.load(SeqCst),
+            1 => h.tail.0.load(SeqCst),
+            2 => c.closed.load(SeqCst).into(),
+            3 => c.data_seq.load(SeqCst).into(),
+            4 => c.data_waiters.load(SeqCst).into(),
+            5 => c.space_seq.load(SeqCst).into(),
+            _ => c.space_waiters.load(SeqCst).into(),
+        }
+    }
+
+    /// Overwrites data byte `offset % capacity` with `byte`. Only call it
+    /// while no other thread uses the ring.
+    pub fn data(&self, offset: usize, byte: u8) {
+        let off = offset % self.capacity();
+        self.storage.track_write(off, 1);
+        // SAFETY: `off < capacity` and the region is valid per the storage
+        // contract; the caller guarantees no concurrent access in this
+        // process.
+        unsafe { self.storage.data().add(off).write_volatile(byte) }
+    }
+}
