@@ -9,18 +9,33 @@
 //! | [`message`] | the versioned binary message header ([`Header`], [`Message`]), see `docs/PROTOCOL.md` |
 //! | [`compression`] | per-message LZ4/Zstd compression with bounded decompression |
 //! | [`codec`] | the serde-based [`Codec`] trait and its implementations |
+//! | [`packet`] | [`Packet`]: a message generic over its payload, as the state machines see it |
+//! | [`client`] | [`ClientConnection`]: ids, pending calls, deadlines, cancellation, heartbeats |
+//! | [`server`] | [`ServerConnection`]: dispatch events, answers, deadlines, shutdown |
+//! | [`flow`] | credit-based flow control shared by both sides' streams |
 //!
 //! Bytes come in through `handle_*`/`decode` functions and leave through `poll_*`/`encode`
 //! functions; adapter crates (`xrpc-tokio`, …) own the IO.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod codec;
 pub mod compression;
 pub mod error;
+pub mod flow;
 pub mod frame;
 pub mod message;
+pub mod packet;
+pub mod server;
+mod timer;
 
+#[cfg(test)]
+mod tests;
+
+pub use client::{
+    CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent, StreamSendError,
+};
 #[cfg(feature = "codec-cbor")]
 pub use codec::CborCodec;
 #[cfg(feature = "codec-json")]
@@ -35,4 +50,8 @@ pub use error::ProtoError;
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameDecoder, FrameError};
 pub use message::{
     ErrorCode, Flags, Header, Message, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
+};
+pub use packet::{Body, Packet};
+pub use server::{
+    IncomingCall, ProtocolViolation, ServerConfig, ServerConnection, ServerEvent, ServerSendError,
 };

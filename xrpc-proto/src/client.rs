@@ -1,0 +1,558 @@
+//! The client side of an RPC connection, as a state machine.
+//!
+//! [`ClientConnection`] allocates request ids, keeps the table of pending calls with their
+//! deadlines, runs client-, server- and bidirectional streams with credit-based flow control,
+//! sends heartbeats, and ends every pending call with a typed [`CallError`] when the connection
+//! closes. It owns no IO: the adapter feeds it packets ([`handle_packet`]), timer expiries
+//! ([`handle_timeout`]) and closure ([`handle_close`]), and drains [`poll_transmit`],
+//! [`poll_event`] and [`poll_timeout`].
+//!
+//! [`handle_packet`]: ClientConnection::handle_packet
+//! [`handle_timeout`]: ClientConnection::handle_timeout
+//! [`handle_close`]: ClientConnection::handle_close
+//! [`poll_transmit`]: ClientConnection::poll_transmit
+//! [`poll_event`]: ClientConnection::poll_event
+//! [`poll_timeout`]: ClientConnection::poll_timeout
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codec::CodecId;
+use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow};
+use crate::message::{Header, MessageKind, RemoteError};
+use crate::packet::{Body, Packet};
+use crate::timer::Deadlines;
+
+/// The shape of a call: who streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallKind {
+    /// One request, one response.
+    #[default]
+    Unary,
+    /// One request, a stream of responses.
+    ServerStreaming,
+    /// A stream of requests, one response.
+    ClientStreaming,
+    /// Streams both ways.
+    Bidirectional,
+}
+
+impl CallKind {
+    /// Whether the client sends a stream.
+    pub fn client_streams(self) -> bool {
+        matches!(self, Self::ClientStreaming | Self::Bidirectional)
+    }
+
+    /// Whether the server sends a stream.
+    pub fn server_streams(self) -> bool {
+        matches!(self, Self::ServerStreaming | Self::Bidirectional)
+    }
+
+    /// The kind a request header announces.
+    pub fn of_header(h: &Header) -> Self {
+        match (h.client_stream, h.server_stream) {
+            (false, false) => Self::Unary,
+            (false, true) => Self::ServerStreaming,
+            (true, false) => Self::ClientStreaming,
+            (true, true) => Self::Bidirectional,
+        }
+    }
+}
+
+/// Why a call ended without a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The deadline passed.
+    #[error("call timed out")]
+    Timeout,
+    /// The call was cancelled locally.
+    #[error("call cancelled")]
+    Cancelled,
+    /// The connection closed or the peer stopped answering heartbeats.
+    #[error("disconnected: {0}")]
+    Disconnected(String),
+    /// The server answered with an error.
+    #[error("remote error {:?}: {}", .0.code, .0.message)]
+    Remote(RemoteError),
+    /// The server broke the protocol on this call (for example, sent items without credit).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// Client settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Timeout of unary and client-streaming calls started without one (`None`: wait forever).
+    pub default_timeout: Option<Duration>,
+    /// Items of a server stream the client buffers at most (the credit window it grants).
+    pub stream_window: u32,
+    /// Send a ping after this much time without one (`None`: no heartbeats).
+    pub heartbeat_interval: Option<Duration>,
+    /// Declare the server dead after this many heartbeats in a row go unanswered.
+    pub heartbeat_misses: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout: Some(Duration::from_secs(30)),
+            stream_window: 32,
+            heartbeat_interval: None,
+            heartbeat_misses: 3,
+        }
+    }
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallOptions {
+    /// Who streams.
+    pub kind: CallKind,
+    /// Overrides [`ClientConfig::default_timeout`]; for streaming calls it bounds the whole call.
+    pub timeout: Option<Duration>,
+    /// Codec id recorded in the header.
+    pub codec: CodecId,
+}
+
+impl CallOptions {
+    /// Options for a unary call with codec `codec`.
+    pub fn unary(codec: CodecId) -> Self {
+        Self {
+            codec,
+            ..Self::default()
+        }
+    }
+
+    /// The same options with another call kind.
+    pub fn with_kind(mut self, kind: CallKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The same options with a timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// What the application learns from the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent<P> {
+    /// The response of call `id`; the call is over.
+    Response {
+        /// The call.
+        id: u64,
+        /// The payload.
+        payload: P,
+    },
+    /// Call `id` ended with an error; the call is over.
+    Failed {
+        /// The call.
+        id: u64,
+        /// Why.
+        error: CallError,
+    },
+    /// One item of the server's stream on call `id`. Report it consumed with
+    /// [`ClientConnection::stream_consumed`] when the application takes it.
+    StreamItem {
+        /// The call.
+        id: u64,
+        /// The payload.
+        payload: P,
+    },
+    /// The server ended its stream on call `id` normally; the call is over.
+    StreamEnd {
+        /// The call.
+        id: u64,
+    },
+    /// The server granted credit: the client stream of call `id` may send more items.
+    SendCredit {
+        /// The call.
+        id: u64,
+    },
+}
+
+/// Why a stream item could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSendError<P> {
+    /// No credit left: wait for [`ClientEvent::SendCredit`] and try again with the item.
+    NoCredit(P),
+    /// The call is not an open client stream (finished, failed, or never was one).
+    Closed(P),
+}
+
+#[derive(Debug)]
+struct Call {
+    kind: CallKind,
+    deadline: Option<Instant>,
+    /// Client → server stream state, while the client may still send.
+    send: Option<SendWindow>,
+    /// Server → client stream state.
+    recv: Option<RecvWindow>,
+}
+
+/// The client half of an RPC connection. `P` is the payload type (`Bytes` on the wire).
+#[derive(Debug)]
+pub struct ClientConnection<P> {
+    config: ClientConfig,
+    next_id: u64,
+    calls: HashMap<u64, Call>,
+    deadlines: Deadlines,
+    transmit: VecDeque<Packet<P>>,
+    events: VecDeque<ClientEvent<P>>,
+    closed: Option<String>,
+    next_ping: Option<Instant>,
+    ping_seq: u64,
+    ping_outstanding: bool,
+    missed_pings: u32,
+}
+
+impl<P> ClientConnection<P> {
+    /// A fresh connection; `now` starts the heartbeat clock.
+    pub fn new(config: ClientConfig, now: Instant) -> Self {
+        Self {
+            config,
+            next_id: 1,
+            calls: HashMap::new(),
+            deadlines: Deadlines::default(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            closed: None,
+            next_ping: config.heartbeat_interval.map(|i| now + i),
+            ping_seq: 0,
+            ping_outstanding: false,
+            missed_pings: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Starts a call and returns its id. The request is queued for [`poll_transmit`]; its
+    /// outcome arrives as events. Fails at once with `Disconnected` if the connection closed.
+    ///
+    /// [`poll_transmit`]: Self::poll_transmit
+    pub fn start_call(
+        &mut self,
+        now: Instant,
+        method: &str,
+        payload: P,
+        opts: CallOptions,
+    ) -> Result<u64, CallError> {
+        if let Some(reason) = &self.closed {
+            return Err(CallError::Disconnected(reason.clone()));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let timeout = match opts.kind {
+            CallKind::Unary | CallKind::ClientStreaming => {
+                opts.timeout.or(self.config.default_timeout)
+            }
+            _ => opts.timeout,
+        };
+        let deadline = timeout.map(|t| now + t);
+        if let Some(at) = deadline {
+            self.deadlines.push(at, id);
+        }
+        let window = opts
+            .kind
+            .server_streams()
+            .then_some(self.config.stream_window.max(1));
+        let header = Header {
+            client_stream: opts.kind.client_streams(),
+            server_stream: opts.kind.server_streams(),
+            timeout,
+            window,
+            ..Header::new(MessageKind::Request, id).with_codec(opts.codec)
+        };
+        self.calls.insert(
+            id,
+            Call {
+                kind: opts.kind,
+                deadline,
+                send: opts
+                    .kind
+                    .client_streams()
+                    .then(|| SendWindow::new(INITIAL_CLIENT_STREAM_WINDOW)),
+                recv: window.map(RecvWindow::new),
+            },
+        );
+        self.transmit.push_back(Packet {
+            header,
+            method: Bytes::copy_from_slice(method.as_bytes()),
+            body: Body::Data(payload),
+        });
+        Ok(id)
+    }
+
+    /// Queues a one-way notification.
+    pub fn notify(&mut self, method: &str, payload: P, codec: CodecId) -> Result<(), CallError> {
+        if let Some(reason) = &self.closed {
+            return Err(CallError::Disconnected(reason.clone()));
+        }
+        self.transmit.push_back(Packet {
+            header: Header::new(MessageKind::Notification, 0).with_codec(codec),
+            method: Bytes::copy_from_slice(method.as_bytes()),
+            body: Body::Data(payload),
+        });
+        Ok(())
+    }
+
+    /// Gives up on call `id`: forgets it and tells the server. No event follows. Returns
+    /// whether the call was pending.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if self.calls.remove(&id).is_none() {
+            return false;
+        }
+        if self.closed.is_none() {
+            self.transmit.push_back(Packet::new(
+                Header::new(MessageKind::Cancel, id),
+                Body::Empty,
+            ));
+        }
+        true
+    }
+
+    /// Queues one item on the client stream of call `id`, if it has credit.
+    pub fn send_stream_item(
+        &mut self,
+        id: u64,
+        payload: P,
+        codec: CodecId,
+    ) -> Result<(), StreamSendError<P>> {
+        let Some(send) = self.calls.get_mut(&id).and_then(|c| c.send.as_mut()) else {
+            return Err(StreamSendError::Closed(payload));
+        };
+        if !send.try_take() {
+            return Err(StreamSendError::NoCredit(payload));
+        }
+        self.transmit.push_back(Packet::new(
+            Header::new(MessageKind::StreamItem, id).with_codec(codec),
+            Body::Data(payload),
+        ));
+        Ok(())
+    }
+
+    /// Credit left on the client stream of call `id` (`None` if it is not an open client stream).
+    pub fn send_credit(&self, id: u64) -> Option<u64> {
+        self.calls
+            .get(&id)
+            .and_then(|c| c.send.as_ref())
+            .map(|s| s.credit())
+    }
+
+    /// Ends the client stream of call `id`. Returns whether it was open.
+    pub fn finish_stream(&mut self, id: u64) -> bool {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        if call.send.take().is_none() {
+            return false;
+        }
+        self.transmit.push_back(Packet::new(
+            Header::new(MessageKind::StreamEnd, id),
+            Body::Empty,
+        ));
+        true
+    }
+
+    /// Reports that the application took `n` items of the server stream of call `id`; grants
+    /// the server more credit when half the window has been consumed.
+    pub fn stream_consumed(&mut self, id: u64, n: u32) {
+        let Some(recv) = self.calls.get_mut(&id).and_then(|c| c.recv.as_mut()) else {
+            return;
+        };
+        if let Some(grant) = recv.on_consumed(n) {
+            let header = Header {
+                window: Some(grant),
+                ..Header::new(MessageKind::Credit, id)
+            };
+            self.transmit.push_back(Packet::new(header, Body::Empty));
+        }
+    }
+
+    fn finish(&mut self, id: u64, event: ClientEvent<P>) {
+        self.calls.remove(&id);
+        self.events.push_back(event);
+    }
+
+    fn fail(&mut self, id: u64, error: CallError, tell_server: bool) {
+        self.finish(id, ClientEvent::Failed { id, error });
+        if tell_server && self.closed.is_none() {
+            self.transmit.push_back(Packet::new(
+                Header::new(MessageKind::Cancel, id),
+                Body::Empty,
+            ));
+        }
+    }
+
+    /// Feeds one packet received from the server.
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet<P>) {
+        let _ = now;
+        // Anything from the server proves it alive.
+        self.missed_pings = 0;
+        self.ping_outstanding = false;
+        let id = packet.header.id;
+        let kind = packet.header.kind;
+        match kind {
+            MessageKind::Ping => {
+                // A server may probe us too: answer in kind.
+                self.transmit.push_back(Packet::new(
+                    Header::new(MessageKind::Pong, id),
+                    match packet.body {
+                        Body::Data(p) => Body::Data(p),
+                        _ => Body::Empty,
+                    },
+                ));
+                return;
+            }
+            MessageKind::Pong => return,
+            _ => {}
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            // A late answer to a call that timed out or was cancelled: not an error.
+            return;
+        };
+        match (kind, packet.body) {
+            (MessageKind::Response, Body::Data(payload)) if !call.kind.server_streams() => {
+                self.finish(id, ClientEvent::Response { id, payload });
+            }
+            (MessageKind::Error, Body::Error(e)) => {
+                self.finish(
+                    id,
+                    ClientEvent::Failed {
+                        id,
+                        error: CallError::Remote(e),
+                    },
+                );
+            }
+            (MessageKind::StreamItem, Body::Data(payload)) => match call.recv.as_mut() {
+                Some(recv) => match recv.on_item() {
+                    Ok(()) => self
+                        .events
+                        .push_back(ClientEvent::StreamItem { id, payload }),
+                    Err(v) => self.fail(id, CallError::Protocol(v.to_string()), true),
+                },
+                None => self.fail(
+                    id,
+                    CallError::Protocol("stream item on a call without a server stream".into()),
+                    true,
+                ),
+            },
+            (MessageKind::StreamEnd, _) if call.kind.server_streams() => {
+                self.finish(id, ClientEvent::StreamEnd { id });
+            }
+            (MessageKind::Credit, _) => {
+                if let Some(send) = call.send.as_mut() {
+                    send.add(packet.header.window.unwrap_or(0));
+                    self.events.push_back(ClientEvent::SendCredit { id });
+                }
+            }
+            (kind, _) => self.fail(
+                id,
+                CallError::Protocol(format!("unexpected {kind:?} from the server")),
+                true,
+            ),
+        }
+    }
+
+    /// Fires expired deadlines and heartbeats. Call it when [`poll_timeout`](Self::poll_timeout)
+    /// is reached (calling it early or late is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(id) = self.deadlines.pop_due(now) {
+            let due = self
+                .calls
+                .get(&id)
+                .and_then(|c| c.deadline)
+                .is_some_and(|at| at <= now);
+            if due {
+                self.fail(id, CallError::Timeout, true);
+            }
+        }
+        if let (Some(at), Some(interval)) = (self.next_ping, self.config.heartbeat_interval)
+            && at <= now
+            && self.closed.is_none()
+        {
+            if self.ping_outstanding {
+                self.missed_pings += 1;
+            }
+            if self.missed_pings >= self.config.heartbeat_misses.max(1) {
+                self.handle_close(format!(
+                    "server missed {} heartbeats in a row",
+                    self.missed_pings
+                ));
+                return;
+            }
+            self.ping_seq += 1;
+            self.ping_outstanding = true;
+            self.transmit.push_back(Packet::new(
+                Header::new(MessageKind::Ping, self.ping_seq),
+                Body::Empty,
+            ));
+            self.next_ping = Some(now + interval);
+        }
+    }
+
+    /// The connection is gone: every pending call fails with `Disconnected(reason)`, and later
+    /// calls fail at once.
+    pub fn handle_close(&mut self, reason: impl Into<String>) {
+        if self.closed.is_some() {
+            return;
+        }
+        let reason = reason.into();
+        let mut ids: Vec<u64> = self.calls.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.finish(
+                id,
+                ClientEvent::Failed {
+                    id,
+                    error: CallError::Disconnected(reason.clone()),
+                },
+            );
+        }
+        self.deadlines.clear();
+        self.transmit.clear();
+        self.next_ping = None;
+        self.closed = Some(reason);
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Packet<P>> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ClientEvent<P>> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let calls = &self.calls;
+        let deadline = self
+            .deadlines
+            .peek(|id, at| calls.get(&id).and_then(|c| c.deadline) == Some(at));
+        match (deadline, self.next_ping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the connection was closed (by [`handle_close`](Self::handle_close) or a dead
+    /// heartbeat), and why.
+    pub fn closed_reason(&self) -> Option<&str> {
+        self.closed.as_deref()
+    }
+
+    /// Calls started and not yet finished.
+    pub fn pending_calls(&self) -> usize {
+        self.calls.len()
+    }
+}

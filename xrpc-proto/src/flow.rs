@@ -1,0 +1,139 @@
+//! Credit-based flow control for streams.
+//!
+//! The receiver of a stream grants credit in items; the sender may only send as many items as it
+//! has been granted. The receiver grants more as its application *consumes* items, never more
+//! than keeps `window` items outstanding, so a slow consumer holds a fast producer at the window
+//! and the buffer between them never grows past it.
+
+/// The window a client stream starts with, without waiting for a `Credit` message.
+///
+/// Both sides assume it: the client may send this many items right after its request.
+pub const INITIAL_CLIENT_STREAM_WINDOW: u32 = 16;
+
+/// Receiving side of a stream: counts items and decides when to grant credit.
+#[derive(Debug, Clone)]
+pub struct RecvWindow {
+    window: u64,
+    granted: u64,
+    received: u64,
+    consumed: u64,
+}
+
+/// The peer sent more items than it was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("flow control violated: item {received} exceeds granted credit {granted}")]
+pub struct FlowViolation {
+    /// Items received including this one.
+    pub received: u64,
+    /// Items granted.
+    pub granted: u64,
+}
+
+impl RecvWindow {
+    /// A window of `window` items, all granted up front.
+    pub fn new(window: u32) -> Self {
+        let window = u64::from(window.max(1));
+        Self {
+            window,
+            granted: window,
+            received: 0,
+            consumed: 0,
+        }
+    }
+
+    /// Records one received item.
+    pub fn on_item(&mut self) -> Result<(), FlowViolation> {
+        self.received += 1;
+        if self.received > self.granted {
+            return Err(FlowViolation {
+                received: self.received,
+                granted: self.granted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records that the application consumed `n` items; returns the credit to grant now, if the
+    /// unused part of the window has reached half of it.
+    pub fn on_consumed(&mut self, n: u32) -> Option<u32> {
+        self.consumed = (self.consumed + u64::from(n)).min(self.received);
+        let target = self.consumed + self.window;
+        let grant = target.saturating_sub(self.granted);
+        if grant * 2 >= self.window && grant > 0 {
+            let grant = u32::try_from(grant).unwrap_or(u32::MAX);
+            self.granted += u64::from(grant);
+            Some(grant)
+        } else {
+            None
+        }
+    }
+
+    /// Items received but not yet consumed.
+    pub fn buffered(&self) -> u64 {
+        self.received - self.consumed
+    }
+}
+
+/// Sending side of a stream: the credit left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendWindow {
+    credit: u64,
+}
+
+impl SendWindow {
+    /// Starts with `initial` credit.
+    pub fn new(initial: u32) -> Self {
+        Self {
+            credit: u64::from(initial),
+        }
+    }
+
+    /// Takes one credit if there is one.
+    pub fn try_take(&mut self) -> bool {
+        if self.credit == 0 {
+            return false;
+        }
+        self.credit -= 1;
+        true
+    }
+
+    /// Adds credit granted by the peer.
+    pub fn add(&mut self, n: u32) {
+        self.credit = self.credit.saturating_add(u64::from(n));
+    }
+
+    /// Credit left.
+    pub fn credit(&self) -> u64 {
+        self.credit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_consumer_bounds_the_buffer() {
+        let mut rx = RecvWindow::new(8);
+        let mut tx = SendWindow::new(8);
+        let mut sent = 0;
+        while tx.try_take() {
+            rx.on_item().unwrap();
+            sent += 1;
+        }
+        assert_eq!(sent, 8);
+        assert!(
+            rx.on_item().is_err(),
+            "a ninth item without credit is a violation"
+        );
+        let mut rx = RecvWindow::new(8);
+        for _ in 0..8 {
+            rx.on_item().unwrap();
+        }
+        assert_eq!(rx.on_consumed(3), None, "below half the window");
+        assert_eq!(rx.on_consumed(1), Some(4));
+        tx.add(4);
+        assert_eq!(tx.credit(), 4);
+        assert!(rx.buffered() <= 8);
+    }
+}

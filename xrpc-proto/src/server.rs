@@ -1,0 +1,419 @@
+//! The server side of an RPC connection, as a state machine.
+//!
+//! [`ServerConnection`] turns received packets into dispatch events (request, notification,
+//! cancel, stream item, stream end, send credit), and the application's answers — responses,
+//! errors, stream items — back into packets. It enforces flow control in both directions,
+//! expires request deadlines (answering `DeadlineExceeded` and telling the application to stop
+//! the handler), answers pings, and refuses new calls while shutting down.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::client::CallKind;
+use crate::codec::CodecId;
+use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow};
+use crate::message::{ErrorCode, Header, MessageKind, RemoteError};
+use crate::packet::{Body, Packet};
+use crate::timer::Deadlines;
+
+/// Server settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Calls in progress on one connection at most; more are refused with `ResourceExhausted`.
+    pub max_concurrent_calls: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 10_000,
+        }
+    }
+}
+
+/// A request as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCall<P> {
+    /// The call id, to answer with.
+    pub id: u64,
+    /// The method name (valid UTF-8).
+    pub method: Bytes,
+    /// The codec the client used.
+    pub codec: CodecId,
+    /// The request payload.
+    pub payload: P,
+    /// Who streams.
+    pub kind: CallKind,
+    /// When the client stops waiting, if it set a timeout (receipt time plus the timeout).
+    pub deadline: Option<Instant>,
+}
+
+impl<P> IncomingCall<P> {
+    /// The method name as text.
+    pub fn method_str(&self) -> &str {
+        std::str::from_utf8(&self.method).unwrap_or_default()
+    }
+}
+
+/// What the application learns from the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent<P> {
+    /// A new call to dispatch.
+    Request(IncomingCall<P>),
+    /// A one-way call (no answer is possible).
+    Notification {
+        /// The method name.
+        method: Bytes,
+        /// The codec the client used.
+        codec: CodecId,
+        /// The payload.
+        payload: P,
+    },
+    /// Stop the handler of call `id`: the client cancelled, or its deadline passed (the client
+    /// has then been answered `DeadlineExceeded`). Answers for it are dropped.
+    Cancelled {
+        /// The call.
+        id: u64,
+    },
+    /// One item of the client's stream on call `id`. Report it consumed with
+    /// [`ServerConnection::stream_consumed`] when the handler takes it.
+    StreamItem {
+        /// The call.
+        id: u64,
+        /// The payload.
+        payload: P,
+    },
+    /// The client ended its stream on call `id`.
+    StreamEnd {
+        /// The call.
+        id: u64,
+    },
+    /// The client granted credit: the server stream of call `id` may send more items.
+    SendCredit {
+        /// The call.
+        id: u64,
+    },
+}
+
+/// Why a stream item could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSendError<P> {
+    /// No credit: wait for [`ServerEvent::SendCredit`] and retry with the item.
+    NoCredit(P),
+    /// The call is over (answered, cancelled, expired) or has no server stream.
+    Closed(P),
+}
+
+/// The client broke the protocol; the connection should be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol violation by the client: {0}")]
+pub struct ProtocolViolation(pub String);
+
+#[derive(Debug)]
+struct Active {
+    kind: CallKind,
+    deadline: Option<Instant>,
+    /// Server → client stream credit.
+    send: Option<SendWindow>,
+    /// Client → server stream, until the client ends it.
+    recv: Option<RecvWindow>,
+}
+
+/// The server half of an RPC connection. `P` is the payload type (`Bytes` on the wire).
+#[derive(Debug)]
+pub struct ServerConnection<P> {
+    config: ServerConfig,
+    calls: HashMap<u64, Active>,
+    deadlines: Deadlines,
+    transmit: VecDeque<Packet<P>>,
+    events: VecDeque<ServerEvent<P>>,
+    shutting_down: bool,
+}
+
+impl<P> ServerConnection<P> {
+    /// A fresh connection.
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            calls: HashMap::new(),
+            deadlines: Deadlines::default(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            shutting_down: false,
+        }
+    }
+
+    fn queue_error(&mut self, id: u64, code: ErrorCode, message: impl Into<String>) {
+        self.transmit.push_back(Packet::new(
+            Header::new(MessageKind::Error, id),
+            Body::Error(RemoteError::new(code, message)),
+        ));
+    }
+
+    /// Feeds one packet received from the client. An error means the client broke the
+    /// protocol badly enough that the connection should be closed.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        packet: Packet<P>,
+    ) -> Result<(), ProtocolViolation> {
+        let h = packet.header;
+        let id = h.id;
+        match (h.kind, packet.body) {
+            (MessageKind::Request, Body::Data(payload)) => {
+                if self.calls.contains_key(&id) {
+                    return Err(ProtocolViolation(format!(
+                        "request id {id} is already in use"
+                    )));
+                }
+                if self.shutting_down {
+                    self.queue_error(id, ErrorCode::ShuttingDown, "server is shutting down");
+                    return Ok(());
+                }
+                if self.calls.len() >= self.config.max_concurrent_calls {
+                    self.queue_error(
+                        id,
+                        ErrorCode::ResourceExhausted,
+                        format!(
+                            "more than {} concurrent calls",
+                            self.config.max_concurrent_calls
+                        ),
+                    );
+                    return Ok(());
+                }
+                let kind = CallKind::of_header(&h);
+                let deadline = h.timeout.and_then(|t| now.checked_add(t));
+                if let Some(at) = deadline {
+                    self.deadlines.push(at, id);
+                }
+                self.calls.insert(
+                    id,
+                    Active {
+                        kind,
+                        deadline,
+                        send: kind
+                            .server_streams()
+                            .then(|| SendWindow::new(h.window.unwrap_or(1))),
+                        recv: kind
+                            .client_streams()
+                            .then(|| RecvWindow::new(INITIAL_CLIENT_STREAM_WINDOW)),
+                    },
+                );
+                self.events.push_back(ServerEvent::Request(IncomingCall {
+                    id,
+                    method: packet.method,
+                    codec: h.codec,
+                    payload,
+                    kind,
+                    deadline,
+                }));
+            }
+            (MessageKind::Notification, Body::Data(payload)) => {
+                if !self.shutting_down {
+                    self.events.push_back(ServerEvent::Notification {
+                        method: packet.method,
+                        codec: h.codec,
+                        payload,
+                    });
+                }
+            }
+            (MessageKind::Cancel, _) => {
+                if self.calls.remove(&id).is_some() {
+                    self.events.push_back(ServerEvent::Cancelled { id });
+                }
+            }
+            (MessageKind::StreamItem, Body::Data(payload)) => {
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return Ok(()); // the call already ended; items in flight are dropped
+                };
+                let Some(recv) = call.recv.as_mut() else {
+                    return Err(ProtocolViolation(format!(
+                        "stream item on call {id}, which has no open client stream"
+                    )));
+                };
+                if let Err(v) = recv.on_item() {
+                    return Err(ProtocolViolation(v.to_string()));
+                }
+                self.events
+                    .push_back(ServerEvent::StreamItem { id, payload });
+            }
+            (MessageKind::StreamEnd, _) => {
+                if let Some(call) = self.calls.get_mut(&id)
+                    && call.recv.take().is_some()
+                {
+                    self.events.push_back(ServerEvent::StreamEnd { id });
+                }
+            }
+            (MessageKind::Credit, _) => {
+                if let Some(send) = self.calls.get_mut(&id).and_then(|c| c.send.as_mut()) {
+                    send.add(h.window.unwrap_or(0));
+                    self.events.push_back(ServerEvent::SendCredit { id });
+                }
+            }
+            (MessageKind::Ping, body) => {
+                let body = match body {
+                    Body::Data(p) => Body::Data(p),
+                    _ => Body::Empty,
+                };
+                self.transmit
+                    .push_back(Packet::new(Header::new(MessageKind::Pong, id), body));
+            }
+            (MessageKind::Pong, _) => {}
+            (kind, _) => {
+                return Err(ProtocolViolation(format!(
+                    "a client may not send {kind:?} messages"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers call `id` with a response. Returns `false` (and drops the payload) if the call is
+    /// no longer active — cancelled, expired or already answered — or is a server stream.
+    pub fn respond(&mut self, id: u64, payload: P, codec: CodecId) -> bool {
+        match self.calls.get(&id) {
+            Some(c) if !c.kind.server_streams() => {}
+            _ => return false,
+        }
+        self.calls.remove(&id);
+        self.transmit.push_back(Packet::new(
+            Header::new(MessageKind::Response, id).with_codec(codec),
+            Body::Data(payload),
+        ));
+        true
+    }
+
+    /// Ends call `id` (of any kind) with an error. Returns `false` if it was not active.
+    pub fn respond_error(&mut self, id: u64, error: RemoteError) -> bool {
+        if self.calls.remove(&id).is_none() {
+            return false;
+        }
+        self.transmit.push_back(Packet::new(
+            Header::new(MessageKind::Error, id),
+            Body::Error(error),
+        ));
+        true
+    }
+
+    /// Queues one item of the server stream of call `id`, if the client granted credit.
+    pub fn send_stream_item(
+        &mut self,
+        id: u64,
+        payload: P,
+        codec: CodecId,
+    ) -> Result<(), ServerSendError<P>> {
+        let Some(send) = self.calls.get_mut(&id).and_then(|c| c.send.as_mut()) else {
+            return Err(ServerSendError::Closed(payload));
+        };
+        if !send.try_take() {
+            return Err(ServerSendError::NoCredit(payload));
+        }
+        self.transmit.push_back(Packet::new(
+            Header::new(MessageKind::StreamItem, id).with_codec(codec),
+            Body::Data(payload),
+        ));
+        Ok(())
+    }
+
+    /// Credit left on the server stream of call `id`.
+    pub fn send_credit(&self, id: u64) -> Option<u64> {
+        self.calls
+            .get(&id)
+            .and_then(|c| c.send.as_ref())
+            .map(|s| s.credit())
+    }
+
+    /// Ends the server stream of call `id` normally; the call is over. Returns `false` if it was
+    /// not an active server stream.
+    pub fn end_stream(&mut self, id: u64) -> bool {
+        match self.calls.get(&id) {
+            Some(c) if c.kind.server_streams() => {}
+            _ => return false,
+        }
+        self.calls.remove(&id);
+        self.transmit.push_back(Packet::new(
+            Header::new(MessageKind::StreamEnd, id),
+            Body::Empty,
+        ));
+        true
+    }
+
+    /// Reports that the handler took `n` items of the client stream of call `id`; grants the
+    /// client more credit when half the window has been consumed.
+    pub fn stream_consumed(&mut self, id: u64, n: u32) {
+        let Some(recv) = self.calls.get_mut(&id).and_then(|c| c.recv.as_mut()) else {
+            return;
+        };
+        if let Some(grant) = recv.on_consumed(n) {
+            let header = Header {
+                window: Some(grant),
+                ..Header::new(MessageKind::Credit, id)
+            };
+            self.transmit.push_back(Packet::new(header, Body::Empty));
+        }
+    }
+
+    /// Expires deadlines: each expired call is answered `DeadlineExceeded` and reported as
+    /// [`ServerEvent::Cancelled`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(id) = self.deadlines.pop_due(now) {
+            let due = self
+                .calls
+                .get(&id)
+                .and_then(|c| c.deadline)
+                .is_some_and(|at| at <= now);
+            if due {
+                self.calls.remove(&id);
+                self.queue_error(id, ErrorCode::DeadlineExceeded, "deadline exceeded");
+                self.events.push_back(ServerEvent::Cancelled { id });
+            }
+        }
+    }
+
+    /// Stops accepting calls: new requests are answered `ShuttingDown`; calls in progress go on.
+    pub fn start_shutdown(&mut self) {
+        self.shutting_down = true;
+    }
+
+    /// Whether no call is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The connection is gone: every active call is reported [`ServerEvent::Cancelled`] so its
+    /// handler can stop.
+    pub fn handle_close(&mut self) {
+        let mut ids: Vec<u64> = self.calls.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.events.push_back(ServerEvent::Cancelled { id });
+        }
+        self.calls.clear();
+        self.deadlines.clear();
+        self.transmit.clear();
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Packet<P>> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ServerEvent<P>> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let calls = &self.calls;
+        self.deadlines
+            .peek(|id, at| calls.get(&id).and_then(|c| c.deadline) == Some(at))
+    }
+}
