@@ -1,0 +1,23 @@
+//! # xrpc-tokio — the tokio adapter of xrpc
+//!
+//! IO, tasks and timers for the sans-IO core [`xrpc_proto`]: framing and message logic come
+//! from there, this crate only moves bytes.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`transport`] | layer 1: [`FrameTransport`] and its TCP, Unix, channel and `Arc` implementations |
+//! | [`channel`] | layer 2: [`MessageChannel`], [`MessageChannelAdapter`], [`SerdeChannel`], [`TypedChannel`] |
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod channel;
+pub mod transport;
+
+pub use channel::{
+    ChannelError, MessageChannel, MessageChannelAdapter, SerdeChannel, TypedChannel,
+};
+pub use transport::{
+    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
+    TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
+    UnixConfig, UnixFrameTransport, UnixFrameTransportListener, ZeroCopyTransport,
+};

@@ -1,0 +1,517 @@
+//! Layer 1: frame transports.
+//!
+//! A [`FrameTransport`] moves whole frames — one message's bytes, *without* the 4-byte length
+//! prefix that byte streams put in front of them — between two peers. Framing on byte streams
+//! is done by [`xrpc_proto::FrameDecoder`]; this module only owns the IO.
+//!
+//! | transport | peer | bytes copied per frame |
+//! |---|---|---|
+//! | [`TcpFrameTransport`] | another process or host | socket read/write only |
+//! | [`UnixFrameTransport`] | another process | socket read/write only |
+//! | [`ChannelFrameTransport`] | the same process | one (into a `Bytes`) |
+//! | [`ArcFrameTransport`] | the same process | none with [`ArcFrameTransport::send_bytes`] |
+//!
+//! Every method takes `&self`: one task can wait in [`recv_frame`](FrameTransport::recv_frame)
+//! while others call [`send_frame`](FrameTransport::send_frame). Sends are serialized by an
+//! internal lock, so frames from concurrent senders never interleave.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use xrpc_proto::FRAME_PREFIX_LEN;
+
+mod arc;
+mod channel;
+mod pipe;
+mod stream;
+mod tcp;
+mod unix;
+
+pub use arc::{ArcFrameTransport, ZeroCopyTransport};
+pub use channel::{ChannelConfig, ChannelFrameTransport};
+pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
+pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
+
+/// An error of a frame transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// A frame is larger than the configured maximum (on send, or announced by the peer).
+    #[error("frame of {size} bytes exceeds max {max}")]
+    MessageTooLarge {
+        /// The frame's (declared) size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The peer broke the framing or transport protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Writing to the underlying IO failed.
+    #[error("send failed: {0}")]
+    SendFailed(#[source] std::io::Error),
+    /// Reading from the underlying IO failed.
+    #[error("receive failed: {0}")]
+    ReceiveFailed(#[source] std::io::Error),
+    /// An operation did not finish within its configured timeout.
+    #[error("operation timed out")]
+    Timeout,
+    /// A connection could not be established.
+    #[error("connection failed: {0}")]
+    ConnectionFailed(String),
+    /// The connection was closed, by the peer or locally.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The transport is not connected (or broken by an earlier error).
+    #[error("not connected")]
+    NotConnected,
+    /// A typed value of another type than the one asked for arrived
+    /// ([`ZeroCopyTransport::recv_typed`]). The value is dropped.
+    #[error("type mismatch: expected {expected}, received {found}")]
+    TypeMismatch {
+        /// The requested type.
+        expected: &'static str,
+        /// The type of the value that arrived.
+        found: &'static str,
+    },
+    /// A shared-memory segment could not be created or opened (kept from the original API for
+    /// shared-memory transports).
+    #[error("shared memory creation failed: {0}")]
+    SharedMemoryCreation(String),
+}
+
+impl TransportError {
+    /// Whether the error means the transport can no longer be used.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            Self::MessageTooLarge { .. } | Self::Timeout | Self::TypeMismatch { .. }
+        )
+    }
+
+    /// Classifies a write error: a reset or broken pipe is the peer closing.
+    pub(crate) fn send(e: std::io::Error) -> Self {
+        if is_disconnect(&e) {
+            Self::ConnectionClosed
+        } else {
+            Self::SendFailed(e)
+        }
+    }
+
+    /// Classifies a read error: a reset is the peer closing.
+    pub(crate) fn recv(e: std::io::Error) -> Self {
+        if is_disconnect(&e) {
+            Self::ConnectionClosed
+        } else {
+            Self::ReceiveFailed(e)
+        }
+    }
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+    )
+}
+
+/// A snapshot of a transport's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Frame bytes sent (length prefixes excluded).
+    pub bytes_sent: u64,
+    /// Frame bytes received (length prefixes excluded).
+    pub bytes_received: u64,
+    /// Failed sends.
+    pub send_errors: u64,
+    /// Failed receives (a clean close is not counted).
+    pub recv_errors: u64,
+}
+
+/// The live counters behind [`TransportStats`] (relaxed atomics, one increment per event).
+#[derive(Debug, Default)]
+pub(crate) struct StatsCounters {
+    frames_sent: AtomicU64,
+    frames_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    send_errors: AtomicU64,
+    recv_errors: AtomicU64,
+}
+
+impl StatsCounters {
+    pub(crate) fn sent(&self, frames: u64, bytes: usize) {
+        self.frames_sent.fetch_add(frames, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        self.frames_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a failed send and passes the error through.
+    pub(crate) fn send_error(&self, e: TransportError) -> TransportError {
+        self.send_errors.fetch_add(1, Ordering::Relaxed);
+        e
+    }
+
+    /// Counts a failed receive (not a clean close) and passes the error through.
+    pub(crate) fn recv_error(&self, e: TransportError) -> TransportError {
+        if !matches!(e, TransportError::ConnectionClosed) {
+            self.recv_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        e
+    }
+
+    pub(crate) fn snapshot(&self) -> TransportStats {
+        TransportStats {
+            frames_sent: self.frames_sent.load(Ordering::Relaxed),
+            frames_received: self.frames_received.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            send_errors: self.send_errors.load(Ordering::Relaxed),
+            recv_errors: self.recv_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How long to wait between connection attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// The same delay after every failed attempt.
+    Fixed {
+        /// The delay in milliseconds.
+        delay_ms: u64,
+    },
+    /// `base_delay_ms × n` after the `n`-th failed attempt.
+    Linear {
+        /// The delay after the first failed attempt, in milliseconds.
+        base_delay_ms: u64,
+    },
+    /// `base_delay_ms × 2ⁿ⁻¹` after the `n`-th failed attempt, at most `max_delay_ms`.
+    Exponential {
+        /// The delay after the first failed attempt, in milliseconds.
+        base_delay_ms: u64,
+        /// The longest delay, in milliseconds.
+        max_delay_ms: u64,
+    },
+}
+
+impl Default for RetryPolicy {
+    /// Exponential from 50 ms up to 2 s.
+    fn default() -> Self {
+        Self::Exponential {
+            base_delay_ms: 50,
+            max_delay_ms: 2_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after the `attempt`-th failed attempt (1-based; 0 is treated as 1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xrpc_tokio::RetryPolicy;
+    /// let p = RetryPolicy::Exponential { base_delay_ms: 10, max_delay_ms: 50 };
+    /// assert_eq!(p.delay(1), Duration::from_millis(10));
+    /// assert_eq!(p.delay(3), Duration::from_millis(40));
+    /// assert_eq!(p.delay(30), Duration::from_millis(50));
+    /// ```
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let n = attempt.max(1);
+        let ms = match *self {
+            Self::Fixed { delay_ms } => delay_ms,
+            Self::Linear { base_delay_ms } => base_delay_ms.saturating_mul(u64::from(n)),
+            Self::Exponential {
+                base_delay_ms,
+                max_delay_ms,
+            } => {
+                let factor = 1u64.checked_shl(n - 1).unwrap_or(u64::MAX);
+                base_delay_ms.saturating_mul(factor).min(max_delay_ms)
+            }
+        };
+        Duration::from_millis(ms)
+    }
+}
+
+/// Runs `connect` up to `max_attempts` times (at least once), each bounded by `timeout`,
+/// sleeping per `policy` between attempts. Returns the last error if all fail.
+pub(crate) async fn connect_with_retry<S, F, Fut>(
+    what: &dyn std::fmt::Display,
+    timeout: Duration,
+    max_attempts: u32,
+    policy: RetryPolicy,
+    mut connect: F,
+) -> Result<S, TransportError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::io::Result<S>>,
+{
+    let attempts = max_attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        let err = match tokio::time::timeout(timeout, connect()).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => TransportError::ConnectionFailed(format!(
+                "connect to {what} failed (attempt {attempt}/{attempts}): {e}"
+            )),
+            Err(_) => TransportError::Timeout,
+        };
+        if attempt >= attempts {
+            return Err(err);
+        }
+        tokio::time::sleep(policy.delay(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// Checks that `buf` holds exactly one length-prefixed frame within `max`; returns its length.
+pub(crate) fn check_prefixed(buf: &[u8], max: usize) -> Result<usize, TransportError> {
+    let Some((prefix, body)) = buf.split_first_chunk::<FRAME_PREFIX_LEN>() else {
+        return Err(TransportError::Protocol(format!(
+            "encoded frame of {} bytes has no length prefix",
+            buf.len()
+        )));
+    };
+    let declared = u32::from_le_bytes(*prefix) as usize;
+    if body.len() > max {
+        return Err(TransportError::MessageTooLarge {
+            size: body.len(),
+            max,
+        });
+    }
+    if declared != body.len() {
+        return Err(TransportError::Protocol(format!(
+            "encoded frame declares {declared} bytes but holds {}",
+            body.len()
+        )));
+    }
+    Ok(body.len())
+}
+
+/// Checks a frame length against the maximum.
+pub(crate) fn check_len(len: usize, max: usize) -> Result<(), TransportError> {
+    if len > max || len > u32::MAX as usize {
+        Err(TransportError::MessageTooLarge { size: len, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// A bidirectional transport of whole frames.
+///
+/// Implementations are cheap to share behind an [`Arc`] (which is itself a `FrameTransport`).
+/// Frames sent with any of the `send_*` methods arrive whole and in order; frames from
+/// concurrent senders never interleave.
+///
+/// # Cancellation
+/// [`recv_frame`](Self::recv_frame) is cancel-safe: dropping it loses no data. A send future
+/// dropped half-way through a write (or hit by the write timeout) leaves a partial frame on a
+/// byte stream; the transport then refuses further sends with [`TransportError::NotConnected`].
+pub trait FrameTransport: Send + Sync + 'static {
+    /// Sends one frame (without length prefix).
+    fn send_frame(&self, frame: &[u8]) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Sends several frames, in one write where the transport supports it. Either every
+    /// frame is checked against the size limit before anything is sent.
+    fn send_frames(
+        &self,
+        frames: &[&[u8]],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            let max = self.max_frame_size();
+            for f in frames {
+                check_len(f.len(), max)?;
+            }
+            for f in frames {
+                self.send_frame(f).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Sends one frame that `encode` writes, *with* its 4-byte little-endian length prefix,
+    /// into an empty buffer owned by the transport — the path for encoders such as
+    /// [`xrpc_proto::MessageEncoder::encode_with`] that produce prefixed frames, without an
+    /// intermediate buffer or copy.
+    ///
+    /// Errors of `encode` (any type a [`TransportError`] converts into) are returned as they
+    /// are; nothing is sent then.
+    ///
+    /// `encode` runs synchronously while the transport's send lock is held, so it must not
+    /// block. The transport checks that the buffer holds exactly one frame whose prefix matches
+    /// its length and that it is within [`max_frame_size`](Self::max_frame_size).
+    ///
+    /// The default implementation encodes into a temporary buffer and calls
+    /// [`send_frame`](Self::send_frame).
+    fn send_frame_with<F, E>(&self, encode: F) -> impl Future<Output = Result<(), E>> + Send
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        async move {
+            let mut buf = BytesMut::new();
+            encode(&mut buf)?;
+            check_prefixed(&buf, self.max_frame_size())?;
+            Ok(self.send_frame(&buf[FRAME_PREFIX_LEN..]).await?)
+        }
+    }
+
+    /// Receives the next frame. A clean close (by the peer or locally) is
+    /// `Err(TransportError::ConnectionClosed)`.
+    fn recv_frame(&self) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
+
+    /// Whether the transport has not been closed and has seen no fatal error.
+    fn is_connected(&self) -> bool;
+
+    /// Whether the transport is usable; by default the same as
+    /// [`is_connected`](Self::is_connected).
+    fn is_healthy(&self) -> bool {
+        self.is_connected()
+    }
+
+    /// Closes the transport in both directions. Pending and later receives on both sides end
+    /// with [`TransportError::ConnectionClosed`] (in-process transports first deliver frames
+    /// already queued). Idempotent.
+    fn close(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// The transport's counters, if it keeps any.
+    fn stats(&self) -> Option<TransportStats>;
+
+    /// A short name for logs, such as `"tcp:127.0.0.1:4000"`.
+    fn name(&self) -> &str;
+
+    /// The largest frame this transport sends or accepts.
+    fn max_frame_size(&self) -> usize {
+        xrpc_proto::DEFAULT_MAX_FRAME_SIZE
+    }
+}
+
+impl<T: FrameTransport> FrameTransport for Arc<T> {
+    fn send_frame(&self, frame: &[u8]) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).send_frame(frame)
+    }
+
+    fn send_frames(
+        &self,
+        frames: &[&[u8]],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).send_frames(frames)
+    }
+
+    fn send_frame_with<F, E>(&self, encode: F) -> impl Future<Output = Result<(), E>> + Send
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        (**self).send_frame_with(encode)
+    }
+
+    fn recv_frame(&self) -> impl Future<Output = Result<Bytes, TransportError>> + Send {
+        (**self).recv_frame()
+    }
+
+    fn is_connected(&self) -> bool {
+        (**self).is_connected()
+    }
+
+    fn is_healthy(&self) -> bool {
+        (**self).is_healthy()
+    }
+
+    fn close(&self) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).close()
+    }
+
+    fn stats(&self) -> Option<TransportStats> {
+        (**self).stats()
+    }
+
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn max_frame_size(&self) -> usize {
+        (**self).max_frame_size()
+    }
+}
+
+/// Implements [`FrameTransport`] for a wrapper by forwarding to a field that implements it.
+macro_rules! forward_frame_transport {
+    ($ty:ty, $field:ident) => {
+        impl $crate::transport::FrameTransport for $ty {
+            fn send_frame(
+                &self,
+                frame: &[u8],
+            ) -> impl ::std::future::Future<Output = Result<(), $crate::TransportError>> + Send
+            {
+                self.$field.send_frame(frame)
+            }
+
+            fn send_frames(
+                &self,
+                frames: &[&[u8]],
+            ) -> impl ::std::future::Future<Output = Result<(), $crate::TransportError>> + Send
+            {
+                self.$field.send_frames(frames)
+            }
+
+            fn send_frame_with<F, E>(
+                &self,
+                encode: F,
+            ) -> impl ::std::future::Future<Output = Result<(), E>> + Send
+            where
+                F: FnOnce(&mut ::bytes::BytesMut) -> Result<(), E> + Send,
+                E: From<$crate::TransportError> + Send,
+            {
+                self.$field.send_frame_with(encode)
+            }
+
+            fn recv_frame(
+                &self,
+            ) -> impl ::std::future::Future<Output = Result<::bytes::Bytes, $crate::TransportError>>
+            + Send {
+                self.$field.recv_frame()
+            }
+
+            fn is_connected(&self) -> bool {
+                self.$field.is_connected()
+            }
+
+            fn is_healthy(&self) -> bool {
+                self.$field.is_healthy()
+            }
+
+            fn close(
+                &self,
+            ) -> impl ::std::future::Future<Output = Result<(), $crate::TransportError>> + Send
+            {
+                self.$field.close()
+            }
+
+            fn stats(&self) -> Option<$crate::TransportStats> {
+                Some(self.$field.stats())
+            }
+
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            fn max_frame_size(&self) -> usize {
+                self.$field.max_frame_size()
+            }
+        }
+    };
+}
+pub(crate) use forward_frame_transport;

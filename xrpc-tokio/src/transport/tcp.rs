@@ -1,0 +1,176 @@
+//! Frames over TCP.
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
+
+use super::stream::{StreamSettings, StreamTransport};
+use super::{RetryPolicy, TransportError, connect_with_retry, forward_frame_transport};
+
+/// Settings of a [`TcpFrameTransport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Largest frame sent or accepted (default 16 MiB).
+    pub max_frame_size: usize,
+    /// Time allowed for one connection attempt (default 5 s).
+    pub connect_timeout: Duration,
+    /// Disable Nagle's algorithm (default `true`; small frames go out at once).
+    pub nodelay: bool,
+    /// Time allowed for one [`recv_frame`](super::FrameTransport::recv_frame) (default none).
+    pub read_timeout: Option<Duration>,
+    /// Time allowed for writing one frame or batch (default none). A write that times out
+    /// leaves the transport unusable for sends.
+    pub write_timeout: Option<Duration>,
+    /// Connection attempts made by [`TcpFrameTransport::connect`] (default 1: no retry).
+    pub max_attempts: u32,
+    /// Delay between connection attempts.
+    pub retry_policy: RetryPolicy,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            connect_timeout: Duration::from_secs(5),
+            nodelay: true,
+            read_timeout: None,
+            write_timeout: None,
+            max_attempts: 1,
+            retry_policy: RetryPolicy::default(),
+        }
+    }
+}
+
+impl TcpConfig {
+    /// The same configuration with another maximum frame size.
+    pub fn with_max_frame_size(mut self, max_frame_size: usize) -> Self {
+        self.max_frame_size = max_frame_size;
+        self
+    }
+
+    /// The same configuration with connection retries.
+    pub fn with_retry(mut self, max_attempts: u32, policy: RetryPolicy) -> Self {
+        self.max_attempts = max_attempts;
+        self.retry_policy = policy;
+        self
+    }
+
+    fn settings(&self) -> StreamSettings {
+        StreamSettings {
+            max_frame_size: self.max_frame_size,
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+        }
+    }
+}
+
+/// A [`FrameTransport`](super::FrameTransport) over a TCP connection: each frame is a 4-byte
+/// little-endian length followed by the frame bytes.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), xrpc_tokio::TransportError> {
+/// use xrpc_tokio::{FrameTransport, TcpConfig, TcpFrameTransport};
+/// let t = TcpFrameTransport::connect("127.0.0.1:4000".parse().unwrap(), TcpConfig::default()).await?;
+/// t.send_frame(b"hello").await?;
+/// let reply = t.recv_frame().await?;
+/// # Ok(()) }
+/// ```
+pub struct TcpFrameTransport {
+    inner: StreamTransport<OwnedReadHalf, OwnedWriteHalf, std::net::TcpStream>,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+    name: String,
+}
+
+impl std::fmt::Debug for TcpFrameTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpFrameTransport")
+            .field("peer_addr", &self.peer_addr)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+forward_frame_transport!(TcpFrameTransport, inner);
+
+impl TcpFrameTransport {
+    /// Connects to `addr`, making up to `config.max_attempts` attempts of at most
+    /// `config.connect_timeout` each, `config.retry_policy` apart.
+    pub async fn connect(addr: SocketAddr, config: TcpConfig) -> Result<Self, TransportError> {
+        let stream = connect_with_retry(
+            &addr,
+            config.connect_timeout,
+            config.max_attempts,
+            config.retry_policy,
+            || TcpStream::connect(addr),
+        )
+        .await?;
+        Self::from_stream(stream, config)
+    }
+
+    /// Wraps a connected stream (applies `config.nodelay`).
+    pub fn from_stream(stream: TcpStream, config: TcpConfig) -> Result<Self, TransportError> {
+        let fail = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
+        stream.set_nodelay(config.nodelay).map_err(fail)?;
+        let peer_addr = stream.peer_addr().map_err(fail)?;
+        let local_addr = stream.local_addr().map_err(fail)?;
+        // A duplicate descriptor lets `close` shut the socket down without the IO locks.
+        let shutdown =
+            std::net::TcpStream::from(stream.as_fd().try_clone_to_owned().map_err(fail)?);
+        let (read, write) = stream.into_split();
+        Ok(Self {
+            inner: StreamTransport::new(read, write, shutdown, config.settings()),
+            peer_addr,
+            local_addr,
+            name: format!("tcp:{peer_addr}"),
+        })
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+/// Accepts TCP connections as [`TcpFrameTransport`]s.
+#[derive(Debug)]
+pub struct TcpFrameTransportListener {
+    listener: TcpListener,
+    config: TcpConfig,
+}
+
+impl TcpFrameTransportListener {
+    /// Binds to `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
+    pub async fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| TransportError::ConnectionFailed(format!("bind failed: {e}")))?;
+        Ok(Self { listener, config })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.listener
+            .local_addr()
+            .map_err(|e| TransportError::ConnectionFailed(e.to_string()))
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> Result<(TcpFrameTransport, SocketAddr), TransportError> {
+        let (stream, addr) = self
+            .listener
+            .accept()
+            .await
+            .map_err(|e| TransportError::ConnectionFailed(format!("accept failed: {e}")))?;
+        Ok((TcpFrameTransport::from_stream(stream, self.config)?, addr))
+    }
+}

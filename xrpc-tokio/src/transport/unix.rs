@@ -1,0 +1,186 @@
+//! Frames over Unix domain stream sockets.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
+
+use super::stream::{StreamSettings, StreamTransport};
+use super::{RetryPolicy, TransportError, connect_with_retry, forward_frame_transport};
+
+/// Settings of a [`UnixFrameTransport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixConfig {
+    /// Largest frame sent or accepted (default 16 MiB).
+    pub max_frame_size: usize,
+    /// Time allowed for one connection attempt (default 5 s).
+    pub connect_timeout: Duration,
+    /// Time allowed for one [`recv_frame`](super::FrameTransport::recv_frame) (default none).
+    pub read_timeout: Option<Duration>,
+    /// Time allowed for writing one frame or batch (default none). A write that times out
+    /// leaves the transport unusable for sends.
+    pub write_timeout: Option<Duration>,
+    /// Connection attempts made by [`UnixFrameTransport::connect`] (default 1: no retry).
+    pub max_attempts: u32,
+    /// Delay between connection attempts.
+    pub retry_policy: RetryPolicy,
+}
+
+impl Default for UnixConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: None,
+            write_timeout: None,
+            max_attempts: 1,
+            retry_policy: RetryPolicy::default(),
+        }
+    }
+}
+
+impl UnixConfig {
+    /// The same configuration with another maximum frame size.
+    pub fn with_max_frame_size(mut self, max_frame_size: usize) -> Self {
+        self.max_frame_size = max_frame_size;
+        self
+    }
+
+    /// The same configuration with connection retries.
+    pub fn with_retry(mut self, max_attempts: u32, policy: RetryPolicy) -> Self {
+        self.max_attempts = max_attempts;
+        self.retry_policy = policy;
+        self
+    }
+
+    fn settings(&self) -> StreamSettings {
+        StreamSettings {
+            max_frame_size: self.max_frame_size,
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+        }
+    }
+}
+
+/// A [`FrameTransport`](super::FrameTransport) over a Unix domain stream socket, framed like
+/// [`TcpFrameTransport`](super::TcpFrameTransport).
+pub struct UnixFrameTransport {
+    inner: StreamTransport<OwnedReadHalf, OwnedWriteHalf, std::os::unix::net::UnixStream>,
+    name: String,
+}
+
+impl std::fmt::Debug for UnixFrameTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixFrameTransport")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+forward_frame_transport!(UnixFrameTransport, inner);
+
+impl UnixFrameTransport {
+    /// Connects to the socket at `path`, making up to `config.max_attempts` attempts of at most
+    /// `config.connect_timeout` each, `config.retry_policy` apart.
+    pub async fn connect(
+        path: impl AsRef<Path>,
+        config: UnixConfig,
+    ) -> Result<Self, TransportError> {
+        let path = path.as_ref();
+        let stream = connect_with_retry(
+            &path.display(),
+            config.connect_timeout,
+            config.max_attempts,
+            config.retry_policy,
+            || UnixStream::connect(path),
+        )
+        .await?;
+        Self::from_stream(stream, config, format!("unix:{}", path.display()))
+    }
+
+    /// Wraps a connected stream; `name` is what [`name`](super::FrameTransport::name) reports.
+    pub fn from_stream(
+        stream: UnixStream,
+        config: UnixConfig,
+        name: impl Into<String>,
+    ) -> Result<Self, TransportError> {
+        let fail = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
+        // A duplicate descriptor lets `close` shut the socket down without the IO locks.
+        let shutdown = std::os::unix::net::UnixStream::from(
+            stream.as_fd().try_clone_to_owned().map_err(fail)?,
+        );
+        let (read, write) = stream.into_split();
+        Ok(Self {
+            inner: StreamTransport::new(read, write, shutdown, config.settings()),
+            name: name.into(),
+        })
+    }
+}
+
+/// Accepts Unix socket connections as [`UnixFrameTransport`]s. The socket file is removed when
+/// the listener is dropped.
+#[derive(Debug)]
+pub struct UnixFrameTransportListener {
+    listener: UnixListener,
+    path: PathBuf,
+    config: UnixConfig,
+}
+
+impl UnixFrameTransportListener {
+    /// Binds a socket at `path`. A stale socket file left by a dead process (one nobody
+    /// accepts on) is replaced; a live one is an error.
+    pub async fn bind(path: impl AsRef<Path>, config: UnixConfig) -> Result<Self, TransportError> {
+        let path = path.as_ref().to_path_buf();
+        let fail = |e: std::io::Error| {
+            TransportError::ConnectionFailed(format!("bind {} failed: {e}", path.display()))
+        };
+        let listener = match UnixListener::bind(&path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                match UnixStream::connect(&path).await {
+                    Err(ce) if ce.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        std::fs::remove_file(&path).map_err(fail)?;
+                        UnixListener::bind(&path).map_err(fail)?
+                    }
+                    _ => return Err(fail(e)),
+                }
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        Ok(Self {
+            listener,
+            path,
+            config,
+        })
+    }
+
+    /// The socket's path.
+    pub fn local_addr(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(
+        &self,
+    ) -> Result<(UnixFrameTransport, tokio::net::unix::SocketAddr), TransportError> {
+        let (stream, addr) = self
+            .listener
+            .accept()
+            .await
+            .map_err(|e| TransportError::ConnectionFailed(format!("accept failed: {e}")))?;
+        let name = format!("unix:{}", self.path.display());
+        Ok((
+            UnixFrameTransport::from_stream(stream, self.config, name)?,
+            addr,
+        ))
+    }
+}
+
+impl Drop for UnixFrameTransportListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
