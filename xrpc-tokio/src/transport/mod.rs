@@ -248,7 +248,7 @@ impl RetryPolicy {
 /// Runs `connect` up to `max_attempts` times (at least once), each bounded by `timeout`,
 /// sleeping per `policy` between attempts. Returns the last error if all fail.
 pub(crate) async fn connect_with_retry<S, F, Fut>(
-    what: &dyn std::fmt::Display,
+    what: &(dyn std::fmt::Display + Sync),
     timeout: Duration,
     max_attempts: u32,
     policy: RetryPolicy,
