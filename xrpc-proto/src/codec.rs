@@ -183,7 +183,17 @@ impl Codec for MessagePackCodec {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        rmp_serde::from_slice(bytes).map_err(|e| CodecError::decode("messagepack", e))
+        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+        let value = serde::Deserialize::deserialize(&mut de)
+            .map_err(|e| CodecError::decode("messagepack", e))?;
+        let read = de.position() as usize;
+        if read != bytes.len() {
+            return Err(CodecError::decode(
+                "messagepack",
+                format_args!("{} trailing bytes", bytes.len() - read),
+            ));
+        }
+        Ok(value)
     }
 }
 
@@ -209,7 +219,15 @@ impl Codec for CborCodec {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        ciborium::from_reader(bytes).map_err(|e| CodecError::decode("cbor", e))
+        let mut rest = bytes;
+        let value = ciborium::from_reader(&mut rest).map_err(|e| CodecError::decode("cbor", e))?;
+        if !rest.is_empty() {
+            return Err(CodecError::decode(
+                "cbor",
+                format_args!("{} trailing bytes", rest.len()),
+            ));
+        }
+        Ok(value)
     }
 }
 
@@ -280,6 +298,14 @@ mod tests {
             let _ = codec.decode::<Sample>(&bytes[..cut]);
         }
         assert!(codec.decode::<Sample>(&[0xff; 64]).is_err());
+        // One value must span all the bytes (regression: CBOR and MessagePack ignored the rest).
+        let mut longer = bytes.to_vec();
+        longer.push(0x01);
+        assert!(
+            codec.decode::<Sample>(&longer).is_err(),
+            "{} accepted a trailing byte",
+            codec.name()
+        );
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl FrameDecoder {
 
     /// Appends bytes received from the peer (one copy).
     pub fn handle_bytes(&mut self, data: &[u8]) {
+        self.reserve(data.len());
         self.buf.extend_from_slice(data);
     }
 
@@ -83,7 +84,23 @@ impl FrameDecoder {
             Some(len) => len.saturating_sub(self.buf.len()).max(min),
             None => min,
         };
-        self.buf.reserve(want);
+        self.reserve(want);
+    }
+
+    /// Makes room for `additional` more bytes. `BytesMut::reserve` doubles the old allocation,
+    /// which after a large frame can allocate twice the maximum frame size; here the geometric
+    /// growth stops at one maximal frame with its prefix, so the buffer never exceeds that plus
+    /// the bytes the caller handed in at once.
+    fn reserve(&mut self, additional: usize) {
+        if self.buf.try_reclaim(additional) {
+            return;
+        }
+        let needed = self.buf.len() + additional;
+        let doubled = self.buf.capacity().saturating_mul(2);
+        let cap = needed.max(doubled.min(self.max_frame_size.saturating_add(FRAME_PREFIX_LEN)));
+        let mut grown = BytesMut::with_capacity(cap);
+        grown.extend_from_slice(&self.buf);
+        self.buf = grown;
     }
 
     /// Bytes buffered but not yet returned as frames.
@@ -118,7 +135,7 @@ impl FrameDecoder {
         };
         if self.buf.len() < len {
             // Grow once to the whole frame so the payload lands contiguously (bounded above).
-            self.buf.reserve(len - self.buf.len());
+            self.reserve(len - self.buf.len());
             return Ok(None);
         }
         self.pending = None;
@@ -188,5 +205,28 @@ mod tests {
         assert!(dec.buffer_mut().capacity() < 1024);
         assert!(dec.poll_frame().is_err(), "the error is sticky");
         assert!(encode_frame(&[0; 2000], 1024, &mut BytesMut::new()).is_err());
+    }
+
+    #[test]
+    fn buffer_stays_within_one_max_frame_plus_a_chunk() {
+        // Regression: a frame slightly larger than the one before it made `BytesMut::reserve`
+        // double the old allocation, to about twice the maximum frame size.
+        const MAX: usize = 64 * 1024;
+        const CHUNK: usize = 16;
+        let mut wire = BytesMut::new();
+        for len in [34_000, 34_100, MAX, MAX / 2 + 1, MAX] {
+            encode_frame(&vec![0xaa; len], MAX, &mut wire).unwrap();
+        }
+        let mut dec = FrameDecoder::new(MAX);
+        let mut frames = 0;
+        for chunk in wire.chunks(CHUNK) {
+            dec.handle_bytes(chunk);
+            while dec.poll_frame().unwrap().is_some() {
+                frames += 1;
+            }
+            let cap = dec.buffer_mut().capacity();
+            assert!(cap <= MAX + FRAME_PREFIX_LEN + CHUNK, "capacity {cap}");
+        }
+        assert_eq!(frames, 5);
     }
 }
