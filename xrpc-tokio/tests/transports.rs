@@ -361,7 +361,8 @@ struct AddResponse {
 
 async fn serde_and_typed<H: Harness>() {
     let (a, b) = H::pair(DEFAULT_MAX).await;
-    let (a, b) = (SerdeChannel::new(a), SerdeChannel::new(b));
+    // Through the `Arc<T>: FrameTransport` blanket impl on one side.
+    let (a, b) = (SerdeChannel::new(Arc::new(a)), SerdeChannel::new(b));
     let req = AddRequest {
         a: 1,
         b: 2,

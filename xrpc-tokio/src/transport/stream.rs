@@ -115,6 +115,24 @@ async fn write_all_2<W: AsyncWrite + Unpin>(
     io.write_all(tail).await
 }
 
+/// Ensures the read buffer has room for a worthwhile read, without `BytesMut::reserve`'s
+/// doubling (which after a large frame could allocate far more than needed).
+///
+/// A frame in progress has already been given room for all of it by
+/// [`FrameDecoder::poll_frame`], so the buffer is only grown when it is full, or when little
+/// room and little data are left (then the copy is at most [`MIN_READ_SPACE`] bytes).
+fn make_read_room(buf: &mut BytesMut) {
+    let spare = buf.capacity() - buf.len();
+    if spare == 0 || (spare < MIN_READ_SPACE && buf.len() <= MIN_READ_SPACE) {
+        if buf.try_reclaim(READ_CHUNK) {
+            return;
+        }
+        let mut grown = BytesMut::with_capacity(buf.len() + READ_CHUNK);
+        grown.extend_from_slice(buf);
+        *buf = grown;
+    }
+}
+
 impl<R, W, S> StreamTransport<R, W, S>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -282,11 +300,11 @@ where
                     }
                     Err(e) => return Err(TransportError::Protocol(e.to_string())),
                 }
-                let buf = decoder.buffer_mut();
-                if buf.capacity() - buf.len() < MIN_READ_SPACE {
-                    buf.reserve(READ_CHUNK);
-                }
-                let n = io.read_buf(buf).await.map_err(TransportError::recv)?;
+                make_read_room(decoder.buffer_mut());
+                let n = io
+                    .read_buf(decoder.buffer_mut())
+                    .await
+                    .map_err(TransportError::recv)?;
                 if n == 0 {
                     if decoder.buffered() == 0 {
                         return Err(TransportError::ConnectionClosed);
