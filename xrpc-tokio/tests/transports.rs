@@ -224,6 +224,40 @@ async fn oversized_send<H: Harness>() {
     );
     a.send_frame(&[9; 1024]).await.unwrap();
     assert_eq!(b.recv_frame().await.unwrap(), vec![9; 1024]);
+
+    // The encode-in-place path checks the size and the prefix it was handed.
+    let r: Result<(), TransportError> = a
+        .send_frame_with(|b| {
+            b.put_u32_le(1025);
+            b.put_slice(&[0; 1025]);
+            Ok(())
+        })
+        .await;
+    assert!(matches!(
+        r,
+        Err(TransportError::MessageTooLarge { size: 1025, .. })
+    ));
+    let r: Result<(), TransportError> = a
+        .send_frame_with(|b| {
+            b.put_u32_le(5);
+            b.put_slice(b"abc");
+            Ok(())
+        })
+        .await;
+    assert!(matches!(r, Err(TransportError::Protocol(_))));
+    let r: Result<(), TransportError> = a
+        .send_frame_with(|_| Err(TransportError::Protocol("encoder failed".into())))
+        .await;
+    assert!(matches!(r, Err(TransportError::Protocol(m)) if m == "encoder failed"));
+    a.send_frame_with(|b| {
+        b.put_u32_le(3);
+        b.put_slice(b"abc");
+        Ok::<_, TransportError>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(b.recv_frame().await.unwrap(), &b"abc"[..]);
+    assert!(a.is_connected());
 }
 
 async fn oversized_recv<H: Harness>() {

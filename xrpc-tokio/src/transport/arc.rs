@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::channel::{ChannelConfig, encode_to_bytes};
+use super::channel::{ChannelConfig, SCRATCH_CAPACITY, encode_to_bytes};
 use super::pipe::{CloseSignal, Pipe};
 use super::{FrameTransport, StatsCounters, TransportError, TransportStats, check_len};
 
@@ -93,7 +93,7 @@ impl ArcFrameTransport {
             typed,
             close: close.clone(),
             stats: StatsCounters::default(),
-            scratch: std::sync::Mutex::new(BytesMut::new()),
+            scratch: std::sync::Mutex::new(BytesMut::with_capacity(SCRATCH_CAPACITY)),
             max_frame_size: config.max_frame_size,
             name: name.clone(),
         };

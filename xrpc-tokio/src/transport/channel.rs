@@ -29,6 +29,10 @@ impl Default for ChannelConfig {
     }
 }
 
+/// Initial capacity of the encode scratch buffer; frames are split off it, so one allocation
+/// serves many small frames.
+pub(crate) const SCRATCH_CAPACITY: usize = 16 * 1024;
+
 /// Encodes one prefixed frame into a shared scratch buffer and returns it without the prefix
 /// (the bytes are then owned by the returned [`Bytes`]; the buffer's spare room is reused).
 pub(crate) fn encode_to_bytes<F, E>(
@@ -82,7 +86,7 @@ impl ChannelFrameTransport {
         let end = |pipe| Self {
             pipe,
             stats: StatsCounters::default(),
-            scratch: std::sync::Mutex::new(BytesMut::new()),
+            scratch: std::sync::Mutex::new(BytesMut::with_capacity(SCRATCH_CAPACITY)),
             max_frame_size: config.max_frame_size,
             name: name.clone(),
         };

@@ -323,8 +323,8 @@ pub trait FrameTransport: Send + Sync + 'static {
     /// Sends one frame (without length prefix).
     fn send_frame(&self, frame: &[u8]) -> impl Future<Output = Result<(), TransportError>> + Send;
 
-    /// Sends several frames, in one write where the transport supports it. Either every
-    /// frame is checked against the size limit before anything is sent.
+    /// Sends several frames, in one write where the transport supports it (TCP and Unix
+    /// sockets). Every frame is checked against the size limit before anything is sent.
     fn send_frames(
         &self,
         frames: &[&[u8]],

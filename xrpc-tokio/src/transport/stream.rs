@@ -190,6 +190,8 @@ where
         }
         let w = self.writer.lock().await;
         if w.in_write {
+            // An earlier send was abandoned mid-write: a partial frame may be on the wire.
+            self.connected.store(false, Ordering::Release);
             return Err(TransportError::NotConnected);
         }
         Ok(w)
