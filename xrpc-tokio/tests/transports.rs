@@ -641,3 +641,21 @@ async fn stream_write_timeout_breaks_the_transport() {
         .await;
     assert!(matches!(r, Err(TransportError::NotConnected)));
 }
+
+#[tokio::test]
+async fn stream_read_timeout_keeps_the_transport_usable() {
+    let cfg = TcpConfig {
+        read_timeout: Some(Duration::from_millis(50)),
+        ..TcpConfig::default()
+    };
+    let l = TcpFrameTransportListener::bind("127.0.0.1:0", cfg)
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    let (a, b) = tokio::join!(TcpFrameTransport::connect(addr, cfg), l.accept());
+    let (a, (b, _)) = (a.unwrap(), b.unwrap());
+    assert!(matches!(b.recv_frame().await, Err(TransportError::Timeout)));
+    assert!(b.is_connected(), "a read timeout loses nothing");
+    a.send_frame(b"after the timeout").await.unwrap();
+    assert_eq!(b.recv_frame().await.unwrap(), &b"after the timeout"[..]);
+}
