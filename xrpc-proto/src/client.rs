@@ -80,6 +80,9 @@ pub enum CallError {
     /// The server broke the protocol on this call (for example, sent items without credit).
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A message of the call could not be sent (for example, it exceeds the frame size limit).
+    #[error("could not send: {0}")]
+    Unsendable(String),
 }
 
 /// Client settings.
@@ -521,6 +524,21 @@ impl<P> ClientConnection<P> {
         self.transmit.clear();
         self.next_ping = None;
         self.closed = Some(reason);
+    }
+
+    /// Ends call `id` with `error` (the adapter could not send one of its messages, say) and
+    /// tells the server to drop it. Returns whether the call was pending.
+    pub fn fail_call(&mut self, id: u64, error: CallError) -> bool {
+        if !self.calls.contains_key(&id) {
+            return false;
+        }
+        self.fail(id, error, true);
+        true
+    }
+
+    /// Whether packets are waiting in [`poll_transmit`](Self::poll_transmit).
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
     }
 
     /// The next packet to send.

@@ -400,6 +400,18 @@ impl<P> ServerConnection<P> {
         self.transmit.clear();
     }
 
+    /// The answer to call `id` could not be sent (it exceeds the frame size limit, say): tells
+    /// the client with an error instead, so its call does not hang.
+    pub fn answer_unsendable(&mut self, id: u64, reason: impl Into<String>) {
+        self.calls.remove(&id);
+        self.queue_error(id, ErrorCode::Handler, reason);
+    }
+
+    /// Whether packets are waiting in [`poll_transmit`](Self::poll_transmit).
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
     /// The next packet to send.
     pub fn poll_transmit(&mut self) -> Option<Packet<P>> {
         self.transmit.pop_front()

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -20,12 +21,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
-    Codec, Packet,
+    Codec, Packet, StreamSendError,
 };
 
 use super::error::RpcError;
 use super::io::send_packet;
-use super::stream::{StreamReceiver, StreamSender};
+use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::MessageChannel;
 
 /// Client settings (the state machine's [`ClientConfig`]).
@@ -162,14 +163,17 @@ impl<T: MessageChannel> Inner<T> {
         loop {
             match self.channel.recv().await {
                 Ok(msg) => {
-                    let mut st = self.lock();
-                    st.conn
-                        .handle_packet(Instant::now(), Packet::from_message(msg));
-                    st.dispatch();
-                    let pending = st.conn.has_transmit();
-                    drop(st);
+                    let pending = {
+                        let mut st = self.lock();
+                        st.conn
+                            .handle_packet(Instant::now(), Packet::from_message(msg));
+                        st.dispatch();
+                        st.conn.has_transmit()
+                    };
+                    // Never write from the reader: if both peers' readers waited on full socket
+                    // buffers, neither would read again. The timer task writes instead.
                     if pending {
-                        self.flush().await;
+                        self.kick();
                     }
                 }
                 Err(e) => {
@@ -218,6 +222,39 @@ impl<T: MessageChannel> Inner<T> {
             }
             self.flush().await;
         }
+    }
+}
+
+impl<T: MessageChannel> StreamCtl for Inner<T> {
+    fn consumed(&self, id: u64, n: u32) {
+        let mut st = self.lock();
+        st.conn.stream_consumed(id, n);
+        if st.conn.has_transmit() {
+            drop(st);
+            self.kick();
+        }
+    }
+
+    fn abandon(&self, id: u64) {
+        self.cancel(id);
+    }
+
+    fn try_send_item(&self, id: u64, payload: Bytes, codec: u8) -> Result<(), Refused> {
+        match self.lock().conn.send_stream_item(id, payload, codec) {
+            Ok(()) => Ok(()),
+            Err(StreamSendError::NoCredit(p)) => Err(Refused::NoCredit(p)),
+            Err(StreamSendError::Closed(_)) => Err(Refused::Closed),
+        }
+    }
+
+    fn finish(&self, id: u64) {
+        if self.lock().conn.finish_stream(id) {
+            self.kick();
+        }
+    }
+
+    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Inner::flush(self))
     }
 }
 
@@ -376,7 +413,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     }
 
     /// Registers a call with the state machine and returns its id.
-    fn start(
+    fn begin(
         &self,
         method: &str,
         payload: Bytes,
@@ -384,7 +421,9 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         waiter: impl FnOnce() -> Waiter,
     ) -> Result<u64, RpcError> {
         self.ensure_started()?;
-        if opts.timeout.is_none() && matches!(opts.kind, CallKind::Unary | CallKind::ClientStreaming) {
+        if opts.timeout.is_none()
+            && matches!(opts.kind, CallKind::Unary | CallKind::ClientStreaming)
+        {
             opts.timeout = self.timeout;
         }
         let mut st = self.inner.lock();
@@ -412,7 +451,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         opts: CallOptions,
     ) -> Result<Bytes, RpcError> {
         let (tx, rx) = oneshot::channel();
-        let id = self.start(method, payload, opts, || Waiter::Unary(tx))?;
+        let id = self.begin(method, payload, opts, || Waiter::Unary(tx))?;
         let guard = CancelOnDrop {
             inner: &*self.inner,
             id,
@@ -447,8 +486,12 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        self.call_with_options(method, request, CallOptions::unary(C::ID).with_timeout(timeout))
-            .await
+        self.call_with_options(
+            method,
+            request,
+            CallOptions::unary(C::ID).with_timeout(timeout),
+        )
+        .await
     }
 
     /// Like [`call`](Self::call) with explicit options.
@@ -486,7 +529,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         &self,
         method: &str,
         request: &Req,
-    ) -> Result<StreamReceiver<T, Item, C>, RpcError>
+    ) -> Result<StreamReceiver<Item, C>, RpcError>
     where
         Req: Serialize + ?Sized,
         Item: DeserializeOwned,
@@ -494,7 +537,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         let payload = self.codec.encode(request)?;
         let (items_tx, items_rx) = mpsc::unbounded_channel();
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
-        let id = self.start(method, payload, opts, || Waiter::Stream {
+        let id = self.begin(method, payload, opts, || Waiter::Stream {
             items: Some(items_tx),
             response: None,
             credit: Arc::new(Notify::new()),
@@ -509,7 +552,13 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     pub async fn call_client_stream<Item, Resp>(
         &self,
         method: &str,
-    ) -> Result<(StreamSender<T, Item, C>, impl Future<Output = Result<Resp, RpcError>>), RpcError>
+    ) -> Result<
+        (
+            StreamSender<Item, C>,
+            impl Future<Output = Result<Resp, RpcError>>,
+        ),
+        RpcError,
+    >
     where
         Item: Serialize,
         Resp: DeserializeOwned,
@@ -518,12 +567,12 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         let credit = Arc::new(Notify::new());
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ClientStreaming);
         let c2 = credit.clone();
-        let id = self.start(method, Bytes::new(), opts, move || Waiter::Stream {
+        let id = self.begin(method, Bytes::new(), opts, move || Waiter::Stream {
             items: None,
             response: Some(resp_tx),
             credit: c2,
         })?;
-        let sender = StreamSender::new(self.inner.clone(), id, credit, self.codec.clone());
+        let sender = StreamSender::new(self.inner.clone(), id, credit, self.codec.clone(), true);
         self.inner.flush().await;
         let inner = self.inner.clone();
         let codec = self.codec.clone();
@@ -545,7 +594,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     pub async fn call_bidi<Req, Resp>(
         &self,
         method: &str,
-    ) -> Result<(StreamSender<T, Req, C>, StreamReceiver<T, Resp, C>), RpcError>
+    ) -> Result<(StreamSender<Req, C>, StreamReceiver<Resp, C>), RpcError>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -554,12 +603,12 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         let credit = Arc::new(Notify::new());
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::Bidirectional);
         let c2 = credit.clone();
-        let id = self.start(method, Bytes::new(), opts, move || Waiter::Stream {
+        let id = self.begin(method, Bytes::new(), opts, move || Waiter::Stream {
             items: Some(items_tx),
             response: None,
             credit: c2,
         })?;
-        let sender = StreamSender::new(self.inner.clone(), id, credit, self.codec.clone());
+        let sender = StreamSender::new(self.inner.clone(), id, credit, self.codec.clone(), true);
         let receiver = StreamReceiver::new(self.inner.clone(), id, items_rx, self.codec.clone());
         self.inner.flush().await;
         Ok((sender, receiver))

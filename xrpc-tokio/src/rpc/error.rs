@@ -127,7 +127,6 @@ impl From<ChannelError> for RpcError {
             }
             ChannelError::Transport(t) => Self::Transport(t),
             ChannelError::Proto(p) => p.into(),
-            other => Self::InvalidMessage(other.to_string()),
         }
     }
 }

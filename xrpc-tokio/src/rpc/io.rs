@@ -38,7 +38,7 @@ pub(crate) async fn send_packet<T: MessageChannel>(
 }
 
 /// A future that turns a panic while polling its inner future into `Err(message)`.
-pub(crate) struct CatchUnwind<F>(pub(crate) Pin<Box<F>>);
+pub(crate) struct CatchUnwind<F: ?Sized>(pub(crate) Pin<Box<F>>);
 
 impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;

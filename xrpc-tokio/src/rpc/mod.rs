@@ -14,6 +14,6 @@ mod stream;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
 pub use error::RpcError;
-pub use server::{CallContext, FrameListener, RpcServer, ServerStreamSender};
-pub use stream::{RequestStream, StreamReceiver, StreamSender};
+pub use server::{CallContext, FrameListener, RpcServer};
+pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};
 pub use xrpc_proto::{CallKind, CallOptions};

@@ -1,0 +1,707 @@
+//! [`RpcServer`]: method dispatch over message channels.
+//!
+//! One reader task per connection feeds received messages to the
+//! [`ServerConnection`] state machine; each request runs its handler in its own task, so calls
+//! on one connection proceed concurrently; the handler's task writes the answer itself. A timer
+//! task expires request deadlines and carries out graceful shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use xrpc_proto::{
+    BincodeCodec, CallKind, Codec, ErrorCode, IncomingCall, Packet, RemoteError, ServerConfig,
+    ServerConnection, ServerEvent, ServerSendError,
+};
+
+use super::error::RpcError;
+use super::io::{CatchUnwind, send_packet};
+use super::stream::{
+    Refused, RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender,
+};
+use crate::channel::{MessageChannel, MessageChannelAdapter};
+use crate::transport::{
+    FrameTransport, TcpFrameTransport, TcpFrameTransportListener, TransportError,
+    UnixFrameTransport, UnixFrameTransportListener,
+};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a handler knows about its call.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The call id on its connection.
+    pub id: u64,
+    method: Bytes,
+    /// When the client stops waiting (the request's timeout, counted from receipt). The server
+    /// answers `DeadlineExceeded` and stops the handler then.
+    pub deadline: Option<Instant>,
+    /// Who streams.
+    pub kind: CallKind,
+}
+
+impl CallContext {
+    /// The method name.
+    pub fn method(&self) -> &str {
+        std::str::from_utf8(&self.method).unwrap_or_default()
+    }
+}
+
+/// The connection-side pieces a handler's streams are built from.
+struct StreamParts {
+    ctl: Arc<dyn StreamCtl>,
+    credit: Arc<Notify>,
+    items: Option<mpsc::UnboundedReceiver<Result<Bytes, RpcError>>>,
+}
+
+/// `Ok(Some(bytes))`: respond; `Ok(None)`: end the server stream.
+type HandlerFn = Arc<
+    dyn Fn(CallContext, Bytes, StreamParts) -> BoxFuture<Result<Option<Bytes>, RpcError>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
+struct Registered {
+    kind: CallKind,
+    f: HandlerFn,
+}
+
+struct Shared<C> {
+    handlers: RwLock<HashMap<String, Registered>>,
+    codec: C,
+    config: ServerConfig,
+    shutdown: watch::Sender<bool>,
+}
+
+/// An RPC server: a table of handlers, served over any number of connections.
+///
+/// Cloning is cheap and shares the handlers.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] struct AddRequest { a: i32, b: i32 }
+/// # #[derive(Serialize, Deserialize)] struct AddResponse { result: i32 }
+/// use xrpc_tokio::RpcServer;
+/// let server = RpcServer::new();
+/// server.register_typed("add", |req: AddRequest| async move {
+///     Ok(AddResponse { result: req.a + req.b })
+/// });
+/// ```
+pub struct RpcServer<C: Codec = BincodeCodec> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: Codec> Clone for RpcServer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Default for RpcServer<BincodeCodec> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RpcServer<BincodeCodec> {
+    /// A server with no handlers, using Bincode.
+    pub fn new() -> Self {
+        Self::with_codec(BincodeCodec)
+    }
+}
+
+impl<C: Codec> RpcServer<C> {
+    /// A server using `codec`.
+    pub fn with_codec(codec: C) -> Self {
+        Self::with_config(codec, ServerConfig::default())
+    }
+
+    /// A server using `codec` and `config`.
+    pub fn with_config(codec: C, config: ServerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                handlers: RwLock::new(HashMap::new()),
+                codec,
+                config,
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    fn insert(&self, method: &str, kind: CallKind, f: HandlerFn) {
+        self.shared
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(method.to_string(), Registered { kind, f });
+    }
+
+    /// Registers a handler of raw payload bytes.
+    pub fn register<F, Fut>(&self, method: &str, handler: F)
+    where
+        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RpcError>> + Send + 'static,
+    {
+        let f: HandlerFn = Arc::new(move |_ctx, payload, _parts| {
+            let fut = handler(payload);
+            Box::pin(async move { fut.await.map(Some) })
+        });
+        self.insert(method, CallKind::Unary, f);
+    }
+
+    /// Registers a typed unary handler: `|req: Req| async move { Ok(Resp { .. }) }`.
+    pub fn register_typed<Req, Resp, F, Fut>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
+    {
+        self.register_typed_with_context(method, move |_ctx, req| handler(req));
+    }
+
+    /// Registers a typed unary handler that also sees its [`CallContext`] (deadline, id).
+    pub fn register_typed_with_context<Req, Resp, F, Fut>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
+    {
+        let codec = self.shared.codec.clone();
+        let f: HandlerFn = Arc::new(move |ctx, payload, _parts| {
+            let req = codec.decode::<Req>(&payload);
+            let codec = codec.clone();
+            let fut = req.map(|req| handler(ctx, req));
+            Box::pin(async move {
+                let resp = fut?.await?;
+                Ok(Some(codec.encode(&resp)?))
+            })
+        });
+        self.insert(method, CallKind::Unary, f);
+    }
+
+    /// Registers a server-streaming handler: it gets the request and a sender for items; the
+    /// stream ends when it returns `Ok(())`, or fails with its error.
+    pub fn register_stream<Req, Item, F, Fut>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Item: Serialize + Send + 'static,
+        F: Fn(Req, ServerStreamSender<Item, C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+    {
+        let codec = self.shared.codec.clone();
+        let f: HandlerFn = Arc::new(move |ctx, payload, parts| {
+            let req = codec.decode::<Req>(&payload);
+            let sender = StreamSender::new(parts.ctl, ctx.id, parts.credit, codec.clone(), false);
+            let fut = req.map(|req| handler(req, sender));
+            Box::pin(async move {
+                fut?.await?;
+                Ok(None)
+            })
+        });
+        self.insert(method, CallKind::ServerStreaming, f);
+    }
+
+    /// Registers a client-streaming handler: it gets the stream of items and returns the single
+    /// response.
+    pub fn register_client_stream<Item, Resp, F, Fut>(&self, method: &str, handler: F)
+    where
+        Item: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(RequestStream<Item, C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
+    {
+        let codec = self.shared.codec.clone();
+        let f: HandlerFn = Arc::new(move |ctx, _payload, parts| {
+            let items = parts.items.unwrap_or_else(|| mpsc::unbounded_channel().1);
+            let stream = StreamReceiver::new(parts.ctl, ctx.id, items, codec.clone());
+            let fut = handler(stream);
+            let codec = codec.clone();
+            Box::pin(async move { Ok(Some(codec.encode(&fut.await?)?)) })
+        });
+        self.insert(method, CallKind::ClientStreaming, f);
+    }
+
+    /// Registers a bidirectional handler: items in, items out, concurrently.
+    pub fn register_bidi<Req, Resp, F, Fut>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(RequestStream<Req, C>, ServerStreamSender<Resp, C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+    {
+        let codec = self.shared.codec.clone();
+        let f: HandlerFn = Arc::new(move |ctx, _payload, parts| {
+            let items = parts.items.unwrap_or_else(|| mpsc::unbounded_channel().1);
+            let stream = StreamReceiver::new(parts.ctl.clone(), ctx.id, items, codec.clone());
+            let sender = StreamSender::new(parts.ctl, ctx.id, parts.credit, codec.clone(), false);
+            let fut = handler(stream, sender);
+            Box::pin(async move {
+                fut.await?;
+                Ok(None)
+            })
+        });
+        self.insert(method, CallKind::Bidirectional, f);
+    }
+
+    /// The registered method names.
+    pub fn methods(&self) -> Vec<String> {
+        let mut m: Vec<String> = self
+            .shared
+            .handlers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        m.sort();
+        m
+    }
+
+    /// Starts a graceful shutdown: connections refuse new calls, let the calls in progress
+    /// finish, then close; [`serve`](Self::serve) and [`serve_listener`](Self::serve_listener)
+    /// return.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    /// Serves one connection until the peer closes it or the server shuts down.
+    pub async fn serve<T: MessageChannel>(&self, channel: T) -> Result<(), RpcError> {
+        let conn = Arc::new(Conn {
+            channel,
+            state: Mutex::new(SrvState {
+                conn: ServerConnection::new(self.shared.config),
+                running: HashMap::new(),
+                shutting_down: false,
+            }),
+            tx_lock: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            shared: self.shared.clone(),
+        });
+        let timer = tokio::spawn(conn.clone().timer(self.shared.shutdown.subscribe()));
+        // Stops the timer and every handler when serving ends — normally or because this
+        // future was dropped — so the last reference to the channel goes and it closes.
+        let _guard = ServeGuard {
+            conn: conn.clone(),
+            timer: timer.abort_handle(),
+        };
+        conn.clone().read_loop().await
+    }
+
+    /// Accepts connections from `listener` and serves each in its own task, until
+    /// [`shutdown`](Self::shutdown); then waits for the connections to finish.
+    pub async fn serve_listener<L: FrameListener>(&self, listener: L) -> Result<(), RpcError> {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut conns = JoinSet::new();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                r = listener.accept() => {
+                    let transport = r?;
+                    let server = self.clone();
+                    conns.spawn(async move {
+                        let _ = server.serve(MessageChannelAdapter::new(transport)).await;
+                    });
+                }
+                _ = shutdown.changed() => {}
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        while conns.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// A source of incoming frame transports (a bound socket).
+pub trait FrameListener: Send + Sync + 'static {
+    /// The transport of an accepted connection.
+    type Transport: FrameTransport;
+    /// Waits for the next connection.
+    fn accept(&self) -> impl Future<Output = Result<Self::Transport, TransportError>> + Send;
+}
+
+impl FrameListener for TcpFrameTransportListener {
+    type Transport = TcpFrameTransport;
+
+    async fn accept(&self) -> Result<TcpFrameTransport, TransportError> {
+        TcpFrameTransportListener::accept(self)
+            .await
+            .map(|(t, _)| t)
+    }
+}
+
+impl FrameListener for UnixFrameTransportListener {
+    type Transport = UnixFrameTransport;
+
+    async fn accept(&self) -> Result<UnixFrameTransport, TransportError> {
+        UnixFrameTransportListener::accept(self)
+            .await
+            .map(|(t, _)| t)
+    }
+}
+
+struct ServeGuard<T: MessageChannel, C: Codec> {
+    conn: Arc<Conn<T, C>>,
+    timer: AbortHandle,
+}
+
+impl<T: MessageChannel, C: Codec> Drop for ServeGuard<T, C> {
+    fn drop(&mut self) {
+        self.timer.abort();
+        let mut st = self.conn.lock();
+        st.conn.handle_close();
+        st.conn_events(&self.conn);
+        for (_, r) in st.running.drain() {
+            if let Some(a) = r.abort {
+                a.abort();
+            }
+        }
+    }
+}
+
+struct Running {
+    abort: Option<AbortHandle>,
+    items: Option<mpsc::UnboundedSender<Result<Bytes, RpcError>>>,
+    credit: Arc<Notify>,
+}
+
+struct SrvState {
+    conn: ServerConnection<Bytes>,
+    running: HashMap<u64, Running>,
+    shutting_down: bool,
+}
+
+struct Conn<T, C> {
+    channel: T,
+    state: Mutex<SrvState>,
+    tx_lock: tokio::sync::Mutex<()>,
+    wake: Notify,
+    shared: Arc<Shared<C>>,
+}
+
+impl SrvState {
+    /// Routes the state machine's events: starts handlers, forwards stream items and credit,
+    /// stops cancelled handlers.
+    fn conn_events<T: MessageChannel, C: Codec>(&mut self, conn: &Arc<Conn<T, C>>) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                ServerEvent::Request(call) => conn.start_call(self, call),
+                ServerEvent::Notification {
+                    method, payload, ..
+                } => {
+                    let name = std::str::from_utf8(&method).unwrap_or_default();
+                    let h = conn.handler(name);
+                    if let Some(h) = h.filter(|h| h.kind == CallKind::Unary) {
+                        let ctx = CallContext {
+                            id: 0,
+                            method,
+                            deadline: None,
+                            kind: CallKind::Unary,
+                        };
+                        let fut = (h.f)(ctx, payload, conn.parts(None));
+                        tokio::spawn(CatchUnwind(fut));
+                    }
+                }
+                ServerEvent::Cancelled { id } => {
+                    if let Some(r) = self.running.remove(&id)
+                        && let Some(a) = r.abort
+                    {
+                        a.abort();
+                    }
+                }
+                ServerEvent::StreamItem { id, payload } => {
+                    if let Some(Running {
+                        items: Some(tx), ..
+                    }) = self.running.get(&id)
+                    {
+                        let _ = tx.send(Ok(payload));
+                    }
+                }
+                ServerEvent::StreamEnd { id } => {
+                    if let Some(r) = self.running.get_mut(&id) {
+                        r.items = None;
+                    }
+                }
+                ServerEvent::SendCredit { id } => {
+                    if let Some(r) = self.running.get(&id) {
+                        r.credit.notify_waiters();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: MessageChannel, C: Codec> Conn<T, C> {
+    fn lock(&self) -> MutexGuard<'_, SrvState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn handler(&self, method: &str) -> Option<Registered> {
+        self.shared
+            .handlers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(method)
+            .cloned()
+    }
+
+    fn parts(
+        self: &Arc<Self>,
+        items: Option<mpsc::UnboundedReceiver<Result<Bytes, RpcError>>>,
+    ) -> StreamParts {
+        StreamParts {
+            ctl: self.clone(),
+            credit: Arc::new(Notify::new()),
+            items,
+        }
+    }
+
+    fn start_call(self: &Arc<Self>, st: &mut SrvState, call: IncomingCall<Bytes>) {
+        let id = call.id;
+        let Some(h) = self.handler(call.method_str()) else {
+            let e = RemoteError::new(
+                ErrorCode::MethodNotFound,
+                format!("method not found: {}", call.method_str()),
+            );
+            st.conn.respond_error(id, e);
+            return;
+        };
+        if h.kind != call.kind {
+            let e = RemoteError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "{} is a {:?} method, called as {:?}",
+                    call.method_str(),
+                    h.kind,
+                    call.kind
+                ),
+            );
+            st.conn.respond_error(id, e);
+            return;
+        }
+        if call.codec != C::ID && call.codec != 0 {
+            let e = RemoteError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "codec {} not supported, this server speaks {}",
+                    call.codec,
+                    C::ID
+                ),
+            );
+            st.conn.respond_error(id, e);
+            return;
+        }
+        let (items_tx, items_rx) = if call.kind.client_streams() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let parts = self.parts(items_rx);
+        let credit = parts.credit.clone();
+        let ctx = CallContext {
+            id,
+            method: call.method,
+            deadline: call.deadline,
+            kind: call.kind,
+        };
+        let fut = (h.f)(ctx, call.payload, parts);
+        let conn = self.clone();
+        let task = tokio::spawn(async move {
+            let res = CatchUnwind(fut).await;
+            conn.finish_call(id, res).await;
+        });
+        st.running.insert(
+            id,
+            Running {
+                abort: Some(task.abort_handle()),
+                items: items_tx,
+                credit,
+            },
+        );
+    }
+
+    async fn finish_call(&self, id: u64, res: Result<Result<Option<Bytes>, RpcError>, String>) {
+        {
+            let mut st = self.lock();
+            st.running.remove(&id);
+            match res {
+                Ok(Ok(Some(bytes))) => {
+                    st.conn.respond(id, bytes, C::ID);
+                }
+                Ok(Ok(None)) => {
+                    st.conn.end_stream(id);
+                }
+                Ok(Err(e)) => {
+                    st.conn.respond_error(id, e.to_remote());
+                }
+                Err(panic) => {
+                    let e =
+                        RemoteError::new(ErrorCode::Panic, format!("handler panicked: {panic}"));
+                    st.conn.respond_error(id, e);
+                }
+            }
+            if st.shutting_down {
+                self.wake.notify_one();
+            }
+        }
+        self.flush().await;
+    }
+
+    async fn flush(&self) {
+        let _tx = self.tx_lock.lock().await;
+        loop {
+            let Some(packet) = self.lock().conn.poll_transmit() else {
+                return;
+            };
+            let id = packet.header.id;
+            let kind = packet.header.kind;
+            if let Err(e) = send_packet(&self.channel, packet).await {
+                if e.is_fatal() {
+                    // The reader sees the broken connection and ends the serve loop.
+                    let _ = self.channel.close().await;
+                    return;
+                }
+                if matches!(
+                    kind,
+                    xrpc_proto::MessageKind::Response | xrpc_proto::MessageKind::StreamItem
+                ) {
+                    let mut st = self.lock();
+                    st.conn
+                        .answer_unsendable(id, format!("the answer could not be sent: {e}"));
+                    if let Some(r) = st.running.remove(&id)
+                        && let Some(a) = r.abort
+                    {
+                        a.abort();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_loop(self: Arc<Self>) -> Result<(), RpcError> {
+        loop {
+            let msg = match self.channel.recv().await {
+                Ok(msg) => msg,
+                Err(e) if e.is_fatal() => {
+                    return match RpcError::from(e) {
+                        RpcError::Disconnected(_) => Ok(()),
+                        other => Err(other),
+                    };
+                }
+                Err(e) => {
+                    let _ = self.channel.close().await;
+                    return Err(RpcError::InvalidMessage(format!(
+                        "client sent a malformed message: {e}"
+                    )));
+                }
+            };
+            let pending = {
+                let mut st = self.lock();
+                match st
+                    .conn
+                    .handle_packet(Instant::now(), Packet::from_message(msg))
+                {
+                    Ok(()) => {
+                        st.conn_events(&self);
+                        if st.conn.poll_timeout().is_some() {
+                            self.wake.notify_one();
+                        }
+                        Ok(st.conn.has_transmit())
+                    }
+                    Err(v) => Err(v),
+                }
+            };
+            let pending = match pending {
+                Ok(p) => p,
+                Err(v) => {
+                    let _ = self.channel.close().await;
+                    return Err(RpcError::InvalidMessage(v.to_string()));
+                }
+            };
+            // Never write from the reader (see the client's reader): the timer task writes.
+            if pending {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    async fn timer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let (next, shutting_down, done) = {
+                let mut st = self.lock();
+                let done = st.shutting_down && st.conn.is_idle();
+                (st.conn.poll_timeout(), st.shutting_down, done)
+            };
+            if done {
+                self.flush().await;
+                let _ = self.channel.close().await;
+                return;
+            }
+            tokio::select! {
+                _ = async { match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                } } => {}
+                _ = self.wake.notified() => {}
+                r = shutdown.wait_for(|v| *v), if !shutting_down => {
+                    if r.is_ok() {
+                        let mut st = self.lock();
+                        st.shutting_down = true;
+                        st.conn.start_shutdown();
+                    }
+                }
+            }
+            {
+                let mut st = self.lock();
+                st.conn.handle_timeout(Instant::now());
+                st.conn_events(&self);
+            }
+            self.flush().await;
+        }
+    }
+}
+
+impl<T: MessageChannel, C: Codec> StreamCtl for Conn<T, C> {
+    fn consumed(&self, id: u64, n: u32) {
+        let mut st = self.lock();
+        st.conn.stream_consumed(id, n);
+        if st.conn.has_transmit() {
+            self.wake.notify_one();
+        }
+    }
+
+    fn abandon(&self, _id: u64) {}
+
+    fn try_send_item(&self, id: u64, payload: Bytes, codec: u8) -> Result<(), Refused> {
+        match self.lock().conn.send_stream_item(id, payload, codec) {
+            Ok(()) => Ok(()),
+            Err(ServerSendError::NoCredit(p)) => Err(Refused::NoCredit(p)),
+            Err(ServerSendError::Closed(_)) => Err(Refused::Closed),
+        }
+    }
+
+    fn finish(&self, id: u64) {
+        if self.lock().conn.end_stream(id) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Conn::flush(self))
+    }
+}
