@@ -1,0 +1,90 @@
+//! A byte stream cut into chunks, through `FrameDecoder` (small maximum) and every frame on
+//! through `MessageDecoder`.
+//!
+//! Input layout: `[n][n chunk sizes, one byte each][stream...]`. The chunk sizes are applied
+//! cyclically (0 means 256); with `n == 0` the stream arrives in one piece.
+#![no_main]
+
+use bytes::{Bytes, BytesMut};
+use libfuzzer_sys::fuzz_target;
+use xrpc_proto::{
+    CompressionConfig, CompressionType, FrameDecoder, Message, MessageDecoder, MessageEncoder,
+};
+
+const MAX_FRAME: usize = 4096;
+const MAX_DECOMPRESSED: usize = 64 * 1024;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
+    let n = usize::from(n).min(rest.len());
+    let (sizes, stream) = rest.split_at(n);
+    let sizes: Vec<usize> = sizes
+        .iter()
+        .map(|&s| if s == 0 { 256 } else { usize::from(s) })
+        .collect();
+
+    let mut frames = FrameDecoder::new(MAX_FRAME);
+    let mut dec = MessageDecoder::new(MAX_DECOMPRESSED);
+    let mut fed = 0;
+    let mut taken = 0;
+    let mut i = 0;
+    while fed < stream.len() {
+        let len = if sizes.is_empty() {
+            stream.len()
+        } else {
+            sizes[i % sizes.len()]
+        };
+        i += 1;
+        let chunk = &stream[fed..(fed + len).min(stream.len())];
+        fed += chunk.len();
+        frames.handle_bytes(chunk);
+        loop {
+            match frames.poll_frame() {
+                Ok(Some(frame)) => {
+                    assert!(frame.len() <= MAX_FRAME);
+                    taken += 4 + frame.len();
+                    check_frame(&mut dec, frame);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    assert!(frames.poll_frame().is_err(), "framing errors are sticky");
+                    return;
+                }
+            }
+        }
+        // Every byte fed is in a returned frame or still buffered — except the 4-byte prefix of
+        // a frame being received, which the decoder has consumed.
+        let unaccounted = fed - taken - frames.buffered();
+        assert!(
+            unaccounted == 0 || unaccounted == 4,
+            "{unaccounted} bytes lost"
+        );
+        assert!(frames.buffer_mut().capacity() <= MAX_FRAME + 4 + len.max(4));
+    }
+});
+
+/// Decodes a frame; a valid uncompressed message must re-encode to the very same bytes.
+fn check_frame(dec: &mut MessageDecoder, frame: Bytes) {
+    let raw = Message::decode_raw(frame.clone());
+    let msg = dec.decode(frame.clone());
+    match (raw, msg) {
+        (Ok(raw), Ok(msg)) => {
+            assert_eq!(raw.header, msg.header);
+            if msg.header.compression == CompressionType::None {
+                assert_eq!(raw.payload, msg.payload);
+                let mut out = BytesMut::new();
+                MessageEncoder::new(MAX_FRAME, CompressionConfig::none())
+                    .encode(&msg.header, msg.method(), &msg.payload, &mut out)
+                    .expect("a decoded message re-encodes");
+                assert_eq!(&out[4..], &frame[..], "decode then encode is the identity");
+            } else {
+                assert!(msg.payload.len() <= MAX_DECOMPRESSED);
+            }
+        }
+        (Ok(raw), Err(_)) => assert_ne!(raw.header.compression, CompressionType::None),
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (Err(e), Ok(_)) => panic!("decode accepted what decode_raw refused: {e}"),
+    }
+}
