@@ -529,3 +529,6 @@ impl<S: RingStorage> Drop for Frame<'_, S> {
         self.consumer.release(self.off, self.len, self.next);
     }
 }
+
+#[cfg(test)]
+mod tests;
