@@ -423,3 +423,36 @@ suite! {
     channel => Channel,
     arc => ArcT,
 }
+
+/// A value that refuses to be serialized: a call carrying it can only succeed if no codec runs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Unserializable(u64);
+
+impl Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this type must not be serialized",
+        ))
+    }
+}
+
+fn typed_server() -> RpcServer {
+    let server = RpcServer::new();
+    server.register_typed("inc", |v: Unserializable| async move {
+        Ok(Unserializable(v.0 + 1))
+    });
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arc_typed_calls_skip_the_codec() {
+    let (client, _srv) = connect::<ArcT>(&typed_server()).await;
+    let v: Unserializable = client.call_typed("inc", Unserializable(41)).await.unwrap();
+    assert_eq!(v, Unserializable(42));
+    // Over a byte transport the same call needs the codec, which refuses.
+    let (client, _srv) = connect::<Tcp>(&typed_server()).await;
+    let r = client
+        .call_typed::<_, Unserializable>("inc", Unserializable(41))
+        .await;
+    assert!(matches!(r, Err(RpcError::Serialization(_))), "{r:?}");
+}

@@ -9,16 +9,17 @@
 //! [`SerdeChannel`] and [`TypedChannel`] send plain serde values, one per frame, with no message
 //! header — typed messaging without RPC.
 
+use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{
-    BincodeCodec, Codec, CodecError, CompressionConfig, FRAME_PREFIX_LEN, Header, Message,
-    MessageDecoder, MessageEncoder, ProtoError,
+    BincodeCodec, Body, Codec, CodecError, CompressionConfig, FRAME_PREFIX_LEN, Header, Message,
+    MessageDecoder, MessageEncoder, Packet, ProtoError,
 };
 
 use crate::transport::{FrameTransport, TransportError, TransportStats};
@@ -87,6 +88,49 @@ pub trait MessageChannel: Send + Sync + 'static {
 
     /// The transport's counters, if it keeps any.
     fn stats(&self) -> Option<TransportStats>;
+
+    /// Whether [`send_packet`](Self::send_packet) can carry [`Payload::Value`]s: in-process
+    /// values that skip serialization.
+    fn carries_values(&self) -> bool {
+        false
+    }
+
+    /// Sends a packet of the RPC state machines. By default it is encoded as a message, and a
+    /// [`Payload::Value`] is refused (nothing can serialize it).
+    fn send_packet(
+        &self,
+        packet: Packet<Payload>,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send
+    where
+        Self: Sized,
+    {
+        default_send_packet(self, packet)
+    }
+
+    /// Receives the next packet for the RPC state machines.
+    fn recv_packet(&self) -> impl Future<Output = Result<Packet<Payload>, ChannelError>> + Send {
+        async move {
+            let msg = self.recv().await?;
+            Ok(Packet::from_message(msg).map(Payload::Bytes))
+        }
+    }
+}
+
+/// The payload of an RPC packet: encoded bytes, or — on in-process channels — the value itself.
+pub enum Payload {
+    /// Bytes encoded by a codec.
+    Bytes(Bytes),
+    /// An in-process value, moved without serialization.
+    Value(Box<dyn Any + Send>),
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
+            Self::Value(_) => f.write_str("Value(..)"),
+        }
+    }
 }
 
 impl<C: MessageChannel> MessageChannel for Arc<C> {
@@ -120,6 +164,21 @@ impl<C: MessageChannel> MessageChannel for Arc<C> {
 
     fn stats(&self) -> Option<TransportStats> {
         (**self).stats()
+    }
+
+    fn carries_values(&self) -> bool {
+        (**self).carries_values()
+    }
+
+    fn send_packet(
+        &self,
+        packet: Packet<Payload>,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send {
+        (**self).send_packet(packet)
+    }
+
+    fn recv_packet(&self) -> impl Future<Output = Result<Packet<Payload>, ChannelError>> + Send {
+        (**self).recv_packet()
     }
 }
 
@@ -211,6 +270,71 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
 
     fn stats(&self) -> Option<TransportStats> {
         self.transport.stats()
+    }
+
+    fn carries_values(&self) -> bool {
+        self.transport.carries_values()
+    }
+
+    async fn send_packet(&self, packet: Packet<Payload>) -> Result<(), ChannelError> {
+        if !self.transport.carries_values() {
+            return default_send_packet(self, packet).await;
+        }
+        // In process: the packet itself moves, header and payload unserialized.
+        Ok(self
+            .transport
+            .send_value(Arc::new(ValuePacket(Mutex::new(Some(packet)))))
+            .await?)
+    }
+
+    async fn recv_packet(&self) -> Result<Packet<Payload>, ChannelError> {
+        if !self.transport.carries_values() {
+            let msg = self.recv().await?;
+            return Ok(Packet::from_message(msg).map(Payload::Bytes));
+        }
+        let value = self.transport.recv_value().await?;
+        value
+            .downcast_ref::<ValuePacket>()
+            .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take())
+            .ok_or_else(|| {
+                ChannelError::Transport(TransportError::Protocol(
+                    "unexpected value on an RPC channel".into(),
+                ))
+            })
+    }
+}
+
+/// A packet in flight on an in-process value stream (the `Mutex` makes the non-`Sync` boxed
+/// payload shareable behind the transport's `Arc`; it is taken exactly once, uncontended).
+struct ValuePacket(Mutex<Option<Packet<Payload>>>);
+
+/// The byte path of [`MessageChannel::send_packet`], callable from overrides.
+async fn default_send_packet<M: MessageChannel + ?Sized>(
+    channel: &M,
+    packet: Packet<Payload>,
+) -> Result<(), ChannelError> {
+    let method = packet.method_str();
+    match &packet.body {
+        Body::Empty => channel.send_with(&packet.header, method, |_| Ok(())).await,
+        Body::Data(Payload::Bytes(p)) => {
+            channel
+                .send_with(&packet.header, method, |buf| {
+                    buf.extend_from_slice(p);
+                    Ok(())
+                })
+                .await
+        }
+        Body::Data(Payload::Value(_)) => Err(ChannelError::Transport(TransportError::Protocol(
+            "a value payload needs an in-process channel".into(),
+        ))),
+        Body::Error(e) => {
+            channel
+                .send_with(&packet.header, method, |buf| {
+                    e.encode_into(buf);
+                    Ok(())
+                })
+                .await
+        }
     }
 }
 

@@ -21,28 +21,28 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
-    Codec, Packet, StreamSendError,
+    Codec, StreamSendError,
 };
 
 use super::error::RpcError;
-use super::io::send_packet;
+use super::io::{decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
-use crate::channel::MessageChannel;
+use crate::channel::{MessageChannel, Payload};
 
 /// Client settings (the state machine's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;
 
 pub(crate) enum Waiter {
-    Unary(oneshot::Sender<Result<Bytes, CallError>>),
+    Unary(oneshot::Sender<Result<Payload, CallError>>),
     Stream {
-        items: Option<mpsc::UnboundedSender<Result<Bytes, RpcError>>>,
-        response: Option<oneshot::Sender<Result<Bytes, CallError>>>,
+        items: Option<mpsc::UnboundedSender<Result<Payload, RpcError>>>,
+        response: Option<oneshot::Sender<Result<Payload, CallError>>>,
         credit: Arc<Notify>,
     },
 }
 
 pub(crate) struct State {
-    pub(crate) conn: ClientConnection<Bytes>,
+    pub(crate) conn: ClientConnection<Payload>,
     pub(crate) waiters: HashMap<u64, Waiter>,
     /// When the timer task is due to wake (`None`: not sleeping on a deadline).
     timer_at: Option<Instant>,
@@ -133,7 +133,7 @@ impl<T: MessageChannel> Inner<T> {
                 return;
             };
             let id = packet.header.id;
-            if let Err(e) = send_packet(&self.channel, packet).await {
+            if let Err(e) = self.channel.send_packet(packet).await {
                 let mut st = self.lock();
                 if e.is_fatal() {
                     st.conn.handle_close(format!("send failed: {e}"));
@@ -161,12 +161,11 @@ impl<T: MessageChannel> Inner<T> {
 
     async fn reader(self: Arc<Self>) {
         loop {
-            match self.channel.recv().await {
-                Ok(msg) => {
+            match self.channel.recv_packet().await {
+                Ok(packet) => {
                     let pending = {
                         let mut st = self.lock();
-                        st.conn
-                            .handle_packet(Instant::now(), Packet::from_message(msg));
+                        st.conn.handle_packet(Instant::now(), packet);
                         st.dispatch();
                         st.conn.has_transmit()
                     };
@@ -239,7 +238,7 @@ impl<T: MessageChannel> StreamCtl for Inner<T> {
         self.cancel(id);
     }
 
-    fn try_send_item(&self, id: u64, payload: Bytes, codec: u8) -> Result<(), Refused> {
+    fn try_send_item(&self, id: u64, payload: Payload, codec: u8) -> Result<(), Refused> {
         match self.lock().conn.send_stream_item(id, payload, codec) {
             Ok(()) => Ok(()),
             Err(StreamSendError::NoCredit(p)) => Err(Refused::NoCredit(p)),
@@ -416,7 +415,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     fn begin(
         &self,
         method: &str,
-        payload: Bytes,
+        payload: Payload,
         mut opts: CallOptions,
         waiter: impl FnOnce() -> Waiter,
     ) -> Result<u64, RpcError> {
@@ -440,16 +439,18 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
 
     /// Sends raw payload bytes to `method` and waits for the raw response.
     pub async fn call_raw(&self, method: &str, payload: Bytes) -> Result<Bytes, RpcError> {
-        self.call_raw_with_options(method, payload, CallOptions::unary(C::ID))
-            .await
+        let resp = self
+            .call_payload(method, Payload::Bytes(payload), CallOptions::unary(C::ID))
+            .await?;
+        payload_bytes(resp)
     }
 
-    async fn call_raw_with_options(
+    async fn call_payload(
         &self,
         method: &str,
-        payload: Bytes,
+        payload: Payload,
         opts: CallOptions,
-    ) -> Result<Bytes, RpcError> {
+    ) -> Result<Payload, RpcError> {
         let (tx, rx) = oneshot::channel();
         let id = self.begin(method, payload, opts, || Waiter::Unary(tx))?;
         let guard = CancelOnDrop {
@@ -469,7 +470,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     pub async fn call<Req, Resp>(&self, method: &str, request: &Req) -> Result<Resp, RpcError>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
     {
         self.call_with_options(method, request, CallOptions::unary(C::ID))
             .await
@@ -484,7 +485,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     ) -> Result<Resp, RpcError>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
     {
         self.call_with_options(
             method,
@@ -503,12 +504,31 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     ) -> Result<Resp, RpcError>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
     {
         opts.codec = C::ID;
-        let payload = self.codec.encode(request)?;
-        let resp = self.call_raw_with_options(method, payload, opts).await?;
-        Ok(self.codec.decode(&resp)?)
+        let payload = Payload::Bytes(self.codec.encode(request)?);
+        let resp = self.call_payload(method, payload, opts).await?;
+        decode_payload(&self.codec, resp)
+    }
+
+    /// Calls `method` with a request it takes by value. On an in-process channel
+    /// ([`ArcFrameTransport`](crate::ArcFrameTransport)) the request and the response move as
+    /// values and are never serialized; elsewhere this is [`call`](Self::call).
+    pub async fn call_typed<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + Send + 'static,
+        Resp: DeserializeOwned + 'static,
+    {
+        let payload = if self.inner.channel.carries_values() {
+            Payload::Value(Box::new(request))
+        } else {
+            Payload::Bytes(self.codec.encode(&request)?)
+        };
+        let resp = self
+            .call_payload(method, payload, CallOptions::unary(C::ID))
+            .await?;
+        decode_payload(&self.codec, resp)
     }
 
     /// Sends a one-way notification.
@@ -518,7 +538,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         request: &Req,
     ) -> Result<(), RpcError> {
         self.ensure_started()?;
-        let payload = self.codec.encode(request)?;
+        let payload = Payload::Bytes(self.codec.encode(request)?);
         self.inner.lock().conn.notify(method, payload, C::ID)?;
         self.inner.flush().await;
         Ok(())
@@ -532,9 +552,9 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     ) -> Result<StreamReceiver<Item, C>, RpcError>
     where
         Req: Serialize + ?Sized,
-        Item: DeserializeOwned,
+        Item: DeserializeOwned + 'static,
     {
-        let payload = self.codec.encode(request)?;
+        let payload = Payload::Bytes(self.codec.encode(request)?);
         let (items_tx, items_rx) = mpsc::unbounded_channel();
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
         let id = self.begin(method, payload, opts, || Waiter::Stream {
@@ -561,16 +581,18 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     >
     where
         Item: Serialize,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
     {
         let (resp_tx, resp_rx) = oneshot::channel();
         let credit = Arc::new(Notify::new());
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ClientStreaming);
         let c2 = credit.clone();
-        let id = self.begin(method, Bytes::new(), opts, move || Waiter::Stream {
-            items: None,
-            response: Some(resp_tx),
-            credit: c2,
+        let id = self.begin(method, Payload::Bytes(Bytes::new()), opts, move || {
+            Waiter::Stream {
+                items: None,
+                response: Some(resp_tx),
+                credit: c2,
+            }
         })?;
         let sender = StreamSender::new(self.inner.clone(), id, credit, self.codec.clone(), true);
         self.inner.flush().await;
@@ -580,11 +602,11 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
             let guard = CancelOnDrop { inner: &*inner, id };
             let res = resp_rx.await;
             std::mem::forget(guard);
-            let bytes = match res {
+            let payload = match res {
                 Ok(r) => r.map_err(RpcError::from)?,
                 Err(_) => return Err(RpcError::Disconnected("client dropped the call".into())),
             };
-            Ok(codec.decode(&bytes)?)
+            decode_payload(&codec, payload)
         };
         Ok((sender, response))
     }
@@ -597,16 +619,18 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     ) -> Result<(StreamSender<Req, C>, StreamReceiver<Resp, C>), RpcError>
     where
         Req: Serialize,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
     {
         let (items_tx, items_rx) = mpsc::unbounded_channel();
         let credit = Arc::new(Notify::new());
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::Bidirectional);
         let c2 = credit.clone();
-        let id = self.begin(method, Bytes::new(), opts, move || Waiter::Stream {
-            items: Some(items_tx),
-            response: None,
-            credit: c2,
+        let id = self.begin(method, Payload::Bytes(Bytes::new()), opts, move || {
+            Waiter::Stream {
+                items: Some(items_tx),
+                response: None,
+                credit: c2,
+            }
         })?;
         let sender = StreamSender::new(self.inner.clone(), id, credit, self.codec.clone(), true);
         let receiver = StreamReceiver::new(self.inner.clone(), id, items_rx, self.codec.clone());

@@ -6,34 +6,36 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use xrpc_proto::{Body, Packet};
+use serde::de::DeserializeOwned;
+use xrpc_proto::{Codec, CodecError};
 
-use crate::channel::{ChannelError, MessageChannel};
+use super::error::RpcError;
+use crate::channel::Payload;
 
-/// Sends one packet: header and method as the state machine built them, payload as is.
-pub(crate) async fn send_packet<T: MessageChannel>(
-    channel: &T,
-    packet: Packet<Bytes>,
-) -> Result<(), ChannelError> {
-    let method = packet.method_str();
-    match &packet.body {
-        Body::Empty => channel.send_with(&packet.header, method, |_| Ok(())).await,
-        Body::Data(p) => {
-            channel
-                .send_with(&packet.header, method, |buf| {
-                    buf.extend_from_slice(p);
-                    Ok(())
-                })
-                .await
-        }
-        Body::Error(e) => {
-            channel
-                .send_with(&packet.header, method, |buf| {
-                    e.encode_into(buf);
-                    Ok(())
-                })
-                .await
-        }
+/// Decodes a payload: bytes with the codec, an in-process value by downcasting.
+pub(crate) fn decode_payload<T: DeserializeOwned + 'static, C: Codec>(
+    codec: &C,
+    payload: Payload,
+) -> Result<T, RpcError> {
+    match payload {
+        Payload::Bytes(b) => Ok(codec.decode(&b)?),
+        Payload::Value(v) => v.downcast::<T>().map(|b| *b).map_err(|_| {
+            RpcError::Serialization(CodecError::decode(
+                "in-process value",
+                format_args!("the value is not a {}", std::any::type_name::<T>()),
+            ))
+        }),
+    }
+}
+
+/// The bytes of a payload; an in-process value has none.
+pub(crate) fn payload_bytes(payload: Payload) -> Result<Bytes, RpcError> {
+    match payload {
+        Payload::Bytes(b) => Ok(b),
+        Payload::Value(_) => Err(RpcError::Serialization(CodecError::decode(
+            "in-process value",
+            "a raw call received a value instead of bytes",
+        ))),
     }
 }
 

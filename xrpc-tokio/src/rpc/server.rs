@@ -17,16 +17,16 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, ErrorCode, IncomingCall, Packet, RemoteError, ServerConfig,
+    BincodeCodec, CallKind, Codec, ErrorCode, IncomingCall, RemoteError, ServerConfig,
     ServerConnection, ServerEvent, ServerSendError,
 };
 
 use super::error::RpcError;
-use super::io::{CatchUnwind, send_packet};
+use super::io::{CatchUnwind, decode_payload, payload_bytes};
 use super::stream::{
     Refused, RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender,
 };
-use crate::channel::{MessageChannel, MessageChannelAdapter};
+use crate::channel::{MessageChannel, MessageChannelAdapter, Payload};
 use crate::transport::{
     FrameTransport, TcpFrameTransport, TcpFrameTransportListener, TransportError,
     UnixFrameTransport, UnixFrameTransportListener,
@@ -58,12 +58,12 @@ impl CallContext {
 struct StreamParts {
     ctl: Arc<dyn StreamCtl>,
     credit: Arc<Notify>,
-    items: Option<mpsc::UnboundedReceiver<Result<Bytes, RpcError>>>,
+    items: Option<mpsc::UnboundedReceiver<Result<Payload, RpcError>>>,
 }
 
 /// `Ok(Some(bytes))`: respond; `Ok(None)`: end the server stream.
 type HandlerFn = Arc<
-    dyn Fn(CallContext, Bytes, StreamParts) -> BoxFuture<Result<Option<Bytes>, RpcError>>
+    dyn Fn(CallContext, Payload, StreamParts) -> BoxFuture<Result<Option<Payload>, RpcError>>
         + Send
         + Sync,
 >;
@@ -153,8 +153,8 @@ impl<C: Codec> RpcServer<C> {
         Fut: Future<Output = Result<Bytes, RpcError>> + Send + 'static,
     {
         let f: HandlerFn = Arc::new(move |_ctx, payload, _parts| {
-            let fut = handler(payload);
-            Box::pin(async move { fut.await.map(Some) })
+            let fut = payload_bytes(payload).map(&handler);
+            Box::pin(async move { fut?.await.map(|b| Some(Payload::Bytes(b))) })
         });
         self.insert(method, CallKind::Unary, f);
     }
@@ -180,12 +180,18 @@ impl<C: Codec> RpcServer<C> {
     {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, payload, _parts| {
-            let req = codec.decode::<Req>(&payload);
+            // An in-process value is answered with a value: no codec either way.
+            let as_value = matches!(payload, Payload::Value(_));
+            let req = decode_payload::<Req, C>(&codec, payload);
             let codec = codec.clone();
             let fut = req.map(|req| handler(ctx, req));
             Box::pin(async move {
                 let resp = fut?.await?;
-                Ok(Some(codec.encode(&resp)?))
+                Ok(Some(if as_value {
+                    Payload::Value(Box::new(resp))
+                } else {
+                    Payload::Bytes(codec.encode(&resp)?)
+                }))
             })
         });
         self.insert(method, CallKind::Unary, f);
@@ -202,7 +208,7 @@ impl<C: Codec> RpcServer<C> {
     {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, payload, parts| {
-            let req = codec.decode::<Req>(&payload);
+            let req = decode_payload::<Req, C>(&codec, payload);
             let sender = StreamSender::new(parts.ctl, ctx.id, parts.credit, codec.clone(), false);
             let fut = req.map(|req| handler(req, sender));
             Box::pin(async move {
@@ -228,7 +234,7 @@ impl<C: Codec> RpcServer<C> {
             let stream = StreamReceiver::new(parts.ctl, ctx.id, items, codec.clone());
             let fut = handler(stream);
             let codec = codec.clone();
-            Box::pin(async move { Ok(Some(codec.encode(&fut.await?)?)) })
+            Box::pin(async move { Ok(Some(Payload::Bytes(codec.encode(&fut.await?)?))) })
         });
         self.insert(method, CallKind::ClientStreaming, f);
     }
@@ -374,12 +380,12 @@ impl<T: MessageChannel, C: Codec> Drop for ServeGuard<T, C> {
 
 struct Running {
     abort: Option<AbortHandle>,
-    items: Option<mpsc::UnboundedSender<Result<Bytes, RpcError>>>,
+    items: Option<mpsc::UnboundedSender<Result<Payload, RpcError>>>,
     credit: Arc<Notify>,
 }
 
 struct SrvState {
-    conn: ServerConnection<Bytes>,
+    conn: ServerConnection<Payload>,
     running: HashMap<u64, Running>,
     shutting_down: bool,
 }
@@ -461,7 +467,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
 
     fn parts(
         self: &Arc<Self>,
-        items: Option<mpsc::UnboundedReceiver<Result<Bytes, RpcError>>>,
+        items: Option<mpsc::UnboundedReceiver<Result<Payload, RpcError>>>,
     ) -> StreamParts {
         StreamParts {
             ctl: self.clone(),
@@ -470,7 +476,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         }
     }
 
-    fn start_call(self: &Arc<Self>, st: &mut SrvState, call: IncomingCall<Bytes>) {
+    fn start_call(self: &Arc<Self>, st: &mut SrvState, call: IncomingCall<Payload>) {
         let id = call.id;
         let Some(h) = self.handler(call.method_str()) else {
             let e = RemoteError::new(
@@ -535,13 +541,13 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         );
     }
 
-    async fn finish_call(&self, id: u64, res: Result<Result<Option<Bytes>, RpcError>, String>) {
+    async fn finish_call(&self, id: u64, res: Result<Result<Option<Payload>, RpcError>, String>) {
         {
             let mut st = self.lock();
             st.running.remove(&id);
             match res {
-                Ok(Ok(Some(bytes))) => {
-                    st.conn.respond(id, bytes, C::ID);
+                Ok(Ok(Some(payload))) => {
+                    st.conn.respond(id, payload, C::ID);
                 }
                 Ok(Ok(None)) => {
                     st.conn.end_stream(id);
@@ -570,7 +576,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
             };
             let id = packet.header.id;
             let kind = packet.header.kind;
-            if let Err(e) = send_packet(&self.channel, packet).await {
+            if let Err(e) = self.channel.send_packet(packet).await {
                 if e.is_fatal() {
                     // The reader sees the broken connection and ends the serve loop.
                     let _ = self.channel.close().await;
@@ -595,8 +601,8 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
 
     async fn read_loop(self: Arc<Self>) -> Result<(), RpcError> {
         loop {
-            let msg = match self.channel.recv().await {
-                Ok(msg) => msg,
+            let packet = match self.channel.recv_packet().await {
+                Ok(packet) => packet,
                 Err(e) if e.is_fatal() => {
                     return match RpcError::from(e) {
                         RpcError::Disconnected(_) => Ok(()),
@@ -612,10 +618,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
             };
             let pending = {
                 let mut st = self.lock();
-                match st
-                    .conn
-                    .handle_packet(Instant::now(), Packet::from_message(msg))
-                {
+                match st.conn.handle_packet(Instant::now(), packet) {
                     Ok(()) => {
                         st.conn_events(&self);
                         if st.conn.poll_timeout().is_some() {
@@ -687,7 +690,7 @@ impl<T: MessageChannel, C: Codec> StreamCtl for Conn<T, C> {
 
     fn abandon(&self, _id: u64) {}
 
-    fn try_send_item(&self, id: u64, payload: Bytes, codec: u8) -> Result<(), Refused> {
+    fn try_send_item(&self, id: u64, payload: Payload, codec: u8) -> Result<(), Refused> {
         match self.lock().conn.send_stream_item(id, payload, codec) {
             Ok(()) => Ok(()),
             Err(ServerSendError::NoCredit(p)) => Err(Refused::NoCredit(p)),

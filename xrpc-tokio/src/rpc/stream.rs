@@ -8,17 +8,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc};
 use xrpc_proto::{BincodeCodec, Codec};
 
 use super::error::RpcError;
+use super::io::decode_payload;
+use crate::channel::Payload;
 
 /// Why a stream item was not queued.
 pub(crate) enum Refused {
-    NoCredit(Bytes),
+    NoCredit(Payload),
     Closed,
 }
 
@@ -29,7 +30,7 @@ pub(crate) trait StreamCtl: Send + Sync + 'static {
     /// The application dropped the receiving end of stream `id` early.
     fn abandon(&self, id: u64);
     /// Queues one item of stream `id`.
-    fn try_send_item(&self, id: u64, payload: Bytes, codec: u8) -> Result<(), Refused>;
+    fn try_send_item(&self, id: u64, payload: Payload, codec: u8) -> Result<(), Refused>;
     /// Ends the outgoing stream `id`.
     fn finish(&self, id: u64);
     /// Writes what is queued.
@@ -43,7 +44,7 @@ pub(crate) trait StreamCtl: Send + Sync + 'static {
 pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
     ctl: Arc<dyn StreamCtl>,
     id: u64,
-    rx: mpsc::UnboundedReceiver<Result<Bytes, RpcError>>,
+    rx: mpsc::UnboundedReceiver<Result<Payload, RpcError>>,
     codec: C,
     done: bool,
     _item: PhantomData<fn() -> Item>,
@@ -52,11 +53,11 @@ pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
 /// The stream of items a client-streaming or bidirectional handler receives.
 pub type RequestStream<Item, C = BincodeCodec> = StreamReceiver<Item, C>;
 
-impl<Item: DeserializeOwned, C: Codec> StreamReceiver<Item, C> {
+impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
     pub(crate) fn new(
         ctl: Arc<dyn StreamCtl>,
         id: u64,
-        rx: mpsc::UnboundedReceiver<Result<Bytes, RpcError>>,
+        rx: mpsc::UnboundedReceiver<Result<Payload, RpcError>>,
         codec: C,
     ) -> Self {
         Self {
@@ -114,9 +115,9 @@ impl<Item: DeserializeOwned, C: Codec> StreamReceiver<Item, C> {
                 self.done = true;
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(Some(Ok(bytes))) => {
+            Poll::Ready(Some(Ok(payload))) => {
                 self.ctl.consumed(self.id, 1);
-                Poll::Ready(Some(self.codec.decode(&bytes).map_err(RpcError::from)))
+                Poll::Ready(Some(decode_payload(&self.codec, payload)))
             }
         }
     }
@@ -125,7 +126,7 @@ impl<Item: DeserializeOwned, C: Codec> StreamReceiver<Item, C> {
 // Nothing in a receiver is pinned structurally.
 impl<Item, C: Codec> Unpin for StreamReceiver<Item, C> {}
 
-impl<Item: DeserializeOwned, C: Codec> futures_core::Stream for StreamReceiver<Item, C> {
+impl<Item: DeserializeOwned + 'static, C: Codec> futures_core::Stream for StreamReceiver<Item, C> {
     type Item = Result<Item, RpcError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -186,7 +187,7 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
     /// Sends one item, waiting for flow-control credit if needed. Fails when the call is over
     /// (cancelled, failed, or the connection closed).
     pub async fn send(&self, item: &Item) -> Result<(), RpcError> {
-        let mut payload = self.codec.encode(item)?;
+        let mut payload = Payload::Bytes(self.codec.encode(item)?);
         loop {
             let notified = self.credit.notified();
             tokio::pin!(notified);

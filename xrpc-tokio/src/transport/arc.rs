@@ -158,6 +158,29 @@ impl FrameTransport for ArcFrameTransport {
     fn max_frame_size(&self) -> usize {
         self.max_frame_size
     }
+
+    fn carries_values(&self) -> bool {
+        true
+    }
+
+    async fn send_value(&self, value: Arc<dyn Any + Send + Sync>) -> Result<(), TransportError> {
+        self.typed
+            .send(("dyn Any", value))
+            .await
+            .map_err(|e| self.stats.send_error(e))?;
+        self.stats.sent(1, 0);
+        Ok(())
+    }
+
+    async fn recv_value(&self) -> Result<Arc<dyn Any + Send + Sync>, TransportError> {
+        let (_, value) = self
+            .typed
+            .recv()
+            .await
+            .map_err(|e| self.stats.recv_error(e))?;
+        self.stats.received(0);
+        Ok(value)
+    }
 }
 
 /// Typed values count in [`TransportStats`] as frames of 0 bytes.

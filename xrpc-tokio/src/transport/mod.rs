@@ -15,6 +15,7 @@
 //! while others call [`send_frame`](FrameTransport::send_frame). Sends are serialized by an
 //! internal lock, so frames from concurrent senders never interleave.
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -396,6 +397,38 @@ pub trait FrameTransport: Send + Sync + 'static {
     fn max_frame_size(&self) -> usize {
         xrpc_proto::DEFAULT_MAX_FRAME_SIZE
     }
+
+    /// Whether the transport also moves in-process values ([`send_value`](Self::send_value)),
+    /// so that layers above can skip serialization. Only [`ArcFrameTransport`] does.
+    fn carries_values(&self) -> bool {
+        false
+    }
+
+    /// Sends an in-process value on the value stream (kept in order with other values, not
+    /// with frames). Transports that carry only frames refuse with
+    /// [`TransportError::Protocol`].
+    fn send_value(
+        &self,
+        value: Arc<dyn Any + Send + Sync>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let _ = value;
+        async {
+            Err(TransportError::Protocol(
+                "this transport carries frames only".into(),
+            ))
+        }
+    }
+
+    /// Receives the next in-process value (see [`send_value`](Self::send_value)).
+    fn recv_value(
+        &self,
+    ) -> impl Future<Output = Result<Arc<dyn Any + Send + Sync>, TransportError>> + Send {
+        async {
+            Err(TransportError::Protocol(
+                "this transport carries frames only".into(),
+            ))
+        }
+    }
 }
 
 impl<T: FrameTransport> FrameTransport for Arc<T> {
@@ -444,6 +477,23 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
 
     fn max_frame_size(&self) -> usize {
         (**self).max_frame_size()
+    }
+
+    fn carries_values(&self) -> bool {
+        (**self).carries_values()
+    }
+
+    fn send_value(
+        &self,
+        value: Arc<dyn Any + Send + Sync>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).send_value(value)
+    }
+
+    fn recv_value(
+        &self,
+    ) -> impl Future<Output = Result<Arc<dyn Any + Send + Sync>, TransportError>> + Send {
+        (**self).recv_value()
     }
 }
 
