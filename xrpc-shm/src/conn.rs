@@ -659,22 +659,22 @@ impl SendWaiter {
         let ctl = &hdr.ctl.0;
         let shared = &*self.shared;
         let cap = self.ring.capacity() as u64;
-        // Worst case: padding up to the ring end, then the record.
-        let need = 2 * crate::layout::record_len(len) as u64;
+        let rec = crate::layout::record_len(len) as u64;
         block_on(
             &self.ring,
             &ctl.space_seq,
             &ctl.space_waiters,
             &shared.wait_cfg(deadline_of(timeout)),
             || {
-                let used = hdr
-                    .head
-                    .0
-                    .load(Acquire)
-                    .wrapping_sub(hdr.tail.0.load(Acquire));
+                let head = hdr.head.0.load(Acquire);
+                let used = head.wrapping_sub(hdr.tail.0.load(Acquire));
+                // Padding up to the ring end first if the record does not fit
+                // before it.
+                let contig = cap - (head & (cap - 1));
+                let need = if rec <= contig { rec } else { contig + rec };
                 shared.dead.load(Relaxed)
                     || ctl.closed.load(Acquire) != 0
-                    || used.saturating_add(need.min(cap)) <= cap
+                    || used.saturating_add(need) <= cap
             },
             &mut || shared.alive(),
         )

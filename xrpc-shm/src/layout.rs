@@ -91,10 +91,10 @@ pub(crate) struct Control {
     pub(crate) space_waiters: AtomicU32,
 }
 
-/// The shared header of one ring. All zeroes is the valid initial state, so a
-/// freshly truncated memfd holds empty rings.
+/// The shared header of one ring (opaque outside the crate). All zeroes is
+/// the valid initial state, so a freshly truncated memfd holds empty rings.
 #[repr(C)]
-pub(crate) struct RingHeader {
+pub struct RingHeader {
     /// Producer position in bytes since the start (monotonic, never wraps in
     /// practice). Only published here; the producer's own copy is private.
     pub(crate) head: Line<AtomicU64>,
@@ -105,6 +105,7 @@ pub(crate) struct RingHeader {
 }
 
 /// Size of a [`RingHeader`] in shared memory.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const RING_HEADER_SIZE: usize = 3 * 128;
 
 #[cfg(not(loom))]

@@ -192,6 +192,7 @@ impl<S: RingStorage> Producer<S> {
     }
 
     /// The storage this end runs on.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn storage(&self) -> &S {
         &self.storage
     }
@@ -474,11 +475,13 @@ impl<S: RingStorage> Consumer<S> {
     }
 
     /// The storage this end runs on.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn storage(&self) -> &S {
         &self.storage
     }
 
     /// Builds a frame borrow from `next_frame`'s result.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn frame(&mut self, (off, len, next): (usize, usize, u64)) -> Frame<'_, S> {
         Frame {
             consumer: self,

@@ -1,0 +1,202 @@
+//! Cross-process tests: the test binary re-executes itself as a child
+//! process (`XRPC_SHM_CHILD` selects the role) to be a real peer — eight
+//! clients on one server, and `kill -9` of either side while the other is
+//! blocked in `recv` or in `send` on a full ring.
+#![cfg(not(loom))]
+
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use xrpc_shm::{ShmConfig, ShmConnection, ShmError, ShmListener};
+
+const ROLE: &str = "XRPC_SHM_CHILD";
+const NAME: &str = "XRPC_SHM_NAME";
+/// A child never outlives this, even if the parent test died.
+const CHILD_LIFETIME: Duration = Duration::from_secs(30);
+/// Asserted bound for noticing a dead peer (the design target is 100 ms).
+const DEATH_BOUND: Duration = Duration::from_millis(500);
+
+fn config() -> ShmConfig {
+    ShmConfig {
+        ring_capacity: 64 * 1024,
+        max_frame_size: 16 * 1024,
+        ..ShmConfig::default()
+    }
+}
+
+fn unique(tag: &str) -> String {
+    format!("proc-test-{}-{tag}", std::process::id())
+}
+
+fn spawn_child(role: &str, name: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(NAME, name)
+        .spawn()
+        .unwrap()
+}
+
+/// Connects, retrying while the child server is not bound yet.
+fn connect_retrying(name: &str) -> ShmConnection {
+    let start = Instant::now();
+    loop {
+        match ShmConnection::connect(name, config()) {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("connect {name}: {e}"),
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            panic!("child did not exit within {within:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The child side. A no-op when run as an ordinary test.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let name = std::env::var(NAME).unwrap();
+    match role.as_str() {
+        "echo_server" => {
+            let listener = ShmListener::bind(&name, config()).unwrap();
+            let handlers: Vec<_> = (0..8)
+                .map(|_| {
+                    let conn = listener.accept().unwrap();
+                    thread::spawn(move || {
+                        let (mut tx, mut rx) = conn.split();
+                        let t = Some(CHILD_LIFETIME);
+                        loop {
+                            match rx.recv(t) {
+                                Ok(f) => tx.send(&f, t).unwrap(),
+                                Err(ShmError::Disconnected) => return,
+                                Err(e) => panic!("echo server: {e}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in handlers {
+                h.join().unwrap();
+            }
+        }
+        "idle_server" => {
+            let listener = ShmListener::bind(&name, config()).unwrap();
+            let _conn = listener.accept().unwrap();
+            thread::sleep(CHILD_LIFETIME);
+        }
+        "idle_client" => {
+            let _conn = connect_retrying(&name);
+            thread::sleep(CHILD_LIFETIME);
+        }
+        other => panic!("unknown child role {other}"),
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn eight_clients_on_one_server_process() {
+    let name = unique("eight");
+    let mut server = spawn_child("echo_server", &name);
+    let clients: Vec<_> = (0..8usize)
+        .map(|k| {
+            let name = name.clone();
+            thread::spawn(move || {
+                let mut conn = connect_retrying(&name);
+                let mut buf = Vec::new();
+                for i in 0..300usize {
+                    let len = (i * 131 + k * 17) % (16 * 1024 + 1);
+                    let msg: Vec<u8> = (0..len).map(|j| (i ^ j ^ k) as u8).collect();
+                    conn.send(&msg, Some(Duration::from_secs(10))).unwrap();
+                    conn.receiver()
+                        .recv_into(&mut buf, Some(Duration::from_secs(10)))
+                        .unwrap();
+                    assert_eq!(buf, msg, "client {k} frame {i}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(wait_exit(&mut server, Duration::from_secs(10)).success());
+}
+
+/// Kills `child` after a short delay on another thread; returns when the kill
+/// happened.
+fn kill_later(mut child: Child) -> mpsc::Receiver<Instant> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(150));
+        let at = Instant::now();
+        child.kill().unwrap(); // SIGKILL
+        tx.send(at).unwrap();
+        let _ = child.wait();
+    });
+    rx
+}
+
+fn assert_noticed(what: &str, result: Result<(), ShmError>, killed: &mpsc::Receiver<Instant>) {
+    let noticed = Instant::now();
+    let killed_at = killed.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(result, Err(ShmError::Disconnected)),
+        "{what}: expected Disconnected, got {result:?}"
+    );
+    let latency = noticed.saturating_duration_since(killed_at);
+    println!("{what}: peer death noticed after {latency:?}");
+    assert!(latency < DEATH_BOUND, "{what}: took {latency:?}");
+}
+
+#[test]
+fn server_killed_while_client_blocks_in_recv() {
+    let name = unique("kill-server");
+    let server = spawn_child("idle_server", &name);
+    let mut conn = connect_retrying(&name);
+    let killed = kill_later(server);
+    let r = conn.receiver().recv(Some(Duration::from_secs(10))).map(drop);
+    assert_noticed("client recv", r, &killed);
+}
+
+#[test]
+fn client_killed_while_server_blocks_in_recv() {
+    let name = unique("kill-client-recv");
+    let listener = ShmListener::bind(&name, config()).unwrap();
+    let client = spawn_child("idle_client", &name);
+    let mut conn = listener.accept().unwrap();
+    let killed = kill_later(client);
+    let r = conn.receiver().recv(Some(Duration::from_secs(10))).map(drop);
+    assert_noticed("server recv", r, &killed);
+}
+
+#[test]
+fn client_killed_while_server_blocks_in_send_on_full_ring() {
+    let name = unique("kill-client-send");
+    let listener = ShmListener::bind(&name, config()).unwrap();
+    let client = spawn_child("idle_client", &name);
+    let mut conn = listener.accept().unwrap();
+    let tx = conn.sender();
+    while tx.try_send(&[7; 1024]).is_ok() {}
+    assert!(matches!(tx.try_send(&[7; 1024]), Err(ShmError::Full)));
+    let killed = kill_later(client);
+    let r = tx.send(&[7; 1024], Some(Duration::from_secs(10)));
+    assert_noticed("server send", r, &killed);
+}
