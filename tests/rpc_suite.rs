@@ -393,6 +393,36 @@ async fn graceful_shutdown<P: Pair>() {
         .unwrap();
 }
 
+async fn heartbeats_detect_a_silent_server<P: Pair>() {
+    // The server end is connected but never served: it reads nothing and answers nothing.
+    let (c, _silent) = P::pair().await;
+    let config = xrpc::RpcClientConfig {
+        heartbeat_interval: Some(Duration::from_millis(20)),
+        heartbeat_misses: 3,
+        default_timeout: None,
+        ..Default::default()
+    };
+    let client = RpcClient::with_config(c, config);
+    let t0 = Instant::now();
+    let r = client.call::<_, u64>("echo", &1u64).await;
+    let took = t0.elapsed();
+    assert!(
+        matches!(r, Err(RpcError::Disconnected(ref m)) if m.contains("heartbeat")),
+        "{r:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(60) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // A live server keeps answering pings: no false alarm over many intervals.
+    let (c, s) = P::pair().await;
+    let srv = server();
+    tokio::spawn(async move { srv.serve(s).await });
+    let client = RpcClient::with_config(c, config);
+    let v: u64 = client.call("sleep_ms", &300u64).await.unwrap();
+    assert_eq!(v, 300);
+}
+
 macro_rules! suite {
     ($($transport:ident => $p:ty),* $(,)?) => {$(
         mod $transport {
@@ -413,6 +443,8 @@ macro_rules! suite {
             async fn notifications_and_deadlines() { super::notifications_and_deadlines::<$p>().await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn graceful_shutdown() { super::graceful_shutdown::<$p>().await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn heartbeats_detect_a_silent_server() { super::heartbeats_detect_a_silent_server::<$p>().await }
         }
     )*};
 }

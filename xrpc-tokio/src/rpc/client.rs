@@ -311,20 +311,17 @@ impl<T: MessageChannel> RpcClient<T, BincodeCodec> {
     pub fn new(channel: T) -> Self {
         Self::with_config(channel, ClientConfig::default())
     }
+
+    /// A client with an explicit configuration (timeouts, stream window, heartbeats).
+    pub fn with_config(channel: T, config: ClientConfig) -> Self {
+        Self::with_config_and_codec(channel, config, BincodeCodec)
+    }
 }
 
 impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     /// A client with another codec.
     pub fn with_codec(channel: T, codec: C) -> Self {
         Self::with_config_and_codec(channel, ClientConfig::default(), codec)
-    }
-
-    /// A client with an explicit configuration.
-    pub fn with_config(channel: T, config: ClientConfig) -> Self
-    where
-        C: Default,
-    {
-        Self::with_config_and_codec(channel, config, C::default())
     }
 
     /// A client with an explicit configuration and codec.

@@ -290,6 +290,7 @@ impl<C: Codec> RpcServer<C> {
                 conn: ServerConnection::new(self.shared.config),
                 running: HashMap::new(),
                 shutting_down: false,
+                timer_at: None,
             }),
             tx_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
@@ -388,6 +389,8 @@ struct SrvState {
     conn: ServerConnection<Payload>,
     running: HashMap<u64, Running>,
     shutting_down: bool,
+    /// When the timer task is due to wake (`None`: no deadline pending).
+    timer_at: Option<Instant>,
 }
 
 struct Conn<T, C> {
@@ -621,7 +624,10 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                 match st.conn.handle_packet(Instant::now(), packet) {
                     Ok(()) => {
                         st.conn_events(&self);
-                        if st.conn.poll_timeout().is_some() {
+                        // Wake the timer only for a deadline earlier than the one it sleeps on.
+                        let next = st.conn.poll_timeout();
+                        if next.is_some() && (st.timer_at.is_none() || next < st.timer_at) {
+                            st.timer_at = next;
                             self.wake.notify_one();
                         }
                         Ok(st.conn.has_transmit())
@@ -648,7 +654,9 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
             let (next, shutting_down, done) = {
                 let mut st = self.lock();
                 let done = st.shutting_down && st.conn.is_idle();
-                (st.conn.poll_timeout(), st.shutting_down, done)
+                let next = st.conn.poll_timeout();
+                st.timer_at = next;
+                (next, st.shutting_down, done)
             };
             if done {
                 self.flush().await;

@@ -1,0 +1,94 @@
+//! The original README's `add` service, across two processes over TCP.
+//!
+//! ```text
+//! # terminal 1
+//! cargo run --example rpc_client_server -- server
+//! # terminal 2
+//! cargo run --example rpc_client_server -- client
+//! ```
+//!
+//! The address defaults to `127.0.0.1:47800`; set `XRPC_ADDR` to change it.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use xrpc::{
+    MessageChannelAdapter, RpcClient, RpcError, RpcServer, TcpConfig, TcpFrameTransport,
+    TcpFrameTransportListener,
+};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AddRequest {
+    a: i32,
+    b: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AddResponse {
+    result: i32,
+}
+
+fn addr() -> String {
+    std::env::var("XRPC_ADDR").unwrap_or_else(|_| "127.0.0.1:47800".to_string())
+}
+
+async fn server() -> Result<(), Box<dyn std::error::Error>> {
+    let listener = TcpFrameTransportListener::bind(addr(), TcpConfig::default()).await?;
+    println!("server: listening on {}", listener.local_addr()?);
+    let server = RpcServer::new();
+    server.register_typed("add", |req: AddRequest| async move {
+        Ok(AddResponse {
+            result: req.a + req.b,
+        })
+    });
+    server.register_typed("shutdown", {
+        let server = server.clone();
+        move |_: ()| {
+            server.shutdown();
+            async { Ok(()) }
+        }
+    });
+    server.serve_listener(listener).await?;
+    println!("server: shut down");
+    Ok(())
+}
+
+async fn client() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = addr().parse()?;
+    let transport = TcpFrameTransport::connect(addr, TcpConfig::default()).await?;
+    let channel = MessageChannelAdapter::new(transport);
+    let client = RpcClient::new(channel);
+    let _handle = client.start();
+
+    let t0 = Instant::now();
+    let resp: AddResponse = client.call("add", &AddRequest { a: 1, b: 2 }).await?;
+    println!("client: add(1, 2) = {} ({:?})", resp.result, t0.elapsed());
+    assert_eq!(resp.result, 3);
+
+    let n = 10_000;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let r: AddResponse = client.call("add", &AddRequest { a: i, b: i }).await?;
+        debug_assert_eq!(r.result, 2 * i);
+    }
+    let per_call = t0.elapsed() / n as u32;
+    println!("client: {n} sequential calls, {per_call:?} per round trip");
+
+    if std::env::args().any(|a| a == "--stop-server") {
+        let _: Result<(), RpcError> = client.call("shutdown", &()).await;
+        println!("client: asked the server to shut down");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match std::env::args().nth(1).as_deref() {
+        Some("server") => server().await,
+        Some("client") => client().await,
+        _ => {
+            eprintln!("usage: rpc_client_server (server | client [--stop-server])");
+            std::process::exit(2);
+        }
+    }
+}
