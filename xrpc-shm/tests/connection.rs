@@ -92,7 +92,10 @@ fn timeouts_and_waiters() {
     while ctx.try_send(&[1; 4096]).is_ok() {}
     assert!(matches!(ctx.try_send(&[1; 4096]), Err(ShmError::Full)));
     let sw = ctx.waiter();
-    assert!(!sw.wait_writable(4096, Some(Duration::from_millis(20))).unwrap());
+    assert!(
+        !sw.wait_writable(4096, Some(Duration::from_millis(20)))
+            .unwrap()
+    );
     let w = thread::spawn(move || sw.wait_writable(4096, T));
     thread::sleep(Duration::from_millis(30));
     drop(server.receiver().try_recv().unwrap().unwrap());
@@ -127,7 +130,10 @@ fn orderly_close_drains_then_disconnects() {
 fn rendezvous_errors() {
     let n = name("dup");
     let _l = ShmListener::bind(&n, small()).unwrap();
-    assert!(matches!(ShmListener::bind(&n, small()), Err(ShmError::Io(_))));
+    assert!(matches!(
+        ShmListener::bind(&n, small()),
+        Err(ShmError::Io(_))
+    ));
     assert!(matches!(
         ShmConnection::connect(&name("nobody"), small()),
         Err(ShmError::Io(_))

@@ -99,10 +99,7 @@ fn close_wakes_and_drains() {
             close_producer(&p);
         });
         assert_eq!(recv_blocking(&mut c).unwrap(), [9]);
-        assert!(matches!(
-            recv_blocking(&mut c),
-            Err(ShmError::Disconnected)
-        ));
+        assert!(matches!(recv_blocking(&mut c), Err(ShmError::Disconnected)));
         producer.join().unwrap();
     });
 }

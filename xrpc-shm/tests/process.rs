@@ -172,7 +172,10 @@ fn server_killed_while_client_blocks_in_recv() {
     let server = spawn_child("idle_server", &name);
     let mut conn = connect_retrying(&name);
     let killed = kill_later(server);
-    let r = conn.receiver().recv(Some(Duration::from_secs(10))).map(drop);
+    let r = conn
+        .receiver()
+        .recv(Some(Duration::from_secs(10)))
+        .map(drop);
     assert_noticed("client recv", r, &killed);
 }
 
@@ -183,7 +186,10 @@ fn client_killed_while_server_blocks_in_recv() {
     let client = spawn_child("idle_client", &name);
     let mut conn = listener.accept().unwrap();
     let killed = kill_later(client);
-    let r = conn.receiver().recv(Some(Duration::from_secs(10))).map(drop);
+    let r = conn
+        .receiver()
+        .recv(Some(Duration::from_secs(10)))
+        .map(drop);
     assert_noticed("server recv", r, &killed);
 }
 

@@ -260,4 +260,3 @@ fn two_threads_stream_frames_in_order() {
     assert!(matches!(recv_blocking(&mut c), Err(ShmError::Disconnected)));
     producer.join().unwrap();
 }
-
