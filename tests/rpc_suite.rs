@@ -8,7 +8,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use xrpc::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, MessageChannel, MessageChannelAdapter,
-    RpcClient, RpcError, RpcServer, ServerStreamSender, TcpConfig, TcpFrameTransport,
+    RpcClient, RpcError, RpcServer, ServerStreamSender, SharedMemoryConfig,
+    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
     TcpFrameTransportListener, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
 
@@ -84,6 +85,30 @@ impl Pair for Channel {
     async fn pair() -> (Self::C, Self::S) {
         let (c, s) = ChannelFrameTransport::create_pair("suite", ChannelConfig::default());
         (MessageChannelAdapter::new(c), MessageChannelAdapter::new(s))
+    }
+}
+
+struct Shm;
+impl Pair for Shm {
+    type C = MessageChannelAdapter<SharedMemoryFrameTransport>;
+    type S = MessageChannelAdapter<SharedMemoryFrameTransport>;
+    async fn pair() -> (Self::C, Self::S) {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "xrpc-suite-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let config = SharedMemoryConfig::default();
+        let l = SharedMemoryFrameTransportListener::bind(&name, config.clone()).unwrap();
+        let (c, s) = tokio::join!(
+            SharedMemoryFrameTransport::connect(&name, config),
+            l.accept()
+        );
+        (
+            MessageChannelAdapter::new(c.unwrap()),
+            MessageChannelAdapter::new(s.unwrap()),
+        )
     }
 }
 
@@ -454,6 +479,7 @@ suite! {
     unix => Unix,
     channel => Channel,
     arc => ArcT,
+    shm => Shm,
 }
 
 /// A value that refuses to be serialized: a call carrying it can only succeed if no codec runs.

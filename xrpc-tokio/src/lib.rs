@@ -24,6 +24,7 @@ pub use rpc::{
 };
 pub use transport::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
-    TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
-    UnixConfig, UnixFrameTransport, UnixFrameTransportListener, ZeroCopyTransport,
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
+    TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
+    UnixFrameTransport, UnixFrameTransportListener, ZeroCopyTransport,
 };

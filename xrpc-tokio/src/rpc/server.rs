@@ -28,8 +28,9 @@ use super::stream::{
 };
 use crate::channel::{MessageChannel, MessageChannelAdapter, Payload};
 use crate::transport::{
-    FrameTransport, TcpFrameTransport, TcpFrameTransportListener, TransportError,
-    UnixFrameTransport, UnixFrameTransportListener,
+    FrameTransport, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
+    TcpFrameTransport, TcpFrameTransportListener, TransportError, UnixFrameTransport,
+    UnixFrameTransportListener,
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -347,6 +348,14 @@ impl FrameListener for TcpFrameTransportListener {
         TcpFrameTransportListener::accept(self)
             .await
             .map(|(t, _)| t)
+    }
+}
+
+impl FrameListener for SharedMemoryFrameTransportListener {
+    type Transport = SharedMemoryFrameTransport;
+
+    async fn accept(&self) -> Result<SharedMemoryFrameTransport, TransportError> {
+        SharedMemoryFrameTransportListener::accept(self).await
     }
 }
 

@@ -27,12 +27,14 @@ use xrpc_proto::FRAME_PREFIX_LEN;
 mod arc;
 mod channel;
 mod pipe;
+mod shm;
 mod stream;
 mod tcp;
 mod unix;
 
 pub use arc::{ArcFrameTransport, ZeroCopyTransport};
 pub use channel::{ChannelConfig, ChannelFrameTransport};
+pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
 pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
 pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
 

@@ -1,0 +1,393 @@
+//! Shared memory between processes on one machine, over [`xrpc_shm`] rings.
+//!
+//! Each connection has its own sealed `memfd` segment holding two lock-free rings; the
+//! rendezvous is an abstract Unix socket named after the service (see `xrpc_shm`). Frames are
+//! copied once, into the ring, and once out of it.
+//!
+//! Waiting never blocks a runtime worker: a receive (or a send into a full ring) first retries
+//! for [`SharedMemoryConfig::spin_budget`], yielding to the runtime between attempts, so a busy
+//! peer is served with no system call at all; only then does it sleep on the ring's futex, on
+//! the blocking thread pool, in slices of at most 10 ms.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use xrpc_proto::FRAME_PREFIX_LEN;
+use xrpc_shm::{
+    RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver, ShmSender,
+};
+
+use super::{
+    FrameTransport, StatsCounters, TransportError, TransportStats, check_len, check_prefixed,
+};
+
+/// Settings of a shared-memory connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMemoryConfig {
+    /// Bytes of each ring (one per direction): a power of two, at least 4096. Default 1 MiB.
+    pub buffer_size: usize,
+    /// Largest frame, at most `buffer_size / 2 - 8`. Default 256 KiB.
+    pub max_frame_size: usize,
+    /// How long a waiting side keeps retrying (yielding between tries) before it sleeps.
+    /// Longer trades CPU for latency. Default 50 µs.
+    pub spin_budget: Duration,
+    /// How long a client waits for the server's segment. Default 5 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for SharedMemoryConfig {
+    fn default() -> Self {
+        Self {
+            buffer_size: 1 << 20,
+            max_frame_size: 256 * 1024,
+            spin_budget: Duration::from_micros(50),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SharedMemoryConfig {
+    fn to_shm(&self) -> ShmConfig {
+        ShmConfig {
+            ring_capacity: self.buffer_size,
+            max_frame_size: self.max_frame_size,
+            spin_budget: self.spin_budget,
+            wait_slice: Duration::from_millis(10),
+            handshake_timeout: self.connect_timeout,
+        }
+    }
+}
+
+fn map_err(e: ShmError) -> TransportError {
+    match e {
+        ShmError::Disconnected => TransportError::ConnectionClosed,
+        ShmError::FrameTooLarge { size, max } => TransportError::MessageTooLarge { size, max },
+        ShmError::Timeout => TransportError::Timeout,
+        ShmError::Corrupt(m) => TransportError::Protocol(format!("shared memory corrupt: {m}")),
+        ShmError::Io(e) => TransportError::ConnectionFailed(e.to_string()),
+        other => TransportError::SharedMemoryCreation(other.to_string()),
+    }
+}
+
+/// Runs a blocking `xrpc_shm` call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ShmError> + Send + 'static,
+) -> Result<T, TransportError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TransportError::ConnectionFailed(format!("blocking task failed: {e}")))?
+        .map_err(map_err)
+}
+
+struct Connected {
+    tx: Mutex<TxState>,
+    rx: tokio::sync::Mutex<ShmReceiver>,
+    send_waiter: SendWaiter,
+    recv_waiter: RecvWaiter,
+    max_frame_size: usize,
+}
+
+struct TxState {
+    sender: ShmSender,
+    /// Reused buffer for [`FrameTransport::send_frame_with`].
+    scratch: BytesMut,
+}
+
+impl Connected {
+    fn new(conn: ShmConnection) -> Self {
+        let max_frame_size = conn.max_frame_size();
+        let (sender, receiver) = conn.split();
+        Self {
+            send_waiter: sender.waiter(),
+            recv_waiter: receiver.waiter(),
+            tx: Mutex::new(TxState {
+                sender,
+                scratch: BytesMut::new(),
+            }),
+            rx: tokio::sync::Mutex::new(receiver),
+            max_frame_size,
+        }
+    }
+}
+
+enum Role {
+    /// `create_server`: the first client is accepted on first use.
+    Server(Arc<ShmListener>),
+    /// A client, or an accepted connection.
+    Ready,
+}
+
+/// A frame transport over shared memory.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), xrpc_tokio::TransportError> {
+/// use xrpc_tokio::{SharedMemoryConfig, SharedMemoryFrameTransport};
+/// // In the server process (the first client that connects is served):
+/// let server = SharedMemoryFrameTransport::create_server("my_service", SharedMemoryConfig::default())?;
+/// // In the client process:
+/// let client = SharedMemoryFrameTransport::connect_client("my_service")?;
+/// # Ok(()) }
+/// ```
+pub struct SharedMemoryFrameTransport {
+    role: Role,
+    conn: tokio::sync::OnceCell<Connected>,
+    config: SharedMemoryConfig,
+    stats: StatsCounters,
+    closed: AtomicBool,
+    name: String,
+}
+
+impl std::fmt::Debug for SharedMemoryFrameTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemoryFrameTransport")
+            .field("name", &self.name)
+            .field("connected", &self.conn.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedMemoryFrameTransport {
+    fn ready(conn: ShmConnection, config: SharedMemoryConfig, name: String) -> Self {
+        Self {
+            role: Role::Ready,
+            conn: tokio::sync::OnceCell::new_with(Some(Connected::new(conn))),
+            config,
+            stats: StatsCounters::default(),
+            closed: AtomicBool::new(false),
+            name,
+        }
+    }
+
+    /// Listens as service `name` and serves the first client that connects (accepted on first
+    /// use, without blocking the caller). For many clients use
+    /// [`SharedMemoryFrameTransportListener`]. Needs no runtime.
+    pub fn create_server(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        let listener = ShmListener::bind(name, config.to_shm()).map_err(map_err)?;
+        Ok(Self {
+            role: Role::Server(Arc::new(listener)),
+            conn: tokio::sync::OnceCell::new(),
+            config,
+            stats: StatsCounters::default(),
+            closed: AtomicBool::new(false),
+            name: format!("shm:{name}"),
+        })
+    }
+
+    /// Connects to service `name` with the default configuration. The handshake is a short
+    /// exchange on a local socket; it blocks the calling thread for at most
+    /// [`SharedMemoryConfig::connect_timeout`] — in async code prefer [`connect`](Self::connect).
+    pub fn connect_client(name: &str) -> Result<Self, TransportError> {
+        Self::connect_client_with_config(name, SharedMemoryConfig::default())
+    }
+
+    /// [`connect_client`](Self::connect_client) with a configuration (its ring sizes are the
+    /// server's; the client's spin budget and timeout apply).
+    pub fn connect_client_with_config(
+        name: &str,
+        config: SharedMemoryConfig,
+    ) -> Result<Self, TransportError> {
+        let conn = ShmConnection::connect(name, config.to_shm()).map_err(map_err)?;
+        Ok(Self::ready(conn, config, format!("shm:{name}")))
+    }
+
+    /// Connects to service `name` without blocking the runtime.
+    pub async fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        let shm = config.to_shm();
+        let n = name.to_string();
+        let conn = blocking(move || ShmConnection::connect(&n, shm)).await?;
+        Ok(Self::ready(conn, config, format!("shm:{name}")))
+    }
+
+    async fn conn(&self) -> Result<&Connected, TransportError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::ConnectionClosed);
+        }
+        self.conn
+            .get_or_try_init(|| async {
+                match &self.role {
+                    Role::Server(l) => {
+                        let l = l.clone();
+                        let conn = blocking(move || l.accept()).await?;
+                        Ok(Connected::new(conn))
+                    }
+                    Role::Ready => Err(TransportError::NotConnected),
+                }
+            })
+            .await
+    }
+
+    /// Sends one frame already written to `frame`, waiting for room in the ring.
+    async fn send_bytes(&self, c: &Connected, frame: Option<&[u8]>) -> Result<(), TransportError> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let res = {
+                let mut tx = c.tx.lock().unwrap_or_else(PoisonError::into_inner);
+                let TxState { sender, scratch } = &mut *tx;
+                let bytes = match frame {
+                    Some(f) => f,
+                    None => &scratch[FRAME_PREFIX_LEN..],
+                };
+                let len = bytes.len();
+                match sender.try_send(bytes) {
+                    Ok(()) => {
+                        scratch.clear();
+                        self.stats.sent(1, len);
+                        return Ok(());
+                    }
+                    Err(ShmError::Full) => len,
+                    Err(e) => {
+                        scratch.clear();
+                        return Err(self.stats.send_error(map_err(e)));
+                    }
+                }
+            };
+            if self.closed.load(Ordering::Acquire) {
+                return Err(TransportError::ConnectionClosed);
+            }
+            // The ring is full: retry for the spin budget, then sleep until there is room.
+            let now = Instant::now();
+            let until = *deadline.get_or_insert(now + self.config.spin_budget);
+            if now < until {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let w = c.send_waiter.clone();
+            blocking(move || w.wait_writable(res, Some(Duration::from_millis(10))))
+                .await
+                .map_err(|e| self.stats.send_error(e))?;
+        }
+    }
+}
+
+impl FrameTransport for SharedMemoryFrameTransport {
+    async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
+        let c = self.conn().await?;
+        check_len(frame.len(), c.max_frame_size)?;
+        self.send_bytes(c, Some(frame)).await
+    }
+
+    async fn send_frame_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let c = self.conn().await?;
+        {
+            let mut tx = c.tx.lock().unwrap_or_else(PoisonError::into_inner);
+            tx.scratch.clear();
+            if let Err(e) = encode(&mut tx.scratch) {
+                tx.scratch.clear();
+                return Err(e);
+            }
+            if let Err(e) = check_prefixed(&tx.scratch, c.max_frame_size) {
+                tx.scratch.clear();
+                return Err(e.into());
+            }
+        }
+        Ok(self.send_bytes(c, None).await?)
+    }
+
+    async fn recv_frame(&self) -> Result<Bytes, TransportError> {
+        let c = self.conn().await?;
+        let mut rx = c.rx.lock().await;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            match rx.try_recv_bytes() {
+                Ok(Some(frame)) => {
+                    self.stats.received(frame.len());
+                    return Ok(frame);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.stats.recv_error(map_err(e))),
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(TransportError::ConnectionClosed);
+            }
+            let now = Instant::now();
+            let until = *deadline.get_or_insert(now + self.config.spin_budget);
+            if now < until {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let w = c.recv_waiter.clone();
+            blocking(move || w.wait_readable(Some(Duration::from_millis(10))))
+                .await
+                .map_err(|e| self.stats.recv_error(e))?;
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+            && match self.conn.get() {
+                Some(c) => {
+                    c.tx.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .sender
+                        .is_connected()
+                }
+                None => matches!(self.role, Role::Server(_)),
+            }
+    }
+
+    async fn close(&self) -> Result<(), TransportError> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn stats(&self) -> Option<TransportStats> {
+        Some(self.stats.snapshot())
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_frame_size(&self) -> usize {
+        self.config.max_frame_size
+    }
+}
+
+/// Accepts many shared-memory clients of one service, each on its own segment.
+pub struct SharedMemoryFrameTransportListener {
+    listener: Arc<ShmListener>,
+    config: SharedMemoryConfig,
+    name: String,
+}
+
+impl std::fmt::Debug for SharedMemoryFrameTransportListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemoryFrameTransportListener")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedMemoryFrameTransportListener {
+    /// Listens as service `name`. Needs no runtime.
+    pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        let listener = ShmListener::bind(name, config.to_shm()).map_err(map_err)?;
+        Ok(Self {
+            listener: Arc::new(listener),
+            config,
+            name: name.to_string(),
+        })
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for the next client (on the blocking pool).
+    pub async fn accept(&self) -> Result<SharedMemoryFrameTransport, TransportError> {
+        let l = self.listener.clone();
+        let conn = blocking(move || l.accept()).await?;
+        Ok(SharedMemoryFrameTransport::ready(
+            conn,
+            self.config.clone(),
+            format!("shm:{}", self.name),
+        ))
+    }
+}
