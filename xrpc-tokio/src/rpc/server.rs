@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -310,20 +310,47 @@ impl<C: Codec> RpcServer<C> {
     /// Accepts connections from `listener` and serves each in its own task, until
     /// [`shutdown`](Self::shutdown); then waits for the connections to finish.
     pub async fn serve_listener<L: FrameListener>(&self, listener: L) -> Result<(), RpcError> {
+        self.serve_listener_with(listener, MessageChannelAdapter::new)
+            .await
+    }
+
+    /// Like [`serve_listener`](Self::serve_listener), building each connection's channel with
+    /// `make_channel` (for example `|t| MessageChannelAdapter::with_compression(t, cfg)`).
+    ///
+    /// A failed accept (a client that vanished, too many open files) does not stop the server:
+    /// it backs off (10 ms, doubling up to 1 s) and accepts again.
+    pub async fn serve_listener_with<L, M, F>(
+        &self,
+        listener: L,
+        make_channel: F,
+    ) -> Result<(), RpcError>
+    where
+        L: FrameListener,
+        M: MessageChannel,
+        F: Fn(L::Transport) -> M,
+    {
         let mut shutdown = self.shared.shutdown.subscribe();
         let mut conns = JoinSet::new();
+        let mut backoff = Duration::ZERO;
         loop {
             if *shutdown.borrow_and_update() {
                 break;
             }
             tokio::select! {
-                r = listener.accept() => {
-                    let transport = r?;
-                    let server = self.clone();
-                    conns.spawn(async move {
-                        let _ = server.serve(MessageChannelAdapter::new(transport)).await;
-                    });
-                }
+                r = listener.accept() => match r {
+                    Ok(transport) => {
+                        backoff = Duration::ZERO;
+                        let server = self.clone();
+                        let channel = make_channel(transport);
+                        conns.spawn(async move {
+                            let _ = server.serve(channel).await;
+                        });
+                    }
+                    Err(_) => {
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        tokio::time::sleep(backoff).await;
+                    }
+                },
                 _ = shutdown.changed() => {}
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }

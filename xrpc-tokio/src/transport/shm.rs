@@ -9,11 +9,14 @@
 //! peer is served with no system call at all; only then does it sleep on the ring's futex, on
 //! the blocking thread pool, in slices of at most 10 ms.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use xrpc_proto::FRAME_PREFIX_LEN;
 use xrpc_shm::{
     RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver, ShmSender,
@@ -81,6 +84,53 @@ async fn blocking<T: Send + 'static>(
         .map_err(map_err)
 }
 
+/// An [`ShmListener`] whose accepts wait for readiness on the runtime's reactor (the handshake
+/// itself is one non-blocking `sendmsg`), so waiting for clients holds no thread.
+struct AsyncListener {
+    /// A duplicate of the listening socket's descriptor, registered with the reactor on first
+    /// accept (binding needs no runtime).
+    fd: tokio::sync::OnceCell<AsyncFd<OwnedFd>>,
+    listener: ShmListener,
+}
+
+impl AsyncListener {
+    fn new(listener: ShmListener) -> Self {
+        Self {
+            fd: tokio::sync::OnceCell::new(),
+            listener,
+        }
+    }
+
+    async fn accept(&self) -> Result<ShmConnection, TransportError> {
+        let fd = self
+            .fd
+            .get_or_try_init(|| async {
+                let failed = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
+                self.listener.set_nonblocking(true).map_err(map_err)?;
+                let dup = self.listener.as_fd().try_clone_to_owned().map_err(failed)?;
+                // `with_interest` is deprecated because an arbitrary `AsRawFd` may close its
+                // descriptor while registered; an `OwnedFd` owned by the `AsyncFd` cannot, so
+                // this use is sound (the unsafe replacement is not allowed in this crate).
+                #[allow(deprecated)]
+                AsyncFd::with_interest(dup, Interest::READABLE).map_err(failed)
+            })
+            .await?;
+        loop {
+            let mut ready = fd
+                .readable()
+                .await
+                .map_err(|e| TransportError::ConnectionFailed(e.to_string()))?;
+            match self.listener.accept() {
+                Ok(conn) => return Ok(conn),
+                Err(ShmError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+    }
+}
+
 struct Connected {
     tx: Mutex<TxState>,
     rx: tokio::sync::Mutex<ShmReceiver>,
@@ -114,7 +164,7 @@ impl Connected {
 
 enum Role {
     /// `create_server`: the first client is accepted on first use.
-    Server(Arc<ShmListener>),
+    Server(AsyncListener),
     /// A client, or an accepted connection.
     Ready,
 }
@@ -166,7 +216,7 @@ impl SharedMemoryFrameTransport {
     pub fn create_server(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
         let listener = ShmListener::bind(name, config.to_shm()).map_err(map_err)?;
         Ok(Self {
-            role: Role::Server(Arc::new(listener)),
+            role: Role::Server(AsyncListener::new(listener)),
             conn: tokio::sync::OnceCell::new(),
             config,
             stats: StatsCounters::default(),
@@ -207,11 +257,7 @@ impl SharedMemoryFrameTransport {
         self.conn
             .get_or_try_init(|| async {
                 match &self.role {
-                    Role::Server(l) => {
-                        let l = l.clone();
-                        let conn = blocking(move || l.accept()).await?;
-                        Ok(Connected::new(conn))
-                    }
+                    Role::Server(l) => Ok(Connected::new(l.accept().await?)),
                     Role::Ready => Err(TransportError::NotConnected),
                 }
             })
@@ -351,7 +397,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
 
 /// Accepts many shared-memory clients of one service, each on its own segment.
 pub struct SharedMemoryFrameTransportListener {
-    listener: Arc<ShmListener>,
+    listener: AsyncListener,
     config: SharedMemoryConfig,
     name: String,
 }
@@ -369,7 +415,7 @@ impl SharedMemoryFrameTransportListener {
     pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
         let listener = ShmListener::bind(name, config.to_shm()).map_err(map_err)?;
         Ok(Self {
-            listener: Arc::new(listener),
+            listener: AsyncListener::new(listener),
             config,
             name: name.to_string(),
         })
@@ -380,10 +426,9 @@ impl SharedMemoryFrameTransportListener {
         &self.name
     }
 
-    /// Waits for the next client (on the blocking pool).
+    /// Waits for the next client.
     pub async fn accept(&self) -> Result<SharedMemoryFrameTransport, TransportError> {
-        let l = self.listener.clone();
-        let conn = blocking(move || l.accept()).await?;
+        let conn = self.listener.accept().await?;
         Ok(SharedMemoryFrameTransport::ready(
             conn,
             self.config.clone(),

@@ -1,0 +1,166 @@
+//! The self-contained demo: starts its own server process, calls it over shared memory (the
+//! fastest transport between processes) and over TCP, and prints answers and round-trip times.
+//!
+//! ```text
+//! cargo run --release --example demo
+//! ```
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use xrpc::{
+    MessageChannel, MessageChannelAdapter, RpcClient, RpcError, RpcServer, SharedMemoryConfig,
+    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
+    TcpFrameTransportListener,
+};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AddRequest {
+    a: i32,
+    b: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AddResponse {
+    result: i32,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The server process: `demo serve <service> <tcp-addr-file>`.
+async fn serve(service: &str, addr_file: &str) -> Result<(), BoxError> {
+    let server = RpcServer::new();
+    server.register_typed("add", |req: AddRequest| async move {
+        Ok(AddResponse {
+            result: req.a + req.b,
+        })
+    });
+    server.register_typed("shutdown", {
+        let server = server.clone();
+        move |_: ()| {
+            server.shutdown();
+            async { Ok(()) }
+        }
+    });
+    let shm = SharedMemoryFrameTransportListener::bind(service, SharedMemoryConfig::default())?;
+    let tcp = TcpFrameTransportListener::bind("127.0.0.1:0", TcpConfig::default()).await?;
+    // Publish the TCP port; the shared-memory service is found by name.
+    std::fs::write(addr_file, tcp.local_addr()?.to_string())?;
+    let (a, b) = tokio::join!(server.serve_listener(shm), server.serve_listener(tcp));
+    a?;
+    b?;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+async fn measure<T: MessageChannel>(label: &str, client: &RpcClient<T>) -> Result<(), RpcError> {
+    for (a, b) in [(1, 2), (40, 2), (-7, 7)] {
+        let resp: AddResponse = client.call("add", &AddRequest { a, b }).await?;
+        println!("  {label}: add({a}, {b}) = {}", resp.result);
+    }
+    let n = 20_000;
+    for i in 0..2_000 {
+        let _: AddResponse = client.call("add", &AddRequest { a: i, b: 1 }).await?;
+    }
+    let mut rtts = Vec::with_capacity(n);
+    for i in 0..n as i32 {
+        let t0 = Instant::now();
+        let r: AddResponse = client.call("add", &AddRequest { a: i, b: 1 }).await?;
+        rtts.push(t0.elapsed());
+        assert_eq!(r.result, i + 1);
+    }
+    rtts.sort();
+    println!(
+        "  {label}: {n} calls, round trip p50 {:.1} µs, p99 {:.1} µs",
+        percentile(&rtts, 0.5).as_secs_f64() * 1e6,
+        percentile(&rtts, 0.99).as_secs_f64() * 1e6,
+    );
+    Ok(())
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
+    let service = format!("xrpc-demo-{}", std::process::id());
+    let addr_file = std::env::temp_dir().join(format!("{service}.addr"));
+    let _ = std::fs::remove_file(&addr_file);
+    println!("starting the server process…");
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe()?)
+            .args(["serve", &service, &addr_file.to_string_lossy()])
+            .stdin(Stdio::null())
+            .spawn()?,
+    );
+    // Wait until the server has published its TCP address (it binds shared memory first).
+    let t0 = Instant::now();
+    let addr = loop {
+        if let Ok(s) = std::fs::read_to_string(&addr_file)
+            && !s.is_empty()
+        {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err("the server did not start".into());
+        }
+        if let Some(status) = child.0.try_wait()? {
+            return Err(format!("the server exited: {status}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let _ = std::fs::remove_file(&addr_file);
+    println!("server pid {} is up\n", child.0.id());
+
+    println!("shared memory (service {service:?}):");
+    let transport =
+        SharedMemoryFrameTransport::connect(&service, SharedMemoryConfig::default()).await?;
+    let client = RpcClient::new(MessageChannelAdapter::new(transport));
+    let _handle = client.start();
+    measure("shm", &client).await?;
+
+    println!("\nTCP ({addr}):");
+    let transport = TcpFrameTransport::connect(addr.parse()?, TcpConfig::default()).await?;
+    let tcp_client = RpcClient::new(MessageChannelAdapter::new(transport));
+    measure("tcp", &tcp_client).await?;
+
+    let _: Result<(), RpcError> = client.call("shutdown", &()).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    })
+    .await?;
+    match status {
+        Some(s) => println!("\nserver process exited ({s})"),
+        None => println!("\nserver process did not exit in time; killed it"),
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    // One thread per process: on a small machine each side keeps its own core.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("serve") && args.len() == 4 {
+        return rt.block_on(serve(&args[2], &args[3]));
+    }
+    rt.block_on(run())
+}
