@@ -1,4 +1,4 @@
-//! The original README's `add` service, across two processes over TCP.
+//! The original README's `add` service, across two processes, over TCP or shared memory.
 //!
 //! ```text
 //! # terminal 1
@@ -7,13 +7,17 @@
 //! cargo run --example rpc_client_server -- client
 //! ```
 //!
-//! The address defaults to `127.0.0.1:47800`; set `XRPC_ADDR` to change it.
+//! Add `--shm` to both commands to use shared memory (service `my_service`) instead of TCP.
+//! The TCP address defaults to `127.0.0.1:47800`; set `XRPC_ADDR` to change it.
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use xrpc::{
-    MessageChannelAdapter, RpcClient, RpcError, RpcServer, TcpConfig, TcpFrameTransport,
+    MessageChannel, MessageChannelAdapter, RpcClient, RpcError, RpcServer, SharedMemoryConfig,
+    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
     TcpFrameTransportListener,
 };
 
@@ -32,9 +36,11 @@ fn addr() -> String {
     std::env::var("XRPC_ADDR").unwrap_or_else(|_| "127.0.0.1:47800".to_string())
 }
 
+fn shm() -> bool {
+    std::env::args().any(|a| a == "--shm")
+}
+
 async fn server() -> Result<(), Box<dyn std::error::Error>> {
-    let listener = TcpFrameTransportListener::bind(addr(), TcpConfig::default()).await?;
-    println!("server: listening on {}", listener.local_addr()?);
     let server = RpcServer::new();
     server.register_typed("add", |req: AddRequest| async move {
         Ok(AddResponse {
@@ -48,18 +54,40 @@ async fn server() -> Result<(), Box<dyn std::error::Error>> {
             async { Ok(()) }
         }
     });
-    server.serve_listener(listener).await?;
+    if shm() {
+        let listener =
+            SharedMemoryFrameTransportListener::bind("my_service", SharedMemoryConfig::default())?;
+        println!("server: listening on shared memory service \"my_service\"");
+        server.serve_listener(listener).await?;
+    } else {
+        let listener = TcpFrameTransportListener::bind(addr(), TcpConfig::default()).await?;
+        println!("server: listening on {}", listener.local_addr()?);
+        server.serve_listener(listener).await?;
+    }
     println!("server: shut down");
     Ok(())
 }
 
 async fn client() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = addr().parse()?;
-    let transport = TcpFrameTransport::connect(addr, TcpConfig::default()).await?;
-    let channel = MessageChannelAdapter::new(transport);
-    let client = RpcClient::new(channel);
-    let _handle = client.start();
+    if shm() {
+        // The original README's client, with only the import path changed.
+        let transport = SharedMemoryFrameTransport::connect_client("my_service")?;
+        let channel = MessageChannelAdapter::new(transport);
+        let client = RpcClient::new(channel);
+        let _handle = client.start();
+        run_client(&client).await
+    } else {
+        let addr = addr().parse()?;
+        let transport = TcpFrameTransport::connect(addr, TcpConfig::default()).await?;
+        let client = RpcClient::new(Arc::new(MessageChannelAdapter::new(transport)));
+        let _handle = client.start();
+        run_client(&client).await
+    }
+}
 
+async fn run_client<T: MessageChannel>(
+    client: &RpcClient<T>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let resp: AddResponse = client.call("add", &AddRequest { a: 1, b: 2 }).await?;
     println!("client: add(1, 2) = {} ({:?})", resp.result, t0.elapsed());
@@ -87,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("server") => server().await,
         Some("client") => client().await,
         _ => {
-            eprintln!("usage: rpc_client_server (server | client [--stop-server])");
+            eprintln!("usage: rpc_client_server (server | client [--stop-server]) [--shm]");
             std::process::exit(2);
         }
     }
