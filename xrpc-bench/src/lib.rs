@@ -1,0 +1,1 @@
+//! Benchmarks of xrpc against raw sockets and peer crates; see benches/.
