@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release --example demo
 //! ```
+//!
+//! `XRPC_DEMO_CALLS` sets the number of timed calls per transport (default 20 000).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,8 +64,11 @@ async fn measure<T: MessageChannel>(label: &str, client: &RpcClient<T>) -> Resul
         let resp: AddResponse = client.call("add", &AddRequest { a, b }).await?;
         println!("  {label}: add({a}, {b}) = {}", resp.result);
     }
-    let n = 20_000;
-    for i in 0..2_000 {
+    let n: usize = std::env::var("XRPC_DEMO_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    for i in 0..(n / 10) as i32 {
         let _: AddResponse = client.call("add", &AddRequest { a: i, b: 1 }).await?;
     }
     let mut rtts = Vec::with_capacity(n);

@@ -22,6 +22,10 @@ fn example_path(name: &str) -> Option<PathBuf> {
 }
 
 fn run_example(name: &str) {
+    run_example_with(name, &[]);
+}
+
+fn run_example_with(name: &str, env: &[(&str, &str)]) {
     let Some(path) = example_path(name) else {
         eprintln!(
             "skipped: example {name} is not built (plain `cargo test` builds the examples; \
@@ -30,6 +34,7 @@ fn run_example(name: &str) {
         return;
     };
     let mut child = Command::new(&path)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -75,4 +80,10 @@ fn compression() {
 #[test]
 fn custom_codec() {
     run_example("custom_codec");
+}
+
+#[test]
+fn demo() {
+    // The README's first command: its own server process, shared memory and TCP.
+    run_example_with("demo", &[("XRPC_DEMO_CALLS", "300")]);
 }

@@ -113,6 +113,33 @@ pub(crate) struct Inner<T> {
     /// Wakes the timer task: an earlier deadline, or packets to send.
     wake: Notify,
     started: AtomicBool,
+    /// The reader and timer tasks, stopped when the last client handle goes.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+/// Dropped with the last clone of an [`RpcClient`]: fails what is still pending and stops the
+/// background tasks, so the channel is dropped and the connection closes.
+struct Lifetime<T: MessageChannel> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: MessageChannel> Drop for Lifetime<T> {
+    fn drop(&mut self) {
+        {
+            let mut st = self.inner.lock();
+            st.conn.handle_close("the client was dropped");
+            st.dispatch();
+        }
+        for t in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
 }
 
 impl<T: MessageChannel> Inner<T> {
@@ -290,6 +317,8 @@ impl ClientHandle {
 /// ```
 pub struct RpcClient<T: MessageChannel, C: Codec = BincodeCodec> {
     pub(crate) inner: Arc<Inner<T>>,
+    /// Shared by the clones of this client; the last one dropped closes the connection.
+    life: Arc<Lifetime<T>>,
     codec: C,
     timeout: Option<Duration>,
     _codec: PhantomData<C>,
@@ -299,6 +328,7 @@ impl<T: MessageChannel, C: Codec> Clone for RpcClient<T, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            life: self.life.clone(),
             codec: self.codec.clone(),
             timeout: self.timeout,
             _codec: PhantomData,
@@ -326,18 +356,23 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
 
     /// A client with an explicit configuration and codec.
     pub fn with_config_and_codec(channel: T, config: ClientConfig, codec: C) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                channel,
-                state: Mutex::new(State {
-                    conn: ClientConnection::new(config, Instant::now()),
-                    waiters: HashMap::new(),
-                    timer_at: None,
-                }),
-                tx_lock: tokio::sync::Mutex::new(()),
-                wake: Notify::new(),
-                started: AtomicBool::new(false),
+        let inner = Arc::new(Inner {
+            channel,
+            state: Mutex::new(State {
+                conn: ClientConnection::new(config, Instant::now()),
+                waiters: HashMap::new(),
+                timer_at: None,
             }),
+            tx_lock: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            started: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        });
+        Self {
+            life: Arc::new(Lifetime {
+                inner: inner.clone(),
+            }),
+            inner,
             codec,
             timeout: config.default_timeout,
             _codec: PhantomData,
@@ -369,7 +404,12 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
             return Ok(ClientHandle { reader: None });
         }
         let reader = rt.spawn(self.inner.clone().reader());
-        rt.spawn(self.inner.clone().timer());
+        let timer = rt.spawn(self.inner.clone().timer());
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([reader.abort_handle(), timer.abort_handle()]);
         Ok(ClientHandle {
             reader: Some(reader),
         })
