@@ -402,6 +402,10 @@ impl ShmSender {
     /// (`None`: as long as the peer lives). `Err(Timeout)` at the deadline,
     /// `Err(Disconnected)` when the peer closes or dies.
     pub fn send(&mut self, frame: &[u8], timeout: Option<Duration>) -> Result<()> {
+        match self.try_send(frame) {
+            Err(ShmError::Full) => {}
+            done => return done,
+        }
         self.wait_room(frame.len(), timeout)?;
         self.try_send(frame)
     }

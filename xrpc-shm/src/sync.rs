@@ -14,9 +14,18 @@ pub(crate) fn spin_loop() {
     loom::thread::yield_now();
 }
 
+/// Gives the CPU to another runnable thread; a loom yield under loom.
+#[cfg(loom)]
+#[inline]
+pub(crate) fn yield_now() {
+    loom::thread::yield_now();
+}
+
 #[cfg(not(loom))]
 pub(crate) use std::hint::spin_loop;
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+#[cfg(not(loom))]
+pub(crate) use std::thread::yield_now;

@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::storage::RingStorage;
-use crate::sync::{AtomicU32, Ordering, fence, spin_loop};
+use crate::sync::{AtomicU32, Ordering, fence, spin_loop, yield_now};
+
+/// Rounds of 64 busy spins (a few microseconds) before the spin phase starts
+/// yielding the CPU.
+const SPIN_ROUNDS_BEFORE_YIELD: u32 = 16;
 
 /// How a blocking call waits.
 #[derive(Clone, Copy, Debug)]
@@ -60,10 +64,21 @@ pub(crate) fn block_on<S: RingStorage>(
         return Ok(true);
     }
     if !cfg.spin.is_zero() {
+        // Busy-spin briefly (the peer is usually mid-write), then spin with
+        // `sched_yield` so that a peer waiting for a CPU (fewer cores than
+        // busy threads) gets one; only then sleep.
         let start = Instant::now();
+        let mut rounds = 0u32;
         loop {
             for _ in 0..64 {
                 spin_loop();
+                if ready() {
+                    return Ok(true);
+                }
+            }
+            rounds += 1;
+            if rounds > SPIN_ROUNDS_BEFORE_YIELD {
+                yield_now();
                 if ready() {
                     return Ok(true);
                 }
