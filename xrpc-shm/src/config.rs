@@ -92,4 +92,5 @@ impl ShmConfig {
     }
 }
 
-const _: () = assert!(MIN_SEGMENT_CAPACITY % 128 == 0 && RING_HEADER_SIZE % 128 == 0);
+const _: () =
+    assert!(MIN_SEGMENT_CAPACITY.is_multiple_of(128) && RING_HEADER_SIZE.is_multiple_of(128));

@@ -262,7 +262,7 @@ impl<S: RingStorage> DerefMut for Slot<'_, S> {
 
 #[inline]
 fn write_rec<S: RingStorage>(s: &S, off: usize, len: u32, kind: u32) {
-    debug_assert!(off % 8 == 0 && off + REC_HDR <= s.capacity());
+    debug_assert!(off.is_multiple_of(8) && off + REC_HDR <= s.capacity());
     s.track_write(off, REC_HDR);
     // SAFETY: callers pass an 8-aligned `off` with `off + 8 <= capacity`
     // (offsets are positions masked by the capacity, and all positions are
@@ -273,7 +273,7 @@ fn write_rec<S: RingStorage>(s: &S, off: usize, len: u32, kind: u32) {
 
 #[inline]
 fn read_rec<S: RingStorage>(s: &S, off: usize) -> (u32, u32) {
-    debug_assert!(off % 8 == 0 && off + REC_HDR <= s.capacity());
+    debug_assert!(off.is_multiple_of(8) && off + REC_HDR <= s.capacity());
     s.track_read(off, REC_HDR);
     // SAFETY: as in `write_rec`. The value is copied once into a local and
     // validated by the caller before use.
