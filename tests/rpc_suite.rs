@@ -165,6 +165,16 @@ fn server() -> RpcServer {
             Ok(())
         },
     );
+    server.register_bidi(
+        "first_only",
+        |mut items: xrpc::RequestStream<i64>, tx: ServerStreamSender<i64>| async move {
+            let first = items.recv().await.transpose()?.unwrap_or(0);
+            drop(items); // reads no more, but keeps running
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            tx.send(&first).await?;
+            Ok(())
+        },
+    );
     server
 }
 
@@ -332,6 +342,21 @@ async fn streams<P: Pair>() {
     }
     producer.await.unwrap();
     assert_eq!(out, (0..50).map(|i| i * 2).collect::<Vec<_>>());
+
+    // A handler that stops reading does not leave the client waiting for credit.
+    let (tx, mut rx) = client.call_bidi::<i64, i64>("first_only").await.unwrap();
+    let producer = tokio::spawn(async move {
+        for i in 7..207 {
+            tx.send(&i).await.unwrap();
+        }
+        tx.finish().await.unwrap();
+    });
+    tokio::time::timeout(Duration::from_secs(5), producer)
+        .await
+        .expect("the producer is not stalled")
+        .unwrap();
+    assert_eq!(rx.recv().await.unwrap().unwrap(), 7);
+    assert!(rx.recv().await.is_none());
 }
 
 async fn slow_consumer_holds_the_producer<P: Pair>() {

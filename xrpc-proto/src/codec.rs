@@ -61,7 +61,7 @@ impl CodecError {
 /// let back: (u32, String) = codec.decode(&bytes).unwrap();
 /// assert_eq!(back, (1, "two".to_string()));
 /// ```
-pub trait Codec: Clone + Default + Send + Sync + 'static {
+pub trait Codec: Clone + Send + Sync + 'static {
     /// The codec's wire id.
     const ID: CodecId;
 

@@ -119,6 +119,9 @@ struct Active {
     send: Option<SendWindow>,
     /// Client → server stream, until the client ends it.
     recv: Option<RecvWindow>,
+    /// The handler dropped its end of the client stream: items are discarded on arrival and
+    /// credited back at once, so the client is never left waiting for credit.
+    discard: bool,
 }
 
 /// The server half of an RPC connection. `P` is the payload type (`Bytes` on the wire).
@@ -199,6 +202,7 @@ impl<P> ServerConnection<P> {
                         recv: kind
                             .client_streams()
                             .then(|| RecvWindow::new(INITIAL_CLIENT_STREAM_WINDOW)),
+                        discard: false,
                     },
                 );
                 self.events.push_back(ServerEvent::Request(IncomingCall {
@@ -236,8 +240,12 @@ impl<P> ServerConnection<P> {
                 if let Err(v) = recv.on_item() {
                     return Err(ProtocolViolation(v.to_string()));
                 }
-                self.events
-                    .push_back(ServerEvent::StreamItem { id, payload });
+                if call.discard {
+                    self.stream_consumed(id, 1);
+                } else {
+                    self.events
+                        .push_back(ServerEvent::StreamItem { id, payload });
+                }
             }
             (MessageKind::StreamEnd, _) => {
                 if let Some(call) = self.calls.get_mut(&id)
@@ -353,6 +361,20 @@ impl<P> ServerConnection<P> {
             };
             self.transmit.push_back(Packet::new(header, Body::Empty));
         }
+    }
+
+    /// The handler of call `id` will read no more of the client's stream: `buffered` items it
+    /// never took are credited back now, and later items are dropped on arrival and credited at
+    /// once, so a client still sending is not held up forever.
+    pub fn stream_abandoned(&mut self, id: u64, buffered: u32) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.recv.is_none() || call.discard {
+            return;
+        }
+        call.discard = true;
+        self.stream_consumed(id, buffered);
     }
 
     /// Expires deadlines: each expired call is answered `DeadlineExceeded` and reported as

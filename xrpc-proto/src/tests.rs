@@ -420,6 +420,30 @@ fn client_stream_and_bidirectional_stream() {
 }
 
 #[test]
+fn a_handler_that_stops_reading_does_not_stall_the_client() {
+    let mut p = Pair::default();
+    let id = p.call("up", b"", CallKind::Bidirectional);
+    let mut sent = 0;
+    while p.client.send_stream_item(id, Bytes::new(), 1).is_ok() {
+        sent += 1;
+    }
+    p.step();
+    assert_eq!(p.server_events().len(), 1 + sent);
+    // The handler drops its stream without consuming anything.
+    p.server.stream_abandoned(id, sent as u32);
+    p.step();
+    assert_eq!(p.client_events(), vec![ClientEvent::SendCredit { id }]);
+    // From now on every item is credited back as it arrives, and none reaches the handler.
+    for _ in 0..100 {
+        while p.client.send_stream_item(id, Bytes::new(), 1).is_ok() {}
+        p.step();
+        p.client_events();
+    }
+    assert!(p.server_events().is_empty());
+    assert!(p.server.send_stream_item(id, Bytes::new(), 1).is_ok());
+}
+
+#[test]
 fn a_server_ignoring_credit_fails_the_stream() {
     let cc = ClientConfig {
         stream_window: 2,

@@ -261,7 +261,7 @@ impl<T: MessageChannel> StreamCtl for Inner<T> {
         }
     }
 
-    fn abandon(&self, id: u64) {
+    fn abandon(&self, id: u64, _unread: u32) {
         self.cancel(id);
     }
 
@@ -430,6 +430,11 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     /// Whether the connection is still usable.
     pub fn is_connected(&self) -> bool {
         self.inner.lock().conn.closed_reason().is_none() && self.inner.channel.is_connected()
+    }
+
+    /// The transport's counters (frames and bytes sent and received), if it keeps any.
+    pub fn stats(&self) -> Option<crate::TransportStats> {
+        self.inner.channel.stats()
     }
 
     /// Calls currently waiting for an answer.

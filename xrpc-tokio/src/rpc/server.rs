@@ -732,7 +732,16 @@ impl<T: MessageChannel, C: Codec> StreamCtl for Conn<T, C> {
         }
     }
 
-    fn abandon(&self, _id: u64) {}
+    fn abandon(&self, id: u64, unread: u32) {
+        let mut st = self.lock();
+        if let Some(r) = st.running.get_mut(&id) {
+            r.items = None;
+        }
+        st.conn.stream_abandoned(id, unread);
+        if st.conn.has_transmit() {
+            self.wake.notify_one();
+        }
+    }
 
     fn try_send_item(&self, id: u64, payload: Payload, codec: u8) -> Result<(), Refused> {
         match self.lock().conn.send_stream_item(id, payload, codec) {

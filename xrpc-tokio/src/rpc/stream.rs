@@ -27,8 +27,9 @@ pub(crate) enum Refused {
 pub(crate) trait StreamCtl: Send + Sync + 'static {
     /// The application took `n` items of stream `id`.
     fn consumed(&self, id: u64, n: u32);
-    /// The application dropped the receiving end of stream `id` early.
-    fn abandon(&self, id: u64);
+    /// The application dropped the receiving end of stream `id` early, with `unread` items
+    /// received but never taken.
+    fn abandon(&self, id: u64, unread: u32);
     /// Queues one item of stream `id`.
     fn try_send_item(&self, id: u64, payload: Payload, codec: u8) -> Result<(), Refused>;
     /// Ends the outgoing stream `id`.
@@ -97,7 +98,8 @@ impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
     fn abandon(&mut self) {
         if !self.done {
             self.done = true;
-            self.ctl.abandon(self.id);
+            self.ctl
+                .abandon(self.id, u32::try_from(self.rx.len()).unwrap_or(u32::MAX));
         }
     }
 
@@ -138,7 +140,8 @@ impl<Item, C: Codec> Drop for StreamReceiver<Item, C> {
     fn drop(&mut self) {
         if !self.done {
             self.done = true;
-            self.ctl.abandon(self.id);
+            self.ctl
+                .abandon(self.id, u32::try_from(self.rx.len()).unwrap_or(u32::MAX));
         }
     }
 }
