@@ -43,7 +43,7 @@ pub struct ShmConfig {
     /// trades CPU for latency. Default 50 µs.
     pub spin_budget: Duration,
     /// Longest single futex sleep, after which peer liveness is checked
-    /// (one non-blocking `recv` on the rendezvous socket): bounds how late a
+    /// (one zero-timeout `poll` of the rendezvous socket): bounds how late a
     /// dead peer is noticed. In `(0, 50 ms]`, default 10 ms.
     pub wait_slice: Duration,
     /// How long [`crate::ShmConnection::connect`] waits for the server's

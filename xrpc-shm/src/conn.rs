@@ -8,8 +8,8 @@
 //! sealed memfd segment with two rings and passes it with `SCM_RIGHTS`. The
 //! socket then stays open, idle, for the life of the connection: when either
 //! process dies the kernel closes it, and the survivor's bounded futex sleeps
-//! notice the hang-up (one non-blocking `recv(MSG_PEEK)` per sleep slice,
-//! never a system call while frames flow).
+//! notice the hang-up (one zero-timeout `poll` per sleep slice, never a
+//! system call while frames flow).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -17,6 +17,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::net::{
@@ -66,21 +67,28 @@ impl Shared {
         if self.dead.load(Relaxed) {
             return Err(ShmError::Disconnected);
         }
-        let mut probe = [0u8; 1];
-        match rustix::net::recv(
-            &self.sock,
-            &mut probe[..],
-            RecvFlags::PEEK | RecvFlags::DONTWAIT,
-        ) {
-            Ok((0, _)) => {
-                self.kill();
-                Err(ShmError::Disconnected)
+        // A zero-timeout poll for hang-up: it consumes nothing, so stray bytes
+        // from the peer cannot hide a later hang-up.
+        let mut fds = [PollFd::new(&self.sock, PollFlags::RDHUP)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(0) => Ok(()),
+            Ok(_) => {
+                let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
+                if fds[0].revents().intersects(gone) {
+                    self.kill();
+                    Err(ShmError::Disconnected)
+                } else {
+                    Ok(())
+                }
             }
-            Ok(_) => Ok(()),
-            Err(e) if e == Errno::AGAIN || e == Errno::INTR => Ok(()),
-            Err(_) => {
+            Err(e) if e == Errno::INTR => Ok(()),
+            Err(e) => {
                 self.kill();
-                Err(ShmError::Disconnected)
+                Err(e.into())
             }
         }
     }

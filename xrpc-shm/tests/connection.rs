@@ -163,3 +163,15 @@ fn a_dropped_listener_frees_the_name() {
     drop(ShmListener::bind(&n, small()).unwrap());
     let _again = ShmListener::bind(&n, small()).unwrap();
 }
+
+#[test]
+fn halves_and_waiters_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send::<xrpc_shm::ShmSender>();
+    send::<xrpc_shm::ShmReceiver>();
+    send::<ShmConnection>();
+    send::<ShmListener>();
+    send_sync::<xrpc_shm::RecvWaiter>();
+    send_sync::<xrpc_shm::SendWaiter>();
+}
