@@ -314,6 +314,11 @@ impl Message {
         std::str::from_utf8(&self.method).unwrap_or_default()
     }
 
+    /// Splits the message into its header, method name bytes (valid UTF-8) and payload.
+    pub fn into_parts(self) -> (Header, Bytes, Bytes) {
+        (self.header, self.method, self.payload)
+    }
+
     /// Parses a message from a frame (without its length prefix), leaving a compressed payload
     /// compressed. See [`MessageDecoder::decode`] for the usual path.
     pub fn decode_raw(frame: Bytes) -> Result<Self, ProtoError> {
@@ -479,10 +484,28 @@ impl MessageEncoder {
         payload: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), ProtoError> {
-        self.encode_with(header, method, out, |buf| {
-            buf.extend_from_slice(payload);
-            Ok(())
-        })
+        let start = self.put_header(header, method, out)?;
+        let cfg = self.compression;
+        if cfg.algorithm != CompressionType::None && payload.len() >= cfg.threshold {
+            // Compress straight from the caller's payload: no copy of it into the frame first.
+            match self
+                .compressor
+                .compress(cfg.algorithm, cfg.zstd_level, payload)
+            {
+                Ok(Some(compressed)) => {
+                    out.extend_from_slice(compressed);
+                    out[start + FRAME_PREFIX_LEN + 6] = cfg.algorithm.id();
+                }
+                Ok(None) => out.extend_from_slice(payload),
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e.into());
+                }
+            }
+        } else {
+            out.extend_from_slice(payload);
+        }
+        self.finish(start, out)
     }
 
     /// Like [`encode`](Self::encode), but the payload is written in place by `write_payload`
@@ -495,29 +518,7 @@ impl MessageEncoder {
         out: &mut BytesMut,
         write_payload: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<(), ProtoError> {
-        if method.len() > MAX_METHOD_LEN {
-            return Err(ProtoError::MethodTooLong(method.len()));
-        }
-        header.validate(method.len())?;
-        let start = out.len();
-        let flags = header.flags();
-        out.reserve(FRAME_PREFIX_LEN + MAX_HEADER_LEN);
-        out.put_u32_le(0); // patched below
-        out.put_slice(&MAGIC);
-        out.put_u8(VERSION);
-        out.put_u8(header.kind as u8);
-        out.put_u8(flags.bits());
-        out.put_u8(header.codec);
-        out.put_u8(CompressionType::None.id()); // patched below if compressed
-        out.put_u8(method.len() as u8);
-        out.put_u64_le(header.id);
-        if let Some(t) = header.timeout {
-            out.put_u64_le(u64::try_from(t.as_micros()).unwrap_or(u64::MAX));
-        }
-        if let Some(w) = header.window {
-            out.put_u32_le(w);
-        }
-        out.put_slice(method.as_bytes());
+        let start = self.put_header(header, method, out)?;
         let payload_start = out.len();
         if let Err(e) = write_payload(out) {
             out.truncate(start);
@@ -541,6 +542,45 @@ impl MessageEncoder {
                 }
             }
         }
+        self.finish(start, out)
+    }
+
+    /// Checks the header and appends the frame prefix (patched by [`finish`](Self::finish)),
+    /// the fixed header, the optional fields and the method name. Returns the frame's start.
+    fn put_header(
+        &self,
+        header: &Header,
+        method: &str,
+        out: &mut BytesMut,
+    ) -> Result<usize, ProtoError> {
+        if method.len() > MAX_METHOD_LEN {
+            return Err(ProtoError::MethodTooLong(method.len()));
+        }
+        header.validate(method.len())?;
+        let start = out.len();
+        let flags = header.flags();
+        out.reserve(FRAME_PREFIX_LEN + MAX_HEADER_LEN);
+        out.put_u32_le(0); // patched by `finish`
+        out.put_slice(&MAGIC);
+        out.put_u8(VERSION);
+        out.put_u8(header.kind as u8);
+        out.put_u8(flags.bits());
+        out.put_u8(header.codec);
+        out.put_u8(CompressionType::None.id()); // patched if compressed
+        out.put_u8(method.len() as u8);
+        out.put_u64_le(header.id);
+        if let Some(t) = header.timeout {
+            out.put_u64_le(u64::try_from(t.as_micros()).unwrap_or(u64::MAX));
+        }
+        if let Some(w) = header.window {
+            out.put_u32_le(w);
+        }
+        out.put_slice(method.as_bytes());
+        Ok(start)
+    }
+
+    /// Checks the frame's size and writes its length prefix; on error removes the frame.
+    fn finish(&self, start: usize, out: &mut BytesMut) -> Result<(), ProtoError> {
         let len = out.len() - start - FRAME_PREFIX_LEN;
         if len > self.max_frame_size || len > u32::MAX as usize {
             out.truncate(start);

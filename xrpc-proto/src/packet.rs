@@ -64,18 +64,15 @@ impl Packet<Bytes> {
     /// Interprets a decoded wire message. `Error` payloads are parsed into [`RemoteError`]s;
     /// the payload of `Cancel`, `Credit` and `StreamEnd` messages is ignored.
     pub fn from_message(msg: Message) -> Self {
-        let body = match msg.header.kind {
-            MessageKind::Error => Body::Error(RemoteError::decode(&msg.payload)),
+        let (header, method, payload) = msg.into_parts();
+        let body = match header.kind {
+            MessageKind::Error => Body::Error(RemoteError::decode(&payload)),
             MessageKind::Cancel | MessageKind::Credit | MessageKind::StreamEnd => Body::Empty,
-            _ => Body::Data(msg.payload.clone()),
+            _ => Body::Data(payload),
         };
-        let method = if msg.header.kind.has_method() {
-            Bytes::copy_from_slice(msg.method().as_bytes())
-        } else {
-            Bytes::new()
-        };
+        // The method name shares the frame's buffer (validated UTF-8 by the decoder).
         Packet {
-            header: msg.header,
+            header,
             method,
             body,
         }
