@@ -415,7 +415,11 @@ impl<P> ClientConnection<P> {
                 ));
                 return;
             }
-            MessageKind::Pong => return,
+            // Pongs need no answer; kinds only a client sends are ignored (PROTOCOL.md §5.1).
+            MessageKind::Pong
+            | MessageKind::Request
+            | MessageKind::Notification
+            | MessageKind::Cancel => return,
             _ => {}
         }
         let Some(call) = self.calls.get_mut(&id) else {
