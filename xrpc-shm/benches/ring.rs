@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use xrpc_shm::{ShmConfig, ShmConnection, ShmError, ShmListener};
 
 const CHILD: &str = "XRPC_SHM_BENCH_CHILD";
+const CHILD_PIN: &str = "XRPC_SHM_BENCH_CHILD_PIN";
 const RTT_ITERS: usize = 20_000;
 const RTT_WARMUP: usize = 2_000;
 const RUNS: usize = 5;
@@ -27,9 +28,25 @@ fn config() -> ShmConfig {
     ShmConfig {
         ring_capacity: 8 << 20,
         max_frame_size: 1 << 20,
-        spin_budget: Duration::from_micros(100),
+        spin_budget: Duration::from_micros(spin_us()),
         ..ShmConfig::default()
     }
+}
+
+/// Spin budget of both sides: `XRPC_SHM_BENCH_SPIN_US`, default 50 µs (the
+/// `ShmConfig` default).
+fn spin_us() -> u64 {
+    std::env::var("XRPC_SHM_BENCH_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+/// Pins the calling thread to `cpu` (best effort).
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
 fn name(tag: &str) -> String {
@@ -81,26 +98,49 @@ fn shm_rtt(client: &mut ShmConnection) -> (Duration, Duration) {
     percentiles(samples)
 }
 
-fn shm_rtt_threads() -> (Duration, Duration) {
-    let (server, mut client) = pair("rtt");
-    let e = thread::spawn(move || echo(server));
-    let r = shm_rtt(&mut client);
-    drop(client);
+fn shm_rtt_threads(pinned: bool) -> (Duration, Duration) {
+    let (server, mut client) = pair(&format!("rtt-{pinned}"));
+    let e = thread::spawn(move || {
+        if pinned {
+            pin(1);
+        }
+        echo(server)
+    });
+    let r = thread::spawn(move || {
+        if pinned {
+            pin(0);
+        }
+        let r = shm_rtt(&mut client);
+        drop(client);
+        r
+    })
+    .join()
+    .expect("driver thread");
     e.join().expect("echo thread");
     r
 }
 
-fn shm_rtt_processes() -> Option<(Duration, Duration)> {
-    let n = name("rtt-proc");
+fn shm_rtt_processes(pinned: bool) -> Option<(Duration, Duration)> {
+    let n = name(&format!("rtt-proc-{pinned}"));
     let listener = ShmListener::bind(&n, config()).ok()?;
-    let mut child = Command::new(std::env::current_exe().ok()?)
-        .env(CHILD, &n)
-        .spawn()
-        .ok()?;
+    let mut cmd = Command::new(std::env::current_exe().ok()?);
+    cmd.env(CHILD, &n);
+    if pinned {
+        cmd.env(CHILD_PIN, "1");
+    }
+    let mut child = cmd.spawn().ok()?;
     let mut client_side = listener.accept().ok()?;
     // Roles reversed: the child connects and echoes; we drive.
-    let r = shm_rtt(&mut client_side);
-    drop(client_side);
+    let r = thread::spawn(move || {
+        if pinned {
+            pin(0);
+        }
+        let r = shm_rtt(&mut client_side);
+        drop(client_side);
+        r
+    })
+    .join()
+    .ok()?;
     let _ = child.wait();
     Some(r)
 }
@@ -246,6 +286,9 @@ fn size_name(s: usize) -> String {
 fn main() {
     if let Ok(n) = std::env::var(CHILD) {
         // Child of the two-process round trip: connect and echo.
+        if std::env::var_os(CHILD_PIN).is_some() {
+            pin(1);
+        }
         echo(ShmConnection::connect(&n, config()).expect("child connect"));
         return;
     }
@@ -259,26 +302,49 @@ fn main() {
         thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!();
-    println!("Round trip, 64 B frame, {RTT_ITERS} samples:");
-    let (shm50, shm99) = shm_rtt_threads();
+    println!(
+        "Round trip, 64 B frame, {RTT_ITERS} samples, spin budget {} µs:",
+        spin_us()
+    );
+    let (shm50, shm99) = shm_rtt_threads(false);
+    let pinned = (thread::available_parallelism().map_or(1, |n| n.get()) >= 2)
+        .then(|| shm_rtt_threads(true));
     let (uds50, uds99) = uds_rtt();
     println!(
-        "  {:<34} p50 {:>9.2?}  p99 {:>9.2?}",
+        "  {:<37} p50 {:>9.2?}  p99 {:>9.2?}",
         "shm ring, two threads", shm50, shm99
     );
-    if let Some((p50, p99)) = shm_rtt_processes() {
+    if let Some((p50, p99)) = pinned {
         println!(
-            "  {:<34} p50 {:>9.2?}  p99 {:>9.2?}",
+            "  {:<37} p50 {:>9.2?}  p99 {:>9.2?}",
+            "shm ring, two threads on CPUs 0, 1", p50, p99
+        );
+    }
+    if let Some((p50, p99)) = shm_rtt_processes(false) {
+        println!(
+            "  {:<37} p50 {:>9.2?}  p99 {:>9.2?}",
             "shm ring, two processes", p50, p99
         );
     }
+    if pinned.is_some()
+        && let Some((p50, p99)) = shm_rtt_processes(true)
+    {
+        println!(
+            "  {:<37} p50 {:>9.2?}  p99 {:>9.2?}",
+            "shm ring, two processes on CPUs 0, 1", p50, p99
+        );
+    }
     println!(
-        "  {:<34} p50 {:>9.2?}  p99 {:>9.2?}",
+        "  {:<37} p50 {:>9.2?}  p99 {:>9.2?}",
         "unix socketpair, two threads", uds50, uds99
     );
     println!(
-        "  ratio unix/shm (p50): {:.1}x   (goal >= 10x)",
-        uds50.as_secs_f64() / shm50.as_secs_f64()
+        "  ratio unix/shm (p50): {:.1}x unpinned{}   (goal >= 10x)",
+        uds50.as_secs_f64() / shm50.as_secs_f64(),
+        pinned.map_or(String::new(), |(p50, _)| format!(
+            ", {:.1}x on separate CPUs",
+            uds50.as_secs_f64() / p50.as_secs_f64()
+        ))
     );
     println!();
     println!("One-way throughput, median of {RUNS} runs:");

@@ -33,7 +33,7 @@ use crate::segment::{Geometry, MappedRing, RING_TO_CLIENT, RING_TO_SERVER, Segme
 use crate::storage::RingStorage;
 use crate::sync::Ordering::{Acquire, Relaxed, SeqCst};
 use crate::sync::{Arc, AtomicBool};
-use crate::wait::{WaitCfg, block_on};
+use crate::wait::{SpinGauge, WaitCfg, block_on};
 
 /// First bytes the server sends, together with the segment fd.
 const HELLO: &[u8; 8] = b"XRPCSHM1";
@@ -57,6 +57,9 @@ struct Shared {
     sock: OwnedFd,
     /// Set once the peer is known gone or the memory known corrupt.
     dead: AtomicBool,
+    /// Adaptive spin limits of waits for frames and for room.
+    recv_spin: SpinGauge,
+    send_spin: SpinGauge,
     config: ShmConfig,
 }
 
@@ -109,9 +112,10 @@ impl Shared {
         r
     }
 
-    fn wait_cfg(&self, deadline: Option<Instant>) -> WaitCfg {
+    fn wait_cfg<'a>(&self, gauge: &'a SpinGauge, deadline: Option<Instant>) -> WaitCfg<'a> {
         WaitCfg {
             spin: self.config.spin_budget,
+            gauge: Some(gauge),
             slice: Some(self.config.wait_slice),
             deadline,
         }
@@ -137,6 +141,8 @@ fn halves(
         _segment: segment,
         sock,
         dead: AtomicBool::new(false),
+        recv_spin: SpinGauge::new(config.spin_budget),
+        send_spin: SpinGauge::new(config.spin_budget),
         config,
     });
     Ok(ShmConnection {
@@ -436,7 +442,7 @@ impl ShmSender {
             }
             let deadline = *deadline.get_or_insert_with(|| deadline_of(timeout));
             let shared = &*self.shared;
-            let cfg = shared.wait_cfg(deadline);
+            let cfg = shared.wait_cfg(&shared.send_spin, deadline);
             if !self
                 .producer
                 .wait_writable(len, &cfg, &mut || shared.alive())?
@@ -535,7 +541,7 @@ impl ShmReceiver {
             }
             let deadline = *deadline.get_or_insert_with(|| deadline_of(timeout));
             let shared = &*self.shared;
-            let cfg = shared.wait_cfg(deadline);
+            let cfg = shared.wait_cfg(&shared.recv_spin, deadline);
             if !self.consumer.wait_readable(&cfg, &mut || shared.alive())? {
                 return Err(ShmError::Timeout);
             }
@@ -644,7 +650,7 @@ impl RecvWaiter {
             &self.ring,
             &ctl.data_seq,
             &ctl.data_waiters,
-            &shared.wait_cfg(deadline_of(timeout)),
+            &shared.wait_cfg(&shared.recv_spin, deadline_of(timeout)),
             || {
                 shared.dead.load(Relaxed)
                     || hdr.head.0.load(Acquire) != hdr.tail.0.load(Acquire)
@@ -676,7 +682,7 @@ impl SendWaiter {
             &self.ring,
             &ctl.space_seq,
             &ctl.space_waiters,
-            &shared.wait_cfg(deadline_of(timeout)),
+            &shared.wait_cfg(&shared.send_spin, deadline_of(timeout)),
             || {
                 let head = hdr.head.0.load(Acquire);
                 let used = head.wrapping_sub(hdr.tail.0.load(Acquire));

@@ -33,9 +33,10 @@ pub fn max_frame_for(capacity: usize) -> usize {
 
 /// How the blocking helpers sleep: unbounded futex waits under loom (a lost
 /// wake-up is then a deadlock loom reports), 10 ms slices otherwise.
-fn wait_cfg() -> WaitCfg {
+fn wait_cfg() -> WaitCfg<'static> {
     WaitCfg {
         spin: Duration::ZERO,
+        gauge: None,
         slice: if cfg!(loom) {
             None
         } else {
