@@ -39,8 +39,11 @@ pub struct ShmConfig {
     /// Largest frame, at most `ring_capacity / 2 - 8` (so a frame always fits
     /// into an empty ring). Default 1 MiB.
     pub max_frame_size: usize,
-    /// How long a blocking call spins before it sleeps on the futex. Longer
-    /// trades CPU for latency. Default 50 µs.
+    /// Longest time a blocking call spins before it sleeps on the futex.
+    /// Longer trades CPU for latency. The actual spin adapts below this: it
+    /// shrinks when spinning does not pay (for instance when the peer shares
+    /// our CPU on an oversubscribed host, where the futex hand-off is
+    /// faster) and grows back when it does. Zero: never spin. Default 50 µs.
     pub spin_budget: Duration,
     /// Longest single futex sleep, after which peer liveness is checked
     /// (one zero-timeout `poll` of the rendezvous socket): bounds how late a

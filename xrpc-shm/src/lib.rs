@@ -15,8 +15,8 @@
 //!   by copy ([`ShmSender::try_send`]) or written in place
 //!   ([`ShmSender::try_reserve`] + [`SendSlot::commit`]).
 //! * No allocation and no system call happen per frame while both sides are
-//!   busy: a side that finds nothing to do spins for
-//!   [`ShmConfig::spin_budget`], then sleeps on a shared futex in bounded
+//!   busy: a side that finds nothing to do spins (adaptively, at most
+//!   [`ShmConfig::spin_budget`]), then sleeps on a shared futex in bounded
 //!   slices, announcing that it sleeps so that the peer wakes it only then.
 //! * Everything read from the mapping is untrusted: each side keeps its own
 //!   index privately, reads the peer's index once, validates it, and reports
