@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::codec::CodecId;
-use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow};
+pub use crate::flow::StreamSendError;
+use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, push_credit, push_item};
 use crate::message::{Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::timer::Deadlines;
@@ -179,15 +180,6 @@ pub enum ClientEvent<P> {
     },
 }
 
-/// Why a stream item could not be queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamSendError<P> {
-    /// No credit left: wait for [`ClientEvent::SendCredit`] and try again with the item.
-    NoCredit(P),
-    /// The call is not an open client stream (finished, failed, or never was one).
-    Closed(P),
-}
-
 #[derive(Debug)]
 struct Call {
     kind: CallKind,
@@ -329,17 +321,8 @@ impl<P> ClientConnection<P> {
         payload: P,
         codec: CodecId,
     ) -> Result<(), StreamSendError<P>> {
-        let Some(send) = self.calls.get_mut(&id).and_then(|c| c.send.as_mut()) else {
-            return Err(StreamSendError::Closed(payload));
-        };
-        if !send.try_take() {
-            return Err(StreamSendError::NoCredit(payload));
-        }
-        self.transmit.push_back(Packet::new(
-            Header::new(MessageKind::StreamItem, id).with_codec(codec),
-            Body::Data(payload),
-        ));
-        Ok(())
+        let send = self.calls.get_mut(&id).and_then(|c| c.send.as_mut());
+        push_item(send, id, payload, codec, &mut self.transmit)
     }
 
     /// Credit left on the client stream of call `id` (`None` if it is not an open client stream).
@@ -368,16 +351,8 @@ impl<P> ClientConnection<P> {
     /// Reports that the application took `n` items of the server stream of call `id`; grants
     /// the server more credit when half the window has been consumed.
     pub fn stream_consumed(&mut self, id: u64, n: u32) {
-        let Some(recv) = self.calls.get_mut(&id).and_then(|c| c.recv.as_mut()) else {
-            return;
-        };
-        if let Some(grant) = recv.on_consumed(n) {
-            let header = Header {
-                window: Some(grant),
-                ..Header::new(MessageKind::Credit, id)
-            };
-            self.transmit.push_back(Packet::new(header, Body::Empty));
-        }
+        let recv = self.calls.get_mut(&id).and_then(|c| c.recv.as_mut());
+        push_credit(recv, id, n, &mut self.transmit);
     }
 
     fn finish(&mut self, id: u64, event: ClientEvent<P>) {
@@ -472,15 +447,15 @@ impl<P> ClientConnection<P> {
     /// Fires expired deadlines and heartbeats. Call it when [`poll_timeout`](Self::poll_timeout)
     /// is reached (calling it early or late is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(id) = self.deadlines.pop_due(now) {
-            let due = self
-                .calls
-                .get(&id)
-                .and_then(|c| c.deadline)
-                .is_some_and(|at| at <= now);
-            if due {
-                self.fail(id, CallError::Timeout, true);
-            }
+        loop {
+            let calls = &self.calls;
+            let Some(id) = self
+                .deadlines
+                .pop_expired(now, |id| calls.get(&id).and_then(|c| c.deadline))
+            else {
+                break;
+            };
+            self.fail(id, CallError::Timeout, true);
         }
         if let (Some(at), Some(interval)) = (self.next_ping, self.config.heartbeat_interval)
             && at <= now

@@ -10,6 +10,59 @@
 /// Both sides assume it: the client may send this many items right after its request.
 pub const INITIAL_CLIENT_STREAM_WINDOW: u32 = 16;
 
+use std::collections::VecDeque;
+
+use crate::codec::CodecId;
+use crate::message::{Header, MessageKind};
+use crate::packet::{Body, Packet};
+
+/// Why a stream item could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSendError<P> {
+    /// No credit left: wait for the peer's credit (a `SendCredit` event) and try again with the
+    /// item.
+    NoCredit(P),
+    /// The stream is not open for sending (finished, failed, or never was one).
+    Closed(P),
+}
+
+/// Queues a stream item of call `id` on `transmit` if `send` has credit.
+pub(crate) fn push_item<P>(
+    send: Option<&mut SendWindow>,
+    id: u64,
+    payload: P,
+    codec: CodecId,
+    transmit: &mut VecDeque<Packet<P>>,
+) -> Result<(), StreamSendError<P>> {
+    let Some(send) = send else {
+        return Err(StreamSendError::Closed(payload));
+    };
+    if !send.try_take() {
+        return Err(StreamSendError::NoCredit(payload));
+    }
+    transmit.push_back(Packet::new(
+        Header::new(MessageKind::StreamItem, id).with_codec(codec),
+        Body::Data(payload),
+    ));
+    Ok(())
+}
+
+/// Records `n` items of call `id` consumed and queues a `Credit` on `transmit` if one is due.
+pub(crate) fn push_credit<P>(
+    recv: Option<&mut RecvWindow>,
+    id: u64,
+    n: u32,
+    transmit: &mut VecDeque<Packet<P>>,
+) {
+    if let Some(grant) = recv.and_then(|r| r.on_consumed(n)) {
+        let header = Header {
+            window: Some(grant),
+            ..Header::new(MessageKind::Credit, id)
+        };
+        transmit.push_back(Packet::new(header, Body::Empty));
+    }
+}
+
 /// Receiving side of a stream: counts items and decides when to grant credit.
 #[derive(Debug, Clone)]
 pub struct RecvWindow {

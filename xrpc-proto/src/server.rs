@@ -13,7 +13,9 @@ use bytes::Bytes;
 
 use crate::client::CallKind;
 use crate::codec::CodecId;
-use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow};
+use crate::flow::{
+    INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, StreamSendError, push_credit, push_item,
+};
 use crate::message::{ErrorCode, Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::timer::Deadlines;
@@ -97,14 +99,8 @@ pub enum ServerEvent<P> {
     },
 }
 
-/// Why a stream item could not be queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerSendError<P> {
-    /// No credit: wait for [`ServerEvent::SendCredit`] and retry with the item.
-    NoCredit(P),
-    /// The call is over (answered, cancelled, expired) or has no server stream.
-    Closed(P),
-}
+/// Why a stream item could not be queued (the same as the client's).
+pub type ServerSendError<P> = StreamSendError<P>;
 
 /// The client broke the protocol; the connection should be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -312,17 +308,8 @@ impl<P> ServerConnection<P> {
         payload: P,
         codec: CodecId,
     ) -> Result<(), ServerSendError<P>> {
-        let Some(send) = self.calls.get_mut(&id).and_then(|c| c.send.as_mut()) else {
-            return Err(ServerSendError::Closed(payload));
-        };
-        if !send.try_take() {
-            return Err(ServerSendError::NoCredit(payload));
-        }
-        self.transmit.push_back(Packet::new(
-            Header::new(MessageKind::StreamItem, id).with_codec(codec),
-            Body::Data(payload),
-        ));
-        Ok(())
+        let send = self.calls.get_mut(&id).and_then(|c| c.send.as_mut());
+        push_item(send, id, payload, codec, &mut self.transmit)
     }
 
     /// Credit left on the server stream of call `id`.
@@ -351,16 +338,8 @@ impl<P> ServerConnection<P> {
     /// Reports that the handler took `n` items of the client stream of call `id`; grants the
     /// client more credit when half the window has been consumed.
     pub fn stream_consumed(&mut self, id: u64, n: u32) {
-        let Some(recv) = self.calls.get_mut(&id).and_then(|c| c.recv.as_mut()) else {
-            return;
-        };
-        if let Some(grant) = recv.on_consumed(n) {
-            let header = Header {
-                window: Some(grant),
-                ..Header::new(MessageKind::Credit, id)
-            };
-            self.transmit.push_back(Packet::new(header, Body::Empty));
-        }
+        let recv = self.calls.get_mut(&id).and_then(|c| c.recv.as_mut());
+        push_credit(recv, id, n, &mut self.transmit);
     }
 
     /// The handler of call `id` will read no more of the client's stream: `buffered` items it
@@ -380,17 +359,17 @@ impl<P> ServerConnection<P> {
     /// Expires deadlines: each expired call is answered `DeadlineExceeded` and reported as
     /// [`ServerEvent::Cancelled`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(id) = self.deadlines.pop_due(now) {
-            let due = self
-                .calls
-                .get(&id)
-                .and_then(|c| c.deadline)
-                .is_some_and(|at| at <= now);
-            if due {
-                self.calls.remove(&id);
-                self.queue_error(id, ErrorCode::DeadlineExceeded, "deadline exceeded");
-                self.events.push_back(ServerEvent::Cancelled { id });
-            }
+        loop {
+            let calls = &self.calls;
+            let Some(id) = self
+                .deadlines
+                .pop_expired(now, |id| calls.get(&id).and_then(|c| c.deadline))
+            else {
+                break;
+            };
+            self.calls.remove(&id);
+            self.queue_error(id, ErrorCode::DeadlineExceeded, "deadline exceeded");
+            self.events.push_back(ServerEvent::Cancelled { id });
         }
     }
 

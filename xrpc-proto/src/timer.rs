@@ -26,12 +26,23 @@ impl Deadlines {
         None
     }
 
-    /// Pops the next entry due at `now`, if any (possibly stale: the caller checks).
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<u64> {
-        match self.heap.peek() {
-            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, id))| id),
-            _ => None,
+    /// Pops the next call whose deadline (as `deadline_of` reports it now) has passed at
+    /// `now`, skipping stale entries.
+    pub(crate) fn pop_expired(
+        &mut self,
+        now: Instant,
+        deadline_of: impl Fn(u64) -> Option<Instant>,
+    ) -> Option<u64> {
+        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            if deadline_of(id).is_some_and(|d| d <= now) {
+                return Some(id);
+            }
         }
+        None
     }
 
     pub(crate) fn clear(&mut self) {
