@@ -213,6 +213,10 @@ impl ShmListener {
     pub fn accept(&self) -> Result<ShmConnection> {
         loop {
             let sock = rustix::net::accept_with(&self.sock, SocketFlags::CLOEXEC)?;
+            if !peer_is_trusted(&sock) {
+                // Another user's process: it gets no segment, just a closed socket.
+                continue;
+            }
             match self.handshake(sock) {
                 Ok(conn) => return Ok(conn),
                 Err(ShmError::Io(e))
@@ -255,6 +259,16 @@ impl ShmListener {
 impl AsFd for ShmListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
+    }
+}
+
+/// Whether the process at the other end of a Unix socket runs as our effective user (or as
+/// root): abstract socket names have no file permissions, so the kernel-reported credentials
+/// (`SO_PEERCRED`) are what keeps other users out, in both directions.
+fn peer_is_trusted(sock: &OwnedFd) -> bool {
+    match rustix::net::sockopt::socket_peercred(sock) {
+        Ok(cred) => cred.uid == rustix::process::geteuid() || cred.uid.is_root(),
+        Err(_) => false,
     }
 }
 
@@ -341,6 +355,13 @@ impl ShmConnection {
             None,
         )?;
         rustix::net::connect(&sock, &addr)?;
+        if !peer_is_trusted(&sock) {
+            // Abstract socket names are not protected by file permissions: a process of another
+            // user may have taken the name. Do not talk to it.
+            return Err(ShmError::Handshake(format!(
+                "the process serving {name:?} belongs to another user"
+            )));
+        }
         rustix::net::sockopt::set_socket_timeout(
             &sock,
             rustix::net::sockopt::Timeout::Recv,

@@ -8,6 +8,10 @@
 //!
 //! * [`ShmListener::bind`] / [`ShmListener::accept`] serve many clients, one
 //!   segment each; [`ShmConnection::connect`] is the client side.
+//! * Only processes of the same user (or root) get in: abstract socket names
+//!   have no file permissions, so both sides check the peer's credentials
+//!   (`SO_PEERCRED`) — a server ignores other users' clients, and a client
+//!   refuses a server of another user that took the name first.
 //! * A connection splits into a [`ShmSender`] and a [`ShmReceiver`]; each is
 //!   `Send`, so a reader thread and a writer thread can each own one.
 //! * Frames are received in place ([`FrameRef`], zero-copy) or copied out

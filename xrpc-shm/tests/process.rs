@@ -103,6 +103,18 @@ fn child_entry() {
             let _conn = listener.accept().unwrap();
             thread::sleep(CHILD_LIFETIME);
         }
+        "foreign_client" => {
+            // Runs as another user: the server must not hand it a segment.
+            match ShmConnection::connect(&name, config()) {
+                Ok(_) => std::process::exit(10),
+                Err(_) => std::process::exit(0),
+            }
+        }
+        "foreign_server" => {
+            let listener = ShmListener::bind(&name, config()).unwrap();
+            let _ = listener.accept();
+            thread::sleep(CHILD_LIFETIME);
+        }
         "idle_client" => {
             let _conn = connect_retrying(&name);
             thread::sleep(CHILD_LIFETIME);
@@ -205,4 +217,63 @@ fn client_killed_while_server_blocks_in_send_on_full_ring() {
     let killed = kill_later(client);
     let r = tx.send(&[7; 1024], Some(Duration::from_secs(10)));
     assert_noticed("server send", r, &killed);
+}
+
+/// `nobody`: the other user of the credential tests.
+const OTHER_UID: u32 = 65534;
+
+fn spawn_as_other_user(role: &str, name: &str) -> Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(std::env::current_exe().unwrap())
+        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(NAME, name)
+        .uid(OTHER_UID)
+        .gid(OTHER_UID)
+        .spawn()
+        .unwrap()
+}
+
+/// Abstract socket names have no file permissions: the peer's credentials keep other users out.
+#[test]
+fn other_users_are_refused_both_ways() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to start a process as another user");
+        return;
+    }
+    // A client of another user gets no segment from our server.
+    let name = unique("foreign-client");
+    let listener = ShmListener::bind(&name, config()).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut client = spawn_as_other_user("foreign_client", &name);
+    let status = loop {
+        match listener.accept() {
+            Ok(_) => panic!("a process of another user was accepted"),
+            Err(ShmError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("accept: {e}"),
+        }
+        if let Some(s) = client.try_wait().unwrap() {
+            break s;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(status.code(), Some(0), "the foreign client was refused");
+
+    // A server of another user that took the name is refused by our client.
+    let name = unique("foreign-server");
+    let mut server = spawn_as_other_user("foreign_server", &name);
+    let start = Instant::now();
+    let err = loop {
+        match ShmConnection::connect(&name, config()) {
+            Ok(_) => panic!("connected to a server of another user"),
+            Err(ShmError::Handshake(m)) => break m,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    };
+    assert!(err.contains("another user"), "{err}");
+    let _ = server.kill();
+    let _ = server.wait();
 }
