@@ -473,6 +473,38 @@ async fn heartbeats_detect_a_silent_server<P: Pair>() {
     assert_eq!(v, 300);
 }
 
+async fn an_oversized_request_fails_only_its_call<P: Pair>() {
+    let server = server();
+    server.register_typed("len", |v: Vec<u8>| async move { Ok(v.len()) });
+    let (client, _srv) = connect::<P>(&server).await;
+    let big = vec![7u8; 17 << 20]; // above every transport's default frame limit
+    let small = (0..20u64).map(|i| {
+        let c = client.clone();
+        tokio::spawn(async move { c.call::<_, u64>("echo", &i).await })
+    });
+    let small: Vec<_> = small.collect();
+    let r = client.call::<_, usize>("len", &big).await;
+    if client.channel().carries_values() {
+        // In-process packets have no frame limit; the server's codec bound (16 MiB) refuses it.
+        assert!(
+            matches!(&r, Err(RpcError::ServerError { message, .. }) if message.contains("Limit")),
+            "{r:?}"
+        );
+    } else {
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("exceeds"), "{e}");
+    }
+    for (i, s) in small.into_iter().enumerate() {
+        assert_eq!(
+            s.await.unwrap().unwrap(),
+            i as u64,
+            "the other calls are unaffected"
+        );
+    }
+    let v: u64 = client.call("echo", &99u64).await.unwrap();
+    assert_eq!(v, 99);
+}
+
 macro_rules! suite {
     ($($transport:ident => $p:ty),* $(,)?) => {$(
         mod $transport {
@@ -493,6 +525,8 @@ macro_rules! suite {
             async fn notifications_and_deadlines() { super::notifications_and_deadlines::<$p>().await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn graceful_shutdown() { super::graceful_shutdown::<$p>().await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_oversized_request_fails_only_its_call() { super::an_oversized_request_fails_only_its_call::<$p>().await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn heartbeats_detect_a_silent_server() { super::heartbeats_detect_a_silent_server::<$p>().await }
         }

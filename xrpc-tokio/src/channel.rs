@@ -107,6 +107,20 @@ pub trait MessageChannel: Send + Sync + 'static {
         default_send_packet(self, packet)
     }
 
+    /// Sends several packets, in one write where the transport can (see
+    /// [`FrameTransport::send_batch_with`]). A packet that cannot be encoded — too large, or a
+    /// value on a byte channel — is left out and returned with its error; the others are sent.
+    /// `Err` is a failure of the channel itself.
+    fn send_packets(
+        &self,
+        packets: Vec<Packet<Payload>>,
+    ) -> impl Future<Output = Result<Vec<(Header, ChannelError)>, ChannelError>> + Send
+    where
+        Self: Sized,
+    {
+        send_packets_one_by_one(self, packets)
+    }
+
     /// Receives the next packet for the RPC state machines.
     fn recv_packet(&self) -> impl Future<Output = Result<Packet<Payload>, ChannelError>> + Send {
         async move {
@@ -175,6 +189,13 @@ impl<C: MessageChannel> MessageChannel for Arc<C> {
         packet: Packet<Payload>,
     ) -> impl Future<Output = Result<(), ChannelError>> + Send {
         (**self).send_packet(packet)
+    }
+
+    fn send_packets(
+        &self,
+        packets: Vec<Packet<Payload>>,
+    ) -> impl Future<Output = Result<Vec<(Header, ChannelError)>, ChannelError>> + Send {
+        (**self).send_packets(packets)
     }
 
     fn recv_packet(&self) -> impl Future<Output = Result<Packet<Payload>, ChannelError>> + Send {
@@ -287,6 +308,30 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
             .await?)
     }
 
+    async fn send_packets(
+        &self,
+        packets: Vec<Packet<Payload>>,
+    ) -> Result<Vec<(Header, ChannelError)>, ChannelError> {
+        if self.transport.carries_values() || packets.len() == 1 {
+            return send_packets_one_by_one(self, packets).await;
+        }
+        let mut failed = Vec::new();
+        let failed_ref = &mut failed;
+        self.transport
+            .send_batch_with(move |buf: &mut BytesMut| {
+                let mut enc = self.encoder.lock().unwrap_or_else(PoisonError::into_inner);
+                for p in &packets {
+                    // On error the encoder leaves `buf` as it was: the others still go out.
+                    if let Err(e) = encode_packet(&mut enc, p, buf) {
+                        failed_ref.push((p.header, e));
+                    }
+                }
+                Ok::<_, ChannelError>(())
+            })
+            .await?;
+        Ok(failed)
+    }
+
     async fn recv_packet(&self) -> Result<Packet<Payload>, ChannelError> {
         if !self.transport.carries_values() {
             let msg = self.recv().await?;
@@ -307,6 +352,46 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
 /// A packet in flight on an in-process value stream (the `Mutex` makes the non-`Sync` boxed
 /// payload shareable behind the transport's `Arc`; it is taken exactly once, uncontended).
 struct ValuePacket(Mutex<Option<Packet<Payload>>>);
+
+/// Appends one packet as a length-prefixed frame to `buf` (nothing on error).
+fn encode_packet(
+    enc: &mut MessageEncoder,
+    p: &Packet<Payload>,
+    buf: &mut BytesMut,
+) -> Result<(), ChannelError> {
+    let method = p.method_str();
+    match &p.body {
+        Body::Empty => enc.encode(&p.header, method, &[], buf)?,
+        Body::Data(Payload::Bytes(b)) => enc.encode(&p.header, method, b, buf)?,
+        Body::Data(Payload::Value(_)) => {
+            return Err(ChannelError::Transport(TransportError::Protocol(
+                "a value payload needs an in-process channel".into(),
+            )));
+        }
+        Body::Error(e) => enc.encode_with(&p.header, method, buf, |x| {
+            e.encode_into(x);
+            Ok(())
+        })?,
+    }
+    Ok(())
+}
+
+/// [`MessageChannel::send_packets`] as a loop of [`MessageChannel::send_packet`].
+async fn send_packets_one_by_one<M: MessageChannel>(
+    channel: &M,
+    packets: Vec<Packet<Payload>>,
+) -> Result<Vec<(Header, ChannelError)>, ChannelError> {
+    let mut failed = Vec::new();
+    for p in packets {
+        let header = p.header;
+        match channel.send_packet(p).await {
+            Ok(()) => {}
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => failed.push((header, e)),
+        }
+    }
+    Ok(failed)
+}
 
 /// The byte path of [`MessageChannel::send_packet`], callable from overrides.
 async fn default_send_packet<M: MessageChannel + ?Sized>(

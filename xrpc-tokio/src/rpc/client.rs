@@ -155,21 +155,40 @@ impl<T: MessageChannel> Inner<T> {
     /// Sends everything the state machine has queued, in order.
     pub(crate) async fn flush(&self) {
         let _tx = self.tx_lock.lock().await;
+        let busy = {
+            let st = self.lock();
+            if !st.conn.has_transmit() {
+                return; // another task's flush already sent what this one queued
+            }
+            st.conn.pending_calls() > 1
+        };
+        if busy {
+            // Other calls are in flight: let them queue their packets too, so they all leave
+            // in one write. A lone call writes at once.
+            tokio::task::yield_now().await;
+        }
         loop {
-            let Some(packet) = self.lock().conn.poll_transmit() else {
-                return;
-            };
-            let id = packet.header.id;
-            if let Err(e) = self.channel.send_packet(packet).await {
+            let packets: Vec<_> = {
                 let mut st = self.lock();
-                if e.is_fatal() {
-                    st.conn.handle_close(format!("send failed: {e}"));
-                } else {
-                    // The packet could not be encoded (too large, say): only its call fails.
-                    st.conn.fail_call(id, CallError::Unsendable(e.to_string()));
+                std::iter::from_fn(|| st.conn.poll_transmit()).collect()
+            };
+            if packets.is_empty() {
+                return;
+            }
+            let res = self.channel.send_packets(packets).await;
+            let mut st = self.lock();
+            match res {
+                Ok(failed) => {
+                    // Packets that could not be encoded (too large, say): only their calls fail.
+                    for (header, e) in failed {
+                        st.conn
+                            .fail_call(header.id, CallError::Unsendable(e.to_string()));
+                    }
+                    st.dispatch();
                 }
-                st.dispatch();
-                if e.is_fatal() {
+                Err(e) => {
+                    st.conn.handle_close(format!("send failed: {e}"));
+                    st.dispatch();
                     return;
                 }
             }

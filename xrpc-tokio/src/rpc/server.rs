@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, ErrorCode, IncomingCall, RemoteError, ServerConfig,
+    BincodeCodec, CallKind, Codec, ErrorCode, IncomingCall, MessageKind, RemoteError, ServerConfig,
     ServerConnection, ServerEvent, ServerSendError,
 };
 
@@ -609,30 +609,48 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
 
     async fn flush(&self) {
         let _tx = self.tx_lock.lock().await;
+        let busy = {
+            let st = self.lock();
+            if !st.conn.has_transmit() {
+                return; // another task's flush already sent what this one queued
+            }
+            !st.running.is_empty()
+        };
+        if busy {
+            // Other handlers are running: let them queue their answers too, so they all leave
+            // in one write. A lone answer is written at once.
+            tokio::task::yield_now().await;
+        }
         loop {
-            let Some(packet) = self.lock().conn.poll_transmit() else {
-                return;
+            let packets: Vec<_> = {
+                let mut st = self.lock();
+                std::iter::from_fn(|| st.conn.poll_transmit()).collect()
             };
-            let id = packet.header.id;
-            let kind = packet.header.kind;
-            if let Err(e) = self.channel.send_packet(packet).await {
-                if e.is_fatal() {
+            if packets.is_empty() {
+                return;
+            }
+            match self.channel.send_packets(packets).await {
+                Ok(failed) => {
+                    let mut st = self.lock();
+                    for (header, e) in failed {
+                        if matches!(header.kind, MessageKind::Response | MessageKind::StreamItem) {
+                            // Tell the client instead, so its call does not hang.
+                            st.conn.answer_unsendable(
+                                header.id,
+                                format!("the answer could not be sent: {e}"),
+                            );
+                            if let Some(r) = st.running.remove(&header.id)
+                                && let Some(a) = r.abort
+                            {
+                                a.abort();
+                            }
+                        }
+                    }
+                }
+                Err(_) => {
                     // The reader sees the broken connection and ends the serve loop.
                     let _ = self.channel.close().await;
                     return;
-                }
-                if matches!(
-                    kind,
-                    xrpc_proto::MessageKind::Response | xrpc_proto::MessageKind::StreamItem
-                ) {
-                    let mut st = self.lock();
-                    st.conn
-                        .answer_unsendable(id, format!("the answer could not be sent: {e}"));
-                    if let Some(r) = st.running.remove(&id)
-                        && let Some(a) = r.abort
-                    {
-                        a.abort();
-                    }
                 }
             }
         }

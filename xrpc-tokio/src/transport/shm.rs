@@ -11,7 +11,6 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -23,7 +22,8 @@ use xrpc_shm::{
 };
 
 use super::{
-    FrameTransport, StatsCounters, TransportError, TransportStats, check_len, check_prefixed,
+    FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames, check_len,
+    check_prefixed, check_prefixed_batch,
 };
 
 /// Settings of a shared-memory connection.
@@ -132,7 +132,8 @@ impl AsyncListener {
 }
 
 struct Connected {
-    tx: Mutex<TxState>,
+    /// Held for a whole send, so frames of concurrent senders never interleave.
+    tx: tokio::sync::Mutex<TxState>,
     rx: tokio::sync::Mutex<ShmReceiver>,
     send_waiter: SendWaiter,
     recv_waiter: RecvWaiter,
@@ -152,7 +153,7 @@ impl Connected {
         Self {
             send_waiter: sender.waiter(),
             recv_waiter: receiver.waiter(),
-            tx: Mutex::new(TxState {
+            tx: tokio::sync::Mutex::new(TxState {
                 sender,
                 scratch: BytesMut::new(),
             }),
@@ -264,35 +265,27 @@ impl SharedMemoryFrameTransport {
             .await
     }
 
-    /// Sends one frame already written to `frame`, waiting for room in the ring.
-    async fn send_bytes(&self, c: &Connected, frame: Option<&[u8]>) -> Result<(), TransportError> {
+    /// Puts one frame into the ring, waiting for room: retries for the spin budget (yielding
+    /// to the runtime), then sleeps on the ring's futex on the blocking pool.
+    async fn push(
+        &self,
+        c: &Connected,
+        sender: &mut ShmSender,
+        frame: &[u8],
+    ) -> Result<(), TransportError> {
         let mut deadline: Option<Instant> = None;
         loop {
-            let res = {
-                let mut tx = c.tx.lock().unwrap_or_else(PoisonError::into_inner);
-                let TxState { sender, scratch } = &mut *tx;
-                let bytes = match frame {
-                    Some(f) => f,
-                    None => &scratch[FRAME_PREFIX_LEN..],
-                };
-                let len = bytes.len();
-                match sender.try_send(bytes) {
-                    Ok(()) => {
-                        scratch.clear();
-                        self.stats.sent(1, len);
-                        return Ok(());
-                    }
-                    Err(ShmError::Full) => len,
-                    Err(e) => {
-                        scratch.clear();
-                        return Err(self.stats.send_error(map_err(e)));
-                    }
+            match sender.try_send(frame) {
+                Ok(()) => {
+                    self.stats.sent(1, frame.len());
+                    return Ok(());
                 }
-            };
+                Err(ShmError::Full) => {}
+                Err(e) => return Err(self.stats.send_error(map_err(e))),
+            }
             if self.closed.load(Ordering::Acquire) {
                 return Err(TransportError::ConnectionClosed);
             }
-            // The ring is full: retry for the spin budget, then sleep until there is room.
             let now = Instant::now();
             let until = *deadline.get_or_insert(now + self.config.spin_budget);
             if now < until {
@@ -300,7 +293,8 @@ impl SharedMemoryFrameTransport {
                 continue;
             }
             let w = c.send_waiter.clone();
-            blocking(move || w.wait_writable(res, Some(Duration::from_millis(10))))
+            let len = frame.len();
+            blocking(move || w.wait_writable(len, Some(Duration::from_millis(10))))
                 .await
                 .map_err(|e| self.stats.send_error(e))?;
         }
@@ -311,7 +305,8 @@ impl FrameTransport for SharedMemoryFrameTransport {
     async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
         let c = self.conn().await?;
         check_len(frame.len(), c.max_frame_size)?;
-        self.send_bytes(c, Some(frame)).await
+        let mut tx = c.tx.lock().await;
+        self.push(c, &mut tx.sender, frame).await
     }
 
     async fn send_frame_with<F, E>(&self, encode: F) -> Result<(), E>
@@ -320,19 +315,40 @@ impl FrameTransport for SharedMemoryFrameTransport {
         E: From<TransportError> + Send,
     {
         let c = self.conn().await?;
-        {
-            let mut tx = c.tx.lock().unwrap_or_else(PoisonError::into_inner);
-            tx.scratch.clear();
-            if let Err(e) = encode(&mut tx.scratch) {
-                tx.scratch.clear();
-                return Err(e);
+        let mut tx = c.tx.lock().await;
+        let TxState { sender, scratch } = &mut *tx;
+        scratch.clear();
+        let res = match encode(scratch) {
+            Ok(()) => match check_prefixed(scratch, c.max_frame_size) {
+                Ok(_) => Ok(self.push(c, sender, &scratch[FRAME_PREFIX_LEN..]).await?),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e),
+        };
+        scratch.clear();
+        res
+    }
+
+    async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let c = self.conn().await?;
+        let mut tx = c.tx.lock().await;
+        let TxState { sender, scratch } = &mut *tx;
+        scratch.clear();
+        let res = async {
+            encode(scratch)?;
+            check_prefixed_batch(scratch, c.max_frame_size)?;
+            for frame in batch_frames(scratch) {
+                self.push(c, sender, frame).await?;
             }
-            if let Err(e) = check_prefixed(&tx.scratch, c.max_frame_size) {
-                tx.scratch.clear();
-                return Err(e.into());
-            }
+            Ok(())
         }
-        Ok(self.send_bytes(c, None).await?)
+        .await;
+        scratch.clear();
+        res
     }
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
@@ -367,12 +383,8 @@ impl FrameTransport for SharedMemoryFrameTransport {
     fn is_connected(&self) -> bool {
         !self.closed.load(Ordering::Acquire)
             && match self.conn.get() {
-                Some(c) => {
-                    c.tx.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .sender
-                        .is_connected()
-                }
+                // A sender busy in a send is taken as connected; the send reports otherwise.
+                Some(c) => c.tx.try_lock().map_or(true, |t| t.sender.is_connected()),
                 None => matches!(self.role, Role::Server(_)),
             }
     }

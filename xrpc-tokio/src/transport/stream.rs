@@ -14,7 +14,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use xrpc_proto::{FrameDecoder, FrameError};
 
-use super::{StatsCounters, TransportError, TransportStats, check_len, check_prefixed};
+use super::{
+    StatsCounters, TransportError, TransportStats, check_len, check_prefixed, check_prefixed_batch,
+};
 
 /// Free space below which the read buffer is grown before a read.
 const MIN_READ_SPACE: usize = 4 * 1024;
@@ -282,6 +284,26 @@ where
         }
         match check_prefixed(&w.buf, self.settings.max_frame_size) {
             Ok(len) => Ok(self.flush(&mut w, &[], 1, len).await?),
+            Err(e) => {
+                w.buf.clear();
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(crate) async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let mut w = self.lock_writer().await?;
+        if let Err(e) = encode(&mut w.buf) {
+            w.buf.clear();
+            return Err(e);
+        }
+        match check_prefixed_batch(&w.buf, self.settings.max_frame_size) {
+            Ok((0, _)) => Ok(()),
+            Ok((n, len)) => Ok(self.flush(&mut w, &[], n, len).await?),
             Err(e) => {
                 w.buf.clear();
                 Err(e.into())
