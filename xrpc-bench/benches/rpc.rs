@@ -22,12 +22,15 @@
 //! one `write_all`, and its server answers every request a read brought in with one write (the
 //! batching an RPC stack could do at best).
 //!
+//! Shared memory (`PARTS=shm`): a bare frame ping-pong on the `xrpc-shm` ring and the same call
+//! over `SharedMemoryFrameTransport`, beside raw Unix and TCP ping-pongs in the same rounds.
+//!
 //! Runtimes: `mt` = client and server on one 2-worker multi-thread runtime; `ct` = a
 //! current-thread runtime per side, each on its own OS thread.
 //!
 //! `cargo bench -p xrpc-bench --bench rpc`. Environment: `ITERS` (20000), `ROUNDS` (3),
 //! `TPUT_MS` (700), `INFLIGHT` (64), and filters `KINDS` (`tcp,unix`), `SETUPS` (`mt,ct`),
-//! `PARTS` (`lat,tput`), `IMPS` (`xrpc,raw,tarpc`) to profile one case.
+//! `PARTS` (`lat,tput,shm`), `IMPS` (`xrpc,raw,tarpc`) to profile one case.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -42,7 +45,8 @@ use tarpc::tokio_serde::formats::Bincode;
 use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use xrpc::{
-    MessageChannel, MessageChannelAdapter, RpcClient, RpcServer, TcpConfig, TcpFrameTransport,
+    MessageChannel, MessageChannelAdapter, RpcClient, RpcServer, SharedMemoryConfig,
+    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
     UnixConfig, UnixFrameTransport,
 };
 
@@ -703,6 +707,154 @@ fn main() {
                     x / r,
                 );
             }
+        }
+    }
+
+    if selected("PARTS", "shm") {
+        shm_section(
+            n,
+            rounds,
+            frames
+                .first()
+                .copied()
+                .unwrap_or(Frames { req: 33, resp: 21 }),
+        );
+    }
+}
+
+// ---- shared memory --------------------------------------------------------------------------
+
+/// Shared memory between two threads of this process (the transport is the same between
+/// processes; `cargo bench -p xrpc-shm` measures both): a bare frame ping-pong on the ring, and
+/// the same `add` call over `SharedMemoryFrameTransport`, beside raw Unix and TCP ping-pongs of
+/// the same bytes measured in the same rounds.
+fn shm_section(n: usize, rounds: usize, f: Frames) {
+    println!();
+    println!(
+        "Shared memory, one call at a time: {n} calls x {rounds} rounds after {WARMUP} warm-up, \
+         same bytes as above; bare = xrpc-shm ring ping-pong (blocking API, two threads)"
+    );
+    println!(
+        "| transport | runtime | p50 µs | p99 µs | raw unix p50 / this p50 | raw tcp p50 / this p50 |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut bare = Vec::new();
+    let mut rpc_ct = Vec::new();
+    let mut rpc_mt = Vec::new();
+    let mut unix = Vec::new();
+    let mut tcp = Vec::new();
+    for round in 0..rounds {
+        bare.extend(shm_bare_latency(n, f, round));
+        rpc_ct.extend(shm_rpc_latency(Setup::Ct, n, round));
+        rpc_mt.extend(shm_rpc_latency(Setup::Mt, n, round));
+        for (kind, out) in [(Kind::Unix, &mut unix), (Kind::Tcp, &mut tcp)] {
+            out.extend(run(
+                kind,
+                Setup::Ct,
+                move |s| server(Imp::Raw, s, f),
+                move |c| latency_client(Imp::Raw, c, f, n),
+            ));
+        }
+    }
+    for v in [&mut bare, &mut rpc_ct, &mut rpc_mt, &mut unix, &mut tcp] {
+        v.sort_unstable();
+    }
+    let (u50, t50) = (pct(&unix, 50.0), pct(&tcp, 50.0));
+    for (name, setup, v) in [
+        ("shm bare frames", "threads", &bare),
+        ("shm xrpc call", "ct", &rpc_ct),
+        ("shm xrpc call", "mt", &rpc_mt),
+        ("raw unix", "ct", &unix),
+        ("raw tcp", "ct", &tcp),
+    ] {
+        let p50 = pct(v, 50.0);
+        println!(
+            "| {name} | {setup} | {p50:.2} | {:.2} | {:.1} | {:.1} |",
+            pct(v, 99.0),
+            u50 / p50,
+            t50 / p50
+        );
+    }
+}
+
+fn shm_name(what: &str, round: usize) -> String {
+    format!("xrpc-bench-{what}-{}-{round}", std::process::id())
+}
+
+fn shm_bare_latency(n: usize, f: Frames, round: usize) -> Vec<Duration> {
+    let name = shm_name("bare", round);
+    let listener = xrpc_shm::ShmListener::bind(&name, xrpc_shm::ShmConfig::default()).unwrap();
+    let resp = vec![0u8; f.resp - 4];
+    let server = std::thread::spawn(move || {
+        let mut conn = listener.accept().unwrap();
+        let t = Some(Duration::from_secs(10));
+        while conn.recv_bytes(t).is_ok() {
+            if conn.send(&resp, t).is_err() {
+                break;
+            }
+        }
+    });
+    let mut conn = xrpc_shm::ShmConnection::connect(&name, xrpc_shm::ShmConfig::default()).unwrap();
+    let req = vec![1u8; f.req - 4];
+    let t = Some(Duration::from_secs(10));
+    let mut out = Vec::with_capacity(n);
+    for i in 0..WARMUP + n {
+        let t0 = Instant::now();
+        conn.send(&req, t).unwrap();
+        black_box(conn.recv_bytes(t).unwrap());
+        if i >= WARMUP {
+            out.push(t0.elapsed());
+        }
+    }
+    drop(conn);
+    server.join().unwrap();
+    out
+}
+
+fn shm_rpc_latency(setup: Setup, n: usize, round: usize) -> Vec<Duration> {
+    let name = shm_name(if setup == Setup::Ct { "ct" } else { "mt" }, round);
+    let listener =
+        SharedMemoryFrameTransportListener::bind(&name, SharedMemoryConfig::default()).unwrap();
+    let serve = async move {
+        let t = listener.accept().await.unwrap();
+        let _ = xrpc_server().serve(MessageChannelAdapter::new(t)).await;
+    };
+    let client = {
+        let name = name.clone();
+        async move {
+            let t = SharedMemoryFrameTransport::connect(&name, SharedMemoryConfig::default())
+                .await
+                .unwrap();
+            xrpc_latency(MessageChannelAdapter::new(t), n).await
+        }
+    };
+    match setup {
+        Setup::Mt => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let out = rt.block_on(async move {
+                let srv = tokio::spawn(serve);
+                let out = tokio::spawn(client).await.unwrap();
+                let _ = srv.await;
+                out
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+            out
+        }
+        Setup::Ct => {
+            let ct = || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            };
+            let srv = std::thread::spawn(move || ct().block_on(serve));
+            let out = ct().block_on(client);
+            srv.join().unwrap();
+            out
         }
     }
 }
