@@ -14,7 +14,7 @@
 //! [`poll_event`]: ClientConnection::poll_event
 //! [`poll_timeout`]: ClientConnection::poll_timeout
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::codec::CodecId;
 pub use crate::flow::StreamSendError;
 use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, push_credit, push_item};
+use crate::idmap::{IdMap, id_map};
 use crate::message::{Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::timer::Deadlines;
@@ -195,7 +196,7 @@ struct Call {
 pub struct ClientConnection<P> {
     config: ClientConfig,
     next_id: u64,
-    calls: HashMap<u64, Call>,
+    calls: IdMap<Call>,
     deadlines: Deadlines,
     transmit: VecDeque<Packet<P>>,
     events: VecDeque<ClientEvent<P>>,
@@ -212,7 +213,7 @@ impl<P> ClientConnection<P> {
         Self {
             config,
             next_id: 1,
-            calls: HashMap::new(),
+            calls: id_map(),
             deadlines: Deadlines::default(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),

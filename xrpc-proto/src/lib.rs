@@ -12,6 +12,7 @@
 //! | [`packet`] | [`Packet`]: a message generic over its payload, as the state machines see it |
 //! | [`client`] | [`ClientConnection`]: ids, pending calls, deadlines, cancellation, heartbeats |
 //! | [`server`] | [`ServerConnection`]: dispatch events, answers, deadlines, shutdown |
+//! | [`idmap`] | [`IdMap`](idmap::IdMap): the per-call tables' fast keyed hash map |
 //! | [`flow`] | credit-based flow control shared by both sides' streams |
 //!
 //! Bytes come in through `handle_*`/`decode` functions and leave through `poll_*`/`encode`
@@ -25,6 +26,7 @@ pub mod compression;
 pub mod error;
 pub mod flow;
 pub mod frame;
+pub mod idmap;
 pub mod message;
 pub mod packet;
 pub mod server;

@@ -6,7 +6,7 @@
 //! expires request deadlines (answering `DeadlineExceeded` and telling the application to stop
 //! the handler), answers pings, and refuses new calls while shutting down.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use crate::codec::CodecId;
 use crate::flow::{
     INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, StreamSendError, push_credit, push_item,
 };
+use crate::idmap::{IdMap, id_map};
 use crate::message::{ErrorCode, Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::timer::Deadlines;
@@ -124,7 +125,7 @@ struct Active {
 #[derive(Debug)]
 pub struct ServerConnection<P> {
     config: ServerConfig,
-    calls: HashMap<u64, Active>,
+    calls: IdMap<Active>,
     deadlines: Deadlines,
     transmit: VecDeque<Packet<P>>,
     events: VecDeque<ServerEvent<P>>,
@@ -136,7 +137,7 @@ impl<P> ServerConnection<P> {
     pub fn new(config: ServerConfig) -> Self {
         Self {
             config,
-            calls: HashMap::new(),
+            calls: id_map(),
             deadlines: Deadlines::default(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),

@@ -6,7 +6,6 @@
 //! the waiting futures; one timer task fires deadlines and heartbeats and sends what the state
 //! machine queues outside a call (cancels, credit, pings).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -19,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
     Codec, StreamSendError,
@@ -43,7 +43,7 @@ pub(crate) enum Waiter {
 
 pub(crate) struct State {
     pub(crate) conn: ClientConnection<Payload>,
-    pub(crate) waiters: HashMap<u64, Waiter>,
+    pub(crate) waiters: IdMap<Waiter>,
     /// When the timer task is due to wake (`None`: not sleeping on a deadline).
     timer_at: Option<Instant>,
 }
@@ -379,7 +379,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
             channel,
             state: Mutex::new(State {
                 conn: ClientConnection::new(config, Instant::now()),
-                waiters: HashMap::new(),
+                waiters: id_map(),
                 timer_at: None,
             }),
             tx_lock: tokio::sync::Mutex::new(()),

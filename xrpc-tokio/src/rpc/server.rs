@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
+use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallKind, Codec, ErrorCode, IncomingCall, MessageKind, RemoteError, ServerConfig,
     ServerConnection, ServerEvent, ServerSendError,
@@ -58,7 +59,8 @@ impl CallContext {
 /// The connection-side pieces a handler's streams are built from.
 struct StreamParts {
     ctl: Arc<dyn StreamCtl>,
-    credit: Arc<Notify>,
+    /// Woken when the client grants credit; only server streams have one.
+    credit: Option<Arc<Notify>>,
     items: Option<mpsc::UnboundedReceiver<Result<Payload, RpcError>>>,
 }
 
@@ -210,7 +212,13 @@ impl<C: Codec> RpcServer<C> {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, payload, parts| {
             let req = decode_payload::<Req, C>(&codec, payload);
-            let sender = StreamSender::new(parts.ctl, ctx.id, parts.credit, codec.clone(), false);
+            let sender = StreamSender::new(
+                parts.ctl,
+                ctx.id,
+                parts.credit.unwrap_or_default(),
+                codec.clone(),
+                false,
+            );
             let fut = req.map(|req| handler(req, sender));
             Box::pin(async move {
                 fut?.await?;
@@ -252,7 +260,13 @@ impl<C: Codec> RpcServer<C> {
         let f: HandlerFn = Arc::new(move |ctx, _payload, parts| {
             let items = parts.items.unwrap_or_else(|| mpsc::unbounded_channel().1);
             let stream = StreamReceiver::new(parts.ctl.clone(), ctx.id, items, codec.clone());
-            let sender = StreamSender::new(parts.ctl, ctx.id, parts.credit, codec.clone(), false);
+            let sender = StreamSender::new(
+                parts.ctl,
+                ctx.id,
+                parts.credit.unwrap_or_default(),
+                codec.clone(),
+                false,
+            );
             let fut = handler(stream, sender);
             Box::pin(async move {
                 fut.await?;
@@ -289,7 +303,7 @@ impl<C: Codec> RpcServer<C> {
             channel,
             state: Mutex::new(SrvState {
                 conn: ServerConnection::new(self.shared.config),
-                running: HashMap::new(),
+                running: id_map(),
                 shutting_down: false,
                 timer_at: None,
             }),
@@ -418,12 +432,12 @@ impl<T: MessageChannel, C: Codec> Drop for ServeGuard<T, C> {
 struct Running {
     abort: Option<AbortHandle>,
     items: Option<mpsc::UnboundedSender<Result<Payload, RpcError>>>,
-    credit: Arc<Notify>,
+    credit: Option<Arc<Notify>>,
 }
 
 struct SrvState {
     conn: ServerConnection<Payload>,
-    running: HashMap<u64, Running>,
+    running: IdMap<Running>,
     shutting_down: bool,
     /// When the timer task is due to wake (`None`: no deadline pending).
     timer_at: Option<Instant>,
@@ -456,7 +470,7 @@ impl SrvState {
                             deadline: None,
                             kind: CallKind::Unary,
                         };
-                        let fut = (h.f)(ctx, payload, conn.parts(None));
+                        let fut = (h.f)(ctx, payload, conn.parts(CallKind::Unary, None));
                         tokio::spawn(CatchUnwind(fut));
                     }
                 }
@@ -481,8 +495,8 @@ impl SrvState {
                     }
                 }
                 ServerEvent::SendCredit { id } => {
-                    if let Some(r) = self.running.get(&id) {
-                        r.credit.notify_waiters();
+                    if let Some(credit) = self.running.get(&id).and_then(|r| r.credit.as_ref()) {
+                        credit.notify_waiters();
                     }
                 }
             }
@@ -506,11 +520,12 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
 
     fn parts(
         self: &Arc<Self>,
+        kind: CallKind,
         items: Option<mpsc::UnboundedReceiver<Result<Payload, RpcError>>>,
     ) -> StreamParts {
         StreamParts {
             ctl: self.clone(),
-            credit: Arc::new(Notify::new()),
+            credit: kind.server_streams().then(Default::default),
             items,
         }
     }
@@ -556,7 +571,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         } else {
             (None, None)
         };
-        let parts = self.parts(items_rx);
+        let parts = self.parts(call.kind, items_rx);
         let credit = parts.credit.clone();
         let ctx = CallContext {
             id,
