@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,6 +36,9 @@ use crate::transport::{
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a handler's task ends with: its result, or the message of the panic it raised.
+type HandlerResult = Result<Result<Option<Payload>, RpcError>, String>;
 
 /// What a handler knows about its call.
 #[derive(Debug, Clone)]
@@ -579,10 +583,20 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
             deadline: call.deadline,
             kind: call.kind,
         };
-        let fut = (h.f)(ctx, call.payload, parts);
+        let mut fut = CatchUnwind((h.f)(ctx, call.payload, parts));
+        if call.kind == CallKind::Unary {
+            // Most unary handlers finish without waiting: run them here, on the reader, and
+            // save the task hand-off. One that waits moves to its own task (polled again there
+            // with a real waker).
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(res) = Pin::new(&mut fut).poll(&mut cx) {
+                Self::apply_result(st, id, res);
+                return;
+            }
+        }
         let conn = self.clone();
         let task = tokio::spawn(async move {
-            let res = CatchUnwind(fut).await;
+            let res = fut.await;
             conn.finish_call(id, res).await;
         });
         st.running.insert(
@@ -595,31 +609,47 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         );
     }
 
-    async fn finish_call(&self, id: u64, res: Result<Result<Option<Payload>, RpcError>, String>) {
+    /// Answers call `id` with what its handler returned (or the panic it raised).
+    fn apply_result(st: &mut SrvState, id: u64, res: HandlerResult) {
+        st.running.remove(&id);
+        match res {
+            Ok(Ok(Some(payload))) => {
+                st.conn.respond(id, payload, C::ID);
+            }
+            Ok(Ok(None)) => {
+                st.conn.end_stream(id);
+            }
+            Ok(Err(e)) => {
+                st.conn.respond_error(id, e.to_remote());
+            }
+            Err(panic) => {
+                let e = RemoteError::new(ErrorCode::Panic, format!("handler panicked: {panic}"));
+                st.conn.respond_error(id, e);
+            }
+        }
+    }
+
+    async fn finish_call(&self, id: u64, res: HandlerResult) {
         {
             let mut st = self.lock();
-            st.running.remove(&id);
-            match res {
-                Ok(Ok(Some(payload))) => {
-                    st.conn.respond(id, payload, C::ID);
-                }
-                Ok(Ok(None)) => {
-                    st.conn.end_stream(id);
-                }
-                Ok(Err(e)) => {
-                    st.conn.respond_error(id, e.to_remote());
-                }
-                Err(panic) => {
-                    let e =
-                        RemoteError::new(ErrorCode::Panic, format!("handler panicked: {panic}"));
-                    st.conn.respond_error(id, e);
-                }
-            }
+            Self::apply_result(&mut st, id, res);
             if st.shutting_down {
                 self.wake.notify_one();
             }
         }
         self.flush().await;
+    }
+
+    /// Writes what is queued if that can be done without waiting, else hands the write to a
+    /// task: the reader calls it and must never wait on a write (if both peers' readers did,
+    /// neither would read again).
+    fn flush_soon(self: &Arc<Self>) {
+        let conn = self.clone();
+        let mut fut = Box::pin(async move { conn.flush().await });
+        let mut cx = Context::from_waker(Waker::noop());
+        if fut.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(fut);
+        }
     }
 
     async fn flush(&self) {
@@ -673,7 +703,24 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
 
     async fn read_loop(self: Arc<Self>) -> Result<(), RpcError> {
         loop {
-            let packet = match self.channel.recv_packet().await {
+            // Answers queued by the packets read so far are written once no more input is
+            // waiting (just before the reader would sleep), so a burst of requests is answered
+            // with one write.
+            let mut recv = std::pin::pin!(self.channel.recv_packet());
+            let first = {
+                let mut cx = Context::from_waker(Waker::noop());
+                recv.as_mut().poll(&mut cx)
+            };
+            let received = match first {
+                Poll::Ready(r) => r,
+                Poll::Pending => {
+                    if self.lock().conn.has_transmit() {
+                        self.flush_soon();
+                    }
+                    recv.await
+                }
+            };
+            let packet = match received {
                 Ok(packet) => packet,
                 Err(e) if e.is_fatal() => {
                     return match RpcError::from(e) {
@@ -688,7 +735,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                     )));
                 }
             };
-            let pending = {
+            let accepted = {
                 let mut st = self.lock();
                 match st.conn.handle_packet(Instant::now(), packet) {
                     Ok(()) => {
@@ -699,22 +746,18 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                             st.timer_at = next;
                             self.wake.notify_one();
                         }
-                        Ok(st.conn.has_transmit())
+                        Ok(())
                     }
                     Err(v) => Err(v),
                 }
             };
-            let pending = match pending {
-                Ok(p) => p,
+            match accepted {
+                Ok(()) => {}
                 Err(v) => {
                     let _ = self.channel.close().await;
                     return Err(RpcError::InvalidMessage(v.to_string()));
                 }
             };
-            // Never write from the reader (see the client's reader): the timer task writes.
-            if pending {
-                self.wake.notify_one();
-            }
         }
     }
 
