@@ -25,7 +25,7 @@ use xrpc_proto::{
 };
 
 use super::error::RpcError;
-use super::io::{decode_payload, payload_bytes};
+use super::io::{OnCancel, decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::{MessageChannel, Payload};
 
@@ -46,6 +46,8 @@ pub(crate) struct State {
     pub(crate) waiters: IdMap<Waiter>,
     /// When the timer task is due to wake (`None`: not sleeping on a deadline).
     timer_at: Option<Instant>,
+    /// A task is draining the transmit queue (see [`Inner::flush`]).
+    flushing: bool,
 }
 
 impl State {
@@ -108,8 +110,6 @@ impl State {
 pub(crate) struct Inner<T> {
     pub(crate) channel: T,
     state: Mutex<State>,
-    /// Serializes draining the transmit queue and writing, so packets leave in queue order.
-    tx_lock: tokio::sync::Mutex<()>,
     /// Wakes the timer task: an earlier deadline, or packets to send.
     wake: Notify,
     started: AtomicBool,
@@ -153,15 +153,24 @@ impl<T: MessageChannel> Inner<T> {
     }
 
     /// Sends everything the state machine has queued, in order.
+    ///
+    /// One task at a time drains the queue: a call that finds another task flushing leaves its
+    /// packet to that task and goes on to wait for its answer (no lock hand-off chain). The
+    /// flushing task loops until the queue is empty; "empty" and "no longer flushing" are
+    /// decided under the same lock, so no packet is left behind.
     pub(crate) async fn flush(&self) {
-        let _tx = self.tx_lock.lock().await;
         let busy = {
-            let st = self.lock();
-            if !st.conn.has_transmit() {
-                return; // another task's flush already sent what this one queued
+            let mut st = self.lock();
+            if st.flushing || !st.conn.has_transmit() {
+                return;
             }
+            st.flushing = true;
             st.conn.pending_calls() > 1
         };
+        let guard = OnCancel::new(|| {
+            self.lock().flushing = false;
+            self.kick();
+        });
         if busy {
             // Other calls are in flight: let them queue their packets too, so they all leave
             // in one write. A lone call writes at once.
@@ -170,11 +179,13 @@ impl<T: MessageChannel> Inner<T> {
         loop {
             let packets: Vec<_> = {
                 let mut st = self.lock();
-                std::iter::from_fn(|| st.conn.poll_transmit()).collect()
+                let packets: Vec<_> = std::iter::from_fn(|| st.conn.poll_transmit()).collect();
+                if packets.is_empty() {
+                    st.flushing = false;
+                    break;
+                }
+                packets
             };
-            if packets.is_empty() {
-                return;
-            }
             let res = self.channel.send_packets(packets).await;
             let mut st = self.lock();
             match res {
@@ -189,10 +200,12 @@ impl<T: MessageChannel> Inner<T> {
                 Err(e) => {
                     st.conn.handle_close(format!("send failed: {e}"));
                     st.dispatch();
-                    return;
+                    st.flushing = false;
+                    break;
                 }
             }
         }
+        guard.disarm();
     }
 
     /// Drops the waiter of call `id` and cancels it on the server (used when a future or
@@ -381,8 +394,8 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
                 conn: ClientConnection::new(config, Instant::now()),
                 waiters: id_map(),
                 timer_at: None,
+                flushing: false,
             }),
-            tx_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             started: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),

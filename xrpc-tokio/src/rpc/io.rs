@@ -61,3 +61,29 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
         }
     }
 }
+
+/// Runs its closure when dropped, unless [`disarm`](Self::disarm)ed first.
+///
+/// A connection's transmit queue is drained by one task at a time (the others leave their
+/// packets to it and go on); if that task's future is dropped mid-flush, this clears the mark
+/// and asks the connection's timer task to send what is left.
+pub(crate) struct OnCancel<F: FnMut()>(Option<F>);
+
+impl<F: FnMut()> OnCancel<F> {
+    pub(crate) fn new(f: F) -> Self {
+        Self(Some(f))
+    }
+
+    /// The flush finished: nothing to undo.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnMut()> Drop for OnCancel<F> {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            f();
+        }
+    }
+}

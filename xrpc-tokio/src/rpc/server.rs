@@ -24,7 +24,7 @@ use xrpc_proto::{
 };
 
 use super::error::RpcError;
-use super::io::{CatchUnwind, decode_payload, payload_bytes};
+use super::io::{CatchUnwind, OnCancel, decode_payload, payload_bytes};
 use super::stream::{
     Refused, RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender,
 };
@@ -310,9 +310,10 @@ impl<C: Codec> RpcServer<C> {
                 running: id_map(),
                 shutting_down: false,
                 timer_at: None,
+                flushing: false,
             }),
-            tx_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
+            flushed: Notify::new(),
             shared: self.shared.clone(),
         });
         let timer = tokio::spawn(conn.clone().timer(self.shared.shutdown.subscribe()));
@@ -445,13 +446,16 @@ struct SrvState {
     shutting_down: bool,
     /// When the timer task is due to wake (`None`: no deadline pending).
     timer_at: Option<Instant>,
+    /// A task is draining the transmit queue (see [`Conn::flush`]).
+    flushing: bool,
 }
 
 struct Conn<T, C> {
     channel: T,
     state: Mutex<SrvState>,
-    tx_lock: tokio::sync::Mutex<()>,
     wake: Notify,
+    /// Notified whenever a flush ends (see [`Conn::flush_all`]).
+    flushed: Notify,
     shared: Arc<Shared<C>>,
 }
 
@@ -652,15 +656,22 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         }
     }
 
+    /// Sends what is queued; one task at a time (see the client's `flush`): a task that finds
+    /// another one flushing leaves its packets to it.
     async fn flush(&self) {
-        let _tx = self.tx_lock.lock().await;
         let busy = {
-            let st = self.lock();
-            if !st.conn.has_transmit() {
-                return; // another task's flush already sent what this one queued
+            let mut st = self.lock();
+            if st.flushing || !st.conn.has_transmit() {
+                return;
             }
+            st.flushing = true;
             !st.running.is_empty()
         };
+        let guard = OnCancel::new(|| {
+            self.lock().flushing = false;
+            self.flushed.notify_waiters();
+            self.wake.notify_one();
+        });
         if busy {
             // Other handlers are running: let them queue their answers too, so they all leave
             // in one write. A lone answer is written at once.
@@ -669,11 +680,13 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         loop {
             let packets: Vec<_> = {
                 let mut st = self.lock();
-                std::iter::from_fn(|| st.conn.poll_transmit()).collect()
+                let packets: Vec<_> = std::iter::from_fn(|| st.conn.poll_transmit()).collect();
+                if packets.is_empty() {
+                    st.flushing = false;
+                    break;
+                }
+                packets
             };
-            if packets.is_empty() {
-                return;
-            }
             match self.channel.send_packets(packets).await {
                 Ok(failed) => {
                     let mut st = self.lock();
@@ -693,11 +706,33 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                     }
                 }
                 Err(_) => {
+                    self.lock().flushing = false;
+                    self.flushed.notify_waiters();
+                    guard.disarm();
                     // The reader sees the broken connection and ends the serve loop.
                     let _ = self.channel.close().await;
                     return;
                 }
             }
+        }
+        self.flushed.notify_waiters();
+        guard.disarm();
+    }
+
+    /// Flushes and waits until whatever another task was writing has been written too.
+    async fn flush_all(&self) {
+        loop {
+            self.flush().await;
+            let flushed = self.flushed.notified();
+            let mut flushed = std::pin::pin!(flushed);
+            flushed.as_mut().enable();
+            {
+                let st = self.lock();
+                if !st.flushing && !st.conn.has_transmit() {
+                    return;
+                }
+            }
+            flushed.await;
         }
     }
 
@@ -771,7 +806,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                 (next, st.shutting_down, done)
             };
             if done {
-                self.flush().await;
+                self.flush_all().await;
                 let _ = self.channel.close().await;
                 return;
             }
