@@ -205,7 +205,13 @@ pub struct ClientConnection<P> {
     ping_seq: u64,
     ping_outstanding: bool,
     missed_pings: u32,
+    /// Names of recently called methods, so a repeated call shares its method bytes instead
+    /// of copying them.
+    methods: Vec<Bytes>,
 }
+
+/// How many method names [`ClientConnection`] keeps for reuse.
+const METHOD_CACHE: usize = 8;
 
 impl<P> ClientConnection<P> {
     /// A fresh connection; `now` starts the heartbeat clock.
@@ -222,7 +228,21 @@ impl<P> ClientConnection<P> {
             ping_seq: 0,
             ping_outstanding: false,
             missed_pings: 0,
+            methods: Vec::new(),
         }
+    }
+
+    /// The bytes of `method`, shared with earlier calls of the same method.
+    fn method_bytes(&mut self, method: &str) -> Bytes {
+        if let Some(m) = self.methods.iter().find(|m| m[..] == *method.as_bytes()) {
+            return m.clone();
+        }
+        let m = Bytes::copy_from_slice(method.as_bytes());
+        if self.methods.len() == METHOD_CACHE {
+            self.methods.remove(0);
+        }
+        self.methods.push(m.clone());
+        m
     }
 
     /// The configuration.
@@ -279,9 +299,10 @@ impl<P> ClientConnection<P> {
                 recv: window.map(RecvWindow::new),
             },
         );
+        let method = self.method_bytes(method);
         self.transmit.push_back(Packet {
             header,
-            method: Bytes::copy_from_slice(method.as_bytes()),
+            method,
             body: Body::Data(payload),
         });
         Ok(id)
@@ -292,9 +313,10 @@ impl<P> ClientConnection<P> {
         if let Some(reason) = &self.closed {
             return Err(CallError::Disconnected(reason.clone()));
         }
+        let method = self.method_bytes(method);
         self.transmit.push_back(Packet {
             header: Header::new(MessageKind::Notification, 0).with_codec(codec),
-            method: Bytes::copy_from_slice(method.as_bytes()),
+            method,
             body: Body::Data(payload),
         });
         Ok(())

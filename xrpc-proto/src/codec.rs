@@ -80,7 +80,7 @@ pub trait Codec: Clone + Send + Sync + 'static {
 
     /// Encodes `value` into a new buffer.
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<bytes::Bytes, CodecError> {
-        let mut out = BytesMut::new();
+        let mut out = BytesMut::with_capacity(64);
         self.encode_into(value, &mut out)?;
         Ok(out.freeze())
     }
@@ -117,6 +117,21 @@ impl Codec for BincodeCodec {
         bincode::serde::encode_into_std_write(value, &mut w, bincode::config::standard())
             .map(|_| ())
             .map_err(|e| CodecError::encode("bincode", e))
+    }
+
+    /// Small values are encoded on the stack and copied into a buffer of exactly their size:
+    /// one allocation per payload.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<bytes::Bytes, CodecError> {
+        let mut stack = [0u8; 128];
+        match bincode::serde::encode_into_slice(value, &mut stack, bincode::config::standard()) {
+            Ok(n) => Ok(bytes::Bytes::copy_from_slice(&stack[..n])),
+            Err(bincode::error::EncodeError::UnexpectedEnd) => {
+                let mut out = BytesMut::with_capacity(1024);
+                self.encode_into(value, &mut out)?;
+                Ok(out.freeze())
+            }
+            Err(e) => Err(CodecError::encode("bincode", e)),
+        }
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {

@@ -51,7 +51,7 @@ impl BuildHasher for IdHashState {
     }
 }
 
-/// Hashes one `u64`: `(x ^ key) * K`, folded. Other inputs fall back to a byte-wise mix.
+/// Hashes one `u64`: `(x ^ key) * K`, folded. Other inputs are mixed in 8-byte words.
 #[derive(Debug, Clone, Copy)]
 pub struct IdHasher {
     key: u64,
@@ -60,9 +60,17 @@ pub struct IdHasher {
 
 impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
         }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        // The length keeps "a\0" and "a" apart.
+        self.write_u64(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
     }
 
     fn write_u64(&mut self, x: u64) {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
-use xrpc_proto::idmap::{IdMap, id_map};
+use xrpc_proto::idmap::{IdHashState, IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallKind, Codec, ErrorCode, IncomingCall, MessageKind, RemoteError, ServerConfig,
     ServerConnection, ServerEvent, ServerSendError,
@@ -82,7 +82,9 @@ struct Registered {
 }
 
 struct Shared<C> {
-    handlers: RwLock<HashMap<String, Registered>>,
+    /// Looked up by method names a peer sends; only registered names are ever stored, so a
+    /// fast keyed hash is enough.
+    handlers: RwLock<HashMap<String, Registered, IdHashState>>,
     codec: C,
     config: ServerConfig,
     shutdown: watch::Sender<bool>,
@@ -137,7 +139,7 @@ impl<C: Codec> RpcServer<C> {
     pub fn with_config(codec: C, config: ServerConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
-                handlers: RwLock::new(HashMap::new()),
+                handlers: RwLock::new(HashMap::with_hasher(IdHashState::new())),
                 codec,
                 config,
                 shutdown: watch::channel(false).0,
