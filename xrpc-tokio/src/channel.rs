@@ -128,6 +128,26 @@ pub trait MessageChannel: Send + Sync + 'static {
             Ok(Packet::from_message(msg).map(Payload::Bytes))
         }
     }
+
+    /// Waits for the next packet, then also takes those that have already arrived behind it
+    /// (at most `max` in all), appending each to `out` in order: a packet, or the error of a
+    /// message that could not be decoded. `Err` is an error receiving the first one.
+    ///
+    /// By default: one [`recv_packet`](Self::recv_packet).
+    fn recv_packets(
+        &self,
+        out: &mut Vec<Result<Packet<Payload>, ChannelError>>,
+        max: usize,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send
+    where
+        Self: Sized,
+    {
+        let _ = max;
+        async move {
+            out.push(Ok(self.recv_packet().await?));
+            Ok(())
+        }
+    }
 }
 
 /// The payload of an RPC packet: encoded bytes, or — on in-process channels — the value itself.
@@ -200,6 +220,14 @@ impl<C: MessageChannel> MessageChannel for Arc<C> {
 
     fn recv_packet(&self) -> impl Future<Output = Result<Packet<Payload>, ChannelError>> + Send {
         (**self).recv_packet()
+    }
+
+    fn recv_packets(
+        &self,
+        out: &mut Vec<Result<Packet<Payload>, ChannelError>>,
+        max: usize,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send {
+        (**self).recv_packets(out, max)
     }
 }
 
@@ -330,6 +358,28 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
             })
             .await?;
         Ok(failed)
+    }
+
+    async fn recv_packets(
+        &self,
+        out: &mut Vec<Result<Packet<Payload>, ChannelError>>,
+        max: usize,
+    ) -> Result<(), ChannelError> {
+        if self.transport.carries_values() {
+            out.push(Ok(self.recv_packet().await?));
+            return Ok(());
+        }
+        self.transport
+            .recv_frames_with(max, |frame| {
+                let mut dec = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
+                out.push(
+                    dec.decode(frame)
+                        .map(|msg| Packet::from_message(msg).map(Payload::Bytes))
+                        .map_err(ChannelError::from),
+                );
+            })
+            .await?;
+        Ok(())
     }
 
     async fn recv_packet(&self) -> Result<Packet<Payload>, ChannelError> {

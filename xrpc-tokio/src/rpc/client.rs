@@ -29,6 +29,9 @@ use super::io::{OnCancel, decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::{MessageChannel, Payload};
 
+/// Most packets a reader takes from the channel per lock of the state machine.
+pub(crate) const READ_BATCH: usize = 64;
+
 /// Client settings (the state machine's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;
 
@@ -219,12 +222,23 @@ impl<T: MessageChannel> Inner<T> {
     }
 
     async fn reader(self: Arc<Self>) {
+        let mut batch = Vec::with_capacity(READ_BATCH);
         loop {
-            match self.channel.recv_packet().await {
-                Ok(packet) => {
+            let failure = match self.channel.recv_packets(&mut batch, READ_BATCH).await {
+                Ok(()) => {
+                    let mut failure = None;
                     let pending = {
                         let mut st = self.lock();
-                        st.conn.handle_packet(Instant::now(), packet);
+                        let now = Instant::now();
+                        for received in batch.drain(..) {
+                            match received {
+                                Ok(packet) => st.conn.handle_packet(now, packet),
+                                Err(e) => {
+                                    failure = Some(e);
+                                    break;
+                                }
+                            }
+                        }
                         st.dispatch();
                         st.conn.has_transmit()
                     };
@@ -233,22 +247,24 @@ impl<T: MessageChannel> Inner<T> {
                     if pending {
                         self.kick();
                     }
+                    failure
                 }
-                Err(e) => {
-                    let reason = if e.is_fatal() {
-                        format!("connection lost: {e}")
-                    } else {
-                        format!("server sent a malformed message: {e}")
-                    };
-                    {
-                        let mut st = self.lock();
-                        st.conn.handle_close(reason);
-                        st.dispatch();
-                    }
-                    self.wake.notify_one();
-                    let _ = self.channel.close().await;
-                    return;
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failure {
+                let reason = if e.is_fatal() {
+                    format!("connection lost: {e}")
+                } else {
+                    format!("server sent a malformed message: {e}")
+                };
+                {
+                    let mut st = self.lock();
+                    st.conn.handle_close(reason);
+                    st.dispatch();
                 }
+                self.wake.notify_one();
+                let _ = self.channel.close().await;
+                return;
             }
         }
     }

@@ -23,6 +23,7 @@ use xrpc_proto::{
     ServerConnection, ServerEvent, ServerSendError,
 };
 
+use super::client::READ_BATCH;
 use super::error::RpcError;
 use super::io::{CatchUnwind, OnCancel, decode_payload, payload_bytes};
 use super::stream::{
@@ -739,62 +740,69 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
     }
 
     async fn read_loop(self: Arc<Self>) -> Result<(), RpcError> {
+        let mut batch = Vec::with_capacity(READ_BATCH);
         loop {
             // Answers queued by the packets read so far are written once no more input is
             // waiting (just before the reader would sleep), so a burst of requests is answered
             // with one write.
-            let mut recv = std::pin::pin!(self.channel.recv_packet());
-            let first = {
-                let mut cx = Context::from_waker(Waker::noop());
-                recv.as_mut().poll(&mut cx)
-            };
-            let received = match first {
-                Poll::Ready(r) => r,
-                Poll::Pending => {
-                    if self.lock().conn.has_transmit() {
-                        self.flush_soon();
+            let received = {
+                let mut recv = std::pin::pin!(self.channel.recv_packets(&mut batch, READ_BATCH));
+                let first = {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    recv.as_mut().poll(&mut cx)
+                };
+                match first {
+                    Poll::Ready(r) => r,
+                    Poll::Pending => {
+                        if self.lock().conn.has_transmit() {
+                            self.flush_soon();
+                        }
+                        recv.await
                     }
-                    recv.await
                 }
             };
-            let packet = match received {
-                Ok(packet) => packet,
-                Err(e) if e.is_fatal() => {
+            if let Err(e) = received {
+                if e.is_fatal() {
                     return match RpcError::from(e) {
                         RpcError::Disconnected(_) => Ok(()),
                         other => Err(other),
                     };
                 }
-                Err(e) => {
-                    let _ = self.channel.close().await;
-                    return Err(RpcError::InvalidMessage(format!(
-                        "client sent a malformed message: {e}"
-                    )));
-                }
-            };
-            let accepted = {
+                let _ = self.channel.close().await;
+                return Err(RpcError::InvalidMessage(format!(
+                    "client sent a malformed message: {e}"
+                )));
+            }
+            let mut failure = None;
+            {
                 let mut st = self.lock();
-                match st.conn.handle_packet(Instant::now(), packet) {
-                    Ok(()) => {
-                        st.conn_events(&self);
-                        // Wake the timer only for a deadline earlier than the one it sleeps on.
-                        let next = st.conn.poll_timeout();
-                        if next.is_some() && (st.timer_at.is_none() || next < st.timer_at) {
-                            st.timer_at = next;
-                            self.wake.notify_one();
+                for received in batch.drain(..) {
+                    let packet = match received {
+                        Ok(packet) => packet,
+                        Err(e) => {
+                            failure = Some(RpcError::InvalidMessage(format!(
+                                "client sent a malformed message: {e}"
+                            )));
+                            break;
                         }
-                        Ok(())
+                    };
+                    if let Err(v) = st.conn.handle_packet(Instant::now(), packet) {
+                        failure = Some(RpcError::InvalidMessage(v.to_string()));
+                        break;
                     }
-                    Err(v) => Err(v),
+                    st.conn_events(&self);
                 }
-            };
-            match accepted {
-                Ok(()) => {}
-                Err(v) => {
-                    let _ = self.channel.close().await;
-                    return Err(RpcError::InvalidMessage(v.to_string()));
+                // Wake the timer only for a deadline earlier than the one it sleeps on.
+                let next = st.conn.poll_timeout();
+                if next.is_some() && (st.timer_at.is_none() || next < st.timer_at) {
+                    st.timer_at = next;
+                    self.wake.notify_one();
                 }
-            };
+            }
+            if let Some(e) = failure {
+                let _ = self.channel.close().await;
+                return Err(e);
+            }
         }
     }
 

@@ -437,6 +437,28 @@ pub trait FrameTransport: Send + Sync + 'static {
     /// `Err(TransportError::ConnectionClosed)`.
     fn recv_frame(&self) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
 
+    /// Waits for the next frame, then takes the frames that have already arrived behind it
+    /// without waiting again — at most `max` in all (at least one) — and hands each to `each`,
+    /// in order. Returns how many. An error after the first frame is left for the next call.
+    ///
+    /// Readers use it to handle a burst of frames under one lock. By default: one
+    /// [`recv_frame`](Self::recv_frame).
+    fn recv_frames_with<F>(
+        &self,
+        max: usize,
+        each: F,
+    ) -> impl Future<Output = Result<usize, TransportError>> + Send
+    where
+        F: FnMut(Bytes) + Send,
+    {
+        let _ = max;
+        let mut each = each;
+        async move {
+            each(self.recv_frame().await?);
+            Ok(1)
+        }
+    }
+
     /// Whether the transport has not been closed and has seen no fatal error.
     fn is_connected(&self) -> bool;
 
@@ -525,6 +547,17 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
 
     fn recv_frame(&self) -> impl Future<Output = Result<Bytes, TransportError>> + Send {
         (**self).recv_frame()
+    }
+
+    fn recv_frames_with<F>(
+        &self,
+        max: usize,
+        each: F,
+    ) -> impl Future<Output = Result<usize, TransportError>> + Send
+    where
+        F: FnMut(Bytes) + Send,
+    {
+        (**self).recv_frames_with(max, each)
     }
 
     fn is_connected(&self) -> bool {
@@ -616,6 +649,17 @@ macro_rules! forward_frame_transport {
             ) -> impl ::std::future::Future<Output = Result<::bytes::Bytes, $crate::TransportError>>
             + Send {
                 self.$field.recv_frame()
+            }
+
+            fn recv_frames_with<F>(
+                &self,
+                max: usize,
+                each: F,
+            ) -> impl ::std::future::Future<Output = Result<usize, $crate::TransportError>> + Send
+            where
+                F: FnMut(::bytes::Bytes) + Send,
+            {
+                self.$field.recv_frames_with(max, each)
             }
 
             fn is_connected(&self) -> bool {

@@ -312,6 +312,17 @@ where
     }
 
     pub(crate) async fn recv_frame(&self) -> Result<Bytes, TransportError> {
+        let mut frame = None;
+        self.recv_frames_with(1, |f| frame = Some(f)).await?;
+        frame.ok_or_else(|| TransportError::Protocol("no frame received".into()))
+    }
+
+    /// See [`FrameTransport::recv_frames_with`](super::FrameTransport::recv_frames_with).
+    pub(crate) async fn recv_frames_with<F: FnMut(Bytes)>(
+        &self,
+        max: usize,
+        mut each: F,
+    ) -> Result<usize, TransportError> {
         let mut r = self.reader.lock().await;
         let res = timed(self.settings.read_timeout, async {
             let ReadState { io, decoder } = &mut *r;
@@ -347,7 +358,21 @@ where
         match res {
             Ok(frame) => {
                 self.stats.received(frame.len());
-                Ok(frame)
+                each(frame);
+                let mut n = 1;
+                // Frames already buffered behind it; a decode error stays in the decoder
+                // for the next call.
+                while n < max {
+                    match r.decoder.poll_frame() {
+                        Ok(Some(frame)) => {
+                            self.stats.received(frame.len());
+                            each(frame);
+                            n += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(n)
             }
             Err(e @ TransportError::MessageTooLarge { .. }) => {
                 // The decoder's error is sticky: the stream is out of sync for good.
