@@ -424,7 +424,13 @@ impl RemoteError {
         match payload.split_first_chunk::<2>() {
             Some((code, msg)) => Self {
                 code: ErrorCode::from_u16(u16::from_le_bytes(*code)),
-                message: String::from_utf8_lossy(msg).into_owned(),
+                message: match std::str::from_utf8(msg) {
+                    Ok(text) => text.to_owned(),
+                    // Replacement characters can triple the size: only a bounded prefix.
+                    Err(_) => {
+                        String::from_utf8_lossy(&msg[..msg.len().min(MAX_LOSSY_ERROR)]).into_owned()
+                    }
+                },
             },
             None => Self {
                 code: ErrorCode::Unknown(0),
@@ -433,6 +439,10 @@ impl RemoteError {
         }
     }
 }
+
+/// How many bytes of an error message that is not valid UTF-8 are kept (each invalid byte
+/// becomes a 3-byte U+FFFD).
+pub const MAX_LOSSY_ERROR: usize = 1024;
 
 /// Encodes messages into length-prefixed frames, compressing payloads per its configuration.
 #[derive(Debug)]
@@ -826,5 +836,19 @@ mod tests {
             RemoteError::decode(&[0x34, 0x12]).code,
             ErrorCode::Unknown(0x1234)
         );
+    }
+
+    #[test]
+    fn invalid_utf8_error_messages_stay_bounded() {
+        let mut payload = vec![2, 0];
+        payload.extend(std::iter::repeat_n(0xff, 30_000));
+        let e = RemoteError::decode(&payload);
+        assert_eq!(e.code, ErrorCode::Handler);
+        assert_eq!(e.message.chars().count(), MAX_LOSSY_ERROR);
+        assert!(e.message.len() <= 3 * MAX_LOSSY_ERROR);
+        // Valid UTF-8 is kept whole.
+        let mut payload = vec![2, 0];
+        payload.extend(std::iter::repeat_n(b'x', 30_000));
+        assert_eq!(RemoteError::decode(&payload).message.len(), 30_000);
     }
 }
