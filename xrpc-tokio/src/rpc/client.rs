@@ -21,13 +21,13 @@ use tokio::task::JoinHandle;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
-    Codec, StreamSendError,
+    Codec, Header, Packet, StreamSendError,
 };
 
 use super::error::RpcError;
-use super::io::{OnCancel, decode_payload, payload_bytes};
+use super::io::{Outbox, decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
-use crate::channel::{MessageChannel, Payload};
+use crate::channel::{ChannelError, MessageChannel, Payload};
 
 /// Most packets a reader takes from the channel per lock of the state machine.
 pub(crate) const READ_BATCH: usize = 64;
@@ -49,7 +49,7 @@ pub(crate) struct State {
     pub(crate) waiters: IdMap<Waiter>,
     /// When the timer task is due to wake (`None`: not sleeping on a deadline).
     timer_at: Option<Instant>,
-    /// A task is draining the transmit queue (see [`Inner::flush`]).
+    /// A task is draining the transmit queue (see [`Outbox`]).
     flushing: bool,
 }
 
@@ -155,60 +155,9 @@ impl<T: MessageChannel> Inner<T> {
         self.wake.notify_one();
     }
 
-    /// Sends everything the state machine has queued, in order.
-    ///
-    /// One task at a time drains the queue: a call that finds another task flushing leaves its
-    /// packet to that task and goes on to wait for its answer (no lock hand-off chain). The
-    /// flushing task loops until the queue is empty; "empty" and "no longer flushing" are
-    /// decided under the same lock, so no packet is left behind.
-    pub(crate) async fn flush(&self) {
-        let busy = {
-            let mut st = self.lock();
-            if st.flushing || !st.conn.has_transmit() {
-                return;
-            }
-            st.flushing = true;
-            st.conn.pending_calls() > 1
-        };
-        let guard = OnCancel::new(|| {
-            self.lock().flushing = false;
-            self.kick();
-        });
-        if busy {
-            // Other calls are in flight: let them queue their packets too, so they all leave
-            // in one write. A lone call writes at once.
-            tokio::task::yield_now().await;
-        }
-        loop {
-            let packets: Vec<_> = {
-                let mut st = self.lock();
-                let packets: Vec<_> = std::iter::from_fn(|| st.conn.poll_transmit()).collect();
-                if packets.is_empty() {
-                    st.flushing = false;
-                    break;
-                }
-                packets
-            };
-            let res = self.channel.send_packets(packets).await;
-            let mut st = self.lock();
-            match res {
-                Ok(failed) => {
-                    // Packets that could not be encoded (too large, say): only their calls fail.
-                    for (header, e) in failed {
-                        st.conn
-                            .fail_call(header.id, CallError::Unsendable(e.to_string()));
-                    }
-                    st.dispatch();
-                }
-                Err(e) => {
-                    st.conn.handle_close(format!("send failed: {e}"));
-                    st.dispatch();
-                    st.flushing = false;
-                    break;
-                }
-            }
-        }
-        guard.disarm();
+    /// Sends everything the state machine has queued, in order (see [`Outbox`]).
+    pub(crate) async fn flush(self: &Arc<Self>) {
+        super::io::flush(self).await;
     }
 
     /// Drops the waiter of call `id` and cancels it on the server (used when a future or
@@ -299,6 +248,53 @@ impl<T: MessageChannel> Inner<T> {
     }
 }
 
+impl<T: MessageChannel> Outbox for Inner<T> {
+    type Channel = T;
+
+    fn channel(&self) -> &T {
+        &self.channel
+    }
+
+    fn claim(&self) -> Option<bool> {
+        let mut st = self.lock();
+        if st.flushing || !st.conn.has_transmit() {
+            return None;
+        }
+        st.flushing = true;
+        Some(st.conn.pending_calls() > 1)
+    }
+
+    fn take(&self) -> Vec<Packet<Payload>> {
+        let mut st = self.lock();
+        let packets: Vec<_> = std::iter::from_fn(|| st.conn.poll_transmit()).collect();
+        if packets.is_empty() {
+            st.flushing = false;
+        }
+        packets
+    }
+
+    fn release(&self) {
+        self.lock().flushing = false;
+        // The timer task sends what is left.
+        self.kick();
+    }
+
+    fn unsendable(&self, failed: Vec<(Header, ChannelError)>) {
+        let mut st = self.lock();
+        for (header, e) in failed {
+            st.conn
+                .fail_call(header.id, CallError::Unsendable(e.to_string()));
+        }
+        st.dispatch();
+    }
+
+    fn send_failed(&self, e: ChannelError) {
+        let mut st = self.lock();
+        st.conn.handle_close(format!("send failed: {e}"));
+        st.dispatch();
+    }
+}
+
 impl<T: MessageChannel> StreamCtl for Inner<T> {
     fn consumed(&self, id: u64, n: u32) {
         let mut st = self.lock();
@@ -327,8 +323,8 @@ impl<T: MessageChannel> StreamCtl for Inner<T> {
         }
     }
 
-    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(Inner::flush(self))
+    fn flush_queued(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { Inner::flush(&self).await })
     }
 }
 

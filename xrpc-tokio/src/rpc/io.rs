@@ -3,14 +3,17 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{Codec, CodecError};
 
 use super::error::RpcError;
-use crate::channel::Payload;
+use xrpc_proto::{Header, Packet};
+
+use crate::channel::{ChannelError, MessageChannel, Payload};
 
 /// Decodes a payload: bytes with the codec, an in-process value by downcasting.
 pub(crate) fn decode_payload<T: DeserializeOwned + 'static, C: Codec>(
@@ -58,6 +61,102 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
                     .unwrap_or_else(|| "handler panicked".to_string());
                 Poll::Ready(Err(msg))
             }
+        }
+    }
+}
+
+/// A connection whose transmit queue is drained by one task at a time.
+///
+/// A task that finds another one flushing leaves its packets to it and goes on (no lock
+/// hand-off chain between callers); the flushing task loops until the queue is empty, and
+/// "empty" and "no longer flushing" are decided under the connection's lock, so no packet is
+/// left behind.
+pub(crate) trait Outbox: Send + Sync + Sized + 'static {
+    type Channel: MessageChannel;
+
+    fn channel(&self) -> &Self::Channel;
+
+    /// Makes the caller the flusher if something is queued and nobody flushes yet. `Some(busy)`:
+    /// it is; `busy` says other calls are in progress, so waiting a moment batches their
+    /// packets into the same write.
+    fn claim(&self) -> Option<bool>;
+
+    /// Takes every queued packet; with none queued, ends the flush (under the same lock).
+    fn take(&self) -> Vec<Packet<Payload>>;
+
+    /// Ends the flush with packets possibly still queued (the flusher was cancelled, or the
+    /// channel failed): someone else must send them.
+    fn release(&self);
+
+    /// Packets that could not be encoded (too large, say): only their calls fail.
+    fn unsendable(&self, failed: Vec<(Header, ChannelError)>);
+
+    /// The channel failed: everything pending fails.
+    fn send_failed(&self, e: ChannelError);
+}
+
+/// Sends everything `o` has queued, in order (see [`Outbox`]).
+pub(crate) async fn flush<O: Outbox>(o: &Arc<O>) {
+    let Some(busy) = o.claim() else {
+        return;
+    };
+    if busy {
+        // Let the other calls queue their packets too, so they all leave in one write. A lone
+        // call writes at once.
+        let guard = OnCancel::new(|| o.release());
+        tokio::task::yield_now().await;
+        guard.disarm();
+    }
+    drain(o.clone());
+}
+
+/// Writes until the queue is empty without ever waiting: a write the transport cannot finish
+/// at once goes on in a task of its own, which then finishes the drain. So dropping the future
+/// of whoever started the flush never cuts a frame in half.
+pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
+    loop {
+        let packets = o.take();
+        if packets.is_empty() {
+            return;
+        }
+        let writer = o.clone();
+        let mut write = Box::pin(async move { writer.channel().send_packets(packets).await });
+        let res = match write.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(res) => res,
+            Poll::Pending => {
+                tokio::spawn(async move {
+                    let res = write.await;
+                    if written(&o, res) {
+                        drain(o);
+                    }
+                });
+                return;
+            }
+        };
+        if !written(&o, res) {
+            return;
+        }
+    }
+}
+
+/// Accounts for one write; `false` when the channel failed (the flush is over).
+fn written<O: Outbox>(o: &Arc<O>, res: Result<Vec<(Header, ChannelError)>, ChannelError>) -> bool {
+    match res {
+        Ok(failed) => {
+            if !failed.is_empty() {
+                o.unsendable(failed);
+            }
+            true
+        }
+        Err(e) => {
+            o.send_failed(e);
+            o.release();
+            // Closing wakes the reader, which ends the connection.
+            let o = o.clone();
+            tokio::spawn(async move {
+                let _ = o.channel().close().await;
+            });
+            false
         }
     }
 }

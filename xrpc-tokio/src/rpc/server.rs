@@ -19,17 +19,17 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use xrpc_proto::idmap::{IdHashState, IdMap, id_map};
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, ErrorCode, IncomingCall, MessageKind, RemoteError, ServerConfig,
-    ServerConnection, ServerEvent, ServerSendError,
+    BincodeCodec, CallKind, Codec, ErrorCode, Header, IncomingCall, MessageKind, Packet,
+    RemoteError, ServerConfig, ServerConnection, ServerEvent, ServerSendError,
 };
 
 use super::client::READ_BATCH;
 use super::error::RpcError;
-use super::io::{CatchUnwind, OnCancel, decode_payload, payload_bytes};
+use super::io::{CatchUnwind, Outbox, decode_payload, payload_bytes};
 use super::stream::{
     Refused, RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender,
 };
-use crate::channel::{MessageChannel, MessageChannelAdapter, Payload};
+use crate::channel::{ChannelError, MessageChannel, MessageChannelAdapter, Payload};
 use crate::transport::{
     FrameTransport, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
     TcpFrameTransport, TcpFrameTransportListener, TransportError, UnixFrameTransport,
@@ -449,7 +449,7 @@ struct SrvState {
     shutting_down: bool,
     /// When the timer task is due to wake (`None`: no deadline pending).
     timer_at: Option<Instant>,
-    /// A task is draining the transmit queue (see [`Conn::flush`]).
+    /// A task is draining the transmit queue (see [`Outbox`]).
     flushing: bool,
 }
 
@@ -636,7 +636,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         }
     }
 
-    async fn finish_call(&self, id: u64, res: HandlerResult) {
+    async fn finish_call(self: &Arc<Self>, id: u64, res: HandlerResult) {
         {
             let mut st = self.lock();
             Self::apply_result(&mut st, id, res);
@@ -647,83 +647,23 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         self.flush().await;
     }
 
-    /// Writes what is queued if that can be done without waiting, else hands the write to a
-    /// task: the reader calls it and must never wait on a write (if both peers' readers did,
-    /// neither would read again).
+    /// Writes what is queued without waiting (a write that cannot finish at once goes on in a
+    /// task): the reader calls it and must never wait on a write (if both peers' readers did,
+    /// neither would read again). It runs when the reader has drained its input, so there is
+    /// nothing to wait for to batch.
     fn flush_soon(self: &Arc<Self>) {
-        let conn = self.clone();
-        let mut fut = Box::pin(async move { conn.flush().await });
-        let mut cx = Context::from_waker(Waker::noop());
-        if fut.as_mut().poll(&mut cx).is_pending() {
-            tokio::spawn(fut);
+        if self.claim().is_some() {
+            super::io::drain(self.clone());
         }
     }
 
-    /// Sends what is queued; one task at a time (see the client's `flush`): a task that finds
-    /// another one flushing leaves its packets to it.
-    async fn flush(&self) {
-        let busy = {
-            let mut st = self.lock();
-            if st.flushing || !st.conn.has_transmit() {
-                return;
-            }
-            st.flushing = true;
-            !st.running.is_empty()
-        };
-        let guard = OnCancel::new(|| {
-            self.lock().flushing = false;
-            self.flushed.notify_waiters();
-            self.wake.notify_one();
-        });
-        if busy {
-            // Other handlers are running: let them queue their answers too, so they all leave
-            // in one write. A lone answer is written at once.
-            tokio::task::yield_now().await;
-        }
-        loop {
-            let packets: Vec<_> = {
-                let mut st = self.lock();
-                let packets: Vec<_> = std::iter::from_fn(|| st.conn.poll_transmit()).collect();
-                if packets.is_empty() {
-                    st.flushing = false;
-                    break;
-                }
-                packets
-            };
-            match self.channel.send_packets(packets).await {
-                Ok(failed) => {
-                    let mut st = self.lock();
-                    for (header, e) in failed {
-                        if matches!(header.kind, MessageKind::Response | MessageKind::StreamItem) {
-                            // Tell the client instead, so its call does not hang.
-                            st.conn.answer_unsendable(
-                                header.id,
-                                format!("the answer could not be sent: {e}"),
-                            );
-                            if let Some(r) = st.running.remove(&header.id)
-                                && let Some(a) = r.abort
-                            {
-                                a.abort();
-                            }
-                        }
-                    }
-                }
-                Err(_) => {
-                    self.lock().flushing = false;
-                    self.flushed.notify_waiters();
-                    guard.disarm();
-                    // The reader sees the broken connection and ends the serve loop.
-                    let _ = self.channel.close().await;
-                    return;
-                }
-            }
-        }
-        self.flushed.notify_waiters();
-        guard.disarm();
+    /// Sends what is queued (see [`Outbox`]).
+    async fn flush(self: &Arc<Self>) {
+        super::io::flush(self).await;
     }
 
     /// Flushes and waits until whatever another task was writing has been written too.
-    async fn flush_all(&self) {
+    async fn flush_all(self: &Arc<Self>) {
         loop {
             self.flush().await;
             let flushed = self.flushed.notified();
@@ -844,6 +784,65 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
     }
 }
 
+impl<T: MessageChannel, C: Codec> Outbox for Conn<T, C> {
+    type Channel = T;
+
+    fn channel(&self) -> &T {
+        &self.channel
+    }
+
+    fn claim(&self) -> Option<bool> {
+        let mut st = self.lock();
+        if st.flushing || !st.conn.has_transmit() {
+            return None;
+        }
+        st.flushing = true;
+        Some(!st.running.is_empty())
+    }
+
+    fn take(&self) -> Vec<Packet<Payload>> {
+        let packets: Vec<_> = {
+            let mut st = self.lock();
+            let packets: Vec<_> = std::iter::from_fn(|| st.conn.poll_transmit()).collect();
+            if packets.is_empty() {
+                st.flushing = false;
+            }
+            packets
+        };
+        if packets.is_empty() {
+            self.flushed.notify_waiters();
+        }
+        packets
+    }
+
+    fn release(&self) {
+        self.lock().flushing = false;
+        self.flushed.notify_waiters();
+        // The timer task sends what is left.
+        self.wake.notify_one();
+    }
+
+    fn unsendable(&self, failed: Vec<(Header, ChannelError)>) {
+        let mut st = self.lock();
+        for (header, e) in failed {
+            if matches!(header.kind, MessageKind::Response | MessageKind::StreamItem) {
+                // Tell the client instead, so its call does not hang.
+                st.conn
+                    .answer_unsendable(header.id, format!("the answer could not be sent: {e}"));
+                if let Some(r) = st.running.remove(&header.id)
+                    && let Some(a) = r.abort
+                {
+                    a.abort();
+                }
+            }
+        }
+    }
+
+    fn send_failed(&self, _: ChannelError) {
+        // The reader sees the closed channel and ends the serve loop.
+    }
+}
+
 impl<T: MessageChannel, C: Codec> StreamCtl for Conn<T, C> {
     fn consumed(&self, id: u64, n: u32) {
         let mut st = self.lock();
@@ -878,7 +877,7 @@ impl<T: MessageChannel, C: Codec> StreamCtl for Conn<T, C> {
         }
     }
 
-    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(Conn::flush(self))
+    fn flush_queued(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { Conn::flush(&self).await })
     }
 }

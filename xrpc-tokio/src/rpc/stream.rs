@@ -35,7 +35,7 @@ pub(crate) trait StreamCtl: Send + Sync + 'static {
     /// Ends the outgoing stream `id`.
     fn finish(&self, id: u64);
     /// Writes what is queued.
-    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    fn flush_queued(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// The receiving end of a stream: a [`futures_core::Stream`] of decoded items.
@@ -197,7 +197,7 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
             notified.as_mut().enable();
             match self.ctl.try_send_item(self.id, payload, C::ID) {
                 Ok(()) => {
-                    self.ctl.flush().await;
+                    self.ctl.clone().flush_queued().await;
                     return Ok(());
                 }
                 Err(Refused::NoCredit(p)) => {
@@ -215,7 +215,7 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
     pub async fn finish(mut self) -> Result<(), RpcError> {
         self.finished = true;
         self.ctl.finish(self.id);
-        self.ctl.flush().await;
+        self.ctl.clone().flush_queued().await;
         Ok(())
     }
 }
