@@ -9,6 +9,12 @@
 //!   buffer, the primitive the message layer calls). For zstd there are two baselines: the one-shot
 //!   `zstd::bulk::compress`/`decompress` (a new context per call) and a reused context (what the
 //!   message layer does); the second is the fair one.
+//! - `codec/{bare,codec}/{small,4KiB}`: decoding a payload with `BincodeCodec` (nesting depth
+//!   bounded by the `DepthLimited` wrapper) beside the bare `bincode::serde::decode_from_slice`
+//!   call with the same configuration and trailing-bytes check, i.e. the cost of the depth limit.
+//!   `small` is `AddRequest { a: i32, b: i32 }`, `4KiB` a struct holding 512 `u64`s (4 KiB in
+//!   memory, about 4.6 KiB as bincode varints). With `--features codec-postcard` the same for
+//!   postcard.
 //!
 //! Run: `cargo bench -p xrpc-proto --bench message -- --warm-up-time 1 --measurement-time 3`.
 
@@ -17,9 +23,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use xrpc_proto::{
-    CompressionConfig, CompressionType, FRAME_PREFIX_LEN, FrameDecoder, Header, MessageDecoder,
-    MessageEncoder, MessageKind,
+    BincodeCodec, Codec, CodecError, CompressionConfig, CompressionType, FRAME_PREFIX_LEN,
+    FrameDecoder, Header, MessageDecoder, MessageEncoder, MessageKind,
 };
 
 const KIB: usize = 1024;
@@ -215,5 +222,91 @@ fn zstd(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, frame, lz4, zstd);
+#[derive(Serialize, Deserialize)]
+struct AddRequest {
+    a: i32,
+    b: i32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Block {
+    id: u64,
+    values: Vec<u64>,
+}
+
+/// The pre-depth-limit `BincodeCodec::decode`, verbatim.
+fn bare_bincode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let config = bincode::config::standard().with_limit::<{ 16 * MIB }>();
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config)
+        .map_err(|e| CodecError::decode("bincode", e))?;
+    if read != bytes.len() {
+        return Err(CodecError::decode(
+            "bincode",
+            format_args!("{} trailing bytes", bytes.len() - read),
+        ));
+    }
+    Ok(value)
+}
+
+/// The pre-depth-limit `PostcardCodec::decode`, verbatim.
+#[cfg(feature = "codec-postcard")]
+fn bare_postcard<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| CodecError::decode("postcard", e))?;
+    if !rest.is_empty() {
+        return Err(CodecError::decode(
+            "postcard",
+            format_args!("{} trailing bytes", rest.len()),
+        ));
+    }
+    Ok(value)
+}
+
+/// Payload decoding with the depth limit against the bare format call.
+fn codec(c: &mut Criterion) {
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    let block = Block {
+        id: 7,
+        values: (0..512)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            })
+            .collect(),
+    };
+    let add = AddRequest { a: 20, b: -22 };
+
+    fn both<T: Serialize + DeserializeOwned, C: Codec>(
+        c: &mut Criterion,
+        name: &str,
+        codec: C,
+        bare: fn(&[u8]) -> Result<T, CodecError>,
+        label: &str,
+        value: &T,
+    ) {
+        let bytes = codec.encode(value).unwrap();
+        let mut group = c.benchmark_group(format!("codec/{name}"));
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(BenchmarkId::new("bare", label), |b| {
+            b.iter(|| black_box(bare(black_box(&bytes)).unwrap()))
+        });
+        group.bench_function(BenchmarkId::new("codec", label), |b| {
+            b.iter(|| black_box(codec.decode::<T>(black_box(&bytes)).unwrap()))
+        });
+        group.finish();
+    }
+
+    both(c, "bincode", BincodeCodec, bare_bincode, "small", &add);
+    both(c, "bincode", BincodeCodec, bare_bincode, "4KiB", &block);
+    #[cfg(feature = "codec-postcard")]
+    {
+        use xrpc_proto::PostcardCodec;
+        both(c, "postcard", PostcardCodec, bare_postcard, "small", &add);
+        both(c, "postcard", PostcardCodec, bare_postcard, "4KiB", &block);
+    }
+}
+
+criterion_group!(benches, frame, lz4, zstd, codec);
 criterion_main!(benches);

@@ -23,6 +23,7 @@
 pub mod client;
 pub mod codec;
 pub mod compression;
+mod depth;
 pub mod error;
 pub mod flow;
 pub mod frame;
