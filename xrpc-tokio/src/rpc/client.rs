@@ -63,11 +63,15 @@ impl State {
                         let _ = tx.send(Ok(payload));
                     }
                     Some(Waiter::Stream {
-                        response: Some(tx), ..
+                        response, credit, ..
                     }) => {
-                        let _ = tx.send(Ok(payload));
+                        // A sender still waiting for credit finds the stream closed.
+                        credit.notify_waiters();
+                        if let Some(tx) = response {
+                            let _ = tx.send(Ok(payload));
+                        }
                     }
-                    _ => {}
+                    None => {}
                 },
                 ClientEvent::Failed { id, error } => match self.waiters.remove(&id) {
                     Some(Waiter::Unary(tx)) => {
@@ -98,7 +102,9 @@ impl State {
                 }
                 ClientEvent::StreamEnd { id } => {
                     // Dropping the sender ends the receiver's stream.
-                    self.waiters.remove(&id);
+                    if let Some(Waiter::Stream { credit, .. }) = self.waiters.remove(&id) {
+                        credit.notify_waiters();
+                    }
                 }
                 ClientEvent::SendCredit { id } => {
                     if let Some(Waiter::Stream { credit, .. }) = self.waiters.get(&id) {
@@ -164,7 +170,12 @@ impl<T: MessageChannel> Inner<T> {
     /// stream is dropped early).
     pub(crate) fn cancel(&self, id: u64) {
         let mut st = self.lock();
-        if st.waiters.remove(&id).is_some() && st.conn.cancel(id) {
+        let waiter = st.waiters.remove(&id);
+        if let Some(Waiter::Stream { credit, .. }) = &waiter {
+            // The call's own sender, if it waits for credit, finds the stream closed.
+            credit.notify_waiters();
+        }
+        if waiter.is_some() && st.conn.cancel(id) {
             drop(st);
             self.kick();
         }

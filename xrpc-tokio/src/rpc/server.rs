@@ -702,6 +702,9 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                 }
             };
             if let Err(e) = received {
+                // Answers already queued still go out (a peer that only half-closed reads
+                // them).
+                self.flush_soon();
                 if e.is_fatal() {
                     return match RpcError::from(e) {
                         RpcError::Disconnected(_) => Ok(()),
@@ -732,14 +735,19 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                     }
                     st.conn_events(&self);
                 }
-                // Wake the timer only for a deadline earlier than the one it sleeps on.
+                // Wake the timer only for a deadline earlier than the one it sleeps on, or to
+                // finish a graceful shutdown that the last cancel made idle.
                 let next = st.conn.poll_timeout();
                 if next.is_some() && (st.timer_at.is_none() || next < st.timer_at) {
                     st.timer_at = next;
                     self.wake.notify_one();
+                } else if st.shutting_down && st.conn.is_idle() {
+                    self.wake.notify_one();
                 }
             }
             if let Some(e) = failure {
+                // Answer what was read before the bad message, then close.
+                self.flush_soon();
                 let _ = self.channel.close().await;
                 return Err(e);
             }
@@ -835,6 +843,9 @@ impl<T: MessageChannel, C: Codec> Outbox for Conn<T, C> {
                     a.abort();
                 }
             }
+        }
+        if st.shutting_down && st.conn.is_idle() {
+            self.wake.notify_one();
         }
     }
 

@@ -1,0 +1,123 @@
+//! Regressions found in review: calls and streams that could hang, answers that could be lost.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use xrpc::proto::{ClientConfig, Header, Message, MessageKind};
+use xrpc::{
+    ChannelConfig, ChannelFrameTransport, MessageChannel, MessageChannelAdapter, RequestStream,
+    RpcClient, RpcServer, ServerStreamSender, UnixConfig, UnixFrameTransport,
+};
+
+type Chan = MessageChannelAdapter<ChannelFrameTransport>;
+
+fn pair() -> (Chan, Chan) {
+    let (a, b) = ChannelFrameTransport::create_pair("robustness", ChannelConfig::default());
+    (MessageChannelAdapter::new(a), MessageChannelAdapter::new(b))
+}
+
+/// The last call of a server that is shutting down is cancelled by its client: the shutdown
+/// must complete (nothing else will wake the server's timer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_when_the_last_call_is_cancelled() {
+    let (a, b) = pair();
+    let server = RpcServer::new();
+    server.register("forever", |_b: Bytes| async move {
+        std::future::pending::<()>().await;
+        Ok(Bytes::new())
+    });
+    let s2 = server.clone();
+    let serve = tokio::spawn(async move { s2.serve(b).await });
+    let config = ClientConfig {
+        default_timeout: None,
+        ..ClientConfig::default()
+    };
+    let client = RpcClient::with_config(a, config);
+    let c2 = client.clone();
+    let call = tokio::spawn(async move { c2.call_raw("forever", Bytes::new()).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    call.abort(); // drops the call future: a Cancel goes to the server
+    tokio::time::timeout(Duration::from_secs(3), serve)
+        .await
+        .expect("graceful shutdown finished after the last call was cancelled")
+        .unwrap()
+        .unwrap();
+}
+
+/// A client stream sender waiting for credit returns (with an error) once its call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_waiting_for_credit_wakes_when_the_call_ends() {
+    let (a, b) = pair();
+    let server = RpcServer::new();
+    server.register_bidi(
+        "bidi",
+        |rs: RequestStream<u32>, _tx: ServerStreamSender<u32>| async move {
+            let _keep = rs; // never reads: no credit comes back
+            std::future::pending::<()>().await;
+            Ok(())
+        },
+    );
+    tokio::spawn(async move { server.serve(b).await });
+    let client = RpcClient::new(a);
+    let (tx, rx) = client.call_bidi::<u32, u32>("bidi").await.unwrap();
+    let sender = tokio::spawn(async move {
+        let mut n = 0u32;
+        loop {
+            if tx.send(&n).await.is_err() {
+                return n;
+            }
+            n += 1;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !sender.is_finished(),
+        "the sender is held at the credit limit"
+    );
+    drop(rx); // cancels the call
+    let sent = tokio::time::timeout(Duration::from_secs(3), sender)
+        .await
+        .expect("the waiting sender returned")
+        .unwrap();
+    assert!(sent > 0);
+}
+
+/// Requests followed by a half-close of the client's write side are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_a_half_close_are_answered() {
+    let (c, s) = std::os::unix::net::UnixStream::pair().unwrap();
+    for x in [&c, &s] {
+        x.set_nonblocking(true).unwrap();
+    }
+    let c_dup = c.try_clone().unwrap();
+    let server = RpcServer::new();
+    server.register("echo", |b: Bytes| async move { Ok(b) });
+    let s = tokio::net::UnixStream::from_std(s).unwrap();
+    let sch = MessageChannelAdapter::new(
+        UnixFrameTransport::from_stream(s, UnixConfig::default(), "s").unwrap(),
+    );
+    let serve = tokio::spawn(async move { server.serve(sch).await });
+    let c = tokio::net::UnixStream::from_std(c).unwrap();
+    let cch = MessageChannelAdapter::new(
+        UnixFrameTransport::from_stream(c, UnixConfig::default(), "c").unwrap(),
+    );
+    for id in 1..=3u64 {
+        let msg = Message::new(
+            Header::new(MessageKind::Request, id),
+            "echo",
+            Bytes::from_static(b"hi"),
+        )
+        .unwrap();
+        cch.send(&msg).await.unwrap();
+    }
+    c_dup.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answered = 0;
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(2), cch.recv()).await {
+        assert_eq!(m.header.kind, MessageKind::Response);
+        answered += 1;
+    }
+    assert_eq!(answered, 3);
+    let _ = serve.await;
+}
