@@ -7,7 +7,7 @@
 //! the handler), answers pings, and refuses new calls while shutting down.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -17,7 +17,7 @@ use crate::flow::{
     INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, StreamSendError, push_credit, push_item,
 };
 use crate::idmap::{IdMap, id_map};
-use crate::message::{ErrorCode, Header, MessageKind, RemoteError};
+use crate::message::{ErrorCode, FIXED_HEADER_LEN, Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::timer::Deadlines;
 
@@ -26,12 +26,23 @@ use crate::timer::Deadlines;
 pub struct ServerConfig {
     /// Calls in progress on one connection at most; more are refused with `ResourceExhausted`.
     pub max_concurrent_calls: usize,
+    /// Bytes of answers (responses, stream items, pongs…) queued for a client at most while
+    /// the transport cannot take them (the client does not read): past this, the server stops
+    /// reading from that client until its writes make progress (see
+    /// [`ServerConnection::is_backlogged`]), so a client that sends and never reads cannot
+    /// grow the server's memory without bound.
+    pub max_transmit_backlog: usize,
+    /// How long a graceful shutdown waits for a connection's last answers to be written before
+    /// it closes the connection anyway (a client that never reads cannot hold a shutdown up).
+    pub shutdown_flush_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_concurrent_calls: 10_000,
+            max_transmit_backlog: 8 * 1024 * 1024,
+            shutdown_flush_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -412,6 +423,31 @@ impl<P> ServerConnection<P> {
     /// Whether packets are waiting in [`poll_transmit`](Self::poll_transmit).
     pub fn has_transmit(&self) -> bool {
         !self.transmit.is_empty()
+    }
+
+    /// Whether the answers waiting in [`poll_transmit`](Self::poll_transmit) come to
+    /// [`ServerConfig::max_transmit_backlog`] bytes or more; `payload_len` tells the size of a
+    /// payload (each packet also counts its method and a fixed header).
+    ///
+    /// An adapter whose transport cannot take more bytes at the moment stops reading from the
+    /// client while this holds: every queued packet answers something the client sent, so
+    /// not reading bounds the queue. (A client must never stop reading for the same reason,
+    /// or two such peers could wait on each other forever.)
+    pub fn is_backlogged(&self, payload_len: impl Fn(&P) -> usize) -> bool {
+        let limit = self.config.max_transmit_backlog;
+        let mut total = 0usize;
+        for p in &self.transmit {
+            let body = match &p.body {
+                Body::Empty => 0,
+                Body::Data(d) => payload_len(d),
+                Body::Error(e) => e.message.len(),
+            };
+            total = total.saturating_add(FIXED_HEADER_LEN + p.method.len() + body);
+            if total >= limit {
+                return true;
+            }
+        }
+        false
     }
 
     /// The next packet to send.

@@ -545,6 +545,7 @@ fn limits_and_violations() {
         ClientConfig::default(),
         ServerConfig {
             max_concurrent_calls: 2,
+            ..ServerConfig::default()
         },
     );
     for _ in 0..3 {
@@ -689,4 +690,32 @@ proptest! {
         }
         prop_assert_eq!(p.client.pending_calls(), 0);
     }
+}
+
+#[test]
+fn transmit_backlog_counts_queued_bytes() {
+    let mut server = ServerConnection::<Bytes>::new(ServerConfig {
+        max_transmit_backlog: 10_000,
+        ..ServerConfig::default()
+    });
+    let now = Instant::now();
+    let ping = |id| {
+        Packet::new(
+            Header::new(MessageKind::Ping, id),
+            Body::Data(Bytes::from(vec![0u8; 3_000])),
+        )
+    };
+    assert!(!server.is_backlogged(Bytes::len));
+    // Pings are answered with pongs carrying the same payload: they pile up in the queue.
+    for id in 1..=3 {
+        server.handle_packet(now, ping(id)).unwrap();
+    }
+    // 3 x (16 + 3,000) bytes: under the limit.
+    assert!(!server.is_backlogged(Bytes::len));
+    server.handle_packet(now, ping(4)).unwrap();
+    assert!(server.is_backlogged(Bytes::len));
+    // Sending drains it.
+    assert!(server.poll_transmit().is_some());
+    assert!(server.poll_transmit().is_some());
+    assert!(!server.is_backlogged(Bytes::len));
 }

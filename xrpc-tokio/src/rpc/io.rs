@@ -93,6 +93,10 @@ pub(crate) trait Outbox: Send + Sync + Sized + 'static {
 
     /// The channel failed: everything pending fails.
     fn send_failed(&self, e: ChannelError);
+
+    /// A write could not finish at once (`true`: the peer is not reading as fast as we
+    /// write) and goes on in a task of its own, or that write finished (`false`).
+    fn write_blocked(&self, _blocked: bool) {}
 }
 
 /// Sends everything `o` has queued, in order (see [`Outbox`]).
@@ -124,8 +128,10 @@ pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
         let res = match write.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(res) => res,
             Poll::Pending => {
+                o.write_blocked(true);
                 tokio::spawn(async move {
                     let res = write.await;
+                    o.write_blocked(false);
                     if written(&o, res) {
                         drain(o);
                     }

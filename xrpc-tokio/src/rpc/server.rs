@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -314,7 +315,9 @@ impl<C: Codec> RpcServer<C> {
                 shutting_down: false,
                 timer_at: None,
                 flushing: false,
+                closed: false,
             }),
+            write_blocked: AtomicBool::new(false),
             wake: Notify::new(),
             flushed: Notify::new(),
             shared: self.shared.clone(),
@@ -418,6 +421,14 @@ impl FrameListener for UnixFrameTransportListener {
     }
 }
 
+/// The bytes a payload will take on the wire (an in-process value: none to speak of).
+fn payload_len(p: &Payload) -> usize {
+    match p {
+        Payload::Bytes(b) => b.len(),
+        Payload::Value(_) => 0,
+    }
+}
+
 struct ServeGuard<T: MessageChannel, C: Codec> {
     conn: Arc<Conn<T, C>>,
     timer: AbortHandle,
@@ -451,14 +462,19 @@ struct SrvState {
     timer_at: Option<Instant>,
     /// A task is draining the transmit queue (see [`Outbox`]).
     flushing: bool,
+    /// The connection was closed by the server (graceful shutdown): the reader stops waiting.
+    closed: bool,
 }
 
 struct Conn<T, C> {
     channel: T,
     state: Mutex<SrvState>,
     wake: Notify,
-    /// Notified whenever a flush ends (see [`Conn::flush_all`]).
+    /// Notified whenever a flush ends (see [`Conn::flush_all`]) and whenever a blocked write
+    /// finishes (see [`Conn::wait_backlog`]).
     flushed: Notify,
+    /// A write is waiting for the client to read (see [`Outbox::write_blocked`]).
+    write_blocked: AtomicBool,
     shared: Arc<Shared<C>>,
 }
 
@@ -679,9 +695,39 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         }
     }
 
+    /// Writes everything queued before the connection ends, waiting for the client to read
+    /// it — but no longer than [`ServerConfig::shutdown_flush_timeout`], so a client that
+    /// never reads cannot hold the end up.
+    async fn finish_writes(self: &Arc<Self>) {
+        let grace = self.shared.config.shutdown_flush_timeout;
+        let _ = tokio::time::timeout(grace, self.flush_all()).await;
+    }
+
+    /// Waits while the client is not reading and answers to it have piled up past
+    /// [`ServerConfig::max_transmit_backlog`]: the reader reads no more until they drain, so
+    /// a client that only sends is held back by the transport instead of growing the queue.
+    async fn wait_backlog(&self) {
+        while self.write_blocked.load(Ordering::Acquire) {
+            let flushed = self.flushed.notified();
+            let mut flushed = std::pin::pin!(flushed);
+            flushed.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.closed
+                    || !self.write_blocked.load(Ordering::Acquire)
+                    || !st.conn.is_backlogged(payload_len)
+                {
+                    return;
+                }
+            }
+            flushed.await;
+        }
+    }
+
     async fn read_loop(self: Arc<Self>) -> Result<(), RpcError> {
         let mut batch = Vec::with_capacity(READ_BATCH);
         loop {
+            self.wait_backlog().await;
             // Answers queued by the packets read so far are written once no more input is
             // waiting (just before the reader would sleep), so a burst of requests is answered
             // with one write.
@@ -704,7 +750,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
             if let Err(e) = received {
                 // Answers already queued still go out (a peer that only half-closed reads
                 // them).
-                self.flush_soon();
+                self.finish_writes().await;
                 if e.is_fatal() {
                     return match RpcError::from(e) {
                         RpcError::Disconnected(_) => Ok(()),
@@ -747,7 +793,7 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
             }
             if let Some(e) = failure {
                 // Answer what was read before the bad message, then close.
-                self.flush_soon();
+                self.finish_writes().await;
                 let _ = self.channel.close().await;
                 return Err(e);
             }
@@ -764,7 +810,9 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                 (next, st.shutting_down, done)
             };
             if done {
-                self.flush_all().await;
+                self.finish_writes().await;
+                self.lock().closed = true;
+                self.flushed.notify_waiters();
                 let _ = self.channel.close().await;
                 return;
             }
@@ -851,6 +899,13 @@ impl<T: MessageChannel, C: Codec> Outbox for Conn<T, C> {
 
     fn send_failed(&self, _: ChannelError) {
         // The reader sees the closed channel and ends the serve loop.
+    }
+
+    fn write_blocked(&self, blocked: bool) {
+        self.write_blocked.store(blocked, Ordering::Release);
+        if !blocked {
+            self.flushed.notify_waiters();
+        }
     }
 }
 

@@ -1,0 +1,171 @@
+//! A client that sends and never reads cannot grow the server's memory without bound: once
+//! the answers it does not read pile up past `ServerConfig::max_transmit_backlog`, the server
+//! stops reading from it, so its own writes stall. Nothing is lost: when it reads again, every
+//! answer arrives.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use xrpc::proto::{
+    CompressionConfig, FrameDecoder, Header, Message, MessageEncoder, MessageKind, ServerConfig,
+};
+use xrpc::{BincodeCodec, MessageChannelAdapter, RpcServer, UnixConfig, UnixFrameTransport};
+
+const PAYLOAD: usize = 64 * 1024;
+/// What the client tries to send without reading: far more than the backlog and the socket
+/// buffers together.
+const LIMIT: usize = 128 * 1024 * 1024;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Serves one end of a socket pair; returns the other end.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    server: RpcServer,
+) -> (
+    UnixStream,
+    tokio::task::JoinHandle<Result<(), xrpc::RpcError>>,
+) {
+    let (client, server_side) = UnixStream::pair().unwrap();
+    server_side.set_nonblocking(true).unwrap();
+    let serve = rt.spawn(async move {
+        let s = tokio::net::UnixStream::from_std(server_side).unwrap();
+        let ch = MessageChannelAdapter::new(
+            UnixFrameTransport::from_stream(s, UnixConfig::default(), "server").unwrap(),
+        );
+        server.serve(ch).await
+    });
+    (client, serve)
+}
+
+#[test]
+fn a_client_that_never_reads_is_held_back_and_then_answered() {
+    let rt = runtime();
+    let config = ServerConfig {
+        max_transmit_backlog: 1024 * 1024,
+        ..ServerConfig::default()
+    };
+    let (client, serve) = serve(&rt, RpcServer::with_config(BincodeCodec, config));
+
+    // One ping frame with a 64 KiB payload: the server answers each with a pong of the same
+    // size, which this client does not read.
+    let mut frame = BytesMut::new();
+    MessageEncoder::new(1 << 24, CompressionConfig::none())
+        .encode(
+            &Header::new(MessageKind::Ping, 1),
+            "",
+            &vec![7u8; PAYLOAD],
+            &mut frame,
+        )
+        .unwrap();
+    let frame = frame.freeze();
+
+    let mut writer = client.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut written = 0usize;
+    let stalled = loop {
+        if written >= LIMIT {
+            break false;
+        }
+        let at = written % frame.len();
+        match writer.write(&frame[at..]) {
+            Ok(n) => written += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break true;
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    };
+    assert!(
+        stalled,
+        "the server read all {} MiB without the client reading a single answer",
+        LIMIT >> 20
+    );
+    assert!(
+        written < 48 * 1024 * 1024,
+        "the server read {} MiB before holding the client back",
+        written >> 20
+    );
+
+    // Read again: every ping is answered, in full.
+    let mut reader = client.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reading = std::thread::spawn(move || {
+        let mut dec = FrameDecoder::new(1 << 24);
+        let mut pongs = 0usize;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return pongs,
+                Ok(n) => dec.handle_bytes(&buf[..n]),
+                Err(e) => panic!("read failed after {pongs} pongs: {e}"),
+            }
+            while let Some(f) = dec.poll_frame().unwrap() {
+                let m = Message::decode_raw(f).unwrap();
+                assert_eq!(m.header.kind, MessageKind::Pong);
+                assert_eq!(m.into_parts().2.len(), PAYLOAD);
+                pongs += 1;
+            }
+        }
+    });
+    // Finish the frame cut short by the stall, then stop sending.
+    writer.set_write_timeout(None).unwrap();
+    let rest = (frame.len() - written % frame.len()) % frame.len();
+    writer
+        .write_all(&frame[frame.len() - rest..])
+        .expect("the server reads again once the client reads");
+    written += rest;
+    writer.shutdown(std::net::Shutdown::Write).unwrap();
+    let pongs = reading.join().unwrap();
+    assert_eq!(pongs, written / frame.len(), "every ping was answered");
+    rt.block_on(serve).unwrap().unwrap();
+}
+
+/// A graceful shutdown does not wait forever for a client that never reads its answers.
+#[test]
+fn shutdown_does_not_wait_forever_for_a_client_that_never_reads() {
+    let rt = runtime();
+    let config = ServerConfig {
+        shutdown_flush_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let server = RpcServer::with_config(BincodeCodec, config);
+    let (client, serve) = serve(&rt, server.clone());
+    let mut frame = BytesMut::new();
+    let mut enc = MessageEncoder::new(1 << 24, CompressionConfig::none());
+    for id in 1..=64 {
+        enc.encode(
+            &Header::new(MessageKind::Ping, id),
+            "",
+            &vec![7u8; PAYLOAD],
+            &mut frame,
+        )
+        .unwrap();
+    }
+    // 4 MiB of pongs: more than the socket buffers hold, so the server's write is stuck.
+    let mut writer = client.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let _ = writer.write_all(&frame);
+    std::thread::sleep(Duration::from_millis(200));
+    server.shutdown();
+    let done = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), serve).await });
+    assert!(
+        done.is_ok(),
+        "the shutdown waited for a client that never reads"
+    );
+    drop(client);
+}
