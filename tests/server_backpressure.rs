@@ -46,17 +46,9 @@ fn serve(
     (client, serve)
 }
 
-#[test]
-fn a_client_that_never_reads_is_held_back_and_then_answered() {
-    let rt = runtime();
-    let config = ServerConfig {
-        max_transmit_backlog: 1024 * 1024,
-        ..ServerConfig::default()
-    };
-    let (client, serve) = serve(&rt, RpcServer::with_config(BincodeCodec, config));
-
-    // One ping frame with a 64 KiB payload: the server answers each with a pong of the same
-    // size, which this client does not read.
+/// One ping frame with a 64 KiB payload: the server answers each with a pong of the same
+/// size.
+fn ping_frame() -> bytes::Bytes {
     let mut frame = BytesMut::new();
     MessageEncoder::new(1 << 24, CompressionConfig::none())
         .encode(
@@ -66,26 +58,41 @@ fn a_client_that_never_reads_is_held_back_and_then_answered() {
             &mut frame,
         )
         .unwrap();
-    let frame = frame.freeze();
+    frame.freeze()
+}
 
-    let mut writer = client.try_clone().unwrap();
+/// Sends pings without reading until a write makes no progress for a second (or `LIMIT`
+/// bytes went out); returns the bytes written and whether it stalled.
+fn send_until_stalled(writer: &mut UnixStream, frame: &[u8]) -> (usize, bool) {
     writer
         .set_write_timeout(Some(Duration::from_secs(1)))
         .unwrap();
     let mut written = 0usize;
-    let stalled = loop {
-        if written >= LIMIT {
-            break false;
-        }
+    while written < LIMIT {
         let at = written % frame.len();
         match writer.write(&frame[at..]) {
             Ok(n) => written += n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                break true;
+                return (written, true);
             }
             Err(e) => panic!("write failed: {e}"),
         }
+    }
+    (written, false)
+}
+
+#[test]
+fn a_client_that_never_reads_is_held_back_and_then_answered() {
+    let rt = runtime();
+    let config = ServerConfig {
+        max_transmit_backlog: 1024 * 1024,
+        ..ServerConfig::default()
     };
+    let (client, serve) = serve(&rt, RpcServer::with_config(BincodeCodec, config));
+
+    let frame = ping_frame();
+    let mut writer = client.try_clone().unwrap();
+    let (mut written, stalled) = send_until_stalled(&mut writer, &frame);
     assert!(
         stalled,
         "the server read all {} MiB without the client reading a single answer",
@@ -168,4 +175,26 @@ fn shutdown_does_not_wait_forever_for_a_client_that_never_reads() {
         "the shutdown waited for a client that never reads"
     );
     drop(client);
+}
+
+/// Dropping the `serve` future while its write waits for a client that does not read closes
+/// the connection at once (the write task does not keep it open).
+#[test]
+fn dropping_serve_closes_a_connection_whose_write_is_stuck() {
+    let rt = runtime();
+    let config = ServerConfig {
+        max_transmit_backlog: 1024 * 1024,
+        ..ServerConfig::default()
+    };
+    let (mut client, serve) = serve(&rt, RpcServer::with_config(BincodeCodec, config));
+    let frame = ping_frame();
+    let (_, stalled) = send_until_stalled(&mut client, &frame);
+    assert!(stalled);
+    serve.abort();
+    let _ = rt.block_on(serve);
+    std::thread::sleep(Duration::from_millis(100));
+    match client.write(&frame) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => {}
+        other => panic!("the connection is still open after serve was dropped: {other:?}"),
+    }
 }

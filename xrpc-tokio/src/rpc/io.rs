@@ -125,7 +125,12 @@ pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
         }
         let writer = o.clone();
         let mut write = Box::pin(async move { writer.channel().send_packets(packets).await });
-        let res = match write.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        // A transport that panics must not leave the flush mark set (nothing would ever be
+        // sent on this connection again).
+        let guard = OnCancel::new(|| o.release());
+        let first = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        guard.disarm();
+        let res = match first {
             Poll::Ready(res) => res,
             Poll::Pending => {
                 o.write_blocked(true);

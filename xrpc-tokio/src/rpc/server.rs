@@ -325,11 +325,14 @@ impl<C: Codec> RpcServer<C> {
         let timer = tokio::spawn(conn.clone().timer(self.shared.shutdown.subscribe()));
         // Stops the timer and every handler when serving ends — normally or because this
         // future was dropped — so the last reference to the channel goes and it closes.
-        let _guard = ServeGuard {
+        let mut guard = ServeGuard {
             conn: conn.clone(),
             timer: timer.abort_handle(),
+            finished: false,
         };
-        conn.clone().read_loop().await
+        let res = conn.clone().read_loop().await;
+        guard.finished = true;
+        res
     }
 
     /// Accepts connections from `listener` and serves each in its own task, until
@@ -432,11 +435,22 @@ fn payload_len(p: &Payload) -> usize {
 struct ServeGuard<T: MessageChannel, C: Codec> {
     conn: Arc<Conn<T, C>>,
     timer: AbortHandle,
+    /// The read loop ended by itself (it has written what it could); otherwise the `serve`
+    /// future was dropped.
+    finished: bool,
 }
 
 impl<T: MessageChannel, C: Codec> Drop for ServeGuard<T, C> {
     fn drop(&mut self) {
         self.timer.abort();
+        if !self.finished && self.conn.write_blocked.load(Ordering::Acquire) {
+            // Serving was dropped while a write waits for a client that does not read: that
+            // write task holds the connection, so close it now rather than when the client
+            // reads. (Closing a socket finishes at once; otherwise dropping the connection
+            // closes it when the write ends.)
+            let mut close = std::pin::pin!(self.conn.channel.close());
+            let _ = close.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        }
         let mut st = self.conn.lock();
         st.conn.handle_close();
         st.conn_events(&self.conn);
