@@ -29,8 +29,10 @@ use super::io::{Outbox, decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::{ChannelError, MessageChannel, Payload};
 
-/// Most packets a reader takes from the channel per lock of the state machine.
-pub(crate) const READ_BATCH: usize = 64;
+/// Most packets a reader takes from the channel per burst: one lock of the state machine, and
+/// on the server one write of the answers. Small enough that under load the peer works on one
+/// burst while this side decodes the next (measured: 16 doubles pipelined throughput over 64).
+pub(crate) const READ_BATCH: usize = 16;
 
 /// Client settings (the state machine's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;

@@ -742,9 +742,8 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
         let mut batch = Vec::with_capacity(READ_BATCH);
         loop {
             self.wait_backlog().await;
-            // Answers queued by the packets read so far are written once no more input is
-            // waiting (just before the reader would sleep), so a burst of requests is answered
-            // with one write.
+            // Answers queued since the last burst (by handlers that finished later) are written
+            // before the reader sleeps.
             let received = {
                 let mut recv = std::pin::pin!(self.channel.recv_packets(&mut batch, READ_BATCH));
                 let first = {
@@ -811,6 +810,10 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
                 let _ = self.channel.close().await;
                 return Err(e);
             }
+            // Answer each burst at once: the client starts on these answers while this reader
+            // decodes the next burst, so under load both sides work at the same time (one
+            // write per burst of up to READ_BATCH requests).
+            self.flush_soon();
         }
     }
 
