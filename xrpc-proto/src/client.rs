@@ -199,6 +199,8 @@ pub struct ClientConnection<P> {
     calls: IdMap<Call>,
     deadlines: Deadlines,
     transmit: VecDeque<Packet<P>>,
+    /// Pongs in `transmit` (see [`MAX_UNSENT_PONGS`]).
+    unsent_pongs: usize,
     events: VecDeque<ClientEvent<P>>,
     closed: Option<String>,
     next_ping: Option<Instant>,
@@ -209,6 +211,11 @@ pub struct ClientConnection<P> {
     /// of copying them.
     methods: Vec<Bytes>,
 }
+
+/// Pings from the server that a client answers while its earlier Pongs are still unsent: more
+/// are left unanswered, so a server that sends Pings and never reads cannot grow the client's
+/// queue without bound (PROTOCOL.md §5.5).
+pub const MAX_UNSENT_PONGS: usize = 8;
 
 /// How many method names [`ClientConnection`] keeps for reuse.
 const METHOD_CACHE: usize = 8;
@@ -222,6 +229,7 @@ impl<P> ClientConnection<P> {
             calls: id_map(),
             deadlines: Deadlines::default(),
             transmit: VecDeque::new(),
+            unsent_pongs: 0,
             events: VecDeque::new(),
             closed: None,
             next_ping: config.heartbeat_interval.map(|i| now + i),
@@ -403,7 +411,12 @@ impl<P> ClientConnection<P> {
         let kind = packet.header.kind;
         match kind {
             MessageKind::Ping => {
-                // A server may probe us too: answer in kind.
+                // A server may probe us too: answer in kind — unless it does not even read the
+                // answers (a client never stops reading, so this is what bounds its queue).
+                if self.unsent_pongs >= MAX_UNSENT_PONGS {
+                    return;
+                }
+                self.unsent_pongs += 1;
                 self.transmit.push_back(Packet::new(
                     Header::new(MessageKind::Pong, id),
                     match packet.body {
@@ -524,6 +537,7 @@ impl<P> ClientConnection<P> {
         }
         self.deadlines.clear();
         self.transmit.clear();
+        self.unsent_pongs = 0;
         self.next_ping = None;
         self.closed = Some(reason);
     }
@@ -545,7 +559,11 @@ impl<P> ClientConnection<P> {
 
     /// The next packet to send.
     pub fn poll_transmit(&mut self) -> Option<Packet<P>> {
-        self.transmit.pop_front()
+        let p = self.transmit.pop_front()?;
+        if p.header.kind == MessageKind::Pong {
+            self.unsent_pongs = self.unsent_pongs.saturating_sub(1);
+        }
+        Some(p)
     }
 
     /// The next event for the application.

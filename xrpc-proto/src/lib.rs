@@ -37,7 +37,8 @@ mod timer;
 mod tests;
 
 pub use client::{
-    CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent, StreamSendError,
+    CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
+    MAX_UNSENT_PONGS, StreamSendError,
 };
 #[cfg(feature = "codec-cbor")]
 pub use codec::CborCodec;

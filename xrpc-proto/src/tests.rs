@@ -719,3 +719,27 @@ fn transmit_backlog_counts_queued_bytes() {
     assert!(server.poll_transmit().is_some());
     assert!(!server.is_backlogged(Bytes::len));
 }
+
+#[test]
+fn a_server_that_does_not_read_its_pongs_gets_no_more() {
+    let now = Instant::now();
+    let mut client = ClientConnection::<Bytes>::new(ClientConfig::default(), now);
+    let ping = |id| {
+        Packet::new(
+            Header::new(MessageKind::Ping, id),
+            Body::Data(Bytes::from_static(b"probe")),
+        )
+    };
+    // Nothing is sent meanwhile: the pongs wait in the queue, at most MAX_UNSENT_PONGS.
+    for id in 1..=100 {
+        client.handle_packet(now, ping(id));
+    }
+    let pongs: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+    assert_eq!(pongs.len(), crate::MAX_UNSENT_PONGS);
+    assert!(pongs.iter().all(|p| p.header.kind == MessageKind::Pong
+        && p.body == Body::Data(Bytes::from_static(b"probe"))));
+    // Once they are sent, pings are answered again.
+    client.handle_packet(now, ping(101));
+    let p = client.poll_transmit().unwrap();
+    assert_eq!((p.header.kind, p.header.id), (MessageKind::Pong, 101));
+}
