@@ -87,9 +87,7 @@ async fn client() -> Result<(), Error> {
     }
 }
 
-async fn run_client<T: MessageChannel>(
-    client: &RpcClient<T>,
-) -> Result<(), Error> {
+async fn run_client<T: MessageChannel>(client: &RpcClient<T>) -> Result<(), Error> {
     let t0 = Instant::now();
     let resp: AddResponse = client.call("add", &AddRequest { a: 1, b: 2 }).await?;
     println!("client: add(1, 2) = {} ({:?})", resp.result, t0.elapsed());

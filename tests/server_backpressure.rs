@@ -198,3 +198,98 @@ fn dropping_serve_closes_a_connection_whose_write_is_stuck() {
         other => panic!("the connection is still open after serve was dropped: {other:?}"),
     }
 }
+
+/// A client dropped while a big write of its requests is still under way: its reader is gone,
+/// so the server's answers pile up and the server stops reading — the client's write could
+/// then never finish and would hold both ends open. Dropping the client closes it instead.
+#[test]
+fn a_client_dropped_mid_write_does_not_hold_the_server() {
+    let rt = runtime();
+    let server = RpcServer::new();
+    server.register("echo", |b: bytes::Bytes| async move { Ok(b) });
+    let (client_side, serve) = serve(&rt, server);
+    rt.block_on(async move {
+        client_side.set_nonblocking(true).unwrap();
+        let s = tokio::net::UnixStream::from_std(client_side).unwrap();
+        let client = xrpc::RpcClient::new(MessageChannelAdapter::new(
+            UnixFrameTransport::from_stream(s, UnixConfig::default(), "client").unwrap(),
+        ));
+        let payload = bytes::Bytes::from(vec![7u8; PAYLOAD]);
+        let calls: Vec<_> = (0..400)
+            .map(|_| {
+                let (c, p) = (client.clone(), payload.clone());
+                tokio::spawn(async move { c.call_raw("echo", p).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for c in &calls {
+            c.abort();
+        }
+        for c in calls {
+            let _ = c.await;
+        }
+        drop(client);
+        // It ends with an error or not (the close may cut a request in half), but it ends.
+        let _ = tokio::time::timeout(Duration::from_secs(10), serve)
+            .await
+            .expect("serve returned once the client was dropped")
+            .unwrap();
+    });
+}
+
+/// A client that half-closes and never reads: once the grace period is over, serve returns
+/// and the server's end of the connection is closed (not held open by the write that cannot
+/// finish).
+#[test]
+fn the_grace_period_ends_the_connection_at_peer_eof() {
+    use std::os::fd::AsRawFd;
+    let rt = runtime();
+    let config = ServerConfig {
+        shutdown_flush_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let server = RpcServer::with_config(BincodeCodec, config);
+    let (mut client, server_side) = UnixStream::pair().unwrap();
+    server_side.set_nonblocking(true).unwrap();
+    let fd_link = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
+    let fd = server_side.as_raw_fd();
+    let socket = fd_link(fd).unwrap();
+    let serve = rt.spawn(async move {
+        let s = tokio::net::UnixStream::from_std(server_side).unwrap();
+        let ch = MessageChannelAdapter::new(
+            UnixFrameTransport::from_stream(s, UnixConfig::default(), "server").unwrap(),
+        );
+        server.serve(ch).await
+    });
+    // 4 MiB of pings: under the backlog limit, more than the socket buffers hold.
+    let mut frame = BytesMut::new();
+    let mut enc = MessageEncoder::new(1 << 24, CompressionConfig::none());
+    for id in 1..=64 {
+        enc.encode(
+            &Header::new(MessageKind::Ping, id),
+            "",
+            &vec![7u8; PAYLOAD],
+            &mut frame,
+        )
+        .unwrap();
+    }
+    client
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.write_all(&frame).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), serve).await })
+        .expect("serve returned after the grace period")
+        .unwrap()
+        .unwrap();
+    // The socket is released soon after (the aborted write lets go of it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while fd_link(fd).as_ref() == Some(&socket) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve returned, yet its socket is still open"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(client);
+}

@@ -212,8 +212,8 @@ pub struct ClientConnection<P> {
     methods: Vec<Bytes>,
 }
 
-/// Pings from the server that a client answers while its earlier Pongs are still unsent: more
-/// are left unanswered, so a server that sends Pings and never reads cannot grow the client's
+/// Pongs a client keeps queued at most (a write under way may hold as many again): further
+/// Pings are left unanswered, so a server that sends Pings and never reads cannot grow the client's
 /// queue without bound (PROTOCOL.md §5.5).
 pub const MAX_UNSENT_PONGS: usize = 8;
 

@@ -57,5 +57,6 @@ pub use message::{
 };
 pub use packet::{Body, Packet};
 pub use server::{
-    IncomingCall, ProtocolViolation, ServerConfig, ServerConnection, ServerEvent, ServerSendError,
+    IncomingCall, MAX_BACKLOG_PACKETS, ProtocolViolation, ServerConfig, ServerConnection,
+    ServerEvent, ServerSendError,
 };

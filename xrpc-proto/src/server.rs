@@ -21,16 +21,21 @@ use crate::message::{ErrorCode, FIXED_HEADER_LEN, Header, MessageKind, RemoteErr
 use crate::packet::{Body, Packet};
 use crate::timer::Deadlines;
 
+/// Answers waiting for a client that does not read, at most, whatever their size (see
+/// [`ServerConfig::max_transmit_backlog`]).
+pub const MAX_BACKLOG_PACKETS: usize = 4096;
+
 /// Server settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Calls in progress on one connection at most; more are refused with `ResourceExhausted`.
     pub max_concurrent_calls: usize,
-    /// Bytes of answers (responses, stream items, pongs…) queued for a client at most while
-    /// the transport cannot take them (the client does not read): past this, the server stops
-    /// reading from that client until its writes make progress (see
-    /// [`ServerConnection::is_backlogged`]), so a client that sends and never reads cannot
-    /// grow the server's memory without bound.
+    /// Bytes of answers (responses, stream items, pongs…) that may wait for a client while the
+    /// transport cannot take them (the client does not read): past this — or past
+    /// [`MAX_BACKLOG_PACKETS`] answers — the server stops reading from that client until its
+    /// writes make progress (see [`ServerConnection::is_backlogged`]), so a client that sends
+    /// and never reads cannot grow the server's memory without bound. (What the blocked write
+    /// itself holds comes on top: up to about as much again.)
     pub max_transmit_backlog: usize,
     /// How long a graceful shutdown waits for a connection's last answers to be written before
     /// it closes the connection anyway (a client that never reads cannot hold a shutdown up).
@@ -434,6 +439,10 @@ impl<P> ServerConnection<P> {
     /// not reading bounds the queue. (A client must never stop reading for the same reason,
     /// or two such peers could wait on each other forever.)
     pub fn is_backlogged(&self, payload_len: impl Fn(&P) -> usize) -> bool {
+        // The count bound also caps this scan (it runs once per burst while a write is blocked).
+        if self.transmit.len() >= MAX_BACKLOG_PACKETS {
+            return true;
+        }
         let limit = self.config.max_transmit_backlog;
         let mut total = 0usize;
         for p in &self.transmit {

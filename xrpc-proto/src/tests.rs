@@ -743,3 +743,16 @@ fn a_server_that_does_not_read_its_pongs_gets_no_more() {
     let p = client.poll_transmit().unwrap();
     assert_eq!((p.header.kind, p.header.id), (MessageKind::Pong, 101));
 }
+
+#[test]
+fn transmit_backlog_counts_queued_packets_too() {
+    let mut server = ServerConnection::<Bytes>::new(ServerConfig::default());
+    let now = Instant::now();
+    for id in 0..crate::MAX_BACKLOG_PACKETS as u64 {
+        assert!(!server.is_backlogged(Bytes::len));
+        let ping = Packet::new(Header::new(MessageKind::Ping, id), Body::Empty);
+        server.handle_packet(now, ping).unwrap();
+    }
+    // 4,096 empty pongs are far under 8 MiB, but many enough.
+    assert!(server.is_backlogged(Bytes::len));
+}

@@ -131,8 +131,7 @@ pub trait MessageChannel: Send + Sync + 'static {
 
     /// Waits for the next packet, then also takes those that have already arrived behind it
     /// (at most `max` in all), appending each to `out` in order: a packet, or the error of a
-    /// message that could not be decoded (which ends the burst: the connection is over). `Err`
-    /// is an error receiving the first one.
+    /// message that could not be decoded. `Err` is an error receiving the first one.
     ///
     /// By default: one [`recv_packet`](Self::recv_packet).
     fn recv_packets(
@@ -372,10 +371,6 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
         }
         self.transport
             .recv_frames_with(max, |frame| {
-                // After a bad message the connection ends: decode (and decompress) no more.
-                if matches!(out.last(), Some(Err(_))) {
-                    return;
-                }
                 let mut dec = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
                 out.push(
                     dec.decode(frame)

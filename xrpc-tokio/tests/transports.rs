@@ -659,31 +659,3 @@ async fn stream_read_timeout_keeps_the_transport_usable() {
     a.send_frame(b"after the timeout").await.unwrap();
     assert_eq!(b.recv_frame().await.unwrap(), &b"after the timeout"[..]);
 }
-
-/// A burst stops at the first message that cannot be decoded: nothing behind it is decoded
-/// (the connection is over), so a peer cannot make the reader decompress frames in vain.
-#[tokio::test]
-async fn a_burst_ends_at_a_bad_message() {
-    let (mut raw, b) = UnixStream::pair().unwrap();
-    let mut enc = xrpc_proto::MessageEncoder::new(1 << 20, CompressionConfig::none());
-    let mut wire = bytes::BytesMut::new();
-    let mut good = |id, wire: &mut bytes::BytesMut| {
-        enc.encode(&Header::new(MessageKind::Notification, id), "m", b"x", wire)
-            .unwrap();
-    };
-    good(1, &mut wire);
-    wire.put_u32_le(13);
-    wire.put_slice(b"not a message");
-    for id in 2..10 {
-        good(id, &mut wire);
-    }
-    raw.write_all(&wire).await.unwrap();
-    let ch = MessageChannelAdapter::new(
-        UnixFrameTransport::from_stream(b, UnixConfig::default(), "burst").unwrap(),
-    );
-    let mut out = Vec::new();
-    ch.recv_packets(&mut out, 64).await.unwrap();
-    assert_eq!(out.len(), 2, "{out:?}");
-    assert!(out[0].is_ok());
-    assert!(out[1].is_err());
-}

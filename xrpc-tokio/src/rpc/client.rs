@@ -126,6 +126,10 @@ pub(crate) struct Inner<T> {
     started: AtomicBool,
     /// The reader and timer tasks, stopped when the last client handle goes.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// A write waits for the server to read (see [`Outbox::write_blocked`]).
+    write_blocked: AtomicBool,
+    /// The last client handle was dropped (see [`Outbox::abandoned`]).
+    dropped: AtomicBool,
 }
 
 /// Dropped with the last clone of an [`RpcClient`]: fails what is still pending and stops the
@@ -149,6 +153,13 @@ impl<T: MessageChannel> Drop for Lifetime<T> {
             .drain(..)
         {
             t.abort();
+        }
+        // The reader is gone, so the server's answers are no longer read; a server that then
+        // stops reading (PROTOCOL.md §5.6) would never take the rest of a blocked write, whose
+        // task holds the connection open: close it now (or when a write in progress blocks).
+        self.inner.dropped.store(true, Ordering::SeqCst);
+        if self.inner.write_blocked.load(Ordering::SeqCst) {
+            super::io::close_soon(&self.inner);
         }
     }
 }
@@ -306,6 +317,14 @@ impl<T: MessageChannel> Outbox for Inner<T> {
         st.conn.handle_close(format!("send failed: {e}"));
         st.dispatch();
     }
+
+    fn write_blocked(&self, blocked: bool) {
+        self.write_blocked.store(blocked, Ordering::SeqCst);
+    }
+
+    fn abandoned(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
 }
 
 impl<T: MessageChannel> StreamCtl for Inner<T> {
@@ -424,6 +443,8 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
             wake: Notify::new(),
             started: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
+            write_blocked: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
         });
         Self {
             life: Arc::new(Lifetime {

@@ -97,6 +97,14 @@ pub(crate) trait Outbox: Send + Sync + Sized + 'static {
     /// A write could not finish at once (`true`: the peer is not reading as fast as we
     /// write) and goes on in a task of its own, or that write finished (`false`).
     fn write_blocked(&self, _blocked: bool) {}
+
+    /// The owner of the connection is gone (the last client handle, or the `serve` future,
+    /// was dropped): a write that blocks now closes the channel instead of holding it open
+    /// (see [`close_soon`]). Pairs with `write_blocked(true)`: both are `SeqCst`, so either the
+    /// owner sees the blocked write or the writer sees the owner gone.
+    fn abandoned(&self) -> bool {
+        false
+    }
 }
 
 /// Sends everything `o` has queued, in order (see [`Outbox`]).
@@ -134,8 +142,16 @@ pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
             Poll::Ready(res) => res,
             Poll::Pending => {
                 o.write_blocked(true);
+                if o.abandoned() {
+                    close_soon(&o);
+                }
                 tokio::spawn(async move {
+                    let guard = OnCancel::new(|| {
+                        o.write_blocked(false);
+                        o.release();
+                    });
                     let res = write.await;
+                    guard.disarm();
                     o.write_blocked(false);
                     if written(&o, res) {
                         drain(o);
@@ -147,6 +163,25 @@ pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
         if !written(&o, res) {
             return;
         }
+    }
+}
+
+/// Closes `o`'s channel now, from a destructor: a close that cannot finish at once goes on in
+/// a task (when there is a runtime to run it). Used when the owner of a connection goes away
+/// while a write waits for a peer that does not read: that write's task holds the connection,
+/// which would otherwise stay open as long as the peer does not read.
+pub(crate) fn close_soon<O: Outbox>(o: &Arc<O>) {
+    let c = o.clone();
+    let mut close = Box::pin(async move {
+        let _ = c.channel().close().await;
+    });
+    if close
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_pending()
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        rt.spawn(close);
     }
 }
 

@@ -318,6 +318,7 @@ impl<C: Codec> RpcServer<C> {
                 closed: false,
             }),
             write_blocked: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
             wake: Notify::new(),
             flushed: Notify::new(),
             shared: self.shared.clone(),
@@ -435,21 +436,22 @@ fn payload_len(p: &Payload) -> usize {
 struct ServeGuard<T: MessageChannel, C: Codec> {
     conn: Arc<Conn<T, C>>,
     timer: AbortHandle,
-    /// The read loop ended by itself (it has written what it could); otherwise the `serve`
-    /// future was dropped.
+    /// The read loop ended by itself (and closed the channel); otherwise the `serve` future
+    /// was dropped.
     finished: bool,
 }
 
 impl<T: MessageChannel, C: Codec> Drop for ServeGuard<T, C> {
     fn drop(&mut self) {
         self.timer.abort();
-        if !self.finished && self.conn.write_blocked.load(Ordering::Acquire) {
-            // Serving was dropped while a write waits for a client that does not read: that
-            // write task holds the connection, so close it now rather than when the client
-            // reads. (Closing a socket finishes at once; otherwise dropping the connection
-            // closes it when the write ends.)
-            let mut close = std::pin::pin!(self.conn.channel.close());
-            let _ = close.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        if !self.finished {
+            // Serving was dropped: a write waiting for a client that does not read holds the
+            // connection in its task, so close it now (or when a write in progress blocks)
+            // rather than when the client reads.
+            self.conn.dropped.store(true, Ordering::SeqCst);
+            if self.conn.write_blocked.load(Ordering::SeqCst) {
+                super::io::close_soon(&self.conn);
+            }
         }
         let mut st = self.conn.lock();
         st.conn.handle_close();
@@ -489,6 +491,8 @@ struct Conn<T, C> {
     flushed: Notify,
     /// A write is waiting for the client to read (see [`Outbox::write_blocked`]).
     write_blocked: AtomicBool,
+    /// The `serve` future was dropped (see [`Outbox::abandoned`]).
+    dropped: AtomicBool,
     shared: Arc<Shared<C>>,
 }
 
@@ -678,9 +682,8 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
     }
 
     /// Writes what is queued without waiting (a write that cannot finish at once goes on in a
-    /// task): the reader calls it and must never wait on a write (if both peers' readers did,
-    /// neither would read again). It runs when the reader has drained its input, so there is
-    /// nothing to wait for to batch.
+    /// task): the reader calls it after each burst and must never wait on a write (if both
+    /// peers' readers did, neither would read again).
     fn flush_soon(self: &Arc<Self>) {
         if self.claim().is_some() {
             super::io::drain(self.clone());
@@ -762,9 +765,10 @@ impl<T: MessageChannel, C: Codec> Conn<T, C> {
             };
             if let Err(e) = received {
                 // Answers already queued still go out (a peer that only half-closed reads
-                // them).
+                // them); then the connection closes, even if the peer never read them.
                 self.finish_writes().await;
                 if e.is_fatal() {
+                    let _ = self.channel.close().await;
                     return match RpcError::from(e) {
                         RpcError::Disconnected(_) => Ok(()),
                         other => Err(other),
@@ -918,8 +922,12 @@ impl<T: MessageChannel, C: Codec> Outbox for Conn<T, C> {
         // The reader sees the closed channel and ends the serve loop.
     }
 
+    fn abandoned(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
     fn write_blocked(&self, blocked: bool) {
-        self.write_blocked.store(blocked, Ordering::Release);
+        self.write_blocked.store(blocked, Ordering::SeqCst);
         if !blocked {
             self.flushed.notify_waiters();
         }
