@@ -35,30 +35,39 @@ fn serve(
     tokio::task::JoinHandle<Result<(), xrpc::RpcError>>,
 ) {
     let (client, server_side) = UnixStream::pair().unwrap();
+    (client, serve_on(rt, server, server_side))
+}
+
+/// Serves `server_side` in a task of `rt`.
+fn serve_on(
+    rt: &tokio::runtime::Runtime,
+    server: RpcServer,
+    server_side: UnixStream,
+) -> tokio::task::JoinHandle<Result<(), xrpc::RpcError>> {
     server_side.set_nonblocking(true).unwrap();
-    let serve = rt.spawn(async move {
+    rt.spawn(async move {
         let s = tokio::net::UnixStream::from_std(server_side).unwrap();
         let ch = MessageChannelAdapter::new(
             UnixFrameTransport::from_stream(s, UnixConfig::default(), "server").unwrap(),
         );
         server.serve(ch).await
-    });
-    (client, serve)
+    })
 }
 
-/// One ping frame with a 64 KiB payload: the server answers each with a pong of the same
-/// size.
-fn ping_frame() -> bytes::Bytes {
-    let mut frame = BytesMut::new();
-    MessageEncoder::new(1 << 24, CompressionConfig::none())
-        .encode(
-            &Header::new(MessageKind::Ping, 1),
+/// `n` ping frames with 64 KiB payloads: the server answers each with a pong of the same size.
+fn pings(n: u64) -> bytes::Bytes {
+    let mut frames = BytesMut::new();
+    let mut enc = MessageEncoder::new(1 << 24, CompressionConfig::none());
+    for id in 1..=n {
+        enc.encode(
+            &Header::new(MessageKind::Ping, id),
             "",
             &vec![7u8; PAYLOAD],
-            &mut frame,
+            &mut frames,
         )
         .unwrap();
-    frame.freeze()
+    }
+    frames.freeze()
 }
 
 /// Sends pings without reading until a write makes no progress for a second (or `LIMIT`
@@ -90,7 +99,7 @@ fn a_client_that_never_reads_is_held_back_and_then_answered() {
     };
     let (client, serve) = serve(&rt, RpcServer::with_config(BincodeCodec, config));
 
-    let frame = ping_frame();
+    let frame = pings(1);
     let mut writer = client.try_clone().unwrap();
     let (mut written, stalled) = send_until_stalled(&mut writer, &frame);
     assert!(
@@ -150,17 +159,7 @@ fn shutdown_does_not_wait_forever_for_a_client_that_never_reads() {
     };
     let server = RpcServer::with_config(BincodeCodec, config);
     let (client, serve) = serve(&rt, server.clone());
-    let mut frame = BytesMut::new();
-    let mut enc = MessageEncoder::new(1 << 24, CompressionConfig::none());
-    for id in 1..=64 {
-        enc.encode(
-            &Header::new(MessageKind::Ping, id),
-            "",
-            &vec![7u8; PAYLOAD],
-            &mut frame,
-        )
-        .unwrap();
-    }
+    let frame = pings(64);
     // 4 MiB of pongs: more than the socket buffers hold, so the server's write is stuck.
     let mut writer = client.try_clone().unwrap();
     writer
@@ -187,7 +186,7 @@ fn dropping_serve_closes_a_connection_whose_write_is_stuck() {
         ..ServerConfig::default()
     };
     let (mut client, serve) = serve(&rt, RpcServer::with_config(BincodeCodec, config));
-    let frame = ping_frame();
+    let frame = pings(1);
     let (_, stalled) = send_until_stalled(&mut client, &frame);
     assert!(stalled);
     serve.abort();
@@ -250,29 +249,12 @@ fn the_grace_period_ends_the_connection_at_peer_eof() {
     };
     let server = RpcServer::with_config(BincodeCodec, config);
     let (mut client, server_side) = UnixStream::pair().unwrap();
-    server_side.set_nonblocking(true).unwrap();
     let fd_link = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
     let fd = server_side.as_raw_fd();
     let socket = fd_link(fd).unwrap();
-    let serve = rt.spawn(async move {
-        let s = tokio::net::UnixStream::from_std(server_side).unwrap();
-        let ch = MessageChannelAdapter::new(
-            UnixFrameTransport::from_stream(s, UnixConfig::default(), "server").unwrap(),
-        );
-        server.serve(ch).await
-    });
+    let serve = serve_on(&rt, server, server_side);
     // 4 MiB of pings: under the backlog limit, more than the socket buffers hold.
-    let mut frame = BytesMut::new();
-    let mut enc = MessageEncoder::new(1 << 24, CompressionConfig::none());
-    for id in 1..=64 {
-        enc.encode(
-            &Header::new(MessageKind::Ping, id),
-            "",
-            &vec![7u8; PAYLOAD],
-            &mut frame,
-        )
-        .unwrap();
-    }
+    let frame = pings(64);
     client
         .set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
