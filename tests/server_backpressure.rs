@@ -183,6 +183,7 @@ fn dropping_serve_closes_a_connection_whose_write_is_stuck() {
     let rt = runtime();
     let config = ServerConfig {
         max_transmit_backlog: 1024 * 1024,
+        shutdown_flush_timeout: Duration::from_millis(200),
         ..ServerConfig::default()
     };
     let (mut client, serve) = serve(&rt, RpcServer::with_config(BincodeCodec, config));
@@ -191,7 +192,8 @@ fn dropping_serve_closes_a_connection_whose_write_is_stuck() {
     assert!(stalled);
     serve.abort();
     let _ = rt.block_on(serve);
-    std::thread::sleep(Duration::from_millis(100));
+    // The stuck write gets `shutdown_flush_timeout` to finish, then the connection closes.
+    std::thread::sleep(Duration::from_millis(600));
     match client.write(&frame) {
         Err(e) if e.kind() == ErrorKind::BrokenPipe => {}
         other => panic!("the connection is still open after serve was dropped: {other:?}"),
@@ -210,9 +212,16 @@ fn a_client_dropped_mid_write_does_not_hold_the_server() {
     rt.block_on(async move {
         client_side.set_nonblocking(true).unwrap();
         let s = tokio::net::UnixStream::from_std(client_side).unwrap();
-        let client = xrpc::RpcClient::new(MessageChannelAdapter::new(
-            UnixFrameTransport::from_stream(s, UnixConfig::default(), "client").unwrap(),
-        ));
+        let config = xrpc::RpcClientConfig {
+            close_timeout: Duration::from_millis(200),
+            ..xrpc::RpcClientConfig::default()
+        };
+        let client = xrpc::RpcClient::with_config(
+            MessageChannelAdapter::new(
+                UnixFrameTransport::from_stream(s, UnixConfig::default(), "client").unwrap(),
+            ),
+            config,
+        );
         let payload = bytes::Bytes::from(vec![7u8; PAYLOAD]);
         let calls: Vec<_> = (0..400)
             .map(|_| {
@@ -274,4 +283,39 @@ fn the_grace_period_ends_the_connection_at_peer_eof() {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(client);
+}
+
+/// A notification sent just before the client is dropped still arrives in full, although its
+/// write was still under way at the drop (the connection closes only if the server stops
+/// reading).
+#[test]
+fn a_notification_sent_just_before_the_drop_arrives() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rt = runtime();
+    let got = Arc::new(AtomicUsize::new(0));
+    let server = RpcServer::new();
+    let g = got.clone();
+    server.register("sink", move |b: bytes::Bytes| {
+        g.store(b.len(), Ordering::SeqCst);
+        async { Ok(bytes::Bytes::new()) }
+    });
+    let (client_side, serve) = serve(&rt, server);
+    let len = 4 << 20; // more than the socket buffers take at once
+    rt.block_on(async move {
+        client_side.set_nonblocking(true).unwrap();
+        let s = tokio::net::UnixStream::from_std(client_side).unwrap();
+        let client = xrpc::RpcClient::new(MessageChannelAdapter::new(
+            UnixFrameTransport::from_stream(s, UnixConfig::default(), "client").unwrap(),
+        ));
+        client.notify("sink", &vec![7u8; len]).await.unwrap();
+        drop(client);
+        let _ = tokio::time::timeout(Duration::from_secs(5), serve).await;
+    });
+    // Bincode prefixes the bytes with their length.
+    assert!(
+        got.load(Ordering::SeqCst) >= len,
+        "the notification was cut: the server got {} bytes",
+        got.load(Ordering::SeqCst)
+    );
 }

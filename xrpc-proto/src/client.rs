@@ -98,6 +98,10 @@ pub struct ClientConfig {
     pub heartbeat_interval: Option<Duration>,
     /// Declare the server dead after this many heartbeats in a row go unanswered.
     pub heartbeat_misses: u32,
+    /// When the last client handle is dropped while a write is still under way, how long that
+    /// write may take before the connection is closed anyway (a server that stopped reading
+    /// would otherwise keep it open forever).
+    pub close_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -107,6 +111,7 @@ impl Default for ClientConfig {
             stream_window: 32,
             heartbeat_interval: None,
             heartbeat_misses: 3,
+            close_timeout: Duration::from_secs(5),
         }
     }
 }

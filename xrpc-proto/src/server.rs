@@ -37,8 +37,9 @@ pub struct ServerConfig {
     /// and never reads cannot grow the server's memory without bound. (What the blocked write
     /// itself holds comes on top: up to about as much again.)
     pub max_transmit_backlog: usize,
-    /// How long a graceful shutdown waits for a connection's last answers to be written before
-    /// it closes the connection anyway (a client that never reads cannot hold a shutdown up).
+    /// How long the end of a connection — a graceful shutdown, the client's end of input, a
+    /// dropped `serve` future — waits for the last answers to be written before it closes the
+    /// connection anyway (a client that never reads cannot hold it open).
     pub shutdown_flush_timeout: Duration,
 }
 

@@ -156,10 +156,11 @@ impl<T: MessageChannel> Drop for Lifetime<T> {
         }
         // The reader is gone, so the server's answers are no longer read; a server that then
         // stops reading (PROTOCOL.md §5.6) would never take the rest of a blocked write, whose
-        // task holds the connection open: close it now (or when a write in progress blocks).
+        // task holds the connection open: that write gets `close_timeout` to finish (a
+        // notification sent just before the drop still arrives), then the connection closes.
         self.inner.dropped.store(true, Ordering::SeqCst);
         if self.inner.write_blocked.load(Ordering::SeqCst) {
-            super::io::close_soon(&self.inner);
+            super::io::close_after(&self.inner, self.inner.close_grace());
         }
     }
 }
@@ -324,6 +325,10 @@ impl<T: MessageChannel> Outbox for Inner<T> {
 
     fn abandoned(&self) -> bool {
         self.dropped.load(Ordering::SeqCst)
+    }
+
+    fn close_grace(&self) -> std::time::Duration {
+        self.lock().conn.config().close_timeout
     }
 }
 

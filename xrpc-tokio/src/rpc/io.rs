@@ -99,11 +99,16 @@ pub(crate) trait Outbox: Send + Sync + Sized + 'static {
     fn write_blocked(&self, _blocked: bool) {}
 
     /// The owner of the connection is gone (the last client handle, or the `serve` future,
-    /// was dropped): a write that blocks now closes the channel instead of holding it open
-    /// (see [`close_soon`]). Pairs with `write_blocked(true)`: both are `SeqCst`, so either the
-    /// owner sees the blocked write or the writer sees the owner gone.
+    /// was dropped): a write that blocks now gets [`close_grace`](Self::close_grace) to finish,
+    /// then the channel closes (see [`close_after`]). Pairs with `write_blocked(true)`: both are
+    /// `SeqCst`, so either the owner sees the blocked write or the writer sees the owner gone.
     fn abandoned(&self) -> bool {
         false
+    }
+
+    /// How long a write under way may take once the owner is gone.
+    fn close_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 }
 
@@ -143,7 +148,7 @@ pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
             Poll::Pending => {
                 o.write_blocked(true);
                 if o.abandoned() {
-                    close_soon(&o);
+                    close_after(&o, o.close_grace());
                 }
                 tokio::spawn(async move {
                     let guard = OnCancel::new(|| {
@@ -166,22 +171,25 @@ pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
     }
 }
 
-/// Closes `o`'s channel now, from a destructor: a close that cannot finish at once goes on in
-/// a task (when there is a runtime to run it). Used when the owner of a connection goes away
-/// while a write waits for a peer that does not read: that write's task holds the connection,
-/// which would otherwise stay open as long as the peer does not read.
-pub(crate) fn close_soon<O: Outbox>(o: &Arc<O>) {
-    let c = o.clone();
-    let mut close = Box::pin(async move {
-        let _ = c.channel().close().await;
-    });
-    if close
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-        .is_pending()
-        && let Ok(rt) = tokio::runtime::Handle::try_current()
-    {
-        rt.spawn(close);
+/// Closes `o`'s channel if it is still open `grace` from now. Used when the owner of a
+/// connection goes away while a write is under way: that write's task holds the connection,
+/// which must not stay open forever if the peer never reads — but a peer that does read gets
+/// the rest of the write. Without a runtime to wait on, closes at once.
+pub(crate) fn close_after<O: Outbox>(o: &Arc<O>, grace: std::time::Duration) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(o);
+        rt.spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(o) = weak.upgrade() {
+                let _ = o.channel().close().await;
+            }
+        });
+    } else {
+        let c = o.clone();
+        let mut close = std::pin::pin!(async move {
+            let _ = c.channel().close().await;
+        });
+        let _ = close.as_mut().poll(&mut Context::from_waker(Waker::noop()));
     }
 }
 

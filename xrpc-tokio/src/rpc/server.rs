@@ -446,11 +446,11 @@ impl<T: MessageChannel, C: Codec> Drop for ServeGuard<T, C> {
         self.timer.abort();
         if !self.finished {
             // Serving was dropped: a write waiting for a client that does not read holds the
-            // connection in its task, so close it now (or when a write in progress blocks)
-            // rather than when the client reads.
+            // connection in its task; it gets `shutdown_flush_timeout` to finish, then the
+            // connection closes rather than stay open until the client reads.
             self.conn.dropped.store(true, Ordering::SeqCst);
             if self.conn.write_blocked.load(Ordering::SeqCst) {
-                super::io::close_soon(&self.conn);
+                super::io::close_after(&self.conn, self.conn.close_grace());
             }
         }
         let mut st = self.conn.lock();
@@ -924,6 +924,10 @@ impl<T: MessageChannel, C: Codec> Outbox for Conn<T, C> {
 
     fn abandoned(&self) -> bool {
         self.dropped.load(Ordering::SeqCst)
+    }
+
+    fn close_grace(&self) -> std::time::Duration {
+        self.shared.config.shutdown_flush_timeout
     }
 
     fn write_blocked(&self, blocked: bool) {
