@@ -139,8 +139,11 @@ pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
         let writer = o.clone();
         let mut write = Box::pin(async move { writer.channel().send_packets(packets).await });
         // A transport that panics must not leave the flush mark set (nothing would ever be
-        // sent on this connection again).
-        let guard = OnCancel::new(|| o.release());
+        // sent on this connection again), nor the connection open with half a frame written.
+        let guard = OnCancel::new(|| {
+            o.release();
+            close_after(&o, std::time::Duration::ZERO);
+        });
         let first = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         guard.disarm();
         let res = match first {
@@ -154,6 +157,7 @@ pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
                     let guard = OnCancel::new(|| {
                         o.write_blocked(false);
                         o.release();
+                        close_after(&o, std::time::Duration::ZERO);
                     });
                     let res = write.await;
                     guard.disarm();
