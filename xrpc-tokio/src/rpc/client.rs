@@ -21,11 +21,11 @@ use tokio::task::JoinHandle;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
-    Codec, Header, Packet, StreamSendError,
+    Codec, Header, StreamSendError,
 };
 
 use super::error::RpcError;
-use super::io::{Outbox, decode_payload, payload_bytes};
+use super::io::{Batch, Outbox, decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::{ChannelError, MessageChannel, Payload};
 
@@ -289,10 +289,10 @@ impl<T: MessageChannel> Outbox for Inner<T> {
         Some(st.conn.pending_calls() > 1)
     }
 
-    fn take(&self) -> Vec<Packet<Payload>> {
+    fn take(&self) -> Batch {
         let mut st = self.lock();
-        let packets: Vec<_> = std::iter::from_fn(|| st.conn.poll_transmit()).collect();
-        if packets.is_empty() {
+        let packets = Batch::collect(|| st.conn.poll_transmit());
+        if let Batch::Empty = packets {
             st.flushing = false;
         }
         packets

@@ -82,7 +82,7 @@ pub(crate) trait Outbox: Send + Sync + Sized + 'static {
     fn claim(&self) -> Option<bool>;
 
     /// Takes every queued packet; with none queued, ends the flush (under the same lock).
-    fn take(&self) -> Vec<Packet<Payload>>;
+    fn take(&self) -> Batch;
 
     /// Ends the flush with packets possibly still queued (the flusher was cancelled, or the
     /// channel failed): someone else must send them.
@@ -112,6 +112,52 @@ pub(crate) trait Outbox: Send + Sync + Sized + 'static {
     }
 }
 
+/// The packets one write sends: a lone packet (the common case when calls are not pipelined)
+/// needs no `Vec`.
+pub(crate) enum Batch {
+    /// Nothing was queued.
+    Empty,
+    /// One packet.
+    One(Packet<Payload>),
+    /// Several, in order.
+    Many(Vec<Packet<Payload>>),
+}
+
+impl Batch {
+    /// Takes every packet `next` yields.
+    pub(crate) fn collect(mut next: impl FnMut() -> Option<Packet<Payload>>) -> Self {
+        let Some(first) = next() else {
+            return Self::Empty;
+        };
+        let Some(second) = next() else {
+            return Self::One(first);
+        };
+        let mut all = vec![first, second];
+        all.extend(std::iter::from_fn(next));
+        Self::Many(all)
+    }
+
+    /// Sends the packets; like [`MessageChannel::send_packets`], packets that could not be
+    /// encoded come back with their errors (only their calls fail).
+    async fn send<M: MessageChannel>(
+        self,
+        channel: &M,
+    ) -> Result<Vec<(Header, ChannelError)>, ChannelError> {
+        match self {
+            Self::Empty => Ok(Vec::new()),
+            Self::One(p) => {
+                let header = p.header;
+                match channel.send_packet(p).await {
+                    Ok(()) => Ok(Vec::new()),
+                    Err(e) if e.is_fatal() => Err(e),
+                    Err(e) => Ok(vec![(header, e)]),
+                }
+            }
+            Self::Many(all) => channel.send_packets(all).await,
+        }
+    }
+}
+
 /// Sends everything `o` has queued, in order (see [`Outbox`]).
 pub(crate) async fn flush<O: Outbox>(o: &Arc<O>) {
     let Some(busy) = o.claim() else {
@@ -133,11 +179,11 @@ pub(crate) async fn flush<O: Outbox>(o: &Arc<O>) {
 pub(crate) fn drain<O: Outbox>(o: Arc<O>) {
     loop {
         let packets = o.take();
-        if packets.is_empty() {
+        if let Batch::Empty = packets {
             return;
         }
         let writer = o.clone();
-        let mut write = Box::pin(async move { writer.channel().send_packets(packets).await });
+        let mut write = Box::pin(async move { packets.send(writer.channel()).await });
         // A transport that panics must not leave the flush mark set (nothing would ever be
         // sent on this connection again), nor the connection open with half a frame written.
         let guard = OnCancel::new(|| {

@@ -20,13 +20,13 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use xrpc_proto::idmap::{IdHashState, IdMap, id_map};
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, ErrorCode, Header, IncomingCall, MessageKind, Packet,
-    RemoteError, ServerConfig, ServerConnection, ServerEvent, ServerSendError,
+    BincodeCodec, CallKind, Codec, ErrorCode, Header, IncomingCall, MessageKind, RemoteError,
+    ServerConfig, ServerConnection, ServerEvent, ServerSendError,
 };
 
 use super::client::READ_BATCH;
 use super::error::RpcError;
-use super::io::{CatchUnwind, Outbox, decode_payload, payload_bytes};
+use super::io::{Batch, CatchUnwind, Outbox, decode_payload, payload_bytes};
 use super::stream::{
     Refused, RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender,
 };
@@ -877,16 +877,16 @@ impl<T: MessageChannel, C: Codec> Outbox for Conn<T, C> {
         Some(!st.running.is_empty())
     }
 
-    fn take(&self) -> Vec<Packet<Payload>> {
-        let packets: Vec<_> = {
+    fn take(&self) -> Batch {
+        let packets = {
             let mut st = self.lock();
-            let packets: Vec<_> = std::iter::from_fn(|| st.conn.poll_transmit()).collect();
-            if packets.is_empty() {
+            let packets = Batch::collect(|| st.conn.poll_transmit());
+            if let Batch::Empty = packets {
                 st.flushing = false;
             }
             packets
         };
-        if packets.is_empty() {
+        if let Batch::Empty = packets {
             self.flushed.notify_waiters();
         }
         packets
