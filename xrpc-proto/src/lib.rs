@@ -33,9 +33,6 @@ pub mod packet;
 pub mod server;
 mod timer;
 
-#[cfg(test)]
-mod tests;
-
 pub use client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
     MAX_UNSENT_PONGS, StreamSendError,

@@ -4,14 +4,13 @@
 //!    arbitrary chunks → [`FrameDecoder`] → [`MessageDecoder`] gives back every message.
 //! 2. Hostile input: arbitrary and crafted bytes never make the decoders panic, and never make
 //!    them allocate more than their configured bounds. A counting global allocator records the
-//!    largest single allocation made by the decoding thread while a decoder runs.
+//!    largest single allocation made by the decoding thread while a decoder runs
+//!    (`xrpc_shm::testing::LargestAlloc`).
 //! 3. Codecs: arbitrary values round-trip through every enabled codec, trailing bytes are
 //!    refused, and arbitrary bytes never make `decode` panic.
 //!
 //! The whole file runs in well under 30 s in a debug build.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
@@ -27,67 +26,15 @@ use xrpc_proto::{
     FrameDecoder, Header, Message, MessageDecoder, MessageEncoder, MessageKind, ProtoError,
     RemoteError,
 };
+use xrpc_shm::testing::{LargestAlloc, largest_alloc_during};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation tracking
 // ---------------------------------------------------------------------------------------------
 
-/// Wraps [`System`] and, on threads that asked for it, remembers the largest single allocation.
-struct CountingAlloc;
-
-thread_local! {
-    // `const` initialisers without destructors: reading them never allocates, so they are safe
-    // to touch from inside the allocator.
-    static TRACKING: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn record(size: usize) {
-    let _ = TRACKING.try_with(|t| {
-        if t.get() {
-            let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-        }
-    });
-}
-
-// SAFETY: every method forwards to `System` unchanged; `record` only touches thread-locals.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record(new_size);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+// The tracker is a global allocator, whose implementation only `xrpc-shm` may contain.
 #[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
-
-/// Runs `f` and returns its result with the largest single allocation it made on this thread.
-/// (Allocations made by C libraries through `malloc` — zstd's contexts — are not seen.)
-fn largest_alloc_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LARGEST.with(|l| l.set(0));
-    TRACKING.with(|t| t.set(true));
-    let r = f();
-    TRACKING.with(|t| t.set(false));
-    (r, LARGEST.with(Cell::get))
-}
+static ALLOC: LargestAlloc = LargestAlloc;
 
 #[test]
 fn allocation_tracker_sees_allocations() {

@@ -136,3 +136,78 @@ impl Scribbler {
         unsafe { self.storage.data().add(off).write_volatile(byte) }
     }
 }
+
+/// A global allocator that forwards to [`std::alloc::System`] and, on threads that ask for it,
+/// remembers the largest single allocation — for tests that bound what a decoder may allocate
+/// on hostile input (`xrpc-proto`'s property tests install it). It lives here because it needs
+/// `unsafe`, which only this crate may contain.
+///
+/// ```ignore
+/// #[global_allocator]
+/// static ALLOC: xrpc_shm::testing::LargestAlloc = xrpc_shm::testing::LargestAlloc;
+/// let (v, largest) = xrpc_shm::testing::largest_alloc_during(|| vec![0u8; 100]);
+/// ```
+#[cfg(not(loom))]
+pub struct LargestAlloc;
+
+#[cfg(not(loom))]
+mod largest_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        // `const` initialisers without destructors: touching them never allocates, so the
+        // allocator itself may use them.
+        static TRACKING: Cell<bool> = const { Cell::new(false) };
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn record(size: usize) {
+        let _ = TRACKING.try_with(|t| {
+            if t.get() {
+                let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+            }
+        });
+    }
+
+    // SAFETY: every method forwards to `System` with the caller's arguments unchanged; `record`
+    // only reads and writes thread-locals that never allocate.
+    unsafe impl GlobalAlloc for super::LargestAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            record(layout.size());
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            record(layout.size());
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            record(new_size);
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    /// Runs `f` and returns its result with the largest single allocation it made on this
+    /// thread (0 when [`LargestAlloc`](super::LargestAlloc) is not the global allocator).
+    /// Allocations C libraries make through `malloc` are not seen.
+    pub fn largest_alloc_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        LARGEST.with(|l| l.set(0));
+        TRACKING.with(|t| t.set(true));
+        let r = f();
+        TRACKING.with(|t| t.set(false));
+        (r, LARGEST.with(Cell::get))
+    }
+}
+
+#[cfg(not(loom))]
+pub use largest_alloc::largest_alloc_during;

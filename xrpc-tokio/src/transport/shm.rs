@@ -110,7 +110,8 @@ impl AsyncListener {
                 let dup = self.listener.as_fd().try_clone_to_owned().map_err(failed)?;
                 // `with_interest` is deprecated because an arbitrary `AsRawFd` may close its
                 // descriptor while registered; an `OwnedFd` owned by the `AsyncFd` cannot, so
-                // this use is sound (the unsafe replacement is not allowed in this crate).
+                // this use is sound (its replacement takes a raw descriptor on trust, which this
+                // crate does not do).
                 #[allow(deprecated)]
                 AsyncFd::with_interest(dup, Interest::READABLE).map_err(failed)
             })

@@ -1,5 +1,8 @@
-//! Deterministic tests of the client and server state machines wired back to back through an
-//! in-memory pipe and the real wire encoding, with a fake clock (after quinn-proto's `Pair`).
+//! Deterministic tests of `xrpc-proto`'s client and server state machines wired back to back
+//! through an in-memory pipe and the real wire encoding, with a fake clock (after quinn-proto's
+//! `Pair`). They live here, not in `xrpc-proto`, because they need one real `Instant` as the
+//! clock's origin, and the sans-IO crate reads no clock at all; from that origin on, time only
+//! moves when a test advances it.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -7,17 +10,24 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
-use crate::client::StreamSendError;
-use crate::client::{
+use xrpc::proto::client::StreamSendError;
+use xrpc::proto::client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
 };
-use crate::compression::CompressionConfig;
-use crate::frame::FrameDecoder;
-use crate::message::{ErrorCode, Header, MessageDecoder, MessageEncoder, MessageKind, RemoteError};
-use crate::packet::{Body, Packet};
-use crate::server::{ServerConfig, ServerConnection, ServerEvent, ServerSendError};
+use xrpc::proto::compression::CompressionConfig;
+use xrpc::proto::frame::FrameDecoder;
+use xrpc::proto::message::{
+    ErrorCode, Header, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
+};
+use xrpc::proto::packet::{Body, Packet};
+use xrpc::proto::server::{ServerConfig, ServerConnection, ServerEvent, ServerSendError};
 
 const MS: Duration = Duration::from_millis(1);
+
+/// The fake clock's origin: the one clock read of these tests.
+fn origin() -> Instant {
+    Instant::now()
+}
 
 /// Client and server joined by two queues of encoded frames.
 struct Pair {
@@ -32,7 +42,7 @@ struct Pair {
 
 impl Pair {
     fn new(cc: ClientConfig, sc: ServerConfig) -> Self {
-        let now = Instant::now();
+        let now = origin();
         Self {
             now,
             client: ClientConnection::new(cc, now),
@@ -382,7 +392,7 @@ fn client_stream_and_bidirectional_stream() {
                 Err(e) => panic!("{e:?}"),
             }
         }
-        assert_eq!(sent, crate::flow::INITIAL_CLIENT_STREAM_WINDOW);
+        assert_eq!(sent, xrpc::proto::flow::INITIAL_CLIENT_STREAM_WINDOW);
         p.step();
         let evs = p.server_events();
         assert_eq!(evs.len(), 1 + sent as usize);
@@ -480,7 +490,7 @@ fn a_server_ignoring_credit_fails_the_stream() {
         Header::new(MessageKind::StreamItem, id),
         Body::Data(Bytes::new()),
     );
-    for _ in 0..crate::flow::INITIAL_CLIENT_STREAM_WINDOW {
+    for _ in 0..xrpc::proto::flow::INITIAL_CLIENT_STREAM_WINDOW {
         p.server.handle_packet(p.now, item.clone()).unwrap();
     }
     assert!(p.server.handle_packet(p.now, item).is_err());
@@ -698,7 +708,7 @@ fn transmit_backlog_counts_queued_bytes() {
         max_transmit_backlog: 10_000,
         ..ServerConfig::default()
     });
-    let now = Instant::now();
+    let now = origin();
     let ping = |id| {
         Packet::new(
             Header::new(MessageKind::Ping, id),
@@ -722,7 +732,7 @@ fn transmit_backlog_counts_queued_bytes() {
 
 #[test]
 fn a_server_that_does_not_read_its_pongs_gets_no_more() {
-    let now = Instant::now();
+    let now = origin();
     let mut client = ClientConnection::<Bytes>::new(ClientConfig::default(), now);
     let ping = |id| {
         Packet::new(
@@ -735,7 +745,7 @@ fn a_server_that_does_not_read_its_pongs_gets_no_more() {
         client.handle_packet(now, ping(id));
     }
     let pongs: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
-    assert_eq!(pongs.len(), crate::MAX_UNSENT_PONGS);
+    assert_eq!(pongs.len(), xrpc::proto::MAX_UNSENT_PONGS);
     assert!(pongs.iter().all(|p| p.header.kind == MessageKind::Pong
         && p.body == Body::Data(Bytes::from_static(b"probe"))));
     // Once they are sent, pings are answered again.
@@ -747,8 +757,8 @@ fn a_server_that_does_not_read_its_pongs_gets_no_more() {
 #[test]
 fn transmit_backlog_counts_queued_packets_too() {
     let mut server = ServerConnection::<Bytes>::new(ServerConfig::default());
-    let now = Instant::now();
-    for id in 0..crate::MAX_BACKLOG_PACKETS as u64 {
+    let now = origin();
+    for id in 0..xrpc::proto::MAX_BACKLOG_PACKETS as u64 {
         assert!(!server.is_backlogged(Bytes::len));
         let ping = Packet::new(Header::new(MessageKind::Ping, id), Body::Empty);
         server.handle_packet(now, ping).unwrap();
