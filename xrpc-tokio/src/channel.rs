@@ -433,14 +433,23 @@ async fn send_packets_one_by_one<M: MessageChannel>(
 ) -> Result<Vec<(Header, ChannelError)>, ChannelError> {
     let mut failed = Vec::new();
     for p in packets {
-        let header = p.header;
-        match channel.send_packet(p).await {
-            Ok(()) => {}
-            Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => failed.push((header, e)),
-        }
+        failed.extend(send_one(channel, p).await?);
     }
     Ok(failed)
+}
+
+/// Sends one packet: `Err` when the channel failed; `Ok(Some(..))` when only this packet could
+/// not be sent (too large to encode, say), with its header so its call can fail alone.
+pub(crate) async fn send_one<M: MessageChannel>(
+    channel: &M,
+    packet: Packet<Payload>,
+) -> Result<Option<(Header, ChannelError)>, ChannelError> {
+    let header = packet.header;
+    match channel.send_packet(packet).await {
+        Ok(()) => Ok(None),
+        Err(e) if e.is_fatal() => Err(e),
+        Err(e) => Ok(Some((header, e))),
+    }
 }
 
 /// The byte path of [`MessageChannel::send_packet`], callable from overrides.

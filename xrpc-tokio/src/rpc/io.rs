@@ -145,14 +145,10 @@ impl Batch {
     ) -> Result<Vec<(Header, ChannelError)>, ChannelError> {
         match self {
             Self::Empty => Ok(Vec::new()),
-            Self::One(p) => {
-                let header = p.header;
-                match channel.send_packet(p).await {
-                    Ok(()) => Ok(Vec::new()),
-                    Err(e) if e.is_fatal() => Err(e),
-                    Err(e) => Ok(vec![(header, e)]),
-                }
-            }
+            Self::One(p) => Ok(crate::channel::send_one(channel, p)
+                .await?
+                .into_iter()
+                .collect()),
             Self::Many(all) => channel.send_packets(all).await,
         }
     }
