@@ -135,6 +135,14 @@ impl Pair {
             .unwrap()
     }
 
+    /// A unary call to `slow` that times out after `timeout`.
+    fn call_with_timeout(&mut self, timeout: Duration) -> u64 {
+        let opts = CallOptions::unary(1).with_timeout(timeout);
+        self.client
+            .start_call(self.now, "slow", Bytes::new(), opts)
+            .unwrap()
+    }
+
     fn requests(&mut self) -> Vec<u64> {
         self.server_events()
             .into_iter()
@@ -214,15 +222,7 @@ fn many_calls_answered_in_reverse_with_reordered_wire() {
 #[test]
 fn client_deadline_expires_and_cancels_on_the_server() {
     let mut p = Pair::default();
-    let id = p
-        .client
-        .start_call(
-            p.now,
-            "slow",
-            Bytes::new(),
-            CallOptions::unary(1).with_timeout(100 * MS),
-        )
-        .unwrap();
+    let id = p.call_with_timeout(100 * MS);
     p.step();
     p.requests();
     assert_eq!(p.client.poll_timeout(), Some(p.now + 100 * MS));
@@ -249,15 +249,7 @@ fn client_deadline_expires_and_cancels_on_the_server() {
 #[test]
 fn server_sees_and_enforces_the_deadline() {
     let mut p = Pair::default();
-    let id = p
-        .client
-        .start_call(
-            p.now,
-            "slow",
-            Bytes::new(),
-            CallOptions::unary(1).with_timeout(50 * MS),
-        )
-        .unwrap();
+    let id = p.call_with_timeout(50 * MS);
     p.step();
     let evs = p.server_events();
     let [ServerEvent::Request(call)] = &evs[..] else {
