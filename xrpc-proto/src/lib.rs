@@ -16,7 +16,7 @@
 //! | [`flow`] | credit-based flow control shared by both sides' streams |
 //!
 //! Bytes come in through `handle_*`/`decode` functions and leave through `poll_*`/`encode`
-//! functions; adapter crates (`xrpc-tokio`, …) own the IO.
+//! functions; the adapter crates own the IO, the timers and the runtime.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
