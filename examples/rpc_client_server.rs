@@ -49,6 +49,21 @@ async fn server() -> Result<(), Error> {
             result: req.a + req.b,
         })
     });
+    // For the std-only client of `xrpc-proto` (`cargo run -p xrpc-proto --example std_client`):
+    // a server stream of `n` numbers, and a call that takes `ms` milliseconds.
+    server.register_stream(
+        "count",
+        |n: u32, items: xrpc::ServerStreamSender<u32>| async move {
+            for i in 0..n {
+                items.send(&i).await?;
+            }
+            Ok(())
+        },
+    );
+    server.register_typed("sleep", |ms: u64| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        Ok(())
+    });
     server.register_typed("shutdown", {
         let server = server.clone();
         move |_: ()| {

@@ -23,7 +23,7 @@ use crate::codec::CodecId;
 pub use crate::flow::StreamSendError;
 use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, push_credit, push_item};
 use crate::idmap::{IdMap, id_map};
-use crate::message::{Header, MessageKind, RemoteError};
+use crate::message::{ErrorCode, Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::timer::Deadlines;
 
@@ -82,9 +82,30 @@ pub enum CallError {
     /// The server broke the protocol on this call (for example, sent items without credit).
     #[error("protocol violation: {0}")]
     Protocol(String),
-    /// A message of the call could not be sent (for example, it exceeds the frame size limit).
+    /// A message of the call exceeds the maximum frame size.
+    #[error("message of {size} bytes exceeds the maximum frame size {max}")]
+    TooLarge {
+        /// The message's (encoded, or least) size.
+        size: usize,
+        /// The maximum frame size.
+        max: usize,
+    },
+    /// A message of the call could not be sent otherwise.
     #[error("could not send: {0}")]
     Unsendable(String),
+}
+
+impl CallError {
+    /// The error a call ends with when the server answers `e`: the server's own deadline
+    /// expiry (the client's timeout, counted from receipt) is a [`CallError::Timeout`] like the
+    /// client's, whichever side's timer fires first; every other code is a
+    /// [`CallError::Remote`].
+    pub fn from_remote(e: RemoteError) -> Self {
+        match e.code {
+            ErrorCode::DeadlineExceeded => Self::Timeout,
+            _ => Self::Remote(e),
+        }
+    }
 }
 
 /// Client settings.
@@ -451,7 +472,7 @@ impl<P> ClientConnection<P> {
                     id,
                     ClientEvent::Failed {
                         id,
-                        error: CallError::Remote(e),
+                        error: CallError::from_remote(e),
                     },
                 );
             }

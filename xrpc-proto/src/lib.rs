@@ -14,13 +14,21 @@
 //! | [`server`] | [`ServerConnection`]: dispatch events, answers, deadlines, shutdown |
 //! | [`idmap`] | [`IdMap`](idmap::IdMap): the per-call tables' fast keyed hash map |
 //! | [`flow`] | credit-based flow control shared by both sides' streams |
+//! | [`payload`] | [`Payload`]: encoded bytes, or an in-process value |
+//! | [`wire`] | one connection's bytes ↔ packets ([`WireConfig`]) |
+//! | [`route`] | method routing: [`Routes`], [`MethodTable`] |
+//! | [`client_session`] | [`ClientSession`]: the client end of a connection, bytes in and out |
+//! | [`server_session`] | [`ServerSession`]: the server end, with routing, shutdown and closing |
 //!
-//! Bytes come in through `handle_*`/`decode` functions and leave through `poll_*`/`encode`
-//! functions; the adapter crates own the IO, the timers and the runtime.
+//! An adapter drives a [`ClientSession`] or a [`ServerSession`]: bytes (or whole frames) and
+//! the time come in through `handle_*`, bytes to write, events and the next deadline leave
+//! through `poll_*`. Every protocol decision is made here; the adapter crates own the IO, the
+//! timers and the runtime.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod client_session;
 pub mod codec;
 pub mod compression;
 mod depth;
@@ -30,13 +38,21 @@ pub mod frame;
 pub mod idmap;
 pub mod message;
 pub mod packet;
+pub mod payload;
+pub mod route;
 pub mod server;
+pub mod server_session;
 mod timer;
+pub mod wire;
+
+/// The byte buffers of the API, re-exported so it can be named without another dependency.
+pub use bytes;
 
 pub use client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
     MAX_UNSENT_PONGS, StreamSendError,
 };
+pub use client_session::{ClientSession, TRANSMIT_BATCH};
 #[cfg(feature = "codec-cbor")]
 pub use codec::CborCodec;
 #[cfg(feature = "codec-json")]
@@ -53,7 +69,11 @@ pub use message::{
     ErrorCode, Flags, Header, Message, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
 };
 pub use packet::{Body, Packet};
+pub use payload::Payload;
+pub use route::{MethodTable, Routes};
 pub use server::{
     IncomingCall, MAX_BACKLOG_PACKETS, ProtocolViolation, ServerConfig, ServerConnection,
     ServerEvent, ServerSendError,
 };
+pub use server_session::{CloseReason, Outcome, ServerSession, ServerSessionEvent};
+pub use wire::{Unsendable, WireConfig};

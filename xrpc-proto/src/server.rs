@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// dropped `serve` future — waits for the last answers to be written before it closes the
     /// connection anyway (a client that never reads cannot hold it open).
     pub shutdown_flush_timeout: Duration,
+    /// How long a graceful shutdown waits for calls in progress (streams included) to finish;
+    /// then they are cancelled (answered `ShuttingDown`, their handlers told to stop) and the
+    /// connection closes.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +53,7 @@ impl Default for ServerConfig {
             max_concurrent_calls: 10_000,
             max_transmit_backlog: 8 * 1024 * 1024,
             shutdown_flush_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -147,6 +152,10 @@ pub struct ServerConnection<P> {
     transmit: VecDeque<Packet<P>>,
     events: VecDeque<ServerEvent<P>>,
     shutting_down: bool,
+    /// Notifications whose handlers run (see [`notification_done`](Self::notification_done)).
+    notifications: usize,
+    /// Notifications dropped because the connection was at its concurrency limit.
+    dropped_notifications: u64,
 }
 
 impl<P> ServerConnection<P> {
@@ -159,6 +168,8 @@ impl<P> ServerConnection<P> {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             shutting_down: false,
+            notifications: 0,
+            dropped_notifications: 0,
         }
     }
 
@@ -189,7 +200,7 @@ impl<P> ServerConnection<P> {
                     self.queue_error(id, ErrorCode::ShuttingDown, "server is shutting down");
                     return Ok(());
                 }
-                if self.calls.len() >= self.config.max_concurrent_calls {
+                if self.load() >= self.config.max_concurrent_calls {
                     self.queue_error(
                         id,
                         ErrorCode::ResourceExhausted,
@@ -229,7 +240,12 @@ impl<P> ServerConnection<P> {
                 }));
             }
             (MessageKind::Notification, Body::Data(payload)) => {
-                if !self.shutting_down {
+                // Under the same limit as calls: a flood of notifications cannot start an
+                // unbounded number of handlers. Past it they are dropped (and counted).
+                if self.load() >= self.config.max_concurrent_calls {
+                    self.dropped_notifications += 1;
+                } else if !self.shutting_down {
+                    self.notifications += 1;
                     self.events.push_back(ServerEvent::Notification {
                         method: packet.method,
                         codec: h.codec,
@@ -290,6 +306,42 @@ impl<P> ServerConnection<P> {
             }
         }
         Ok(())
+    }
+
+    /// Calls in progress plus notifications whose handlers run.
+    fn load(&self) -> usize {
+        self.calls.len() + self.notifications
+    }
+
+    /// The handler of a notification reported by [`ServerEvent::Notification`] finished (or was
+    /// never started): it no longer counts against [`ServerConfig::max_concurrent_calls`].
+    pub fn notification_done(&mut self) {
+        self.notifications = self.notifications.saturating_sub(1);
+    }
+
+    /// Notifications whose handlers run.
+    pub fn running_notifications(&self) -> usize {
+        self.notifications
+    }
+
+    /// Notifications dropped because the connection was at its concurrency limit.
+    pub fn dropped_notifications(&self) -> u64 {
+        self.dropped_notifications
+    }
+
+    /// Ends every call in progress with `error` and reports each [`ServerEvent::Cancelled`]
+    /// (a shutdown whose drain deadline passed, say).
+    pub fn cancel_all(&mut self, error: RemoteError) {
+        let mut ids: Vec<u64> = self.calls.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.calls.remove(&id);
+            self.transmit.push_back(Packet::new(
+                Header::new(MessageKind::Error, id),
+                Body::Error(error.clone()),
+            ));
+            self.events.push_back(ServerEvent::Cancelled { id });
+        }
     }
 
     /// Answers call `id` with a response. Returns `false` (and drops the payload) if the call is
@@ -396,9 +448,9 @@ impl<P> ServerConnection<P> {
         self.shutting_down = true;
     }
 
-    /// Whether no call is in progress.
+    /// Whether no call is in progress and no notification handler runs.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty()
+        self.calls.is_empty() && self.notifications == 0
     }
 
     /// Calls in progress.
@@ -420,10 +472,18 @@ impl<P> ServerConnection<P> {
     }
 
     /// The answer to call `id` could not be sent (it exceeds the frame size limit, say): tells
-    /// the client with an error instead, so its call does not hang.
-    pub fn answer_unsendable(&mut self, id: u64, reason: impl Into<String>) {
-        self.calls.remove(&id);
-        self.queue_error(id, ErrorCode::Handler, reason);
+    /// the client with an error instead, so its call does not hang. Returns whether the call
+    /// was still in progress (a stream: its handler must be stopped); a response has already
+    /// ended its call.
+    pub fn answer_unsendable(
+        &mut self,
+        id: u64,
+        code: ErrorCode,
+        reason: impl Into<String>,
+    ) -> bool {
+        let active = self.calls.remove(&id).is_some();
+        self.queue_error(id, code, reason);
+        active
     }
 
     /// Whether packets are waiting in [`poll_transmit`](Self::poll_transmit).

@@ -516,7 +516,17 @@ impl SrvState {
                             kind: CallKind::Unary,
                         };
                         let fut = (h.f)(ctx, payload, conn.parts(CallKind::Unary, None));
-                        tokio::spawn(CatchUnwind(fut));
+                        let conn = conn.clone();
+                        tokio::spawn(async move {
+                            let _ = CatchUnwind(fut).await;
+                            let mut st = conn.lock();
+                            st.conn.notification_done();
+                            if st.shutting_down && st.conn.is_idle() {
+                                conn.wake.notify_one();
+                            }
+                        });
+                    } else {
+                        self.conn.notification_done();
                     }
                 }
                 ServerEvent::Cancelled { id } => {
@@ -904,8 +914,11 @@ impl<T: MessageChannel, C: Codec> Outbox for Conn<T, C> {
         for (header, e) in failed {
             if matches!(header.kind, MessageKind::Response | MessageKind::StreamItem) {
                 // Tell the client instead, so its call does not hang.
-                st.conn
-                    .answer_unsendable(header.id, format!("the answer could not be sent: {e}"));
+                st.conn.answer_unsendable(
+                    header.id,
+                    ErrorCode::Handler,
+                    format!("the answer could not be sent: {e}"),
+                );
                 if let Some(r) = st.running.remove(&header.id)
                     && let Some(a) = r.abort
                 {

@@ -1,0 +1,354 @@
+//! [`ClientSession`]: the client end of one connection — bytes in, bytes out.
+//!
+//! It owns the whole protocol of the connection: framing and message coding ([`Wire`]), the
+//! calls ([`ClientConnection`]), what happens to a message that cannot be sent, and closing.
+//! An adapter only moves bytes and time:
+//!
+//! ```text
+//! loop {
+//!     read from the transport  -> read_buffer() + handle_read(now)   (or handle_frame / handle_eof)
+//!     the clock                -> handle_timeout(now) at poll_timeout()
+//!     poll_transmit(&mut buf)  -> write buf (call again once it is written)
+//!     poll_event()             -> wake the waiting calls
+//!     is_closed()              -> close the transport and stop
+//! }
+//! ```
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::client::{CallError, CallOptions, ClientConfig, ClientConnection, ClientEvent};
+use crate::codec::CodecId;
+use crate::flow::StreamSendError;
+use crate::message::{FIXED_HEADER_LEN, MessageKind};
+use crate::packet::Packet;
+use crate::payload::Payload;
+use crate::wire::{Unsendable, Wire, WireConfig};
+
+/// [`poll_transmit`](ClientSession::poll_transmit) stops adding frames to a buffer once it holds
+/// this many bytes (a single larger frame still goes whole).
+pub const TRANSMIT_BATCH: usize = 64 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// Closed for new work; what was already handed out may still be written until `until`.
+    Closing {
+        until: Instant,
+    },
+    Closed,
+}
+
+/// The client end of one connection (see the [module docs](self)).
+#[derive(Debug)]
+pub struct ClientSession {
+    calls: ClientConnection<Payload>,
+    wire: Wire,
+    life: Life,
+}
+
+impl ClientSession {
+    /// A session with call settings `config` and wire settings `wire`; `now` starts the
+    /// heartbeat clock.
+    pub fn new(config: ClientConfig, wire: WireConfig, now: Instant) -> Self {
+        Self {
+            calls: ClientConnection::new(config, now),
+            wire: Wire::new(wire),
+            life: Life::Open,
+        }
+    }
+
+    /// The call settings.
+    pub fn config(&self) -> &ClientConfig {
+        self.calls.config()
+    }
+
+    /// The largest frame this session sends or accepts.
+    pub fn max_frame_size(&self) -> usize {
+        self.wire.max_frame_size()
+    }
+
+    /// A payload that cannot fit in a frame whatever its header: refused before it is queued.
+    fn check_size(&self, method: &str, payload: &Payload) -> Result<(), CallError> {
+        let size = FIXED_HEADER_LEN + method.len() + payload.len();
+        let max = self.wire.max_frame_size();
+        // Compression may shrink a payload below the limit: only an uncompressed session can
+        // tell now; otherwise encoding decides (and fails the call if it must).
+        if size > max && self.wire.uncompressed() {
+            return Err(CallError::TooLarge { size, max });
+        }
+        Ok(())
+    }
+
+    // ---- calls -------------------------------------------------------------------------
+
+    /// Starts a call and returns its id; its outcome arrives as [`ClientEvent`]s. A call
+    /// without a timeout gets [`ClientConfig::default_timeout`] (unary and client-streaming
+    /// calls). Fails at once if the session is closed or the request cannot fit in a frame.
+    pub fn start_call(
+        &mut self,
+        now: Instant,
+        method: &str,
+        payload: Payload,
+        opts: CallOptions,
+    ) -> Result<u64, CallError> {
+        self.check_open()?;
+        self.check_size(method, &payload)?;
+        self.calls.start_call(now, method, payload, opts)
+    }
+
+    /// Queues a one-way notification.
+    pub fn notify(
+        &mut self,
+        method: &str,
+        payload: Payload,
+        codec: CodecId,
+    ) -> Result<(), CallError> {
+        self.check_open()?;
+        self.check_size(method, &payload)?;
+        self.calls.notify(method, payload, codec)
+    }
+
+    fn check_open(&self) -> Result<(), CallError> {
+        match self.life {
+            Life::Open => Ok(()),
+            _ => Err(CallError::Disconnected(
+                self.calls
+                    .closed_reason()
+                    .unwrap_or("the connection is closing")
+                    .to_string(),
+            )),
+        }
+    }
+
+    /// Gives up on call `id` and tells the server. No event follows. Returns whether it was
+    /// pending.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        self.calls.cancel(id)
+    }
+
+    /// Queues one item of the client stream of call `id`, if the server granted credit.
+    pub fn send_stream_item(
+        &mut self,
+        id: u64,
+        payload: Payload,
+        codec: CodecId,
+    ) -> Result<(), StreamSendError<Payload>> {
+        self.calls.send_stream_item(id, payload, codec)
+    }
+
+    /// Credit left on the client stream of call `id`.
+    pub fn send_credit(&self, id: u64) -> Option<u64> {
+        self.calls.send_credit(id)
+    }
+
+    /// Ends the client stream of call `id`; returns whether it was open.
+    pub fn finish_stream(&mut self, id: u64) -> bool {
+        self.calls.finish_stream(id)
+    }
+
+    /// The application took `n` items of the server stream of call `id`.
+    pub fn stream_consumed(&mut self, id: u64, n: u32) {
+        self.calls.stream_consumed(id, n);
+    }
+
+    /// Calls started and not yet finished.
+    pub fn pending_calls(&self) -> usize {
+        self.calls.pending_calls()
+    }
+
+    /// Closes the session locally (the application dropped its last handle, or closed it):
+    /// every pending call fails with `Disconnected(reason)`; output already handed to the
+    /// adapter may still be written for [`ClientConfig::close_timeout`], so a notification
+    /// sent just before arrives whole, but a server that stopped reading cannot hold the
+    /// connection open.
+    pub fn close(&mut self, now: Instant, reason: &str) {
+        if self.life != Life::Open {
+            return;
+        }
+        self.calls.handle_close(reason);
+        self.life = Life::Closing {
+            until: now + self.calls.config().close_timeout,
+        };
+    }
+
+    // ---- transport input ---------------------------------------------------------------
+
+    /// The buffer to read transport bytes into (append only), followed by
+    /// [`handle_read`](Self::handle_read).
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        self.wire.read_buffer()
+    }
+
+    /// Processes the bytes appended to [`read_buffer`](Self::read_buffer).
+    pub fn handle_read(&mut self, now: Instant) {
+        while self.life == Life::Open {
+            match self.wire.next_frame() {
+                Ok(Some(frame)) => self.handle_frame(now, frame),
+                Ok(None) => return,
+                Err(e) => return self.fail(format!("the server broke the framing: {e}")),
+            }
+        }
+    }
+
+    /// Appends received bytes and processes them.
+    pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) {
+        self.wire.push_bytes(data);
+        self.handle_read(now);
+    }
+
+    /// Processes one whole frame (from a transport that keeps frame boundaries, such as shared
+    /// memory). A frame that is not a valid message closes the session.
+    pub fn handle_frame(&mut self, now: Instant, frame: Bytes) {
+        if self.life != Life::Open {
+            return;
+        }
+        match self.wire.decode(frame) {
+            Ok(packet) => self.handle_packet(now, packet),
+            Err(e) => self.fail(format!("the server sent a malformed message: {e}")),
+        }
+    }
+
+    /// Processes one packet (from the in-process value transport).
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>) {
+        if self.life != Life::Open {
+            return;
+        }
+        self.calls.handle_packet(now, packet);
+        self.check_closed();
+    }
+
+    /// The server closed the connection (end of input).
+    pub fn handle_eof(&mut self) {
+        let partial = self.wire.partial_bytes();
+        if partial == 0 {
+            self.fail("the server closed the connection".into());
+        } else {
+            self.fail(format!(
+                "the server closed the connection {partial} bytes into a frame"
+            ));
+        }
+    }
+
+    /// The transport failed (read or write): the session is over.
+    pub fn handle_transport_error(&mut self, error: impl std::fmt::Display) {
+        self.fail(format!("connection lost: {error}"));
+    }
+
+    /// Fires deadlines, heartbeats and the close grace. Call it at
+    /// [`poll_timeout`](Self::poll_timeout) (early or late is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.life {
+            Life::Open => {
+                self.calls.handle_timeout(now);
+                self.check_closed();
+            }
+            Life::Closing { until } if now >= until => self.life = Life::Closed,
+            _ => {}
+        }
+    }
+
+    /// Ends the session at once, failing what is pending.
+    fn fail(&mut self, reason: String) {
+        self.calls.handle_close(reason);
+        self.life = Life::Closed;
+    }
+
+    /// The state machine closed itself (heartbeats missed).
+    fn check_closed(&mut self) {
+        if self.calls.closed_reason().is_some() {
+            self.life = Life::Closed;
+        }
+    }
+
+    // ---- output ------------------------------------------------------------------------
+
+    /// Appends queued messages to `out` as length-prefixed frames (up to about
+    /// [`TRANSMIT_BATCH`] bytes); returns whether it appended any. Call it again once the
+    /// bytes it gave have been written: a closing session learns from an empty call that
+    /// everything was written.
+    ///
+    /// A message that cannot be encoded (too large, or an in-process value) fails only its
+    /// call, with [`CallError::TooLarge`] or [`CallError::Unsendable`].
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        let start = out.len();
+        while out.len() - start < TRANSMIT_BATCH {
+            let Some(packet) = self.calls.poll_transmit() else {
+                break;
+            };
+            if let Err(e) = self.wire.encode(&packet, out) {
+                self.unsendable(&packet, e);
+            }
+        }
+        let wrote = out.len() > start;
+        if !wrote && matches!(self.life, Life::Closing { .. }) {
+            self.life = Life::Closed;
+        }
+        wrote
+    }
+
+    /// The next packet as it is, for a transport that moves packets (the in-process value
+    /// transport) instead of bytes.
+    pub fn poll_packet(&mut self) -> Option<Packet<Payload>> {
+        let p = self.calls.poll_transmit();
+        if p.is_none() && matches!(self.life, Life::Closing { .. }) {
+            self.life = Life::Closed;
+        }
+        p
+    }
+
+    /// The one rule for a message that cannot be sent: it fails its call.
+    fn unsendable(&mut self, packet: &Packet<Payload>, e: Unsendable) {
+        let error = match e {
+            Unsendable::TooLarge { size, max } => CallError::TooLarge { size, max },
+            other => CallError::Unsendable(other.to_string()),
+        };
+        match packet.header.kind {
+            MessageKind::Request
+            | MessageKind::StreamItem
+            | MessageKind::StreamEnd
+            | MessageKind::Credit => {
+                self.calls.fail_call(packet.header.id, error);
+            }
+            // A notification was size-checked when queued, so only an in-process value on a
+            // byte transport ends here; pings, pongs and cancels are always small.
+            _ => {}
+        }
+    }
+
+    /// Whether messages wait to be sent.
+    pub fn has_transmit(&self) -> bool {
+        self.calls.has_transmit()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ClientEvent<Payload>> {
+        self.calls.poll_event()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        match self.life {
+            Life::Open => self.calls.poll_timeout(),
+            Life::Closing { until } => Some(until),
+            Life::Closed => None,
+        }
+    }
+
+    /// Whether the session is still open for new calls.
+    pub fn is_open(&self) -> bool {
+        self.life == Life::Open
+    }
+
+    /// Whether the session is over: close the transport now.
+    pub fn is_closed(&self) -> bool {
+        self.life == Life::Closed
+    }
+
+    /// Why the session closed, once it has.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.calls.closed_reason()
+    }
+}

@@ -1,0 +1,83 @@
+//! Method routing: which handler serves a method name, and for which kind of call.
+//!
+//! The table holds whatever the adapter runs as a handler (`H`); the
+//! [`ServerSession`](crate::ServerSession) consults it through [`Routes`] and answers unknown
+//! methods, calls of the wrong kind and foreign codecs itself.
+
+use std::collections::HashMap;
+
+use crate::client::CallKind;
+use crate::idmap::IdHashState;
+
+/// Looks up the handler of a method.
+pub trait Routes {
+    /// What the adapter runs for a call.
+    type Handler;
+
+    /// The handler of `method` and the kind of call it serves, if one is registered.
+    fn route(&self, method: &str) -> Option<(CallKind, Self::Handler)>;
+}
+
+/// A table of methods: name → (call kind, handler).
+#[derive(Debug, Clone)]
+pub struct MethodTable<H> {
+    /// Looked up by names a peer sends; only registered names are stored, so a fast keyed hash
+    /// is enough.
+    methods: HashMap<String, (CallKind, H), IdHashState>,
+}
+
+impl<H> Default for MethodTable<H> {
+    fn default() -> Self {
+        Self {
+            methods: HashMap::with_hasher(IdHashState::new()),
+        }
+    }
+}
+
+impl<H> MethodTable<H> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or replaces) `method`.
+    pub fn insert(&mut self, method: impl Into<String>, kind: CallKind, handler: H) {
+        self.methods.insert(method.into(), (kind, handler));
+    }
+
+    /// Removes `method`; returns whether it was registered.
+    pub fn remove(&mut self, method: &str) -> bool {
+        self.methods.remove(method).is_some()
+    }
+
+    /// The registered method names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.methods.keys().map(String::as_str)
+    }
+
+    /// How many methods are registered.
+    pub fn len(&self) -> usize {
+        self.methods.len()
+    }
+
+    /// Whether no method is registered.
+    pub fn is_empty(&self) -> bool {
+        self.methods.is_empty()
+    }
+}
+
+impl<H: Clone> Routes for MethodTable<H> {
+    type Handler = H;
+
+    fn route(&self, method: &str) -> Option<(CallKind, H)> {
+        self.methods.get(method).map(|(k, h)| (*k, h.clone()))
+    }
+}
+
+impl<R: Routes + ?Sized> Routes for &R {
+    type Handler = R::Handler;
+
+    fn route(&self, method: &str) -> Option<(CallKind, R::Handler)> {
+        (**self).route(method)
+    }
+}

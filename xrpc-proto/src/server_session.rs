@@ -1,0 +1,575 @@
+//! [`ServerSession`]: the server end of one connection — bytes in, bytes out.
+//!
+//! It owns the whole protocol of the connection: framing and message coding, the calls
+//! ([`ServerConnection`]), method routing with call-kind and codec admission, a handler's
+//! outcome checked against its deadline, what happens to an answer that cannot be sent, when
+//! to stop reading (backlog), graceful shutdown with its drain deadline, and closing with its
+//! flush grace. The adapter runs handlers, moves bytes and keeps time:
+//!
+//! ```text
+//! loop {
+//!     if wants_read(): read     -> read_buffer() + handle_read(now)   (or handle_frame / handle_eof)
+//!     the clock                 -> handle_timeout(now) at poll_timeout()
+//!     poll_event(&routes)       -> run handlers; their results -> complete(now, id, outcome)
+//!     poll_transmit(&mut buf)   -> write buf (call again once it is written)
+//!     is_closed()               -> close the transport, stop the handlers still running
+//! }
+//! ```
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::client::CallKind;
+use crate::client_session::TRANSMIT_BATCH;
+use crate::codec::CodecId;
+use crate::flow::StreamSendError;
+use crate::message::{ErrorCode, MessageKind, RemoteError};
+use crate::packet::Packet;
+use crate::payload::Payload;
+use crate::route::Routes;
+use crate::server::{IncomingCall, ServerConfig, ServerConnection, ServerEvent};
+use crate::wire::{Unsendable, Wire, WireConfig};
+
+/// What the adapter learns from a [`ServerSession`].
+#[derive(Debug)]
+pub enum ServerSessionEvent<H> {
+    /// Run `handler` for `call`, then report its [`Outcome`] with
+    /// [`ServerSession::complete`].
+    Call {
+        /// The call.
+        call: IncomingCall<Payload>,
+        /// Its handler, from the routes.
+        handler: H,
+    },
+    /// Run `handler` for a notification (no answer is possible), then report
+    /// [`ServerSession::notification_done`]: it counts against the concurrency limit until then.
+    Notification {
+        /// The method name.
+        method: Bytes,
+        /// The payload.
+        payload: Payload,
+        /// Its handler, from the routes.
+        handler: H,
+    },
+    /// Stop the handler of call `id`: the client cancelled, its deadline passed, its answer
+    /// could not be sent, the drain deadline passed, or the connection closed. Its outcome is
+    /// no longer wanted.
+    Cancelled {
+        /// The call.
+        id: u64,
+    },
+    /// One item of the client's stream on call `id`; report it taken with
+    /// [`ServerSession::stream_consumed`].
+    StreamItem {
+        /// The call.
+        id: u64,
+        /// The payload.
+        payload: Payload,
+    },
+    /// The client ended its stream on call `id`.
+    StreamEnd {
+        /// The call.
+        id: u64,
+    },
+    /// The client granted credit to the server stream of call `id`.
+    SendCredit {
+        /// The call.
+        id: u64,
+    },
+}
+
+/// How a handler ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A unary or client-streaming handler's response.
+    Response(Payload),
+    /// A server-streaming or bidirectional handler finished: the stream ends normally.
+    StreamEnd,
+    /// The handler failed.
+    Error(RemoteError),
+    /// The handler panicked, with this message.
+    Panic(String),
+}
+
+/// Why a server session closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the connection.
+    PeerClosed,
+    /// A graceful shutdown finished.
+    Shutdown,
+    /// The client broke the protocol (malformed message, framing, flow control…).
+    Protocol(String),
+    /// The transport failed.
+    Transport(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PeerClosed => f.write_str("the client closed the connection"),
+            Self::Shutdown => f.write_str("the server shut down"),
+            Self::Protocol(m) => write!(f, "the client broke the protocol: {m}"),
+            Self::Transport(m) => write!(f, "connection lost: {m}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// Shutting down: new calls are refused, calls in progress may finish until `until`.
+    Draining {
+        until: Instant,
+    },
+    /// No more input is read; calls in progress are answered and what is queued is written,
+    /// until `until`.
+    Closing {
+        until: Instant,
+    },
+    Closed,
+}
+
+/// The server end of one connection (see the [module docs](self)).
+#[derive(Debug)]
+pub struct ServerSession {
+    calls: ServerConnection<Payload>,
+    wire: Wire,
+    config: ServerConfig,
+    codec: CodecId,
+    life: Life,
+    reason: Option<CloseReason>,
+    /// Calls the session itself stopped (their answer could not be sent).
+    cancelled: VecDeque<u64>,
+}
+
+/// A codec's name, for error texts.
+fn codec_label(id: CodecId) -> String {
+    match id {
+        1 => "bincode (1)".into(),
+        2 => "json (2)".into(),
+        3 => "messagepack (3)".into(),
+        4 => "cbor (4)".into(),
+        5 => "postcard (5)".into(),
+        n => format!("unknown ({n})"),
+    }
+}
+
+fn kind_label(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::Unary => "unary",
+        CallKind::ServerStreaming => "server-streaming",
+        CallKind::ClientStreaming => "client-streaming",
+        CallKind::Bidirectional => "bidirectional",
+    }
+}
+
+impl ServerSession {
+    /// A session serving calls with codec `codec`.
+    pub fn new(config: ServerConfig, wire: WireConfig, codec: CodecId) -> Self {
+        Self {
+            calls: ServerConnection::new(config),
+            wire: Wire::new(wire),
+            config,
+            codec,
+            life: Life::Open,
+            reason: None,
+            cancelled: VecDeque::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    // ---- transport input ---------------------------------------------------------------
+
+    /// Whether the adapter should read more input now: not while closing, and not while the
+    /// answers waiting to be sent exceed [`ServerConfig::max_transmit_backlog`] — every one of
+    /// them answers something the client sent, so not reading bounds them.
+    pub fn wants_read(&self) -> bool {
+        matches!(self.life, Life::Open | Life::Draining { .. })
+            && !self.calls.is_backlogged(Payload::len)
+    }
+
+    /// The buffer to read transport bytes into (append only), followed by
+    /// [`handle_read`](Self::handle_read).
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        self.wire.read_buffer()
+    }
+
+    /// Processes the bytes appended to [`read_buffer`](Self::read_buffer).
+    pub fn handle_read(&mut self, now: Instant) {
+        while self.reading() {
+            match self.wire.next_frame() {
+                Ok(Some(frame)) => self.handle_frame(now, frame),
+                Ok(None) => return,
+                Err(e) => return self.protocol_error(now, format!("framing: {e}")),
+            }
+        }
+    }
+
+    /// Appends received bytes and processes them.
+    pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) {
+        self.wire.push_bytes(data);
+        self.handle_read(now);
+    }
+
+    fn reading(&self) -> bool {
+        matches!(self.life, Life::Open | Life::Draining { .. })
+    }
+
+    /// Processes one whole frame. A frame that is not a valid message ends the input: what
+    /// was read before it is still answered, then the connection closes.
+    pub fn handle_frame(&mut self, now: Instant, frame: Bytes) {
+        if !self.reading() {
+            return;
+        }
+        match self.wire.decode(frame) {
+            Ok(packet) => self.handle_packet(now, packet),
+            Err(e) => self.protocol_error(now, format!("malformed message: {e}")),
+        }
+    }
+
+    /// Processes one packet (from the in-process value transport).
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>) {
+        if !self.reading() {
+            return;
+        }
+        if let Err(v) = self.calls.handle_packet(now, packet) {
+            self.protocol_error(now, v.0);
+        }
+    }
+
+    /// The client closed its end: answers already queued are still written (a client that
+    /// only half-closed reads them), then the connection closes.
+    pub fn handle_eof(&mut self, now: Instant) {
+        let partial = self.wire.partial_bytes();
+        let reason = if partial == 0 {
+            CloseReason::PeerClosed
+        } else {
+            CloseReason::Protocol(format!("end of input {partial} bytes into a frame"))
+        };
+        self.begin_closing(now, reason);
+    }
+
+    /// The transport failed: the session is over.
+    pub fn handle_transport_error(&mut self, error: impl std::fmt::Display) {
+        self.finish(CloseReason::Transport(error.to_string()));
+    }
+
+    fn protocol_error(&mut self, now: Instant, what: String) {
+        self.begin_closing(now, CloseReason::Protocol(what));
+    }
+
+    /// Expires call deadlines, the drain deadline and the close grace. Call it at
+    /// [`poll_timeout`](Self::poll_timeout) (early or late is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.life {
+            Life::Open => self.calls.handle_timeout(now),
+            Life::Draining { until } => {
+                self.calls.handle_timeout(now);
+                if now >= until {
+                    self.calls.cancel_all(RemoteError::new(
+                        ErrorCode::ShuttingDown,
+                        "the server shut down before the call finished",
+                    ));
+                    self.begin_closing(now, CloseReason::Shutdown);
+                }
+            }
+            Life::Closing { until } if now >= until => {
+                let reason = self.reason.take().unwrap_or(CloseReason::Shutdown);
+                self.finish(reason);
+            }
+            _ => {}
+        }
+        self.check_drained(now);
+    }
+
+    // ---- application input -------------------------------------------------------------
+
+    /// Reports how call `id`'s handler ended. The outcome is checked against the call's
+    /// deadline first: a late one is dropped (the client was answered `DeadlineExceeded`).
+    /// Returns whether it was sent.
+    pub fn complete(&mut self, now: Instant, id: u64, outcome: Outcome) -> bool {
+        self.calls.handle_timeout(now);
+        let sent = match outcome {
+            Outcome::Response(payload) => self.calls.respond(id, payload, self.codec),
+            Outcome::StreamEnd => self.calls.end_stream(id),
+            Outcome::Error(e) => self.calls.respond_error(id, e),
+            Outcome::Panic(msg) => self.calls.respond_error(
+                id,
+                RemoteError::new(ErrorCode::Panic, format!("the handler panicked: {msg}")),
+            ),
+        };
+        self.check_drained(now);
+        sent
+    }
+
+    /// A notification's handler finished.
+    pub fn notification_done(&mut self, now: Instant) {
+        self.calls.notification_done();
+        self.check_drained(now);
+    }
+
+    /// Queues one item of the server stream of call `id`, if the client granted credit.
+    pub fn send_stream_item(
+        &mut self,
+        id: u64,
+        payload: Payload,
+    ) -> Result<(), StreamSendError<Payload>> {
+        self.calls.send_stream_item(id, payload, self.codec)
+    }
+
+    /// Credit left on the server stream of call `id`.
+    pub fn send_credit(&self, id: u64) -> Option<u64> {
+        self.calls.send_credit(id)
+    }
+
+    /// The handler took `n` items of the client stream of call `id`.
+    pub fn stream_consumed(&mut self, id: u64, n: u32) {
+        self.calls.stream_consumed(id, n);
+    }
+
+    /// The handler of call `id` will read no more of the client's stream (`buffered` items it
+    /// never took are credited back; later ones are dropped and credited on arrival).
+    pub fn stream_abandoned(&mut self, id: u64, buffered: u32) {
+        self.calls.stream_abandoned(id, buffered);
+    }
+
+    /// Starts a graceful shutdown: new calls are answered `ShuttingDown`; calls in progress
+    /// get [`ServerConfig::drain_timeout`] to finish, then are cancelled; then the connection
+    /// closes once its answers are written (or [`ServerConfig::shutdown_flush_timeout`] passes).
+    pub fn start_shutdown(&mut self, now: Instant) {
+        if self.life != Life::Open {
+            return;
+        }
+        self.calls.start_shutdown();
+        self.life = Life::Draining {
+            until: now + self.config.drain_timeout,
+        };
+        self.check_drained(now);
+    }
+
+    fn check_drained(&mut self, now: Instant) {
+        if matches!(self.life, Life::Draining { .. }) && self.calls.is_idle() {
+            self.begin_closing(now, CloseReason::Shutdown);
+        }
+    }
+
+    fn begin_closing(&mut self, now: Instant, reason: CloseReason) {
+        if matches!(self.life, Life::Open | Life::Draining { .. }) {
+            self.reason = Some(reason);
+            self.life = Life::Closing {
+                until: now + self.config.shutdown_flush_timeout,
+            };
+        }
+    }
+
+    /// The session is over: handlers still running are told to stop.
+    fn finish(&mut self, reason: CloseReason) {
+        if self.life == Life::Closed {
+            return;
+        }
+        self.reason = Some(reason);
+        self.life = Life::Closed;
+        self.calls.handle_close();
+    }
+
+    // ---- output ------------------------------------------------------------------------
+
+    /// The next event, with method routing applied: a request for an unknown method, of the
+    /// wrong call kind or in a codec this server does not speak is answered here, and never
+    /// reaches the adapter.
+    pub fn poll_event<R: Routes>(&mut self, routes: &R) -> Option<ServerSessionEvent<R::Handler>> {
+        if let Some(id) = self.cancelled.pop_front() {
+            return Some(ServerSessionEvent::Cancelled { id });
+        }
+        loop {
+            let ev = self.calls.poll_event()?;
+            return Some(match ev {
+                ServerEvent::Request(call) => match self.admit(&call, routes) {
+                    Ok(handler) => ServerSessionEvent::Call { call, handler },
+                    Err(e) => {
+                        self.calls.respond_error(call.id, e);
+                        continue;
+                    }
+                },
+                ServerEvent::Notification {
+                    method,
+                    codec,
+                    payload,
+                } => {
+                    let name = std::str::from_utf8(&method).unwrap_or_default();
+                    match routes.route(name) {
+                        Some((CallKind::Unary, handler)) if self.speaks(codec) => {
+                            ServerSessionEvent::Notification {
+                                method,
+                                payload,
+                                handler,
+                            }
+                        }
+                        // Nothing can be answered to a notification: it is dropped.
+                        _ => {
+                            self.calls.notification_done();
+                            continue;
+                        }
+                    }
+                }
+                ServerEvent::Cancelled { id } => ServerSessionEvent::Cancelled { id },
+                ServerEvent::StreamItem { id, payload } => {
+                    ServerSessionEvent::StreamItem { id, payload }
+                }
+                ServerEvent::StreamEnd { id } => ServerSessionEvent::StreamEnd { id },
+                ServerEvent::SendCredit { id } => ServerSessionEvent::SendCredit { id },
+            });
+        }
+    }
+
+    fn speaks(&self, codec: CodecId) -> bool {
+        codec == self.codec || codec == 0
+    }
+
+    /// Routing and admission of a request.
+    fn admit<R: Routes>(
+        &self,
+        call: &IncomingCall<Payload>,
+        routes: &R,
+    ) -> Result<R::Handler, RemoteError> {
+        let method = call.method_str();
+        let Some((kind, handler)) = routes.route(method) else {
+            // The message is the method name (PROTOCOL.md §5).
+            return Err(RemoteError::new(ErrorCode::MethodNotFound, method));
+        };
+        if kind != call.kind {
+            return Err(RemoteError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "method {method} is {}, called as {}",
+                    kind_label(kind),
+                    kind_label(call.kind)
+                ),
+            ));
+        }
+        if !self.speaks(call.codec) {
+            return Err(RemoteError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "method {method} was called with codec {}; this server speaks {}",
+                    codec_label(call.codec),
+                    codec_label(self.codec)
+                ),
+            ));
+        }
+        Ok(handler)
+    }
+
+    /// Appends queued answers to `out` as length-prefixed frames (up to about
+    /// [`TRANSMIT_BATCH`] bytes); returns whether it appended any. Call it again once the
+    /// bytes it gave have been written: a closing session learns from an empty call that
+    /// everything was written, and closes.
+    ///
+    /// An answer that cannot be encoded (too large, say) fails only its call: the client is
+    /// answered with an error instead, and the handler is cancelled.
+    pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        let start = out.len();
+        while out.len() - start < TRANSMIT_BATCH {
+            let Some(packet) = self.calls.poll_transmit() else {
+                break;
+            };
+            if let Err(e) = self.wire.encode(&packet, out) {
+                self.unsendable(&packet, e);
+            }
+        }
+        let wrote = out.len() > start;
+        if !wrote {
+            self.written();
+        }
+        wrote
+    }
+
+    /// The next packet as it is, for the in-process value transport.
+    pub fn poll_packet(&mut self) -> Option<Packet<Payload>> {
+        let p = self.calls.poll_transmit();
+        if p.is_none() {
+            self.written();
+        }
+        p
+    }
+
+    /// Everything handed out was written and nothing is queued: a closing session whose calls
+    /// have all been answered is over.
+    fn written(&mut self) {
+        if matches!(self.life, Life::Closing { .. }) && self.calls.is_idle() {
+            let reason = self.reason.take().unwrap_or(CloseReason::Shutdown);
+            self.finish(reason);
+        }
+    }
+
+    /// The one rule for a message that cannot be sent: it fails its call.
+    fn unsendable(&mut self, packet: &Packet<Payload>, e: Unsendable) {
+        if !matches!(
+            packet.header.kind,
+            MessageKind::Response | MessageKind::StreamItem
+        ) {
+            return; // errors, stream ends, credit and pongs are always small
+        }
+        let id = packet.header.id;
+        let code = match e {
+            Unsendable::TooLarge { .. } => ErrorCode::ResourceExhausted,
+            _ => ErrorCode::Handler,
+        };
+        if self
+            .calls
+            .answer_unsendable(id, code, format!("the answer could not be sent: {e}"))
+        {
+            self.cancelled.push_back(id);
+        }
+    }
+
+    /// Whether answers wait to be sent.
+    pub fn has_transmit(&self) -> bool {
+        self.calls.has_transmit()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let calls = self.calls.poll_timeout();
+        let life = match self.life {
+            Life::Draining { until } | Life::Closing { until } => Some(until),
+            _ => None,
+        };
+        match (calls, life) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.active_calls()
+    }
+
+    /// Notifications dropped because the connection was at its concurrency limit.
+    pub fn dropped_notifications(&self) -> u64 {
+        self.calls.dropped_notifications()
+    }
+
+    /// Whether a graceful shutdown is under way (or done).
+    pub fn is_shutting_down(&self) -> bool {
+        !matches!(self.life, Life::Open)
+    }
+
+    /// Whether the session is over: close the transport and stop its handlers now.
+    pub fn is_closed(&self) -> bool {
+        self.life == Life::Closed
+    }
+
+    /// Why the session closed (or is closing).
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.reason.as_ref()
+    }
+}

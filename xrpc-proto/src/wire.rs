@@ -1,0 +1,164 @@
+//! [`Wire`]: one connection's bytes ↔ packets: length-prefixed framing, the message header,
+//! compression, and the rule for what cannot be encoded.
+//!
+//! The sessions ([`ClientSession`](crate::ClientSession), [`ServerSession`](crate::ServerSession))
+//! own one each; adapters never see a frame decoder or a message encoder.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::compression::{CompressionConfig, CompressionType};
+use crate::error::ProtoError;
+use crate::frame::{DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameError};
+use crate::message::{MessageDecoder, MessageEncoder};
+use crate::packet::{Body, Packet};
+use crate::payload::Payload;
+
+/// A read is worth making only with at least this much room.
+const MIN_READ_SPACE: usize = 4 * 1024;
+/// How much room a read buffer grows by.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How a connection's bytes are framed and coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireConfig {
+    /// Largest frame sent or accepted (the same default on every transport).
+    pub max_frame_size: usize,
+    /// Compression of outgoing payloads.
+    pub compression: CompressionConfig,
+    /// Largest payload a compressed message may inflate to.
+    pub max_decompressed: usize,
+}
+
+impl Default for WireConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            compression: CompressionConfig::none(),
+            max_decompressed: DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+}
+
+impl WireConfig {
+    /// The same configuration with another maximum frame size (and decompressed size).
+    pub fn with_max_frame_size(mut self, max: usize) -> Self {
+        self.max_frame_size = max;
+        self.max_decompressed = max;
+        self
+    }
+
+    /// The same configuration with compression.
+    pub fn with_compression(mut self, compression: CompressionConfig) -> Self {
+        self.compression = compression;
+        self
+    }
+}
+
+/// Why a packet could not be put on the wire. Only its call fails (see
+/// [`CallError::TooLarge`](crate::CallError::TooLarge) and [`CallError::Unsendable`](crate::CallError::Unsendable)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unsendable {
+    /// The encoded message exceeds the maximum frame size.
+    #[error("message of {size} bytes exceeds the maximum frame size {max}")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// An in-process value cannot travel over a byte transport.
+    #[error("an in-process value cannot be sent over a byte transport")]
+    Value,
+    /// Encoding failed otherwise (compression).
+    #[error("{0}")]
+    Encode(String),
+}
+
+/// Framing and message coding of one connection.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    frames: FrameDecoder,
+    messages: MessageDecoder,
+    encoder: MessageEncoder,
+}
+
+impl Wire {
+    pub(crate) fn new(config: WireConfig) -> Self {
+        Self {
+            frames: FrameDecoder::new(config.max_frame_size),
+            messages: MessageDecoder::new(config.max_decompressed),
+            encoder: MessageEncoder::new(config.max_frame_size, config.compression),
+        }
+    }
+
+    pub(crate) fn max_frame_size(&self) -> usize {
+        self.encoder.max_frame_size()
+    }
+
+    /// Whether outgoing payloads travel uncompressed (so their size is known before encoding).
+    pub(crate) fn uncompressed(&self) -> bool {
+        self.encoder.compression().algorithm == CompressionType::None
+    }
+
+    /// The buffer received bytes are appended to, with room for a worthwhile read. Grown only
+    /// when it is full, or nearly full with little in it (so the copy is small).
+    pub(crate) fn read_buffer(&mut self) -> &mut BytesMut {
+        let buf = self.frames.buffer_mut();
+        let spare = buf.capacity() - buf.len();
+        if (spare == 0 || (spare < MIN_READ_SPACE && buf.len() <= MIN_READ_SPACE))
+            && !buf.try_reclaim(READ_CHUNK)
+        {
+            let mut grown = BytesMut::with_capacity(buf.len() + READ_CHUNK);
+            grown.extend_from_slice(buf);
+            *buf = grown;
+        }
+        buf
+    }
+
+    /// Appends received bytes.
+    pub(crate) fn push_bytes(&mut self, data: &[u8]) {
+        self.frames.handle_bytes(data);
+    }
+
+    /// Bytes received that do not yet form a whole frame.
+    pub(crate) fn partial_bytes(&self) -> usize {
+        self.frames.buffered()
+    }
+
+    /// The next whole frame of the byte stream.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        self.frames.poll_frame()
+    }
+
+    /// Decodes one frame into a packet.
+    pub(crate) fn decode(&mut self, frame: Bytes) -> Result<Packet<Payload>, ProtoError> {
+        let msg = self.messages.decode(frame)?;
+        Ok(Packet::from_message(msg).map(Payload::Bytes))
+    }
+
+    /// Appends `packet` as one length-prefixed frame to `out`; on error nothing is appended.
+    pub(crate) fn encode(
+        &mut self,
+        packet: &Packet<Payload>,
+        out: &mut BytesMut,
+    ) -> Result<(), Unsendable> {
+        let method = packet.method_str();
+        let header = &packet.header;
+        let res = match &packet.body {
+            Body::Data(Payload::Value(_)) => return Err(Unsendable::Value),
+            Body::Data(Payload::Bytes(p)) => self.encoder.encode(header, method, p, out),
+            Body::Empty => self.encoder.encode(header, method, &[], out),
+            Body::Error(e) => self.encoder.encode_with(header, method, out, |buf| {
+                e.encode_into(buf);
+                Ok(())
+            }),
+        };
+        res.map_err(|e| match e {
+            ProtoError::Frame(FrameError::TooLarge { len, max }) => {
+                Unsendable::TooLarge { size: len, max }
+            }
+            other => Unsendable::Encode(other.to_string()),
+        })
+    }
+}

@@ -1,0 +1,658 @@
+//! The byte-level sessions wired back to back through an in-memory pipe that delivers bytes in
+//! chunks of any size, with a fake clock (after quinn-proto's `Pair`): every rule of a
+//! connection — framing, routing, admission, outcomes, deadlines, unsendable messages, backlog,
+//! shutdown and closing — tested without IO. The clock's origin is the one clock read.
+
+use std::time::{Duration, Instant};
+
+use xrpc_proto::bytes::{Bytes, BytesMut};
+use xrpc_proto::{
+    CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CloseReason,
+    CompressionConfig, ErrorCode, MethodTable, Outcome, Payload, RemoteError, ServerConfig,
+    ServerSession, ServerSessionEvent, WireConfig,
+};
+
+const MS: Duration = Duration::from_millis(1);
+const CODEC: u8 = 1;
+
+/// Client and server sessions joined by two byte pipes.
+struct Pair {
+    now: Instant,
+    client: ClientSession,
+    server: ServerSession,
+    routes: MethodTable<&'static str>,
+    /// Bytes are delivered in chunks of this size.
+    chunk: usize,
+    client_events: Vec<ClientEvent<Payload>>,
+    server_events: Vec<ServerSessionEvent<&'static str>>,
+    /// Bytes the client wrote that the server has not yet read.
+    c2s: BytesMut,
+    s2c: BytesMut,
+    /// The server reads only while this holds (a test can stop it).
+    server_reads: bool,
+}
+
+impl Pair {
+    fn new(cc: ClientConfig, sc: ServerConfig, wire: WireConfig) -> Self {
+        let now = Instant::now();
+        let mut routes = MethodTable::new();
+        routes.insert("add", CallKind::Unary, "add");
+        routes.insert("count", CallKind::ServerStreaming, "count");
+        routes.insert("log", CallKind::Unary, "log");
+        Self {
+            now,
+            client: ClientSession::new(cc, wire, now),
+            server: ServerSession::new(sc, wire, CODEC),
+            routes,
+            chunk: 7,
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+            c2s: BytesMut::new(),
+            s2c: BytesMut::new(),
+            server_reads: true,
+        }
+    }
+
+    fn default() -> Self {
+        Self::new(
+            ClientConfig::default(),
+            ServerConfig::default(),
+            WireConfig::default(),
+        )
+    }
+
+    /// Moves bytes and events both ways until nothing moves.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            let mut out = BytesMut::new();
+            while self.client.poll_transmit(&mut out) {}
+            moved |= !out.is_empty();
+            self.c2s.extend_from_slice(&out);
+            while self.server_reads && self.server.wants_read() && !self.c2s.is_empty() {
+                let n = self.chunk.min(self.c2s.len());
+                let chunk = self.c2s.split_to(n);
+                self.server.read_buffer().extend_from_slice(&chunk);
+                self.server.handle_read(self.now);
+                moved = true;
+            }
+            while let Some(ev) = self.server.poll_event(&self.routes) {
+                self.server_events.push(ev);
+                moved = true;
+            }
+            let mut out = BytesMut::new();
+            while self.server.poll_transmit(&mut out) {}
+            moved |= !out.is_empty();
+            self.s2c.extend_from_slice(&out);
+            while !self.s2c.is_empty() {
+                let n = self.chunk.min(self.s2c.len());
+                let chunk = self.s2c.split_to(n);
+                self.client.handle_bytes(self.now, &chunk);
+                moved = true;
+            }
+            while let Some(ev) = self.client.poll_event() {
+                self.client_events.push(ev);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.client.handle_timeout(self.now);
+        self.server.handle_timeout(self.now);
+        self.run();
+    }
+
+    fn call(&mut self, method: &str, payload: &'static [u8]) -> u64 {
+        self.call_with(method, payload, CallOptions::unary(CODEC))
+    }
+
+    fn call_with(&mut self, method: &str, payload: &'static [u8], opts: CallOptions) -> u64 {
+        let id = self
+            .client
+            .start_call(
+                self.now,
+                method,
+                Payload::Bytes(Bytes::from_static(payload)),
+                opts,
+            )
+            .unwrap();
+        self.run();
+        id
+    }
+
+    /// Takes the server's `Call` events: (id, handler, payload).
+    fn take_calls(&mut self) -> Vec<(u64, &'static str, Bytes)> {
+        let mut calls = Vec::new();
+        self.server_events.retain_mut(|ev| match ev {
+            ServerSessionEvent::Call { call, handler } => {
+                let Payload::Bytes(b) = &call.payload else {
+                    panic!("a byte transport delivered a value")
+                };
+                calls.push((call.id, *handler, b.clone()));
+                false
+            }
+            _ => true,
+        });
+        calls
+    }
+
+    fn complete(&mut self, id: u64, outcome: Outcome) -> bool {
+        let sent = self.server.complete(self.now, id, outcome);
+        self.run();
+        sent
+    }
+
+    fn client_outcome(&self, id: u64) -> Option<&ClientEvent<Payload>> {
+        self.client_events.iter().find(|ev| match ev {
+            ClientEvent::Response { id: i, .. } | ClientEvent::Failed { id: i, .. } => *i == id,
+            _ => false,
+        })
+    }
+
+    fn failed(&self, id: u64) -> CallError {
+        match self.client_outcome(id) {
+            Some(ClientEvent::Failed { error, .. }) => error.clone(),
+            other => panic!("call {id}: expected a failure, got {other:?}"),
+        }
+    }
+
+    fn remote(&self, id: u64) -> RemoteError {
+        match self.failed(id) {
+            CallError::Remote(e) => e,
+            other => panic!("call {id}: expected a remote error, got {other:?}"),
+        }
+    }
+
+    fn cancelled(&self) -> Vec<u64> {
+        self.server_events
+            .iter()
+            .filter_map(|ev| match ev {
+                ServerSessionEvent::Cancelled { id } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn bytes(p: &Payload) -> &[u8] {
+    match p {
+        Payload::Bytes(b) => b,
+        Payload::Value(_) => panic!("a value"),
+    }
+}
+
+#[test]
+fn unary_call_through_bytes_in_any_chunking() {
+    for chunk in [1, 3, 7, 64, 4096] {
+        let mut p = Pair::default();
+        p.chunk = chunk;
+        let id = p.call("add", b"1+2");
+        let calls = p.take_calls();
+        assert_eq!(calls, vec![(id, "add", Bytes::from_static(b"1+2"))]);
+        assert!(p.complete(
+            id,
+            Outcome::Response(Payload::Bytes(Bytes::from_static(b"3")))
+        ));
+        match p.client_outcome(id) {
+            Some(ClientEvent::Response { payload, .. }) => assert_eq!(bytes(payload), b"3"),
+            other => panic!("chunk {chunk}: {other:?}"),
+        }
+        assert_eq!(p.client.pending_calls(), 0);
+        assert_eq!(p.server.active_calls(), 0);
+    }
+}
+
+#[test]
+fn routing_answers_unknown_methods_wrong_kinds_and_foreign_codecs() {
+    let mut p = Pair::default();
+    let unknown = p.call("kv.gett", b"");
+    let e = p.remote(unknown);
+    assert_eq!(e.code, ErrorCode::MethodNotFound);
+    assert_eq!(e.message, "kv.gett", "the message is the method name");
+
+    let wrong_kind = p.call("count", b"");
+    let e = p.remote(wrong_kind);
+    assert_eq!(e.code, ErrorCode::Unsupported);
+    assert_eq!(
+        e.message,
+        "method count is server-streaming, called as unary"
+    );
+
+    let json = p.call_with("add", b"{}", CallOptions::unary(2));
+    let e = p.remote(json);
+    assert_eq!(e.code, ErrorCode::Unsupported);
+    assert_eq!(
+        e.message,
+        "method add was called with codec json (2); this server speaks bincode (1)"
+    );
+    assert!(p.take_calls().is_empty(), "no handler ran");
+}
+
+#[test]
+fn a_late_outcome_is_dropped_and_the_client_sees_the_deadline() {
+    let mut p = Pair::default();
+    let id = p.call_with("add", b"x", CallOptions::unary(CODEC).with_timeout(10 * MS));
+    assert_eq!(p.take_calls().len(), 1);
+    // The handler finishes after the deadline, before the server's timer fired.
+    p.now += 11 * MS;
+    assert!(!p.complete(id, Outcome::Response(Payload::Bytes(Bytes::new()))));
+    // The server answered DeadlineExceeded: the client's Timeout, whichever timer fired first.
+    assert_eq!(p.failed(id), CallError::Timeout);
+    assert_eq!(p.cancelled(), vec![id], "the handler is told to stop");
+}
+
+#[test]
+fn handler_errors_and_panics_reach_the_client() {
+    let mut p = Pair::default();
+    let a = p.call("add", b"");
+    let b = p.call("add", b"");
+    p.take_calls();
+    p.complete(
+        a,
+        Outcome::Error(RemoteError::new(ErrorCode::Handler, "no such key")),
+    );
+    p.complete(b, Outcome::Panic("index out of bounds".into()));
+    assert_eq!(p.remote(a).message, "no such key");
+    let e = p.remote(b);
+    assert_eq!(e.code, ErrorCode::Panic);
+    assert_eq!(e.message, "the handler panicked: index out of bounds");
+}
+
+#[test]
+fn garbage_from_the_client_is_answered_up_to_it_then_closes() {
+    let mut p = Pair::default();
+    let id = p.call("add", b"");
+    p.take_calls();
+    // Garbage with a valid length prefix: a malformed message.
+    p.c2s
+        .extend_from_slice(&[5, 0, 0, 0, b'n', b'o', b'p', b'e', b'!']);
+    p.run();
+    assert!(!p.server.wants_read(), "no more input is read");
+    assert!(
+        !p.server.is_closed(),
+        "the call in progress may still be answered"
+    );
+    p.complete(
+        id,
+        Outcome::Response(Payload::Bytes(Bytes::from_static(b"ok"))),
+    );
+    assert!(matches!(
+        p.client_outcome(id),
+        Some(ClientEvent::Response { .. })
+    ));
+    assert!(p.server.is_closed());
+    assert!(matches!(
+        p.server.close_reason(),
+        Some(CloseReason::Protocol(m)) if m.contains("malformed")
+    ));
+}
+
+#[test]
+fn an_oversized_length_prefix_closes_without_allocating() {
+    let mut p = Pair::default();
+    p.c2s.extend_from_slice(&u32::MAX.to_le_bytes());
+    p.run();
+    assert!(!p.server.wants_read());
+    let mut out = BytesMut::new();
+    assert!(!p.server.poll_transmit(&mut out));
+    assert!(p.server.is_closed());
+    assert!(p.server.read_buffer().capacity() < 1 << 20);
+}
+
+#[test]
+fn garbage_from_the_server_fails_every_call() {
+    let mut p = Pair::default();
+    let a = p.call("add", b"");
+    let b = p.call("add", b"");
+    p.client.handle_bytes(p.now, &[3, 0, 0, 0, 1, 2, 3]);
+    p.run();
+    assert!(p.client.is_closed());
+    for id in [a, b] {
+        assert!(
+            matches!(p.failed(id), CallError::Disconnected(r) if r.contains("malformed")),
+            "{:?}",
+            p.failed(id)
+        );
+    }
+    assert!(matches!(
+        p.client.start_call(
+            p.now,
+            "add",
+            Payload::Bytes(Bytes::new()),
+            CallOptions::unary(CODEC)
+        ),
+        Err(CallError::Disconnected(_))
+    ));
+}
+
+#[test]
+fn the_server_closing_fails_every_call() {
+    let mut p = Pair::default();
+    let id = p.call("add", b"");
+    p.client.handle_eof();
+    assert!(p.client.is_closed());
+    assert_eq!(
+        p.client.poll_event(),
+        Some(ClientEvent::Failed {
+            id,
+            error: CallError::Disconnected("the server closed the connection".into())
+        })
+    );
+}
+
+#[test]
+fn an_oversized_request_fails_only_its_call() {
+    let wire = WireConfig::default().with_max_frame_size(1024);
+    let mut p = Pair::new(ClientConfig::default(), ServerConfig::default(), wire);
+    let big = Payload::Bytes(Bytes::from(vec![0u8; 2000]));
+    assert!(matches!(
+        p.client
+            .start_call(p.now, "add", big, CallOptions::unary(CODEC)),
+        Err(CallError::TooLarge {
+            size: 2019,
+            max: 1024
+        })
+    ));
+    let ok = p.call("add", b"small");
+    assert_eq!(p.take_calls().len(), 1, "the connection goes on");
+    p.complete(ok, Outcome::Response(Payload::Bytes(Bytes::new())));
+    assert!(matches!(
+        p.client_outcome(ok),
+        Some(ClientEvent::Response { .. })
+    ));
+
+    // With compression the size is known only when encoding: the call fails then.
+    let wire = wire.with_compression(CompressionConfig::lz4());
+    let mut p = Pair::new(ClientConfig::default(), ServerConfig::default(), wire);
+    let random: Vec<u8> = (0..4000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let id = p
+        .client
+        .start_call(
+            p.now,
+            "add",
+            Payload::Bytes(random.into()),
+            CallOptions::unary(CODEC),
+        )
+        .unwrap();
+    p.run();
+    assert!(matches!(
+        p.failed(id),
+        CallError::TooLarge { max: 1024, .. }
+    ));
+}
+
+#[test]
+fn an_oversized_answer_fails_its_call_and_stops_its_handler() {
+    let wire = WireConfig::default().with_max_frame_size(1024);
+    let mut p = Pair::new(ClientConfig::default(), ServerConfig::default(), wire);
+    let id = p.call("add", b"");
+    p.take_calls();
+    p.complete(
+        id,
+        Outcome::Response(Payload::Bytes(Bytes::from(vec![1u8; 4096]))),
+    );
+    let e = p.remote(id);
+    assert_eq!(e.code, ErrorCode::ResourceExhausted);
+    assert!(
+        e.message.contains("exceeds the maximum frame size 1024"),
+        "{e:?}"
+    );
+    assert!(!p.server.is_closed());
+}
+
+#[test]
+fn a_value_cannot_cross_a_byte_transport() {
+    let mut p = Pair::default();
+    let id = p
+        .client
+        .start_call(
+            p.now,
+            "add",
+            Payload::Value(Box::new(5u32)),
+            CallOptions::unary(CODEC),
+        )
+        .unwrap();
+    p.run();
+    assert!(matches!(p.failed(id), CallError::Unsendable(_)));
+    // The in-process transport hands packets over as they are.
+    let id = p
+        .client
+        .start_call(
+            p.now,
+            "add",
+            Payload::Value(Box::new(5u32)),
+            CallOptions::unary(CODEC),
+        )
+        .unwrap();
+    let packet = p.client.poll_packet().unwrap();
+    p.server.handle_packet(p.now, packet);
+    match p.server.poll_event(&p.routes) {
+        Some(ServerSessionEvent::Call { call, .. }) => {
+            assert_eq!(call.id, id);
+            let Payload::Value(v) = call.payload else {
+                panic!("bytes")
+            };
+            assert_eq!(*v.downcast::<u32>().unwrap(), 5);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn server_stream_with_credit() {
+    let cc = ClientConfig {
+        stream_window: 4,
+        ..ClientConfig::default()
+    };
+    let mut p = Pair::new(cc, ServerConfig::default(), WireConfig::default());
+    let id = p.call_with(
+        "count",
+        b"",
+        CallOptions::unary(CODEC).with_kind(CallKind::ServerStreaming),
+    );
+    p.take_calls();
+    let mut sent = 0;
+    while p
+        .server
+        .send_stream_item(id, Payload::Bytes(Bytes::from_static(b"i")))
+        .is_ok()
+    {
+        sent += 1;
+    }
+    assert_eq!(sent, 4, "the client's window");
+    p.run();
+    let items = p
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::StreamItem { .. }))
+        .count();
+    assert_eq!(items, 4);
+    p.client.stream_consumed(id, 4);
+    p.run();
+    assert!(
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, ServerSessionEvent::SendCredit { id: i } if *i == id))
+    );
+    assert_eq!(p.server.send_credit(id), Some(4));
+    p.complete(id, Outcome::StreamEnd);
+    assert!(
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::StreamEnd { id: i } if *i == id))
+    );
+}
+
+#[test]
+fn notifications_count_against_the_concurrency_limit() {
+    let sc = ServerConfig {
+        max_concurrent_calls: 2,
+        ..ServerConfig::default()
+    };
+    let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
+    for _ in 0..5 {
+        p.client
+            .notify("log", Payload::Bytes(Bytes::from_static(b"n")), CODEC)
+            .unwrap();
+    }
+    p.run();
+    let started = p
+        .server_events
+        .iter()
+        .filter(|e| matches!(e, ServerSessionEvent::Notification { .. }))
+        .count();
+    assert_eq!(started, 2);
+    assert_eq!(p.server.dropped_notifications(), 3);
+    // A call is refused too while two notification handlers run.
+    let id = p.call("add", b"");
+    assert_eq!(p.remote(id).code, ErrorCode::ResourceExhausted);
+    p.server.notification_done(p.now);
+    let id = p.call("add", b"");
+    assert_eq!(p.take_calls().len(), 1);
+    assert!(p.client_outcome(id).is_none());
+}
+
+#[test]
+fn the_reader_stops_while_answers_pile_up() {
+    let sc = ServerConfig {
+        max_transmit_backlog: 4096,
+        ..ServerConfig::default()
+    };
+    let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
+    let id = p.call("add", b"");
+    p.take_calls();
+    assert!(p.server.wants_read());
+    p.server.complete(
+        p.now,
+        id,
+        Outcome::Response(Payload::Bytes(Bytes::from(vec![0; 8192]))),
+    );
+    assert!(
+        !p.server.wants_read(),
+        "8 KiB of answers wait, over the 4 KiB budget"
+    );
+    let mut out = BytesMut::new();
+    assert!(p.server.poll_transmit(&mut out));
+    assert!(p.server.wants_read(), "written: reading goes on");
+}
+
+#[test]
+fn shutdown_drains_then_cancels_what_is_left_at_the_deadline() {
+    let sc = ServerConfig {
+        drain_timeout: 100 * MS,
+        ..ServerConfig::default()
+    };
+    let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
+    let unary = p.call("add", b"");
+    let stream = p.call_with(
+        "count",
+        b"",
+        CallOptions::unary(CODEC).with_kind(CallKind::ServerStreaming),
+    );
+    p.take_calls();
+    p.server.start_shutdown(p.now);
+    let refused = p.call("add", b"");
+    assert_eq!(p.remote(refused).code, ErrorCode::ShuttingDown);
+    p.complete(unary, Outcome::Response(Payload::Bytes(Bytes::new())));
+    assert!(!p.server.is_closed(), "the stream is still open");
+    assert!(
+        p.server
+            .poll_timeout()
+            .is_some_and(|t| t <= p.now + 100 * MS)
+    );
+    p.advance(100 * MS);
+    assert!(
+        p.cancelled().contains(&stream),
+        "the handler is told to stop"
+    );
+    assert_eq!(p.remote(stream).code, ErrorCode::ShuttingDown);
+    assert!(p.server.is_closed());
+    assert_eq!(p.server.close_reason(), Some(&CloseReason::Shutdown));
+}
+
+#[test]
+fn an_idle_shutdown_closes_once_written() {
+    let mut p = Pair::default();
+    p.server.start_shutdown(p.now);
+    assert!(!p.server.wants_read());
+    let mut out = BytesMut::new();
+    assert!(!p.server.poll_transmit(&mut out));
+    assert!(p.server.is_closed());
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_hold_the_close_open() {
+    let mut p = Pair::default();
+    let id = p.call("add", b"");
+    p.take_calls();
+    p.client.handle_eof(); // not a real EOF of the server: only to stop the client reading
+    p.server.handle_eof(p.now);
+    p.server
+        .complete(p.now, id, Outcome::Response(Payload::Bytes(Bytes::new())));
+    // The adapter holds the answer but cannot write it: the grace ends the connection.
+    let mut out = BytesMut::new();
+    assert!(p.server.poll_transmit(&mut out));
+    assert!(!p.server.is_closed());
+    let grace = p.server.poll_timeout().unwrap();
+    assert_eq!(
+        grace,
+        p.now + ServerConfig::default().shutdown_flush_timeout
+    );
+    p.server.handle_timeout(grace);
+    assert!(p.server.is_closed());
+}
+
+#[test]
+fn a_closed_client_writes_what_it_holds_for_the_grace_then_stops() {
+    let mut p = Pair::default();
+    let id = p.call("add", b"");
+    p.client
+        .notify("log", Payload::Bytes(Bytes::from_static(b"bye")), CODEC)
+        .unwrap();
+    let mut out = BytesMut::new();
+    assert!(
+        p.client.poll_transmit(&mut out),
+        "the notification is handed out"
+    );
+    p.client.close(p.now, "the client was dropped");
+    assert_eq!(
+        p.client.poll_event(),
+        Some(ClientEvent::Failed {
+            id,
+            error: CallError::Disconnected("the client was dropped".into())
+        })
+    );
+    assert!(
+        !p.client.is_closed(),
+        "the adapter may still write what it holds"
+    );
+    let grace = p.client.poll_timeout().unwrap();
+    assert_eq!(grace, p.now + ClientConfig::default().close_timeout);
+    let mut more = BytesMut::new();
+    assert!(!p.client.poll_transmit(&mut more));
+    assert!(p.client.is_closed(), "written: closed at once");
+}
+
+#[test]
+fn heartbeats_detect_a_dead_server() {
+    let cc = ClientConfig {
+        heartbeat_interval: Some(10 * MS),
+        heartbeat_misses: 2,
+        ..ClientConfig::default()
+    };
+    let mut p = Pair::new(cc, ServerConfig::default(), WireConfig::default());
+    p.server_reads = false;
+    let id = p.call("add", b"");
+    for _ in 0..4 {
+        p.advance(10 * MS);
+    }
+    assert!(p.client.is_closed());
+    assert!(matches!(p.failed(id), CallError::Disconnected(r) if r.contains("heartbeats")));
+}
