@@ -543,8 +543,9 @@ impl<P> ClientConnection<P> {
         }
     }
 
-    /// The connection is gone: every pending call fails with `Disconnected(reason)`, and later
-    /// calls fail at once.
+    /// The connection is closed: every pending call fails with `Disconnected(reason)`, and later
+    /// calls fail at once. Queued notifications stay queued (after a local close they may still
+    /// be written; after the connection is lost nothing is).
     pub fn handle_close(&mut self, reason: impl Into<String>) {
         if self.closed.is_some() {
             return;
@@ -562,7 +563,9 @@ impl<P> ClientConnection<P> {
             );
         }
         self.deadlines.clear();
-        self.transmit.clear();
+        // Only notifications are worth sending after a local close (they need no answer).
+        self.transmit
+            .retain(|p| p.header.kind == MessageKind::Notification);
         self.unsent_pongs = 0;
         self.next_ping = None;
         self.closed = Some(reason);

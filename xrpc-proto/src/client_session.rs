@@ -273,6 +273,9 @@ impl ClientSession {
     /// A message that cannot be encoded (too large, or an in-process value) fails only its
     /// call, with [`CallError::TooLarge`] or [`CallError::Unsendable`].
     pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        if self.life == Life::Closed {
+            return false;
+        }
         let start = out.len();
         while out.len() - start < TRANSMIT_BATCH {
             let Some(packet) = self.calls.poll_transmit() else {
@@ -292,6 +295,9 @@ impl ClientSession {
     /// The next packet as it is, for a transport that moves packets (the in-process value
     /// transport) instead of bytes.
     pub fn poll_packet(&mut self) -> Option<Packet<Payload>> {
+        if self.life == Life::Closed {
+            return None;
+        }
         let p = self.calls.poll_transmit();
         if p.is_none() && matches!(self.life, Life::Closing { .. }) {
             self.life = Life::Closed;

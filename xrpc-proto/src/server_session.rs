@@ -242,6 +242,8 @@ impl ServerSession {
         if let Err(v) = self.calls.handle_packet(now, packet) {
             self.protocol_error(now, v.0);
         }
+        // A cancel may have ended the last call of a shutdown.
+        self.check_drained(now);
     }
 
     /// The client closed its end: answers already queued are still written (a client that

@@ -656,3 +656,15 @@ fn heartbeats_detect_a_dead_server() {
     assert!(p.client.is_closed());
     assert!(matches!(p.failed(id), CallError::Disconnected(r) if r.contains("heartbeats")));
 }
+
+#[test]
+fn a_shutdown_whose_last_call_is_cancelled_completes() {
+    let mut p = Pair::default();
+    let id = p.call("add", b"");
+    p.take_calls();
+    p.server.start_shutdown(p.now);
+    assert!(p.client.cancel(id));
+    p.run();
+    assert_eq!(p.cancelled(), vec![id]);
+    assert!(p.server.is_closed(), "drained by the cancel");
+}

@@ -9,17 +9,16 @@
 //! [`SerdeChannel`] and [`TypedChannel`] send plain serde values, one per frame, with no message
 //! header — typed messaging without RPC.
 
-use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{
     BincodeCodec, Body, Codec, CodecError, CompressionConfig, FRAME_PREFIX_LEN, Header, Message,
-    MessageDecoder, MessageEncoder, Packet, ProtoError,
+    MessageDecoder, MessageEncoder, Packet, ProtoError, WireConfig,
 };
 
 use crate::transport::{FrameTransport, TransportError, TransportStats};
@@ -57,6 +56,15 @@ impl ChannelError {
 ///
 /// All methods take `&self`: one task can wait in [`recv`](Self::recv) while others send.
 pub trait MessageChannel: Send + Sync + 'static {
+    /// The frame transport under the channel (the RPC driver moves frames on it directly).
+    type Transport: FrameTransport;
+
+    /// The frame transport.
+    fn transport(&self) -> &Self::Transport;
+
+    /// How the channel frames and codes messages: its maximum frame and compression.
+    fn wire_config(&self) -> WireConfig;
+
     /// Sends a message (its payload is compressed per the channel's configuration).
     fn send(&self, msg: &Message) -> impl Future<Output = Result<(), ChannelError>> + Send {
         self.send_with(&msg.header, msg.method(), |buf| {
@@ -107,20 +115,6 @@ pub trait MessageChannel: Send + Sync + 'static {
         default_send_packet(self, packet)
     }
 
-    /// Sends several packets, in one write where the transport can (see
-    /// [`FrameTransport::send_batch_with`]). A packet that cannot be encoded — too large, or a
-    /// value on a byte channel — is left out and returned with its error; the others are sent.
-    /// `Err` is a failure of the channel itself.
-    fn send_packets(
-        &self,
-        packets: Vec<Packet<Payload>>,
-    ) -> impl Future<Output = Result<Vec<(Header, ChannelError)>, ChannelError>> + Send
-    where
-        Self: Sized,
-    {
-        send_packets_one_by_one(self, packets)
-    }
-
     /// Receives the next packet for the RPC state machines.
     fn recv_packet(&self) -> impl Future<Output = Result<Packet<Payload>, ChannelError>> + Send {
         async move {
@@ -128,46 +122,21 @@ pub trait MessageChannel: Send + Sync + 'static {
             Ok(Packet::from_message(msg).map(Payload::Bytes))
         }
     }
-
-    /// Waits for the next packet, then also takes those that have already arrived behind it
-    /// (at most `max` in all), appending each to `out` in order: a packet, or the error of a
-    /// message that could not be decoded. `Err` is an error receiving the first one.
-    ///
-    /// By default: one [`recv_packet`](Self::recv_packet).
-    fn recv_packets(
-        &self,
-        out: &mut Vec<Result<Packet<Payload>, ChannelError>>,
-        max: usize,
-    ) -> impl Future<Output = Result<(), ChannelError>> + Send
-    where
-        Self: Sized,
-    {
-        let _ = max;
-        async move {
-            out.push(Ok(self.recv_packet().await?));
-            Ok(())
-        }
-    }
 }
 
-/// The payload of an RPC packet: encoded bytes, or — on in-process channels — the value itself.
-pub enum Payload {
-    /// Bytes encoded by a codec.
-    Bytes(Bytes),
-    /// An in-process value, moved without serialization.
-    Value(Box<dyn Any + Send>),
-}
-
-impl std::fmt::Debug for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
-            Self::Value(_) => f.write_str("Value(..)"),
-        }
-    }
-}
+pub use xrpc_proto::Payload;
 
 impl<C: MessageChannel> MessageChannel for Arc<C> {
+    type Transport = C::Transport;
+
+    fn transport(&self) -> &C::Transport {
+        (**self).transport()
+    }
+
+    fn wire_config(&self) -> WireConfig {
+        (**self).wire_config()
+    }
+
     fn send(&self, msg: &Message) -> impl Future<Output = Result<(), ChannelError>> + Send {
         (**self).send(msg)
     }
@@ -211,23 +180,8 @@ impl<C: MessageChannel> MessageChannel for Arc<C> {
         (**self).send_packet(packet)
     }
 
-    fn send_packets(
-        &self,
-        packets: Vec<Packet<Payload>>,
-    ) -> impl Future<Output = Result<Vec<(Header, ChannelError)>, ChannelError>> + Send {
-        (**self).send_packets(packets)
-    }
-
     fn recv_packet(&self) -> impl Future<Output = Result<Packet<Payload>, ChannelError>> + Send {
         (**self).recv_packet()
-    }
-
-    fn recv_packets(
-        &self,
-        out: &mut Vec<Result<Packet<Payload>, ChannelError>>,
-        max: usize,
-    ) -> impl Future<Output = Result<(), ChannelError>> + Send {
-        (**self).recv_packets(out, max)
     }
 }
 
@@ -253,6 +207,7 @@ impl<C: MessageChannel> MessageChannel for Arc<C> {
 #[derive(Debug)]
 pub struct MessageChannelAdapter<T> {
     transport: T,
+    compression: CompressionConfig,
     encoder: Mutex<MessageEncoder>,
     decoder: Mutex<MessageDecoder>,
 }
@@ -268,6 +223,7 @@ impl<T: FrameTransport> MessageChannelAdapter<T> {
     pub fn with_compression(transport: T, compression: CompressionConfig) -> Self {
         let max = transport.max_frame_size();
         Self {
+            compression,
             encoder: Mutex::new(MessageEncoder::new(max, compression)),
             decoder: Mutex::new(MessageDecoder::new(max)),
             transport,
@@ -286,6 +242,18 @@ impl<T: FrameTransport> MessageChannelAdapter<T> {
 }
 
 impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
+    type Transport = T;
+
+    fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    fn wire_config(&self) -> WireConfig {
+        WireConfig::default()
+            .with_max_frame_size(self.transport.max_frame_size())
+            .with_compression(self.compression)
+    }
+
     async fn send_with<F>(
         &self,
         header: &Header,
@@ -336,52 +304,6 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
             .await?)
     }
 
-    async fn send_packets(
-        &self,
-        packets: Vec<Packet<Payload>>,
-    ) -> Result<Vec<(Header, ChannelError)>, ChannelError> {
-        if self.transport.carries_values() || packets.len() == 1 {
-            return send_packets_one_by_one(self, packets).await;
-        }
-        let mut failed = Vec::new();
-        let failed_ref = &mut failed;
-        self.transport
-            .send_batch_with(move |buf: &mut BytesMut| {
-                let mut enc = self.encoder.lock().unwrap_or_else(PoisonError::into_inner);
-                for p in &packets {
-                    // On error the encoder leaves `buf` as it was: the others still go out.
-                    if let Err(e) = encode_packet(&mut enc, p, buf) {
-                        failed_ref.push((p.header, e));
-                    }
-                }
-                Ok::<_, ChannelError>(())
-            })
-            .await?;
-        Ok(failed)
-    }
-
-    async fn recv_packets(
-        &self,
-        out: &mut Vec<Result<Packet<Payload>, ChannelError>>,
-        max: usize,
-    ) -> Result<(), ChannelError> {
-        if self.transport.carries_values() {
-            out.push(Ok(self.recv_packet().await?));
-            return Ok(());
-        }
-        self.transport
-            .recv_frames_with(max, |frame| {
-                let mut dec = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
-                out.push(
-                    dec.decode(frame)
-                        .map(|msg| Packet::from_message(msg).map(Payload::Bytes))
-                        .map_err(ChannelError::from),
-                );
-            })
-            .await?;
-        Ok(())
-    }
-
     async fn recv_packet(&self) -> Result<Packet<Payload>, ChannelError> {
         if !self.transport.carries_values() {
             let msg = self.recv().await?;
@@ -402,55 +324,6 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
 /// A packet in flight on an in-process value stream (the `Mutex` makes the non-`Sync` boxed
 /// payload shareable behind the transport's `Arc`; it is taken exactly once, uncontended).
 struct ValuePacket(Mutex<Option<Packet<Payload>>>);
-
-/// Appends one packet as a length-prefixed frame to `buf` (nothing on error).
-fn encode_packet(
-    enc: &mut MessageEncoder,
-    p: &Packet<Payload>,
-    buf: &mut BytesMut,
-) -> Result<(), ChannelError> {
-    let method = p.method_str();
-    match &p.body {
-        Body::Empty => enc.encode(&p.header, method, &[], buf)?,
-        Body::Data(Payload::Bytes(b)) => enc.encode(&p.header, method, b, buf)?,
-        Body::Data(Payload::Value(_)) => {
-            return Err(ChannelError::Transport(TransportError::Protocol(
-                "a value payload needs an in-process channel".into(),
-            )));
-        }
-        Body::Error(e) => enc.encode_with(&p.header, method, buf, |x| {
-            e.encode_into(x);
-            Ok(())
-        })?,
-    }
-    Ok(())
-}
-
-/// [`MessageChannel::send_packets`] as a loop of [`MessageChannel::send_packet`].
-async fn send_packets_one_by_one<M: MessageChannel>(
-    channel: &M,
-    packets: Vec<Packet<Payload>>,
-) -> Result<Vec<(Header, ChannelError)>, ChannelError> {
-    let mut failed = Vec::new();
-    for p in packets {
-        failed.extend(send_one(channel, p).await?);
-    }
-    Ok(failed)
-}
-
-/// Sends one packet: `Err` when the channel failed; `Ok(Some(..))` when only this packet could
-/// not be sent (too large to encode, say), with its header so its call can fail alone.
-pub(crate) async fn send_one<M: MessageChannel>(
-    channel: &M,
-    packet: Packet<Payload>,
-) -> Result<Option<(Header, ChannelError)>, ChannelError> {
-    let header = packet.header;
-    match channel.send_packet(packet).await {
-        Ok(()) => Ok(None),
-        Err(e) if e.is_fatal() => Err(e),
-        Err(e) => Ok(Some((header, e))),
-    }
-}
 
 /// The byte path of [`MessageChannel::send_packet`], callable from overrides.
 async fn default_send_packet<M: MessageChannel + ?Sized>(

@@ -1,117 +1,148 @@
 //! [`RpcClient`]: calls over one message channel.
 //!
-//! The caller's task encodes its request, registers the call with the
-//! [`ClientConnection`] state machine and writes the frame itself — no hand-off to another task
-//! on the way out. One reader task feeds received messages to the state machine and completes
-//! the waiting futures; one timer task fires deadlines and heartbeats and sends what the state
-//! machine queues outside a call (cancels, credit, pings).
+//! The connection is a [`ClientSession`] driven by one task (see `driver`): a call registers
+//! itself with the session and a waiter, wakes the driver, and waits for its waiter to be
+//! filled. It never touches the transport, so dropping a call never cuts a write.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
-    Codec, Header, StreamSendError,
+    BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
+    Codec, Packet, Payload, StreamSendError,
 };
 
+use super::driver::{Driven, Shared, drive};
 use super::error::RpcError;
-use super::io::{Batch, Outbox, decode_payload, payload_bytes};
+use super::payload::{decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
-use crate::channel::{ChannelError, MessageChannel, Payload};
+use crate::channel::MessageChannel;
 
-/// Most packets a reader takes from the channel per burst: one lock of the state machine, and
-/// on the server one write of the answers. Small enough that under load the peer works on one
-/// burst while this side decodes the next (measured: 16 gives 1.6–2x the pipelined throughput of
-/// 64).
-pub(crate) const READ_BATCH: usize = 16;
-
-/// Client settings (the state machine's [`ClientConfig`]).
+/// Client settings (the session's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;
 
-pub(crate) enum Waiter {
-    Unary(oneshot::Sender<Result<Payload, CallError>>),
-    Stream {
-        items: Option<mpsc::UnboundedSender<Result<Payload, RpcError>>>,
-        response: Option<oneshot::Sender<Result<Payload, CallError>>>,
-        credit: Arc<Notify>,
+/// What a call waits for.
+enum Waiter {
+    Unary {
+        result: Option<Result<Payload, CallError>>,
+        waker: Option<Waker>,
     },
+    Stream(StreamWaiter),
 }
 
-pub(crate) struct State {
-    pub(crate) conn: ClientConnection<Payload>,
-    pub(crate) waiters: IdMap<Waiter>,
-    /// When the timer task is due to wake (`None`: not sleeping on a deadline).
-    timer_at: Option<Instant>,
-    /// A task is draining the transmit queue (see [`Outbox`]).
-    flushing: bool,
+/// The client's side of a streaming call.
+#[derive(Default)]
+struct StreamWaiter {
+    /// Items of the server's stream not yet taken (bounded by the credit window).
+    items: VecDeque<Payload>,
+    /// How the call ended: `Ok(Some)`, a client stream's response; `Ok(None)`, the server's
+    /// stream ended; `Err`, a failure.
+    end: Option<Result<Option<Payload>, CallError>>,
+    recv: Option<Waker>,
+    send: Option<Waker>,
+    response: Option<Waker>,
 }
 
-impl State {
-    /// Routes every pending event of the state machine to its waiter.
-    fn dispatch(&mut self) {
-        while let Some(ev) = self.conn.poll_event() {
-            match ev {
-                ClientEvent::Response { id, payload } => match self.waiters.remove(&id) {
-                    Some(Waiter::Unary(tx)) => {
-                        let _ = tx.send(Ok(payload));
-                    }
-                    Some(Waiter::Stream {
-                        response, credit, ..
-                    }) => {
-                        // A sender still waiting for credit finds the stream closed.
-                        credit.notify_waiters();
-                        if let Some(tx) = response {
-                            let _ = tx.send(Ok(payload));
-                        }
-                    }
-                    None => {}
-                },
-                ClientEvent::Failed { id, error } => match self.waiters.remove(&id) {
-                    Some(Waiter::Unary(tx)) => {
-                        let _ = tx.send(Err(error));
-                    }
-                    Some(Waiter::Stream {
-                        items,
-                        response,
-                        credit,
-                    }) => {
-                        credit.notify_waiters();
-                        if let Some(tx) = response {
-                            let _ = tx.send(Err(error.clone()));
-                        }
-                        if let Some(items) = items {
-                            let _ = items.send(Err(error.into()));
-                        }
-                    }
-                    None => {}
-                },
-                ClientEvent::StreamItem { id, payload } => {
-                    if let Some(Waiter::Stream {
-                        items: Some(items), ..
-                    }) = self.waiters.get(&id)
-                    {
-                        let _ = items.send(Ok(payload));
-                    }
+impl StreamWaiter {
+    fn wake_all(&mut self) {
+        for w in [self.recv.take(), self.send.take(), self.response.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.wake();
+        }
+    }
+}
+
+pub(crate) struct ClientState {
+    session: ClientSession,
+    waiters: IdMap<Waiter>,
+}
+
+impl ClientState {
+    fn finish(&mut self, id: u64, res: Result<Option<Payload>, CallError>) {
+        match self.waiters.get_mut(&id) {
+            Some(Waiter::Unary { result, waker }) => {
+                *result = Some(res.map(|p| p.unwrap_or(Payload::Bytes(Bytes::new()))));
+                if let Some(w) = waker.take() {
+                    w.wake();
                 }
-                ClientEvent::StreamEnd { id } => {
-                    // Dropping the sender ends the receiver's stream.
-                    if let Some(Waiter::Stream { credit, .. }) = self.waiters.remove(&id) {
-                        credit.notify_waiters();
+            }
+            Some(Waiter::Stream(s)) => {
+                s.end = Some(res);
+                s.wake_all();
+            }
+            None => {}
+        }
+    }
+}
+
+impl Driven for ClientState {
+    type Work = ();
+
+    fn handle_frame(&mut self, now: Instant, frame: Bytes) {
+        self.session.handle_frame(now, frame);
+    }
+    fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>) {
+        self.session.handle_packet(now, packet);
+    }
+    fn handle_eof(&mut self, _now: Instant) {
+        self.session.handle_eof();
+    }
+    fn handle_transport_error(&mut self, error: String) {
+        self.session.handle_transport_error(error);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+    }
+    fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        self.session.poll_transmit(out)
+    }
+    fn poll_packet(&mut self) -> Option<Packet<Payload>> {
+        self.session.poll_packet()
+    }
+    fn has_transmit(&self) -> bool {
+        self.session.has_transmit()
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+    fn wants_read(&self) -> bool {
+        self.session.is_open()
+    }
+    fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    fn dispatch(&mut self, _work: &mut Vec<()>) {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                ClientEvent::Response { id, payload } => self.finish(id, Ok(Some(payload))),
+                ClientEvent::Failed { id, error } => self.finish(id, Err(error)),
+                ClientEvent::StreamEnd { id } => self.finish(id, Ok(None)),
+                ClientEvent::StreamItem { id, payload } => {
+                    if let Some(Waiter::Stream(s)) = self.waiters.get_mut(&id) {
+                        s.items.push_back(payload);
+                        if let Some(w) = s.recv.take() {
+                            w.wake();
+                        }
                     }
                 }
                 ClientEvent::SendCredit { id } => {
-                    if let Some(Waiter::Stream { credit, .. }) = self.waiters.get(&id) {
-                        credit.notify_waiters();
+                    if let Some(Waiter::Stream(s)) = self.waiters.get_mut(&id)
+                        && let Some(w) = s.send.take()
+                    {
+                        w.wake();
                     }
                 }
             }
@@ -120,226 +151,59 @@ impl State {
 }
 
 pub(crate) struct Inner<T> {
-    pub(crate) channel: T,
-    state: Mutex<State>,
-    /// Wakes the timer task: an earlier deadline, or packets to send.
-    wake: Notify,
+    pub(crate) channel: Arc<T>,
+    shared: Arc<Shared<ClientState>>,
     started: AtomicBool,
-    /// The reader and timer tasks, stopped when the last client handle goes.
-    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
-    /// A write waits for the server to read (see [`Outbox::write_blocked`]).
-    write_blocked: AtomicBool,
-    /// The last client handle was dropped (see [`Outbox::abandoned`]).
-    dropped: AtomicBool,
-}
-
-/// Dropped with the last clone of an [`RpcClient`]: fails what is still pending and stops the
-/// background tasks, so the channel is dropped and the connection closes.
-struct Lifetime<T: MessageChannel> {
-    inner: Arc<Inner<T>>,
-}
-
-impl<T: MessageChannel> Drop for Lifetime<T> {
-    fn drop(&mut self) {
-        {
-            let mut st = self.inner.lock();
-            st.conn.handle_close("the client was dropped");
-            st.dispatch();
-        }
-        for t in self
-            .inner
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            t.abort();
-        }
-        // The reader is gone, so the server's answers are no longer read; a server that then
-        // stops reading (PROTOCOL.md §5.6) would never take the rest of a blocked write, whose
-        // task holds the connection open: that write gets `close_timeout` to finish (a
-        // notification sent just before the drop still arrives), then the connection closes.
-        self.inner.dropped.store(true, Ordering::SeqCst);
-        if self.inner.write_blocked.load(Ordering::SeqCst) {
-            super::io::close_after(&self.inner, self.inner.close_grace());
-        }
-    }
+    driver: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl<T: MessageChannel> Inner<T> {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `f` on the state, then wakes the driver.
+    fn with<R>(&self, f: impl FnOnce(&mut ClientState) -> R) -> R {
+        let r = f(&mut self.shared.lock());
+        self.shared.wake();
+        r
     }
 
-    /// Asks the timer task to send whatever the state machine has queued.
-    pub(crate) fn kick(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Sends everything the state machine has queued, in order (see [`Outbox`]).
-    pub(crate) async fn flush(self: &Arc<Self>) {
-        super::io::flush(self).await;
-    }
-
-    /// Drops the waiter of call `id` and cancels it on the server (used when a future or
-    /// stream is dropped early).
-    pub(crate) fn cancel(&self, id: u64) {
-        let mut st = self.lock();
-        let waiter = st.waiters.remove(&id);
-        if let Some(Waiter::Stream { credit, .. }) = &waiter {
-            // The call's own sender, if it waits for credit, finds the stream closed.
-            credit.notify_waiters();
-        }
-        if waiter.is_some() && st.conn.cancel(id) {
-            drop(st);
-            self.kick();
-        }
-    }
-
-    async fn reader(self: Arc<Self>) {
-        let mut batch = Vec::with_capacity(READ_BATCH);
-        loop {
-            let failure = match self.channel.recv_packets(&mut batch, READ_BATCH).await {
-                Ok(()) => {
-                    let mut failure = None;
-                    let pending = {
-                        let mut st = self.lock();
-                        let now = Instant::now();
-                        for received in batch.drain(..) {
-                            match received {
-                                Ok(packet) => st.conn.handle_packet(now, packet),
-                                Err(e) => {
-                                    failure = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        st.dispatch();
-                        st.conn.has_transmit()
-                    };
-                    // Never write from the reader: if both peers' readers waited on full socket
-                    // buffers, neither would read again. The timer task writes instead.
-                    if pending {
-                        self.kick();
-                    }
-                    failure
-                }
-                Err(e) => Some(e),
-            };
-            if let Some(e) = failure {
-                let reason = if e.is_fatal() {
-                    format!("connection lost: {e}")
-                } else {
-                    format!("server sent a malformed message: {e}")
-                };
-                {
-                    let mut st = self.lock();
-                    st.conn.handle_close(reason);
-                    st.dispatch();
-                }
-                self.wake.notify_one();
-                let _ = self.channel.close().await;
-                return;
+    /// Drops the waiter of call `id` and cancels it on the server (a future or stream
+    /// dropped early).
+    fn cancel(&self, id: u64) {
+        self.with(|st| {
+            if let Some(Waiter::Stream(mut s)) = st.waiters.remove(&id) {
+                s.wake_all();
             }
-        }
-    }
-
-    async fn timer(self: Arc<Self>) {
-        loop {
-            let next = {
-                let mut st = self.lock();
-                if st.conn.closed_reason().is_some() {
-                    return;
-                }
-                let next = st.conn.poll_timeout();
-                st.timer_at = next;
-                next
-            };
-            match next {
-                Some(at) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at.into()) => {}
-                        _ = self.wake.notified() => {}
-                    }
-                }
-                None => self.wake.notified().await,
-            }
-            {
-                let mut st = self.lock();
-                st.conn.handle_timeout(Instant::now());
-                st.dispatch();
-            }
-            self.flush().await;
-        }
-    }
-}
-
-impl<T: MessageChannel> Outbox for Inner<T> {
-    type Channel = T;
-
-    fn channel(&self) -> &T {
-        &self.channel
-    }
-
-    fn claim(&self) -> Option<bool> {
-        let mut st = self.lock();
-        if st.flushing || !st.conn.has_transmit() {
-            return None;
-        }
-        st.flushing = true;
-        Some(st.conn.pending_calls() > 1)
-    }
-
-    fn take(&self) -> Batch {
-        let mut st = self.lock();
-        let packets = Batch::collect(|| st.conn.poll_transmit());
-        if let Batch::Empty = packets {
-            st.flushing = false;
-        }
-        packets
-    }
-
-    fn release(&self) {
-        self.lock().flushing = false;
-        // The timer task sends what is left.
-        self.kick();
-    }
-
-    fn unsendable(&self, failed: Vec<(Header, ChannelError)>) {
-        let mut st = self.lock();
-        for (header, e) in failed {
-            st.conn
-                .fail_call(header.id, CallError::Unsendable(e.to_string()));
-        }
-        st.dispatch();
-    }
-
-    fn send_failed(&self, e: ChannelError) {
-        let mut st = self.lock();
-        st.conn.handle_close(format!("send failed: {e}"));
-        st.dispatch();
-    }
-
-    fn write_blocked(&self, blocked: bool) {
-        self.write_blocked.store(blocked, Ordering::SeqCst);
-    }
-
-    fn abandoned(&self) -> bool {
-        self.dropped.load(Ordering::SeqCst)
-    }
-
-    fn close_grace(&self) -> std::time::Duration {
-        self.lock().conn.config().close_timeout
+            st.session.cancel(id);
+        });
     }
 }
 
 impl<T: MessageChannel> StreamCtl for Inner<T> {
-    fn consumed(&self, id: u64, n: u32) {
-        let mut st = self.lock();
-        st.conn.stream_consumed(id, n);
-        if st.conn.has_transmit() {
+    fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>> {
+        let mut st = self.shared.lock();
+        let ClientState { session, waiters } = &mut *st;
+        let Some(Waiter::Stream(s)) = waiters.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        if let Some(item) = s.items.pop_front() {
+            session.stream_consumed(id, 1);
             drop(st);
-            self.kick();
+            self.shared.wake();
+            return Poll::Ready(Some(Ok(item)));
+        }
+        match &s.end {
+            Some(Err(e)) => {
+                let e = e.clone();
+                waiters.remove(&id);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Some(Ok(_)) => {
+                waiters.remove(&id);
+                Poll::Ready(None)
+            }
+            None => {
+                s.recv = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
 
@@ -347,39 +211,72 @@ impl<T: MessageChannel> StreamCtl for Inner<T> {
         self.cancel(id);
     }
 
-    fn try_send_item(&self, id: u64, payload: Payload, codec: u8) -> Result<(), Refused> {
-        match self.lock().conn.send_stream_item(id, payload, codec) {
-            Ok(()) => Ok(()),
-            Err(StreamSendError::NoCredit(p)) => Err(Refused::NoCredit(p)),
-            Err(StreamSendError::Closed(_)) => Err(Refused::Closed),
+    fn poll_send(
+        &self,
+        id: u64,
+        payload: &mut Option<Payload>,
+        codec: u8,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Refused>> {
+        let mut st = self.shared.lock();
+        let Some(p) = payload.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        match st.session.send_stream_item(id, p, codec) {
+            Ok(()) => {
+                drop(st);
+                self.shared.wake();
+                Poll::Ready(Ok(()))
+            }
+            Err(StreamSendError::NoCredit(p)) => {
+                *payload = Some(p);
+                match st.waiters.get_mut(&id) {
+                    Some(Waiter::Stream(s)) if s.end.is_none() => {
+                        s.send = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                    _ => Poll::Ready(Err(Refused::Closed)),
+                }
+            }
+            Err(StreamSendError::Closed(_)) => Poll::Ready(Err(Refused::Closed)),
         }
     }
 
     fn finish(&self, id: u64) {
-        if self.lock().conn.finish_stream(id) {
-            self.kick();
-        }
-    }
-
-    fn flush_queued(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(async move { Inner::flush(&self).await })
+        self.with(|st| st.session.finish_stream(id));
     }
 }
 
-/// Keeps the background tasks of a client alive; returned by [`RpcClient::start`].
+/// Keeps the background driver of a client alive; returned by [`RpcClient::start`].
 ///
-/// Dropping it does not stop the client; the tasks end when the connection closes.
+/// Dropping it does not stop the client; the driver ends when the connection closes.
 #[derive(Debug)]
 pub struct ClientHandle {
-    reader: Option<JoinHandle<()>>,
+    driver: Option<JoinHandle<()>>,
 }
 
 impl ClientHandle {
-    /// Stops the client's background tasks now.
+    /// Stops the client's driver now.
     pub fn abort(&self) {
-        if let Some(r) = &self.reader {
-            r.abort();
+        if let Some(d) = &self.driver {
+            d.abort();
         }
+    }
+}
+
+/// Dropped with the last clone of an [`RpcClient`]: closes the session (pending calls fail;
+/// what was already sent may finish for `close_timeout`), and the driver then closes the
+/// connection.
+struct Lifetime<T: MessageChannel> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: MessageChannel> Drop for Lifetime<T> {
+    fn drop(&mut self) {
+        self.inner.with(|st| {
+            st.session.close(Instant::now(), "the client was dropped");
+            st.dispatch(&mut Vec::new());
+        });
     }
 }
 
@@ -398,7 +295,7 @@ impl ClientHandle {
 /// # Ok(()) }
 /// ```
 pub struct RpcClient<T: MessageChannel, C: Codec = BincodeCodec> {
-    pub(crate) inner: Arc<Inner<T>>,
+    inner: Arc<Inner<T>>,
     /// Shared by the clones of this client; the last one dropped closes the connection.
     life: Arc<Lifetime<T>>,
     codec: C,
@@ -438,19 +335,15 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
 
     /// A client with an explicit configuration and codec.
     pub fn with_config_and_codec(channel: T, config: ClientConfig, codec: C) -> Self {
+        let session = ClientSession::new(config, channel.wire_config(), Instant::now());
         let inner = Arc::new(Inner {
-            channel,
-            state: Mutex::new(State {
-                conn: ClientConnection::new(config, Instant::now()),
+            channel: Arc::new(channel),
+            shared: Arc::new(Shared::new(ClientState {
+                session,
                 waiters: id_map(),
-                timer_at: None,
-                flushing: false,
-            }),
-            wake: Notify::new(),
+            })),
             started: AtomicBool::new(false),
-            tasks: Mutex::new(Vec::new()),
-            write_blocked: AtomicBool::new(false),
-            dropped: AtomicBool::new(false),
+            driver: Mutex::new(None),
         });
         Self {
             life: Arc::new(Lifetime {
@@ -458,18 +351,18 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
             }),
             inner,
             codec,
-            timeout: config.default_timeout,
+            timeout: None,
             _codec: PhantomData,
         }
     }
 
-    /// The same client with another default timeout for calls.
+    /// The same client with another default timeout for its unary and client-streaming calls.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
-    /// Starts the background reader and timer tasks (calls start them on first use too).
+    /// Starts the connection's driver (calls start it on first use too).
     ///
     /// # Panics
     /// Outside a tokio runtime; see [`try_start`](Self::try_start).
@@ -480,23 +373,24 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         }
     }
 
-    /// Starts the background tasks, or fails outside a tokio runtime.
+    /// Starts the driver, or fails outside a tokio runtime.
     pub fn try_start(&self) -> Result<ClientHandle, RpcError> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| RpcError::ClientError(format!("RpcClient needs a tokio runtime: {e}")))?;
         if self.inner.started.swap(true, Ordering::AcqRel) {
-            return Ok(ClientHandle { reader: None });
+            return Ok(ClientHandle { driver: None });
         }
-        let reader = rt.spawn(self.inner.clone().reader());
-        let timer = rt.spawn(self.inner.clone().timer());
-        self.inner
-            .tasks
+        let shared = self.inner.shared.clone();
+        let channel = self.inner.channel.clone();
+        let task = rt.spawn(async move {
+            drive(shared, &*channel, |_, ()| {}, |_, _| {}).await;
+        });
+        *self
+            .inner
+            .driver
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend([reader.abort_handle(), timer.abort_handle()]);
-        Ok(ClientHandle {
-            reader: Some(reader),
-        })
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
+        Ok(ClientHandle { driver: Some(task) })
     }
 
     fn ensure_started(&self) -> Result<(), RpcError> {
@@ -513,7 +407,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
 
     /// Whether the connection is still usable.
     pub fn is_connected(&self) -> bool {
-        self.inner.lock().conn.closed_reason().is_none() && self.inner.channel.is_connected()
+        self.inner.shared.lock().session.is_open() && self.inner.channel.is_connected()
     }
 
     /// The transport's counters (frames and bytes sent and received), if it keeps any.
@@ -523,52 +417,68 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
 
     /// Calls currently waiting for an answer.
     pub fn pending_calls(&self) -> usize {
-        self.inner.lock().conn.pending_calls()
+        self.inner.shared.lock().session.pending_calls()
     }
 
     /// Closes the connection: every pending call fails with `Disconnected`.
     pub async fn close(&self) {
-        {
-            let mut st = self.inner.lock();
-            st.conn.handle_close("client closed");
-            st.dispatch();
+        self.inner.with(|st| {
+            st.session.close(Instant::now(), "client closed");
+            st.dispatch(&mut Vec::new());
+        });
+        if !self.inner.started.load(Ordering::Acquire) {
+            let _ = self.inner.channel.close().await;
         }
-        self.inner.kick();
-        let _ = self.inner.channel.close().await;
     }
 
-    /// Registers a call with the state machine and returns its id.
+    /// Registers a call with the session and returns its id.
     fn begin(
         &self,
         method: &str,
         payload: Payload,
         mut opts: CallOptions,
-        waiter: impl FnOnce() -> Waiter,
+        waiter: Waiter,
     ) -> Result<u64, RpcError> {
         self.ensure_started()?;
-        if opts.timeout.is_none()
-            && matches!(opts.kind, CallKind::Unary | CallKind::ClientStreaming)
-        {
+        if opts.timeout.is_none() && !opts.kind.server_streams() {
             opts.timeout = self.timeout;
         }
-        let mut st = self.inner.lock();
-        let id = st.conn.start_call(Instant::now(), method, payload, opts)?;
-        st.waiters.insert(id, waiter());
-        let next = st.conn.poll_timeout();
-        if next.is_some() && (st.timer_at.is_none() || next < st.timer_at) {
-            st.timer_at = next;
-            drop(st);
-            self.inner.kick();
-        }
-        Ok(id)
+        self.inner.with(|st| {
+            let id = st
+                .session
+                .start_call(Instant::now(), method, payload, opts)?;
+            st.waiters.insert(id, waiter);
+            Ok(id)
+        })
     }
 
-    /// Sends raw payload bytes to `method` and waits for the raw response.
-    pub async fn call_raw(&self, method: &str, payload: Bytes) -> Result<Bytes, RpcError> {
-        let resp = self
-            .call_payload(method, Payload::Bytes(payload), CallOptions::unary(C::ID))
-            .await?;
-        payload_bytes(resp)
+    /// Waits for the outcome of unary call `id`; dropping the future cancels the call.
+    async fn wait(&self, id: u64) -> Result<Payload, RpcError> {
+        let guard = CancelOnDrop {
+            inner: &*self.inner,
+            id,
+        };
+        let res = std::future::poll_fn(|cx| {
+            let mut st = self.inner.shared.lock();
+            match st.waiters.get_mut(&id) {
+                Some(Waiter::Unary {
+                    result: Some(_), ..
+                }) => match st.waiters.remove(&id) {
+                    Some(Waiter::Unary {
+                        result: Some(r), ..
+                    }) => Poll::Ready(r.map_err(RpcError::from)),
+                    _ => Poll::Ready(Err(RpcError::Disconnected("call lost".into()))),
+                },
+                Some(Waiter::Unary { waker, .. }) => {
+                    *waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                _ => Poll::Ready(Err(RpcError::Disconnected("the client was dropped".into()))),
+            }
+        })
+        .await;
+        std::mem::forget(guard);
+        res
     }
 
     async fn call_payload(
@@ -577,19 +487,20 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         payload: Payload,
         opts: CallOptions,
     ) -> Result<Payload, RpcError> {
-        let (tx, rx) = oneshot::channel();
-        let id = self.begin(method, payload, opts, || Waiter::Unary(tx))?;
-        let guard = CancelOnDrop {
-            inner: &*self.inner,
-            id,
+        let waiter = Waiter::Unary {
+            result: None,
+            waker: None,
         };
-        self.inner.flush().await;
-        let res = rx.await;
-        std::mem::forget(guard);
-        match res {
-            Ok(r) => r.map_err(RpcError::from),
-            Err(_) => Err(RpcError::Disconnected("client dropped the call".into())),
-        }
+        let id = self.begin(method, payload, opts, waiter)?;
+        self.wait(id).await
+    }
+
+    /// Sends raw payload bytes to `method` and waits for the raw response.
+    pub async fn call_raw(&self, method: &str, payload: Bytes) -> Result<Bytes, RpcError> {
+        let resp = self
+            .call_payload(method, Payload::Bytes(payload), CallOptions::unary(C::ID))
+            .await?;
+        payload_bytes(resp)
     }
 
     /// Calls `method` with `request` and decodes the response.
@@ -665,9 +576,13 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     ) -> Result<(), RpcError> {
         self.ensure_started()?;
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        self.inner.lock().conn.notify(method, payload, C::ID)?;
-        self.inner.flush().await;
+        self.inner
+            .with(|st| st.session.notify(method, payload, C::ID))?;
         Ok(())
+    }
+
+    fn stream_waiter() -> Waiter {
+        Waiter::Stream(StreamWaiter::default())
     }
 
     /// Calls a server-streaming method: one request, a stream of items.
@@ -681,16 +596,13 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         Item: DeserializeOwned + 'static,
     {
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        let (items_tx, items_rx) = mpsc::unbounded_channel();
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
-        let id = self.begin(method, payload, opts, || Waiter::Stream {
-            items: Some(items_tx),
-            response: None,
-            credit: Arc::new(Notify::new()),
-        })?;
-        let rx = StreamReceiver::new(self.inner.clone(), id, items_rx, self.codec.clone());
-        self.inner.flush().await;
-        Ok(rx)
+        let id = self.begin(method, payload, opts, Self::stream_waiter())?;
+        Ok(StreamReceiver::new(
+            self.inner.clone(),
+            id,
+            self.codec.clone(),
+        ))
     }
 
     /// Calls a client-streaming method: send items with the [`StreamSender`], then
@@ -709,30 +621,43 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         Item: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let (resp_tx, resp_rx) = oneshot::channel();
-        let credit = Arc::new(Notify::new());
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ClientStreaming);
-        let c2 = credit.clone();
-        let id = self.begin(method, Payload::Bytes(Bytes::new()), opts, move || {
-            Waiter::Stream {
-                items: None,
-                response: Some(resp_tx),
-                credit: c2,
-            }
-        })?;
-        let sender = StreamSender::new(self.inner.clone(), id, credit, self.codec.clone(), true);
-        self.inner.flush().await;
+        let id = self.begin(
+            method,
+            Payload::Bytes(Bytes::new()),
+            opts,
+            Self::stream_waiter(),
+        )?;
+        let sender = StreamSender::new(self.inner.clone(), id, self.codec.clone(), true);
         let inner = self.inner.clone();
         let codec = self.codec.clone();
         let response = async move {
             let guard = CancelOnDrop { inner: &*inner, id };
-            let res = resp_rx.await;
+            let res = std::future::poll_fn(|cx| {
+                let mut st = inner.shared.lock();
+                match st.waiters.get_mut(&id) {
+                    Some(Waiter::Stream(s)) => match s.end.take() {
+                        Some(end) => {
+                            st.waiters.remove(&id);
+                            Poll::Ready(match end {
+                                Ok(Some(p)) => Ok(p),
+                                Ok(None) => Err(RpcError::StreamError(
+                                    "the call ended without a response".into(),
+                                )),
+                                Err(e) => Err(e.into()),
+                            })
+                        }
+                        None => {
+                            s.response = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    },
+                    _ => Poll::Ready(Err(RpcError::Disconnected("the client was dropped".into()))),
+                }
+            })
+            .await;
             std::mem::forget(guard);
-            let payload = match res {
-                Ok(r) => r.map_err(RpcError::from)?,
-                Err(_) => return Err(RpcError::Disconnected("client dropped the call".into())),
-            };
-            decode_payload(&codec, payload)
+            decode_payload(&codec, res?)
         };
         Ok((sender, response))
     }
@@ -747,20 +672,15 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
         Req: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let (items_tx, items_rx) = mpsc::unbounded_channel();
-        let credit = Arc::new(Notify::new());
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::Bidirectional);
-        let c2 = credit.clone();
-        let id = self.begin(method, Payload::Bytes(Bytes::new()), opts, move || {
-            Waiter::Stream {
-                items: Some(items_tx),
-                response: None,
-                credit: c2,
-            }
-        })?;
-        let sender = StreamSender::new(self.inner.clone(), id, credit, self.codec.clone(), true);
-        let receiver = StreamReceiver::new(self.inner.clone(), id, items_rx, self.codec.clone());
-        self.inner.flush().await;
+        let id = self.begin(
+            method,
+            Payload::Bytes(Bytes::new()),
+            opts,
+            Self::stream_waiter(),
+        )?;
+        let sender = StreamSender::new(self.inner.clone(), id, self.codec.clone(), true);
+        let receiver = StreamReceiver::new(self.inner.clone(), id, self.codec.clone());
         Ok((sender, receiver))
     }
 }

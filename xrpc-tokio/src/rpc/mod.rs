@@ -1,19 +1,22 @@
 //! Layer 3: RPC over a [`MessageChannel`](crate::MessageChannel).
 //!
-//! [`RpcClient`] and [`RpcServer`] are thin drivers of the sans-IO state machines
-//! [`xrpc_proto::ClientConnection`] and [`xrpc_proto::ServerConnection`]: they own the tasks,
-//! timers and the channel, and route the state machines' events to futures and streams. All
-//! protocol decisions (ids, deadlines, cancellation, flow control, heartbeats) are made in
+//! [`RpcClient`] and [`RpcServer`] drive the sans-IO sessions [`xrpc_proto::ClientSession`]
+//! and [`xrpc_proto::ServerSession`] with one driver future per connection; calls, streams and
+//! handlers talk to it through the shared state. Every protocol decision is made in
 //! `xrpc-proto`.
 
 mod client;
+mod connection;
+mod driver;
 mod error;
-mod io;
+mod listener;
+mod payload;
 mod server;
 mod stream;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
 pub use error::RpcError;
-pub use server::{CallContext, FrameListener, RpcServer};
+pub use listener::FrameListener;
+pub use server::{CallContext, RpcServer};
 pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};
 pub use xrpc_proto::{CallKind, CallOptions};

@@ -1,8 +1,8 @@
 //! Streams of a call, on either side: [`StreamReceiver`] (items coming in, with flow-control
 //! credit granted as the application takes them) and [`StreamSender`] (items going out, waiting
-//! for credit when the peer is slow).
+//! for credit when the peer is slow). Both talk to their connection's state through
+//! [`StreamCtl`]; neither touches the transport.
 
-use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,32 +10,33 @@ use std::task::{Context, Poll};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, mpsc};
-use xrpc_proto::{BincodeCodec, Codec};
+use xrpc_proto::{BincodeCodec, Codec, Payload};
 
 use super::error::RpcError;
-use super::io::decode_payload;
-use crate::channel::Payload;
+use super::payload::decode_payload;
 
 /// Why a stream item was not queued.
 pub(crate) enum Refused {
-    NoCredit(Payload),
     Closed,
 }
 
 /// What a stream needs from its connection, on the client or the server side.
 pub(crate) trait StreamCtl: Send + Sync + 'static {
-    /// The application took `n` items of stream `id`.
-    fn consumed(&self, id: u64, n: u32);
+    /// The next item of stream `id` (`None` at its normal end); taking one grants credit.
+    fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>>;
     /// The application dropped the receiving end of stream `id` early, with `unread` items
     /// received but never taken.
     fn abandon(&self, id: u64, unread: u32);
-    /// Queues one item of stream `id`.
-    fn try_send_item(&self, id: u64, payload: Payload, codec: u8) -> Result<(), Refused>;
+    /// Queues `payload` (taken from the slot) on stream `id`, or waits for credit.
+    fn poll_send(
+        &self,
+        id: u64,
+        payload: &mut Option<Payload>,
+        codec: u8,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Refused>>;
     /// Ends the outgoing stream `id`.
     fn finish(&self, id: u64);
-    /// Writes what is queued.
-    fn flush_queued(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// The receiving end of a stream: a [`futures_core::Stream`] of decoded items.
@@ -45,7 +46,6 @@ pub(crate) trait StreamCtl: Send + Sync + 'static {
 pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
     ctl: Arc<dyn StreamCtl>,
     id: u64,
-    rx: mpsc::UnboundedReceiver<Result<Payload, RpcError>>,
     codec: C,
     done: bool,
     _item: PhantomData<fn() -> Item>,
@@ -55,16 +55,10 @@ pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
 pub type RequestStream<Item, C = BincodeCodec> = StreamReceiver<Item, C>;
 
 impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
-    pub(crate) fn new(
-        ctl: Arc<dyn StreamCtl>,
-        id: u64,
-        rx: mpsc::UnboundedReceiver<Result<Payload, RpcError>>,
-        codec: C,
-    ) -> Self {
+    pub(crate) fn new(ctl: Arc<dyn StreamCtl>, id: u64, codec: C) -> Self {
         Self {
             ctl,
             id,
-            rx,
             codec,
             done: false,
             _item: PhantomData,
@@ -91,23 +85,13 @@ impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
     }
 
     /// Cancels the call (the same as dropping the receiver).
-    pub fn cancel(mut self) {
-        self.abandon();
-    }
-
-    fn abandon(&mut self) {
-        if !self.done {
-            self.done = true;
-            self.ctl
-                .abandon(self.id, u32::try_from(self.rx.len()).unwrap_or(u32::MAX));
-        }
-    }
+    pub fn cancel(self) {}
 
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, RpcError>>> {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
+        match self.ctl.poll_item(self.id, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 self.done = true;
@@ -118,7 +102,6 @@ impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(payload))) => {
-                self.ctl.consumed(self.id, 1);
                 Poll::Ready(Some(decode_payload(&self.codec, payload)))
             }
         }
@@ -140,8 +123,7 @@ impl<Item, C: Codec> Drop for StreamReceiver<Item, C> {
     fn drop(&mut self) {
         if !self.done {
             self.done = true;
-            self.ctl
-                .abandon(self.id, u32::try_from(self.rx.len()).unwrap_or(u32::MAX));
+            self.ctl.abandon(self.id, 0);
         }
     }
 }
@@ -151,7 +133,6 @@ impl<Item, C: Codec> Drop for StreamReceiver<Item, C> {
 pub struct StreamSender<Item, C: Codec = BincodeCodec> {
     ctl: Arc<dyn StreamCtl>,
     id: u64,
-    credit: Arc<Notify>,
     codec: C,
     finished: bool,
     /// Whether dropping the sender ends the stream (client streams) or leaves that to the
@@ -164,17 +145,10 @@ pub struct StreamSender<Item, C: Codec = BincodeCodec> {
 pub type ServerStreamSender<Item, C = BincodeCodec> = StreamSender<Item, C>;
 
 impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
-    pub(crate) fn new(
-        ctl: Arc<dyn StreamCtl>,
-        id: u64,
-        credit: Arc<Notify>,
-        codec: C,
-        finish_on_drop: bool,
-    ) -> Self {
+    pub(crate) fn new(ctl: Arc<dyn StreamCtl>, id: u64, codec: C, finish_on_drop: bool) -> Self {
         Self {
             ctl,
             id,
-            credit,
             codec,
             finished: false,
             finish_on_drop,
@@ -190,32 +164,16 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
     /// Sends one item, waiting for flow-control credit if needed. Fails when the call is over
     /// (cancelled, failed, or the connection closed).
     pub async fn send(&self, item: &Item) -> Result<(), RpcError> {
-        let mut payload = Payload::Bytes(self.codec.encode(item)?);
-        loop {
-            let notified = self.credit.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.ctl.try_send_item(self.id, payload, C::ID) {
-                Ok(()) => {
-                    self.ctl.clone().flush_queued().await;
-                    return Ok(());
-                }
-                Err(Refused::NoCredit(p)) => {
-                    payload = p;
-                    notified.await;
-                }
-                Err(Refused::Closed) => {
-                    return Err(RpcError::StreamError("the stream is closed".into()));
-                }
-            }
-        }
+        let mut slot = Some(Payload::Bytes(self.codec.encode(item)?));
+        std::future::poll_fn(|cx| self.ctl.poll_send(self.id, &mut slot, C::ID, cx))
+            .await
+            .map_err(|Refused::Closed| RpcError::StreamError("the stream is closed".into()))
     }
 
     /// Ends the stream normally.
     pub async fn finish(mut self) -> Result<(), RpcError> {
         self.finished = true;
         self.ctl.finish(self.id);
-        self.ctl.clone().flush_queued().await;
         Ok(())
     }
 }

@@ -1,0 +1,379 @@
+//! Serving one connection: the [`ServerSession`] driven by one future ([`RpcServer::serve`]),
+//! the handlers it starts, and the streams they use.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use xrpc_proto::idmap::{IdMap, id_map};
+use xrpc_proto::{
+    CallKind, CloseReason, Codec, IncomingCall, MethodTable, Outcome, Packet, Payload,
+    ServerSession, ServerSessionEvent, StreamSendError,
+};
+
+use super::driver::{Driven, Shared, drive};
+use super::error::RpcError;
+use super::server::{CallContext, HandlerFn, RpcServer};
+use super::stream::{Refused, StreamCtl};
+use crate::channel::MessageChannel;
+
+/// A connection's state as its driver and its handlers share it.
+pub(crate) type Connection = Shared<ServerState>;
+
+/// A handler running on the connection, as its streams see it.
+#[derive(Default)]
+struct Running {
+    task: Option<tokio::task::AbortHandle>,
+    /// Items of the client's stream not yet taken (bounded by the credit window).
+    items: VecDeque<Payload>,
+    /// The client ended its stream.
+    ended: bool,
+    recv: Option<Waker>,
+    send: Option<Waker>,
+}
+
+impl Running {
+    fn stop(self) {
+        if let Some(t) = self.task {
+            t.abort();
+        }
+        for w in [self.recv, self.send].into_iter().flatten() {
+            w.wake();
+        }
+    }
+}
+
+/// What routing hands the driver to start, outside the lock.
+pub(crate) enum Work {
+    Call(IncomingCall<Payload>, HandlerFn),
+    Notification(Bytes, Payload, HandlerFn),
+}
+
+pub(crate) struct ServerState {
+    session: ServerSession,
+    running: IdMap<Running>,
+    routes: Arc<RwLock<MethodTable<HandlerFn>>>,
+    shutdown_seen: bool,
+}
+
+impl Driven for ServerState {
+    type Work = Work;
+
+    fn handle_frame(&mut self, now: Instant, frame: Bytes) {
+        self.session.handle_frame(now, frame);
+    }
+    fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>) {
+        self.session.handle_packet(now, packet);
+    }
+    fn handle_eof(&mut self, now: Instant) {
+        self.session.handle_eof(now);
+    }
+    fn handle_transport_error(&mut self, error: String) {
+        self.session.handle_transport_error(error);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+    }
+    fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
+        self.session.poll_transmit(out)
+    }
+    fn poll_packet(&mut self) -> Option<Packet<Payload>> {
+        self.session.poll_packet()
+    }
+    fn has_transmit(&self) -> bool {
+        self.session.has_transmit()
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+    fn wants_read(&self) -> bool {
+        self.session.wants_read()
+    }
+    fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    fn dispatch(&mut self, work: &mut Vec<Work>) {
+        let Self {
+            session,
+            running,
+            routes,
+            ..
+        } = self;
+        let routes = routes.read().unwrap_or_else(PoisonError::into_inner);
+        while let Some(ev) = session.poll_event(&*routes) {
+            match ev {
+                ServerSessionEvent::Call { call, handler } => {
+                    running.insert(call.id, Running::default());
+                    work.push(Work::Call(call, handler));
+                }
+                ServerSessionEvent::Notification {
+                    method,
+                    payload,
+                    handler,
+                } => work.push(Work::Notification(method, payload, handler)),
+                ServerSessionEvent::Cancelled { id } => {
+                    if let Some(r) = running.remove(&id) {
+                        r.stop();
+                    }
+                }
+                ServerSessionEvent::StreamItem { id, payload } => {
+                    if let Some(r) = running.get_mut(&id) {
+                        r.items.push_back(payload);
+                        if let Some(w) = r.recv.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                ServerSessionEvent::StreamEnd { id } => {
+                    if let Some(r) = running.get_mut(&id) {
+                        r.ended = true;
+                        if let Some(w) = r.recv.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                ServerSessionEvent::SendCredit { id } => {
+                    if let Some(w) = running.get_mut(&id).and_then(|r| r.send.take()) {
+                        w.wake();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The handlers' way to their connection's streams.
+struct Ctl {
+    conn: Arc<Connection>,
+}
+
+impl StreamCtl for Ctl {
+    fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>> {
+        let mut st = self.conn.lock();
+        let ServerState {
+            session, running, ..
+        } = &mut *st;
+        let Some(r) = running.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        if let Some(item) = r.items.pop_front() {
+            session.stream_consumed(id, 1);
+            drop(st);
+            self.conn.wake();
+            return Poll::Ready(Some(Ok(item)));
+        }
+        if r.ended {
+            return Poll::Ready(None);
+        }
+        r.recv = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn abandon(&self, id: u64, _unread: u32) {
+        let mut st = self.conn.lock();
+        let ServerState {
+            session, running, ..
+        } = &mut *st;
+        if let Some(r) = running.get_mut(&id) {
+            let unread = u32::try_from(r.items.len()).unwrap_or(u32::MAX);
+            r.items.clear();
+            r.ended = true;
+            session.stream_abandoned(id, unread);
+        }
+        drop(st);
+        self.conn.wake();
+    }
+
+    fn poll_send(
+        &self,
+        id: u64,
+        payload: &mut Option<Payload>,
+        _codec: u8,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Refused>> {
+        let mut st = self.conn.lock();
+        let Some(p) = payload.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        match st.session.send_stream_item(id, p) {
+            Ok(()) => {
+                drop(st);
+                self.conn.wake();
+                Poll::Ready(Ok(()))
+            }
+            Err(StreamSendError::NoCredit(p)) => {
+                *payload = Some(p);
+                match st.running.get_mut(&id) {
+                    Some(r) => {
+                        r.send = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                    None => Poll::Ready(Err(Refused::Closed)),
+                }
+            }
+            Err(StreamSendError::Closed(_)) => Poll::Ready(Err(Refused::Closed)),
+        }
+    }
+
+    fn finish(&self, id: u64) {
+        self.conn
+            .lock()
+            .session
+            .complete(Instant::now(), id, Outcome::StreamEnd);
+        self.conn.wake();
+    }
+}
+
+/// A future that turns a panic while polling its inner future into `Err(message)`.
+struct CatchUnwind<F: ?Sized>(Pin<Box<F>>);
+
+impl<F: Future + ?Sized> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "handler panicked".to_string());
+                Poll::Ready(Err(msg))
+            }
+        }
+    }
+}
+
+/// What a handler ended with, as the session takes it.
+fn outcome(res: Result<Result<Option<Payload>, RpcError>, String>) -> Outcome {
+    match res {
+        Ok(Ok(Some(p))) => Outcome::Response(p),
+        Ok(Ok(None)) => Outcome::StreamEnd,
+        Ok(Err(e)) => Outcome::Error(e.to_remote()),
+        Err(panic) => Outcome::Panic(panic),
+    }
+}
+
+/// Reports the end of call `id`'s handler.
+fn complete(conn: &Connection, id: u64, outcome: Outcome) {
+    let mut st = conn.lock();
+    st.running.remove(&id);
+    st.session.complete(Instant::now(), id, outcome);
+}
+
+/// Starts what routing collected. A unary handler that finishes at once runs here, on the
+/// driver (no task hand-off), outside the connection's lock; others get a task.
+fn start(conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, work: Work) {
+    match work {
+        Work::Call(call, handler) => {
+            let id = call.id;
+            let ctx = CallContext {
+                id,
+                method: call.method,
+                deadline: call.deadline,
+                kind: call.kind,
+            };
+            let mut fut = CatchUnwind(handler(ctx, call.payload, ctl.clone()));
+            if call.kind == CallKind::Unary {
+                let mut cx = Context::from_waker(Waker::noop());
+                if let Poll::Ready(res) = Pin::new(&mut fut).poll(&mut cx) {
+                    return complete(conn, id, outcome(res));
+                }
+            }
+            let c = conn.clone();
+            let task = tokio::spawn(async move {
+                let res = fut.await;
+                complete(&c, id, outcome(res));
+                c.wake();
+            });
+            match conn.lock().running.get_mut(&id) {
+                Some(r) => r.task = Some(task.abort_handle()),
+                // Cancelled meanwhile (or already done: then this does nothing).
+                None => task.abort(),
+            }
+        }
+        Work::Notification(method, payload, handler) => {
+            let ctx = CallContext {
+                id: 0,
+                method,
+                deadline: None,
+                kind: CallKind::Unary,
+            };
+            let fut = CatchUnwind(handler(ctx, payload, ctl.clone()));
+            let c = conn.clone();
+            tokio::spawn(async move {
+                let _ = fut.await;
+                c.lock().session.notification_done(Instant::now());
+                c.wake();
+            });
+        }
+    }
+}
+
+/// Stops every handler still running when serving ends — normally or because the `serve`
+/// future was dropped.
+struct StopHandlers(Arc<Connection>);
+
+impl Drop for StopHandlers {
+    fn drop(&mut self) {
+        let running: Vec<Running> = self.0.lock().running.drain().map(|(_, r)| r).collect();
+        for r in running {
+            r.stop();
+        }
+    }
+}
+
+impl<C: Codec> RpcServer<C> {
+    /// Serves one connection until the peer closes it or the server shuts down. Returns an
+    /// error if the client broke the protocol or the transport failed.
+    pub async fn serve<T: MessageChannel>(&self, channel: T) -> Result<(), RpcError> {
+        let shared = &self.shared;
+        let session = ServerSession::new(shared.config, channel.wire_config(), C::ID);
+        let conn = Arc::new(Connection::new(ServerState {
+            session,
+            running: id_map(),
+            routes: shared.handlers.clone(),
+            shutdown_seen: false,
+        }));
+        {
+            let mut conns = shared
+                .connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            conns.retain(|c| c.strong_count() > 0);
+            conns.push(Arc::downgrade(&conn));
+        }
+        let _stop = StopHandlers(conn.clone());
+        let ctl: Arc<dyn StreamCtl> = Arc::new(Ctl { conn: conn.clone() });
+        drive(
+            conn.clone(),
+            &channel,
+            |c, w| start(c, &ctl, w),
+            |st, now| {
+                if !st.shutdown_seen && shared.shutting_down.load(Ordering::SeqCst) {
+                    st.shutdown_seen = true;
+                    st.session.start_shutdown(now);
+                }
+            },
+        )
+        .await;
+        let reason = conn.lock().session.close_reason().cloned();
+        match reason {
+            Some(CloseReason::Protocol(m)) => Err(RpcError::InvalidMessage(format!(
+                "client sent a malformed message: {m}"
+            ))),
+            Some(CloseReason::Transport(m)) => Err(RpcError::Disconnected(m)),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! One driver per connection: a single future that reads the transport into the session,
+//! fires the session's timer, writes the session's output, and closes the transport once the
+//! session is over. Calls, streams and handlers never touch the transport: they change the
+//! session under its lock and wake the driver.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use xrpc_proto::{Packet, Payload};
+
+use crate::channel::{ChannelError, MessageChannel};
+use crate::transport::{FrameTransport, TransportError};
+
+/// What the driver needs of a connection's state (the client's or the server's).
+pub(crate) trait Driven: Send + 'static {
+    /// Work the driver does outside the lock after routing events (starting handlers).
+    type Work: Send;
+
+    fn handle_frame(&mut self, now: Instant, frame: Bytes);
+    fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>);
+    fn handle_eof(&mut self, now: Instant);
+    fn handle_transport_error(&mut self, error: String);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_transmit(&mut self, out: &mut BytesMut) -> bool;
+    fn poll_packet(&mut self) -> Option<Packet<Payload>>;
+    fn has_transmit(&self) -> bool;
+    fn poll_timeout(&mut self) -> Option<Instant>;
+    fn wants_read(&self) -> bool;
+    fn is_closed(&self) -> bool;
+    /// Routes the session's events: wakes waiting calls and streams, and collects `work`.
+    fn dispatch(&mut self, work: &mut Vec<Self::Work>);
+}
+
+/// A connection's state, shared by its driver and its application handles.
+pub(crate) struct Shared<S> {
+    state: Mutex<S>,
+    driver: Mutex<Option<Waker>>,
+}
+
+impl<S> Shared<S> {
+    pub(crate) fn new(state: S) -> Self {
+        Self {
+            state: Mutex::new(state),
+            driver: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, S> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the driver: the session has output, a new deadline, or events to route.
+    pub(crate) fn wake(&self) {
+        let waker = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn register(&self, waker: &Waker) {
+        let mut slot = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+}
+
+/// Drives the connection of `shared` over `channel` until its session is over; `run` does the
+/// work that routing collected (outside the lock). Closes the channel at the end.
+pub(crate) async fn drive<S, M>(
+    shared: Arc<Shared<S>>,
+    channel: &M,
+    mut run: impl FnMut(&Arc<Shared<S>>, S::Work),
+    mut tick: impl FnMut(&mut S, Instant),
+) where
+    S: Driven,
+    M: MessageChannel,
+{
+    let values = channel.carries_values();
+    let transport = channel.transport();
+    let shared_ref = &shared;
+    // Bytes: frames are fed to the session as they are decoded, and output is encoded straight
+    // into the transport's write buffer. Values: packets move as they are.
+    let read_frames = || {
+        transport.recv_frames_with(READ_BATCH, move |f| {
+            shared_ref.lock().handle_frame(Instant::now(), f)
+        })
+    };
+    let write_frames = || {
+        transport.send_batch_with(move |buf: &mut BytesMut| {
+            shared_ref.lock().poll_transmit(buf);
+            Ok::<_, TransportError>(())
+        })
+    };
+    let read_packet = || async move {
+        let p = channel.recv_packet().await?;
+        shared_ref.lock().handle_packet(Instant::now(), p);
+        Ok::<_, ChannelError>(())
+    };
+    let write_packets = || async move {
+        loop {
+            let Some(p) = shared_ref.lock().poll_packet() else {
+                return Ok::<_, ChannelError>(());
+            };
+            channel.send_packet(p).await?;
+        }
+    };
+    // Each future slot starts empty; its type is that of its factory's future.
+    let mut rf = pin!(if false { Some(read_frames()) } else { None });
+    let mut wf = pin!(if false { Some(write_frames()) } else { None });
+    let mut rp = pin!(if false { Some(read_packet()) } else { None });
+    let mut wp = pin!(if false { Some(write_packets()) } else { None });
+    let mut sleep = pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut sleeping_until: Option<Instant> = None;
+    let mut work = Vec::new();
+
+    std::future::poll_fn(|cx| {
+        shared.register(cx.waker());
+        loop {
+            let mut progress = false;
+            // Read, while the session wants input.
+            let (reading, wants) = {
+                let st = shared.lock();
+                (
+                    rf.is_some() || rp.is_some(),
+                    st.wants_read() && !st.is_closed(),
+                )
+            };
+            if !reading && wants {
+                if values {
+                    rp.set(Some(read_packet()));
+                } else {
+                    rf.set(Some(read_frames()));
+                }
+            }
+            let read = if let Some(f) = rf.as_mut().as_pin_mut() {
+                f.poll(cx)
+                    .map(|r| r.map(|_| ()).map_err(ChannelError::from))
+            } else if let Some(f) = rp.as_mut().as_pin_mut() {
+                f.poll(cx)
+            } else {
+                Poll::Pending
+            };
+            if let Poll::Ready(res) = read {
+                rf.set(None);
+                rp.set(None);
+                progress = true;
+                if let Err(e) = res {
+                    let mut st = shared.lock();
+                    match e {
+                        ChannelError::Transport(TransportError::ConnectionClosed) => {
+                            st.handle_eof(Instant::now())
+                        }
+                        e => st.handle_transport_error(e.to_string()),
+                    }
+                }
+            }
+            // Time, routing, and what to write.
+            let (write, next) = {
+                let mut st = shared.lock();
+                let now = Instant::now();
+                tick(&mut st, now);
+                if st.poll_timeout().is_some_and(|t| t <= now) {
+                    st.handle_timeout(now);
+                }
+                st.dispatch(&mut work);
+                let writing = wf.is_some() || wp.is_some();
+                if !writing && !st.has_transmit() {
+                    // Everything handed out was written: a closing session learns it here.
+                    written(&mut *st, values);
+                }
+                (!writing && st.has_transmit(), st.poll_timeout())
+            };
+            if !work.is_empty() {
+                progress = true;
+                for w in work.drain(..) {
+                    run(&shared, w);
+                }
+            }
+            if write {
+                if values {
+                    wp.set(Some(write_packets()));
+                } else {
+                    wf.set(Some(write_frames()));
+                }
+            }
+            let written = if let Some(f) = wf.as_mut().as_pin_mut() {
+                f.poll(cx).map(|r| r.map_err(ChannelError::from))
+            } else if let Some(f) = wp.as_mut().as_pin_mut() {
+                f.poll(cx)
+            } else {
+                Poll::Pending
+            };
+            if let Poll::Ready(res) = written {
+                wf.set(None);
+                wp.set(None);
+                progress = true;
+                if let Err(e) = res {
+                    shared.lock().handle_transport_error(e.to_string());
+                }
+            }
+            // Over: a write still under way is abandoned (the session's grace has passed).
+            if shared.lock().is_closed() {
+                return Poll::Ready(());
+            }
+            if progress {
+                continue;
+            }
+            // Sleep until the next deadline (or until woken).
+            if next != sleeping_until {
+                sleeping_until = next;
+                if let Some(at) = next {
+                    sleep.as_mut().reset(at.into());
+                }
+            }
+            if let Some(at) = sleeping_until
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                let mut st = shared.lock();
+                st.handle_timeout(Instant::now().max(at));
+                sleeping_until = None;
+                continue;
+            }
+            return Poll::Pending;
+        }
+    })
+    .await;
+    let _ = channel.close().await;
+}
+
+/// Tells the session that everything it handed out was written (an empty poll).
+fn written<S: Driven>(st: &mut S, values: bool) {
+    if values {
+        // Nothing is queued, so nothing is taken.
+        let _ = st.poll_packet();
+    } else {
+        st.poll_transmit(&mut BytesMut::new());
+    }
+}
+
+/// Most frames a read hands to the session at once (one lock each).
+const READ_BATCH: usize = 16;
