@@ -271,10 +271,10 @@ mod names_and_peers {
         Some((role, std::env::var(PEER_ARG_ENV).unwrap_or_default()))
     }
 
-    /// The running test binary, re-run as a child process to be a real peer in another process:
-    /// it runs only the test `test` (exactly, with output shown), in which [`peer_role`] returns
-    /// `(role, arg)`. The child is killed (SIGKILL) and reaped when the `Peer` is dropped, so a
-    /// failing test leaves no process behind.
+    /// A peer in another process, killed (SIGKILL) and reaped when the `Peer` is dropped, so a
+    /// failing test leaves no process behind. Usually it is the running test binary re-run by
+    /// [`Peer::command`]: it runs only the test `test` (exactly, with output shown), in which
+    /// [`peer_role`] returns `(role, arg)`; [`Peer::spawn_command`] holds any other program.
     pub struct Peer {
         child: std::process::Child,
         stdout: Option<std::io::Lines<std::io::BufReader<std::process::ChildStdout>>>,
@@ -300,7 +300,8 @@ mod names_and_peers {
             Self::spawn_command(Self::command(test, role, arg))
         }
 
-        /// Starts a command made by [`Peer::command`].
+        /// Starts `cmd`: one made by [`Peer::command`], or any other program to hold as a
+        /// peer (pipe its stdout to use [`Peer::wait_for_line`]).
         pub fn spawn_command(mut cmd: std::process::Command) -> Peer {
             let mut child = cmd
                 .spawn()
