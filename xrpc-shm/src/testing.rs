@@ -214,10 +214,13 @@ pub use names_and_peers::{Peer, peer_role, unique_name};
 /// processes), not modelled by loom, hence absent under `cfg(loom)`.
 #[cfg(not(loom))]
 mod names_and_peers {
-    use std::time::Duration;
+    use std::io::{BufRead, BufReader, Lines};
+    use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
 
-    /// A name no other test, no other run of the same test binary and no other process uses at the
-    /// same time: `xrpc-test-<pid>-<n>-<tag>`, with `<n>` counting the calls in this process.
+    /// A name no other test, no other run of the same test binary and no other process uses
+    /// at the same time: `xrpc-test-<pid>-<n>-<tag>`, `<n>` counting the calls in this process.
     ///
     /// Use it for everything a test binds in a global namespace — shared-memory service names
     /// (abstract Unix sockets), Unix socket paths (`std::env::temp_dir().join(unique_name("x"))`)
@@ -231,8 +234,8 @@ mod names_and_peers {
     /// assert!(a.ends_with("-svc"));
     /// ```
     pub fn unique_name(tag: &str) -> String {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         format!("xrpc-test-{}-{n}-{tag}", std::process::id())
     }
 
@@ -241,11 +244,11 @@ mod names_and_peers {
     /// Set in a process started by [`Peer::command`]: the role's argument (a service name, say).
     const PEER_ARG_ENV: &str = "XRPC_TEST_PEER_ARG";
 
-    /// In a test binary re-run by [`Peer::command`]: the `(role, argument)` it was started with;
-    /// `None` in an ordinary test run.
+    /// In a test binary re-run by [`Peer::command`]: the `(role, argument)` it was started
+    /// with; `None` in an ordinary test run.
     ///
-    /// The test that [`Peer::command`] names calls this first and, when it gets `Some`, plays the
-    /// peer instead of running as a test:
+    /// The test that [`Peer::command`] names calls this first and, when it gets `Some`, plays
+    /// the peer instead of running as a test:
     ///
     /// ```no_run
     /// # fn serve(_service: &str) {}
@@ -271,22 +274,22 @@ mod names_and_peers {
     /// [`Peer::command`]: it runs only the test `test` (exactly, with output shown), in which
     /// [`peer_role`] returns `(role, arg)`; [`Peer::spawn_command`] holds any other program.
     pub struct Peer {
-        child: std::process::Child,
-        stdout: Option<std::io::Lines<std::io::BufReader<std::process::ChildStdout>>>,
+        child: Child,
+        stdout: Option<Lines<BufReader<ChildStdout>>>,
     }
 
     impl Peer {
         /// The command that re-runs this test binary as the peer `role` with `arg`, its stdout
         /// piped (read it with [`Peer::wait_for_line`]). Adjust it (say, `CommandExt::uid`) and
         /// start it with [`Peer::spawn_command`], or use [`Peer::spawn`].
-        pub fn command(test: &str, role: &str, arg: &str) -> std::process::Command {
+        pub fn command(test: &str, role: &str, arg: &str) -> Command {
             let exe = std::env::current_exe().expect("the path of the running test binary");
-            let mut cmd = std::process::Command::new(exe);
+            let mut cmd = Command::new(exe);
             cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
                 .env(PEER_ROLE_ENV, role)
                 .env(PEER_ARG_ENV, arg)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped());
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped());
             cmd
         }
 
@@ -297,14 +300,11 @@ mod names_and_peers {
 
         /// Starts `cmd`: one made by [`Peer::command`], or any other program to hold as a
         /// peer (pipe its stdout to use [`Peer::wait_for_line`]).
-        pub fn spawn_command(mut cmd: std::process::Command) -> Peer {
+        pub fn spawn_command(mut cmd: Command) -> Peer {
             let mut child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start the peer process {cmd:?}: {e}"));
-            let stdout = child
-                .stdout
-                .take()
-                .map(|out| std::io::BufRead::lines(std::io::BufReader::new(out)));
+            let stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
             Peer { child, stdout }
         }
 
@@ -324,11 +324,6 @@ mod names_and_peers {
             panic!("the peer process ended without printing a line with {needle:?}");
         }
 
-        /// The peer's process id.
-        pub fn id(&self) -> u32 {
-            self.child.id()
-        }
-
         /// Kills the peer (SIGKILL) and reaps it.
         pub fn kill(&mut self) {
             let _ = self.child.kill();
@@ -336,14 +331,14 @@ mod names_and_peers {
         }
 
         /// The peer's exit status if it has exited, without waiting.
-        pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        pub fn try_wait(&mut self) -> Option<ExitStatus> {
             self.child.try_wait().expect("poll the peer process")
         }
 
         /// Waits for the peer to exit by itself; kills it and panics if it has not within
         /// `within`.
-        pub fn wait_timeout(&mut self, within: Duration) -> std::process::ExitStatus {
-            let start = std::time::Instant::now();
+        pub fn wait_timeout(&mut self, within: Duration) -> ExitStatus {
+            let start = Instant::now();
             loop {
                 if let Some(status) = self.child.try_wait().expect("wait for the peer process") {
                     return status;
