@@ -74,6 +74,11 @@ pub fn close_producer(p: &Producer<HeapStorage>) {
     p.close();
 }
 
+/// Closes the consumer end: the producer, even one asleep on a full ring, sees `Disconnected`.
+pub fn close_consumer(c: &Consumer<HeapStorage>) {
+    c.close();
+}
+
 /// A hostile peer: overwrites shared words and bytes of a heap ring.
 pub struct Scribbler {
     storage: HeapStorage,
