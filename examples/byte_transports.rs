@@ -214,9 +214,13 @@ async fn arc() -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    let build = if cfg!(debug_assertions) {
+        " (a debug build, slower: add --release)"
+    } else {
+        ""
+    };
     println!(
-        "median round trip of {ROUNDS} frames per size, echoed by a task on the other end \
-         (debug builds are slower: add --release)\n"
+        "median round trip of {ROUNDS} frames per size, echoed by a task on the other end{build}\n"
     );
     tcp().await?;
     unix().await?;

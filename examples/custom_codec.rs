@@ -41,7 +41,7 @@ struct AddResponse {
 
 /// A user-defined codec: JSON, pretty-printed.
 ///
-/// `Codec` requires `Clone + Default + Send + Sync + 'static`; a unit struct has them all.
+/// `Codec` requires `Clone + Send + Sync + 'static`; a unit struct has them all.
 #[derive(Debug, Clone, Copy, Default)]
 struct PrettyJsonCodec;
 

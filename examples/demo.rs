@@ -7,7 +7,8 @@
 //!
 //! `XRPC_DEMO_CALLS` sets the number of timed calls per transport (default 20 000).
 
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -30,8 +31,12 @@ struct AddResponse {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The server process: `demo serve <service> <tcp-addr-file>`.
-async fn serve(service: &str, addr_file: &str) -> Result<(), BoxError> {
+/// The line on which the server process tells its parent its TCP address.
+const TCP_LINE: &str = "demo server: tcp ";
+
+/// The server process: `demo serve <service>`. It binds the shared-memory service its parent
+/// named and a free TCP port, and prints that port's address on stdout ([`TCP_LINE`]).
+async fn serve(service: &str) -> Result<(), BoxError> {
     let server = RpcServer::new();
     server.register_typed("add", |req: AddRequest| async move {
         Ok(AddResponse {
@@ -47,8 +52,9 @@ async fn serve(service: &str, addr_file: &str) -> Result<(), BoxError> {
     });
     let shm = SharedMemoryFrameTransportListener::bind(service, SharedMemoryConfig::default())?;
     let tcp = TcpFrameTransportListener::bind("127.0.0.1:0", TcpConfig::default()).await?;
-    // Publish the TCP port; the shared-memory service is found by name.
-    std::fs::write(addr_file, tcp.local_addr()?.to_string())?;
+    // Tell the parent the port; the shared-memory service it found by name. Nothing else is
+    // printed on stdout.
+    println!("{TCP_LINE}{}", tcp.local_addr()?);
     let (a, b) = tokio::join!(server.serve_listener(shm), server.serve_listener(tcp));
     a?;
     b?;
@@ -96,34 +102,38 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Reads the server's TCP address from its stdout; `None` if it exited without printing it.
+fn read_tcp_addr(stdout: ChildStdout) -> (Option<String>, Lines<BufReader<ChildStdout>>) {
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix(TCP_LINE).map(str::to_owned));
+    (addr, lines)
+}
+
 async fn run() -> Result<(), BoxError> {
+    // The parent names the shared-memory service (unique to this run) and learns the TCP
+    // address from the child itself: it never calls a server other than its own.
     let service = format!("xrpc-demo-{}", std::process::id());
-    let addr_file = std::env::temp_dir().join(format!("{service}.addr"));
-    let _ = std::fs::remove_file(&addr_file);
     println!("starting the server process…");
     let mut child = KillOnDrop(
         Command::new(std::env::current_exe()?)
-            .args(["serve", &service, &addr_file.to_string_lossy()])
+            .args(["serve", &service])
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()?,
     );
-    // Wait until the server has published its TCP address (it binds shared memory first).
-    let t0 = Instant::now();
-    let addr = loop {
-        if let Ok(s) = std::fs::read_to_string(&addr_file)
-            && !s.is_empty()
-        {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            return Err("the server did not start".into());
-        }
-        if let Some(status) = child.0.try_wait()? {
-            return Err(format!("the server exited: {status}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let stdout = child.0.stdout.take().ok_or("the server's stdout")?;
+    // It binds shared memory first, then TCP, then prints the TCP address.
+    let read = tokio::task::spawn_blocking(move || read_tcp_addr(stdout));
+    let (addr, _stdout) = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .map_err(|_| "the server did not start within 10 s")??;
+    let Some(addr) = addr else {
+        let status = child.0.wait()?;
+        return Err(format!("the server exited ({status}) before it was ready").into());
     };
-    let _ = std::fs::remove_file(&addr_file);
     println!("server pid {} is up\n", child.0.id());
 
     println!("shared memory (service {service:?}):");
@@ -155,6 +165,9 @@ async fn run() -> Result<(), BoxError> {
         Some(s) => println!("\nserver process exited ({s})"),
         None => println!("\nserver process did not exit in time; killed it"),
     }
+    if cfg!(debug_assertions) {
+        println!("(a debug build: the round trips of `--release` are several times shorter)");
+    }
     Ok(())
 }
 
@@ -164,8 +177,8 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("serve") && args.len() == 4 {
-        return rt.block_on(serve(&args[2], &args[3]));
+    if args.get(1).map(String::as_str) == Some("serve") && args.len() == 3 {
+        return rt.block_on(serve(&args[2]));
     }
     rt.block_on(run())
 }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The server accepts any number of clients (each gets its own shared-memory segment) and
-//! answers every request message with a response carrying the payload reversed.
+//! answers every request message with a response carrying the payload reversed. The service is
+//! `xrpc_message_demo`; set `XRPC_SERVICE` (on both sides) to use another name.
 
 use std::time::Instant;
 
@@ -19,12 +20,22 @@ use xrpc::{
     SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
 
-const SERVICE: &str = "xrpc_message_demo";
+fn service() -> String {
+    std::env::var("XRPC_SERVICE").unwrap_or_else(|_| "xrpc_message_demo".to_string())
+}
 
 async fn server() -> Result<(), Box<dyn std::error::Error>> {
+    let service = service();
     let listener =
-        SharedMemoryFrameTransportListener::bind(SERVICE, SharedMemoryConfig::default())?;
-    println!("server: waiting for clients on shared memory service {SERVICE:?}");
+        SharedMemoryFrameTransportListener::bind(&service, SharedMemoryConfig::default()).map_err(
+            |e| {
+                format!(
+                    "cannot serve shared memory service {service:?}: {e} (is another server \
+                     using the name? pick another with XRPC_SERVICE)"
+                )
+            },
+        )?;
+    println!("server: waiting for clients on shared memory service {service:?}");
     loop {
         let transport = listener.accept().await?;
         println!("server: client connected");
@@ -49,8 +60,15 @@ async fn server() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn client() -> Result<(), Box<dyn std::error::Error>> {
-    let transport =
-        SharedMemoryFrameTransport::connect(SERVICE, SharedMemoryConfig::default()).await?;
+    let service = service();
+    let transport = SharedMemoryFrameTransport::connect(&service, SharedMemoryConfig::default())
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to shared memory service {service:?}: {e} (is \
+                 `message_transport_shm server` running?)"
+            )
+        })?;
     // Payloads of 1 KiB and more are LZ4-compressed; the server reads either.
     let channel = MessageChannelAdapter::with_compression(transport, CompressionConfig::lz4());
     for (id, text) in ["hello, shared memory", "xrpc"].iter().enumerate() {
@@ -74,15 +92,18 @@ async fn client() -> Result<(), Box<dyn std::error::Error>> {
         "reverse",
         big.clone(),
     )?;
+    let before = channel.stats().unwrap_or_default();
     channel.send(&msg).await?;
+    let after = channel.stats().unwrap_or_default();
     let reply = channel.recv().await?;
-    assert_eq!(reply.payload.len(), big.len());
-    let stats = channel.stats().unwrap_or_default();
+    let reversed: Vec<u8> = big.iter().rev().copied().collect();
+    assert_eq!(reply.payload, reversed);
     println!(
-        "client: a {} byte message went out as {} bytes (lz4), {} frames sent in all",
+        "client: a message with a {} byte payload went out as one frame of {} bytes (lz4); \
+         {} frames sent in all",
         big.len(),
-        stats.bytes_sent,
-        stats.frames_sent
+        after.bytes_sent - before.bytes_sent,
+        after.frames_sent
     );
     Ok(())
 }

@@ -7,10 +7,13 @@
 //! cargo run --example rpc_client_server -- client
 //! ```
 //!
-//! Add `--shm` to both commands to use shared memory (service `my_service`) instead of TCP.
-//! The TCP address defaults to `127.0.0.1:47800`; set `XRPC_ADDR` to change it.
+//! Add `--shm` to both commands to use shared memory (service `my_service`, or `XRPC_SERVICE`)
+//! instead of TCP. The TCP address defaults to `127.0.0.1:47800`; set `XRPC_ADDR` to change it
+//! (the server accepts port 0, picks a free port and prints it). If the port is taken, the
+//! server stops with a message naming it rather than leaving the client to call whatever
+//! listens there.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -36,6 +39,10 @@ struct AddResponse {
 
 fn addr() -> String {
     std::env::var("XRPC_ADDR").unwrap_or_else(|_| "127.0.0.1:47800".to_string())
+}
+
+fn service() -> String {
+    std::env::var("XRPC_SERVICE").unwrap_or_else(|_| "my_service".to_string())
 }
 
 fn shm() -> bool {
@@ -72,12 +79,28 @@ async fn server() -> Result<(), Error> {
         }
     });
     if shm() {
+        let service = service();
         let listener =
-            SharedMemoryFrameTransportListener::bind("my_service", SharedMemoryConfig::default())?;
-        println!("server: listening on shared memory service \"my_service\"");
+            SharedMemoryFrameTransportListener::bind(&service, SharedMemoryConfig::default())
+                .map_err(|e| {
+                    format!(
+                        "cannot serve shared memory service {service:?}: {e} (is another \
+                         server using the name? pick another with XRPC_SERVICE)"
+                    )
+                })?;
+        println!("server: listening on shared memory service {service:?}");
         server.serve_listener(listener).await?;
     } else {
-        let listener = TcpFrameTransportListener::bind(addr(), TcpConfig::default()).await?;
+        let addr = addr();
+        let listener = TcpFrameTransportListener::bind(addr.as_str(), TcpConfig::default())
+            .await
+            .map_err(|e| {
+                // The error names the address.
+                format!(
+                    "{e} (is another server using the port? pick another with XRPC_ADDR; \
+                     port 0 picks a free one)"
+                )
+            })?;
         println!("server: listening on {}", listener.local_addr()?);
         server.serve_listener(listener).await?;
     }
@@ -88,17 +111,36 @@ async fn server() -> Result<(), Error> {
 async fn client() -> Result<(), Error> {
     if shm() {
         // The original README's client, with only the import path changed.
-        let transport = SharedMemoryFrameTransport::connect_client("my_service")?;
+        let service = service();
+        let transport = SharedMemoryFrameTransport::connect_client(&service).map_err(|e| {
+            format!(
+                "cannot connect to shared memory service {service:?}: {e} (is \
+                 `rpc_client_server server --shm` running?)"
+            )
+        })?;
         let channel = MessageChannelAdapter::new(transport);
         let client = RpcClient::new(channel);
         let _handle = client.start();
         run_client(&client).await
     } else {
-        let addr = addr().parse()?;
-        let transport = TcpFrameTransport::connect(addr, TcpConfig::default()).await?;
-        let client = RpcClient::new(Arc::new(MessageChannelAdapter::new(transport)));
+        let addr = addr();
+        let transport = TcpFrameTransport::connect(addr.parse()?, TcpConfig::default())
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot connect to {addr}: {e} (is `rpc_client_server server` running \
+                     there? set XRPC_ADDR to its address)"
+                )
+            })?;
+        // A process at that address that is not this example's server never answers: give up
+        // after 5 s instead of waiting for ever.
+        let client = RpcClient::new(Arc::new(MessageChannelAdapter::new(transport)))
+            .with_timeout(Duration::from_secs(5));
         let _handle = client.start();
-        run_client(&client).await
+        run_client(&client).await.map_err(|e| -> Error {
+            format!("calling the server at {addr} failed: {e} (is it this example's server?)")
+                .into()
+        })
     }
 }
 
@@ -112,7 +154,7 @@ async fn run_client<T: MessageChannel>(client: &RpcClient<T>) -> Result<(), Erro
     let t0 = Instant::now();
     for i in 0..n {
         let r: AddResponse = client.call("add", &AddRequest { a: i, b: i }).await?;
-        debug_assert_eq!(r.result, 2 * i);
+        assert_eq!(r.result, 2 * i);
     }
     let per_call = t0.elapsed() / n as u32;
     println!("client: {n} sequential calls, {per_call:?} per round trip");
@@ -125,17 +167,23 @@ async fn run_client<T: MessageChannel>(client: &RpcClient<T>) -> Result<(), Erro
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    match std::env::args().nth(1).as_deref() {
+async fn main() {
+    let result = match std::env::args().nth(1).as_deref() {
         Some("server") => server().await,
         // The calls run in a task on the runtime's workers, where the client's reader runs
         // too: an answer then wakes its caller on the same thread. (The body of
         // `#[tokio::main]` runs on the main thread, not a worker, so each answer would cost a
         // wake-up across threads — on shared memory that is most of the round trip.)
-        Some("client") => tokio::spawn(client()).await?,
+        Some("client") => tokio::spawn(client())
+            .await
+            .unwrap_or_else(|e| Err(e.into())),
         _ => {
             eprintln!("usage: rpc_client_server (server | client [--stop-server]) [--shm]");
             std::process::exit(2);
         }
+    };
+    if let Err(e) = result {
+        eprintln!("rpc_client_server: {e}");
+        std::process::exit(1);
     }
 }

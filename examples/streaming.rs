@@ -228,9 +228,12 @@ async fn main() -> Result<(), BoxError> {
     let sent = probe.sent.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let later = probe.sent.load(Ordering::SeqCst);
-    println!(
-        "  server stopped the handler after {sent} ticks; 50 ms later still {later} (cancelled)"
-    );
+    if later != sent {
+        return Err(
+            format!("the cancelled ticker sent on: {sent} ticks, 50 ms later {later}").into(),
+        );
+    }
+    println!("  server stopped the handler after {sent} ticks; 50 ms later still {later}");
     println!("  pending calls on the client: {}", client.pending_calls());
 
     client.close().await;

@@ -12,6 +12,7 @@ use xrpc::{
     SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
     TcpFrameTransportListener, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
+use xrpc_shm::testing::unique_name;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct AddRequest {
@@ -56,12 +57,7 @@ impl Pair for Unix {
     type C = MessageChannelAdapter<UnixFrameTransport>;
     type S = MessageChannelAdapter<UnixFrameTransport>;
     async fn pair() -> (Self::C, Self::S) {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "xrpc-suite-{}-{}.sock",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = std::env::temp_dir().join(unique_name("suite.sock"));
         let _ = std::fs::remove_file(&path);
         let l = UnixFrameTransportListener::bind(&path, UnixConfig::default())
             .await
@@ -93,12 +89,7 @@ impl Pair for Shm {
     type C = MessageChannelAdapter<SharedMemoryFrameTransport>;
     type S = MessageChannelAdapter<SharedMemoryFrameTransport>;
     async fn pair() -> (Self::C, Self::S) {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "xrpc-suite-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_name("suite");
         let config = SharedMemoryConfig::default();
         let l = SharedMemoryFrameTransportListener::bind(&name, config.clone()).unwrap();
         let (c, s) = tokio::join!(

@@ -1,15 +1,13 @@
 //! RPC over shared memory between two real processes: the test binary re-runs itself as the
 //! server, then the client calls it, and the server is killed with SIGKILL mid-call.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use xrpc::{
     MessageChannelAdapter, RpcClient, RpcError, RpcServer, SharedMemoryConfig,
     SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
-
-const CHILD_ENV: &str = "XRPC_TEST_SHM_SERVER";
+use xrpc_shm::testing::{Peer, peer_role, unique_name};
 
 /// In the child: serve until killed.
 fn run_server(service: &str) {
@@ -32,33 +30,11 @@ fn run_server(service: &str) {
     });
 }
 
-struct Killer(Child);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_server(test: &str, service: &str) -> Killer {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, service)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // Wait for "ready" on its stdout.
-    use std::io::BufRead;
-    let out = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(out).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("ready") {
-            break;
-        }
-    }
-    Killer(child)
+/// This test binary, re-run as the server of `service`, once it is ready.
+fn spawn_server(test: &str, service: &str) -> Peer {
+    let mut server = Peer::spawn(test, "server", service);
+    server.wait_for_line("ready");
+    server
 }
 
 async fn connect(service: &str) -> RpcClient<MessageChannelAdapter<SharedMemoryFrameTransport>> {
@@ -72,10 +48,10 @@ async fn connect(service: &str) -> RpcClient<MessageChannelAdapter<SharedMemoryF
 
 #[test]
 fn kill_9_of_the_server_fails_pending_calls_fast() {
-    let service = format!("xrpc-test-kill-{}", std::process::id());
-    if let Ok(s) = std::env::var(CHILD_ENV) {
-        return run_server(&s);
+    if let Some((_, service)) = peer_role() {
+        return run_server(&service);
     }
+    let service = unique_name("kill");
     let mut server = spawn_server("kill_9_of_the_server_fails_pending_calls_fast", &service);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -97,7 +73,7 @@ fn kill_9_of_the_server_fails_pending_calls_fast() {
             .collect();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let t0 = Instant::now();
-        server.0.kill().unwrap(); // SIGKILL
+        server.kill(); // SIGKILL
         for p in pending {
             let r = p.await.unwrap();
             assert!(matches!(r, Err(RpcError::Disconnected(_))), "{r:?}");
@@ -112,10 +88,10 @@ fn kill_9_of_the_server_fails_pending_calls_fast() {
 
 #[test]
 fn a_restarted_server_reuses_the_name() {
-    let service = format!("xrpc-test-restart-{}", std::process::id());
-    if let Ok(s) = std::env::var(CHILD_ENV) {
-        return run_server(&s);
+    if let Some((_, service)) = peer_role() {
+        return run_server(&service);
     }
+    let service = unique_name("restart");
     let rt = tokio::runtime::Runtime::new().unwrap();
     for round in 0..2 {
         // Nothing of the killed server blocks the next one from binding the same name.
@@ -125,7 +101,6 @@ fn a_restarted_server_reuses_the_name() {
             let v: i64 = c.call("add", &(round, 40i64)).await.unwrap();
             assert_eq!(v, round + 40);
         });
-        server.0.kill().unwrap();
-        let _ = server.0.wait();
+        server.kill();
     }
 }

@@ -18,6 +18,30 @@ use crate::depth::Bounded;
 /// free for application-defined codecs.
 pub type CodecId = u8;
 
+/// The name of the codec with wire id `id`, for messages and logs: `"raw"` for 0 (raw bytes, no
+/// codec), the [`Codec::name`] of the built-in codec for 1–5 (whether or not its feature is
+/// enabled), `"reserved"` for 6–127 and `"application-defined"` for 128–255 (print the id as
+/// well for those).
+///
+/// ```
+/// use xrpc_proto::codec::codec_name;
+/// assert_eq!(codec_name(1), "bincode");
+/// assert_eq!(codec_name(2), "json");
+/// assert_eq!(format!("codec {} ({})", codec_name(200), 200), "codec application-defined (200)");
+/// ```
+pub fn codec_name(id: CodecId) -> &'static str {
+    match id {
+        0 => "raw",
+        1 => "bincode",
+        2 => "json",
+        3 => "messagepack",
+        4 => "cbor",
+        5 => "postcard",
+        6..=127 => "reserved",
+        128..=255 => "application-defined",
+    }
+}
+
 /// Largest value, in bytes, a built-in codec will allocate for while decoding (16 MiB).
 ///
 /// Decoders bound every length they read by this before allocating.
@@ -338,6 +362,30 @@ mod tests {
             "{} accepted a trailing byte",
             codec.name()
         );
+    }
+
+    #[test]
+    fn codec_names_are_the_codecs_own() {
+        assert_eq!(codec_name(0), "raw");
+        assert_eq!(codec_name(BincodeCodec::ID), BincodeCodec.name());
+        #[cfg(feature = "codec-json")]
+        assert_eq!(codec_name(JsonCodec::ID), JsonCodec.name());
+        #[cfg(feature = "codec-messagepack")]
+        assert_eq!(codec_name(MessagePackCodec::ID), MessagePackCodec.name());
+        #[cfg(feature = "codec-cbor")]
+        assert_eq!(codec_name(CborCodec::ID), CborCodec.name());
+        #[cfg(feature = "codec-postcard")]
+        assert_eq!(codec_name(PostcardCodec::ID), PostcardCodec.name());
+        // Named whether or not the feature is enabled: the ids are the wire's.
+        let names: Vec<_> = (1..=5).map(codec_name).collect();
+        assert_eq!(
+            names,
+            ["bincode", "json", "messagepack", "cbor", "postcard"]
+        );
+        assert_eq!(codec_name(6), "reserved");
+        assert_eq!(codec_name(127), "reserved");
+        assert_eq!(codec_name(128), "application-defined");
+        assert_eq!(codec_name(255), "application-defined");
     }
 
     #[test]

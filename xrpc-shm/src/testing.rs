@@ -74,7 +74,7 @@ pub fn close_producer(p: &Producer<HeapStorage>) {
     p.close();
 }
 
-/// Closes the consumer end: the producer sees `Disconnected`.
+/// Closes the consumer end: the producer, even one asleep on a full ring, sees `Disconnected`.
 pub fn close_consumer(c: &Consumer<HeapStorage>) {
     c.close();
 }
@@ -211,3 +211,155 @@ mod largest_alloc {
 
 #[cfg(not(loom))]
 pub use largest_alloc::largest_alloc_during;
+
+#[cfg(not(loom))]
+pub use names_and_peers::{Peer, peer_role, unique_name};
+
+/// Test helpers for names and processes: plain `std` (a process-wide counter, child
+/// processes), not modelled by loom, hence absent under `cfg(loom)`.
+#[cfg(not(loom))]
+mod names_and_peers {
+    use std::io::{BufRead, BufReader, Lines};
+    use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A name no other test, no other run of the same test binary and no other process uses
+    /// at the same time: `xrpc-test-<pid>-<n>-<tag>`, `<n>` counting the calls in this process.
+    ///
+    /// Use it for everything a test binds in a global namespace — shared-memory service names
+    /// (abstract Unix sockets), Unix socket paths (`std::env::temp_dir().join(unique_name("x"))`)
+    /// — so that tests running in parallel, and two `cargo test` runs at once, never meet.
+    /// Keep `tag` short: an abstract socket name holds at most 107 bytes.
+    ///
+    /// ```
+    /// let a = xrpc_shm::testing::unique_name("svc");
+    /// let b = xrpc_shm::testing::unique_name("svc");
+    /// assert_ne!(a, b);
+    /// assert!(a.ends_with("-svc"));
+    /// ```
+    pub fn unique_name(tag: &str) -> String {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("xrpc-test-{}-{n}-{tag}", std::process::id())
+    }
+
+    /// Set in a process started by [`Peer::command`]: the role it plays.
+    const PEER_ROLE_ENV: &str = "XRPC_TEST_PEER_ROLE";
+    /// Set in a process started by [`Peer::command`]: the role's argument (a service name, say).
+    const PEER_ARG_ENV: &str = "XRPC_TEST_PEER_ARG";
+
+    /// In a test binary re-run by [`Peer::command`]: the `(role, argument)` it was started
+    /// with; `None` in an ordinary test run.
+    ///
+    /// The test that [`Peer::command`] names calls this first and, when it gets `Some`, plays
+    /// the peer instead of running as a test:
+    ///
+    /// ```no_run
+    /// # fn serve(_service: &str) {}
+    /// // #[test]
+    /// fn server_dies_mid_call() {
+    ///     if let Some((_role, service)) = xrpc_shm::testing::peer_role() {
+    ///         return serve(&service); // in the child: print "ready", then serve
+    ///     }
+    ///     let service = xrpc_shm::testing::unique_name("dies");
+    ///     let mut server =
+    ///         xrpc_shm::testing::Peer::spawn("server_dies_mid_call", "server", &service);
+    ///     server.wait_for_line("ready");
+    ///     // ... the test, in the parent; dropping `server` kills the child
+    /// }
+    /// ```
+    pub fn peer_role() -> Option<(String, String)> {
+        let role = std::env::var(PEER_ROLE_ENV).ok()?;
+        Some((role, std::env::var(PEER_ARG_ENV).unwrap_or_default()))
+    }
+
+    /// A peer in another process, killed (SIGKILL) and reaped when the `Peer` is dropped, so a
+    /// failing test leaves no process behind. Usually it is the running test binary re-run by
+    /// [`Peer::command`]: it runs only the test `test` (exactly, with output shown), in which
+    /// [`peer_role`] returns `(role, arg)`; [`Peer::spawn_command`] holds any other program.
+    pub struct Peer {
+        child: Child,
+        stdout: Option<Lines<BufReader<ChildStdout>>>,
+    }
+
+    impl Peer {
+        /// The command that re-runs this test binary as the peer `role` with `arg`, its stdout
+        /// piped (read it with [`Peer::wait_for_line`]). Adjust it (say, `CommandExt::uid`) and
+        /// start it with [`Peer::spawn_command`], or use [`Peer::spawn`].
+        pub fn command(test: &str, role: &str, arg: &str) -> Command {
+            let exe = std::env::current_exe().expect("the path of the running test binary");
+            let mut cmd = Command::new(exe);
+            cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+                .env(PEER_ROLE_ENV, role)
+                .env(PEER_ARG_ENV, arg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped());
+            cmd
+        }
+
+        /// Starts [`Peer::command`]`(test, role, arg)`.
+        pub fn spawn(test: &str, role: &str, arg: &str) -> Peer {
+            Self::spawn_command(Self::command(test, role, arg))
+        }
+
+        /// Starts `cmd`: one made by [`Peer::command`], or any other program to hold as a
+        /// peer (pipe its stdout to use [`Peer::wait_for_line`]).
+        pub fn spawn_command(mut cmd: Command) -> Peer {
+            let mut child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start the peer process {cmd:?}: {e}"));
+            let stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
+            Peer { child, stdout }
+        }
+
+        /// Reads the peer's stdout up to the first line containing `needle` and returns that
+        /// line. Panics if the peer closes its stdout (exits) first.
+        pub fn wait_for_line(&mut self, needle: &str) -> String {
+            let lines = self
+                .stdout
+                .as_mut()
+                .expect("the peer's stdout is piped (see Peer::command)");
+            for line in lines {
+                let line = line.expect("read the peer's stdout");
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("the peer process ended without printing a line with {needle:?}");
+        }
+
+        /// Kills the peer (SIGKILL) and reaps it.
+        pub fn kill(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+
+        /// The peer's exit status if it has exited, without waiting.
+        pub fn try_wait(&mut self) -> Option<ExitStatus> {
+            self.child.try_wait().expect("poll the peer process")
+        }
+
+        /// Waits for the peer to exit by itself; kills it and panics if it has not within
+        /// `within`.
+        pub fn wait_timeout(&mut self, within: Duration) -> ExitStatus {
+            let start = Instant::now();
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait for the peer process") {
+                    return status;
+                }
+                if start.elapsed() > within {
+                    self.kill();
+                    panic!("the peer process did not exit within {within:?}");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+}

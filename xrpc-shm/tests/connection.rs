@@ -6,11 +6,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use xrpc_shm::testing::unique_name;
 use xrpc_shm::{ShmConfig, ShmConnection, ShmError, ShmListener};
-
-fn name(tag: &str) -> String {
-    format!("conn-test-{}-{tag}", std::process::id())
-}
 
 fn small() -> ShmConfig {
     ShmConfig {
@@ -24,8 +21,8 @@ const T: Option<Duration> = Some(Duration::from_secs(10));
 
 /// A connected (server side, client side) pair.
 fn pair(tag: &str, config: ShmConfig) -> (ShmConnection, ShmConnection) {
-    let listener = ShmListener::bind(&name(tag), config.clone()).unwrap();
-    let n = name(tag);
+    let n = unique_name(tag);
+    let listener = ShmListener::bind(&n, config.clone()).unwrap();
     let client = thread::spawn(move || ShmConnection::connect(&n, config).unwrap());
     let server = listener.accept().unwrap();
     (server, client.join().unwrap())
@@ -128,14 +125,14 @@ fn orderly_close_drains_then_disconnects() {
 
 #[test]
 fn rendezvous_errors() {
-    let n = name("dup");
+    let n = unique_name("dup");
     let _l = ShmListener::bind(&n, small()).unwrap();
     assert!(matches!(
         ShmListener::bind(&n, small()),
         Err(ShmError::Io(_))
     ));
     assert!(matches!(
-        ShmConnection::connect(&name("nobody"), small()),
+        ShmConnection::connect(&unique_name("nobody"), small()),
         Err(ShmError::Io(_))
     ));
     assert!(matches!(
@@ -147,7 +144,7 @@ fn rendezvous_errors() {
         ..small()
     };
     assert!(matches!(
-        ShmListener::bind(&name("bad"), bad),
+        ShmListener::bind(&unique_name("bad"), bad),
         Err(ShmError::InvalidConfig(_))
     ));
     let bad = ShmConfig {
@@ -159,7 +156,7 @@ fn rendezvous_errors() {
 
 #[test]
 fn a_dropped_listener_frees_the_name() {
-    let n = name("rebind");
+    let n = unique_name("rebind");
     drop(ShmListener::bind(&n, small()).unwrap());
     let _again = ShmListener::bind(&n, small()).unwrap();
 }

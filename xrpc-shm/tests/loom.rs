@@ -13,7 +13,7 @@
 
 use loom::thread;
 use xrpc_shm::ShmError;
-use xrpc_shm::testing::{close_producer, heap_ring, recv_blocking, send_blocking};
+use xrpc_shm::testing::{close_consumer, close_producer, heap_ring, recv_blocking, send_blocking};
 
 /// Frames sent one way arrive intact and in order; the consumer sleeps on an
 /// empty ring and must be woken (no lost wake-up).
@@ -101,5 +101,29 @@ fn close_wakes_and_drains() {
         assert_eq!(recv_blocking(&mut c).unwrap(), [9]);
         assert!(matches!(recv_blocking(&mut c), Err(ShmError::Disconnected)));
         producer.join().unwrap();
+    });
+}
+
+/// A consumer that closes wakes a producer asleep on a full ring (the space-side wake-up of a
+/// close); the producer then sees `Disconnected`, never a lost wake-up.
+#[test]
+fn consumer_close_wakes_a_blocked_producer() {
+    loom::model(|| {
+        let (mut p, c, _s) = heap_ring(32, 8).unwrap();
+        let producer = thread::spawn(move || {
+            // Two 16-byte records fill the ring; the next send sleeps until the close, unless
+            // the close came first.
+            let mut sent = 0;
+            loop {
+                match send_blocking(&mut p, &[7; 8]) {
+                    Ok(()) => sent += 1,
+                    Err(e) => return (sent, e),
+                }
+            }
+        });
+        close_consumer(&c);
+        let (sent, err) = producer.join().unwrap();
+        assert!(sent <= 2, "{sent} records in a ring with room for two");
+        assert!(matches!(err, ShmError::Disconnected), "{err}");
     });
 }

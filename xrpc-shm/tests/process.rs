@@ -1,18 +1,16 @@
 //! Cross-process tests: the test binary re-executes itself as a child
-//! process (`XRPC_SHM_CHILD` selects the role) to be a real peer — eight
+//! process (`testing::Peer`, the role picks what it does) to be a real peer — eight
 //! clients on one server, and `kill -9` of either side while the other is
 //! blocked in `recv` or in `send` on a full ring.
 #![cfg(not(loom))]
 
-use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use xrpc_shm::testing::{Peer, peer_role, unique_name};
 use xrpc_shm::{ShmConfig, ShmConnection, ShmError, ShmListener};
 
-const ROLE: &str = "XRPC_SHM_CHILD";
-const NAME: &str = "XRPC_SHM_NAME";
 /// A child never outlives this, even if the parent test died.
 const CHILD_LIFETIME: Duration = Duration::from_secs(30);
 /// Asserted bound for noticing a dead peer (the design target is 100 ms).
@@ -26,17 +24,9 @@ fn config() -> ShmConfig {
     }
 }
 
-fn unique(tag: &str) -> String {
-    format!("proc-test-{}-{tag}", std::process::id())
-}
-
-fn spawn_child(role: &str, name: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(NAME, name)
-        .spawn()
-        .unwrap()
+/// This test binary, re-run as the peer `role` on the service `name`.
+fn spawn_child(role: &str, name: &str) -> Peer {
+    Peer::spawn("child_entry", role, name)
 }
 
 /// Connects, retrying while the child server is not bound yet.
@@ -54,27 +44,12 @@ fn connect_retrying(name: &str) -> ShmConnection {
     }
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > within {
-            let _ = child.kill();
-            panic!("child did not exit within {within:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The child side. A no-op when run as an ordinary test.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, name)) = peer_role() else {
         return;
     };
-    let name = std::env::var(NAME).unwrap();
     match role.as_str() {
         "echo_server" => {
             let listener = ShmListener::bind(&name, config()).unwrap();
@@ -126,7 +101,7 @@ fn child_entry() {
 
 #[test]
 fn eight_clients_on_one_server_process() {
-    let name = unique("eight");
+    let name = unique_name("eight");
     let mut server = spawn_child("echo_server", &name);
     let clients: Vec<_> = (0..8usize)
         .map(|k| {
@@ -149,19 +124,18 @@ fn eight_clients_on_one_server_process() {
     for c in clients {
         c.join().unwrap();
     }
-    assert!(wait_exit(&mut server, Duration::from_secs(10)).success());
+    assert!(server.wait_timeout(Duration::from_secs(10)).success());
 }
 
 /// Kills `child` after a short delay on another thread; returns when the kill
 /// happened.
-fn kill_later(mut child: Child) -> mpsc::Receiver<Instant> {
+fn kill_later(mut child: Peer) -> mpsc::Receiver<Instant> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         thread::sleep(Duration::from_millis(150));
         let at = Instant::now();
-        child.kill().unwrap(); // SIGKILL
+        child.kill(); // SIGKILL
         tx.send(at).unwrap();
-        let _ = child.wait();
     });
     rx
 }
@@ -180,7 +154,7 @@ fn assert_noticed(what: &str, result: Result<(), ShmError>, killed: &mpsc::Recei
 
 #[test]
 fn server_killed_while_client_blocks_in_recv() {
-    let name = unique("kill-server");
+    let name = unique_name("kill-server");
     let server = spawn_child("idle_server", &name);
     let mut conn = connect_retrying(&name);
     let killed = kill_later(server);
@@ -193,7 +167,7 @@ fn server_killed_while_client_blocks_in_recv() {
 
 #[test]
 fn client_killed_while_server_blocks_in_recv() {
-    let name = unique("kill-client-recv");
+    let name = unique_name("kill-client-recv");
     let listener = ShmListener::bind(&name, config()).unwrap();
     let client = spawn_child("idle_client", &name);
     let mut conn = listener.accept().unwrap();
@@ -207,7 +181,7 @@ fn client_killed_while_server_blocks_in_recv() {
 
 #[test]
 fn client_killed_while_server_blocks_in_send_on_full_ring() {
-    let name = unique("kill-client-send");
+    let name = unique_name("kill-client-send");
     let listener = ShmListener::bind(&name, config()).unwrap();
     let client = spawn_child("idle_client", &name);
     let mut conn = listener.accept().unwrap();
@@ -222,16 +196,11 @@ fn client_killed_while_server_blocks_in_send_on_full_ring() {
 /// `nobody`: the other user of the credential tests.
 const OTHER_UID: u32 = 65534;
 
-fn spawn_as_other_user(role: &str, name: &str) -> Child {
+fn spawn_as_other_user(role: &str, name: &str) -> Peer {
     use std::os::unix::process::CommandExt;
-    Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(NAME, name)
-        .uid(OTHER_UID)
-        .gid(OTHER_UID)
-        .spawn()
-        .unwrap()
+    let mut cmd = Peer::command("child_entry", role, name);
+    cmd.uid(OTHER_UID).gid(OTHER_UID);
+    Peer::spawn_command(cmd)
 }
 
 /// Abstract socket names have no file permissions: the peer's credentials keep other users out.
@@ -242,7 +211,7 @@ fn other_users_are_refused_both_ways() {
         return;
     }
     // A client of another user gets no segment from our server.
-    let name = unique("foreign-client");
+    let name = unique_name("foreign-client");
     let listener = ShmListener::bind(&name, config()).unwrap();
     listener.set_nonblocking(true).unwrap();
     let mut client = spawn_as_other_user("foreign_client", &name);
@@ -252,7 +221,7 @@ fn other_users_are_refused_both_ways() {
             Err(ShmError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => panic!("accept: {e}"),
         }
-        if let Some(s) = client.try_wait().unwrap() {
+        if let Some(s) = client.try_wait() {
             break s;
         }
         thread::sleep(Duration::from_millis(5));
@@ -260,7 +229,7 @@ fn other_users_are_refused_both_ways() {
     assert_eq!(status.code(), Some(0), "the foreign client was refused");
 
     // A server of another user that took the name is refused by our client.
-    let name = unique("foreign-server");
+    let name = unique_name("foreign-server");
     let mut server = spawn_as_other_user("foreign_server", &name);
     let start = Instant::now();
     let err = loop {
@@ -274,6 +243,5 @@ fn other_users_are_refused_both_ways() {
         }
     };
     assert!(err.contains("another user"), "{err}");
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill();
 }

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
@@ -33,13 +32,9 @@ trait Harness: 'static {
     fn raw_pair(max: usize) -> impl Future<Output = Option<(Self::T, Box<dyn RawIo>)>> + Send;
 }
 
+/// A socket path in the temp directory that no other test or run uses.
 fn unix_path(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!(
-        "xrpc-tokio-test-{}-{tag}-{}.sock",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
+    std::env::temp_dir().join(xrpc_shm::testing::unique_name(&format!("{tag}.sock")))
 }
 
 struct Tcp;

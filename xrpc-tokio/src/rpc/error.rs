@@ -21,7 +21,8 @@ pub enum RpcError {
     /// The call was cancelled.
     #[error("call cancelled")]
     Cancelled,
-    /// No handler is registered under the method name.
+    /// No handler is registered under the method name; holds that name (displayed as
+    /// `method not found: kv.get`).
     #[error("method not found: {0}")]
     MethodNotFound(String),
     /// A value could not be serialized or deserialized.
@@ -67,7 +68,9 @@ impl RpcError {
     pub(crate) fn to_remote(&self) -> RemoteError {
         match self {
             Self::ServerError { code, message } => RemoteError::new(*code, message.clone()),
-            Self::MethodNotFound(m) => RemoteError::new(ErrorCode::MethodNotFound, m.clone()),
+            Self::MethodNotFound(_) => {
+                RemoteError::new(ErrorCode::MethodNotFound, self.to_string())
+            }
             Self::Serialization(e) => RemoteError::new(ErrorCode::BadRequest, e.to_string()),
             Self::Timeout => RemoteError::new(ErrorCode::DeadlineExceeded, "timed out"),
             Self::Cancelled => RemoteError::new(ErrorCode::Cancelled, "cancelled"),
@@ -79,7 +82,7 @@ impl RpcError {
 impl From<RemoteError> for RpcError {
     fn from(e: RemoteError) -> Self {
         match e.code {
-            ErrorCode::MethodNotFound => Self::MethodNotFound(e.message),
+            ErrorCode::MethodNotFound => Self::MethodNotFound(method_of_not_found(e.message)),
             ErrorCode::DeadlineExceeded => Self::Timeout,
             ErrorCode::Cancelled => Self::Cancelled,
             ErrorCode::Protocol => Self::InvalidMessage(e.message),
@@ -88,6 +91,17 @@ impl From<RemoteError> for RpcError {
                 message: e.message,
             },
         }
+    }
+}
+
+/// The method name in the message of a `MethodNotFound` error from the wire: a server sends
+/// `method not found: <method>` (the [`RpcError::MethodNotFound`] text); a message without that
+/// prefix is taken as the name itself.
+fn method_of_not_found(message: String) -> String {
+    const PREFIX: &str = "method not found: ";
+    match message.strip_prefix(PREFIX) {
+        Some(method) => method.to_owned(),
+        None => message,
     }
 }
 
@@ -129,5 +143,30 @@ impl From<ChannelError> for RpcError {
             ChannelError::Transport(t) => Self::Transport(t),
             ChannelError::Proto(p) => p.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_not_found_names_the_method_once() {
+        // As a server sends it, and as another server might (just the name).
+        for wire in ["method not found: kv.gett", "kv.gett"] {
+            let e = RpcError::from(RemoteError::new(ErrorCode::MethodNotFound, wire));
+            assert!(
+                matches!(&e, RpcError::MethodNotFound(m) if m == "kv.gett"),
+                "{e:?}"
+            );
+            assert_eq!(e.to_string(), "method not found: kv.gett");
+        }
+        // A handler that returns the error sends the same text, which reads back the same.
+        let sent = RpcError::MethodNotFound("kv.gett".into()).to_remote();
+        assert_eq!(sent.message, "method not found: kv.gett");
+        assert_eq!(
+            RpcError::from(sent).to_string(),
+            "method not found: kv.gett"
+        );
     }
 }

@@ -150,10 +150,17 @@ pub struct TcpFrameTransportListener {
 
 impl TcpFrameTransportListener {
     /// Binds to `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
+    /// The error names the address: `bind 127.0.0.1:47800 failed: Address already in use (os
+    /// error 98)`.
     pub async fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
-        let listener = TcpListener::bind(addr)
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
             .await
-            .map_err(|e| TransportError::ConnectionFailed(format!("bind failed: {e}")))?;
+            .map_err(|e| TransportError::ConnectionFailed(format!("bind failed: {e}")))?
+            .collect();
+        let listener = TcpListener::bind(&addrs[..]).await.map_err(|e| {
+            let tried: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+            TransportError::ConnectionFailed(format!("bind {} failed: {e}", tried.join(", ")))
+        })?;
         Ok(Self { listener, config })
     }
 

@@ -1,8 +1,7 @@
-//! Deterministic tests of `xrpc-proto`'s client and server state machines wired back to back
-//! through an in-memory pipe and the real wire encoding, with a fake clock (after quinn-proto's
-//! `Pair`). They live here, not in `xrpc-proto`, because they need one real `Instant` as the
-//! clock's origin, and the sans-IO crate reads no clock at all; from that origin on, time only
-//! moves when a test advances it.
+//! Deterministic tests of the client and server state machines wired back to back through an
+//! in-memory pipe and the real wire encoding, with a fake clock (after quinn-proto's `Pair`).
+//! The one clock read is the fake clock's origin (an integration test may read the clock; the
+//! crate's own code never does); from that origin on, time only moves when a test advances it.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -10,17 +9,17 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
-use xrpc::proto::client::StreamSendError;
-use xrpc::proto::client::{
+use xrpc_proto::client::StreamSendError;
+use xrpc_proto::client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
 };
-use xrpc::proto::compression::CompressionConfig;
-use xrpc::proto::frame::FrameDecoder;
-use xrpc::proto::message::{
+use xrpc_proto::compression::CompressionConfig;
+use xrpc_proto::frame::FrameDecoder;
+use xrpc_proto::message::{
     ErrorCode, Header, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
 };
-use xrpc::proto::packet::{Body, Packet};
-use xrpc::proto::server::{ServerConfig, ServerConnection, ServerEvent, ServerSendError};
+use xrpc_proto::packet::{Body, Packet};
+use xrpc_proto::server::{ServerConfig, ServerConnection, ServerEvent, ServerSendError};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -384,7 +383,7 @@ fn client_stream_and_bidirectional_stream() {
                 Err(e) => panic!("{e:?}"),
             }
         }
-        assert_eq!(sent, xrpc::proto::flow::INITIAL_CLIENT_STREAM_WINDOW);
+        assert_eq!(sent, xrpc_proto::flow::INITIAL_CLIENT_STREAM_WINDOW);
         p.step();
         let evs = p.server_events();
         assert_eq!(evs.len(), 1 + sent as usize);
@@ -482,7 +481,7 @@ fn a_server_ignoring_credit_fails_the_stream() {
         Header::new(MessageKind::StreamItem, id),
         Body::Data(Bytes::new()),
     );
-    for _ in 0..xrpc::proto::flow::INITIAL_CLIENT_STREAM_WINDOW {
+    for _ in 0..xrpc_proto::flow::INITIAL_CLIENT_STREAM_WINDOW {
         p.server.handle_packet(p.now, item.clone()).unwrap();
     }
     assert!(p.server.handle_packet(p.now, item).is_err());
@@ -737,7 +736,7 @@ fn a_server_that_does_not_read_its_pongs_gets_no_more() {
         client.handle_packet(now, ping(id));
     }
     let pongs: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
-    assert_eq!(pongs.len(), xrpc::proto::MAX_UNSENT_PONGS);
+    assert_eq!(pongs.len(), xrpc_proto::MAX_UNSENT_PONGS);
     assert!(pongs.iter().all(|p| p.header.kind == MessageKind::Pong
         && p.body == Body::Data(Bytes::from_static(b"probe"))));
     // Once they are sent, pings are answered again.
@@ -750,7 +749,7 @@ fn a_server_that_does_not_read_its_pongs_gets_no_more() {
 fn transmit_backlog_counts_queued_packets_too() {
     let mut server = ServerConnection::<Bytes>::new(ServerConfig::default());
     let now = origin();
-    for id in 0..xrpc::proto::MAX_BACKLOG_PACKETS as u64 {
+    for id in 0..xrpc_proto::MAX_BACKLOG_PACKETS as u64 {
         assert!(!server.is_backlogged(Bytes::len));
         let ping = Packet::new(Header::new(MessageKind::Ping, id), Body::Empty);
         server.handle_packet(now, ping).unwrap();

@@ -1,20 +1,20 @@
 //! The built-in codecs bound the nesting depth of what they decode (`MAX_DECODE_DEPTH`):
 //! input nested a million levels deep is an error, not a stack overflow that aborts the
 //! process. The checks run on a thread with a 2 MiB stack (the default of test threads), so
-//! an unbounded recursion would really overflow it. They live outside `xrpc-proto` because
-//! they start threads, which the sans-IO crate does not.
+//! an unbounded recursion would really overflow it. (Integration tests may start threads; the
+//! crate's own code never does.)
 
 use serde::{Deserialize, Serialize};
 #[cfg(feature = "codec-cbor")]
-use xrpc::proto::CborCodec;
+use xrpc_proto::CborCodec;
 #[cfg(feature = "codec-json")]
-use xrpc::proto::JsonCodec;
+use xrpc_proto::JsonCodec;
 #[cfg(feature = "codec-messagepack")]
-use xrpc::proto::MessagePackCodec;
+use xrpc_proto::MessagePackCodec;
 #[cfg(feature = "codec-postcard")]
-use xrpc::proto::PostcardCodec;
-use xrpc::proto::codec::MAX_DECODE_DEPTH;
-use xrpc::proto::{BincodeCodec, Codec, CodecError};
+use xrpc_proto::PostcardCodec;
+use xrpc_proto::codec::MAX_DECODE_DEPTH;
+use xrpc_proto::{BincodeCodec, Codec, CodecError};
 
 /// One level per node.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
