@@ -17,6 +17,7 @@
 //! | [`payload`] | [`Payload`]: encoded bytes, or an in-process value |
 //! | [`wire`] | one connection's bytes ↔ packets ([`WireConfig`]) |
 //! | [`route`] | method routing: [`Routes`], [`MethodTable`] |
+//! | [`retry`] | [`RetryPolicy`]: delays between connection attempts |
 //! | [`client_session`] | [`ClientSession`]: the client end of a connection, bytes in and out |
 //! | [`server_session`] | [`ServerSession`]: the server end, with routing, shutdown and closing |
 //!
@@ -39,6 +40,7 @@ pub mod idmap;
 pub mod message;
 pub mod packet;
 pub mod payload;
+pub mod retry;
 pub mod route;
 pub mod server;
 pub mod server_session;
@@ -61,7 +63,7 @@ pub use codec::JsonCodec;
 pub use codec::MessagePackCodec;
 #[cfg(feature = "codec-postcard")]
 pub use codec::PostcardCodec;
-pub use codec::{BincodeCodec, Codec, CodecError, CodecId};
+pub use codec::{BincodeCodec, Codec, CodecError, CodecId, codec_name};
 pub use compression::{CompressionConfig, CompressionError, CompressionType, Compressor};
 pub use error::ProtoError;
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameDecoder, FrameError};
@@ -70,6 +72,7 @@ pub use message::{
 };
 pub use packet::{Body, Packet};
 pub use payload::Payload;
+pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
 pub use server::{
     IncomingCall, MAX_BACKLOG_PACKETS, ProtocolViolation, ServerConfig, ServerConnection,

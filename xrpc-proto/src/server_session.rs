@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::CallKind;
 use crate::client_session::TRANSMIT_BATCH;
-use crate::codec::CodecId;
+use crate::codec::{CodecId, codec_name};
 use crate::flow::StreamSendError;
 use crate::message::{ErrorCode, MessageKind, RemoteError};
 use crate::packet::Packet;
@@ -145,16 +145,9 @@ pub struct ServerSession {
     cancelled: VecDeque<u64>,
 }
 
-/// A codec's name, for error texts.
+/// A codec's name and id, for error texts.
 fn codec_label(id: CodecId) -> String {
-    match id {
-        1 => "bincode (1)".into(),
-        2 => "json (2)".into(),
-        3 => "messagepack (3)".into(),
-        4 => "cbor (4)".into(),
-        5 => "postcard (5)".into(),
-        n => format!("unknown ({n})"),
-    }
+    format!("{} ({id})", codec_name(id))
 }
 
 fn kind_label(kind: CallKind) -> &'static str {

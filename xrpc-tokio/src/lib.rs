@@ -1,30 +1,40 @@
 //! # xrpc-tokio — the tokio adapter of xrpc
 //!
-//! IO, tasks and timers for the sans-IO core [`xrpc_proto`]: framing and message logic come
-//! from there, this crate only moves bytes.
+//! IO and timers on tokio: the transports (TCP, Unix, shared memory, in-process) and the
+//! [`Tokio`] runtime. Everything else — message channels, [`RpcClient`], [`RpcServer`],
+//! streams, the per-connection driver — is the runtime-neutral [`xrpc_async`], named here with
+//! tokio as its runtime and Bincode as the default codec; the protocol is [`xrpc_proto`].
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`transport`] | layer 1: [`FrameTransport`] and its TCP, Unix, channel and `Arc` implementations |
-//! | [`rpc`] | layer 3: [`RpcClient`], [`RpcServer`], streams |
-//! | [`channel`] | layer 2: [`MessageChannel`], [`MessageChannelAdapter`], [`SerdeChannel`], [`TypedChannel`] |
+//! | [`transport`] | layer 1: TCP, Unix, shared-memory, channel and `Arc` transports |
+//! | [`runtime`] | [`Tokio`]: spawning and timers for the async layer |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod channel;
-pub mod rpc;
+mod listener;
+pub mod runtime;
 pub mod transport;
 
-pub use channel::{
-    ChannelError, MessageChannel, MessageChannelAdapter, SerdeChannel, TypedChannel,
-};
-pub use rpc::{
-    CallContext, ClientHandle, FrameListener, RequestStream, RpcClient, RpcClientConfig, RpcError,
-    RpcServer, ServerStreamSender, StreamReceiver, StreamSender,
-};
+pub use runtime::Tokio;
 pub use transport::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
     SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
     TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
     UnixFrameTransport, UnixFrameTransportListener, ZeroCopyTransport,
 };
+pub use xrpc_async::{
+    CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,
+    RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
+    StreamSender, TypedChannel,
+};
+pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions};
+
+/// An RPC client on tokio ([`xrpc_async::RpcClient`]), Bincode by default.
+pub type RpcClient<T, C = BincodeCodec> = xrpc_async::RpcClient<T, C, Tokio>;
+
+/// An RPC server on tokio ([`xrpc_async::RpcServer`]), Bincode by default.
+pub type RpcServer<C = BincodeCodec> = xrpc_async::RpcServer<C, Tokio>;
+
+/// Keeps a client's driver task; returned by [`RpcClient::start`](xrpc_async::RpcClient::start).
+pub type ClientHandle = xrpc_async::ClientHandle<Tokio>;

@@ -4,7 +4,7 @@
 //! session under its lock and wake the driver.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Instant;
@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use xrpc_proto::{Packet, Payload};
 
 use crate::channel::{ChannelError, MessageChannel};
+use crate::runtime::{Runtime, Timer};
 use crate::transport::{FrameTransport, TransportError};
 
 /// What the driver needs of a connection's state (the client's or the server's).
@@ -76,7 +77,8 @@ impl<S> Shared<S> {
 
 /// Drives the connection of `shared` over `channel` until its session is over; `run` does the
 /// work that routing collected (outside the lock). Closes the channel at the end.
-pub(crate) async fn drive<S, M>(
+pub(crate) async fn drive<S, M, R>(
+    rt: &R,
     shared: Arc<Shared<S>>,
     channel: &M,
     mut run: impl FnMut(&Arc<Shared<S>>, S::Work),
@@ -84,6 +86,7 @@ pub(crate) async fn drive<S, M>(
 ) where
     S: Driven,
     M: MessageChannel,
+    R: Runtime,
 {
     let values = channel.carries_values();
     let transport = channel.transport();
@@ -119,7 +122,7 @@ pub(crate) async fn drive<S, M>(
     let mut wf = pin!(if false { Some(write_frames()) } else { None });
     let mut rp = pin!(if false { Some(read_packet()) } else { None });
     let mut wp = pin!(if false { Some(write_packets()) } else { None });
-    let mut sleep = pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut timer = rt.timer(Instant::now());
     let mut sleeping_until: Option<Instant> = None;
     let mut work = Vec::new();
 
@@ -219,11 +222,11 @@ pub(crate) async fn drive<S, M>(
             if next != sleeping_until {
                 sleeping_until = next;
                 if let Some(at) = next {
-                    sleep.as_mut().reset(at.into());
+                    timer.reset(at);
                 }
             }
             if let Some(at) = sleeping_until
-                && sleep.as_mut().poll(cx).is_ready()
+                && Pin::new(&mut timer).poll(cx).is_ready()
             {
                 let mut st = shared.lock();
                 st.handle_timeout(Instant::now().max(at));

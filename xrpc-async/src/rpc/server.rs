@@ -3,20 +3,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 use xrpc_proto::{BincodeCodec, CallKind, Codec, MethodTable, Payload, ServerConfig};
 
 use super::connection::Connection;
 use super::error::RpcError;
 use super::payload::{decode_payload, payload_bytes};
 use super::stream::{RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender};
+use crate::runtime::Runtime;
+use crate::signal::Signal;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// What a handler knows about its call.
@@ -47,18 +47,20 @@ pub(crate) type HandlerFn = Arc<
         + Sync,
 >;
 
-pub(crate) struct Shared<C> {
+pub(crate) struct Shared<C, R> {
     pub(crate) handlers: Arc<RwLock<MethodTable<HandlerFn>>>,
     pub(crate) codec: C,
     pub(crate) config: ServerConfig,
-    /// Set by [`RpcServer::shutdown`]; the listener waits on it.
-    pub(crate) shutdown: watch::Sender<bool>,
-    pub(crate) shutting_down: AtomicBool,
+    pub(crate) rt: R,
+    /// Raised by [`RpcServer::shutdown`]; the listener waits on it.
+    pub(crate) shutdown: Signal,
     /// The connections being served, to wake their drivers at shutdown.
     pub(crate) connections: Mutex<Vec<Weak<Connection>>>,
 }
 
-/// An RPC server: a table of handlers, served over any number of connections.
+/// An RPC server: a table of handlers, served over any number of connections, with codec `C`
+/// on runtime `R` (adapter crates name it with their runtime and Bincode as the default codec:
+/// `xrpc_tokio::RpcServer`).
 ///
 /// Cloning is cheap and shares the handlers.
 ///
@@ -72,11 +74,11 @@ pub(crate) struct Shared<C> {
 ///     Ok(AddResponse { result: req.a + req.b })
 /// });
 /// ```
-pub struct RpcServer<C: Codec = BincodeCodec> {
-    pub(crate) shared: Arc<Shared<C>>,
+pub struct RpcServer<C: Codec, R: Runtime> {
+    pub(crate) shared: Arc<Shared<C, R>>,
 }
 
-impl<C: Codec> Clone for RpcServer<C> {
+impl<C: Codec, R: Runtime> Clone for RpcServer<C, R> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
@@ -84,20 +86,20 @@ impl<C: Codec> Clone for RpcServer<C> {
     }
 }
 
-impl Default for RpcServer<BincodeCodec> {
+impl<R: Runtime> Default for RpcServer<BincodeCodec, R> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl RpcServer<BincodeCodec> {
+impl<R: Runtime> RpcServer<BincodeCodec, R> {
     /// A server with no handlers, using Bincode.
     pub fn new() -> Self {
         Self::with_codec(BincodeCodec)
     }
 }
 
-impl<C: Codec> RpcServer<C> {
+impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// A server using `codec`.
     pub fn with_codec(codec: C) -> Self {
         Self::with_config(codec, ServerConfig::default())
@@ -110,8 +112,8 @@ impl<C: Codec> RpcServer<C> {
                 handlers: Arc::new(RwLock::new(MethodTable::new())),
                 codec,
                 config,
-                shutdown: watch::channel(false).0,
-                shutting_down: AtomicBool::new(false),
+                rt: R::default(),
+                shutdown: Signal::default(),
                 connections: Mutex::new(Vec::new()),
             }),
         }
@@ -256,10 +258,7 @@ impl<C: Codec> RpcServer<C> {
     /// finish (for at most [`ServerConfig::drain_timeout`], then they are cancelled), then
     /// close; [`serve`](Self::serve) and [`serve_listener`](Self::serve_listener) return.
     pub fn shutdown(&self) {
-        self.shared
-            .shutting_down
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.shared.shutdown.send_replace(true);
+        self.shared.shutdown.raise();
         let conns = self
             .shared
             .connections

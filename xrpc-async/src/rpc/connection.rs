@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -22,6 +21,7 @@ use super::error::RpcError;
 use super::server::{CallContext, HandlerFn, RpcServer};
 use super::stream::{Refused, StreamCtl};
 use crate::channel::MessageChannel;
+use crate::runtime::{Runtime, Task};
 
 /// A connection's state as its driver and its handlers share it.
 pub(crate) type Connection = Shared<ServerState>;
@@ -29,7 +29,7 @@ pub(crate) type Connection = Shared<ServerState>;
 /// A handler running on the connection, as its streams see it.
 #[derive(Default)]
 struct Running {
-    task: Option<tokio::task::AbortHandle>,
+    task: Option<Box<dyn Task>>,
     /// Items of the client's stream not yet taken (bounded by the credit window).
     items: VecDeque<Payload>,
     /// The client ended its stream.
@@ -273,7 +273,7 @@ fn complete(conn: &Connection, id: u64, outcome: Outcome) {
 
 /// Starts what routing collected. A unary handler that finishes at once runs here, on the
 /// driver (no task hand-off), outside the connection's lock; others get a task.
-fn start(conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, work: Work) {
+fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, work: Work) {
     match work {
         Work::Call(call, handler) => {
             let id = call.id;
@@ -291,13 +291,13 @@ fn start(conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, work: Work) {
                 }
             }
             let c = conn.clone();
-            let task = tokio::spawn(async move {
+            let task = rt.spawn(async move {
                 let res = fut.await;
                 complete(&c, id, outcome(res));
                 c.wake();
             });
             match conn.lock().running.get_mut(&id) {
-                Some(r) => r.task = Some(task.abort_handle()),
+                Some(r) => r.task = Some(Box::new(task)),
                 // Cancelled meanwhile (or already done: then this does nothing).
                 None => task.abort(),
             }
@@ -311,7 +311,7 @@ fn start(conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, work: Work) {
             };
             let fut = CatchUnwind(handler(ctx, payload, ctl.clone()));
             let c = conn.clone();
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 let _ = fut.await;
                 c.lock().session.notification_done(Instant::now());
                 c.wake();
@@ -333,7 +333,7 @@ impl Drop for StopHandlers {
     }
 }
 
-impl<C: Codec> RpcServer<C> {
+impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// Serves one connection until the peer closes it or the server shuts down. Returns an
     /// error if the client broke the protocol or the transport failed.
     pub async fn serve<T: MessageChannel>(&self, channel: T) -> Result<(), RpcError> {
@@ -355,12 +355,14 @@ impl<C: Codec> RpcServer<C> {
         }
         let _stop = StopHandlers(conn.clone());
         let ctl: Arc<dyn StreamCtl> = Arc::new(Ctl { conn: conn.clone() });
+        let rt = &shared.rt;
         drive(
+            rt,
             conn.clone(),
             &channel,
-            |c, w| start(c, &ctl, w),
+            |c, w| start(rt, c, &ctl, w),
             |st, now| {
-                if !st.shutdown_seen && shared.shutting_down.load(Ordering::SeqCst) {
+                if !st.shutdown_seen && shared.shutdown.is_raised() {
                     st.shutdown_seen = true;
                     st.session.start_shutdown(now);
                 }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::task::JoinHandle;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
@@ -27,6 +26,7 @@ use super::error::RpcError;
 use super::payload::{decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::MessageChannel;
+use crate::runtime::{Runtime, Task};
 
 /// Client settings (the session's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;
@@ -150,16 +150,17 @@ impl Driven for ClientState {
     }
 }
 
-pub(crate) struct Inner<T> {
+pub(crate) struct Inner<T, R: Runtime> {
     pub(crate) channel: Arc<T>,
     shared: Arc<Shared<ClientState>>,
+    rt: R,
     started: AtomicBool,
-    driver: Mutex<Option<tokio::task::AbortHandle>>,
+    driver: Mutex<Option<Arc<R::Task>>>,
 }
 
-impl<T: MessageChannel> Inner<T> {
+impl<T: MessageChannel, R: Runtime> Inner<T, R> {
     /// Runs `f` on the state, then wakes the driver.
-    fn with<R>(&self, f: impl FnOnce(&mut ClientState) -> R) -> R {
+    fn with<O>(&self, f: impl FnOnce(&mut ClientState) -> O) -> O {
         let r = f(&mut self.shared.lock());
         self.shared.wake();
         r
@@ -177,7 +178,7 @@ impl<T: MessageChannel> Inner<T> {
     }
 }
 
-impl<T: MessageChannel> StreamCtl for Inner<T> {
+impl<T: MessageChannel, R: Runtime> StreamCtl for Inner<T, R> {
     fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>> {
         let mut st = self.shared.lock();
         let ClientState { session, waiters } = &mut *st;
@@ -250,12 +251,19 @@ impl<T: MessageChannel> StreamCtl for Inner<T> {
 /// Keeps the background driver of a client alive; returned by [`RpcClient::start`].
 ///
 /// Dropping it does not stop the client; the driver ends when the connection closes.
-#[derive(Debug)]
-pub struct ClientHandle {
-    driver: Option<JoinHandle<()>>,
+pub struct ClientHandle<R: Runtime> {
+    driver: Option<Arc<R::Task>>,
 }
 
-impl ClientHandle {
+impl<R: Runtime> std::fmt::Debug for ClientHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("started_here", &self.driver.is_some())
+            .finish()
+    }
+}
+
+impl<R: Runtime> ClientHandle<R> {
     /// Stops the client's driver now.
     pub fn abort(&self) {
         if let Some(d) = &self.driver {
@@ -267,11 +275,11 @@ impl ClientHandle {
 /// Dropped with the last clone of an [`RpcClient`]: closes the session (pending calls fail;
 /// what was already sent may finish for `close_timeout`), and the driver then closes the
 /// connection.
-struct Lifetime<T: MessageChannel> {
-    inner: Arc<Inner<T>>,
+struct Lifetime<T: MessageChannel, R: Runtime> {
+    inner: Arc<Inner<T, R>>,
 }
 
-impl<T: MessageChannel> Drop for Lifetime<T> {
+impl<T: MessageChannel, R: Runtime> Drop for Lifetime<T, R> {
     fn drop(&mut self) {
         self.inner.with(|st| {
             st.session.close(Instant::now(), "the client was dropped");
@@ -280,7 +288,8 @@ impl<T: MessageChannel> Drop for Lifetime<T> {
     }
 }
 
-/// An RPC client over a [`MessageChannel`], with codec `C` (Bincode by default).
+/// An RPC client over a [`MessageChannel`], with codec `C`, on runtime `R` (adapter crates
+/// name it with their runtime and Bincode as the default codec: `xrpc_tokio::RpcClient<T>`).
 ///
 /// ```no_run
 /// # use serde::{Deserialize, Serialize};
@@ -294,16 +303,16 @@ impl<T: MessageChannel> Drop for Lifetime<T> {
 /// let resp: AddResponse = client.call("add", &AddRequest { a: 1, b: 2 }).await?;
 /// # Ok(()) }
 /// ```
-pub struct RpcClient<T: MessageChannel, C: Codec = BincodeCodec> {
-    inner: Arc<Inner<T>>,
+pub struct RpcClient<T: MessageChannel, C: Codec, R: Runtime> {
+    inner: Arc<Inner<T, R>>,
     /// Shared by the clones of this client; the last one dropped closes the connection.
-    life: Arc<Lifetime<T>>,
+    life: Arc<Lifetime<T, R>>,
     codec: C,
     timeout: Option<Duration>,
     _codec: PhantomData<C>,
 }
 
-impl<T: MessageChannel, C: Codec> Clone for RpcClient<T, C> {
+impl<T: MessageChannel, C: Codec, R: Runtime> Clone for RpcClient<T, C, R> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -315,7 +324,7 @@ impl<T: MessageChannel, C: Codec> Clone for RpcClient<T, C> {
     }
 }
 
-impl<T: MessageChannel> RpcClient<T, BincodeCodec> {
+impl<T: MessageChannel, R: Runtime> RpcClient<T, BincodeCodec, R> {
     /// A client over `channel` with the default configuration (30 s call timeout).
     pub fn new(channel: T) -> Self {
         Self::with_config(channel, ClientConfig::default())
@@ -327,7 +336,7 @@ impl<T: MessageChannel> RpcClient<T, BincodeCodec> {
     }
 }
 
-impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
+impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     /// A client with another codec.
     pub fn with_codec(channel: T, codec: C) -> Self {
         Self::with_config_and_codec(channel, ClientConfig::default(), codec)
@@ -342,6 +351,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
                 session,
                 waiters: id_map(),
             })),
+            rt: R::default(),
             started: AtomicBool::new(false),
             driver: Mutex::new(None),
         });
@@ -365,31 +375,33 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     /// Starts the connection's driver (calls start it on first use too).
     ///
     /// # Panics
-    /// Outside a tokio runtime; see [`try_start`](Self::try_start).
-    pub fn start(&self) -> ClientHandle {
+    /// Where the runtime cannot spawn (tokio: outside a runtime); see
+    /// [`try_start`](Self::try_start).
+    pub fn start(&self) -> ClientHandle<R> {
         match self.try_start() {
             Ok(h) => h,
             Err(e) => panic!("{e}"),
         }
     }
 
-    /// Starts the driver, or fails outside a tokio runtime.
-    pub fn try_start(&self) -> Result<ClientHandle, RpcError> {
-        let rt = tokio::runtime::Handle::try_current()
-            .map_err(|e| RpcError::ClientError(format!("RpcClient needs a tokio runtime: {e}")))?;
+    /// Starts the driver, or fails where the runtime cannot spawn (tokio: outside a runtime).
+    pub fn try_start(&self) -> Result<ClientHandle<R>, RpcError> {
+        let rt = &self.inner.rt;
+        rt.check().map_err(RpcError::ClientError)?;
         if self.inner.started.swap(true, Ordering::AcqRel) {
             return Ok(ClientHandle { driver: None });
         }
         let shared = self.inner.shared.clone();
         let channel = self.inner.channel.clone();
-        let task = rt.spawn(async move {
-            drive(shared, &*channel, |_, ()| {}, |_, _| {}).await;
-        });
+        let r = rt.clone();
+        let task = Arc::new(rt.spawn(async move {
+            drive(&r, shared, &*channel, |_, ()| {}, |_, _| {}).await;
+        }));
         *self
             .inner
             .driver
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
         Ok(ClientHandle { driver: Some(task) })
     }
 
@@ -411,7 +423,7 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
     }
 
     /// The transport's counters (frames and bytes sent and received), if it keeps any.
-    pub fn stats(&self) -> Option<crate::TransportStats> {
+    pub fn stats(&self) -> Option<crate::transport::TransportStats> {
         self.inner.channel.stats()
     }
 
@@ -686,12 +698,12 @@ impl<T: MessageChannel, C: Codec> RpcClient<T, C> {
 }
 
 /// Cancels a call on the server if the future waiting for it is dropped.
-struct CancelOnDrop<'a, T: MessageChannel> {
-    inner: &'a Inner<T>,
+struct CancelOnDrop<'a, T: MessageChannel, R: Runtime> {
+    inner: &'a Inner<T, R>,
     id: u64,
 }
 
-impl<T: MessageChannel> Drop for CancelOnDrop<'_, T> {
+impl<T: MessageChannel, R: Runtime> Drop for CancelOnDrop<'_, T, R> {
     fn drop(&mut self) {
         self.inner.cancel(self.id);
     }

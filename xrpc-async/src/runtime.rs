@@ -1,0 +1,41 @@
+//! [`Runtime`]: what the async layer needs of an executor — spawning a task, a timer that can
+//! be moved, and nothing else. An adapter crate implements it in about fifty lines (see
+//! `xrpc-tokio`), the way quinn's `Runtime` trait lets one connection driver serve every
+//! executor.
+
+use std::future::Future;
+use std::time::Instant;
+
+/// An executor: spawns tasks and makes timers.
+pub trait Runtime: Clone + Default + Send + Sync + 'static {
+    /// A timer, resettable to another instant.
+    type Timer: Timer;
+    /// A spawned task, which can be aborted.
+    type Task: Task;
+
+    /// Runs `future` as a task of its own.
+    fn spawn<F>(&self, future: F) -> Self::Task
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// A timer that fires at `at`.
+    fn timer(&self, at: Instant) -> Self::Timer;
+
+    /// Whether tasks can be spawned from here (tokio: only inside a runtime); the error says
+    /// what is missing.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A timer: a future that completes at its instant, which [`reset`](Self::reset) moves.
+pub trait Timer: Future<Output = ()> + Send + Unpin + 'static {
+    /// Fires at `at` instead.
+    fn reset(&mut self, at: Instant);
+}
+
+/// A spawned task.
+pub trait Task: Send + Sync + 'static {
+    /// Stops the task at its next await point (dropping its future).
+    fn abort(&self);
+}

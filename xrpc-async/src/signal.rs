@@ -1,0 +1,45 @@
+//! [`Signal`]: a flag that tasks can wait for (graceful shutdown, the end of the last
+//! connection) — the one synchronization primitive the async layer needs beyond a mutex.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+/// A flag that, once raised, stays raised; waiting tasks are woken when it is.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    raised: AtomicBool,
+    waiters: Mutex<Vec<Waker>>,
+}
+
+impl Signal {
+    /// Raises the flag and wakes every waiting task.
+    pub(crate) fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        let waiters =
+            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Whether the flag is raised.
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Ready once the flag is raised.
+    pub(crate) fn poll_raised(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_raised() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_raised() {
+            return Poll::Ready(());
+        }
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}

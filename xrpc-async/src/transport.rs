@@ -1,0 +1,497 @@
+//! Layer 1: frame transports.
+//!
+//! A [`FrameTransport`] moves whole frames — one message's bytes, *without* the 4-byte length
+//! prefix that byte streams put in front of them — between two peers. Framing on byte streams
+//! is done by [`xrpc_proto::FrameDecoder`]; this module only owns the IO.
+//!
+//! The transports themselves (TCP, Unix, shared memory, in-process) live in the adapter
+//! crates, which own the IO.
+//!
+//! Every method takes `&self`: one task can wait in [`recv_frame`](FrameTransport::recv_frame)
+//! while others call [`send_frame`](FrameTransport::send_frame). Sends are serialized by an
+//! internal lock, so frames from concurrent senders never interleave.
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use xrpc_proto::FRAME_PREFIX_LEN;
+
+/// An error of a frame transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// A frame is larger than the configured maximum (on send, or announced by the peer).
+    #[error("frame of {size} bytes exceeds max {max}")]
+    MessageTooLarge {
+        /// The frame's (declared) size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The peer broke the framing or transport protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Writing to the underlying IO failed.
+    #[error("send failed: {0}")]
+    SendFailed(#[source] std::io::Error),
+    /// Reading from the underlying IO failed.
+    #[error("receive failed: {0}")]
+    ReceiveFailed(#[source] std::io::Error),
+    /// An operation did not finish within its configured timeout.
+    #[error("operation timed out")]
+    Timeout,
+    /// A connection could not be established.
+    #[error("connection failed: {0}")]
+    ConnectionFailed(String),
+    /// The connection was closed, by the peer or locally.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The transport is not connected (or broken by an earlier error).
+    #[error("not connected")]
+    NotConnected,
+    /// A typed value of another type than the one asked for arrived
+    /// ([`ZeroCopyTransport::recv_typed`]). The value is dropped.
+    #[error("type mismatch: expected {expected}, received {found}")]
+    TypeMismatch {
+        /// The requested type.
+        expected: &'static str,
+        /// The type of the value that arrived.
+        found: &'static str,
+    },
+    /// A shared-memory segment could not be created or opened (kept from the original API for
+    /// shared-memory transports).
+    #[error("shared memory creation failed: {0}")]
+    SharedMemoryCreation(String),
+}
+
+impl TransportError {
+    /// Whether the error means the transport can no longer be used.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            Self::MessageTooLarge { .. } | Self::Timeout | Self::TypeMismatch { .. }
+        )
+    }
+
+    /// Classifies a write error: a reset or broken pipe is the peer closing.
+    pub fn send(e: std::io::Error) -> Self {
+        if is_disconnect(&e) {
+            Self::ConnectionClosed
+        } else {
+            Self::SendFailed(e)
+        }
+    }
+
+    /// Classifies a read error: a reset is the peer closing.
+    pub fn recv(e: std::io::Error) -> Self {
+        if is_disconnect(&e) {
+            Self::ConnectionClosed
+        } else {
+            Self::ReceiveFailed(e)
+        }
+    }
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+    )
+}
+
+/// A snapshot of a transport's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Frame bytes sent (length prefixes excluded).
+    pub bytes_sent: u64,
+    /// Frame bytes received (length prefixes excluded).
+    pub bytes_received: u64,
+    /// Failed sends.
+    pub send_errors: u64,
+    /// Failed receives (a clean close is not counted).
+    pub recv_errors: u64,
+}
+
+/// The live counters behind [`TransportStats`] (relaxed atomics, one increment per event), for
+/// transports to keep.
+#[derive(Debug, Default)]
+pub struct StatsCounters {
+    frames_sent: AtomicU64,
+    frames_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    send_errors: AtomicU64,
+    recv_errors: AtomicU64,
+}
+
+impl StatsCounters {
+    /// Counts `frames` frames of `bytes` bytes in all sent.
+    pub fn sent(&self, frames: u64, bytes: usize) {
+        self.frames_sent.fetch_add(frames, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one frame of `bytes` bytes received.
+    pub fn received(&self, bytes: usize) {
+        self.frames_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a failed send and passes the error through.
+    pub fn send_error(&self, e: TransportError) -> TransportError {
+        self.send_errors.fetch_add(1, Ordering::Relaxed);
+        e
+    }
+
+    /// Counts a failed receive (not a clean close) and passes the error through.
+    pub fn recv_error(&self, e: TransportError) -> TransportError {
+        if !matches!(e, TransportError::ConnectionClosed) {
+            self.recv_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> TransportStats {
+        TransportStats {
+            frames_sent: self.frames_sent.load(Ordering::Relaxed),
+            frames_received: self.frames_received.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            send_errors: self.send_errors.load(Ordering::Relaxed),
+            recv_errors: self.recv_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Checks that `buf` holds exactly one length-prefixed frame within `max`; returns its length.
+pub fn check_prefixed(buf: &[u8], max: usize) -> Result<usize, TransportError> {
+    let Some((prefix, body)) = buf.split_first_chunk::<FRAME_PREFIX_LEN>() else {
+        return Err(TransportError::Protocol(format!(
+            "encoded frame of {} bytes has no length prefix",
+            buf.len()
+        )));
+    };
+    let declared = u32::from_le_bytes(*prefix) as usize;
+    if body.len() > max {
+        return Err(TransportError::MessageTooLarge {
+            size: body.len(),
+            max,
+        });
+    }
+    if declared != body.len() {
+        return Err(TransportError::Protocol(format!(
+            "encoded frame declares {declared} bytes but holds {}",
+            body.len()
+        )));
+    }
+    Ok(body.len())
+}
+
+/// Checks that `buf` holds zero or more consecutive length-prefixed frames, each within `max`;
+/// returns their number and their total length (prefixes excluded).
+pub fn check_prefixed_batch(buf: &[u8], max: usize) -> Result<(u64, usize), TransportError> {
+    let (mut off, mut n, mut bytes) = (0usize, 0u64, 0usize);
+    while off < buf.len() {
+        let Some(prefix) = buf[off..].first_chunk::<FRAME_PREFIX_LEN>() else {
+            return Err(TransportError::Protocol(format!(
+                "encoded batch ends with a partial length prefix at byte {off}"
+            )));
+        };
+        let len = u32::from_le_bytes(*prefix) as usize;
+        if len > max {
+            return Err(TransportError::MessageTooLarge { size: len, max });
+        }
+        let end = off + FRAME_PREFIX_LEN + len;
+        if end > buf.len() {
+            return Err(TransportError::Protocol(format!(
+                "encoded frame at byte {off} declares {len} bytes but the batch ends first"
+            )));
+        }
+        off = end;
+        n += 1;
+        bytes += len;
+    }
+    Ok((n, bytes))
+}
+
+/// The frame bodies of a batch that [`check_prefixed_batch`] accepted.
+pub fn batch_frames(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let (prefix, tail) = rest.split_first_chunk::<FRAME_PREFIX_LEN>()?;
+        let len = (u32::from_le_bytes(*prefix) as usize).min(tail.len());
+        let (frame, next) = tail.split_at(len);
+        rest = next;
+        Some(frame)
+    })
+}
+
+/// Checks a frame length against the maximum.
+pub fn check_len(len: usize, max: usize) -> Result<(), TransportError> {
+    if len > max || len > u32::MAX as usize {
+        Err(TransportError::MessageTooLarge { size: len, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// A bidirectional transport of whole frames.
+///
+/// Implementations are cheap to share behind an [`Arc`] (which is itself a `FrameTransport`).
+/// Frames sent with any of the `send_*` methods arrive whole and in order; frames from
+/// concurrent senders never interleave.
+///
+/// # Cancellation
+/// [`recv_frame`](Self::recv_frame) is cancel-safe: dropping it loses no data. A send future
+/// dropped half-way through a write (or hit by the write timeout) leaves a partial frame on a
+/// byte stream; the transport then refuses further sends with [`TransportError::NotConnected`].
+pub trait FrameTransport: Send + Sync + 'static {
+    /// Sends one frame (without length prefix).
+    fn send_frame(&self, frame: &[u8]) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Sends several frames, in one write where the transport supports it (TCP and Unix
+    /// sockets). Every frame is checked against the size limit before anything is sent.
+    fn send_frames(
+        &self,
+        frames: &[&[u8]],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            let max = self.max_frame_size();
+            for f in frames {
+                check_len(f.len(), max)?;
+            }
+            for f in frames {
+                self.send_frame(f).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Sends one frame that `encode` writes, *with* its 4-byte little-endian length prefix,
+    /// into an empty buffer owned by the transport — the path for encoders such as
+    /// [`xrpc_proto::MessageEncoder::encode_with`] that produce prefixed frames, without an
+    /// intermediate buffer or copy.
+    ///
+    /// Errors of `encode` (any type a [`TransportError`] converts into) are returned as they
+    /// are; nothing is sent then.
+    ///
+    /// `encode` runs synchronously while the transport's send lock is held, so it must not
+    /// block. The transport checks that the buffer holds exactly one frame whose prefix matches
+    /// its length and that it is within [`max_frame_size`](Self::max_frame_size).
+    ///
+    /// The default implementation encodes into a temporary buffer and calls
+    /// [`send_frame`](Self::send_frame).
+    fn send_frame_with<F, E>(&self, encode: F) -> impl Future<Output = Result<(), E>> + Send
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        async move {
+            let mut buf = BytesMut::new();
+            encode(&mut buf)?;
+            check_prefixed(&buf, self.max_frame_size())?;
+            Ok(self.send_frame(&buf[FRAME_PREFIX_LEN..]).await?)
+        }
+    }
+
+    /// Sends the frames `encode` writes into a buffer owned by the transport — zero or more,
+    /// each *with* its 4-byte little-endian length prefix — in one write where the transport
+    /// supports it (TCP and Unix sockets), so a batch of small messages costs one system call.
+    ///
+    /// Each frame is checked against [`max_frame_size`](Self::max_frame_size) before anything
+    /// is sent. The default implementation encodes into a temporary buffer and sends the frames
+    /// one by one with [`send_frame`](Self::send_frame).
+    fn send_batch_with<F, E>(&self, encode: F) -> impl Future<Output = Result<(), E>> + Send
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        async move {
+            let mut buf = BytesMut::new();
+            encode(&mut buf)?;
+            check_prefixed_batch(&buf, self.max_frame_size())?;
+            for frame in batch_frames(&buf) {
+                self.send_frame(frame).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Receives the next frame. A clean close (by the peer or locally) is
+    /// `Err(TransportError::ConnectionClosed)`.
+    fn recv_frame(&self) -> impl Future<Output = Result<Bytes, TransportError>> + Send;
+
+    /// Waits for the next frame, then takes the frames that have already arrived behind it
+    /// without waiting again — at most `max` in all (at least one) — and hands each to `each`,
+    /// in order. Returns how many. An error after the first frame is left for the next call.
+    ///
+    /// Readers use it to handle a burst of frames under one lock. By default: one
+    /// [`recv_frame`](Self::recv_frame).
+    fn recv_frames_with<F>(
+        &self,
+        max: usize,
+        each: F,
+    ) -> impl Future<Output = Result<usize, TransportError>> + Send
+    where
+        F: FnMut(Bytes) + Send,
+    {
+        let _ = max;
+        let mut each = each;
+        async move {
+            each(self.recv_frame().await?);
+            Ok(1)
+        }
+    }
+
+    /// Whether the transport has not been closed and has seen no fatal error.
+    fn is_connected(&self) -> bool;
+
+    /// Whether the transport is usable; by default the same as
+    /// [`is_connected`](Self::is_connected).
+    fn is_healthy(&self) -> bool {
+        self.is_connected()
+    }
+
+    /// Closes the transport in both directions. Pending and later receives on both sides end
+    /// with [`TransportError::ConnectionClosed`] (in-process transports first deliver frames
+    /// already queued). Idempotent.
+    fn close(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// The transport's counters, if it keeps any.
+    fn stats(&self) -> Option<TransportStats>;
+
+    /// A short name for logs, such as `"tcp:127.0.0.1:4000"`.
+    fn name(&self) -> &str;
+
+    /// The largest frame this transport sends or accepts.
+    fn max_frame_size(&self) -> usize {
+        xrpc_proto::DEFAULT_MAX_FRAME_SIZE
+    }
+
+    /// Whether the transport also moves in-process values ([`send_value`](Self::send_value)),
+    /// so that layers above can skip serialization. Only the in-process `ArcFrameTransport` does.
+    fn carries_values(&self) -> bool {
+        false
+    }
+
+    /// Sends an in-process value on the value stream (kept in order with other values, not
+    /// with frames). Transports that carry only frames refuse with
+    /// [`TransportError::Protocol`].
+    fn send_value(
+        &self,
+        value: Arc<dyn Any + Send + Sync>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let _ = value;
+        async {
+            Err(TransportError::Protocol(
+                "this transport carries frames only".into(),
+            ))
+        }
+    }
+
+    /// Receives the next in-process value (see [`send_value`](Self::send_value)).
+    fn recv_value(
+        &self,
+    ) -> impl Future<Output = Result<Arc<dyn Any + Send + Sync>, TransportError>> + Send {
+        async {
+            Err(TransportError::Protocol(
+                "this transport carries frames only".into(),
+            ))
+        }
+    }
+}
+
+impl<T: FrameTransport> FrameTransport for Arc<T> {
+    fn send_frame(&self, frame: &[u8]) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).send_frame(frame)
+    }
+
+    fn send_frames(
+        &self,
+        frames: &[&[u8]],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).send_frames(frames)
+    }
+
+    fn send_frame_with<F, E>(&self, encode: F) -> impl Future<Output = Result<(), E>> + Send
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        (**self).send_frame_with(encode)
+    }
+
+    fn send_batch_with<F, E>(&self, encode: F) -> impl Future<Output = Result<(), E>> + Send
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        (**self).send_batch_with(encode)
+    }
+
+    fn recv_frame(&self) -> impl Future<Output = Result<Bytes, TransportError>> + Send {
+        (**self).recv_frame()
+    }
+
+    fn recv_frames_with<F>(
+        &self,
+        max: usize,
+        each: F,
+    ) -> impl Future<Output = Result<usize, TransportError>> + Send
+    where
+        F: FnMut(Bytes) + Send,
+    {
+        (**self).recv_frames_with(max, each)
+    }
+
+    fn is_connected(&self) -> bool {
+        (**self).is_connected()
+    }
+
+    fn is_healthy(&self) -> bool {
+        (**self).is_healthy()
+    }
+
+    fn close(&self) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).close()
+    }
+
+    fn stats(&self) -> Option<TransportStats> {
+        (**self).stats()
+    }
+
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn max_frame_size(&self) -> usize {
+        (**self).max_frame_size()
+    }
+
+    fn carries_values(&self) -> bool {
+        (**self).carries_values()
+    }
+
+    fn send_value(
+        &self,
+        value: Arc<dyn Any + Send + Sync>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).send_value(value)
+    }
+
+    fn recv_value(
+        &self,
+    ) -> impl Future<Output = Result<Arc<dyn Any + Send + Sync>, TransportError>> + Send {
+        (**self).recv_value()
+    }
+}

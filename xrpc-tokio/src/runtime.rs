@@ -1,0 +1,62 @@
+//! [`Tokio`]: the [`Runtime`] of the async layer on tokio — spawning and timers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use xrpc_async::{Runtime, Task, Timer};
+
+/// The tokio runtime the calling code runs on (tasks go to `tokio::spawn`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+/// A tokio sleep, boxed once per timer so that it can be moved.
+#[derive(Debug)]
+pub struct TokioTimer(Pin<Box<tokio::time::Sleep>>);
+
+impl Future for TokioTimer {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl Timer for TokioTimer {
+    fn reset(&mut self, at: Instant) {
+        self.0.as_mut().reset(at.into());
+    }
+}
+
+/// A spawned tokio task.
+#[derive(Debug)]
+pub struct TokioTask(tokio::task::JoinHandle<()>);
+
+impl Task for TokioTask {
+    fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+impl Runtime for Tokio {
+    type Timer = TokioTimer;
+    type Task = TokioTask;
+
+    fn spawn<F>(&self, future: F) -> Self::Task
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        TokioTask(tokio::spawn(future))
+    }
+
+    fn timer(&self, at: Instant) -> TokioTimer {
+        TokioTimer(Box::pin(tokio::time::sleep_until(at.into())))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        tokio::runtime::Handle::try_current()
+            .map(|_| ())
+            .map_err(|e| format!("xrpc-tokio needs a tokio runtime: {e}"))
+    }
+}
