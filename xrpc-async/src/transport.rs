@@ -53,7 +53,7 @@ pub enum TransportError {
     #[error("not connected")]
     NotConnected,
     /// A typed value of another type than the one asked for arrived
-    /// ([`ZeroCopyTransport::recv_typed`]). The value is dropped.
+    /// (`ZeroCopyTransport::recv_typed`). The value is dropped.
     #[error("type mismatch: expected {expected}, received {found}")]
     TypeMismatch {
         /// The requested type.

@@ -74,7 +74,7 @@ impl Connection {
             }
             self.sock.set_read_timeout(wait)?;
             match self.sock.read(&mut buf) {
-                Ok(0) => self.session.handle_eof(),
+                Ok(0) => self.session.handle_eof(Instant::now()),
                 Ok(n) => self.session.handle_bytes(Instant::now(), &buf[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     self.session.handle_timeout(Instant::now())

@@ -1,6 +1,6 @@
 //! [`ClientSession`]: the client end of one connection — bytes in, bytes out.
 //!
-//! It owns the whole protocol of the connection: framing and message coding ([`Wire`]), the
+//! It owns the whole protocol of the connection: framing and message coding (`wire`), the
 //! calls ([`ClientConnection`]), what happens to a message that cannot be sent, and closing.
 //! An adapter only moves bytes and time:
 //!
@@ -221,7 +221,7 @@ impl ClientSession {
     }
 
     /// The server closed the connection (end of input).
-    pub fn handle_eof(&mut self) {
+    pub fn handle_eof(&mut self, _now: Instant) {
         let partial = self.wire.partial_bytes();
         if partial == 0 {
             self.fail("the server closed the connection".into());
@@ -277,13 +277,11 @@ impl ClientSession {
             return false;
         }
         let start = out.len();
-        while out.len() - start < TRANSMIT_BATCH {
-            let Some(packet) = self.calls.poll_transmit() else {
-                break;
-            };
-            if let Err(e) = self.wire.encode(&packet, out) {
-                self.unsendable(&packet, e);
-            }
+        while let Some((packet, e)) = self
+            .wire
+            .encode_batch(out, start, || self.calls.poll_transmit())
+        {
+            self.unsendable(&packet, e);
         }
         let wrote = out.len() > start;
         if !wrote && matches!(self.life, Life::Closing { .. }) {
@@ -346,6 +344,12 @@ impl ClientSession {
     /// Whether the session is still open for new calls.
     pub fn is_open(&self) -> bool {
         self.life == Life::Open
+    }
+
+    /// Whether the adapter should read more input: while open (a client never stops reading
+    /// for lack of room to write, PROTOCOL.md §5.6).
+    pub fn wants_read(&self) -> bool {
+        self.is_open()
     }
 
     /// Whether the session is over: close the transport now.

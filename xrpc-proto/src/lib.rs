@@ -20,6 +20,7 @@
 //! | [`retry`] | [`RetryPolicy`]: delays between connection attempts |
 //! | [`client_session`] | [`ClientSession`]: the client end of a connection, bytes in and out |
 //! | [`server_session`] | [`ServerSession`]: the server end, with routing, shutdown and closing |
+//! | [`session`] | [`Session`]: the transport side of either, for one driver |
 //!
 //! An adapter drives a [`ClientSession`] or a [`ServerSession`]: bytes (or whole frames) and
 //! the time come in through `handle_*`, bytes to write, events and the next deadline leave
@@ -44,6 +45,7 @@ pub mod retry;
 pub mod route;
 pub mod server;
 pub mod server_session;
+pub mod session;
 mod timer;
 pub mod wire;
 
@@ -79,4 +81,5 @@ pub use server::{
     ServerEvent, ServerSendError,
 };
 pub use server_session::{CloseReason, Outcome, ServerSession, ServerSessionEvent};
+pub use session::Session;
 pub use wire::{Unsendable, WireConfig};

@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::client::CallKind;
-use crate::client_session::TRANSMIT_BATCH;
+
 use crate::codec::{CodecId, codec_name};
 use crate::flow::StreamSendError;
 use crate::message::{ErrorCode, MessageKind, RemoteError};
@@ -463,7 +463,7 @@ impl ServerSession {
     }
 
     /// Appends queued answers to `out` as length-prefixed frames (up to about
-    /// [`TRANSMIT_BATCH`] bytes); returns whether it appended any. Call it again once the
+    /// [`TRANSMIT_BATCH`](crate::TRANSMIT_BATCH) bytes); returns whether it appended any. Call it again once the
     /// bytes it gave have been written: a closing session learns from an empty call that
     /// everything was written, and closes.
     ///
@@ -471,13 +471,11 @@ impl ServerSession {
     /// answered with an error instead, and the handler is cancelled.
     pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
         let start = out.len();
-        while out.len() - start < TRANSMIT_BATCH {
-            let Some(packet) = self.calls.poll_transmit() else {
-                break;
-            };
-            if let Err(e) = self.wire.encode(&packet, out) {
-                self.unsendable(&packet, e);
-            }
+        while let Some((packet, e)) = self
+            .wire
+            .encode_batch(out, start, || self.calls.poll_transmit())
+        {
+            self.unsendable(&packet, e);
         }
         let wrote = out.len() > start;
         if !wrote {

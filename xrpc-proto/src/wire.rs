@@ -1,4 +1,4 @@
-//! [`Wire`]: one connection's bytes ↔ packets: length-prefixed framing, the message header,
+//! One connection's bytes ↔ packets: length-prefixed framing, the message header,
 //! compression, and the rule for what cannot be encoded.
 //!
 //! The sessions ([`ClientSession`](crate::ClientSession), [`ServerSession`](crate::ServerSession))
@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::client_session::TRANSMIT_BATCH;
 use crate::compression::{CompressionConfig, CompressionType};
 use crate::error::ProtoError;
 use crate::frame::{DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameError};
@@ -135,6 +136,24 @@ impl Wire {
     pub(crate) fn decode(&mut self, frame: Bytes) -> Result<Packet<Payload>, ProtoError> {
         let msg = self.messages.decode(frame)?;
         Ok(Packet::from_message(msg).map(Payload::Bytes))
+    }
+
+    /// Encodes the packets `next` yields into `out` until `out` holds [`TRANSMIT_BATCH`] more
+    /// bytes than at `start` or `next` runs dry; stops early at a packet that cannot be
+    /// encoded and returns it with the reason (it failed alone: call again to go on).
+    pub(crate) fn encode_batch(
+        &mut self,
+        out: &mut BytesMut,
+        start: usize,
+        mut next: impl FnMut() -> Option<Packet<Payload>>,
+    ) -> Option<(Packet<Payload>, Unsendable)> {
+        while out.len() - start < TRANSMIT_BATCH {
+            let packet = next()?;
+            if let Err(e) = self.encode(&packet, out) {
+                return Some((packet, e));
+            }
+        }
+        None
     }
 
     /// Appends `packet` as one length-prefixed frame to `out`; on error nothing is appended.

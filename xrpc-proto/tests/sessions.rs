@@ -334,7 +334,7 @@ fn garbage_from_the_server_fails_every_call() {
 fn the_server_closing_fails_every_call() {
     let mut p = Pair::default();
     let id = p.call("add", b"");
-    p.client.handle_eof();
+    p.client.handle_eof(p.now);
     assert!(p.client.is_closed());
     assert_eq!(
         p.client.poll_event(),
@@ -592,7 +592,7 @@ fn a_client_that_never_reads_cannot_hold_the_close_open() {
     let mut p = Pair::default();
     let id = p.call("add", b"");
     p.take_calls();
-    p.client.handle_eof(); // not a real EOF of the server: only to stop the client reading
+    p.client.handle_eof(p.now); // not a real EOF of the server: only to stop the client reading
     p.server.handle_eof(p.now);
     p.server
         .complete(p.now, id, Outcome::Response(Payload::Bytes(Bytes::new())));

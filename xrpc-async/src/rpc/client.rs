@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
-    Codec, Packet, Payload, StreamSendError,
+    Codec, Payload, StreamSendError,
 };
 
 use super::driver::{Driven, Shared, drive};
@@ -88,40 +88,11 @@ impl ClientState {
 }
 
 impl Driven for ClientState {
+    type Session = ClientSession;
     type Work = ();
 
-    fn handle_frame(&mut self, now: Instant, frame: Bytes) {
-        self.session.handle_frame(now, frame);
-    }
-    fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>) {
-        self.session.handle_packet(now, packet);
-    }
-    fn handle_eof(&mut self, _now: Instant) {
-        self.session.handle_eof();
-    }
-    fn handle_transport_error(&mut self, error: String) {
-        self.session.handle_transport_error(error);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.session.handle_timeout(now);
-    }
-    fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
-        self.session.poll_transmit(out)
-    }
-    fn poll_packet(&mut self) -> Option<Packet<Payload>> {
-        self.session.poll_packet()
-    }
-    fn has_transmit(&self) -> bool {
-        self.session.has_transmit()
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.session.poll_timeout()
-    }
-    fn wants_read(&self) -> bool {
-        self.session.is_open()
-    }
-    fn is_closed(&self) -> bool {
-        self.session.is_closed()
+    fn session(&mut self) -> &mut ClientSession {
+        &mut self.session
     }
 
     fn dispatch(&mut self, _work: &mut Vec<()>) {
@@ -562,7 +533,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     }
 
     /// Calls `method` with a request it takes by value. On an in-process channel
-    /// ([`ArcFrameTransport`](crate::ArcFrameTransport)) the request and the response move as
+    /// (`ArcFrameTransport`) the request and the response move as
     /// values and are never serialized; elsewhere this is [`call`](Self::call).
     pub async fn call_typed<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, RpcError>
     where
@@ -595,6 +566,19 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
 
     fn stream_waiter() -> Waiter {
         Waiter::Stream(StreamWaiter::default())
+    }
+
+    /// Starts a call whose client streams (its request is empty: the items carry the data).
+    fn begin_client_stream<Item: Serialize>(
+        &self,
+        method: &str,
+        kind: CallKind,
+    ) -> Result<(u64, StreamSender<Item, C>), RpcError> {
+        let opts = CallOptions::unary(C::ID).with_kind(kind);
+        let request = Payload::Bytes(Bytes::new());
+        let id = self.begin(method, request, opts, Self::stream_waiter())?;
+        let sender = StreamSender::new(self.inner.clone(), id, self.codec.clone(), true);
+        Ok((id, sender))
     }
 
     /// Calls a server-streaming method: one request, a stream of items.
@@ -633,14 +617,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Item: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let opts = CallOptions::unary(C::ID).with_kind(CallKind::ClientStreaming);
-        let id = self.begin(
-            method,
-            Payload::Bytes(Bytes::new()),
-            opts,
-            Self::stream_waiter(),
-        )?;
-        let sender = StreamSender::new(self.inner.clone(), id, self.codec.clone(), true);
+        let (id, sender) = self.begin_client_stream(method, CallKind::ClientStreaming)?;
         let inner = self.inner.clone();
         let codec = self.codec.clone();
         let response = async move {
@@ -684,14 +661,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Req: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let opts = CallOptions::unary(C::ID).with_kind(CallKind::Bidirectional);
-        let id = self.begin(
-            method,
-            Payload::Bytes(Bytes::new()),
-            opts,
-            Self::stream_waiter(),
-        )?;
-        let sender = StreamSender::new(self.inner.clone(), id, self.codec.clone(), true);
+        let (id, sender) = self.begin_client_stream(method, CallKind::Bidirectional)?;
         let receiver = StreamReceiver::new(self.inner.clone(), id, self.codec.clone());
         Ok((sender, receiver))
     }

@@ -9,11 +9,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    CallKind, CloseReason, Codec, IncomingCall, MethodTable, Outcome, Packet, Payload,
-    ServerSession, ServerSessionEvent, StreamSendError,
+    CallKind, CloseReason, Codec, IncomingCall, MethodTable, Outcome, Payload, ServerSession,
+    ServerSessionEvent, StreamSendError,
 };
 
 use super::driver::{Driven, Shared, drive};
@@ -63,40 +63,11 @@ pub(crate) struct ServerState {
 }
 
 impl Driven for ServerState {
+    type Session = ServerSession;
     type Work = Work;
 
-    fn handle_frame(&mut self, now: Instant, frame: Bytes) {
-        self.session.handle_frame(now, frame);
-    }
-    fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>) {
-        self.session.handle_packet(now, packet);
-    }
-    fn handle_eof(&mut self, now: Instant) {
-        self.session.handle_eof(now);
-    }
-    fn handle_transport_error(&mut self, error: String) {
-        self.session.handle_transport_error(error);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.session.handle_timeout(now);
-    }
-    fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
-        self.session.poll_transmit(out)
-    }
-    fn poll_packet(&mut self) -> Option<Packet<Payload>> {
-        self.session.poll_packet()
-    }
-    fn has_transmit(&self) -> bool {
-        self.session.has_transmit()
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.session.poll_timeout()
-    }
-    fn wants_read(&self) -> bool {
-        self.session.wants_read()
-    }
-    fn is_closed(&self) -> bool {
-        self.session.is_closed()
+    fn session(&mut self) -> &mut ServerSession {
+        &mut self.session
     }
 
     fn dispatch(&mut self, work: &mut Vec<Work>) {

@@ -9,29 +9,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use xrpc_proto::{Packet, Payload};
+use bytes::BytesMut;
+use xrpc_proto::Session;
 
 use crate::channel::{ChannelError, MessageChannel};
 use crate::runtime::{Runtime, Timer};
 use crate::transport::{FrameTransport, TransportError};
 
-/// What the driver needs of a connection's state (the client's or the server's).
+/// What the driver needs of a connection's state (the client's or the server's): its session,
+/// and the routing of the session's events to the calls and handlers that wait for them.
 pub(crate) trait Driven: Send + 'static {
+    /// The session: a [`ClientSession`](xrpc_proto::ClientSession) or a
+    /// [`ServerSession`](xrpc_proto::ServerSession).
+    type Session: Session;
     /// Work the driver does outside the lock after routing events (starting handlers).
     type Work: Send;
 
-    fn handle_frame(&mut self, now: Instant, frame: Bytes);
-    fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>);
-    fn handle_eof(&mut self, now: Instant);
-    fn handle_transport_error(&mut self, error: String);
-    fn handle_timeout(&mut self, now: Instant);
-    fn poll_transmit(&mut self, out: &mut BytesMut) -> bool;
-    fn poll_packet(&mut self) -> Option<Packet<Payload>>;
-    fn has_transmit(&self) -> bool;
-    fn poll_timeout(&mut self) -> Option<Instant>;
-    fn wants_read(&self) -> bool;
-    fn is_closed(&self) -> bool;
+    fn session(&mut self) -> &mut Self::Session;
     /// Routes the session's events: wakes waiting calls and streams, and collects `work`.
     fn dispatch(&mut self, work: &mut Vec<Self::Work>);
 }
@@ -95,23 +89,23 @@ pub(crate) async fn drive<S, M, R>(
     // into the transport's write buffer. Values: packets move as they are.
     let read_frames = || {
         transport.recv_frames_with(READ_BATCH, move |f| {
-            shared_ref.lock().handle_frame(Instant::now(), f)
+            shared_ref.lock().session().handle_frame(Instant::now(), f)
         })
     };
     let write_frames = || {
         transport.send_batch_with(move |buf: &mut BytesMut| {
-            shared_ref.lock().poll_transmit(buf);
+            shared_ref.lock().session().poll_transmit(buf);
             Ok::<_, TransportError>(())
         })
     };
     let read_packet = || async move {
         let p = channel.recv_packet().await?;
-        shared_ref.lock().handle_packet(Instant::now(), p);
+        shared_ref.lock().session().handle_packet(Instant::now(), p);
         Ok::<_, ChannelError>(())
     };
     let write_packets = || async move {
         loop {
-            let Some(p) = shared_ref.lock().poll_packet() else {
+            let Some(p) = shared_ref.lock().session().poll_packet() else {
                 return Ok::<_, ChannelError>(());
             };
             channel.send_packet(p).await?;
@@ -132,10 +126,10 @@ pub(crate) async fn drive<S, M, R>(
             let mut progress = false;
             // Read, while the session wants input.
             let (reading, wants) = {
-                let st = shared.lock();
+                let mut st = shared.lock();
                 (
                     rf.is_some() || rp.is_some(),
-                    st.wants_read() && !st.is_closed(),
+                    st.session().wants_read() && !st.session().is_closed(),
                 )
             };
             if !reading && wants {
@@ -161,9 +155,9 @@ pub(crate) async fn drive<S, M, R>(
                     let mut st = shared.lock();
                     match e {
                         ChannelError::Transport(TransportError::ConnectionClosed) => {
-                            st.handle_eof(Instant::now())
+                            st.session().handle_eof(Instant::now())
                         }
-                        e => st.handle_transport_error(e.to_string()),
+                        e => st.session().handle_transport_error(&e.to_string()),
                     }
                 }
             }
@@ -172,16 +166,19 @@ pub(crate) async fn drive<S, M, R>(
                 let mut st = shared.lock();
                 let now = Instant::now();
                 tick(&mut st, now);
-                if st.poll_timeout().is_some_and(|t| t <= now) {
-                    st.handle_timeout(now);
+                if st.session().poll_timeout().is_some_and(|t| t <= now) {
+                    st.session().handle_timeout(now);
                 }
                 st.dispatch(&mut work);
                 let writing = wf.is_some() || wp.is_some();
-                if !writing && !st.has_transmit() {
+                if !writing && !st.session().has_transmit() {
                     // Everything handed out was written: a closing session learns it here.
-                    written(&mut *st, values);
+                    written(st.session(), values);
                 }
-                (!writing && st.has_transmit(), st.poll_timeout())
+                (
+                    !writing && st.session().has_transmit(),
+                    st.session().poll_timeout(),
+                )
             };
             if !work.is_empty() {
                 progress = true;
@@ -208,11 +205,14 @@ pub(crate) async fn drive<S, M, R>(
                 wp.set(None);
                 progress = true;
                 if let Err(e) = res {
-                    shared.lock().handle_transport_error(e.to_string());
+                    shared
+                        .lock()
+                        .session()
+                        .handle_transport_error(&e.to_string());
                 }
             }
             // Over: a write still under way is abandoned (the session's grace has passed).
-            if shared.lock().is_closed() {
+            if shared.lock().session().is_closed() {
                 return Poll::Ready(());
             }
             if progress {
@@ -229,7 +229,7 @@ pub(crate) async fn drive<S, M, R>(
                 && Pin::new(&mut timer).poll(cx).is_ready()
             {
                 let mut st = shared.lock();
-                st.handle_timeout(Instant::now().max(at));
+                st.session().handle_timeout(Instant::now().max(at));
                 sleeping_until = None;
                 continue;
             }
@@ -241,12 +241,12 @@ pub(crate) async fn drive<S, M, R>(
 }
 
 /// Tells the session that everything it handed out was written (an empty poll).
-fn written<S: Driven>(st: &mut S, values: bool) {
+fn written<S: Session>(session: &mut S, values: bool) {
     if values {
         // Nothing is queued, so nothing is taken.
-        let _ = st.poll_packet();
+        let _ = session.poll_packet();
     } else {
-        st.poll_transmit(&mut BytesMut::new());
+        session.poll_transmit(&mut BytesMut::new());
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::channel::{ChannelConfig, SCRATCH_CAPACITY, encode_to_bytes};
+use super::memory::{ChannelConfig, SCRATCH_CAPACITY, encode_to_bytes};
 use super::pipe::{CloseSignal, Pipe};
 use super::{FrameTransport, StatsCounters, TransportError, TransportStats, check_len};
 

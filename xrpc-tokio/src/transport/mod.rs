@@ -20,15 +20,15 @@ pub use xrpc_async::transport::{
 pub use xrpc_proto::RetryPolicy;
 
 mod arc;
-mod channel;
+mod memory;
 mod pipe;
 mod shm;
-mod stream;
+mod socket;
 mod tcp;
 mod unix;
 
 pub use arc::{ArcFrameTransport, ZeroCopyTransport};
-pub use channel::{ChannelConfig, ChannelFrameTransport};
+pub use memory::{ChannelConfig, ChannelFrameTransport};
 pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
 pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
 pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};

@@ -8,7 +8,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
 
-use super::stream::{StreamSettings, StreamTransport};
+use super::socket::{SocketSettings, SocketTransport};
 use super::{RetryPolicy, TransportError, connect_with_retry, forward_frame_transport};
 
 /// Settings of a [`TcpFrameTransport`].
@@ -59,8 +59,8 @@ impl TcpConfig {
         self
     }
 
-    fn settings(&self) -> StreamSettings {
-        StreamSettings {
+    fn settings(&self) -> SocketSettings {
+        SocketSettings {
             max_frame_size: self.max_frame_size,
             read_timeout: self.read_timeout,
             write_timeout: self.write_timeout,
@@ -80,7 +80,7 @@ impl TcpConfig {
 /// # Ok(()) }
 /// ```
 pub struct TcpFrameTransport {
-    inner: StreamTransport<OwnedReadHalf, OwnedWriteHalf, std::net::TcpStream>,
+    inner: SocketTransport<OwnedReadHalf, OwnedWriteHalf, std::net::TcpStream>,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
     name: String,
@@ -123,7 +123,7 @@ impl TcpFrameTransport {
             std::net::TcpStream::from(stream.as_fd().try_clone_to_owned().map_err(fail)?);
         let (read, write) = stream.into_split();
         Ok(Self {
-            inner: StreamTransport::new(read, write, shutdown, config.settings()),
+            inner: SocketTransport::new(read, write, shutdown, config.settings()),
             peer_addr,
             local_addr,
             name: format!("tcp:{peer_addr}"),

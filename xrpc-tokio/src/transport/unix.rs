@@ -8,7 +8,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
 
-use super::stream::{StreamSettings, StreamTransport};
+use super::socket::{SocketSettings, SocketTransport};
 use super::{RetryPolicy, TransportError, connect_with_retry, forward_frame_transport};
 
 /// Settings of a [`UnixFrameTransport`].
@@ -56,8 +56,8 @@ impl UnixConfig {
         self
     }
 
-    fn settings(&self) -> StreamSettings {
-        StreamSettings {
+    fn settings(&self) -> SocketSettings {
+        SocketSettings {
             max_frame_size: self.max_frame_size,
             read_timeout: self.read_timeout,
             write_timeout: self.write_timeout,
@@ -68,7 +68,7 @@ impl UnixConfig {
 /// A [`FrameTransport`](super::FrameTransport) over a Unix domain stream socket, framed like
 /// [`TcpFrameTransport`](super::TcpFrameTransport).
 pub struct UnixFrameTransport {
-    inner: StreamTransport<OwnedReadHalf, OwnedWriteHalf, std::os::unix::net::UnixStream>,
+    inner: SocketTransport<OwnedReadHalf, OwnedWriteHalf, std::os::unix::net::UnixStream>,
     name: String,
 }
 
@@ -114,7 +114,7 @@ impl UnixFrameTransport {
         );
         let (read, write) = stream.into_split();
         Ok(Self {
-            inner: StreamTransport::new(read, write, shutdown, config.settings()),
+            inner: SocketTransport::new(read, write, shutdown, config.settings()),
             name: name.into(),
         })
     }

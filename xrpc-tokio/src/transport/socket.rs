@@ -1,4 +1,4 @@
-//! The byte-stream frame transport shared by TCP and Unix sockets.
+//! The socket frame transport shared by TCP and Unix (a byte stream of length-prefixed frames).
 //!
 //! The read half and an [`xrpc_proto::FrameDecoder`] sit behind one lock, the write half and a
 //! reusable write buffer behind another, so one task can wait for frames while others send.
@@ -49,7 +49,7 @@ impl Shutdown for std::os::unix::net::UnixStream {
 
 /// Stream settings shared by TCP and Unix configurations.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct StreamSettings {
+pub(crate) struct SocketSettings {
     pub(crate) max_frame_size: usize,
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
@@ -69,7 +69,7 @@ struct WriteState<W> {
 }
 
 /// A frame transport over split `AsyncRead`/`AsyncWrite` halves of one socket.
-pub(crate) struct StreamTransport<R, W, S> {
+pub(crate) struct SocketTransport<R, W, S> {
     reader: Mutex<ReadState<R>>,
     writer: Mutex<WriteState<W>>,
     shutdown: S,
@@ -78,7 +78,7 @@ pub(crate) struct StreamTransport<R, W, S> {
     /// Set by `close`.
     closed: AtomicBool,
     stats: StatsCounters,
-    settings: StreamSettings,
+    settings: SocketSettings,
 }
 
 /// Runs `f` under an optional timeout.
@@ -135,13 +135,13 @@ fn make_read_room(buf: &mut BytesMut) {
     }
 }
 
-impl<R, W, S> StreamTransport<R, W, S>
+impl<R, W, S> SocketTransport<R, W, S>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
     S: Shutdown,
 {
-    pub(crate) fn new(read: R, write: W, shutdown: S, settings: StreamSettings) -> Self {
+    pub(crate) fn new(read: R, write: W, shutdown: S, settings: SocketSettings) -> Self {
         Self {
             reader: Mutex::new(ReadState {
                 io: read,

@@ -1,4 +1,4 @@
-//! In-process frames over bounded tokio channels (serialized: each frame is a [`Bytes`]).
+//! In-process frames in memory, over bounded pipes (serialized: each frame is a [`Bytes`]).
 
 use std::sync::Arc;
 
