@@ -668,3 +668,51 @@ fn a_shutdown_whose_last_call_is_cancelled_completes() {
     assert_eq!(p.cancelled(), vec![id]);
     assert!(p.server.is_closed(), "drained by the cancel");
 }
+
+mod hostile_bytes {
+    //! The `sessions` fuzz target's property, as a proptest: arbitrary peer bytes, in arbitrary
+    //! chunks, into both sessions.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn never_panic_and_answer_readably(
+            input in proptest::collection::vec(any::<u8>(), 0..2048),
+            chunk in 1usize..64,
+            // Valid frames with garbage inside are likelier to reach deep states.
+            prefix in proptest::option::of(0u32..200),
+        ) {
+            let now = Instant::now();
+            let wire = WireConfig::default().with_max_frame_size(64 * 1024);
+            let mut routes = MethodTable::new();
+            routes.insert("u", CallKind::Unary, ());
+            routes.insert("s", CallKind::ServerStreaming, ());
+            let mut server = ServerSession::new(ServerConfig::default(), wire, 1);
+            let mut client = ClientSession::new(ClientConfig::default(), wire, now);
+            let mut bytes = Vec::new();
+            if let Some(len) = prefix {
+                bytes.extend_from_slice(&len.to_le_bytes());
+                bytes.extend_from_slice(b"XR\x01\x01\x00\x01\x00\x01");
+            }
+            bytes.extend_from_slice(&input);
+            for (i, piece) in bytes.chunks(chunk).enumerate() {
+                let t = now + Duration::from_millis(i as u64);
+                server.handle_bytes(t, piece);
+                client.handle_bytes(t, piece);
+                while let Some(ev) = server.poll_event(&routes) {
+                    if let ServerSessionEvent::Call { call, .. } = ev {
+                        server.complete(t, call.id, Outcome::Response(Payload::Bytes(Bytes::new())));
+                    }
+                }
+                while client.poll_event().is_some() {}
+                let mut out = BytesMut::new();
+                while server.poll_transmit(&mut out) {}
+                let mut reader = ClientSession::new(ClientConfig::default(), wire, t);
+                reader.handle_bytes(t, &out);
+                prop_assert!(!reader.is_closed(), "{:?}", reader.close_reason());
+            }
+        }
+    }
+}
