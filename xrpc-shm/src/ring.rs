@@ -19,7 +19,7 @@ use crate::layout::{
 };
 use crate::storage::RingStorage;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
-use crate::wait::{WaitCfg, block_on, notify};
+use crate::wait::{SleepGuard, Sleeper, WaitCfg, announce, block_on, notify, wake};
 
 fn dead_error() -> ShmError {
     corrupt("ring is dead after an earlier corruption")
@@ -174,11 +174,9 @@ impl<S: RingStorage> Producer<S> {
         cfg: &WaitCfg,
         alive: &mut dyn FnMut() -> Result<()>,
     ) -> Result<bool> {
-        let ctl = &self.storage.header().ctl.0;
         block_on(
             &self.storage,
-            &ctl.space_seq,
-            &ctl.space_waiters,
+            Sleeper::Producer,
             cfg,
             || self.writable(len),
             alive,
@@ -199,12 +197,10 @@ impl<S: RingStorage> Producer<S> {
 }
 
 fn close_ring<S: RingStorage>(s: &S, bit: u32) {
-    let ctl = &s.header().ctl.0;
-    ctl.closed.fetch_or(bit, Release);
-    for seq in [&ctl.data_seq, &ctl.space_seq] {
-        seq.fetch_add(1, Release);
-        s.futex_wake(seq);
-    }
+    s.header().ctl.0.closed.fetch_or(bit, Release);
+    // Unconditionally: a close is rare, and a sleeper must see it.
+    wake(s, Sleeper::Consumer);
+    wake(s, Sleeper::Producer);
 }
 
 /// Room reserved in the ring for one frame; write it, then [`Slot::commit`].
@@ -231,7 +227,7 @@ impl<S: RingStorage> Slot<'_, S> {
         p.head += self.pad + self.rec;
         let hdr = s.header();
         hdr.head.0.store(p.head, Release);
-        notify(s, &hdr.ctl.0.data_seq, &hdr.ctl.0.data_waiters);
+        notify(s, Sleeper::Consumer);
     }
 }
 
@@ -429,11 +425,7 @@ impl<S: RingStorage> Consumer<S> {
     fn publish_tail(&self) {
         let hdr = self.storage.header();
         hdr.tail.0.store(self.tail, Release);
-        notify(
-            &self.storage,
-            &hdr.ctl.0.space_seq,
-            &hdr.ctl.0.space_waiters,
-        );
+        notify(&self.storage, Sleeper::Producer);
     }
 
     /// Releases the frame found by `next_frame`.
@@ -458,11 +450,9 @@ impl<S: RingStorage> Consumer<S> {
         cfg: &WaitCfg,
         alive: &mut dyn FnMut() -> Result<()>,
     ) -> Result<bool> {
-        let ctl = &self.storage.header().ctl.0;
         block_on(
             &self.storage,
-            &ctl.data_seq,
-            &ctl.data_waiters,
+            Sleeper::Consumer,
             cfg,
             || self.readable(),
             alive,
@@ -530,6 +520,75 @@ impl<S: RingStorage> Drop for Frame<'_, S> {
     #[inline]
     fn drop(&mut self) {
         self.consumer.release(self.off, self.len, self.next);
+    }
+}
+
+/// The waiting side of one end of a ring, apart from the end itself: it
+/// judges readiness from the shared header alone (never touching the private
+/// indices), so it can live on another thread or task than the end — the
+/// handle an adapter sleeps with.
+#[derive(Clone)]
+pub(crate) struct RingWaiter<S: RingStorage> {
+    storage: S,
+    who: Sleeper,
+}
+
+impl<S: RingStorage> RingWaiter<S> {
+    /// The waiter of the consumer (`Sleeper::Consumer`) or the producer of
+    /// the ring on `storage`.
+    pub(crate) fn new(storage: S, who: Sleeper) -> Self {
+        RingWaiter { storage, who }
+    }
+
+    /// Whether the end would make progress now (for the producer: whether
+    /// a frame of `len` bytes fits). Also `true` when the ring is closed, so
+    /// that the next `try_*` reports it. May be `true` spuriously.
+    pub(crate) fn ready(&self, len: usize) -> bool {
+        let hdr = self.storage.header();
+        let ctl = &hdr.ctl.0;
+        if ctl.closed.load(Acquire) != 0 {
+            return true;
+        }
+        let head = hdr.head.0.load(Acquire);
+        let tail = hdr.tail.0.load(Acquire);
+        match self.who {
+            Sleeper::Consumer => head != tail,
+            Sleeper::Producer => {
+                let cap = self.storage.capacity() as u64;
+                let rec = record_len(len) as u64;
+                let used = head.wrapping_sub(tail);
+                // Padding up to the ring end first if the record does not
+                // fit before it.
+                let contig = cap - (head & (cap - 1));
+                let need = if rec <= contig { rec } else { contig + rec };
+                used.saturating_add(need) <= cap
+            }
+        }
+    }
+
+    /// Announces a sleep and re-checks [`RingWaiter::ready`]: `None` when
+    /// ready, else the guard of the announced sleep.
+    pub(crate) fn prepare_sleep(&self, len: usize) -> Option<SleepGuard<'_>> {
+        let (_, waiters) = self.who.words(&self.storage.header().ctl.0);
+        announce(waiters, || self.ready(len))
+    }
+
+    /// Blocks on the futex until ready (see [`block_on`]).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn block(
+        &self,
+        len: usize,
+        cfg: &WaitCfg,
+        extra_ready: impl Fn() -> bool,
+        alive: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<bool> {
+        block_on(
+            &self.storage,
+            self.who,
+            cfg,
+            || extra_ready() || self.ready(len),
+            alive,
+        )
     }
 }
 
