@@ -126,7 +126,7 @@ pub enum WaitStep {
 ///
 /// Obtain one from [`crate::RecvWaiter::backoff`] or
 /// [`crate::SendWaiter::backoff`] after a `try_*` call found nothing to do,
-/// call [`Backoff::next`] after each failed check and do what it says, and
+/// call [`Backoff::step`] after each failed check and do what it says, and
 /// call [`Backoff::ready`] when the check succeeds (this tunes the spin
 /// limit of later waits).
 ///
@@ -134,7 +134,7 @@ pub enum WaitStep {
 /// use xrpc_shm::{Backoff, WaitStep};
 /// fn wait(mut backoff: Backoff<'_>, mut ready: impl FnMut() -> bool) -> bool {
 ///     loop {
-///         match backoff.next() {
+///         match backoff.step() {
 ///             WaitStep::Spin => std::hint::spin_loop(),
 ///             WaitStep::Yield => std::thread::yield_now(),
 ///             WaitStep::Sleep => return false, // sleep on the futex or doorbell
@@ -183,7 +183,7 @@ impl<'a> Backoff<'a> {
 
     /// The condition was found false: what to do before checking again.
     #[inline]
-    pub fn next(&mut self) -> WaitStep {
+    pub fn step(&mut self) -> WaitStep {
         if self.asleep {
             return WaitStep::Sleep;
         }
@@ -335,7 +335,7 @@ pub(crate) fn block_on<S: RingStorage>(
     }
     let mut backoff = Backoff::new(cfg.spin, cfg.gauge);
     loop {
-        match backoff.next() {
+        match backoff.step() {
             WaitStep::Spin => spin_loop(),
             WaitStep::Yield => yield_now(),
             WaitStep::Sleep => break,

@@ -358,7 +358,7 @@ impl SharedMemoryFrameTransport {
             }
             match backoff
                 .get_or_insert_with(|| c.send_waiter.backoff())
-                .next()
+                .step()
             {
                 WaitStep::Spin => std::hint::spin_loop(),
                 WaitStep::Yield => tokio::task::yield_now().await,
@@ -484,7 +484,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
             }
             match backoff
                 .get_or_insert_with(|| c.recv_waiter.backoff())
-                .next()
+                .step()
             {
                 WaitStep::Spin => std::hint::spin_loop(),
                 WaitStep::Yield => tokio::task::yield_now().await,
