@@ -82,9 +82,17 @@ pub enum CallError {
     /// The server broke the protocol on this call (for example, sent items without credit).
     #[error("protocol violation: {0}")]
     Protocol(String),
-    /// A message of the call could not be sent (for example, it exceeds the frame size limit).
+    /// A message of the call could not be sent (for example, the transport failed it).
     #[error("could not send: {0}")]
     Unsendable(String),
+    /// A message of the call exceeds the frame size limit, so it was not sent.
+    #[error("frame of {size} bytes exceeds max {max}")]
+    FrameTooLarge {
+        /// Size of the frame that was refused.
+        size: usize,
+        /// The frame size limit.
+        max: usize,
+    },
 }
 
 /// Client settings.

@@ -21,13 +21,14 @@ use tokio::task::JoinHandle;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
-    Codec, Header, StreamSendError,
+    Codec, FrameError, Header, ProtoError, StreamSendError,
 };
 
 use super::error::RpcError;
 use super::io::{Batch, Outbox, decode_payload, payload_bytes};
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::{ChannelError, MessageChannel, Payload};
+use crate::transport::TransportError;
 
 /// Most packets a reader takes from the channel per burst: one lock of the state machine, and
 /// on the server one write of the answers. Small enough that under load the peer works on one
@@ -308,8 +309,14 @@ impl<T: MessageChannel> Outbox for Inner<T> {
     fn unsendable(&self, failed: Vec<(Header, ChannelError)>) {
         let mut st = self.lock();
         for (header, e) in failed {
-            st.conn
-                .fail_call(header.id, CallError::Unsendable(e.to_string()));
+            let error = match e {
+                ChannelError::Transport(TransportError::MessageTooLarge { size, max })
+                | ChannelError::Proto(ProtoError::Frame(FrameError::TooLarge { len: size, max })) => {
+                    CallError::FrameTooLarge { size, max }
+                }
+                e => CallError::Unsendable(e.to_string()),
+            };
+            st.conn.fail_call(header.id, error);
         }
         st.dispatch();
     }

@@ -99,6 +99,7 @@ impl From<CallError> for RpcError {
             CallError::Disconnected(r) => Self::Disconnected(r),
             CallError::Remote(r) => r.into(),
             CallError::Protocol(m) => Self::InvalidMessage(m),
+            CallError::FrameTooLarge { size, max } => Self::FrameTooLarge { size, max },
             other => Self::InvalidMessage(other.to_string()),
         }
     }
