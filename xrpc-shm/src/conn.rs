@@ -31,7 +31,7 @@ use rustix::net::{
 
 use crate::config::ShmConfig;
 use crate::error::{Result, ShmError};
-use crate::ring::{Consumer, Frame, Producer, RingWaiter, Slot};
+use crate::ring::{Consumer, Found, Frame, Producer, RingWaiter, Slot};
 use crate::segment::{Geometry, MappedRing, RING_TO_CLIENT, RING_TO_SERVER, RingBells, Segment};
 use crate::sync::Ordering::{Relaxed, SeqCst};
 use crate::sync::{Arc, AtomicBool};
@@ -562,7 +562,12 @@ pub struct ShmSender {
 
 impl ShmSender {
     /// Copies `frame` into the ring without blocking. `Err(Full)` when there
-    /// is no room now; `Err(FrameTooLarge)` when it can never fit.
+    /// is no room now; `Err(FrameTooLarge)` above the max frame size.
+    ///
+    /// A frame of at most [`ShmSender::max_piece`] bytes is sent whole or
+    /// not at all; a larger one travels in pieces and may be sent in part
+    /// before `Full` — the next send starts over and the peer drops the
+    /// unfinished frame. Use [`ShmSender::try_send_from`] to go on instead.
     #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<()> {
         let r = self.producer.try_send(frame);
@@ -572,9 +577,30 @@ impl ShmSender {
         r
     }
 
-    /// Reserves room for a `len`-byte frame to be written in place (no
-    /// copy); publish it with [`SendSlot::commit`]. `Err(Full)` when there is
-    /// no room now.
+    /// Copies `frame[*sent..]` into the ring without blocking, as much as
+    /// fits, advancing `*sent`: `Ok(())` once the whole frame is sent,
+    /// `Err(Full)` when the ring filled up first — wait for room
+    /// ([`SendWaiter`]) and call again with the same frame and counter.
+    /// Start each frame with `*sent == 0`.
+    #[inline]
+    pub fn try_send_from(&mut self, frame: &[u8], sent: &mut usize) -> Result<()> {
+        let r = self.producer.try_send_from(frame, sent);
+        if let Err(ShmError::Corrupt(_)) = &r {
+            self.shared.kill();
+        }
+        r
+    }
+
+    /// Largest frame sent in one piece: half the ring less an 8-byte record
+    /// header (or the max frame size, if smaller). The most
+    /// [`ShmSender::try_reserve`] takes.
+    pub fn max_piece(&self) -> usize {
+        self.producer.max_piece()
+    }
+
+    /// Reserves room for a `len`-byte frame (at most
+    /// [`ShmSender::max_piece`]) to be written in place (no copy); publish it
+    /// with [`SendSlot::commit`]. `Err(Full)` when there is no room now.
     #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<SendSlot<'_>> {
         match self.producer.try_reserve(len) {
@@ -587,40 +613,42 @@ impl ShmSender {
     /// (`None`: as long as the peer lives). `Err(Timeout)` at the deadline,
     /// `Err(Disconnected)` when the peer closes or dies.
     pub fn send(&mut self, frame: &[u8], timeout: Option<Duration>) -> Result<()> {
-        match self.try_send(frame) {
-            Err(ShmError::Full) => {}
-            done => return done,
+        let mut sent = 0;
+        let mut deadline = None;
+        loop {
+            match self.try_send_from(frame, &mut sent) {
+                Err(ShmError::Full) => {}
+                done => return done,
+            }
+            let deadline = *deadline.get_or_insert_with(|| deadline_of(timeout));
+            self.wait_room(frame.len() - sent, deadline)?;
         }
-        self.wait_room(frame.len(), timeout)?;
-        self.try_send(frame)
     }
 
     /// [`ShmSender::try_reserve`], waiting for room at most `timeout`.
     pub fn reserve(&mut self, len: usize, timeout: Option<Duration>) -> Result<SendSlot<'_>> {
-        self.wait_room(len, timeout)?;
+        let deadline = deadline_of(timeout);
+        loop {
+            match self.producer.try_reserve(len) {
+                Ok(_unused_slot) => break,
+                Err(ShmError::Full) => self.wait_room(len, deadline)?,
+                Err(e) => return self.shared.check(Err(e)),
+            }
+        }
         self.try_reserve(len)
     }
 
-    /// Returns once a `len`-byte frame fits (or with the error that
-    /// `try_reserve` would give).
-    fn wait_room(&mut self, len: usize, timeout: Option<Duration>) -> Result<()> {
-        let mut deadline = None;
-        loop {
-            match self.producer.try_reserve(len) {
-                Ok(_unused_slot) => return Ok(()),
-                Err(ShmError::Full) => {}
-                Err(e) => return self.shared.check(Err(e)),
-            }
-            let deadline = *deadline.get_or_insert_with(|| deadline_of(timeout));
-            let shared = &*self.shared;
-            let cfg = shared.wait_cfg(&shared.send_spin, deadline);
-            if !self
-                .producer
-                .wait_writable(len, &cfg, &mut || shared.alive())?
-            {
-                return Err(ShmError::Timeout);
-            }
+    /// Waits until `len` more bytes of a frame (or the largest piece) fit.
+    fn wait_room(&mut self, len: usize, deadline: Option<Instant>) -> Result<()> {
+        let shared = &*self.shared;
+        let cfg = shared.wait_cfg(&shared.send_spin, deadline);
+        if !self
+            .producer
+            .wait_writable(len, &cfg, &mut || shared.alive())?
+        {
+            return Err(ShmError::Timeout);
         }
+        Ok(())
     }
 
     /// Largest frame this direction carries.
@@ -691,7 +719,10 @@ pub struct ShmReceiver {
 impl ShmReceiver {
     /// Borrows the next frame in place (zero-copy) without blocking;
     /// `Ok(None)` when none is there. Dropping the [`FrameRef`] frees its
-    /// room. After the peer closed, the remaining frames come first, then
+    /// room. A frame larger than one piece is reassembled on the way (its
+    /// pieces are copied out as they come, so this makes progress even when
+    /// it returns `None`) and is borrowed from the reassembly buffer. After
+    /// the peer closed, the remaining frames come first, then
     /// `Err(Disconnected)`.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<FrameRef<'_>>> {
@@ -706,10 +737,16 @@ impl ShmReceiver {
     /// the peer lives). `Err(Timeout)` at the deadline, `Err(Disconnected)`
     /// when the peer closed (after the last frame) or died.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<FrameRef<'_>> {
+        let at = self.wait_frame(timeout)?;
+        Ok(FrameRef(self.consumer.frame(at)))
+    }
+
+    /// Waits for the next whole frame.
+    fn wait_frame(&mut self, timeout: Option<Duration>) -> Result<Found> {
         let mut deadline = None;
         loop {
             match self.consumer.next_frame() {
-                Ok(Some(at)) => return Ok(FrameRef(self.consumer.frame(at))),
+                Ok(Some(at)) => return Ok(at),
                 Ok(None) => {}
                 Err(e) => return self.shared.check(Err(e)),
             }
@@ -722,15 +759,30 @@ impl ShmReceiver {
         }
     }
 
-    /// Copies the next frame out without blocking.
+    /// Copies the next frame out without blocking (a reassembled frame is
+    /// handed over without a copy).
     #[inline]
     pub fn try_recv_bytes(&mut self) -> Result<Option<Bytes>> {
-        Ok(self.try_recv()?.map(|f| Bytes::copy_from_slice(&f)))
+        match self.consumer.next_frame() {
+            Ok(Some(at)) => Ok(Some(self.to_bytes(at))),
+            Ok(None) => Ok(None),
+            Err(e) => self.shared.check(Err(e)),
+        }
     }
 
-    /// Copies the next frame out, waiting at most `timeout`.
+    /// Copies the next frame out, waiting at most `timeout` (a reassembled
+    /// frame is handed over without a copy).
     pub fn recv_bytes(&mut self, timeout: Option<Duration>) -> Result<Bytes> {
-        Ok(Bytes::copy_from_slice(&self.recv(timeout)?))
+        let at = self.wait_frame(timeout)?;
+        Ok(self.to_bytes(at))
+    }
+
+    #[inline]
+    fn to_bytes(&mut self, at: Found) -> Bytes {
+        match at {
+            Found::Assembled => Bytes::from(self.consumer.take_assembled()),
+            at => Bytes::copy_from_slice(&self.consumer.frame(at)),
+        }
     }
 
     /// Copies the next frame into `buf` (replacing its contents), waiting at

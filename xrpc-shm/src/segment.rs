@@ -29,7 +29,7 @@ use crate::sync::{Arc, AtomicU32};
 use crate::wait::Sleeper;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"XRPCSHM\0");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const SEGMENT_HEADER_SIZE: usize = 128;
 
 /// Index of the client→server ring.
@@ -393,7 +393,7 @@ mod tests {
         patch("capacity huge", 16, &(1u64 << 40).to_le_bytes());
         patch("capacity small", 16, &64u64.to_le_bytes());
         patch("max frame zero", 24, &0u64.to_le_bytes());
-        patch("max frame > half", 24, &4096u64.to_le_bytes());
+        patch("max frame > 4 GiB", 24, &(1u64 << 32).to_le_bytes());
         patch("total size", 32, &(total + 8).to_le_bytes());
         for (name, header, size, seal) in cases {
             let fd = raw_segment_fd(&header, size, seal);

@@ -27,9 +27,10 @@ pub fn heap_ring(
     Ok((p, c, Scribbler { storage }))
 }
 
-/// Largest frame a ring of `capacity` bytes can be configured for.
-pub fn max_frame_for(capacity: usize) -> usize {
-    crate::layout::max_frame_for(capacity)
+/// Largest frame a ring of `capacity` bytes carries in one piece (larger
+/// frames, up to the configured max frame size, travel in pieces).
+pub fn max_piece_for(capacity: usize) -> usize {
+    crate::layout::max_payload_for(capacity)
 }
 
 /// How the blocking helpers sleep: unbounded futex waits under loom (a lost
@@ -47,12 +48,14 @@ fn wait_cfg() -> WaitCfg<'static> {
     }
 }
 
-/// Sends `frame`, sleeping (with the futex handshake) while the ring is full.
+/// Sends `frame` (in pieces if it is larger than one), sleeping (with the
+/// futex handshake) while the ring is full.
 pub fn send_blocking(p: &mut Producer<HeapStorage>, frame: &[u8]) -> Result<()> {
+    let mut sent = 0;
     loop {
-        match p.try_send(frame) {
+        match p.try_send_from(frame, &mut sent) {
             Err(ShmError::Full) => {
-                p.wait_writable(frame.len(), &wait_cfg(), &mut || Ok(()))?;
+                p.wait_writable(frame.len() - sent, &wait_cfg(), &mut || Ok(()))?;
             }
             other => return other,
         }
@@ -129,10 +132,11 @@ pub fn recv_reactor(c: &mut Consumer<HeapStorage>, w: &HeapWaiter) -> Result<Vec
 /// Sends `frame` the way a reactor-based adapter does: try, then
 /// [`HeapWaiter::sleep_once`] while the ring is full, and try again.
 pub fn send_reactor(p: &mut Producer<HeapStorage>, w: &HeapWaiter, frame: &[u8]) -> Result<()> {
+    let mut sent = 0;
     loop {
-        match p.try_send(frame) {
+        match p.try_send_from(frame, &mut sent) {
             Err(ShmError::Full) => {
-                w.sleep_once(frame.len());
+                w.sleep_once(frame.len() - sent);
             }
             other => return other,
         }

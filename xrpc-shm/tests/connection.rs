@@ -151,7 +151,7 @@ fn rendezvous_errors() {
         Err(ShmError::InvalidConfig(_))
     ));
     let bad = ShmConfig {
-        max_frame_size: 32 * 1024,
+        max_frame_size: 1 << 32,
         ..small()
     };
     assert!(matches!(bad.validate(), Err(ShmError::InvalidConfig(_))));

@@ -35,7 +35,10 @@ use super::{
 pub struct SharedMemoryConfig {
     /// Bytes of each ring (one per direction): a power of two, at least 4096. Default 1 MiB.
     pub buffer_size: usize,
-    /// Largest frame, at most `buffer_size / 2 - 8`. Default 256 KiB.
+    /// Largest frame. Default 16 MiB ([`xrpc_proto::DEFAULT_MAX_FRAME_SIZE`]), as on every
+    /// transport. Independent of `buffer_size`: a frame larger than half the ring passes through
+    /// it in pieces, reassembled by the receiver into a buffer of that frame's size (an idle
+    /// connection holds none). The server's value applies to both directions.
     pub max_frame_size: usize,
     /// How long a waiting side keeps retrying (yielding between tries) before it sleeps.
     /// Longer trades CPU for latency. Default 50 µs.
@@ -48,7 +51,7 @@ impl Default for SharedMemoryConfig {
     fn default() -> Self {
         Self {
             buffer_size: 1 << 20,
-            max_frame_size: 256 * 1024,
+            max_frame_size: xrpc_proto::DEFAULT_MAX_FRAME_SIZE,
             spin_budget: Duration::from_micros(50),
             connect_timeout: Duration::from_secs(5),
         }
@@ -341,8 +344,10 @@ impl SharedMemoryFrameTransport {
         frame: &[u8],
     ) -> Result<(), TransportError> {
         let mut backoff: Option<Backoff<'_>> = None;
+        // Bytes of `frame` in the ring so far (a frame larger than half the ring goes in pieces).
+        let mut sent = 0;
         loop {
-            match sender.try_send(frame) {
+            match sender.try_send_from(frame, &mut sent) {
                 Ok(()) => {
                     if let Some(b) = &mut backoff {
                         b.ready();
@@ -365,7 +370,7 @@ impl SharedMemoryFrameTransport {
                 WaitStep::Sleep => {
                     let guard = c
                         .send_waiter
-                        .prepare_sleep(frame.len())
+                        .prepare_sleep(frame.len() - sent)
                         .map_err(|e| self.stats.send_error(map_err(e)))?;
                     if let Some(_announced) = guard {
                         let r = c.reactor().await?;
