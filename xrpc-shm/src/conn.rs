@@ -764,7 +764,7 @@ impl ShmReceiver {
     #[inline]
     pub fn try_recv_bytes(&mut self) -> Result<Option<Bytes>> {
         match self.consumer.next_frame() {
-            Ok(Some(at)) => Ok(Some(self.to_bytes(at))),
+            Ok(Some(at)) => Ok(Some(self.take_bytes(at))),
             Ok(None) => Ok(None),
             Err(e) => self.shared.check(Err(e)),
         }
@@ -774,11 +774,11 @@ impl ShmReceiver {
     /// frame is handed over without a copy).
     pub fn recv_bytes(&mut self, timeout: Option<Duration>) -> Result<Bytes> {
         let at = self.wait_frame(timeout)?;
-        Ok(self.to_bytes(at))
+        Ok(self.take_bytes(at))
     }
 
     #[inline]
-    fn to_bytes(&mut self, at: Found) -> Bytes {
+    fn take_bytes(&mut self, at: Found) -> Bytes {
         match at {
             Found::Assembled => Bytes::from(self.consumer.take_assembled()),
             at => Bytes::copy_from_slice(&self.consumer.frame(at)),

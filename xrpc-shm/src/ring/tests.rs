@@ -469,7 +469,7 @@ fn hostile_continuations_are_corrupt() {
 fn a_declared_total_is_not_preallocated() {
     use crate::layout::KIND_FIRST;
     let (_p, mut c, scr) = ring(64, 16 << 20);
-    let mut payload = ((16u64 << 20) as u64).to_le_bytes().to_vec();
+    let mut payload = (16u64 << 20).to_le_bytes().to_vec();
     payload.extend_from_slice(&[5; 16]);
     forge(&scr, 0, 24, KIND_FIRST, &payload, 32);
     assert!(c.try_recv().unwrap().is_none());
