@@ -73,6 +73,11 @@ pub(crate) fn check_geometry(capacity: usize, max_frame: usize) -> Result<(), St
             "max frame size {max_frame} not in [1, {MAX_FRAME_LIMIT}]"
         ));
     }
+    if max_frame > max_payload_for(capacity) && max_payload_for(capacity) <= FIRST_PREFIX {
+        return Err(format!(
+            "max frame size {max_frame} needs pieces, and a ring of {capacity} bytes is too small for them (at least 64)"
+        ));
+    }
     Ok(())
 }
 

@@ -80,6 +80,8 @@ fn max_frame_is_enforced() {
     assert_eq!(&*c.try_recv().unwrap().unwrap(), &[7; 24]);
     assert!(heap_ring(64, 0).is_err(), "max frame zero");
     assert!(heap_ring(64, 25).is_ok(), "larger frames go in pieces");
+    assert!(heap_ring(32, 8).is_ok(), "one piece");
+    assert!(heap_ring(32, 9).is_err(), "pieces need a ring of 64 bytes");
     assert!(heap_ring(48, 8).is_err(), "capacity not a power of two");
 }
 
