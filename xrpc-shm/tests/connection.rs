@@ -343,3 +343,54 @@ fn hostile_handshakes_are_refused() {
         server.join().unwrap();
     }
 }
+
+#[test]
+fn frames_larger_than_the_ring_pass_between_threads() {
+    let config = ShmConfig {
+        ring_capacity: 64 * 1024,
+        max_frame_size: 1 << 20,
+        ..ShmConfig::default()
+    };
+    let (server, mut client) = pair("pieces", config);
+    assert_eq!(client.max_frame_size(), 1 << 20);
+    assert_eq!(client.sender().max_piece(), 32 * 1024 - 8);
+    let echo = thread::spawn(move || {
+        let (mut tx, mut rx) = server.split();
+        loop {
+            // Every receive API: in place (reassembled), copied, handed over.
+            let frame = match rx.recv_bytes(T) {
+                Ok(f) => f,
+                Err(ShmError::Disconnected) => return,
+                Err(e) => panic!("server recv: {e}"),
+            };
+            tx.send(&frame, T).unwrap();
+        }
+    });
+    let mut buf = Vec::new();
+    for (i, len) in [
+        200_000usize,
+        10,
+        1 << 20,
+        32 * 1024 - 8,
+        32 * 1024 - 7,
+        65_536,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let msg: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+        client.send(&msg, T).unwrap();
+        if i % 2 == 0 {
+            client.receiver().recv_into(&mut buf, T).unwrap();
+            assert_eq!(buf, msg, "frame {i}");
+        } else {
+            assert_eq!(&*client.receiver().recv(T).unwrap(), &msg[..], "frame {i}");
+        }
+    }
+    assert!(matches!(
+        client.send(&vec![0; (1 << 20) + 1], T),
+        Err(ShmError::FrameTooLarge { .. })
+    ));
+    drop(client);
+    echo.join().unwrap();
+}
