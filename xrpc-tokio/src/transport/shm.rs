@@ -81,6 +81,19 @@ fn map_err(e: ShmError) -> TransportError {
     }
 }
 
+/// Largest send buffer a connection keeps between sends: a frame up to the max frame size
+/// (16 MiB) may pass, but an idle connection should not hold its buffer.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Empties the send buffer after a send, freeing it if a large frame grew it.
+fn release_scratch(scratch: &mut BytesMut) {
+    if scratch.capacity() > SCRATCH_KEEP {
+        *scratch = BytesMut::new();
+    } else {
+        scratch.clear();
+    }
+}
+
 /// Registers `fd` with the runtime's reactor for readability.
 fn register<T: AsRawFd>(fd: T) -> Result<AsyncFd<T>, TransportError> {
     // `with_interest` is deprecated because an arbitrary `AsRawFd` may close its descriptor
@@ -442,7 +455,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
             },
             Err(e) => Err(e),
         };
-        scratch.clear();
+        release_scratch(scratch);
         res
     }
 
@@ -464,7 +477,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
             Ok(())
         }
         .await;
-        scratch.clear();
+        release_scratch(scratch);
         res
     }
 
