@@ -618,9 +618,12 @@ impl<S: RingStorage> Consumer<S> {
     }
 
     /// Forgets an unfinished (or delivered) large frame and frees its buffer.
+    #[inline]
     fn drop_partial(&mut self) {
-        self.partial = Vec::new();
-        self.partial_total = 0;
+        if self.partial_total != 0 || self.partial.capacity() != 0 {
+            self.partial = Vec::new();
+            self.partial_total = 0;
+        }
     }
 
     /// Takes the reassembled frame found by `next_frame` (`Found::Assembled`).
