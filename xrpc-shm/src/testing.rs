@@ -74,7 +74,7 @@ pub fn recv_blocking(c: &mut Consumer<HeapStorage>) -> Result<Vec<u8>> {
 }
 
 /// The waiting side of one end of a heap ring, as an adapter holds it apart
-/// from the end: the same [`RingWaiter`] predicates and announce/re-check
+/// from the end: the same `RingWaiter` predicates and announce/re-check
 /// protocol that `RecvWaiter::prepare_sleep` / `SendWaiter::prepare_sleep`
 /// run, with the doorbell modelled by a counter in the heap storage.
 pub struct HeapWaiter {
