@@ -24,7 +24,7 @@ use bytes::Bytes;
 use xrpc::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, TcpConfig,
     TcpFrameTransport, TcpFrameTransportListener, TransportError, UnixConfig, UnixFrameTransport,
-    UnixFrameTransportListener, ZeroCopyTransport,
+    UnixFrameTransportListener,
 };
 
 type BoxError = Box<dyn Error + Send + Sync>;

@@ -9,6 +9,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`transport`] | layer 1: the [`FrameTransport`] trait, its errors and counters |
+//! | [`memory`] | layer 1 in process: [`ChannelFrameTransport`], [`ArcFrameTransport`] |
 //! | [`channel`] | layer 2: [`MessageChannel`], [`MessageChannelAdapter`], [`SerdeChannel`], [`TypedChannel`] |
 //! | [`rpc`] | layer 3: [`RpcClient`], [`RpcServer`], streams, the per-connection driver |
 //! | [`runtime`] | [`Runtime`]: what the layer needs of an executor |
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod memory;
 pub mod rpc;
 pub mod runtime;
 mod signal;
@@ -24,6 +26,7 @@ pub mod transport;
 pub use channel::{
     ChannelError, MessageChannel, MessageChannelAdapter, Payload, SerdeChannel, TypedChannel,
 };
+pub use memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
 pub use rpc::{
     CallContext, ClientHandle, FrameListener, RequestStream, RpcClient, RpcClientConfig, RpcError,
     RpcServer, ServerStreamSender, StreamReceiver, StreamSender,

@@ -82,17 +82,18 @@ pub enum CallError {
     /// The server broke the protocol on this call (for example, sent items without credit).
     #[error("protocol violation: {0}")]
     Protocol(String),
-    /// A message of the call exceeds the maximum frame size.
-    #[error("message of {size} bytes exceeds the maximum frame size {max}")]
-    TooLarge {
-        /// The message's (encoded, or least) size.
-        size: usize,
-        /// The maximum frame size.
-        max: usize,
-    },
-    /// A message of the call could not be sent otherwise.
+    /// A message of the call could not be sent otherwise (an in-process value on a byte
+    /// transport, a compression failure).
     #[error("could not send: {0}")]
     Unsendable(String),
+    /// A message of the call exceeds the frame size limit, so it was not sent.
+    #[error("frame of {size} bytes exceeds max {max}")]
+    FrameTooLarge {
+        /// Size of the frame that was refused.
+        size: usize,
+        /// The frame size limit.
+        max: usize,
+    },
 }
 
 impl CallError {

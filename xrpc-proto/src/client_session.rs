@@ -77,7 +77,7 @@ impl ClientSession {
         // Compression may shrink a payload below the limit: only an uncompressed session can
         // tell now; otherwise encoding decides (and fails the call if it must).
         if size > max && self.wire.uncompressed() {
-            return Err(CallError::TooLarge { size, max });
+            return Err(CallError::FrameTooLarge { size, max });
         }
         Ok(())
     }
@@ -271,7 +271,7 @@ impl ClientSession {
     /// everything was written.
     ///
     /// A message that cannot be encoded (too large, or an in-process value) fails only its
-    /// call, with [`CallError::TooLarge`] or [`CallError::Unsendable`].
+    /// call, with [`CallError::FrameTooLarge`] or [`CallError::Unsendable`].
     pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
         if self.life == Life::Closed {
             return false;
@@ -306,7 +306,7 @@ impl ClientSession {
     /// The one rule for a message that cannot be sent: it fails its call.
     fn unsendable(&mut self, packet: &Packet<Payload>, e: Unsendable) {
         let error = match e {
-            Unsendable::TooLarge { size, max } => CallError::TooLarge { size, max },
+            Unsendable::TooLarge { size, max } => CallError::FrameTooLarge { size, max },
             other => CallError::Unsendable(other.to_string()),
         };
         match packet.header.kind {

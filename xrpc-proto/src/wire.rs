@@ -56,7 +56,7 @@ impl WireConfig {
 }
 
 /// Why a packet could not be put on the wire. Only its call fails (see
-/// [`CallError::TooLarge`](crate::CallError::TooLarge) and [`CallError::Unsendable`](crate::CallError::Unsendable)).
+/// [`CallError::FrameTooLarge`](crate::CallError::FrameTooLarge) and [`CallError::Unsendable`](crate::CallError::Unsendable)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unsendable {

@@ -353,7 +353,7 @@ fn an_oversized_request_fails_only_its_call() {
     assert!(matches!(
         p.client
             .start_call(p.now, "add", big, CallOptions::unary(CODEC)),
-        Err(CallError::TooLarge {
+        Err(CallError::FrameTooLarge {
             size: 2019,
             max: 1024
         })
@@ -384,7 +384,7 @@ fn an_oversized_request_fails_only_its_call() {
     p.run();
     assert!(matches!(
         p.failed(id),
-        CallError::TooLarge { max: 1024, .. }
+        CallError::FrameTooLarge { max: 1024, .. }
     ));
 }
 

@@ -9,6 +9,9 @@ use crate::layout::{RING_HEADER_SIZE, check_geometry};
 /// keeps both ring headers 128-byte aligned).
 pub(crate) const MIN_SEGMENT_CAPACITY: usize = 4096;
 
+/// Default max frame size: 16 MiB, as `xrpc_proto::DEFAULT_MAX_FRAME_SIZE`.
+pub(crate) const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+
 /// Longest futex sleep slice: bounds how late a dead peer is noticed.
 pub(crate) const MAX_WAIT_SLICE: Duration = Duration::from_millis(50);
 
@@ -36,8 +39,11 @@ pub struct ShmConfig {
     /// `[4096, 1 GiB]`. Default 4 MiB. Pages are only touched as the ring
     /// cycles through them.
     pub ring_capacity: usize,
-    /// Largest frame, at most `ring_capacity / 2 - 8` (so a frame always fits
-    /// into an empty ring). Default 1 MiB.
+    /// Largest frame, in `[1, 4 GiB - 1]`, independent of the ring capacity:
+    /// a frame larger than half the ring (less an 8-byte record header)
+    /// passes through it in pieces and is reassembled by the receiver, into
+    /// a buffer allocated per such frame (never for an idle connection).
+    /// Default 16 MiB, as on every xrpc transport.
     pub max_frame_size: usize,
     /// Longest time a blocking call spins before it sleeps on the futex.
     /// Longer trades CPU for latency. The actual spin adapts below this: it
@@ -58,7 +64,7 @@ impl Default for ShmConfig {
     fn default() -> Self {
         ShmConfig {
             ring_capacity: 4 << 20,
-            max_frame_size: 1 << 20,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             spin_budget: Duration::from_micros(50),
             wait_slice: Duration::from_millis(10),
             handshake_timeout: Duration::from_secs(5),

@@ -5,11 +5,14 @@
 //! The server listens on the abstract-namespace Unix socket
 //! `\0xrpc-shm/<name>` (nothing on disk, so a crashed server leaves nothing
 //! behind that blocks a restart). For every client it accepts, it creates a
-//! sealed memfd segment with two rings and passes it with `SCM_RIGHTS`. The
-//! socket then stays open, idle, for the life of the connection: when either
-//! process dies the kernel closes it, and the survivor's bounded futex sleeps
-//! notice the hang-up (one zero-timeout `poll` per sleep slice, never a
-//! system call while frames flow).
+//! sealed memfd segment with two rings, and four doorbells (eventfds: the
+//! consumer's and the producer's of each ring), and passes all five with
+//! `SCM_RIGHTS`. The socket then stays open, idle, for the life of the
+//! connection: when either process dies the kernel closes it. A survivor
+//! that sleeps on a futex notices the hang-up between its bounded sleep
+//! slices (one zero-timeout `poll` per slice, never a system call while
+//! frames flow); one that sleeps in a reactor watches the socket there
+//! ([`PeerFd`]) beside its [`Doorbell`].
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustix::event::{PollFd, PollFlags};
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
@@ -28,15 +31,19 @@ use rustix::net::{
 
 use crate::config::ShmConfig;
 use crate::error::{Result, ShmError};
-use crate::ring::{Consumer, Frame, Producer, Slot};
-use crate::segment::{Geometry, MappedRing, RING_TO_CLIENT, RING_TO_SERVER, Segment};
-use crate::storage::RingStorage;
-use crate::sync::Ordering::{Acquire, Relaxed, SeqCst};
+use crate::ring::{Consumer, Found, Frame, Producer, RingWaiter, Slot};
+use crate::segment::{Geometry, MappedRing, RING_TO_CLIENT, RING_TO_SERVER, RingBells, Segment};
+use crate::sync::Ordering::{Relaxed, SeqCst};
 use crate::sync::{Arc, AtomicBool};
-use crate::wait::{SpinGauge, WaitCfg, block_on};
+use crate::wait::{Backoff, SleepGuard, Sleeper, SpinGauge, WaitCfg};
 
-/// First bytes the server sends, together with the segment fd.
-const HELLO: &[u8; 8] = b"XRPCSHM1";
+/// First bytes the server sends, together with the segment fd and the four
+/// doorbells.
+const HELLO: &[u8; 8] = b"XRPCSHM2";
+
+/// Descriptors passed in the handshake: the segment, then the doorbells of
+/// ring 0 (consumer, producer) and of ring 1 (consumer, producer).
+const HANDSHAKE_FDS: usize = 5;
 
 fn socket_addr(name: &str) -> Result<SocketAddrUnix> {
     if name.is_empty() || name.bytes().any(|b| b == 0) || name.len() > 90 {
@@ -54,7 +61,7 @@ struct Shared {
     /// Keeps the mapping alive; the rings hold their own handles too.
     _segment: Segment,
     /// The rendezvous socket, kept open as the peer-death detector.
-    sock: OwnedFd,
+    sock: Arc<OwnedFd>,
     /// Set once the peer is known gone or the memory known corrupt.
     dead: AtomicBool,
     /// Adaptive spin limits of waits for frames and for room.
@@ -126,17 +133,58 @@ fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
-/// Builds both halves over a mapped segment.
+/// Creates the four doorbells of a connection, indexed by ring.
+fn create_bells() -> Result<[RingBells; 2]> {
+    let bell = || -> Result<Arc<OwnedFd>> {
+        let flags = rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
+        Ok(Arc::new(rustix::event::eventfd(0, flags)?))
+    };
+    Ok([
+        RingBells {
+            fds: [bell()?, bell()?],
+        },
+        RingBells {
+            fds: [bell()?, bell()?],
+        },
+    ])
+}
+
+/// Checks a doorbell received from the peer: a non-blocking, readable and
+/// writable eventfd (the file type is checked where `/proc` is mounted).
+fn check_bell(fd: &OwnedFd) -> Result<()> {
+    use rustix::fs::OFlags;
+    let bad = |m: String| ShmError::Handshake(format!("invalid doorbell: {m}"));
+    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| bad(e.to_string()))?;
+    if !flags.contains(OFlags::NONBLOCK) || flags & OFlags::RWMODE != OFlags::RDWR {
+        return Err(bad(format!(
+            "file flags {flags:?}, expected non-blocking and read-write"
+        )));
+    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    if let Ok(link) = rustix::fs::readlink(path.as_str(), Vec::new())
+        && link.as_bytes() != b"anon_inode:[eventfd]"
+    {
+        return Err(bad(format!("{link:?} is not an eventfd")));
+    }
+    Ok(())
+}
+
+/// Builds both halves over a mapped segment and its doorbells.
 fn halves(
     segment: Segment,
-    sock: OwnedFd,
+    bells: [RingBells; 2],
+    sock: Arc<OwnedFd>,
     config: ShmConfig,
     send_ring: usize,
     recv_ring: usize,
 ) -> Result<ShmConnection> {
     let Geometry { max_frame, .. } = segment.geometry();
-    let producer = Producer::new(segment.ring(send_ring), max_frame)?;
-    let consumer = Consumer::new(segment.ring(recv_ring), max_frame)?;
+    let send_storage = segment.ring(send_ring).with_bells(bells[send_ring].clone());
+    let recv_storage = segment.ring(recv_ring).with_bells(bells[recv_ring].clone());
+    let send_bell = Doorbell(bells[send_ring].of(Sleeper::Producer).clone());
+    let recv_bell = Doorbell(bells[recv_ring].of(Sleeper::Consumer).clone());
+    let producer = Producer::new(send_storage, max_frame)?;
+    let consumer = Consumer::new(recv_storage, max_frame)?;
     let shared = Arc::new(Shared {
         _segment: segment,
         sock,
@@ -148,9 +196,14 @@ fn halves(
     Ok(ShmConnection {
         sender: ShmSender {
             producer,
+            bell: send_bell,
             shared: shared.clone(),
         },
-        receiver: ShmReceiver { consumer, shared },
+        receiver: ShmReceiver {
+            consumer,
+            bell: recv_bell,
+            shared,
+        },
     })
 }
 
@@ -237,11 +290,22 @@ impl ShmListener {
             capacity: self.config.ring_capacity,
             max_frame: self.config.max_frame_size,
         })?;
-        send_fd(&sock, fd.as_fd())?;
+        let bells = create_bells()?;
+        send_fds(
+            &sock,
+            &[
+                fd.as_fd(),
+                bells[0].fds[0].as_fd(),
+                bells[0].fds[1].as_fd(),
+                bells[1].fds[0].as_fd(),
+                bells[1].fds[1].as_fd(),
+            ],
+        )?;
         drop(fd);
         halves(
             segment,
-            sock,
+            bells,
+            Arc::new(sock),
             self.config.clone(),
             RING_TO_CLIENT,
             RING_TO_SERVER,
@@ -272,13 +336,12 @@ fn peer_is_trusted(sock: &OwnedFd) -> bool {
     }
 }
 
-fn send_fd(sock: &OwnedFd, fd: BorrowedFd<'_>) -> Result<()> {
-    let fds = [fd];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+fn send_fds(sock: &OwnedFd, fds: &[BorrowedFd<'_>; HANDSHAKE_FDS]) -> Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(HANDSHAKE_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(ShmError::Io(std::io::Error::other(
-            "control buffer too small for one fd",
+            "control buffer too small for the handshake fds",
         )));
     }
     let n = rustix::net::sendmsg(
@@ -293,9 +356,11 @@ fn send_fd(sock: &OwnedFd, fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-fn recv_fd(sock: &OwnedFd) -> Result<OwnedFd> {
+/// Receives the handshake: the segment fd and the four doorbells (checked).
+fn recv_fds(sock: &OwnedFd) -> Result<(OwnedFd, [RingBells; 2])> {
     let mut buf = [0u8; 16];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    // Room for more than expected, so that extra fds are seen (and closed).
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(HANDSHAKE_FDS + 3))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = match rustix::net::recvmsg(
         sock,
@@ -322,15 +387,105 @@ fn recv_fd(sock: &OwnedFd) -> Result<OwnedFd> {
             &buf[..msg.bytes.min(buf.len())]
         )));
     }
-    if msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() != 1 {
+    if msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() != HANDSHAKE_FDS {
         return Err(ShmError::Handshake(format!(
-            "expected exactly one segment fd, got {} (truncated: {})",
+            "expected {HANDSHAKE_FDS} fds (segment and four doorbells), got {} (truncated: {})",
             fds.len(),
             msg.flags.contains(ReturnFlags::CTRUNC)
         )));
     }
-    fds.pop()
-        .ok_or_else(|| ShmError::Handshake("no segment fd".into()))
+    let mut fds = fds.into_iter();
+    let mut next = || {
+        fds.next()
+            .ok_or_else(|| ShmError::Handshake("missing handshake fd".into()))
+    };
+    let segment = next()?;
+    let mut bell = || -> Result<Arc<OwnedFd>> {
+        let fd = next()?;
+        check_bell(&fd)?;
+        Ok(Arc::new(fd))
+    };
+    let bells = [
+        RingBells {
+            fds: [bell()?, bell()?],
+        },
+        RingBells {
+            fds: [bell()?, bell()?],
+        },
+    ];
+    Ok((segment, bells))
+}
+
+/// Connects a Unix stream socket to the server of `name` and checks that it
+/// runs as our user.
+fn connect_socket(name: &str, flags: SocketFlags) -> Result<OwnedFd> {
+    let addr = socket_addr(name)?;
+    let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+    rustix::net::connect(&sock, &addr)?;
+    if !peer_is_trusted(&sock) {
+        // Abstract socket names are not protected by file permissions: a process of another
+        // user may have taken the name. Do not talk to it.
+        return Err(ShmError::Handshake(format!(
+            "the process serving {name:?} belongs to another user"
+        )));
+    }
+    Ok(sock)
+}
+
+/// A client handshake under way, for an adapter that waits in a reactor
+/// rather than blocking a thread ([`ShmConnection::connect`] is the blocking
+/// twin): [`ShmConnector::start`], then wait until
+/// [`ShmConnector::socket`] is readable and call
+/// [`ShmConnector::try_finish`], until it returns the connection.
+pub struct ShmConnector {
+    sock: Arc<OwnedFd>,
+    finished: bool,
+    config: ShmConfig,
+}
+
+impl ShmConnector {
+    /// Connects to the server bound to `name` without blocking. With no
+    /// server, fails with an `Io` error (`ConnectionRefused`); when the
+    /// server's accept backlog is full, with an `Io` error of kind
+    /// `WouldBlock` (try again later).
+    pub fn start(name: &str, config: ShmConfig) -> Result<Self> {
+        let sock = connect_socket(name, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)?;
+        Ok(ShmConnector {
+            sock: Arc::new(sock),
+            finished: false,
+            config,
+        })
+    }
+
+    /// The rendezvous socket, readable when the server's segment arrived
+    /// (or the server went away).
+    pub fn socket(&self) -> PeerFd {
+        PeerFd(self.sock.clone())
+    }
+
+    /// Takes the server's segment and doorbells if they arrived: `Ok(None)`
+    /// while they have not (wait for readability and call again).
+    pub fn try_finish(&mut self) -> Result<Option<ShmConnection>> {
+        if self.finished {
+            return Err(ShmError::Handshake("handshake already finished".into()));
+        }
+        let (fd, bells) = match recv_fds(&self.sock) {
+            Ok(got) => got,
+            Err(ShmError::Timeout) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.finished = true;
+        let segment = Segment::open(fd)?;
+        halves(
+            segment,
+            bells,
+            self.sock.clone(),
+            self.config.clone(),
+            RING_TO_SERVER,
+            RING_TO_CLIENT,
+        )
+        .map(Some)
+    }
 }
 
 /// One shared-memory connection: a [`ShmSender`] and a [`ShmReceiver`] over
@@ -347,29 +502,22 @@ impl ShmConnection {
     /// `config` gives this side's waiting parameters and handshake timeout.
     /// With no server, fails with an `Io` error (`ConnectionRefused`).
     pub fn connect(name: &str, config: ShmConfig) -> Result<Self> {
-        let addr = socket_addr(name)?;
-        let sock = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
-        rustix::net::connect(&sock, &addr)?;
-        if !peer_is_trusted(&sock) {
-            // Abstract socket names are not protected by file permissions: a process of another
-            // user may have taken the name. Do not talk to it.
-            return Err(ShmError::Handshake(format!(
-                "the process serving {name:?} belongs to another user"
-            )));
-        }
+        let sock = connect_socket(name, SocketFlags::CLOEXEC)?;
         rustix::net::sockopt::set_socket_timeout(
             &sock,
             rustix::net::sockopt::Timeout::Recv,
             Some(config.handshake_timeout.max(Duration::from_millis(1))),
         )?;
-        let fd = recv_fd(&sock)?;
+        let (fd, bells) = recv_fds(&sock)?;
         let segment = Segment::open(fd)?;
-        halves(segment, sock, config, RING_TO_SERVER, RING_TO_CLIENT)
+        halves(
+            segment,
+            bells,
+            Arc::new(sock),
+            config,
+            RING_TO_SERVER,
+            RING_TO_CLIENT,
+        )
     }
 
     /// Splits into the two halves; each is `Send`.
@@ -407,12 +555,19 @@ impl ShmConnection {
 /// (the peer drains what was sent, then sees `Disconnected`).
 pub struct ShmSender {
     producer: Producer<MappedRing>,
+    /// The doorbell this side sleeps on while the ring is full.
+    bell: Doorbell,
     shared: Arc<Shared>,
 }
 
 impl ShmSender {
     /// Copies `frame` into the ring without blocking. `Err(Full)` when there
-    /// is no room now; `Err(FrameTooLarge)` when it can never fit.
+    /// is no room now; `Err(FrameTooLarge)` above the max frame size.
+    ///
+    /// A frame of at most [`ShmSender::max_piece`] bytes is sent whole or
+    /// not at all; a larger one travels in pieces and may be sent in part
+    /// before `Full` — the next send starts over and the peer drops the
+    /// unfinished frame. Use [`ShmSender::try_send_from`] to go on instead.
     #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<()> {
         let r = self.producer.try_send(frame);
@@ -422,9 +577,30 @@ impl ShmSender {
         r
     }
 
-    /// Reserves room for a `len`-byte frame to be written in place (no
-    /// copy); publish it with [`SendSlot::commit`]. `Err(Full)` when there is
-    /// no room now.
+    /// Copies `frame[*sent..]` into the ring without blocking, as much as
+    /// fits, advancing `*sent`: `Ok(())` once the whole frame is sent,
+    /// `Err(Full)` when the ring filled up first — wait for room
+    /// ([`SendWaiter`]) and call again with the same frame and counter.
+    /// Start each frame with `*sent == 0`.
+    #[inline]
+    pub fn try_send_from(&mut self, frame: &[u8], sent: &mut usize) -> Result<()> {
+        let r = self.producer.try_send_from(frame, sent);
+        if let Err(ShmError::Corrupt(_)) = &r {
+            self.shared.kill();
+        }
+        r
+    }
+
+    /// Largest frame sent in one piece: half the ring less an 8-byte record
+    /// header (or the max frame size, if smaller). The most
+    /// [`ShmSender::try_reserve`] takes.
+    pub fn max_piece(&self) -> usize {
+        self.producer.max_piece()
+    }
+
+    /// Reserves room for a `len`-byte frame (at most
+    /// [`ShmSender::max_piece`]) to be written in place (no copy); publish it
+    /// with [`SendSlot::commit`]. `Err(Full)` when there is no room now.
     #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<SendSlot<'_>> {
         match self.producer.try_reserve(len) {
@@ -437,40 +613,42 @@ impl ShmSender {
     /// (`None`: as long as the peer lives). `Err(Timeout)` at the deadline,
     /// `Err(Disconnected)` when the peer closes or dies.
     pub fn send(&mut self, frame: &[u8], timeout: Option<Duration>) -> Result<()> {
-        match self.try_send(frame) {
-            Err(ShmError::Full) => {}
-            done => return done,
+        let mut sent = 0;
+        let mut deadline = None;
+        loop {
+            match self.try_send_from(frame, &mut sent) {
+                Err(ShmError::Full) => {}
+                done => return done,
+            }
+            let deadline = *deadline.get_or_insert_with(|| deadline_of(timeout));
+            self.wait_room(frame.len() - sent, deadline)?;
         }
-        self.wait_room(frame.len(), timeout)?;
-        self.try_send(frame)
     }
 
     /// [`ShmSender::try_reserve`], waiting for room at most `timeout`.
     pub fn reserve(&mut self, len: usize, timeout: Option<Duration>) -> Result<SendSlot<'_>> {
-        self.wait_room(len, timeout)?;
+        let deadline = deadline_of(timeout);
+        loop {
+            match self.producer.try_reserve(len) {
+                Ok(_unused_slot) => break,
+                Err(ShmError::Full) => self.wait_room(len, deadline)?,
+                Err(e) => return self.shared.check(Err(e)),
+            }
+        }
         self.try_reserve(len)
     }
 
-    /// Returns once a `len`-byte frame fits (or with the error that
-    /// `try_reserve` would give).
-    fn wait_room(&mut self, len: usize, timeout: Option<Duration>) -> Result<()> {
-        let mut deadline = None;
-        loop {
-            match self.producer.try_reserve(len) {
-                Ok(_unused_slot) => return Ok(()),
-                Err(ShmError::Full) => {}
-                Err(e) => return self.shared.check(Err(e)),
-            }
-            let deadline = *deadline.get_or_insert_with(|| deadline_of(timeout));
-            let shared = &*self.shared;
-            let cfg = shared.wait_cfg(&shared.send_spin, deadline);
-            if !self
-                .producer
-                .wait_writable(len, &cfg, &mut || shared.alive())?
-            {
-                return Err(ShmError::Timeout);
-            }
+    /// Waits until `len` more bytes of a frame (or the largest piece) fit.
+    fn wait_room(&mut self, len: usize, deadline: Option<Instant>) -> Result<()> {
+        let shared = &*self.shared;
+        let cfg = shared.wait_cfg(&shared.send_spin, deadline);
+        if !self
+            .producer
+            .wait_writable(len, &cfg, &mut || shared.alive())?
+        {
+            return Err(ShmError::Timeout);
         }
+        Ok(())
     }
 
     /// Largest frame this direction carries.
@@ -482,7 +660,8 @@ impl ShmSender {
     /// [`SendWaiter`]).
     pub fn waiter(&self) -> SendWaiter {
         SendWaiter {
-            ring: self.producer.storage().clone(),
+            waiter: RingWaiter::new(self.producer.storage().clone(), Sleeper::Producer),
+            bell: self.bell.clone(),
             shared: self.shared.clone(),
         }
     }
@@ -532,13 +711,18 @@ impl DerefMut for SendSlot<'_> {
 /// (the peer's sends fail with `Disconnected`).
 pub struct ShmReceiver {
     consumer: Consumer<MappedRing>,
+    /// The doorbell this side sleeps on while the ring is empty.
+    bell: Doorbell,
     shared: Arc<Shared>,
 }
 
 impl ShmReceiver {
     /// Borrows the next frame in place (zero-copy) without blocking;
     /// `Ok(None)` when none is there. Dropping the [`FrameRef`] frees its
-    /// room. After the peer closed, the remaining frames come first, then
+    /// room. A frame larger than one piece is reassembled on the way (its
+    /// pieces are copied out as they come, so this makes progress even when
+    /// it returns `None`) and is borrowed from the reassembly buffer. After
+    /// the peer closed, the remaining frames come first, then
     /// `Err(Disconnected)`.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<FrameRef<'_>>> {
@@ -553,10 +737,16 @@ impl ShmReceiver {
     /// the peer lives). `Err(Timeout)` at the deadline, `Err(Disconnected)`
     /// when the peer closed (after the last frame) or died.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<FrameRef<'_>> {
+        let at = self.wait_frame(timeout)?;
+        Ok(FrameRef(self.consumer.frame(at)))
+    }
+
+    /// Waits for the next whole frame.
+    fn wait_frame(&mut self, timeout: Option<Duration>) -> Result<Found> {
         let mut deadline = None;
         loop {
             match self.consumer.next_frame() {
-                Ok(Some(at)) => return Ok(FrameRef(self.consumer.frame(at))),
+                Ok(Some(at)) => return Ok(at),
                 Ok(None) => {}
                 Err(e) => return self.shared.check(Err(e)),
             }
@@ -569,15 +759,30 @@ impl ShmReceiver {
         }
     }
 
-    /// Copies the next frame out without blocking.
+    /// Copies the next frame out without blocking (a reassembled frame is
+    /// handed over without a copy).
     #[inline]
     pub fn try_recv_bytes(&mut self) -> Result<Option<Bytes>> {
-        Ok(self.try_recv()?.map(|f| Bytes::copy_from_slice(&f)))
+        match self.consumer.next_frame() {
+            Ok(Some(at)) => Ok(Some(self.take_bytes(at))),
+            Ok(None) => Ok(None),
+            Err(e) => self.shared.check(Err(e)),
+        }
     }
 
-    /// Copies the next frame out, waiting at most `timeout`.
+    /// Copies the next frame out, waiting at most `timeout` (a reassembled
+    /// frame is handed over without a copy).
     pub fn recv_bytes(&mut self, timeout: Option<Duration>) -> Result<Bytes> {
-        Ok(Bytes::copy_from_slice(&self.recv(timeout)?))
+        let at = self.wait_frame(timeout)?;
+        Ok(self.take_bytes(at))
+    }
+
+    #[inline]
+    fn take_bytes(&mut self, at: Found) -> Bytes {
+        match at {
+            Found::Assembled => Bytes::from(self.consumer.take_assembled()),
+            at => Bytes::copy_from_slice(&self.consumer.frame(at)),
+        }
     }
 
     /// Copies the next frame into `buf` (replacing its contents), waiting at
@@ -598,7 +803,8 @@ impl ShmReceiver {
     /// [`RecvWaiter`]).
     pub fn waiter(&self) -> RecvWaiter {
         RecvWaiter {
-            ring: self.consumer.storage().clone(),
+            waiter: RingWaiter::new(self.consumer.storage().clone(), Sleeper::Consumer),
+            bell: self.bell.clone(),
             shared: self.shared.clone(),
         }
     }
@@ -650,13 +856,80 @@ impl std::fmt::Debug for FrameRef<'_> {
     }
 }
 
-/// Waits, from any thread, until the receive ring has something for
-/// [`ShmReceiver::try_recv`] — for an async adapter that keeps the receiver
-/// on its task and parks the waiting on a helper thread. Never touches the
-/// ring indices; may return `Ok(true)` spuriously (call `try_recv` again).
+/// The doorbell of one waiting side: an eventfd that the peer writes after
+/// publishing, whenever this side announced a sleep
+/// ([`RecvWaiter::prepare_sleep`], [`SendWaiter::prepare_sleep`]). A reactor
+/// watches it for readability; after waking, [`Doorbell::drain`] it. Cloning
+/// shares the descriptor, which stays open while any clone lives (so it can
+/// be registered with a reactor by value).
+#[derive(Clone, Debug)]
+pub struct Doorbell(Arc<OwnedFd>);
+
+impl Doorbell {
+    /// Resets the doorbell (reads the eventfd), so that it is readable again
+    /// only after the next ring. Never blocks.
+    pub fn drain(&self) -> Result<()> {
+        let mut buf = [0u8; 8];
+        match rustix::io::read(&*self.0, &mut buf) {
+            Ok(_) => Ok(()),
+            Err(e) if e == Errno::AGAIN || e == Errno::INTR => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AsFd for Doorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for Doorbell {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// The rendezvous socket of a connection, for a reactor to watch beside the
+/// [`Doorbell`]: it becomes readable (hang-up) when the peer process dies or
+/// drops the connection. Readability alone proves nothing (a peer may also
+/// write stray bytes): confirm with [`RecvWaiter::check_peer`] /
+/// [`SendWaiter::check_peer`]. Nothing ever reads the socket. Cloning shares
+/// the descriptor.
+#[derive(Clone, Debug)]
+pub struct PeerFd(Arc<OwnedFd>);
+
+impl AsFd for PeerFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for PeerFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Waits until the receive ring has something for
+/// [`ShmReceiver::try_recv`], for an adapter that keeps the receiver on its
+/// task or thread. Never touches the ring indices; may report readiness
+/// spuriously (call `try_recv` again).
+///
+/// Two ways to wait, with one policy ([`Backoff`]):
+///
+/// * blocking: [`RecvWaiter::wait_readable`] spins, yields, then sleeps on
+///   the futex (in bounded slices, checking the peer between them);
+/// * in a reactor: run [`RecvWaiter::backoff`]'s steps around `try_recv`;
+///   at [`WaitStep::Sleep`](crate::WaitStep::Sleep) call
+///   [`RecvWaiter::prepare_sleep`]. `Ok(None)`: try again. A guard: wait until
+///   [`RecvWaiter::doorbell`] or [`RecvWaiter::peer_fd`] is readable, drain
+///   the doorbell (or run [`RecvWaiter::check_peer`] if the socket woke
+///   you), drop the guard, and try again.
 #[derive(Clone)]
 pub struct RecvWaiter {
-    ring: MappedRing,
+    waiter: RingWaiter<MappedRing>,
+    bell: Doorbell,
     shared: Arc<Shared>,
 }
 
@@ -664,29 +937,56 @@ impl RecvWaiter {
     /// Blocks until a frame (or the peer's close) is visible, `Ok(false)`
     /// after `timeout`, `Err(Disconnected)` when the peer died.
     pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool> {
-        let hdr = self.ring.header();
-        let ctl = &hdr.ctl.0;
         let shared = &*self.shared;
-        block_on(
-            &self.ring,
-            &ctl.data_seq,
-            &ctl.data_waiters,
+        self.waiter.block(
+            0,
             &shared.wait_cfg(&shared.recv_spin, deadline_of(timeout)),
-            || {
-                shared.dead.load(Relaxed)
-                    || hdr.head.0.load(Acquire) != hdr.tail.0.load(Acquire)
-                    || ctl.closed.load(Acquire) != 0
-            },
+            || shared.dead.load(Relaxed),
             &mut || shared.alive(),
         )
     }
+
+    /// The wait policy for one wait for frames (this side's spin budget,
+    /// adapted to how often spinning paid lately).
+    pub fn backoff(&self) -> Backoff<'_> {
+        Backoff::new(self.shared.config.spin_budget, Some(&self.shared.recv_spin))
+    }
+
+    /// Announces that this side sleeps until a frame comes, and re-checks.
+    /// `Ok(None)`: a frame (or the peer's close) is visible now — call
+    /// `try_recv`. `Ok(Some(guard))`: while the guard lives, the peer rings
+    /// [`RecvWaiter::doorbell`] after it publishes. `Err(Disconnected)`: the
+    /// peer is known to be gone.
+    pub fn prepare_sleep(&self) -> Result<Option<SleepGuard<'_>>> {
+        if self.shared.dead.load(Relaxed) {
+            return Err(ShmError::Disconnected);
+        }
+        Ok(self.waiter.prepare_sleep(0))
+    }
+
+    /// The doorbell this side sleeps on while its ring is empty.
+    pub fn doorbell(&self) -> &Doorbell {
+        &self.bell
+    }
+
+    /// The rendezvous socket, readable when the peer is gone.
+    pub fn peer_fd(&self) -> PeerFd {
+        PeerFd(self.shared.sock.clone())
+    }
+
+    /// Peer liveness: `Err(Disconnected)` once the peer is gone (one
+    /// zero-timeout `poll` of the rendezvous socket).
+    pub fn check_peer(&self) -> Result<()> {
+        self.shared.alive()
+    }
 }
 
-/// Waits, from any thread, until the send ring has room for a frame — the
-/// send-side twin of [`RecvWaiter`]. May return `Ok(true)` spuriously.
+/// Waits until the send ring has room for a frame — the send-side twin of
+/// [`RecvWaiter`], used the same two ways. May report readiness spuriously.
 #[derive(Clone)]
 pub struct SendWaiter {
-    ring: MappedRing,
+    waiter: RingWaiter<MappedRing>,
+    bell: Doorbell,
     shared: Arc<Shared>,
 }
 
@@ -694,28 +994,44 @@ impl SendWaiter {
     /// Blocks until a `len`-byte frame would fit (or the peer closed),
     /// `Ok(false)` after `timeout`, `Err(Disconnected)` when the peer died.
     pub fn wait_writable(&self, len: usize, timeout: Option<Duration>) -> Result<bool> {
-        let hdr = self.ring.header();
-        let ctl = &hdr.ctl.0;
         let shared = &*self.shared;
-        let cap = self.ring.capacity() as u64;
-        let rec = crate::layout::record_len(len) as u64;
-        block_on(
-            &self.ring,
-            &ctl.space_seq,
-            &ctl.space_waiters,
+        self.waiter.block(
+            len,
             &shared.wait_cfg(&shared.send_spin, deadline_of(timeout)),
-            || {
-                let head = hdr.head.0.load(Acquire);
-                let used = head.wrapping_sub(hdr.tail.0.load(Acquire));
-                // Padding up to the ring end first if the record does not fit
-                // before it.
-                let contig = cap - (head & (cap - 1));
-                let need = if rec <= contig { rec } else { contig + rec };
-                shared.dead.load(Relaxed)
-                    || ctl.closed.load(Acquire) != 0
-                    || used.saturating_add(need) <= cap
-            },
+            || shared.dead.load(Relaxed),
             &mut || shared.alive(),
         )
+    }
+
+    /// The wait policy for one wait for room.
+    pub fn backoff(&self) -> Backoff<'_> {
+        Backoff::new(self.shared.config.spin_budget, Some(&self.shared.send_spin))
+    }
+
+    /// Announces that this side sleeps until a `len`-byte frame fits, and
+    /// re-checks. `Ok(None)`: it fits (or the ring closed) — call
+    /// `try_send`. `Ok(Some(guard))`: while the guard lives, the peer rings
+    /// [`SendWaiter::doorbell`] after it frees room. `Err(Disconnected)`:
+    /// the peer is known to be gone.
+    pub fn prepare_sleep(&self, len: usize) -> Result<Option<SleepGuard<'_>>> {
+        if self.shared.dead.load(Relaxed) {
+            return Err(ShmError::Disconnected);
+        }
+        Ok(self.waiter.prepare_sleep(len))
+    }
+
+    /// The doorbell this side sleeps on while its ring is full.
+    pub fn doorbell(&self) -> &Doorbell {
+        &self.bell
+    }
+
+    /// The rendezvous socket, readable when the peer is gone.
+    pub fn peer_fd(&self) -> PeerFd {
+        PeerFd(self.shared.sock.clone())
+    }
+
+    /// Peer liveness, as [`RecvWaiter::check_peer`].
+    pub fn check_peer(&self) -> Result<()> {
+        self.shared.alive()
     }
 }

@@ -3,9 +3,15 @@
 //!
 //! A record is an 8-byte header — `u32` payload length in the low half, `u32`
 //! kind in the high half, written as one aligned `u64` — followed by the
-//! payload padded to a multiple of 8 bytes. A frame is always contiguous: when
-//! it does not fit before the end of the data region, the producer fills the
-//! rest with a padding record and writes the frame at offset 0.
+//! payload padded to a multiple of 8 bytes. A record is always contiguous:
+//! when it does not fit before the end of the data region, the producer fills
+//! the rest with a padding record and writes the record at offset 0.
+//!
+//! A record carries at most half the ring ([`max_payload_for`]). A frame that
+//! fits is one `KIND_FRAME` record; a larger one (up to the configured max
+//! frame size) is a `KIND_FIRST` record — the frame's total length as a
+//! little-endian `u64`, then its first bytes — followed by `KIND_CONT` records
+//! with the rest, which the consumer reassembles.
 
 use crate::sync::{AtomicU32, AtomicU64};
 
@@ -15,6 +21,15 @@ pub(crate) const REC_HDR: usize = 8;
 pub(crate) const KIND_FRAME: u32 = 0x4652_4d58; // "XMRF"
 /// Record kind of padding up to the end of the data region.
 pub(crate) const KIND_PAD: u32 = 0x5041_4458; // "XDAP"
+/// Record kind of the first piece of a frame larger than one record.
+pub(crate) const KIND_FIRST: u32 = 0x5453_5258; // "XRST"
+/// Record kind of a further piece of a frame larger than one record.
+pub(crate) const KIND_CONT: u32 = 0x544e_4358; // "XCNT"
+/// Bytes of the total-length prefix of a `KIND_FIRST` payload.
+pub(crate) const FIRST_PREFIX: usize = 8;
+
+/// Largest max frame size (the largest length a 4-byte stream prefix carries).
+pub(crate) const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
 
 /// Smallest ring data capacity in bytes.
 pub(crate) const MIN_CAPACITY: usize = 32;
@@ -31,10 +46,11 @@ pub(crate) const fn record_len(len: usize) -> usize {
     REC_HDR + ((len + 7) & !7)
 }
 
-/// Largest frame a ring of `capacity` bytes carries: half the ring, so that a
-/// frame always fits into an empty ring, wherever its indices stand.
+/// Largest record payload a ring of `capacity` bytes carries: half the ring,
+/// so that a record always fits into an empty ring, wherever its indices
+/// stand. Larger frames travel in pieces.
 #[inline]
-pub(crate) const fn max_frame_for(capacity: usize) -> usize {
+pub(crate) const fn max_payload_for(capacity: usize) -> usize {
     capacity / 2 - REC_HDR
 }
 
@@ -48,13 +64,18 @@ pub(crate) fn check_capacity(capacity: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a (capacity, max frame) pair.
+/// Checks a (capacity, max frame) pair. The max frame size does not depend
+/// on the capacity: frames larger than a record travel in pieces.
 pub(crate) fn check_geometry(capacity: usize, max_frame: usize) -> Result<(), String> {
     check_capacity(capacity)?;
-    if max_frame == 0 || max_frame > max_frame_for(capacity) {
+    if max_frame == 0 || max_frame > MAX_FRAME_LIMIT {
         return Err(format!(
-            "max frame size {max_frame} not in [1, {}] (half the ring capacity {capacity} less an 8-byte record header)",
-            max_frame_for(capacity)
+            "max frame size {max_frame} not in [1, {MAX_FRAME_LIMIT}]"
+        ));
+    }
+    if max_frame > max_payload_for(capacity) && max_payload_for(capacity) <= FIRST_PREFIX {
+        return Err(format!(
+            "max frame size {max_frame} needs pieces, and a ring of {capacity} bytes is too small for them (at least 64)"
         ));
     }
     Ok(())

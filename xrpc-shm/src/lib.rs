@@ -19,17 +19,24 @@
 //!   by copy ([`ShmSender::try_send`]) or written in place
 //!   ([`ShmSender::try_reserve`] + [`SendSlot::commit`]).
 //! * No allocation and no system call happen per frame while both sides are
-//!   busy: a side that finds nothing to do spins (adaptively, at most
-//!   [`ShmConfig::spin_budget`]), then sleeps on a shared futex in bounded
-//!   slices, announcing that it sleeps so that the peer wakes it only then.
+//!   busy: a side that finds nothing to do follows one wait policy
+//!   ([`Backoff`]: spin, adaptively and at most [`ShmConfig::spin_budget`],
+//!   then yield, then sleep) and announces that it sleeps, so that the peer
+//!   wakes it only then — by bumping a shared futex *and* ringing the
+//!   sleeper's [`Doorbell`] (an eventfd), so that a side may sleep on either:
+//!   a thread on the futex, a task in its runtime's reactor.
 //! * Everything read from the mapping is untrusted: each side keeps its own
 //!   index privately, reads the peer's index once, validates it, and reports
 //!   any violation as [`ShmError::Corrupt`] (the connection is then dead).
 //!
-//! The runtime-agnostic blocking API is the whole API: an async adapter calls
-//! the non-blocking `try_*` methods on its task and, when they report "empty"
-//! or "full", waits on a helper thread with a [`RecvWaiter`] / [`SendWaiter`]
-//! (both `Send + Sync + Clone`), which never touch the ring indices.
+//! The API is runtime-neutral: a blocking caller uses `send` / `recv`; an
+//! async adapter calls the non-blocking `try_*` methods on its task and, when
+//! they report "empty" or "full", runs the [`Backoff`] steps of a
+//! [`RecvWaiter`] / [`SendWaiter`] (both `Send + Sync + Clone`, they never
+//! touch the ring indices), and finally announces its sleep
+//! ([`RecvWaiter::prepare_sleep`]) and registers the [`Doorbell`] and the
+//! [`PeerFd`] (the rendezvous socket, readable on the peer's death) with its
+//! reactor.
 //!
 //! The ring algorithm is generic over its storage; under `--cfg loom` it is
 //! checked with a heap-backed storage (see `tests/loom.rs`). The `test-util`
@@ -60,10 +67,12 @@ mod segment;
 pub mod testing;
 
 pub use error::{Result, ShmError};
+pub use wait::{Backoff, SleepGuard, Sleeper, WaitStep};
 
 #[cfg(not(loom))]
 pub use config::ShmConfig;
 #[cfg(not(loom))]
 pub use conn::{
-    FrameRef, RecvWaiter, SendSlot, SendWaiter, ShmConnection, ShmListener, ShmReceiver, ShmSender,
+    Doorbell, FrameRef, PeerFd, RecvWaiter, SendSlot, SendWaiter, ShmConnection, ShmConnector,
+    ShmListener, ShmReceiver, ShmSender,
 };

@@ -8,18 +8,25 @@
 //! when the ring looks full, the consumer re-reads the head only when it looks
 //! empty. Record headers are copied once into a local and bounded before use.
 //! Any violation is [`ShmError::Corrupt`] and kills this end for good.
+//!
+//! A frame larger than one record ([`crate::layout`]) travels in pieces: the
+//! producer publishes a `KIND_FIRST` record and then `KIND_CONT` records as
+//! room frees up, and the consumer copies each piece into a reassembly buffer
+//! (releasing its room at once, so a frame may be larger than the ring),
+//! bounded by the frame's declared total, itself bounded by the max frame
+//! size. The buffer is empty (no allocation) between large frames.
 
 use std::ops::{Deref, DerefMut};
 use std::ptr;
 
 use crate::error::{Result, ShmError, corrupt};
 use crate::layout::{
-    CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, KIND_FRAME, KIND_PAD, REC_HDR, check_geometry,
-    decode_rec, encode_rec, record_len,
+    CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, FIRST_PREFIX, KIND_CONT, KIND_FIRST, KIND_FRAME,
+    KIND_PAD, REC_HDR, check_geometry, decode_rec, encode_rec, max_payload_for, record_len,
 };
 use crate::storage::RingStorage;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
-use crate::wait::{WaitCfg, block_on, notify};
+use crate::wait::{SleepGuard, Sleeper, WaitCfg, announce, block_on, notify, wake};
 
 fn dead_error() -> ShmError {
     corrupt("ring is dead after an earlier corruption")
@@ -31,6 +38,10 @@ pub struct Producer<S: RingStorage> {
     cap: u64,
     mask: u64,
     max_frame: usize,
+    /// Largest record payload (half the ring less a header).
+    max_payload: usize,
+    /// The frame being sent in pieces: (total length, bytes published).
+    partial: Option<(usize, usize)>,
     /// Authoritative write position (private).
     head: u64,
     /// Last validated consumer position.
@@ -44,6 +55,13 @@ pub struct Consumer<S: RingStorage> {
     cap: u64,
     mask: u64,
     max_frame: usize,
+    /// Largest record payload (half the ring less a header).
+    max_payload: usize,
+    /// Reassembly of a frame that arrives in pieces; empty (unallocated)
+    /// between such frames.
+    partial: Vec<u8>,
+    /// Declared total length of the frame in `partial`; 0: none under way.
+    partial_total: usize,
     /// Authoritative read position (private).
     tail: u64,
     /// Last validated producer position.
@@ -73,6 +91,8 @@ impl<S: RingStorage> Producer<S> {
             cap: cap as u64,
             mask: cap as u64 - 1,
             max_frame,
+            max_payload: max_payload_for(cap),
+            partial: None,
             head: 0,
             cached_tail: 0,
             dead: false,
@@ -85,19 +105,34 @@ impl<S: RingStorage> Producer<S> {
         self.max_frame
     }
 
-    /// Reserves room for a frame of `len` bytes, to be written in place and
-    /// published with [`Slot::commit`]. `Err(Full)` when there is no room now.
+    /// Largest frame written in one record (in place with
+    /// [`Producer::try_reserve`], or at once by [`Producer::try_send`]).
+    #[inline]
+    pub fn max_piece(&self) -> usize {
+        self.max_payload.min(self.max_frame)
+    }
+
+    /// Reserves room for a frame of `len` bytes (at most
+    /// [`Producer::max_piece`]), to be written in place and published with
+    /// [`Slot::commit`]. `Err(Full)` when there is no room now.
     #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<Slot<'_, S>> {
         if self.dead {
             return Err(dead_error());
         }
-        if len > self.max_frame {
+        if len > self.max_piece() {
             return Err(ShmError::FrameTooLarge {
                 size: len,
-                max: self.max_frame,
+                max: self.max_piece(),
             });
         }
+        self.reserve_record(len, KIND_FRAME)
+    }
+
+    /// Reserves room for one record of `kind` with `len` payload bytes
+    /// (`len <= max_payload`, checked by callers).
+    #[inline]
+    fn reserve_record(&mut self, len: usize, kind: u32) -> Result<Slot<'_, S>> {
         if self.storage.header().ctl.0.closed.load(Relaxed) != 0 {
             return Err(ShmError::Disconnected);
         }
@@ -113,17 +148,71 @@ impl<S: RingStorage> Producer<S> {
             producer: self,
             frame_off: frame_off as usize,
             len,
+            kind,
             pad,
             rec,
         })
     }
 
     /// Copies `frame` into the ring. `Err(Full)` when there is no room now.
+    ///
+    /// A frame of at most [`Producer::max_piece`] bytes is published whole or
+    /// not at all. A larger one may be published in part before `Full`: the
+    /// next send then starts over, and the consumer drops the unfinished
+    /// frame. To go on where a send stopped, use [`Producer::try_send_from`].
     #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<()> {
-        let mut slot = self.try_reserve(frame.len())?;
-        slot.copy_from_slice(frame);
-        slot.commit();
+        let mut sent = 0;
+        self.try_send_from(frame, &mut sent)
+    }
+
+    /// Copies `frame[*sent..]` into the ring, as much as fits now, and
+    /// advances `*sent`: `Ok(())` once the whole frame is published,
+    /// `Err(Full)` when the ring filled up first (call again with the same
+    /// frame and counter once there is room). Start a frame with `*sent ==
+    /// 0`; a counter that does not match the frame under way starts it over
+    /// (the consumer drops the unfinished one).
+    pub fn try_send_from(&mut self, frame: &[u8], sent: &mut usize) -> Result<()> {
+        if self.dead {
+            return Err(dead_error());
+        }
+        let total = frame.len();
+        if total > self.max_frame {
+            return Err(ShmError::FrameTooLarge {
+                size: total,
+                max: self.max_frame,
+            });
+        }
+        if total <= self.max_payload {
+            let mut slot = self.reserve_record(total, KIND_FRAME)?;
+            slot.copy_from_slice(frame);
+            slot.commit();
+            self.partial = None;
+            *sent = total;
+            return Ok(());
+        }
+        if *sent == 0 || self.partial != Some((total, *sent)) {
+            *sent = 0;
+        }
+        while *sent < total {
+            let s = *sent;
+            if s == 0 {
+                let chunk = self.max_payload - FIRST_PREFIX;
+                let mut slot = self.reserve_record(FIRST_PREFIX + chunk, KIND_FIRST)?;
+                slot[..FIRST_PREFIX].copy_from_slice(&(total as u64).to_le_bytes());
+                slot[FIRST_PREFIX..].copy_from_slice(&frame[..chunk]);
+                slot.commit();
+                *sent = chunk;
+            } else {
+                let chunk = (total - s).min(self.max_payload);
+                let mut slot = self.reserve_record(chunk, KIND_CONT)?;
+                slot.copy_from_slice(&frame[s..s + chunk]);
+                slot.commit();
+                *sent = s + chunk;
+            }
+            self.partial = Some((total, *sent));
+        }
+        self.partial = None;
         Ok(())
     }
 
@@ -162,23 +251,22 @@ impl<S: RingStorage> Producer<S> {
             return true;
         }
         let t = hdr.tail.0.load(Acquire);
-        let (pad, rec) = self.layout_for(len.min(self.max_frame));
+        let (pad, rec) = self.layout_for(len.min(self.max_payload));
         t < self.cached_tail || t > self.head || self.head - t + pad + rec <= self.cap
     }
 
-    /// Blocks until a frame of `len` bytes would fit (`Ok(true)`) or the
-    /// deadline passes (`Ok(false)`).
+    /// Blocks until a frame of `len` bytes (or, for a larger frame, a
+    /// record of the largest size) would fit (`Ok(true)`) or the deadline
+    /// passes (`Ok(false)`).
     pub(crate) fn wait_writable(
         &self,
         len: usize,
         cfg: &WaitCfg,
         alive: &mut dyn FnMut() -> Result<()>,
     ) -> Result<bool> {
-        let ctl = &self.storage.header().ctl.0;
         block_on(
             &self.storage,
-            &ctl.space_seq,
-            &ctl.space_waiters,
+            Sleeper::Producer,
             cfg,
             || self.writable(len),
             alive,
@@ -199,12 +287,10 @@ impl<S: RingStorage> Producer<S> {
 }
 
 fn close_ring<S: RingStorage>(s: &S, bit: u32) {
-    let ctl = &s.header().ctl.0;
-    ctl.closed.fetch_or(bit, Release);
-    for seq in [&ctl.data_seq, &ctl.space_seq] {
-        seq.fetch_add(1, Release);
-        s.futex_wake(seq);
-    }
+    s.header().ctl.0.closed.fetch_or(bit, Release);
+    // Unconditionally: a close is rare, and a sleeper must see it.
+    wake(s, Sleeper::Consumer);
+    wake(s, Sleeper::Producer);
 }
 
 /// Room reserved in the ring for one frame; write it, then [`Slot::commit`].
@@ -213,6 +299,7 @@ pub struct Slot<'a, S: RingStorage> {
     producer: &'a mut Producer<S>,
     frame_off: usize,
     len: usize,
+    kind: u32,
     pad: u64,
     rec: u64,
 }
@@ -227,11 +314,15 @@ impl<S: RingStorage> Slot<'_, S> {
             let pad_off = (p.head & p.mask) as usize;
             write_rec(s, pad_off, (self.pad as usize - REC_HDR) as u32, KIND_PAD);
         }
-        write_rec(s, self.frame_off, self.len as u32, KIND_FRAME);
+        write_rec(s, self.frame_off, self.len as u32, self.kind);
+        if self.kind != KIND_CONT {
+            // A new frame: the consumer drops any unfinished one.
+            p.partial = None;
+        }
         p.head += self.pad + self.rec;
         let hdr = s.header();
         hdr.head.0.store(p.head, Release);
-        notify(s, &hdr.ctl.0.data_seq, &hdr.ctl.0.data_waiters);
+        notify(s, Sleeper::Consumer);
     }
 }
 
@@ -290,6 +381,9 @@ impl<S: RingStorage> Consumer<S> {
             cap: cap as u64,
             mask: cap as u64 - 1,
             max_frame,
+            max_payload: max_payload_for(cap),
+            partial: Vec::new(),
+            partial_total: 0,
             tail: 0,
             cached_head: 0,
             dead: false,
@@ -303,22 +397,18 @@ impl<S: RingStorage> Consumer<S> {
     }
 
     #[cfg(any(test, loom, feature = "test-util"))]
-    /// Borrows the next frame in place, or `Ok(None)` when the ring is empty.
+    /// Borrows the next frame (in place, or from the reassembly buffer when
+    /// it came in pieces), or `Ok(None)` when no whole frame is there yet.
     /// Dropping the [`Frame`] releases its room to the producer.
     /// `Err(Disconnected)` once the producer closed and every frame was read.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Frame<'_, S>>> {
-        Ok(self.next_frame()?.map(|(off, len, next)| Frame {
-            consumer: self,
-            off,
-            len,
-            next,
-        }))
+        Ok(self.next_frame()?.map(|at| self.frame(at)))
     }
 
     #[cfg(any(test, loom, feature = "test-util"))]
     /// Copies the next frame into `buf` (replacing its contents); `Ok(false)`
-    /// when the ring is empty.
+    /// when no whole frame is there yet.
     #[inline]
     pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
         match self.try_recv()? {
@@ -331,20 +421,31 @@ impl<S: RingStorage> Consumer<S> {
         }
     }
 
-    /// Locates the next frame: (payload offset, length, next tail).
+    /// Locates the next whole frame. Pieces of a large frame are copied into
+    /// the reassembly buffer (and their room released) on the way.
     #[inline]
-    pub(crate) fn next_frame(&mut self) -> Result<Option<(usize, usize, u64)>> {
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Found>> {
         if self.dead {
             return Err(dead_error());
         }
-        if self.cached_head == self.tail && !self.refresh_head()? {
-            return Ok(None);
-        }
-        match self.parse() {
-            Ok(found) => Ok(found),
-            Err(e) => {
-                self.dead = true;
-                Err(e)
+        loop {
+            if self.cached_head == self.tail && !self.refresh_head()? {
+                return Ok(None);
+            }
+            let found = match self.parse() {
+                Ok(Some(rec)) => self.take(rec),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(found)) => return Ok(Some(found)),
+                // Padding, or a piece of a large frame: go on.
+                Ok(None) => {}
+                Err(e) => {
+                    self.dead = true;
+                    self.drop_partial();
+                    return Err(e);
+                }
             }
         }
     }
@@ -360,6 +461,8 @@ impl<S: RingStorage> Consumer<S> {
             // Closed: frames published before the close must still be seen.
             h = self.load_head()?;
             if h == self.tail {
+                // An unfinished large frame never completes now.
+                self.drop_partial();
                 return Err(ShmError::Disconnected);
             }
         }
@@ -380,7 +483,9 @@ impl<S: RingStorage> Consumer<S> {
         Ok(h)
     }
 
-    fn parse(&mut self) -> Result<Option<(usize, usize, u64)>> {
+    /// Reads and bounds the record at the tail (skipping a padding record):
+    /// `Ok(None)` when only padding was published.
+    fn parse(&mut self) -> Result<Option<Record>> {
         let s = &self.storage;
         let mut avail = self.cached_head - self.tail;
         let mut off = self.tail & self.mask;
@@ -404,39 +509,138 @@ impl<S: RingStorage> Consumer<S> {
             }
             (len, kind) = read_rec(s, 0);
         }
-        if kind != KIND_FRAME {
-            return Err(corrupt(format!(
-                "record kind {kind:#x} at offset {off} is neither frame nor padding"
-            )));
-        }
         let len = len as usize;
-        if len > self.max_frame {
-            return Err(corrupt(format!(
-                "frame length {len} exceeds max {}",
-                self.max_frame
-            )));
+        let limit = match kind {
+            KIND_FRAME => self.max_payload.min(self.max_frame),
+            KIND_FIRST | KIND_CONT => self.max_payload,
+            _ => {
+                return Err(corrupt(format!(
+                    "record kind {kind:#x} at offset {off} is neither frame, piece nor padding"
+                )));
+            }
+        };
+        if len > limit {
+            return Err(corrupt(format!("record length {len} exceeds max {limit}")));
         }
         let rec = record_len(len) as u64;
         if rec > avail || off + rec > self.cap {
             return Err(corrupt(format!(
-                "frame record of {rec} bytes at offset {off} overruns the {avail} published bytes or the ring end"
+                "record of {rec} bytes at offset {off} overruns the {avail} published bytes or the ring end"
             )));
         }
-        Ok(Some((off as usize + REC_HDR, len, self.tail + rec)))
+        Ok(Some(Record {
+            kind,
+            off: off as usize + REC_HDR,
+            len,
+            next: self.tail + rec,
+        }))
+    }
+
+    /// Handles a bounded record: a whole frame is returned in place; a piece
+    /// is copied into the reassembly buffer and released, and the frame is
+    /// returned once complete.
+    fn take(&mut self, r: Record) -> Result<Option<Found>> {
+        match r.kind {
+            KIND_FRAME => {
+                // A new frame: a producer that gave up a large frame
+                // mid-way starts over; the unfinished one is dropped.
+                self.drop_partial();
+                Ok(Some(Found::InPlace {
+                    off: r.off,
+                    len: r.len,
+                    next: r.next,
+                }))
+            }
+            KIND_FIRST => {
+                self.drop_partial();
+                if r.len <= FIRST_PREFIX {
+                    return Err(corrupt(format!(
+                        "first piece of {} bytes carries no frame bytes",
+                        r.len
+                    )));
+                }
+                let total = u64::from_le(read_u64(&self.storage, r.off));
+                let chunk = r.len - FIRST_PREFIX;
+                let total = match usize::try_from(total) {
+                    Ok(t) if t <= self.max_frame && t > chunk => t,
+                    _ => {
+                        return Err(corrupt(format!(
+                            "large frame of {total} bytes not in ({chunk}, {}]",
+                            self.max_frame
+                        )));
+                    }
+                };
+                self.partial_total = total;
+                self.append(r.off + FIRST_PREFIX, chunk);
+                self.release(r.off, r.len, r.next);
+                Ok(None)
+            }
+            _ => {
+                // KIND_CONT (`parse` admits no other kind).
+                let have = self.partial.len();
+                if self.partial_total == 0 || r.len == 0 || r.len > self.partial_total - have {
+                    return Err(corrupt(format!(
+                        "piece of {} bytes does not continue a large frame ({have} of {} bytes received)",
+                        r.len, self.partial_total
+                    )));
+                }
+                self.append(r.off, r.len);
+                self.release(r.off, r.len, r.next);
+                if self.partial.len() == self.partial_total {
+                    Ok(Some(Found::Assembled))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Copies `len` payload bytes at `off` into the reassembly buffer, which
+    /// grows by doubling but never beyond the declared total (itself at most
+    /// the max frame size).
+    fn append(&mut self, off: usize, len: usize) {
+        let need = self.partial.len() + len;
+        debug_assert!(need <= self.partial_total);
+        if need > self.partial.capacity() {
+            let want = need
+                .max(self.partial.capacity() * 2)
+                .min(self.partial_total);
+            self.partial.reserve_exact(want - self.partial.len());
+        }
+        let s = &self.storage;
+        s.track_read(off, len);
+        // SAFETY: `parse` checked that the record (`off - 8 + record_len(len)`)
+        // lies within the capacity and the published bytes, which the producer
+        // does not overwrite before we release them (a hostile producer can,
+        // but only with garbage bytes, never out of bounds).
+        let bytes = unsafe { std::slice::from_raw_parts(s.data().add(off), len) };
+        self.partial.extend_from_slice(bytes);
+    }
+
+    /// Forgets an unfinished (or delivered) large frame and frees its buffer.
+    #[inline]
+    fn drop_partial(&mut self) {
+        if self.partial_total != 0 || self.partial.capacity() != 0 {
+            self.partial = Vec::new();
+            self.partial_total = 0;
+        }
+    }
+
+    /// Takes the reassembled frame found by `next_frame` (`Found::Assembled`).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn take_assembled(&mut self) -> Vec<u8> {
+        self.partial_total = 0;
+        std::mem::take(&mut self.partial)
     }
 
     #[inline]
     fn publish_tail(&self) {
         let hdr = self.storage.header();
         hdr.tail.0.store(self.tail, Release);
-        notify(
-            &self.storage,
-            &hdr.ctl.0.space_seq,
-            &hdr.ctl.0.space_waiters,
-        );
+        notify(&self.storage, Sleeper::Producer);
     }
 
-    /// Releases the frame found by `next_frame`.
+    /// Releases the record at `off` (payload offset) of `len` bytes.
     #[inline]
     pub(crate) fn release(&mut self, off: usize, len: usize, next: u64) {
         self.storage.track_read(off, len);
@@ -458,11 +662,9 @@ impl<S: RingStorage> Consumer<S> {
         cfg: &WaitCfg,
         alive: &mut dyn FnMut() -> Result<()>,
     ) -> Result<bool> {
-        let ctl = &self.storage.header().ctl.0;
         block_on(
             &self.storage,
-            &ctl.data_seq,
-            &ctl.data_waiters,
+            Sleeper::Consumer,
             cfg,
             || self.readable(),
             alive,
@@ -481,15 +683,39 @@ impl<S: RingStorage> Consumer<S> {
     }
 
     /// Builds a frame borrow from `next_frame`'s result.
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn frame(&mut self, (off, len, next): (usize, usize, u64)) -> Frame<'_, S> {
-        Frame {
-            consumer: self,
-            off,
-            len,
-            next,
-        }
+    pub(crate) fn frame(&mut self, at: Found) -> Frame<'_, S> {
+        Frame { consumer: self, at }
     }
+}
+
+/// A bounded record at the tail.
+struct Record {
+    kind: u32,
+    /// Payload offset in the data region.
+    off: usize,
+    len: usize,
+    /// Tail position after the record.
+    next: u64,
+}
+
+/// Where the next whole frame is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Found {
+    /// In the ring: payload offset, length, tail position after it.
+    InPlace { off: usize, len: usize, next: u64 },
+    /// In the consumer's reassembly buffer.
+    Assembled,
+}
+
+/// Reads the aligned `u64` at `off` of the data region.
+#[inline]
+fn read_u64<S: RingStorage>(s: &S, off: usize) -> u64 {
+    debug_assert!(off.is_multiple_of(8) && off + 8 <= s.capacity());
+    s.track_read(off, 8);
+    // SAFETY: callers pass the 8-aligned payload offset of a bounded record
+    // of more than 8 payload bytes, so `off + 8 <= capacity`; the region is
+    // valid per the storage contract. Volatile: the peer may write it.
+    unsafe { ptr::read_volatile(s.data().add(off).cast::<u64>()) }
 }
 
 /// A frame borrowed in place from the ring. Dropping it (or
@@ -500,9 +726,7 @@ impl<S: RingStorage> Consumer<S> {
 /// out before validating if that matters.
 pub struct Frame<'a, S: RingStorage> {
     consumer: &'a mut Consumer<S>,
-    off: usize,
-    len: usize,
-    next: u64,
+    at: Found,
 }
 
 impl<S: RingStorage> Frame<'_, S> {
@@ -516,20 +740,99 @@ impl<S: RingStorage> Deref for Frame<'_, S> {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        let s = &self.consumer.storage;
-        s.track_read(self.off, self.len);
-        // SAFETY: `parse` checked `off - 8 + record_len(len) <= capacity` and
-        // that the record lies within the published bytes, which the producer
-        // does not overwrite until this frame is released (a hostile producer
-        // can, but only with garbage bytes, never out of bounds).
-        unsafe { std::slice::from_raw_parts(s.data().add(self.off), self.len) }
+        match self.at {
+            Found::InPlace { off, len, .. } => {
+                let s = &self.consumer.storage;
+                s.track_read(off, len);
+                // SAFETY: `parse` checked `off - 8 + record_len(len) <=
+                // capacity` and that the record lies within the published
+                // bytes, which the producer does not overwrite until this
+                // frame is released (a hostile producer can, but only with
+                // garbage bytes, never out of bounds).
+                unsafe { std::slice::from_raw_parts(s.data().add(off), len) }
+            }
+            Found::Assembled => &self.consumer.partial,
+        }
     }
 }
 
 impl<S: RingStorage> Drop for Frame<'_, S> {
     #[inline]
     fn drop(&mut self) {
-        self.consumer.release(self.off, self.len, self.next);
+        match self.at {
+            Found::InPlace { off, len, next } => self.consumer.release(off, len, next),
+            Found::Assembled => self.consumer.drop_partial(),
+        }
+    }
+}
+
+/// The waiting side of one end of a ring, apart from the end itself: it
+/// judges readiness from the shared header alone (never touching the private
+/// indices), so it can live on another thread or task than the end — the
+/// handle an adapter sleeps with.
+#[derive(Clone)]
+pub(crate) struct RingWaiter<S: RingStorage> {
+    storage: S,
+    who: Sleeper,
+}
+
+impl<S: RingStorage> RingWaiter<S> {
+    /// The waiter of the consumer (`Sleeper::Consumer`) or the producer of
+    /// the ring on `storage`.
+    pub(crate) fn new(storage: S, who: Sleeper) -> Self {
+        RingWaiter { storage, who }
+    }
+
+    /// Whether the end would make progress now (for the producer: whether
+    /// a frame of `len` bytes, or the largest record, fits). Also `true` when the ring is closed, so
+    /// that the next `try_*` reports it. May be `true` spuriously.
+    pub(crate) fn ready(&self, len: usize) -> bool {
+        let hdr = self.storage.header();
+        let ctl = &hdr.ctl.0;
+        if ctl.closed.load(Acquire) != 0 {
+            return true;
+        }
+        let head = hdr.head.0.load(Acquire);
+        let tail = hdr.tail.0.load(Acquire);
+        match self.who {
+            Sleeper::Consumer => head != tail,
+            Sleeper::Producer => {
+                let cap = self.storage.capacity() as u64;
+                // A larger frame goes in pieces of at most the largest record.
+                let rec = record_len(len.min(max_payload_for(self.storage.capacity()))) as u64;
+                let used = head.wrapping_sub(tail);
+                // Padding up to the ring end first if the record does not
+                // fit before it.
+                let contig = cap - (head & (cap - 1));
+                let need = if rec <= contig { rec } else { contig + rec };
+                used.saturating_add(need) <= cap
+            }
+        }
+    }
+
+    /// Announces a sleep and re-checks [`RingWaiter::ready`]: `None` when
+    /// ready, else the guard of the announced sleep.
+    pub(crate) fn prepare_sleep(&self, len: usize) -> Option<SleepGuard<'_>> {
+        let (_, waiters) = self.who.words(&self.storage.header().ctl.0);
+        announce(waiters, || self.ready(len))
+    }
+
+    /// Blocks on the futex until ready (see [`block_on`]).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn block(
+        &self,
+        len: usize,
+        cfg: &WaitCfg,
+        extra_ready: impl Fn() -> bool,
+        alive: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<bool> {
+        block_on(
+            &self.storage,
+            self.who,
+            cfg,
+            || extra_ready() || self.ready(len),
+            alive,
+        )
     }
 }
 

@@ -26,9 +26,10 @@ use crate::error::{Result, ShmError};
 use crate::layout::{RING_HEADER_SIZE, RingHeader, check_geometry};
 use crate::storage::RingStorage;
 use crate::sync::{Arc, AtomicU32};
+use crate::wait::Sleeper;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"XRPCSHM\0");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const SEGMENT_HEADER_SIZE: usize = 128;
 
 /// Index of the client→server ring.
@@ -240,8 +241,32 @@ impl Segment {
             header,
             data,
             capacity: self.geo.capacity,
+            bells: None,
         }
     }
+}
+
+/// The two doorbells of one ring (eventfds): the consumer's (rung when
+/// frames are published) and the producer's (rung when room is freed).
+#[derive(Clone, Debug)]
+pub(crate) struct RingBells {
+    /// Indexed by [`Sleeper::index`].
+    pub(crate) fds: [Arc<OwnedFd>; 2],
+}
+
+impl RingBells {
+    /// The doorbell of `who`.
+    pub(crate) fn of(&self, who: Sleeper) -> &Arc<OwnedFd> {
+        &self.fds[who.index()]
+    }
+}
+
+/// Rings an eventfd doorbell: adds one to its counter. Never blocks (the
+/// eventfd is non-blocking); a counter at its maximum (`EAGAIN`) already
+/// reads as rung, and any other error leaves the futex and the peer-death
+/// detection to do their part, so errors are ignored.
+pub(crate) fn ring_eventfd(fd: &OwnedFd) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 /// The storage of one ring inside a mapped segment.
@@ -251,6 +276,17 @@ pub struct MappedRing {
     header: *const RingHeader,
     data: *mut u8,
     capacity: usize,
+    /// The doorbells rung after the futex wake (none in tests that use bare
+    /// segments).
+    bells: Option<RingBells>,
+}
+
+impl MappedRing {
+    /// This ring with its doorbells.
+    pub(crate) fn with_bells(mut self, bells: RingBells) -> Self {
+        self.bells = Some(bells);
+        self
+    }
 }
 
 // SAFETY: the pointers target the shared mapping kept alive by `_map`; the
@@ -289,6 +325,12 @@ unsafe impl RingStorage for MappedRing {
 
     fn futex_wake(&self, word: &AtomicU32) {
         crate::futex::wake_all(word);
+    }
+
+    fn ring_doorbell(&self, who: Sleeper) {
+        if let Some(bells) = &self.bells {
+            ring_eventfd(bells.of(who));
+        }
     }
 }
 
@@ -351,7 +393,7 @@ mod tests {
         patch("capacity huge", 16, &(1u64 << 40).to_le_bytes());
         patch("capacity small", 16, &64u64.to_le_bytes());
         patch("max frame zero", 24, &0u64.to_le_bytes());
-        patch("max frame > half", 24, &4096u64.to_le_bytes());
+        patch("max frame > 4 GiB", 24, &(1u64 << 32).to_le_bytes());
         patch("total size", 32, &(total + 8).to_le_bytes());
         for (name, header, size, seal) in cases {
             let fd = raw_segment_fd(&header, size, seal);

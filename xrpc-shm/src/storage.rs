@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::layout::RingHeader;
 use crate::sync::AtomicU32;
+use crate::wait::Sleeper;
 
 /// The memory a ring runs on: a header of atomics and a data region.
 ///
@@ -34,6 +35,10 @@ pub unsafe trait RingStorage: Send + Sync {
     fn futex_wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
     /// Wakes every sleeper of `word`.
     fn futex_wake(&self, word: &AtomicU32);
+    /// Rings the doorbell of `who` (after its futex was woken), for a side
+    /// that sleeps in a reactor. Default: there is no doorbell.
+    #[inline]
+    fn ring_doorbell(&self, _who: Sleeper) {}
 }
 
 #[cfg(any(test, loom, feature = "test-util"))]
@@ -42,7 +47,7 @@ pub use heap::HeapStorage;
 #[cfg(any(test, loom, feature = "test-util"))]
 mod heap {
     use super::*;
-    use crate::sync::Arc;
+    use crate::sync::{Arc, Condvar, Mutex};
 
     /// A ring storage on the heap: the ring algorithm without shared memory, for
     /// loom models, unit tests and fuzzing. Cloning shares the same ring.
@@ -60,6 +65,10 @@ mod heap {
         cells: Box<[loom::cell::UnsafeCell<()>]>,
         #[cfg(loom)]
         futex: (loom::sync::Mutex<()>, loom::sync::Condvar),
+        /// The model of the two doorbells (consumer, producer): an eventfd is
+        /// a counter that is readable while non-zero, rung by adding one,
+        /// and drained by resetting it.
+        bells: (Mutex<[u64; 2]>, Condvar),
     }
 
     // SAFETY: the data region is only accessed through raw pointers by the ring,
@@ -85,8 +94,28 @@ mod heap {
                         .collect(),
                     #[cfg(loom)]
                     futex: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
+                    bells: (Mutex::new([0; 2]), Condvar::new()),
                 }),
             })
+        }
+
+        /// Sleeps until the doorbell of `who` is readable (rung since it was
+        /// last drained) — what a reactor does with the eventfd. Never times
+        /// out: under loom, a lost wake-up is a deadlock that loom reports.
+        pub fn doorbell_wait(&self, who: Sleeper) {
+            let (lock, cv) = &self.inner.bells;
+            let mut bells = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while bells[who.index()] == 0 {
+                bells = cv.wait(bells).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+
+        /// Drains the doorbell of `who` (reads the eventfd): returns how
+        /// often it was rung since the last drain.
+        pub fn doorbell_drain(&self, who: Sleeper) -> u64 {
+            let (lock, _) = &self.inner.bells;
+            let mut bells = lock.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut bells[who.index()])
         }
 
         #[cfg(loom)]
@@ -164,6 +193,13 @@ mod heap {
         #[cfg(not(loom))]
         fn futex_wake(&self, word: &AtomicU32) {
             crate::futex::wake_all(word);
+        }
+
+        fn ring_doorbell(&self, who: Sleeper) {
+            let (lock, cv) = &self.inner.bells;
+            let mut bells = lock.lock().unwrap_or_else(|e| e.into_inner());
+            bells[who.index()] += 1;
+            cv.notify_all();
         }
     }
 }

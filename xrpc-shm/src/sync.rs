@@ -6,6 +6,9 @@
 pub(crate) use loom::sync::Arc;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::sync::{Condvar, Mutex};
 
 /// A spin-wait hint; a yield to the scheduler under loom.
 #[cfg(loom)]
@@ -27,5 +30,8 @@ pub(crate) use std::hint::spin_loop;
 pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use std::sync::{Condvar, Mutex};
 #[cfg(not(loom))]
 pub(crate) use std::thread::yield_now;

@@ -11,8 +11,9 @@ pub use crate::ring::{Consumer, Frame, Producer, Slot};
 pub use crate::storage::{HeapStorage, RingStorage};
 
 use crate::error::{Result, ShmError};
+use crate::ring::RingWaiter;
 use crate::sync::Ordering::SeqCst;
-use crate::wait::WaitCfg;
+use crate::wait::{Sleeper, WaitCfg};
 
 /// Both ends of a fresh heap-backed ring, and a scribbler on its memory.
 /// `capacity` is a power of two in `[32, 1 GiB]`; `max_frame` is at most
@@ -26,9 +27,10 @@ pub fn heap_ring(
     Ok((p, c, Scribbler { storage }))
 }
 
-/// Largest frame a ring of `capacity` bytes can be configured for.
-pub fn max_frame_for(capacity: usize) -> usize {
-    crate::layout::max_frame_for(capacity)
+/// Largest frame a ring of `capacity` bytes carries in one piece (larger
+/// frames, up to the configured max frame size, travel in pieces).
+pub fn max_piece_for(capacity: usize) -> usize {
+    crate::layout::max_payload_for(capacity)
 }
 
 /// How the blocking helpers sleep: unbounded futex waits under loom (a lost
@@ -46,12 +48,14 @@ fn wait_cfg() -> WaitCfg<'static> {
     }
 }
 
-/// Sends `frame`, sleeping (with the futex handshake) while the ring is full.
+/// Sends `frame` (in pieces if it is larger than one), sleeping (with the
+/// futex handshake) while the ring is full.
 pub fn send_blocking(p: &mut Producer<HeapStorage>, frame: &[u8]) -> Result<()> {
+    let mut sent = 0;
     loop {
-        match p.try_send(frame) {
+        match p.try_send_from(frame, &mut sent) {
             Err(ShmError::Full) => {
-                p.wait_writable(frame.len(), &wait_cfg(), &mut || Ok(()))?;
+                p.wait_writable(frame.len() - sent, &wait_cfg(), &mut || Ok(()))?;
             }
             other => return other,
         }
@@ -66,6 +70,76 @@ pub fn recv_blocking(c: &mut Consumer<HeapStorage>) -> Result<Vec<u8>> {
             return Ok(buf);
         }
         c.wait_readable(&wait_cfg(), &mut || Ok(()))?;
+    }
+}
+
+/// The waiting side of one end of a heap ring, as an adapter holds it apart
+/// from the end: the same `RingWaiter` predicates and announce/re-check
+/// protocol that `RecvWaiter::prepare_sleep` / `SendWaiter::prepare_sleep`
+/// run, with the doorbell modelled by a counter in the heap storage.
+pub struct HeapWaiter {
+    waiter: RingWaiter<HeapStorage>,
+    storage: HeapStorage,
+    who: Sleeper,
+}
+
+impl HeapWaiter {
+    /// The waiter of a consumer end (sleeps until frames come).
+    pub fn consumer(c: &Consumer<HeapStorage>) -> Self {
+        Self::new(c.storage().clone(), Sleeper::Consumer)
+    }
+
+    /// The waiter of a producer end (sleeps until room is freed).
+    pub fn producer(p: &Producer<HeapStorage>) -> Self {
+        Self::new(p.storage().clone(), Sleeper::Producer)
+    }
+
+    fn new(storage: HeapStorage, who: Sleeper) -> Self {
+        HeapWaiter {
+            waiter: RingWaiter::new(storage.clone(), who),
+            storage,
+            who,
+        }
+    }
+
+    /// One sleep as a reactor-based adapter does it: announce and re-check
+    /// (`prepare_sleep`); if still not ready, sleep until the doorbell is
+    /// readable, drain it, and retract the announcement. Returns whether it
+    /// slept.
+    pub fn sleep_once(&self, len: usize) -> bool {
+        let Some(guard) = self.waiter.prepare_sleep(len) else {
+            return false;
+        };
+        self.storage.doorbell_wait(self.who);
+        self.storage.doorbell_drain(self.who);
+        drop(guard);
+        true
+    }
+}
+
+/// Receives one frame (copied) the way a reactor-based adapter does: try,
+/// then [`HeapWaiter::sleep_once`], and try again.
+pub fn recv_reactor(c: &mut Consumer<HeapStorage>, w: &HeapWaiter) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    loop {
+        if c.try_recv_into(&mut buf)? {
+            return Ok(buf);
+        }
+        w.sleep_once(0);
+    }
+}
+
+/// Sends `frame` the way a reactor-based adapter does: try, then
+/// [`HeapWaiter::sleep_once`] while the ring is full, and try again.
+pub fn send_reactor(p: &mut Producer<HeapStorage>, w: &HeapWaiter, frame: &[u8]) -> Result<()> {
+    let mut sent = 0;
+    loop {
+        match p.try_send_from(frame, &mut sent) {
+            Err(ShmError::Full) => {
+                w.sleep_once(frame.len() - sent);
+            }
+            other => return other,
+        }
     }
 }
 

@@ -1,26 +1,42 @@
-//! The sleep/wake handshake, shared by both ends of a ring.
+//! The wait policy and the sleep/wake handshake, shared by both ends of a
+//! ring and by every adapter.
 //!
-//! A side with nothing to do spins for a budget, then announces that it
-//! sleeps (increments a waiter counter in the ring header), re-checks its
-//! condition, and sleeps on a futex word in bounded slices. The other side,
-//! after publishing an index, reads the counter and bumps and wakes the futex
-//! word only when someone sleeps. Both sides separate their store from their
-//! load with a `SeqCst` fence (Dekker): either the sleeper sees the new index
-//! or the publisher sees the sleeper. The futex word is read *before* the
+//! **Policy.** A side with nothing to do follows one policy, [`Backoff`]:
+//! spin (check again at once), then yield the CPU between checks, then
+//! sleep. The blocking API runs it with `spin_loop` / `sched_yield` / a futex;
+//! an async adapter runs the very same steps with a busy check / a yield to
+//! its runtime / a sleep in its reactor on a [`crate::Doorbell`]. Adapters
+//! configure the policy ([`crate::ShmConfig::spin_budget`]), never re-implement
+//! it.
+//!
+//! **Handshake.** Before sleeping, a side announces itself (increments a
+//! waiter counter in the ring header, [`announce`]) and re-checks its
+//! condition. The other side, after publishing an index, reads the counter
+//! and, only when someone sleeps, bumps and wakes the futex word *and* rings
+//! the doorbell ([`notify`]). Both sides separate their store from their load
+//! with a `SeqCst` fence (Dekker): either the sleeper sees the new index or
+//! the publisher sees the sleeper. The futex word is read *before* the
 //! announcement, so a bump that races with going to sleep makes the futex
-//! wait return at once.
+//! wait return at once; a doorbell stays readable until its sleeper drains
+//! it, so a ring that races with going to sleep makes the reactor wake at
+//! once.
 
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
+use crate::layout::Control;
 use crate::storage::RingStorage;
 use crate::sync::{AtomicU32, Ordering, fence, spin_loop, yield_now};
 
-/// Rounds of 64 busy spins (a few microseconds) before the spin phase starts
+/// Busy checks per spin round; the clock is read once per round.
+const CHECKS_PER_ROUND: u32 = 64;
+
+/// Rounds of busy checks (a few microseconds) before the spin phase starts
 /// yielding the CPU.
 const SPIN_ROUNDS_BEFORE_YIELD: u32 = 16;
 
-/// A `sched_yield` that took longer than this ran another thread on our CPU.
+/// A yield that took longer than this ran another thread (or task) on our
+/// CPU.
 const YIELD_CONTENDED: Duration = Duration::from_micros(5);
 
 /// Floor of the adaptive spin limit.
@@ -28,6 +44,37 @@ const MIN_SPIN: Duration = Duration::from_micros(1);
 
 /// Every this many waits, spin the whole budget once (see [`SpinGauge`]).
 const PROBE_EVERY: u32 = 32;
+
+/// Which side of a ring sleeps: the consumer waits for frames, the producer
+/// for room. Each has its own futex word, waiter counter and doorbell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sleeper {
+    /// The consumer, waiting for data (`data_seq`, `data_waiters`).
+    Consumer,
+    /// The producer, waiting for room (`space_seq`, `space_waiters`).
+    Producer,
+}
+
+impl Sleeper {
+    /// (futex word, waiter counter) of this sleeper.
+    #[inline]
+    pub(crate) fn words(self, ctl: &Control) -> (&AtomicU32, &AtomicU32) {
+        match self {
+            Sleeper::Consumer => (&ctl.data_seq, &ctl.data_waiters),
+            Sleeper::Producer => (&ctl.space_seq, &ctl.space_waiters),
+        }
+    }
+
+    /// 0 for the consumer, 1 for the producer (index of its doorbell).
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline]
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Sleeper::Consumer => 0,
+            Sleeper::Producer => 1,
+        }
+    }
+}
 
 /// Adaptive spin limit of one waiting side (process-private; a heuristic,
 /// not synchronization, hence plain std atomics that loom need not model).
@@ -58,6 +105,150 @@ impl SpinGauge {
     }
 }
 
+/// What a waiting side does before it checks its condition again, as the
+/// wait policy ([`Backoff`]) decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStep {
+    /// Check again at once (after a `spin_loop` hint): the peer is likely
+    /// in the middle of a write.
+    Spin,
+    /// Give the CPU away once — `sched_yield` in a thread, a yield to the
+    /// runtime in a task — then check again.
+    Yield,
+    /// Spinning does not pay now: announce the sleep and sleep (futex, or
+    /// the doorbell in a reactor). Once returned, every later step is
+    /// `Sleep`.
+    Sleep,
+}
+
+/// The wait policy of one wait: spin, then yield, then sleep — the only
+/// implementation of it, used by the blocking API and by async adapters.
+///
+/// Obtain one from [`crate::RecvWaiter::backoff`] or
+/// [`crate::SendWaiter::backoff`] after a `try_*` call found nothing to do,
+/// call [`Backoff::step`] after each failed check and do what it says, and
+/// call [`Backoff::ready`] when the check succeeds (this tunes the spin
+/// limit of later waits).
+///
+/// ```
+/// use xrpc_shm::{Backoff, WaitStep};
+/// fn wait(mut backoff: Backoff<'_>, mut ready: impl FnMut() -> bool) -> bool {
+///     loop {
+///         match backoff.step() {
+///             WaitStep::Spin => std::hint::spin_loop(),
+///             WaitStep::Yield => std::thread::yield_now(),
+///             WaitStep::Sleep => return false, // sleep on the futex or doorbell
+///         }
+///         if ready() {
+///             backoff.ready();
+///             return true;
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Backoff<'a> {
+    gauge: Option<&'a SpinGauge>,
+    /// The configured spin budget.
+    budget: Duration,
+    /// This wait's spin limit (adapted, at most `budget`).
+    limit: Duration,
+    start: Option<Instant>,
+    checks: u32,
+    /// When the last `Yield` step was handed out (not yet judged).
+    yielded: Option<Instant>,
+    asleep: bool,
+}
+
+impl<'a> Backoff<'a> {
+    /// The policy for one wait with spin budget `budget`, adapted by `gauge`.
+    pub(crate) fn new(budget: Duration, gauge: Option<&'a SpinGauge>) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let limit = match gauge {
+            Some(g) if g.waits.fetch_add(1, Relaxed) % PROBE_EVERY != 0 => budget
+                .min(Duration::from_nanos(g.limit_ns.load(Relaxed).into()))
+                .max(MIN_SPIN.min(budget)),
+            _ => budget,
+        };
+        Backoff {
+            gauge,
+            budget,
+            limit,
+            start: None,
+            checks: 0,
+            yielded: None,
+            asleep: false,
+        }
+    }
+
+    /// The condition was found false: what to do before checking again.
+    #[inline]
+    pub fn step(&mut self) -> WaitStep {
+        if self.asleep {
+            return WaitStep::Sleep;
+        }
+        if self.limit.is_zero() {
+            self.asleep = true;
+            return WaitStep::Sleep;
+        }
+        if let Some(at) = self.yielded.take() {
+            // A long yield ran another thread on this CPU (often the very
+            // peer we wait for): spinning costs the peer its CPU, so we
+            // sleep instead of going on.
+            if at.elapsed() > YIELD_CONTENDED {
+                return self.give_up();
+            }
+        }
+        let start = *self.start.get_or_insert_with(Instant::now);
+        self.checks += 1;
+        if !self.checks.is_multiple_of(CHECKS_PER_ROUND) {
+            return WaitStep::Spin;
+        }
+        if start.elapsed() >= self.limit {
+            return self.give_up();
+        }
+        if self.checks / CHECKS_PER_ROUND > SPIN_ROUNDS_BEFORE_YIELD {
+            self.yielded = Some(Instant::now());
+            return WaitStep::Yield;
+        }
+        WaitStep::Spin
+    }
+
+    /// The condition was found true: tunes the spin limit of later waits
+    /// (spinning paid, unless it only did so after a contended yield).
+    #[inline]
+    pub fn ready(&mut self) {
+        if self.asleep {
+            return;
+        }
+        let contended = self
+            .yielded
+            .take()
+            .is_some_and(|at| at.elapsed() > YIELD_CONTENDED);
+        self.adapt(!contended);
+    }
+
+    #[cold]
+    fn give_up(&mut self) -> WaitStep {
+        self.adapt(false);
+        self.asleep = true;
+        WaitStep::Sleep
+    }
+
+    fn adapt(&self, found: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(g) = self.gauge {
+            let next = if found {
+                (self.limit * 2).min(self.budget)
+            } else {
+                (self.limit / 2).max(MIN_SPIN)
+            };
+            g.limit_ns
+                .store(u32::try_from(next.as_nanos()).unwrap_or(u32::MAX), Relaxed);
+        }
+    }
+}
+
 /// How a blocking call waits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WaitCfg<'a> {
@@ -72,86 +263,69 @@ pub(crate) struct WaitCfg<'a> {
     pub(crate) deadline: Option<Instant>,
 }
 
-/// Publisher side: wakes the sleepers of `seq` if any announced themselves.
-/// Call right after publishing an index.
+/// An announced sleep: while it lives, the publisher on the other side of
+/// the ring wakes this side's futex and rings its doorbell after every
+/// publish. Dropping it retracts the announcement.
+///
+/// Obtained from `prepare_sleep` on [`crate::RecvWaiter`] /
+/// [`crate::SendWaiter`] only when the condition was still false *after*
+/// the announcement: sleep until the doorbell (or the peer socket) is
+/// readable, drain the doorbell, drop the guard, and check again.
+#[must_use = "dropping the guard retracts the announcement: sleep first"]
+#[derive(Debug)]
+pub struct SleepGuard<'a> {
+    waiters: &'a AtomicU32,
+}
+
+impl Drop for SleepGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sleeper side of the handshake: announces a sleep on `waiters`, then
+/// re-checks `ready`. `None` (announcement retracted) when the condition
+/// already holds; otherwise the guard of a sleep that any later publish will
+/// interrupt.
 #[inline]
-pub(crate) fn notify<S: RingStorage>(s: &S, seq: &AtomicU32, waiters: &AtomicU32) {
+pub(crate) fn announce(
+    waiters: &AtomicU32,
+    ready: impl FnOnce() -> bool,
+) -> Option<SleepGuard<'_>> {
+    waiters.fetch_add(1, Ordering::SeqCst);
+    let guard = SleepGuard { waiters };
+    fence(Ordering::SeqCst);
+    if ready() { None } else { Some(guard) }
+}
+
+/// Publisher side: wakes `who` if it announced a sleep. Call right after
+/// publishing an index. No system call when nobody sleeps.
+#[inline]
+pub(crate) fn notify<S: RingStorage>(s: &S, who: Sleeper) {
+    let (_, waiters) = who.words(&s.header().ctl.0);
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Acquire) != 0 {
-        notify_slow(s, seq);
+        wake(s, who);
     }
 }
 
+/// Bumps and wakes the futex word of `who`, and rings its doorbell.
 #[cold]
 #[inline(never)]
-fn notify_slow<S: RingStorage>(s: &S, seq: &AtomicU32) {
+pub(crate) fn wake<S: RingStorage>(s: &S, who: Sleeper) {
+    let (seq, _) = who.words(&s.header().ctl.0);
     seq.fetch_add(1, Ordering::Release);
     s.futex_wake(seq);
-}
-
-/// The spin phase: `true` if `ready()` came true while spinning.
-fn spin(cfg: &WaitCfg<'_>, ready: &mut impl FnMut() -> bool) -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
-    let limit = match cfg.gauge {
-        Some(g) if g.waits.fetch_add(1, Relaxed) % PROBE_EVERY != 0 => cfg
-            .spin
-            .min(Duration::from_nanos(g.limit_ns.load(Relaxed).into()))
-            .max(MIN_SPIN.min(cfg.spin)),
-        _ => cfg.spin,
-    };
-    let adapt = |found: bool| {
-        if let Some(g) = cfg.gauge {
-            let next = if found {
-                (limit * 2).min(cfg.spin)
-            } else {
-                (limit / 2).max(MIN_SPIN)
-            };
-            let next = u32::try_from(next.as_nanos()).unwrap_or(u32::MAX);
-            g.limit_ns.store(next, Relaxed);
-        }
-        found
-    };
-    // Busy-spin briefly (the peer is usually mid-write), then spin with
-    // `sched_yield` so that a peer waiting for a CPU gets one; give up when
-    // a yield shows that the CPU is contended, or when the limit is spent.
-    let start = Instant::now();
-    let mut rounds = 0u32;
-    loop {
-        for _ in 0..64 {
-            spin_loop();
-            if ready() {
-                return adapt(true);
-            }
-        }
-        rounds += 1;
-        if rounds > SPIN_ROUNDS_BEFORE_YIELD {
-            let before = Instant::now();
-            yield_now();
-            // A long yield ran another thread on this CPU (often the very
-            // peer we wait for): spinning costs the peer its CPU, so it does
-            // not count as paying off, and we sleep instead of going on.
-            let contended = before.elapsed() > YIELD_CONTENDED;
-            if ready() {
-                adapt(!contended);
-                return true;
-            }
-            if contended {
-                return adapt(false);
-            }
-        }
-        if start.elapsed() >= limit {
-            return adapt(false);
-        }
-    }
+    s.ring_doorbell(who);
 }
 
 /// Waits until `ready()` holds (`Ok(true)`) or the deadline passes
-/// (`Ok(false)`); `alive()` runs after every sleep slice and its error ends
-/// the wait.
+/// (`Ok(false)`), sleeping on the futex of `who`; `alive()` runs after every
+/// sleep slice and its error ends the wait.
 pub(crate) fn block_on<S: RingStorage>(
     s: &S,
-    seq: &AtomicU32,
-    waiters: &AtomicU32,
+    who: Sleeper,
     cfg: &WaitCfg,
     mut ready: impl FnMut() -> bool,
     alive: &mut dyn FnMut() -> Result<()>,
@@ -159,9 +333,19 @@ pub(crate) fn block_on<S: RingStorage>(
     if ready() {
         return Ok(true);
     }
-    if !cfg.spin.is_zero() && spin(cfg, &mut ready) {
-        return Ok(true);
+    let mut backoff = Backoff::new(cfg.spin, cfg.gauge);
+    loop {
+        match backoff.step() {
+            WaitStep::Spin => spin_loop(),
+            WaitStep::Yield => yield_now(),
+            WaitStep::Sleep => break,
+        }
+        if ready() {
+            backoff.ready();
+            return Ok(true);
+        }
     }
+    let (seq, waiters) = who.words(&s.header().ctl.0);
     loop {
         let timeout = match cfg.deadline {
             Some(deadline) => {
@@ -175,14 +359,11 @@ pub(crate) fn block_on<S: RingStorage>(
             None => cfg.slice,
         };
         let observed = seq.load(Ordering::Acquire);
-        waiters.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if ready() {
-            waiters.fetch_sub(1, Ordering::Relaxed);
+        let Some(guard) = announce(waiters, &mut ready) else {
             return Ok(true);
-        }
+        };
         s.futex_wait(seq, observed, timeout);
-        waiters.fetch_sub(1, Ordering::Relaxed);
+        drop(guard);
         if ready() {
             return Ok(true);
         }

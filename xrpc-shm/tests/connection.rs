@@ -148,7 +148,7 @@ fn rendezvous_errors() {
         Err(ShmError::InvalidConfig(_))
     ));
     let bad = ShmConfig {
-        max_frame_size: 32 * 1024,
+        max_frame_size: 1 << 32,
         ..small()
     };
     assert!(matches!(bad.validate(), Err(ShmError::InvalidConfig(_))));
@@ -171,4 +171,223 @@ fn halves_and_waiters_can_move_between_threads() {
     send::<ShmListener>();
     send_sync::<xrpc_shm::RecvWaiter>();
     send_sync::<xrpc_shm::SendWaiter>();
+    send_sync::<xrpc_shm::Doorbell>();
+    send_sync::<xrpc_shm::PeerFd>();
+    send::<xrpc_shm::ShmConnector>();
+}
+
+/// Whether `fd` is readable (or hung up) right now.
+fn readable(fd: impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).unwrap() > 0
+}
+
+#[test]
+fn doorbells_ring_for_announced_sleepers_only() {
+    let (mut server, client) = pair("bell", small());
+    let (mut ctx, crx) = client.split();
+    let rw = server.receiver().waiter();
+    let bell = rw.doorbell().clone();
+
+    // Nobody sleeps: a publish rings nothing.
+    ctx.try_send(b"a").unwrap();
+    assert!(!readable(&bell));
+    // A frame is visible: no sleep.
+    assert!(rw.prepare_sleep().unwrap().is_none());
+    drop(server.receiver().try_recv().unwrap().unwrap());
+
+    // An announced sleep on an empty ring: the next publish rings.
+    let guard = rw.prepare_sleep().unwrap().expect("empty ring: sleep");
+    assert!(!readable(&bell));
+    ctx.try_send(b"b").unwrap();
+    assert!(readable(&bell));
+    bell.drain().unwrap();
+    assert!(!readable(&bell));
+    bell.drain().unwrap(); // draining a quiet doorbell does not block
+    drop(guard);
+    drop(server.receiver().try_recv().unwrap().unwrap());
+    ctx.try_send(b"c").unwrap();
+    assert!(!readable(&bell), "the announcement was retracted");
+    drop(server.receiver().try_recv().unwrap().unwrap());
+
+    // The send side: a full ring, an announced sleep, the consumer frees room.
+    let sw = ctx.waiter();
+    while ctx.try_send(&[1; 4096]).is_ok() {}
+    let guard = sw.prepare_sleep(4096).unwrap().expect("full ring: sleep");
+    assert!(!readable(sw.doorbell()));
+    drop(server.receiver().try_recv().unwrap().unwrap());
+    assert!(readable(sw.doorbell()));
+    sw.doorbell().drain().unwrap();
+    drop(guard);
+    assert!(sw.prepare_sleep(4096).unwrap().is_none(), "room now");
+
+    // Peer death: the rendezvous socket becomes readable, check_peer confirms.
+    let peer = rw.peer_fd();
+    assert!(!readable(&peer));
+    rw.check_peer().unwrap();
+    drop((ctx, crx, sw));
+    assert!(readable(&peer));
+    assert!(matches!(rw.check_peer(), Err(ShmError::Disconnected)));
+    assert!(matches!(rw.prepare_sleep(), Err(ShmError::Disconnected)));
+}
+
+#[test]
+fn the_non_blocking_connector_finishes_when_the_segment_arrives() {
+    let n = unique_name("connector");
+    let listener = ShmListener::bind(&n, small()).unwrap();
+    let mut connector = xrpc_shm::ShmConnector::start(&n, small()).unwrap();
+    assert!(
+        connector.try_finish().unwrap().is_none(),
+        "not accepted yet"
+    );
+    assert!(!readable(connector.socket()));
+    let mut server = listener.accept().unwrap();
+    assert!(readable(connector.socket()));
+    let mut client = connector.try_finish().unwrap().expect("segment arrived");
+    assert!(connector.try_finish().is_err(), "only once");
+    client.send(b"hi", T).unwrap();
+    assert_eq!(&server.recv_bytes(T).unwrap()[..], b"hi");
+    assert!(matches!(
+        xrpc_shm::ShmConnector::start(&unique_name("nobody-nb"), small()),
+        Err(ShmError::Io(_))
+    ));
+}
+
+/// A fake server of service `name` that answers one client with `HELLO` and the given fds.
+fn fake_server(name: &str, fds: Vec<std::os::fd::OwnedFd>) -> thread::JoinHandle<()> {
+    use rustix::net::{
+        AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+        SocketFlags, SocketType,
+    };
+    use std::os::fd::AsFd;
+    let addr = SocketAddrUnix::new_abstract_name(format!("xrpc-shm/{name}").as_bytes()).unwrap();
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&sock, &addr).unwrap();
+    rustix::net::listen(&sock, 1).unwrap();
+    thread::spawn(move || {
+        let conn = rustix::net::accept(&sock).unwrap();
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
+        rustix::net::sendmsg(
+            &conn,
+            &[std::io::IoSlice::new(b"XRPCSHM2")],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+        .unwrap();
+        // Keep the socket open until the client has judged the handshake.
+        let _ = rustix::net::recv(&conn, &mut [0u8; 1], rustix::net::RecvFlags::empty());
+    })
+}
+
+#[test]
+fn hostile_handshakes_are_refused() {
+    use rustix::event::{EventfdFlags, eventfd};
+    let memfd = || rustix::fs::memfd_create("x", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let bell = || eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
+    // A non-blocking read-write descriptor that is not an eventfd.
+    let socket = || {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+        let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+        socketpair(AddressFamily::UNIX, SocketType::STREAM, flags, None)
+            .unwrap()
+            .0
+    };
+    let cases: Vec<(&str, Vec<std::os::fd::OwnedFd>)> = vec![
+        ("one-fd", vec![memfd()]),
+        (
+            "six-fds",
+            vec![memfd(), bell(), bell(), bell(), bell(), bell()],
+        ),
+        (
+            "socket-bell",
+            vec![memfd(), bell(), socket(), bell(), bell()],
+        ),
+        (
+            "blocking-bell",
+            vec![
+                memfd(),
+                bell(),
+                bell(),
+                eventfd(0, EventfdFlags::CLOEXEC).unwrap(),
+                bell(),
+            ],
+        ),
+    ];
+    for (tag, fds) in cases {
+        let name = unique_name(tag);
+        let server = fake_server(&name, fds);
+        match ShmConnection::connect(&name, small()) {
+            Err(ShmError::Handshake(msg)) => eprintln!("{tag}: {msg}"),
+            other => panic!(
+                "{tag}: expected a handshake error, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        server.join().unwrap();
+    }
+}
+
+#[test]
+fn frames_larger_than_the_ring_pass_between_threads() {
+    let config = ShmConfig {
+        ring_capacity: 64 * 1024,
+        max_frame_size: 1 << 20,
+        ..ShmConfig::default()
+    };
+    let (server, mut client) = pair("pieces", config);
+    assert_eq!(client.max_frame_size(), 1 << 20);
+    assert_eq!(client.sender().max_piece(), 32 * 1024 - 8);
+    let echo = thread::spawn(move || {
+        let (mut tx, mut rx) = server.split();
+        loop {
+            // Every receive API: in place (reassembled), copied, handed over.
+            let frame = match rx.recv_bytes(T) {
+                Ok(f) => f,
+                Err(ShmError::Disconnected) => return,
+                Err(e) => panic!("server recv: {e}"),
+            };
+            tx.send(&frame, T).unwrap();
+        }
+    });
+    let mut buf = Vec::new();
+    for (i, len) in [
+        200_000usize,
+        10,
+        1 << 20,
+        32 * 1024 - 8,
+        32 * 1024 - 7,
+        65_536,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let msg: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+        client.send(&msg, T).unwrap();
+        if i % 2 == 0 {
+            client.receiver().recv_into(&mut buf, T).unwrap();
+            assert_eq!(buf, msg, "frame {i}");
+        } else {
+            assert_eq!(&*client.receiver().recv(T).unwrap(), &msg[..], "frame {i}");
+        }
+    }
+    assert!(matches!(
+        client.send(&vec![0; (1 << 20) + 1], T),
+        Err(ShmError::FrameTooLarge { .. })
+    ));
+    drop(client);
+    echo.join().unwrap();
 }

@@ -13,7 +13,10 @@
 
 use loom::thread;
 use xrpc_shm::ShmError;
-use xrpc_shm::testing::{close_consumer, close_producer, heap_ring, recv_blocking, send_blocking};
+use xrpc_shm::testing::{
+    HeapWaiter, close_consumer, close_producer, heap_ring, recv_blocking, recv_reactor,
+    send_blocking, send_reactor,
+};
 
 /// Frames sent one way arrive intact and in order; the consumer sleeps on an
 /// empty ring and must be woken (no lost wake-up).
@@ -125,5 +128,69 @@ fn consumer_close_wakes_a_blocked_producer() {
         let (sent, err) = producer.join().unwrap();
         assert!(sent <= 2, "{sent} records in a ring with room for two");
         assert!(matches!(err, ShmError::Disconnected), "{err}");
+    });
+}
+
+/// The reactor protocol that async adapters use (`prepare_sleep`: announce,
+/// re-check; sleep on the doorbell; drain; retract), on both sides at once:
+/// the consumer sleeps on an empty ring, the producer on a full one. The
+/// doorbell is a counter that never times out, so a lost wake-up is a
+/// deadlock loom reports.
+#[test]
+fn reactor_sleepers_are_rung_both_ways() {
+    loom::model(|| {
+        let (mut p, mut c, _s) = heap_ring(32, 8).unwrap();
+        let pw = HeapWaiter::producer(&p);
+        let cw = HeapWaiter::consumer(&c);
+        let producer = thread::spawn(move || {
+            send_reactor(&mut p, &pw, &[1; 8]).unwrap();
+            send_reactor(&mut p, &pw, &[2; 8]).unwrap();
+            send_reactor(&mut p, &pw, &[3; 8]).unwrap();
+        });
+        assert_eq!(recv_reactor(&mut c, &cw).unwrap(), [1; 8]);
+        assert_eq!(recv_reactor(&mut c, &cw).unwrap(), [2; 8]);
+        assert_eq!(recv_reactor(&mut c, &cw).unwrap(), [3; 8]);
+        producer.join().unwrap();
+    });
+}
+
+/// A reactor sleeper and a futex sleeper on the same ring: the publisher
+/// wakes whichever kind sleeps (futex and doorbell), and an orderly close
+/// rings the doorbell too.
+#[test]
+fn reactor_consumer_futex_producer_and_close() {
+    loom::model(|| {
+        let (mut p, mut c, _s) = heap_ring(32, 8).unwrap();
+        let cw = HeapWaiter::consumer(&c);
+        let producer = thread::spawn(move || {
+            send_blocking(&mut p, &[7; 8]).unwrap();
+            close_producer(&p);
+        });
+        assert_eq!(recv_reactor(&mut c, &cw).unwrap(), [7; 8]);
+        assert!(matches!(
+            recv_reactor(&mut c, &cw),
+            Err(ShmError::Disconnected)
+        ));
+        producer.join().unwrap();
+    });
+}
+
+/// A frame larger than the ring passes in pieces (first + continuations),
+/// the producer sleeping for room between them and the consumer for the
+/// next piece, both with the reactor protocol; the frame is reassembled
+/// intact.
+#[test]
+fn a_frame_larger_than_the_ring_passes_in_pieces() {
+    loom::model(|| {
+        // Capacity 64: records carry at most 24 bytes; 60 bytes take a first
+        // piece (8-byte total + 16 bytes) and two continuations (24 + 20).
+        let (mut p, mut c, _s) = heap_ring(64, 60).unwrap();
+        let pw = HeapWaiter::producer(&p);
+        let cw = HeapWaiter::consumer(&c);
+        let frame: Vec<u8> = (0..60).collect();
+        let sent = frame.clone();
+        let producer = thread::spawn(move || send_reactor(&mut p, &pw, &sent).unwrap());
+        assert_eq!(recv_reactor(&mut c, &cw).unwrap(), frame);
+        producer.join().unwrap();
     });
 }

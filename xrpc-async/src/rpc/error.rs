@@ -113,7 +113,7 @@ impl From<CallError> for RpcError {
             CallError::Disconnected(r) => Self::Disconnected(r),
             CallError::Remote(r) => r.into(),
             CallError::Protocol(m) => Self::InvalidMessage(m),
-            CallError::TooLarge { size, max } => Self::FrameTooLarge { size, max },
+            CallError::FrameTooLarge { size, max } => Self::FrameTooLarge { size, max },
             other => Self::InvalidMessage(other.to_string()),
         }
     }

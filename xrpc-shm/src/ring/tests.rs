@@ -78,7 +78,10 @@ fn max_frame_is_enforced() {
         Err(ShmError::FrameTooLarge { size: 25, max: 24 })
     ));
     assert_eq!(&*c.try_recv().unwrap().unwrap(), &[7; 24]);
-    assert!(heap_ring(64, 25).is_err(), "max frame above half the ring");
+    assert!(heap_ring(64, 0).is_err(), "max frame zero");
+    assert!(heap_ring(64, 25).is_ok(), "larger frames go in pieces");
+    assert!(heap_ring(32, 8).is_ok(), "one piece");
+    assert!(heap_ring(32, 9).is_err(), "pieces need a ring of 64 bytes");
     assert!(heap_ring(48, 8).is_err(), "capacity not a power of two");
 }
 
@@ -259,4 +262,223 @@ fn two_threads_stream_frames_in_order() {
     }
     assert!(matches!(recv_blocking(&mut c), Err(ShmError::Disconnected)));
     producer.join().unwrap();
+}
+
+/// Sends `frame` with `try_send_from`, draining the consumer whenever the
+/// ring is full; returns the frames the consumer completed meanwhile.
+fn send_in_pieces(
+    p: &mut Producer<HeapStorage>,
+    c: &mut Consumer<HeapStorage>,
+    frame: &[u8],
+) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut sent = 0;
+    loop {
+        match p.try_send_from(frame, &mut sent) {
+            Ok(()) => return got,
+            Err(ShmError::Full) => {
+                let before = sent;
+                if let Some(f) = c.try_recv().unwrap() {
+                    got.push(f.to_vec());
+                }
+                assert!(sent == before, "no progress without room");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn frames_larger_than_the_ring_pass_in_pieces() {
+    // Capacity 64: one record carries at most 24 bytes.
+    let (mut p, mut c, _) = ring(64, 1000);
+    assert_eq!(p.max_piece(), 24);
+    p.try_send(b"small").unwrap();
+    let big = frame(1, 1000);
+    let got = send_in_pieces(&mut p, &mut c, &big);
+    assert_eq!(got, vec![b"small".to_vec()]);
+    // The last pieces are still in the ring: the frame completes now.
+    let f = c.try_recv().unwrap().expect("frame complete");
+    assert_eq!(&*f, &big[..]);
+    drop(f);
+    assert_eq!(c.partial.capacity(), 0, "the buffer is freed after use");
+    p.try_send(b"after").unwrap();
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"after");
+    assert!(matches!(
+        p.try_send(&frame(2, 1001)),
+        Err(ShmError::FrameTooLarge {
+            size: 1001,
+            max: 1000
+        })
+    ));
+    assert!(matches!(
+        p.try_reserve(25),
+        Err(ShmError::FrameTooLarge { size: 25, max: 24 })
+    ));
+}
+
+#[test]
+fn large_frames_keep_their_order_with_small_ones() {
+    let mut rng = Rng(0x5eed_1a7e);
+    let (mut p, mut c, _) = ring(128, 700);
+    let mut sent = VecDeque::new();
+    let mut got = Vec::new();
+    for seq in 0..300u64 {
+        let len = match rng.below(4) {
+            0 => rng.below(57) as usize,
+            _ => rng.below(701) as usize,
+        };
+        let f = frame(seq, len);
+        got.extend(send_in_pieces(&mut p, &mut c, &f));
+        sent.push_back(f);
+    }
+    while let Some(f) = c.try_recv().unwrap() {
+        got.push(f.to_vec());
+    }
+    assert_eq!(got, Vec::from(sent));
+}
+
+#[test]
+fn a_large_frame_given_up_mid_way_is_dropped() {
+    let (mut p, mut c, _) = ring(64, 1000);
+    let big = frame(3, 200);
+    // Fill the ring with the first pieces, then give up.
+    assert!(matches!(p.try_send(&big), Err(ShmError::Full)));
+    assert!(
+        c.try_recv().unwrap().is_none(),
+        "pieces are taken, no frame yet"
+    );
+    assert!(c.partial_total != 0);
+    // A new frame: the unfinished one is dropped by the consumer.
+    p.try_send(b"next").unwrap();
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"next");
+    assert_eq!((c.partial.capacity(), c.partial_total), (0, 0));
+    // Starting over with a stale counter also drops the old pieces.
+    let mut sent = 0;
+    assert!(matches!(
+        p.try_send_from(&big, &mut sent),
+        Err(ShmError::Full)
+    ));
+    assert!(sent > 0);
+    assert!(c.try_recv().unwrap().is_none());
+    let mut stale = sent + 8;
+    let got = send_in_pieces_from(&mut p, &mut c, &big, &mut stale);
+    assert!(got.is_empty());
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), &big[..]);
+}
+
+fn send_in_pieces_from(
+    p: &mut Producer<HeapStorage>,
+    c: &mut Consumer<HeapStorage>,
+    frame: &[u8],
+    sent: &mut usize,
+) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    loop {
+        match p.try_send_from(frame, sent) {
+            Ok(()) => return got,
+            Err(ShmError::Full) => {
+                if let Some(f) = c.try_recv().unwrap() {
+                    got.push(f.to_vec());
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Writes one record (header and payload) at data offset `off` of a ring
+/// and publishes the head at `head`, as a hostile producer could.
+fn forge(scr: &Scribbler, off: usize, len: u32, kind: u32, payload: &[u8], head: u64) {
+    use crate::layout::encode_rec;
+    for (i, b) in encode_rec(len, kind).to_ne_bytes().into_iter().enumerate() {
+        scr.data(off + i, b);
+    }
+    for (i, &b) in payload.iter().enumerate() {
+        scr.data(off + 8 + i, b);
+    }
+    scr.header(0, head);
+}
+
+#[test]
+fn hostile_continuations_are_corrupt() {
+    use crate::layout::{KIND_CONT, KIND_FIRST};
+    let total = |t: u64| t.to_le_bytes();
+    // (name, records at offsets 0, 32: (len, kind, payload))
+    type Rec = (u32, u32, Vec<u8>);
+    let cases: Vec<(&str, Vec<Rec>)> = vec![
+        ("piece without a first", vec![(8, KIND_CONT, vec![1; 8])]),
+        (
+            "empty piece",
+            vec![
+                (16, KIND_FIRST, total(100).to_vec()),
+                (0, KIND_CONT, vec![]),
+            ],
+        ),
+        (
+            "first without bytes",
+            vec![(8, KIND_FIRST, total(100).to_vec())],
+        ),
+        (
+            "total above max",
+            vec![(16, KIND_FIRST, total(1001).to_vec())],
+        ),
+        (
+            "total not above the piece",
+            vec![(16, KIND_FIRST, total(8).to_vec())],
+        ),
+        (
+            "huge total",
+            vec![(16, KIND_FIRST, total(u64::MAX).to_vec())],
+        ),
+        (
+            "piece beyond the total",
+            vec![
+                (16, KIND_FIRST, total(20).to_vec()),
+                (24, KIND_CONT, vec![2; 24]),
+            ],
+        ),
+        (
+            "piece above max record",
+            vec![(25, KIND_FIRST, total(100).to_vec())],
+        ),
+    ];
+    for (name, recs) in cases {
+        let (_p, mut c, scr) = ring(64, 1000);
+        let mut off = 0;
+        for (len, kind, mut payload) in recs {
+            payload.resize(len.min(24) as usize, 0);
+            let size = crate::layout::record_len(len as usize);
+            forge(&scr, off, len, kind, &payload, (off + size.min(32)) as u64);
+            off += 32;
+        }
+        let mut result = Ok(None);
+        for _ in 0..4 {
+            result = c.try_recv().map(|f| f.map(|f| f.len()));
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
+            Err(ShmError::Corrupt(msg)) => eprintln!("{name}: {msg}"),
+            other => panic!("{name}: expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(c.partial.capacity(), 0, "{name}: buffer freed");
+    }
+}
+
+#[test]
+fn a_declared_total_is_not_preallocated() {
+    use crate::layout::KIND_FIRST;
+    let (_p, mut c, scr) = ring(64, 16 << 20);
+    let mut payload = (16u64 << 20).to_le_bytes().to_vec();
+    payload.extend_from_slice(&[5; 16]);
+    forge(&scr, 0, 24, KIND_FIRST, &payload, 32);
+    assert!(c.try_recv().unwrap().is_none());
+    assert_eq!(c.partial_total, 16 << 20);
+    assert!(
+        c.partial.capacity() <= 64,
+        "a 16 MiB claim with 16 bytes sent allocated {}",
+        c.partial.capacity()
+    );
 }

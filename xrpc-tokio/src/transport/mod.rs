@@ -8,7 +8,8 @@
 //! | [`ChannelFrameTransport`] | the same process | one (into a `Bytes`) |
 //! | [`ArcFrameTransport`] | the same process | none with [`ArcFrameTransport::send_bytes`] |
 //!
-//! The [`FrameTransport`] trait and its errors are runtime-neutral (`xrpc-async`).
+//! The [`FrameTransport`] trait, its errors and the in-process transports are runtime-neutral
+//! (`xrpc-async`); they are re-exported here.
 
 use std::future::Future;
 use std::time::Duration;
@@ -19,19 +20,17 @@ pub use xrpc_async::transport::{
 };
 pub use xrpc_proto::RetryPolicy;
 
-mod arc;
-mod memory;
-mod pipe;
 mod shm;
 mod socket;
 mod tcp;
 mod unix;
+mod zero_copy;
 
-pub use arc::{ArcFrameTransport, ZeroCopyTransport};
-pub use memory::{ChannelConfig, ChannelFrameTransport};
 pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
 pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
 pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
+pub use xrpc_async::memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
+pub use zero_copy::ZeroCopyTransport;
 
 /// Runs `connect` up to `max_attempts` times (at least once), each bounded by `timeout`,
 /// sleeping per `policy` between attempts. Returns the last error if all fail.

@@ -4,21 +4,25 @@
 //! rendezvous is an abstract Unix socket named after the service (see `xrpc_shm`). Frames are
 //! copied once, into the ring, and once out of it.
 //!
-//! Waiting never blocks a runtime worker: a receive (or a send into a full ring) first retries
-//! for [`SharedMemoryConfig::spin_budget`], yielding to the runtime between attempts, so a busy
-//! peer is served with no system call at all; only then does it sleep on the ring's futex, on
-//! the blocking thread pool, in slices of at most 10 ms.
+//! Waiting never blocks a runtime worker and holds no thread: a receive (or a send into a full
+//! ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — a short busy check, then
+//! retries that yield to the runtime, for at most [`SharedMemoryConfig::spin_budget`], so a busy
+//! peer is served with no system call at all — and then sleeps in the runtime's reactor: it
+//! announces the sleep and waits for the ring's doorbell (an eventfd the peer rings after
+//! publishing) or for the rendezvous socket to hang up (the peer died), whichever comes first.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
 use xrpc_proto::FRAME_PREFIX_LEN;
 use xrpc_shm::{
-    RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver, ShmSender,
+    Backoff, Doorbell, PeerFd, RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmConnector,
+    ShmError, ShmListener, ShmReceiver, ShmSender, WaitStep,
 };
 
 use super::{
@@ -31,7 +35,10 @@ use super::{
 pub struct SharedMemoryConfig {
     /// Bytes of each ring (one per direction): a power of two, at least 4096. Default 1 MiB.
     pub buffer_size: usize,
-    /// Largest frame, at most `buffer_size / 2 - 8`. Default 256 KiB.
+    /// Largest frame. Default 16 MiB ([`xrpc_proto::DEFAULT_MAX_FRAME_SIZE`]), as on every
+    /// transport. Independent of `buffer_size`: a frame larger than half the ring passes through
+    /// it in pieces, reassembled by the receiver into a buffer of that frame's size (an idle
+    /// connection holds none). The server's value applies to both directions.
     pub max_frame_size: usize,
     /// How long a waiting side keeps retrying (yielding between tries) before it sleeps.
     /// Longer trades CPU for latency. Default 50 µs.
@@ -44,7 +51,7 @@ impl Default for SharedMemoryConfig {
     fn default() -> Self {
         Self {
             buffer_size: 1 << 20,
-            max_frame_size: 256 * 1024,
+            max_frame_size: xrpc_proto::DEFAULT_MAX_FRAME_SIZE,
             spin_budget: Duration::from_micros(50),
             connect_timeout: Duration::from_secs(5),
         }
@@ -57,8 +64,8 @@ impl SharedMemoryConfig {
             ring_capacity: self.buffer_size,
             max_frame_size: self.max_frame_size,
             spin_budget: self.spin_budget,
-            wait_slice: Duration::from_millis(10),
             handshake_timeout: self.connect_timeout,
+            ..ShmConfig::default()
         }
     }
 }
@@ -74,14 +81,73 @@ fn map_err(e: ShmError) -> TransportError {
     }
 }
 
-/// Runs a blocking `xrpc_shm` call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ShmError> + Send + 'static,
-) -> Result<T, TransportError> {
-    tokio::task::spawn_blocking(f)
+/// Largest send buffer a connection keeps between sends: a frame up to the max frame size
+/// (16 MiB) may pass, but an idle connection should not hold its buffer.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Empties the send buffer after a send, freeing it if a large frame grew it.
+fn release_scratch(scratch: &mut BytesMut) {
+    if scratch.capacity() > SCRATCH_KEEP {
+        *scratch = BytesMut::new();
+    } else {
+        scratch.clear();
+    }
+}
+
+/// Registers `fd` with the runtime's reactor for readability.
+fn register<T: AsRawFd>(fd: T) -> Result<AsyncFd<T>, TransportError> {
+    // `with_interest` is deprecated because an arbitrary `AsRawFd` may close its descriptor
+    // while registered; the owned descriptors and the shared handles of `xrpc_shm` (`Doorbell`,
+    // `PeerFd`: the descriptor stays open while any clone lives) cannot, so this use is sound
+    // (its replacement takes a raw descriptor on trust, which this crate does not do).
+    #[allow(deprecated)]
+    AsyncFd::with_interest(fd, Interest::READABLE)
+        .map_err(|e| TransportError::ConnectionFailed(e.to_string()))
+}
+
+/// Connects to service `name` with the handshake waiting in the reactor: no thread is blocked.
+async fn connect_async(name: &str, config: ShmConfig) -> Result<ShmConnection, TransportError> {
+    let deadline = Instant::now() + config.handshake_timeout;
+    let mut connector = loop {
+        match ShmConnector::start(name, config.clone()) {
+            Ok(c) => break c,
+            // The server's accept backlog is full: try again shortly.
+            Err(ShmError::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(map_err(e)),
+        }
+    };
+    let sock = register(connector.socket())?;
+    let finish = async {
+        loop {
+            let mut ready = sock
+                .readable()
+                .await
+                .map_err(|e| TransportError::ConnectionFailed(e.to_string()))?;
+            match connector.try_finish() {
+                Ok(Some(conn)) => return Ok(conn),
+                Ok(None) => ready.clear_ready(),
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline.into(), finish)
         .await
-        .map_err(|e| TransportError::ConnectionFailed(format!("blocking task failed: {e}")))?
-        .map_err(map_err)
+        .map_err(|_| TransportError::Timeout)?
+}
+
+/// The reactor registrations of a connection's sleepers, made at its first sleep (registering
+/// needs a runtime).
+struct Reactor {
+    /// Rung by the peer after it publishes a frame while our receive sleeps.
+    recv_bell: AsyncFd<Doorbell>,
+    /// Rung by the peer after it frees room while our send sleeps.
+    send_bell: AsyncFd<Doorbell>,
+    /// The rendezvous socket: readable when the peer is gone.
+    peer: AsyncFd<PeerFd>,
 }
 
 /// An [`ShmListener`] whose accepts wait for readiness on the runtime's reactor (the handshake
@@ -138,6 +204,7 @@ struct Connected {
     rx: tokio::sync::Mutex<ShmReceiver>,
     send_waiter: SendWaiter,
     recv_waiter: RecvWaiter,
+    reactor: tokio::sync::OnceCell<Reactor>,
     max_frame_size: usize,
 }
 
@@ -159,8 +226,21 @@ impl Connected {
                 scratch: BytesMut::new(),
             }),
             rx: tokio::sync::Mutex::new(receiver),
+            reactor: tokio::sync::OnceCell::new(),
             max_frame_size,
         }
+    }
+
+    async fn reactor(&self) -> Result<&Reactor, TransportError> {
+        self.reactor
+            .get_or_try_init(|| async {
+                Ok(Reactor {
+                    recv_bell: register(self.recv_waiter.doorbell().clone())?,
+                    send_bell: register(self.send_waiter.doorbell().clone())?,
+                    peer: register(self.recv_waiter.peer_fd())?,
+                })
+            })
+            .await
     }
 }
 
@@ -188,6 +268,8 @@ pub struct SharedMemoryFrameTransport {
     config: SharedMemoryConfig,
     stats: StatsCounters,
     closed: AtomicBool,
+    /// Wakes sleeping sends and receives when the transport is closed.
+    close_notify: Notify,
     name: String,
 }
 
@@ -208,6 +290,7 @@ impl SharedMemoryFrameTransport {
             config,
             stats: StatsCounters::default(),
             closed: AtomicBool::new(false),
+            close_notify: Notify::new(),
             name,
         }
     }
@@ -223,6 +306,7 @@ impl SharedMemoryFrameTransport {
             config,
             stats: StatsCounters::default(),
             closed: AtomicBool::new(false),
+            close_notify: Notify::new(),
             name: format!("shm:{name}"),
         })
     }
@@ -246,9 +330,7 @@ impl SharedMemoryFrameTransport {
 
     /// Connects to service `name` without blocking the runtime.
     pub async fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let shm = config.to_shm();
-        let n = name.to_string();
-        let conn = blocking(move || ShmConnection::connect(&n, shm)).await?;
+        let conn = connect_async(name, config.to_shm()).await?;
         Ok(Self::ready(conn, config, format!("shm:{name}")))
     }
 
@@ -266,18 +348,23 @@ impl SharedMemoryFrameTransport {
             .await
     }
 
-    /// Puts one frame into the ring, waiting for room: retries for the spin budget (yielding
-    /// to the runtime), then sleeps on the ring's futex on the blocking pool.
+    /// Puts one frame into the ring, waiting for room as the wait policy says (see the module
+    /// documentation).
     async fn push(
         &self,
         c: &Connected,
         sender: &mut ShmSender,
         frame: &[u8],
     ) -> Result<(), TransportError> {
-        let mut deadline: Option<Instant> = None;
+        let mut backoff: Option<Backoff<'_>> = None;
+        // Bytes of `frame` in the ring so far (a frame larger than half the ring goes in pieces).
+        let mut sent = 0;
         loop {
-            match sender.try_send(frame) {
+            match sender.try_send_from(frame, &mut sent) {
                 Ok(()) => {
+                    if let Some(b) = &mut backoff {
+                        b.ready();
+                    }
                     self.stats.sent(1, frame.len());
                     return Ok(());
                 }
@@ -287,18 +374,60 @@ impl SharedMemoryFrameTransport {
             if self.closed.load(Ordering::Acquire) {
                 return Err(TransportError::ConnectionClosed);
             }
-            let now = Instant::now();
-            let until = *deadline.get_or_insert(now + self.config.spin_budget);
-            if now < until {
-                tokio::task::yield_now().await;
-                continue;
+            match backoff
+                .get_or_insert_with(|| c.send_waiter.backoff())
+                .step()
+            {
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield => tokio::task::yield_now().await,
+                WaitStep::Sleep => {
+                    let guard = c
+                        .send_waiter
+                        .prepare_sleep(frame.len() - sent)
+                        .map_err(|e| self.stats.send_error(map_err(e)))?;
+                    if let Some(_announced) = guard {
+                        let r = c.reactor().await?;
+                        self.sleep(&r.send_bell, &r.peer, || c.send_waiter.check_peer())
+                            .await
+                            .map_err(|e| self.stats.send_error(e))?;
+                    }
+                }
             }
-            let w = c.send_waiter.clone();
-            let len = frame.len();
-            blocking(move || w.wait_writable(len, Some(Duration::from_millis(10))))
-                .await
-                .map_err(|e| self.stats.send_error(e))?;
         }
+    }
+
+    /// Sleeps in the reactor until `bell` rings, the peer is gone, or the transport is closed.
+    /// Called with an announced sleep (its guard lives across the call). A ring is drained
+    /// before returning; a socket wake-up that was not the peer's death (stray bytes) is
+    /// cleared.
+    async fn sleep(
+        &self,
+        bell: &AsyncFd<Doorbell>,
+        peer: &AsyncFd<PeerFd>,
+        check_peer: impl Fn() -> Result<(), ShmError>,
+    ) -> Result<(), TransportError> {
+        let io = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
+        let closed = self.close_notify.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::ConnectionClosed);
+        }
+        tokio::select! {
+            biased;
+            ready = bell.readable() => {
+                let mut ready = ready.map_err(io)?;
+                bell.get_ref().drain().map_err(map_err)?;
+                ready.clear_ready();
+            }
+            ready = peer.readable() => {
+                let mut ready = ready.map_err(io)?;
+                check_peer().map_err(map_err)?;
+                ready.clear_ready();
+            }
+            () = &mut closed => return Err(TransportError::ConnectionClosed),
+        }
+        Ok(())
     }
 }
 
@@ -326,7 +455,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
             },
             Err(e) => Err(e),
         };
-        scratch.clear();
+        release_scratch(scratch);
         res
     }
 
@@ -348,17 +477,20 @@ impl FrameTransport for SharedMemoryFrameTransport {
             Ok(())
         }
         .await;
-        scratch.clear();
+        release_scratch(scratch);
         res
     }
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
         let c = self.conn().await?;
         let mut rx = c.rx.lock().await;
-        let mut deadline: Option<Instant> = None;
+        let mut backoff: Option<Backoff<'_>> = None;
         loop {
             match rx.try_recv_bytes() {
                 Ok(Some(frame)) => {
+                    if let Some(b) = &mut backoff {
+                        b.ready();
+                    }
                     self.stats.received(frame.len());
                     return Ok(frame);
                 }
@@ -368,16 +500,25 @@ impl FrameTransport for SharedMemoryFrameTransport {
             if self.closed.load(Ordering::Acquire) {
                 return Err(TransportError::ConnectionClosed);
             }
-            let now = Instant::now();
-            let until = *deadline.get_or_insert(now + self.config.spin_budget);
-            if now < until {
-                tokio::task::yield_now().await;
-                continue;
+            match backoff
+                .get_or_insert_with(|| c.recv_waiter.backoff())
+                .step()
+            {
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield => tokio::task::yield_now().await,
+                WaitStep::Sleep => {
+                    let guard = c
+                        .recv_waiter
+                        .prepare_sleep()
+                        .map_err(|e| self.stats.recv_error(map_err(e)))?;
+                    if let Some(_announced) = guard {
+                        let r = c.reactor().await?;
+                        self.sleep(&r.recv_bell, &r.peer, || c.recv_waiter.check_peer())
+                            .await
+                            .map_err(|e| self.stats.recv_error(e))?;
+                    }
+                }
             }
-            let w = c.recv_waiter.clone();
-            blocking(move || w.wait_readable(Some(Duration::from_millis(10))))
-                .await
-                .map_err(|e| self.stats.recv_error(e))?;
         }
     }
 
@@ -392,6 +533,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
 
     async fn close(&self) -> Result<(), TransportError> {
         self.closed.store(true, Ordering::Release);
+        self.close_notify.notify_waiters();
         Ok(())
     }
 

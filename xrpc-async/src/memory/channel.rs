@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN};
 
 use super::pipe::{CloseSignal, Pipe};
-use super::{
+use crate::transport::{
     FrameTransport, StatsCounters, TransportError, TransportStats, check_len, check_prefixed,
 };
 
@@ -56,7 +56,7 @@ where
     }
 }
 
-/// An in-process [`FrameTransport`] pair over bounded tokio channels. Sending copies the frame
+/// An in-process [`FrameTransport`] pair over bounded in-memory pipes (no runtime needed). Sending copies the frame
 /// once, into a [`Bytes`]; receiving copies nothing.
 ///
 /// For tests and in-process use. Closing either end closes both.

@@ -2,63 +2,26 @@
 //! `Arc<dyn Any>` with no serialization at all.
 
 use std::any::{Any, type_name};
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::memory::{ChannelConfig, SCRATCH_CAPACITY, encode_to_bytes};
+use super::channel::{ChannelConfig, SCRATCH_CAPACITY, encode_to_bytes};
 use super::pipe::{CloseSignal, Pipe};
-use super::{FrameTransport, StatsCounters, TransportError, TransportStats, check_len};
+use crate::transport::{FrameTransport, StatsCounters, TransportError, TransportStats, check_len};
 
 /// A typed value in flight: its type name (for mismatch errors) and the value.
 type TypedItem = (&'static str, Arc<dyn Any + Send + Sync>);
 
-/// Sends and receives typed values without serializing them.
-pub trait ZeroCopyTransport: Send + Sync + 'static {
-    /// Sends a value already behind an [`Arc`] (no copy, no serialization).
-    fn send_arc<T: Any + Send + Sync>(
-        &self,
-        value: Arc<T>,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
-
-    /// Sends a value (moved into an [`Arc`]).
-    fn send_typed<T: Any + Send + Sync>(
-        &self,
-        value: T,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send {
-        self.send_arc(Arc::new(value))
-    }
-
-    /// Receives the next typed value. If it is not a `T` it is dropped and
-    /// [`TransportError::TypeMismatch`] is returned.
-    fn recv_typed<T: Any + Send + Sync>(
-        &self,
-    ) -> impl Future<Output = Result<Arc<T>, TransportError>> + Send;
-
-    /// [`recv_typed`](Self::recv_typed) with a time limit ([`TransportError::Timeout`]).
-    fn recv_typed_timeout<T: Any + Send + Sync>(
-        &self,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Arc<T>, TransportError>> + Send {
-        async move {
-            tokio::time::timeout(timeout, self.recv_typed())
-                .await
-                .unwrap_or(Err(TransportError::Timeout))
-        }
-    }
-}
-
 /// An in-process pair with two independent streams: frames ([`FrameTransport`], moved as
 /// [`Bytes`] without copying when sent with [`send_bytes`](Self::send_bytes)) and typed values
-/// ([`ZeroCopyTransport`]). Order is kept within each stream, not between them.
+/// (`send_typed`/`recv_typed`). Order is kept within each stream, not between them.
 ///
 /// Closing either end closes both.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use xrpc_tokio::{ArcFrameTransport, ZeroCopyTransport};
+/// use xrpc_tokio::ArcFrameTransport;
 /// let (a, b) = ArcFrameTransport::create_pair("demo");
 /// a.send_typed(vec![1u32, 2, 3]).await.unwrap();
 /// let v = b.recv_typed::<Vec<u32>>().await.unwrap();
@@ -183,9 +146,14 @@ impl FrameTransport for ArcFrameTransport {
     }
 }
 
-/// Typed values count in [`TransportStats`] as frames of 0 bytes.
-impl ZeroCopyTransport for ArcFrameTransport {
-    async fn send_arc<T: Any + Send + Sync>(&self, value: Arc<T>) -> Result<(), TransportError> {
+/// Typed values: sent and received without serialization (adapters also offer them through
+/// their `ZeroCopyTransport` trait). They count in [`TransportStats`] as frames of 0 bytes.
+impl ArcFrameTransport {
+    /// Sends a value already behind an [`Arc`] (no copy, no serialization).
+    pub async fn send_arc<T: Any + Send + Sync>(
+        &self,
+        value: Arc<T>,
+    ) -> Result<(), TransportError> {
         self.typed
             .send((type_name::<T>(), value))
             .await
@@ -194,7 +162,14 @@ impl ZeroCopyTransport for ArcFrameTransport {
         Ok(())
     }
 
-    async fn recv_typed<T: Any + Send + Sync>(&self) -> Result<Arc<T>, TransportError> {
+    /// Sends a value (moved into an [`Arc`]).
+    pub async fn send_typed<T: Any + Send + Sync>(&self, value: T) -> Result<(), TransportError> {
+        self.send_arc(Arc::new(value)).await
+    }
+
+    /// Receives the next typed value. If it is not a `T` it is dropped and
+    /// [`TransportError::TypeMismatch`] is returned.
+    pub async fn recv_typed<T: Any + Send + Sync>(&self) -> Result<Arc<T>, TransportError> {
         let (found, value) = self
             .typed
             .recv()
