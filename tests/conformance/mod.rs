@@ -14,26 +14,29 @@
 //! }
 //! ```
 //!
-//! `block_on: fn(F) -> F::Output` runs one body to completion on the adapter's executor; it
-//! must give the body's tasks threads of their own (a multi-threaded executor, or one thread
-//! per task), because some bodies block a handler while the client keeps calling. Every case
-//! becomes `#[test] fn <module>::<case>`. `tests/conformance_tokio.rs` is the tokio
-//! instantiation over TCP, Unix, shared memory, the in-process channel and `Arc`; a smol one is
-//! the same file with smol's transports, `Smol` and `smol::block_on`.
+//! `block_on: fn(F) -> F::Output` runs one body to completion on the adapter's executor (tokio:
+//! a fresh runtime with two workers per case). Every case becomes `#[test] fn <module>::<case>`.
+//! `tests/conformance_tokio.rs` is the tokio instantiation over TCP, Unix, shared memory, the
+//! in-process channel and `Arc`; a smol one is the same file with smol's transports, its
+//! `Runtime` and `smol::block_on`. `tests/conformance_threads.rs` runs the suite with no
+//! executor library at all, on a runtime of one thread per task.
 //!
 //! # A blocking adapter
 //!
 //! A blocking adapter drives the sessions from threads with `std` IO, so it has no `Runtime` of
-//! its own to offer. Its server and transports plug in by providing (1) a thread runtime — a
-//! `Runtime` whose `spawn` runs each future on its own thread under a parking `block_on`, and
-//! whose timer is a future woken by a timer thread — which is also the `block_on` given to
-//! [`suite!`], and (2) a [`Pair`] whose channels are its `std` transports wrapped as
-//! [`MessageChannel`]s (their blocking IO is fine inside async methods here: every task owns a
-//! thread). That runs the async client and server over its transports. To run its own
-//! synchronous client instead, the bodies' client side goes behind a trait (`ClientUnderTest`,
-//! with async methods for `call`, `notify`, the three stream calls, `pending_calls`) implemented
-//! by [`RpcClient`] as it is and by the blocking client with each call run on a thread of its
-//! own that completes a future; the bodies stay as they are, apart from their client type.
+//! its own to offer. It instantiates the suite with:
+//! 1. a thread runtime: a `Runtime` whose `spawn` runs each future on a thread of its own under
+//!    a parking `block_on`, whose timer is a future woken by a timer thread, and that
+//!    `block_on` given to [`suite!`] (`tests/conformance_threads.rs` has one, about 150 lines,
+//!    to be moved into the adapter);
+//! 2. a [`Pair`] whose channels are its `std` transports wrapped as [`MessageChannel`]s; their
+//!    blocking IO is fine inside async methods there, since every task owns a thread.
+//!
+//! That runs the async client and server over its transports. To test its own synchronous
+//! client as well, the bodies' client side goes behind a trait (`ClientUnderTest`: async
+//! `call`, `call_with_timeout`, `notify`, the three stream calls, `pending_calls`) implemented
+//! by [`RpcClient`] as it is and by the blocking client, each call run on a thread that
+//! completes a future; the bodies keep their code and change only their client type.
 
 pub mod task;
 
