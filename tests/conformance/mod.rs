@@ -27,7 +27,7 @@
 //! its own to offer. It instantiates the suite with:
 //! 1. a thread runtime: a `Runtime` whose `spawn` runs each future on a thread of its own under
 //!    a parking `block_on`, whose timer is a future woken by a timer thread, and that
-//!    `block_on` given to [`suite!`] (`tests/conformance_threads.rs` has one, about 150 lines,
+//!    `block_on` given to [`suite!`] (`tests/conformance_threads.rs` has one, about 170 lines,
 //!    to be moved into the adapter);
 //! 2. a [`Pair`] whose channels are its `std` transports wrapped as [`MessageChannel`]s; their
 //!    blocking IO is fine inside async methods there, since every task owns a thread.
