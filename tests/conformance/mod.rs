@@ -1,0 +1,531 @@
+//! The conformance suite: one body per behaviour of [`RpcClient`] and [`RpcServer`], written
+//! against the runtime-neutral API of `xrpc_async` alone, which every adapter instantiates for
+//! each of its transports.
+//!
+//! A body is `async fn case<P: Pair, R: Runtime>()`: [`Pair`] makes a connected pair of message
+//! channels over one transport of one adapter, `R` is the adapter's [`Runtime`]. Spawning,
+//! sleeping and time limits go through `R` ([`task`]); nothing here names tokio. An adapter's
+//! test file includes this module and adds one line per transport to [`suite!`]:
+//!
+//! ```ignore
+//! mod conformance;
+//! conformance::suite! {
+//!     tcp => TcpPair, Tokio, block_on;   // test module name => pair, runtime, block_on
+//! }
+//! ```
+//!
+//! `block_on: fn(F) -> F::Output` runs one body to completion on the adapter's executor (tokio:
+//! a fresh runtime with two workers per case). Every case becomes `#[test] fn <module>::<case>`.
+//! `tests/conformance_tokio.rs` is the tokio instantiation over TCP, Unix, shared memory, the
+//! in-process channel and `Arc`; a smol one is the same file with smol's transports, its
+//! `Runtime` and `smol::block_on`. `tests/conformance_threads.rs` runs the suite with no
+//! executor library at all, on a runtime of one thread per task.
+//!
+//! # A blocking adapter
+//!
+//! A blocking adapter drives the sessions from threads with `std` IO, so it has no `Runtime` of
+//! its own to offer. It instantiates the suite with:
+//! 1. a thread runtime: a `Runtime` whose `spawn` runs each future on a thread of its own under
+//!    a parking `block_on`, whose timer is a future woken by a timer thread, and that
+//!    `block_on` given to [`suite!`] (`tests/conformance_threads.rs` has one, about 170 lines,
+//!    to be moved into the adapter);
+//! 2. a [`Pair`] whose channels are its `std` transports wrapped as [`MessageChannel`]s; their
+//!    blocking IO is fine inside async methods there, since every task owns a thread.
+//!
+//! That runs the async client and server over its transports. To test its own synchronous
+//! client as well, the bodies' client side goes behind a trait (`ClientUnderTest`: async
+//! `call`, `call_with_timeout`, `notify`, the three stream calls, `pending_calls`) implemented
+//! by [`RpcClient`] as it is and by the blocking client, each call run on a thread that
+//! completes a future; the bodies keep their code and change only their client type.
+
+pub mod task;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use xrpc_async::{
+    CallContext, MessageChannel, RequestStream, RpcClient, RpcClientConfig, RpcError, RpcServer,
+    Runtime, ServerStreamSender,
+};
+use xrpc_proto::{BincodeCodec, ErrorCode};
+
+use task::{JoinHandle, sleep, spawn, timeout};
+
+/// A connected pair of message channels over one transport of one adapter.
+pub trait Pair {
+    /// The client's end.
+    type Client: MessageChannel;
+    /// The server's end.
+    type Server: MessageChannel;
+    /// Whether the transport moves in-process values without serializing them
+    /// ([`MessageChannel::carries_values`]); [`typed_calls_skip_the_codec_where_values_travel`]
+    /// checks that the channel says so.
+    const CARRIES_VALUES: bool;
+
+    /// A fresh pair, connected.
+    fn pair() -> impl Future<Output = (Self::Client, Self::Server)>;
+}
+
+/// Instantiates every case of the suite, one test module per line:
+/// `name => Pair, Runtime, block_on;`. See the [module documentation](self).
+macro_rules! suite {
+    ($($name:ident => $pair:ty, $runtime:ty, $block_on:path;)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance::suite!(@cases $pair, $runtime, $block_on;
+                unary_and_errors,
+                thousand_concurrent_calls,
+                timeouts_and_cancellation,
+                disconnect_fails_pending_calls,
+                streams,
+                slow_consumer_holds_the_producer,
+                notifications_and_deadlines,
+                graceful_shutdown,
+                an_oversized_request_fails_only_its_call,
+                heartbeats_detect_a_silent_server,
+                typed_calls_skip_the_codec_where_values_travel,
+            );
+        }
+    )*};
+    (@cases $pair:ty, $runtime:ty, $block_on:path; $($case:ident,)*) => {$(
+        #[test]
+        fn $case() {
+            $block_on($crate::conformance::$case::<$pair, $runtime>())
+        }
+    )*};
+}
+pub(crate) use suite;
+
+type Client<P, R> = RpcClient<<P as Pair>::Client, BincodeCodec, R>;
+type Server<R> = RpcServer<BincodeCodec, R>;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct AddRequest {
+    a: i32,
+    b: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct AddResponse {
+    result: i32,
+}
+
+/// The server every body starts from: unary, failing, panicking and streaming methods.
+fn server<R: Runtime>() -> Server<R> {
+    let server = Server::<R>::new();
+    server.register_typed("add", |req: AddRequest| async move {
+        Ok(AddResponse {
+            result: req.a + req.b,
+        })
+    });
+    server.register_typed("echo", |v: u64| async move { Ok(v) });
+    server.register_typed("sleep_ms", |ms: u64| async move {
+        sleep::<R>(Duration::from_millis(ms)).await;
+        Ok(ms)
+    });
+    server.register_typed("fail", |msg: String| async move {
+        Err::<(), _>(RpcError::server(msg))
+    });
+    server.register_typed("panic", |_: ()| async move {
+        if true {
+            panic!("handler blew up");
+        }
+        Ok(())
+    });
+    server.register_stream("count", |n: u32, tx: ServerStreamSender<u32>| async move {
+        for i in 0..n {
+            tx.send(&i).await?;
+        }
+        Ok(())
+    });
+    server.register_client_stream("sum", |mut items: RequestStream<u64>| async move {
+        let mut sum = 0;
+        while let Some(v) = items.recv().await {
+            sum += v?;
+        }
+        Ok(sum)
+    });
+    server.register_bidi(
+        "double",
+        |mut items: RequestStream<i64>, tx: ServerStreamSender<i64>| async move {
+            while let Some(v) = items.recv().await {
+                tx.send(&(v? * 2)).await?;
+            }
+            Ok(())
+        },
+    );
+    server.register_bidi(
+        "first_only",
+        |mut items: RequestStream<i64>, tx: ServerStreamSender<i64>| async move {
+            let first = items.recv().await.transpose()?.unwrap_or(0);
+            drop(items); // reads no more, but keeps running
+            sleep::<R>(Duration::from_millis(100)).await;
+            tx.send(&first).await?;
+            Ok(())
+        },
+    );
+    server
+}
+
+/// Serves `server` on the server end of a fresh pair and returns a started client.
+async fn connect<P: Pair, R: Runtime>(
+    server: &Server<R>,
+) -> (Client<P, R>, JoinHandle<Result<(), RpcError>, R>) {
+    let (c, s) = P::pair().await;
+    let srv = server.clone();
+    let task = spawn::<R, _>(async move { srv.serve(s).await });
+    let client = RpcClient::new(c);
+    let _handle = client.start();
+    (client, task)
+}
+
+/// A unary call answers; an unknown method, a handler's error, a handler's panic and a request
+/// of the wrong type are each reported to their call, and the server keeps serving.
+pub async fn unary_and_errors<P: Pair, R: Runtime>() {
+    let (client, _srv) = connect::<P, R>(&server()).await;
+    let resp: AddResponse = client
+        .call("add", &AddRequest { a: 1, b: 2 })
+        .await
+        .unwrap();
+    assert_eq!(resp.result, 3);
+    match client.call::<_, ()>("nope", &()).await {
+        Err(RpcError::MethodNotFound(m)) => assert!(m.contains("nope")),
+        other => panic!("{other:?}"),
+    }
+    match client.call::<_, ()>("fail", &"bad input".to_string()).await {
+        Err(RpcError::ServerError { message, .. }) => assert_eq!(message, "bad input"),
+        other => panic!("{other:?}"),
+    }
+    match client.call::<_, ()>("panic", &()).await {
+        Err(RpcError::ServerError { code, message }) => {
+            assert_eq!(code, ErrorCode::Panic);
+            assert!(message.contains("blew up"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The server keeps serving after a panic.
+    let v: u64 = client.call("echo", &7u64).await.unwrap();
+    assert_eq!(v, 7);
+    // A request of the wrong type is a serialization error on the server, reported back.
+    assert!(client.call::<_, u64>("echo", &"text").await.is_err());
+}
+
+/// A thousand calls in flight on one connection all get their own answer.
+pub async fn thousand_concurrent_calls<P: Pair, R: Runtime>() {
+    let (client, _srv) = connect::<P, R>(&server()).await;
+    let calls = (0..1000u64).map(|i| {
+        let client = client.clone();
+        async move {
+            let v: u64 = client.call("echo", &i).await.unwrap();
+            assert_eq!(v, i);
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    assert_eq!(client.pending_calls(), 0);
+}
+
+/// A call times out on time; dropping a call future cancels its handler on the server.
+pub async fn timeouts_and_cancellation<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    let started = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    struct OnDrop(Arc<AtomicBool>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let (s2, d2) = (started.clone(), dropped.clone());
+    server.register_typed("forever", move |_: ()| {
+        let guard = OnDrop(d2.clone());
+        s2.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let (client, _srv) = connect::<P, R>(&server).await;
+    let t0 = Instant::now();
+    let r = client
+        .call_with_timeout::<_, u64>("sleep_ms", &5_000u64, Duration::from_millis(50))
+        .await;
+    assert!(matches!(r, Err(RpcError::Timeout)), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // Dropping a call future cancels the handler on the server.
+    let fut = client.call::<_, ()>("forever", &());
+    let _ = timeout::<R, _>(Duration::from_millis(50), fut).await;
+    for _ in 0..100 {
+        if dropped.load(Ordering::SeqCst) {
+            break;
+        }
+        sleep::<R>(Duration::from_millis(5)).await;
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the server dropped the cancelled handler"
+    );
+    assert_eq!(client.pending_calls(), 0);
+}
+
+/// When the server goes away, every pending call fails at once with `Disconnected`, and so do
+/// later calls.
+pub async fn disconnect_fails_pending_calls<P: Pair, R: Runtime>() {
+    let (client, srv) = connect::<P, R>(&server()).await;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let c = client.clone();
+            spawn::<R, _>(async move { c.call::<_, u64>("sleep_ms", &60_000u64).await })
+        })
+        .collect();
+    while client.pending_calls() < 10 {
+        sleep::<R>(Duration::from_millis(1)).await;
+    }
+    sleep::<R>(Duration::from_millis(20)).await;
+    let t0 = Instant::now();
+    srv.abort(); // the server task and its connection go away
+    for c in calls {
+        let r = c.await;
+        assert!(matches!(r, Err(RpcError::Disconnected(_))), "{r:?}");
+    }
+    let waited = t0.elapsed();
+    assert!(waited < Duration::from_millis(100), "took {waited:?}");
+    assert!(matches!(
+        client.call::<_, u64>("echo", &1u64).await,
+        Err(RpcError::Disconnected(_))
+    ));
+}
+
+/// Server, client and bidirectional streams deliver every item in order; a handler that stops
+/// reading does not leave the client waiting for credit.
+pub async fn streams<P: Pair, R: Runtime>() {
+    let (client, _srv) = connect::<P, R>(&server()).await;
+    let rx = client
+        .call_server_stream::<_, u32>("count", &100u32)
+        .await
+        .unwrap();
+    assert_eq!(rx.collect().await.unwrap(), (0..100).collect::<Vec<_>>());
+    let mut rx = client
+        .call_server_stream::<_, u32>("count", &3u32)
+        .await
+        .unwrap();
+    let mut got = vec![];
+    while let Some(v) = rx.next().await {
+        got.push(v.unwrap());
+    }
+    assert_eq!(got, vec![0, 1, 2]);
+
+    let (tx, resp) = client.call_client_stream::<u64, u64>("sum").await.unwrap();
+    for i in 1..=100 {
+        tx.send(&i).await.unwrap();
+    }
+    tx.finish().await.unwrap();
+    assert_eq!(resp.await.unwrap(), 5050);
+
+    let (tx, mut rx) = client.call_bidi::<i64, i64>("double").await.unwrap();
+    let producer = spawn::<R, _>(async move {
+        for i in 0..50 {
+            tx.send(&i).await.unwrap();
+        }
+        tx.finish().await.unwrap();
+    });
+    let mut out = vec![];
+    while let Some(v) = rx.recv().await {
+        out.push(v.unwrap());
+    }
+    producer.await;
+    assert_eq!(out, (0..50).map(|i| i * 2).collect::<Vec<_>>());
+
+    // A handler that stops reading does not leave the client waiting for credit.
+    let (tx, mut rx) = client.call_bidi::<i64, i64>("first_only").await.unwrap();
+    let producer = spawn::<R, _>(async move {
+        for i in 7..207 {
+            tx.send(&i).await.unwrap();
+        }
+        tx.finish().await.unwrap();
+    });
+    timeout::<R, _>(Duration::from_secs(5), producer)
+        .await
+        .expect("the producer is not stalled");
+    assert_eq!(rx.recv().await.unwrap().unwrap(), 7);
+    assert!(rx.recv().await.is_none());
+}
+
+/// A server stream's producer runs at most a window ahead of its consumer.
+pub async fn slow_consumer_holds_the_producer<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    let produced = Arc::new(AtomicUsize::new(0));
+    let p2 = produced.clone();
+    server.register_stream("firehose", move |_: (), tx: ServerStreamSender<u64>| {
+        let p = p2.clone();
+        async move {
+            for i in 0.. {
+                tx.send(&i).await?;
+                p.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    });
+    let (client, _srv) = connect::<P, R>(&server).await;
+    let mut rx = client
+        .call_server_stream::<_, u64>("firehose", &())
+        .await
+        .unwrap();
+    sleep::<R>(Duration::from_millis(100)).await;
+    let window = RpcClientConfig::default().stream_window as usize;
+    let held = produced.load(Ordering::SeqCst);
+    assert!(
+        held <= window,
+        "producer ran ahead to {held} items (window {window})"
+    );
+    // Consuming releases it, in steps of half the window.
+    for _ in 0..(window * 3) {
+        rx.recv().await.unwrap().unwrap();
+    }
+    sleep::<R>(Duration::from_millis(50)).await;
+    let after = produced.load(Ordering::SeqCst);
+    assert!(after > held && after <= window * 4, "{held} -> {after}");
+    drop(rx);
+}
+
+/// A notification reaches its handler; a handler sees its call's deadline.
+pub async fn notifications_and_deadlines<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    server.register_typed("note", move |v: usize| {
+        s2.fetch_add(v, Ordering::SeqCst);
+        async { Ok(()) }
+    });
+    server.register_typed_with_context("deadline_ms", |ctx: CallContext, _: ()| async move {
+        Ok(ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64))
+    });
+    let (client, _srv) = connect::<P, R>(&server).await;
+    client.notify("note", &5usize).await.unwrap();
+    let left: Option<u64> = client
+        .call_with_timeout("deadline_ms", &(), Duration::from_millis(800))
+        .await
+        .unwrap();
+    let left = left.expect("the handler sees the deadline");
+    assert!(left > 500 && left <= 800, "{left}");
+    for _ in 0..100 {
+        if seen.load(Ordering::SeqCst) == 5 {
+            break;
+        }
+        sleep::<R>(Duration::from_millis(2)).await;
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 5);
+}
+
+/// After `shutdown`, calls in flight still finish, and `serve` returns.
+pub async fn graceful_shutdown<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    let (client, srv) = connect::<P, R>(&server).await;
+    let c2 = client.clone();
+    let slow = spawn::<R, _>(async move { c2.call::<_, u64>("sleep_ms", &100u64).await });
+    while client.pending_calls() == 0 {
+        sleep::<R>(Duration::from_millis(1)).await;
+    }
+    sleep::<R>(Duration::from_millis(10)).await;
+    server.shutdown();
+    assert_eq!(slow.await.unwrap(), 100, "in-flight calls finish");
+    timeout::<R, _>(Duration::from_secs(2), srv)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap();
+}
+
+/// A server that answers nothing is declared gone after the missed heartbeats; a live one,
+/// busy with a long call, is not.
+pub async fn heartbeats_detect_a_silent_server<P: Pair, R: Runtime>() {
+    // The server end is connected but never served: it reads nothing and answers nothing.
+    let (c, _silent) = P::pair().await;
+    let config = RpcClientConfig {
+        heartbeat_interval: Some(Duration::from_millis(20)),
+        heartbeat_misses: 3,
+        default_timeout: None,
+        ..Default::default()
+    };
+    let client: Client<P, R> = RpcClient::with_config(c, config);
+    let t0 = Instant::now();
+    let r = client.call::<_, u64>("echo", &1u64).await;
+    let took = t0.elapsed();
+    assert!(
+        matches!(r, Err(RpcError::Disconnected(ref m)) if m.contains("heartbeat")),
+        "{r:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(60) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // A live server keeps answering pings: no false alarm over many intervals.
+    let (c, s) = P::pair().await;
+    let srv = server::<R>();
+    let _srv = spawn::<R, _>(async move { srv.serve(s).await });
+    let client: Client<P, R> = RpcClient::with_config(c, config);
+    let v: u64 = client.call("sleep_ms", &300u64).await.unwrap();
+    assert_eq!(v, 300);
+}
+
+/// A request too large for a frame fails its own call with `FrameTooLarge`; the calls around it
+/// and the connection are unaffected.
+pub async fn an_oversized_request_fails_only_its_call<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    server.register_typed("len", |v: Vec<u8>| async move { Ok(v.len()) });
+    let (client, _srv) = connect::<P, R>(&server).await;
+    let big = vec![7u8; 17 << 20]; // above every transport's default frame limit
+    let small: Vec<_> = (0..20u64)
+        .map(|i| {
+            let c = client.clone();
+            spawn::<R, _>(async move { c.call::<_, u64>("echo", &i).await })
+        })
+        .collect();
+    let r = client.call::<_, usize>("len", &big).await;
+    // The same on every transport, in-process ones included: the request cannot fit in a frame.
+    assert!(matches!(&r, Err(RpcError::FrameTooLarge { .. })), "{r:?}");
+    for (i, s) in small.into_iter().enumerate() {
+        assert_eq!(s.await.unwrap(), i as u64, "the other calls are unaffected");
+    }
+    let v: u64 = client.call("echo", &99u64).await.unwrap();
+    assert_eq!(v, 99);
+}
+
+/// A value that refuses to be serialized: a call carrying it can only succeed if no codec runs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Unserializable(u64);
+
+impl Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this type must not be serialized",
+        ))
+    }
+}
+
+/// `call_typed` moves the request and the response as values where the transport carries
+/// values (`Arc`), never running the codec; over a byte transport it needs the codec, which
+/// the unserializable request refuses.
+pub async fn typed_calls_skip_the_codec_where_values_travel<P: Pair, R: Runtime>() {
+    let server = Server::<R>::new();
+    server.register_typed("inc", |v: Unserializable| async move {
+        Ok(Unserializable(v.0 + 1))
+    });
+    let (client, _srv) = connect::<P, R>(&server).await;
+    assert_eq!(client.channel().carries_values(), P::CARRIES_VALUES);
+    let r = client
+        .call_typed::<_, Unserializable>("inc", Unserializable(41))
+        .await;
+    if P::CARRIES_VALUES {
+        assert_eq!(r.unwrap(), Unserializable(42));
+    } else {
+        assert!(matches!(r, Err(RpcError::Serialization(_))), "{r:?}");
+    }
+}
