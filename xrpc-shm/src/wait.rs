@@ -157,6 +157,8 @@ pub struct Backoff<'a> {
     checks: u32,
     /// When the last `Yield` step was handed out (not yet judged).
     yielded: Option<Instant>,
+    /// Whether a long yield means a contended CPU (see [`Backoff::in_runtime`]).
+    judge_yields: bool,
     asleep: bool,
 }
 
@@ -177,8 +179,23 @@ impl<'a> Backoff<'a> {
             start: None,
             checks: 0,
             yielded: None,
+            judge_yields: true,
             asleep: false,
         }
+    }
+
+    /// The waits run on an async runtime, whose yield lets the runtime's other tasks and its
+    /// reactor run: a long yield is then no sign of a CPU shared with the peer, and does not
+    /// end the spin (on a blocking thread, `sched_yield` taking long means exactly that). The
+    /// spin is not adapted either: a connection's waits for a peer that is sometimes idle for
+    /// long would shrink it to nothing. Every retry yields (no busy spin holding the thread)
+    /// until the whole budget is spent, then the wait sleeps in the reactor.
+    #[must_use]
+    pub fn in_runtime(mut self) -> Self {
+        self.judge_yields = false;
+        self.gauge = None;
+        self.limit = self.budget;
+        self
     }
 
     /// The condition was found false: what to do before checking again.
@@ -200,6 +217,15 @@ impl<'a> Backoff<'a> {
             }
         }
         let start = *self.start.get_or_insert_with(Instant::now);
+        if !self.judge_yields {
+            // On a runtime: every retry yields (a busy spin would hold the thread that the
+            // runtime's other tasks, the peer's among them, may need), until the budget is spent.
+            return if start.elapsed() >= self.limit {
+                self.give_up()
+            } else {
+                WaitStep::Yield
+            };
+        }
         self.checks += 1;
         if !self.checks.is_multiple_of(CHECKS_PER_ROUND) {
             return WaitStep::Spin;
@@ -208,7 +234,9 @@ impl<'a> Backoff<'a> {
             return self.give_up();
         }
         if self.checks / CHECKS_PER_ROUND > SPIN_ROUNDS_BEFORE_YIELD {
-            self.yielded = Some(Instant::now());
+            if self.judge_yields {
+                self.yielded = Some(Instant::now());
+            }
             return WaitStep::Yield;
         }
         WaitStep::Spin

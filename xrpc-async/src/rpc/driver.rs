@@ -124,43 +124,6 @@ pub(crate) async fn drive<S, M, R>(
         shared.register(cx.waker());
         loop {
             let mut progress = false;
-            // Read, while the session wants input.
-            let (reading, wants) = {
-                let mut st = shared.lock();
-                (
-                    rf.is_some() || rp.is_some(),
-                    st.session().wants_read() && !st.session().is_closed(),
-                )
-            };
-            if !reading && wants {
-                if values {
-                    rp.set(Some(read_packet()));
-                } else {
-                    rf.set(Some(read_frames()));
-                }
-            }
-            let read = if let Some(f) = rf.as_mut().as_pin_mut() {
-                f.poll(cx)
-                    .map(|r| r.map(|_| ()).map_err(ChannelError::from))
-            } else if let Some(f) = rp.as_mut().as_pin_mut() {
-                f.poll(cx)
-            } else {
-                Poll::Pending
-            };
-            if let Poll::Ready(res) = read {
-                rf.set(None);
-                rp.set(None);
-                progress = true;
-                if let Err(e) = res {
-                    let mut st = shared.lock();
-                    match e {
-                        ChannelError::Transport(TransportError::ConnectionClosed) => {
-                            st.session().handle_eof(Instant::now())
-                        }
-                        e => st.session().handle_transport_error(&e.to_string()),
-                    }
-                }
-            }
             // Time, routing, and what to write.
             let (write, next) = {
                 let mut st = shared.lock();
@@ -211,9 +174,53 @@ pub(crate) async fn drive<S, M, R>(
                         .handle_transport_error(&e.to_string());
                 }
             }
-            // Over: a write still under way is abandoned (the session's grace has passed).
-            if shared.lock().session().is_closed() {
-                return Poll::Ready(());
+            // Read, while the session wants input — after writing: a transport may spin a
+            // moment in a read (shared memory does), which must not hold up an answer.
+            let (reading, wants) = {
+                let mut st = shared.lock();
+                (
+                    rf.is_some() || rp.is_some(),
+                    st.session().wants_read() && !st.session().is_closed(),
+                )
+            };
+            if !reading && wants {
+                if values {
+                    rp.set(Some(read_packet()));
+                } else {
+                    rf.set(Some(read_frames()));
+                }
+            }
+            let read = if let Some(f) = rf.as_mut().as_pin_mut() {
+                f.poll(cx)
+                    .map(|r| r.map(|_| ()).map_err(ChannelError::from))
+            } else if let Some(f) = rp.as_mut().as_pin_mut() {
+                f.poll(cx)
+            } else {
+                Poll::Pending
+            };
+            if let Poll::Ready(res) = read {
+                rf.set(None);
+                rp.set(None);
+                progress = true;
+                if let Err(e) = res {
+                    let mut st = shared.lock();
+                    match e {
+                        ChannelError::Transport(TransportError::ConnectionClosed) => {
+                            st.session().handle_eof(Instant::now())
+                        }
+                        e => st.session().handle_transport_error(&e.to_string()),
+                    }
+                }
+            }
+            // Over: a write still under way is abandoned (the session's grace has passed);
+            // what the end itself decided (failed calls, stopped handlers) is routed first.
+            {
+                let mut st = shared.lock();
+                if st.session().is_closed() {
+                    st.dispatch(&mut work);
+                    work.clear();
+                    return Poll::Ready(());
+                }
             }
             if progress {
                 continue;

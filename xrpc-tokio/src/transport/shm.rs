@@ -375,7 +375,7 @@ impl SharedMemoryFrameTransport {
                 return Err(TransportError::ConnectionClosed);
             }
             match backoff
-                .get_or_insert_with(|| c.send_waiter.backoff())
+                .get_or_insert_with(|| c.send_waiter.backoff().in_runtime())
                 .step()
             {
                 WaitStep::Spin => std::hint::spin_loop(),
@@ -501,7 +501,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
                 return Err(TransportError::ConnectionClosed);
             }
             match backoff
-                .get_or_insert_with(|| c.recv_waiter.backoff())
+                .get_or_insert_with(|| c.recv_waiter.backoff().in_runtime())
                 .step()
             {
                 WaitStep::Spin => std::hint::spin_loop(),
