@@ -41,12 +41,9 @@ async fn a_taken_port_is_named() {
     assert!(err.contains("in use"), "{err}");
 }
 
-/// Today the text is `connection failed: Connection refused (os error 111)`: the connect
-/// errors of `xrpc-shm` (`ShmConnection::connect`) and of `transport/shm.rs` do not carry the
-/// service name. Those files are being reworked on another branch; un-ignore this test with
-/// that change (wanted: `no server for service "<name>"`).
+/// Connecting to a service nobody serves names it: `connection failed: no server for service
+/// "<name>"` (it was `Connection refused (os error 111)`).
 #[tokio::test]
-#[ignore = "xrpc-shm's connect errors do not name the service yet (see the comment)"]
 async fn a_missing_shared_memory_service_is_named() {
     let service = unique_name("nobody-serves-this");
     let Err(err) =
@@ -56,4 +53,10 @@ async fn a_missing_shared_memory_service_is_named() {
     };
     let err = err.to_string();
     assert!(err.contains(&service), "{err}");
+    assert!(err.contains("no server for service"), "{err}");
+    // The blocking constructor of the original API says the same.
+    let Err(err) = SharedMemoryFrameTransport::connect_client(&service) else {
+        panic!("connected to {service:?}, which nobody serves");
+    };
+    assert!(err.to_string().contains(&service), "{err}");
 }

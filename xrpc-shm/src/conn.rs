@@ -421,7 +421,13 @@ fn recv_fds(sock: &OwnedFd) -> Result<(OwnedFd, [RingBells; 2])> {
 fn connect_socket(name: &str, flags: SocketFlags) -> Result<OwnedFd> {
     let addr = socket_addr(name)?;
     let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
-    rustix::net::connect(&sock, &addr)?;
+    match rustix::net::connect(&sock, &addr) {
+        Ok(()) => {}
+        Err(e) if e == Errno::CONNREFUSED || e == Errno::NOENT => {
+            return Err(ShmError::NoServer(name.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    }
     if !peer_is_trusted(&sock) {
         // Abstract socket names are not protected by file permissions: a process of another
         // user may have taken the name. Do not talk to it.
@@ -445,7 +451,7 @@ pub struct ShmConnector {
 
 impl ShmConnector {
     /// Connects to the server bound to `name` without blocking. With no
-    /// server, fails with an `Io` error (`ConnectionRefused`); when the
+    /// server, fails with [`ShmError::NoServer`]; when the
     /// server's accept backlog is full, with an `Io` error of kind
     /// `WouldBlock` (try again later).
     pub fn start(name: &str, config: ShmConfig) -> Result<Self> {
@@ -500,7 +506,7 @@ impl ShmConnection {
     /// Connects to the server bound to `name` and maps the segment it hands
     /// out, after validating it. The server decides the ring geometry;
     /// `config` gives this side's waiting parameters and handshake timeout.
-    /// With no server, fails with an `Io` error (`ConnectionRefused`).
+    /// With no server, fails with [`ShmError::NoServer`].
     pub fn connect(name: &str, config: ShmConfig) -> Result<Self> {
         let sock = connect_socket(name, SocketFlags::CLOEXEC)?;
         rustix::net::sockopt::set_socket_timeout(

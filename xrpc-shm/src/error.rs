@@ -36,6 +36,9 @@ pub enum ShmError {
     /// segment description).
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// No server is bound to the service name (nobody listens there).
+    #[error("no server for service {0:?}")]
+    NoServer(String),
     /// An operating-system call failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -77,6 +77,7 @@ fn map_err(e: ShmError) -> TransportError {
         ShmError::Timeout => TransportError::Timeout,
         ShmError::Corrupt(m) => TransportError::Protocol(format!("shared memory corrupt: {m}")),
         ShmError::Io(e) => TransportError::ConnectionFailed(e.to_string()),
+        e @ ShmError::NoServer(_) => TransportError::ConnectionFailed(e.to_string()),
         other => TransportError::SharedMemoryCreation(other.to_string()),
     }
 }
