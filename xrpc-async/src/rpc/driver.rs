@@ -225,12 +225,15 @@ pub(crate) async fn drive<S, M, R>(
             if progress {
                 continue;
             }
-            // Sleep until the next deadline (or until woken).
-            if next != sleeping_until {
-                sleeping_until = next;
-                if let Some(at) = next {
-                    timer.reset(at);
-                }
+            // Sleep until the next deadline (or until woken). The timer is moved only to an
+            // earlier instant: deadlines of calls in flight mostly move later (each finished
+            // call uncovers a later one), and a timer that fires early is harmless — the
+            // session expires nothing before its time and the timer is re-armed.
+            if let Some(at) = next
+                && sleeping_until.is_none_or(|armed| at < armed)
+            {
+                sleeping_until = Some(at);
+                timer.reset(at);
             }
             if let Some(at) = sleeping_until
                 && Pin::new(&mut timer).poll(cx).is_ready()
