@@ -17,8 +17,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
-use conformance::Pair;
-use xrpc::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport, MessageChannelAdapter};
+use conformance::{ArcT, Channel};
 use xrpc_async::{Runtime, Task, Timer};
 
 conformance::suite! {
@@ -197,26 +196,4 @@ fn wake_at(at: Instant, waker: Waker) {
         .unwrap_or_else(PoisonError::into_inner)
         .push(Reverse(Due(at, seq, waker)));
     timers.changed.notify_one();
-}
-
-struct Channel;
-impl Pair for Channel {
-    type Client = MessageChannelAdapter<ChannelFrameTransport>;
-    type Server = MessageChannelAdapter<ChannelFrameTransport>;
-    const CARRIES_VALUES: bool = false;
-    async fn pair() -> (Self::Client, Self::Server) {
-        let (c, s) = ChannelFrameTransport::create_pair("suite", ChannelConfig::default());
-        (MessageChannelAdapter::new(c), MessageChannelAdapter::new(s))
-    }
-}
-
-struct ArcT;
-impl Pair for ArcT {
-    type Client = MessageChannelAdapter<ArcFrameTransport>;
-    type Server = MessageChannelAdapter<ArcFrameTransport>;
-    const CARRIES_VALUES: bool = true;
-    async fn pair() -> (Self::Client, Self::Server) {
-        let (c, s) = ArcFrameTransport::create_pair("suite");
-        (MessageChannelAdapter::new(c), MessageChannelAdapter::new(s))
-    }
 }

@@ -5,12 +5,11 @@ mod conformance;
 
 use std::future::Future;
 
-use conformance::Pair;
+use conformance::{ArcT, Channel, Pair};
 use xrpc::{
-    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, MessageChannelAdapter,
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
-    TcpFrameTransport, TcpFrameTransportListener, Tokio, UnixConfig, UnixFrameTransport,
-    UnixFrameTransportListener,
+    MessageChannelAdapter, SharedMemoryConfig, SharedMemoryFrameTransport,
+    SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, TcpFrameTransportListener,
+    Tokio, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
 use xrpc_shm::testing::unique_name;
 
@@ -94,27 +93,5 @@ impl Pair for Shm {
             MessageChannelAdapter::new(c.unwrap()),
             MessageChannelAdapter::new(s.unwrap()),
         )
-    }
-}
-
-struct Channel;
-impl Pair for Channel {
-    type Client = MessageChannelAdapter<ChannelFrameTransport>;
-    type Server = MessageChannelAdapter<ChannelFrameTransport>;
-    const CARRIES_VALUES: bool = false;
-    async fn pair() -> (Self::Client, Self::Server) {
-        let (c, s) = ChannelFrameTransport::create_pair("suite", ChannelConfig::default());
-        (MessageChannelAdapter::new(c), MessageChannelAdapter::new(s))
-    }
-}
-
-struct ArcT;
-impl Pair for ArcT {
-    type Client = MessageChannelAdapter<ArcFrameTransport>;
-    type Server = MessageChannelAdapter<ArcFrameTransport>;
-    const CARRIES_VALUES: bool = true;
-    async fn pair() -> (Self::Client, Self::Server) {
-        let (c, s) = ArcFrameTransport::create_pair("suite");
-        (MessageChannelAdapter::new(c), MessageChannelAdapter::new(s))
     }
 }

@@ -48,8 +48,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use xrpc_async::{
-    CallContext, MessageChannel, RequestStream, RpcClient, RpcClientConfig, RpcError, RpcServer,
-    Runtime, ServerStreamSender,
+    ArcFrameTransport, CallContext, ChannelConfig, ChannelFrameTransport, MessageChannel,
+    MessageChannelAdapter, RequestStream, RpcClient, RpcClientConfig, RpcError, RpcServer, Runtime,
+    ServerStreamSender,
 };
 use xrpc_proto::{BincodeCodec, ErrorCode};
 
@@ -70,6 +71,30 @@ pub trait Pair {
     fn pair() -> impl Future<Output = (Self::Client, Self::Server)>;
 }
 
+/// The in-process transports need no runtime: every adapter's suite runs over these.
+pub struct Channel;
+impl Pair for Channel {
+    type Client = MessageChannelAdapter<ChannelFrameTransport>;
+    type Server = MessageChannelAdapter<ChannelFrameTransport>;
+    const CARRIES_VALUES: bool = false;
+    async fn pair() -> (Self::Client, Self::Server) {
+        let (c, s) = ChannelFrameTransport::create_pair("suite", ChannelConfig::default());
+        (MessageChannelAdapter::new(c), MessageChannelAdapter::new(s))
+    }
+}
+
+/// The in-process value transport (values move unserialized).
+pub struct ArcT;
+impl Pair for ArcT {
+    type Client = MessageChannelAdapter<ArcFrameTransport>;
+    type Server = MessageChannelAdapter<ArcFrameTransport>;
+    const CARRIES_VALUES: bool = true;
+    async fn pair() -> (Self::Client, Self::Server) {
+        let (c, s) = ArcFrameTransport::create_pair("suite");
+        (MessageChannelAdapter::new(c), MessageChannelAdapter::new(s))
+    }
+}
+
 /// Instantiates every case of the suite, one test module per line:
 /// `name => Pair, Runtime, block_on;`. See the [module documentation](self).
 macro_rules! suite {
@@ -87,6 +112,7 @@ macro_rules! suite {
                 notifications_and_deadlines,
                 graceful_shutdown,
                 an_oversized_request_fails_only_its_call,
+                the_same_max_frame_everywhere,
                 heartbeats_detect_a_silent_server,
                 typed_calls_skip_the_codec_where_values_travel,
             );
@@ -124,6 +150,7 @@ fn server<R: Runtime>() -> Server<R> {
         })
     });
     server.register_typed("echo", |v: u64| async move { Ok(v) });
+    server.register_typed("echo_bytes", |v: Vec<u8>| async move { Ok(v) });
     server.register_typed("sleep_ms", |ms: u64| async move {
         sleep::<R>(Duration::from_millis(ms)).await;
         Ok(ms)
@@ -473,6 +500,33 @@ pub async fn heartbeats_detect_a_silent_server<P: Pair, R: Runtime>() {
     let client: Client<P, R> = RpcClient::with_config(c, config);
     let v: u64 = client.call("sleep_ms", &300u64).await.unwrap();
     assert_eq!(v, 300);
+}
+
+/// The same maximum frame on every transport: a value bigger than a shared-memory ring
+/// round-trips (in pieces there), and a value above the maximum frame size (16 MiB,
+/// `xrpc_proto::DEFAULT_MAX_FRAME_SIZE`) fails its call with `FrameTooLarge` naming both sizes,
+/// leaving the connection usable.
+pub async fn the_same_max_frame_everywhere<P: Pair, R: Runtime>() {
+    let (client, _srv) = connect::<P, R>(&server()).await;
+    // 300 KiB: more than the old shm limit (256 KiB); 5 MiB: more than a 1 MiB shm ring.
+    for len in [300 * 1024, 5 << 20] {
+        let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let back: Vec<u8> = client.call("echo_bytes", &value).await.unwrap();
+        assert_eq!(back, value, "{len} bytes");
+    }
+    let max = xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
+    match client
+        .call::<_, Vec<u8>>("echo_bytes", &vec![1u8; max + 1])
+        .await
+    {
+        Err(RpcError::FrameTooLarge { size, max: m }) => {
+            assert!(size > max, "size {size}");
+            assert_eq!(m, max);
+        }
+        other => panic!("expected FrameTooLarge, got {:?}", other.map(|v| v.len())),
+    }
+    let back: Vec<u8> = client.call("echo_bytes", &vec![9u8; 10]).await.unwrap();
+    assert_eq!(back, vec![9u8; 10]);
 }
 
 /// A request too large for a frame fails its own call with `FrameTooLarge`; the calls around it
