@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::channel::{ChannelConfig, SCRATCH_CAPACITY, encode_to_bytes};
+use super::channel::{ChannelConfig, ChannelFrameTransport};
 use super::pipe::{CloseSignal, Pipe};
-use crate::transport::{FrameTransport, StatsCounters, TransportError, TransportStats, check_len};
+use crate::transport::{FrameTransport, TransportError, TransportStats};
 
 /// A typed value in flight: its type name (for mismatch errors) and the value.
 type TypedItem = (&'static str, Arc<dyn Any + Send + Sync>);
@@ -30,13 +30,9 @@ type TypedItem = (&'static str, Arc<dyn Any + Send + Sync>);
 /// ```
 #[derive(Debug)]
 pub struct ArcFrameTransport {
-    frames: Pipe<Bytes>,
+    /// The frame stream: an in-process frame transport closed with this pair.
+    frames: ChannelFrameTransport,
     typed: Pipe<TypedItem>,
-    close: Arc<CloseSignal>,
-    stats: StatsCounters,
-    scratch: std::sync::Mutex<BytesMut>,
-    max_frame_size: usize,
-    name: String,
 }
 
 impl ArcFrameTransport {
@@ -47,39 +43,48 @@ impl ArcFrameTransport {
 
     /// Two connected ends; `config.capacity` applies to each stream in each direction.
     pub fn create_pair_with_config(name: impl Into<String>, config: ChannelConfig) -> (Self, Self) {
-        let name = format!("arc:{}", name.into());
         let close = Arc::new(CloseSignal::default());
-        let (fa, fb) = Pipe::pair(config.capacity, close.clone());
-        let (ta, tb) = Pipe::pair(config.capacity, close.clone());
-        let end = |frames, typed| Self {
-            frames,
-            typed,
-            close: close.clone(),
-            stats: StatsCounters::default(),
-            scratch: std::sync::Mutex::new(BytesMut::with_capacity(SCRATCH_CAPACITY)),
-            max_frame_size: config.max_frame_size,
-            name: name.clone(),
-        };
-        (end(fa, ta), end(fb, tb))
+        let (fa, fb) =
+            ChannelFrameTransport::pair_on(close.clone(), config, format!("arc:{}", name.into()));
+        let (ta, tb) = Pipe::pair(config.capacity, close);
+        (
+            Self {
+                frames: fa,
+                typed: ta,
+            },
+            Self {
+                frames: fb,
+                typed: tb,
+            },
+        )
     }
 
     /// Sends a frame without copying it.
     pub async fn send_bytes(&self, frame: Bytes) -> Result<(), TransportError> {
-        check_len(frame.len(), self.max_frame_size)?;
-        let len = frame.len();
-        self.frames
-            .send(frame)
+        self.frames.send_bytes(frame).await
+    }
+
+    async fn send_item(&self, item: TypedItem) -> Result<(), TransportError> {
+        let stats = &self.frames.stats;
+        self.typed
+            .send(item)
             .await
-            .map_err(|e| self.stats.send_error(e))?;
-        self.stats.sent(1, len);
+            .map_err(|e| stats.send_error(e))?;
+        stats.sent(1, 0);
         Ok(())
+    }
+
+    async fn recv_item(&self) -> Result<TypedItem, TransportError> {
+        let stats = &self.frames.stats;
+        let item = self.typed.recv().await.map_err(|e| stats.recv_error(e))?;
+        stats.received(0);
+        Ok(item)
     }
 }
 
 impl FrameTransport for ArcFrameTransport {
     async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
-        check_len(frame.len(), self.max_frame_size)?;
-        self.send_bytes(Bytes::copy_from_slice(frame)).await
+        self.frames.send_frame(frame).await
     }
 
     async fn send_frame_with<F, E>(&self, encode: F) -> Result<(), E>
@@ -87,39 +92,31 @@ impl FrameTransport for ArcFrameTransport {
         F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
         E: From<TransportError> + Send,
     {
-        let frame = encode_to_bytes(&self.scratch, self.max_frame_size, encode)?;
-        Ok(self.send_bytes(frame).await?)
+        self.frames.send_frame_with(encode).await
     }
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
-        let frame = self
-            .frames
-            .recv()
-            .await
-            .map_err(|e| self.stats.recv_error(e))?;
-        self.stats.received(frame.len());
-        Ok(frame)
+        self.frames.recv_frame().await
     }
 
     fn is_connected(&self) -> bool {
-        self.frames.is_connected() && self.typed.is_connected()
+        self.frames.is_connected()
     }
 
     async fn close(&self) -> Result<(), TransportError> {
-        self.close.close();
-        Ok(())
+        self.frames.close().await
     }
 
     fn stats(&self) -> Option<TransportStats> {
-        Some(self.stats.snapshot())
+        self.frames.stats()
     }
 
     fn name(&self) -> &str {
-        &self.name
+        self.frames.name()
     }
 
     fn max_frame_size(&self) -> usize {
-        self.max_frame_size
+        self.frames.max_frame_size()
     }
 
     fn carries_values(&self) -> bool {
@@ -127,22 +124,11 @@ impl FrameTransport for ArcFrameTransport {
     }
 
     async fn send_value(&self, value: Arc<dyn Any + Send + Sync>) -> Result<(), TransportError> {
-        self.typed
-            .send(("dyn Any", value))
-            .await
-            .map_err(|e| self.stats.send_error(e))?;
-        self.stats.sent(1, 0);
-        Ok(())
+        self.send_item(("dyn Any", value)).await
     }
 
     async fn recv_value(&self) -> Result<Arc<dyn Any + Send + Sync>, TransportError> {
-        let (_, value) = self
-            .typed
-            .recv()
-            .await
-            .map_err(|e| self.stats.recv_error(e))?;
-        self.stats.received(0);
-        Ok(value)
+        Ok(self.recv_item().await?.1)
     }
 }
 
@@ -154,12 +140,7 @@ impl ArcFrameTransport {
         &self,
         value: Arc<T>,
     ) -> Result<(), TransportError> {
-        self.typed
-            .send((type_name::<T>(), value))
-            .await
-            .map_err(|e| self.stats.send_error(e))?;
-        self.stats.sent(1, 0);
-        Ok(())
+        self.send_item((type_name::<T>(), value)).await
     }
 
     /// Sends a value (moved into an [`Arc`]).
@@ -170,14 +151,9 @@ impl ArcFrameTransport {
     /// Receives the next typed value. If it is not a `T` it is dropped and
     /// [`TransportError::TypeMismatch`] is returned.
     pub async fn recv_typed<T: Any + Send + Sync>(&self) -> Result<Arc<T>, TransportError> {
-        let (found, value) = self
-            .typed
-            .recv()
-            .await
-            .map_err(|e| self.stats.recv_error(e))?;
-        self.stats.received(0);
+        let (found, value) = self.recv_item().await?;
         value.downcast::<T>().map_err(|_| {
-            self.stats.recv_error(TransportError::TypeMismatch {
+            self.frames.stats.recv_error(TransportError::TypeMismatch {
                 expected: type_name::<T>(),
                 found,
             })

@@ -31,11 +31,11 @@ impl Default for ChannelConfig {
 
 /// Initial capacity of the encode scratch buffer; frames are split off it, so one allocation
 /// serves many small frames.
-pub(crate) const SCRATCH_CAPACITY: usize = 16 * 1024;
+const SCRATCH_CAPACITY: usize = 16 * 1024;
 
 /// Encodes one prefixed frame into a shared scratch buffer and returns it without the prefix
 /// (the bytes are then owned by the returned [`Bytes`]; the buffer's spare room is reused).
-pub(crate) fn encode_to_bytes<F, E>(
+fn encode_to_bytes<F, E>(
     scratch: &std::sync::Mutex<BytesMut>,
     max: usize,
     encode: F,
@@ -72,7 +72,8 @@ where
 #[derive(Debug)]
 pub struct ChannelFrameTransport {
     pipe: Pipe<Bytes>,
-    stats: StatsCounters,
+    /// The pair's counters (an `ArcFrameTransport` counts its typed values here too).
+    pub(super) stats: StatsCounters,
     scratch: std::sync::Mutex<BytesMut>,
     max_frame_size: usize,
     name: String,
@@ -82,7 +83,16 @@ impl ChannelFrameTransport {
     /// Two connected ends. Needs no runtime.
     pub fn create_pair(name: impl Into<String>, config: ChannelConfig) -> (Self, Self) {
         let name = format!("channel:{}", name.into());
-        let (a, b) = Pipe::pair(config.capacity, Arc::new(CloseSignal::default()));
+        Self::pair_on(Arc::new(CloseSignal::default()), config, name)
+    }
+
+    /// Two connected ends closed by `close` (shared with the pair's other streams).
+    pub(super) fn pair_on(
+        close: Arc<CloseSignal>,
+        config: ChannelConfig,
+        name: String,
+    ) -> (Self, Self) {
+        let (a, b) = Pipe::pair(config.capacity, close);
         let end = |pipe| Self {
             pipe,
             stats: StatsCounters::default(),
