@@ -178,7 +178,10 @@ fn halves(
     send_ring: usize,
     recv_ring: usize,
 ) -> Result<ShmConnection> {
+    // The segment's limit is the server's choice, up to 4 GiB: a client never takes (or
+    // reassembles) frames larger than its own configured maximum either.
     let Geometry { max_frame, .. } = segment.geometry();
+    let max_frame = max_frame.min(config.max_frame_size);
     let send_storage = segment.ring(send_ring).with_bells(bells[send_ring].clone());
     let recv_storage = segment.ring(recv_ring).with_bells(bells[recv_ring].clone());
     let send_bell = Doorbell(bells[send_ring].of(Sleeper::Producer).clone());

@@ -392,3 +392,29 @@ fn frames_larger_than_the_ring_pass_between_threads() {
     drop(client);
     echo.join().unwrap();
 }
+
+/// A server's segment may declare frames up to 4 GiB: a client never accepts (nor reassembles
+/// into memory) frames above its own configured maximum — a larger one is a corrupt peer.
+#[test]
+fn a_client_keeps_its_own_frame_limit() {
+    let n = unique_name("limit");
+    let big = ShmConfig {
+        max_frame_size: 1 << 20,
+        ..small()
+    };
+    let listener = ShmListener::bind(&n, big).unwrap();
+    let server = thread::spawn(move || {
+        let mut s = listener.accept().unwrap();
+        assert_eq!(s.max_frame_size(), 1 << 20);
+        // Within the server's limit, above the client's: refused on the client's side.
+        let _ = s.send(&vec![7u8; 100 * 1024], T);
+        s
+    });
+    let mut client = ShmConnection::connect(&n, small()).unwrap();
+    assert_eq!(client.max_frame_size(), 16 * 1024);
+    assert!(
+        matches!(client.recv_bytes(T), Err(ShmError::Corrupt(_))),
+        "a frame above the client's limit was accepted"
+    );
+    drop(server.join().unwrap());
+}

@@ -319,8 +319,9 @@ impl SharedMemoryFrameTransport {
         Self::connect_client_with_config(name, SharedMemoryConfig::default())
     }
 
-    /// [`connect_client`](Self::connect_client) with a configuration (its ring sizes are the
-    /// server's; the client's spin budget and timeout apply).
+    /// [`connect_client`](Self::connect_client) with a configuration (the ring sizes are the
+    /// server's; the client's spin budget, timeout and maximum frame apply — a frame above its
+    /// maximum is refused even if the server's is larger).
     pub fn connect_client_with_config(
         name: &str,
         config: SharedMemoryConfig,
