@@ -428,7 +428,15 @@ impl<S: RingStorage> Consumer<S> {
         if self.dead {
             return Err(dead_error());
         }
+        // One call consumes at most a ring's worth of padding and pieces: a producer that keeps
+        // publishing pieces (or restarting a frame) cannot hold a non-blocking receive in this
+        // loop. The caller then finds the ring still readable and calls again.
+        let start = self.tail;
+        let budget = self.storage.capacity() as u64;
         loop {
+            if self.tail.wrapping_sub(start) > budget {
+                return Ok(None);
+            }
             if self.cached_head == self.tail && !self.refresh_head()? {
                 return Ok(None);
             }
