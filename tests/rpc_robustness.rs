@@ -121,3 +121,62 @@ async fn requests_before_a_half_close_are_answered() {
     assert_eq!(answered, 3);
     let _ = serve.await;
 }
+
+/// A handler that panics while it builds its future (before any `.await`) fails its call
+/// with a Panic error; the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_before_its_future_fails_only_its_call() {
+    let (a, b) = pair();
+    let server = RpcServer::new();
+    server.register(
+        "boom",
+        |_b: Bytes| -> std::future::Ready<Result<Bytes, xrpc::RpcError>> {
+            panic!("no future for you")
+        },
+    );
+    server.register("ok", |b: Bytes| async move { Ok(b) });
+    tokio::spawn(async move { server.serve(b).await });
+    let client = RpcClient::new(a);
+    match client.call_raw("boom", Bytes::new()).await {
+        Err(xrpc::RpcError::ServerError { code, message }) => {
+            assert_eq!(code, xrpc::proto::ErrorCode::Panic);
+            assert!(message.contains("no future for you"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        client
+            .call_raw("ok", Bytes::from_static(b"x"))
+            .await
+            .unwrap(),
+        Bytes::from_static(b"x")
+    );
+}
+
+/// Stopping a client's driver (its task aborted) ends every pending call with a typed error
+/// instead of leaving it waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_the_driver_fails_pending_calls() {
+    let (a, b) = pair();
+    let server = RpcServer::new();
+    server.register("forever", |_b: Bytes| async move {
+        std::future::pending::<()>().await;
+        Ok(Bytes::new())
+    });
+    tokio::spawn(async move { server.serve(b).await });
+    let config = ClientConfig {
+        default_timeout: None,
+        ..ClientConfig::default()
+    };
+    let client = RpcClient::with_config(a, config);
+    let handle = client.start();
+    let c2 = client.clone();
+    let call = tokio::spawn(async move { c2.call_raw("forever", Bytes::new()).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    handle.abort();
+    let r = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .expect("the call ended after the driver stopped")
+        .unwrap();
+    assert!(matches!(r, Err(xrpc::RpcError::Disconnected(_))), "{r:?}");
+}

@@ -25,8 +25,8 @@ use crate::client::CallKind;
 
 use crate::codec::{CodecId, codec_name};
 use crate::flow::StreamSendError;
-use crate::message::{ErrorCode, MessageKind, RemoteError};
-use crate::packet::Packet;
+use crate::message::{ErrorCode, FIXED_HEADER_LEN, MessageKind, RemoteError};
+use crate::packet::{Body, Packet};
 use crate::payload::Payload;
 use crate::route::Routes;
 use crate::server::{IncomingCall, ServerConfig, ServerConnection, ServerEvent};
@@ -504,13 +504,31 @@ impl ServerSession {
 
     /// The one rule for a message that cannot be sent: it fails its call.
     fn unsendable(&mut self, packet: &Packet<Payload>, e: Unsendable) {
+        let id = packet.header.id;
+        if let (MessageKind::Error, Body::Error(err)) = (packet.header.kind, &packet.body) {
+            // A handler's error text too long for a frame: the client still gets the error,
+            // with its message cut to fit (at a character boundary).
+            let room = self
+                .wire
+                .max_frame_size()
+                .saturating_sub(FIXED_HEADER_LEN + 64)
+                / 2;
+            let mut end = err.message.len().min(room);
+            while !err.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            if end < err.message.len() {
+                self.calls
+                    .answer_unsendable(id, err.code, &err.message[..end]);
+            }
+            return;
+        }
         if !matches!(
             packet.header.kind,
             MessageKind::Response | MessageKind::StreamItem
         ) {
-            return; // errors, stream ends, credit and pongs are always small
+            return; // stream ends, credit and pongs are always small
         }
-        let id = packet.header.id;
         let code = match e {
             Unsendable::TooLarge { .. } => ErrorCode::ResourceExhausted,
             _ => ErrorCode::Handler,

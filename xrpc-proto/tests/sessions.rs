@@ -716,3 +716,24 @@ mod hostile_bytes {
         }
     }
 }
+
+#[test]
+fn an_error_text_too_long_for_a_frame_is_cut_not_lost() {
+    let wire = WireConfig::default().with_max_frame_size(1024);
+    let mut p = Pair::new(ClientConfig::default(), ServerConfig::default(), wire);
+    let id = p.call("add", b"");
+    p.take_calls();
+    let long = "é".repeat(4000);
+    p.complete(
+        id,
+        Outcome::Error(RemoteError::new(ErrorCode::Handler, long.clone())),
+    );
+    let e = p.remote(id);
+    assert_eq!(e.code, ErrorCode::Handler);
+    assert!(
+        !e.message.is_empty() && e.message.len() < 1024,
+        "{}",
+        e.message.len()
+    );
+    assert!(long.starts_with(&e.message), "cut at a character boundary");
+}

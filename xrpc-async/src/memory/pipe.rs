@@ -57,6 +57,13 @@ impl<T> Default for Queue<T> {
     }
 }
 
+/// Remembers `waker` unless it is there already (a task polled again must not pile up copies).
+fn push_waker(wakers: &mut Vec<Waker>, waker: &Waker) {
+    if !wakers.iter().any(|w| w.will_wake(waker)) {
+        wakers.push(waker.clone());
+    }
+}
+
 fn wake_all(wakers: &mut Vec<Waker>) {
     for w in wakers.drain(..) {
         w.wake();
@@ -124,7 +131,7 @@ impl<T: Send + 'static> Pipe<T> {
             return Poll::Ready(Err(TransportError::ConnectionClosed));
         }
         if q.items.len() >= self.shared.capacity {
-            q.senders.push(cx.waker().clone());
+            push_waker(&mut q.senders, cx.waker());
             return Poll::Pending;
         }
         if let Some(v) = slot.take() {
@@ -148,7 +155,7 @@ impl<T: Send + 'static> Pipe<T> {
             if close.is_closed() {
                 return Poll::Ready(Err(TransportError::ConnectionClosed));
             }
-            q.receivers.push(cx.waker().clone());
+            push_waker(&mut q.receivers, cx.waker());
             Poll::Pending
         })
         .await

@@ -620,8 +620,12 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let (id, sender) = self.begin_client_stream(method, CallKind::ClientStreaming)?;
         let inner = self.inner.clone();
         let codec = self.codec.clone();
+        // Owned before the future first runs: dropping the response unpolled cancels the call.
+        let guard = OwnedCancel {
+            inner: inner.clone(),
+            id,
+        };
         let response = async move {
-            let guard = CancelOnDrop { inner: &*inner, id };
             let res = std::future::poll_fn(|cx| {
                 let mut st = inner.shared.lock();
                 match st.waiters.get_mut(&id) {
@@ -645,7 +649,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
                 }
             })
             .await;
-            std::mem::forget(guard);
+            guard.disarm();
             decode_payload(&codec, res?)
         };
         Ok((sender, response))
@@ -664,6 +668,28 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let (id, sender) = self.begin_client_stream(method, CallKind::Bidirectional)?;
         let receiver = StreamReceiver::new(self.inner.clone(), id, self.codec.clone());
         Ok((sender, receiver))
+    }
+}
+
+/// [`CancelOnDrop`] owning its client (for a future returned to the caller).
+struct OwnedCancel<T: MessageChannel, R: Runtime> {
+    inner: Arc<Inner<T, R>>,
+    id: u64,
+}
+
+impl<T: MessageChannel, R: Runtime> OwnedCancel<T, R> {
+    /// The call ended: nothing to cancel.
+    fn disarm(mut self) {
+        self.id = 0;
+    }
+}
+
+impl<T: MessageChannel, R: Runtime> Drop for OwnedCancel<T, R> {
+    fn drop(&mut self) {
+        // Call ids start at 1; 0 marks a disarmed guard.
+        if self.id != 0 {
+            self.inner.cancel(self.id);
+        }
     }
 }
 

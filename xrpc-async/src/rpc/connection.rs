@@ -194,10 +194,16 @@ impl StreamCtl for Ctl {
     }
 
     fn finish(&self, id: u64) {
-        self.conn
-            .lock()
-            .session
-            .complete(Instant::now(), id, Outcome::StreamEnd);
+        let mut st = self.conn.lock();
+        st.session.complete(Instant::now(), id, Outcome::StreamEnd);
+        // The call is over: a handler still reading the client's stream sees its end.
+        if let Some(r) = st.running.get_mut(&id) {
+            r.ended = true;
+            if let Some(w) = r.recv.take() {
+                w.wake();
+            }
+        }
+        drop(st);
         self.conn.wake();
     }
 }
@@ -213,16 +219,18 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "handler panicked".to_string());
-                Poll::Ready(Err(msg))
-            }
+            Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
         }
     }
+}
+
+/// The message of a panic payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_string())
 }
 
 /// What a handler ended with, as the session takes it.
@@ -254,7 +262,13 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, w
                 deadline: call.deadline,
                 kind: call.kind,
             };
-            let mut fut = CatchUnwind(handler(ctx, call.payload, ctl.clone()));
+            let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handler(ctx, call.payload, ctl.clone())
+            }));
+            let mut fut = match built {
+                Ok(fut) => CatchUnwind(fut),
+                Err(panic) => return complete(conn, id, Outcome::Panic(panic_message(&*panic))),
+            };
             if call.kind == CallKind::Unary {
                 let mut cx = Context::from_waker(Waker::noop());
                 if let Poll::Ready(res) = Pin::new(&mut fut).poll(&mut cx) {
@@ -280,8 +294,14 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, w
                 deadline: None,
                 kind: CallKind::Unary,
             };
-            let fut = CatchUnwind(handler(ctx, payload, ctl.clone()));
             let c = conn.clone();
+            let Ok(fut) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, payload, ctl.clone())))
+            else {
+                c.lock().session.notification_done(Instant::now());
+                return;
+            };
+            let fut = CatchUnwind(fut);
             rt.spawn(async move {
                 let _ = fut.await;
                 c.lock().session.notification_done(Instant::now());

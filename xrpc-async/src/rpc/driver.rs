@@ -82,6 +82,9 @@ pub(crate) async fn drive<S, M, R>(
     M: MessageChannel,
     R: Runtime,
 {
+    // If this future is dropped before the session ends (the driver task aborted, its runtime
+    // shut down), the session ends now: every waiting call gets its typed error.
+    let mut stopped = Stopped(Some(&*shared));
     let values = channel.carries_values();
     let transport = channel.transport();
     let shared_ref = &shared;
@@ -247,7 +250,24 @@ pub(crate) async fn drive<S, M, R>(
         }
     })
     .await;
+    stopped.0 = None;
     let _ = channel.close().await;
+}
+
+/// Ends the session of a driver dropped before it (see [`drive`]).
+struct Stopped<'a, S: Driven>(Option<&'a Shared<S>>);
+
+impl<S: Driven> Drop for Stopped<'_, S> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            let mut st = shared.lock();
+            if !st.session().is_closed() {
+                st.session()
+                    .handle_transport_error("the connection's driver was stopped");
+            }
+            st.dispatch(&mut Vec::new());
+        }
+    }
 }
 
 /// Tells the session that everything it handed out was written (an empty poll).
