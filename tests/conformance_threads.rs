@@ -1,8 +1,8 @@
 //! The conformance suite ([`conformance`]) on a runtime of plain threads, with no executor
 //! library: each task runs on a thread of its own under a parking `block_on`, timers are woken
 //! by one timer thread. This is the runtime a blocking adapter brings to the suite (see the
-//! suite's module documentation); here it runs over the in-process transports of `xrpc-tokio`,
-//! which need no reactor (tokio's channels and `Notify` work anywhere). It also shows the
+//! suite's module documentation); here it runs over the in-process transports of `xrpc-async`,
+//! which need no runtime (a mutex and wakers). It also shows the
 //! bodies depend on nothing of tokio.
 
 mod conformance;

@@ -6,7 +6,7 @@
 //!
 //! 1. a working client alone: 64 B echo calls, p50 / p99 latency;
 //! 2. `XRPC_IDLE_CLIENTS` (default 2000) idle clients in one child process, each with a task
-//!    waiting in `recv_frame` (as an RPC client's reader does), and the server with a task
+//!    waiting in `recv_frame` (as a connection's driver does), and the server with a task
 //!    waiting in `recv_frame` for each; then, over `XRPC_IDLE_SECS` (default 5) seconds, the
 //!    server process's CPU time (`/proc/self/stat`) and thread count (`/proc/self/status`), and
 //!    the same of the idle child;
