@@ -180,3 +180,43 @@ async fn aborting_the_driver_fails_pending_calls() {
         .unwrap();
     assert!(matches!(r, Err(xrpc::RpcError::Disconnected(_))), "{r:?}");
 }
+
+/// Two tasks sending on one shared stream sender both wait for credit and both are woken: a
+/// sender keeps every waiting task's waker (one slot lost a wake-up, and that task hung).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_sharing_a_stream_sender_all_get_credit() {
+    let (a, b) = pair();
+    let server = RpcServer::new();
+    server.register_client_stream("sum", |mut items: RequestStream<u32>| async move {
+        // Reads slowly: both senders run out of credit (16 items) and wait.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut n = 0u32;
+        while let Some(item) = items.recv().await {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    });
+    tokio::spawn(async move { server.serve(b).await });
+    let client = RpcClient::new(a);
+    let (sender, response) = client.call_client_stream::<u32, u32>("sum").await.unwrap();
+    let sender = std::sync::Arc::new(sender);
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let s = sender.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    s.send(&i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .expect("a sender waiting for credit was never woken")
+            .unwrap();
+    }
+    drop(sender);
+    assert_eq!(response.await.unwrap(), 80);
+}

@@ -285,6 +285,11 @@ impl<P> ClientConnection<P> {
         &self.config
     }
 
+    /// Changes [`ClientConfig::default_timeout`] for calls started from now on.
+    pub fn set_default_timeout(&mut self, timeout: Option<Duration>) {
+        self.config.default_timeout = timeout;
+    }
+
     /// Starts a call and returns its id. The request is queued for [`poll_transmit`]; its
     /// outcome arrives as events. Fails at once with `Disconnected` if the connection closed.
     ///

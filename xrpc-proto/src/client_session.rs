@@ -65,6 +65,11 @@ impl ClientSession {
         self.calls.config()
     }
 
+    /// Changes [`ClientConfig::default_timeout`] for calls started from now on.
+    pub fn set_default_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.calls.set_default_timeout(timeout);
+    }
+
     /// The largest frame this session sends or accepts.
     pub fn max_frame_size(&self) -> usize {
         self.wire.max_frame_size()

@@ -49,15 +49,17 @@ struct StreamWaiter {
     /// stream ended; `Err`, a failure.
     end: Option<Result<Option<Payload>, CallError>>,
     recv: Option<Waker>,
-    send: Option<Waker>,
+    /// Senders waiting for credit (a `StreamSender` may be shared by several tasks).
+    send: Vec<Waker>,
     response: Option<Waker>,
 }
 
 impl StreamWaiter {
     fn wake_all(&mut self) {
-        for w in [self.recv.take(), self.send.take(), self.response.take()]
+        for w in [self.recv.take(), self.response.take()]
             .into_iter()
             .flatten()
+            .chain(self.send.drain(..))
         {
             w.wake();
         }
@@ -110,10 +112,8 @@ impl Driven for ClientState {
                     }
                 }
                 ClientEvent::SendCredit { id } => {
-                    if let Some(Waiter::Stream(s)) = self.waiters.get_mut(&id)
-                        && let Some(w) = s.send.take()
-                    {
-                        w.wake();
+                    if let Some(Waiter::Stream(s)) = self.waiters.get_mut(&id) {
+                        s.send.drain(..).for_each(Waker::wake);
                     }
                 }
             }
@@ -204,7 +204,9 @@ impl<T: MessageChannel, R: Runtime> StreamCtl for Inner<T, R> {
                 *payload = Some(p);
                 match st.waiters.get_mut(&id) {
                     Some(Waiter::Stream(s)) if s.end.is_none() => {
-                        s.send = Some(cx.waker().clone());
+                        if !s.send.iter().any(|w| w.will_wake(cx.waker())) {
+                            s.send.push(cx.waker().clone());
+                        }
                         Poll::Pending
                     }
                     _ => Poll::Ready(Err(Refused::Closed)),
@@ -279,7 +281,6 @@ pub struct RpcClient<T: MessageChannel, C: Codec, R: Runtime> {
     /// Shared by the clones of this client; the last one dropped closes the connection.
     life: Arc<Lifetime<T, R>>,
     codec: C,
-    timeout: Option<Duration>,
     _codec: PhantomData<C>,
 }
 
@@ -289,7 +290,6 @@ impl<T: MessageChannel, C: Codec, R: Runtime> Clone for RpcClient<T, C, R> {
             inner: self.inner.clone(),
             life: self.life.clone(),
             codec: self.codec.clone(),
-            timeout: self.timeout,
             _codec: PhantomData,
         }
     }
@@ -332,14 +332,19 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             }),
             inner,
             codec,
-            timeout: None,
             _codec: PhantomData,
         }
     }
 
-    /// The same client with another default timeout for its unary and client-streaming calls.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    /// The same client with another default timeout for its unary and client-streaming calls
+    /// (the connection's: clones made before share it). The session applies it, as it applies
+    /// [`ClientConfig::default_timeout`].
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.inner
+            .shared
+            .lock()
+            .session
+            .set_default_timeout(Some(timeout));
         self
     }
 
@@ -419,13 +424,10 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         &self,
         method: &str,
         payload: Payload,
-        mut opts: CallOptions,
+        opts: CallOptions,
         waiter: Waiter,
     ) -> Result<u64, RpcError> {
         self.ensure_started()?;
-        if opts.timeout.is_none() && !opts.kind.server_streams() {
-            opts.timeout = self.timeout;
-        }
         self.inner.with(|st| {
             let id = st
                 .session

@@ -35,7 +35,8 @@ struct Running {
     /// The client ended its stream.
     ended: bool,
     recv: Option<Waker>,
-    send: Option<Waker>,
+    /// Senders waiting for credit (a `StreamSender` may be shared by several tasks).
+    send: Vec<Waker>,
 }
 
 impl Running {
@@ -43,7 +44,7 @@ impl Running {
         if let Some(t) = self.task {
             t.abort();
         }
-        for w in [self.recv, self.send].into_iter().flatten() {
+        for w in self.recv.into_iter().chain(self.send) {
             w.wake();
         }
     }
@@ -111,8 +112,8 @@ impl Driven for ServerState {
                     }
                 }
                 ServerSessionEvent::SendCredit { id } => {
-                    if let Some(w) = running.get_mut(&id).and_then(|r| r.send.take()) {
-                        w.wake();
+                    if let Some(r) = running.get_mut(&id) {
+                        r.send.drain(..).for_each(Waker::wake);
                     }
                 }
             }
@@ -183,7 +184,9 @@ impl StreamCtl for Ctl {
                 *payload = Some(p);
                 match st.running.get_mut(&id) {
                     Some(r) => {
-                        r.send = Some(cx.waker().clone());
+                        if !r.send.iter().any(|w| w.will_wake(cx.waker())) {
+                            r.send.push(cx.waker().clone());
+                        }
                         Poll::Pending
                     }
                     None => Poll::Ready(Err(Refused::Closed)),
