@@ -3,41 +3,14 @@
 //! a close signal shared by both ends — wakers and a mutex, no runtime.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use crate::signal::Signal;
 use crate::transport::TransportError;
 
 /// Closes every pipe of an in-process pair at once and wakes everyone waiting on them.
-#[derive(Debug, Default)]
-pub(crate) struct CloseSignal {
-    closed: AtomicBool,
-    waiters: Mutex<Vec<Waker>>,
-}
-
-impl CloseSignal {
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        let waiters =
-            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
-        for w in waiters {
-            w.wake();
-        }
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    /// Wakes `waker` at the close (registered before the caller re-checks its condition).
-    fn register(&self, waker: &Waker) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push(waker.clone());
-        }
-    }
-}
+pub(crate) type CloseSignal = Signal;
 
 /// One direction: the queue and who waits on it.
 #[derive(Debug)]
@@ -110,7 +83,7 @@ impl<T: Send + 'static> Pipe<T> {
 
     /// Whether neither end was closed or dropped.
     pub(crate) fn is_connected(&self) -> bool {
-        !self.shared.close.is_closed()
+        !self.shared.close.is_raised()
     }
 
     /// Sends a value, waiting for room; fails once either end closed.
@@ -125,9 +98,9 @@ impl<T: Send + 'static> Pipe<T> {
         slot: &mut Option<T>,
     ) -> Poll<Result<(), TransportError>> {
         let close = &self.shared.close;
-        close.register(cx.waker());
+        let closed = close.poll_raised(cx).is_ready();
         let mut q = self.queue(self.out);
-        if close.is_closed() {
+        if closed || close.is_raised() {
             return Poll::Ready(Err(TransportError::ConnectionClosed));
         }
         if q.items.len() >= self.shared.capacity {
@@ -146,13 +119,13 @@ impl<T: Send + 'static> Pipe<T> {
     pub(crate) async fn recv(&self) -> Result<T, TransportError> {
         std::future::poll_fn(|cx| {
             let close = &self.shared.close;
-            close.register(cx.waker());
+            let closed = close.poll_raised(cx).is_ready();
             let mut q = self.queue(1 - self.out);
             if let Some(v) = q.items.pop_front() {
                 wake_all(&mut q.senders);
                 return Poll::Ready(Ok(v));
             }
-            if close.is_closed() {
+            if closed || close.is_raised() {
                 return Poll::Ready(Err(TransportError::ConnectionClosed));
             }
             push_waker(&mut q.receivers, cx.waker());
@@ -163,12 +136,12 @@ impl<T: Send + 'static> Pipe<T> {
 
     /// Closes both ends.
     pub(crate) fn close(&self) {
-        self.shared.close.close();
+        self.shared.close.raise();
     }
 }
 
 impl<T> Drop for Pipe<T> {
     fn drop(&mut self) {
-        self.shared.close.close();
+        self.shared.close.raise();
     }
 }
