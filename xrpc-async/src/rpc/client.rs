@@ -1,14 +1,15 @@
 //! [`RpcClient`]: calls over one message channel.
 //!
-//! The connection is a [`ClientSession`] driven by one task (see `driver`): a call registers
-//! itself with the session and a waiter, wakes the driver, and waits for its waiter to be
-//! filled. It never touches the transport, so dropping a call never cuts a write.
+//! The connection is a [`ClientSession`] driven by one driver future (see `driver`): a call
+//! registers itself with the session and a waiter, and waits for its waiter to be filled —
+//! polling the driver itself while no other call does (see `shared_driver`), else leaving it
+//! to its task. A call never writes outside the driver, so dropping one never cuts a write.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,10 @@ use xrpc_proto::{
 use super::driver::{Driven, Shared, drive};
 use super::error::RpcError;
 use super::payload::{decode_payload, payload_bytes};
+use super::shared_driver::SharedDriver;
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::MessageChannel;
-use crate::runtime::{Runtime, Task};
+use crate::runtime::Runtime;
 
 /// Client settings (the session's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;
@@ -126,7 +128,8 @@ pub(crate) struct Inner<T, R: Runtime> {
     shared: Arc<Shared<ClientState>>,
     rt: R,
     started: AtomicBool,
-    driver: Mutex<Option<Arc<R::Task>>>,
+    /// The connection's driver, polled by its task and by waiting calls.
+    driver: Arc<SharedDriver>,
 }
 
 impl<T: MessageChannel, R: Runtime> Inner<T, R> {
@@ -140,6 +143,7 @@ impl<T: MessageChannel, R: Runtime> Inner<T, R> {
     /// Drops the waiter of call `id` and cancels it on the server (a future or stream
     /// dropped early).
     fn cancel(&self, id: u64) {
+        self.driver.leave(id);
         self.with(|st| {
             if let Some(Waiter::Stream(mut s)) = st.waiters.remove(&id) {
                 s.wake_all();
@@ -221,27 +225,24 @@ impl<T: MessageChannel, R: Runtime> StreamCtl for Inner<T, R> {
     }
 }
 
-/// Keeps the background driver of a client alive; returned by [`RpcClient::start`].
+/// The driver of a client's connection; returned by [`RpcClient::start`].
 ///
 /// Dropping it does not stop the client; the driver ends when the connection closes.
 pub struct ClientHandle<R: Runtime> {
-    driver: Option<Arc<R::Task>>,
+    driver: Arc<SharedDriver>,
+    _runtime: PhantomData<R>,
 }
 
 impl<R: Runtime> std::fmt::Debug for ClientHandle<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientHandle")
-            .field("started_here", &self.driver.is_some())
-            .finish()
+        f.debug_struct("ClientHandle").finish_non_exhaustive()
     }
 }
 
 impl<R: Runtime> ClientHandle<R> {
-    /// Stops the client's driver now.
+    /// Stops the client's driver now: every pending call fails with `Disconnected`.
     pub fn abort(&self) {
-        if let Some(d) = &self.driver {
-            d.abort();
-        }
+        self.driver.stop();
     }
 }
 
@@ -324,7 +325,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             })),
             rt: R::default(),
             started: AtomicBool::new(false),
-            driver: Mutex::new(None),
+            driver: Arc::new(SharedDriver::default()),
         });
         Self {
             life: Arc::new(Lifetime {
@@ -364,21 +365,22 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     pub fn try_start(&self) -> Result<ClientHandle<R>, RpcError> {
         let rt = &self.inner.rt;
         rt.check().map_err(RpcError::ClientError)?;
+        let handle = ClientHandle {
+            driver: self.inner.driver.clone(),
+            _runtime: PhantomData,
+        };
         if self.inner.started.swap(true, Ordering::AcqRel) {
-            return Ok(ClientHandle { driver: None });
+            return Ok(handle);
         }
         let shared = self.inner.shared.clone();
         let channel = self.inner.channel.clone();
         let r = rt.clone();
-        let task = Arc::new(rt.spawn(async move {
+        self.inner.driver.install(Box::pin(async move {
             drive(&r, shared, &*channel, |_, ()| {}, |_, _| {}).await;
         }));
-        *self
-            .inner
-            .driver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
-        Ok(ClientHandle { driver: Some(task) })
+        // The task drives whenever no waiting call does; it holds the driver, not the client.
+        rt.spawn(self.inner.driver.clone().run());
+        Ok(handle)
     }
 
     fn ensure_started(&self) -> Result<(), RpcError> {
@@ -428,13 +430,18 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         waiter: Waiter,
     ) -> Result<u64, RpcError> {
         self.ensure_started()?;
-        self.inner.with(|st| {
-            let id = st
-                .session
-                .start_call(Instant::now(), method, payload, opts)?;
-            st.waiters.insert(id, waiter);
-            Ok(id)
-        })
+        let unary = matches!(waiter, Waiter::Unary { .. });
+        let mut st = self.inner.shared.lock();
+        let id = st
+            .session
+            .start_call(Instant::now(), method, payload, opts)?;
+        st.waiters.insert(id, waiter);
+        drop(st);
+        // A unary call's waiter drives the connection (or wakes whoever does) when polled.
+        if !unary {
+            self.inner.shared.wake();
+        }
+        Ok(id)
     }
 
     /// Waits for the outcome of unary call `id`; dropping the future cancels the call.
@@ -443,27 +450,48 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             inner: &*self.inner,
             id,
         };
+        let driver = &*self.inner.driver;
         let res = std::future::poll_fn(|cx| {
-            let mut st = self.inner.shared.lock();
-            match st.waiters.get_mut(&id) {
-                Some(Waiter::Unary {
-                    result: Some(_), ..
-                }) => match st.waiters.remove(&id) {
-                    Some(Waiter::Unary {
-                        result: Some(r), ..
-                    }) => Poll::Ready(r.map_err(RpcError::from)),
-                    _ => Poll::Ready(Err(RpcError::Disconnected("call lost".into()))),
-                },
-                Some(Waiter::Unary { waker, .. }) => {
-                    *waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-                _ => Poll::Ready(Err(RpcError::Disconnected("the client was dropped".into()))),
+            if let Poll::Ready(r) = self.poll_result(id, cx) {
+                driver.leave(id);
+                return Poll::Ready(r);
             }
+            // No one else reading: this call drives the connection itself.
+            if driver.drive_from(id, cx) {
+                if let Poll::Ready(r) = self.poll_result(id, cx) {
+                    driver.leave(id);
+                    return Poll::Ready(r);
+                }
+            } else {
+                self.inner.shared.wake();
+            }
+            Poll::Pending
         })
         .await;
         std::mem::forget(guard);
         res
+    }
+
+    /// The outcome of unary call `id`, if it has one (else `cx` is woken when it does).
+    fn poll_result(&self, id: u64, cx: &Context<'_>) -> Poll<Result<Payload, RpcError>> {
+        let mut st = self.inner.shared.lock();
+        match st.waiters.get_mut(&id) {
+            Some(Waiter::Unary {
+                result: Some(_), ..
+            }) => match st.waiters.remove(&id) {
+                Some(Waiter::Unary {
+                    result: Some(r), ..
+                }) => Poll::Ready(r.map_err(RpcError::from)),
+                _ => Poll::Ready(Err(RpcError::Disconnected("call lost".into()))),
+            },
+            Some(Waiter::Unary { waker, .. }) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(Err(RpcError::Disconnected("the client was dropped".into()))),
+        }
     }
 
     async fn call_payload(

@@ -12,6 +12,7 @@ mod error;
 mod listener;
 mod payload;
 mod server;
+mod shared_driver;
 mod stream;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
