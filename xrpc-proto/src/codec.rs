@@ -116,12 +116,35 @@ pub trait Codec: Clone + Send + Sync + 'static {
     /// Decodes one value that spans all of `bytes`.
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
 
-    /// Encodes `value` into a new buffer.
+    /// Encodes `value` into bytes of its own. They are cut from a buffer kept per thread, so
+    /// in steady state (earlier payloads already sent and dropped) this does not allocate.
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<bytes::Bytes, CodecError> {
-        let mut out = BytesMut::with_capacity(64);
-        self.encode_into(value, &mut out)?;
-        Ok(out.freeze())
+        ENCODE_BUFFER.with(|buf| {
+            let Ok(mut out) = buf.try_borrow_mut() else {
+                // Re-entered (a Serialize impl that encodes): a buffer of its own.
+                let mut out = BytesMut::new();
+                self.encode_into(value, &mut out)?;
+                return Ok(out.freeze());
+            };
+            // Reclaims the whole buffer when every payload cut from it is gone.
+            out.reserve(ENCODE_BUFFER_SIZE / 2);
+            match self.encode_into(value, &mut out) {
+                Ok(()) => Ok(out.split().freeze()),
+                Err(e) => {
+                    out.clear();
+                    Err(e)
+                }
+            }
+        })
     }
+}
+
+/// Size of the per-thread buffer that [`Codec::encode`] cuts payloads from.
+const ENCODE_BUFFER_SIZE: usize = 8 * 1024;
+
+thread_local! {
+    static ENCODE_BUFFER: std::cell::RefCell<BytesMut> =
+        std::cell::RefCell::new(BytesMut::with_capacity(ENCODE_BUFFER_SIZE));
 }
 
 /// Bincode 2 (serde mode, standard configuration: little-endian, variable-length integers).
@@ -155,21 +178,6 @@ impl Codec for BincodeCodec {
         bincode::serde::encode_into_std_write(value, &mut w, bincode::config::standard())
             .map(|_| ())
             .map_err(|e| CodecError::encode("bincode", e))
-    }
-
-    /// Small values are encoded on the stack and copied into a buffer of exactly their size:
-    /// one allocation per payload.
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<bytes::Bytes, CodecError> {
-        let mut stack = [0u8; 128];
-        match bincode::serde::encode_into_slice(value, &mut stack, bincode::config::standard()) {
-            Ok(n) => Ok(bytes::Bytes::copy_from_slice(&stack[..n])),
-            Err(bincode::error::EncodeError::UnexpectedEnd) => {
-                let mut out = BytesMut::with_capacity(1024);
-                self.encode_into(value, &mut out)?;
-                Ok(out.freeze())
-            }
-            Err(e) => Err(CodecError::encode("bincode", e)),
-        }
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {

@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::io::Errno;
@@ -204,6 +204,7 @@ fn halves(
         },
         receiver: ShmReceiver {
             consumer,
+            copied: BytesMut::with_capacity(COPY_BUFFER_SIZE),
             bell: recv_bell,
             shared,
         },
@@ -716,10 +717,16 @@ impl DerefMut for SendSlot<'_> {
     }
 }
 
+/// Size of the buffer a receiver copies small frames into.
+const COPY_BUFFER_SIZE: usize = 16 * 1024;
+
 /// The receiving half of a connection. Dropping it closes this direction
 /// (the peer's sends fail with `Disconnected`).
 pub struct ShmReceiver {
     consumer: Consumer<MappedRing>,
+    /// Frames copied out by [`try_recv_bytes`](Self::try_recv_bytes) are cut from here: no
+    /// allocation per frame once the frames cut before are dropped.
+    copied: BytesMut,
     /// The doorbell this side sleeps on while the ring is empty.
     bell: Doorbell,
     shared: Arc<Shared>,
@@ -790,7 +797,14 @@ impl ShmReceiver {
     fn take_bytes(&mut self, at: Found) -> Bytes {
         match at {
             Found::Assembled => Bytes::from(self.consumer.take_assembled()),
-            at => Bytes::copy_from_slice(&self.consumer.frame(at)),
+            at => {
+                let frame = self.consumer.frame(at);
+                // Reclaims the whole buffer when every frame cut from it is gone.
+                self.copied.reserve(frame.len().max(COPY_BUFFER_SIZE / 2));
+                self.copied.extend_from_slice(&frame);
+                drop(frame);
+                self.copied.split().freeze()
+            }
         }
     }
 

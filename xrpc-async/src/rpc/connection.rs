@@ -18,7 +18,8 @@ use xrpc_proto::{
 
 use super::driver::{Driven, Shared, drive};
 use super::error::RpcError;
-use super::server::{CallContext, HandlerFn, RpcServer};
+use super::recycle::Started;
+use super::server::{CallContext, HandlerFn, HandlerResult, RpcServer};
 use super::stream::{Refused, StreamCtl};
 use crate::channel::MessageChannel;
 use crate::runtime::{Runtime, Task};
@@ -237,7 +238,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// What a handler ended with, as the session takes it.
-fn outcome(res: Result<Result<Option<Payload>, RpcError>, String>) -> Outcome {
+fn outcome(res: Result<HandlerResult, String>) -> Outcome {
     match res {
         Ok(Ok(Some(p))) => Outcome::Response(p),
         Ok(Ok(None)) => Outcome::StreamEnd,
@@ -268,16 +269,13 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, w
             let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 handler(ctx, call.payload, ctl.clone())
             }));
-            let mut fut = match built {
-                Ok(fut) => CatchUnwind(fut),
+            // A unary handler that finished in its first poll (made while starting it) is
+            // answered here, on the driver: no task.
+            let fut = match built {
+                Ok(Started::Done(res)) => return complete(conn, id, outcome(Ok(res))),
+                Ok(Started::Running(fut)) => CatchUnwind(fut),
                 Err(panic) => return complete(conn, id, Outcome::Panic(panic_message(&*panic))),
             };
-            if call.kind == CallKind::Unary {
-                let mut cx = Context::from_waker(Waker::noop());
-                if let Poll::Ready(res) = Pin::new(&mut fut).poll(&mut cx) {
-                    return complete(conn, id, outcome(res));
-                }
-            }
             let c = conn.clone();
             let task = rt.spawn(async move {
                 let res = fut.await;
@@ -298,9 +296,10 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, w
                 kind: CallKind::Unary,
             };
             let c = conn.clone();
-            let Ok(fut) =
+            let Ok(Started::Running(fut)) =
                 std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, payload, ctl.clone())))
             else {
+                // Done already (or panicked while starting).
                 c.lock().session.notification_done(Instant::now());
                 return;
             };

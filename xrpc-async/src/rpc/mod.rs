@@ -11,6 +11,7 @@ mod driver;
 mod error;
 mod listener;
 mod payload;
+mod recycle;
 mod server;
 mod shared_driver;
 mod stream;

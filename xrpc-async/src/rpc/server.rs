@@ -14,6 +14,7 @@ use xrpc_proto::{BincodeCodec, CallKind, Codec, MethodTable, Payload, ServerConf
 use super::connection::Connection;
 use super::error::RpcError;
 use super::payload::{decode_payload, payload_bytes};
+use super::recycle::{FuturePool, Started};
 use super::stream::{RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender};
 use crate::runtime::Runtime;
 use crate::signal::Signal;
@@ -39,13 +40,13 @@ impl CallContext {
     }
 }
 
-/// `Ok(Some(payload))`: respond; `Ok(None)`: end the server stream. The handler's streams
-/// talk to its connection through the `StreamCtl`.
-pub(crate) type HandlerFn = Arc<
-    dyn Fn(CallContext, Payload, Arc<dyn StreamCtl>) -> BoxFuture<Result<Option<Payload>, RpcError>>
-        + Send
-        + Sync,
->;
+/// What a handler ends with: `Ok(Some(payload))`, respond; `Ok(None)`, end the server stream.
+pub(crate) type HandlerResult = Result<Option<Payload>, RpcError>;
+
+/// Starts a handler: its result at once, or the future that computes it. The handler's
+/// streams talk to its connection through the `StreamCtl`.
+pub(crate) type HandlerFn =
+    Arc<dyn Fn(CallContext, Payload, Arc<dyn StreamCtl>) -> Started<HandlerResult> + Send + Sync>;
 
 pub(crate) struct Shared<C, R> {
     pub(crate) handlers: Arc<RwLock<MethodTable<HandlerFn>>>,
@@ -133,9 +134,11 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         F: Fn(Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, RpcError>> + Send + 'static,
     {
+        // Unary handlers start in a pooled box: no allocation when they finish at once.
+        let pool = Arc::new(FuturePool::default());
         let f: HandlerFn = Arc::new(move |_ctx, payload, _ctl| {
             let fut = payload_bytes(payload).map(&handler);
-            Box::pin(async move { fut?.await.map(|b| Some(Payload::Bytes(b))) })
+            pool.start(async move { fut?.await.map(|b| Some(Payload::Bytes(b))) })
         });
         self.insert(method, CallKind::Unary, f);
     }
@@ -160,13 +163,14 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
     {
         let codec = self.shared.codec.clone();
+        let pool = Arc::new(FuturePool::default());
         let f: HandlerFn = Arc::new(move |ctx, payload, _ctl| {
             // An in-process value is answered with a value: no codec either way.
             let as_value = matches!(payload, Payload::Value(_));
             let req = decode_payload::<Req, C>(&codec, payload);
             let codec = codec.clone();
             let fut = req.map(|req| handler(ctx, req));
-            Box::pin(async move {
+            pool.start(async move {
                 let resp = fut?.await?;
                 Ok(Some(if as_value {
                     Payload::Value(Box::new(resp))
@@ -192,10 +196,10 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             let req = decode_payload::<Req, C>(&codec, payload);
             let sender = StreamSender::new(ctl, ctx.id, codec.clone(), false);
             let fut = req.map(|req| handler(req, sender));
-            Box::pin(async move {
+            Started::Running(Box::pin(async move {
                 fut?.await?;
                 Ok(None)
-            })
+            }))
         });
         self.insert(method, CallKind::ServerStreaming, f);
     }
@@ -214,7 +218,9 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             let stream = StreamReceiver::new(ctl, ctx.id, codec.clone());
             let fut = handler(stream);
             let codec = codec.clone();
-            Box::pin(async move { Ok(Some(Payload::Bytes(codec.encode(&fut.await?)?))) })
+            Started::Running(Box::pin(async move {
+                Ok(Some(Payload::Bytes(codec.encode(&fut.await?)?)))
+            }))
         });
         self.insert(method, CallKind::ClientStreaming, f);
     }
@@ -232,10 +238,10 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             let stream = StreamReceiver::new(ctl.clone(), ctx.id, codec.clone());
             let sender = StreamSender::new(ctl, ctx.id, codec.clone(), false);
             let fut = handler(stream, sender);
-            Box::pin(async move {
+            Started::Running(Box::pin(async move {
                 fut.await?;
                 Ok(None)
-            })
+            }))
         });
         self.insert(method, CallKind::Bidirectional, f);
     }
