@@ -115,6 +115,7 @@ macro_rules! suite {
                 the_same_max_frame_everywhere,
                 heartbeats_detect_a_silent_server,
                 typed_calls_skip_the_codec_where_values_travel,
+                a_call_not_polled_stalls_no_one,
             );
         }
     )*};
@@ -254,6 +255,40 @@ pub async fn thousand_concurrent_calls<P: Pair, R: Runtime>() {
     });
     futures_util::future::join_all(calls).await;
     assert_eq!(client.pending_calls(), 0);
+}
+
+/// A waiting call drives its connection itself, but one whose future is held without being
+/// polled stalls no other call: the driver's task takes over (this hangs if it does not).
+pub async fn a_call_not_polled_stalls_no_one<P: Pair, R: Runtime>() {
+    let (client, _srv) = connect::<P, R>(&server()).await;
+    let c = client.clone();
+    let (polled_tx, polled_rx) = std::sync::mpsc::channel();
+    let holder = spawn::<R, _>(async move {
+        // Polled once (it takes the driver's seat), then held for 3 s without a poll.
+        let mut held = Box::pin(c.call::<_, u64>("sleep_ms", &2_000u64));
+        std::future::poll_fn(|cx| {
+            assert!(held.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let _ = polled_tx.send(());
+        sleep::<R>(Duration::from_secs(3)).await;
+        drop(held);
+    });
+    let _ = polled_rx.recv_timeout(Duration::from_secs(5));
+    let started = Instant::now();
+    for i in 0..20 {
+        let resp: AddResponse = timeout::<R, _>(
+            Duration::from_secs(2),
+            client.call("add", &AddRequest { a: i, b: 1 }),
+        )
+        .await
+        .expect("a call stalled behind a held call future")
+        .unwrap();
+        assert_eq!(resp.result, i + 1);
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let _ = holder.await;
 }
 
 /// A call times out on time; dropping a call future cancels its handler on the server.

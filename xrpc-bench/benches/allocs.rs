@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use xrpc::{
     MessageChannelAdapter, RpcClient, RpcServer, SharedMemoryConfig, SharedMemoryFrameTransport,
-    SharedMemoryFrameTransportListener, UnixConfig, UnixFrameTransport,
-    UnixFrameTransportListener,
+    SharedMemoryFrameTransportListener, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
 
 struct Counting;
@@ -60,7 +59,10 @@ fn server() -> RpcServer {
 
 async fn count<T: xrpc::MessageChannel>(name: &str, client: &RpcClient<T>, calls: u64) {
     for i in 0..2_000 {
-        let _: AddResponse = client.call("add", &AddRequest { a: i, b: 1 }).await.unwrap();
+        let _: AddResponse = client
+            .call("add", &AddRequest { a: i, b: 1 })
+            .await
+            .unwrap();
     }
     let before = ALLOCS.load(Ordering::Relaxed);
     for i in 0..calls {

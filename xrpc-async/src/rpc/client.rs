@@ -8,8 +8,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -133,10 +133,10 @@ pub(crate) struct Inner<T, R: Runtime> {
 }
 
 impl<T: MessageChannel, R: Runtime> Inner<T, R> {
-    /// Runs `f` on the state, then wakes the driver.
+    /// Runs `f` on the state, then wakes the driver's task.
     fn with<O>(&self, f: impl FnOnce(&mut ClientState) -> O) -> O {
         let r = f(&mut self.shared.lock());
-        self.shared.wake();
+        self.driver.kick();
         r
     }
 
@@ -163,7 +163,7 @@ impl<T: MessageChannel, R: Runtime> StreamCtl for Inner<T, R> {
         if let Some(item) = s.items.pop_front() {
             session.stream_consumed(id, 1);
             drop(st);
-            self.shared.wake();
+            self.driver.kick();
             return Poll::Ready(Some(Ok(item)));
         }
         match &s.end {
@@ -201,7 +201,7 @@ impl<T: MessageChannel, R: Runtime> StreamCtl for Inner<T, R> {
         match st.session.send_stream_item(id, p, codec) {
             Ok(()) => {
                 drop(st);
-                self.shared.wake();
+                self.driver.kick();
                 Poll::Ready(Ok(()))
             }
             Err(StreamSendError::NoCredit(p)) => {
@@ -439,7 +439,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         drop(st);
         // A unary call's waiter drives the connection (or wakes whoever does) when polled.
         if !unary {
-            self.inner.shared.wake();
+            self.inner.driver.kick();
         }
         Ok(id)
     }
@@ -456,14 +456,12 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
                 driver.leave(id);
                 return Poll::Ready(r);
             }
-            // No one else reading: this call drives the connection itself.
-            if driver.drive_from(id, cx) {
-                if let Poll::Ready(r) = self.poll_result(id, cx) {
-                    driver.leave(id);
-                    return Poll::Ready(r);
-                }
-            } else {
-                self.inner.shared.wake();
+            // No one else polling the driver: this call drives the connection itself.
+            if driver.drive_from(id, cx)
+                && let Poll::Ready(r) = self.poll_result(id, cx)
+            {
+                driver.leave(id);
+                return Poll::Ready(r);
             }
             Poll::Pending
         })

@@ -48,13 +48,15 @@ impl<S> Shared<S> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wakes the driver: the session has output, a new deadline, or events to route.
+    /// Wakes the driver: the session has output, a new deadline, or events to route. The
+    /// waker stays registered: the next wake-up reaches the driver too, even if it was not
+    /// polled in between (a client's driver waker picks whom to wake each time).
     pub(crate) fn wake(&self) {
         let waker = self
             .driver
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take();
+            .clone();
         if let Some(w) = waker {
             w.wake();
         }

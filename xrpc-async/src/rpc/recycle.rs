@@ -44,7 +44,11 @@ where
 {
     /// Places `future` in a pooled box and polls it once.
     pub(crate) fn start(self: &Arc<Self>, future: G) -> Started<G::Output> {
-        let popped = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let popped = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let mut slot = popped.unwrap_or_else(|| Box::pin(None));
         slot.set(Some(future));
         let mut cx = Context::from_waker(Waker::noop());

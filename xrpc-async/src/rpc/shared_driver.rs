@@ -1,13 +1,19 @@
 //! A client connection's driver future, shared by its task and by the calls that wait on it:
 //! **the waiting call drives the connection**.
 //!
-//! A call that waits for its answer polls the driver itself, on its own thread, while no one
-//! else is driving: its request is written and its answer read without a hand-off to the
-//! driver task (a wake-up, often across threads, each way). The driver task stays the fallback
-//! that drives whenever no call does. Everything the driver waits on (the transport, its
-//! timer, the session's wake-ups) holds one waker, [`Wakes`], which wakes the call that
-//! drives — or the task when none does, or when that call is not being polled (a second
-//! wake-up before it ran), so a call future held without being polled stalls nobody.
+//! A unary call that waits for its answer polls the driver itself, on its own thread, when no
+//! one else is polling it: its request is written and its answer read without a hand-off to
+//! the driver task (a wake-up, often across threads, each way). The driver task is the
+//! fallback that drives whenever no call does. The rules:
+//! - the driver is always polled with one waker, [`Wakes`]: what it waits on (the transport,
+//!   its timer) wakes the call that drove it last — or the task when no call holds that seat,
+//!   or when the call was woken already and has not been polled since (a call future held
+//!   without being polled stalls nobody beyond one wake-up);
+//! - a waiting call that polls while the driver is free takes the seat;
+//! - everyone else who needs the driver (a new notification, a stream, a cancel, a call that
+//!   found the driver busy) wakes the task ([`SharedDriver::kick`]); a task that found the
+//!   driver busy is woken again by whoever held it;
+//! - a call that leaves the seat wakes the task if a wake-up came since the driver's last poll.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +41,8 @@ struct Wakes {
     wakers: Mutex<Wakers>,
     /// Woken since the driver was last polled.
     pending: AtomicBool,
+    /// The task found the driver busy (a call was polling it).
+    task_missed: AtomicBool,
 }
 
 impl Wakes {
@@ -110,6 +118,12 @@ impl SharedDriver {
         let Ok(mut slot) = self.future.try_lock() else {
             return false;
         };
+        self.poll_locked(&mut slot);
+        true
+    }
+
+    /// Polls the driver in `slot`; drops it when it is over or stopped.
+    fn poll_locked(&self, slot: &mut Option<DriverFuture>) {
         self.wakes.pending.store(false, Ordering::Release);
         let stopped = || self.stopped.load(Ordering::Acquire);
         let done = match slot.as_mut() {
@@ -118,17 +132,14 @@ impl SharedDriver {
                 .poll(&mut Context::from_waker(&self.waker))
                 .is_ready(),
             Some(_) => true,
-            None => return true,
+            None => return,
         };
         if done || stopped() {
-            // Dropped here, outside no other lock: its drop guard ends the session.
-            let f = slot.take();
-            drop(slot);
-            drop(f);
+            // Dropping it ends the session (its drop guard fails every waiting call).
+            drop(slot.take());
             // The task learns that the driver is over.
             self.wakes.wake_task();
         }
-        true
     }
 
     /// The driver task's body: polls the driver whenever no call is polling it, until it
@@ -143,22 +154,35 @@ impl SharedDriver {
                 }
             }
             if !self.poll_driver() {
-                // A call is polling it: it hands back to us if it leaves with work undone.
-                self.wakes.pending.store(true, Ordering::Release);
+                // A call is polling it: it wakes us again when its poll is over.
+                self.wakes.task_missed.store(true, Ordering::Release);
+                // It may have finished in between: then nobody would.
+                if !self.poll_driver() {
+                    return Poll::Pending;
+                }
+                self.wakes.task_missed.store(false, Ordering::Release);
             }
-            let over = self
-                .future
-                .try_lock()
-                .is_ok_and(|slot| slot.is_none());
+            let over = self.future.try_lock().is_ok_and(|slot| slot.is_none());
             if over { Poll::Ready(()) } else { Poll::Pending }
         })
         .await;
         drop(stop);
     }
 
-    /// Waiting call `id` (polled with `cx`) polls the driver, unless another call drives.
-    /// Returns whether it drives (then it must [`leave`](Self::leave) when done).
+    /// Wakes the driver task: someone other than the driving call has work for the driver.
+    pub(crate) fn kick(&self) {
+        self.wakes.pending.store(true, Ordering::Release);
+        self.wakes.wake_task();
+    }
+
+    /// Waiting call `id` (polled with `cx`) polls the driver if no one else is polling it,
+    /// and takes the seat. Returns whether it did (then it must [`leave`](Self::leave)).
     pub(crate) fn drive_from(&self, id: u64, cx: &Context<'_>) -> bool {
+        let Ok(mut slot) = self.future.try_lock() else {
+            // Busy: our request is written by whoever polls it (the task, if no call).
+            self.kick();
+            return false;
+        };
         {
             let mut w = self.wakes.lock();
             match &mut w.caller {
@@ -167,14 +191,14 @@ impl SharedDriver {
                         *waker = cx.waker().clone();
                     }
                 }
-                Some(_) => return false,
-                None => w.caller = Some((id, cx.waker().clone())),
+                other => *other = Some((id, cx.waker().clone())),
             }
             w.caller_woken = false;
         }
-        if !self.poll_driver() {
-            // The task is polling right now; our wake-up makes us try again.
-            self.waker.wake_by_ref();
+        self.poll_locked(&mut slot);
+        drop(slot);
+        if self.wakes.task_missed.swap(false, Ordering::AcqRel) {
+            self.wakes.wake_task();
         }
         true
     }
