@@ -208,7 +208,7 @@ impl SharedDriver {
     pub(crate) fn leave(&self, id: u64) {
         {
             let mut w = self.wakes.lock();
-            if !w.caller.as_ref().is_some_and(|(c, _)| *c == id) {
+            if w.caller.as_ref().is_none_or(|(c, _)| *c != id) {
                 return;
             }
             w.caller = None;
