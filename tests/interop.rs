@@ -1,0 +1,164 @@
+//! The interop matrix (see `tests/common/interop.rs`): every client adapter × every server
+//! adapter × {TCP, Unix, shared memory}.
+
+#[path = "common/interop.rs"]
+mod interop;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use interop::{Adapter, AddRequest, AddResponse, ClientUnderTest, Transport, matrix};
+use xrpc_async::RpcError;
+
+/// The tokio adapter (`xrpc` re-exports it).
+struct Tokio;
+
+/// A tokio client: a runtime of its own and a client over one transport.
+struct TokioClient<T: xrpc::MessageChannel> {
+    rt: tokio::runtime::Runtime,
+    client: xrpc::RpcClient<T>,
+}
+
+impl<T: xrpc::MessageChannel> ClientUnderTest for TokioClient<T> {
+    fn add(&self, a: i32, b: i32) -> Result<i32, RpcError> {
+        self.rt.block_on(async {
+            let r: AddResponse = self.client.call("add", &AddRequest { a, b }).await?;
+            Ok(r.result)
+        })
+    }
+
+    fn count(&self, n: u32) -> Result<Vec<u32>, RpcError> {
+        self.rt.block_on(async {
+            let mut rx = self
+                .client
+                .call_server_stream::<_, u32>("count", &n)
+                .await?;
+            let mut items = Vec::new();
+            while let Some(item) = rx.recv().await {
+                items.push(item?);
+            }
+            Ok(items)
+        })
+    }
+
+    fn sleep_ms(&self, ms: u64, timeout: Duration) -> Result<u64, RpcError> {
+        self.rt
+            .block_on(self.client.call_with_timeout("sleep_ms", &ms, timeout))
+    }
+
+    fn fail(&self, message: &str) -> Result<(), RpcError> {
+        self.rt.block_on(self.client.call("fail", &message))
+    }
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+impl Adapter for Tokio {
+    const NAME: &'static str = "tokio";
+
+    fn serve(transport: Transport, addr: &str) {
+        use xrpc::*;
+        let rt = tokio_runtime();
+        rt.block_on(async {
+            let server = RpcServer::new();
+            server.register_typed("add", |r: AddRequest| async move {
+                Ok(AddResponse { result: r.a + r.b })
+            });
+            server.register_stream("count", |n: u32, tx: ServerStreamSender<u32>| async move {
+                for i in 0..n {
+                    tx.send(&i).await?;
+                }
+                Ok(())
+            });
+            server.register_typed("sleep_ms", |ms: u64| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(ms)
+            });
+            server.register_typed("fail", |m: String| async move {
+                Err::<(), _>(RpcError::server(m))
+            });
+            let served = match transport {
+                Transport::Tcp => {
+                    let l = TcpFrameTransportListener::bind(
+                        addr.parse::<std::net::SocketAddr>().unwrap(),
+                        TcpConfig::default(),
+                    )
+                    .await
+                    .unwrap();
+                    println!("ready {}", l.local_addr().unwrap());
+                    server.serve_listener(l).await
+                }
+                Transport::Unix => {
+                    let l = UnixFrameTransportListener::bind(addr, UnixConfig::default())
+                        .await
+                        .unwrap();
+                    println!("ready {addr}");
+                    server.serve_listener(l).await
+                }
+                Transport::Shm => {
+                    let l = SharedMemoryFrameTransportListener::bind(
+                        addr,
+                        SharedMemoryConfig::default(),
+                    )
+                    .unwrap();
+                    println!("ready {addr}");
+                    server.serve_listener(l).await
+                }
+            };
+            served.unwrap();
+        });
+    }
+
+    fn connect(transport: Transport, addr: &str) -> Box<dyn ClientUnderTest + Send + Sync> {
+        use xrpc::*;
+        let rt = tokio_runtime();
+        fn boxed<T: MessageChannel>(
+            rt: tokio::runtime::Runtime,
+            t: T,
+        ) -> Box<dyn ClientUnderTest + Send + Sync> {
+            let client = rt.block_on(async { RpcClient::new(t) });
+            Box::new(TokioClient { rt, client })
+        }
+        match transport {
+            Transport::Tcp => {
+                let t = rt
+                    .block_on(TcpFrameTransport::connect(
+                        addr.parse().unwrap(),
+                        TcpConfig::default(),
+                    ))
+                    .unwrap();
+                boxed(rt, MessageChannelAdapter::new(t))
+            }
+            Transport::Unix => {
+                let t = rt
+                    .block_on(UnixFrameTransport::connect(addr, UnixConfig::default()))
+                    .unwrap();
+                boxed(rt, MessageChannelAdapter::new(t))
+            }
+            Transport::Shm => {
+                let t = rt
+                    .block_on(SharedMemoryFrameTransport::connect(
+                        addr,
+                        SharedMemoryConfig::default(),
+                    ))
+                    .unwrap();
+                boxed(rt, MessageChannelAdapter::new(t))
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync(_: Arc<dyn ClientUnderTest + Send + Sync>) {}
+
+matrix! {
+    tokio_to_tokio_over_tcp => Tokio, Tokio, Tcp;
+    tokio_to_tokio_over_unix => Tokio, Tokio, Unix;
+    tokio_to_tokio_over_shm => Tokio, Tokio, Shm;
+}
