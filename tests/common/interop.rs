@@ -40,12 +40,6 @@ pub struct AddResponse {
     pub result: i32,
 }
 
-/// The methods every server of the matrix registers:
-/// - `add(AddRequest) -> AddResponse`;
-/// - `count(n: u32)`: a server stream of `0..n` (`u32`);
-/// - `sleep_ms(ms: u64) -> u64`: answers after `ms` milliseconds;
-/// - `fail(message: String) -> ()`: a remote error with `message`.
-pub const METHODS: [&str; 4] = ["add", "count", "sleep_ms", "fail"];
 
 /// What a cell does with a client, whatever its adapter (blocking calls: async adapters run
 /// them on their executor).
@@ -64,7 +58,12 @@ pub trait ClientUnderTest {
 pub trait Adapter {
     /// Its name in messages.
     const NAME: &'static str;
-    /// In the child: serves [`METHODS`] on `transport` at `addr` (for TCP, binds port 0),
+    /// In the child: serves, on `transport` at `addr` (for TCP, binds port 0),
+    /// - `add(AddRequest) -> AddResponse`;
+    /// - `count(n: u32)`: a server stream of `0..n` (`u32`);
+    /// - `sleep_ms(ms: u64) -> u64`: answers after `ms` milliseconds;
+    /// - `fail(message: String) -> ()`: a remote error with `message`;
+    ///
     /// prints `ready <addr>` once listening, and serves until killed.
     fn serve(transport: Transport, addr: &str);
     /// Connects a client to the server at `addr`.
