@@ -40,7 +40,6 @@ pub struct AddResponse {
     pub result: i32,
 }
 
-
 /// What a cell does with a client, whatever its adapter (blocking calls: async adapters run
 /// them on their executor).
 pub trait ClientUnderTest {

@@ -64,6 +64,10 @@ pub struct Consumer<S: RingStorage> {
     partial_total: usize,
     /// Authoritative read position (private).
     tail: u64,
+    /// The read position last published to the producer. Room is handed back in batches
+    /// (every quarter ring, and whenever the ring is found empty): one shared store, fence and
+    /// waiter check per batch instead of per frame.
+    published_tail: u64,
     /// Last validated producer position.
     cached_head: u64,
     dead: bool,
@@ -385,6 +389,7 @@ impl<S: RingStorage> Consumer<S> {
             partial: Vec::new(),
             partial_total: 0,
             tail: 0,
+            published_tail: 0,
             cached_head: 0,
             dead: false,
         })
@@ -435,9 +440,11 @@ impl<S: RingStorage> Consumer<S> {
         let budget = self.storage.capacity() as u64;
         loop {
             if self.tail.wrapping_sub(start) > budget {
+                self.flush_tail();
                 return Ok(None);
             }
             if self.cached_head == self.tail && !self.refresh_head()? {
+                self.flush_tail();
                 return Ok(None);
             }
             let found = match self.parse() {
@@ -642,10 +649,20 @@ impl<S: RingStorage> Consumer<S> {
     }
 
     #[inline]
-    fn publish_tail(&self) {
+    fn publish_tail(&mut self) {
         let hdr = self.storage.header();
         hdr.tail.0.store(self.tail, Release);
+        self.published_tail = self.tail;
         notify(&self.storage, Sleeper::Producer);
+    }
+
+    /// Hands all released room back to the producer (before this end reports the ring empty,
+    /// and so before it sleeps: a producer waiting for room always gets it).
+    #[inline]
+    fn flush_tail(&mut self) {
+        if self.published_tail != self.tail {
+            self.publish_tail();
+        }
     }
 
     /// Releases the record at `off` (payload offset) of `len` bytes.
@@ -653,7 +670,9 @@ impl<S: RingStorage> Consumer<S> {
     pub(crate) fn release(&mut self, off: usize, len: usize, next: u64) {
         self.storage.track_read(off, len);
         self.tail = next;
-        self.publish_tail();
+        if self.tail - self.published_tail >= self.cap / 4 {
+            self.publish_tail();
+        }
     }
 
     /// Whether `try_recv` would make progress, judged from the shared head
