@@ -601,6 +601,24 @@ impl ShmSender {
         r
     }
 
+    /// Sends a batch: from now on the frames sent are published together by
+    /// [`ShmSender::flush`] (or as soon as the ring is full), one shared store
+    /// and wake-up check for the whole batch, until [`ShmSender::uncork`].
+    /// A frame sent while corked is not seen by the peer until then.
+    pub fn cork(&mut self) {
+        self.producer.cork();
+    }
+
+    /// Publishes what was sent while corked and ends the batch.
+    pub fn uncork(&mut self) {
+        self.producer.uncork();
+    }
+
+    /// Publishes what was sent so far in a batch (see [`ShmSender::cork`]).
+    pub fn flush(&mut self) {
+        self.producer.flush();
+    }
+
     /// Largest frame sent in one piece: half the ring less an 8-byte record
     /// header (or the max frame size, if smaller). The most
     /// [`ShmSender::try_reserve`] takes.
@@ -685,6 +703,7 @@ impl ShmSender {
 
 impl Drop for ShmSender {
     fn drop(&mut self) {
+        self.producer.flush();
         self.producer.close();
     }
 }

@@ -44,6 +44,11 @@ pub struct Producer<S: RingStorage> {
     partial: Option<(usize, usize)>,
     /// Authoritative write position (private).
     head: u64,
+    /// The write position last published to the consumer.
+    published_head: u64,
+    /// Commits are published together by [`Producer::flush`] (a batch of frames: one shared
+    /// store, fence and waiter check for all of them).
+    corked: bool,
     /// Last validated consumer position.
     cached_tail: u64,
     dead: bool,
@@ -98,6 +103,8 @@ impl<S: RingStorage> Producer<S> {
             max_payload: max_payload_for(cap),
             partial: None,
             head: 0,
+            published_head: 0,
+            corked: false,
             cached_tail: 0,
             dead: false,
         })
@@ -144,6 +151,8 @@ impl<S: RingStorage> Producer<S> {
         if self.head - self.cached_tail + pad + rec > self.cap {
             self.refresh_tail()?;
             if self.head - self.cached_tail + pad + rec > self.cap {
+                // The consumer makes room only for what it sees.
+                self.flush();
                 return Err(ShmError::Full);
             }
         }
@@ -277,8 +286,31 @@ impl<S: RingStorage> Producer<S> {
         )
     }
 
+    /// From now on, commits are published together by [`flush`](Self::flush)
+    /// (or when the ring is found full), until [`uncork`](Self::uncork).
+    pub fn cork(&mut self) {
+        self.corked = true;
+    }
+
+    /// Publishes what is committed and publishes each commit at once again.
+    pub fn uncork(&mut self) {
+        self.corked = false;
+        self.flush();
+    }
+
+    /// Publishes every committed frame to the consumer (and wakes it if it
+    /// sleeps).
+    #[inline]
+    pub fn flush(&mut self) {
+        if self.published_head != self.head {
+            self.storage.header().head.0.store(self.head, Release);
+            self.published_head = self.head;
+            notify(&self.storage, Sleeper::Consumer);
+        }
+    }
+
     /// Marks the ring closed by the producer and wakes the consumer. Frames
-    /// already published are still delivered.
+    /// already published are still delivered (flush first).
     pub(crate) fn close(&self) {
         close_ring(&self.storage, CLOSED_BY_PRODUCER);
     }
@@ -324,9 +356,9 @@ impl<S: RingStorage> Slot<'_, S> {
             p.partial = None;
         }
         p.head += self.pad + self.rec;
-        let hdr = s.header();
-        hdr.head.0.store(p.head, Release);
-        notify(s, Sleeper::Consumer);
+        if !p.corked {
+            p.flush();
+        }
     }
 }
 

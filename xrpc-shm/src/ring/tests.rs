@@ -488,3 +488,31 @@ fn a_declared_total_is_not_preallocated() {
         c.partial.capacity()
     );
 }
+
+/// A corked producer publishes nothing until it flushes, then all at once; a full ring
+/// publishes what was committed so the consumer can make room.
+#[test]
+fn corked_commits_are_published_together() {
+    let (mut p, mut c, _) = ring(64, 24);
+    p.cork();
+    p.try_send(b"one").unwrap();
+    p.try_send(b"two").unwrap();
+    assert!(c.try_recv().unwrap().is_none(), "nothing published yet");
+    p.flush();
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"one");
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"two");
+    assert!(c.try_recv().unwrap().is_none());
+    // Fill the ring while corked: the send that finds it full publishes the rest.
+    while p.try_send(&[7; 16]).is_ok() {}
+    let mut n = 0;
+    while c.try_recv().unwrap().is_some() {
+        n += 1;
+    }
+    assert!(
+        n >= 2,
+        "the frames of a full, corked ring are published ({n})"
+    );
+    p.uncork();
+    p.try_send(b"now").unwrap();
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"now");
+}
