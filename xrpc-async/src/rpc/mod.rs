@@ -10,12 +10,12 @@ mod connection;
 mod driver;
 mod error;
 mod listener;
-mod payload;
+pub mod payload;
 mod server;
 mod stream;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
-pub use error::RpcError;
+pub use error::{RpcError, served};
 pub use listener::FrameListener;
 pub use server::{CallContext, RpcServer};
 pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};

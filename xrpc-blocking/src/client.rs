@@ -1,0 +1,509 @@
+//! [`RpcClient`]: blocking calls over one connection, from any number of threads.
+//!
+//! There is no background thread: **the calling thread drives the connection**. A call queues
+//! its request in the [`ClientSession`] and writes it; then, while it waits for its answer,
+//! one waiting thread at a time — the leader — reads the transport and feeds the session,
+//! routing what arrives to the other waiting threads (parked with `std::thread::park`) and
+//! waking them. When the leader's own answer arrives it hands the reading role to another
+//! waiter and returns. The session's next deadline bounds every wait (a read timeout for the
+//! leader, a park timeout for the others), so timeouts fire without a timer thread. Over
+//! shared memory the leader waits on the ring itself (spin, then futex).
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use xrpc_async::rpc::payload::{decode_payload, payload_bytes};
+use xrpc_proto::idmap::{IdMap, id_map};
+use xrpc_proto::{
+    BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
+    Codec, Payload, WireConfig,
+};
+
+use crate::RpcError;
+use crate::link::{Driven, Link, fire_timers};
+use crate::stream::{PendingResponse, StreamReceiver, StreamSender};
+use crate::transport::{FrameTransport, Reader};
+
+/// Client settings (the session's [`ClientConfig`]).
+pub type RpcClientConfig = ClientConfig;
+
+/// Longest park of a waiting thread: a bound on any wake-up this design could miss.
+const MAX_PARK: Duration = Duration::from_secs(1);
+
+/// What arrived for one call, and the threads waiting for it.
+#[derive(Default)]
+pub(crate) struct Waiter {
+    /// Items of the server's stream not yet taken (bounded by the credit window).
+    items: VecDeque<Payload>,
+    /// How the call ended: `Ok(Some)` a response, `Ok(None)` the end of the server's stream.
+    end: Option<Result<Option<Payload>, CallError>>,
+    threads: Vec<Thread>,
+}
+
+pub(crate) struct ClientState {
+    session: ClientSession,
+    waiters: IdMap<Waiter>,
+    /// A thread is reading the transport (the leader).
+    reading: bool,
+}
+
+impl Driven for ClientState {
+    type Session = ClientSession;
+
+    fn session(&mut self) -> &mut ClientSession {
+        &mut self.session
+    }
+
+    fn route(&mut self) {
+        while let Some(ev) = self.session.poll_event() {
+            let id = match ev {
+                ClientEvent::Response { id, payload } => self.end(id, Ok(Some(payload))),
+                ClientEvent::Failed { id, error } => self.end(id, Err(error)),
+                ClientEvent::StreamEnd { id } => self.end(id, Ok(None)),
+                ClientEvent::StreamItem { id, payload } => {
+                    if let Some(w) = self.waiters.get_mut(&id) {
+                        w.items.push_back(payload);
+                    }
+                    id
+                }
+                ClientEvent::SendCredit { id } => id,
+            };
+            if let Some(w) = self.waiters.get_mut(&id) {
+                w.threads.drain(..).for_each(|t| t.unpark());
+            }
+        }
+    }
+}
+
+impl ClientState {
+    fn end(&mut self, id: u64, end: Result<Option<Payload>, CallError>) -> u64 {
+        if let Some(w) = self.waiters.get_mut(&id) {
+            w.end = Some(end);
+        }
+        id
+    }
+
+    /// A thread parked on another call, to take over reading.
+    fn next_leader(&self, me: &Thread) -> Option<Thread> {
+        self.waiters
+            .values()
+            .flat_map(|w| w.threads.iter())
+            .find(|t| t.id() != me.id())
+            .cloned()
+    }
+}
+
+/// One connection, shared by the clones of a client and by its streams.
+pub(crate) struct Conn {
+    link: Link<ClientState>,
+    /// Taken by the leader only.
+    reader: Mutex<Box<dyn Reader>>,
+}
+
+/// What a waiting thread checks, under the lock, each time it wakes: `Some` ends the wait.
+pub(crate) type Ready<'a, T> = &'a mut dyn FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<T>;
+
+impl Conn {
+    fn start(&self, method: &str, payload: Payload, opts: CallOptions) -> Result<u64, RpcError> {
+        let id = {
+            let mut st = self.link.lock();
+            let id = st
+                .session
+                .start_call(Instant::now(), method, payload, opts)?;
+            st.waiters.insert(id, Waiter::default());
+            id
+        };
+        self.link.flush();
+        Ok(id)
+    }
+
+    /// Waits until `ready` says the wait for call `id` is over, driving the connection
+    /// meanwhile when no other thread does (see the [module docs](self)).
+    pub(crate) fn wait<T>(&self, id: u64, ready: Ready<'_, T>) -> T {
+        let me = thread::current();
+        let mut st = self.link.lock();
+        loop {
+            let timeout = fire_timers(&mut st.session, Instant::now());
+            st.route();
+            let ClientState {
+                session, waiters, ..
+            } = &mut *st;
+            if let Some(v) = ready(session, waiters) {
+                if let Some(w) = st.waiters.get_mut(&id) {
+                    w.threads.retain(|t| t.id() != me.id());
+                }
+                let leader = (!st.reading).then(|| st.next_leader(&me)).flatten();
+                let flush = st.session.has_transmit();
+                drop(st);
+                if let Some(t) = leader {
+                    t.unpark();
+                }
+                if flush {
+                    self.link.flush();
+                }
+                return v;
+            }
+            if st.session.has_transmit() {
+                // Cancels of expired calls, credit, pongs.
+                drop(st);
+                self.link.flush();
+                st = self.link.lock();
+                continue;
+            }
+            if !st.reading && st.session.wants_read() {
+                st.reading = true;
+                drop(st);
+                {
+                    let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+                    self.link.read(&mut **reader, timeout);
+                }
+                st = self.link.lock();
+                st.reading = false;
+                continue;
+            }
+            if let Some(w) = st.waiters.get_mut(&id)
+                && !w.threads.iter().any(|t| t.id() == me.id())
+            {
+                w.threads.push(me.clone());
+            }
+            drop(st);
+            thread::park_timeout(timeout.map_or(MAX_PARK, |t| t.min(MAX_PARK)));
+            st = self.link.lock();
+        }
+    }
+
+    /// Gives up on call `id` (its stream or response was dropped) and tells the server.
+    pub(crate) fn cancel(&self, id: u64) {
+        let pending = {
+            let mut st = self.link.lock();
+            st.waiters.remove(&id);
+            st.session.cancel(id)
+        };
+        if pending {
+            self.link.flush();
+        }
+    }
+
+    /// Runs `f` on the session, then writes what it queued.
+    pub(crate) fn with_session<T>(&self, f: impl FnOnce(&mut ClientSession) -> T) -> T {
+        let r = f(&mut self.link.lock().session);
+        if self.link.has_transmit() {
+            self.link.flush();
+        }
+        r
+    }
+
+    fn close(&self, reason: &str) {
+        {
+            let mut st = self.link.lock();
+            st.session.close(Instant::now(), reason);
+            st.route();
+        }
+        // Writes what may still go (notifications), then ends the transport: a thread
+        // reading wakes up.
+        self.link.flush();
+        self.link.close_transport();
+    }
+}
+
+/// The outcome of a unary or client-streaming call, once it came.
+pub(crate) fn response(
+    id: u64,
+) -> impl FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<Result<Payload, RpcError>> {
+    move |_, waiters| {
+        let Some(w) = waiters.get_mut(&id) else {
+            return Some(Err(RpcError::Disconnected("the call was abandoned".into())));
+        };
+        let end = w.end.take()?;
+        waiters.remove(&id);
+        Some(match end {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(RpcError::StreamError(
+                "the call ended without a response".into(),
+            )),
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
+/// The next item of call `id`'s server stream: `Some(None)` at its end.
+pub(crate) fn next_item(
+    id: u64,
+) -> impl FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<Option<Result<Payload, RpcError>>>
+{
+    move |session, waiters| {
+        let Some(w) = waiters.get_mut(&id) else {
+            return Some(None);
+        };
+        if let Some(p) = w.items.pop_front() {
+            session.stream_consumed(id, 1);
+            return Some(Some(Ok(p)));
+        }
+        let end = w.end.take()?;
+        waiters.remove(&id);
+        Some(end.err().map(|e| Err(e.into())))
+    }
+}
+
+/// Queues `item` on call `id`'s client stream once the server granted credit.
+pub(crate) fn send_item(
+    id: u64,
+    codec: u8,
+    mut item: Option<Payload>,
+) -> impl FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<Result<(), RpcError>> {
+    move |session, waiters| {
+        let closed = || RpcError::StreamError("the call is over".into());
+        let Some(p) = item.take() else {
+            return Some(Ok(()));
+        };
+        match session.send_stream_item(id, p, codec) {
+            Ok(()) => Some(Ok(())),
+            Err(xrpc_proto::StreamSendError::NoCredit(p)) => match waiters.get(&id) {
+                Some(w) if w.end.is_none() => {
+                    item = Some(p);
+                    None
+                }
+                _ => Some(Err(closed())),
+            },
+            Err(xrpc_proto::StreamSendError::Closed(_)) => Some(Err(closed())),
+        }
+    }
+}
+
+/// Dropped with the last clone of an [`RpcClient`]: closes the connection.
+struct Lifetime(Arc<Conn>);
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        self.0.close("the client was dropped");
+    }
+}
+
+/// A blocking RPC client over one connection, with codec `C` (Bincode by default).
+///
+/// Cheap to clone; every method takes `&self`, so any number of threads may call at once
+/// (each waits for its own answer; see the [module docs](self)).
+///
+/// ```no_run
+/// use serde::{Deserialize, Serialize};
+/// use xrpc_blocking::{RpcClient, TcpConfig, TcpFrameTransport};
+/// #[derive(Serialize, Deserialize)] struct AddRequest { a: i32, b: i32 }
+/// #[derive(Serialize, Deserialize)] struct AddResponse { result: i32 }
+///
+/// let client = RpcClient::new(TcpFrameTransport::connect("127.0.0.1:47800", TcpConfig::default())?);
+/// let resp: AddResponse = client.call("add", &AddRequest { a: 1, b: 2 })?;
+/// assert_eq!(resp.result, 3);
+/// # Ok::<(), xrpc_blocking::RpcError>(())
+/// ```
+pub struct RpcClient<C: Codec = BincodeCodec> {
+    conn: Arc<Conn>,
+    life: Arc<Lifetime>,
+    codec: C,
+}
+
+impl<C: Codec> Clone for RpcClient<C> {
+    fn clone(&self) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            life: self.life.clone(),
+            codec: self.codec.clone(),
+        }
+    }
+}
+
+impl<C: Codec> std::fmt::Debug for RpcClient<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcClient<BincodeCodec> {
+    /// A client over `transport` with the default configuration (30 s call timeout).
+    pub fn new(transport: impl FrameTransport) -> Self {
+        Self::with_config(transport, ClientConfig::default())
+    }
+
+    /// A client with an explicit configuration (timeouts, stream window, heartbeats).
+    pub fn with_config(transport: impl FrameTransport, config: ClientConfig) -> Self {
+        Self::with_config_and_codec(transport, config, BincodeCodec)
+    }
+}
+
+impl<C: Codec> RpcClient<C> {
+    /// A client with another codec.
+    pub fn with_codec(transport: impl FrameTransport, codec: C) -> Self {
+        Self::with_config_and_codec(transport, ClientConfig::default(), codec)
+    }
+
+    /// A client with an explicit configuration and codec.
+    pub fn with_config_and_codec(transport: impl FrameTransport, config: ClientConfig, codec: C) -> Self {
+        let io = transport.into_io();
+        let wire = WireConfig::default().with_max_frame_size(io.max_frame_size);
+        let state = ClientState {
+            session: ClientSession::new(config, wire, Instant::now()),
+            waiters: id_map(),
+            reading: false,
+        };
+        let (link, reader) = Link::new(state, io);
+        let conn = Arc::new(Conn {
+            link,
+            reader: Mutex::new(reader),
+        });
+        Self {
+            life: Arc::new(Lifetime(conn.clone())),
+            conn,
+            codec,
+        }
+    }
+
+    /// The same client with another default timeout for its unary and client-streaming calls
+    /// (shared with its clones).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.conn.with_session(|s| s.set_default_timeout(Some(timeout)));
+        self
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_connected(&self) -> bool {
+        self.conn.link.lock().session.is_open()
+    }
+
+    /// Calls waiting for an answer.
+    pub fn pending_calls(&self) -> usize {
+        self.conn.link.lock().session.pending_calls()
+    }
+
+    /// Closes the connection: every pending call fails with `Disconnected`.
+    pub fn close(&self) {
+        self.conn.close("client closed");
+    }
+
+    fn call_payload(&self, method: &str, payload: Payload, opts: CallOptions) -> Result<Payload, RpcError> {
+        let id = self.conn.start(method, payload, opts)?;
+        self.conn.wait(id, &mut response(id))
+    }
+
+    /// Sends raw payload bytes to `method` and waits for the raw response.
+    pub fn call_raw(&self, method: &str, payload: Bytes) -> Result<Bytes, RpcError> {
+        let resp = self.call_payload(method, Payload::Bytes(payload), CallOptions::unary(C::ID))?;
+        payload_bytes(resp)
+    }
+
+    /// Calls `method` with `request` and decodes the response.
+    pub fn call<Req, Resp>(&self, method: &str, request: &Req) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned + 'static,
+    {
+        self.call_with_options(method, request, CallOptions::unary(C::ID))
+    }
+
+    /// Like [`call`](Self::call) with a timeout for this call.
+    pub fn call_with_timeout<Req, Resp>(
+        &self,
+        method: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned + 'static,
+    {
+        let opts = CallOptions::unary(C::ID).with_timeout(timeout);
+        self.call_with_options(method, request, opts)
+    }
+
+    /// Like [`call`](Self::call) with explicit options.
+    pub fn call_with_options<Req, Resp>(
+        &self,
+        method: &str,
+        request: &Req,
+        mut opts: CallOptions,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned + 'static,
+    {
+        opts.codec = C::ID;
+        let payload = Payload::Bytes(self.codec.encode(request)?);
+        decode_payload(&self.codec, self.call_payload(method, payload, opts)?)
+    }
+
+    /// Sends a one-way notification.
+    pub fn notify<Req: Serialize + ?Sized>(&self, method: &str, request: &Req) -> Result<(), RpcError> {
+        let payload = Payload::Bytes(self.codec.encode(request)?);
+        self.conn
+            .with_session(|s| s.notify(method, payload, C::ID))?;
+        Ok(())
+    }
+
+    /// Calls a server-streaming method: one request, then its items as an iterator.
+    pub fn call_server_stream<Req, Item>(
+        &self,
+        method: &str,
+        request: &Req,
+    ) -> Result<StreamReceiver<Item, C>, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Item: DeserializeOwned + 'static,
+    {
+        let payload = Payload::Bytes(self.codec.encode(request)?);
+        let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
+        let id = self.conn.start(method, payload, opts)?;
+        Ok(StreamReceiver::new(self.conn.clone(), id, self.codec.clone()))
+    }
+
+    fn begin_client_stream<Item: Serialize>(
+        &self,
+        method: &str,
+        kind: CallKind,
+    ) -> Result<StreamSender<Item, C>, RpcError> {
+        let opts = CallOptions::unary(C::ID).with_kind(kind);
+        let id = self
+            .conn
+            .start(method, Payload::Bytes(Bytes::new()), opts)?;
+        Ok(StreamSender::new(self.conn.clone(), id, self.codec.clone()))
+    }
+
+    /// Calls a client-streaming method: send items with the [`StreamSender`],
+    /// [`finish`](StreamSender::finish) it, then [`wait`](PendingResponse::wait) for the
+    /// single response.
+    pub fn call_client_stream<Item, Resp>(
+        &self,
+        method: &str,
+    ) -> Result<(StreamSender<Item, C>, PendingResponse<Resp, C>), RpcError>
+    where
+        Item: Serialize,
+        Resp: DeserializeOwned + 'static,
+    {
+        let sender = self.begin_client_stream(method, CallKind::ClientStreaming)?;
+        let response = PendingResponse::new(self.conn.clone(), sender.id(), self.codec.clone());
+        Ok((sender, response))
+    }
+
+    /// Opens a bidirectional stream: items go out through the sender and come back through
+    /// the receiver (use them from two threads, or alternate within the credit window).
+    pub fn call_bidi<Req, Resp>(
+        &self,
+        method: &str,
+    ) -> Result<(StreamSender<Req, C>, StreamReceiver<Resp, C>), RpcError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned + 'static,
+    {
+        let sender = self.begin_client_stream(method, CallKind::Bidirectional)?;
+        let receiver = StreamReceiver::new(self.conn.clone(), sender.id(), self.codec.clone());
+        Ok((sender, receiver))
+    }
+}
+
+/// Keeps a marker type `T` without owning one (`Send + Sync` whatever `T` is).
+pub(crate) type Marker<T> = PhantomData<fn() -> T>;

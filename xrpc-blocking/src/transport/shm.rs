@@ -1,0 +1,259 @@
+//! Shared memory between processes on one machine, over the rings of [`xrpc_shm`].
+//!
+//! The thread that waits for input waits on the ring itself: `xrpc_shm`'s blocking receive
+//! follows its wait policy ([`xrpc_shm::Backoff`]: spin for at most
+//! [`SharedMemoryConfig::spin_budget`], then sleep on the ring's futex), so an answer that
+//! comes within the spin costs no system call and no hand-off to another thread. Waits are cut
+//! into slices of at most [`SLICE`] so that a local close is noticed; the peer's death is
+//! noticed by `xrpc_shm` itself (its wait slices check the rendezvous socket).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use xrpc_async::transport::batch_frames;
+use xrpc_shm::{SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver, ShmSender};
+
+use super::{Chunk, Close, FrameListener, FrameTransport, Input, Io, Reader, TransportError, Writer};
+
+/// Longest single wait on a ring before the local close flag is checked again.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// Frames handed over per read at most (after the first, only those already there).
+const READ_BATCH: usize = 16;
+
+/// Settings of a shared-memory connection (the server's ring size and frame limit apply to
+/// both sides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMemoryConfig {
+    /// Bytes of each of the two rings: a power of two, at least 4096 (default 1 MiB).
+    pub buffer_size: usize,
+    /// Largest frame (default 16 MiB, as on every transport); larger than half a ring, a frame
+    /// passes through it in pieces.
+    pub max_frame_size: usize,
+    /// How long a waiting thread spins on the ring before it sleeps on the futex (default
+    /// 50 µs; adapted below this by `xrpc_shm`).
+    pub spin_budget: Duration,
+    /// How long a client waits for the server's segment (default 5 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for SharedMemoryConfig {
+    fn default() -> Self {
+        // The ring geometry and the wait policy of the tokio adapter's default, so that
+        // either side may be either adapter.
+        let shm = ShmConfig::default();
+        Self {
+            buffer_size: 1 << 20,
+            max_frame_size: shm.max_frame_size,
+            spin_budget: shm.spin_budget,
+            connect_timeout: shm.handshake_timeout,
+        }
+    }
+}
+
+impl From<&SharedMemoryConfig> for ShmConfig {
+    fn from(c: &SharedMemoryConfig) -> Self {
+        ShmConfig {
+            ring_capacity: c.buffer_size,
+            max_frame_size: c.max_frame_size,
+            spin_budget: c.spin_budget,
+            handshake_timeout: c.connect_timeout,
+            ..ShmConfig::default()
+        }
+    }
+}
+
+fn shm_error(e: ShmError) -> TransportError {
+    match e {
+        ShmError::Disconnected => TransportError::ConnectionClosed,
+        ShmError::Timeout => TransportError::Timeout,
+        ShmError::FrameTooLarge { size, max } => TransportError::MessageTooLarge { size, max },
+        other => TransportError::ConnectionFailed(other.to_string()),
+    }
+}
+
+/// A shared-memory connection, wire-compatible with `xrpc_tokio::SharedMemoryFrameTransport`.
+///
+/// ```no_run
+/// use xrpc_blocking::{RpcClient, SharedMemoryFrameTransport};
+/// let client = RpcClient::new(SharedMemoryFrameTransport::connect_client("my_service")?);
+/// # Ok::<(), xrpc_blocking::RpcError>(())
+/// ```
+pub struct SharedMemoryFrameTransport {
+    conn: ShmConnection,
+}
+
+impl std::fmt::Debug for SharedMemoryFrameTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemoryFrameTransport")
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedMemoryFrameTransport {
+    /// Connects to service `name` with the default configuration.
+    pub fn connect_client(name: &str) -> Result<Self, TransportError> {
+        Self::connect(name, SharedMemoryConfig::default())
+    }
+
+    /// Connects to service `name`, waiting at most `config.connect_timeout` for its segment.
+    pub fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        let conn = ShmConnection::connect(name, (&config).into()).map_err(shm_error)?;
+        Ok(Self { conn })
+    }
+}
+
+impl FrameTransport for SharedMemoryFrameTransport {
+    fn into_io(self) -> Io {
+        let max_frame_size = self.conn.max_frame_size();
+        let (sender, receiver) = self.conn.split();
+        let closed = Arc::new(AtomicBool::new(false));
+        let waiter = sender.waiter();
+        let sender = Arc::new(Mutex::new(Some(sender)));
+        Io {
+            reader: Box::new(RingReader {
+                rx: receiver,
+                closed: closed.clone(),
+            }),
+            writer: Box::new(RingWriter {
+                tx: sender.clone(),
+                waiter,
+                closed: closed.clone(),
+            }),
+            closer: Box::new(RingCloser { tx: sender, closed }),
+            max_frame_size,
+        }
+    }
+}
+
+struct RingReader {
+    rx: ShmReceiver,
+    closed: Arc<AtomicBool>,
+}
+
+impl Reader for RingReader {
+    fn read(
+        &mut self,
+        timeout: Option<Duration>,
+        deliver: &mut dyn FnMut(Chunk<'_>),
+    ) -> Result<Input, TransportError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Ok(Input::Eof);
+            }
+            let slice = deadline.map_or(SLICE, |d| {
+                d.saturating_duration_since(Instant::now()).min(SLICE)
+            });
+            match self.rx.recv_bytes(Some(slice)) {
+                Ok(frame) => {
+                    deliver(Chunk::Frame(frame));
+                    for _ in 1..READ_BATCH {
+                        match self.rx.try_recv_bytes() {
+                            Ok(Some(frame)) => deliver(Chunk::Frame(frame)),
+                            // The next read reports what ended the batch.
+                            _ => break,
+                        }
+                    }
+                    return Ok(Input::Received);
+                }
+                Err(ShmError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Ok(Input::TimedOut);
+                }
+                Err(ShmError::Timeout) => {}
+                Err(ShmError::Disconnected) => return Ok(Input::Eof),
+                Err(e) => return Err(shm_error(e)),
+            }
+        }
+    }
+}
+
+struct RingWriter {
+    tx: Arc<Mutex<Option<ShmSender>>>,
+    waiter: SendWaiter,
+    closed: Arc<AtomicBool>,
+}
+
+impl Writer for RingWriter {
+    fn write(&mut self, batch: &[u8]) -> Result<(), TransportError> {
+        let mut tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        for frame in batch_frames(batch) {
+            let mut sent = 0;
+            loop {
+                let sender = tx.as_mut().ok_or(TransportError::ConnectionClosed)?;
+                match sender.try_send_from(frame, &mut sent) {
+                    Ok(()) => break,
+                    Err(ShmError::Full) => {}
+                    Err(e) => return Err(shm_error(e)),
+                }
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(TransportError::ConnectionClosed);
+                }
+                self.waiter
+                    .wait_writable(frame.len() - sent, Some(SLICE))
+                    .map_err(shm_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Closing drops the sending half, which tells the peer (its receive ends with
+/// `Disconnected` after the frames already sent).
+struct RingCloser {
+    tx: Arc<Mutex<Option<ShmSender>>>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Close for RingCloser {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        drop(self.tx.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
+}
+
+/// Accepts shared-memory clients of one service, each on its own segment.
+pub struct SharedMemoryFrameTransportListener {
+    listener: ShmListener,
+}
+
+impl std::fmt::Debug for SharedMemoryFrameTransportListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemoryFrameTransportListener")
+            .field("name", &self.listener.name())
+            .finish()
+    }
+}
+
+impl SharedMemoryFrameTransportListener {
+    /// Listens as service `name` (an abstract Unix socket: nothing is left on disk).
+    pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        let listener = ShmListener::bind(name, (&config).into()).map_err(shm_error)?;
+        listener.set_nonblocking(true).map_err(shm_error)?;
+        Ok(Self { listener })
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        self.listener.name()
+    }
+}
+
+impl FrameListener for SharedMemoryFrameTransportListener {
+    type Transport = SharedMemoryFrameTransport;
+
+    fn accept_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<SharedMemoryFrameTransport>, TransportError> {
+        if !super::wait_readable(&self.listener, timeout)? {
+            return Ok(None);
+        }
+        match self.listener.accept() {
+            Ok(conn) => Ok(Some(SharedMemoryFrameTransport { conn })),
+            Err(ShmError::Io(e)) => super::accepted(Err(e)),
+            Err(e) => Err(shm_error(e)),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Frames over TCP (`std::net`).
+
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
+
+use super::{FrameListener, FrameTransport, Io, TransportError, accepted, socket, wait_readable};
+
+/// Settings of a [`TcpFrameTransport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Largest frame sent or accepted (default 16 MiB, as on every transport).
+    pub max_frame_size: usize,
+    /// Time allowed for connecting to one address (default 5 s).
+    pub connect_timeout: Duration,
+    /// Send small frames at once, without Nagle's delay (default `true`).
+    pub nodelay: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            connect_timeout: Duration::from_secs(5),
+            nodelay: true,
+        }
+    }
+}
+
+/// A connected TCP socket carrying length-prefixed frames, wire-compatible with
+/// `xrpc_tokio::TcpFrameTransport`.
+///
+/// ```no_run
+/// use xrpc_blocking::{RpcClient, TcpConfig, TcpFrameTransport};
+/// let client = RpcClient::new(TcpFrameTransport::connect("127.0.0.1:47800", TcpConfig::default())?);
+/// # Ok::<(), xrpc_blocking::RpcError>(())
+/// ```
+#[derive(Debug)]
+pub struct TcpFrameTransport {
+    io: Io,
+    peer_addr: SocketAddr,
+}
+
+impl TcpFrameTransport {
+    /// Connects to the first address of `addr` that answers within `config.connect_timeout`.
+    pub fn connect(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
+        let fail = |what: String| TransportError::ConnectionFailed(what);
+        let mut last = fail("the address resolved to nothing".into());
+        for a in addr
+            .to_socket_addrs()
+            .map_err(|e| fail(format!("resolve failed: {e}")))?
+        {
+            match TcpStream::connect_timeout(&a, config.connect_timeout) {
+                Ok(stream) => return Self::from_stream(stream, config),
+                Err(e) => last = fail(format!("connect to {a} failed: {e}")),
+            }
+        }
+        Err(last)
+    }
+
+    /// Wraps a connected stream (applies `config.nodelay`).
+    pub fn from_stream(stream: TcpStream, config: TcpConfig) -> Result<Self, TransportError> {
+        let peer_addr = stream
+            .set_nodelay(config.nodelay)
+            .and_then(|()| stream.set_nonblocking(false))
+            .and_then(|()| stream.peer_addr())
+            .map_err(|e| TransportError::ConnectionFailed(e.to_string()))?;
+        Ok(Self {
+            io: socket::io(stream, config.max_frame_size)?,
+            peer_addr,
+        })
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+}
+
+impl FrameTransport for TcpFrameTransport {
+    fn into_io(self) -> Io {
+        self.io
+    }
+}
+
+/// Accepts TCP connections as [`TcpFrameTransport`]s.
+#[derive(Debug)]
+pub struct TcpFrameTransportListener {
+    listener: TcpListener,
+    config: TcpConfig,
+}
+
+impl TcpFrameTransportListener {
+    /// Binds to `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
+    pub fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
+        let listener = TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| TransportError::ConnectionFailed(format!("bind failed: {e}")))?;
+        Ok(Self { listener, config })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.listener
+            .local_addr()
+            .map_err(|e| TransportError::ConnectionFailed(e.to_string()))
+    }
+}
+
+impl FrameListener for TcpFrameTransportListener {
+    type Transport = TcpFrameTransport;
+
+    fn accept_timeout(&self, timeout: Duration) -> Result<Option<TcpFrameTransport>, TransportError> {
+        if !wait_readable(&self.listener, timeout)? {
+            return Ok(None);
+        }
+        match accepted(self.listener.accept())? {
+            Some((stream, _)) => TcpFrameTransport::from_stream(stream, self.config).map(Some),
+            None => Ok(None),
+        }
+    }
+}
