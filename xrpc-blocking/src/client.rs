@@ -107,7 +107,8 @@ pub(crate) struct Conn {
 }
 
 /// What a waiting thread checks, under the lock, each time it wakes: `Some` ends the wait.
-pub(crate) type Ready<'a, T> = &'a mut dyn FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<T>;
+pub(crate) type Ready<'a, T> =
+    &'a mut dyn FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<T>;
 
 impl Conn {
     fn start(&self, method: &str, payload: Payload, opts: CallOptions) -> Result<u64, RpcError> {
@@ -344,7 +345,11 @@ impl<C: Codec> RpcClient<C> {
     }
 
     /// A client with an explicit configuration and codec.
-    pub fn with_config_and_codec(transport: impl FrameTransport, config: ClientConfig, codec: C) -> Self {
+    pub fn with_config_and_codec(
+        transport: impl FrameTransport,
+        config: ClientConfig,
+        codec: C,
+    ) -> Self {
         let io = transport.into_io();
         let wire = WireConfig::default().with_max_frame_size(io.max_frame_size);
         let state = ClientState {
@@ -367,7 +372,8 @@ impl<C: Codec> RpcClient<C> {
     /// The same client with another default timeout for its unary and client-streaming calls
     /// (shared with its clones).
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        self.conn.with_session(|s| s.set_default_timeout(Some(timeout)));
+        self.conn
+            .with_session(|s| s.set_default_timeout(Some(timeout)));
         self
     }
 
@@ -386,7 +392,12 @@ impl<C: Codec> RpcClient<C> {
         self.conn.close("client closed");
     }
 
-    fn call_payload(&self, method: &str, payload: Payload, opts: CallOptions) -> Result<Payload, RpcError> {
+    fn call_payload(
+        &self,
+        method: &str,
+        payload: Payload,
+        opts: CallOptions,
+    ) -> Result<Payload, RpcError> {
         let id = self.conn.start(method, payload, opts)?;
         self.conn.wait(id, &mut response(id))
     }
@@ -438,7 +449,11 @@ impl<C: Codec> RpcClient<C> {
     }
 
     /// Sends a one-way notification.
-    pub fn notify<Req: Serialize + ?Sized>(&self, method: &str, request: &Req) -> Result<(), RpcError> {
+    pub fn notify<Req: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        request: &Req,
+    ) -> Result<(), RpcError> {
         let payload = Payload::Bytes(self.codec.encode(request)?);
         self.conn
             .with_session(|s| s.notify(method, payload, C::ID))?;
@@ -458,7 +473,11 @@ impl<C: Codec> RpcClient<C> {
         let payload = Payload::Bytes(self.codec.encode(request)?);
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
         let id = self.conn.start(method, payload, opts)?;
-        Ok(StreamReceiver::new(self.conn.clone(), id, self.codec.clone()))
+        Ok(StreamReceiver::new(
+            self.conn.clone(),
+            id,
+            self.codec.clone(),
+        ))
     }
 
     fn begin_client_stream<Item: Serialize>(

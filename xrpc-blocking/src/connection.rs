@@ -9,7 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,8 @@ use bytes::Bytes;
 use xrpc_async::rpc::payload::{outcome, panic_message};
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    CallKind, Codec, IncomingCall, MethodTable, Payload, ServerSession,
-    ServerSessionEvent, WireConfig,
+    CallKind, Codec, IncomingCall, MethodTable, Payload, ServerSession, ServerSessionEvent,
+    WireConfig,
 };
 
 use crate::RpcError;
@@ -158,7 +158,10 @@ pub(crate) fn serve<C: Codec>(shared: &Shared<C>, io: Io) -> Result<(), RpcError
             std::mem::swap(&mut work, &mut st.work);
             (timeout, st.session.wants_read(), st.session.is_closed())
         };
-        let here = work.iter().rposition(Work::runs_here).map(|i| work.swap_remove(i));
+        let here = work
+            .iter()
+            .rposition(Work::runs_here)
+            .map(|i| work.swap_remove(i));
         for w in work.drain(..) {
             let c = conn.clone();
             shared.pool.run(Box::new(move || run(&c, w)));

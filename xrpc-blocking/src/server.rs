@@ -19,8 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_async::rpc::payload::{decode_payload, payload_bytes};
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, MethodTable, Payload, RetryPolicy, ServerConfig,
-    StreamSendError,
+    BincodeCodec, CallKind, Codec, MethodTable, Payload, RetryPolicy, ServerConfig, StreamSendError,
 };
 
 use crate::RpcError;
@@ -30,9 +29,8 @@ use crate::transport::{FrameListener, FrameTransport};
 
 /// `Ok(Some(payload))`: respond; `Ok(None)`: end the server stream. Gets its connection and
 /// call id (for its stream sender).
-pub(crate) type Handler = Arc<
-    dyn Fn(&Arc<ServerConn>, u64, Payload) -> Result<Option<Payload>, RpcError> + Send + Sync,
->;
+pub(crate) type Handler =
+    Arc<dyn Fn(&Arc<ServerConn>, u64, Payload) -> Result<Option<Payload>, RpcError> + Send + Sync>;
 
 /// How often the accept loop checks for a shutdown.
 const CHECK: Duration = Duration::from_millis(100);
@@ -177,8 +175,9 @@ impl<C: Codec> RpcServer<C> {
     where
         F: Fn(Bytes) -> Result<Bytes, RpcError> + Send + Sync + 'static,
     {
-        let f: Handler =
-            Arc::new(move |_, _, payload| Ok(Some(Payload::Bytes(handler(payload_bytes(payload)?)?))));
+        let f: Handler = Arc::new(move |_, _, payload| {
+            Ok(Some(Payload::Bytes(handler(payload_bytes(payload)?)?)))
+        });
         self.insert(method, CallKind::Unary, f);
     }
 
@@ -258,12 +257,13 @@ impl<C: Codec> RpcServer<C> {
                     let live = Live(s.clone());
                     let server = self.clone();
                     // A thread that cannot be started drops its transport (and `live`).
-                    let _ = thread::Builder::new()
-                        .name("xrpc-connection".into())
-                        .spawn(move || {
-                            let _live = live;
-                            let _ = server.serve(transport);
-                        });
+                    let _ =
+                        thread::Builder::new()
+                            .name("xrpc-connection".into())
+                            .spawn(move || {
+                                let _live = live;
+                                let _ = server.serve(transport);
+                            });
                 }
                 Ok(None) => {}
                 Err(_) => {

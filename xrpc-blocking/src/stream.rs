@@ -25,7 +25,9 @@ pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
 
 impl<Item, C: Codec> std::fmt::Debug for StreamReceiver<Item, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamReceiver").field("id", &self.id).finish()
+        f.debug_struct("StreamReceiver")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -102,7 +104,9 @@ pub struct StreamSender<Item, C: Codec = BincodeCodec> {
 
 impl<Item, C: Codec> std::fmt::Debug for StreamSender<Item, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamSender").field("id", &self.id).finish()
+        f.debug_struct("StreamSender")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -162,7 +166,9 @@ pub struct PendingResponse<Resp, C: Codec = BincodeCodec> {
 
 impl<Resp, C: Codec> std::fmt::Debug for PendingResponse<Resp, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingResponse").field("id", &self.id).finish()
+        f.debug_struct("PendingResponse")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

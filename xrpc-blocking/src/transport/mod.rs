@@ -102,7 +102,9 @@ pub(crate) fn wait_readable(fd: impl AsFd, timeout: Duration) -> Result<bool, Tr
     match poll(&mut fds, Some(&ts)) {
         Ok(n) => Ok(n > 0),
         Err(e) if e == rustix::io::Errno::INTR => Ok(false),
-        Err(e) => Err(TransportError::ConnectionFailed(format!("poll failed: {e}"))),
+        Err(e) => Err(TransportError::ConnectionFailed(format!(
+            "poll failed: {e}"
+        ))),
     }
 }
 
@@ -112,6 +114,8 @@ pub(crate) fn accepted<T>(r: std::io::Result<T>) -> Result<Option<T>, TransportE
     match r {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(TransportError::ConnectionFailed(format!("accept failed: {e}"))),
+        Err(e) => Err(TransportError::ConnectionFailed(format!(
+            "accept failed: {e}"
+        ))),
     }
 }

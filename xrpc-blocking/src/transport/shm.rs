@@ -12,9 +12,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use xrpc_async::transport::batch_frames;
-use xrpc_shm::{SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver, ShmSender};
+use xrpc_shm::{
+    SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver, ShmSender,
+};
 
-use super::{Chunk, Close, FrameListener, FrameTransport, Input, Io, Reader, TransportError, Writer};
+use super::{
+    Chunk, Close, FrameListener, FrameTransport, Input, Io, Reader, TransportError, Writer,
+};
 
 /// Longest single wait on a ring before the local close flag is checked again.
 const SLICE: Duration = Duration::from_millis(20);
@@ -209,7 +213,12 @@ struct RingCloser {
 impl Close for RingCloser {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        drop(self.tx.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(
+            self.tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 }
 

@@ -111,7 +111,10 @@ impl TcpFrameTransportListener {
 impl FrameListener for TcpFrameTransportListener {
     type Transport = TcpFrameTransport;
 
-    fn accept_timeout(&self, timeout: Duration) -> Result<Option<TcpFrameTransport>, TransportError> {
+    fn accept_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<TcpFrameTransport>, TransportError> {
         if !wait_readable(&self.listener, timeout)? {
             return Ok(None);
         }

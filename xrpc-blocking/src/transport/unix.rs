@@ -95,7 +95,10 @@ impl Drop for UnixFrameTransportListener {
 impl FrameListener for UnixFrameTransportListener {
     type Transport = UnixFrameTransport;
 
-    fn accept_timeout(&self, timeout: Duration) -> Result<Option<UnixFrameTransport>, TransportError> {
+    fn accept_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<UnixFrameTransport>, TransportError> {
         if !wait_readable(&self.listener, timeout)? {
             return Ok(None);
         }
