@@ -27,7 +27,7 @@ use xrpc_proto::{
 
 use crate::RpcError;
 use crate::link::{Driven, Link, fire_timers};
-use crate::stream::{PendingResponse, StreamReceiver, StreamSender};
+use crate::stream::{BidiCall, ClientStreamCall, PendingResponse, StreamReceiver, StreamSender};
 use crate::transport::{FrameTransport, Reader};
 
 /// Client settings (the session's [`ClientConfig`]).
@@ -409,42 +409,34 @@ impl<C: Codec> RpcClient<C> {
     }
 
     /// Calls `method` with `request` and decodes the response.
-    pub fn call<Req, Resp>(&self, method: &str, request: &Req) -> Result<Resp, RpcError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned + 'static,
-    {
+    pub fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned + 'static>(
+        &self,
+        method: &str,
+        request: &Req,
+    ) -> Result<Resp, RpcError> {
         self.call_with_options(method, request, CallOptions::unary(C::ID))
     }
 
     /// Like [`call`](Self::call) with a timeout for this call.
-    pub fn call_with_timeout<Req, Resp>(
+    pub fn call_with_timeout<Req: Serialize + ?Sized, Resp: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Req,
         timeout: Duration,
-    ) -> Result<Resp, RpcError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned + 'static,
-    {
+    ) -> Result<Resp, RpcError> {
         let opts = CallOptions::unary(C::ID).with_timeout(timeout);
         self.call_with_options(method, request, opts)
     }
 
     /// Like [`call`](Self::call) with explicit options.
-    pub fn call_with_options<Req, Resp>(
+    pub fn call_with_options<Req: Serialize + ?Sized, Resp: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Req,
         mut opts: CallOptions,
-    ) -> Result<Resp, RpcError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned + 'static,
-    {
-        opts.codec = C::ID;
+    ) -> Result<Resp, RpcError> {
         let payload = Payload::Bytes(self.codec.encode(request)?);
+        opts.codec = C::ID;
         decode_payload(&self.codec, self.call_payload(method, payload, opts)?)
     }
 
@@ -461,15 +453,11 @@ impl<C: Codec> RpcClient<C> {
     }
 
     /// Calls a server-streaming method: one request, then its items as an iterator.
-    pub fn call_server_stream<Req, Item>(
+    pub fn call_server_stream<Req: Serialize + ?Sized, Item: DeserializeOwned + 'static>(
         &self,
         method: &str,
         request: &Req,
-    ) -> Result<StreamReceiver<Item, C>, RpcError>
-    where
-        Req: Serialize + ?Sized,
-        Item: DeserializeOwned + 'static,
-    {
+    ) -> Result<StreamReceiver<Item, C>, RpcError> {
         let payload = Payload::Bytes(self.codec.encode(request)?);
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
         let id = self.conn.start(method, payload, opts)?;
@@ -498,7 +486,7 @@ impl<C: Codec> RpcClient<C> {
     pub fn call_client_stream<Item, Resp>(
         &self,
         method: &str,
-    ) -> Result<(StreamSender<Item, C>, PendingResponse<Resp, C>), RpcError>
+    ) -> Result<ClientStreamCall<Item, Resp, C>, RpcError>
     where
         Item: Serialize,
         Resp: DeserializeOwned + 'static,
@@ -510,14 +498,10 @@ impl<C: Codec> RpcClient<C> {
 
     /// Opens a bidirectional stream: items go out through the sender and come back through
     /// the receiver (use them from two threads, or alternate within the credit window).
-    pub fn call_bidi<Req, Resp>(
+    pub fn call_bidi<Req: Serialize, Resp: DeserializeOwned + 'static>(
         &self,
         method: &str,
-    ) -> Result<(StreamSender<Req, C>, StreamReceiver<Resp, C>), RpcError>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned + 'static,
-    {
+    ) -> Result<BidiCall<Req, Resp, C>, RpcError> {
         let sender = self.begin_client_stream(method, CallKind::Bidirectional)?;
         let receiver = StreamReceiver::new(self.conn.clone(), sender.id(), self.codec.clone());
         Ok((sender, receiver))

@@ -41,7 +41,7 @@ pub mod transport;
 
 pub use client::{RpcClient, RpcClientConfig};
 pub use server::{RpcServer, ServerLimits, ServerStreamSender};
-pub use stream::{PendingResponse, StreamReceiver, StreamSender};
+pub use stream::{BidiCall, ClientStreamCall, PendingResponse, StreamReceiver, StreamSender};
 pub use transport::{
     FrameListener, FrameTransport, SharedMemoryConfig, SharedMemoryFrameTransport,
     SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, TcpFrameTransportListener,

@@ -13,6 +13,14 @@ use xrpc_proto::{BincodeCodec, Codec, Payload};
 use crate::RpcError;
 use crate::client::{Conn, Marker, next_item, response, send_item};
 
+/// The two ends of a client-streaming call: the items go out through the sender, then the
+/// response comes.
+pub type ClientStreamCall<Item, Resp, C = BincodeCodec> =
+    (StreamSender<Item, C>, PendingResponse<Resp, C>);
+
+/// The two ends of a bidirectional call.
+pub type BidiCall<Req, Resp, C = BincodeCodec> = (StreamSender<Req, C>, StreamReceiver<Resp, C>);
+
 /// The items of a server stream, as an iterator of `Result<Item, RpcError>`: it ends after the
 /// last item, or after the error that ended the call. Dropping it early cancels the call.
 pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {

@@ -26,47 +26,7 @@ const SLICE: Duration = Duration::from_millis(20);
 /// Frames handed over per read at most (after the first, only those already there).
 const READ_BATCH: usize = 16;
 
-/// Settings of a shared-memory connection (the server's ring size and frame limit apply to
-/// both sides).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedMemoryConfig {
-    /// Bytes of each of the two rings: a power of two, at least 4096 (default 1 MiB).
-    pub buffer_size: usize,
-    /// Largest frame (default 16 MiB, as on every transport); larger than half a ring, a frame
-    /// passes through it in pieces.
-    pub max_frame_size: usize,
-    /// How long a waiting thread spins on the ring before it sleeps on the futex (default
-    /// 50 µs; adapted below this by `xrpc_shm`).
-    pub spin_budget: Duration,
-    /// How long a client waits for the server's segment (default 5 s).
-    pub connect_timeout: Duration,
-}
-
-impl Default for SharedMemoryConfig {
-    fn default() -> Self {
-        // The ring geometry and the wait policy of the tokio adapter's default, so that
-        // either side may be either adapter.
-        let shm = ShmConfig::default();
-        Self {
-            buffer_size: 1 << 20,
-            max_frame_size: shm.max_frame_size,
-            spin_budget: shm.spin_budget,
-            connect_timeout: shm.handshake_timeout,
-        }
-    }
-}
-
-impl From<&SharedMemoryConfig> for ShmConfig {
-    fn from(c: &SharedMemoryConfig) -> Self {
-        ShmConfig {
-            ring_capacity: c.buffer_size,
-            max_frame_size: c.max_frame_size,
-            spin_budget: c.spin_budget,
-            handshake_timeout: c.connect_timeout,
-            ..ShmConfig::default()
-        }
-    }
-}
+pub use xrpc_shm::SharedMemoryConfig;
 
 fn shm_error(e: ShmError) -> TransportError {
     match e {
@@ -103,7 +63,7 @@ impl SharedMemoryFrameTransport {
 
     /// Connects to service `name`, waiting at most `config.connect_timeout` for its segment.
     pub fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let conn = ShmConnection::connect(name, (&config).into()).map_err(shm_error)?;
+        let conn = ShmConnection::connect(name, ShmConfig::from(&config)).map_err(shm_error)?;
         Ok(Self { conn })
     }
 }
@@ -238,7 +198,7 @@ impl std::fmt::Debug for SharedMemoryFrameTransportListener {
 impl SharedMemoryFrameTransportListener {
     /// Listens as service `name` (an abstract Unix socket: nothing is left on disk).
     pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let listener = ShmListener::bind(name, (&config).into()).map_err(shm_error)?;
+        let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(shm_error)?;
         listener.set_nonblocking(true).map_err(shm_error)?;
         Ok(Self { listener })
     }

@@ -21,9 +21,9 @@ pub struct TcpConfig {
 impl Default for TcpConfig {
     fn default() -> Self {
         Self {
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            connect_timeout: Duration::from_secs(5),
             nodelay: true,
+            connect_timeout: Duration::from_secs(5),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
         }
     }
 }

@@ -61,9 +61,9 @@ impl FrameTransport for UnixFrameTransport {
 /// when the listener is dropped.
 #[derive(Debug)]
 pub struct UnixFrameTransportListener {
+    config: UnixConfig,
     listener: UnixListener,
     path: PathBuf,
-    config: UnixConfig,
 }
 
 impl UnixFrameTransportListener {
@@ -79,9 +79,9 @@ impl UnixFrameTransportListener {
                 TransportError::ConnectionFailed(format!("bind {} failed: {e}", path.display()))
             })?;
         Ok(Self {
+            config,
             listener,
             path,
-            config,
         })
     }
 }
