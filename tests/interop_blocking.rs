@@ -161,9 +161,10 @@ mod blocking {
 mod tokio_side {
     use super::*;
     use xrpc::{
-        RpcClient, RpcServer, ServerStreamSender, SharedMemoryConfig, SharedMemoryFrameTransport,
-        SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
-        TcpFrameTransportListener, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+        RequestStream, RpcClient, RpcServer, ServerStreamSender, SharedMemoryConfig,
+        SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
+        TcpFrameTransport, TcpFrameTransportListener, UnixConfig, UnixFrameTransport,
+        UnixFrameTransportListener,
     };
 
     /// A tokio client, called from a plain thread through its runtime.
@@ -258,6 +259,22 @@ mod tokio_side {
                     Ok(())
                 },
             );
+            server.register_client_stream("sum", |mut items: RequestStream<u64>| async move {
+                let mut sum = 0;
+                while let Some(i) = items.recv().await {
+                    sum += i?;
+                }
+                Ok(sum)
+            });
+            server.register_bidi(
+                "double",
+                |mut inbox: RequestStream<u64>, outbox: ServerStreamSender<u64>| async move {
+                    while let Some(i) = inbox.recv().await {
+                        outbox.send(&(2 * i?)).await?;
+                    }
+                    Ok(())
+                },
+            );
             let s = server.clone();
             let addr = rt.block_on(async move {
                 match kind {
@@ -317,6 +334,28 @@ macro_rules! interop {
             fn a_blocking_client_calls_the_tokio_server() {
                 let server = tokio_side::Server::start(Kind::$kind);
                 calls(&blocking::client(&server.addr));
+            }
+
+            /// Client streams (1,000 items, more than the credit window) and bidirectional
+            /// streams, from the blocking client (the blocking server serves neither yet).
+            #[test]
+            fn a_blocking_client_streams_to_the_tokio_server() {
+                let server = tokio_side::Server::start(Kind::$kind);
+                let client = blocking::client(&server.addr);
+                let (items, response) = client.call_client_stream::<u64, u64>("sum").unwrap();
+                if let Err(e) = (1..=1000u64).try_for_each(|i| items.send(&i)) {
+                    panic!("send: {e:?}; the call ended with {:?}", response.wait());
+                }
+                items.finish().expect("finish");
+                assert_eq!(response.wait().expect("response"), 500_500);
+                let (out, back) = client.call_bidi::<u64, u64>("double").unwrap();
+                let sender = thread::spawn(move || {
+                    (0..1000u64).try_for_each(|i| out.send(&i))?;
+                    out.finish()
+                });
+                let doubled: Vec<u64> = back.collect::<Result<_, _>>().expect("receive");
+                sender.join().unwrap().expect("send both ways");
+                assert_eq!(doubled, (0..1000u64).map(|i| 2 * i).collect::<Vec<_>>());
             }
 
             #[test]
