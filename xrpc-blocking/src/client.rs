@@ -10,7 +10,6 @@
 //! shared memory the leader waits on the ring itself (spin, then futex).
 
 use std::collections::VecDeque;
-use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use xrpc_async::rpc::payload::{decode_payload, payload_bytes};
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
-    Codec, Payload, WireConfig,
+    Codec, Payload, StreamSendError, WireConfig,
 };
 
 use crate::RpcError;
@@ -38,7 +37,7 @@ const MAX_PARK: Duration = Duration::from_secs(1);
 
 /// What arrived for one call, and the threads waiting for it.
 #[derive(Default)]
-pub(crate) struct Waiter {
+struct Waiter {
     /// Items of the server's stream not yet taken (bounded by the credit window).
     items: VecDeque<Payload>,
     /// How the call ended: `Ok(Some)` a response, `Ok(None)` the end of the server's stream.
@@ -62,19 +61,16 @@ impl Driven for ClientState {
 
     fn route(&mut self) {
         while let Some(ev) = self.session.poll_event() {
-            let id = match ev {
-                ClientEvent::Response { id, payload } => self.end(id, Ok(Some(payload))),
-                ClientEvent::Failed { id, error } => self.end(id, Err(error)),
-                ClientEvent::StreamEnd { id } => self.end(id, Ok(None)),
-                ClientEvent::StreamItem { id, payload } => {
-                    if let Some(w) = self.waiters.get_mut(&id) {
-                        w.items.push_back(payload);
-                    }
-                    id
-                }
-                ClientEvent::SendCredit { id } => id,
+            let (id, item, end) = match ev {
+                ClientEvent::Response { id, payload } => (id, None, Some(Ok(Some(payload)))),
+                ClientEvent::Failed { id, error } => (id, None, Some(Err(error))),
+                ClientEvent::StreamEnd { id } => (id, None, Some(Ok(None))),
+                ClientEvent::StreamItem { id, payload } => (id, Some(payload), None),
+                ClientEvent::SendCredit { id } => (id, None, None),
             };
             if let Some(w) = self.waiters.get_mut(&id) {
+                w.items.extend(item);
+                w.end = end.or(w.end.take());
                 w.threads.drain(..).for_each(|t| t.unpark());
             }
         }
@@ -82,13 +78,6 @@ impl Driven for ClientState {
 }
 
 impl ClientState {
-    fn end(&mut self, id: u64, end: Result<Option<Payload>, CallError>) -> u64 {
-        if let Some(w) = self.waiters.get_mut(&id) {
-            w.end = Some(end);
-        }
-        id
-    }
-
     /// A thread parked on another call, to take over reading.
     fn next_leader(&self, me: &Thread) -> Option<Thread> {
         self.waiters
@@ -107,8 +96,7 @@ pub(crate) struct Conn {
 }
 
 /// What a waiting thread checks, under the lock, each time it wakes: `Some` ends the wait.
-pub(crate) type Ready<'a, T> =
-    &'a mut dyn FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<T>;
+pub(crate) type Ready<'a, T> = &'a mut dyn FnMut(&mut ClientState) -> Option<T>;
 
 impl Conn {
     fn start(&self, method: &str, payload: Payload, opts: CallOptions) -> Result<u64, RpcError> {
@@ -132,10 +120,7 @@ impl Conn {
         loop {
             let timeout = fire_timers(&mut st.session, Instant::now());
             st.route();
-            let ClientState {
-                session, waiters, ..
-            } = &mut *st;
-            if let Some(v) = ready(session, waiters) {
+            if let Some(v) = ready(&mut st) {
                 if let Some(w) = st.waiters.get_mut(&id) {
                     w.threads.retain(|t| t.id() != me.id());
                 }
@@ -193,8 +178,11 @@ impl Conn {
 
     /// Runs `f` on the session, then writes what it queued.
     pub(crate) fn with_session<T>(&self, f: impl FnOnce(&mut ClientSession) -> T) -> T {
-        let r = f(&mut self.link.lock().session);
-        if self.link.has_transmit() {
+        let (r, flush) = {
+            let mut st = self.link.lock();
+            (f(&mut st.session), st.session.has_transmit())
+        };
+        if flush {
             self.link.flush();
         }
         r
@@ -213,16 +201,14 @@ impl Conn {
     }
 }
 
-/// The outcome of a unary or client-streaming call, once it came.
-pub(crate) fn response(
-    id: u64,
-) -> impl FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<Result<Payload, RpcError>> {
-    move |_, waiters| {
-        let Some(w) = waiters.get_mut(&id) else {
+impl ClientState {
+    /// The outcome of unary or client-streaming call `id`, once it came.
+    pub(crate) fn response(&mut self, id: u64) -> Option<Result<Payload, RpcError>> {
+        let Some(w) = self.waiters.get_mut(&id) else {
             return Some(Err(RpcError::Disconnected("the call was abandoned".into())));
         };
         let end = w.end.take()?;
-        waiters.remove(&id);
+        self.waiters.remove(&id);
         Some(match end {
             Ok(Some(p)) => Ok(p),
             Ok(None) => Err(RpcError::StreamError(
@@ -231,48 +217,38 @@ pub(crate) fn response(
             Err(e) => Err(e.into()),
         })
     }
-}
 
-/// The next item of call `id`'s server stream: `Some(None)` at its end.
-pub(crate) fn next_item(
-    id: u64,
-) -> impl FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<Option<Result<Payload, RpcError>>>
-{
-    move |session, waiters| {
-        let Some(w) = waiters.get_mut(&id) else {
+    /// The next item of call `id`'s server stream: `Some(None)` at its end.
+    pub(crate) fn next_item(&mut self, id: u64) -> Option<Option<Result<Payload, RpcError>>> {
+        let Some(w) = self.waiters.get_mut(&id) else {
             return Some(None);
         };
         if let Some(p) = w.items.pop_front() {
-            session.stream_consumed(id, 1);
+            self.session.stream_consumed(id, 1);
             return Some(Some(Ok(p)));
         }
         let end = w.end.take()?;
-        waiters.remove(&id);
+        self.waiters.remove(&id);
         Some(end.err().map(|e| Err(e.into())))
     }
-}
 
-/// Queues `item` on call `id`'s client stream once the server granted credit.
-pub(crate) fn send_item(
-    id: u64,
-    codec: u8,
-    mut item: Option<Payload>,
-) -> impl FnMut(&mut ClientSession, &mut IdMap<Waiter>) -> Option<Result<(), RpcError>> {
-    move |session, waiters| {
-        let closed = || RpcError::StreamError("the call is over".into());
-        let Some(p) = item.take() else {
-            return Some(Ok(()));
-        };
-        match session.send_stream_item(id, p, codec) {
+    /// Queues `item` on call `id`'s client stream once the server granted credit.
+    pub(crate) fn send_item(
+        &mut self,
+        id: u64,
+        codec: u8,
+        item: &mut Option<Payload>,
+    ) -> Option<Result<(), RpcError>> {
+        let over = Some(Err(RpcError::StreamError("the call is over".into())));
+        match self.session.send_stream_item(id, item.take()?, codec) {
             Ok(()) => Some(Ok(())),
-            Err(xrpc_proto::StreamSendError::NoCredit(p)) => match waiters.get(&id) {
-                Some(w) if w.end.is_none() => {
-                    item = Some(p);
-                    None
-                }
-                _ => Some(Err(closed())),
-            },
-            Err(xrpc_proto::StreamSendError::Closed(_)) => Some(Err(closed())),
+            Err(StreamSendError::NoCredit(p))
+                if self.waiters.get(&id).is_some_and(|w| w.end.is_none()) =>
+            {
+                *item = Some(p);
+                None
+            }
+            Err(_) => over,
         }
     }
 }
@@ -286,44 +262,16 @@ impl Drop for Lifetime {
     }
 }
 
-/// A blocking RPC client over one connection, with codec `C` (Bincode by default).
+/// A blocking RPC client over one connection, with codec `C` (Bincode by default); the
+/// [crate docs](crate) show one in a plain `fn main`.
 ///
 /// Cheap to clone; every method takes `&self`, so any number of threads may call at once
-/// (each waits for its own answer; see the [module docs](self)).
-///
-/// ```no_run
-/// use serde::{Deserialize, Serialize};
-/// use xrpc_blocking::{RpcClient, TcpConfig, TcpFrameTransport};
-/// #[derive(Serialize, Deserialize)] struct AddRequest { a: i32, b: i32 }
-/// #[derive(Serialize, Deserialize)] struct AddResponse { result: i32 }
-///
-/// let client = RpcClient::new(TcpFrameTransport::connect("127.0.0.1:47800", TcpConfig::default())?);
-/// let resp: AddResponse = client.call("add", &AddRequest { a: 1, b: 2 })?;
-/// assert_eq!(resp.result, 3);
-/// # Ok::<(), xrpc_blocking::RpcError>(())
-/// ```
+/// (each waits for its own answer, and one of them reads for all: see the crate docs).
+#[derive(Clone)]
 pub struct RpcClient<C: Codec = BincodeCodec> {
     conn: Arc<Conn>,
-    life: Arc<Lifetime>,
+    _life: Arc<Lifetime>,
     codec: C,
-}
-
-impl<C: Codec> Clone for RpcClient<C> {
-    fn clone(&self) -> Self {
-        Self {
-            conn: self.conn.clone(),
-            life: self.life.clone(),
-            codec: self.codec.clone(),
-        }
-    }
-}
-
-impl<C: Codec> std::fmt::Debug for RpcClient<C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RpcClient")
-            .field("connected", &self.is_connected())
-            .finish_non_exhaustive()
-    }
 }
 
 impl RpcClient<BincodeCodec> {
@@ -363,7 +311,7 @@ impl<C: Codec> RpcClient<C> {
             reader: Mutex::new(reader),
         });
         Self {
-            life: Arc::new(Lifetime(conn.clone())),
+            _life: Arc::new(Lifetime(conn.clone())),
             conn,
             codec,
         }
@@ -399,7 +347,7 @@ impl<C: Codec> RpcClient<C> {
         opts: CallOptions,
     ) -> Result<Payload, RpcError> {
         let id = self.conn.start(method, payload, opts)?;
-        self.conn.wait(id, &mut response(id))
+        self.conn.wait(id, &mut |st| st.response(id))
     }
 
     /// Sends raw payload bytes to `method` and waits for the raw response.
@@ -461,11 +409,8 @@ impl<C: Codec> RpcClient<C> {
         let payload = Payload::Bytes(self.codec.encode(request)?);
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
         let id = self.conn.start(method, payload, opts)?;
-        Ok(StreamReceiver::new(
-            self.conn.clone(),
-            id,
-            self.codec.clone(),
-        ))
+        let conn = self.conn.clone();
+        Ok(StreamReceiver::new(conn, id, self.codec.clone()))
     }
 
     fn begin_client_stream<Item: Serialize>(
@@ -473,24 +418,18 @@ impl<C: Codec> RpcClient<C> {
         method: &str,
         kind: CallKind,
     ) -> Result<StreamSender<Item, C>, RpcError> {
-        let opts = CallOptions::unary(C::ID).with_kind(kind);
-        let id = self
-            .conn
-            .start(method, Payload::Bytes(Bytes::new()), opts)?;
+        let (opts, empty) = (CallOptions::unary(C::ID).with_kind(kind), Bytes::new());
+        let id = self.conn.start(method, Payload::Bytes(empty), opts)?;
         Ok(StreamSender::new(self.conn.clone(), id, self.codec.clone()))
     }
 
     /// Calls a client-streaming method: send items with the [`StreamSender`],
     /// [`finish`](StreamSender::finish) it, then [`wait`](PendingResponse::wait) for the
     /// single response.
-    pub fn call_client_stream<Item, Resp>(
+    pub fn call_client_stream<Item: Serialize, Resp: DeserializeOwned + 'static>(
         &self,
         method: &str,
-    ) -> Result<ClientStreamCall<Item, Resp, C>, RpcError>
-    where
-        Item: Serialize,
-        Resp: DeserializeOwned + 'static,
-    {
+    ) -> Result<ClientStreamCall<Item, Resp, C>, RpcError> {
         let sender = self.begin_client_stream(method, CallKind::ClientStreaming)?;
         let response = PendingResponse::new(self.conn.clone(), sender.id(), self.codec.clone());
         Ok((sender, response))
@@ -507,6 +446,3 @@ impl<C: Codec> RpcClient<C> {
         Ok((sender, receiver))
     }
 }
-
-/// Keeps a marker type `T` without owning one (`Send + Sync` whatever `T` is).
-pub(crate) type Marker<T> = PhantomData<fn() -> T>;

@@ -13,7 +13,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use xrpc_async::rpc::payload::{outcome, panic_message};
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
@@ -29,19 +28,18 @@ use crate::transport::Io;
 /// Longest wait of a connection's thread: how soon it notices a shutdown.
 const CHECK: Duration = Duration::from_millis(100);
 
-/// A handler in progress, as its stream sender sees it.
+/// A handler in progress, as its stream sender sees it: whether its call is over for the
+/// client (cancelled, expired, connection gone), and the threads waiting for credit.
 #[derive(Default)]
 pub(crate) struct Running {
-    /// The call is over for the client (cancelled, expired, connection gone).
     pub(crate) cancelled: bool,
-    /// Threads waiting for credit on its stream.
     pub(crate) threads: Vec<Thread>,
 }
 
 /// What routing hands the connection's thread to start.
 pub(crate) enum Work {
     Call(IncomingCall<Payload>, Handler),
-    Notification(Bytes, Payload, Handler),
+    Notification(Payload, Handler),
 }
 
 pub(crate) struct ServerState {
@@ -68,11 +66,9 @@ impl Driven for ServerState {
                     continue;
                 }
                 ServerSessionEvent::Notification {
-                    method,
-                    payload,
-                    handler,
+                    payload, handler, ..
                 } => {
-                    self.work.push(Work::Notification(method, payload, handler));
+                    self.work.push(Work::Notification(payload, handler));
                     continue;
                 }
                 ServerSessionEvent::Cancelled { id } => {
@@ -101,25 +97,18 @@ pub(crate) struct ServerConn {
     thread: Thread,
 }
 
-impl Work {
-    fn runs_here(&self) -> bool {
-        matches!(self, Work::Call(call, _) if call.kind == CallKind::Unary)
-    }
-}
-
 /// Runs a handler and reports its outcome (a panic fails the call, not the connection).
 fn run(conn: &Arc<ServerConn>, work: Work) {
     match work {
         Work::Call(call, handler) => {
-            let id = call.id;
-            let payload = call.payload;
+            let IncomingCall { id, payload, .. } = call;
             let res = std::panic::catch_unwind(AssertUnwindSafe(|| handler(conn, id, payload)));
             let mut st = conn.link.lock();
             st.running.remove(&id);
             let res = res.map_err(|p| panic_message(&*p));
             st.session.complete(Instant::now(), id, outcome(res));
         }
-        Work::Notification(_method, payload, handler) => {
+        Work::Notification(payload, handler) => {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler(conn, 0, payload)));
             conn.link.lock().session.notification_done(Instant::now());
         }
@@ -158,10 +147,8 @@ pub(crate) fn serve<C: Codec>(shared: &Shared<C>, io: Io) -> Result<(), RpcError
             std::mem::swap(&mut work, &mut st.work);
             (timeout, st.session.wants_read(), st.session.is_closed())
         };
-        let here = work
-            .iter()
-            .rposition(Work::runs_here)
-            .map(|i| work.swap_remove(i));
+        let unary = |w: &Work| matches!(w, Work::Call(c, _) if c.kind == CallKind::Unary);
+        let here = work.iter().rposition(unary).map(|i| work.swap_remove(i));
         for w in work.drain(..) {
             let c = conn.clone();
             shared.pool.run(Box::new(move || run(&c, w)));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use xrpc_proto::Session;
 
-use crate::transport::{Chunk, Close, Input, Io, Reader, Writer};
+use crate::transport::{Chunk, Close, Io, Reader, Writer};
 
 /// A write buffer grown beyond this by a large frame is released after the write.
 const KEEP_WRITE_BUF: usize = 1 << 20;
@@ -56,10 +56,9 @@ impl<S: Driven> Link<S> {
                 break;
             }
             let res = writer.write(out);
+            out.clear();
             if out.capacity() > KEEP_WRITE_BUF {
                 *out = BytesMut::new();
-            } else {
-                out.clear();
             }
             if let Err(e) = res {
                 let mut st = self.lock();
@@ -72,11 +71,6 @@ impl<S: Driven> Link<S> {
         if self.lock().session().is_closed() {
             self.closer.close();
         }
-    }
-
-    /// Whether the session has output to write.
-    pub(crate) fn has_transmit(&self) -> bool {
-        self.lock().session().has_transmit()
     }
 
     /// Waits at most `timeout` for input on `reader` and feeds it to the session, fires its
@@ -97,8 +91,8 @@ impl<S: Driven> Link<S> {
         let now = Instant::now();
         let session = st.session();
         match res {
-            Ok(Input::Received | Input::TimedOut) => {}
-            Ok(Input::Eof) => session.handle_eof(now),
+            Ok(true) => {}
+            Ok(false) => session.handle_eof(now),
             Err(e) => session.handle_transport_error(&e.to_string()),
         }
         fire_timers(session, now);

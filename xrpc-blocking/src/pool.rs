@@ -1,31 +1,18 @@
-//! The handler threads of a server: a pool that grows on demand up to its limit, and shrinks
-//! when threads stay idle. Jobs beyond what the threads can take wait in its queue (how many
-//! calls a connection may have in progress is bounded by its session).
+//! The handler threads of a server, bounded: a job starts a thread while fewer than the limit
+//! run; past it, it waits in the queue for the first thread to finish (which takes it instead
+//! of ending). The queue is bounded by the sessions' limit on calls in progress.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A handler to run.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
-/// A thread idle this long ends.
-const IDLE: Duration = Duration::from_secs(10);
-
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
-    /// Threads waiting for a job.
-    waiting: usize,
-    /// Threads alive.
-    threads: usize,
-}
-
 /// A bounded pool of handler threads.
 pub(crate) struct Pool {
-    queue: Mutex<Queue>,
-    ready: Condvar,
+    /// Jobs waiting, and threads running.
+    queue: Mutex<(VecDeque<Job>, usize)>,
     /// The most threads at once.
     pub(crate) max: AtomicUsize,
 }
@@ -34,65 +21,46 @@ impl Pool {
     pub(crate) fn new(max: usize) -> Self {
         Self {
             queue: Mutex::default(),
-            ready: Condvar::new(),
             max: AtomicUsize::new(max),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, (VecDeque<Job>, usize)> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `job` on a pool thread: an idle one, a new one below the limit, or the first to
-    /// become free.
+    /// Runs `job` on a new thread, or queues it while the pool is full.
     pub(crate) fn run(self: &Arc<Self>, job: Job) {
         let mut q = self.lock();
-        q.jobs.push_back(job);
-        if q.jobs.len() <= q.waiting {
-            self.ready.notify_one();
+        q.0.push_back(job);
+        if q.1 >= self.max.load(Ordering::Relaxed) {
             return;
         }
-        if q.threads >= self.max.load(Ordering::Relaxed).max(1) {
-            return;
-        }
-        q.threads += 1;
+        q.1 += 1;
         drop(q);
         let pool = self.clone();
         let spawned = std::thread::Builder::new()
             .name("xrpc-handler".into())
-            .spawn(move || pool.work());
+            .spawn(move || {
+                loop {
+                    let mut q = pool.lock();
+                    let Some(job) = q.0.pop_front() else {
+                        q.1 -= 1;
+                        return;
+                    };
+                    drop(q);
+                    job();
+                }
+            });
         if spawned.is_err() {
             let mut q = self.lock();
-            q.threads -= 1;
+            q.1 -= 1;
             // No thread could be started and none is left to take the job: run it here.
-            if q.threads == 0
-                && let Some(job) = q.jobs.pop_back()
+            if q.1 == 0
+                && let Some(job) = q.0.pop_back()
             {
                 drop(q);
                 job();
-            }
-        }
-    }
-
-    fn work(&self) {
-        let mut q = self.lock();
-        loop {
-            if let Some(job) = q.jobs.pop_front() {
-                drop(q);
-                job();
-                q = self.lock();
-                continue;
-            }
-            q.waiting += 1;
-            let (guard, wait) = self
-                .ready
-                .wait_timeout(q, IDLE)
-                .unwrap_or_else(PoisonError::into_inner);
-            q = guard;
-            q.waiting -= 1;
-            if wait.timed_out() && q.jobs.is_empty() {
-                q.threads -= 1;
-                return;
             }
         }
     }

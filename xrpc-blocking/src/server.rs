@@ -41,7 +41,7 @@ const ACCEPT_BACKOFF: RetryPolicy = RetryPolicy::Exponential {
     max_delay_ms: 100,
 };
 
-/// The threads a server may use (see the [module docs](self)).
+/// The threads a server may use: a thread per connection, and a pool for handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
     /// Connections served at once by [`RpcServer::serve_listener`] (a thread each). Default 256.
@@ -85,24 +85,9 @@ pub(crate) struct Shared<C> {
 /// server.serve_listener(TcpFrameTransportListener::bind("127.0.0.1:47800", TcpConfig::default())?)?;
 /// # Ok::<(), xrpc_blocking::RpcError>(())
 /// ```
+#[derive(Clone)]
 pub struct RpcServer<C: Codec = BincodeCodec> {
     shared: Arc<Shared<C>>,
-}
-
-impl<C: Codec> Clone for RpcServer<C> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl<C: Codec> std::fmt::Debug for RpcServer<C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RpcServer")
-            .field("methods", &self.methods())
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for RpcServer<BincodeCodec> {
@@ -209,13 +194,16 @@ impl<C: Codec> RpcServer<C> {
         let codec = self.shared.codec.clone();
         let f: Handler = Arc::new(move |conn, id, payload| {
             let req = decode_payload::<Req, C>(&codec, payload)?;
-            let sender = ServerStreamSender {
-                conn: conn.clone(),
-                id,
-                codec: codec.clone(),
-                _item: PhantomData,
-            };
-            handler(req, sender)?;
+            let (conn, codec, _item) = (conn.clone(), codec.clone(), PhantomData);
+            handler(
+                req,
+                ServerStreamSender {
+                    conn,
+                    id,
+                    codec,
+                    _item,
+                },
+            )?;
             Ok(None)
         });
         self.insert(method, CallKind::ServerStreaming, f);
@@ -254,16 +242,12 @@ impl<C: Codec> RpcServer<C> {
                 Ok(Some(transport)) => {
                     failures = 0;
                     *s.live.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-                    let live = Live(s.clone());
-                    let server = self.clone();
+                    let (live, server) = (Live(s.clone()), self.clone());
+                    let serve = move || (server.serve(transport), drop(live));
                     // A thread that cannot be started drops its transport (and `live`).
-                    let _ =
-                        thread::Builder::new()
-                            .name("xrpc-connection".into())
-                            .spawn(move || {
-                                let _live = live;
-                                let _ = server.serve(transport);
-                            });
+                    let _ = thread::Builder::new()
+                        .name("xrpc-connection".into())
+                        .spawn(serve);
                 }
                 Ok(None) => {}
                 Err(_) => {
@@ -272,14 +256,8 @@ impl<C: Codec> RpcServer<C> {
                 }
             }
         }
-        let mut live = s.live.lock().unwrap_or_else(PoisonError::into_inner);
-        while *live > 0 {
-            live = s
-                .ended
-                .wait_timeout(live, CHECK)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let live = s.live.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(s.ended.wait_while(live, |n| *n > 0));
         Ok(())
     }
 
@@ -301,13 +279,7 @@ pub struct ServerStreamSender<Item, C: Codec = BincodeCodec> {
     _item: PhantomData<fn(Item)>,
 }
 
-impl<Item, C: Codec> std::fmt::Debug for ServerStreamSender<Item, C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerStreamSender")
-            .field("id", &self.id)
-            .finish()
-    }
-}
+crate::stream::debug_by_id!(ServerStreamSender);
 
 impl<Item: Serialize, C: Codec> ServerStreamSender<Item, C> {
     /// Sends one item, waiting for credit. Fails with `Cancelled` once the call is over for
@@ -316,23 +288,22 @@ impl<Item: Serialize, C: Codec> ServerStreamSender<Item, C> {
         let mut payload = Some(Payload::Bytes(self.codec.encode(item)?));
         let me = thread::current();
         while let Some(p) = payload.take() {
-            {
-                let mut st = self.conn.link.lock();
-                let ServerState {
-                    session, running, ..
-                } = &mut *st;
-                let Some(r) = running.get_mut(&self.id).filter(|r| !r.cancelled) else {
-                    return Err(RpcError::Cancelled);
-                };
-                match session.send_stream_item(self.id, p) {
-                    Ok(()) => break,
-                    Err(StreamSendError::NoCredit(p)) => {
-                        payload = Some(p);
-                        r.threads.push(me.clone());
-                    }
-                    Err(StreamSendError::Closed(_)) => return Err(RpcError::Cancelled),
+            let mut st = self.conn.link.lock();
+            let ServerState {
+                session, running, ..
+            } = &mut *st;
+            let Some(r) = running.get_mut(&self.id).filter(|r| !r.cancelled) else {
+                return Err(RpcError::Cancelled);
+            };
+            match session.send_stream_item(self.id, p) {
+                Ok(()) => break,
+                Err(StreamSendError::NoCredit(p)) => {
+                    payload = Some(p);
+                    r.threads.push(me.clone());
                 }
+                Err(StreamSendError::Closed(_)) => return Err(RpcError::Cancelled),
             }
+            drop(st);
             // Woken by the connection's thread when credit comes or the call ends.
             thread::park_timeout(CHECK);
         }

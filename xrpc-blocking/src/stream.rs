@@ -11,7 +11,24 @@ use xrpc_async::rpc::payload::decode_payload;
 use xrpc_proto::{BincodeCodec, Codec, Payload};
 
 use crate::RpcError;
-use crate::client::{Conn, Marker, next_item, response, send_item};
+use crate::client::Conn;
+
+/// Keeps a marker type `T` without owning one (`Send + Sync` whatever `T` is).
+type Marker<T> = std::marker::PhantomData<fn() -> T>;
+
+/// `Debug` for the handles of a call: their type and the call id.
+macro_rules! debug_by_id {
+    ($($ty:ident),*) => {$(
+        impl<T, C: Codec> std::fmt::Debug for $ty<T, C> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty)).field("id", &self.id).finish()
+            }
+        }
+    )*};
+}
+pub(crate) use debug_by_id;
+
+debug_by_id!(StreamReceiver, StreamSender, PendingResponse);
 
 /// The two ends of a client-streaming call: the items go out through the sender, then the
 /// response comes.
@@ -31,14 +48,6 @@ pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
     _item: Marker<Item>,
 }
 
-impl<Item, C: Codec> std::fmt::Debug for StreamReceiver<Item, C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamReceiver")
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
 impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
     pub(crate) fn new(conn: Arc<Conn>, id: u64, codec: C) -> Self {
         Self {
@@ -55,16 +64,6 @@ impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
         self.id
     }
 
-    /// Waits for the next item (`None` after the last).
-    pub fn recv(&mut self) -> Option<Result<Item, RpcError>> {
-        self.next()
-    }
-
-    /// Collects every item, or the first error.
-    pub fn collect_all(self) -> Result<Vec<Item>, RpcError> {
-        self.collect()
-    }
-
     /// Cancels the call (as dropping the receiver does).
     pub fn cancel(self) {}
 }
@@ -76,7 +75,8 @@ impl<Item: DeserializeOwned + 'static, C: Codec> Iterator for StreamReceiver<Ite
         if self.done {
             return None;
         }
-        let next = self.conn.wait(self.id, &mut next_item(self.id));
+        let id = self.id;
+        let next = self.conn.wait(id, &mut |st| st.next_item(id));
         match next {
             Some(Ok(p)) => Some(decode_payload(&self.codec, p)),
             Some(Err(e)) => {
@@ -106,16 +106,7 @@ pub struct StreamSender<Item, C: Codec = BincodeCodec> {
     conn: Arc<Conn>,
     id: u64,
     codec: C,
-    finished: bool,
     _item: Marker<Item>,
-}
-
-impl<Item, C: Codec> std::fmt::Debug for StreamSender<Item, C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamSender")
-            .field("id", &self.id)
-            .finish()
-    }
 }
 
 impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
@@ -124,7 +115,6 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
             conn,
             id,
             codec,
-            finished: false,
             _item: Marker::default(),
         }
     }
@@ -136,29 +126,22 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
 
     /// Sends one item, waiting for credit.
     pub fn send(&self, item: &Item) -> Result<(), RpcError> {
-        let payload = Payload::Bytes(self.codec.encode(item)?);
-        let res = self
-            .conn
-            .wait(self.id, &mut send_item(self.id, C::ID, Some(payload)));
-        self.conn.with_session(|_| ());
-        res
+        let mut payload = Some(Payload::Bytes(self.codec.encode(item)?));
+        let id = self.id;
+        self.conn
+            .wait(id, &mut |st| st.send_item(id, C::ID, &mut payload))
     }
 
-    /// Ends the stream.
-    pub fn finish(mut self) -> Result<(), RpcError> {
-        self.finished = true;
-        let id = self.id;
-        self.conn.with_session(|s| s.finish_stream(id));
+    /// Ends the stream (as dropping the sender does).
+    pub fn finish(self) -> Result<(), RpcError> {
         Ok(())
     }
 }
 
 impl<Item, C: Codec> Drop for StreamSender<Item, C> {
     fn drop(&mut self) {
-        if !self.finished {
-            let id = self.id;
-            self.conn.with_session(|s| s.finish_stream(id));
-        }
+        let id = self.id;
+        self.conn.with_session(|s| s.finish_stream(id));
     }
 }
 
@@ -170,14 +153,6 @@ pub struct PendingResponse<Resp, C: Codec = BincodeCodec> {
     codec: C,
     waited: bool,
     _resp: Marker<Resp>,
-}
-
-impl<Resp, C: Codec> std::fmt::Debug for PendingResponse<Resp, C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingResponse")
-            .field("id", &self.id)
-            .finish()
-    }
 }
 
 impl<Resp: DeserializeOwned + 'static, C: Codec> PendingResponse<Resp, C> {
@@ -194,7 +169,8 @@ impl<Resp: DeserializeOwned + 'static, C: Codec> PendingResponse<Resp, C> {
     /// Waits for the response.
     pub fn wait(mut self) -> Result<Resp, RpcError> {
         self.waited = true;
-        let p = self.conn.wait(self.id, &mut response(self.id))?;
+        let id = self.id;
+        let p = self.conn.wait(id, &mut |st| st.response(id))?;
         decode_payload(&self.codec, p)
     }
 }

@@ -27,25 +27,15 @@ pub(crate) enum Chunk<'a> {
     Frame(Bytes),
 }
 
-/// How a wait for input ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Input {
-    /// Input was delivered.
-    Received,
-    /// The timeout passed first (or the wait was cut short: waiting again is harmless).
-    TimedOut,
-    /// The peer closed the connection.
-    Eof,
-}
-
 /// The receiving side of a connection, held by one thread at a time.
 pub(crate) trait Reader: Send {
-    /// Waits at most `timeout` (`None`: without end) for input and hands it to `deliver`.
+    /// Waits at most `timeout` (`None`: without end) for input and hands it to `deliver`;
+    /// `Ok(false)` once the peer closed. A wait may end early (waiting again is harmless).
     fn read(
         &mut self,
         timeout: Option<Duration>,
         deliver: &mut dyn FnMut(Chunk<'_>),
-    ) -> Result<Input, TransportError>;
+    ) -> Result<bool, TransportError>;
 }
 
 /// The sending side of a connection, held by one thread at a time.
@@ -65,14 +55,6 @@ pub struct Io {
     pub(crate) writer: Box<dyn Writer>,
     pub(crate) closer: Box<dyn Close>,
     pub(crate) max_frame_size: usize,
-}
-
-impl std::fmt::Debug for Io {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Io")
-            .field("max_frame_size", &self.max_frame_size)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A connected frame transport that [`RpcClient`](crate::RpcClient) and

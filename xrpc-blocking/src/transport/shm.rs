@@ -1,11 +1,8 @@
-//! Shared memory between processes on one machine, over the rings of [`xrpc_shm`].
-//!
-//! The thread that waits for input waits on the ring itself: `xrpc_shm`'s blocking receive
-//! follows its wait policy ([`xrpc_shm::Backoff`]: spin for at most
-//! [`SharedMemoryConfig::spin_budget`], then sleep on the ring's futex), so an answer that
-//! comes within the spin costs no system call and no hand-off to another thread. Waits are cut
-//! into slices of at most [`SLICE`] so that a local close is noticed; the peer's death is
-//! noticed by `xrpc_shm` itself (its wait slices check the rendezvous socket).
+//! Shared memory between processes on one machine, over the rings of [`xrpc_shm`]. The thread
+//! that waits for input waits on the ring itself, by `xrpc_shm`'s wait policy (spin for at
+//! most [`SharedMemoryConfig::spin_budget`], then sleep on the futex): an answer within the
+//! spin costs no system call and no hand-off. Waits are cut into slices of at most [`SLICE`]
+//! to notice a local close; `xrpc_shm` notices the peer's death (its slices check the socket).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,9 +13,7 @@ use xrpc_shm::{
     SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver, ShmSender,
 };
 
-use super::{
-    Chunk, Close, FrameListener, FrameTransport, Input, Io, Reader, TransportError, Writer,
-};
+use super::{Chunk, Close, FrameListener, FrameTransport, Io, Reader, TransportError, Writer};
 
 /// Longest single wait on a ring before the local close flag is checked again.
 const SLICE: Duration = Duration::from_millis(20);
@@ -37,22 +32,10 @@ fn shm_error(e: ShmError) -> TransportError {
     }
 }
 
-/// A shared-memory connection, wire-compatible with `xrpc_tokio::SharedMemoryFrameTransport`.
-///
-/// ```no_run
-/// use xrpc_blocking::{RpcClient, SharedMemoryFrameTransport};
-/// let client = RpcClient::new(SharedMemoryFrameTransport::connect_client("my_service")?);
-/// # Ok::<(), xrpc_blocking::RpcError>(())
-/// ```
+/// A shared-memory connection, wire-compatible with `xrpc_tokio::SharedMemoryFrameTransport`:
+/// `RpcClient::new(SharedMemoryFrameTransport::connect_client("my_service")?)`.
 pub struct SharedMemoryFrameTransport {
     conn: ShmConnection,
-}
-
-impl std::fmt::Debug for SharedMemoryFrameTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedMemoryFrameTransport")
-            .finish_non_exhaustive()
-    }
 }
 
 impl SharedMemoryFrameTransport {
@@ -101,11 +84,11 @@ impl Reader for RingReader {
         &mut self,
         timeout: Option<Duration>,
         deliver: &mut dyn FnMut(Chunk<'_>),
-    ) -> Result<Input, TransportError> {
+    ) -> Result<bool, TransportError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if self.closed.load(Ordering::Acquire) {
-                return Ok(Input::Eof);
+                return Ok(false);
             }
             let slice = deadline.map_or(SLICE, |d| {
                 d.saturating_duration_since(Instant::now()).min(SLICE)
@@ -120,13 +103,13 @@ impl Reader for RingReader {
                             _ => break,
                         }
                     }
-                    return Ok(Input::Received);
+                    return Ok(true);
                 }
                 Err(ShmError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Ok(Input::TimedOut);
+                    return Ok(true);
                 }
                 Err(ShmError::Timeout) => {}
-                Err(ShmError::Disconnected) => return Ok(Input::Eof),
+                Err(ShmError::Disconnected) => return Ok(false),
                 Err(e) => return Err(shm_error(e)),
             }
         }
@@ -173,26 +156,18 @@ struct RingCloser {
 impl Close for RingCloser {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        drop(
-            self.tx
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        let sender = self
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(sender);
     }
 }
 
 /// Accepts shared-memory clients of one service, each on its own segment.
 pub struct SharedMemoryFrameTransportListener {
     listener: ShmListener,
-}
-
-impl std::fmt::Debug for SharedMemoryFrameTransportListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedMemoryFrameTransportListener")
-            .field("name", &self.listener.name())
-            .finish()
-    }
 }
 
 impl SharedMemoryFrameTransportListener {

@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use super::{Chunk, Close, Input, Io, Reader, TransportError, Writer};
+use super::{Chunk, Close, Io, Reader, TransportError, Writer};
 
 /// Bytes read from the socket at most per read.
 const READ_BUF: usize = 64 * 1024;
@@ -78,13 +78,13 @@ impl<S: Stream> Reader for SocketReader<S> {
         &mut self,
         timeout: Option<Duration>,
         deliver: &mut dyn FnMut(Chunk<'_>),
-    ) -> Result<Input, TransportError> {
+    ) -> Result<bool, TransportError> {
         self.limit_wait(timeout.unwrap_or(MAX_WAIT))?;
         match self.sock.read(&mut self.buf) {
-            Ok(0) => Ok(Input::Eof),
+            Ok(0) => Ok(false),
             Ok(n) => {
                 deliver(Chunk::Bytes(&self.buf[..n]));
-                Ok(Input::Received)
+                Ok(true)
             }
             Err(e)
                 if matches!(
@@ -92,10 +92,10 @@ impl<S: Stream> Reader for SocketReader<S> {
                     ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
                 ) =>
             {
-                Ok(Input::TimedOut)
+                Ok(true)
             }
             Err(e) => match TransportError::recv(e) {
-                TransportError::ConnectionClosed => Ok(Input::Eof),
+                TransportError::ConnectionClosed => Ok(false),
                 e => Err(e),
             },
         }
@@ -117,3 +117,33 @@ impl<S: Stream> Close for SocketCloser<S> {
         let _ = self.0.shutdown(Shutdown::Both);
     }
 }
+
+/// A socket transport's `FrameTransport` and its listener's `FrameListener` (both transports
+/// keep their parts in `io`, both listeners their socket in `listener`).
+macro_rules! socket_transport {
+    ($transport:ident, $listener:ident) => {
+        impl FrameTransport for $transport {
+            fn into_io(self) -> Io {
+                self.io
+            }
+        }
+
+        impl FrameListener for $listener {
+            type Transport = $transport;
+
+            fn accept_timeout(
+                &self,
+                timeout: Duration,
+            ) -> Result<Option<$transport>, TransportError> {
+                if !super::wait_readable(&self.listener, timeout)? {
+                    return Ok(None);
+                }
+                match super::accepted(self.listener.accept())? {
+                    Some((stream, _)) => $transport::from_stream(stream, self.config).map(Some),
+                    None => Ok(None),
+                }
+            }
+        }
+    };
+}
+pub(crate) use socket_transport;

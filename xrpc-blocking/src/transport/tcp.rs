@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
 
-use super::{FrameListener, FrameTransport, Io, TransportError, accepted, socket, wait_readable};
+use super::{FrameListener, FrameTransport, Io, TransportError, socket};
 
 /// Settings of a [`TcpFrameTransport`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +29,7 @@ impl Default for TcpConfig {
 }
 
 /// A connected TCP socket carrying length-prefixed frames, wire-compatible with
-/// `xrpc_tokio::TcpFrameTransport`.
-///
-/// ```no_run
-/// use xrpc_blocking::{RpcClient, TcpConfig, TcpFrameTransport};
-/// let client = RpcClient::new(TcpFrameTransport::connect("127.0.0.1:47800", TcpConfig::default())?);
-/// # Ok::<(), xrpc_blocking::RpcError>(())
-/// ```
-#[derive(Debug)]
+/// `xrpc_tokio::TcpFrameTransport` (see the [crate docs](crate) for a client over it).
 pub struct TcpFrameTransport {
     io: Io,
     peer_addr: SocketAddr,
@@ -78,12 +71,6 @@ impl TcpFrameTransport {
     }
 }
 
-impl FrameTransport for TcpFrameTransport {
-    fn into_io(self) -> Io {
-        self.io
-    }
-}
-
 /// Accepts TCP connections as [`TcpFrameTransport`]s.
 #[derive(Debug)]
 pub struct TcpFrameTransportListener {
@@ -108,19 +95,4 @@ impl TcpFrameTransportListener {
     }
 }
 
-impl FrameListener for TcpFrameTransportListener {
-    type Transport = TcpFrameTransport;
-
-    fn accept_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<Option<TcpFrameTransport>, TransportError> {
-        if !wait_readable(&self.listener, timeout)? {
-            return Ok(None);
-        }
-        match accepted(self.listener.accept())? {
-            Some((stream, _)) => TcpFrameTransport::from_stream(stream, self.config).map(Some),
-            None => Ok(None),
-        }
-    }
-}
+socket::socket_transport!(TcpFrameTransport, TcpFrameTransportListener);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
 
-use super::{FrameListener, FrameTransport, Io, TransportError, accepted, socket, wait_readable};
+use super::{FrameListener, FrameTransport, Io, TransportError, socket};
 
 /// Settings of a [`UnixFrameTransport`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,6 @@ impl Default for UnixConfig {
 
 /// A connected Unix socket carrying length-prefixed frames, wire-compatible with
 /// `xrpc_tokio::UnixFrameTransport`.
-#[derive(Debug)]
 pub struct UnixFrameTransport {
     io: Io,
 }
@@ -48,12 +47,6 @@ impl UnixFrameTransport {
         Ok(Self {
             io: socket::io(stream, config.max_frame_size)?,
         })
-    }
-}
-
-impl FrameTransport for UnixFrameTransport {
-    fn into_io(self) -> Io {
-        self.io
     }
 }
 
@@ -92,19 +85,4 @@ impl Drop for UnixFrameTransportListener {
     }
 }
 
-impl FrameListener for UnixFrameTransportListener {
-    type Transport = UnixFrameTransport;
-
-    fn accept_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<Option<UnixFrameTransport>, TransportError> {
-        if !wait_readable(&self.listener, timeout)? {
-            return Ok(None);
-        }
-        match accepted(self.listener.accept())? {
-            Some((stream, _)) => UnixFrameTransport::from_stream(stream, self.config).map(Some),
-            None => Ok(None),
-        }
-    }
-}
+socket::socket_transport!(UnixFrameTransport, UnixFrameTransportListener);
