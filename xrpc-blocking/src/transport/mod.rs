@@ -2,9 +2,9 @@
 //! format of every other xrpc adapter (a byte stream of 4-byte little-endian length-prefixed
 //! frames; on shared memory, whole frames in the rings of `xrpc_shm`).
 //!
-//! A transport is split into the parts the client and server drive: a [`Reader`] that waits
-//! (with a timeout) for input, a [`Writer`] that writes a batch of prefixed frames, and a
-//! [`Close`] that wakes a blocked reader for good.
+//! A transport is split into the parts the client and server drive: a `Reader` that waits
+//! (with a timeout) for input, a `Writer` that writes a batch of prefixed frames, and a
+//! `Close` that wakes a blocked reader for good.
 
 use std::os::fd::AsFd;
 use std::time::Duration;
