@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_async::rpc::payload::{decode_payload, payload_bytes};
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, MethodTable, Payload, RetryPolicy, ServerConfig, StreamSendError,
+    BincodeCodec, CallKind, Codec, MethodTable, Payload, ServerConfig, StreamSendError,
 };
 
 use crate::RpcError;
@@ -34,12 +34,6 @@ pub(crate) type Handler =
 
 /// How often the accept loop checks for a shutdown.
 const CHECK: Duration = Duration::from_millis(100);
-
-/// Delays after failed accepts in a row (a client that vanished, too many open files).
-const ACCEPT_BACKOFF: RetryPolicy = RetryPolicy::Exponential {
-    base_delay_ms: 10,
-    max_delay_ms: 100,
-};
 
 /// The threads a server may use: a thread per connection, and a pool for handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,10 +220,9 @@ impl<C: Codec> RpcServer<C> {
 
     /// Accepts connections from `listener` and serves each on a thread of its own (at most
     /// [`ServerLimits::max_connections`] at once), until [`shutdown`](Self::shutdown); then
-    /// waits for the connections to finish. A failed accept backs off and accepts again.
+    /// waits for the connections to finish. A failed accept waits 100 ms and accepts again.
     pub fn serve_listener<L: FrameListener>(&self, listener: L) -> Result<(), RpcError> {
         let s = &self.shared;
-        let mut failures = 0;
         while !s.shutdown.load(Ordering::Acquire) {
             {
                 let live = s.live.lock().unwrap_or_else(PoisonError::into_inner);
@@ -240,7 +233,6 @@ impl<C: Codec> RpcServer<C> {
             }
             match listener.accept_timeout(CHECK) {
                 Ok(Some(transport)) => {
-                    failures = 0;
                     *s.live.lock().unwrap_or_else(PoisonError::into_inner) += 1;
                     let (live, server) = (Live(s.clone()), self.clone());
                     let serve = move || (server.serve(transport), drop(live));
@@ -251,8 +243,7 @@ impl<C: Codec> RpcServer<C> {
                 }
                 Ok(None) => {}
                 Err(_) => {
-                    failures += 1;
-                    thread::sleep(ACCEPT_BACKOFF.delay(failures));
+                    thread::sleep(CHECK); // a client that vanished, too many open files
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! single response of a client stream). Each waits like a call does: the waiting thread drives
 //! the connection when no other thread does.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -12,9 +13,6 @@ use xrpc_proto::{BincodeCodec, Codec, Payload};
 
 use crate::RpcError;
 use crate::client::Conn;
-
-/// Keeps a marker type `T` without owning one (`Send + Sync` whatever `T` is).
-type Marker<T> = std::marker::PhantomData<fn() -> T>;
 
 /// `Debug` for the handles of a call: their type and the call id.
 macro_rules! debug_by_id {
@@ -45,7 +43,7 @@ pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
     id: u64,
     codec: C,
     done: bool,
-    _item: Marker<Item>,
+    _item: PhantomData<fn() -> Item>,
 }
 
 impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
@@ -55,7 +53,7 @@ impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
             id,
             codec,
             done: false,
-            _item: Marker::default(),
+            _item: PhantomData,
         }
     }
 
@@ -106,7 +104,7 @@ pub struct StreamSender<Item, C: Codec = BincodeCodec> {
     conn: Arc<Conn>,
     id: u64,
     codec: C,
-    _item: Marker<Item>,
+    _item: PhantomData<fn() -> Item>,
 }
 
 impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
@@ -115,7 +113,7 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
             conn,
             id,
             codec,
-            _item: Marker::default(),
+            _item: PhantomData,
         }
     }
 
@@ -152,7 +150,7 @@ pub struct PendingResponse<Resp, C: Codec = BincodeCodec> {
     id: u64,
     codec: C,
     waited: bool,
-    _resp: Marker<Resp>,
+    _resp: PhantomData<fn() -> Resp>,
 }
 
 impl<Resp: DeserializeOwned + 'static, C: Codec> PendingResponse<Resp, C> {
@@ -162,7 +160,7 @@ impl<Resp: DeserializeOwned + 'static, C: Codec> PendingResponse<Resp, C> {
             id,
             codec,
             waited: false,
-            _resp: Marker::default(),
+            _resp: PhantomData,
         }
     }
 

@@ -21,6 +21,10 @@ pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameT
 pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
 pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
 
+/// How long a write may make no progress (the peer does not read) before the connection is
+/// given up: a peer cannot hold a writing thread for ever.
+pub(crate) const WRITE_STALL: Duration = Duration::from_secs(30);
+
 /// A piece of input: bytes of a byte stream, or one whole frame (shared memory).
 pub(crate) enum Chunk<'a> {
     Bytes(&'a [u8]),

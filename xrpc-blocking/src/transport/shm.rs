@@ -126,7 +126,7 @@ impl Writer for RingWriter {
     fn write(&mut self, batch: &[u8]) -> Result<(), TransportError> {
         let mut tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
         for frame in batch_frames(batch) {
-            let mut sent = 0;
+            let (mut sent, since) = (0, Instant::now());
             loop {
                 let sender = tx.as_mut().ok_or(TransportError::ConnectionClosed)?;
                 match sender.try_send_from(frame, &mut sent) {
@@ -136,6 +136,9 @@ impl Writer for RingWriter {
                 }
                 if self.closed.load(Ordering::Acquire) {
                     return Err(TransportError::ConnectionClosed);
+                }
+                if since.elapsed() > super::WRITE_STALL {
+                    return Err(TransportError::Timeout);
                 }
                 self.waiter
                     .wait_writable(frame.len() - sent, Some(SLICE))

@@ -17,6 +17,7 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 pub(crate) trait Stream: Read + Write + Send + Sync + Sized + 'static {
     fn try_clone(&self) -> std::io::Result<Self>;
     fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
     fn shutdown(&self, how: Shutdown) -> std::io::Result<()>;
 }
 
@@ -26,6 +27,7 @@ macro_rules! stream_by_inherent_methods {
         impl Stream for $ty {
             fn try_clone(&self) -> std::io::Result<Self> { <$ty>::try_clone(self) }
             fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> { <$ty>::set_read_timeout(self, t) }
+            fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> { <$ty>::set_write_timeout(self, t) }
             fn shutdown(&self, how: Shutdown) -> std::io::Result<()> { <$ty>::shutdown(self, how) }
         }
     )*};
@@ -37,6 +39,8 @@ pub(crate) fn io<S: Stream>(sock: S, max_frame_size: usize) -> Result<Io, Transp
     let fail = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
     let writer = sock.try_clone().map_err(fail)?;
     let closer = sock.try_clone().map_err(fail)?;
+    sock.set_write_timeout(Some(super::WRITE_STALL))
+        .map_err(fail)?;
     Ok(Io {
         reader: Box::new(SocketReader {
             sock,
