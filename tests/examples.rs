@@ -376,8 +376,9 @@ fn blocking_add_client_and_server_with_each_other_and_with_tokio() {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string()
     };
-    // (server is blocking, transport args, server env)
-    let cases: [(bool, &[&str], &[(&str, &str)]); 5] = [
+    /// Whether the server is the blocking one, the transport's arguments, the server's env.
+    type Case<'a> = (bool, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case<'_>; 5] = [
         (true, &[], &tcp_env),
         (true, &["--unix", sock], &[]),
         (true, &["--shm"], &shm_env),

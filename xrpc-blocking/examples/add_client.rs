@@ -78,10 +78,11 @@ fn main() -> Result<(), RpcError> {
             took.push(t0.elapsed());
             assert_eq!(r.result, a + 1);
         }
+        let mean = took.iter().sum::<Duration>() / n as u32;
         took.sort();
         let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
         println!(
-            "add_client: {n} calls, round trip p50 {:?}, p99 {:?}, p99.9 {:?}",
+            "add_client: {n} calls, round trip p50 {:?}, p99 {:?}, p99.9 {:?}, mean {mean:?}",
             at(0.5),
             at(0.99),
             at(0.999)

@@ -197,7 +197,7 @@ impl Conn {
         // Writes what may still go (notifications), then ends the transport: a thread
         // reading wakes up.
         self.link.flush();
-        self.link.close_transport();
+        self.link.closer.close();
     }
 }
 

@@ -1,11 +1,8 @@
-//! Serving one connection: the thread of the connection reads the transport into the
-//! [`ServerSession`], fires its timers, and starts what it routes. Handlers write their own
-//! answers (no hand-off back to the connection's thread).
-//!
-//! Where handlers run: of the calls one read brings, the last unary one runs on the
-//! connection's thread itself (a lone call — the latency case — is answered with no thread
+//! Serving one connection: its thread reads the transport into the [`ServerSession`], fires its
+//! timers and starts what it routes; handlers write their own answers. Of the calls one read
+//! brings, the last unary one runs on the connection's thread (a lone call is answered with no
 //! hand-off at all); the others, and every streaming handler (it blocks for credit, which only
-//! the connection's thread can bring), run on the server's bounded pool.
+//! the connection's thread brings), run on the server's bounded pool.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -175,6 +172,6 @@ pub(crate) fn serve<C: Codec>(shared: &Shared<C>, io: Io) -> Result<(), RpcError
     }
     let reason = st.session.close_reason().cloned();
     drop(st);
-    conn.link.close_transport();
+    conn.link.closer.close();
     xrpc_async::rpc::served(reason)
 }

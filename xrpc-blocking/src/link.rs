@@ -27,7 +27,8 @@ pub(crate) trait Driven: Send {
 pub(crate) struct Link<S> {
     state: Mutex<S>,
     writer: Mutex<(Box<dyn Writer>, BytesMut)>,
-    closer: Box<dyn Close>,
+    /// Ends the transport: a blocked read returns.
+    pub(crate) closer: Box<dyn Close>,
 }
 
 impl<S: Driven> Link<S> {
@@ -97,11 +98,6 @@ impl<S: Driven> Link<S> {
         }
         fire_timers(session, now);
         st.route();
-    }
-
-    /// Ends the transport: a blocked read returns.
-    pub(crate) fn close_transport(&self) {
-        self.closer.close();
     }
 }
 

@@ -69,13 +69,9 @@ pub(crate) struct Shared<C> {
 /// codec `C` (Bincode by default). Cloning is cheap and shares everything.
 ///
 /// ```no_run
-/// use serde::{Deserialize, Serialize};
 /// use xrpc_blocking::{RpcServer, TcpConfig, TcpFrameTransportListener};
-/// #[derive(Serialize, Deserialize)] struct AddRequest { a: i32, b: i32 }
-/// #[derive(Serialize, Deserialize)] struct AddResponse { result: i32 }
-///
 /// let server = RpcServer::new();
-/// server.register_typed("add", |req: AddRequest| Ok(AddResponse { result: req.a + req.b }));
+/// server.register_typed("add", |(a, b): (i32, i32)| Ok(a + b));
 /// server.serve_listener(TcpFrameTransportListener::bind("127.0.0.1:47800", TcpConfig::default())?)?;
 /// # Ok::<(), xrpc_blocking::RpcError>(())
 /// ```

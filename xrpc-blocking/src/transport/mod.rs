@@ -6,7 +6,7 @@
 //! (with a timeout) for input, a `Writer` that writes a batch of prefixed frames, and a
 //! `Close` that wakes a blocked reader for good.
 
-use std::os::fd::AsFd;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,17 +77,20 @@ pub trait FrameListener: Send + Sync + 'static {
     fn accept_timeout(&self, timeout: Duration) -> Result<Option<Self::Transport>, TransportError>;
 }
 
-/// Waits at most `timeout` until `fd` is readable (a listener has a connection waiting).
-pub(crate) fn wait_readable(fd: impl AsFd, timeout: Duration) -> Result<bool, TransportError> {
+/// Waits at most `timeout` until one of `fds` is readable (or hung up); says which are.
+pub(crate) fn wait_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout: Duration,
+) -> Result<[bool; N], TransportError> {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let mut fds = fds.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
     let ts = Timespec {
         tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: i64::from(timeout.subsec_nanos()),
     };
     match poll(&mut fds, Some(&ts)) {
-        Ok(n) => Ok(n > 0),
-        Err(e) if e == rustix::io::Errno::INTR => Ok(false),
+        Ok(_) => Ok(fds.map(|fd| !fd.revents().is_empty())),
+        Err(e) if e == rustix::io::Errno::INTR => Ok([false; N]),
         Err(e) => Err(TransportError::ConnectionFailed(format!(
             "poll failed: {e}"
         ))),

@@ -1,25 +1,25 @@
 //! Shared memory between processes on one machine, over the rings of [`xrpc_shm`]. The thread
-//! that waits for input waits on the ring itself, by `xrpc_shm`'s wait policy (spin for at
-//! most [`SharedMemoryConfig::spin_budget`], then sleep on the futex): an answer within the
-//! spin costs no system call and no hand-off. Waits are cut into slices of at most [`SLICE`]
-//! to notice a local close; `xrpc_shm` notices the peer's death (its slices check the socket).
+//! that waits for input waits on the ring itself, by `xrpc_shm`'s wait policy ([`Backoff`]):
+//! it checks the ring again and again, yielding the CPU between checks, for the whole
+//! [`SharedMemoryConfig::spin_budget`] (an answer within it costs no sleep and no hand-off),
+//! then sleeps on the ring's doorbell and the peer's socket (its death), in slices of at most
+//! [`SLICE`] to notice a local close.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use xrpc_async::transport::batch_frames;
 use xrpc_shm::{
-    SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver, ShmSender,
+    Backoff, RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmError, ShmListener, ShmReceiver,
+    ShmSender, WaitStep,
 };
 
 use super::{Chunk, Close, FrameListener, FrameTransport, Io, Reader, TransportError, Writer};
 
 /// Longest single wait on a ring before the local close flag is checked again.
 const SLICE: Duration = Duration::from_millis(20);
-
-/// Frames handed over per read at most (after the first, only those already there).
-const READ_BATCH: usize = 16;
 
 pub use xrpc_shm::SharedMemoryConfig;
 
@@ -60,6 +60,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
         let sender = Arc::new(Mutex::new(Some(sender)));
         Io {
             reader: Box::new(RingReader {
+                waiter: receiver.waiter(),
                 rx: receiver,
                 closed: closed.clone(),
             }),
@@ -76,6 +77,7 @@ impl FrameTransport for SharedMemoryFrameTransport {
 
 struct RingReader {
     rx: ShmReceiver,
+    waiter: RecvWaiter,
     closed: Arc<AtomicBool>,
 }
 
@@ -86,31 +88,45 @@ impl Reader for RingReader {
         deliver: &mut dyn FnMut(Chunk<'_>),
     ) -> Result<bool, TransportError> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // A thread that waits for nothing else keeps checking for the whole spin budget,
+        // however long its yields take, as a runtime's task does.
+        let mut backoff: Backoff<'_> = self.waiter.backoff().in_runtime();
         loop {
-            if self.closed.load(Ordering::Acquire) {
-                return Ok(false);
-            }
-            let slice = deadline.map_or(SLICE, |d| {
-                d.saturating_duration_since(Instant::now()).min(SLICE)
-            });
-            match self.rx.recv_bytes(Some(slice)) {
-                Ok(frame) => {
+            match self.rx.try_recv_bytes() {
+                Ok(Some(frame)) => {
+                    backoff.ready();
                     deliver(Chunk::Frame(frame));
-                    for _ in 1..READ_BATCH {
-                        match self.rx.try_recv_bytes() {
-                            Ok(Some(frame)) => deliver(Chunk::Frame(frame)),
-                            // The next read reports what ended the batch.
-                            _ => break,
-                        }
-                    }
                     return Ok(true);
                 }
-                Err(ShmError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Ok(true);
-                }
-                Err(ShmError::Timeout) => {}
-                Err(ShmError::Disconnected) => return Ok(false),
+                Ok(None) if !self.closed.load(Ordering::Acquire) => {}
+                Ok(None) | Err(ShmError::Disconnected) => return Ok(false),
                 Err(e) => return Err(shm_error(e)),
+            }
+            match backoff.step() {
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield => std::thread::yield_now(),
+                WaitStep::Sleep => {
+                    let left =
+                        deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()));
+                    let Ok(announced) = self.waiter.prepare_sleep() else {
+                        return Ok(false); // the peer is gone
+                    };
+                    if announced.is_none() {
+                        continue;
+                    }
+                    if left.is_zero() {
+                        return Ok(true);
+                    }
+                    let (peer, bell) = (self.waiter.peer_fd(), self.waiter.doorbell());
+                    let fds = [bell.as_fd(), peer.as_fd()];
+                    let [rung, peer] = super::wait_readable(fds, left.min(SLICE))?;
+                    if rung {
+                        bell.drain().map_err(shm_error)?;
+                    }
+                    if peer && self.waiter.check_peer().is_err() {
+                        return Ok(false);
+                    }
+                }
             }
         }
     }
@@ -194,7 +210,7 @@ impl FrameListener for SharedMemoryFrameTransportListener {
         &self,
         timeout: Duration,
     ) -> Result<Option<SharedMemoryFrameTransport>, TransportError> {
-        if !super::wait_readable(&self.listener, timeout)? {
+        if !super::wait_readable([self.listener.as_fd()], timeout)?[0] {
             return Ok(None);
         }
         match self.listener.accept() {

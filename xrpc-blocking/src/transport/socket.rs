@@ -139,7 +139,7 @@ macro_rules! socket_transport {
                 &self,
                 timeout: Duration,
             ) -> Result<Option<$transport>, TransportError> {
-                if !super::wait_readable(&self.listener, timeout)? {
+                if !super::wait_readable([std::os::fd::AsFd::as_fd(&self.listener)], timeout)?[0] {
                     return Ok(None);
                 }
                 match super::accepted(self.listener.accept())? {

@@ -32,7 +32,6 @@ impl Default for TcpConfig {
 /// `xrpc_tokio::TcpFrameTransport` (see the [crate docs](crate) for a client over it).
 pub struct TcpFrameTransport {
     io: Io,
-    peer_addr: SocketAddr,
 }
 
 impl TcpFrameTransport {
@@ -54,20 +53,12 @@ impl TcpFrameTransport {
 
     /// Wraps a connected stream (applies `config.nodelay`).
     pub fn from_stream(stream: TcpStream, config: TcpConfig) -> Result<Self, TransportError> {
-        let peer_addr = stream
+        stream
             .set_nodelay(config.nodelay)
             .and_then(|()| stream.set_nonblocking(false))
-            .and_then(|()| stream.peer_addr())
             .map_err(|e| TransportError::ConnectionFailed(e.to_string()))?;
-        Ok(Self {
-            io: socket::io(stream, config.max_frame_size)?,
-            peer_addr,
-        })
-    }
-
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer_addr
+        let io = socket::io(stream, config.max_frame_size)?;
+        Ok(Self { io })
     }
 }
 
