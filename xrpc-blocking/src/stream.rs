@@ -49,10 +49,10 @@ pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
 impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
     pub(crate) fn new(conn: Arc<Conn>, id: u64, codec: C) -> Self {
         Self {
+            done: false,
             conn,
             id,
             codec,
-            done: false,
             _item: PhantomData,
         }
     }
