@@ -26,6 +26,8 @@ enum Kind {
 struct Addr(String);
 
 static NOTES: AtomicU64 = AtomicU64::new(0);
+/// Sum of the tags of the `endless` streams whose handler saw its call end.
+static ENDLESS_ENDED: AtomicU64 = AtomicU64::new(0);
 
 /// The test service.
 fn service() -> RpcServer {
@@ -49,6 +51,12 @@ fn service() -> RpcServer {
             items.send(&i)?;
         }
         Ok(())
+    });
+    server.register_stream("endless", |tag: u64, items: ServerStreamSender<u64>| {
+        // Runs until the client is gone; records how it ended.
+        let end = (0u64..).try_for_each(|i| items.send(&i));
+        ENDLESS_ENDED.fetch_add(tag * u64::from(end.is_err()), Ordering::SeqCst);
+        end
     });
     server.register("raw", |b| {
         Ok(b.iter().rev().copied().collect::<Vec<u8>>().into())
@@ -157,6 +165,28 @@ fn server_stream(kind: Kind) {
     assert_eq!(p.client.call::<_, i64>("add", &(2i64, 2i64)).unwrap(), 4);
 }
 
+fn dropped_stream(kind: Kind, tag: u64) {
+    let p = Pair::new(kind);
+    let mut items = p
+        .client
+        .call_server_stream::<_, u64>("endless", &tag)
+        .unwrap();
+    for i in 0..100 {
+        assert_eq!(items.next().unwrap().unwrap(), i);
+    }
+    drop(items);
+    // The server's handler learns that its call was cancelled, and stops.
+    let t0 = Instant::now();
+    while ENDLESS_ENDED.load(Ordering::SeqCst) & tag == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the handler never stopped"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(p.client.call::<_, i64>("add", &(3i64, 4i64)).unwrap(), 7);
+}
+
 fn timeout(kind: Kind) {
     let p = Pair::new(kind);
     let t0 = Instant::now();
@@ -261,12 +291,13 @@ fn killed(kind: Kind, test: &str) {
 }
 
 macro_rules! suite {
-    ($($module:ident: $kind:ident),*) => {$(
+    ($($module:ident: $kind:ident, $tag:literal);*) => {$(
         mod $module {
             use super::*;
             #[test] fn unary_call() { unary(Kind::$kind) }
             #[test] fn server_stream_of_10_000_items() { server_stream(Kind::$kind) }
             #[test] fn a_call_times_out() { timeout(Kind::$kind) }
+            #[test] fn dropping_a_stream_stops_its_handler() { dropped_stream(Kind::$kind, $tag) }
             #[test] fn a_remote_error() { remote_error(Kind::$kind) }
             #[test] fn many_threads_share_one_client() { many_threads(Kind::$kind) }
             #[test] fn closing_the_client_ends_a_pending_call() { closed_mid_call(Kind::$kind) }
@@ -281,7 +312,7 @@ macro_rules! suite {
     )*};
 }
 
-suite!(tcp: Tcp, unix: Unix, shm: Shm);
+suite!(tcp: Tcp, 1; unix: Unix, 2; shm: Shm, 4);
 
 /// A client and a server can be shared by threads.
 #[test]
