@@ -38,8 +38,9 @@ fn features_of_this_build() -> Vec<&'static str> {
 }
 
 /// The binary of example `name` (which needs the cargo features `required`), built (or brought
-/// up to date) first.
+/// up to date) first. `package/name` names an example of another package of the workspace.
 fn example(name: &str, required: &[&str]) -> PathBuf {
+    let (package, name) = name.split_once('/').unwrap_or(("xrpc", name));
     let exe = std::env::current_exe().expect("the path of this test binary");
     // <target>/<profile>/deps/examples-<hash>
     let profile_dir = exe
@@ -54,10 +55,18 @@ fn example(name: &str, required: &[&str]) -> PathBuf {
     // binary is current.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--quiet", "--example", name, "--manifest-path"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--example",
+        name,
+        "--manifest-path",
+    ])
+    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(target_dir);
     match profile_dir.file_name().and_then(|p| p.to_str()) {
         Some("debug") => {}
         Some(profile) => {
@@ -338,4 +347,82 @@ fn message_transport_shm() {
         &["-> \"cprx\"", "went out as one frame of"],
     );
     // The server serves until killed (dropping `server` kills it).
+}
+
+/// `xrpc-blocking`'s `add_server` with `args` and `env`, once it listens; returns it and where.
+fn blocking_add_server(args: &[&str], env: &[(&str, &str)]) -> (Peer, String) {
+    let mut cmd = example_command("xrpc-blocking/add_server", &[]);
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut server = Peer::spawn_command(cmd);
+    let line = server.wait_for_line("add_server: listening on ");
+    (server, line)
+}
+
+/// The blocking examples, each with the other over every transport, and each with the tokio
+/// example over TCP and shared memory: the client's output, then the server's clean exit.
+#[test]
+fn blocking_add_client_and_server_with_each_other_and_with_tokio() {
+    let sock = std::env::temp_dir().join(unique_name("add.sock"));
+    let sock = sock.to_str().expect("a UTF-8 temporary path");
+    let service = unique_name("add-example");
+    let shm_env = [("XRPC_SERVICE", service.as_str())];
+    let tcp_env = [("XRPC_ADDR", "127.0.0.1:0")];
+    let listening = |line: &str, prefix: &str| {
+        let at = line.find(prefix).map(|i| &line[i + prefix.len()..]);
+        at.map(str::trim)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string()
+    };
+    /// Whether the server is the blocking one, the transport's arguments, the server's env.
+    type Case<'a> = (bool, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case<'_>; 5] = [
+        (true, &[], &tcp_env),
+        (true, &["--unix", sock], &[]),
+        (true, &["--shm"], &shm_env),
+        (false, &[], &tcp_env),
+        (false, &["--shm"], &shm_env),
+    ];
+    for (blocking_server, args, env) in cases {
+        let (mut server, addr) = if blocking_server {
+            let (server, line) = blocking_add_server(args, env);
+            (server, listening(&line, "add_server: listening on "))
+        } else {
+            let (server, line) = rpc_server(args, env);
+            (server, listening(&line, "server: listening on "))
+        };
+        let client_env = |cmd: &mut Command| {
+            cmd.envs(env.iter().copied());
+            if env.first().is_some_and(|(k, _)| *k == "XRPC_ADDR") {
+                cmd.env("XRPC_ADDR", &addr);
+            }
+        };
+        let mut client = example_command("xrpc-blocking/add_client", &[]);
+        client.args(args).args(["--calls", "100", "--stop-server"]);
+        client_env(&mut client);
+        run(client).assert_printed(
+            &format!("add_client {args:?} against add_server: {blocking_server}"),
+            &[
+                "add_client: add(1, 2) = 3",
+                "sum 4950",
+                "100 calls, round trip p50",
+            ],
+        );
+        assert!(server.wait_timeout(Duration::from_secs(10)).success());
+        if blocking_server && args.first() != Some(&"--unix") {
+            // The tokio example's client against the blocking server.
+            let (mut server, line) = blocking_add_server(args, env);
+            let addr = listening(&line, "add_server: listening on ");
+            let mut client = example_command("rpc_client_server", &[]);
+            client.arg("client").args(args).arg("--stop-server");
+            client.envs(env.iter().copied());
+            if !args.contains(&"--shm") {
+                client.env("XRPC_ADDR", &addr);
+            }
+            run(client).assert_printed("rpc_client_server client", &["client: add(1, 2) = 3"]);
+            assert!(server.wait_timeout(Duration::from_secs(10)).success());
+        }
+    }
 }

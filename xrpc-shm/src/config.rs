@@ -101,5 +101,47 @@ impl ShmConfig {
     }
 }
 
+/// The settings of a shared-memory transport as the adapter crates (`xrpc-tokio`,
+/// `xrpc-blocking`, …) present them — one definition, so every adapter has the same names and
+/// defaults. Converts into the [`ShmConfig`] of a listener or connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMemoryConfig {
+    /// Bytes of each ring (one per direction): a power of two, at least 4096. Default 1 MiB.
+    pub buffer_size: usize,
+    /// Largest frame. Default 16 MiB (`xrpc_proto::DEFAULT_MAX_FRAME_SIZE`), as on every
+    /// transport. Independent of `buffer_size`: a frame larger than half the ring passes through
+    /// it in pieces, reassembled by the receiver into a buffer of that frame's size (an idle
+    /// connection holds none). The server's value applies to both directions.
+    pub max_frame_size: usize,
+    /// How long a waiting side keeps retrying (spinning, or yielding between tries in a
+    /// runtime) before it sleeps. Longer trades CPU for latency. Default 50 µs.
+    pub spin_budget: Duration,
+    /// How long a client waits for the server's segment. Default 5 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for SharedMemoryConfig {
+    fn default() -> Self {
+        Self {
+            buffer_size: 1 << 20,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            spin_budget: Duration::from_micros(50),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl From<&SharedMemoryConfig> for ShmConfig {
+    fn from(c: &SharedMemoryConfig) -> Self {
+        ShmConfig {
+            ring_capacity: c.buffer_size,
+            max_frame_size: c.max_frame_size,
+            spin_budget: c.spin_budget,
+            handshake_timeout: c.connect_timeout,
+            ..ShmConfig::default()
+        }
+    }
+}
+
 const _: () =
     assert!(MIN_SEGMENT_CAPACITY.is_multiple_of(128) && RING_HEADER_SIZE.is_multiple_of(128));

@@ -70,7 +70,7 @@ pub use error::{Result, ShmError};
 pub use wait::{Backoff, SleepGuard, Sleeper, WaitStep};
 
 #[cfg(not(loom))]
-pub use config::ShmConfig;
+pub use config::{SharedMemoryConfig, ShmConfig};
 #[cfg(not(loom))]
 pub use conn::{
     Doorbell, FrameRef, PeerFd, RecvWaiter, SendSlot, SendWaiter, ShmConnection, ShmConnector,

@@ -12,14 +12,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    CallKind, CloseReason, Codec, IncomingCall, MethodTable, Outcome, Payload, ServerSession,
+    CallKind, Codec, IncomingCall, MethodTable, Outcome, Payload, ServerSession,
     ServerSessionEvent, StreamSendError,
 };
 
 use super::driver::{Driven, Shared, drive};
 use super::error::RpcError;
+use super::payload::{outcome, panic_message};
 use super::recycle::Started;
-use super::server::{CallContext, HandlerFn, HandlerResult, RpcServer};
+use super::server::{CallContext, HandlerFn, RpcServer};
 use super::stream::{Refused, StreamCtl};
 use crate::channel::MessageChannel;
 use crate::runtime::{Runtime, Task};
@@ -228,25 +229,6 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     }
 }
 
-/// The message of a panic payload.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "handler panicked".to_string())
-}
-
-/// What a handler ended with, as the session takes it.
-fn outcome(res: Result<HandlerResult, String>) -> Outcome {
-    match res {
-        Ok(Ok(Some(p))) => Outcome::Response(p),
-        Ok(Ok(None)) => Outcome::StreamEnd,
-        Ok(Err(e)) => Outcome::Error(e.to_remote()),
-        Err(panic) => Outcome::Panic(panic),
-    }
-}
-
 /// Reports the end of call `id`'s handler.
 fn complete(conn: &Connection, id: u64, outcome: Outcome) {
     let mut st = conn.lock();
@@ -363,12 +345,6 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         )
         .await;
         let reason = conn.lock().session.close_reason().cloned();
-        match reason {
-            Some(CloseReason::Protocol(m)) => Err(RpcError::InvalidMessage(format!(
-                "client sent a malformed message: {m}"
-            ))),
-            Some(CloseReason::Transport(m)) => Err(RpcError::Disconnected(m)),
-            _ => Ok(()),
-        }
+        super::error::served(reason)
     }
 }

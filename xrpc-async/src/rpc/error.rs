@@ -1,6 +1,6 @@
 //! [`RpcError`]: how a call can fail.
 
-use xrpc_proto::{CallError, CodecError, ErrorCode, ProtoError, RemoteError};
+use xrpc_proto::{CallError, CloseReason, CodecError, ErrorCode, ProtoError, RemoteError};
 
 use crate::channel::ChannelError;
 use crate::transport::TransportError;
@@ -65,7 +65,7 @@ impl RpcError {
     }
 
     /// The wire form a server sends for this error when a handler returns it.
-    pub(crate) fn to_remote(&self) -> RemoteError {
+    pub fn to_remote(&self) -> RemoteError {
         match self {
             Self::ServerError { code, message } => RemoteError::new(*code, message.clone()),
             Self::MethodNotFound(_) => {
@@ -76,6 +76,18 @@ impl RpcError {
             Self::Cancelled => RemoteError::new(ErrorCode::Cancelled, "cancelled"),
             other => RemoteError::new(ErrorCode::Handler, other.to_string()),
         }
+    }
+}
+
+/// What serving a connection that closed for `reason` returns: an error if the client broke
+/// the protocol or the transport failed.
+pub fn served(reason: Option<CloseReason>) -> Result<(), RpcError> {
+    match reason {
+        Some(CloseReason::Protocol(m)) => Err(RpcError::InvalidMessage(format!(
+            "client sent a malformed message: {m}"
+        ))),
+        Some(CloseReason::Transport(m)) => Err(RpcError::Disconnected(m)),
+        _ => Ok(()),
     }
 }
 

@@ -10,14 +10,14 @@ mod connection;
 mod driver;
 mod error;
 mod listener;
-mod payload;
+pub mod payload;
 mod recycle;
 mod server;
 mod shared_driver;
 mod stream;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
-pub use error::RpcError;
+pub use error::{RpcError, served};
 pub use listener::FrameListener;
 pub use server::{CallContext, RpcServer};
 pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};

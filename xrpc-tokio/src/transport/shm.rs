@@ -30,45 +30,7 @@ use super::{
     check_prefixed, check_prefixed_batch,
 };
 
-/// Settings of a shared-memory connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedMemoryConfig {
-    /// Bytes of each ring (one per direction): a power of two, at least 4096. Default 1 MiB.
-    pub buffer_size: usize,
-    /// Largest frame. Default 16 MiB ([`xrpc_proto::DEFAULT_MAX_FRAME_SIZE`]), as on every
-    /// transport. Independent of `buffer_size`: a frame larger than half the ring passes through
-    /// it in pieces, reassembled by the receiver into a buffer of that frame's size (an idle
-    /// connection holds none). The server's value applies to both directions.
-    pub max_frame_size: usize,
-    /// How long a waiting side keeps retrying (yielding between tries) before it sleeps.
-    /// Longer trades CPU for latency. Default 50 µs.
-    pub spin_budget: Duration,
-    /// How long a client waits for the server's segment. Default 5 s.
-    pub connect_timeout: Duration,
-}
-
-impl Default for SharedMemoryConfig {
-    fn default() -> Self {
-        Self {
-            buffer_size: 1 << 20,
-            max_frame_size: xrpc_proto::DEFAULT_MAX_FRAME_SIZE,
-            spin_budget: Duration::from_micros(50),
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl SharedMemoryConfig {
-    fn to_shm(&self) -> ShmConfig {
-        ShmConfig {
-            ring_capacity: self.buffer_size,
-            max_frame_size: self.max_frame_size,
-            spin_budget: self.spin_budget,
-            handshake_timeout: self.connect_timeout,
-            ..ShmConfig::default()
-        }
-    }
-}
+pub use xrpc_shm::SharedMemoryConfig;
 
 fn map_err(e: ShmError) -> TransportError {
     match e {
@@ -300,7 +262,7 @@ impl SharedMemoryFrameTransport {
     /// use, without blocking the caller). For many clients use
     /// [`SharedMemoryFrameTransportListener`]. Needs no runtime.
     pub fn create_server(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let listener = ShmListener::bind(name, config.to_shm()).map_err(map_err)?;
+        let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(map_err)?;
         Ok(Self {
             role: Role::Server(AsyncListener::new(listener)),
             conn: tokio::sync::OnceCell::new(),
@@ -326,13 +288,13 @@ impl SharedMemoryFrameTransport {
         name: &str,
         config: SharedMemoryConfig,
     ) -> Result<Self, TransportError> {
-        let conn = ShmConnection::connect(name, config.to_shm()).map_err(map_err)?;
+        let conn = ShmConnection::connect(name, ShmConfig::from(&config)).map_err(map_err)?;
         Ok(Self::ready(conn, config, format!("shm:{name}")))
     }
 
     /// Connects to service `name` without blocking the runtime.
     pub async fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let conn = connect_async(name, config.to_shm()).await?;
+        let conn = connect_async(name, ShmConfig::from(&config)).await?;
         Ok(Self::ready(conn, config, format!("shm:{name}")))
     }
 
@@ -570,7 +532,7 @@ impl std::fmt::Debug for SharedMemoryFrameTransportListener {
 impl SharedMemoryFrameTransportListener {
     /// Listens as service `name`. Needs no runtime.
     pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let listener = ShmListener::bind(name, config.to_shm()).map_err(map_err)?;
+        let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(map_err)?;
         Ok(Self {
             listener: AsyncListener::new(listener),
             config,

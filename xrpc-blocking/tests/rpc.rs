@@ -1,0 +1,323 @@
+//! The blocking client against the blocking server, over TCP, Unix sockets and shared memory:
+//! one body per behaviour, instantiated for each transport by `suite!`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use xrpc_blocking::{
+    FrameListener, RpcClient, RpcError, RpcServer, ServerStreamSender, SharedMemoryConfig,
+    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
+    TcpFrameTransportListener, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+};
+use xrpc_shm::testing::{Peer, peer_role, unique_name};
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Tcp,
+    Unix,
+    Shm,
+}
+
+/// Where a server listens, as text (`tcp:<addr>`, `unix:<path>`, `shm:<service>`), so that a
+/// peer process can print it.
+#[derive(Debug, Clone)]
+struct Addr(String);
+
+static NOTES: AtomicU64 = AtomicU64::new(0);
+/// Sum of the tags of the `endless` streams whose handler saw its call end.
+static ENDLESS_ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// The test service.
+fn service() -> RpcServer {
+    let server = RpcServer::new();
+    server.register_typed("add", |(a, b): (i64, i64)| Ok(a + b));
+    server.register_typed("echo", |x: (u64, u64)| Ok(x));
+    server.register_typed("fail", |msg: String| -> Result<(), RpcError> {
+        Err(RpcError::server(msg))
+    });
+    server.register_typed("sleep", |ms: u64| {
+        thread::sleep(Duration::from_millis(ms));
+        Ok(())
+    });
+    server.register_typed("notes", |(): ()| Ok(NOTES.load(Ordering::SeqCst)));
+    server.register_typed("note", |n: u64| {
+        NOTES.fetch_add(n, Ordering::SeqCst);
+        Ok(())
+    });
+    server.register_stream("count", |n: u32, items: ServerStreamSender<u32>| {
+        for i in 0..n {
+            items.send(&i)?;
+        }
+        Ok(())
+    });
+    server.register_stream("endless", |tag: u64, items: ServerStreamSender<u64>| {
+        // Runs until the client is gone; records how it ended.
+        let end = (0u64..).try_for_each(|i| items.send(&i));
+        ENDLESS_ENDED.fetch_add(tag * u64::from(end.is_err()), Ordering::SeqCst);
+        end
+    });
+    server.register("raw", |b| {
+        Ok(b.iter().rev().copied().collect::<Vec<u8>>().into())
+    });
+    server
+}
+
+/// Binds a listener of `kind` and serves `server` on it from a thread.
+fn spawn_server(kind: Kind, server: &RpcServer) -> (Addr, JoinHandle<()>) {
+    fn run<L: FrameListener>(server: &RpcServer, l: L) -> JoinHandle<()> {
+        let server = server.clone();
+        thread::spawn(move || server.serve_listener(l).expect("serve"))
+    }
+    match kind {
+        Kind::Tcp => {
+            let l = TcpFrameTransportListener::bind("127.0.0.1:0", TcpConfig::default()).unwrap();
+            let addr = format!("tcp:{}", l.local_addr().unwrap());
+            (Addr(addr), run(server, l))
+        }
+        Kind::Unix => {
+            let path = std::env::temp_dir().join(unique_name("blocking.sock"));
+            let l = UnixFrameTransportListener::bind(&path, UnixConfig::default()).unwrap();
+            (Addr(format!("unix:{}", path.display())), run(server, l))
+        }
+        Kind::Shm => {
+            let name = unique_name("blocking");
+            let l = SharedMemoryFrameTransportListener::bind(&name, SharedMemoryConfig::default())
+                .unwrap();
+            (Addr(format!("shm:{name}")), run(server, l))
+        }
+    }
+}
+
+fn connect(addr: &Addr) -> RpcClient {
+    let (kind, at) = addr.0.split_once(':').unwrap();
+    match kind {
+        "tcp" => RpcClient::new(TcpFrameTransport::connect(at, TcpConfig::default()).unwrap()),
+        "unix" => RpcClient::new(
+            UnixFrameTransport::connect(PathBuf::from(at), UnixConfig::default()).unwrap(),
+        ),
+        _ => RpcClient::new(SharedMemoryFrameTransport::connect_client(at).unwrap()),
+    }
+}
+
+/// A server of `kind` in this process, and a client connected to it.
+struct Pair {
+    server: RpcServer,
+    thread: Option<JoinHandle<()>>,
+    client: RpcClient,
+}
+
+impl Pair {
+    fn new(kind: Kind) -> Self {
+        let server = service();
+        let (addr, thread) = spawn_server(kind, &server);
+        Self {
+            client: connect(&addr),
+            server,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.client.close();
+        self.server.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn unary(kind: Kind) {
+    let p = Pair::new(kind);
+    let sum: i64 = p.client.call("add", &(1i64, 2i64)).unwrap();
+    assert_eq!(sum, 3);
+    let raw = p.client.call_raw("raw", vec![1u8, 2, 3].into()).unwrap();
+    assert_eq!(&raw[..], &[3, 2, 1]);
+    // A notification arrives (it has no answer: poll until the server counted it).
+    let before: u64 = p.client.call("notes", &()).unwrap();
+    p.client.notify("note", &1u64).unwrap();
+    let t0 = Instant::now();
+    while p.client.call::<_, u64>("notes", &()).unwrap() <= before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the notification never arrived"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn server_stream(kind: Kind) {
+    let p = Pair::new(kind);
+    let items = p
+        .client
+        .call_server_stream::<_, u32>("count", &10_000u32)
+        .unwrap();
+    let mut next = 0u32;
+    for item in items {
+        assert_eq!(item.unwrap(), next);
+        next += 1;
+    }
+    assert_eq!(next, 10_000);
+    // The connection is still good after the stream.
+    assert_eq!(p.client.call::<_, i64>("add", &(2i64, 2i64)).unwrap(), 4);
+}
+
+fn dropped_stream(kind: Kind, tag: u64) {
+    let p = Pair::new(kind);
+    let mut items = p
+        .client
+        .call_server_stream::<_, u64>("endless", &tag)
+        .unwrap();
+    for i in 0..100 {
+        assert_eq!(items.next().unwrap().unwrap(), i);
+    }
+    drop(items);
+    // The server's handler learns that its call was cancelled, and stops.
+    let t0 = Instant::now();
+    while ENDLESS_ENDED.load(Ordering::SeqCst) & tag == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the handler never stopped"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(p.client.call::<_, i64>("add", &(3i64, 4i64)).unwrap(), 7);
+}
+
+fn timeout(kind: Kind) {
+    let p = Pair::new(kind);
+    let t0 = Instant::now();
+    let r = p
+        .client
+        .call_with_timeout::<_, ()>("sleep", &400u64, Duration::from_millis(50));
+    assert!(matches!(r, Err(RpcError::Timeout)), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(p.client.call::<_, i64>("add", &(5i64, 5i64)).unwrap(), 10);
+}
+
+fn remote_error(kind: Kind) {
+    let p = Pair::new(kind);
+    let r = p.client.call::<_, ()>("fail", "no such luck");
+    assert!(
+        matches!(&r, Err(RpcError::ServerError { message, .. }) if message == "no such luck"),
+        "{r:?}"
+    );
+    let r = p.client.call::<_, ()>("nope", &());
+    assert!(
+        matches!(&r, Err(RpcError::MethodNotFound(m)) if m == "nope"),
+        "{r:?}"
+    );
+}
+
+fn many_threads(kind: Kind) {
+    let p = Pair::new(kind);
+    let workers: Vec<_> = (0..8u64)
+        .map(|t| {
+            let c = p.client.clone();
+            thread::spawn(move || {
+                for i in 0..300u64 {
+                    let back: (u64, u64) = c.call("echo", &(t, i)).unwrap();
+                    assert_eq!(back, (t, i));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(p.client.pending_calls(), 0);
+}
+
+fn closed_mid_call(kind: Kind) {
+    let p = Pair::new(kind);
+    let c = p.client.clone();
+    let call = thread::spawn(move || c.call::<_, ()>("sleep", &2_000u64));
+    thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    p.client.close();
+    let r = call.join().unwrap();
+    assert!(matches!(r, Err(RpcError::Disconnected(_))), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+/// Plays the server of a `killed` test in a peer process: serves until killed.
+fn serve_as_peer(kind: &str) {
+    let kind = match kind {
+        "Tcp" => Kind::Tcp,
+        "Unix" => Kind::Unix,
+        _ => Kind::Shm,
+    };
+    let server = service();
+    let (addr, thread) = spawn_server(kind, &server);
+    println!("ready {}", addr.0);
+    let _ = thread.join();
+}
+
+fn killed(kind: Kind, test: &str) {
+    let mut peer = Peer::spawn(test, "server", &format!("{kind:?}"));
+    let line = peer.wait_for_line("ready ");
+    // The harness may print the test's name on the same line first.
+    let at = line.find("ready ").unwrap() + "ready ".len();
+    let addr = Addr(line[at..].to_string());
+    let client = connect(&addr);
+    assert_eq!(client.call::<_, i64>("add", &(1i64, 1i64)).unwrap(), 2);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let c = client.clone();
+            thread::spawn(move || c.call::<_, ()>("sleep", &10_000u64))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    peer.kill();
+    for c in calls {
+        let r = c.join().unwrap();
+        assert!(matches!(r, Err(RpcError::Disconnected(_))), "{r:?}");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let r = client.call::<_, i64>("add", &(1i64, 1i64));
+    assert!(matches!(r, Err(RpcError::Disconnected(_))), "{r:?}");
+}
+
+macro_rules! suite {
+    ($($module:ident: $kind:ident, $tag:literal);*) => {$(
+        mod $module {
+            use super::*;
+            #[test] fn unary_call() { unary(Kind::$kind) }
+            #[test] fn server_stream_of_10_000_items() { server_stream(Kind::$kind) }
+            #[test] fn a_call_times_out() { timeout(Kind::$kind) }
+            #[test] fn dropping_a_stream_stops_its_handler() { dropped_stream(Kind::$kind, $tag) }
+            #[test] fn a_remote_error() { remote_error(Kind::$kind) }
+            #[test] fn many_threads_share_one_client() { many_threads(Kind::$kind) }
+            #[test] fn closing_the_client_ends_a_pending_call() { closed_mid_call(Kind::$kind) }
+            #[test]
+            fn the_server_killed_mid_call() {
+                if let Some((_, kind)) = peer_role() {
+                    return serve_as_peer(&kind);
+                }
+                killed(Kind::$kind, concat!(stringify!($module), "::the_server_killed_mid_call"))
+            }
+        }
+    )*};
+}
+
+suite!(tcp: Tcp, 1; unix: Unix, 2; shm: Shm, 4);
+
+/// A client and a server can be shared by threads.
+#[test]
+fn the_client_and_server_are_send_and_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<RpcClient>();
+    check::<RpcServer>();
+}
