@@ -39,10 +39,8 @@ fn peer_entry() {
 
 /// This binary re-run as a test server on `addr`; returns it with the address it bound.
 fn spawn_server(addr: &Addr) -> (Peer, Addr) {
-    let mut server = Peer::spawn("peer_entry", "server", &addr.encode());
-    let line = server.wait_for_line("ready ");
-    let bound = line.split("ready ").nth(1).expect("ready <address>").trim();
-    (server, Addr::decode(bound))
+    let (server, bound, _) = reliability::spawn_server_process(addr);
+    (server, bound)
 }
 
 /// In a child: a client that keeps the server busy with every kind of call until killed.

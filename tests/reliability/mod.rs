@@ -246,7 +246,8 @@ impl Drop for Live {
 }
 
 /// The test server's methods: `echo` (answers its request), `hang` (never answers), `ticks`
-/// (a server stream of a counter, one item per period), `sum` (adds a client stream) and
+/// (a server stream of a counter, one item per period), `blobs` (a server stream of byte
+/// blobs, one per period), `sum` (adds a client stream) and
 /// `resources` (what the serving process holds).
 pub fn test_server() -> RpcServer {
     let server = RpcServer::new();
@@ -265,6 +266,18 @@ pub fn test_server() -> RpcServer {
                 tokio::time::sleep(period).await;
             }
             Ok(())
+        },
+    );
+    server.register_stream(
+        "blobs",
+        |(period_us, size): (u64, usize), tx: ServerStreamSender<Vec<u8>>| async move {
+            let _live = Live::new();
+            let period = Duration::from_micros(period_us.max(1));
+            let blob = vec![0x5Au8; size.min(1 << 20)];
+            loop {
+                tx.send(&blob).await?;
+                tokio::time::sleep(period).await;
+            }
         },
     );
     server.register_client_stream("sum", |mut items: RequestStream<u64>| async move {
@@ -327,16 +340,28 @@ pub async fn spawn_test_server(addr: &Addr) -> Addr {
     bound
 }
 
-/// In a child process: serves [`test_server`] on `addr`, prints `ready <bound address>` and
+/// In a child process: serves [`test_server`] on `addr`, prints `ready <bound address> <pid>` and
 /// serves until killed.
 pub fn run_server_process(addr: &str) {
     runtime().block_on(async {
         let (listener, bound) = AnyListener::bind(&Addr::decode(addr))
             .await
             .expect("bind the test server");
-        println!("ready {}", bound.encode());
+        println!("ready {} {}", bound.encode(), std::process::id());
         listener.serve(test_server()).await.unwrap();
     });
+}
+
+/// This test binary re-run as a test server on `addr` (its test `peer_entry` must call
+/// [`run_server_process`] for the role `server`); returns it with the address it bound and its
+/// process id.
+pub fn spawn_server_process(addr: &Addr) -> (xrpc_shm::testing::Peer, Addr, u32) {
+    let mut server = xrpc_shm::testing::Peer::spawn("peer_entry", "server", &addr.encode());
+    let line = server.wait_for_line("ready ");
+    let mut words = line.split("ready ").nth(1).expect("ready <address> <pid>").split_whitespace();
+    let bound = Addr::decode(words.next().expect("an address"));
+    let pid = words.next().and_then(|p| p.parse().ok()).expect("a process id");
+    (server, bound, pid)
 }
 
 /// A two-worker tokio runtime, as the tests use.
