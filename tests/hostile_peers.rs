@@ -121,7 +121,10 @@ fn offences() -> Vec<Offence> {
     vec![
         o("64 KiB of garbage", garbage),
         o("a 4 GiB length prefix", u32::MAX.to_le_bytes().to_vec()),
-        o("a length prefix over the maximum", (16u32 << 20 | 1).to_le_bytes().to_vec()),
+        o(
+            "a length prefix over the maximum",
+            (16u32 << 20 | 1).to_le_bytes().to_vec(),
+        ),
         o("a zero-length frame", 0u32.to_le_bytes().to_vec()),
         o("a frame shorter than a header", prefixed(b"XR\x01\x08")),
         o("bad magic", bad_magic),
@@ -132,15 +135,31 @@ fn offences() -> Vec<Offence> {
         o("reserved flag bits", reserved_flags),
         o("compression 7", bad_compression),
         o("a corrupt Zstd body", prefixed(&corrupt_zstd)),
-        o("a method length past the end", prefixed(&{
-            let mut m = message(REQUEST, 0, 1, "slow", b"");
-            m[7] = 200;
-            m
-        })),
-        o("a method name that is not UTF-8", frame(REQUEST, 0, 1, "\u{0}", b"").iter().enumerate().map(|(i, b)| if i == 20 { 0xFF } else { *b }).collect()),
+        o(
+            "a method length past the end",
+            prefixed(&{
+                let mut m = message(REQUEST, 0, 1, "slow", b"");
+                m[7] = 200;
+                m
+            }),
+        ),
+        o(
+            "a method name that is not UTF-8",
+            frame(REQUEST, 0, 1, "\u{0}", b"")
+                .iter()
+                .enumerate()
+                .map(|(i, b)| if i == 20 { 0xFF } else { *b })
+                .collect(),
+        ),
         o("a Credit without its window", frame(CREDIT, 0, 1, "", b"")),
-        o("a Response sent to the server", frame(RESPONSE, 0, 1, "", b"x")),
-        o("an Error sent to the server", frame(ERROR, 0, 1, "", &[1, 0])),
+        o(
+            "a Response sent to the server",
+            frame(RESPONSE, 0, 1, "", b"x"),
+        ),
+        o(
+            "an Error sent to the server",
+            frame(ERROR, 0, 1, "", &[1, 0]),
+        ),
         o("a duplicate request id", duplicate),
         o("stream items past the granted credit", past_credit),
         Offence {
@@ -232,7 +251,9 @@ fn hostile_clients(kind: Kind) {
     count_panics();
     let rt = runtime();
     rt.block_on(async {
-        let (listener, addr) = AnyListener::bind(&Addr::fresh(kind, "hostile")).await.unwrap();
+        let (listener, addr) = AnyListener::bind(&Addr::fresh(kind, "hostile"))
+            .await
+            .unwrap();
         tokio::spawn(listener.serve(hostile_test_server()));
         let good = AnyClient::connect_retrying(&addr).await;
         // The control: a well-formed Ping is answered and the connection stays open (so that
@@ -271,7 +292,11 @@ fn hostile_clients(kind: Kind) {
             println!("{kind:?}: {} — closed after {took:?}", offences()[n].name);
             // The server goes on serving others.
             let req = Echo::new(n as u32, 1);
-            assert_eq!(good.echo(&req).await.unwrap(), req, "{kind:?}: served after {n}");
+            assert_eq!(
+                good.echo(&req).await.unwrap(),
+                req,
+                "{kind:?}: served after {n}"
+            );
         }
     });
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
@@ -364,10 +389,11 @@ fn a_client_ignores_answers_to_calls_it_never_made() {
     rt.block_on(async {
         for seq in 0..3 {
             let req = Echo::new(1, seq);
-            let answer: Echo = tokio::time::timeout(Duration::from_secs(5), client.call("echo", &req))
-                .await
-                .expect("answered")
-                .expect("the right answer, despite the strays");
+            let answer: Echo =
+                tokio::time::timeout(Duration::from_secs(5), client.call("echo", &req))
+                    .await
+                    .expect("answered")
+                    .expect("the right answer, despite the strays");
             assert_eq!(answer, req);
         }
     });
@@ -382,7 +408,9 @@ fn a_client_fails_its_call_on_a_hostile_server() {
         ("garbage", |_| vec![0xA5; 4096]),
         ("a 4 GiB length prefix", |_| u32::MAX.to_le_bytes().to_vec()),
         ("kind 11", |id| frame(11, 0, id, "", b"")),
-        ("a stream item on a unary call", |id| frame(STREAM_ITEM, 0, id, "", b"x")),
+        ("a stream item on a unary call", |id| {
+            frame(STREAM_ITEM, 0, id, "", b"x")
+        }),
         ("a Response that does not decode", |id| {
             let mut m = message(RESPONSE, 0, id, "", &[0xFF; 3]);
             m[5] = 1; // bincode
@@ -398,9 +426,12 @@ fn a_client_fails_its_call_on_a_hostile_server() {
             std::thread::sleep(Duration::from_secs(8));
         });
         let r: Result<Echo, RpcError> = rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(5), client.call("echo", &Echo::new(1, 1)))
-                .await
-                .unwrap_or_else(|_| panic!("{what}: the call still pending after 5 s"))
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                client.call("echo", &Echo::new(1, 1)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the call still pending after 5 s"))
         });
         let err = r.expect_err(what);
         assert!(!matches!(err, RpcError::Timeout), "{what}: {err:?}");
@@ -530,7 +561,10 @@ impl Scribbler {
     fn wait_consumed(&self) {
         let start = Instant::now();
         while self.read_u64(Self::TAIL0) != self.head {
-            assert!(start.elapsed() < Duration::from_secs(5), "the server reads nothing");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the server reads nothing"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -541,7 +575,10 @@ impl Scribbler {
         let start = Instant::now();
         while self.read_u64(Self::TAIL0) != self.head {
             let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
-            let closed = matches!(rustix::net::recv(&self.sock, &mut [0u8; 1], flags), Ok((0, _)));
+            let closed = matches!(
+                rustix::net::recv(&self.sock, &mut [0u8; 1], flags),
+                Ok((0, _))
+            );
             if closed || start.elapsed() > Duration::from_secs(5) {
                 return;
             }
@@ -587,7 +624,9 @@ fn hostile_shared_memory_peers() {
             assert!(start.elapsed() < Duration::from_secs(5), "no Pong");
             std::thread::sleep(Duration::from_millis(1));
         }
-        s.sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.sock
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         assert!(
             matches!(s.sock.read(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock),
             "a well-behaved shared-memory peer was cut off"
@@ -665,4 +704,3 @@ fn hostile_shared_memory_peers() {
     });
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
 }
-

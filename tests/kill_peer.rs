@@ -16,7 +16,7 @@ mod reliability;
 
 use std::time::{Duration, Instant};
 
-use reliability::{AnyClient, Addr, Echo, Kind, Rng, p50_max, runtime, scale};
+use reliability::{Addr, AnyClient, Echo, Kind, Rng, p50_max, runtime, scale};
 use xrpc::RpcError;
 use xrpc_shm::testing::{Peer, peer_role};
 
@@ -106,7 +106,11 @@ async fn pending_calls(c: &AnyClient, n: u32) -> Vec<tokio::task::JoinHandle<End
         ("unanswered unary", e, Instant::now())
     }));
     let mut ticks = c.ticks(200).await.expect("start a server stream");
-    ticks.recv().await.expect("a first item").expect("a first item");
+    ticks
+        .recv()
+        .await
+        .expect("a first item")
+        .expect("a first item");
     tasks.push(tokio::spawn(async move {
         loop {
             match ticks.recv().await {
@@ -168,7 +172,11 @@ fn server_killed(kind: Kind) {
                     "{what}: the server's death ended as {err:?}"
                 );
                 let variant = format!("{err:?}");
-                let variant = variant.split(['(', ' ', '{']).next().unwrap_or("").to_string();
+                let variant = variant
+                    .split(['(', ' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 *kinds.entry(format!("{what}: {variant}")).or_default() += 1;
                 times.push(at.saturating_duration_since(t0));
             }

@@ -40,8 +40,11 @@ fn many_clients(kind: Kind) {
     let calls = scale(CALLS_SHORT, CALLS_SOAK);
     let rt = runtime();
     // handled[client * calls + seq]: how many times the server handled that request.
-    let handled: Arc<Vec<AtomicU32>> =
-        Arc::new((0..CLIENTS as usize * calls).map(|_| AtomicU32::new(0)).collect());
+    let handled: Arc<Vec<AtomicU32>> = Arc::new(
+        (0..CLIENTS as usize * calls)
+            .map(|_| AtomicU32::new(0))
+            .collect(),
+    );
     let server = reliability::test_server();
     let h = handled.clone();
     server.register_typed("track", move |e: Echo| {
@@ -89,8 +92,14 @@ fn many_clients(kind: Kind) {
         (lost, misrouted)
     });
     let took = start.elapsed();
-    let duplicated = handled.iter().filter(|n| n.load(Ordering::SeqCst) > 1).count();
-    let unhandled = handled.iter().filter(|n| n.load(Ordering::SeqCst) == 0).count();
+    let duplicated = handled
+        .iter()
+        .filter(|n| n.load(Ordering::SeqCst) > 1)
+        .count();
+    let unhandled = handled
+        .iter()
+        .filter(|n| n.load(Ordering::SeqCst) == 0)
+        .count();
     let total = CLIENTS as usize * calls;
     println!(
         "{kind:?}: {CLIENTS} clients × {calls} calls ({IN_FLIGHT} in flight each) = {total} calls \
@@ -99,7 +108,11 @@ fn many_clients(kind: Kind) {
         total as f64 / took.as_secs_f64(),
         lost.len()
     );
-    assert!(lost.is_empty(), "{kind:?}: lost calls, first: {:?}", &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{kind:?}: lost calls, first: {:?}",
+        &lost[..lost.len().min(5)]
+    );
     assert_eq!(misrouted, 0, "{kind:?}: answers to other calls");
     assert_eq!(duplicated, 0, "{kind:?}: requests handled more than once");
     assert_eq!(unhandled, 0, "{kind:?}: requests never handled");
@@ -146,7 +159,11 @@ fn slow_consumer(kind: Kind) {
         let mut base = None;
         let mut peak = 0u64;
         while start.elapsed() < run_for {
-            let item = blobs.recv().await.expect("the stream goes on").expect("an item");
+            let item = blobs
+                .recv()
+                .await
+                .expect("the stream goes on")
+                .expect("an item");
             assert_eq!(item.len(), ITEM);
             read += 1;
             tokio::time::sleep(CONSUMER_PERIOD).await;

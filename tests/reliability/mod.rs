@@ -145,6 +145,11 @@ impl AnyClient {
         on!(self, c => c.call("echo", v).await)
     }
 
+    /// `echo` with a timeout of its own.
+    pub async fn echo_within(&self, v: &Echo, timeout: Duration) -> Result<Echo, RpcError> {
+        on!(self, c => c.call_with_timeout("echo", v, timeout).await)
+    }
+
     pub async fn hang(&self) -> Result<(), RpcError> {
         on!(self, c => c.call_with_timeout("hang", &(), Duration::from_secs(3600)).await)
     }
@@ -170,7 +175,9 @@ impl Echo {
     /// Call `seq` of `client`, with a payload of 0..256 bytes derived from both.
     pub fn new(client: u32, seq: u64) -> Echo {
         let n = ((client as u64 * 7919 + seq * 31) % 256) as usize;
-        let payload = (0..n).map(|i| (i as u64 ^ seq ^ client as u64) as u8).collect();
+        let payload = (0..n)
+            .map(|i| (i as u64 ^ seq ^ client as u64) as u8)
+            .collect();
         Echo {
             client,
             seq,
@@ -309,7 +316,9 @@ impl AnyListener {
                 (AnyListener::Tcp(l), bound)
             }
             Addr::Unix(p) => (
-                AnyListener::Unix(UnixFrameTransportListener::bind(p, UnixConfig::default()).await?),
+                AnyListener::Unix(
+                    UnixFrameTransportListener::bind(p, UnixConfig::default()).await?,
+                ),
                 addr.clone(),
             ),
             Addr::Shm(n) => (
@@ -358,9 +367,16 @@ pub fn run_server_process(addr: &str) {
 pub fn spawn_server_process(addr: &Addr) -> (xrpc_shm::testing::Peer, Addr, u32) {
     let mut server = xrpc_shm::testing::Peer::spawn("peer_entry", "server", &addr.encode());
     let line = server.wait_for_line("ready ");
-    let mut words = line.split("ready ").nth(1).expect("ready <address> <pid>").split_whitespace();
+    let mut words = line
+        .split("ready ")
+        .nth(1)
+        .expect("ready <address> <pid>")
+        .split_whitespace();
     let bound = Addr::decode(words.next().expect("an address"));
-    let pid = words.next().and_then(|p| p.parse().ok()).expect("a process id");
+    let pid = words
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a process id");
     (server, bound, pid)
 }
 
