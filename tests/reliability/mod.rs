@@ -233,6 +233,17 @@ pub fn rss_of(pid: &str) -> u64 {
     pages * 4096
 }
 
+/// Peak resident set (`VmHWM`) of process `pid`, bytes.
+pub fn peak_rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// Stream handlers of the test server still running.
 static LIVE_HANDLERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -254,7 +265,9 @@ impl Drop for Live {
 
 /// The test server's methods: `echo` (answers its request), `hang` (never answers), `ticks`
 /// (a server stream of a counter, one item per period), `blobs` (a server stream of byte
-/// blobs, one per period), `sum` (adds a client stream) and
+/// blobs, one per period), `flood` (a server stream of items as fast as credit allows),
+/// `idle` (a server stream that never sends), `keep` (holds its raw payload 10 s), `nap` (a
+/// raw method that sleeps 10 s), `sum` (adds a client stream) and
 /// `resources` (what the serving process holds).
 pub fn test_server() -> RpcServer {
     let server = RpcServer::new();
@@ -294,6 +307,29 @@ pub fn test_server() -> RpcServer {
             sum = sum.wrapping_add(item?);
         }
         Ok(sum)
+    });
+    server.register_stream(
+        "flood",
+        |size: usize, tx: ServerStreamSender<Vec<u8>>| async move {
+            let _live = Live::new();
+            let item = vec![7u8; size.min(1 << 20)];
+            loop {
+                tx.send(&item).await?;
+            }
+        },
+    );
+    server.register("keep", |b: bytes::Bytes| async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(bytes::Bytes::from(b.len().to_le_bytes().to_vec()))
+    });
+    server.register("nap", |_: bytes::Bytes| async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(bytes::Bytes::new())
+    });
+    server.register_stream("idle", |_: (), _tx: ServerStreamSender<u64>| async move {
+        let _live = Live::new();
+        std::future::pending::<()>().await;
+        Ok(())
     });
     server.register_typed("resources", |_: ()| async move { Ok(Resources::of_self()) });
     server

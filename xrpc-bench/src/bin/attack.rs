@@ -143,13 +143,14 @@ fn serve(path: &Path) {
             .expect("bind");
         println!("ready");
         server.serve_listener(listener).await.expect("serve");
-        println!("stopped");
     });
 }
 
 /// The server in a child process, and what it holds.
 struct Server {
     child: Arc<Mutex<Child>>,
+    /// The server's stdout, kept open so that its prints never fail.
+    _stdout: std::process::ChildStdout,
     pid: u32,
     path: PathBuf,
     /// Largest `VmHWM` seen, bytes.
@@ -219,6 +220,7 @@ impl Server {
         };
         Server {
             child,
+            _stdout: out,
             pid,
             path,
             peak,
