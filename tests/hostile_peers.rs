@@ -404,7 +404,9 @@ fn a_client_ignores_answers_to_calls_it_never_made() {
 fn a_client_fails_its_call_on_a_hostile_server() {
     count_panics();
     let rt = runtime();
-    let answers: Vec<(&str, fn(u64) -> Vec<u8>)> = vec![
+    /// What the hostile server answers to the request of the given id.
+    type Answer = fn(u64) -> Vec<u8>;
+    let answers: Vec<(&str, Answer)> = vec![
         ("garbage", |_| vec![0xA5; 4096]),
         ("a 4 GiB length prefix", |_| u32::MAX.to_le_bytes().to_vec()),
         ("kind 11", |id| frame(11, 0, id, "", b"")),

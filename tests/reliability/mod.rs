@@ -97,7 +97,6 @@ pub enum AnyClient {
 }
 
 /// `on!(client, c => expr)`: `expr` with `c` bound to the concrete client.
-
 macro_rules! on {
     ($client:expr, $c:ident => $e:expr) => {
         match $client {

@@ -507,7 +507,7 @@ fn zstd_bombs(server: &Server, stop: Arc<AtomicBool>) -> Note {
         "{} bombs of {} B sent ({} MiB inflated), {} of 2 connections closed by the server",
         sent.load(Ordering::SeqCst),
         bomb.len(),
-        sent.load(Ordering::SeqCst) * zeros.len() as u64 >> 20,
+        (sent.load(Ordering::SeqCst) * zeros.len() as u64) >> 20,
         closed.load(Ordering::SeqCst)
     )
 }
