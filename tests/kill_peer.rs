@@ -218,9 +218,17 @@ fn client_killed(kind: Kind) {
         for round in 0..rounds {
             let mut client = Peer::spawn("peer_entry", "client", &addr.encode());
             client.wait_for_line("ready");
-            let busy = monitor.resources().await.unwrap();
             // What the server holds for the client: a socket (plus its segment and doorbells
-            // over shared memory), and its two stream handlers.
+            // over shared memory), and its two stream handlers (the client's first items may
+            // still be on their way to the second).
+            let start = Instant::now();
+            let busy = loop {
+                let busy = monitor.resources().await.unwrap();
+                if busy.live_handlers == 2 || start.elapsed() > Duration::from_secs(5) {
+                    break busy;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
             assert!(busy.fds > base.fds, "round {round}: {busy:?} vs {base:?}");
             assert_eq!(busy.live_handlers, 2, "round {round}: {busy:?}");
             if kind == Kind::Shm {
