@@ -7,6 +7,8 @@
 //! - a server out of file descriptors (sockets, or the memfd and eventfds of a shared-memory
 //!   segment) keeps running: the calls of clients it could not accept end with a typed error,
 //!   and once descriptors are free it serves new clients;
+//! - a shared-memory client that cannot map the server's segment (its `RLIMIT_AS` lowered)
+//!   gets a typed error, and the server serves the next client;
 //! - a Unix socket path in a directory the process may not write to, and a path where another
 //!   user's server listens: binding fails with a typed error, and the other user's socket is
 //!   left alone.
@@ -64,6 +66,8 @@ fn peer_entry() {
         "client-out-of-fds" => client_out_of_fds(&Addr::decode(&arg)),
         "server-out-of-fds" => server_out_of_fds(&Addr::decode(&arg)),
         "other-user" => other_user(&arg),
+        "big-segments" => big_segments(&arg),
+        "no-address-space" => no_address_space(&arg),
         other => panic!("unknown role {other}"),
     }
 }
@@ -310,4 +314,79 @@ fn unix_paths_we_may_not_use_are_typed_errors() {
         assert_eq!(c.echo(&Echo::new(3, 3)).await.unwrap(), Echo::new(3, 3));
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rings of 64 MiB: a segment of 128 MiB to map.
+const BIG_RING: usize = 64 << 20;
+
+/// In a child: a shared-memory server of service `name` whose segments are 128 MiB.
+fn big_segments(name: &str) {
+    runtime().block_on(async {
+        let config = xrpc::SharedMemoryConfig {
+            buffer_size: BIG_RING,
+            ..xrpc::SharedMemoryConfig::default()
+        };
+        let listener = xrpc::SharedMemoryFrameTransportListener::bind(name, config).unwrap();
+        println!("ready");
+        reliability::test_server()
+            .serve_listener(listener)
+            .await
+            .unwrap();
+    });
+}
+
+/// In a child: with 32 MiB of address space to spare, connecting to `name` (whose segments
+/// are 128 MiB) fails with a typed error. Prints `ok`.
+fn no_address_space(name: &str) {
+    runtime().block_on(async {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let vm_kib: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmSize:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        let limit = vm_kib * 1024 + (32 << 20);
+        setrlimit(
+            Resource::As,
+            Rlimit {
+                current: Some(limit),
+                maximum: getrlimit(Resource::As).maximum,
+            },
+        )
+        .expect("lower RLIMIT_AS");
+        let config = xrpc::SharedMemoryConfig::default();
+        match xrpc::SharedMemoryFrameTransport::connect(name, config).await {
+            Ok(_) => panic!("mapped a 128 MiB segment with 32 MiB of address space to spare"),
+            Err(e) => {
+                println!("cannot map: {e}");
+                assert!(
+                    matches!(
+                        e,
+                        TransportError::SharedMemoryCreation(_)
+                            | TransportError::ConnectionFailed(_)
+                    ),
+                    "{e:?}"
+                );
+            }
+        }
+        println!("ok");
+    });
+}
+
+#[test]
+fn a_client_that_cannot_map_the_segment_gets_a_typed_error() {
+    let name = unique_name("bigseg");
+    let mut server = Peer::spawn("peer_entry", "big-segments", &name);
+    server.wait_for_line("ready");
+    let mut child = Peer::spawn("peer_entry", "no-address-space", &name);
+    println!("{}", child.wait_for_line("cannot map"));
+    child.wait_for_line("ok");
+    assert!(child.wait_timeout(Duration::from_secs(10)).success());
+    // The server serves the next client.
+    runtime().block_on(async {
+        let c = AnyClient::connect_retrying(&Addr::Shm(name.clone())).await;
+        assert_eq!(c.echo(&Echo::new(4, 4)).await.unwrap(), Echo::new(4, 4));
+    });
+    server.kill();
 }
