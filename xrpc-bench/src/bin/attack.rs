@@ -315,15 +315,20 @@ struct Row {
 /// What an attack reports besides the figures (e.g. connections still open).
 type Note = String;
 
-/// Runs `attack` against a fresh server while the client measures; `attack` runs on its own
-/// threads until `stop` is set, and returns a note for the verdict.
-fn run(name: &str, attack: fn(&Server, Arc<AtomicBool>) -> Note) -> Row {
+/// Announces attack `name`; starts its server and the client's runtime.
+fn start(name: &str) -> (Server, tokio::runtime::Runtime) {
     eprintln!("{name}…");
-    let server = Server::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
+    (Server::start(), rt)
+}
+
+/// Runs `attack` against a fresh server while the client measures; `attack` runs on its own
+/// threads until `stop` is set, and returns a note for the verdict.
+fn run(name: &str, attack: fn(&Server, Arc<AtomicBool>) -> Note) -> Row {
+    let (server, rt) = start(name);
     let client = rt.block_on(server.client());
     let mut idle = rt.block_on(latencies(&client, IDLE));
     let stop = Arc::new(AtomicBool::new(false));
@@ -557,12 +562,7 @@ fn shutdown_attack(connect_during: bool) -> Row {
     } else {
         "5. shutdown with an open stream (one idle server stream)"
     };
-    eprintln!("{name}…");
-    let server = Server::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let (server, rt) = start(name);
     let (took, refused) = rt.block_on(async {
         let streamer = server.client().await;
         let _stream = streamer
