@@ -706,3 +706,45 @@ fn hostile_shared_memory_peers() {
     });
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
 }
+
+#[test]
+fn a_client_fails_a_stream_whose_server_sends_past_its_credit() {
+    count_panics();
+    let rt = runtime();
+    let client = client_against(&rt, |mut s| {
+        let m = read_message(&mut s);
+        let (id, _, _) = parse_request(&m);
+        assert!(
+            m[4] & HAS_WINDOW != 0,
+            "a server-stream request carries its window"
+        );
+        let window = u32::from_le_bytes(m[16..20].try_into().unwrap());
+        let mut out = Vec::new();
+        for n in 0..window as u64 + 10 {
+            let mut item = message(STREAM_ITEM, 0, id, "", &[n as u8]);
+            item[5] = 1; // bincode: a one-byte varint
+            out.extend(prefixed(&item));
+        }
+        let _ = s.write_all(&out);
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    rt.block_on(async {
+        let mut items = client
+            .call_server_stream::<_, u8>("ticks", &0u64)
+            .await
+            .unwrap();
+        let mut ok = 0;
+        let err = loop {
+            match tokio::time::timeout(Duration::from_secs(5), items.recv()).await {
+                Ok(Some(Ok(_))) => ok += 1,
+                Ok(Some(Err(e))) => break e,
+                Ok(None) => panic!("the stream ended normally after {ok} items"),
+                Err(_) => panic!("the stream hangs after {ok} items"),
+            }
+        };
+        println!("a server past its credit: {ok} items, then {err:?}");
+        assert!(ok <= 32, "{ok} items taken beyond the window of 32");
+        assert!(!matches!(err, RpcError::Timeout), "{err:?}");
+    });
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
+}
