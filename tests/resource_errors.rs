@@ -191,8 +191,14 @@ fn server_runs_out(kind: Kind) {
                 }
                 Err(e) => failed.push(e.to_string()),
             }
+            if failed.len() == 3 {
+                break; // enough: each costs its 2 s timeout
+            }
         }
-        println!("{kind:?}: a server out of descriptors served {served} of 16 new clients; the others: {:?}", failed.first());
+        println!(
+            "{kind:?}: a server out of descriptors served {served} new clients, then failed 3: {:?}",
+            failed.first()
+        );
         assert!(!failed.is_empty(), "the server never ran out of descriptors");
         // The first client is still served.
         assert_eq!(first.echo(&Echo::new(99, 1)).await.unwrap(), Echo::new(99, 1));
