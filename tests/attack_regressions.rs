@@ -31,13 +31,30 @@ fn peer_entry() {
     }
 }
 
-/// A test server on a Unix socket in a child process: it, its socket path and its pid.
-fn child_server(tag: &str) -> (xrpc_shm::testing::Peer, std::path::PathBuf, u32) {
+/// A test server on a Unix socket in a child process, killed (and its socket file removed)
+/// when dropped.
+struct ChildServer {
+    _peer: xrpc_shm::testing::Peer,
+    path: std::path::PathBuf,
+    pid: u32,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn child_server(tag: &str) -> ChildServer {
     let (peer, addr, pid) = reliability::spawn_server_process(&Addr::fresh(Kind::Unix, tag));
     let Addr::Unix(path) = addr else {
         unreachable!()
     };
-    (peer, path, pid)
+    ChildServer {
+        _peer: peer,
+        path,
+        pid,
+    }
 }
 
 fn encode(header: &Header, method: &str, payload: &[u8], compression: CompressionConfig) -> Bytes {
@@ -81,7 +98,8 @@ fn watch(pid: u32, path: &std::path::Path, during: Duration, what: &str) -> u64 
 #[test]
 #[ignore = "needs bound: server-side cap on stream credit and a per-connection output budget (issue 14 part A)"]
 fn a_stream_granted_unbounded_credit_holds_bounded_memory() {
-    let (_server, path, pid) = child_server("credit");
+    let server = child_server("credit");
+    let (path, pid) = (server.path.clone(), server.pid);
     let mut sock = UnixStream::connect(&path).unwrap();
     for id in 1..=4u64 {
         let mut h = Header::new(MessageKind::Request, id);
@@ -105,7 +123,8 @@ fn a_stream_granted_unbounded_credit_holds_bounded_memory() {
 /// Attack 2: notifications to a handler that sleeps, as fast as the socket takes them.
 #[test]
 fn a_notification_flood_holds_bounded_memory() {
-    let (_server, path, pid) = child_server("notify");
+    let server = child_server("notify");
+    let (path, pid) = (server.path.clone(), server.pid);
     let sock = UnixStream::connect(&path).unwrap();
     let one = encode(
         &Header::new(MessageKind::Notification, 0),
@@ -133,7 +152,8 @@ fn a_notification_flood_holds_bounded_memory() {
 #[test]
 #[ignore = "needs bound: per-connection decompression budget (issue 14 part A)"]
 fn zstd_bombs_hold_bounded_memory() {
-    let (_server, path, pid) = child_server("zstd");
+    let server = child_server("zstd");
+    let (path, pid) = (server.path.clone(), server.pid);
     let zeros = vec![0u8; MAX_FRAME - 64 * 1024];
     let bomb = encode(
         &Header::new(MessageKind::Request, 1),
@@ -202,7 +222,8 @@ fn a_partial_frame_is_not_held_forever() {
 #[test]
 #[ignore = "needs bound: read buffers that grow with the bytes that arrive, and a server-wide budget for them (issue 14 part A)"]
 fn frames_cut_one_byte_short_hold_bounded_memory() {
-    let (_server, path, pid) = child_server("short");
+    let server = child_server("short");
+    let (path, pid) = (server.path.clone(), server.pid);
     let mut frame = (MAX_FRAME as u32).to_le_bytes().to_vec();
     frame.extend(vec![0u8; MAX_FRAME - 1]);
     let frame = std::sync::Arc::new(frame);

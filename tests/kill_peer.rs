@@ -190,11 +190,13 @@ fn server_killed(kind: Kind) {
         });
     }
     // The last restart serves too.
-    let (_server, _) = spawn_server(&addr);
+    let (server, _) = spawn_server(&addr);
     rt.block_on(async {
         let c = AnyClient::connect_retrying(&addr).await;
         assert_eq!(c.echo(&Echo::new(7, 7)).await.unwrap(), Echo::new(7, 7));
     });
+    drop(server);
+    reliability::remove_socket_file(&addr);
     let n = times.len();
     let (p50, max) = p50_max(&mut times);
     println!(
@@ -209,7 +211,7 @@ fn client_killed(kind: Kind) {
     let mut rng = Rng::from_env(&format!("client_killed({kind:?})"));
     let rt = runtime();
     let rounds = scale(3, 25);
-    let (_server, addr) = spawn_server(&Addr::fresh(kind, "kc"));
+    let (server, addr) = spawn_server(&Addr::fresh(kind, "kc"));
     let mut times = Vec::new();
     rt.block_on(async {
         let monitor = AnyClient::connect_retrying(&addr).await;
@@ -252,6 +254,8 @@ fn client_killed(kind: Kind) {
             }
         }
     });
+    drop(server);
+    reliability::remove_socket_file(&addr);
     let (p50, max) = p50_max(&mut times);
     println!(
         "kill -9 of a client over {kind:?}: the server freed its descriptors, mappings and \

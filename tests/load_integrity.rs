@@ -144,7 +144,7 @@ const RSS_GROWTH_BOUND: u64 = 64 << 20;
 
 fn slow_consumer(kind: Kind) {
     let rt = runtime();
-    let (_server, addr, pid) = reliability::spawn_server_process(&Addr::fresh(kind, "slow"));
+    let (server, addr, pid) = reliability::spawn_server_process(&Addr::fresh(kind, "slow"));
     let pid = pid.to_string();
     let run_for = Duration::from_secs(scale(5, 60) as u64);
     rt.block_on(async {
@@ -188,6 +188,8 @@ fn slow_consumer(kind: Kind) {
             peak >> 20
         );
     });
+    drop(server);
+    reliability::remove_socket_file(&addr);
 }
 
 #[test]

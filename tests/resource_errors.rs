@@ -225,6 +225,7 @@ fn server_runs_out(kind: Kind) {
         }
     });
     server.kill();
+    reliability::remove_socket_file(&addr);
 }
 
 #[test]

@@ -415,6 +415,13 @@ pub fn spawn_server_process(addr: &Addr) -> (xrpc_shm::testing::Peer, Addr, u32)
     (server, bound, pid)
 }
 
+/// Removes the socket file of a Unix address (a server killed in a child process leaves it).
+pub fn remove_socket_file(addr: &Addr) {
+    if let Addr::Unix(p) = addr {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// A two-worker tokio runtime, as the tests use.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
