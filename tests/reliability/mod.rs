@@ -192,6 +192,8 @@ pub struct Resources {
     pub fds: usize,
     /// Mappings of memfd files (shared-memory segments).
     pub memfd_maps: usize,
+    /// All mappings (heap arenas and thread stacks come and go: compared loosely).
+    pub maps: usize,
     /// Stream handlers (`ticks`, `sum`) still running.
     pub live_handlers: usize,
     /// Resident set, bytes.
@@ -201,13 +203,11 @@ pub struct Resources {
 impl Resources {
     /// What this process holds now.
     pub fn of_self() -> Resources {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
         Resources {
             fds: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()),
-            memfd_maps: std::fs::read_to_string("/proc/self/maps")
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.contains("/memfd:"))
-                .count(),
+            memfd_maps: maps.lines().filter(|l| l.contains("/memfd:")).count(),
+            maps: maps.lines().count(),
             live_handlers: LIVE_HANDLERS.load(Ordering::SeqCst),
             rss: rss_of("self"),
         }
