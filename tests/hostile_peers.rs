@@ -15,11 +15,10 @@ mod reliability;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reliability::{Addr, AnyClient, AnyListener, Echo, Kind, runtime, test_server};
+use reliability::{Addr, AnyClient, AnyListener, Echo, Kind, test_server};
 use xrpc::{MessageChannelAdapter, RequestStream, RpcClient, RpcServer, UnixConfig};
 use xrpc::{RpcError, UnixFrameTransport};
 
@@ -27,19 +26,38 @@ use xrpc::{RpcError, UnixFrameTransport};
 /// the reading at once; the calls it started get the shutdown grace, 5 s by default).
 const CLOSED_WITHIN: Duration = Duration::from_secs(10);
 
-/// Panics anywhere in this test binary (a server task that panicked would also close its
+/// The names of the threads that panicked (a server task that panicked would also close its
 /// connection: closing alone does not prove there was no panic).
-static PANICS: AtomicUsize = AtomicUsize::new(0);
+static PANICKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
-fn count_panics() {
+/// A two-worker runtime whose threads (workers and blocking) are named `name`, with panics
+/// counted by thread name: each test runs its endpoints on a runtime of its own name and checks
+/// with [`panics_in`] that none of its threads panicked.
+fn counted_runtime(name: &str) -> tokio::runtime::Runtime {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            PANICS.fetch_add(1, Ordering::SeqCst);
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            PANICKED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(name);
             default(info);
         }));
     });
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// How many threads named `name` panicked.
+fn panics_in(name: &str) -> usize {
+    let panicked = PANICKED.lock().unwrap_or_else(|e| e.into_inner());
+    panicked.iter().filter(|n| *n == name).count()
 }
 
 // ---- hand-made messages (docs/PROTOCOL.md §1–§3) ----
@@ -248,8 +266,8 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 fn hostile_clients(kind: Kind) {
-    count_panics();
-    let rt = runtime();
+    let threads = &format!("hostile-{kind:?}");
+    let rt = counted_runtime(threads);
     rt.block_on(async {
         let (listener, addr) = AnyListener::bind(&Addr::fresh(kind, "hostile"))
             .await
@@ -299,7 +317,7 @@ fn hostile_clients(kind: Kind) {
             );
         }
     });
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
+    assert_eq!(panics_in(threads), 0, "a thread of this test panicked");
 }
 
 #[test]
@@ -353,8 +371,8 @@ fn client_against(
 
 #[test]
 fn a_client_ignores_answers_to_calls_it_never_made() {
-    count_panics();
-    let rt = runtime();
+    let threads = "a_client_ignores_answers_to_ca";
+    let rt = counted_runtime(threads);
     let client = client_against(&rt, |mut s| {
         loop {
             let Ok(len) = (|| -> std::io::Result<[u8; 4]> {
@@ -397,13 +415,13 @@ fn a_client_ignores_answers_to_calls_it_never_made() {
             assert_eq!(answer, req);
         }
     });
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
+    assert_eq!(panics_in(threads), 0, "a thread of this test panicked");
 }
 
 #[test]
 fn a_client_fails_its_call_on_a_hostile_server() {
-    count_panics();
-    let rt = runtime();
+    let threads = "a_client_fails_its_call_on_a_h";
+    let rt = counted_runtime(threads);
     /// What the hostile server answers to the request of the given id.
     type Answer = fn(u64) -> Vec<u8>;
     let answers: Vec<(&str, Answer)> = vec![
@@ -439,7 +457,7 @@ fn a_client_fails_its_call_on_a_hostile_server() {
         assert!(!matches!(err, RpcError::Timeout), "{what}: {err:?}");
         println!("a hostile server's {what}: the call failed with {err:?}");
     }
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
+    assert_eq!(panics_in(threads), 0, "a thread of this test panicked");
 }
 
 // ---- a hostile shared-memory peer (docs/PROTOCOL.md §8) ----
@@ -603,8 +621,8 @@ impl Scribbler {
 
 #[test]
 fn hostile_shared_memory_peers() {
-    count_panics();
-    let rt = runtime();
+    let threads = "hostile_shared_memory_peers";
+    let rt = counted_runtime(threads);
     let addr = Addr::fresh(Kind::Shm, "scribble");
     let service = match &addr {
         Addr::Shm(n) => n.clone(),
@@ -704,13 +722,13 @@ fn hostile_shared_memory_peers() {
             assert_eq!(good.echo(&req).await.unwrap(), req, "served after {what}");
         }
     });
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
+    assert_eq!(panics_in(threads), 0, "a thread of this test panicked");
 }
 
 #[test]
 fn a_client_fails_a_stream_whose_server_sends_past_its_credit() {
-    count_panics();
-    let rt = runtime();
+    let threads = "a_client_fails_a_stream_whose_";
+    let rt = counted_runtime(threads);
     let client = client_against(&rt, |mut s| {
         let m = read_message(&mut s);
         let (id, _, _) = parse_request(&m);
@@ -733,6 +751,9 @@ fn a_client_fails_a_stream_whose_server_sends_past_its_credit() {
             .call_server_stream::<_, u8>("ticks", &0u64)
             .await
             .unwrap();
+        // Read nothing until every item is in: taking items grants credit (half a window at a
+        // time), which would make later items legitimate.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let mut ok = 0;
         let err = loop {
             match tokio::time::timeout(Duration::from_secs(5), items.recv()).await {
@@ -746,5 +767,5 @@ fn a_client_fails_a_stream_whose_server_sends_past_its_credit() {
         assert!(ok <= 32, "{ok} items taken beyond the window of 32");
         assert!(!matches!(err, RpcError::Timeout), "{err:?}");
     });
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
+    assert_eq!(panics_in(threads), 0, "a thread of this test panicked");
 }
