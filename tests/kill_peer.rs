@@ -2,7 +2,8 @@
 //! unary calls and of streams (issue 14):
 //!
 //! - the server killed: every pending call of every client — unary calls in a loop, a call
-//!   that never gets an answer, a server stream, a client stream — ends with a typed error, soon
+//!   that never gets an answer, calls of 3 MiB (in pieces over shared memory), a server stream,
+//!   a client stream — ends with a typed error, soon
 //!   (the detection time, p50 and max, is printed); a client that connects then is refused with
 //!   a typed error; a server restarted under the same name (port, path, service) serves again;
 //! - a client killed: the server frees everything it held for it — descriptors, shared-memory
@@ -55,6 +56,13 @@ fn run_busy_client(addr: &Addr) {
                 }
             });
         }
+        let large = c.clone();
+        tokio::spawn(async move {
+            let req = bytes::Bytes::from(vec![1; 3 << 20]);
+            loop {
+                let _ = large.echo_raw(req.clone()).await;
+            }
+        });
         let hang = c.clone();
         tokio::spawn(async move { hang.hang().await });
         let mut ticks = c.ticks(500).await.unwrap();
@@ -100,6 +108,21 @@ async fn pending_calls(c: &AnyClient, n: u32) -> Vec<tokio::task::JoinHandle<End
             unreachable!()
         }));
     }
+    // Calls of 3 MiB: over shared memory they cross the 1 MiB rings in pieces, so the kill may
+    // come in the middle of one.
+    let large = c.clone();
+    tasks.push(tokio::spawn(async move {
+        for seq in 0u64.. {
+            let mut req = vec![n as u8; 3 << 20];
+            req[..8].copy_from_slice(&seq.to_le_bytes());
+            let req = bytes::Bytes::from(req);
+            match large.echo_raw(req.clone()).await {
+                Ok(answer) => assert!(answer == req, "an answer to another call"),
+                Err(e) => return ("large unary", e, Instant::now()),
+            }
+        }
+        unreachable!()
+    }));
     let hang = c.clone();
     tasks.push(tokio::spawn(async move {
         let e = hang.hang().await.expect_err("`hang` never answers");

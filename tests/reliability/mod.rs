@@ -144,6 +144,11 @@ impl AnyClient {
         on!(self, c => c.call("echo", v).await)
     }
 
+    /// `echo_raw`: raw bytes (no serialization, for large payloads).
+    pub async fn echo_raw(&self, b: bytes::Bytes) -> Result<bytes::Bytes, RpcError> {
+        on!(self, c => c.call_raw("echo_raw", b).await)
+    }
+
     /// `echo` with a timeout of its own.
     pub async fn echo_within(&self, v: &Echo, timeout: Duration) -> Result<Echo, RpcError> {
         on!(self, c => c.call_with_timeout("echo", v, timeout).await)
@@ -262,7 +267,8 @@ impl Drop for Live {
     }
 }
 
-/// The test server's methods: `echo` (answers its request), `hang` (never answers), `ticks`
+/// The test server's methods: `echo` (answers its request), `echo_raw` (the same for raw
+/// bytes), `hang` (never answers), `ticks`
 /// (a server stream of a counter, one item per period), `blobs` (a server stream of byte
 /// blobs, one per period), `flood` (a server stream of items as fast as credit allows),
 /// `idle` (a server stream that never sends), `keep` (holds its raw payload 10 s), `nap` (a
@@ -271,6 +277,7 @@ impl Drop for Live {
 pub fn test_server() -> RpcServer {
     let server = RpcServer::new();
     server.register_typed("echo", |e: Echo| async move { Ok(e) });
+    server.register("echo_raw", |b: bytes::Bytes| async move { Ok(b) });
     server.register_typed("hang", |_: ()| async move {
         std::future::pending::<()>().await;
         Ok(())
