@@ -1,0 +1,631 @@
+//! The attacks of issue 14, measured: for each, a server with the default configuration runs
+//! in a child process (this binary, `--server <socket path>`), a well-behaved client calls it
+//! sequentially — first idle, then while an attacker works — and the table printed at the end
+//! gives the server's peak RSS (`VmHWM`), the client's p50 and p99 latency idle → under attack,
+//! and the verdict against the goal of issue 14:
+//!
+//! - the server's RSS stays below 256 MiB, and the client's p50 within 3x of idle;
+//! - shutdown with an open stream ends within the drain deadline (10 s by default);
+//! - a connection made during shutdown is refused at once.
+//!
+//! Every attack is short (4 s) and bounded: a server above 1 GiB is killed (the verdict says
+//! so), a shutdown is given 25 s at most.
+//!
+//! ```text
+//! cargo run --release -p xrpc-bench --bin attack
+//! ```
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use xrpc::proto::{CompressionConfig, Header, MessageEncoder, MessageKind};
+use xrpc::{
+    MessageChannelAdapter, RpcClient, RpcServer, ServerStreamSender, UnixConfig,
+    UnixFrameTransport, UnixFrameTransportListener,
+};
+
+/// How long each attack runs while the client measures.
+const ATTACK: Duration = Duration::from_secs(4);
+/// How long the idle baseline is measured.
+const IDLE: Duration = Duration::from_secs(2);
+/// A server above this is killed: the attack cannot eat the machine.
+const RSS_CAP: u64 = 1 << 30;
+/// The goal of issue 14.
+const RSS_GOAL: u64 = 256 << 20;
+/// The default drain deadline (`ServerConfig::drain_timeout`).
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest a shutdown is watched.
+const SHUTDOWN_CAP: Duration = Duration::from_secs(25);
+/// A call of the well-behaved client that takes longer counts as this long.
+const CALL_CAP: Duration = Duration::from_secs(2);
+/// Largest frame and decompressed payload the server accepts by default.
+const MAX_FRAME: usize = 16 << 20;
+
+type Client = RpcClient<MessageChannelAdapter<UnixFrameTransport>>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "--server" {
+        return serve(Path::new(&args[2]));
+    }
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .unwrap_or_default();
+    println!(
+        "xrpc attack figures, commit {}, {} cores; server: default configuration, Unix socket",
+        commit.trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let rows = vec![
+        run(
+            "1. unbounded stream credit (4 streams granting u32::MAX, never read)",
+            credit_attack,
+        ),
+        run(
+            "2. notification flood (to a handler that sleeps 10 s)",
+            notification_flood,
+        ),
+        run(
+            "3. Zstd bombs (2 connections, 16 MiB from ~0.5 KiB each, kept 10 s)",
+            zstd_bombs,
+        ),
+        run(
+            "4. slow and partial frames (50 × 16 MiB − 1 byte, 200 × 10 bytes)",
+            partial_frames,
+        ),
+        shutdown_attack(false),
+        shutdown_attack(true),
+    ];
+    println!();
+    println!(
+        "| attack | server peak RSS | client p50 idle → under attack | client p99 idle → under attack | verdict |"
+    );
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.attack, r.rss, r.p50, r.p99, r.verdict
+        );
+    }
+}
+
+// ---- the server (child process) ----
+
+fn serve(path: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let server = RpcServer::new();
+        server.register("echo", |b: Bytes| async move { Ok(b) });
+        // Holds its payload for 10 s (a handler that keeps what it is given).
+        server.register("keep", |b: Bytes| async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(Bytes::from(b.len().to_le_bytes().to_vec()))
+        });
+        server.register("slow", |_b: Bytes| async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(Bytes::new())
+        });
+        // Produces 64 KiB items as fast as its credit allows.
+        server.register_stream(
+            "flood",
+            |_: (), tx: ServerStreamSender<Vec<u8>>| async move {
+                let item = vec![7u8; 64 * 1024];
+                loop {
+                    tx.send(&item).await?;
+                }
+            },
+        );
+        // An open stream that never sends.
+        server.register_stream("idle", |_: (), _tx: ServerStreamSender<u64>| async move {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        let s = server.clone();
+        server.register_typed("shutdown", move |_: ()| {
+            s.shutdown();
+            async { Ok(()) }
+        });
+        let listener = UnixFrameTransportListener::bind(path, UnixConfig::default())
+            .await
+            .expect("bind");
+        println!("ready");
+        server.serve_listener(listener).await.expect("serve");
+    });
+}
+
+/// The server in a child process, and what it holds.
+struct Server {
+    child: Arc<Mutex<Child>>,
+    /// The server's stdout, kept open so that its prints never fail.
+    _stdout: std::process::ChildStdout,
+    pid: u32,
+    path: PathBuf,
+    /// Largest `VmHWM` seen, bytes.
+    peak: Arc<AtomicU64>,
+    /// Set when the monitor killed it at [`RSS_CAP`].
+    capped: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    monitor: Option<std::thread::JoinHandle<()>>,
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl Server {
+    fn start() -> Server {
+        static SERVERS: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "xrpc-attack-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::SeqCst)
+        ));
+        let exe = std::env::current_exe().expect("this binary");
+        let mut child = Command::new(exe)
+            .arg("--server")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let mut out = child.stdout.take().expect("piped");
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while !line.ends_with(b"ready\n") {
+            match out.read(&mut b) {
+                Ok(1) => line.push(b[0]),
+                _ => panic!("the server did not start"),
+            }
+        }
+        let pid = child.id();
+        let child = Arc::new(Mutex::new(child));
+        let (peak, capped, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let monitor = {
+            let (child, peak, capped, stop) =
+                (child.clone(), peak.clone(), capped.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(hwm) = status_kib(pid, "VmHWM:") {
+                        peak.fetch_max(hwm * 1024, Ordering::SeqCst);
+                    }
+                    if status_kib(pid, "VmRSS:").is_some_and(|rss| rss * 1024 > RSS_CAP) {
+                        capped.store(true, Ordering::SeqCst);
+                        let mut c = child.lock().unwrap();
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Server {
+            child,
+            _stdout: out,
+            pid,
+            path,
+            peak,
+            capped,
+            stop,
+            monitor: Some(monitor),
+        }
+    }
+
+    fn connect_raw(&self) -> std::io::Result<UnixStream> {
+        UnixStream::connect(&self.path)
+    }
+
+    async fn client(&self) -> Client {
+        let t = UnixFrameTransport::connect(&self.path, UnixConfig::default())
+            .await
+            .expect("connect the well-behaved client");
+        let c = RpcClient::new(MessageChannelAdapter::new(t));
+        let _ = c.start();
+        c
+    }
+
+    fn exited(&self) -> bool {
+        matches!(self.child.lock().unwrap().try_wait(), Ok(Some(_)))
+    }
+
+    /// Stops watching and kills the server; returns its peak RSS and whether it hit the cap.
+    fn finish(mut self) -> (u64, bool) {
+        if let Some(hwm) = status_kib(self.pid, "VmHWM:") {
+            self.peak.fetch_max(hwm * 1024, Ordering::SeqCst);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(m) = self.monitor.take() {
+            let _ = m.join();
+        }
+        let mut c = self.child.lock().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+        let _ = std::fs::remove_file(&self.path);
+        (
+            self.peak.load(Ordering::SeqCst),
+            self.capped.load(Ordering::SeqCst),
+        )
+    }
+}
+
+// ---- the well-behaved client ----
+
+/// Sequential 64-byte echo calls for `d`: the latencies (capped at [`CALL_CAP`]).
+async fn latencies(client: &Client, d: Duration) -> Vec<Duration> {
+    let payload = Bytes::from(vec![1u8; 64]);
+    let start = Instant::now();
+    let mut v = Vec::new();
+    while start.elapsed() < d {
+        let t = Instant::now();
+        match tokio::time::timeout(CALL_CAP, client.call_raw("echo", payload.clone())).await {
+            Ok(Ok(_)) => v.push(t.elapsed()),
+            Ok(Err(_)) | Err(_) => {
+                v.push(CALL_CAP.max(t.elapsed()));
+                // A failed call (the server is gone): do not spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    v
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn mib(b: u64) -> String {
+    format!("{} MiB", b >> 20)
+}
+
+struct Row {
+    attack: String,
+    rss: String,
+    p50: String,
+    p99: String,
+    verdict: String,
+}
+
+/// What an attack reports besides the figures (e.g. connections still open).
+type Note = String;
+
+/// Announces attack `name`; starts its server and the client's runtime.
+fn start(name: &str) -> (Server, tokio::runtime::Runtime) {
+    eprintln!("{name}…");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    (Server::start(), rt)
+}
+
+/// Runs `attack` against a fresh server while the client measures; `attack` runs on its own
+/// threads until `stop` is set, and returns a note for the verdict.
+fn run(name: &str, attack: fn(&Server, Arc<AtomicBool>) -> Note) -> Row {
+    let (server, rt) = start(name);
+    let client = rt.block_on(server.client());
+    let mut idle = rt.block_on(latencies(&client, IDLE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let note = std::thread::scope(|s| {
+        let attacker = {
+            let stop = stop.clone();
+            let server = &server;
+            s.spawn(move || attack(server, stop))
+        };
+        let mut busy = rt.block_on(latencies(&client, ATTACK));
+        stop.store(true, Ordering::SeqCst);
+        let note = attacker
+            .join()
+            .unwrap_or_else(|_| "the attacker panicked".into());
+        (note, std::mem::take(&mut busy))
+    });
+    let (note, mut busy) = note;
+    drop(client);
+    let (peak, capped) = server.finish();
+    let (i50, i99) = (percentile(&mut idle, 0.5), percentile(&mut idle, 0.99));
+    let (b50, b99) = (percentile(&mut busy, 0.5), percentile(&mut busy, 0.99));
+    let mut problems = Vec::new();
+    if capped {
+        problems.push(format!("RSS over the {} cap: killed", mib(RSS_CAP)));
+    } else if peak >= RSS_GOAL {
+        problems.push(format!("RSS {} ≥ {}", mib(peak), mib(RSS_GOAL)));
+    }
+    if b50 > i50 * 3 {
+        problems.push(format!(
+            "p50 {:.0}x idle",
+            b50.as_secs_f64() / i50.as_secs_f64()
+        ));
+    }
+    let verdict = if problems.is_empty() {
+        format!("meets the goal{}", note_suffix(&note))
+    } else {
+        format!("**fails**: {}{}", problems.join(", "), note_suffix(&note))
+    };
+    Row {
+        attack: name.to_string(),
+        rss: if capped {
+            format!("> {} (killed)", mib(RSS_CAP))
+        } else {
+            mib(peak)
+        },
+        p50: format!("{} → {}", ms(i50), ms(b50)),
+        p99: format!("{} → {}", ms(i99), ms(b99)),
+        verdict,
+    }
+}
+
+fn note_suffix(note: &str) -> String {
+    if note.is_empty() {
+        String::new()
+    } else {
+        format!("; {note}")
+    }
+}
+
+// ---- the attacks ----
+
+fn encode(header: &Header, method: &str, payload: &[u8], compression: CompressionConfig) -> Bytes {
+    let mut out = BytesMut::new();
+    MessageEncoder::new(MAX_FRAME, compression)
+        .encode(header, method, payload, &mut out)
+        .expect("encode an attack frame");
+    out.freeze()
+}
+
+/// Writes `bytes` until done or `stop`; false if the server closed the connection.
+fn write_until(sock: &mut UnixStream, bytes: &[u8], stop: &AtomicBool) -> bool {
+    let _ = sock.set_write_timeout(Some(Duration::from_millis(50)));
+    let mut at = 0;
+    while at < bytes.len() {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        match sock.write(&bytes[at..]) {
+            Ok(0) => return false,
+            Ok(n) => at += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn wait(stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the server closed `sock` (it reads as the end, or reset).
+fn is_closed(mut sock: &UnixStream) -> bool {
+    let _ = sock.set_nonblocking(true);
+    let mut b = [0u8; 4096];
+    loop {
+        match sock.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+fn credit_attack(server: &Server, stop: Arc<AtomicBool>) -> Note {
+    let Ok(mut sock) = server.connect_raw() else {
+        return "connect failed".into();
+    };
+    for id in 1..=4u64 {
+        let mut h = Header::new(MessageKind::Request, id);
+        h.codec = 1; // bincode: the request `()` is empty
+        h.server_stream = true;
+        h.window = Some(u32::MAX);
+        let _ = write_until(
+            &mut sock,
+            &encode(&h, "flood", &[], CompressionConfig::none()),
+            &stop,
+        );
+    }
+    wait(&stop); // never reads
+    String::new()
+}
+
+fn notification_flood(server: &Server, stop: Arc<AtomicBool>) -> Note {
+    let Ok(mut sock) = server.connect_raw() else {
+        return "connect failed".into();
+    };
+    let one = encode(
+        &Header::new(MessageKind::Notification, 0),
+        "slow",
+        b"x",
+        CompressionConfig::none(),
+    );
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        if !write_until(&mut sock, &batch, &stop) {
+            return format!("the server closed the flood after {sent} notifications");
+        }
+        sent += 1000;
+    }
+    format!("{sent} notifications sent")
+}
+
+fn zstd_bombs(server: &Server, stop: Arc<AtomicBool>) -> Note {
+    let zeros = vec![0u8; MAX_FRAME - 64 * 1024];
+    let bomb = encode(
+        &Header::new(MessageKind::Request, 1),
+        "keep",
+        &zeros,
+        CompressionConfig::zstd(19),
+    );
+    let sent = AtomicU64::new(0);
+    let closed = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let Ok(mut sock) = server.connect_raw() else {
+                    return;
+                };
+                let mut frame = bomb.to_vec();
+                for id in 1u64.. {
+                    // The id: after the 4-byte prefix and 8 header bytes.
+                    frame[12..20].copy_from_slice(&id.to_le_bytes());
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if !write_until(&mut sock, &frame, &stop) {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    format!(
+        "{} bombs of {} B sent ({} MiB inflated), {} of 2 connections closed by the server",
+        sent.load(Ordering::SeqCst),
+        bomb.len(),
+        (sent.load(Ordering::SeqCst) * zeros.len() as u64) >> 20,
+        closed.load(Ordering::SeqCst)
+    )
+}
+
+fn partial_frames(server: &Server, stop: Arc<AtomicBool>) -> Note {
+    let big = MAX_FRAME as u32;
+    let mut frame = big.to_le_bytes().to_vec();
+    frame.extend(vec![0u8; MAX_FRAME - 1]); // one byte short
+    let mut socks: Vec<UnixStream> = Vec::new();
+    // 200 connections that send 10 bytes of a frame.
+    let mut short = 12u32.to_le_bytes().to_vec();
+    short.extend(b"XR\x01\x08\x00\x00");
+    for _ in 0..200 {
+        if let Ok(mut s) = server.connect_raw() {
+            let _ = s.write_all(&short);
+            socks.push(s);
+        }
+    }
+    // 50 that stop one byte short of 16 MiB.
+    let bigs: Vec<UnixStream> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let (frame, stop) = (&frame, &stop);
+                s.spawn(move || {
+                    let mut sock = server.connect_raw().ok()?;
+                    write_until(&mut sock, frame, stop);
+                    Some(sock)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    socks.extend(bigs);
+    wait(&stop);
+    let open = socks.iter().filter(|s| !is_closed(s)).count();
+    format!("{open} of 250 connections still open at the end")
+}
+
+/// Attack 5 (`connect_during == false`): shutdown with an idle server stream open; attack 6:
+/// the same, and a new connection made during the shutdown.
+fn shutdown_attack(connect_during: bool) -> Row {
+    let name = if connect_during {
+        "6. connect during shutdown (an idle stream holds the shutdown open)"
+    } else {
+        "5. shutdown with an open stream (one idle server stream)"
+    };
+    let (server, rt) = start(name);
+    let (took, refused) = rt.block_on(async {
+        let streamer = server.client().await;
+        let _stream = streamer
+            .call_server_stream::<_, u64>("idle", &())
+            .await
+            .expect("open the idle stream");
+        let admin = server.client().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = Instant::now();
+        let _ = admin.call::<_, ()>("shutdown", &()).await;
+        let refused = if connect_during {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            let outcome = tokio::time::timeout(Duration::from_secs(3), async {
+                let tr = UnixFrameTransport::connect(&server.path, UnixConfig::default()).await?;
+                let c: Client = RpcClient::new(MessageChannelAdapter::new(tr));
+                c.call_raw("echo", Bytes::from_static(b"hi")).await
+            })
+            .await;
+            Some(match outcome {
+                Ok(Err(e)) => (true, t.elapsed(), e.to_string()),
+                Ok(Ok(_)) => (false, t.elapsed(), "served".to_string()),
+                Err(_) => (false, t.elapsed(), "no answer".to_string()),
+            })
+        } else {
+            None
+        };
+        while !server.exited() && t0.elapsed() < SHUTDOWN_CAP {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (t0.elapsed(), refused)
+    });
+    let ended = server.exited();
+    let (peak, _) = server.finish();
+    let shutdown = if ended {
+        format!("shutdown took {:.1} s", took.as_secs_f64())
+    } else {
+        format!(
+            "still running {} s after shutdown()",
+            SHUTDOWN_CAP.as_secs()
+        )
+    };
+    let verdict = match refused {
+        None if ended && took <= DRAIN_DEADLINE + Duration::from_secs(1) => {
+            format!(
+                "meets the goal: {shutdown} (drain deadline {} s)",
+                DRAIN_DEADLINE.as_secs()
+            )
+        }
+        None => format!(
+            "**fails**: {shutdown} (drain deadline {} s)",
+            DRAIN_DEADLINE.as_secs()
+        ),
+        Some((true, t, e)) if t < Duration::from_millis(200) => {
+            format!("meets the goal: refused in {} ({e}); {shutdown}", ms(t))
+        }
+        Some((_, t, e)) => format!("**fails**: {e} after {}; {shutdown}", ms(t)),
+    };
+    Row {
+        attack: name.to_string(),
+        rss: mib(peak),
+        p50: "—".into(),
+        p99: "—".into(),
+        verdict,
+    }
+}
