@@ -322,7 +322,7 @@ impl<S: Strategy> Balancer<S> {
                 }
                 e.health.on_success();
             }
-            Outcome::Transport | Outcome::Timeout => {
+            Outcome::Transport | Outcome::Timeout | Outcome::Refused => {
                 if outcome == Outcome::Timeout && measure {
                     // A timeout is at least this slow.
                     e.latency

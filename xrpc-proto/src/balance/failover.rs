@@ -71,7 +71,7 @@ impl FailoverConfig {
         if !self.enabled {
             return Err(Failover::Disabled);
         }
-        if delivery == Delivery::MaybeRan && !idempotent {
+        if delivery == Delivery::MaybeRan && outcome != Outcome::Refused && !idempotent {
             return Err(Failover::NotIdempotent);
         }
         if attempt > self.max_attempts {

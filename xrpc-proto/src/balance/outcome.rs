@@ -3,6 +3,7 @@
 //! server is alive and answering, so it counts as a success for health.
 
 use crate::client::CallError;
+use crate::message::ErrorCode;
 
 /// How a call ended, for the balancer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +13,9 @@ pub enum Outcome {
     /// The server answered with an error (its handler's, or "method not found"): the
     /// endpoint is healthy.
     Remote,
+    /// The server refused the call without running it (it is shutting down, or out of
+    /// capacity): counts against the endpoint, and is safe to retry anywhere.
+    Refused,
     /// The connection could not be made, broke, or the peer broke the protocol.
     Transport,
     /// The call's deadline passed without an answer.
@@ -26,7 +30,18 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the outcome counts as a failure of the endpoint.
     pub fn is_endpoint_failure(self) -> bool {
-        matches!(self, Self::Transport | Self::Timeout)
+        matches!(self, Self::Transport | Self::Timeout | Self::Refused)
+    }
+
+    /// The outcome of an error answer with `code` from the server.
+    pub fn of_remote(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::ShuttingDown | ErrorCode::ResourceExhausted => Self::Refused,
+            ErrorCode::DeadlineExceeded => Self::Timeout,
+            ErrorCode::Cancelled => Self::Cancelled,
+            ErrorCode::Protocol => Self::Transport,
+            _ => Self::Remote,
+        }
     }
 }
 
@@ -36,7 +51,7 @@ impl From<&CallError> for Outcome {
             CallError::Timeout => Self::Timeout,
             CallError::Cancelled => Self::Cancelled,
             CallError::Disconnected(_) | CallError::Protocol(_) => Self::Transport,
-            CallError::Remote(_) => Self::Remote,
+            CallError::Remote(r) => Self::of_remote(r.code),
             CallError::Unsendable(_) | CallError::FrameTooLarge { .. } => Self::Local,
         }
     }
