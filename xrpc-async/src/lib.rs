@@ -25,9 +25,7 @@ pub mod runtime;
 mod signal;
 pub mod transport;
 
-pub use balance::{
-    DnsDiscovery, LoadBalancedClient, LoadBalancer, StaticDiscovery,
-};
+pub use balance::{DnsDiscovery, LoadBalancedClient, LoadBalancer, StaticDiscovery};
 pub use channel::{
     ChannelError, MessageChannel, MessageChannelAdapter, Payload, SerdeChannel, TypedChannel,
 };

@@ -73,7 +73,11 @@ fn random_spreads_evenly_within_tolerance() {
     let mut b = balancer(Random::new(), 3);
     let counts = spread(&mut b, now, 6000);
     let third = 1.0 / 3.0;
-    assert_within(&counts, &[(ep(0), third), (ep(1), third), (ep(2), third)], 0.03);
+    assert_within(
+        &counts,
+        &[(ep(0), third), (ep(1), third), (ep(2), third)],
+        0.03,
+    );
 }
 
 #[test]
@@ -82,7 +86,9 @@ fn random_choices_follow_the_seed() {
     let picks = |seed| {
         let mut b = Balancer::new(Random, LoadBalancerConfig::default(), Rng::new(seed));
         b.update(eps(5));
-        (0..20).map(|_| b.pick(now).unwrap().endpoint).collect::<Vec<_>>()
+        (0..20)
+            .map(|_| b.pick(now).unwrap().endpoint)
+            .collect::<Vec<_>>()
     };
     assert_eq!(picks(1), picks(1));
     assert_ne!(picks(1), picks(2));
@@ -187,7 +193,10 @@ fn p2c_avoids_the_slow_endpoint() {
     let mut b = balancer(P2c::new(), 3);
     let counts = simulate(&mut b, &one_slow(), 4, 3000);
     let slow = counts.get(&ep(2)).copied().unwrap_or(0) as f64 / 3000.0;
-    assert!(slow < 0.10, "the slow endpoint got {slow:.3} of calls: {counts:?}");
+    assert!(
+        slow < 0.10,
+        "the slow endpoint got {slow:.3} of calls: {counts:?}"
+    );
 }
 
 #[test]
@@ -195,7 +204,10 @@ fn score_based_avoids_the_slow_endpoint() {
     let mut b = balancer(ScoreBased::new(), 3);
     let counts = simulate(&mut b, &one_slow(), 4, 3000);
     let slow = counts.get(&ep(2)).copied().unwrap_or(0) as f64 / 3000.0;
-    assert!(slow < 0.10, "the slow endpoint got {slow:.3} of calls: {counts:?}");
+    assert!(
+        slow < 0.10,
+        "the slow endpoint got {slow:.3} of calls: {counts:?}"
+    );
 }
 
 #[test]
@@ -247,7 +259,11 @@ fn transport_failures_eject_and_a_probe_readmits_after_the_back_off() {
     };
     for i in 0..3 {
         fail(&mut b, t0);
-        let want = if i < 2 { HealthState::Degraded } else { HealthState::Unhealthy };
+        let want = if i < 2 {
+            HealthState::Degraded
+        } else {
+            HealthState::Unhealthy
+        };
         assert_eq!(b.status()[0].health, want);
     }
     // Ejected for 1 s: no call reaches it.
@@ -262,7 +278,10 @@ fn transport_failures_eject_and_a_probe_readmits_after_the_back_off() {
     assert_eq!(spread(&mut b, t1, 50).get(&ep(0)), None);
     // The probe fails: ejected for twice as long.
     b.finish(&probe, t1, Outcome::Timeout);
-    assert_eq!(spread(&mut b, t1 + Duration::from_millis(1999), 50).get(&ep(0)), None);
+    assert_eq!(
+        spread(&mut b, t1 + Duration::from_millis(1999), 50).get(&ep(0)),
+        None
+    );
     let t2 = t1 + Duration::from_secs(2);
     let probe = b.pick(t2).unwrap();
     assert!(probe.probe && probe.endpoint == ep(0));
@@ -280,7 +299,10 @@ fn a_cancelled_probe_is_sent_again() {
         let p = b.pick(t0).unwrap();
         b.finish(&p, t0, Outcome::Transport);
     }
-    assert!(matches!(b.pick(t0), Err(PickError::AllUnhealthy { count: 1, .. })));
+    assert!(matches!(
+        b.pick(t0),
+        Err(PickError::AllUnhealthy { count: 1, .. })
+    ));
     let t1 = t0 + Duration::from_secs(1);
     let probe = b.pick(t1).unwrap();
     assert!(probe.probe);
@@ -311,7 +333,10 @@ fn remote_errors_do_not_eject() {
     assert_eq!(Outcome::from(&refused), Outcome::Refused);
     let mut b = balancer(RoundRobin::new(), 2);
     b.record_request(now);
-    assert_eq!(b.failover(now, 1, Outcome::Refused, Delivery::MaybeRan, false), Ok(()));
+    assert_eq!(
+        b.failover(now, 1, Outcome::Refused, Delivery::MaybeRan, false),
+        Ok(())
+    );
 }
 
 #[test]
@@ -371,7 +396,10 @@ fn failover_retries_only_what_is_safe_and_budgeted() {
         Err(Failover::NotIdempotent)
     );
     // Never sent: retried even if not idempotent; idempotent: retried.
-    assert_eq!(b.failover(now, 1, Outcome::Transport, NotSent, false), Ok(()));
+    assert_eq!(
+        b.failover(now, 1, Outcome::Transport, NotSent, false),
+        Ok(())
+    );
     assert_eq!(b.failover(now, 2, Outcome::Timeout, MaybeRan, true), Ok(()));
     // Two retries at most after the first attempt.
     assert_eq!(
@@ -414,7 +442,10 @@ fn a_stream_stays_on_the_endpoint_that_opened_it() {
         };
         b.finish(&p, now, Outcome::Transport);
     }
-    let others: Vec<_> = eps(3).into_iter().filter(|e| *e != opened.endpoint).collect();
+    let others: Vec<_> = eps(3)
+        .into_iter()
+        .filter(|e| *e != opened.endpoint)
+        .collect();
     b.update(others);
     assert_eq!(b.stream_endpoint(key).unwrap().endpoint, opened.endpoint);
     // It counts as in flight until closed; then its removed endpoint leaves the set.
@@ -443,13 +474,29 @@ fn discovery_updates_keep_calls_in_flight_on_removed_endpoints() {
     // ep(0) takes no new call but keeps its call.
     let counts = spread(&mut b, now, 20);
     assert_eq!(counts.get(&ep(0)), None);
-    assert!(b.status().iter().any(|s| s.endpoint == ep(0) && s.removed && s.in_flight == 1));
+    assert!(
+        b.status()
+            .iter()
+            .any(|s| s.endpoint == ep(0) && s.removed && s.in_flight == 1)
+    );
     b.finish(&on0, now, Outcome::Success);
     assert!(b.status().iter().all(|s| s.endpoint != ep(0)));
     // A remaining endpoint keeps its state across an update.
-    let calls = b.status().iter().find(|s| s.endpoint == ep(1)).unwrap().calls;
+    let calls = b
+        .status()
+        .iter()
+        .find(|s| s.endpoint == ep(1))
+        .unwrap()
+        .calls;
     b.update([ep(1), ep(2)]);
-    assert_eq!(b.status().iter().find(|s| s.endpoint == ep(1)).unwrap().calls, calls);
+    assert_eq!(
+        b.status()
+            .iter()
+            .find(|s| s.endpoint == ep(1))
+            .unwrap()
+            .calls,
+        calls
+    );
     b.update([]);
     assert_eq!(b.pick(now), Err(PickError::NoEndpoints));
 }
@@ -482,9 +529,15 @@ fn the_pool_reuses_opens_and_closes_connections_by_its_rules() {
     assert_eq!(cfg.checkout(&[], 2), Checkout::Wait);
     assert_eq!(cfg.checkout(&[slot(3, true)], 0), Checkout::Use(0));
     assert_eq!(cfg.checkout(&[slot(4, true)], 0), Checkout::Connect);
-    assert_eq!(cfg.checkout(&[slot(4, true), slot(1, true)], 0), Checkout::Use(1));
+    assert_eq!(
+        cfg.checkout(&[slot(4, true), slot(1, true)], 0),
+        Checkout::Use(1)
+    );
     // Full: the least loaded, past the target.
-    assert_eq!(cfg.checkout(&[slot(9, true), slot(5, true)], 0), Checkout::Use(1));
+    assert_eq!(
+        cfg.checkout(&[slot(9, true), slot(5, true)], 0),
+        Checkout::Use(1)
+    );
     assert_eq!(cfg.checkout(&[slot(4, true)], 1), Checkout::Use(0));
     // Broken connections are never used and are dropped; idle ones after the timeout.
     assert_eq!(cfg.checkout(&[slot(0, false)], 0), Checkout::Connect);
@@ -496,7 +549,12 @@ fn the_pool_reuses_opens_and_closes_connections_by_its_rules() {
 
 #[test]
 fn endpoints_read_back_what_they_display() {
-    for s in ["tcp://127.0.0.1:8001", "unix:///tmp/x.sock", "shm://svc", "quic://h:1"] {
+    for s in [
+        "tcp://127.0.0.1:8001",
+        "unix:///tmp/x.sock",
+        "shm://svc",
+        "quic://h:1",
+    ] {
         let e: Endpoint = s.parse().unwrap();
         assert_eq!(e.to_string(), s);
     }

@@ -10,10 +10,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_core::Stream as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::balance::{Delivery, EndpointId, Failover, Outcome, Pick, PickError, PoolConfig, StreamKey};
+use xrpc_proto::balance::{
+    Delivery, EndpointId, Failover, Outcome, Pick, PickError, PoolConfig, StreamKey,
+};
 use xrpc_proto::{CallOptions, Codec};
 
 use super::load_balancer::LoadBalancer;
@@ -215,8 +216,10 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         method: &str,
         request: &Req,
     ) -> Result<(), RpcError> {
-        self.run(false, |client| async move { client.notify(method, request).await })
-            .await
+        self.run(false, |client| async move {
+            client.notify(method, request).await
+        })
+        .await
     }
 
     /// Opens a stream on a chosen endpoint (another if the first cannot be reached).

@@ -44,7 +44,9 @@ pub struct LoadBalancer {
 
 impl std::fmt::Debug for LoadBalancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("LoadBalancer").field(&*self.shared.lock()).finish()
+        f.debug_tuple("LoadBalancer")
+            .field(&*self.shared.lock())
+            .finish()
     }
 }
 

@@ -237,7 +237,11 @@ impl<S: Strategy> Balancer<S> {
     ///
     /// An ejected endpoint whose back-off has passed is chosen first, as a probe (one call at a
     /// time); otherwise the strategy chooses among the admitted endpoints.
-    pub fn pick_excluding(&mut self, now: Instant, tried: &[EndpointId]) -> Result<Pick, PickError> {
+    pub fn pick_excluding(
+        &mut self,
+        now: Instant,
+        tried: &[EndpointId],
+    ) -> Result<Pick, PickError> {
         let eligible = |e: &Entry| !e.removed && !tried.contains(&e.id);
         if let Some(i) = self
             .entries
