@@ -346,6 +346,14 @@ async fn dns_refresh_adds_and_removes_endpoints_without_dropping_calls() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen, ["b", "c"]);
+    // The removed endpoint's connection left the pool.
+    let pooled: Vec<Endpoint> = client
+        .pool()
+        .connections()
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    assert!(!pooled.contains(&Endpoint::Tcp(addrs["a"])), "{pooled:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

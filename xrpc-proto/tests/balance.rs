@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use xrpc_proto::balance::{
     Balancer, BudgetConfig, Checkout, Delivery, Endpoint, Failover, HealthState, LeastConnections,
-    LoadBalancerConfig, Outcome, P2c, PickError, PoolConfig, Random, RetryBudget, Rng, RoundRobin,
-    ScoreBased, Slot, Strategy, WeightedRoundRobin,
+    LoadBalancerConfig, Outcome, P2c, Pick, PickError, PoolConfig, Random, RetryBudget, Rng,
+    RoundRobin, ScoreBased, Slot, Strategy, WeightedRoundRobin,
 };
 use xrpc_proto::{CallError, ErrorCode, RemoteError};
 
@@ -45,6 +45,23 @@ fn assert_within(counts: &HashMap<Endpoint, usize>, expected: &[(Endpoint, f64)]
             (got - share).abs() <= tol,
             "{e}: share {got:.3}, expected {share:.3} ± {tol} ({counts:?})"
         );
+    }
+}
+
+/// Picks (finishing every other pick with a success answered in `rtt`) until `target` is
+/// picked; returns that pick, in flight.
+fn pick_until<S: Strategy>(
+    b: &mut Balancer<S>,
+    now: Instant,
+    target: &Endpoint,
+    rtt: Duration,
+) -> Pick {
+    loop {
+        let p = b.pick(now).unwrap();
+        if p.endpoint == *target {
+            return p;
+        }
+        b.finish(&p, now + rtt, Outcome::Success);
     }
 }
 
@@ -158,7 +175,7 @@ fn simulate<S: Strategy>(
     calls: usize,
 ) -> HashMap<Endpoint, usize> {
     let mut now = Instant::now();
-    let mut in_flight: Vec<(Instant, xrpc_proto::balance::Pick)> = Vec::new();
+    let mut in_flight: Vec<(Instant, Pick)> = Vec::new();
     let mut counts = HashMap::new();
     for _ in 0..calls {
         while in_flight.len() >= concurrency {
@@ -188,26 +205,23 @@ fn one_slow() -> HashMap<Endpoint, Duration> {
     .into()
 }
 
+/// The share of calls the slow endpoint of [`one_slow`] gets under `strategy`.
+fn slow_share<S: Strategy>(strategy: S) -> f64 {
+    let mut b = balancer(strategy, 3);
+    let counts = simulate(&mut b, &one_slow(), 4, 3000);
+    counts.get(&ep(2)).copied().unwrap_or(0) as f64 / 3000.0
+}
+
 #[test]
 fn p2c_avoids_the_slow_endpoint() {
-    let mut b = balancer(P2c::new(), 3);
-    let counts = simulate(&mut b, &one_slow(), 4, 3000);
-    let slow = counts.get(&ep(2)).copied().unwrap_or(0) as f64 / 3000.0;
-    assert!(
-        slow < 0.10,
-        "the slow endpoint got {slow:.3} of calls: {counts:?}"
-    );
+    let slow = slow_share(P2c::new());
+    assert!(slow < 0.10, "the slow endpoint got {slow:.3} of calls");
 }
 
 #[test]
 fn score_based_avoids_the_slow_endpoint() {
-    let mut b = balancer(ScoreBased::new(), 3);
-    let counts = simulate(&mut b, &one_slow(), 4, 3000);
-    let slow = counts.get(&ep(2)).copied().unwrap_or(0) as f64 / 3000.0;
-    assert!(
-        slow < 0.10,
-        "the slow endpoint got {slow:.3} of calls: {counts:?}"
-    );
+    let slow = slow_share(ScoreBased::new());
+    assert!(slow < 0.10, "the slow endpoint got {slow:.3} of calls");
 }
 
 #[test]
@@ -226,13 +240,7 @@ fn score_based_avoids_an_erroring_endpoint() {
     // (below the ejection threshold): its error rate rises, and it is the one left out (a
     // blind choice would give it a third).
     let rtt = Duration::from_millis(1);
-    let p = loop {
-        let p = b.pick(now).unwrap();
-        if p.endpoint == ep(1) {
-            break p;
-        }
-        b.finish(&p, now + rtt, Outcome::Success);
-    };
+    let p = pick_until(&mut b, now, &ep(1), rtt);
     b.finish(&p, now + rtt, Outcome::Transport);
     assert_eq!(b.status()[1].health, HealthState::Degraded);
     let mut counts: HashMap<Endpoint, usize> = HashMap::new();
@@ -249,13 +257,9 @@ fn score_based_avoids_an_erroring_endpoint() {
 fn transport_failures_eject_and_a_probe_readmits_after_the_back_off() {
     let t0 = Instant::now();
     let mut b = balancer(RoundRobin::new(), 3);
-    let fail = |b: &mut Balancer<RoundRobin>, now| loop {
-        let p = b.pick(now).unwrap();
-        if p.endpoint == ep(0) {
-            b.finish(&p, now, Outcome::Transport);
-            return p;
-        }
-        b.finish(&p, now, Outcome::Success);
+    let fail = |b: &mut Balancer<RoundRobin>, now| {
+        let p = pick_until(b, now, &ep(0), Duration::ZERO);
+        b.finish(&p, now, Outcome::Transport);
     };
     for i in 0..3 {
         fail(&mut b, t0);
@@ -433,13 +437,7 @@ fn a_stream_stays_on_the_endpoint_that_opened_it() {
     spread(&mut b, now, 30);
     assert_eq!(b.stream_endpoint(key).unwrap().endpoint, opened.endpoint);
     for _ in 0..3 {
-        let p = loop {
-            let p = b.pick(now).unwrap();
-            if p.endpoint == opened.endpoint {
-                break p;
-            }
-            b.finish(&p, now, Outcome::Success);
-        };
+        let p = pick_until(&mut b, now, &opened.endpoint, Duration::ZERO);
         b.finish(&p, now, Outcome::Transport);
     }
     let others: Vec<_> = eps(3)
@@ -460,13 +458,7 @@ fn a_stream_stays_on_the_endpoint_that_opened_it() {
 fn discovery_updates_keep_calls_in_flight_on_removed_endpoints() {
     let now = Instant::now();
     let mut b = balancer(RoundRobin::new(), 2);
-    let on0 = loop {
-        let p = b.pick(now).unwrap();
-        if p.endpoint == ep(0) {
-            break p;
-        }
-        b.finish(&p, now, Outcome::Success);
-    };
+    let on0 = pick_until(&mut b, now, &ep(0), Duration::ZERO);
     let u = b.update([ep(1), ep(2)]);
     assert_eq!(u.added, vec![ep(2)]);
     assert_eq!(u.removed, vec![ep(0)]);

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use serde::Serialize;
@@ -28,6 +29,8 @@ use crate::transport::TransportError;
 pub struct LoadBalancedClient<T: MessageChannel, C: Codec, R: Runtime> {
     lb: Arc<LoadBalancer>,
     pool: ConnectionPool<T, C, R>,
+    /// The balancer's removal count the pool was last trimmed at.
+    trimmed: AtomicU64,
 }
 
 /// Ends a call's pick when the call ends, however it ends (dropped: cancelled).
@@ -82,6 +85,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         Self {
             lb,
             pool: ConnectionPool::new(config, connector),
+            trimmed: AtomicU64::new(0),
         }
     }
 
@@ -117,12 +121,21 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         }
     }
 
+    /// Drops the pooled connections of endpoints discovery removed since the last time.
+    fn trim_pool(&self) {
+        let removals = self.lb.removals();
+        if self.trimmed.swap(removals, Ordering::AcqRel) != removals {
+            self.pool.retain(&self.lb.endpoints());
+        }
+    }
+
     /// Runs `attempt` on a connection to a chosen endpoint, failing over as the policy allows.
     async fn run<O, F, Fut>(&self, idempotent: bool, mut attempt: F) -> Result<O, RpcError>
     where
         F: FnMut(RpcClient<T, C, R>) -> Fut,
         Fut: Future<Output = Result<O, RpcError>>,
     {
+        self.trim_pool();
         self.lb.with(|b, now| b.record_request(now));
         let mut tried: Vec<EndpointId> = Vec::new();
         let mut last: Option<RpcError> = None;
@@ -228,6 +241,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         F: FnMut(RpcClient<T, C, R>) -> Fut,
         Fut: Future<Output = Result<O, RpcError>>,
     {
+        self.trim_pool();
         let mut last: Option<RpcError> = None;
         for n in 1.. {
             let (key, pick) = match self.lb.with(|b, now| b.open_stream(now)) {

@@ -2,7 +2,7 @@
 //! [`Discovery`]. It reads the clock and refreshes discovery when due, on a short-lived thread
 //! (a DNS lookup blocks), so calls keep going with the endpoints they have meanwhile.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -20,6 +20,8 @@ struct Shared {
     refreshing: AtomicBool,
     /// Discovery answered at least once.
     discovered: AtomicBool,
+    /// Bumped whenever discovery removes endpoints (their pooled connections can go).
+    removals: AtomicU64,
 }
 
 impl Shared {
@@ -30,6 +32,9 @@ impl Shared {
     fn refresh(&self) -> Result<Update, DiscoveryError> {
         let endpoints = self.discovery.discover()?;
         let update = self.lock().update(endpoints);
+        if !update.removed.is_empty() {
+            self.removals.fetch_add(1, Ordering::AcqRel);
+        }
         self.discovered.store(true, Ordering::Release);
         Ok(update)
     }
@@ -88,6 +93,7 @@ impl LoadBalancer {
                 discovery,
                 refreshing: AtomicBool::new(false),
                 discovered: AtomicBool::new(false),
+                removals: AtomicU64::new(0),
             }),
         }
     }
@@ -118,8 +124,15 @@ impl LoadBalancer {
         }
     }
 
+    /// How many discovery updates removed endpoints so far (a pool compares it to know when
+    /// to drop their connections).
+    pub fn removals(&self) -> u64 {
+        self.shared.removals.load(Ordering::Acquire)
+    }
+
     /// Chooses an endpoint for a call, other than those in `tried`; discovery is asked first
-    /// if it never answered.
+    /// if it never answered (on this thread: call [`refresh`](Self::refresh) first, as
+    /// `LoadBalancedClient::init` does, where a first DNS lookup must not block a task).
     pub fn pick(&self, tried: &[xrpc_proto::balance::EndpointId]) -> Result<Pick, PickError> {
         if !self.shared.discovered.load(Ordering::Acquire) {
             // An error leaves the set empty: the pick says so.

@@ -1,0 +1,206 @@
+//! Load balancing, measured (nothing asserted):
+//!
+//! 1. Overhead: a small call (`add`) over a Unix socket by a plain `RpcClient` and by a
+//!    `LoadBalancedClient` (one endpoint, so every call is the same call plus the balancer's
+//!    pick, pool checkout and outcome), one call at a time, in interleaved rounds on the same
+//!    server; median per-call latency of each and their ratio.
+//! 2. Spread: three servers, one answering ten times slower (10 ms against 1 ms of handler
+//!    time), `INFLIGHT` calls at once for `SPREAD_MS` per strategy; the share of calls each
+//!    server got.
+//!
+//! `cargo bench -p xrpc-bench --bench balance`. Environment: `ITERS` (5000), `ROUNDS` (5),
+//! `SPREAD_MS` (2000), `INFLIGHT` (8).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use xrpc::{
+    Endpoint, LeastConnections, LoadBalanceStrategy, LoadBalancedClient, LoadBalancer,
+    MessageChannelAdapter, P2c, RoundRobin, RpcClient, RpcServer, ScoreBased, StaticDiscovery,
+    UnixConfig, UnixConnector, UnixFrameTransport, UnixFrameTransportListener,
+};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct AddRequest {
+    a: i32,
+    b: i32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct AddResponse {
+    result: i32,
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn socket_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "xrpc-bench-balance-{}-{name}.sock",
+        std::process::id()
+    ))
+}
+
+/// A server on a fresh Unix socket: `add`, and `work` that takes `delay`.
+async fn server(name: &str, delay: Duration) -> Endpoint {
+    let path = socket_path(name);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixFrameTransportListener::bind(&path, UnixConfig::default())
+        .await
+        .unwrap();
+    let server = RpcServer::new();
+    server.register_typed("add", |r: AddRequest| async move {
+        Ok(AddResponse { result: r.a + r.b })
+    });
+    let who = name.to_owned();
+    server.register_typed("work", move |(): ()| {
+        let who = who.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            Ok(who)
+        }
+    });
+    tokio::spawn(async move { server.serve_listener(listener).await });
+    Endpoint::Unix(path)
+}
+
+type Balanced = LoadBalancedClient<MessageChannelAdapter<UnixFrameTransport>>;
+
+fn balanced(endpoints: Vec<Endpoint>, strategy: impl LoadBalanceStrategy) -> Balanced {
+    let lb = Arc::new(LoadBalancer::new(
+        Arc::new(StaticDiscovery::new(endpoints)),
+        strategy,
+    ));
+    LoadBalancedClient::new(lb, UnixConnector::default())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn overhead() {
+    let iters = env("ITERS", 5000) as usize;
+    let rounds = env("ROUNDS", 5) as usize;
+    let ep = server("overhead", Duration::ZERO).await;
+    let Endpoint::Unix(path) = &ep else {
+        unreachable!()
+    };
+    let transport = UnixFrameTransport::connect(path, UnixConfig::default())
+        .await
+        .unwrap();
+    let plain = RpcClient::new(MessageChannelAdapter::new(transport));
+    let rr = balanced(vec![ep.clone()], RoundRobin::new());
+    let p2c = balanced(vec![ep.clone()], P2c::new());
+    let req = AddRequest { a: 1, b: 2 };
+    // Warm-up: connections made, code paged in.
+    for _ in 0..1000 {
+        let _: AddResponse = plain.call("add", &req).await.unwrap();
+        let _: AddResponse = rr.call("add", &req).await.unwrap();
+        let _: AddResponse = p2c.call("add", &req).await.unwrap();
+    }
+    let (mut tp, mut trr, mut tp2c) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..iters {
+            let _: AddResponse = plain.call("add", &req).await.unwrap();
+        }
+        tp.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
+        let t = Instant::now();
+        for _ in 0..iters {
+            let _: AddResponse = rr.call("add", &req).await.unwrap();
+        }
+        trr.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
+        let t = Instant::now();
+        for _ in 0..iters {
+            let _: AddResponse = p2c.call("add", &req).await.unwrap();
+        }
+        tp2c.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
+    }
+    let (p, r, q) = (median(&mut tp), median(&mut trr), median(&mut tp2c));
+    println!("## Overhead: one call at a time over a Unix socket ({rounds} rounds of {iters})\n");
+    println!("| client | median µs/call | / plain |");
+    println!("|---|---|---|");
+    println!("| RpcClient | {p:.2} | 1.000 |");
+    println!(
+        "| LoadBalancedClient, round robin | {r:.2} | {:.3} |",
+        r / p
+    );
+    println!("| LoadBalancedClient, p2c | {q:.2} | {:.3} |", q / p);
+    println!("\nper round (plain / rr / p2c µs): {tp:.2?} / {trr:.2?} / {tp2c:.2?}\n");
+}
+
+async fn spread() {
+    let ms = env("SPREAD_MS", 2000);
+    let inflight = env("INFLIGHT", 8) as usize;
+    let fast = Duration::from_millis(1);
+    let eps = vec![
+        server("fast-1", fast).await,
+        server("fast-2", fast).await,
+        server("slow", fast * 10).await,
+    ];
+    println!(
+        "## Spread: three servers, `slow` answers in 10 ms, the others in 1 ms; {inflight} calls at once, {ms} ms per strategy\n"
+    );
+    println!("| strategy | calls | fast-1 | fast-2 | slow | calls/s |");
+    println!("|---|---|---|---|---|---|");
+    let strategies: Vec<(&str, Box<dyn LoadBalanceStrategy>)> = vec![
+        ("round robin", Box::new(RoundRobin::new())),
+        ("least connections", Box::new(LeastConnections::new())),
+        ("score based", Box::new(ScoreBased::new())),
+        ("p2c", Box::new(P2c::new())),
+    ];
+    for (name, strategy) in strategies {
+        let client = Arc::new(balanced(eps.clone(), strategy));
+        client.init().await.unwrap();
+        let until = Instant::now() + Duration::from_millis(ms);
+        let workers = (0..inflight).map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut got: Vec<String> = Vec::new();
+                while Instant::now() < until {
+                    got.push(client.call("work", &()).await.unwrap());
+                }
+                got
+            })
+        });
+        let all: Vec<String> = join_all(workers)
+            .await
+            .into_iter()
+            .flat_map(|r| r.unwrap())
+            .collect();
+        let n = all.len() as f64;
+        let share = |who: &str| all.iter().filter(|s| *s == who).count() as f64 / n * 100.0;
+        println!(
+            "| {name} | {} | {:.1} % | {:.1} % | {:.1} % | {:.0} |",
+            all.len(),
+            share("fast-1"),
+            share("fast-2"),
+            share("slow"),
+            n / (ms as f64 / 1000.0)
+        );
+    }
+    println!();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        overhead().await;
+        spread().await;
+    });
+    for name in ["overhead", "fast-1", "fast-2", "slow"] {
+        let _ = std::fs::remove_file(socket_path(name));
+    }
+}
