@@ -8,7 +8,7 @@
 //!    time), `INFLIGHT` calls at once for `SPREAD_MS` per strategy; the share of calls each
 //!    server got.
 //!
-//! `cargo bench -p xrpc-bench --bench balance`. Environment: `ITERS` (5000), `ROUNDS` (5),
+//! `cargo bench -p xrpc-bench --bench balance`. Environment: `ITERS` (2000), `ROUNDS` (15),
 //! `SPREAD_MS` (2000), `INFLIGHT` (8).
 
 use std::path::PathBuf;
@@ -87,8 +87,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 async fn overhead() {
-    let iters = env("ITERS", 5000) as usize;
-    let rounds = env("ROUNDS", 5) as usize;
+    let iters = env("ITERS", 2000) as usize;
+    let rounds = env("ROUNDS", 15) as usize;
     let ep = server("overhead", Duration::ZERO).await;
     let Endpoint::Unix(path) = &ep else {
         unreachable!()
@@ -124,6 +124,10 @@ async fn overhead() {
         }
         tp2c.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
     }
+    // Paired per round (noise on a shared machine moves whole rounds), then the median.
+    let mut rr_ratio: Vec<f64> = trr.iter().zip(&tp).map(|(r, p)| r / p).collect();
+    let mut p2c_ratio: Vec<f64> = tp2c.iter().zip(&tp).map(|(q, p)| q / p).collect();
+    let (rr_ratio, p2c_ratio) = (median(&mut rr_ratio), median(&mut p2c_ratio));
     let (p, r, q) = (median(&mut tp), median(&mut trr), median(&mut tp2c));
     println!("## Overhead: one call at a time over a Unix socket ({rounds} rounds of {iters})\n");
     println!("| client | median µs/call | / plain |");
@@ -134,7 +138,7 @@ async fn overhead() {
         r / p
     );
     println!("| LoadBalancedClient, p2c | {q:.2} | {:.3} |", q / p);
-    println!("\nper round (plain / rr / p2c µs): {tp:.2?} / {trr:.2?} / {tp2c:.2?}\n");
+    println!();
 }
 
 async fn spread() {

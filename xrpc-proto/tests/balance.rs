@@ -377,11 +377,13 @@ fn the_retry_budget_allows_a_share_of_calls() {
 #[test]
 fn failover_retries_only_what_is_safe_and_budgeted() {
     let now = Instant::now();
-    let mut config = LoadBalancerConfig::default();
-    config.retry_budget = BudgetConfig {
-        ttl: Duration::from_secs(10),
-        min_per_sec: 0,
-        retry_ratio: 0.5,
+    let config = LoadBalancerConfig {
+        retry_budget: BudgetConfig {
+            ttl: Duration::from_secs(10),
+            min_per_sec: 0,
+            retry_ratio: 0.5,
+        },
+        ..LoadBalancerConfig::default()
     };
     let mut b = Balancer::new(RoundRobin::new(), config, Rng::new(1));
     b.update(eps(3));
