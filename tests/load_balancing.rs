@@ -188,7 +188,7 @@ async fn failover_when_a_server_is_killed_mid_run() {
 
     // Nine slow calls, three on each server (round robin), s2 killed while they run: the
     // idempotent ones all succeed, on another server for s2's three.
-    let calls = (0..9).map(|_| client.call_idempotent::<_, String>("slow", &300u64));
+    let calls = (0..9).map(|_| client.call_idempotent::<_, String>("slow", &1000u64));
     let killer = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peers[1].kill();
@@ -228,7 +228,7 @@ async fn failover_when_a_server_is_killed_mid_run() {
     }
     // Line the round robin up so that the next nine calls go three to each server.
     let before = client.load_balancer().status();
-    let calls = (0..9).map(|_| client.call::<_, String>("slow", &300u64));
+    let calls = (0..9).map(|_| client.call::<_, String>("slow", &1000u64));
     let killer = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peers[1].kill();
@@ -310,7 +310,7 @@ async fn dns_refresh_adds_and_removes_endpoints_without_dropping_calls() {
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let c = client.clone();
-            tokio::spawn(async move { c.call::<_, String>("slow", &500u64).await })
+            tokio::spawn(async move { c.call::<_, String>("slow", &2000u64).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -333,6 +333,8 @@ async fn dns_refresh_adds_and_removes_endpoints_without_dropping_calls() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The change came while the slow calls were in flight (else this test proves nothing).
+    assert!(slow.iter().all(|s| !s.is_finished()), "the slow calls ended early");
     let mut slow_answers: Vec<String> = Vec::new();
     for s in slow {
         slow_answers.push(s.await.unwrap().unwrap());
