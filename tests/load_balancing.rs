@@ -334,7 +334,10 @@ async fn dns_refresh_adds_and_removes_endpoints_without_dropping_calls() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The change came while the slow calls were in flight (else this test proves nothing).
-    assert!(slow.iter().all(|s| !s.is_finished()), "the slow calls ended early");
+    assert!(
+        slow.iter().all(|s| !s.is_finished()),
+        "the slow calls ended early"
+    );
     let mut slow_answers: Vec<String> = Vec::new();
     for s in slow {
         slow_answers.push(s.await.unwrap().unwrap());

@@ -132,10 +132,21 @@ impl<T: MessageChannel, C: Codec, R: Runtime> ConnectionPool<T, C, R> {
             let now = Instant::now();
             let mut st = self.lock();
             self.sweep(&mut st, now);
-            let entry = st.entries.entry(endpoint.clone()).or_default();
-            let config = &self.config;
-            entry.conns.retain(|c| !config.is_expired(&c.slot(), now));
-            let slots: Vec<Slot> = entry.conns.iter().map(Conn::slot).collect();
+            if !st.entries.contains_key(endpoint) {
+                st.entries.insert(endpoint.clone(), Entry::default());
+            }
+            let Some(entry) = st.entries.get_mut(endpoint) else {
+                return Poll::Ready(None);
+            };
+            // The health check: each connection's state read once, the broken and idle dropped.
+            let mut slots: Vec<Slot> = entry.conns.iter().map(Conn::slot).collect();
+            let mut i = 0;
+            entry.conns.retain(|_| {
+                let expired = self.config.is_expired(&slots[i], now);
+                i += 1;
+                !expired
+            });
+            slots.retain(|s| !self.config.is_expired(s, now));
             match self.config.checkout(&slots, entry.connecting) {
                 Checkout::Use(i) => {
                     let conn = &mut entry.conns[i];
