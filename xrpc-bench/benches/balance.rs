@@ -4,7 +4,8 @@
 //!    `LoadBalancedClient` (one endpoint, so every call is the same call plus the balancer's
 //!    pick, pool checkout and outcome), one call at a time, in interleaved rounds on the same
 //!    server; median per-call latency of each and their ratio.
-//! 2. Spread: three servers, one answering ten times slower (10 ms against 1 ms of handler
+//! 2. Policy cost: a pick and its finish alone, in the core and through `LoadBalancer`.
+//! 3. Spread: three servers, one answering ten times slower (10 ms against 1 ms of handler
 //!    time), `INFLIGHT` calls at once for `SPREAD_MS` per strategy; the share of calls each
 //!    server got.
 //!
@@ -192,7 +193,46 @@ async fn spread() {
     println!();
 }
 
+/// The policy alone: a pick and its finish on the core balancer (three endpoints), and the
+/// same through the async layer's `LoadBalancer` (clock reads, its lock), without IO.
+fn policy_cost() {
+    use xrpc::proto::balance::{Balancer, LoadBalancerConfig, Outcome, Rng};
+    let n = 1_000_000u32;
+    let eps: Vec<Endpoint> = (0..3)
+        .map(|i| Endpoint::tcp_from_str(&format!("127.0.0.1:{}", 9000 + i)).unwrap())
+        .collect();
+    println!("## Policy cost: pick + finish, three endpoints, {n} times (no IO)\n");
+    println!("| strategy | core `Balancer` ns | `LoadBalancer` ns |");
+    println!("|---|---|---|");
+    let strategies: Vec<(&str, fn() -> Box<dyn LoadBalanceStrategy>)> = vec![
+        ("round robin", || Box::new(RoundRobin::new())),
+        ("p2c", || Box::new(P2c::new())),
+        ("score based", || Box::new(ScoreBased::new())),
+    ];
+    for (name, make) in strategies {
+        let mut b = Balancer::new(make(), LoadBalancerConfig::default(), Rng::new(1));
+        b.update(eps.clone());
+        let now = Instant::now();
+        let t = Instant::now();
+        for _ in 0..n {
+            let p = b.pick(now).unwrap();
+            b.finish(&p, now, Outcome::Success);
+        }
+        let core = t.elapsed().as_nanos() as f64 / f64::from(n);
+        let lb = LoadBalancer::new(Arc::new(StaticDiscovery::new(eps.clone())), make());
+        let t = Instant::now();
+        for _ in 0..n {
+            let p = lb.pick(&[]).unwrap();
+            lb.finish(&p, Outcome::Success);
+        }
+        let full = t.elapsed().as_nanos() as f64 / f64::from(n);
+        println!("| {name} | {core:.0} | {full:.0} |");
+    }
+    println!();
+}
+
 fn main() {
+    policy_cost();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

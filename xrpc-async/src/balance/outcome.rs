@@ -24,3 +24,37 @@ impl RpcError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use xrpc_proto::ErrorCode;
+
+    use super::*;
+    use crate::transport::TransportError;
+
+    #[test]
+    fn only_the_endpoints_failures_count_against_it() {
+        let counts = |e: RpcError| e.outcome().is_endpoint_failure();
+        assert!(counts(RpcError::Transport(
+            TransportError::ConnectionClosed
+        )));
+        assert!(counts(RpcError::Disconnected("reset".into())));
+        assert!(counts(RpcError::Timeout));
+        assert!(counts(RpcError::ServerError {
+            code: ErrorCode::ShuttingDown,
+            message: "bye".into()
+        }));
+        assert!(!counts(RpcError::server("no such key")));
+        assert!(!counts(RpcError::MethodNotFound("kv.gett".into())));
+        assert!(!counts(RpcError::Cancelled));
+        assert!(!counts(RpcError::ClientError("misuse".into())));
+        assert_eq!(
+            RpcError::ServerError {
+                code: ErrorCode::ResourceExhausted,
+                message: "busy".into()
+            }
+            .outcome(),
+            Outcome::Refused
+        );
+    }
+}
