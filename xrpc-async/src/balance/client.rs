@@ -139,7 +139,9 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         self.lb.with(|b, now| b.record_request(now));
         let mut tried: Vec<EndpointId> = Vec::new();
         let mut last: Option<RpcError> = None;
-        for n in 1.. {
+        let mut n = 0;
+        loop {
+            n += 1;
             let pick = match self.lb.pick(&tried) {
                 Ok(p) => p,
                 Err(e) => return Err(last.unwrap_or_else(|| unavailable(e))),
@@ -174,7 +176,6 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
                 Err(why) => return Err(explain(err, &pick, why)),
             }
         }
-        unreachable!("the attempts are bounded by the failover policy")
     }
 
     /// Calls `method` on one of the servers. If the call fails on the endpoint's account
@@ -243,7 +244,9 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
     {
         self.trim_pool();
         let mut last: Option<RpcError> = None;
-        for n in 1.. {
+        let mut n = 0;
+        loop {
+            n += 1;
             let (key, pick) = match self.lb.with(|b, now| b.open_stream(now)) {
                 Ok(k) => k,
                 Err(e) => return Err(last.unwrap_or_else(|| unavailable(e))),
@@ -271,7 +274,6 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
                 Err(why) => return Err(explain(err, &pick, why)),
             }
         }
-        unreachable!("the attempts are bounded by the failover policy")
     }
 
     /// Calls a server-streaming method: every item comes from the endpoint that opened it.
