@@ -204,7 +204,8 @@ fn policy_cost() {
     println!("## Policy cost: pick + finish, three endpoints, {n} times (no IO)\n");
     println!("| strategy | core `Balancer` ns | `LoadBalancer` ns |");
     println!("|---|---|---|");
-    let strategies: Vec<(&str, fn() -> Box<dyn LoadBalanceStrategy>)> = vec![
+    type Make = fn() -> Box<dyn LoadBalanceStrategy>;
+    let strategies: Vec<(&str, Make)> = vec![
         ("round robin", || Box::new(RoundRobin::new())),
         ("p2c", || Box::new(P2c::new())),
         ("score based", || Box::new(ScoreBased::new())),
