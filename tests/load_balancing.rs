@@ -410,3 +410,70 @@ async fn the_pool_reuses_grows_expires_and_checks_connections() {
         conns(&client)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_and_shared_memory_endpoints_are_balanced_too() {
+    use xrpc::{
+        SharedMemoryConfig, SharedMemoryConnector, SharedMemoryFrameTransport,
+        SharedMemoryFrameTransportListener, UnixConfig, UnixConnector, UnixFrameTransport,
+        UnixFrameTransportListener,
+    };
+    use xrpc_shm::testing::unique_name;
+
+    fn serve<L: xrpc::FrameListener>(name: &str, listener: L) {
+        let server = RpcServer::new();
+        register(&server, name);
+        tokio::spawn(async move { server.serve_listener(listener).await });
+    }
+    fn lb(endpoints: Vec<Endpoint>) -> Arc<LoadBalancer> {
+        Arc::new(LoadBalancer::new(
+            Arc::new(StaticDiscovery::new(endpoints)),
+            RoundRobin::new(),
+        ))
+    }
+
+    let mut unix = Vec::new();
+    let mut shm = Vec::new();
+    for name in ["a", "b"] {
+        let path = std::env::temp_dir().join(format!("{}.sock", unique_name("lb")));
+        let listener = UnixFrameTransportListener::bind(&path, UnixConfig::default())
+            .await
+            .unwrap();
+        serve(name, listener);
+        unix.push(Endpoint::Unix(path));
+        let service = unique_name("lb");
+        let listener =
+            SharedMemoryFrameTransportListener::bind(&service, SharedMemoryConfig::default())
+                .unwrap();
+        serve(name, listener);
+        shm.push(Endpoint::SharedMemory(service));
+    }
+    let over_unix: LoadBalancedClient<MessageChannelAdapter<UnixFrameTransport>> =
+        LoadBalancedClient::new(lb(unix.clone()), UnixConnector::default());
+    let over_shm: LoadBalancedClient<MessageChannelAdapter<SharedMemoryFrameTransport>> =
+        LoadBalancedClient::new(lb(shm), SharedMemoryConnector::default());
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(over_unix.call::<_, String>("whoami", &()).await.unwrap());
+        seen.push(over_shm.call::<_, String>("whoami", &()).await.unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
+    // A connector refuses an endpoint of another kind, naming it.
+    let wrong: LoadBalancedClient<MessageChannelAdapter<UnixFrameTransport>> =
+        LoadBalancedClient::new(
+            lb(vec![Endpoint::shared_memory("x")]),
+            UnixConnector::default(),
+        );
+    let e = wrong.call::<_, String>("whoami", &()).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("expected a unix:// endpoint, got shm://x"),
+        "{e}"
+    );
+    for e in unix {
+        if let Endpoint::Unix(p) = e {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
