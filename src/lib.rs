@@ -11,6 +11,7 @@
 //! | 1. frame transports | [`FrameTransport`], [`TcpFrameTransport`], [`UnixFrameTransport`], [`ChannelFrameTransport`], [`ArcFrameTransport`] |
 //! | 2. message channels | [`MessageChannel`], [`MessageChannelAdapter`], [`SerdeChannel`], [`TypedChannel`] |
 //! | 3. RPC | [`RpcClient`], [`RpcServer`], [`RpcError`], streams |
+//! | 4. load balancing | [`LoadBalancedClient`], [`LoadBalancer`], [`ClientFactory`], [`Endpoint`], [`StaticDiscovery`], [`DnsDiscovery`], [`RoundRobin`] and the other strategies |
 //!
 //! The sans-IO core is [`proto`] (`xrpc-proto`); the tokio adapter is [`tokio_adapter`].
 #![warn(missing_docs)]

@@ -245,6 +245,21 @@ fn demo() {
     );
 }
 
+#[test]
+fn load_balancing() {
+    // Three server processes, one killed and restarted: no call lost, the restarted one back
+    // in rotation (the example fails otherwise).
+    run(example_command("load_balancing", &[])).assert_printed(
+        "load_balancing",
+        &[
+            "-- killed server-2",
+            "-- restarted server-2",
+            "failed: 0",
+            "no call lost; the restarted server is back in rotation",
+        ],
+    );
+}
+
 /// `rpc_client_server server` with `env`, once it listens; returns it and the line that says
 /// where.
 fn rpc_server(extra_args: &[&str], env: &[(&str, &str)]) -> (Peer, String) {

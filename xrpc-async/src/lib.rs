@@ -13,9 +13,11 @@
 //! | [`channel`] | layer 2: [`MessageChannel`], [`MessageChannelAdapter`], [`SerdeChannel`], [`TypedChannel`] |
 //! | [`rpc`] | layer 3: [`RpcClient`], [`RpcServer`], streams, the per-connection driver |
 //! | [`runtime`] | [`Runtime`]: what the layer needs of an executor |
+//! | [`balance`] | layer 4: [`LoadBalancer`], [`LoadBalancedClient`], discovery, the connection pool |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod channel;
 pub mod memory;
 pub mod rpc;
@@ -23,6 +25,7 @@ pub mod runtime;
 mod signal;
 pub mod transport;
 
+pub use balance::{DnsDiscovery, LoadBalancedClient, LoadBalancer, StaticDiscovery};
 pub use channel::{
     ChannelError, MessageChannel, MessageChannelAdapter, Payload, SerdeChannel, TypedChannel,
 };

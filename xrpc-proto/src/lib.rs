@@ -21,6 +21,7 @@
 //! | [`client_session`] | [`ClientSession`]: the client end of a connection, bytes in and out |
 //! | [`server_session`] | [`ServerSession`]: the server end, with routing, shutdown and closing |
 //! | [`session`] | [`Session`]: the transport side of either, for one driver |
+//! | [`balance`] | load balancing: endpoints, strategies, health, failover, pool policy |
 //!
 //! An adapter drives a [`ClientSession`] or a [`ServerSession`]: bytes (or whole frames) and
 //! the time come in through `handle_*`, bytes to write, events and the next deadline leave
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod client;
 pub mod client_session;
 pub mod codec;

@@ -9,19 +9,30 @@
 //! |---|---|
 //! | [`transport`] | layer 1: TCP, Unix, shared-memory, channel and `Arc` transports |
 //! | [`runtime`] | [`Tokio`]: spawning and timers for the async layer |
+//! | `balance` | layer 4: [`ClientFactory`], [`LoadBalancedClient`], endpoint connectors |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod balance;
 mod listener;
 pub mod runtime;
 pub mod transport;
 
+pub use balance::{
+    ClientFactory, ConnectionPool, LoadBalancedClient, SharedMemoryConnector, TcpConnector,
+    UnixConnector,
+};
 pub use runtime::Tokio;
 pub use transport::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
     SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
     TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
     UnixFrameTransport, UnixFrameTransportListener, ZeroCopyTransport,
+};
+pub use xrpc_async::balance::{
+    BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,
+    LeastConnections, LoadBalanceStrategy, LoadBalancer, LoadBalancerConfig, P2c, PoolConfig,
+    Random, RoundRobin, ScoreBased, ServiceDiscovery, StaticDiscovery, WeightedRoundRobin,
 };
 pub use xrpc_async::{
     CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,

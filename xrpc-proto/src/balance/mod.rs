@@ -1,0 +1,44 @@
+//! Load balancing, as policy apart from mechanism (after tower's `balance`): the endpoint set,
+//! health, latency estimates, strategies, failover, retry budget, stream affinity and the
+//! connection pool's rules — all pure, with `now` passed in and randomness from a seeded
+//! [`Rng`]. The adapters discover, connect and call, and report outcomes back.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`endpoint`] | [`Endpoint`]: TCP, Unix, shared memory, custom |
+//! | [`balancer`] | [`Balancer`]: the set, picks, outcomes, affinity, discovery updates |
+//! | [`strategy`] | [`Strategy`] and the six strategies |
+//! | [`health`] | [`Health`]: failures, ejection, probe and re-admission |
+//! | [`ewma`] | [`PeakEwma`]: latency estimates |
+//! | [`outcome`] | [`Outcome`]: which failures count against an endpoint |
+//! | [`failover`] | [`FailoverConfig`]: when a call is retried elsewhere |
+//! | [`budget`] | [`RetryBudget`]: how many retries the traffic allows |
+//! | [`pool`] | [`PoolConfig`]: which connection a call uses, which are closed |
+//! | [`rng`] | [`Rng`]: seedable randomness |
+
+pub mod balancer;
+pub mod budget;
+pub mod endpoint;
+pub mod ewma;
+pub mod failover;
+pub mod health;
+pub mod outcome;
+pub mod pool;
+pub mod rng;
+pub mod strategy;
+
+pub use balancer::{
+    Balancer, EndpointId, EndpointStatus, LoadBalancerConfig, Pick, PickError, StreamKey, Update,
+};
+pub use budget::{BudgetConfig, RetryBudget};
+pub use endpoint::{Endpoint, EndpointError};
+pub use ewma::PeakEwma;
+pub use failover::{Delivery, Failover, FailoverConfig};
+pub use health::{Admission, Health, HealthConfig, HealthState};
+pub use outcome::Outcome;
+pub use pool::{Checkout, PoolConfig, Slot};
+pub use rng::Rng;
+pub use strategy::{
+    Candidate, LeastConnections, P2c, Random, RoundRobin, ScoreBased, Strategy,
+    Strategy as LoadBalanceStrategy, WeightedRoundRobin,
+};

@@ -1,0 +1,58 @@
+//! [`Outcome`]: how a call ended, as the balancer counts it. Only transport failures and
+//! timeouts count against an endpoint; an application error returned by the server means the
+//! server is alive and answering, so it counts as a success for health.
+
+use crate::client::CallError;
+use crate::message::ErrorCode;
+
+/// How a call ended, for the balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response.
+    Success,
+    /// The server answered with an error (its handler's, or "method not found"): the
+    /// endpoint is healthy.
+    Remote,
+    /// The server refused the call without running it (it is shutting down, or out of
+    /// capacity): counts against the endpoint, and is safe to retry anywhere.
+    Refused,
+    /// The connection could not be made, broke, or the peer broke the protocol.
+    Transport,
+    /// The call's deadline passed without an answer.
+    Timeout,
+    /// The caller cancelled the call: says nothing about the endpoint.
+    Cancelled,
+    /// The call was refused on this side (too large, not encodable): says nothing about the
+    /// endpoint and would fail the same way anywhere.
+    Local,
+}
+
+impl Outcome {
+    /// Whether the outcome counts as a failure of the endpoint.
+    pub fn is_endpoint_failure(self) -> bool {
+        matches!(self, Self::Transport | Self::Timeout | Self::Refused)
+    }
+
+    /// The outcome of an error answer with `code` from the server.
+    pub fn of_remote(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::ShuttingDown | ErrorCode::ResourceExhausted => Self::Refused,
+            ErrorCode::DeadlineExceeded => Self::Timeout,
+            ErrorCode::Cancelled => Self::Cancelled,
+            ErrorCode::Protocol => Self::Transport,
+            _ => Self::Remote,
+        }
+    }
+}
+
+impl From<&CallError> for Outcome {
+    fn from(e: &CallError) -> Self {
+        match e {
+            CallError::Timeout => Self::Timeout,
+            CallError::Cancelled => Self::Cancelled,
+            CallError::Disconnected(_) | CallError::Protocol(_) => Self::Transport,
+            CallError::Remote(r) => Self::of_remote(r.code),
+            CallError::Unsendable(_) | CallError::FrameTooLarge { .. } => Self::Local,
+        }
+    }
+}
