@@ -8,11 +8,10 @@
 //! | module | owns |
 //! |---|---|
 //! | [`transport`] | layer 1: TCP, Unix, shared-memory, channel and `Arc` transports |
-//! | [`runtime`] | [`Tokio`]: spawning and timers for the async layer |
+//! | [`runtime`] | [`Tokio`]: spawning, timers and descriptor readiness for the async layer |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod listener;
 pub mod runtime;
 pub mod transport;
 

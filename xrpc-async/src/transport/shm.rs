@@ -1,34 +1,40 @@
-//! Shared memory between processes on one machine, over [`xrpc_shm`] rings.
+//! Shared memory between processes on one machine, over [`xrpc_shm`] rings, on any
+//! [`Reactor`].
 //!
 //! Each connection has its own sealed `memfd` segment holding two lock-free rings; the
 //! rendezvous is an abstract Unix socket named after the service (see `xrpc_shm`). Frames are
 //! copied once, into the ring, and once out of it.
 //!
-//! Waiting never blocks a runtime worker and holds no thread: a receive (or a send into a full
-//! ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — a short busy check, then
-//! retries that yield to the runtime, for at most [`SharedMemoryConfig::spin_budget`], so a busy
-//! peer is served with no system call at all — and then sleeps in the runtime's reactor: it
-//! announces the sleep and waits for the ring's doorbell (an eventfd the peer rings after
-//! publishing) or for the rendezvous socket to hang up (the peer died), whichever comes first.
+//! Waiting never blocks an executor thread and holds no thread: a receive (or a send into a
+//! full ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — a short busy
+//! check, then retries that yield to the executor, for at most
+//! [`SharedMemoryConfig::spin_budget`], so a busy peer is served with no system call at all —
+//! and then sleeps in the reactor: it announces the sleep and waits for the ring's doorbell (an
+//! eventfd the peer rings after publishing) or for the rendezvous socket to hang up (the peer
+//! died), whichever comes first.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::{Future, poll_fn};
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::pin;
+use std::sync::OnceLock;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::Notify;
+use futures_util::lock::Mutex;
 use xrpc_proto::FRAME_PREFIX_LEN;
 use xrpc_shm::{
-    Backoff, Doorbell, PeerFd, RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmConnector,
-    ShmError, ShmListener, ShmReceiver, ShmSender, WaitStep,
+    Backoff, Doorbell, RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmConnector, ShmError,
+    ShmListener, ShmReceiver, ShmSender, WaitStep,
 };
 
 use super::{
     FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames, check_len,
     check_prefixed, check_prefixed_batch,
 };
+use crate::reactor::{Reactor, Registration};
+use crate::signal::Signal;
+use crate::time;
 
 /// Settings of a shared-memory connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +88,10 @@ fn map_err(e: ShmError) -> TransportError {
     }
 }
 
+fn io_err(e: std::io::Error) -> TransportError {
+    TransportError::ConnectionFailed(e.to_string())
+}
+
 /// Largest send buffer a connection keeps between sends: a frame up to the max frame size
 /// (16 MiB) may pass, but an idle connection should not hold its buffer.
 const SCRATCH_KEEP: usize = 64 * 1024;
@@ -95,19 +105,31 @@ fn release_scratch(scratch: &mut BytesMut) {
     }
 }
 
-/// Registers `fd` with the runtime's reactor for readability.
-fn register<T: AsRawFd>(fd: T) -> Result<AsyncFd<T>, TransportError> {
-    // `with_interest` is deprecated because an arbitrary `AsRawFd` may close its descriptor
-    // while registered; the owned descriptors and the shared handles of `xrpc_shm` (`Doorbell`,
-    // `PeerFd`: the descriptor stays open while any clone lives) cannot, so this use is sound
-    // (its replacement takes a raw descriptor on trust, which this crate does not do).
-    #[allow(deprecated)]
-    AsyncFd::with_interest(fd, Interest::READABLE)
-        .map_err(|e| TransportError::ConnectionFailed(e.to_string()))
+/// Registers a duplicate of `fd` with the reactor for readability (the original stays with
+/// its owner, which drains or checks it).
+fn register<R: Reactor>(fd: impl AsFd) -> Result<R::Registration, TransportError> {
+    let dup: OwnedFd = fd.as_fd().try_clone_to_owned().map_err(io_err)?;
+    R::default().register(dup).map_err(io_err)
+}
+
+/// The value in `cell`, made by `make` if there is none yet (a value made by a racing caller
+/// wins; ours is dropped).
+fn get_or_try_init<T>(
+    cell: &OnceLock<T>,
+    make: impl FnOnce() -> Result<T, TransportError>,
+) -> Result<&T, TransportError> {
+    if let Some(v) = cell.get() {
+        return Ok(v);
+    }
+    let v = make()?;
+    Ok(cell.get_or_init(|| v))
 }
 
 /// Connects to service `name` with the handshake waiting in the reactor: no thread is blocked.
-async fn connect_async(name: &str, config: ShmConfig) -> Result<ShmConnection, TransportError> {
+async fn connect_async<R: Reactor>(
+    name: &str,
+    config: ShmConfig,
+) -> Result<ShmConnection, TransportError> {
     let deadline = Instant::now() + config.handshake_timeout;
     let mut connector = loop {
         match ShmConnector::start(name, config.clone()) {
@@ -116,82 +138,63 @@ async fn connect_async(name: &str, config: ShmConfig) -> Result<ShmConnection, T
             Err(ShmError::Io(e))
                 if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                time::sleep::<R>(Duration::from_millis(1)).await;
             }
             Err(e) => return Err(map_err(e)),
         }
     };
-    let sock = register(connector.socket())?;
+    let sock = register::<R>(connector.socket())?;
     let finish = async {
         loop {
-            let mut ready = sock
-                .readable()
-                .await
-                .map_err(|e| TransportError::ConnectionFailed(e.to_string()))?;
             match connector.try_finish() {
                 Ok(Some(conn)) => return Ok(conn),
-                Ok(None) => ready.clear_ready(),
+                Ok(None) => sock.readable().await.map_err(io_err)?,
                 Err(e) => return Err(map_err(e)),
             }
         }
     };
-    tokio::time::timeout_at(deadline.into(), finish)
+    time::until::<R, _>(&mut None, deadline, finish)
         .await
-        .map_err(|_| TransportError::Timeout)?
+        .unwrap_or(Err(TransportError::Timeout))
 }
 
-/// The reactor registrations of a connection's sleepers, made at its first sleep (registering
-/// needs a runtime).
-struct Reactor {
+/// The reactor registrations of a connection's sleepers, made at its first sleep.
+struct Sleepers<R: Reactor> {
     /// Rung by the peer after it publishes a frame while our receive sleeps.
-    recv_bell: AsyncFd<Doorbell>,
+    recv_bell: R::Registration,
     /// Rung by the peer after it frees room while our send sleeps.
-    send_bell: AsyncFd<Doorbell>,
+    send_bell: R::Registration,
     /// The rendezvous socket: readable when the peer is gone.
-    peer: AsyncFd<PeerFd>,
+    peer: R::Registration,
 }
 
-/// An [`ShmListener`] whose accepts wait for readiness on the runtime's reactor (the handshake
-/// itself is one non-blocking `sendmsg`), so waiting for clients holds no thread.
-struct AsyncListener {
-    /// A duplicate of the listening socket's descriptor, registered with the reactor on first
-    /// accept (binding needs no runtime).
-    fd: tokio::sync::OnceCell<AsyncFd<OwnedFd>>,
+/// An [`ShmListener`] whose accepts wait for readiness on the reactor (the handshake itself is
+/// one non-blocking `sendmsg`), so waiting for clients holds no thread.
+struct AsyncListener<R: Reactor> {
+    /// The listening socket, registered with the reactor on first accept (binding needs no
+    /// executor).
+    ready: OnceLock<R::Registration>,
     listener: ShmListener,
 }
 
-impl AsyncListener {
+impl<R: Reactor> AsyncListener<R> {
     fn new(listener: ShmListener) -> Self {
         Self {
-            fd: tokio::sync::OnceCell::new(),
+            ready: OnceLock::new(),
             listener,
         }
     }
 
     async fn accept(&self) -> Result<ShmConnection, TransportError> {
-        let fd = self
-            .fd
-            .get_or_try_init(|| async {
-                let failed = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
-                self.listener.set_nonblocking(true).map_err(map_err)?;
-                let dup = self.listener.as_fd().try_clone_to_owned().map_err(failed)?;
-                // `with_interest` is deprecated because an arbitrary `AsRawFd` may close its
-                // descriptor while registered; an `OwnedFd` owned by the `AsyncFd` cannot, so
-                // this use is sound (its replacement takes a raw descriptor on trust, which this
-                // crate does not do).
-                #[allow(deprecated)]
-                AsyncFd::with_interest(dup, Interest::READABLE).map_err(failed)
-            })
-            .await?;
+        let ready = get_or_try_init(&self.ready, || {
+            self.listener.set_nonblocking(true).map_err(map_err)?;
+            register::<R>(&self.listener)
+        })?;
         loop {
-            let mut ready = fd
-                .readable()
-                .await
-                .map_err(|e| TransportError::ConnectionFailed(e.to_string()))?;
             match self.listener.accept() {
                 Ok(conn) => return Ok(conn),
                 Err(ShmError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    ready.clear_ready();
+                    ready.readable().await.map_err(io_err)?;
                 }
                 Err(e) => return Err(map_err(e)),
             }
@@ -199,13 +202,13 @@ impl AsyncListener {
     }
 }
 
-struct Connected {
+struct Connected<R: Reactor> {
     /// Held for a whole send, so frames of concurrent senders never interleave.
-    tx: tokio::sync::Mutex<TxState>,
-    rx: tokio::sync::Mutex<ShmReceiver>,
+    tx: Mutex<TxState>,
+    rx: Mutex<ShmReceiver>,
     send_waiter: SendWaiter,
     recv_waiter: RecvWaiter,
-    reactor: tokio::sync::OnceCell<Reactor>,
+    sleepers: OnceLock<Sleepers<R>>,
     max_frame_size: usize,
 }
 
@@ -215,44 +218,43 @@ struct TxState {
     scratch: BytesMut,
 }
 
-impl Connected {
+impl<R: Reactor> Connected<R> {
     fn new(conn: ShmConnection) -> Self {
         let max_frame_size = conn.max_frame_size();
         let (sender, receiver) = conn.split();
         Self {
             send_waiter: sender.waiter(),
             recv_waiter: receiver.waiter(),
-            tx: tokio::sync::Mutex::new(TxState {
+            tx: Mutex::new(TxState {
                 sender,
                 scratch: BytesMut::new(),
             }),
-            rx: tokio::sync::Mutex::new(receiver),
-            reactor: tokio::sync::OnceCell::new(),
+            rx: Mutex::new(receiver),
+            sleepers: OnceLock::new(),
             max_frame_size,
         }
     }
 
-    async fn reactor(&self) -> Result<&Reactor, TransportError> {
-        self.reactor
-            .get_or_try_init(|| async {
-                Ok(Reactor {
-                    recv_bell: register(self.recv_waiter.doorbell().clone())?,
-                    send_bell: register(self.send_waiter.doorbell().clone())?,
-                    peer: register(self.recv_waiter.peer_fd())?,
-                })
+    fn sleepers(&self) -> Result<&Sleepers<R>, TransportError> {
+        get_or_try_init(&self.sleepers, || {
+            Ok(Sleepers {
+                recv_bell: register::<R>(self.recv_waiter.doorbell())?,
+                send_bell: register::<R>(self.send_waiter.doorbell())?,
+                peer: register::<R>(self.recv_waiter.peer_fd())?,
             })
-            .await
+        })
     }
 }
 
-enum Role {
-    /// `create_server`: the first client is accepted on first use.
-    Server(AsyncListener),
+enum Role<R: Reactor> {
+    /// `create_server`: the first client is accepted on first use (under the lock).
+    Server(Mutex<AsyncListener<R>>),
     /// A client, or an accepted connection.
     Ready,
 }
 
-/// A frame transport over shared memory.
+/// A frame transport over shared memory, on reactor `R`. Adapters name it for their reactor
+/// (`xrpc_tokio::SharedMemoryFrameTransport`).
 ///
 /// ```no_run
 /// # fn demo() -> Result<(), xrpc_tokio::TransportError> {
@@ -263,53 +265,55 @@ enum Role {
 /// let client = SharedMemoryFrameTransport::connect_client("my_service")?;
 /// # Ok(()) }
 /// ```
-pub struct SharedMemoryFrameTransport {
-    role: Role,
-    conn: tokio::sync::OnceCell<Connected>,
+pub struct SharedMemoryFrameTransport<R: Reactor> {
+    role: Role<R>,
+    conn: OnceLock<Connected<R>>,
     config: SharedMemoryConfig,
     stats: StatsCounters,
-    closed: AtomicBool,
-    /// Wakes sleeping sends and receives when the transport is closed.
-    close_notify: Notify,
+    /// Raised by `close`; wakes sleeping sends and receives.
+    closed: Signal,
     name: String,
 }
 
-impl std::fmt::Debug for SharedMemoryFrameTransport {
+impl<R: Reactor> std::fmt::Debug for SharedMemoryFrameTransport<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedMemoryFrameTransport")
             .field("name", &self.name)
-            .field("connected", &self.conn.initialized())
+            .field("connected", &self.conn.get().is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl SharedMemoryFrameTransport {
-    fn ready(conn: ShmConnection, config: SharedMemoryConfig, name: String) -> Self {
+/// Which way a wait goes: for frames to receive, or for room to send.
+#[derive(Clone, Copy)]
+enum Side {
+    Recv,
+    Send,
+}
+
+impl<R: Reactor> SharedMemoryFrameTransport<R> {
+    fn new(role: Role<R>, conn: Option<ShmConnection>, config: SharedMemoryConfig, name: String) -> Self {
+        let cell = OnceLock::new();
+        if let Some(conn) = conn {
+            let _ = cell.set(Connected::new(conn));
+        }
         Self {
-            role: Role::Ready,
-            conn: tokio::sync::OnceCell::new_with(Some(Connected::new(conn))),
+            role,
+            conn: cell,
             config,
             stats: StatsCounters::default(),
-            closed: AtomicBool::new(false),
-            close_notify: Notify::new(),
+            closed: Signal::default(),
             name,
         }
     }
 
     /// Listens as service `name` and serves the first client that connects (accepted on first
     /// use, without blocking the caller). For many clients use
-    /// [`SharedMemoryFrameTransportListener`]. Needs no runtime.
+    /// [`SharedMemoryFrameTransportListener`]. Needs no executor.
     pub fn create_server(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
         let listener = ShmListener::bind(name, config.to_shm()).map_err(map_err)?;
-        Ok(Self {
-            role: Role::Server(AsyncListener::new(listener)),
-            conn: tokio::sync::OnceCell::new(),
-            config,
-            stats: StatsCounters::default(),
-            closed: AtomicBool::new(false),
-            close_notify: Notify::new(),
-            name: format!("shm:{name}"),
-        })
+        let role = Role::Server(Mutex::new(AsyncListener::new(listener)));
+        Ok(Self::new(role, None, config, format!("shm:{name}")))
     }
 
     /// Connects to service `name` with the default configuration. The handshake is a short
@@ -327,113 +331,142 @@ impl SharedMemoryFrameTransport {
         config: SharedMemoryConfig,
     ) -> Result<Self, TransportError> {
         let conn = ShmConnection::connect(name, config.to_shm()).map_err(map_err)?;
-        Ok(Self::ready(conn, config, format!("shm:{name}")))
+        Ok(Self::new(Role::Ready, Some(conn), config, format!("shm:{name}")))
     }
 
-    /// Connects to service `name` without blocking the runtime.
+    /// Connects to service `name` without blocking the executor.
     pub async fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let conn = connect_async(name, config.to_shm()).await?;
-        Ok(Self::ready(conn, config, format!("shm:{name}")))
+        let conn = connect_async::<R>(name, config.to_shm()).await?;
+        Ok(Self::new(Role::Ready, Some(conn), config, format!("shm:{name}")))
     }
 
-    async fn conn(&self) -> Result<&Connected, TransportError> {
-        if self.closed.load(Ordering::Acquire) {
+    async fn conn(&self) -> Result<&Connected<R>, TransportError> {
+        if self.closed.is_raised() {
             return Err(TransportError::ConnectionClosed);
         }
-        self.conn
-            .get_or_try_init(|| async {
-                match &self.role {
-                    Role::Server(l) => Ok(Connected::new(l.accept().await?)),
-                    Role::Ready => Err(TransportError::NotConnected),
-                }
-            })
-            .await
+        if let Some(c) = self.conn.get() {
+            return Ok(c);
+        }
+        let Role::Server(listener) = &self.role else {
+            return Err(TransportError::NotConnected);
+        };
+        let listener = listener.lock().await;
+        if let Some(c) = self.conn.get() {
+            return Ok(c);
+        }
+        let c = Connected::new(listener.accept().await?);
+        Ok(self.conn.get_or_init(|| c))
     }
 
-    /// Puts one frame into the ring, waiting for room as the wait policy says (see the module
-    /// documentation).
+    /// Waits for the ring to have a frame (`Recv`) or room (`Send`), as the wait policy says
+    /// (see the module documentation); called after a `try_*` found nothing to do, with
+    /// `retry` trying again: `Ok(value)` when done, `Err(len)` when not yet, `len` being the
+    /// bytes of room a send still needs (as the first `len`). Returns the value.
+    async fn wait<T>(
+        &self,
+        c: &Connected<R>,
+        side: Side,
+        mut len: usize,
+        mut retry: impl FnMut() -> Result<Result<T, usize>, TransportError>,
+    ) -> Result<T, TransportError> {
+        let mut backoff: Backoff<'_> = match side {
+            Side::Recv => c.recv_waiter.backoff(),
+            Side::Send => c.send_waiter.backoff(),
+        }
+        .in_runtime();
+        loop {
+            if self.closed.is_raised() {
+                return Err(TransportError::ConnectionClosed);
+            }
+            match backoff.step() {
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield => R::default().yield_now().await,
+                WaitStep::Sleep => {
+                    let guard = match side {
+                        Side::Recv => c.recv_waiter.prepare_sleep(),
+                        Side::Send => c.send_waiter.prepare_sleep(len),
+                    }
+                    .map_err(map_err)?;
+                    if let Some(_announced) = guard {
+                        let s = c.sleepers()?;
+                        let (bell, waiter_bell) = match side {
+                            Side::Recv => (&s.recv_bell, c.recv_waiter.doorbell()),
+                            Side::Send => (&s.send_bell, c.send_waiter.doorbell()),
+                        };
+                        self.sleep(bell, waiter_bell, &s.peer, || c.recv_waiter.check_peer())
+                            .await?;
+                    }
+                }
+            }
+            match retry()? {
+                Ok(v) => {
+                    backoff.ready();
+                    return Ok(v);
+                }
+                Err(more) => len = more,
+            }
+        }
+    }
+
+    /// Sleeps in the reactor until `bell` rings (then drains `doorbell`), the peer is gone, or
+    /// the transport is closed. Called with an announced sleep (its guard lives across the
+    /// call). A socket wake-up that was not the peer's death (stray bytes) returns too.
+    async fn sleep(
+        &self,
+        bell: &R::Registration,
+        doorbell: &Doorbell,
+        peer: &R::Registration,
+        check_peer: impl Fn() -> Result<(), ShmError>,
+    ) -> Result<(), TransportError> {
+        let mut rung = pin!(bell.readable());
+        let mut hung_up = pin!(peer.readable());
+        poll_fn(|cx| {
+            if self.closed.poll_raised(cx).is_ready() {
+                return Poll::Ready(Err(TransportError::ConnectionClosed));
+            }
+            if let Poll::Ready(r) = rung.as_mut().poll(cx) {
+                r.map_err(io_err)?;
+                return Poll::Ready(doorbell.drain().map_err(map_err));
+            }
+            if let Poll::Ready(r) = hung_up.as_mut().poll(cx) {
+                r.map_err(io_err)?;
+                return Poll::Ready(check_peer().map_err(map_err));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Puts one frame into the ring, waiting for room.
     async fn push(
         &self,
-        c: &Connected,
+        c: &Connected<R>,
         sender: &mut ShmSender,
         frame: &[u8],
     ) -> Result<(), TransportError> {
-        let mut backoff: Option<Backoff<'_>> = None;
         // Bytes of `frame` in the ring so far (a frame larger than half the ring goes in pieces).
         let mut sent = 0;
-        loop {
-            match sender.try_send_from(frame, &mut sent) {
-                Ok(()) => {
-                    if let Some(b) = &mut backoff {
-                        b.ready();
-                    }
-                    self.stats.sent(1, frame.len());
-                    return Ok(());
-                }
-                Err(ShmError::Full) => {}
-                Err(e) => return Err(self.stats.send_error(map_err(e))),
+        let mut try_send = || match sender.try_send_from(frame, &mut sent) {
+            Ok(()) => Ok(Ok(())),
+            Err(ShmError::Full) => Ok(Err(frame.len() - sent)),
+            Err(e) => Err(map_err(e)),
+        };
+        let res = match try_send() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(len)) => self.wait(c, Side::Send, len, try_send).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => {
+                self.stats.sent(1, frame.len());
+                Ok(())
             }
-            if self.closed.load(Ordering::Acquire) {
-                return Err(TransportError::ConnectionClosed);
-            }
-            match backoff
-                .get_or_insert_with(|| c.send_waiter.backoff().in_runtime())
-                .step()
-            {
-                WaitStep::Spin => std::hint::spin_loop(),
-                WaitStep::Yield => tokio::task::yield_now().await,
-                WaitStep::Sleep => {
-                    let guard = c
-                        .send_waiter
-                        .prepare_sleep(frame.len() - sent)
-                        .map_err(|e| self.stats.send_error(map_err(e)))?;
-                    if let Some(_announced) = guard {
-                        let r = c.reactor().await?;
-                        self.sleep(&r.send_bell, &r.peer, || c.send_waiter.check_peer())
-                            .await
-                            .map_err(|e| self.stats.send_error(e))?;
-                    }
-                }
-            }
+            Err(e) => Err(self.stats.send_error(e)),
         }
-    }
-
-    /// Sleeps in the reactor until `bell` rings, the peer is gone, or the transport is closed.
-    /// Called with an announced sleep (its guard lives across the call). A ring is drained
-    /// before returning; a socket wake-up that was not the peer's death (stray bytes) is
-    /// cleared.
-    async fn sleep(
-        &self,
-        bell: &AsyncFd<Doorbell>,
-        peer: &AsyncFd<PeerFd>,
-        check_peer: impl Fn() -> Result<(), ShmError>,
-    ) -> Result<(), TransportError> {
-        let io = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
-        let closed = self.close_notify.notified();
-        tokio::pin!(closed);
-        closed.as_mut().enable();
-        if self.closed.load(Ordering::Acquire) {
-            return Err(TransportError::ConnectionClosed);
-        }
-        tokio::select! {
-            biased;
-            ready = bell.readable() => {
-                let mut ready = ready.map_err(io)?;
-                bell.get_ref().drain().map_err(map_err)?;
-                ready.clear_ready();
-            }
-            ready = peer.readable() => {
-                let mut ready = ready.map_err(io)?;
-                check_peer().map_err(map_err)?;
-                ready.clear_ready();
-            }
-            () = &mut closed => return Err(TransportError::ConnectionClosed),
-        }
-        Ok(())
     }
 }
 
-impl FrameTransport for SharedMemoryFrameTransport {
+impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
     async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
         let c = self.conn().await?;
         check_len(frame.len(), c.max_frame_size)?;
@@ -486,56 +519,36 @@ impl FrameTransport for SharedMemoryFrameTransport {
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
         let c = self.conn().await?;
         let mut rx = c.rx.lock().await;
-        let mut backoff: Option<Backoff<'_>> = None;
-        loop {
-            match rx.try_recv_bytes() {
-                Ok(Some(frame)) => {
-                    if let Some(b) = &mut backoff {
-                        b.ready();
-                    }
-                    self.stats.received(frame.len());
-                    return Ok(frame);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(self.stats.recv_error(map_err(e))),
+        let mut try_recv = || match rx.try_recv_bytes() {
+            Ok(Some(frame)) => Ok(Ok(frame)),
+            Ok(None) => Ok(Err(0)),
+            Err(e) => Err(map_err(e)),
+        };
+        let res = match try_recv() {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(_)) => self.wait(c, Side::Recv, 0, try_recv).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(frame) => {
+                self.stats.received(frame.len());
+                Ok(frame)
             }
-            if self.closed.load(Ordering::Acquire) {
-                return Err(TransportError::ConnectionClosed);
-            }
-            match backoff
-                .get_or_insert_with(|| c.recv_waiter.backoff().in_runtime())
-                .step()
-            {
-                WaitStep::Spin => std::hint::spin_loop(),
-                WaitStep::Yield => tokio::task::yield_now().await,
-                WaitStep::Sleep => {
-                    let guard = c
-                        .recv_waiter
-                        .prepare_sleep()
-                        .map_err(|e| self.stats.recv_error(map_err(e)))?;
-                    if let Some(_announced) = guard {
-                        let r = c.reactor().await?;
-                        self.sleep(&r.recv_bell, &r.peer, || c.recv_waiter.check_peer())
-                            .await
-                            .map_err(|e| self.stats.recv_error(e))?;
-                    }
-                }
-            }
+            Err(e) => Err(self.stats.recv_error(e)),
         }
     }
 
     fn is_connected(&self) -> bool {
-        !self.closed.load(Ordering::Acquire)
+        !self.closed.is_raised()
             && match self.conn.get() {
                 // A sender busy in a send is taken as connected; the send reports otherwise.
-                Some(c) => c.tx.try_lock().map_or(true, |t| t.sender.is_connected()),
+                Some(c) => c.tx.try_lock().is_none_or(|t| t.sender.is_connected()),
                 None => matches!(self.role, Role::Server(_)),
             }
     }
 
     async fn close(&self) -> Result<(), TransportError> {
-        self.closed.store(true, Ordering::Release);
-        self.close_notify.notify_waiters();
+        self.closed.raise();
         Ok(())
     }
 
@@ -553,13 +566,13 @@ impl FrameTransport for SharedMemoryFrameTransport {
 }
 
 /// Accepts many shared-memory clients of one service, each on its own segment.
-pub struct SharedMemoryFrameTransportListener {
-    listener: AsyncListener,
+pub struct SharedMemoryFrameTransportListener<R: Reactor> {
+    listener: AsyncListener<R>,
     config: SharedMemoryConfig,
     name: String,
 }
 
-impl std::fmt::Debug for SharedMemoryFrameTransportListener {
+impl<R: Reactor> std::fmt::Debug for SharedMemoryFrameTransportListener<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedMemoryFrameTransportListener")
             .field("name", &self.name)
@@ -567,8 +580,8 @@ impl std::fmt::Debug for SharedMemoryFrameTransportListener {
     }
 }
 
-impl SharedMemoryFrameTransportListener {
-    /// Listens as service `name`. Needs no runtime.
+impl<R: Reactor> SharedMemoryFrameTransportListener<R> {
+    /// Listens as service `name`. Needs no executor.
     pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
         let listener = ShmListener::bind(name, config.to_shm()).map_err(map_err)?;
         Ok(Self {
@@ -584,12 +597,21 @@ impl SharedMemoryFrameTransportListener {
     }
 
     /// Waits for the next client.
-    pub async fn accept(&self) -> Result<SharedMemoryFrameTransport, TransportError> {
+    pub async fn accept(&self) -> Result<SharedMemoryFrameTransport<R>, TransportError> {
         let conn = self.listener.accept().await?;
-        Ok(SharedMemoryFrameTransport::ready(
-            conn,
+        Ok(SharedMemoryFrameTransport::new(
+            Role::Ready,
+            Some(conn),
             self.config.clone(),
             format!("shm:{}", self.name),
         ))
+    }
+}
+
+impl<R: Reactor> crate::rpc::FrameListener for SharedMemoryFrameTransportListener<R> {
+    type Transport = SharedMemoryFrameTransport<R>;
+
+    async fn accept(&self) -> Result<SharedMemoryFrameTransport<R>, TransportError> {
+        SharedMemoryFrameTransportListener::accept(self).await
     }
 }
