@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod adapter;
 pub mod channel;
 pub mod memory;
 pub mod reactor;
