@@ -74,7 +74,11 @@ impl Pair for Shm {
         let name = unique_name("suite-smol");
         let config = SharedMemoryConfig::default();
         let l = SharedMemoryFrameTransportListener::bind(&name, config.clone()).unwrap();
-        let (c, s) = join(SharedMemoryFrameTransport::connect(&name, config), l.accept()).await;
+        let (c, s) = join(
+            SharedMemoryFrameTransport::connect(&name, config),
+            l.accept(),
+        )
+        .await;
         (
             MessageChannelAdapter::new(c.unwrap()),
             MessageChannelAdapter::new(s.unwrap()),

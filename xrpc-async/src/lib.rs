@@ -32,10 +32,10 @@ pub use channel::{
     ChannelError, MessageChannel, MessageChannelAdapter, Payload, SerdeChannel, TypedChannel,
 };
 pub use memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
+pub use reactor::{Reactor, Registration, Socket, SocketListener, TcpSocket, UnixSocket};
 pub use rpc::{
     CallContext, ClientHandle, FrameListener, RequestStream, RpcClient, RpcClientConfig, RpcError,
     RpcServer, ServerStreamSender, StreamReceiver, StreamSender,
 };
-pub use reactor::{Reactor, Registration, Socket, SocketListener, TcpSocket, UnixSocket};
 pub use runtime::{Runtime, Task, Timer};
 pub use transport::{FrameTransport, TransportError, TransportStats};

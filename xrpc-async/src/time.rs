@@ -33,7 +33,10 @@ pub(crate) async fn until<R: Runtime, T>(
 }
 
 /// [`until`] with a fresh timer, `timeout` from now.
-pub(crate) async fn within<R: Runtime, T>(timeout: Duration, f: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn within<R: Runtime, T>(
+    timeout: Duration,
+    f: impl Future<Output = T>,
+) -> Option<T> {
     until::<R, T>(&mut None, Instant::now() + timeout, f).await
 }
 

@@ -49,7 +49,11 @@ impl Task for SmolTask {
 
 impl Drop for SmolTask {
     fn drop(&mut self) {
-        let task = self.0.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        let task = self
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(task) = task {
             task.detach();
         }

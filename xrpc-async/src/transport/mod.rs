@@ -577,7 +577,9 @@ macro_rules! forward_frame_transport {
                 self.inner.is_healthy()
             }
 
-            fn close(&self) -> impl ::std::future::Future<Output = Result<(), TransportError>> + Send {
+            fn close(
+                &self,
+            ) -> impl ::std::future::Future<Output = Result<(), TransportError>> + Send {
                 self.inner.close()
             }
 

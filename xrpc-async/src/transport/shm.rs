@@ -292,7 +292,12 @@ enum Side {
 }
 
 impl<R: Reactor> SharedMemoryFrameTransport<R> {
-    fn new(role: Role<R>, conn: Option<ShmConnection>, config: SharedMemoryConfig, name: String) -> Self {
+    fn new(
+        role: Role<R>,
+        conn: Option<ShmConnection>,
+        config: SharedMemoryConfig,
+        name: String,
+    ) -> Self {
         let cell = OnceLock::new();
         if let Some(conn) = conn {
             let _ = cell.set(Connected::new(conn));
@@ -331,13 +336,23 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
         config: SharedMemoryConfig,
     ) -> Result<Self, TransportError> {
         let conn = ShmConnection::connect(name, config.to_shm()).map_err(map_err)?;
-        Ok(Self::new(Role::Ready, Some(conn), config, format!("shm:{name}")))
+        Ok(Self::new(
+            Role::Ready,
+            Some(conn),
+            config,
+            format!("shm:{name}"),
+        ))
     }
 
     /// Connects to service `name` without blocking the executor.
     pub async fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
         let conn = connect_async::<R>(name, config.to_shm()).await?;
-        Ok(Self::new(Role::Ready, Some(conn), config, format!("shm:{name}")))
+        Ok(Self::new(
+            Role::Ready,
+            Some(conn),
+            config,
+            format!("shm:{name}"),
+        ))
     }
 
     async fn conn(&self) -> Result<&Connected<R>, TransportError> {

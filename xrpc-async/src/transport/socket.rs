@@ -184,7 +184,11 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
         frames: u64,
         bytes: usize,
     ) -> Result<(), TransportError> {
-        let WriteState { buf, in_write, timer } = w;
+        let WriteState {
+            buf,
+            in_write,
+            timer,
+        } = w;
         *in_write = true;
         let res = timed::<R, _>(timer, self.settings.write_timeout, async {
             write_all(&self.io, buf, tail)

@@ -15,7 +15,11 @@ use crate::Tokio;
 macro_rules! tokio_socket {
     ($ty:ty) => {
         impl Socket<Tokio> for $ty {
-            fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+            fn poll_read(
+                &self,
+                cx: &mut Context<'_>,
+                buf: &mut BytesMut,
+            ) -> Poll<io::Result<usize>> {
                 loop {
                     ready!(self.poll_read_ready(cx))?;
                     match self.try_read_buf(buf) {
