@@ -12,6 +12,13 @@
 //! and then sleeps in the reactor: it announces the sleep and waits for the ring's doorbell (an
 //! eventfd the peer rings after publishing) or for the rendezvous socket to hang up (the peer
 //! died), whichever comes first.
+//!
+//! Nothing reads the rendezvous socket after the handshake: a peer that writes stray bytes
+//! into it wakes our sleeps spuriously (each wake-up checks that the peer lives and goes back
+//! to sleep). On an edge-triggered reactor (tokio) that is one wake-up per write; on a
+//! level-triggered one (async-io) every sleep of that connection wakes at once while the
+//! bytes are there, so such a peer costs its own connection a reactor round trip per wait —
+//! CPU, never a hang or a wrong frame.
 
 use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
