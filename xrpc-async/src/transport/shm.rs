@@ -24,7 +24,7 @@ use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
 use std::sync::OnceLock;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -291,6 +291,17 @@ impl<R: Reactor> std::fmt::Debug for SharedMemoryFrameTransport<R> {
     }
 }
 
+/// Takes a waker back from a [`Signal`] when dropped.
+struct Forget<'a>(&'a Signal, Option<Waker>);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = &self.1 {
+            self.0.forget(w);
+        }
+    }
+}
+
 /// Which way a wait goes: for frames to receive, or for room to send.
 #[derive(Clone, Copy)]
 enum Side {
@@ -442,7 +453,13 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
     ) -> Result<(), TransportError> {
         let mut rung = pin!(bell.readable());
         let mut hung_up = pin!(peer.readable());
+        // The task's waker, left with the close signal while this sleep waits (taken back when
+        // it ends or is dropped).
+        let mut waiting = Forget(&self.closed, None);
         poll_fn(|cx| {
+            if !waiting.1.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                waiting.1 = Some(cx.waker().clone());
+            }
             if self.closed.poll_raised(cx).is_ready() {
                 return Poll::Ready(Err(TransportError::ConnectionClosed));
             }
