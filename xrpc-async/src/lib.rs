@@ -32,7 +32,7 @@ pub use channel::{
     ChannelError, MessageChannel, MessageChannelAdapter, Payload, SerdeChannel, TypedChannel,
 };
 pub use memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
-pub use reactor::{Reactor, Registration, Socket, SocketListener, TcpSocket, UnixSocket};
+pub use reactor::{Reactor, Registration, Socket, SocketListener, TcpSocket, UnixSocket, Watched};
 pub use rpc::{
     CallContext, ClientHandle, FrameListener, RequestStream, RpcClient, RpcClientConfig, RpcError,
     RpcServer, ServerStreamSender, StreamReceiver, StreamSender,

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::task::{Context, Poll};
 
@@ -23,12 +23,17 @@ pub trait Reactor: Runtime {
     /// A descriptor registered with the reactor for readability.
     type Registration: Registration;
 
-    /// Registers `fd` (already non-blocking) for readability.
-    fn register(&self, fd: OwnedFd) -> io::Result<Self::Registration>;
+    /// Registers `fd` (already non-blocking) for readability. The registration keeps `fd`,
+    /// which keeps the descriptor open (an [`OwnedFd`](std::os::fd::OwnedFd), or a shared handle
+    /// such as `xrpc_shm::Doorbell`).
+    fn register(&self, fd: Watched) -> io::Result<Self::Registration>;
 
     /// Lets the executor run its other tasks and its reactor once, then continues.
     fn yield_now(&self) -> impl Future<Output = ()> + Send;
 }
+
+/// A descriptor to register with a [`Reactor`], with whatever keeps it open.
+pub type Watched = Box<dyn AsFd + Send + Sync>;
 
 /// A descriptor registered with a [`Reactor`].
 pub trait Registration: Send + Sync + 'static {

@@ -4,14 +4,14 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_io::Async;
-use xrpc_async::{Reactor, Registration, Runtime, Task, Timer};
+use xrpc_async::{Reactor, Registration, Runtime, Task, Timer, Watched};
 
 /// The smol runtime: tasks go to `smol::spawn` (its global executor, which runs on its own
 /// threads, so spawning works from any executor, async-std's included).
@@ -77,8 +77,15 @@ impl Runtime for Smol {
 }
 
 /// A descriptor watched by async-io's reactor.
-#[derive(Debug)]
-pub struct SmolRegistration(Async<OwnedFd>);
+pub struct SmolRegistration(Async<Watched>);
+
+impl std::fmt::Debug for SmolRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SmolRegistration")
+            .field(&self.0.as_fd())
+            .finish()
+    }
+}
 
 impl Registration for SmolRegistration {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
@@ -89,7 +96,7 @@ impl Registration for SmolRegistration {
 impl Reactor for Smol {
     type Registration = SmolRegistration;
 
-    fn register(&self, fd: OwnedFd) -> io::Result<SmolRegistration> {
+    fn register(&self, fd: Watched) -> io::Result<SmolRegistration> {
         // Only readiness is ever asked of it, never a read: the descriptor's own mode stays.
         Async::new_nonblocking(fd).map(SmolRegistration)
     }

@@ -3,14 +3,14 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use xrpc_async::{Reactor, Registration, Runtime, Task, Timer};
+use xrpc_async::{Reactor, Registration, Runtime, Task, Timer, Watched};
 
 /// The tokio runtime the calling code runs on (tasks go to `tokio::spawn`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,8 +67,24 @@ impl Runtime for Tokio {
 }
 
 /// A descriptor registered with tokio's reactor for readability.
-#[derive(Debug)]
-pub struct TokioRegistration(AsyncFd<OwnedFd>);
+pub struct TokioRegistration(AsyncFd<Descriptor>);
+
+/// A [`Watched`] descriptor as tokio registers it (by raw descriptor, which the box keeps open).
+struct Descriptor(Watched);
+
+impl AsRawFd for Descriptor {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl std::fmt::Debug for TokioRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TokioRegistration")
+            .field(&self.0.as_raw_fd())
+            .finish()
+    }
+}
 
 impl Registration for TokioRegistration {
     async fn readable(&self) -> io::Result<()> {
@@ -80,12 +96,14 @@ impl Registration for TokioRegistration {
 impl Reactor for Tokio {
     type Registration = TokioRegistration;
 
-    fn register(&self, fd: OwnedFd) -> io::Result<TokioRegistration> {
+    fn register(&self, fd: Watched) -> io::Result<TokioRegistration> {
         // `with_interest` is deprecated because an arbitrary `AsRawFd` may close its descriptor
-        // while registered; an `OwnedFd` owned by the `AsyncFd` cannot, so this use is sound
-        // (its replacement takes a raw descriptor on trust, which this crate does not do).
+        // while registered; a `Watched` handle owned by the `AsyncFd` keeps it open (an
+        // `OwnedFd`, or a shared handle whose descriptor lives while any clone does), so this
+        // use is sound (its replacement takes a raw descriptor on trust, which this crate does
+        // not do).
         #[allow(deprecated)]
-        AsyncFd::with_interest(fd, Interest::READABLE).map(TokioRegistration)
+        AsyncFd::with_interest(Descriptor(fd), Interest::READABLE).map(TokioRegistration)
     }
 
     fn yield_now(&self) -> impl Future<Output = ()> + Send {

@@ -112,11 +112,11 @@ fn release_scratch(scratch: &mut BytesMut) {
     }
 }
 
-/// Registers a duplicate of `fd` with the reactor for readability (the original stays with
-/// its owner, which drains or checks it).
-fn register<R: Reactor>(fd: impl AsFd) -> Result<R::Registration, TransportError> {
-    let dup: OwnedFd = fd.as_fd().try_clone_to_owned().map_err(io_err)?;
-    R::default().register(dup).map_err(io_err)
+/// Registers `fd` (a handle that keeps its descriptor open) with the reactor for readability.
+fn register<R: Reactor>(
+    fd: impl AsFd + Send + Sync + 'static,
+) -> Result<R::Registration, TransportError> {
+    R::default().register(Box::new(fd)).map_err(io_err)
 }
 
 /// The value in `cell`, made by `make` if there is none yet (a value made by a racing caller
@@ -195,7 +195,9 @@ impl<R: Reactor> AsyncListener<R> {
     async fn accept(&self) -> Result<ShmConnection, TransportError> {
         let ready = get_or_try_init(&self.ready, || {
             self.listener.set_nonblocking(true).map_err(map_err)?;
-            register::<R>(&self.listener)
+            // A duplicate: the listener itself stays with `self` for `accept`.
+            let dup: OwnedFd = self.listener.as_fd().try_clone_to_owned().map_err(io_err)?;
+            register::<R>(dup)
         })?;
         loop {
             match self.listener.accept() {
@@ -245,8 +247,8 @@ impl<R: Reactor> Connected<R> {
     fn sleepers(&self) -> Result<&Sleepers<R>, TransportError> {
         get_or_try_init(&self.sleepers, || {
             Ok(Sleepers {
-                recv_bell: register::<R>(self.recv_waiter.doorbell())?,
-                send_bell: register::<R>(self.send_waiter.doorbell())?,
+                recv_bell: register::<R>(self.recv_waiter.doorbell().clone())?,
+                send_bell: register::<R>(self.send_waiter.doorbell().clone())?,
                 peer: register::<R>(self.recv_waiter.peer_fd())?,
             })
         })
