@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::task::{Context, Poll};
 
@@ -33,7 +33,32 @@ pub trait Reactor: Runtime {
 }
 
 /// A descriptor to register with a [`Reactor`], with whatever keeps it open.
-pub type Watched = Box<dyn AsFd + Send + Sync>;
+pub struct Watched(Box<dyn AsFd + Send + Sync>);
+
+impl Watched {
+    /// Watches the descriptor of `fd`, which stays open as long as `fd` lives.
+    pub fn new(fd: impl AsFd + Send + Sync + 'static) -> Self {
+        Self(Box::new(fd))
+    }
+}
+
+impl AsFd for Watched {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Watched").field(&self.as_raw_fd()).finish()
+    }
+}
 
 /// A descriptor registered with a [`Reactor`].
 pub trait Registration: Send + Sync + 'static {

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -77,15 +76,8 @@ impl Runtime for Smol {
 }
 
 /// A descriptor watched by async-io's reactor.
+#[derive(Debug)]
 pub struct SmolRegistration(Async<Watched>);
-
-impl std::fmt::Debug for SmolRegistration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("SmolRegistration")
-            .field(&self.0.as_fd())
-            .finish()
-    }
-}
 
 impl Registration for SmolRegistration {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {

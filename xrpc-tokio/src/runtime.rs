@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -67,24 +66,8 @@ impl Runtime for Tokio {
 }
 
 /// A descriptor registered with tokio's reactor for readability.
-pub struct TokioRegistration(AsyncFd<Descriptor>);
-
-/// A [`Watched`] descriptor as tokio registers it (by raw descriptor, which the box keeps open).
-struct Descriptor(Watched);
-
-impl AsRawFd for Descriptor {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
-impl std::fmt::Debug for TokioRegistration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TokioRegistration")
-            .field(&self.0.as_raw_fd())
-            .finish()
-    }
-}
+#[derive(Debug)]
+pub struct TokioRegistration(AsyncFd<Watched>);
 
 impl Registration for TokioRegistration {
     async fn readable(&self) -> io::Result<()> {
@@ -103,7 +86,7 @@ impl Reactor for Tokio {
         // use is sound (its replacement takes a raw descriptor on trust, which this crate does
         // not do).
         #[allow(deprecated)]
-        AsyncFd::with_interest(Descriptor(fd), Interest::READABLE).map(TokioRegistration)
+        AsyncFd::with_interest(fd, Interest::READABLE).map(TokioRegistration)
     }
 
     fn yield_now(&self) -> impl Future<Output = ()> + Send {

@@ -39,7 +39,7 @@ use super::{
     FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames, check_len,
     check_prefixed, check_prefixed_batch,
 };
-use crate::reactor::{Reactor, Registration};
+use crate::reactor::{Reactor, Registration, Watched};
 use crate::signal::Signal;
 use crate::time;
 
@@ -116,7 +116,7 @@ fn release_scratch(scratch: &mut BytesMut) {
 fn register<R: Reactor>(
     fd: impl AsFd + Send + Sync + 'static,
 ) -> Result<R::Registration, TransportError> {
-    R::default().register(Box::new(fd)).map_err(io_err)
+    R::default().register(Watched::new(fd)).map_err(io_err)
 }
 
 /// The value in `cell`, made by `make` if there is none yet (a value made by a racing caller
