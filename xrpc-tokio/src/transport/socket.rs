@@ -11,7 +11,23 @@ use xrpc_async::{Socket, SocketListener, TcpSocket, UnixSocket};
 
 use crate::Tokio;
 
-/// Implements [`Socket`] on the readiness of a tokio stream (as its own `poll_read` does).
+/// Waits for readiness with `ready` and tries `attempt` until it does not would-block (which
+/// clears the readiness), as tokio's own `poll_read` and `poll_write` do.
+fn poll_io<T>(
+    cx: &mut Context<'_>,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
+    mut attempt: impl FnMut() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        ready!(ready(cx))?;
+        match attempt() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return Poll::Ready(r),
+        }
+    }
+}
+
+/// Implements [`Socket`] on the readiness of a tokio stream.
 macro_rules! tokio_socket {
     ($ty:ty) => {
         impl Socket<Tokio> for $ty {
@@ -20,13 +36,7 @@ macro_rules! tokio_socket {
                 cx: &mut Context<'_>,
                 buf: &mut BytesMut,
             ) -> Poll<io::Result<usize>> {
-                loop {
-                    ready!(self.poll_read_ready(cx))?;
-                    match self.try_read_buf(buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        r => return Poll::Ready(r),
-                    }
-                }
+                poll_io(cx, |cx| self.poll_read_ready(cx), || self.try_read_buf(buf))
             }
 
             fn poll_write_vectored(
@@ -34,13 +44,11 @@ macro_rules! tokio_socket {
                 cx: &mut Context<'_>,
                 bufs: &[IoSlice<'_>],
             ) -> Poll<io::Result<usize>> {
-                loop {
-                    ready!(self.poll_write_ready(cx))?;
-                    match self.try_write_vectored(bufs) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        r => return Poll::Ready(r),
-                    }
-                }
+                poll_io(
+                    cx,
+                    |cx| self.poll_write_ready(cx),
+                    || self.try_write_vectored(bufs),
+                )
             }
         }
     };
