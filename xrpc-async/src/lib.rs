@@ -3,26 +3,31 @@
 //! Everything async that is not IO, written once for every executor: the transport and channel
 //! traits, [`RpcClient`] and [`RpcServer`] with their handler registry, call futures, streams
 //! and waiters, and one driver future per connection that feeds the sans-IO sessions of
-//! [`xrpc_proto`]. An adapter crate (`xrpc-tokio`, `xrpc-smol`) brings the transports and a
-//! [`Runtime`]: spawning, timers.
+//! [`xrpc_proto`], and the TCP, Unix and shared-memory transports over any reactor. An adapter
+//! crate (`xrpc-tokio`, `xrpc-smol`) brings a [`Runtime`] (spawning, timers) and a
+//! [`Reactor`] (its sockets, descriptor readiness).
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`transport`] | layer 1: the [`FrameTransport`] trait, its errors and counters |
+//! | [`transport`] | layer 1: the [`FrameTransport`] trait; TCP, Unix and shared-memory transports over a [`Reactor`] |
 //! | [`memory`] | layer 1 in process: [`ChannelFrameTransport`], [`ArcFrameTransport`] |
 //! | [`channel`] | layer 2: [`MessageChannel`], [`MessageChannelAdapter`], [`SerdeChannel`], [`TypedChannel`] |
 //! | [`rpc`] | layer 3: [`RpcClient`], [`RpcServer`], streams, the per-connection driver |
 //! | [`runtime`] | [`Runtime`]: what the layer needs of an executor |
+//! | [`reactor`] | [`Reactor`]: what the socket and shared-memory transports need of its IO |
 //! | [`balance`] | layer 4: [`LoadBalancer`], [`LoadBalancedClient`], discovery, the connection pool |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod adapter;
 pub mod balance;
 pub mod channel;
 pub mod memory;
+pub mod reactor;
 pub mod rpc;
 pub mod runtime;
 mod signal;
+mod time;
 pub mod transport;
 
 pub use balance::{DnsDiscovery, LoadBalancedClient, LoadBalancer, StaticDiscovery};
@@ -30,6 +35,7 @@ pub use channel::{
     ChannelError, MessageChannel, MessageChannelAdapter, Payload, SerdeChannel, TypedChannel,
 };
 pub use memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
+pub use reactor::{Reactor, Registration, Socket, SocketListener, TcpSocket, UnixSocket, Watched};
 pub use rpc::{
     CallContext, ClientHandle, FrameListener, RequestStream, RpcClient, RpcClientConfig, RpcError,
     RpcServer, ServerStreamSender, StreamReceiver, StreamSender,

@@ -42,4 +42,40 @@ impl Signal {
         }
         Poll::Pending
     }
+
+    /// Forgets `waker` (a task that stopped waiting before the flag was raised), so that a
+    /// long-lived flag does not keep one waker for every task that ever waited on it.
+    pub(crate) fn forget(&self, waker: &Waker) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|w| !w.will_wake(waker));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+
+    struct Nothing;
+    impl Wake for Nothing {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    #[test]
+    fn a_forgotten_waker_is_not_kept() {
+        let signal = Signal::default();
+        let waker = &Waker::from(Arc::new(Nothing));
+        let mut cx = Context::from_waker(waker);
+        assert!(signal.poll_raised(&mut cx).is_pending());
+        assert!(signal.poll_raised(&mut cx).is_pending());
+        assert_eq!(signal.waiters.lock().unwrap().len(), 1);
+        signal.forget(waker);
+        assert!(signal.waiters.lock().unwrap().is_empty());
+        signal.raise();
+        assert!(signal.poll_raised(&mut cx).is_ready());
+    }
 }

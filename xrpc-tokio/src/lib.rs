@@ -8,13 +8,12 @@
 //! | module | owns |
 //! |---|---|
 //! | [`transport`] | layer 1: TCP, Unix, shared-memory, channel and `Arc` transports |
-//! | [`runtime`] | [`Tokio`]: spawning and timers for the async layer |
+//! | [`runtime`] | [`Tokio`]: spawning, timers and descriptor readiness for the async layer |
 //! | `balance` | layer 4: [`ClientFactory`], [`LoadBalancedClient`], endpoint connectors |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod balance;
-mod listener;
 pub mod runtime;
 pub mod transport;
 
@@ -23,29 +22,10 @@ pub use balance::{
     UnixConnector,
 };
 pub use runtime::Tokio;
-pub use transport::{
-    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
-    TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
-    UnixFrameTransport, UnixFrameTransportListener, ZeroCopyTransport,
-};
 pub use xrpc_async::balance::{
     BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,
     LeastConnections, LoadBalanceStrategy, LoadBalancer, LoadBalancerConfig, P2c, PoolConfig,
     Random, RoundRobin, ScoreBased, ServiceDiscovery, StaticDiscovery, WeightedRoundRobin,
 };
-pub use xrpc_async::{
-    CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,
-    RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
-    StreamSender, TypedChannel,
-};
-pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions};
-
-/// An RPC client on tokio ([`xrpc_async::RpcClient`]), Bincode by default.
-pub type RpcClient<T, C = BincodeCodec> = xrpc_async::RpcClient<T, C, Tokio>;
-
-/// An RPC server on tokio ([`xrpc_async::RpcServer`]), Bincode by default.
-pub type RpcServer<C = BincodeCodec> = xrpc_async::RpcServer<C, Tokio>;
-
-/// Keeps a client's driver task; returned by [`RpcClient::start`](xrpc_async::RpcClient::start).
-pub type ClientHandle = xrpc_async::ClientHandle<Tokio>;
+pub use transport::ZeroCopyTransport;
+xrpc_async::adapter_api!(Tokio, "tokio");

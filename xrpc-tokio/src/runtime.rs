@@ -1,11 +1,15 @@
-//! [`Tokio`]: the [`Runtime`] of the async layer on tokio — spawning and timers.
+//! [`Tokio`]: the [`Runtime`] and [`Reactor`] of the async layer on tokio — spawning, timers,
+//! descriptor readiness.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use xrpc_async::{Runtime, Task, Timer};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use xrpc_async::{Reactor, Registration, Runtime, Task, Timer, Watched};
 
 /// The tokio runtime the calling code runs on (tasks go to `tokio::spawn`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,5 +62,34 @@ impl Runtime for Tokio {
         tokio::runtime::Handle::try_current()
             .map(|_| ())
             .map_err(|e| format!("xrpc-tokio needs a tokio runtime: {e}"))
+    }
+}
+
+/// A descriptor registered with tokio's reactor for readability.
+#[derive(Debug)]
+pub struct TokioRegistration(AsyncFd<Watched>);
+
+impl Registration for TokioRegistration {
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await?.clear_ready();
+        Ok(())
+    }
+}
+
+impl Reactor for Tokio {
+    type Registration = TokioRegistration;
+
+    fn register(&self, fd: Watched) -> io::Result<TokioRegistration> {
+        // `with_interest` is deprecated because an arbitrary `AsRawFd` may close its descriptor
+        // while registered; a `Watched` handle owned by the `AsyncFd` keeps it open (an
+        // `OwnedFd`, or a shared handle whose descriptor lives while any clone does), so this
+        // use is sound (its replacement takes a raw descriptor on trust, which this crate does
+        // not do).
+        #[allow(deprecated)]
+        AsyncFd::with_interest(fd, Interest::READABLE).map(TokioRegistration)
+    }
+
+    fn yield_now(&self) -> impl Future<Output = ()> + Send {
+        tokio::task::yield_now()
     }
 }

@@ -4,8 +4,13 @@
 //! prefix that byte streams put in front of them — between two peers. Framing on byte streams
 //! is done by [`xrpc_proto::FrameDecoder`]; this module only owns the IO.
 //!
-//! The transports themselves (TCP, Unix, shared memory, in-process) live in the adapter
-//! crates, which own the IO.
+//! The transports are written here once, generic over what they need of an executor: the
+//! socket transports ([`TcpFrameTransport`], [`UnixFrameTransport`]) over a [`Reactor`]'s
+//! sockets, [`SharedMemoryFrameTransport`] over its descriptor readiness. An adapter crate
+//! names them for its reactor (`xrpc_tokio::TcpFrameTransport`) and brings the sockets; the
+//! in-process transports ([`crate::memory`]) need no reactor at all.
+//!
+//! [`Reactor`]: crate::reactor::Reactor
 //!
 //! Every method takes `&self`: one task can wait in [`recv_frame`](FrameTransport::recv_frame)
 //! while others call [`send_frame`](FrameTransport::send_frame). Sends are serialized by an
@@ -18,6 +23,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use xrpc_proto::FRAME_PREFIX_LEN;
+
+mod shm;
+mod socket;
+mod tcp;
+mod unix;
+
+pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
+pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
+pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
 
 /// An error of a frame transport.
 #[derive(Debug, thiserror::Error)]
@@ -495,3 +509,92 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         (**self).recv_value()
     }
 }
+
+/// Implements [`FrameTransport`] for a socket transport `$ty<S, R>` (`S: $bound<R>`) by
+/// forwarding to its `inner` [`SocketTransport`](socket::SocketTransport).
+macro_rules! forward_frame_transport {
+    ($ty:ident, $bound:ident) => {
+        impl<S: $bound<R>, R: $crate::Runtime> $crate::transport::FrameTransport for $ty<S, R> {
+            fn send_frame(
+                &self,
+                frame: &[u8],
+            ) -> impl ::std::future::Future<Output = Result<(), TransportError>> + Send {
+                self.inner.send_frame(frame)
+            }
+
+            fn send_frames(
+                &self,
+                frames: &[&[u8]],
+            ) -> impl ::std::future::Future<Output = Result<(), TransportError>> + Send {
+                self.inner.send_frames(frames)
+            }
+
+            fn send_frame_with<F, E>(
+                &self,
+                encode: F,
+            ) -> impl ::std::future::Future<Output = Result<(), E>> + Send
+            where
+                F: FnOnce(&mut ::bytes::BytesMut) -> Result<(), E> + Send,
+                E: From<TransportError> + Send,
+            {
+                self.inner.send_frame_with(encode)
+            }
+
+            fn send_batch_with<F, E>(
+                &self,
+                encode: F,
+            ) -> impl ::std::future::Future<Output = Result<(), E>> + Send
+            where
+                F: FnOnce(&mut ::bytes::BytesMut) -> Result<(), E> + Send,
+                E: From<TransportError> + Send,
+            {
+                self.inner.send_batch_with(encode)
+            }
+
+            fn recv_frame(
+                &self,
+            ) -> impl ::std::future::Future<Output = Result<::bytes::Bytes, TransportError>> + Send
+            {
+                self.inner.recv_frame()
+            }
+
+            fn recv_frames_with<F>(
+                &self,
+                max: usize,
+                each: F,
+            ) -> impl ::std::future::Future<Output = Result<usize, TransportError>> + Send
+            where
+                F: FnMut(::bytes::Bytes) + Send,
+            {
+                self.inner.recv_frames_with(max, each)
+            }
+
+            fn is_connected(&self) -> bool {
+                self.inner.is_connected()
+            }
+
+            fn is_healthy(&self) -> bool {
+                self.inner.is_healthy()
+            }
+
+            fn close(
+                &self,
+            ) -> impl ::std::future::Future<Output = Result<(), TransportError>> + Send {
+                self.inner.close()
+            }
+
+            fn stats(&self) -> Option<$crate::transport::TransportStats> {
+                Some(self.inner.stats())
+            }
+
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            fn max_frame_size(&self) -> usize {
+                self.inner.max_frame_size()
+            }
+        }
+    };
+}
+use forward_frame_transport;

@@ -1,15 +1,16 @@
-//! Frames over TCP.
+//! Frames over TCP, on any reactor's [`TcpSocket`].
 
-use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::marker::PhantomData;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
+use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, RetryPolicy};
 
-use super::socket::{SocketSettings, SocketTransport};
-use super::{RetryPolicy, TransportError, connect_with_retry, forward_frame_transport};
+use super::TransportError;
+use super::socket::{SocketSettings, SocketTransport, connect_with_retry};
+use crate::reactor::{SocketListener, TcpSocket};
+use crate::rpc::FrameListener;
+use crate::runtime::Runtime;
 
 /// Settings of a [`TcpFrameTransport`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +69,9 @@ impl TcpConfig {
     }
 }
 
-/// A [`FrameTransport`](super::FrameTransport) over a TCP connection: each frame is a 4-byte
-/// little-endian length followed by the frame bytes.
+/// A [`FrameTransport`](super::FrameTransport) over a TCP connection `S` of runtime `R`:
+/// each frame is a 4-byte little-endian length followed by the frame bytes. Adapters name it
+/// for their sockets (`xrpc_tokio::TcpFrameTransport`).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), xrpc_tokio::TransportError> {
@@ -79,14 +81,14 @@ impl TcpConfig {
 /// let reply = t.recv_frame().await?;
 /// # Ok(()) }
 /// ```
-pub struct TcpFrameTransport {
-    inner: SocketTransport<OwnedReadHalf, OwnedWriteHalf, std::net::TcpStream>,
+pub struct TcpFrameTransport<S, R: Runtime> {
+    inner: SocketTransport<S, R>,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
     name: String,
 }
 
-impl std::fmt::Debug for TcpFrameTransport {
+impl<S, R: Runtime> std::fmt::Debug for TcpFrameTransport<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpFrameTransport")
             .field("peer_addr", &self.peer_addr)
@@ -95,35 +97,31 @@ impl std::fmt::Debug for TcpFrameTransport {
     }
 }
 
-forward_frame_transport!(TcpFrameTransport, inner);
+super::forward_frame_transport!(TcpFrameTransport, TcpSocket);
 
-impl TcpFrameTransport {
+impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
     /// Connects to `addr`, making up to `config.max_attempts` attempts of at most
     /// `config.connect_timeout` each, `config.retry_policy` apart.
     pub async fn connect(addr: SocketAddr, config: TcpConfig) -> Result<Self, TransportError> {
-        let stream = connect_with_retry(
+        let stream = connect_with_retry::<R, _, _, _>(
             &addr,
             config.connect_timeout,
             config.max_attempts,
             config.retry_policy,
-            || TcpStream::connect(addr),
+            || S::connect(addr),
         )
         .await?;
         Self::from_stream(stream, config)
     }
 
     /// Wraps a connected stream (applies `config.nodelay`).
-    pub fn from_stream(stream: TcpStream, config: TcpConfig) -> Result<Self, TransportError> {
+    pub fn from_stream(stream: S, config: TcpConfig) -> Result<Self, TransportError> {
         let fail = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
         stream.set_nodelay(config.nodelay).map_err(fail)?;
         let peer_addr = stream.peer_addr().map_err(fail)?;
         let local_addr = stream.local_addr().map_err(fail)?;
-        // A duplicate descriptor lets `close` shut the socket down without the IO locks.
-        let shutdown =
-            std::net::TcpStream::from(stream.as_fd().try_clone_to_owned().map_err(fail)?);
-        let (read, write) = stream.into_split();
         Ok(Self {
-            inner: SocketTransport::new(read, write, shutdown, config.settings()),
+            inner: SocketTransport::new(stream, config.settings()),
             peer_addr,
             local_addr,
             name: format!("tcp:{peer_addr}"),
@@ -142,26 +140,38 @@ impl TcpFrameTransport {
 }
 
 /// Accepts TCP connections as [`TcpFrameTransport`]s.
-#[derive(Debug)]
-pub struct TcpFrameTransportListener {
-    listener: TcpListener,
+pub struct TcpFrameTransportListener<S: TcpSocket<R>, R: Runtime> {
+    listener: S::Listener,
     config: TcpConfig,
+    runtime: PhantomData<R>,
 }
 
-impl TcpFrameTransportListener {
+impl<S: TcpSocket<R>, R: Runtime> std::fmt::Debug for TcpFrameTransportListener<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpFrameTransportListener")
+            .field("local_addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransportListener<S, R> {
     /// Binds to `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
-    /// The error names the address: `bind 127.0.0.1:47800 failed: Address already in use (os
-    /// error 98)`.
+    /// Host names are resolved with the system resolver. The error names the address:
+    /// `bind 127.0.0.1:47800 failed: Address already in use (os error 98)`.
     pub async fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-            .await
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
             .map_err(|e| TransportError::ConnectionFailed(format!("bind failed: {e}")))?
             .collect();
-        let listener = TcpListener::bind(&addrs[..]).await.map_err(|e| {
+        let listener = S::bind(&addrs).await.map_err(|e| {
             let tried: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
             TransportError::ConnectionFailed(format!("bind {} failed: {e}", tried.join(", ")))
         })?;
-        Ok(Self { listener, config })
+        Ok(Self {
+            listener,
+            config,
+            runtime: PhantomData,
+        })
     }
 
     /// The bound address.
@@ -172,12 +182,22 @@ impl TcpFrameTransportListener {
     }
 
     /// Waits for the next connection.
-    pub async fn accept(&self) -> Result<(TcpFrameTransport, SocketAddr), TransportError> {
+    pub async fn accept(&self) -> Result<(TcpFrameTransport<S, R>, SocketAddr), TransportError> {
         let (stream, addr) = self
             .listener
             .accept()
             .await
             .map_err(|e| TransportError::ConnectionFailed(format!("accept failed: {e}")))?;
         Ok((TcpFrameTransport::from_stream(stream, self.config)?, addr))
+    }
+}
+
+impl<S: TcpSocket<R>, R: Runtime> FrameListener for TcpFrameTransportListener<S, R> {
+    type Transport = TcpFrameTransport<S, R>;
+
+    async fn accept(&self) -> Result<TcpFrameTransport<S, R>, TransportError> {
+        TcpFrameTransportListener::accept(self)
+            .await
+            .map(|(t, _)| t)
     }
 }

@@ -1,15 +1,16 @@
-//! Frames over Unix domain stream sockets.
+//! Frames over Unix domain stream sockets, on any reactor's [`UnixSocket`].
 
-use std::os::fd::AsFd;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{UnixListener, UnixStream};
-use xrpc_proto::DEFAULT_MAX_FRAME_SIZE;
+use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, RetryPolicy};
 
-use super::socket::{SocketSettings, SocketTransport};
-use super::{RetryPolicy, TransportError, connect_with_retry, forward_frame_transport};
+use super::TransportError;
+use super::socket::{SocketSettings, SocketTransport, connect_with_retry};
+use crate::reactor::{SocketListener, UnixSocket};
+use crate::rpc::FrameListener;
+use crate::runtime::Runtime;
 
 /// Settings of a [`UnixFrameTransport`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,14 +66,14 @@ impl UnixConfig {
     }
 }
 
-/// A [`FrameTransport`](super::FrameTransport) over a Unix domain stream socket, framed like
-/// [`TcpFrameTransport`](super::TcpFrameTransport).
-pub struct UnixFrameTransport {
-    inner: SocketTransport<OwnedReadHalf, OwnedWriteHalf, std::os::unix::net::UnixStream>,
+/// A [`FrameTransport`](super::FrameTransport) over a Unix domain stream socket `S` of
+/// runtime `R`, framed like [`TcpFrameTransport`](super::TcpFrameTransport).
+pub struct UnixFrameTransport<S, R: Runtime> {
+    inner: SocketTransport<S, R>,
     name: String,
 }
 
-impl std::fmt::Debug for UnixFrameTransport {
+impl<S, R: Runtime> std::fmt::Debug for UnixFrameTransport<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UnixFrameTransport")
             .field("name", &self.name)
@@ -80,9 +81,9 @@ impl std::fmt::Debug for UnixFrameTransport {
     }
 }
 
-forward_frame_transport!(UnixFrameTransport, inner);
+super::forward_frame_transport!(UnixFrameTransport, UnixSocket);
 
-impl UnixFrameTransport {
+impl<S: UnixSocket<R>, R: Runtime> UnixFrameTransport<S, R> {
     /// Connects to the socket at `path`, making up to `config.max_attempts` attempts of at most
     /// `config.connect_timeout` each, `config.retry_policy` apart.
     pub async fn connect(
@@ -90,12 +91,12 @@ impl UnixFrameTransport {
         config: UnixConfig,
     ) -> Result<Self, TransportError> {
         let path = path.as_ref();
-        let stream = connect_with_retry(
+        let stream = connect_with_retry::<R, _, _, _>(
             &path.display(),
             config.connect_timeout,
             config.max_attempts,
             config.retry_policy,
-            || UnixStream::connect(path),
+            || S::connect(path),
         )
         .await?;
         Self::from_stream(stream, config, format!("unix:{}", path.display()))
@@ -103,18 +104,12 @@ impl UnixFrameTransport {
 
     /// Wraps a connected stream; `name` is what [`name`](super::FrameTransport::name) reports.
     pub fn from_stream(
-        stream: UnixStream,
+        stream: S,
         config: UnixConfig,
         name: impl Into<String>,
     ) -> Result<Self, TransportError> {
-        let fail = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
-        // A duplicate descriptor lets `close` shut the socket down without the IO locks.
-        let shutdown = std::os::unix::net::UnixStream::from(
-            stream.as_fd().try_clone_to_owned().map_err(fail)?,
-        );
-        let (read, write) = stream.into_split();
         Ok(Self {
-            inner: SocketTransport::new(read, write, shutdown, config.settings()),
+            inner: SocketTransport::new(stream, config.settings()),
             name: name.into(),
         })
     }
@@ -122,14 +117,22 @@ impl UnixFrameTransport {
 
 /// Accepts Unix socket connections as [`UnixFrameTransport`]s. The socket file is removed when
 /// the listener is dropped.
-#[derive(Debug)]
-pub struct UnixFrameTransportListener {
-    listener: UnixListener,
+pub struct UnixFrameTransportListener<S: UnixSocket<R>, R: Runtime> {
+    listener: S::Listener,
     path: PathBuf,
     config: UnixConfig,
+    runtime: PhantomData<R>,
 }
 
-impl UnixFrameTransportListener {
+impl<S: UnixSocket<R>, R: Runtime> std::fmt::Debug for UnixFrameTransportListener<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixFrameTransportListener")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: UnixSocket<R>, R: Runtime> UnixFrameTransportListener<S, R> {
     /// Binds a socket at `path`. A stale socket file left by a dead process (one nobody
     /// accepts on) is replaced; a live one is an error.
     pub async fn bind(path: impl AsRef<Path>, config: UnixConfig) -> Result<Self, TransportError> {
@@ -137,23 +140,22 @@ impl UnixFrameTransportListener {
         let fail = |e: std::io::Error| {
             TransportError::ConnectionFailed(format!("bind {} failed: {e}", path.display()))
         };
-        let listener = match UnixListener::bind(&path) {
+        let listener = match S::bind(&path) {
             Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                match UnixStream::connect(&path).await {
-                    Err(ce) if ce.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        std::fs::remove_file(&path).map_err(fail)?;
-                        UnixListener::bind(&path).map_err(fail)?
-                    }
-                    _ => return Err(fail(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match S::connect(&path).await {
+                Err(ce) if ce.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(&path).map_err(fail)?;
+                    S::bind(&path).map_err(fail)?
                 }
-            }
+                _ => return Err(fail(e)),
+            },
             Err(e) => return Err(fail(e)),
         };
         Ok(Self {
             listener,
             path,
             config,
+            runtime: PhantomData,
         })
     }
 
@@ -165,7 +167,13 @@ impl UnixFrameTransportListener {
     /// Waits for the next connection.
     pub async fn accept(
         &self,
-    ) -> Result<(UnixFrameTransport, tokio::net::unix::SocketAddr), TransportError> {
+    ) -> Result<
+        (
+            UnixFrameTransport<S, R>,
+            <S::Listener as SocketListener<R>>::Addr,
+        ),
+        TransportError,
+    > {
         let (stream, addr) = self
             .listener
             .accept()
@@ -179,8 +187,18 @@ impl UnixFrameTransportListener {
     }
 }
 
-impl Drop for UnixFrameTransportListener {
+impl<S: UnixSocket<R>, R: Runtime> Drop for UnixFrameTransportListener<S, R> {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl<S: UnixSocket<R>, R: Runtime> FrameListener for UnixFrameTransportListener<S, R> {
+    type Transport = UnixFrameTransport<S, R>;
+
+    async fn accept(&self) -> Result<UnixFrameTransport<S, R>, TransportError> {
+        UnixFrameTransportListener::accept(self)
+            .await
+            .map(|(t, _)| t)
     }
 }

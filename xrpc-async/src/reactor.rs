@@ -1,0 +1,131 @@
+//! [`Reactor`]: what the socket and shared-memory transports need of an executor's IO driver
+//! beyond [`Runtime`] — readiness of a descriptor, non-blocking socket IO, a yield — so that
+//! the transports are written once (in [`transport`](crate::transport)) and an adapter brings
+//! only its reactor's sockets, the way quinn's `AsyncUdpSocket` does for UDP.
+//!
+//! An adapter implements [`Reactor`] for its runtime `R`, and [`Socket<R>`], [`TcpSocket<R>`]
+//! or [`UnixSocket<R>`] and [`SocketListener<R>`] for its socket types (the runtime parameter
+//! lets a crate implement them for a foreign socket type).
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+
+use crate::Runtime;
+
+/// An executor with an IO reactor.
+pub trait Reactor: Runtime {
+    /// A descriptor registered with the reactor for readability.
+    type Registration: Registration;
+
+    /// Registers `fd` (already non-blocking) for readability. The registration keeps `fd`,
+    /// which keeps the descriptor open (an [`OwnedFd`](std::os::fd::OwnedFd), or a shared handle
+    /// such as `xrpc_shm::Doorbell`).
+    fn register(&self, fd: Watched) -> io::Result<Self::Registration>;
+
+    /// Lets the executor run its other tasks and its reactor once, then continues.
+    fn yield_now(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// A descriptor to register with a [`Reactor`], with whatever keeps it open.
+pub struct Watched(Box<dyn AsFd + Send + Sync>);
+
+impl Watched {
+    /// Watches the descriptor of `fd`, which stays open as long as `fd` lives.
+    pub fn new(fd: impl AsFd + Send + Sync + 'static) -> Self {
+        Self(Box::new(fd))
+    }
+}
+
+impl AsFd for Watched {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Watched").field(&self.as_raw_fd()).finish()
+    }
+}
+
+/// A descriptor registered with a [`Reactor`].
+pub trait Registration: Send + Sync + 'static {
+    /// Completes when the descriptor is readable (possibly spuriously); the readiness is then
+    /// consumed, so the caller drains the descriptor or checks its condition before waiting
+    /// again. Several tasks may wait at once.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A connected stream socket of reactor `R`, read and written through `&self` (one task reads
+/// while another writes).
+pub trait Socket<R>: AsFd + Send + Sync + Sized + 'static {
+    /// Reads into the spare capacity of `buf` (which has some), appending what was read;
+    /// `Ok(0)` is the end of the stream.
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+
+    /// Writes from `bufs` in order, returning how many bytes were written.
+    fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// Accepts connections of reactor `R`.
+pub trait SocketListener<R>: Send + Sync + Sized + 'static {
+    /// An accepted connection.
+    type Socket: Socket<R>;
+    /// A peer's or the listener's address.
+    type Addr;
+
+    /// Waits for the next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Socket, Self::Addr)>> + Send;
+
+    /// The listener's own address.
+    fn local_addr(&self) -> io::Result<Self::Addr>;
+}
+
+/// A TCP connection of reactor `R`.
+pub trait TcpSocket<R>: Socket<R> {
+    /// Its listener.
+    type Listener: SocketListener<R, Socket = Self, Addr = SocketAddr>;
+
+    /// Connects to `addr`.
+    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self>> + Send;
+
+    /// Listens on the first of `addrs` that can be bound.
+    fn bind(addrs: &[SocketAddr]) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// Turns Nagle's algorithm off (`true`) or on.
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+
+    /// The peer's address.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+
+    /// The local address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A Unix domain stream connection of reactor `R`.
+pub trait UnixSocket<R>: Socket<R> {
+    /// Its listener.
+    type Listener: SocketListener<R, Socket = Self>;
+
+    /// Connects to the socket at `path`.
+    fn connect(path: &Path) -> impl Future<Output = io::Result<Self>> + Send;
+
+    /// Listens at `path`.
+    fn bind(path: &Path) -> io::Result<Self::Listener>;
+}

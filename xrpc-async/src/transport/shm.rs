@@ -1,0 +1,620 @@
+//! Shared memory between processes on one machine, over [`xrpc_shm`] rings, on any
+//! [`Reactor`].
+//!
+//! Each connection has its own sealed `memfd` segment holding two lock-free rings; the
+//! rendezvous is an abstract Unix socket named after the service (see `xrpc_shm`). Frames are
+//! copied once, into the ring, and once out of it.
+//!
+//! Waiting never blocks an executor thread and holds no thread: a receive (or a send into a
+//! full ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — a short busy
+//! check, then retries that yield to the executor, for at most
+//! [`SharedMemoryConfig::spin_budget`], so a busy peer is served with no system call at all —
+//! and then sleeps in the reactor: it announces the sleep and waits for the ring's doorbell (an
+//! eventfd the peer rings after publishing) or for the rendezvous socket to hang up (the peer
+//! died), whichever comes first.
+//!
+//! Nothing reads the rendezvous socket after the handshake: a peer that writes stray bytes
+//! into it wakes our sleeps spuriously (each wake-up checks that the peer lives and goes back
+//! to sleep). On an edge-triggered reactor (tokio) that is one wake-up per write; on a
+//! level-triggered one (async-io) every sleep of that connection wakes at once while the
+//! bytes are there, so such a peer costs its own connection a reactor round trip per wait —
+//! CPU, never a hang or a wrong frame.
+
+use std::future::{Future, poll_fn};
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::pin;
+use std::sync::OnceLock;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::lock::Mutex;
+use xrpc_proto::FRAME_PREFIX_LEN;
+use xrpc_shm::{
+    Backoff, Doorbell, RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmConnector, ShmError,
+    ShmListener, ShmReceiver, ShmSender, WaitStep,
+};
+
+use super::{
+    FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames, check_len,
+    check_prefixed, check_prefixed_batch,
+};
+use crate::reactor::{Reactor, Registration, Watched};
+use crate::signal::Signal;
+use crate::time;
+
+pub use xrpc_shm::SharedMemoryConfig;
+
+fn map_err(e: ShmError) -> TransportError {
+    match e {
+        ShmError::Disconnected => TransportError::ConnectionClosed,
+        ShmError::FrameTooLarge { size, max } => TransportError::MessageTooLarge { size, max },
+        ShmError::Timeout => TransportError::Timeout,
+        ShmError::Corrupt(m) => TransportError::Protocol(format!("shared memory corrupt: {m}")),
+        ShmError::Io(e) => TransportError::ConnectionFailed(e.to_string()),
+        e @ ShmError::NoServer(_) => TransportError::ConnectionFailed(e.to_string()),
+        other => TransportError::SharedMemoryCreation(other.to_string()),
+    }
+}
+
+fn io_err(e: std::io::Error) -> TransportError {
+    TransportError::ConnectionFailed(e.to_string())
+}
+
+/// Largest send buffer a connection keeps between sends: a frame up to the max frame size
+/// (16 MiB) may pass, but an idle connection should not hold its buffer.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Empties the send buffer after a send, freeing it if a large frame grew it.
+fn release_scratch(scratch: &mut BytesMut) {
+    if scratch.capacity() > SCRATCH_KEEP {
+        *scratch = BytesMut::new();
+    } else {
+        scratch.clear();
+    }
+}
+
+/// Registers `fd` (a handle that keeps its descriptor open) with the reactor for readability.
+fn register<R: Reactor>(
+    fd: impl AsFd + Send + Sync + 'static,
+) -> Result<R::Registration, TransportError> {
+    R::default().register(Watched::new(fd)).map_err(io_err)
+}
+
+/// The value in `cell`, made by `make` if there is none yet (a value made by a racing caller
+/// wins; ours is dropped).
+fn get_or_try_init<T>(
+    cell: &OnceLock<T>,
+    make: impl FnOnce() -> Result<T, TransportError>,
+) -> Result<&T, TransportError> {
+    if let Some(v) = cell.get() {
+        return Ok(v);
+    }
+    let v = make()?;
+    Ok(cell.get_or_init(|| v))
+}
+
+/// Connects to service `name` with the handshake waiting in the reactor: no thread is blocked.
+async fn connect_async<R: Reactor>(
+    name: &str,
+    config: ShmConfig,
+) -> Result<ShmConnection, TransportError> {
+    let deadline = Instant::now() + config.handshake_timeout;
+    let mut connector = loop {
+        match ShmConnector::start(name, config.clone()) {
+            Ok(c) => break c,
+            // The server's accept backlog is full: try again shortly.
+            Err(ShmError::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+            {
+                time::sleep::<R>(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(map_err(e)),
+        }
+    };
+    let sock = register::<R>(connector.socket())?;
+    let finish = async {
+        loop {
+            match connector.try_finish() {
+                Ok(Some(conn)) => return Ok(conn),
+                Ok(None) => sock.readable().await.map_err(io_err)?,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+    };
+    time::until::<R, _>(&mut None, deadline, finish)
+        .await
+        .unwrap_or(Err(TransportError::Timeout))
+}
+
+/// The reactor registrations of a connection's sleepers, made at its first sleep.
+struct Sleepers<R: Reactor> {
+    /// Rung by the peer after it publishes a frame while our receive sleeps.
+    recv_bell: R::Registration,
+    /// Rung by the peer after it frees room while our send sleeps.
+    send_bell: R::Registration,
+    /// The rendezvous socket: readable when the peer is gone.
+    peer: R::Registration,
+}
+
+/// An [`ShmListener`] whose accepts wait for readiness on the reactor (the handshake itself is
+/// one non-blocking `sendmsg`), so waiting for clients holds no thread.
+struct AsyncListener<R: Reactor> {
+    /// The listening socket, registered with the reactor on first accept (binding needs no
+    /// executor).
+    ready: OnceLock<R::Registration>,
+    listener: ShmListener,
+}
+
+impl<R: Reactor> AsyncListener<R> {
+    fn new(listener: ShmListener) -> Self {
+        Self {
+            ready: OnceLock::new(),
+            listener,
+        }
+    }
+
+    async fn accept(&self) -> Result<ShmConnection, TransportError> {
+        let ready = get_or_try_init(&self.ready, || {
+            self.listener.set_nonblocking(true).map_err(map_err)?;
+            // A duplicate: the listener itself stays with `self` for `accept`.
+            let dup: OwnedFd = self.listener.as_fd().try_clone_to_owned().map_err(io_err)?;
+            register::<R>(dup)
+        })?;
+        loop {
+            match self.listener.accept() {
+                Ok(conn) => return Ok(conn),
+                Err(ShmError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready.readable().await.map_err(io_err)?;
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+    }
+}
+
+struct Connected<R: Reactor> {
+    /// Held for a whole send, so frames of concurrent senders never interleave.
+    tx: Mutex<TxState>,
+    rx: Mutex<ShmReceiver>,
+    send_waiter: SendWaiter,
+    recv_waiter: RecvWaiter,
+    sleepers: OnceLock<Sleepers<R>>,
+    max_frame_size: usize,
+}
+
+struct TxState {
+    sender: ShmSender,
+    /// Reused buffer for [`FrameTransport::send_frame_with`].
+    scratch: BytesMut,
+}
+
+impl<R: Reactor> Connected<R> {
+    fn new(conn: ShmConnection) -> Self {
+        let max_frame_size = conn.max_frame_size();
+        let (sender, receiver) = conn.split();
+        Self {
+            send_waiter: sender.waiter(),
+            recv_waiter: receiver.waiter(),
+            tx: Mutex::new(TxState {
+                sender,
+                scratch: BytesMut::new(),
+            }),
+            rx: Mutex::new(receiver),
+            sleepers: OnceLock::new(),
+            max_frame_size,
+        }
+    }
+
+    fn sleepers(&self) -> Result<&Sleepers<R>, TransportError> {
+        get_or_try_init(&self.sleepers, || {
+            Ok(Sleepers {
+                recv_bell: register::<R>(self.recv_waiter.doorbell().clone())?,
+                send_bell: register::<R>(self.send_waiter.doorbell().clone())?,
+                peer: register::<R>(self.recv_waiter.peer_fd())?,
+            })
+        })
+    }
+}
+
+enum Role<R: Reactor> {
+    /// `create_server`: the first client is accepted on first use (under the lock).
+    Server(Mutex<AsyncListener<R>>),
+    /// A client, or an accepted connection.
+    Ready,
+}
+
+/// A frame transport over shared memory, on reactor `R`. Adapters name it for their reactor
+/// (`xrpc_tokio::SharedMemoryFrameTransport`).
+///
+/// ```no_run
+/// # fn demo() -> Result<(), xrpc_tokio::TransportError> {
+/// use xrpc_tokio::{SharedMemoryConfig, SharedMemoryFrameTransport};
+/// // In the server process (the first client that connects is served):
+/// let server = SharedMemoryFrameTransport::create_server("my_service", SharedMemoryConfig::default())?;
+/// // In the client process:
+/// let client = SharedMemoryFrameTransport::connect_client("my_service")?;
+/// # Ok(()) }
+/// ```
+pub struct SharedMemoryFrameTransport<R: Reactor> {
+    role: Role<R>,
+    conn: OnceLock<Connected<R>>,
+    config: SharedMemoryConfig,
+    stats: StatsCounters,
+    /// Raised by `close`; wakes sleeping sends and receives.
+    closed: Signal,
+    name: String,
+}
+
+impl<R: Reactor> std::fmt::Debug for SharedMemoryFrameTransport<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemoryFrameTransport")
+            .field("name", &self.name)
+            .field("connected", &self.conn.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes a waker back from a [`Signal`] when dropped.
+struct Forget<'a>(&'a Signal, Option<Waker>);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = &self.1 {
+            self.0.forget(w);
+        }
+    }
+}
+
+/// Which way a wait goes: for frames to receive, or for room to send.
+#[derive(Clone, Copy)]
+enum Side {
+    Recv,
+    Send,
+}
+
+impl<R: Reactor> SharedMemoryFrameTransport<R> {
+    fn new(
+        role: Role<R>,
+        conn: Option<ShmConnection>,
+        config: SharedMemoryConfig,
+        name: String,
+    ) -> Self {
+        let cell = OnceLock::new();
+        if let Some(conn) = conn {
+            let _ = cell.set(Connected::new(conn));
+        }
+        Self {
+            role,
+            conn: cell,
+            config,
+            stats: StatsCounters::default(),
+            closed: Signal::default(),
+            name,
+        }
+    }
+
+    /// Listens as service `name` and serves the first client that connects (accepted on first
+    /// use, without blocking the caller). For many clients use
+    /// [`SharedMemoryFrameTransportListener`]. Needs no executor.
+    pub fn create_server(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(map_err)?;
+        let role = Role::Server(Mutex::new(AsyncListener::new(listener)));
+        Ok(Self::new(role, None, config, format!("shm:{name}")))
+    }
+
+    /// Connects to service `name` with the default configuration. The handshake is a short
+    /// exchange on a local socket; it blocks the calling thread for at most
+    /// [`SharedMemoryConfig::connect_timeout`] — in async code prefer [`connect`](Self::connect).
+    pub fn connect_client(name: &str) -> Result<Self, TransportError> {
+        Self::connect_client_with_config(name, SharedMemoryConfig::default())
+    }
+
+    /// [`connect_client`](Self::connect_client) with a configuration (the ring sizes are the
+    /// server's; the client's spin budget, timeout and maximum frame apply — a frame above its
+    /// maximum is refused even if the server's is larger).
+    pub fn connect_client_with_config(
+        name: &str,
+        config: SharedMemoryConfig,
+    ) -> Result<Self, TransportError> {
+        let conn = ShmConnection::connect(name, ShmConfig::from(&config)).map_err(map_err)?;
+        Ok(Self::new(
+            Role::Ready,
+            Some(conn),
+            config,
+            format!("shm:{name}"),
+        ))
+    }
+
+    /// Connects to service `name` without blocking the executor.
+    pub async fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        let conn = connect_async::<R>(name, ShmConfig::from(&config)).await?;
+        Ok(Self::new(
+            Role::Ready,
+            Some(conn),
+            config,
+            format!("shm:{name}"),
+        ))
+    }
+
+    async fn conn(&self) -> Result<&Connected<R>, TransportError> {
+        if self.closed.is_raised() {
+            return Err(TransportError::ConnectionClosed);
+        }
+        if let Some(c) = self.conn.get() {
+            return Ok(c);
+        }
+        let Role::Server(listener) = &self.role else {
+            return Err(TransportError::NotConnected);
+        };
+        let listener = listener.lock().await;
+        if let Some(c) = self.conn.get() {
+            return Ok(c);
+        }
+        let c = Connected::new(listener.accept().await?);
+        Ok(self.conn.get_or_init(|| c))
+    }
+
+    /// Waits for the ring to have a frame (`Recv`) or room (`Send`), as the wait policy says
+    /// (see the module documentation); called after a `try_*` found nothing to do, with
+    /// `retry` trying again: `Ok(value)` when done, `Err(len)` when not yet, `len` being the
+    /// bytes of room a send still needs (as the first `len`). Returns the value.
+    async fn wait<T>(
+        &self,
+        c: &Connected<R>,
+        side: Side,
+        mut len: usize,
+        mut retry: impl FnMut() -> Result<Result<T, usize>, TransportError>,
+    ) -> Result<T, TransportError> {
+        let mut backoff: Backoff<'_> = match side {
+            Side::Recv => c.recv_waiter.backoff(),
+            Side::Send => c.send_waiter.backoff(),
+        }
+        .in_runtime();
+        loop {
+            if self.closed.is_raised() {
+                return Err(TransportError::ConnectionClosed);
+            }
+            match backoff.step() {
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield => R::default().yield_now().await,
+                WaitStep::Sleep => {
+                    let guard = match side {
+                        Side::Recv => c.recv_waiter.prepare_sleep(),
+                        Side::Send => c.send_waiter.prepare_sleep(len),
+                    }
+                    .map_err(map_err)?;
+                    if let Some(_announced) = guard {
+                        let s = c.sleepers()?;
+                        let (bell, waiter_bell) = match side {
+                            Side::Recv => (&s.recv_bell, c.recv_waiter.doorbell()),
+                            Side::Send => (&s.send_bell, c.send_waiter.doorbell()),
+                        };
+                        self.sleep(bell, waiter_bell, &s.peer, || c.recv_waiter.check_peer())
+                            .await?;
+                    }
+                }
+            }
+            match retry()? {
+                Ok(v) => {
+                    backoff.ready();
+                    return Ok(v);
+                }
+                Err(more) => len = more,
+            }
+        }
+    }
+
+    /// Sleeps in the reactor until `bell` rings (then drains `doorbell`), the peer is gone, or
+    /// the transport is closed. Called with an announced sleep (its guard lives across the
+    /// call). A socket wake-up that was not the peer's death (stray bytes) returns too.
+    async fn sleep(
+        &self,
+        bell: &R::Registration,
+        doorbell: &Doorbell,
+        peer: &R::Registration,
+        check_peer: impl Fn() -> Result<(), ShmError>,
+    ) -> Result<(), TransportError> {
+        let mut rung = pin!(bell.readable());
+        let mut hung_up = pin!(peer.readable());
+        // The task's waker, left with the close signal while this sleep waits (taken back when
+        // it ends or is dropped).
+        let mut waiting = Forget(&self.closed, None);
+        poll_fn(|cx| {
+            if !waiting.1.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                waiting.1 = Some(cx.waker().clone());
+            }
+            if self.closed.poll_raised(cx).is_ready() {
+                return Poll::Ready(Err(TransportError::ConnectionClosed));
+            }
+            if let Poll::Ready(r) = rung.as_mut().poll(cx) {
+                r.map_err(io_err)?;
+                return Poll::Ready(doorbell.drain().map_err(map_err));
+            }
+            if let Poll::Ready(r) = hung_up.as_mut().poll(cx) {
+                r.map_err(io_err)?;
+                return Poll::Ready(check_peer().map_err(map_err));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Puts one frame into the ring, waiting for room.
+    async fn push(
+        &self,
+        c: &Connected<R>,
+        sender: &mut ShmSender,
+        frame: &[u8],
+    ) -> Result<(), TransportError> {
+        // Bytes of `frame` in the ring so far (a frame larger than half the ring goes in pieces).
+        let mut sent = 0;
+        let mut try_send = || match sender.try_send_from(frame, &mut sent) {
+            Ok(()) => Ok(Ok(())),
+            Err(ShmError::Full) => Ok(Err(frame.len() - sent)),
+            Err(e) => Err(map_err(e)),
+        };
+        let res = match try_send() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(len)) => self.wait(c, Side::Send, len, try_send).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => {
+                self.stats.sent(1, frame.len());
+                Ok(())
+            }
+            Err(e) => Err(self.stats.send_error(e)),
+        }
+    }
+}
+
+impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
+    async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
+        let c = self.conn().await?;
+        check_len(frame.len(), c.max_frame_size)?;
+        let mut tx = c.tx.lock().await;
+        self.push(c, &mut tx.sender, frame).await
+    }
+
+    async fn send_frame_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let c = self.conn().await?;
+        let mut tx = c.tx.lock().await;
+        let TxState { sender, scratch } = &mut *tx;
+        scratch.clear();
+        let res = match encode(scratch) {
+            Ok(()) => match check_prefixed(scratch, c.max_frame_size) {
+                Ok(_) => Ok(self.push(c, sender, &scratch[FRAME_PREFIX_LEN..]).await?),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e),
+        };
+        release_scratch(scratch);
+        res
+    }
+
+    async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let c = self.conn().await?;
+        let mut tx = c.tx.lock().await;
+        let TxState { sender, scratch } = &mut *tx;
+        scratch.clear();
+        let res = async {
+            encode(scratch)?;
+            check_prefixed_batch(scratch, c.max_frame_size)?;
+            for frame in batch_frames(scratch) {
+                self.push(c, sender, frame).await?;
+            }
+            Ok(())
+        }
+        .await;
+        release_scratch(scratch);
+        res
+    }
+
+    async fn recv_frame(&self) -> Result<Bytes, TransportError> {
+        let c = self.conn().await?;
+        let mut rx = c.rx.lock().await;
+        let mut try_recv = || match rx.try_recv_bytes() {
+            Ok(Some(frame)) => Ok(Ok(frame)),
+            Ok(None) => Ok(Err(0)),
+            Err(e) => Err(map_err(e)),
+        };
+        let res = match try_recv() {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(_)) => self.wait(c, Side::Recv, 0, try_recv).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(frame) => {
+                self.stats.received(frame.len());
+                Ok(frame)
+            }
+            Err(e) => Err(self.stats.recv_error(e)),
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        !self.closed.is_raised()
+            && match self.conn.get() {
+                // A sender busy in a send is taken as connected; the send reports otherwise.
+                Some(c) => c.tx.try_lock().is_none_or(|t| t.sender.is_connected()),
+                None => matches!(self.role, Role::Server(_)),
+            }
+    }
+
+    async fn close(&self) -> Result<(), TransportError> {
+        self.closed.raise();
+        Ok(())
+    }
+
+    fn stats(&self) -> Option<TransportStats> {
+        Some(self.stats.snapshot())
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_frame_size(&self) -> usize {
+        self.config.max_frame_size
+    }
+}
+
+/// Accepts many shared-memory clients of one service, each on its own segment.
+pub struct SharedMemoryFrameTransportListener<R: Reactor> {
+    listener: AsyncListener<R>,
+    config: SharedMemoryConfig,
+    name: String,
+}
+
+impl<R: Reactor> std::fmt::Debug for SharedMemoryFrameTransportListener<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemoryFrameTransportListener")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Reactor> SharedMemoryFrameTransportListener<R> {
+    /// Listens as service `name`. Needs no executor.
+    pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(map_err)?;
+        Ok(Self {
+            listener: AsyncListener::new(listener),
+            config,
+            name: name.to_string(),
+        })
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for the next client.
+    pub async fn accept(&self) -> Result<SharedMemoryFrameTransport<R>, TransportError> {
+        let conn = self.listener.accept().await?;
+        Ok(SharedMemoryFrameTransport::new(
+            Role::Ready,
+            Some(conn),
+            self.config.clone(),
+            format!("shm:{}", self.name),
+        ))
+    }
+}
+
+impl<R: Reactor> crate::rpc::FrameListener for SharedMemoryFrameTransportListener<R> {
+    type Transport = SharedMemoryFrameTransport<R>;
+
+    async fn accept(&self) -> Result<SharedMemoryFrameTransport<R>, TransportError> {
+        SharedMemoryFrameTransportListener::accept(self).await
+    }
+}

@@ -1,0 +1,409 @@
+//! The socket frame transport shared by TCP and Unix (a byte stream of length-prefixed
+//! frames), over any reactor's [`Socket`].
+//!
+//! The socket is read and written through `&self`; the [`xrpc_proto::FrameDecoder`] sits
+//! behind one lock, the reusable write buffer behind another, so one task can wait for frames
+//! while others send. Reads go straight into the decoder's buffer (the socket read is the
+//! only copy); a small frame is written as prefix + payload from one buffer in one write.
+
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::lock::{Mutex, MutexGuard};
+use xrpc_proto::{FrameDecoder, FrameError, RetryPolicy};
+
+use super::{
+    StatsCounters, TransportError, TransportStats, check_len, check_prefixed, check_prefixed_batch,
+};
+use crate::reactor::Socket;
+use crate::runtime::Runtime;
+use crate::time;
+
+/// Free space below which the read buffer is grown before a read.
+const MIN_READ_SPACE: usize = 4 * 1024;
+/// How much the read buffer grows by when it runs low.
+const READ_CHUNK: usize = 64 * 1024;
+/// Frames larger than this are written from the caller's slice (vectored with the prefix)
+/// instead of being copied into the write buffer.
+const COPY_THRESHOLD: usize = 64 * 1024;
+/// A write buffer grown beyond this by a large encoded frame is released after the write.
+const MAX_RETAINED_WRITE_BUF: usize = 1024 * 1024;
+
+/// Stream settings shared by TCP and Unix configurations.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SocketSettings {
+    pub(crate) max_frame_size: usize,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+}
+
+struct ReadState<R: Runtime> {
+    decoder: FrameDecoder,
+    /// The read timeout's timer, made at the first timed read and reset for each.
+    timer: Option<R::Timer>,
+}
+
+struct WriteState<R: Runtime> {
+    buf: BytesMut,
+    /// Set while a write is in progress; still set afterwards if the write was abandoned (the
+    /// future dropped or timed out), meaning a partial frame may be on the wire.
+    in_write: bool,
+    /// The write timeout's timer, as for reads.
+    timer: Option<R::Timer>,
+}
+
+/// A frame transport over one stream socket of reactor `R`.
+pub(crate) struct SocketTransport<S, R: Runtime> {
+    io: S,
+    reader: Mutex<ReadState<R>>,
+    writer: Mutex<WriteState<R>>,
+    /// Cleared on close and on any fatal error.
+    connected: AtomicBool,
+    /// Set by `close`.
+    closed: AtomicBool,
+    stats: StatsCounters,
+    settings: SocketSettings,
+}
+
+/// Runs `f` under an optional timeout, on `timer`.
+async fn timed<R: Runtime, T>(
+    timer: &mut Option<R::Timer>,
+    timeout: Option<Duration>,
+    f: impl Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    match timeout {
+        None => f.await,
+        Some(d) => time::until::<R, _>(timer, Instant::now() + d, f)
+            .await
+            .unwrap_or(Err(TransportError::Timeout)),
+    }
+}
+
+/// Writes `head` then `tail` with vectored writes (one system call when the socket takes
+/// both).
+async fn write_all<S: Socket<R>, R>(io: &S, mut head: &[u8], mut tail: &[u8]) -> io::Result<()> {
+    while !head.is_empty() || !tail.is_empty() {
+        let n = poll_fn(|cx| io.poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(tail)]))
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n < head.len() {
+            head = &head[n..];
+        } else {
+            tail = &tail[n - head.len()..];
+            head = &[];
+        }
+    }
+    Ok(())
+}
+
+/// Ensures the read buffer has room for a worthwhile read, without `BytesMut::reserve`'s
+/// doubling (which after a large frame could allocate far more than needed).
+///
+/// A frame in progress has already been given room for all of it by
+/// [`FrameDecoder::poll_frame`], so the buffer is only grown when it is full, or when little
+/// room and little data are left (then the copy is at most [`MIN_READ_SPACE`] bytes).
+fn make_read_room(buf: &mut BytesMut) {
+    let spare = buf.capacity() - buf.len();
+    if spare == 0 || (spare < MIN_READ_SPACE && buf.len() <= MIN_READ_SPACE) {
+        if buf.try_reclaim(READ_CHUNK) {
+            return;
+        }
+        let mut grown = BytesMut::with_capacity(buf.len() + READ_CHUNK);
+        grown.extend_from_slice(buf);
+        *buf = grown;
+    }
+}
+
+impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
+    pub(crate) fn new(io: S, settings: SocketSettings) -> Self {
+        Self {
+            io,
+            reader: Mutex::new(ReadState {
+                decoder: FrameDecoder::new(settings.max_frame_size),
+                timer: None,
+            }),
+            writer: Mutex::new(WriteState {
+                buf: BytesMut::new(),
+                in_write: false,
+                timer: None,
+            }),
+            connected: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            stats: StatsCounters::default(),
+            settings,
+        }
+    }
+
+    pub(crate) fn max_frame_size(&self) -> usize {
+        self.settings.max_frame_size
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.is_connected()
+    }
+
+    pub(crate) fn stats(&self) -> TransportStats {
+        self.stats.snapshot()
+    }
+
+    fn broken(&self, e: TransportError) -> TransportError {
+        if e.is_fatal() {
+            self.connected.store(false, Ordering::Release);
+        }
+        e
+    }
+
+    /// Takes the write lock and checks that the stream is still writable.
+    async fn lock_writer(&self) -> Result<MutexGuard<'_, WriteState<R>>, TransportError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::ConnectionClosed);
+        }
+        let w = self.writer.lock().await;
+        if w.in_write {
+            // An earlier send was abandoned mid-write: a partial frame may be on the wire.
+            self.connected.store(false, Ordering::Release);
+            return Err(TransportError::NotConnected);
+        }
+        Ok(w)
+    }
+
+    /// Writes `w.buf` (and `tail`, if any) under the write timeout, then accounts for it.
+    async fn flush(
+        &self,
+        w: &mut WriteState<R>,
+        tail: &[u8],
+        frames: u64,
+        bytes: usize,
+    ) -> Result<(), TransportError> {
+        let WriteState {
+            buf,
+            in_write,
+            timer,
+        } = w;
+        *in_write = true;
+        let res = timed::<R, _>(timer, self.settings.write_timeout, async {
+            write_all(&self.io, buf, tail)
+                .await
+                .map_err(TransportError::send)
+        })
+        .await;
+        buf.clear();
+        if buf.capacity() > MAX_RETAINED_WRITE_BUF {
+            *buf = BytesMut::new();
+        }
+        match res {
+            Ok(()) => {
+                *in_write = false;
+                self.stats.sent(frames, bytes);
+                Ok(())
+            }
+            Err(e) => {
+                // A partial frame may be on the wire: the stream is unusable for sends.
+                self.connected.store(false, Ordering::Release);
+                Err(self.stats.send_error(e))
+            }
+        }
+    }
+
+    pub(crate) async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
+        check_len(frame.len(), self.settings.max_frame_size)?;
+        let mut w = self.lock_writer().await?;
+        let prefix = (frame.len() as u32).to_le_bytes();
+        w.buf.extend_from_slice(&prefix);
+        if frame.len() <= COPY_THRESHOLD {
+            w.buf.extend_from_slice(frame);
+            self.flush(&mut w, &[], 1, frame.len()).await
+        } else {
+            self.flush(&mut w, frame, 1, frame.len()).await
+        }
+    }
+
+    pub(crate) async fn send_frames(&self, frames: &[&[u8]]) -> Result<(), TransportError> {
+        for f in frames {
+            check_len(f.len(), self.settings.max_frame_size)?;
+        }
+        let mut w = self.lock_writer().await?;
+        let (mut n, mut bytes) = (0u64, 0usize);
+        for f in frames {
+            w.buf.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            n += 1;
+            bytes += f.len();
+            if f.len() <= COPY_THRESHOLD {
+                w.buf.extend_from_slice(f);
+            } else {
+                self.flush(&mut w, f, n, bytes).await?;
+                (n, bytes) = (0, 0);
+            }
+        }
+        if w.buf.is_empty() {
+            return Ok(());
+        }
+        self.flush(&mut w, &[], n, bytes).await
+    }
+
+    pub(crate) async fn send_frame_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let mut w = self.lock_writer().await?;
+        if let Err(e) = encode(&mut w.buf) {
+            w.buf.clear();
+            return Err(e);
+        }
+        match check_prefixed(&w.buf, self.settings.max_frame_size) {
+            Ok(len) => Ok(self.flush(&mut w, &[], 1, len).await?),
+            Err(e) => {
+                w.buf.clear();
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(crate) async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let mut w = self.lock_writer().await?;
+        if let Err(e) = encode(&mut w.buf) {
+            w.buf.clear();
+            return Err(e);
+        }
+        match check_prefixed_batch(&w.buf, self.settings.max_frame_size) {
+            Ok((0, _)) => Ok(()),
+            Ok((n, len)) => Ok(self.flush(&mut w, &[], n, len).await?),
+            Err(e) => {
+                w.buf.clear();
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(crate) async fn recv_frame(&self) -> Result<Bytes, TransportError> {
+        let mut frame = None;
+        self.recv_frames_with(1, |f| frame = Some(f)).await?;
+        frame.ok_or_else(|| TransportError::Protocol("no frame received".into()))
+    }
+
+    /// See [`FrameTransport::recv_frames_with`](super::FrameTransport::recv_frames_with).
+    pub(crate) async fn recv_frames_with<F: FnMut(Bytes)>(
+        &self,
+        max: usize,
+        mut each: F,
+    ) -> Result<usize, TransportError> {
+        let mut r = self.reader.lock().await;
+        let ReadState { decoder, timer } = &mut *r;
+        let res = timed::<R, _>(timer, self.settings.read_timeout, async {
+            loop {
+                match decoder.poll_frame() {
+                    Ok(Some(frame)) => return Ok(frame),
+                    Ok(None) => {}
+                    Err(FrameError::TooLarge { len, max }) => {
+                        return Err(TransportError::MessageTooLarge { size: len, max });
+                    }
+                    Err(e) => return Err(TransportError::Protocol(e.to_string())),
+                }
+                make_read_room(decoder.buffer_mut());
+                let n = poll_fn(|cx| self.io.poll_read(cx, decoder.buffer_mut()))
+                    .await
+                    .map_err(TransportError::recv)?;
+                if n == 0 {
+                    if decoder.buffered() == 0 {
+                        return Err(TransportError::ConnectionClosed);
+                    }
+                    return Err(TransportError::ReceiveFailed(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "peer closed the stream {} bytes into a frame",
+                            decoder.buffered()
+                        ),
+                    )));
+                }
+            }
+        })
+        .await;
+        match res {
+            Ok(frame) => {
+                self.stats.received(frame.len());
+                each(frame);
+                let mut n = 1;
+                // Frames already buffered behind it; a decode error stays in the decoder
+                // for the next call.
+                while n < max {
+                    match decoder.poll_frame() {
+                        Ok(Some(frame)) => {
+                            self.stats.received(frame.len());
+                            each(frame);
+                            n += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(n)
+            }
+            Err(e @ TransportError::MessageTooLarge { .. }) => {
+                // The decoder's error is sticky: the stream is out of sync for good.
+                self.connected.store(false, Ordering::Release);
+                Err(self.stats.recv_error(e))
+            }
+            Err(e) => Err(self.broken(self.stats.recv_error(e))),
+        }
+    }
+
+    /// Shuts the socket down in both directions (no lock is taken, so a blocked read or
+    /// write wakes up).
+    pub(crate) async fn close(&self) -> Result<(), TransportError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.connected.store(false, Ordering::Release);
+        match rustix::net::shutdown(self.io.as_fd(), rustix::net::Shutdown::Both) {
+            Ok(()) => Ok(()),
+            // The peer got there first.
+            Err(rustix::io::Errno::NOTCONN) => Ok(()),
+            Err(e) => Err(TransportError::SendFailed(e.into())),
+        }
+    }
+}
+
+/// Runs `connect` up to `max_attempts` times (at least once), each bounded by `timeout`,
+/// sleeping per `policy` between attempts. Returns the last error if all fail.
+pub(crate) async fn connect_with_retry<R, S, F, Fut>(
+    what: &(dyn std::fmt::Display + Sync),
+    timeout: Duration,
+    max_attempts: u32,
+    policy: RetryPolicy,
+    mut connect: F,
+) -> Result<S, TransportError>
+where
+    R: Runtime,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<S>>,
+{
+    let attempts = max_attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        let err = match time::within::<R, _>(timeout, connect()).await {
+            Some(Ok(s)) => return Ok(s),
+            Some(Err(e)) => TransportError::ConnectionFailed(format!(
+                "connect to {what} failed (attempt {attempt}/{attempts}): {e}"
+            )),
+            None => TransportError::Timeout,
+        };
+        if attempt >= attempts {
+            return Err(err);
+        }
+        time::sleep::<R>(policy.delay(attempt)).await;
+        attempt += 1;
+    }
+}
