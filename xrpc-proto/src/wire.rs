@@ -14,11 +14,6 @@ use crate::message::{MessageDecoder, MessageEncoder};
 use crate::packet::{Body, Packet};
 use crate::payload::Payload;
 
-/// A read is worth making only with at least this much room.
-const MIN_READ_SPACE: usize = 4 * 1024;
-/// How much room a read buffer grows by.
-const READ_CHUNK: usize = 64 * 1024;
-
 /// How a connection's bytes are framed and coded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireConfig {
@@ -102,19 +97,10 @@ impl Wire {
         self.encoder.compression().algorithm == CompressionType::None
     }
 
-    /// The buffer received bytes are appended to, with room for a worthwhile read. Grown only
-    /// when it is full, or nearly full with little in it (so the copy is small).
+    /// The buffer received bytes are appended to, with room for a worthwhile read (growing
+    /// with the bytes that arrive, see [`FrameDecoder::read_buffer`]).
     pub(crate) fn read_buffer(&mut self) -> &mut BytesMut {
-        let buf = self.frames.buffer_mut();
-        let spare = buf.capacity() - buf.len();
-        if (spare == 0 || (spare < MIN_READ_SPACE && buf.len() <= MIN_READ_SPACE))
-            && !buf.try_reclaim(READ_CHUNK)
-        {
-            let mut grown = BytesMut::with_capacity(buf.len() + READ_CHUNK);
-            grown.extend_from_slice(buf);
-            *buf = grown;
-        }
-        buf
+        self.frames.read_buffer()
     }
 
     /// Appends received bytes.

@@ -18,10 +18,6 @@ use super::{
     StatsCounters, TransportError, TransportStats, check_len, check_prefixed, check_prefixed_batch,
 };
 
-/// Free space below which the read buffer is grown before a read.
-const MIN_READ_SPACE: usize = 4 * 1024;
-/// How much the read buffer grows by when it runs low.
-const READ_CHUNK: usize = 64 * 1024;
 /// Frames larger than this are written from the caller's slice (vectored with the prefix)
 /// instead of being copied into the write buffer.
 const COPY_THRESHOLD: usize = 64 * 1024;
@@ -115,24 +111,6 @@ async fn write_all_2<W: AsyncWrite + Unpin>(
         }
     }
     io.write_all(tail).await
-}
-
-/// Ensures the read buffer has room for a worthwhile read, without `BytesMut::reserve`'s
-/// doubling (which after a large frame could allocate far more than needed).
-///
-/// A frame in progress has already been given room for all of it by
-/// [`FrameDecoder::poll_frame`], so the buffer is only grown when it is full, or when little
-/// room and little data are left (then the copy is at most [`MIN_READ_SPACE`] bytes).
-fn make_read_room(buf: &mut BytesMut) {
-    let spare = buf.capacity() - buf.len();
-    if spare == 0 || (spare < MIN_READ_SPACE && buf.len() <= MIN_READ_SPACE) {
-        if buf.try_reclaim(READ_CHUNK) {
-            return;
-        }
-        let mut grown = BytesMut::with_capacity(buf.len() + READ_CHUNK);
-        grown.extend_from_slice(buf);
-        *buf = grown;
-    }
 }
 
 impl<R, W, S> SocketTransport<R, W, S>
@@ -335,9 +313,9 @@ where
                     }
                     Err(e) => return Err(TransportError::Protocol(e.to_string())),
                 }
-                make_read_room(decoder.buffer_mut());
+                // Room grows with the bytes that arrive, not with a length prefix alone.
                 let n = io
-                    .read_buf(decoder.buffer_mut())
+                    .read_buf(decoder.read_buffer())
                     .await
                     .map_err(TransportError::recv)?;
                 if n == 0 {
