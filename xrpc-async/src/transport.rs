@@ -353,6 +353,13 @@ pub trait FrameTransport: Send + Sync + 'static {
         }
     }
 
+    /// Bytes received of a frame that is not whole yet (0 between frames, and always for a
+    /// transport that only ever delivers whole frames). The session closes a connection whose
+    /// frame stays partial too long (`ServerConfig::frame_timeout`).
+    fn partial_frame(&self) -> usize {
+        0
+    }
+
     /// Whether the transport has not been closed and has seen no fatal error.
     fn is_connected(&self) -> bool;
 
@@ -452,6 +459,10 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         F: FnMut(Bytes) + Send,
     {
         (**self).recv_frames_with(max, each)
+    }
+
+    fn partial_frame(&self) -> usize {
+        (**self).partial_frame()
     }
 
     fn is_connected(&self) -> bool {

@@ -124,6 +124,12 @@ impl FrameDecoder {
         self.buf.len()
     }
 
+    /// Bytes received of frames not yet whole, their length prefixes included (0 between
+    /// frames).
+    pub fn partial_bytes(&self) -> usize {
+        self.buf.len() + if self.pending.is_some() { FRAME_PREFIX_LEN } else { 0 }
+    }
+
     /// Returns the next complete frame, `Ok(None)` if more bytes are needed, or an error if the
     /// stream announced a frame larger than allowed (the error repeats on every later call).
     pub fn poll_frame(&mut self) -> Result<Option<Bytes>, FrameError> {

@@ -66,14 +66,16 @@ pub use codec::MessagePackCodec;
 #[cfg(feature = "codec-postcard")]
 pub use codec::PostcardCodec;
 pub use codec::{BincodeCodec, Codec, CodecError, CodecId, codec_name};
-pub use compression::{CompressionConfig, CompressionError, CompressionType, Compressor};
+pub use compression::{
+    CompressionConfig, CompressionError, CompressionType, Compressor, DecompressionBudget,
+};
 pub use error::ProtoError;
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameDecoder, FrameError};
 pub use message::{
     ErrorCode, Flags, Header, Message, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
 };
 pub use packet::{Body, Packet};
-pub use payload::Payload;
+pub use payload::{Payload, WireSize};
 pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
 pub use server::{

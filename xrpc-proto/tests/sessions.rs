@@ -42,7 +42,7 @@ impl Pair {
         Self {
             now,
             client: ClientSession::new(cc, wire, now),
-            server: ServerSession::new(sc, wire, CODEC),
+            server: ServerSession::new(sc, wire, CODEC, now),
             routes,
             chunk: 7,
             client_events: Vec::new(),
@@ -513,7 +513,15 @@ fn notifications_count_against_the_concurrency_limit() {
     // A call is refused too while two notification handlers run.
     let id = p.call("add", b"");
     assert_eq!(p.remote(id).code, ErrorCode::ResourceExhausted);
-    p.server.notification_done(p.now);
+    let token = p
+        .server_events
+        .iter()
+        .find_map(|e| match e {
+            ServerSessionEvent::Notification { token, .. } => Some(*token),
+            _ => None,
+        })
+        .unwrap();
+    p.server.notification_done(p.now, token);
     let id = p.call("add", b"");
     assert_eq!(p.take_calls().len(), 1);
     assert!(p.client_outcome(id).is_none());
@@ -689,7 +697,7 @@ mod hostile_bytes {
             let mut routes = MethodTable::new();
             routes.insert("u", CallKind::Unary, ());
             routes.insert("s", CallKind::ServerStreaming, ());
-            let mut server = ServerSession::new(ServerConfig::default(), wire, 1);
+            let mut server = ServerSession::new(ServerConfig::default(), wire, 1, now);
             let mut client = ClientSession::new(ClientConfig::default(), wire, now);
             let mut bytes = Vec::new();
             if let Some(len) = prefix {

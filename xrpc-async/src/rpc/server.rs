@@ -30,12 +30,27 @@ pub struct CallContext {
     pub deadline: Option<Instant>,
     /// Who streams.
     pub kind: CallKind,
+    pub(crate) cancel: Arc<Signal>,
 }
 
 impl CallContext {
     /// The method name.
     pub fn method(&self) -> &str {
         std::str::from_utf8(&self.method).unwrap_or_default()
+    }
+
+    /// Whether the call was stopped: the client cancelled it, its deadline passed, the
+    /// server's drain deadline passed during a shutdown, or the connection closed. The
+    /// handler's own future is dropped then; this tells work it started elsewhere (a spawned
+    /// task, a thread) to stop too.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_raised()
+    }
+
+    /// Ready once the call is stopped (see [`is_cancelled`](Self::is_cancelled)).
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        let cancel = self.cancel.clone();
+        std::future::poll_fn(move |cx| cancel.poll_raised(cx))
     }
 }
 

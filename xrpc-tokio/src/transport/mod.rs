@@ -123,6 +123,10 @@ macro_rules! forward_frame_transport {
                 self.$field.recv_frames_with(max, each)
             }
 
+            fn partial_frame(&self) -> usize {
+                self.$field.partial_frame()
+            }
+
             fn is_connected(&self) -> bool {
                 self.$field.is_connected()
             }

@@ -6,7 +6,7 @@
 //! is written as prefix + payload from one buffer in a single `write_all`.
 
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -73,6 +73,8 @@ pub(crate) struct SocketTransport<R, W, S> {
     connected: AtomicBool,
     /// Set by `close`.
     closed: AtomicBool,
+    /// Bytes of a frame not yet whole, as of the last read.
+    partial: AtomicUsize,
     stats: StatsCounters,
     settings: SocketSettings,
 }
@@ -133,6 +135,7 @@ where
             shutdown,
             connected: AtomicBool::new(true),
             closed: AtomicBool::new(false),
+            partial: AtomicUsize::new(0),
             stats: StatsCounters::default(),
             settings,
         }
@@ -140,6 +143,10 @@ where
 
     pub(crate) fn max_frame_size(&self) -> usize {
         self.settings.max_frame_size
+    }
+
+    pub(crate) fn partial_frame(&self) -> usize {
+        self.partial.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -318,6 +325,7 @@ where
                     .read_buf(decoder.read_buffer())
                     .await
                     .map_err(TransportError::recv)?;
+                self.partial.store(decoder.partial_bytes(), Ordering::Relaxed);
                 if n == 0 {
                     if decoder.buffered() == 0 {
                         return Err(TransportError::ConnectionClosed);
@@ -350,6 +358,8 @@ where
                         _ => break,
                     }
                 }
+                self.partial
+                    .store(r.decoder.partial_bytes(), Ordering::Relaxed);
                 Ok(n)
             }
             Err(e @ TransportError::MessageTooLarge { .. }) => {
