@@ -356,15 +356,9 @@ impl<P: WireSize> ClientConnection<P> {
             Call {
                 kind: opts.kind,
                 deadline,
-                send: opts
-                    .kind
-                    .client_streams()
-                    .then(|| {
-                        SendWindow::capped(
-                            INITIAL_CLIENT_STREAM_WINDOW,
-                            self.config.max_stream_credit,
-                        )
-                    }),
+                send: opts.kind.client_streams().then(|| {
+                    SendWindow::capped(INITIAL_CLIENT_STREAM_WINDOW, self.config.max_stream_credit)
+                }),
                 recv: window.map(RecvWindow::new),
             },
         );

@@ -20,11 +20,11 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::{CallError, CallOptions, ClientConfig, ClientConnection, ClientEvent};
 use crate::codec::CodecId;
+use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
 use crate::message::{FIXED_HEADER_LEN, MessageKind};
 use crate::packet::Packet;
 use crate::payload::Payload;
-use crate::compression::DecompressionBudget;
 use crate::wire::{Decoded, Unsendable, Wire, WireConfig};
 
 /// [`poll_transmit`](ClientSession::poll_transmit) stops adding frames to a buffer once it holds

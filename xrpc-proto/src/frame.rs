@@ -127,7 +127,12 @@ impl FrameDecoder {
     /// Bytes received of frames not yet whole, their length prefixes included (0 between
     /// frames).
     pub fn partial_bytes(&self) -> usize {
-        self.buf.len() + if self.pending.is_some() { FRAME_PREFIX_LEN } else { 0 }
+        self.buf.len()
+            + if self.pending.is_some() {
+                FRAME_PREFIX_LEN
+            } else {
+                0
+            }
     }
 
     /// Returns the next complete frame, `Ok(None)` if more bytes are needed, or an error if the
@@ -253,7 +258,10 @@ mod tests {
             buf.extend_from_slice(&chunk[..n.min(room)]);
             sent += n.min(room);
             let cap = dec.buffer_mut().capacity();
-            assert!(cap <= 2 * (sent + FRAME_PREFIX_LEN) + READ_CHUNK, "cap {cap} at {sent}");
+            assert!(
+                cap <= 2 * (sent + FRAME_PREFIX_LEN) + READ_CHUNK,
+                "cap {cap} at {sent}"
+            );
             if cap != last_cap {
                 grows += 1;
                 last_cap = cap;

@@ -292,10 +292,7 @@ impl<P: WireSize> ServerConnection<P> {
                         kind,
                         deadline,
                         send: kind.server_streams().then(|| {
-                            SendWindow::capped(
-                                h.window.unwrap_or(1),
-                                self.config.max_stream_credit,
-                            )
+                            SendWindow::capped(h.window.unwrap_or(1), self.config.max_stream_credit)
                         }),
                         recv: kind
                             .client_streams()
@@ -393,7 +390,11 @@ impl<P: WireSize> ServerConnection<P> {
     /// A message that was not decoded (compressed input refused, decompression budget spent)
     /// fails what it belongs to: a request is answered `error`, a stream item ends its call
     /// with `error` (returns `Ok(true)`: stop its handler); anything else is dropped.
-    pub fn refuse(&mut self, header: &Header, error: RemoteError) -> Result<bool, ProtocolViolation> {
+    pub fn refuse(
+        &mut self,
+        header: &Header,
+        error: RemoteError,
+    ) -> Result<bool, ProtocolViolation> {
         let id = header.id;
         match header.kind {
             MessageKind::Request if self.calls.contains_key(&id) => Err(ProtocolViolation(
@@ -659,7 +660,8 @@ impl<P: WireSize> ServerConnection<P> {
     /// not reading bounds the queue. (A client must never stop reading for the same reason,
     /// or two such peers could wait on each other forever.)
     pub fn is_backlogged(&self) -> bool {
-        self.transmit.len() >= MAX_BACKLOG_PACKETS || self.queued >= self.config.max_transmit_backlog
+        self.transmit.len() >= MAX_BACKLOG_PACKETS
+            || self.queued >= self.config.max_transmit_backlog
     }
 
     /// The next packet to send. Once the queued output falls to half its budget, the streams

@@ -24,14 +24,14 @@ use bytes::{Bytes, BytesMut};
 use crate::client::CallKind;
 
 use crate::codec::{CodecId, codec_name};
+use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
+use crate::message::Header;
 use crate::message::{ErrorCode, FIXED_HEADER_LEN, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::payload::Payload;
 use crate::route::Routes;
 use crate::server::{IncomingCall, ServerConfig, ServerConnection, ServerEvent};
-use crate::compression::DecompressionBudget;
-use crate::message::Header;
 use crate::wire::{Decoded, Unsendable, Wire, WireConfig};
 
 /// What the adapter learns from a [`ServerSession`].
@@ -215,8 +215,7 @@ impl ServerSession {
     /// answers waiting to be sent exceed [`ServerConfig::max_transmit_backlog`] — every one of
     /// them answers something the client sent, so not reading bounds them.
     pub fn wants_read(&self) -> bool {
-        matches!(self.life, Life::Open | Life::Draining { .. })
-            && !self.calls.is_backlogged()
+        matches!(self.life, Life::Open | Life::Draining { .. }) && !self.calls.is_backlogged()
     }
 
     /// The buffer to read transport bytes into (append only), followed by
@@ -328,7 +327,11 @@ impl ServerSession {
                 let what = format!(
                     "a frame was not whole within {:?} of its first bytes{}",
                     self.config.frame_timeout.unwrap_or_default(),
-                    if partial > 0 { format!(" ({partial} bytes received)") } else { String::new() }
+                    if partial > 0 {
+                        format!(" ({partial} bytes received)")
+                    } else {
+                        String::new()
+                    }
                 );
                 self.begin_closing(now, CloseReason::TimedOut(what));
             } else if let Some(at) = self.idle_deadline()

@@ -325,7 +325,8 @@ where
                     .read_buf(decoder.read_buffer())
                     .await
                     .map_err(TransportError::recv)?;
-                self.partial.store(decoder.partial_bytes(), Ordering::Relaxed);
+                self.partial
+                    .store(decoder.partial_bytes(), Ordering::Relaxed);
                 if n == 0 {
                     if decoder.buffered() == 0 {
                         return Err(TransportError::ConnectionClosed);
