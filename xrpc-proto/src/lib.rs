@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod client;
 pub mod client_session;
 pub mod codec;
@@ -52,6 +53,7 @@ pub mod wire;
 /// The byte buffers of the API, re-exported so it can be named without another dependency.
 pub use bytes;
 
+pub use budget::OutputBudget;
 pub use client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
     MAX_UNSENT_PONGS, StreamSendError,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::budget::OutputBudget;
 use crate::client::CallKind;
 use crate::codec::CodecId;
 use crate::flow::{
@@ -63,6 +64,10 @@ pub struct ServerConfig {
     pub frame_timeout: Option<Duration>,
     /// Connections a listener serves at once at most; one accepted past it is closed at once.
     pub max_connections: usize,
+    /// Bytes of answers queued on all the connections of a server together (an
+    /// [`OutputBudget`]): past it, stream sends wait, and a connection with answers queued
+    /// stops reading, as for [`max_transmit_backlog`](Self::max_transmit_backlog).
+    pub max_queued_output_total: usize,
     /// Bytes of decompressed payloads a connection holds at most (requests and stream items
     /// not yet released by their handlers); a compressed message that would exceed it is
     /// refused without being inflated (its call is answered `ResourceExhausted`).
@@ -84,6 +89,7 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(120)),
             frame_timeout: Some(Duration::from_secs(30)),
             max_connections: 1024,
+            max_queued_output_total: 128 * 1024 * 1024,
             decompression_budget: 64 * 1024 * 1024,
             accept_compressed: true,
         }
@@ -206,6 +212,16 @@ pub struct ServerConnection<P> {
     queued: usize,
     /// Server streams refused for want of output budget, to wake when it frees.
     budget_waiters: Vec<u64>,
+    /// The server-wide budget `queued` is also charged to, if any.
+    shared: Option<OutputBudget>,
+}
+
+impl<P> Drop for ServerConnection<P> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.shared {
+            b.release(self.queued);
+        }
+    }
 }
 
 /// The bytes a packet takes on the wire (before compression), for the output budget.
@@ -234,12 +250,44 @@ impl<P: WireSize> ServerConnection<P> {
             dropped_notifications: 0,
             queued: 0,
             budget_waiters: Vec::new(),
+            shared: None,
         }
+    }
+
+    /// Charges what this connection queues to the server-wide `budget` too.
+    pub fn set_output_budget(&mut self, budget: OutputBudget) {
+        if let Some(old) = &self.shared {
+            old.release(self.queued);
+        }
+        budget.charge(self.queued);
+        self.shared = Some(budget);
+    }
+
+    fn charge(&mut self, n: usize) {
+        self.queued += n;
+        if let Some(b) = &self.shared {
+            b.charge(n);
+        }
+    }
+
+    fn release(&mut self, n: usize) {
+        let n = n.min(self.queued);
+        self.queued -= n;
+        if let Some(b) = &self.shared {
+            b.release(n);
+        }
+    }
+
+    /// Whether the output budgets leave no room: this connection's, or the server's while
+    /// this connection has answers queued.
+    fn over_budget(&self) -> bool {
+        self.queued >= self.config.max_transmit_backlog
+            || (self.queued > 0 && self.shared.as_ref().is_some_and(OutputBudget::is_over))
     }
 
     /// Queues a packet to send, counting its bytes.
     fn push(&mut self, packet: Packet<P>) {
-        self.queued += packet_size(&packet);
+        self.charge(packet_size(&packet));
         self.transmit.push_back(packet);
     }
 
@@ -505,15 +553,19 @@ impl<P: WireSize> ServerConnection<P> {
         let Some(send) = self.calls.get_mut(&id).and_then(|c| c.send.as_mut()) else {
             return Err(StreamSendError::Closed(payload));
         };
-        if self.queued >= self.config.max_transmit_backlog && send.credit() > 0 {
+        let shared_over = self.shared.as_ref().is_some_and(OutputBudget::is_over);
+        if (self.queued >= self.config.max_transmit_backlog || shared_over) && send.credit() > 0 {
             if !self.budget_waiters.contains(&id) {
                 self.budget_waiters.push(id);
+            }
+            if let (true, Some(b)) = (shared_over, &self.shared) {
+                b.wait();
             }
             return Err(StreamSendError::NoCredit(payload));
         }
         let size = FIXED_HEADER_LEN + payload.wire_size();
         push_item(Some(send), id, payload, codec, &mut self.transmit)?;
-        self.queued += size;
+        self.charge(size);
         Ok(())
     }
 
@@ -553,7 +605,7 @@ impl<P: WireSize> ServerConnection<P> {
         let before = self.transmit.len();
         push_credit(recv, id, n, &mut self.transmit);
         if self.transmit.len() > before {
-            self.queued += FIXED_HEADER_LEN;
+            self.charge(FIXED_HEADER_LEN);
         }
     }
 
@@ -627,7 +679,7 @@ impl<P: WireSize> ServerConnection<P> {
         self.calls.clear();
         self.deadlines.clear();
         self.transmit.clear();
-        self.queued = 0;
+        self.release(self.queued);
         self.budget_waiters.clear();
     }
 
@@ -660,21 +712,31 @@ impl<P: WireSize> ServerConnection<P> {
     /// not reading bounds the queue. (A client must never stop reading for the same reason,
     /// or two such peers could wait on each other forever.)
     pub fn is_backlogged(&self) -> bool {
-        self.transmit.len() >= MAX_BACKLOG_PACKETS
-            || self.queued >= self.config.max_transmit_backlog
+        self.transmit.len() >= MAX_BACKLOG_PACKETS || self.over_budget()
     }
 
     /// The next packet to send. Once the queued output falls to half its budget, the streams
     /// that were refused for want of it are told to try again ([`ServerEvent::SendCredit`]).
     pub fn poll_transmit(&mut self) -> Option<Packet<P>> {
         let p = self.transmit.pop_front()?;
-        self.queued = self.queued.saturating_sub(packet_size(&p));
-        if !self.budget_waiters.is_empty() && self.queued <= self.config.max_transmit_backlog / 2 {
-            for id in std::mem::take(&mut self.budget_waiters) {
-                self.events.push_back(ServerEvent::SendCredit { id });
-            }
-        }
+        self.release(packet_size(&p));
+        self.retry_budget_waiters();
         Some(p)
+    }
+
+    /// Tells the streams refused for want of output budget to try again once this
+    /// connection's queued output is down to half its budget and the server's total below its
+    /// limit (the adapter calls it when the [`OutputBudget`] says it freed).
+    pub fn retry_budget_waiters(&mut self) {
+        if self.budget_waiters.is_empty()
+            || self.queued > self.config.max_transmit_backlog / 2
+            || self.shared.as_ref().is_some_and(OutputBudget::is_over)
+        {
+            return;
+        }
+        for id in std::mem::take(&mut self.budget_waiters) {
+            self.events.push_back(ServerEvent::SendCredit { id });
+        }
     }
 
     /// The next event for the application.

@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::CallKind;
 
+use crate::budget::OutputBudget;
 use crate::codec::{CodecId, codec_name};
 use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
@@ -196,6 +197,18 @@ impl ServerSession {
             quiet_since: now,
             partial_since: None,
         }
+    }
+
+    /// Charges what this connection queues to the server-wide `budget` too
+    /// ([`ServerConfig::max_queued_output_total`]).
+    pub fn set_output_budget(&mut self, budget: OutputBudget) {
+        self.calls.set_output_budget(budget);
+    }
+
+    /// The server-wide output budget fell back (its [`OutputBudget::take_freed`] said so):
+    /// streams that waited for it may try again.
+    pub fn handle_budget_freed(&mut self) {
+        self.calls.retry_budget_waiters();
     }
 
     /// Bytes of decompressed payloads the connection holds now (see

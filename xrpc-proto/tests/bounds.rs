@@ -12,8 +12,8 @@ use pair::{CODEC, MS, Pair};
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
     CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CloseReason,
-    CompressionConfig, ErrorCode, Header, MessageEncoder, MessageKind, Outcome, Payload,
-    ServerConfig, ServerSessionEvent, StreamSendError, WireConfig,
+    CompressionConfig, ErrorCode, Header, MessageEncoder, MessageKind, Outcome, OutputBudget,
+    Payload, ServerConfig, ServerSessionEvent, StreamSendError, WireConfig,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -169,6 +169,66 @@ fn a_stream_send_waits_while_queued_output_is_over_budget() {
     }
     assert!(woken, "no SendCredit once the budget freed");
     assert!(p.server.send_stream_item(1, item()).is_ok());
+}
+
+/// The server-wide budget: many stalled connections cannot add up to more than it.
+#[test]
+fn stalled_connections_share_one_server_wide_budget() {
+    const EACH: usize = 64 * 1024;
+    let sc = ServerConfig {
+        max_transmit_backlog: EACH,
+        max_queued_output_total: EACH + EACH / 2,
+        ..ServerConfig::default()
+    };
+    let budget = OutputBudget::new(sc.max_queued_output_total);
+    let mut pairs: Vec<Pair> = (0..3)
+        .map(|_| {
+            let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
+            p.server.set_output_budget(budget.clone());
+            p.server
+                .handle_bytes(p.now, &server_stream_request(1, 1000));
+            p
+        })
+        .collect();
+    // Each producer sends until it is refused; no client reads.
+    let mut sent = Vec::new();
+    for p in &mut pairs {
+        let mut n = 0;
+        while p.server.send_stream_item(1, item()).is_ok() {
+            n += 1;
+        }
+        sent.push(n);
+    }
+    assert!(
+        budget.queued() <= sc.max_queued_output_total + 2048,
+        "{}",
+        budget.queued()
+    );
+    assert_eq!(
+        sent[2], 0,
+        "the third connection found the server's budget spent: {sent:?}"
+    );
+    assert!(!budget.take_freed(), "nothing freed yet");
+    // The first connection's client reads everything: the total falls, the others may go on.
+    let mut out = BytesMut::new();
+    while pairs[0].server.poll_transmit(&mut out) {
+        out.clear();
+    }
+    assert!(budget.take_freed());
+    let third = &mut pairs[2];
+    third.server.handle_budget_freed();
+    let mut woken = false;
+    while let Some(ev) = third.server.poll_event(&third.routes) {
+        woken |= matches!(ev, ServerSessionEvent::SendCredit { id: 1 });
+    }
+    assert!(woken);
+    assert!(third.server.send_stream_item(1, item()).is_ok());
+    // A closed connection gives back what it held.
+    let held = budget.queued();
+    let second = pairs.remove(1);
+    let its = second.server.queued_bytes();
+    drop(second);
+    assert_eq!(budget.queued(), held - its);
 }
 
 fn notification_tokens(p: &Pair) -> Vec<u64> {

@@ -370,8 +370,9 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// error if the client broke the protocol or the transport failed.
     pub async fn serve<T: MessageChannel>(&self, channel: T) -> Result<(), RpcError> {
         let shared = &self.shared;
-        let session =
+        let mut session =
             ServerSession::new(shared.config, channel.wire_config(), C::ID, Instant::now());
+        session.set_output_budget(shared.output.clone());
         let conn = Arc::new(Connection::new(ServerState {
             session,
             running: id_map(),
@@ -400,6 +401,11 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                     st.shutdown_seen = true;
                     st.session.start_shutdown(now);
                 }
+                // The server's output fell back: every connection retries its waiting streams.
+                if shared.output.take_freed() {
+                    shared.wake_connections();
+                }
+                st.session.handle_budget_freed();
             },
         )
         .await;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::{BincodeCodec, CallKind, Codec, MethodTable, Payload, ServerConfig};
+use xrpc_proto::{BincodeCodec, CallKind, Codec, MethodTable, OutputBudget, Payload, ServerConfig};
 
 use super::connection::Connection;
 use super::error::RpcError;
@@ -71,6 +71,22 @@ pub(crate) struct Shared<C, R> {
     pub(crate) shutdown: Signal,
     /// The connections being served, to wake their drivers at shutdown.
     pub(crate) connections: Mutex<Vec<Weak<Connection>>>,
+    /// Output queued on all connections together ([`ServerConfig::max_queued_output_total`]).
+    pub(crate) output: OutputBudget,
+}
+
+impl<C, R> Shared<C, R> {
+    /// Wakes the driver of every connection being served.
+    pub(crate) fn wake_connections(&self) {
+        let conns = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for c in conns.iter().filter_map(Weak::upgrade) {
+            c.wake();
+        }
+    }
 }
 
 /// An RPC server: a table of handlers, served over any number of connections, with codec `C`
@@ -130,6 +146,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 rt: R::default(),
                 shutdown: Signal::default(),
                 connections: Mutex::new(Vec::new()),
+                output: OutputBudget::new(config.max_queued_output_total),
             }),
         }
     }
@@ -274,14 +291,6 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// close; [`serve`](Self::serve) and [`serve_listener`](Self::serve_listener) return.
     pub fn shutdown(&self) {
         self.shared.shutdown.raise();
-        let conns = self
-            .shared
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for c in conns.iter().filter_map(Weak::upgrade) {
-            c.wake();
-        }
+        self.shared.wake_connections();
     }
 }
