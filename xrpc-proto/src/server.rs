@@ -501,8 +501,9 @@ impl<P: WireSize> ServerConnection<P> {
         self.stop_notifications();
     }
 
-    /// Stops every notification handler still running.
-    fn stop_notifications(&mut self) {
+    /// Stops every notification handler still running (reported as
+    /// [`ServerEvent::NotificationStopped`]).
+    pub fn stop_notifications(&mut self) {
         let mut tokens: Vec<u64> = self.notifications.keys().copied().collect();
         tokens.sort_unstable();
         for token in tokens {

@@ -406,12 +406,18 @@ impl ServerSession {
         self.check_drained(now);
     }
 
-    /// Queues one item of the server stream of call `id`, if the client granted credit.
+    /// Queues one item of the server stream of call `id`, if the client granted credit and
+    /// the output budgets leave room (else `NoCredit`: wait for a
+    /// [`SendCredit`](ServerSessionEvent::SendCredit)). A closing connection takes no more
+    /// items (`Closed`): its client is gone or going, and only what was queued is written.
     pub fn send_stream_item(
         &mut self,
         id: u64,
         payload: Payload,
     ) -> Result<(), StreamSendError<Payload>> {
+        if !self.reading() {
+            return Err(StreamSendError::Closed(payload));
+        }
         self.calls.send_stream_item(id, payload, self.codec)
     }
 
@@ -453,6 +459,8 @@ impl ServerSession {
 
     fn begin_closing(&mut self, now: Instant, reason: CloseReason) {
         if matches!(self.life, Life::Open | Life::Draining { .. }) {
+            // Nothing can be answered for a notification: its handler stops now.
+            self.calls.stop_notifications();
             self.reason = Some(reason);
             self.life = Life::Closing {
                 until: now + self.config.shutdown_flush_timeout,
