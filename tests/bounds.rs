@@ -225,17 +225,26 @@ async fn notifications_are_bounded_in_number_and_time<N: Net>() {
     let (server, alive) = sleeping_server(config);
     let (target, _serving) = serve::<N>(&server).await;
     let c = client::<N>(&target).await;
-    let mut peak = 0;
     for _ in 0..2_000 {
         c.notify("sleep", &()).await.unwrap();
-        peak = peak.max(alive.load(Ordering::SeqCst));
     }
-    assert!(peak <= 64, "{peak} notification handlers alive at once");
+    // (A notification is sent after `notify` returns: wait for the handlers to start.)
+    let mut peak = 0;
+    let mut sample = || {
+        let n = alive.load(Ordering::SeqCst);
+        peak = peak.max(n);
+        n
+    };
     assert!(
-        eventually(Duration::from_secs(3), || alive.load(Ordering::SeqCst) == 0).await,
+        eventually(Duration::from_secs(3), || sample() == 64).await,
+        "the handlers never started"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || sample() == 0).await,
         "{} notification handlers alive past their deadline",
         alive.load(Ordering::SeqCst)
     );
+    assert!(peak <= 64, "{peak} notification handlers alive at once");
 
     // With the default deadline (30 s), the end of the connection stops them.
     let (server, alive) = sleeping_server(ServerConfig::default());
@@ -380,11 +389,19 @@ async fn partial_frame_body(mut raw: Box<dyn ReadWrite>) {
         let mut buf = [0u8; 4096];
         loop {
             match raw.read(&mut buf) {
-                Ok(0) | Err(_) => return true,
+                Ok(0) => return true,
+                // The read timeout: still open.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false;
+                }
+                Err(_) => return true,
+                Ok(_) if t.elapsed() > Duration::from_secs(5) => return false,
                 Ok(_) => {}
-            }
-            if t.elapsed() > Duration::from_secs(5) {
-                return false;
             }
         }
     })
@@ -411,7 +428,7 @@ async fn tcp_a_partial_frame_is_closed_in_time() {
     let server = partial_frame_server();
     let (target, _serving) = serve::<Tcp>(&server).await;
     let raw = std::net::TcpStream::connect(&target).unwrap();
-    raw.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     partial_frame_body(Box::new(raw)).await;
 }
 
@@ -420,7 +437,7 @@ async fn unix_a_partial_frame_is_closed_in_time() {
     let server = partial_frame_server();
     let (target, _serving) = serve::<Unix>(&server).await;
     let raw = std::os::unix::net::UnixStream::connect(&target).unwrap();
-    raw.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     partial_frame_body(Box::new(raw)).await;
 }
 

@@ -346,7 +346,9 @@ impl ServerSession {
                         String::new()
                     }
                 );
-                self.begin_closing(now, CloseReason::TimedOut(what));
+                // Mid-frame, the input cannot be trusted any more: the session ends now (its
+                // handlers are stopped) instead of waiting out a grace for the peer.
+                return self.finish(CloseReason::TimedOut(what));
             } else if let Some(at) = self.idle_deadline()
                 && now >= at
             {

@@ -36,6 +36,14 @@ fn server_stream_request(id: u64, window: u32) -> BytesMut {
     frame(header, "count", b"")
 }
 
+/// Starts a server-streaming call whose handler the server then runs; returns its id.
+fn start_stream(p: &mut Pair) -> u64 {
+    let opts = CallOptions::unary(CODEC).with_kind(CallKind::ServerStreaming);
+    let id = p.call_with("count", b"", opts);
+    assert_eq!(p.take_calls().len(), 1, "call {id} started");
+    id
+}
+
 fn item() -> Payload {
     Payload::Bytes(Bytes::from(vec![7u8; 1024]))
 }
@@ -86,12 +94,7 @@ fn a_client_window_above_the_cap_still_flows() {
         ..ClientConfig::default()
     };
     let mut p = Pair::new(cc, sc, WireConfig::default());
-    let id = p.call_with(
-        "count",
-        b"",
-        CallOptions::unary(CODEC).with_kind(CallKind::ServerStreaming),
-    );
-    p.take_calls();
+    let id = start_stream(&mut p);
     let mut got = 0;
     for _ in 0..200 {
         while p.server.send_stream_item(id, item()).is_ok() {}
@@ -231,16 +234,6 @@ fn stalled_connections_share_one_server_wide_budget() {
     assert_eq!(budget.queued(), held - its);
 }
 
-fn notification_tokens(p: &Pair) -> Vec<u64> {
-    p.server_events
-        .iter()
-        .filter_map(|e| match e {
-            ServerSessionEvent::Notification { token, .. } => Some(*token),
-            _ => None,
-        })
-        .collect()
-}
-
 fn stopped_notifications(p: &Pair) -> Vec<u64> {
     p.server_events
         .iter()
@@ -260,13 +253,8 @@ fn a_notification_handler_is_stopped_at_its_deadline() {
         ..ServerConfig::default()
     };
     let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
-    for _ in 0..4 {
-        p.client
-            .notify("log", Payload::Bytes(Bytes::from_static(b"n")), CODEC)
-            .unwrap();
-    }
-    p.run();
-    let tokens = notification_tokens(&p);
+    p.notify(4);
+    let tokens = p.notification_tokens();
     assert_eq!(tokens.len(), 4);
     assert_eq!(p.server.running_notifications(), 4);
     let refused = p.call("add", b"");
@@ -283,11 +271,8 @@ fn a_notification_handler_is_stopped_at_its_deadline() {
 #[test]
 fn notification_handlers_are_stopped_when_the_connection_ends() {
     let mut p = Pair::default();
-    p.client
-        .notify("log", Payload::Bytes(Bytes::from_static(b"n")), CODEC)
-        .unwrap();
-    p.run();
-    let tokens = notification_tokens(&p);
+    p.notify(1);
+    let tokens = p.notification_tokens();
     assert_eq!(tokens.len(), 1);
     p.server.handle_transport_error("reset by peer");
     while let Some(ev) = p.server.poll_event(&p.routes) {
@@ -377,12 +362,7 @@ fn a_server_can_refuse_compressed_input() {
 fn a_frame_not_whole_in_time_closes_the_connection() {
     let mut p = Pair::default();
     // A call in progress keeps the connection from being idle: only the frame deadline acts.
-    let id = p.call_with(
-        "count",
-        b"",
-        CallOptions::unary(CODEC).with_kind(CallKind::ServerStreaming),
-    );
-    assert_eq!(p.take_calls().len(), 1, "call {id}");
+    start_stream(&mut p);
     let mut partial = BytesMut::new();
     partial.extend_from_slice(&(16u32 << 20).to_le_bytes());
     partial.extend_from_slice(b"XR\x01\x01\x00\x01");
@@ -414,12 +394,7 @@ fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
 
     // A call in progress (a stream with nothing to say) is not idleness.
     let mut p = Pair::default();
-    let id = p.call_with(
-        "count",
-        b"",
-        CallOptions::unary(CODEC).with_kind(CallKind::ServerStreaming),
-    );
-    p.take_calls();
+    let id = start_stream(&mut p);
     p.advance(idle + SEC);
     assert!(!p.server.is_shutting_down());
     // Its end starts the idle clock (not the last input, long ago).
@@ -438,12 +413,7 @@ fn shutdown_with_an_idle_stream_ends_at_the_drain_deadline() {
         ..ServerConfig::default()
     };
     let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
-    let id = p.call_with(
-        "count",
-        b"",
-        CallOptions::unary(CODEC).with_kind(CallKind::ServerStreaming),
-    );
-    p.take_calls();
+    let id = start_stream(&mut p);
     p.server.start_shutdown(p.now);
     p.advance(99 * MS);
     assert!(!p.server.is_closed());

@@ -166,6 +166,27 @@ impl Pair {
         }
     }
 
+    /// Sends `n` notifications to "log" and runs.
+    pub fn notify(&mut self, n: usize) {
+        for _ in 0..n {
+            self.client
+                .notify("log", Payload::Bytes(Bytes::from_static(b"n")), CODEC)
+                .unwrap();
+        }
+        self.run();
+    }
+
+    /// The tokens of the notifications the server started.
+    pub fn notification_tokens(&self) -> Vec<u64> {
+        self.server_events
+            .iter()
+            .filter_map(|e| match e {
+                ServerSessionEvent::Notification { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn cancelled(&self) -> Vec<u64> {
         self.server_events
             .iter()
