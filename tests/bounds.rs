@@ -170,7 +170,7 @@ async fn a_stream_to_a_client_that_reads_nothing_is_bounded<N: Net>() {
     assert!(
         n * ITEM <= 48 << 20,
         "{n} items ({} MiB) produced for a client that reads nothing",
-        n * ITEM >> 20
+        (n * ITEM) >> 20
     );
     // The client leaves: the handler produces nothing more.
     raw.close().await.unwrap();
@@ -293,9 +293,10 @@ async fn compressed_input_is_bounded_or_refused<N: Net>() {
     for _ in 0..20 {
         match c.call_raw("keep", bomb.clone()).await {
             Ok(_) => {}
-            Err(RpcError::ServerError { code, .. }) if code == ErrorCode::ResourceExhausted => {
-                refused += 1
-            }
+            Err(RpcError::ServerError {
+                code: ErrorCode::ResourceExhausted,
+                ..
+            }) => refused += 1,
             Err(e) => panic!("{e}"),
         }
     }
