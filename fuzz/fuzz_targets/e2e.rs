@@ -80,7 +80,7 @@ impl World {
         };
         let mut routes = MethodTable::new();
         for (name, kind) in METHODS.iter().zip(KINDS) {
-            routes.insert(name, kind, ());
+            routes.insert(*name, kind, ());
         }
         Ok(Self {
             now,
