@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     ] {
         routes.insert(name, kind, ());
     }
-    let mut server = ServerSession::new(ServerConfig::default(), wire, 1);
+    let mut server = ServerSession::new(ServerConfig::default(), wire, 1, now);
     let mut client = ClientSession::new(ClientConfig::default(), wire, now);
     let mut out = BytesMut::new();
     for (i, piece) in input.chunks(chunk).enumerate() {

@@ -36,7 +36,7 @@ pub(crate) struct Running {
 /// What routing hands the connection's thread to start.
 pub(crate) enum Work {
     Call(IncomingCall<Payload>, Handler),
-    Notification(Payload, Handler),
+    Notification(u64, Payload, Handler),
 }
 
 pub(crate) struct ServerState {
@@ -63,11 +63,17 @@ impl Driven for ServerState {
                     continue;
                 }
                 ServerSessionEvent::Notification {
-                    payload, handler, ..
+                    token,
+                    payload,
+                    handler,
+                    ..
                 } => {
-                    self.work.push(Work::Notification(payload, handler));
+                    self.work.push(Work::Notification(token, payload, handler));
                     continue;
                 }
+                // A synchronous handler cannot be stopped: it runs to its end on the bounded
+                // pool, and its slot is given back then.
+                ServerSessionEvent::NotificationStopped { .. } => continue,
                 ServerSessionEvent::Cancelled { id } => {
                     if let Some(r) = self.running.get_mut(&id) {
                         r.cancelled = true;
@@ -105,9 +111,9 @@ fn run(conn: &Arc<ServerConn>, work: Work) {
             let res = res.map_err(|p| panic_message(&*p));
             st.session.complete(Instant::now(), id, outcome(res));
         }
-        Work::Notification(payload, handler) => {
+        Work::Notification(token, payload, handler) => {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler(conn, 0, payload)));
-            conn.link.lock().session.notification_done(Instant::now());
+            conn.link.lock().session.notification_done(Instant::now(), token);
         }
     }
     conn.link.flush();
@@ -119,7 +125,7 @@ fn run(conn: &Arc<ServerConn>, work: Work) {
 pub(crate) fn serve<C: Codec>(shared: &Shared<C>, io: Io) -> Result<(), RpcError> {
     let wire = WireConfig::default().with_max_frame_size(io.max_frame_size);
     let state = ServerState {
-        session: ServerSession::new(shared.config, wire, C::ID),
+        session: ServerSession::new(shared.config, wire, C::ID, Instant::now()),
         running: id_map(),
         routes: shared.routes.clone(),
         work: Vec::new(),

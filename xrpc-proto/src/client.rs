@@ -25,6 +25,7 @@ use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, push_cre
 use crate::idmap::{IdMap, id_map};
 use crate::message::{ErrorCode, Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
+use crate::payload::WireSize;
 use crate::timer::Deadlines;
 
 /// The shape of a call: who streams.
@@ -124,6 +125,16 @@ pub struct ClientConfig {
     /// write may take before the connection is closed anyway (a server that stopped reading
     /// would otherwise keep it open forever).
     pub close_timeout: Duration,
+    /// Credit a client stream holds at most, however much the server grants (see
+    /// [`ServerConfig::max_stream_credit`](crate::ServerConfig::max_stream_credit)).
+    pub max_stream_credit: u32,
+    /// Bytes of pongs (each echoes its ping's payload) the client keeps queued at most; a ping
+    /// past it, or past [`MAX_UNSENT_PONGS`] pongs, is left unanswered.
+    pub max_pong_bytes: usize,
+    /// Bytes of decompressed payloads the connection holds at most (responses and stream items
+    /// not yet dropped by the application); a compressed message past it fails its call
+    /// without being inflated.
+    pub decompression_budget: usize,
 }
 
 impl Default for ClientConfig {
@@ -134,6 +145,9 @@ impl Default for ClientConfig {
             heartbeat_interval: None,
             heartbeat_misses: 3,
             close_timeout: Duration::from_secs(5),
+            max_stream_credit: 1024,
+            max_pong_bytes: 64 * 1024,
+            decompression_budget: 64 * 1024 * 1024,
         }
     }
 }
@@ -226,8 +240,9 @@ pub struct ClientConnection<P> {
     calls: IdMap<Call>,
     deadlines: Deadlines,
     transmit: VecDeque<Packet<P>>,
-    /// Pongs in `transmit` (see [`MAX_UNSENT_PONGS`]).
+    /// Pongs in `transmit` (see [`MAX_UNSENT_PONGS`]), and their payload bytes.
     unsent_pongs: usize,
+    unsent_pong_bytes: usize,
     events: VecDeque<ClientEvent<P>>,
     closed: Option<String>,
     next_ping: Option<Instant>,
@@ -247,7 +262,15 @@ pub const MAX_UNSENT_PONGS: usize = 8;
 /// How many method names [`ClientConnection`] keeps for reuse.
 const METHOD_CACHE: usize = 8;
 
-impl<P> ClientConnection<P> {
+/// The payload bytes of a pong.
+fn pong_size<P: WireSize>(body: &Body<P>) -> usize {
+    match body {
+        Body::Data(p) => p.wire_size(),
+        _ => 0,
+    }
+}
+
+impl<P: WireSize> ClientConnection<P> {
     /// A fresh connection; `now` starts the heartbeat clock.
     pub fn new(config: ClientConfig, now: Instant) -> Self {
         Self {
@@ -257,6 +280,7 @@ impl<P> ClientConnection<P> {
             deadlines: Deadlines::default(),
             transmit: VecDeque::new(),
             unsent_pongs: 0,
+            unsent_pong_bytes: 0,
             events: VecDeque::new(),
             closed: None,
             next_ping: config.heartbeat_interval.map(|i| now + i),
@@ -332,10 +356,9 @@ impl<P> ClientConnection<P> {
             Call {
                 kind: opts.kind,
                 deadline,
-                send: opts
-                    .kind
-                    .client_streams()
-                    .then(|| SendWindow::new(INITIAL_CLIENT_STREAM_WINDOW)),
+                send: opts.kind.client_streams().then(|| {
+                    SendWindow::capped(INITIAL_CLIENT_STREAM_WINDOW, self.config.max_stream_credit)
+                }),
                 recv: window.map(RecvWindow::new),
             },
         );
@@ -445,17 +468,21 @@ impl<P> ClientConnection<P> {
             MessageKind::Ping => {
                 // A server may probe us too: answer in kind — unless it does not even read the
                 // answers (a client never stops reading, so this is what bounds its queue).
-                if self.unsent_pongs >= MAX_UNSENT_PONGS {
+                // Bounded by count and by bytes (a pong echoes its ping's payload).
+                let body = match packet.body {
+                    Body::Data(p) => Body::Data(p),
+                    _ => Body::Empty,
+                };
+                let size = pong_size(&body);
+                if self.unsent_pongs >= MAX_UNSENT_PONGS
+                    || self.unsent_pong_bytes + size > self.config.max_pong_bytes
+                {
                     return;
                 }
                 self.unsent_pongs += 1;
-                self.transmit.push_back(Packet::new(
-                    Header::new(MessageKind::Pong, id),
-                    match packet.body {
-                        Body::Data(p) => Body::Data(p),
-                        _ => Body::Empty,
-                    },
-                ));
+                self.unsent_pong_bytes += size;
+                self.transmit
+                    .push_back(Packet::new(Header::new(MessageKind::Pong, id), body));
                 return;
             }
             // Pongs need no answer; kinds only a client sends are ignored (PROTOCOL.md §5.1).
@@ -573,6 +600,7 @@ impl<P> ClientConnection<P> {
         self.transmit
             .retain(|p| p.header.kind == MessageKind::Notification);
         self.unsent_pongs = 0;
+        self.unsent_pong_bytes = 0;
         self.next_ping = None;
         self.closed = Some(reason);
     }
@@ -597,6 +625,7 @@ impl<P> ClientConnection<P> {
         let p = self.transmit.pop_front()?;
         if p.header.kind == MessageKind::Pong {
             self.unsent_pongs = self.unsent_pongs.saturating_sub(1);
+            self.unsent_pong_bytes = self.unsent_pong_bytes.saturating_sub(pong_size(&p.body));
         }
         Some(p)
     }

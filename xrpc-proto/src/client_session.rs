@@ -20,11 +20,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::{CallError, CallOptions, ClientConfig, ClientConnection, ClientEvent};
 use crate::codec::CodecId;
+use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
 use crate::message::{FIXED_HEADER_LEN, MessageKind};
 use crate::packet::Packet;
 use crate::payload::Payload;
-use crate::wire::{Unsendable, Wire, WireConfig};
+use crate::wire::{Decoded, Unsendable, Wire, WireConfig};
 
 /// [`poll_transmit`](ClientSession::poll_transmit) stops adding frames to a buffer once it holds
 /// this many bytes (a single larger frame still goes whole).
@@ -55,7 +56,10 @@ impl ClientSession {
     pub fn new(config: ClientConfig, wire: WireConfig, now: Instant) -> Self {
         Self {
             calls: ClientConnection::new(config, now),
-            wire: Wire::new(wire),
+            wire: Wire::new(
+                wire,
+                Some(DecompressionBudget::new(config.decompression_budget)),
+            ),
             life: Life::Open,
         }
     }
@@ -211,10 +215,33 @@ impl ClientSession {
             return;
         }
         match self.wire.decode(frame) {
-            Ok(packet) => self.handle_packet(now, packet),
+            Ok(Decoded::Packet(packet)) => self.handle_packet(now, packet),
+            // Past the decompression budget: the call it belongs to fails, not inflated.
+            Ok(Decoded::Refused { header, error }) => {
+                if !matches!(
+                    header.kind,
+                    MessageKind::Response | MessageKind::StreamItem | MessageKind::Error
+                ) {
+                    return;
+                }
+                self.calls.fail_call(
+                    header.id,
+                    CallError::Protocol(format!("compressed message refused: {}", error.message)),
+                );
+            }
             Err(e) => self.fail(format!("the server sent a malformed message: {e}")),
         }
     }
+
+    /// Bytes of decompressed payloads the connection holds now (see
+    /// [`ClientConfig::decompression_budget`]).
+    pub fn decompressed_bytes(&self) -> usize {
+        self.wire.decompressed_held()
+    }
+
+    /// The transport holds `bytes` of a frame not yet whole. A client keeps no deadline for it:
+    /// each call has its own, and a server cannot make the client hold more than one frame.
+    pub fn handle_partial(&mut self, _now: Instant, _bytes: usize) {}
 
     /// Processes one packet (from the in-process value transport).
     pub fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>) {

@@ -5,6 +5,9 @@
 //! its maximum before it allocates, and checks that the body expands to exactly that length, so a
 //! 1 KiB frame that claims to expand to 4 GiB is an error, not an out-of-memory abort.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 
 /// Compression algorithm of a message payload (wire id in parentheses).
@@ -261,6 +264,75 @@ impl Compressor {
         }
         Ok(Bytes::from(out))
     }
+}
+
+/// Bytes of decompressed payloads one connection holds at most, shared by every payload it
+/// decompressed: each counts until the last handle to it is dropped (an application that keeps
+/// payloads keeps them charged). A message that would go past the limit is refused before it
+/// is inflated.
+#[derive(Debug, Clone)]
+pub struct DecompressionBudget {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl DecompressionBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            held: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether `n` more bytes fit.
+    pub fn fits(&self, n: usize) -> bool {
+        self.held().saturating_add(n) <= self.limit
+    }
+
+    /// Charges `data` to the budget until every handle to it is dropped.
+    pub fn hold(&self, data: Bytes) -> Bytes {
+        self.held.fetch_add(data.len(), Ordering::AcqRel);
+        Bytes::from_owner(Held {
+            data,
+            held: self.held.clone(),
+        })
+    }
+}
+
+/// A decompressed payload charged to a [`DecompressionBudget`].
+struct Held {
+    data: Bytes,
+    held: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.data.len(), Ordering::AcqRel);
+    }
+}
+
+/// The decompressed length a compressed payload declares (its first four bytes), if it has one.
+pub fn declared_len(payload: &[u8]) -> Option<usize> {
+    payload
+        .split_first_chunk::<4>()
+        .map(|(p, _)| u32::from_le_bytes(*p) as usize)
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use crate::packet::{Body, Packet};
 /// Why a stream item could not be queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamSendError<P> {
-    /// No credit left: wait for the peer's credit (a `SendCredit` event) and try again with the
-    /// item.
+    /// No credit left, or the connection's queued output is over its budget: wait for a
+    /// `SendCredit` event and try again with the item.
     NoCredit(P),
     /// The stream is not open for sending (finished, failed, or never was one).
     Closed(P),
@@ -127,17 +127,30 @@ impl RecvWindow {
     }
 }
 
-/// Sending side of a stream: the credit left.
+/// Sending side of a stream: the credit left, never above the sender's cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendWindow {
     credit: u64,
+    cap: u64,
 }
 
 impl SendWindow {
-    /// Starts with `initial` credit.
+    /// Starts with `initial` credit (no cap beyond `u64`).
     pub fn new(initial: u32) -> Self {
         Self {
             credit: u64::from(initial),
+            cap: u64::MAX,
+        }
+    }
+
+    /// Starts with `initial` credit, and holds at most `cap` however much the peer grants: a
+    /// peer that grants `u32::MAX` (at once or in many `Credit` messages) cannot make the
+    /// sender queue more than `cap` items for it.
+    pub fn capped(initial: u32, cap: u32) -> Self {
+        let cap = u64::from(cap.max(1));
+        Self {
+            credit: u64::from(initial).min(cap),
+            cap,
         }
     }
 
@@ -150,9 +163,9 @@ impl SendWindow {
         true
     }
 
-    /// Adds credit granted by the peer.
+    /// Adds credit granted by the peer (clamped to the cap).
     pub fn add(&mut self, n: u32) {
-        self.credit = self.credit.saturating_add(u64::from(n));
+        self.credit = self.credit.saturating_add(u64::from(n)).min(self.cap);
     }
 
     /// Credit left.
@@ -188,5 +201,15 @@ mod tests {
         tx.add(4);
         assert_eq!(tx.credit(), 4);
         assert!(rx.buffered() <= 8);
+    }
+
+    #[test]
+    fn granted_credit_is_clamped_to_the_cap() {
+        let mut tx = SendWindow::capped(u32::MAX, 64);
+        assert_eq!(tx.credit(), 64);
+        for _ in 0..1000 {
+            tx.add(u32::MAX);
+        }
+        assert_eq!(tx.credit(), 64);
     }
 }

@@ -4,8 +4,10 @@
 //! [`FrameDecoder`] accepts bytes in chunks of any size (one byte at a time, or many frames in one
 //! chunk) and yields whole frames as [`Bytes`]. The payload is copied once, from the caller's chunk
 //! into the decoder's buffer — or not at all when the caller reads straight into
-//! [`FrameDecoder::buffer_mut`]. The length is checked against the configured maximum *before*
-//! any buffer is grown for the frame.
+//! [`FrameDecoder::read_buffer`]. The length is checked against the configured maximum, and the
+//! buffer grows with the bytes that arrive, never with a length prefix alone: a peer that
+//! announces 16 MiB and sends 10 bytes makes the decoder hold about one read's worth, not
+//! 16 MiB (the growth is geometric, so a large frame is still copied only O(log n) times).
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -14,6 +16,12 @@ pub const FRAME_PREFIX_LEN: usize = 4;
 
 /// Default maximum frame size: 16 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// A read is worth making only with at least this much room in the buffer.
+const MIN_READ_SPACE: usize = 4 * 1024;
+/// The room a read buffer is given when it runs low, at least (it also grows by as much as it
+/// holds, up to the rest of the frame in progress).
+pub const READ_CHUNK: usize = 64 * 1024;
 
 /// A framing error. After one, the stream is out of sync and must be closed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -70,21 +78,29 @@ impl FrameDecoder {
         self.buf.extend_from_slice(data);
     }
 
-    /// The internal buffer, for reading from a socket straight into it (no extra copy).
-    ///
-    /// Append only; call [`poll_frame`](Self::poll_frame) afterwards.
+    /// The internal buffer as it is (its capacity is what the decoder holds).
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
     }
 
-    /// Reserves room for the rest of the frame being received (bounded by the maximum frame
-    /// size, since a pending length has been checked), or `min` bytes, whichever is larger.
-    pub fn reserve_for_read(&mut self, min: usize) {
-        let want = match self.pending {
-            Some(len) => len.saturating_sub(self.buf.len()).max(min),
-            None => min,
-        };
-        self.reserve(want);
+    /// The internal buffer with room for a worthwhile read, for reading from a socket straight
+    /// into it (no extra copy). Append only; call [`poll_frame`](Self::poll_frame) afterwards.
+    ///
+    /// The room given grows with what has arrived: [`READ_CHUNK`] bytes, or as much as the
+    /// buffer holds if that is more, but never more than the rest of the frame in progress
+    /// needs (plus a chunk when no frame is in progress). So the buffer stays below about
+    /// twice the bytes the peer actually sent plus one chunk, whatever length it announced.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < MIN_READ_SPACE {
+            let rest = match self.pending {
+                Some(len) => len.saturating_sub(self.buf.len()),
+                None => READ_CHUNK,
+            };
+            let grow = READ_CHUNK.max(self.buf.len()).min(rest.max(MIN_READ_SPACE));
+            self.reserve(grow);
+        }
+        &mut self.buf
     }
 
     /// Makes room for `additional` more bytes. `BytesMut::reserve` doubles the old allocation,
@@ -106,6 +122,17 @@ impl FrameDecoder {
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes received of frames not yet whole, their length prefixes included (0 between
+    /// frames).
+    pub fn partial_bytes(&self) -> usize {
+        self.buf.len()
+            + if self.pending.is_some() {
+                FRAME_PREFIX_LEN
+            } else {
+                0
+            }
     }
 
     /// Returns the next complete frame, `Ok(None)` if more bytes are needed, or an error if the
@@ -134,8 +161,7 @@ impl FrameDecoder {
             }
         };
         if self.buf.len() < len {
-            // Grow once to the whole frame so the payload lands contiguously (bounded above).
-            self.reserve(len - self.buf.len());
+            // Room comes with the bytes that arrive (`read_buffer`), not with the prefix.
             return Ok(None);
         }
         self.pending = None;
@@ -205,6 +231,47 @@ mod tests {
         assert!(dec.buffer_mut().capacity() < 1024);
         assert!(dec.poll_frame().is_err(), "the error is sticky");
         assert!(encode_frame(&[0; 2000], 1024, &mut BytesMut::new()).is_err());
+    }
+
+    #[test]
+    fn a_length_prefix_alone_reserves_nothing() {
+        // Regression (issue 14, defect 4): once its length prefix had arrived, the decoder
+        // reserved the whole frame — 16 MiB for a peer that sent 14 bytes.
+        let max = DEFAULT_MAX_FRAME_SIZE;
+        let mut dec = FrameDecoder::new(max);
+        let buf = dec.read_buffer();
+        buf.extend_from_slice(&(max as u32).to_le_bytes());
+        buf.extend_from_slice(&[7; 10]);
+        assert!(dec.poll_frame().unwrap().is_none());
+        let _ = dec.read_buffer();
+        let cap = dec.buffer_mut().capacity();
+        assert!(cap <= 2 * READ_CHUNK, "capacity {cap} after 14 bytes");
+        // It still takes the whole frame as it arrives, growing geometrically.
+        let chunk = vec![1u8; 100_000];
+        let mut sent = 10;
+        let mut grows = 0;
+        let mut last_cap = cap;
+        while sent < max {
+            let n = chunk.len().min(max - sent);
+            let buf = dec.read_buffer();
+            let room = buf.capacity() - buf.len();
+            buf.extend_from_slice(&chunk[..n.min(room)]);
+            sent += n.min(room);
+            let cap = dec.buffer_mut().capacity();
+            assert!(
+                cap <= 2 * (sent + FRAME_PREFIX_LEN) + READ_CHUNK,
+                "cap {cap} at {sent}"
+            );
+            if cap != last_cap {
+                grows += 1;
+                last_cap = cap;
+            }
+            if sent < max {
+                assert!(dec.poll_frame().unwrap().is_none());
+            }
+        }
+        assert_eq!(dec.poll_frame().unwrap().unwrap().len(), max);
+        assert!(grows <= 16, "{grows} reallocations for one 16 MiB frame");
     }
 
     #[test]

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod budget;
 pub mod client;
 pub mod client_session;
 pub mod codec;
@@ -54,6 +55,7 @@ pub mod wire;
 /// The byte buffers of the API, re-exported so it can be named without another dependency.
 pub use bytes;
 
+pub use budget::OutputBudget;
 pub use client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
     MAX_UNSENT_PONGS, StreamSendError,
@@ -68,14 +70,16 @@ pub use codec::MessagePackCodec;
 #[cfg(feature = "codec-postcard")]
 pub use codec::PostcardCodec;
 pub use codec::{BincodeCodec, Codec, CodecError, CodecId, codec_name};
-pub use compression::{CompressionConfig, CompressionError, CompressionType, Compressor};
+pub use compression::{
+    CompressionConfig, CompressionError, CompressionType, Compressor, DecompressionBudget,
+};
 pub use error::ProtoError;
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameDecoder, FrameError};
 pub use message::{
     ErrorCode, Flags, Header, Message, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
 };
 pub use packet::{Body, Packet};
-pub use payload::Payload;
+pub use payload::{Payload, WireSize};
 pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
 pub use server::{

@@ -31,6 +31,30 @@ impl Payload {
     }
 }
 
+/// The bytes a payload takes on the wire (before compression), for output budgets.
+pub trait WireSize {
+    /// The encoded length.
+    fn wire_size(&self) -> usize;
+}
+
+impl WireSize for Payload {
+    fn wire_size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl WireSize for Bytes {
+    fn wire_size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl WireSize for Vec<u8> {
+    fn wire_size(&self) -> usize {
+        self.len()
+    }
+}
+
 impl From<Bytes> for Payload {
     fn from(b: Bytes) -> Self {
         Self::Bytes(b)

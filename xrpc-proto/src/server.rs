@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::budget::OutputBudget;
 use crate::client::CallKind;
 use crate::codec::CodecId;
 use crate::flow::{
@@ -19,6 +20,7 @@ use crate::flow::{
 use crate::idmap::{IdMap, id_map};
 use crate::message::{ErrorCode, FIXED_HEADER_LEN, Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
+use crate::payload::WireSize;
 use crate::timer::Deadlines;
 
 /// Answers waiting for a client that does not read, at most, whatever their size (see
@@ -45,6 +47,34 @@ pub struct ServerConfig {
     /// then they are cancelled (answered `ShuttingDown`, their handlers told to stop) and the
     /// connection closes.
     pub drain_timeout: Duration,
+    /// Credit a server stream holds at most: a request's window and the client's `Credit`
+    /// messages are clamped to it, so a client that grants `u32::MAX` gets at most this many
+    /// items queued for it. (A client window up to twice this keeps its stream moving: the
+    /// client grants more each time half its window is consumed.)
+    pub max_stream_credit: u32,
+    /// How long a notification's handler may run; then it is stopped (a notification whose
+    /// header carries a shorter timeout gets that one).
+    pub notification_timeout: Duration,
+    /// A connection with no call in progress and nothing received for this long is closed
+    /// (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// A frame whose first bytes arrived must be whole within this long, or the connection is
+    /// closed (`None`: no limit) — a peer that sends part of a frame and stops cannot hold the
+    /// connection and its buffer forever.
+    pub frame_timeout: Option<Duration>,
+    /// Connections a listener serves at once at most; one accepted past it is closed at once.
+    pub max_connections: usize,
+    /// Bytes of answers queued on all the connections of a server together (an
+    /// [`OutputBudget`]): past it, stream sends wait, and a connection with answers queued
+    /// stops reading, as for [`max_transmit_backlog`](Self::max_transmit_backlog).
+    pub max_queued_output_total: usize,
+    /// Bytes of decompressed payloads a connection holds at most (requests and stream items
+    /// not yet released by their handlers); a compressed message that would exceed it is
+    /// refused without being inflated (its call is answered `ResourceExhausted`).
+    pub decompression_budget: usize,
+    /// Whether compressed input is accepted; when `false` a compressed request is answered
+    /// `Unsupported` and never inflated.
+    pub accept_compressed: bool,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +84,14 @@ impl Default for ServerConfig {
             max_transmit_backlog: 8 * 1024 * 1024,
             shutdown_flush_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            max_stream_credit: 1024,
+            notification_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(120)),
+            frame_timeout: Some(Duration::from_secs(30)),
+            max_connections: 1024,
+            max_queued_output_total: 128 * 1024 * 1024,
+            decompression_budget: 64 * 1024 * 1024,
+            accept_compressed: true,
         }
     }
 }
@@ -87,8 +125,12 @@ impl<P> IncomingCall<P> {
 pub enum ServerEvent<P> {
     /// A new call to dispatch.
     Request(IncomingCall<P>),
-    /// A one-way call (no answer is possible).
+    /// A one-way call (no answer is possible). Report its handler's end with
+    /// [`ServerConnection::notification_done`]`(token)`; a [`ServerEvent::NotificationStopped`]
+    /// with the same token says to stop it (its deadline passed, or the connection closed).
     Notification {
+        /// This notification's handle on the connection (not a call id).
+        token: u64,
         /// The method name.
         method: Bytes,
         /// The codec the client used.
@@ -115,10 +157,17 @@ pub enum ServerEvent<P> {
         /// The call.
         id: u64,
     },
-    /// The client granted credit: the server stream of call `id` may send more items.
+    /// The server stream of call `id` may send more items: the client granted credit, or
+    /// the connection's queued output fell back below its budget.
     SendCredit {
         /// The call.
         id: u64,
+    },
+    /// Stop the handler of notification `token`: it ran past its deadline
+    /// ([`ServerConfig::notification_timeout`]) or the connection closed.
+    NotificationStopped {
+        /// The notification.
+        token: u64,
     },
 }
 
@@ -152,13 +201,40 @@ pub struct ServerConnection<P> {
     transmit: VecDeque<Packet<P>>,
     events: VecDeque<ServerEvent<P>>,
     shutting_down: bool,
-    /// Notifications whose handlers run (see [`notification_done`](Self::notification_done)).
-    notifications: usize,
+    /// Notifications whose handlers run, by token, with their deadlines (see
+    /// [`notification_done`](Self::notification_done)).
+    notifications: IdMap<Instant>,
+    notification_deadlines: Deadlines,
+    next_notification: u64,
     /// Notifications dropped because the connection was at its concurrency limit.
     dropped_notifications: u64,
+    /// Bytes of the packets in `transmit` (see [`queued_bytes`](Self::queued_bytes)).
+    queued: usize,
+    /// Server streams refused for want of output budget, to wake when it frees.
+    budget_waiters: Vec<u64>,
+    /// The server-wide budget `queued` is also charged to, if any.
+    shared: Option<OutputBudget>,
 }
 
-impl<P> ServerConnection<P> {
+impl<P> Drop for ServerConnection<P> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.shared {
+            b.release(self.queued);
+        }
+    }
+}
+
+/// The bytes a packet takes on the wire (before compression), for the output budget.
+fn packet_size<P: WireSize>(p: &Packet<P>) -> usize {
+    let body = match &p.body {
+        Body::Empty => 0,
+        Body::Data(d) => d.wire_size(),
+        Body::Error(e) => 2 + e.message.len(),
+    };
+    FIXED_HEADER_LEN + p.method.len() + body
+}
+
+impl<P: WireSize> ServerConnection<P> {
     /// A fresh connection.
     pub fn new(config: ServerConfig) -> Self {
         Self {
@@ -168,13 +244,55 @@ impl<P> ServerConnection<P> {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             shutting_down: false,
-            notifications: 0,
+            notifications: id_map(),
+            notification_deadlines: Deadlines::default(),
+            next_notification: 0,
             dropped_notifications: 0,
+            queued: 0,
+            budget_waiters: Vec::new(),
+            shared: None,
         }
     }
 
+    /// Charges what this connection queues to the server-wide `budget` too.
+    pub fn set_output_budget(&mut self, budget: OutputBudget) {
+        if let Some(old) = &self.shared {
+            old.release(self.queued);
+        }
+        budget.charge(self.queued);
+        self.shared = Some(budget);
+    }
+
+    fn charge(&mut self, n: usize) {
+        self.queued += n;
+        if let Some(b) = &self.shared {
+            b.charge(n);
+        }
+    }
+
+    fn release(&mut self, n: usize) {
+        let n = n.min(self.queued);
+        self.queued -= n;
+        if let Some(b) = &self.shared {
+            b.release(n);
+        }
+    }
+
+    /// Whether the output budgets leave no room: this connection's, or the server's while
+    /// this connection has answers queued.
+    fn over_budget(&self) -> bool {
+        self.queued >= self.config.max_transmit_backlog
+            || (self.queued > 0 && self.shared.as_ref().is_some_and(OutputBudget::is_over))
+    }
+
+    /// Queues a packet to send, counting its bytes.
+    fn push(&mut self, packet: Packet<P>) {
+        self.charge(packet_size(&packet));
+        self.transmit.push_back(packet);
+    }
+
     fn queue_error(&mut self, id: u64, code: ErrorCode, message: impl Into<String>) {
-        self.transmit.push_back(Packet::new(
+        self.push(Packet::new(
             Header::new(MessageKind::Error, id),
             Body::Error(RemoteError::new(code, message)),
         ));
@@ -221,9 +339,9 @@ impl<P> ServerConnection<P> {
                     Active {
                         kind,
                         deadline,
-                        send: kind
-                            .server_streams()
-                            .then(|| SendWindow::new(h.window.unwrap_or(1))),
+                        send: kind.server_streams().then(|| {
+                            SendWindow::capped(h.window.unwrap_or(1), self.config.max_stream_credit)
+                        }),
                         recv: kind
                             .client_streams()
                             .then(|| RecvWindow::new(INITIAL_CLIENT_STREAM_WINDOW)),
@@ -242,11 +360,21 @@ impl<P> ServerConnection<P> {
             (MessageKind::Notification, Body::Data(payload)) => {
                 // Under the same limit as calls: a flood of notifications cannot start an
                 // unbounded number of handlers. Past it they are dropped (and counted).
+                // Each runs until its deadline at most.
                 if self.load() >= self.config.max_concurrent_calls {
                     self.dropped_notifications += 1;
                 } else if !self.shutting_down {
-                    self.notifications += 1;
+                    let token = self.next_notification;
+                    self.next_notification += 1;
+                    let timeout = match h.timeout {
+                        Some(t) => t.min(self.config.notification_timeout),
+                        None => self.config.notification_timeout,
+                    };
+                    let at = now.checked_add(timeout).unwrap_or(now);
+                    self.notifications.insert(token, at);
+                    self.notification_deadlines.push(at, token);
                     self.events.push_back(ServerEvent::Notification {
+                        token,
                         method: packet.method,
                         codec: h.codec,
                         payload,
@@ -295,8 +423,7 @@ impl<P> ServerConnection<P> {
                     Body::Data(p) => Body::Data(p),
                     _ => Body::Empty,
                 };
-                self.transmit
-                    .push_back(Packet::new(Header::new(MessageKind::Pong, id), body));
+                self.push(Packet::new(Header::new(MessageKind::Pong, id), body));
             }
             (MessageKind::Pong, _) => {}
             (kind, _) => {
@@ -308,20 +435,49 @@ impl<P> ServerConnection<P> {
         Ok(())
     }
 
-    /// Calls in progress plus notifications whose handlers run.
-    fn load(&self) -> usize {
-        self.calls.len() + self.notifications
+    /// A message that was not decoded (compressed input refused, decompression budget spent)
+    /// fails what it belongs to: a request is answered `error`, a stream item ends its call
+    /// with `error` (returns `Ok(true)`: stop its handler); anything else is dropped.
+    pub fn refuse(
+        &mut self,
+        header: &Header,
+        error: RemoteError,
+    ) -> Result<bool, ProtocolViolation> {
+        let id = header.id;
+        match header.kind {
+            MessageKind::Request if self.calls.contains_key(&id) => Err(ProtocolViolation(
+                format!("request id {id} is already in use"),
+            )),
+            MessageKind::Request => {
+                self.push(Packet::new(
+                    Header::new(MessageKind::Error, id),
+                    Body::Error(error),
+                ));
+                Ok(false)
+            }
+            MessageKind::StreamItem => Ok(self.respond_error(id, error)),
+            MessageKind::Notification => {
+                self.dropped_notifications += 1;
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
     }
 
-    /// The handler of a notification reported by [`ServerEvent::Notification`] finished (or was
+    /// Calls in progress plus notifications whose handlers run.
+    fn load(&self) -> usize {
+        self.calls.len() + self.notifications.len()
+    }
+
+    /// The handler of notification `token` ([`ServerEvent::Notification`]) finished (or was
     /// never started): it no longer counts against [`ServerConfig::max_concurrent_calls`].
-    pub fn notification_done(&mut self) {
-        self.notifications = self.notifications.saturating_sub(1);
+    pub fn notification_done(&mut self, token: u64) {
+        self.notifications.remove(&token);
     }
 
     /// Notifications whose handlers run.
     pub fn running_notifications(&self) -> usize {
-        self.notifications
+        self.notifications.len()
     }
 
     /// Notifications dropped because the connection was at its concurrency limit.
@@ -336,12 +492,26 @@ impl<P> ServerConnection<P> {
         ids.sort_unstable();
         for id in ids {
             self.calls.remove(&id);
-            self.transmit.push_back(Packet::new(
+            self.push(Packet::new(
                 Header::new(MessageKind::Error, id),
                 Body::Error(error.clone()),
             ));
             self.events.push_back(ServerEvent::Cancelled { id });
         }
+        self.stop_notifications();
+    }
+
+    /// Stops every notification handler still running (reported as
+    /// [`ServerEvent::NotificationStopped`]).
+    pub fn stop_notifications(&mut self) {
+        let mut tokens: Vec<u64> = self.notifications.keys().copied().collect();
+        tokens.sort_unstable();
+        for token in tokens {
+            self.events
+                .push_back(ServerEvent::NotificationStopped { token });
+        }
+        self.notifications.clear();
+        self.notification_deadlines.clear();
     }
 
     /// Answers call `id` with a response. Returns `false` (and drops the payload) if the call is
@@ -352,7 +522,7 @@ impl<P> ServerConnection<P> {
             _ => return false,
         }
         self.calls.remove(&id);
-        self.transmit.push_back(Packet::new(
+        self.push(Packet::new(
             Header::new(MessageKind::Response, id).with_codec(codec),
             Body::Data(payload),
         ));
@@ -364,22 +534,46 @@ impl<P> ServerConnection<P> {
         if self.calls.remove(&id).is_none() {
             return false;
         }
-        self.transmit.push_back(Packet::new(
+        self.push(Packet::new(
             Header::new(MessageKind::Error, id),
             Body::Error(error),
         ));
         true
     }
 
-    /// Queues one item of the server stream of call `id`, if the client granted credit.
+    /// Queues one item of the server stream of call `id`, if the client granted credit and
+    /// the connection's queued output is below [`ServerConfig::max_transmit_backlog`];
+    /// otherwise `NoCredit`, and a [`ServerEvent::SendCredit`] follows when it may try again.
+    /// So a producer whose client does not read waits, and holds no more than the budget.
     pub fn send_stream_item(
         &mut self,
         id: u64,
         payload: P,
         codec: CodecId,
     ) -> Result<(), ServerSendError<P>> {
-        let send = self.calls.get_mut(&id).and_then(|c| c.send.as_mut());
-        push_item(send, id, payload, codec, &mut self.transmit)
+        let Some(send) = self.calls.get_mut(&id).and_then(|c| c.send.as_mut()) else {
+            return Err(StreamSendError::Closed(payload));
+        };
+        let shared_over = self.shared.as_ref().is_some_and(OutputBudget::is_over);
+        if (self.queued >= self.config.max_transmit_backlog || shared_over) && send.credit() > 0 {
+            if !self.budget_waiters.contains(&id) {
+                self.budget_waiters.push(id);
+            }
+            if let (true, Some(b)) = (shared_over, &self.shared) {
+                b.wait();
+            }
+            return Err(StreamSendError::NoCredit(payload));
+        }
+        let size = FIXED_HEADER_LEN + payload.wire_size();
+        push_item(Some(send), id, payload, codec, &mut self.transmit)?;
+        self.charge(size);
+        Ok(())
+    }
+
+    /// Bytes of the answers queued and not yet taken by [`poll_transmit`](Self::poll_transmit)
+    /// (payloads before compression, with their headers).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
     }
 
     /// Credit left on the server stream of call `id`.
@@ -398,7 +592,7 @@ impl<P> ServerConnection<P> {
             _ => return false,
         }
         self.calls.remove(&id);
-        self.transmit.push_back(Packet::new(
+        self.push(Packet::new(
             Header::new(MessageKind::StreamEnd, id),
             Body::Empty,
         ));
@@ -409,7 +603,11 @@ impl<P> ServerConnection<P> {
     /// client more credit when half the window has been consumed.
     pub fn stream_consumed(&mut self, id: u64, n: u32) {
         let recv = self.calls.get_mut(&id).and_then(|c| c.recv.as_mut());
+        let before = self.transmit.len();
         push_credit(recv, id, n, &mut self.transmit);
+        if self.transmit.len() > before {
+            self.charge(FIXED_HEADER_LEN);
+        }
     }
 
     /// The handler of call `id` will read no more of the client's stream: `buffered` items it
@@ -441,6 +639,18 @@ impl<P> ServerConnection<P> {
             self.queue_error(id, ErrorCode::DeadlineExceeded, "deadline exceeded");
             self.events.push_back(ServerEvent::Cancelled { id });
         }
+        loop {
+            let notifications = &self.notifications;
+            let Some(token) = self
+                .notification_deadlines
+                .pop_expired(now, |t| notifications.get(&t).copied())
+            else {
+                break;
+            };
+            self.notifications.remove(&token);
+            self.events
+                .push_back(ServerEvent::NotificationStopped { token });
+        }
     }
 
     /// Stops accepting calls: new requests are answered `ShuttingDown`; calls in progress go on.
@@ -450,7 +660,7 @@ impl<P> ServerConnection<P> {
 
     /// Whether no call is in progress and no notification handler runs.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.notifications == 0
+        self.calls.is_empty() && self.notifications.is_empty()
     }
 
     /// Calls in progress.
@@ -466,9 +676,12 @@ impl<P> ServerConnection<P> {
         for id in ids {
             self.events.push_back(ServerEvent::Cancelled { id });
         }
+        self.stop_notifications();
         self.calls.clear();
         self.deadlines.clear();
         self.transmit.clear();
+        self.release(self.queued);
+        self.budget_waiters.clear();
     }
 
     /// The answer to call `id` could not be sent (it exceeds the frame size limit, say): tells
@@ -492,37 +705,39 @@ impl<P> ServerConnection<P> {
     }
 
     /// Whether the answers waiting in [`poll_transmit`](Self::poll_transmit) come to
-    /// [`ServerConfig::max_transmit_backlog`] bytes or more; `payload_len` tells the size of a
-    /// payload (each packet also counts its method and a fixed header).
+    /// [`ServerConfig::max_transmit_backlog`] bytes or more (each packet counts its payload,
+    /// its method and a fixed header).
     ///
     /// An adapter whose transport cannot take more bytes at the moment stops reading from the
     /// client while this holds: every queued packet answers something the client sent, so
     /// not reading bounds the queue. (A client must never stop reading for the same reason,
     /// or two such peers could wait on each other forever.)
-    pub fn is_backlogged(&self, payload_len: impl Fn(&P) -> usize) -> bool {
-        // The count bound also caps this scan (it runs once per burst while a write is blocked).
-        if self.transmit.len() >= MAX_BACKLOG_PACKETS {
-            return true;
-        }
-        let limit = self.config.max_transmit_backlog;
-        let mut total = 0usize;
-        for p in &self.transmit {
-            let body = match &p.body {
-                Body::Empty => 0,
-                Body::Data(d) => payload_len(d),
-                Body::Error(e) => e.message.len(),
-            };
-            total = total.saturating_add(FIXED_HEADER_LEN + p.method.len() + body);
-            if total >= limit {
-                return true;
-            }
-        }
-        false
+    pub fn is_backlogged(&self) -> bool {
+        self.transmit.len() >= MAX_BACKLOG_PACKETS || self.over_budget()
     }
 
-    /// The next packet to send.
+    /// The next packet to send. Once the queued output falls to half its budget, the streams
+    /// that were refused for want of it are told to try again ([`ServerEvent::SendCredit`]).
     pub fn poll_transmit(&mut self) -> Option<Packet<P>> {
-        self.transmit.pop_front()
+        let p = self.transmit.pop_front()?;
+        self.release(packet_size(&p));
+        self.retry_budget_waiters();
+        Some(p)
+    }
+
+    /// Tells the streams refused for want of output budget to try again once this
+    /// connection's queued output is down to half its budget and the server's total below its
+    /// limit (the adapter calls it when the [`OutputBudget`] says it freed).
+    pub fn retry_budget_waiters(&mut self) {
+        if self.budget_waiters.is_empty()
+            || self.queued > self.config.max_transmit_backlog / 2
+            || self.shared.as_ref().is_some_and(OutputBudget::is_over)
+        {
+            return;
+        }
+        for id in std::mem::take(&mut self.budget_waiters) {
+            self.events.push_back(ServerEvent::SendCredit { id });
+        }
     }
 
     /// The next event for the application.
@@ -533,7 +748,16 @@ impl<P> ServerConnection<P> {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let calls = &self.calls;
-        self.deadlines
-            .peek(|id, at| calls.get(&id).and_then(|c| c.deadline) == Some(at))
+        let call = self
+            .deadlines
+            .peek(|id, at| calls.get(&id).and_then(|c| c.deadline) == Some(at));
+        let notifications = &self.notifications;
+        let notification = self
+            .notification_deadlines
+            .peek(|t, at| notifications.get(&t) == Some(&at));
+        match (call, notification) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

@@ -23,14 +23,17 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::CallKind;
 
+use crate::budget::OutputBudget;
 use crate::codec::{CodecId, codec_name};
+use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
+use crate::message::Header;
 use crate::message::{ErrorCode, FIXED_HEADER_LEN, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::payload::Payload;
 use crate::route::Routes;
 use crate::server::{IncomingCall, ServerConfig, ServerConnection, ServerEvent};
-use crate::wire::{Unsendable, Wire, WireConfig};
+use crate::wire::{Decoded, Unsendable, Wire, WireConfig};
 
 /// What the adapter learns from a [`ServerSession`].
 #[derive(Debug)]
@@ -45,7 +48,10 @@ pub enum ServerSessionEvent<H> {
     },
     /// Run `handler` for a notification (no answer is possible), then report
     /// [`ServerSession::notification_done`]: it counts against the concurrency limit until then.
+    /// A [`NotificationStopped`](Self::NotificationStopped) with its token says to stop it.
     Notification {
+        /// Its handle on this connection (not a call id).
+        token: u64,
         /// The method name.
         method: Bytes,
         /// The payload.
@@ -73,10 +79,17 @@ pub enum ServerSessionEvent<H> {
         /// The call.
         id: u64,
     },
-    /// The client granted credit to the server stream of call `id`.
+    /// The server stream of call `id` may try to send again: the client granted credit, or
+    /// the queued output fell back within its budget.
     SendCredit {
         /// The call.
         id: u64,
+    },
+    /// Stop the handler of notification `token`: it ran past its deadline
+    /// ([`ServerConfig::notification_timeout`]), or the connection is closing.
+    NotificationStopped {
+        /// The notification.
+        token: u64,
     },
 }
 
@@ -104,6 +117,9 @@ pub enum CloseReason {
     Protocol(String),
     /// The transport failed.
     Transport(String),
+    /// The connection was idle past [`ServerConfig::idle_timeout`], or a frame was not whole
+    /// within [`ServerConfig::frame_timeout`].
+    TimedOut(String),
 }
 
 impl std::fmt::Display for CloseReason {
@@ -113,6 +129,7 @@ impl std::fmt::Display for CloseReason {
             Self::Shutdown => f.write_str("the server shut down"),
             Self::Protocol(m) => write!(f, "the client broke the protocol: {m}"),
             Self::Transport(m) => write!(f, "connection lost: {m}"),
+            Self::TimedOut(m) => write!(f, "timed out: {m}"),
         }
     }
 }
@@ -143,6 +160,10 @@ pub struct ServerSession {
     reason: Option<CloseReason>,
     /// Calls the session itself stopped (their answer could not be sent).
     cancelled: VecDeque<u64>,
+    /// Since when nothing was received and no call was in progress (for the idle deadline).
+    quiet_since: Instant,
+    /// Since when part of a frame is buffered (for the partial-frame deadline).
+    partial_since: Option<Instant>,
 }
 
 /// A codec's name and id, for error texts.
@@ -160,17 +181,40 @@ fn kind_label(kind: CallKind) -> &'static str {
 }
 
 impl ServerSession {
-    /// A session serving calls with codec `codec`.
-    pub fn new(config: ServerConfig, wire: WireConfig, codec: CodecId) -> Self {
+    /// A session serving calls with codec `codec`; `now` starts its idle clock.
+    pub fn new(config: ServerConfig, wire: WireConfig, codec: CodecId, now: Instant) -> Self {
+        let budget = config
+            .accept_compressed
+            .then(|| DecompressionBudget::new(config.decompression_budget));
         Self {
             calls: ServerConnection::new(config),
-            wire: Wire::new(wire),
+            wire: Wire::new(wire, budget),
             config,
             codec,
             life: Life::Open,
             reason: None,
             cancelled: VecDeque::new(),
+            quiet_since: now,
+            partial_since: None,
         }
+    }
+
+    /// Charges what this connection queues to the server-wide `budget` too
+    /// ([`ServerConfig::max_queued_output_total`]).
+    pub fn set_output_budget(&mut self, budget: OutputBudget) {
+        self.calls.set_output_budget(budget);
+    }
+
+    /// The server-wide output budget fell back (its [`OutputBudget::take_freed`] said so):
+    /// streams that waited for it may try again.
+    pub fn handle_budget_freed(&mut self) {
+        self.calls.retry_budget_waiters();
+    }
+
+    /// Bytes of decompressed payloads the connection holds now (see
+    /// [`ServerConfig::decompression_budget`]).
+    pub fn decompressed_bytes(&self) -> usize {
+        self.wire.decompressed_held()
     }
 
     /// The settings.
@@ -184,8 +228,7 @@ impl ServerSession {
     /// answers waiting to be sent exceed [`ServerConfig::max_transmit_backlog`] — every one of
     /// them answers something the client sent, so not reading bounds them.
     pub fn wants_read(&self) -> bool {
-        matches!(self.life, Life::Open | Life::Draining { .. })
-            && !self.calls.is_backlogged(Payload::len)
+        matches!(self.life, Life::Open | Life::Draining { .. }) && !self.calls.is_backlogged()
     }
 
     /// The buffer to read transport bytes into (append only), followed by
@@ -199,9 +242,22 @@ impl ServerSession {
         while self.reading() {
             match self.wire.next_frame() {
                 Ok(Some(frame)) => self.handle_frame(now, frame),
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => return self.protocol_error(now, format!("framing: {e}")),
             }
+        }
+        let partial = self.wire.partial_bytes();
+        self.handle_partial(now, partial);
+    }
+
+    /// The transport holds `bytes` of a frame that is not whole yet (from a transport that
+    /// does its own framing; 0 when none): a frame not whole within
+    /// [`ServerConfig::frame_timeout`] of its first bytes closes the connection.
+    pub fn handle_partial(&mut self, now: Instant, bytes: usize) {
+        if bytes == 0 {
+            self.partial_since = None;
+        } else if self.partial_since.is_none() {
+            self.partial_since = Some(now);
         }
     }
 
@@ -221,9 +277,21 @@ impl ServerSession {
         if !self.reading() {
             return;
         }
+        self.partial_since = None;
         match self.wire.decode(frame) {
-            Ok(packet) => self.handle_packet(now, packet),
+            Ok(Decoded::Packet(packet)) => self.handle_packet(now, packet),
+            Ok(Decoded::Refused { header, error }) => self.refused(now, &header, error),
             Err(e) => self.protocol_error(now, format!("malformed message: {e}")),
+        }
+    }
+
+    /// A compressed message that was not inflated fails what it belongs to.
+    fn refused(&mut self, now: Instant, header: &Header, error: RemoteError) {
+        self.quiet_since = now;
+        match self.calls.refuse(header, error) {
+            Ok(true) => self.cancelled.push_back(header.id),
+            Ok(false) => {}
+            Err(v) => self.protocol_error(now, v.0),
         }
     }
 
@@ -232,6 +300,7 @@ impl ServerSession {
         if !self.reading() {
             return;
         }
+        self.quiet_since = now;
         if let Err(v) = self.calls.handle_packet(now, packet) {
             self.protocol_error(now, v.0);
         }
@@ -263,6 +332,33 @@ impl ServerSession {
     /// Expires call deadlines, the drain deadline and the close grace. Call it at
     /// [`poll_timeout`](Self::poll_timeout) (early or late is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.life, Life::Open | Life::Draining { .. }) {
+            if let Some(at) = self.frame_deadline()
+                && now >= at
+            {
+                let partial = self.wire.partial_bytes();
+                let what = format!(
+                    "a frame was not whole within {:?} of its first bytes{}",
+                    self.config.frame_timeout.unwrap_or_default(),
+                    if partial > 0 {
+                        format!(" ({partial} bytes received)")
+                    } else {
+                        String::new()
+                    }
+                );
+                // Mid-frame, the input cannot be trusted any more: the session ends now (its
+                // handlers are stopped) instead of waiting out a grace for the peer.
+                return self.finish(CloseReason::TimedOut(what));
+            } else if let Some(at) = self.idle_deadline()
+                && now >= at
+            {
+                let what = format!(
+                    "no call and nothing received for {:?}",
+                    self.config.idle_timeout.unwrap_or_default()
+                );
+                self.begin_closing(now, CloseReason::TimedOut(what));
+            }
+        }
         match self.life {
             Life::Open => self.calls.handle_timeout(now),
             Life::Draining { until } => {
@@ -291,6 +387,7 @@ impl ServerSession {
     /// Returns whether it was sent.
     pub fn complete(&mut self, now: Instant, id: u64, outcome: Outcome) -> bool {
         self.calls.handle_timeout(now);
+        self.quiet_since = now;
         let sent = match outcome {
             Outcome::Response(payload) => self.calls.respond(id, payload, self.codec),
             Outcome::StreamEnd => self.calls.end_stream(id),
@@ -304,18 +401,25 @@ impl ServerSession {
         sent
     }
 
-    /// A notification's handler finished.
-    pub fn notification_done(&mut self, now: Instant) {
-        self.calls.notification_done();
+    /// The handler of notification `token` finished.
+    pub fn notification_done(&mut self, now: Instant, token: u64) {
+        self.calls.notification_done(token);
+        self.quiet_since = now;
         self.check_drained(now);
     }
 
-    /// Queues one item of the server stream of call `id`, if the client granted credit.
+    /// Queues one item of the server stream of call `id`, if the client granted credit and
+    /// the output budgets leave room (else `NoCredit`: wait for a
+    /// [`SendCredit`](ServerSessionEvent::SendCredit)). A closing connection takes no more
+    /// items (`Closed`): its client is gone or going, and only what was queued is written.
     pub fn send_stream_item(
         &mut self,
         id: u64,
         payload: Payload,
     ) -> Result<(), StreamSendError<Payload>> {
+        if !self.reading() {
+            return Err(StreamSendError::Closed(payload));
+        }
         self.calls.send_stream_item(id, payload, self.codec)
     }
 
@@ -357,6 +461,8 @@ impl ServerSession {
 
     fn begin_closing(&mut self, now: Instant, reason: CloseReason) {
         if matches!(self.life, Life::Open | Life::Draining { .. }) {
+            // Nothing can be answered for a notification: its handler stops now.
+            self.calls.stop_notifications();
             self.reason = Some(reason);
             self.life = Life::Closing {
                 until: now + self.config.shutdown_flush_timeout,
@@ -394,6 +500,7 @@ impl ServerSession {
                     }
                 },
                 ServerEvent::Notification {
+                    token,
                     method,
                     codec,
                     payload,
@@ -402,6 +509,7 @@ impl ServerSession {
                     match routes.route(name) {
                         Some((CallKind::Unary, handler)) if self.speaks(codec) => {
                             ServerSessionEvent::Notification {
+                                token,
                                 method,
                                 payload,
                                 handler,
@@ -409,10 +517,13 @@ impl ServerSession {
                         }
                         // Nothing can be answered to a notification: it is dropped.
                         _ => {
-                            self.calls.notification_done();
+                            self.calls.notification_done(token);
                             continue;
                         }
                     }
+                }
+                ServerEvent::NotificationStopped { token } => {
+                    ServerSessionEvent::NotificationStopped { token }
                 }
                 ServerEvent::Cancelled { id } => ServerSessionEvent::Cancelled { id },
                 ServerEvent::StreamItem { id, payload } => {
@@ -551,17 +662,44 @@ impl ServerSession {
         let calls = self.calls.poll_timeout();
         let life = match self.life {
             Life::Draining { until } | Life::Closing { until } => Some(until),
+            Life::Open => self.idle_deadline(),
+            Life::Closed => None,
+        };
+        let frame = match self.life {
+            Life::Open | Life::Draining { .. } => self.frame_deadline(),
             _ => None,
         };
-        match (calls, life) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [calls, life, frame].into_iter().flatten().min()
+    }
+
+    /// When the connection counts as idle, if it has nothing in progress.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let idle = self.config.idle_timeout?;
+        if !self.calls.is_idle() || self.calls.has_transmit() {
+            return None;
         }
+        self.quiet_since.checked_add(idle)
+    }
+
+    /// When the frame in progress must be whole.
+    fn frame_deadline(&self) -> Option<Instant> {
+        self.partial_since?.checked_add(self.config.frame_timeout?)
     }
 
     /// Calls in progress.
     pub fn active_calls(&self) -> usize {
         self.calls.active_calls()
+    }
+
+    /// Notification handlers running.
+    pub fn running_notifications(&self) -> usize {
+        self.calls.running_notifications()
+    }
+
+    /// Bytes of answers queued and not yet handed to the transport (bounded by
+    /// [`ServerConfig::max_transmit_backlog`] for stream items, which wait beyond it).
+    pub fn queued_bytes(&self) -> usize {
+        self.calls.queued_bytes()
     }
 
     /// Notifications dropped because the connection was at its concurrency limit.

@@ -27,6 +27,8 @@ pub trait Session: Send + 'static {
     fn handle_transport_error(&mut self, error: &str);
     /// See [`ClientSession::handle_timeout`].
     fn handle_timeout(&mut self, now: Instant);
+    /// See [`ServerSession::handle_partial`].
+    fn handle_partial(&mut self, now: Instant, bytes: usize);
     /// See [`ClientSession::poll_transmit`].
     fn poll_transmit(&mut self, out: &mut BytesMut) -> bool;
     /// See [`ClientSession::poll_packet`].
@@ -52,6 +54,7 @@ macro_rules! session_by_inherent_methods {
             fn handle_eof(&mut self, now: Instant) { <$ty>::handle_eof(self, now) }
             fn handle_transport_error(&mut self, error: &str) { <$ty>::handle_transport_error(self, error) }
             fn handle_timeout(&mut self, now: Instant) { <$ty>::handle_timeout(self, now) }
+            fn handle_partial(&mut self, now: Instant, bytes: usize) { <$ty>::handle_partial(self, now, bytes) }
             fn poll_transmit(&mut self, out: &mut BytesMut) -> bool { <$ty>::poll_transmit(self, out) }
             fn poll_packet(&mut self) -> Option<Packet<Payload>> { <$ty>::poll_packet(self) }
             fn has_transmit(&self) -> bool { <$ty>::has_transmit(self) }

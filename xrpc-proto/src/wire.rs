@@ -7,17 +7,14 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::client_session::TRANSMIT_BATCH;
-use crate::compression::{CompressionConfig, CompressionType};
+use crate::compression::{
+    CompressionConfig, CompressionType, Compressor, DecompressionBudget, declared_len,
+};
 use crate::error::ProtoError;
 use crate::frame::{DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameError};
-use crate::message::{MessageDecoder, MessageEncoder};
+use crate::message::{ErrorCode, Header, Message, MessageEncoder, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::payload::Payload;
-
-/// A read is worth making only with at least this much room.
-const MIN_READ_SPACE: usize = 4 * 1024;
-/// How much room a read buffer grows by.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// How a connection's bytes are framed and coded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,21 +73,42 @@ pub enum Unsendable {
     Encode(String),
 }
 
+/// What a frame decoded into.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// A message.
+    Packet(Packet<Payload>),
+    /// A compressed message that was not inflated (compressed input refused, or the
+    /// decompression budget spent): `error` says why, for its call.
+    Refused { header: Header, error: RemoteError },
+}
+
 /// Framing and message coding of one connection.
 #[derive(Debug)]
 pub(crate) struct Wire {
     frames: FrameDecoder,
-    messages: MessageDecoder,
+    decompressor: Compressor,
+    max_decompressed: usize,
+    /// `None`: compressed input is refused.
+    budget: Option<DecompressionBudget>,
     encoder: MessageEncoder,
 }
 
 impl Wire {
-    pub(crate) fn new(config: WireConfig) -> Self {
+    /// A wire whose decompressed payloads share `budget` (`None`: refuse compressed input).
+    pub(crate) fn new(config: WireConfig, budget: Option<DecompressionBudget>) -> Self {
         Self {
             frames: FrameDecoder::new(config.max_frame_size),
-            messages: MessageDecoder::new(config.max_decompressed),
+            decompressor: Compressor::new(),
+            max_decompressed: config.max_decompressed,
+            budget,
             encoder: MessageEncoder::new(config.max_frame_size, config.compression),
         }
+    }
+
+    /// Bytes of decompressed payloads held now.
+    pub(crate) fn decompressed_held(&self) -> usize {
+        self.budget.as_ref().map_or(0, DecompressionBudget::held)
     }
 
     pub(crate) fn max_frame_size(&self) -> usize {
@@ -102,19 +120,10 @@ impl Wire {
         self.encoder.compression().algorithm == CompressionType::None
     }
 
-    /// The buffer received bytes are appended to, with room for a worthwhile read. Grown only
-    /// when it is full, or nearly full with little in it (so the copy is small).
+    /// The buffer received bytes are appended to, with room for a worthwhile read (growing
+    /// with the bytes that arrive, see [`FrameDecoder::read_buffer`]).
     pub(crate) fn read_buffer(&mut self) -> &mut BytesMut {
-        let buf = self.frames.buffer_mut();
-        let spare = buf.capacity() - buf.len();
-        if (spare == 0 || (spare < MIN_READ_SPACE && buf.len() <= MIN_READ_SPACE))
-            && !buf.try_reclaim(READ_CHUNK)
-        {
-            let mut grown = BytesMut::with_capacity(buf.len() + READ_CHUNK);
-            grown.extend_from_slice(buf);
-            *buf = grown;
-        }
-        buf
+        self.frames.read_buffer()
     }
 
     /// Appends received bytes.
@@ -124,7 +133,7 @@ impl Wire {
 
     /// Bytes received that do not yet form a whole frame.
     pub(crate) fn partial_bytes(&self) -> usize {
-        self.frames.buffered()
+        self.frames.partial_bytes()
     }
 
     /// The next whole frame of the byte stream.
@@ -132,10 +141,45 @@ impl Wire {
         self.frames.poll_frame()
     }
 
-    /// Decodes one frame into a packet.
-    pub(crate) fn decode(&mut self, frame: Bytes) -> Result<Packet<Payload>, ProtoError> {
-        let msg = self.messages.decode(frame)?;
-        Ok(Packet::from_message(msg).map(Payload::Bytes))
+    /// Decodes one frame into a packet. A compressed payload is inflated only if compressed
+    /// input is accepted and its declared size fits the decompression budget; otherwise it
+    /// is [`Decoded::Refused`] (its call fails, the connection goes on).
+    pub(crate) fn decode(&mut self, frame: Bytes) -> Result<Decoded, ProtoError> {
+        let mut msg = Message::decode_raw(frame)?;
+        let algorithm = msg.header.compression;
+        if algorithm != CompressionType::None {
+            let Some(budget) = &self.budget else {
+                return Ok(Decoded::Refused {
+                    header: msg.header,
+                    error: RemoteError::new(
+                        ErrorCode::Unsupported,
+                        "compressed input is not accepted",
+                    ),
+                });
+            };
+            let declared = declared_len(&msg.payload).unwrap_or(0);
+            if declared <= self.max_decompressed && !budget.fits(declared) {
+                return Ok(Decoded::Refused {
+                    header: msg.header,
+                    error: RemoteError::new(
+                        ErrorCode::ResourceExhausted,
+                        format!(
+                            "decompressing {declared} bytes would exceed the connection's \
+                             budget of {} ({} held)",
+                            budget.limit(),
+                            budget.held()
+                        ),
+                    ),
+                });
+            }
+            let inflated =
+                self.decompressor
+                    .decompress(algorithm, &msg.payload, self.max_decompressed)?;
+            msg.payload = budget.hold(inflated);
+        }
+        Ok(Decoded::Packet(
+            Packet::from_message(msg).map(Payload::Bytes),
+        ))
     }
 
     /// Encodes the packets `next` yields into `out` until `out` holds [`TRANSMIT_BATCH`] more

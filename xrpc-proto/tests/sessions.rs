@@ -3,188 +3,17 @@
 //! connection — framing, routing, admission, outcomes, deadlines, unsendable messages, backlog,
 //! shutdown and closing — tested without IO. The clock's origin is the one clock read.
 
+mod pair;
+
 use std::time::{Duration, Instant};
 
+use pair::{CODEC, MS, Pair, bytes};
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
     CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CloseReason,
     CompressionConfig, ErrorCode, MethodTable, Outcome, Payload, RemoteError, ServerConfig,
     ServerSession, ServerSessionEvent, WireConfig,
 };
-
-const MS: Duration = Duration::from_millis(1);
-const CODEC: u8 = 1;
-
-/// Client and server sessions joined by two byte pipes.
-struct Pair {
-    now: Instant,
-    client: ClientSession,
-    server: ServerSession,
-    routes: MethodTable<&'static str>,
-    /// Bytes are delivered in chunks of this size.
-    chunk: usize,
-    client_events: Vec<ClientEvent<Payload>>,
-    server_events: Vec<ServerSessionEvent<&'static str>>,
-    /// Bytes the client wrote that the server has not yet read.
-    c2s: BytesMut,
-    s2c: BytesMut,
-    /// The server reads only while this holds (a test can stop it).
-    server_reads: bool,
-}
-
-impl Pair {
-    fn new(cc: ClientConfig, sc: ServerConfig, wire: WireConfig) -> Self {
-        let now = Instant::now();
-        let mut routes = MethodTable::new();
-        routes.insert("add", CallKind::Unary, "add");
-        routes.insert("count", CallKind::ServerStreaming, "count");
-        routes.insert("log", CallKind::Unary, "log");
-        Self {
-            now,
-            client: ClientSession::new(cc, wire, now),
-            server: ServerSession::new(sc, wire, CODEC),
-            routes,
-            chunk: 7,
-            client_events: Vec::new(),
-            server_events: Vec::new(),
-            c2s: BytesMut::new(),
-            s2c: BytesMut::new(),
-            server_reads: true,
-        }
-    }
-
-    fn default() -> Self {
-        Self::new(
-            ClientConfig::default(),
-            ServerConfig::default(),
-            WireConfig::default(),
-        )
-    }
-
-    /// Moves bytes and events both ways until nothing moves.
-    fn run(&mut self) {
-        loop {
-            let mut moved = false;
-            let mut out = BytesMut::new();
-            while self.client.poll_transmit(&mut out) {}
-            moved |= !out.is_empty();
-            self.c2s.extend_from_slice(&out);
-            while self.server_reads && self.server.wants_read() && !self.c2s.is_empty() {
-                let n = self.chunk.min(self.c2s.len());
-                let chunk = self.c2s.split_to(n);
-                self.server.read_buffer().extend_from_slice(&chunk);
-                self.server.handle_read(self.now);
-                moved = true;
-            }
-            while let Some(ev) = self.server.poll_event(&self.routes) {
-                self.server_events.push(ev);
-                moved = true;
-            }
-            let mut out = BytesMut::new();
-            while self.server.poll_transmit(&mut out) {}
-            moved |= !out.is_empty();
-            self.s2c.extend_from_slice(&out);
-            while !self.s2c.is_empty() {
-                let n = self.chunk.min(self.s2c.len());
-                let chunk = self.s2c.split_to(n);
-                self.client.handle_bytes(self.now, &chunk);
-                moved = true;
-            }
-            while let Some(ev) = self.client.poll_event() {
-                self.client_events.push(ev);
-                moved = true;
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn advance(&mut self, d: Duration) {
-        self.now += d;
-        self.client.handle_timeout(self.now);
-        self.server.handle_timeout(self.now);
-        self.run();
-    }
-
-    fn call(&mut self, method: &str, payload: &'static [u8]) -> u64 {
-        self.call_with(method, payload, CallOptions::unary(CODEC))
-    }
-
-    fn call_with(&mut self, method: &str, payload: &'static [u8], opts: CallOptions) -> u64 {
-        let id = self
-            .client
-            .start_call(
-                self.now,
-                method,
-                Payload::Bytes(Bytes::from_static(payload)),
-                opts,
-            )
-            .unwrap();
-        self.run();
-        id
-    }
-
-    /// Takes the server's `Call` events: (id, handler, payload).
-    fn take_calls(&mut self) -> Vec<(u64, &'static str, Bytes)> {
-        let mut calls = Vec::new();
-        self.server_events.retain_mut(|ev| match ev {
-            ServerSessionEvent::Call { call, handler } => {
-                let Payload::Bytes(b) = &call.payload else {
-                    panic!("a byte transport delivered a value")
-                };
-                calls.push((call.id, *handler, b.clone()));
-                false
-            }
-            _ => true,
-        });
-        calls
-    }
-
-    fn complete(&mut self, id: u64, outcome: Outcome) -> bool {
-        let sent = self.server.complete(self.now, id, outcome);
-        self.run();
-        sent
-    }
-
-    fn client_outcome(&self, id: u64) -> Option<&ClientEvent<Payload>> {
-        self.client_events.iter().find(|ev| match ev {
-            ClientEvent::Response { id: i, .. } | ClientEvent::Failed { id: i, .. } => *i == id,
-            _ => false,
-        })
-    }
-
-    fn failed(&self, id: u64) -> CallError {
-        match self.client_outcome(id) {
-            Some(ClientEvent::Failed { error, .. }) => error.clone(),
-            other => panic!("call {id}: expected a failure, got {other:?}"),
-        }
-    }
-
-    fn remote(&self, id: u64) -> RemoteError {
-        match self.failed(id) {
-            CallError::Remote(e) => e,
-            other => panic!("call {id}: expected a remote error, got {other:?}"),
-        }
-    }
-
-    fn cancelled(&self) -> Vec<u64> {
-        self.server_events
-            .iter()
-            .filter_map(|ev| match ev {
-                ServerSessionEvent::Cancelled { id } => Some(*id),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn bytes(p: &Payload) -> &[u8] {
-    match p {
-        Payload::Bytes(b) => b,
-        Payload::Value(_) => panic!("a value"),
-    }
-}
 
 #[test]
 fn unary_call_through_bytes_in_any_chunking() {
@@ -497,23 +326,14 @@ fn notifications_count_against_the_concurrency_limit() {
         ..ServerConfig::default()
     };
     let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
-    for _ in 0..5 {
-        p.client
-            .notify("log", Payload::Bytes(Bytes::from_static(b"n")), CODEC)
-            .unwrap();
-    }
-    p.run();
-    let started = p
-        .server_events
-        .iter()
-        .filter(|e| matches!(e, ServerSessionEvent::Notification { .. }))
-        .count();
-    assert_eq!(started, 2);
+    p.notify(5);
+    assert_eq!(p.notification_tokens().len(), 2);
     assert_eq!(p.server.dropped_notifications(), 3);
     // A call is refused too while two notification handlers run.
     let id = p.call("add", b"");
     assert_eq!(p.remote(id).code, ErrorCode::ResourceExhausted);
-    p.server.notification_done(p.now);
+    let token = p.notification_tokens()[0];
+    p.server.notification_done(p.now, token);
     let id = p.call("add", b"");
     assert_eq!(p.take_calls().len(), 1);
     assert!(p.client_outcome(id).is_none());
@@ -689,7 +509,7 @@ mod hostile_bytes {
             let mut routes = MethodTable::new();
             routes.insert("u", CallKind::Unary, ());
             routes.insert("s", CallKind::ServerStreaming, ());
-            let mut server = ServerSession::new(ServerConfig::default(), wire, 1);
+            let mut server = ServerSession::new(ServerConfig::default(), wire, 1, now);
             let mut client = ClientSession::new(ClientConfig::default(), wire, now);
             let mut bytes = Vec::new();
             if let Some(len) = prefix {

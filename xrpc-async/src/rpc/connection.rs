@@ -24,6 +24,7 @@ use super::server::{CallContext, HandlerFn, RpcServer};
 use super::stream::{Refused, StreamCtl};
 use crate::channel::MessageChannel;
 use crate::runtime::{Runtime, Task};
+use crate::signal::Signal;
 
 /// A connection's state as its driver and its handlers share it.
 pub(crate) type Connection = Shared<ServerState>;
@@ -32,6 +33,8 @@ pub(crate) type Connection = Shared<ServerState>;
 #[derive(Default)]
 struct Running {
     task: Option<Box<dyn Task>>,
+    /// Raised when the call is stopped (its handler sees it in its [`CallContext`]).
+    cancel: Arc<Signal>,
     /// Items of the client's stream not yet taken (bounded by the credit window).
     items: VecDeque<Payload>,
     /// The client ended its stream.
@@ -43,6 +46,7 @@ struct Running {
 
 impl Running {
     fn stop(self) {
+        self.cancel.raise();
         if let Some(t) = self.task {
             t.abort();
         }
@@ -54,13 +58,15 @@ impl Running {
 
 /// What routing hands the driver to start, outside the lock.
 pub(crate) enum Work {
-    Call(IncomingCall<Payload>, HandlerFn),
-    Notification(Bytes, Payload, HandlerFn),
+    Call(IncomingCall<Payload>, HandlerFn, Arc<Signal>),
+    Notification(u64, Bytes, Payload, HandlerFn, Arc<Signal>),
 }
 
 pub(crate) struct ServerState {
     session: ServerSession,
     running: IdMap<Running>,
+    /// Notification handlers running, by token.
+    notifications: IdMap<Running>,
     routes: Arc<RwLock<MethodTable<HandlerFn>>>,
     shutdown_seen: bool,
 }
@@ -77,6 +83,7 @@ impl Driven for ServerState {
         let Self {
             session,
             running,
+            notifications,
             routes,
             ..
         } = self;
@@ -84,14 +91,27 @@ impl Driven for ServerState {
         while let Some(ev) = session.poll_event(&*routes) {
             match ev {
                 ServerSessionEvent::Call { call, handler } => {
-                    running.insert(call.id, Running::default());
-                    work.push(Work::Call(call, handler));
+                    let r = Running::default();
+                    let cancel = r.cancel.clone();
+                    running.insert(call.id, r);
+                    work.push(Work::Call(call, handler, cancel));
                 }
                 ServerSessionEvent::Notification {
+                    token,
                     method,
                     payload,
                     handler,
-                } => work.push(Work::Notification(method, payload, handler)),
+                } => {
+                    let r = Running::default();
+                    let cancel = r.cancel.clone();
+                    notifications.insert(token, r);
+                    work.push(Work::Notification(token, method, payload, handler, cancel));
+                }
+                ServerSessionEvent::NotificationStopped { token } => {
+                    if let Some(r) = notifications.remove(&token) {
+                        r.stop();
+                    }
+                }
                 ServerSessionEvent::Cancelled { id } => {
                     if let Some(r) = running.remove(&id) {
                         r.stop();
@@ -240,13 +260,14 @@ fn complete(conn: &Connection, id: u64, outcome: Outcome) {
 /// driver (no task hand-off), outside the connection's lock; others get a task.
 fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, work: Work) {
     match work {
-        Work::Call(call, handler) => {
+        Work::Call(call, handler, cancel) => {
             let id = call.id;
             let ctx = CallContext {
                 id,
                 method: call.method,
                 deadline: call.deadline,
                 kind: call.kind,
+                cancel,
             };
             let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 handler(ctx, call.payload, ctl.clone())
@@ -270,27 +291,37 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, w
                 None => task.abort(),
             }
         }
-        Work::Notification(method, payload, handler) => {
+        Work::Notification(token, method, payload, handler, cancel) => {
             let ctx = CallContext {
                 id: 0,
                 method,
                 deadline: None,
                 kind: CallKind::Unary,
+                cancel,
             };
             let c = conn.clone();
+            let done = move |c: &Connection| {
+                let mut st = c.lock();
+                st.notifications.remove(&token);
+                st.session.notification_done(Instant::now(), token);
+            };
             let Ok(Started::Running(fut)) =
                 std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, payload, ctl.clone())))
             else {
                 // Done already (or panicked while starting).
-                c.lock().session.notification_done(Instant::now());
-                return;
+                return done(&c);
             };
             let fut = CatchUnwind(fut);
-            rt.spawn(async move {
+            let task = rt.spawn(async move {
                 let _ = fut.await;
-                c.lock().session.notification_done(Instant::now());
+                done(&c);
                 c.wake();
             });
+            // Stopped by its deadline or the end of the connection: the session dropped it.
+            match conn.lock().notifications.get_mut(&token) {
+                Some(r) => r.task = Some(Box::new(task)),
+                None => task.abort(),
+            }
         }
     }
 }
@@ -301,7 +332,14 @@ struct StopHandlers(Arc<Connection>);
 
 impl Drop for StopHandlers {
     fn drop(&mut self) {
-        let running: Vec<Running> = self.0.lock().running.drain().map(|(_, r)| r).collect();
+        let running: Vec<Running> = {
+            let mut st = self.0.lock();
+            let calls: Vec<Running> = st.running.drain().map(|(_, r)| r).collect();
+            calls
+                .into_iter()
+                .chain(st.notifications.drain().map(|(_, r)| r))
+                .collect()
+        };
         for r in running {
             r.stop();
         }
@@ -313,10 +351,13 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// error if the client broke the protocol or the transport failed.
     pub async fn serve<T: MessageChannel>(&self, channel: T) -> Result<(), RpcError> {
         let shared = &self.shared;
-        let session = ServerSession::new(shared.config, channel.wire_config(), C::ID);
+        let mut session =
+            ServerSession::new(shared.config, channel.wire_config(), C::ID, Instant::now());
+        session.set_output_budget(shared.output.clone());
         let conn = Arc::new(Connection::new(ServerState {
             session,
             running: id_map(),
+            notifications: id_map(),
             routes: shared.handlers.clone(),
             shutdown_seen: false,
         }));
@@ -341,6 +382,11 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                     st.shutdown_seen = true;
                     st.session.start_shutdown(now);
                 }
+                // The server's output fell back: every connection retries its waiting streams.
+                if shared.output.take_freed() {
+                    shared.wake_connections();
+                }
+                st.session.handle_budget_freed();
             },
         )
         .await;

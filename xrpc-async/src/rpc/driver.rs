@@ -124,6 +124,8 @@ pub(crate) async fn drive<S, M, R>(
     let mut timer = rt.timer(Instant::now());
     let mut sleeping_until: Option<Instant> = None;
     let mut work = Vec::new();
+    // Whether the transport last held part of a frame (the session keeps its deadline).
+    let mut partial = false;
 
     std::future::poll_fn(|cx| {
         shared.register(cx.waker());
@@ -221,6 +223,13 @@ pub(crate) async fn drive<S, M, R>(
             // what the end itself decided (failed calls, stopped handlers) is routed first.
             {
                 let mut st = shared.lock();
+                let held = transport.partial_frame();
+                if held > 0 || partial {
+                    st.session().handle_partial(Instant::now(), held);
+                    // A new partial frame has a new deadline: compute the timer again.
+                    progress |= held > 0 && !partial;
+                    partial = held > 0;
+                }
                 if st.session().is_closed() {
                     st.dispatch(&mut work);
                     work.clear();

@@ -35,6 +35,10 @@ struct Live {
 }
 
 impl Live {
+    fn count(&self) -> usize {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
     fn add(&self) {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).0 += 1;
     }
@@ -74,7 +78,10 @@ impl Drop for LiveGuard {
 
 impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// Accepts connections from `listener` and serves each in its own task, until
-    /// [`shutdown`](Self::shutdown); then waits for the connections to finish.
+    /// [`shutdown`](Self::shutdown); then closes the listener at once (new connections are
+    /// refused) and waits for the connections to finish. A connection accepted while
+    /// [`ServerConfig::max_connections`](xrpc_proto::ServerConfig::max_connections) are being
+    /// served is closed at once.
     pub async fn serve_listener<L: FrameListener>(&self, listener: L) -> Result<(), RpcError> {
         self.serve_listener_with(listener, MessageChannelAdapter::new)
             .await
@@ -112,6 +119,10 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             };
             match accepted {
                 None => break,
+                Some(Ok(transport)) if live.count() >= shared.config.max_connections => {
+                    failures = 0;
+                    let _ = transport.close().await;
+                }
                 Some(Ok(transport)) => {
                     failures = 0;
                     let server = self.clone();
@@ -137,6 +148,8 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 }
             }
         }
+        // Refuse new connections now, not once the last one is over.
+        drop(listener);
         live.none_left().await;
         Ok(())
     }

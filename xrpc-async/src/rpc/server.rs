@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::{BincodeCodec, CallKind, Codec, MethodTable, Payload, ServerConfig};
+use xrpc_proto::{BincodeCodec, CallKind, Codec, MethodTable, OutputBudget, Payload, ServerConfig};
 
 use super::connection::Connection;
 use super::error::RpcError;
@@ -31,12 +31,27 @@ pub struct CallContext {
     pub deadline: Option<Instant>,
     /// Who streams.
     pub kind: CallKind,
+    pub(crate) cancel: Arc<Signal>,
 }
 
 impl CallContext {
     /// The method name.
     pub fn method(&self) -> &str {
         std::str::from_utf8(&self.method).unwrap_or_default()
+    }
+
+    /// Whether the call was stopped: the client cancelled it, its deadline passed, the
+    /// server's drain deadline passed during a shutdown, or the connection closed. The
+    /// handler's own future is dropped then; this tells work it started elsewhere (a spawned
+    /// task, a thread) to stop too.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_raised()
+    }
+
+    /// Ready once the call is stopped (see [`is_cancelled`](Self::is_cancelled)).
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        let cancel = self.cancel.clone();
+        std::future::poll_fn(move |cx| cancel.poll_raised(cx))
     }
 }
 
@@ -57,6 +72,22 @@ pub(crate) struct Shared<C, R> {
     pub(crate) shutdown: Signal,
     /// The connections being served, to wake their drivers at shutdown.
     pub(crate) connections: Mutex<Vec<Weak<Connection>>>,
+    /// Output queued on all connections together ([`ServerConfig::max_queued_output_total`]).
+    pub(crate) output: OutputBudget,
+}
+
+impl<C, R> Shared<C, R> {
+    /// Wakes the driver of every connection being served.
+    pub(crate) fn wake_connections(&self) {
+        let conns = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for c in conns.iter().filter_map(Weak::upgrade) {
+            c.wake();
+        }
+    }
 }
 
 /// An RPC server: a table of handlers, served over any number of connections, with codec `C`
@@ -116,6 +147,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 rt: R::default(),
                 shutdown: Signal::default(),
                 connections: Mutex::new(Vec::new()),
+                output: OutputBudget::new(config.max_queued_output_total),
             }),
         }
     }
@@ -265,14 +297,6 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// close; [`serve`](Self::serve) and [`serve_listener`](Self::serve_listener) return.
     pub fn shutdown(&self) {
         self.shared.shutdown.raise();
-        let conns = self
-            .shared
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for c in conns.iter().filter_map(Weak::upgrade) {
-            c.wake();
-        }
+        self.shared.wake_connections();
     }
 }

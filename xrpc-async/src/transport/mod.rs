@@ -367,6 +367,13 @@ pub trait FrameTransport: Send + Sync + 'static {
         }
     }
 
+    /// Bytes received of a frame that is not whole yet (0 between frames, and always for a
+    /// transport that only ever delivers whole frames). The session closes a connection whose
+    /// frame stays partial too long (`ServerConfig::frame_timeout`).
+    fn partial_frame(&self) -> usize {
+        0
+    }
+
     /// Whether the transport has not been closed and has seen no fatal error.
     fn is_connected(&self) -> bool;
 
@@ -468,6 +475,10 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         (**self).recv_frames_with(max, each)
     }
 
+    fn partial_frame(&self) -> usize {
+        (**self).partial_frame()
+    }
+
     fn is_connected(&self) -> bool {
         (**self).is_connected()
     }
@@ -567,6 +578,10 @@ macro_rules! forward_frame_transport {
                 F: FnMut(::bytes::Bytes) + Send,
             {
                 self.inner.recv_frames_with(max, each)
+            }
+
+            fn partial_frame(&self) -> usize {
+                self.inner.partial_frame()
             }
 
             fn is_connected(&self) -> bool {

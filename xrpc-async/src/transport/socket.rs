@@ -8,7 +8,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -22,10 +22,6 @@ use crate::reactor::Socket;
 use crate::runtime::Runtime;
 use crate::time;
 
-/// Free space below which the read buffer is grown before a read.
-const MIN_READ_SPACE: usize = 4 * 1024;
-/// How much the read buffer grows by when it runs low.
-const READ_CHUNK: usize = 64 * 1024;
 /// Frames larger than this are written from the caller's slice (vectored with the prefix)
 /// instead of being copied into the write buffer.
 const COPY_THRESHOLD: usize = 64 * 1024;
@@ -64,6 +60,8 @@ pub(crate) struct SocketTransport<S, R: Runtime> {
     connected: AtomicBool,
     /// Set by `close`.
     closed: AtomicBool,
+    /// Bytes of a frame not yet whole, as of the last read.
+    partial: AtomicUsize,
     stats: StatsCounters,
     settings: SocketSettings,
 }
@@ -101,24 +99,6 @@ async fn write_all<S: Socket<R>, R>(io: &S, mut head: &[u8], mut tail: &[u8]) ->
     Ok(())
 }
 
-/// Ensures the read buffer has room for a worthwhile read, without `BytesMut::reserve`'s
-/// doubling (which after a large frame could allocate far more than needed).
-///
-/// A frame in progress has already been given room for all of it by
-/// [`FrameDecoder::poll_frame`], so the buffer is only grown when it is full, or when little
-/// room and little data are left (then the copy is at most [`MIN_READ_SPACE`] bytes).
-fn make_read_room(buf: &mut BytesMut) {
-    let spare = buf.capacity() - buf.len();
-    if spare == 0 || (spare < MIN_READ_SPACE && buf.len() <= MIN_READ_SPACE) {
-        if buf.try_reclaim(READ_CHUNK) {
-            return;
-        }
-        let mut grown = BytesMut::with_capacity(buf.len() + READ_CHUNK);
-        grown.extend_from_slice(buf);
-        *buf = grown;
-    }
-}
-
 impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
     pub(crate) fn new(io: S, settings: SocketSettings) -> Self {
         Self {
@@ -134,6 +114,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             }),
             connected: AtomicBool::new(true),
             closed: AtomicBool::new(false),
+            partial: AtomicUsize::new(0),
             stats: StatsCounters::default(),
             settings,
         }
@@ -141,6 +122,10 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
 
     pub(crate) fn max_frame_size(&self) -> usize {
         self.settings.max_frame_size
+    }
+
+    pub(crate) fn partial_frame(&self) -> usize {
+        self.partial.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -313,10 +298,12 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
                     }
                     Err(e) => return Err(TransportError::Protocol(e.to_string())),
                 }
-                make_read_room(decoder.buffer_mut());
-                let n = poll_fn(|cx| self.io.poll_read(cx, decoder.buffer_mut()))
+                // Room grows with the bytes that arrive, not with a length prefix alone.
+                let n = poll_fn(|cx| self.io.poll_read(cx, decoder.read_buffer()))
                     .await
                     .map_err(TransportError::recv)?;
+                self.partial
+                    .store(decoder.partial_bytes(), Ordering::Relaxed);
                 if n == 0 {
                     if decoder.buffered() == 0 {
                         return Err(TransportError::ConnectionClosed);
@@ -349,6 +336,8 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
                         _ => break,
                     }
                 }
+                self.partial
+                    .store(decoder.partial_bytes(), Ordering::Relaxed);
                 Ok(n)
             }
             Err(e @ TransportError::MessageTooLarge { .. }) => {

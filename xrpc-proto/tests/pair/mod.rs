@@ -1,0 +1,206 @@
+//! The fake-clock pipe of the session tests: a client and a server session joined by two
+//! byte pipes that deliver bytes in chunks of any size (after quinn-proto's `Pair`).
+#![allow(dead_code)] // each test file uses its own part
+
+use std::time::{Duration, Instant};
+
+use xrpc_proto::bytes::{Bytes, BytesMut};
+use xrpc_proto::{
+    CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, MethodTable,
+    Outcome, Payload, RemoteError, ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
+};
+
+pub const MS: Duration = Duration::from_millis(1);
+pub const CODEC: u8 = 1;
+
+/// Client and server sessions joined by two byte pipes.
+pub struct Pair {
+    pub now: Instant,
+    pub client: ClientSession,
+    pub server: ServerSession,
+    pub routes: MethodTable<&'static str>,
+    /// Bytes are delivered in chunks of this size.
+    pub chunk: usize,
+    pub client_events: Vec<ClientEvent<Payload>>,
+    pub server_events: Vec<ServerSessionEvent<&'static str>>,
+    /// Bytes the client wrote that the server has not yet read.
+    pub c2s: BytesMut,
+    pub s2c: BytesMut,
+    /// The server reads only while this holds (a test can stop it).
+    pub server_reads: bool,
+}
+
+impl Pair {
+    pub fn new(cc: ClientConfig, sc: ServerConfig, wire: WireConfig) -> Self {
+        let now = Instant::now();
+        let mut routes = MethodTable::new();
+        routes.insert("add", CallKind::Unary, "add");
+        routes.insert("count", CallKind::ServerStreaming, "count");
+        routes.insert("log", CallKind::Unary, "log");
+        Self {
+            now,
+            client: ClientSession::new(cc, wire, now),
+            server: ServerSession::new(sc, wire, CODEC, now),
+            routes,
+            chunk: 7,
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+            c2s: BytesMut::new(),
+            s2c: BytesMut::new(),
+            server_reads: true,
+        }
+    }
+
+    pub fn default() -> Self {
+        Self::new(
+            ClientConfig::default(),
+            ServerConfig::default(),
+            WireConfig::default(),
+        )
+    }
+
+    /// Moves bytes and events both ways until nothing moves.
+    pub fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            let mut out = BytesMut::new();
+            while self.client.poll_transmit(&mut out) {}
+            moved |= !out.is_empty();
+            self.c2s.extend_from_slice(&out);
+            while self.server_reads && self.server.wants_read() && !self.c2s.is_empty() {
+                let n = self.chunk.min(self.c2s.len());
+                let chunk = self.c2s.split_to(n);
+                self.server.read_buffer().extend_from_slice(&chunk);
+                self.server.handle_read(self.now);
+                moved = true;
+            }
+            while let Some(ev) = self.server.poll_event(&self.routes) {
+                self.server_events.push(ev);
+                moved = true;
+            }
+            let mut out = BytesMut::new();
+            while self.server.poll_transmit(&mut out) {}
+            moved |= !out.is_empty();
+            self.s2c.extend_from_slice(&out);
+            while !self.s2c.is_empty() {
+                let n = self.chunk.min(self.s2c.len());
+                let chunk = self.s2c.split_to(n);
+                self.client.handle_bytes(self.now, &chunk);
+                moved = true;
+            }
+            while let Some(ev) = self.client.poll_event() {
+                self.client_events.push(ev);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.client.handle_timeout(self.now);
+        self.server.handle_timeout(self.now);
+        self.run();
+    }
+
+    pub fn call(&mut self, method: &str, payload: &'static [u8]) -> u64 {
+        self.call_with(method, payload, CallOptions::unary(CODEC))
+    }
+
+    pub fn call_with(&mut self, method: &str, payload: &'static [u8], opts: CallOptions) -> u64 {
+        let id = self
+            .client
+            .start_call(
+                self.now,
+                method,
+                Payload::Bytes(Bytes::from_static(payload)),
+                opts,
+            )
+            .unwrap();
+        self.run();
+        id
+    }
+
+    /// Takes the server's `Call` events: (id, handler, payload).
+    pub fn take_calls(&mut self) -> Vec<(u64, &'static str, Bytes)> {
+        let mut calls = Vec::new();
+        self.server_events.retain_mut(|ev| match ev {
+            ServerSessionEvent::Call { call, handler } => {
+                let Payload::Bytes(b) = &call.payload else {
+                    panic!("a byte transport delivered a value")
+                };
+                calls.push((call.id, *handler, b.clone()));
+                false
+            }
+            _ => true,
+        });
+        calls
+    }
+
+    pub fn complete(&mut self, id: u64, outcome: Outcome) -> bool {
+        let sent = self.server.complete(self.now, id, outcome);
+        self.run();
+        sent
+    }
+
+    pub fn client_outcome(&self, id: u64) -> Option<&ClientEvent<Payload>> {
+        self.client_events.iter().find(|ev| match ev {
+            ClientEvent::Response { id: i, .. } | ClientEvent::Failed { id: i, .. } => *i == id,
+            _ => false,
+        })
+    }
+
+    pub fn failed(&self, id: u64) -> CallError {
+        match self.client_outcome(id) {
+            Some(ClientEvent::Failed { error, .. }) => error.clone(),
+            other => panic!("call {id}: expected a failure, got {other:?}"),
+        }
+    }
+
+    pub fn remote(&self, id: u64) -> RemoteError {
+        match self.failed(id) {
+            CallError::Remote(e) => e,
+            other => panic!("call {id}: expected a remote error, got {other:?}"),
+        }
+    }
+
+    /// Sends `n` notifications to "log" and runs.
+    pub fn notify(&mut self, n: usize) {
+        for _ in 0..n {
+            self.client
+                .notify("log", Payload::Bytes(Bytes::from_static(b"n")), CODEC)
+                .unwrap();
+        }
+        self.run();
+    }
+
+    /// The tokens of the notifications the server started.
+    pub fn notification_tokens(&self) -> Vec<u64> {
+        self.server_events
+            .iter()
+            .filter_map(|e| match e {
+                ServerSessionEvent::Notification { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn cancelled(&self) -> Vec<u64> {
+        self.server_events
+            .iter()
+            .filter_map(|ev| match ev {
+                ServerSessionEvent::Cancelled { id } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub fn bytes(p: &Payload) -> &[u8] {
+    match p {
+        Payload::Bytes(b) => b,
+        Payload::Value(_) => panic!("a value"),
+    }
+}
