@@ -67,10 +67,7 @@ impl Plan {
                 "--only" => plan.only.push(value()?),
                 "--out" => plan.out = PathBuf::from(value()?),
                 "--repeats" => {
-                    plan.repeats = value()?
-                        .parse::<usize>()
-                        .map_err(|e| e.to_string())?
-                        .max(1)
+                    plan.repeats = value()?.parse::<usize>().map_err(|e| e.to_string())?.max(1)
                 }
                 "--bench" => {} // `cargo bench` passes it
                 other => return Err(format!("unknown argument {other:?}")),
@@ -117,7 +114,9 @@ fn main() {
     let plan = match Plan::from_args(&args) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e}\nusage: xrpc-bench [--quick] [--only TEXT]... [--repeats N] [--out DIR]");
+            eprintln!(
+                "{e}\nusage: xrpc-bench [--quick] [--only TEXT]... [--repeats N] [--out DIR]"
+            );
             std::process::exit(2);
         }
     };
@@ -138,7 +137,9 @@ fn main() {
                 calls: plan.calls,
             };
             res.add_round_trips(guarded(|| s.round_trips(rec)));
-            res.add_in_flight(guarded(|| s.in_flight(plan.in_flight, plan.in_flight_calls)));
+            res.add_in_flight(guarded(|| {
+                s.in_flight(plan.in_flight, plan.in_flight_calls)
+            }));
             for (i, size) in SIZES.iter().enumerate() {
                 res.add_one_way(i, guarded(|| s.one_way(*size, plan.messages(*size))));
             }
@@ -177,7 +178,10 @@ fn print_and_write(plan: &Plan, results: &[RowResult], secs: f64) {
          client's).\n"
     );
     println!("{}", report::markdown(results, plan.in_flight));
-    println!("## Goals of issue 16\n\n{}", report::goals_markdown(results));
+    println!(
+        "## Goals of issue 16\n\n{}",
+        report::goals_markdown(results)
+    );
     if let Err(e) = write_files(plan, results, &how) {
         eprintln!("writing {}: {e}", plan.out.display());
     } else {
@@ -193,11 +197,17 @@ fn write_files(plan: &Plan, results: &[RowResult], how: &str) -> std::io::Result
     std::fs::write(plan.out.join("results.csv"), report::csv(results))?;
     std::fs::write(
         plan.out.join("latency.svg"),
-        svg::latency(results, &format!("Round trip of a 32-byte call, µs — {how}")),
+        svg::latency(
+            results,
+            &format!("Round trip of a 32-byte call, µs — {how}"),
+        ),
     )?;
     std::fs::write(
         plan.out.join("throughput.svg"),
-        svg::throughput(results, "One-way throughput per message size, MB/s (median of repeats)"),
+        svg::throughput(
+            results,
+            "One-way throughput per message size, MB/s (median of repeats)",
+        ),
     )?;
     Ok(())
 }
@@ -213,7 +223,8 @@ mod tests {
     #[test]
     fn quick_is_smaller_and_options_parse() {
         let full = Plan::from_args(&[]).unwrap();
-        let quick = Plan::from_args(&args(&["--quick", "--only", "shm", "--repeats", "2"])).unwrap();
+        let quick =
+            Plan::from_args(&args(&["--quick", "--only", "shm", "--repeats", "2"])).unwrap();
         assert!(quick.calls < full.calls && quick.one_way_bytes < full.one_way_bytes);
         assert_eq!(quick.repeats, 2);
         assert!(quick.wants("xrpc tokio call · shm (main)"));

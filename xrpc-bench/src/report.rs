@@ -69,7 +69,13 @@ pub fn csv(rows: &[RowResult]) -> String {
     let mut s = String::from(
         "row,group,p1_us,p10_us,p25_us,p50_us,p75_us,p90_us,p99_us,p999_us,calls_per_s_1,calls_per_s_k,mbps_64B,mbps_4KiB,mbps_64KiB,mbps_1MiB,allocs_per_call,cpu_us_per_call,note\n",
     );
-    let cell = |x: f64| if x.is_nan() { String::new() } else { format!("{x}") };
+    let cell = |x: f64| {
+        if x.is_nan() {
+            String::new()
+        } else {
+            format!("{x}")
+        }
+    };
     for r in rows {
         let mut cells = vec![quote(&r.name), r.group.name().to_string()];
         cells.extend((0..8).map(|i| cell(r.get(Metric::Latency(i)))));
@@ -113,13 +119,7 @@ struct Goal {
     bound: Bound,
 }
 
-fn ratio(
-    text: &'static str,
-    row: &str,
-    metric: Metric,
-    base: &'static str,
-    bound: Bound,
-) -> Goal {
+fn ratio(text: &'static str, row: &str, metric: Metric, base: &'static str, bound: Bound) -> Goal {
     Goal {
         text,
         row: row.to_string(),
@@ -165,7 +165,10 @@ fn goals() -> Vec<Goal> {
             AtMost(2.0),
         ),
     ];
-    for row in ["xrpc tokio call · shm (spawned)", "xrpc tokio call · shm (main)"] {
+    for row in [
+        "xrpc tokio call · shm (spawned)",
+        "xrpc tokio call · shm (main)",
+    ] {
         g.push(Goal {
             text: "no heap allocation per call on the shm path (allocs/call, both sides)",
             row: row.to_string(),
@@ -234,7 +237,8 @@ fn metric_name(m: Metric) -> String {
 
 /// The goals, each met / missed / not measured with its numbers, as Markdown.
 pub fn goals_markdown(rows: &[RowResult]) -> String {
-    let mut s = String::from("| goal | row | numbers | ratio | verdict |\n|---|---|---|---:|---|\n");
+    let mut s =
+        String::from("| goal | row | numbers | ratio | verdict |\n|---|---|---|---:|---|\n");
     for g in goals() {
         let value = find(rows, &g.row).map_or(f64::NAN, |r| r.get(g.metric));
         let (base, base_text) = match g.base {
@@ -306,7 +310,10 @@ mod tests {
         let line = |needle: &str| g.lines().find(|l| l.contains(needle)).unwrap().to_string();
         assert!(line("spawned task within 2x").contains("| met"), "{g}");
         assert!(line("#[tokio::main] within 2x").contains("MISSED"), "{g}");
-        assert!(line("blocking adapter, shm call p50").contains("no such row"), "{g}");
+        assert!(
+            line("blocking adapter, shm call p50").contains("no such row"),
+            "{g}"
+        );
     }
 
     #[test]

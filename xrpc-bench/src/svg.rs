@@ -20,7 +20,9 @@ fn colour(g: Group) -> &'static str {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Decades from 10^lo to 10^hi covering `values` (positive, finite).
@@ -105,7 +107,10 @@ pub fn throughput(rows: &[RowResult], title: &str) -> String {
         .iter()
         .filter(|r| (0..4).any(|i| !r.get(Metric::MBps(i)).is_nan()))
         .collect();
-    let (lo, hi) = decades(rows.iter().flat_map(|r| (0..4).map(|i| r.get(Metric::MBps(i)))));
+    let (lo, hi) = decades(
+        rows.iter()
+            .flat_map(|r| (0..4).map(|i| r.get(Metric::MBps(i)))),
+    );
     let (left, top, pw, ph) = (70.0, 40.0, 520.0, 380.0);
     let w = left + pw + 330.0;
     let h = top + ph + 60.0;
@@ -233,7 +238,11 @@ mod tests {
         a.add_round_trips(Ok(Measured {
             ops: 3,
             wall: Duration::from_micros(30),
-            samples: vec![Duration::from_micros(5), Duration::from_micros(10), Duration::from_micros(400)],
+            samples: vec![
+                Duration::from_micros(5),
+                Duration::from_micros(10),
+                Duration::from_micros(400),
+            ],
             ..Default::default()
         }));
         a.add_one_way(

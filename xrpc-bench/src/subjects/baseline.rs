@@ -53,7 +53,8 @@ impl Subject for Spin {
                 std::hint::spin_loop();
             }
         });
-        peer.join().map_err(|_| Skip::Absent("spin peer panicked".into()))?;
+        peer.join()
+            .map_err(|_| Skip::Absent("spin peer panicked".into()))?;
         Ok(m)
     }
 }
@@ -173,7 +174,10 @@ impl Subject for Raw {
             let msg = Msg::new(i).to_bytes();
             w.write_all(&msg).expect("raw write");
             r.read_exact(&mut answer).expect("raw read");
-            check_echo(i as u64, u64::from_le_bytes(answer[..8].try_into().unwrap()));
+            check_echo(
+                i as u64,
+                u64::from_le_bytes(answer[..8].try_into().unwrap()),
+            );
         });
         drop((r, w));
         let _ = server.join();
@@ -194,7 +198,10 @@ impl Subject for Raw {
         }
         for i in 0..calls {
             r.read_exact(&mut answer)?;
-            check_echo(i as u64, u64::from_le_bytes(answer[..8].try_into().unwrap()));
+            check_echo(
+                i as u64,
+                u64::from_le_bytes(answer[..8].try_into().unwrap()),
+            );
             if sent < calls {
                 w.write_all(&Msg::new(sent).to_bytes())?;
                 sent += 1;

@@ -37,13 +37,8 @@ pub fn rows() -> Vec<Box<dyn Subject>> {
 
 struct Iceoryx2;
 
-type Service = iceoryx2::service::port_factory::request_response::PortFactory<
-    ipc::Service,
-    Pod,
-    (),
-    Pod,
-    (),
->;
+type Service =
+    iceoryx2::service::port_factory::request_response::PortFactory<ipc::Service, Pod, (), Pod, ()>;
 
 /// Opens (or creates) the request-response service `name` with the settings both sides use.
 fn open(node: &Node<ipc::Service>, name: &str) -> Result<Service, Skip> {
@@ -78,7 +73,7 @@ pub fn serve(name: &str) -> Result<(), Skip> {
             }
             None => {
                 idle = idle.wrapping_add(1);
-                if idle % (1 << 20) == 0 && rustix::process::getppid() != parent {
+                if idle.is_multiple_of(1 << 20) && rustix::process::getppid() != parent {
                     return Ok(());
                 }
                 std::hint::spin_loop();

@@ -16,7 +16,13 @@ pub fn rows() -> Vec<Box<dyn Subject>> {
 struct IpcChannel;
 
 /// A client's ends and the echo thread behind them.
-fn echo_pair() -> Result<(IpcSender<Msg>, IpcReceiver<Msg>, std::thread::JoinHandle<()>), Skip> {
+type EchoPair = (
+    IpcSender<Msg>,
+    IpcReceiver<Msg>,
+    std::thread::JoinHandle<()>,
+);
+
+fn echo_pair() -> Result<EchoPair, Skip> {
     let (req_tx, req_rx) = ipc::channel::<Msg>()?;
     let (resp_tx, resp_rx) = ipc::channel::<Msg>()?;
     let server = std::thread::spawn(move || {

@@ -118,26 +118,6 @@ pub fn check_echo(sent: u64, got: u64) {
     assert_eq!(sent, got, "answer to call {sent} carries {got}");
 }
 
-/// A row that could not be built or set up: it stays in the table with the reason.
-pub struct Unavailable {
-    /// The row's name.
-    pub name: &'static str,
-    /// Why it has no numbers.
-    pub reason: String,
-}
-
-impl Subject for Unavailable {
-    fn name(&self) -> String {
-        self.name.to_string()
-    }
-    fn group(&self) -> Group {
-        Group::Peer
-    }
-    fn round_trips(&self, _: Recorder) -> Outcome {
-        Err(Skip::Absent(self.reason.clone()))
-    }
-}
-
 /// Every row, in table order. Rows for the other adapters (`xrpc-smol`, `xrpc-blocking`) go
 /// here: one `Box::new(...)` each.
 pub fn all() -> Vec<Box<dyn Subject>> {

@@ -18,7 +18,10 @@ use crate::measure::{Recorder, Span};
 
 /// The rows of this module.
 pub fn rows() -> Vec<Box<dyn Subject>> {
-    vec![Box::new(Tarpc { tcp: true }), Box::new(Tarpc { tcp: false })]
+    vec![
+        Box::new(Tarpc { tcp: true }),
+        Box::new(Tarpc { tcp: false }),
+    ]
 }
 
 /// The tarpc version of the service.
@@ -92,7 +95,7 @@ impl Tarpc {
     }
 
     /// Runs `client` against a tarpc server on a fresh connection.
-    fn run<F, Fut>(&self, client: F) -> Outcome
+    fn run<F, Fut>(&self, body: F) -> Outcome
     where
         F: FnOnce(EchoClient) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Outcome> + Send,
@@ -123,8 +126,9 @@ impl Tarpc {
         let out = rt
             .block_on(tokio::spawn(async move {
                 let io = c.into_io()?;
-                let client = EchoClient::new(tarpc::client::Config::default(), transport(io)).spawn();
-                client(client).await
+                let client =
+                    EchoClient::new(tarpc::client::Config::default(), transport(io)).spawn();
+                body(client).await
             }))
             .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}"))));
         rt.shutdown_timeout(Duration::from_secs(1));

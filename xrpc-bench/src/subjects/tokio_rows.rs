@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xrpc::{
-    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport,
-    MessageChannelAdapter, RpcClient, RpcServer, SharedMemoryConfig, SharedMemoryFrameTransport,
+    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, MessageChannelAdapter,
+    RpcClient, RpcServer, SharedMemoryConfig, SharedMemoryFrameTransport,
     SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, UnixConfig,
     UnixFrameTransport,
 };
 
 use super::baseline::join_or_leave;
 use super::{Group, Msg, Outcome, Skip, Subject, check_echo};
-use crate::measure::{Measured, Recorder, Span};
+use crate::measure::{Recorder, Span};
 
 /// The rows of this module.
 pub fn rows() -> Vec<Box<dyn Subject>> {
@@ -153,9 +153,8 @@ macro_rules! with_transport {
                 $body
             }
             Half::ShmClient(name) => {
-                let $t =
-                    SharedMemoryFrameTransport::connect(&name, SharedMemoryConfig::default())
-                        .await?;
+                let $t = SharedMemoryFrameTransport::connect(&name, SharedMemoryConfig::default())
+                    .await?;
                 $body
             }
             Half::Channel($t) => $body,
@@ -185,9 +184,8 @@ fn spawn_server(half: Half, serve: Serve) -> std::thread::JoinHandle<()> {
             Ok(rt) => rt,
             Err(e) => return eprintln!("server runtime: {e}"),
         };
-        let r: Result<(), Skip> = rt.block_on(async move {
-            with_transport!(half, |t| run_server(t, serve).await)
-        });
+        let r: Result<(), Skip> =
+            rt.block_on(async move { with_transport!(half, |t| run_server(t, serve).await) });
         if let Err(Skip::Absent(e)) = r {
             eprintln!("server: {e}");
         }
@@ -281,7 +279,9 @@ async fn run_client<T: FrameTransport>(t: T, what: What, job: Job) -> Outcome {
             };
             match caller {
                 Caller::Spawned => {
-                    let tasks: Vec<_> = (0..k).map(|w| tokio::spawn(one(w, client.clone()))).collect();
+                    let tasks: Vec<_> = (0..k)
+                        .map(|w| tokio::spawn(one(w, client.clone())))
+                        .collect();
                     for t in tasks {
                         t.await?;
                     }
@@ -369,7 +369,13 @@ impl Subject for XrpcTokio {
     }
     fn in_flight(&self, k: usize, calls: usize) -> Outcome {
         let (serve, caller) = self.serve_and_caller();
-        measure(self.net, serve, caller, self.what, Job::InFlight { k, calls })
+        measure(
+            self.net,
+            serve,
+            caller,
+            self.what,
+            Job::InFlight { k, calls },
+        )
     }
     fn one_way(&self, size: usize, count: usize) -> Outcome {
         if self.what != What::Frames {
@@ -476,7 +482,10 @@ impl Subject for RawTokio {
                 s.write_all(&Msg::new(i).to_bytes()).await?;
                 s.read_exact(&mut answer).await?;
                 samples.push(t.elapsed());
-                check_echo(i as u64, u64::from_le_bytes(answer[..8].try_into().unwrap()));
+                check_echo(
+                    i as u64,
+                    u64::from_le_bytes(answer[..8].try_into().unwrap()),
+                );
             }
             let mut m = span.finish(rec.calls as u64);
             m.samples = samples;
@@ -503,7 +512,10 @@ impl Subject for RawTokio {
             let mut answer = [0u8; 32];
             for i in 0..calls {
                 r.read_exact(&mut answer).await?;
-                check_echo(i as u64, u64::from_le_bytes(answer[..8].try_into().unwrap()));
+                check_echo(
+                    i as u64,
+                    u64::from_le_bytes(answer[..8].try_into().unwrap()),
+                );
                 credit.add_permits(1);
             }
             let m = span.finish(calls as u64);
