@@ -124,7 +124,7 @@ impl Tarpc {
             .enable_all()
             .build()?;
         let out = rt
-            .block_on(tokio::spawn(async move {
+            .block_on(rt.spawn(async move {
                 let io = c.into_io()?;
                 let client =
                     EchoClient::new(tarpc::client::Config::default(), transport(io)).spawn();

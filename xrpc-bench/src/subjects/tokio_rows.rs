@@ -239,7 +239,7 @@ fn measure(net: Net, serve: Serve, caller: Caller, what: What, job: Job) -> Outc
     let out = match caller {
         Caller::Main => rt.block_on(fut),
         Caller::Spawned => rt
-            .block_on(tokio::spawn(fut))
+            .block_on(rt.spawn(fut))
             .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}")))),
     };
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -433,7 +433,7 @@ impl RawTokio {
             .enable_all()
             .build()?;
         let out = rt
-            .block_on(tokio::spawn(async move { client(to_io(c)?).await }))
+            .block_on(rt.spawn(async move { client(to_io(c)?).await }))
             .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}"))));
         rt.shutdown_timeout(Duration::from_secs(1));
         join_or_leave(server, "raw tokio server");
