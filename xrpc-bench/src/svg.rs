@@ -47,11 +47,11 @@ pub fn latency(rows: &[RowResult], title: &str) -> String {
             .flat_map(|r| [r.get(Metric::Latency(0)), r.get(Metric::Latency(7))]),
     );
     let x = |us: f64| LABEL_W + (us.max(1e-9).log10() - lo as f64) / (hi - lo) as f64 * PLOT_W;
-    let top = 40.0;
-    let h = top + ROW_H * rows.len() as f64 + 40.0;
+    let top = 46.0;
+    let h = top + ROW_H * rows.len() as f64 + 52.0;
     let w = LABEL_W + PLOT_W + 90.0;
     let mut s = header(w, h, title);
-    axis_decades(&mut s, lo, hi, &x, top, h - 30.0, "µs", true);
+    axis_decades(&mut s, lo, hi, &x, top, h - 42.0, "µs", true);
     for (i, r) in rows.iter().enumerate() {
         let y = top + ROW_H * i as f64 + ROW_H / 2.0;
         let c = colour(r.group);
@@ -111,7 +111,7 @@ pub fn throughput(rows: &[RowResult], title: &str) -> String {
         rows.iter()
             .flat_map(|r| (0..4).map(|i| r.get(Metric::MBps(i)))),
     );
-    let (left, top, pw, ph) = (70.0, 40.0, 520.0, 380.0);
+    let (left, top, pw, ph) = (70.0, 46.0, 520.0, 380.0);
     let w = left + pw + 330.0;
     let h = top + ph + 60.0;
     let xs = |i: usize| left + pw * i as f64 / (SIZES.len() - 1) as f64;
@@ -174,10 +174,13 @@ pub fn throughput(rows: &[RowResult], title: &str) -> String {
     s
 }
 
+/// The document's start, with the title and, after an em dash in it, a smaller second line.
 fn header(w: f64, h: f64, title: &str) -> String {
+    let (title, sub) = title.split_once(" — ").unwrap_or((title, ""));
     format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"13\" font-weight=\"bold\">{}</text>\n",
-        esc(title)
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"18\" font-size=\"13\" font-weight=\"bold\">{}</text>\n<text x=\"10\" y=\"32\" font-size=\"10\">{}</text>\n",
+        esc(title),
+        esc(sub)
     )
 }
 
@@ -212,9 +215,9 @@ fn axis_decades(
     if label {
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{:.1}" font-size="10">{unit} (log)</text>"#,
-            x(10f64.powi(hi)) + 8.0,
-            bottom + 12.0
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{unit} (log scale)</text>"#,
+            (x(10f64.powi(lo)) + x(10f64.powi(hi))) / 2.0,
+            bottom + 24.0
         );
     }
 }
