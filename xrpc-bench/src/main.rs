@@ -199,14 +199,14 @@ fn write_files(plan: &Plan, results: &[RowResult], how: &str) -> std::io::Result
         plan.out.join("latency.svg"),
         svg::latency(
             results,
-            &format!("Round trip of a 32-byte call, µs — {how}"),
+            &format!("Round trip of a 32-byte message and its echo, µs — {how}"),
         ),
     )?;
     std::fs::write(
         plan.out.join("throughput.svg"),
         svg::throughput(
             results,
-            "One-way throughput per message size, MB/s (median of repeats)",
+            &format!("One-way throughput per message size, MB/s — {how}"),
         ),
     )?;
     Ok(())
