@@ -213,8 +213,9 @@ impl Scribbler {
 
 /// A global allocator that forwards to [`std::alloc::System`] and, on threads that ask for it,
 /// remembers the largest single allocation — for tests that bound what a decoder may allocate
-/// on hostile input (`xrpc-proto`'s property tests install it). It lives here because it needs
-/// `unsafe`, which only this crate may contain.
+/// on hostile input (`xrpc-proto`'s property tests install it). It also counts every allocation
+/// of the process ([`allocations`]; `xrpc-bench` reports allocations per call with it). It lives
+/// here because it needs `unsafe`, which only this crate may contain.
 ///
 /// ```ignore
 /// #[global_allocator]
@@ -228,6 +229,10 @@ pub struct LargestAlloc;
 mod largest_alloc {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Allocations (`alloc`, `alloc_zeroed`, `realloc`) of all threads so far.
+    static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
     thread_local! {
         // `const` initialisers without destructors: touching them never allocates, so the
@@ -237,6 +242,7 @@ mod largest_alloc {
     }
 
     fn record(size: usize) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         let _ = TRACKING.try_with(|t| {
             if t.get() {
                 let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
@@ -281,10 +287,17 @@ mod largest_alloc {
         TRACKING.with(|t| t.set(false));
         (r, LARGEST.with(Cell::get))
     }
+
+    /// Heap allocations (`alloc`, `alloc_zeroed`, `realloc`) made by every thread of the process
+    /// so far, through [`LargestAlloc`](super::LargestAlloc) (0 when it is not the global
+    /// allocator). Allocations C libraries make through `malloc` are not seen.
+    pub fn allocations() -> u64 {
+        ALLOCATIONS.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(not(loom))]
-pub use largest_alloc::largest_alloc_during;
+pub use largest_alloc::{allocations, largest_alloc_during};
 
 #[cfg(not(loom))]
 pub use names_and_peers::{Peer, peer_role, unique_name};

@@ -1,1 +1,0 @@
-//! Benchmarks of xrpc against raw sockets and peer crates; see benches/.

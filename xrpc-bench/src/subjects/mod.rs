@@ -1,0 +1,132 @@
+//! The rows of the table: every implementation measured, behind one small trait.
+//!
+//! A row is a [`Subject`]: it names itself and runs up to three kinds of measurement; the ones
+//! it does not support keep their default ([`Skip::NotApplicable`]). Adding a row for a new
+//! adapter is one `impl Subject` (or one more variant of an existing one) and one line in
+//! [`all`].
+
+pub mod baseline;
+pub mod iceoryx2;
+pub mod ipc_channel;
+pub mod shm_ring;
+pub mod tarpc;
+pub mod tokio_rows;
+
+use serde::{Deserialize, Serialize};
+
+use crate::measure::{Measured, Recorder};
+
+/// Which part of the table a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// No RPC stack: raw sockets, a pipe, spinning threads, memcpy.
+    Baseline,
+    /// xrpc itself.
+    Xrpc,
+    /// A peer crate from the registry.
+    Peer,
+}
+
+impl Group {
+    /// Lower-case name, for the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Baseline => "baseline",
+            Group::Xrpc => "xrpc",
+            Group::Peer => "peer",
+        }
+    }
+}
+
+/// Why a measurement has no number.
+#[derive(Debug, Clone)]
+pub enum Skip {
+    /// The row does not do this kind of measurement (a memcpy has no round trip).
+    NotApplicable,
+    /// It should, but could not: the reason (does not build, failed at run time).
+    Absent(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Skip {
+    fn from(e: E) -> Self {
+        Skip::Absent(e.to_string())
+    }
+}
+
+/// What a measurement returns.
+pub type Outcome = Result<Measured, Skip>;
+
+/// One row of the table.
+pub trait Subject {
+    /// The row's name, unique in the table: "what · transport (how)".
+    fn name(&self) -> String;
+
+    /// Its part of the table.
+    fn group(&self) -> Group;
+
+    /// Round trips of the small message ([`Msg`], about 32 B each way), one at a time, timed
+    /// per call by `rec` (which also counts CPU time and allocations over the timed calls).
+    fn round_trips(&self, rec: Recorder) -> Outcome {
+        let _ = rec;
+        Err(Skip::NotApplicable)
+    }
+
+    /// `calls` round trips of the small message with `k` in flight at once; one span.
+    fn in_flight(&self, k: usize, calls: usize) -> Outcome {
+        let _ = (k, calls);
+        Err(Skip::NotApplicable)
+    }
+
+    /// `count` messages of `size` bytes sent one way, in order; the span ends when the receiver
+    /// has the last one.
+    fn one_way(&self, size: usize, count: usize) -> Outcome {
+        let _ = (size, count);
+        Err(Skip::NotApplicable)
+    }
+}
+
+/// The small message of every round trip: 32 bytes of POD (8 + 24), echoed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[repr(C)]
+pub struct Msg {
+    /// The call's number; the answer must carry the same.
+    pub seq: u64,
+    /// Filler up to 32 bytes.
+    pub data: [u8; 24],
+}
+
+impl Msg {
+    /// The `i`-th message.
+    pub fn new(i: usize) -> Self {
+        Msg {
+            seq: i as u64,
+            data: [0xab; 24],
+        }
+    }
+
+    /// The message as 32 raw bytes (what the raw baselines send).
+    pub fn to_bytes(self) -> [u8; 32] {
+        let mut b = [0xab; 32];
+        b[..8].copy_from_slice(&self.seq.to_le_bytes());
+        b[8..].copy_from_slice(&self.data);
+        b
+    }
+}
+
+/// Fails a run whose answer is not the echo of its call.
+pub fn check_echo(sent: u64, got: u64) {
+    assert_eq!(sent, got, "answer to call {sent} carries {got}");
+}
+
+/// Every row, in table order. Rows for the other adapters (`xrpc-smol`, `xrpc-blocking`) go
+/// here: one `Box::new(...)` each.
+pub fn all() -> Vec<Box<dyn Subject>> {
+    let mut rows: Vec<Box<dyn Subject>> = Vec::new();
+    rows.extend(baseline::rows());
+    rows.extend(shm_ring::rows());
+    rows.extend(tokio_rows::rows());
+    rows.extend(tarpc::rows());
+    rows.extend(iceoryx2::rows());
+    rows.extend(ipc_channel::rows());
+    rows
+}
