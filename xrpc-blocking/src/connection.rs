@@ -113,7 +113,10 @@ fn run(conn: &Arc<ServerConn>, work: Work) {
         }
         Work::Notification(token, payload, handler) => {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler(conn, 0, payload)));
-            conn.link.lock().session.notification_done(Instant::now(), token);
+            conn.link
+                .lock()
+                .session
+                .notification_done(Instant::now(), token);
         }
     }
     conn.link.flush();

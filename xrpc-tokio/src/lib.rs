@@ -22,10 +22,10 @@ pub use balance::{
     UnixConnector,
 };
 pub use runtime::Tokio;
+pub use transport::ZeroCopyTransport;
 pub use xrpc_async::balance::{
     BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,
     LeastConnections, LoadBalanceStrategy, LoadBalancer, LoadBalancerConfig, P2c, PoolConfig,
     Random, RoundRobin, ScoreBased, ServiceDiscovery, StaticDiscovery, WeightedRoundRobin,
 };
-pub use transport::ZeroCopyTransport;
 xrpc_async::adapter_api!(Tokio, "tokio");
