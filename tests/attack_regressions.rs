@@ -3,9 +3,8 @@
 //! server's RSS stays below 256 MiB, it keeps serving, shutdown with open streams ends within
 //! its drain deadline, a connection made during shutdown is refused at once.
 //!
-//! Tests of bounds that are not there yet are `#[ignore]`d with the bound they need (issue 14
-//! part A); un-ignore them once it lands. `cargo run --release -p xrpc-bench --bin attack`
-//! measures the same attacks (figures in `docs/RELIABILITY.md`).
+//! `cargo run --release -p xrpc-bench --bin attack` measures the same attacks (figures in
+//! `docs/RELIABILITY.md`).
 
 mod reliability;
 
@@ -96,7 +95,6 @@ fn watch(pid: u32, path: &std::path::Path, during: Duration, what: &str) -> u64 
 /// memory stays low, but the server stops answering the well-behaved client in time: the
 /// flooding handlers take it over.)
 #[test]
-#[ignore = "needs bound: server-side cap on stream credit and a per-connection output budget (issue 14 part A)"]
 fn a_stream_granted_unbounded_credit_holds_bounded_memory() {
     let server = child_server("credit");
     let (path, pid) = (server.path.clone(), server.pid);
@@ -150,7 +148,6 @@ fn a_notification_flood_holds_bounded_memory() {
 
 /// Attack 3: Zstd bombs (16 MiB of zeros in about 0.5 KiB) to a handler that keeps its payload.
 #[test]
-#[ignore = "needs bound: per-connection decompression budget (issue 14 part A)"]
 fn zstd_bombs_hold_bounded_memory() {
     let server = child_server("zstd");
     let (path, pid) = (server.path.clone(), server.pid);
@@ -189,7 +186,6 @@ fn zstd_bombs_hold_bounded_memory() {
 /// Attack 4, first half: a connection that sends part of a frame and then nothing is closed
 /// once the partial-frame deadline passes.
 #[test]
-#[ignore = "needs bound: partial-frame deadline (issue 14 part A)"]
 fn a_partial_frame_is_not_held_forever() {
     let rt = runtime();
     let addr = rt.block_on(reliability::spawn_test_server(&Addr::fresh(
@@ -220,7 +216,6 @@ fn a_partial_frame_is_not_held_forever() {
 
 /// Attack 4, second half: 24 connections that each stop one byte short of a 16 MiB frame.
 #[test]
-#[ignore = "needs bound: read buffers that grow with the bytes that arrive, and a server-wide budget for them (issue 14 part A)"]
 fn frames_cut_one_byte_short_hold_bounded_memory() {
     let server = child_server("short");
     let (path, pid) = (server.path.clone(), server.pid);
@@ -303,7 +298,6 @@ fn shutdown_with_an_open_stream_ends_within_the_drain_deadline() {
 
 /// Attack 6: a connection made while a shutdown waits for an open stream is refused at once.
 #[test]
-#[ignore = "needs bound: the listener closed at the start of shutdown (issue 14 part A)"]
 fn a_connection_made_during_shutdown_is_refused_at_once() {
     let rt = runtime();
     rt.block_on(async {

@@ -45,6 +45,23 @@ use crate::time;
 
 pub use xrpc_shm::SharedMemoryConfig;
 
+/// A sender in a batch: its frames are published together when this is dropped (also when the
+/// batch is abandoned half-way), or earlier as the ring fills.
+struct Corked<'a>(&'a mut ShmSender);
+
+impl<'a> Corked<'a> {
+    fn new(sender: &'a mut ShmSender) -> Self {
+        sender.cork();
+        Self(sender)
+    }
+}
+
+impl Drop for Corked<'_> {
+    fn drop(&mut self) {
+        self.0.uncork();
+    }
+}
+
 fn map_err(e: ShmError) -> TransportError {
     match e {
         ShmError::Disconnected => TransportError::ConnectionClosed,
@@ -509,8 +526,11 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         let res = async {
             encode(scratch)?;
             check_prefixed_batch(scratch, c.max_frame_size)?;
+            // The batch is published at once (or as the ring fills): one store and wake-up
+            // check for all its frames.
+            let corked = Corked::new(sender);
             for frame in batch_frames(scratch) {
-                self.push(c, sender, frame).await?;
+                self.push(c, &mut *corked.0, frame).await?;
             }
             Ok(())
         }

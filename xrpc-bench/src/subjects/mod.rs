@@ -5,6 +5,7 @@
 //! adapter is one `impl Subject` (or one more variant of an existing one) and one line in
 //! [`all`].
 
+pub mod adapter_rows;
 pub mod baseline;
 pub mod iceoryx2;
 pub mod ipc_channel;
@@ -118,13 +119,13 @@ pub fn check_echo(sent: u64, got: u64) {
     assert_eq!(sent, got, "answer to call {sent} carries {got}");
 }
 
-/// Every row, in table order. Rows for the other adapters (`xrpc-smol`, `xrpc-blocking`) go
-/// here: one `Box::new(...)` each.
+/// Every row, in table order.
 pub fn all() -> Vec<Box<dyn Subject>> {
     let mut rows: Vec<Box<dyn Subject>> = Vec::new();
     rows.extend(baseline::rows());
     rows.extend(shm_ring::rows());
     rows.extend(tokio_rows::rows());
+    rows.extend(adapter_rows::rows());
     rows.extend(tarpc::rows());
     rows.extend(iceoryx2::rows());
     rows.extend(ipc_channel::rows());
