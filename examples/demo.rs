@@ -1,5 +1,7 @@
 //! The self-contained demo: starts its own server process, calls it over shared memory (the
-//! fastest transport between processes) and over TCP, and prints answers and round-trip times.
+//! fastest transport between processes) and over TCP, and prints answers and round-trip times
+//! — from the tokio client, then from `xrpc-blocking`'s synchronous client (no runtime: the
+//! calling thread waits for its answer on the ring itself).
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -61,6 +63,63 @@ async fn serve(service: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Prints round-trip percentiles of `n` timed calls (`call(i)` makes call `i`).
+fn timed(
+    label: &str,
+    n: usize,
+    mut call: impl FnMut(i32) -> Result<(), RpcError>,
+) -> Result<(), RpcError> {
+    for i in 0..(n / 10) as i32 {
+        call(i)?;
+    }
+    let mut rtts = Vec::with_capacity(n);
+    for i in 0..n as i32 {
+        let t0 = Instant::now();
+        call(i)?;
+        rtts.push(t0.elapsed());
+    }
+    rtts.sort();
+    println!(
+        "  {label}: {n} calls, round trip p50 {:.1} µs, p99 {:.1} µs",
+        percentile(&rtts, 0.5).as_secs_f64() * 1e6,
+        percentile(&rtts, 0.99).as_secs_f64() * 1e6,
+    );
+    Ok(())
+}
+
+/// The same calls from the blocking adapter's client, over shared memory and TCP.
+fn blocking_calls(service: &str, addr: &str) -> Result<(), RpcError> {
+    use xrpc_blocking::{RpcClient, SharedMemoryFrameTransport, TcpFrameTransport};
+    let n = calls();
+    for (label, client) in [
+        (
+            "blocking shm",
+            RpcClient::new(SharedMemoryFrameTransport::connect_client(service)?),
+        ),
+        (
+            "blocking tcp",
+            RpcClient::new(TcpFrameTransport::connect(addr, Default::default())?),
+        ),
+    ] {
+        let resp: AddResponse = client.call("add", &AddRequest { a: 1, b: 2 })?;
+        println!("  {label}: add(1, 2) = {}", resp.result);
+        timed(label, n, |i| {
+            let r: AddResponse = client.call("add", &AddRequest { a: i, b: 1 })?;
+            assert_eq!(r.result, i + 1);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Timed calls per transport: `XRPC_DEMO_CALLS`, default 20,000.
+fn calls() -> usize {
+    std::env::var("XRPC_DEMO_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
@@ -70,10 +129,7 @@ async fn measure<T: MessageChannel>(label: &str, client: &RpcClient<T>) -> Resul
         let resp: AddResponse = client.call("add", &AddRequest { a, b }).await?;
         println!("  {label}: add({a}, {b}) = {}", resp.result);
     }
-    let n: usize = std::env::var("XRPC_DEMO_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let n = calls();
     for i in 0..(n / 10) as i32 {
         let _: AddResponse = client.call("add", &AddRequest { a: i, b: 1 }).await?;
     }
@@ -147,6 +203,10 @@ async fn run() -> Result<(), BoxError> {
     let transport = TcpFrameTransport::connect(addr.parse()?, TcpConfig::default()).await?;
     let tcp_client = RpcClient::new(MessageChannelAdapter::new(transport));
     measure("tcp", &tcp_client).await?;
+
+    println!("\nthe blocking client (xrpc-blocking, no runtime), shared memory and TCP:");
+    let (svc, tcp_addr) = (service.clone(), addr.clone());
+    tokio::task::spawn_blocking(move || blocking_calls(&svc, &tcp_addr)).await??;
 
     let _: Result<(), RpcError> = client.call("shutdown", &()).await;
     let status = tokio::task::spawn_blocking(move || {

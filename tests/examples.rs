@@ -235,7 +235,8 @@ fn custom_codec() {
 
 #[test]
 fn demo() {
-    // The README's first command: its own server process, shared memory and TCP.
+    // The README's first command: its own server process, shared memory and TCP, from the
+    // tokio client and from the blocking one.
     let mut cmd = example_command("demo", &[]);
     cmd.env("XRPC_DEMO_CALLS", "300");
     run(cmd).assert_printed(
@@ -245,6 +246,9 @@ fn demo() {
             "shm: 300 calls",
             "tcp: add(1, 2) = 3",
             "tcp: 300 calls",
+            "blocking shm: add(1, 2) = 3",
+            "blocking shm: 300 calls",
+            "blocking tcp: 300 calls",
             "server process exited (exit status: 0)",
         ],
     );

@@ -75,17 +75,9 @@ impl<Item: DeserializeOwned + 'static, C: Codec> Iterator for StreamReceiver<Ite
         }
         let id = self.id;
         let next = self.conn.wait(id, &mut |st| st.next_item(id));
-        match next {
-            Some(Ok(p)) => Some(decode_payload(&self.codec, p)),
-            Some(Err(e)) => {
-                self.done = true;
-                Some(Err(e))
-            }
-            None => {
-                self.done = true;
-                None
-            }
-        }
+        // An error or the end ends the stream.
+        self.done = !matches!(next, Some(Ok(_)));
+        next.map(|r| r.and_then(|p| decode_payload(&self.codec, p)))
     }
 }
 
