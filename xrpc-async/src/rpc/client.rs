@@ -451,13 +451,21 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             id,
         };
         let driver = &*self.inner.driver;
+        // Decided once per call: where the call waits does not change.
+        let drives = self.inner.rt.caller_drives();
         let res = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = self.poll_result(id, cx) {
                 driver.leave(id);
                 return Poll::Ready(r);
             }
             // No one else polling the driver: this call drives the connection itself.
-            if driver.drive_from(id, cx)
+            if !drives {
+                driver.vacate();
+                driver.kick();
+                return Poll::Pending;
+            }
+            let alone = self.inner.shared.lock().session.pending_calls() <= 1;
+            if driver.drive_from(id, alone, cx)
                 && let Poll::Ready(r) = self.poll_result(id, cx)
             {
                 driver.leave(id);

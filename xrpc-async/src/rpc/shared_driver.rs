@@ -9,7 +9,9 @@
 //!   its timer) wakes the call that drove it last — or the task when no call holds that seat,
 //!   or when the call was woken already and has not been polled since (a call future held
 //!   without being polled stalls nobody beyond one wake-up);
-//! - a waiting call that polls while the driver is free takes the seat;
+//! - a waiting call that polls while the driver is free takes the seat — where the runtime says
+//!   it is worth it (`Runtime::caller_drives`: tokio, outside a task) and while it is the only
+//!   call in flight (calls in flight together are left to the task, which batches them);
 //! - everyone else who needs the driver (a new notification, a stream, a cancel, a call that
 //!   found the driver busy) wakes the task ([`SharedDriver::kick`]); a task that found the
 //!   driver busy is woken again by whoever held it;
@@ -177,7 +179,16 @@ impl SharedDriver {
 
     /// Waiting call `id` (polled with `cx`) polls the driver if no one else is polling it,
     /// and takes the seat. Returns whether it did (then it must [`leave`](Self::leave)).
-    pub(crate) fn drive_from(&self, id: u64, cx: &Context<'_>) -> bool {
+    /// `alone`: no other call is in flight (calls in flight together are left to the task,
+    /// which writes their requests in one batch).
+    pub(crate) fn drive_from(&self, id: u64, alone: bool, cx: &Context<'_>) -> bool {
+        if !alone {
+            // The task drives calls in flight together: wake-ups go to it, not to a seat
+            // holder (which may not be polled at all).
+            self.vacate();
+            self.kick();
+            return false;
+        }
         let Ok(mut slot) = self.future.try_lock() else {
             // Busy: our request is written by whoever polls it (the task, if no call).
             self.kick();
@@ -217,6 +228,13 @@ impl SharedDriver {
         if self.wakes.pending.swap(false, Ordering::AcqRel) {
             self.wakes.wake_task();
         }
+    }
+
+    /// Empties the seat: wake-ups go to the task from now on.
+    pub(crate) fn vacate(&self) {
+        let mut w = self.wakes.lock();
+        w.caller = None;
+        w.caller_woken = false;
     }
 
     /// Stops the driver now (see [`StopOnDrop`]).
