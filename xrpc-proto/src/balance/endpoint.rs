@@ -2,7 +2,8 @@
 //! service name — written `tcp://127.0.0.1:8001`, `unix:///run/app.sock`, `shm://app`.
 
 use std::fmt;
-use std::net::SocketAddr;
+// `core::net`: an address is a value here (parsed, compared, shown); nothing connects to it.
+use core::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -50,7 +51,7 @@ impl Endpoint {
         let bare = address.strip_prefix("tcp://").unwrap_or(address);
         bare.parse()
             .map(Self::Tcp)
-            .map_err(|e: std::net::AddrParseError| EndpointError::InvalidTcp {
+            .map_err(|e: core::net::AddrParseError| EndpointError::InvalidTcp {
                 address: address.to_owned(),
                 reason: e.to_string(),
             })
