@@ -613,3 +613,33 @@ macro_rules! forward_frame_transport {
     };
 }
 use forward_frame_transport;
+
+/// The builder methods and socket settings shared by the TCP and Unix configurations (same
+/// fields: `max_frame_size`, `read_timeout`, `write_timeout`, `max_attempts`, `retry_policy`).
+macro_rules! socket_config {
+    ($ty:ident) => {
+        impl $ty {
+            /// The same configuration with another maximum frame size.
+            pub fn with_max_frame_size(mut self, max_frame_size: usize) -> Self {
+                self.max_frame_size = max_frame_size;
+                self
+            }
+
+            /// The same configuration with connection retries.
+            pub fn with_retry(mut self, max_attempts: u32, policy: RetryPolicy) -> Self {
+                self.max_attempts = max_attempts;
+                self.retry_policy = policy;
+                self
+            }
+
+            fn settings(&self) -> SocketSettings {
+                SocketSettings {
+                    max_frame_size: self.max_frame_size,
+                    read_timeout: self.read_timeout,
+                    write_timeout: self.write_timeout,
+                }
+            }
+        }
+    };
+}
+use socket_config;

@@ -43,28 +43,7 @@ impl Default for UnixConfig {
     }
 }
 
-impl UnixConfig {
-    /// The same configuration with another maximum frame size.
-    pub fn with_max_frame_size(mut self, max_frame_size: usize) -> Self {
-        self.max_frame_size = max_frame_size;
-        self
-    }
-
-    /// The same configuration with connection retries.
-    pub fn with_retry(mut self, max_attempts: u32, policy: RetryPolicy) -> Self {
-        self.max_attempts = max_attempts;
-        self.retry_policy = policy;
-        self
-    }
-
-    fn settings(&self) -> SocketSettings {
-        SocketSettings {
-            max_frame_size: self.max_frame_size,
-            read_timeout: self.read_timeout,
-            write_timeout: self.write_timeout,
-        }
-    }
-}
+super::socket_config!(UnixConfig);
 
 /// A [`FrameTransport`](super::FrameTransport) over a Unix domain stream socket `S` of
 /// runtime `R`, framed like [`TcpFrameTransport`](super::TcpFrameTransport).
