@@ -442,6 +442,92 @@ async fn unix_a_partial_frame_is_closed_in_time() {
     partial_frame_body(Box::new(raw)).await;
 }
 
+/// Defect 4 (server-wide): 50 connections that stopped one byte short of a 16 MiB frame held
+/// 804 MiB. Now read buffers past 128 KiB each take room from one budget for the whole server
+/// (`max_read_buffers_total`): a connection that finds none waits, unread, and reads again
+/// once another connection's frame is whole (`finish`) or that connection ends.
+async fn a_large_frame_waits_for_read_room_held_by_another<N: Net>(
+    raw: fn(&str) -> Box<dyn ReadWrite>,
+    finish: bool,
+) {
+    let config = ServerConfig {
+        max_read_buffers_total: 2 << 20,
+        ..ServerConfig::default()
+    };
+    let server = RpcServer::with_config(BincodeCodec, config);
+    server.register_typed(
+        "len",
+        |v: Vec<u8>| async move { Ok::<_, RpcError>(v.len()) },
+    );
+    let (target, _serving) = serve::<N>(&server).await;
+    // The other connection: all but the last byte of a 1.9 MiB request, which the budget
+    // has room for — and then not much more.
+    let big = xrpc::Codec::encode(&BincodeCodec, &vec![7u8; 1900 << 10]).unwrap();
+    let request = Header::new(MessageKind::Request, 1).with_codec(BincodeCodec::ID);
+    let frame = message(request, "len", &big);
+    let mut bytes = (frame.len() as u32).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&frame);
+    let mut other = raw(&target);
+    let (head, last) = bytes.split_at(bytes.len() - 1);
+    let last = last.to_vec();
+    other = tokio::task::spawn_blocking({
+        let head = head.to_vec();
+        move || {
+            other.write_all(&head).unwrap();
+            other
+        }
+    })
+    .await
+    .unwrap();
+    // A well-behaved client's 1 MiB call needs room the budget no longer has: it waits.
+    let c = client::<N>(&target).await;
+    let payload = vec![1u8; 1 << 20];
+    let call = tokio::spawn(async move { c.call::<_, usize>("len", &payload).await });
+    tokio::time::sleep(500 * MS).await;
+    assert!(!call.is_finished(), "the call did not wait for read room");
+    // The other frame ends (its room goes back), or its connection does.
+    let t = Instant::now();
+    if finish {
+        other.write_all(&last).unwrap();
+    } else {
+        drop(other);
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the waiting connection reads again")
+        .unwrap();
+    assert_eq!(answer.unwrap(), 1 << 20);
+    println!("read room came back after {:?}", t.elapsed());
+}
+
+fn raw_tcp(target: &str) -> Box<dyn ReadWrite> {
+    Box::new(std::net::TcpStream::connect(target).unwrap())
+}
+
+fn raw_unix(target: &str) -> Box<dyn ReadWrite> {
+    Box::new(std::os::unix::net::UnixStream::connect(target).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_read_room_comes_back_when_a_frame_ends() {
+    a_large_frame_waits_for_read_room_held_by_another::<Tcp>(raw_tcp, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_read_room_comes_back_when_a_connection_ends() {
+    a_large_frame_waits_for_read_room_held_by_another::<Tcp>(raw_tcp, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_read_room_comes_back_when_a_frame_ends() {
+    a_large_frame_waits_for_read_room_held_by_another::<Unix>(raw_unix, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_read_room_comes_back_when_a_connection_ends() {
+    a_large_frame_waits_for_read_room_held_by_another::<Unix>(raw_unix, false).await;
+}
+
 /// Defect 5: graceful shutdown never ended while a server-stream or bidi call was open, and
 /// handlers got no signal. Now the drain deadline cancels them (their clients are answered
 /// `ShuttingDown`), and a handler's context says so.

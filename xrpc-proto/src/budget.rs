@@ -1,5 +1,10 @@
-//! [`OutputBudget`]: bytes of answers queued on every connection of a server together, so that
-//! many stalled clients cannot add up to more than one bound.
+//! Server-wide budgets, shared by the sessions of all its connections, so that many peers
+//! cannot add up to more than one bound:
+//! - [`OutputBudget`]: bytes of answers queued;
+//! - [`ReadBudget`]: bytes of read buffers holding frames not yet whole.
+//!
+//! A session or a decoder cannot wake the others: when someone waits for a total to fall,
+//! `take_freed` tells the adapter to wake every connection once it has.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,68 +14,198 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// session charges the answers it queues and releases them as the transport takes them; a
 /// stream send waits while the total is over the limit, like it does for its own connection's
 /// [`ServerConfig::max_transmit_backlog`](crate::ServerConfig::max_transmit_backlog).
-///
-/// A session cannot wake the others: when a stream waits for the total to fall,
-/// [`take_freed`](Self::take_freed) tells the adapter to wake every connection once it has.
 #[derive(Debug, Clone)]
-pub struct OutputBudget {
+pub struct OutputBudget(Pool);
+
+/// A server-wide budget of bytes that read buffers reserve for frames not yet whole
+/// ([`ServerConfig::max_read_buffers_total`](crate::ServerConfig::max_read_buffers_total)),
+/// shared by the [`FrameDecoder`](crate::FrameDecoder)s of a server's connections. A decoder
+/// with a budget grows its buffer past [`ReadBudget::UNCHARGED`] bytes only with room taken
+/// from it; when there is none it asks its transport to wait
+/// ([`FrameDecoder::try_read_buffer`](crate::FrameDecoder::try_read_buffer) returns `None`),
+/// so peers that send most of a large frame and stop hold one bound together, not one frame
+/// each — until the partial-frame deadline closes them.
+#[derive(Debug, Clone)]
+pub struct ReadBudget(Pool);
+
+/// The shared counter of both budgets.
+#[derive(Debug, Clone)]
+struct Pool {
     inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    queued: AtomicUsize,
+    held: AtomicUsize,
     limit: usize,
-    /// A stream waits for the total to fall.
+    /// Someone waits for the total to fall.
     waiting: AtomicBool,
 }
 
-impl OutputBudget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Self {
+impl Pool {
+    fn new(limit: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
-                queued: AtomicUsize::new(0),
+                held: AtomicUsize::new(0),
                 limit,
                 waiting: AtomicBool::new(false),
             }),
         }
     }
 
+    fn held(&self) -> usize {
+        self.inner.held.load(Ordering::Acquire)
+    }
+
+    fn charge(&self, n: usize) {
+        self.inner.held.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Charges `n` if the total stays within the limit.
+    fn try_charge(&self, n: usize) -> bool {
+        self.inner
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|&t| t <= self.inner.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.inner.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn wait(&self) {
+        self.inner.waiting.store(true, Ordering::Release);
+    }
+
+    /// Whether someone waited and the total has fallen to half the limit since (so that
+    /// waking everyone is worth it: the room freed is large). Clears the mark.
+    fn take_freed(&self) -> bool {
+        self.inner.waiting.load(Ordering::Acquire)
+            && self.held() <= self.inner.limit / 2
+            && self.inner.waiting.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl OutputBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self(Pool::new(limit))
+    }
+
     /// Bytes queued on every connection now.
     pub fn queued(&self) -> usize {
-        self.inner.queued.load(Ordering::Acquire)
+        self.0.held()
     }
 
     /// The limit.
     pub fn limit(&self) -> usize {
-        self.inner.limit
+        self.0.inner.limit
     }
 
     /// Whether the total is at or over the limit.
     pub fn is_over(&self) -> bool {
-        self.queued() >= self.inner.limit
+        self.queued() >= self.limit()
     }
 
     pub(crate) fn charge(&self, n: usize) {
-        self.inner.queued.fetch_add(n, Ordering::AcqRel);
+        self.0.charge(n);
     }
 
     pub(crate) fn release(&self, n: usize) {
-        self.inner.queued.fetch_sub(n, Ordering::AcqRel);
+        self.0.release(n);
     }
 
     /// A stream waits for the total to fall.
     pub(crate) fn wait(&self) {
-        self.inner.waiting.store(true, Ordering::Release);
+        self.0.wait();
     }
 
     /// Whether streams waited and the total has fallen to half the limit since: the adapter
     /// should wake every connection (each session then retries its waiting streams). Clears
     /// the mark.
     pub fn take_freed(&self) -> bool {
-        self.inner.waiting.load(Ordering::Acquire)
-            && self.queued() <= self.inner.limit / 2
-            && self.inner.waiting.swap(false, Ordering::AcqRel)
+        self.0.take_freed()
+    }
+}
+
+impl ReadBudget {
+    /// Bytes of buffer each decoder holds without charging the budget: enough for many small
+    /// frames and the first chunk of a large one, so that a connection between frames never
+    /// waits for the others.
+    pub const UNCHARGED: usize = 2 * crate::frame::READ_CHUNK;
+
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self(Pool::new(limit))
+    }
+
+    /// Bytes charged by every decoder now.
+    pub fn held(&self) -> usize {
+        self.0.held()
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.0.inner.limit
+    }
+
+    /// Charges `n` bytes if the total stays within the limit; otherwise marks that a decoder
+    /// waits and returns `false`.
+    pub(crate) fn try_charge(&self, n: usize) -> bool {
+        if self.0.try_charge(n) {
+            return true;
+        }
+        self.0.wait();
+        false
+    }
+
+    /// Charges `n` bytes whatever the total (memory already held).
+    pub(crate) fn charge(&self, n: usize) {
+        self.0.charge(n);
+    }
+
+    pub(crate) fn release(&self, n: usize) {
+        self.0.release(n);
+    }
+
+    /// Whether a decoder waited and the total has fallen to half the limit since: the adapter
+    /// should wake every connection (each retries its read). Clears the mark.
+    pub fn take_freed(&self) -> bool {
+        self.0.take_freed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_charge_past_the_limit_is_refused_and_marks_a_waiter() {
+        let b = ReadBudget::new(100);
+        assert!(b.try_charge(60));
+        assert!(!b.try_charge(41));
+        assert_eq!(b.held(), 60);
+        // Not freed until the total falls to half the limit.
+        b.release(5);
+        assert!(!b.take_freed());
+        b.release(5);
+        assert!(b.take_freed());
+        assert!(!b.take_freed(), "the mark is cleared");
+        assert!(b.try_charge(50));
+    }
+
+    #[test]
+    fn output_budget_is_freed_only_after_a_wait() {
+        let b = OutputBudget::new(10);
+        b.charge(20);
+        assert!(b.is_over());
+        b.release(20);
+        assert!(!b.take_freed());
+        b.charge(20);
+        b.wait();
+        b.release(20);
+        assert!(b.take_freed());
     }
 }

@@ -11,6 +11,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::budget::ReadBudget;
+
 /// Size of the length prefix in front of every frame on a byte stream.
 pub const FRAME_PREFIX_LEN: usize = 4;
 
@@ -54,6 +56,10 @@ pub struct FrameDecoder {
     /// Length of the frame whose prefix has been consumed, if any.
     pending: Option<usize>,
     failed: Option<FrameError>,
+    /// The server-wide budget that buffer room past [`ReadBudget::UNCHARGED`] is taken from.
+    budget: Option<ReadBudget>,
+    /// Bytes of the buffer's capacity charged to `budget`.
+    charged: usize,
 }
 
 impl FrameDecoder {
@@ -64,7 +70,44 @@ impl FrameDecoder {
             max_frame_size,
             pending: None,
             failed: None,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// Takes buffer room past [`ReadBudget::UNCHARGED`] bytes from `budget` from now on
+    /// (what the buffer holds already is charged at once). See
+    /// [`try_read_buffer`](Self::try_read_buffer).
+    pub fn set_budget(&mut self, budget: ReadBudget) {
+        if let Some(old) = self.budget.replace(budget) {
+            old.release(std::mem::take(&mut self.charged));
+        }
+        self.sync_charge();
+    }
+
+    /// Charges the budget for a buffer of `cap` bytes, if it has the room.
+    fn try_charge_up_to(&mut self, cap: usize) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let want = cap.saturating_sub(ReadBudget::UNCHARGED);
+        if want <= self.charged || budget.try_charge(want - self.charged) {
+            self.charged = self.charged.max(want);
+            return true;
+        }
+        false
+    }
+
+    /// Charges or releases the budget to match the buffer's capacity now.
+    fn sync_charge(&mut self) {
+        let Some(budget) = &self.budget else { return };
+        let want = self.buf.capacity().saturating_sub(ReadBudget::UNCHARGED);
+        if want > self.charged {
+            budget.charge(want - self.charged);
+        } else {
+            budget.release(self.charged - want);
+        }
+        self.charged = want;
     }
 
     /// The configured maximum frame size.
@@ -76,6 +119,7 @@ impl FrameDecoder {
     pub fn handle_bytes(&mut self, data: &[u8]) {
         self.reserve(data.len());
         self.buf.extend_from_slice(data);
+        self.sync_charge();
     }
 
     /// The internal buffer as it is (its capacity is what the decoder holds).
@@ -91,16 +135,51 @@ impl FrameDecoder {
     /// needs (plus a chunk when no frame is in progress). So the buffer stays below about
     /// twice the bytes the peer actually sent plus one chunk, whatever length it announced.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
-        let spare = self.buf.capacity() - self.buf.len();
-        if spare < MIN_READ_SPACE {
-            let rest = match self.pending {
-                Some(len) => len.saturating_sub(self.buf.len()),
-                None => READ_CHUNK,
-            };
-            let grow = READ_CHUNK.max(self.buf.len()).min(rest.max(MIN_READ_SPACE));
+        if let Some(grow) = self.growth() {
             self.reserve(grow);
+            self.sync_charge();
         }
         &mut self.buf
+    }
+
+    /// [`read_buffer`](Self::read_buffer) for a decoder with a [`ReadBudget`]: `None` when
+    /// the room needed cannot be taken from the budget now. The transport should then stop
+    /// reading this connection until the budget's
+    /// [`take_freed`](ReadBudget::take_freed) says room came back (and try again); the bytes
+    /// already received stay buffered, under the partial-frame deadline.
+    pub fn try_read_buffer(&mut self) -> Option<&mut BytesMut> {
+        let Some(grow) = self.growth() else {
+            return Some(&mut self.buf);
+        };
+        if self.budget.is_some() && !self.buf.try_reclaim(grow) {
+            // The room a new allocation would charge: the usual geometric growth if the
+            // budget has it, else just what this read needs.
+            let needed = self.buf.len() + grow;
+            let cap = [self.grown_capacity(needed), needed]
+                .into_iter()
+                .find(|&cap| self.try_charge_up_to(cap))?;
+            self.reallocate(cap);
+        }
+        // Reclaimed (no new memory), or no budget: charge what the buffer holds now.
+        self.reserve(grow);
+        self.sync_charge();
+        Some(&mut self.buf)
+    }
+
+    /// Bytes to grow the buffer by before a read, if it has too little room left. The room
+    /// given grows with what has arrived: [`READ_CHUNK`] bytes, or as much as the buffer
+    /// holds if that is more, but never more than the rest of the frame in progress needs
+    /// (plus a chunk when no frame is in progress).
+    fn growth(&self) -> Option<usize> {
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare >= MIN_READ_SPACE {
+            return None;
+        }
+        let rest = match self.pending {
+            Some(len) => len.saturating_sub(self.buf.len()),
+            None => READ_CHUNK,
+        };
+        Some(READ_CHUNK.max(self.buf.len()).min(rest.max(MIN_READ_SPACE)))
     }
 
     /// Makes room for `additional` more bytes. `BytesMut::reserve` doubles the old allocation,
@@ -111,9 +190,18 @@ impl FrameDecoder {
         if self.buf.try_reclaim(additional) {
             return;
         }
-        let needed = self.buf.len() + additional;
+        let cap = self.grown_capacity(self.buf.len() + additional);
+        self.reallocate(cap);
+    }
+
+    /// The capacity to grow to for `needed` bytes: doubling, but past one maximal frame with
+    /// its prefix only as much as is needed.
+    fn grown_capacity(&self, needed: usize) -> usize {
         let doubled = self.buf.capacity().saturating_mul(2);
-        let cap = needed.max(doubled.min(self.max_frame_size.saturating_add(FRAME_PREFIX_LEN)));
+        needed.max(doubled.min(self.max_frame_size.saturating_add(FRAME_PREFIX_LEN)))
+    }
+
+    fn reallocate(&mut self, cap: usize) {
         let mut grown = BytesMut::with_capacity(cap);
         grown.extend_from_slice(&self.buf);
         self.buf = grown;
@@ -165,7 +253,18 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.pending = None;
-        Ok(Some(self.buf.split_to(len).freeze()))
+        let frame = self.buf.split_to(len).freeze();
+        // The frame's room is the session's now.
+        self.sync_charge();
+        Ok(Some(frame))
+    }
+}
+
+impl Drop for FrameDecoder {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.charged);
+        }
     }
 }
 
@@ -295,5 +394,64 @@ mod tests {
             assert!(cap <= MAX + FRAME_PREFIX_LEN + CHUNK, "capacity {cap}");
         }
         assert_eq!(frames, 5);
+    }
+
+    /// Reads into `dec` what the peer sent of `wire` (from `*sent`) while it has room;
+    /// returns the frames that came out, or `None` if the budget stopped it first.
+    fn read_while_room(dec: &mut FrameDecoder, wire: &[u8], sent: &mut usize) -> Option<usize> {
+        let mut frames = 0;
+        while *sent < wire.len() {
+            let buf = dec.try_read_buffer()?;
+            let room = (buf.capacity() - buf.len()).min(wire.len() - *sent);
+            buf.extend_from_slice(&wire[*sent..*sent + room]);
+            *sent += room;
+            while dec.poll_frame().unwrap().is_some() {
+                frames += 1;
+            }
+        }
+        Some(frames)
+    }
+
+    #[test]
+    fn budgeted_decoders_share_one_bound_and_give_room_back() {
+        const MAX: usize = 4 << 20;
+        let budget = ReadBudget::new(2 << 20);
+        let mut wire = BytesMut::new();
+        encode_frame(&vec![1u8; 1500 << 10], MAX, &mut wire).unwrap();
+        let (mut a, mut b) = (FrameDecoder::new(MAX), FrameDecoder::new(MAX));
+        a.set_budget(budget.clone());
+        b.set_budget(budget.clone());
+        // `a` stops one byte short of its frame: it holds most of the budget.
+        let mut sent_a = 0;
+        assert_eq!(
+            read_while_room(&mut a, &wire[..wire.len() - 1], &mut sent_a),
+            Some(0)
+        );
+        assert!(budget.held() <= budget.limit());
+        // `b` gets the room every decoder has uncharged, then has to wait.
+        let mut sent_b = 0;
+        assert_eq!(read_while_room(&mut b, &wire, &mut sent_b), None);
+        assert!(sent_b >= ReadBudget::UNCHARGED / 2, "b read {sent_b} bytes");
+        assert!(budget.held() <= budget.limit());
+        // `a`'s frame ends: its room goes back, and the waiter is told.
+        sent_a = wire.len() - 1;
+        assert_eq!(read_while_room(&mut a, &wire, &mut sent_a), Some(1));
+        assert!(budget.take_freed());
+        assert_eq!(read_while_room(&mut b, &wire, &mut sent_b), Some(1));
+        drop((a, b));
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_dropped_decoder_gives_its_room_back() {
+        let budget = ReadBudget::new(1 << 30);
+        let mut dec = FrameDecoder::new(16 << 20);
+        dec.set_budget(budget.clone());
+        dec.handle_bytes(&(8u32 << 20).to_le_bytes());
+        dec.handle_bytes(&vec![0u8; 4 << 20]);
+        assert!(dec.poll_frame().unwrap().is_none());
+        assert!(budget.held() >= (4 << 20) - ReadBudget::UNCHARGED);
+        drop(dec);
+        assert_eq!(budget.held(), 0);
     }
 }

@@ -55,7 +55,7 @@ pub mod wire;
 /// The byte buffers of the API, re-exported so it can be named without another dependency.
 pub use bytes;
 
-pub use budget::OutputBudget;
+pub use budget::{OutputBudget, ReadBudget};
 pub use client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
     MAX_UNSENT_PONGS, StreamSendError,

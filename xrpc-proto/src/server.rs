@@ -68,6 +68,13 @@ pub struct ServerConfig {
     /// [`OutputBudget`]): past it, stream sends wait, and a connection with answers queued
     /// stops reading, as for [`max_transmit_backlog`](Self::max_transmit_backlog).
     pub max_queued_output_total: usize,
+    /// Bytes that the read buffers of all the connections of a server reserve together for
+    /// frames not yet whole, past [`ReadBudget::UNCHARGED`](crate::ReadBudget::UNCHARGED)
+    /// each (a [`ReadBudget`](crate::ReadBudget)): a connection that needs more room waits
+    /// until others finish their frames or are closed by
+    /// [`frame_timeout`](Self::frame_timeout). Keep it at least the maximum frame size, or
+    /// the largest frames can never be read.
+    pub max_read_buffers_total: usize,
     /// Bytes of decompressed payloads a connection holds at most (requests and stream items
     /// not yet released by their handlers); a compressed message that would exceed it is
     /// refused without being inflated (its call is answered `ResourceExhausted`).
@@ -90,6 +97,7 @@ impl Default for ServerConfig {
             frame_timeout: Some(Duration::from_secs(30)),
             max_connections: 1024,
             max_queued_output_total: 128 * 1024 * 1024,
+            max_read_buffers_total: 64 * 1024 * 1024,
             decompression_budget: 64 * 1024 * 1024,
             accept_compressed: true,
         }

@@ -25,6 +25,7 @@ use super::stream::{Refused, StreamCtl};
 use crate::channel::MessageChannel;
 use crate::runtime::{Runtime, Task};
 use crate::signal::Signal;
+use crate::transport::FrameTransport;
 
 /// A connection's state as its driver and its handlers share it.
 pub(crate) type Connection = Shared<ServerState>;
@@ -354,6 +355,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let mut session =
             ServerSession::new(shared.config, channel.wire_config(), C::ID, Instant::now());
         session.set_output_budget(shared.output.clone());
+        channel.transport().set_read_budget(shared.reads.clone());
         let conn = Arc::new(Connection::new(ServerState {
             session,
             running: id_map(),
@@ -382,14 +384,20 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                     st.shutdown_seen = true;
                     st.session.start_shutdown(now);
                 }
-                // The server's output fell back: every connection retries its waiting streams.
-                if shared.output.take_freed() {
+                // The server's output or read buffers fell back: every connection retries its
+                // waiting streams and reads.
+                if shared.output.take_freed() | shared.reads.take_freed() {
                     shared.wake_connections();
                 }
                 st.session.handle_budget_freed();
             },
         )
         .await;
+        // Its read buffer goes back to the budget: connections waiting for it read again.
+        drop(channel);
+        if shared.reads.take_freed() {
+            shared.wake_connections();
+        }
         let reason = conn.lock().session.close_reason().cloned();
         super::error::served(reason)
     }

@@ -9,7 +9,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::{BincodeCodec, CallKind, Codec, MethodTable, OutputBudget, Payload, ServerConfig};
+use xrpc_proto::{
+    BincodeCodec, CallKind, Codec, MethodTable, OutputBudget, Payload, ReadBudget, ServerConfig,
+};
 
 use super::connection::Connection;
 use super::error::RpcError;
@@ -74,6 +76,9 @@ pub(crate) struct Shared<C, R> {
     pub(crate) connections: Mutex<Vec<Weak<Connection>>>,
     /// Output queued on all connections together ([`ServerConfig::max_queued_output_total`]).
     pub(crate) output: OutputBudget,
+    /// Read buffers of frames not yet whole on all connections together
+    /// ([`ServerConfig::max_read_buffers_total`]).
+    pub(crate) reads: ReadBudget,
 }
 
 impl<C, R> Shared<C, R> {
@@ -148,6 +153,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 shutdown: Signal::default(),
                 connections: Mutex::new(Vec::new()),
                 output: OutputBudget::new(config.max_queued_output_total),
+                reads: ReadBudget::new(config.max_read_buffers_total),
             }),
         }
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use xrpc_proto::FRAME_PREFIX_LEN;
+use xrpc_proto::{FRAME_PREFIX_LEN, ReadBudget};
 
 mod shm;
 mod socket;
@@ -374,6 +374,14 @@ pub trait FrameTransport: Send + Sync + 'static {
         0
     }
 
+    /// Takes read-buffer room for frames not yet whole from `budget` (a server's, shared by
+    /// its connections), from the next read on: past it, receiving waits until
+    /// [`ReadBudget::take_freed`] says room came back and the caller polls again. Transports
+    /// that never hold part of a frame ignore it.
+    fn set_read_budget(&self, budget: ReadBudget) {
+        let _ = budget;
+    }
+
     /// Whether the transport has not been closed and has seen no fatal error.
     fn is_connected(&self) -> bool;
 
@@ -479,6 +487,10 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         (**self).partial_frame()
     }
 
+    fn set_read_budget(&self, budget: ReadBudget) {
+        (**self).set_read_budget(budget)
+    }
+
     fn is_connected(&self) -> bool {
         (**self).is_connected()
     }
@@ -582,6 +594,10 @@ macro_rules! forward_frame_transport {
 
             fn partial_frame(&self) -> usize {
                 self.inner.partial_frame()
+            }
+
+            fn set_read_budget(&self, budget: ::xrpc_proto::ReadBudget) {
+                self.inner.set_read_budget(budget)
             }
 
             fn is_connected(&self) -> bool {

@@ -9,11 +9,12 @@
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::lock::{Mutex, MutexGuard};
-use xrpc_proto::{FrameDecoder, FrameError, RetryPolicy};
+use xrpc_proto::{FrameDecoder, FrameError, ReadBudget, RetryPolicy};
 
 use super::{
     StatsCounters, TransportError, TransportStats, check_len, check_prefixed, check_prefixed_batch,
@@ -126,6 +127,14 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
 
     pub(crate) fn partial_frame(&self) -> usize {
         self.partial.load(Ordering::Relaxed)
+    }
+
+    /// See [`FrameTransport::set_read_budget`](super::FrameTransport::set_read_budget): takes
+    /// effect at once unless a read is under way (a server sets it before its first read).
+    pub(crate) fn set_read_budget(&self, budget: ReadBudget) {
+        if let Some(mut r) = self.reader.try_lock() {
+            r.decoder.set_budget(budget);
+        }
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -298,10 +307,15 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
                     }
                     Err(e) => return Err(TransportError::Protocol(e.to_string())),
                 }
-                // Room grows with the bytes that arrive, not with a length prefix alone.
-                let n = poll_fn(|cx| self.io.poll_read(cx, decoder.read_buffer()))
-                    .await
-                    .map_err(TransportError::recv)?;
+                // Room grows with the bytes that arrive, not with a length prefix alone; with
+                // a read budget, only while the budget has it (the caller is woken when it
+                // has again, see `set_read_budget`).
+                let n = poll_fn(|cx| match decoder.try_read_buffer() {
+                    Some(buf) => self.io.poll_read(cx, buf),
+                    None => Poll::Pending,
+                })
+                .await
+                .map_err(TransportError::recv)?;
                 self.partial
                     .store(decoder.partial_bytes(), Ordering::Relaxed);
                 if n == 0 {
