@@ -127,8 +127,10 @@ fn run(conn: &Arc<ServerConn>, work: Work) {
 /// shuts down.
 pub(crate) fn serve<C: Codec>(shared: &Shared<C>, io: Io) -> Result<(), RpcError> {
     let wire = WireConfig::default().with_max_frame_size(io.max_frame_size);
+    let mut session = ServerSession::new(shared.config, wire, C::ID, Instant::now());
+    session.set_read_budget(shared.reads.clone());
     let state = ServerState {
-        session: ServerSession::new(shared.config, wire, C::ID, Instant::now()),
+        session,
         running: id_map(),
         routes: shared.routes.clone(),
         work: Vec::new(),

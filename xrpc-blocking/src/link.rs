@@ -77,16 +77,9 @@ impl<S: Driven> Link<S> {
     /// Waits at most `timeout` for input on `reader` and feeds it to the session, fires its
     /// timers if they are due, and routes what came of it.
     pub(crate) fn read(&self, reader: &mut dyn Reader, timeout: Option<Duration>) {
-        let res = reader.read(timeout, &mut |chunk| {
-            let mut st = self.lock();
-            let session = st.session();
-            match chunk {
-                Chunk::Bytes(b) => {
-                    session.read_buffer().extend_from_slice(b);
-                    session.handle_read(Instant::now());
-                }
-                Chunk::Frame(f) => session.handle_frame(Instant::now(), f),
-            }
+        let res = reader.read(timeout, &mut |chunk| match chunk {
+            Chunk::Bytes(b) => self.lock().session().handle_bytes(Instant::now(), b),
+            Chunk::Frame(f) => self.lock().session().handle_frame(Instant::now(), f),
         });
         let mut st = self.lock();
         let now = Instant::now();

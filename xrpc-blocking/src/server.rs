@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_async::rpc::payload::{decode_payload, payload_bytes};
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, MethodTable, Payload, ServerConfig, StreamSendError,
+    BincodeCodec, CallKind, Codec, MethodTable, Payload, ReadBudget, ServerConfig, StreamSendError,
 };
 
 use crate::RpcError;
@@ -58,6 +58,8 @@ pub(crate) struct Shared<C> {
     codec: C,
     pub(crate) config: ServerConfig,
     pub(crate) shutdown: AtomicBool,
+    /// Read buffers of frames not yet whole, on all connections together.
+    pub(crate) reads: ReadBudget,
     pub(crate) pool: Arc<Pool>,
     max_connections: AtomicUsize,
     /// Connections being served by `serve_listener`, and a signal when one ends.
@@ -118,6 +120,7 @@ impl<C: Codec> RpcServer<C> {
                 codec,
                 config,
                 shutdown: AtomicBool::new(false),
+                reads: ReadBudget::new(config.max_read_buffers_total),
                 pool: Arc::new(Pool::new(limits.max_handler_threads)),
                 max_connections: AtomicUsize::new(limits.max_connections),
                 live: Mutex::new(0),

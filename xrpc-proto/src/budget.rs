@@ -61,12 +61,14 @@ impl Pool {
         self.inner.held.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// Charges `n` if the total stays within the limit.
-    fn try_charge(&self, n: usize) -> bool {
+    /// Charges `n` if the total stays within the limit, or if nobody but the caller (who
+    /// holds `mine`) holds any of it.
+    fn try_charge(&self, n: usize, mine: usize) -> bool {
         self.inner
             .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(n).filter(|&t| t <= self.inner.limit)
+                held.checked_add(n)
+                    .filter(|&t| t <= self.inner.limit || held <= mine)
             })
             .is_ok()
     }
@@ -151,10 +153,11 @@ impl ReadBudget {
         self.0.inner.limit
     }
 
-    /// Charges `n` bytes if the total stays within the limit; otherwise marks that a decoder
-    /// waits and returns `false`.
-    pub(crate) fn try_charge(&self, n: usize) -> bool {
-        if self.0.try_charge(n) {
+    /// Charges `n` bytes if the total stays within the limit (or if the caller, holding
+    /// `mine`, is the only one holding any); otherwise marks that a decoder waits and returns
+    /// `false`.
+    pub(crate) fn try_charge(&self, n: usize, mine: usize) -> bool {
+        if self.0.try_charge(n, mine) {
             return true;
         }
         self.0.wait();
@@ -184,8 +187,8 @@ mod tests {
     #[test]
     fn a_charge_past_the_limit_is_refused_and_marks_a_waiter() {
         let b = ReadBudget::new(100);
-        assert!(b.try_charge(60));
-        assert!(!b.try_charge(41));
+        assert!(b.try_charge(60, 0));
+        assert!(!b.try_charge(41, 0));
         assert_eq!(b.held(), 60);
         // Not freed until the total falls to half the limit.
         b.release(5);
@@ -193,7 +196,11 @@ mod tests {
         b.release(5);
         assert!(b.take_freed());
         assert!(!b.take_freed(), "the mark is cleared");
-        assert!(b.try_charge(50));
+        assert!(b.try_charge(50, 0));
+        // Alone, a decoder may go past the limit (a frame larger than the budget).
+        let alone = ReadBudget::new(100);
+        assert!(alone.try_charge(30, 0));
+        assert!(alone.try_charge(200, 30));
     }
 
     #[test]

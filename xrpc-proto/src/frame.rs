@@ -58,8 +58,11 @@ pub struct FrameDecoder {
     failed: Option<FrameError>,
     /// The server-wide budget that buffer room past [`ReadBudget::UNCHARGED`] is taken from.
     budget: Option<ReadBudget>,
-    /// Bytes of the buffer's capacity charged to `budget`.
+    /// Bytes charged to `budget`: past the uncharged room, the buffer's capacity or the room
+    /// reserved for the frame in progress, whichever is more.
     charged: usize,
+    /// Bytes of buffer reserved for the frame in progress (0 when none was admitted).
+    reserved: usize,
 }
 
 impl FrameDecoder {
@@ -72,6 +75,7 @@ impl FrameDecoder {
             failed: None,
             budget: None,
             charged: 0,
+            reserved: 0,
         }
     }
 
@@ -85,38 +89,17 @@ impl FrameDecoder {
         self.sync_charge();
     }
 
-    /// Charges the budget for a buffer of `cap` bytes, if it has the room.
-    fn try_charge_up_to(&mut self, cap: usize) -> bool {
-        let Some(budget) = &self.budget else {
-            return true;
-        };
-        let want = cap.saturating_sub(ReadBudget::UNCHARGED);
-        if want <= self.charged || budget.try_charge(want - self.charged) {
-            self.charged = self.charged.max(want);
-            return true;
-        }
-        false
-    }
-
-    /// Charges or releases the budget to match the buffer's capacity now.
-    fn sync_charge(&mut self) {
-        let Some(budget) = &self.budget else { return };
-        let want = self.buf.capacity().saturating_sub(ReadBudget::UNCHARGED);
-        if want > self.charged {
-            budget.charge(want - self.charged);
-        } else {
-            budget.release(self.charged - want);
-        }
-        self.charged = want;
-    }
-
     /// The configured maximum frame size.
     pub fn max_frame_size(&self) -> usize {
         self.max_frame_size
     }
 
-    /// Appends bytes received from the peer (one copy).
+    /// Appends bytes received from the peer (one copy). With a budget, the frame in progress
+    /// is admitted whole if the budget has room for it; the buffer is charged either way.
     pub fn handle_bytes(&mut self, data: &[u8]) {
+        if let Some(room) = self.room_wanted() {
+            let _ = self.try_admit(room);
+        }
         self.reserve(data.len());
         self.buf.extend_from_slice(data);
         self.sync_charge();
@@ -134,36 +117,100 @@ impl FrameDecoder {
     /// buffer holds if that is more, but never more than the rest of the frame in progress
     /// needs (plus a chunk when no frame is in progress). So the buffer stays below about
     /// twice the bytes the peer actually sent plus one chunk, whatever length it announced.
+    /// With a budget the room is charged whatever it has (see
+    /// [`try_read_buffer`](Self::try_read_buffer)).
     pub fn read_buffer(&mut self) -> &mut BytesMut {
-        if let Some(grow) = self.growth() {
-            self.reserve(grow);
-            self.sync_charge();
+        if let Some(room) = self.room_wanted() {
+            let _ = self.try_admit(room);
+            self.grow();
         }
         &mut self.buf
     }
 
     /// [`read_buffer`](Self::read_buffer) for a decoder with a [`ReadBudget`]: `None` when
     /// the room needed cannot be taken from the budget now. The transport should then stop
-    /// reading this connection until the budget's
-    /// [`take_freed`](ReadBudget::take_freed) says room came back (and try again); the bytes
-    /// already received stay buffered, under the partial-frame deadline.
+    /// reading this connection until the budget's [`take_freed`](ReadBudget::take_freed) says
+    /// room came back (and try again); the bytes already received stay buffered, under the
+    /// partial-frame deadline.
+    ///
+    /// A frame is admitted whole: once its length is known and it needs more than the
+    /// uncharged room, room for all of it is taken at once. So a frame that is read past the
+    /// uncharged room can always be finished — two connections never wait for each other
+    /// holding half a frame each. A frame larger than the whole budget is admitted when no
+    /// other connection holds any of it.
     pub fn try_read_buffer(&mut self) -> Option<&mut BytesMut> {
-        let Some(grow) = self.growth() else {
-            return Some(&mut self.buf);
-        };
-        if self.budget.is_some() && !self.buf.try_reclaim(grow) {
-            // The room a new allocation would charge: the usual geometric growth if the
-            // budget has it, else just what this read needs.
-            let needed = self.buf.len() + grow;
-            let cap = [self.grown_capacity(needed), needed]
-                .into_iter()
-                .find(|&cap| self.try_charge_up_to(cap))?;
-            self.reallocate(cap);
+        if let Some(room) = self.room_wanted() {
+            if !self.try_admit(room) {
+                return None;
+            }
+            self.grow();
         }
-        // Reclaimed (no new memory), or no budget: charge what the buffer holds now.
-        self.reserve(grow);
-        self.sync_charge();
         Some(&mut self.buf)
+    }
+
+    /// Whether the next read needs room that the budget does not have now (see
+    /// [`try_read_buffer`](Self::try_read_buffer)): a session that reads through its own
+    /// buffer stops reading meanwhile.
+    pub fn waits_for_budget(&self) -> bool {
+        let (Some(budget), Some(room)) = (&self.budget, self.room_wanted()) else {
+            return false;
+        };
+        let cost = self.cost(room);
+        let held = budget.held();
+        cost > 0 && held + cost > budget.limit() && held > self.charged
+    }
+
+    /// Bytes of buffer the next read needs charged, if it needs more room: the whole frame in
+    /// progress once its length is known, else what the read itself needs.
+    fn room_wanted(&self) -> Option<usize> {
+        let needed = self.buf.len() + self.growth()?;
+        Some(self.pending.map_or(needed, |len| needed.max(len)))
+    }
+
+    /// What charging the room for a buffer of `room` bytes costs on top of what is charged.
+    fn cost(&self, room: usize) -> usize {
+        room.saturating_sub(ReadBudget::UNCHARGED)
+            .saturating_sub(self.charged)
+    }
+
+    /// Charges the room for a buffer of `room` bytes (and keeps it until the frame in
+    /// progress is whole), if the budget has it.
+    fn try_admit(&mut self, room: usize) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let cost = self.cost(room);
+        if cost > 0 && !budget.try_charge(cost, self.charged) {
+            return false;
+        }
+        self.charged += cost;
+        self.reserved = self.reserved.max(room);
+        true
+    }
+
+    /// Charges or releases the budget to match the buffer's capacity, or the room reserved
+    /// for the frame in progress if that is more.
+    fn sync_charge(&mut self) {
+        let Some(budget) = &self.budget else { return };
+        let want = self
+            .buf
+            .capacity()
+            .max(self.reserved)
+            .saturating_sub(ReadBudget::UNCHARGED);
+        if want > self.charged {
+            budget.charge(want - self.charged);
+        } else {
+            budget.release(self.charged - want);
+        }
+        self.charged = want;
+    }
+
+    /// Grows the buffer for the next read (see [`growth`](Self::growth)).
+    fn grow(&mut self) {
+        if let Some(grow) = self.growth() {
+            self.reserve(grow);
+            self.sync_charge();
+        }
     }
 
     /// Bytes to grow the buffer by before a read, if it has too little room left. The room
@@ -184,25 +231,19 @@ impl FrameDecoder {
 
     /// Makes room for `additional` more bytes. `BytesMut::reserve` doubles the old allocation,
     /// which after a large frame can allocate twice the maximum frame size; here the geometric
-    /// growth stops at one maximal frame with its prefix, so the buffer never exceeds that plus
-    /// the bytes the caller handed in at once.
+    /// growth stops at the end of the frame in progress (or one maximal frame with its
+    /// prefix), so the buffer never exceeds that plus the bytes the caller handed in at once.
     fn reserve(&mut self, additional: usize) {
         if self.buf.try_reclaim(additional) {
             return;
         }
-        let cap = self.grown_capacity(self.buf.len() + additional);
-        self.reallocate(cap);
-    }
-
-    /// The capacity to grow to for `needed` bytes: doubling, but past one maximal frame with
-    /// its prefix only as much as is needed.
-    fn grown_capacity(&self, needed: usize) -> usize {
+        let needed = self.buf.len() + additional;
         let doubled = self.buf.capacity().saturating_mul(2);
-        needed.max(doubled.min(self.max_frame_size.saturating_add(FRAME_PREFIX_LEN)))
-    }
-
-    fn reallocate(&mut self, cap: usize) {
-        let mut grown = BytesMut::with_capacity(cap);
+        let ceiling = match self.pending {
+            Some(len) => len,
+            None => self.max_frame_size.saturating_add(FRAME_PREFIX_LEN),
+        };
+        let mut grown = BytesMut::with_capacity(needed.max(doubled.min(ceiling)));
         grown.extend_from_slice(&self.buf);
         self.buf = grown;
     }
@@ -255,6 +296,13 @@ impl FrameDecoder {
         self.pending = None;
         let frame = self.buf.split_to(len).freeze();
         // The frame's room is the session's now.
+        self.reserved = 0;
+        if self.budget.is_some() && len > ReadBudget::UNCHARGED {
+            // Let the frame's allocation go with the frame: reclaimed later for the next read,
+            // it would hold room (and the budget) for no frame in progress. What was read past
+            // the frame is copied out.
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
         self.sync_charge();
         Ok(Some(frame))
     }
@@ -438,6 +486,10 @@ mod tests {
         assert_eq!(read_while_room(&mut a, &wire, &mut sent_a), Some(1));
         assert!(budget.take_freed());
         assert_eq!(read_while_room(&mut b, &wire, &mut sent_b), Some(1));
+        // Between frames (theirs dropped) neither holds any of the budget, even after reading
+        // on: a frame's allocation is not reclaimed for the next reads.
+        assert!(a.try_read_buffer().is_some() && b.try_read_buffer().is_some());
+        assert_eq!(budget.held(), 0);
         drop((a, b));
         assert_eq!(budget.held(), 0);
     }

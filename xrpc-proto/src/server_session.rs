@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::CallKind;
 
-use crate::budget::OutputBudget;
+use crate::budget::{OutputBudget, ReadBudget};
 use crate::codec::{CodecId, codec_name};
 use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
@@ -205,6 +205,14 @@ impl ServerSession {
         self.calls.set_output_budget(budget);
     }
 
+    /// Takes room for frames not yet whole in [`read_buffer`](Self::read_buffer) from the
+    /// server-wide `budget` ([`ServerConfig::max_read_buffers_total`]): while it has none,
+    /// [`wants_read`](Self::wants_read) says no. (A transport that does its own framing takes
+    /// it there instead.)
+    pub fn set_read_budget(&mut self, budget: ReadBudget) {
+        self.wire.set_read_budget(budget);
+    }
+
     /// The server-wide output budget fell back (its [`OutputBudget::take_freed`] said so):
     /// streams that waited for it may try again.
     pub fn handle_budget_freed(&mut self) {
@@ -226,9 +234,13 @@ impl ServerSession {
 
     /// Whether the adapter should read more input now: not while closing, and not while the
     /// answers waiting to be sent exceed [`ServerConfig::max_transmit_backlog`] — every one of
-    /// them answers something the client sent, so not reading bounds them.
+    /// them answers something the client sent, so not reading bounds them — and not while
+    /// the frame in [`read_buffer`](Self::read_buffer) needs room the server-wide read budget
+    /// does not have ([`set_read_budget`](Self::set_read_budget)).
     pub fn wants_read(&self) -> bool {
-        matches!(self.life, Life::Open | Life::Draining { .. }) && !self.calls.is_backlogged()
+        matches!(self.life, Life::Open | Life::Draining { .. })
+            && !self.calls.is_backlogged()
+            && !self.wire.waits_for_read_budget()
     }
 
     /// The buffer to read transport bytes into (append only), followed by

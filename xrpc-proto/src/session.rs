@@ -17,6 +17,8 @@ pub trait Session: Send + 'static {
     fn read_buffer(&mut self) -> &mut BytesMut;
     /// See [`ClientSession::handle_read`].
     fn handle_read(&mut self, now: Instant);
+    /// See [`ClientSession::handle_bytes`].
+    fn handle_bytes(&mut self, now: Instant, data: &[u8]);
     /// See [`ClientSession::handle_frame`].
     fn handle_frame(&mut self, now: Instant, frame: Bytes);
     /// See [`ClientSession::handle_packet`].
@@ -49,6 +51,7 @@ macro_rules! session_by_inherent_methods {
         impl Session for $ty {
             fn read_buffer(&mut self) -> &mut BytesMut { <$ty>::read_buffer(self) }
             fn handle_read(&mut self, now: Instant) { <$ty>::handle_read(self, now) }
+            fn handle_bytes(&mut self, now: Instant, data: &[u8]) { <$ty>::handle_bytes(self, now, data) }
             fn handle_frame(&mut self, now: Instant, frame: Bytes) { <$ty>::handle_frame(self, now, frame) }
             fn handle_packet(&mut self, now: Instant, packet: Packet<Payload>) { <$ty>::handle_packet(self, now, packet) }
             fn handle_eof(&mut self, now: Instant) { <$ty>::handle_eof(self, now) }

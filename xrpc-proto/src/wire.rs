@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::budget::ReadBudget;
 use crate::client_session::TRANSMIT_BATCH;
 use crate::compression::{
     CompressionConfig, CompressionType, Compressor, DecompressionBudget, declared_len,
@@ -132,6 +133,14 @@ impl Wire {
     }
 
     /// Bytes received that do not yet form a whole frame.
+    pub(crate) fn set_read_budget(&mut self, budget: ReadBudget) {
+        self.frames.set_budget(budget);
+    }
+
+    pub(crate) fn waits_for_read_budget(&self) -> bool {
+        self.frames.waits_for_budget()
+    }
+
     pub(crate) fn partial_bytes(&self) -> usize {
         self.frames.partial_bytes()
     }

@@ -13,7 +13,7 @@ use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
     CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CloseReason,
     CompressionConfig, ErrorCode, Header, MessageEncoder, MessageKind, Outcome, OutputBudget,
-    Payload, ServerConfig, ServerSessionEvent, StreamSendError, WireConfig,
+    Payload, ReadBudget, ServerConfig, ServerSessionEvent, StreamSendError, WireConfig,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -375,6 +375,62 @@ fn a_frame_not_whole_in_time_closes_the_connection() {
     match p.server.close_reason() {
         Some(CloseReason::TimedOut(m)) => assert!(m.contains("10 bytes"), "{m}"),
         other => panic!("{other:?}"),
+    }
+}
+
+/// Defect 4, server-wide: frames stopped one byte short on many connections held 804 MiB. A
+/// session that reads through its own buffer (`read_buffer` / `handle_bytes`, as the blocking
+/// server does) stops wanting input while its frame needs room the server's read budget does
+/// not have, and wants it again when another connection's frame is whole.
+#[test]
+fn sessions_stop_reading_while_the_read_budget_is_spent() {
+    let sc = ServerConfig {
+        max_read_buffers_total: 1 << 20,
+        ..ServerConfig::default()
+    };
+    let budget = ReadBudget::new(sc.max_read_buffers_total);
+    let mut pairs: Vec<Pair> = (0..2)
+        .map(|_| {
+            let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
+            p.server.set_read_budget(budget.clone());
+            p
+        })
+        .collect();
+    let whole = frame(
+        Header::new(MessageKind::Request, 1).with_codec(CODEC),
+        "add",
+        &vec![0u8; 900 << 10],
+    );
+    // The first connection holds all but the last byte of a 900 KiB frame.
+    let first = &mut pairs[0];
+    first
+        .server
+        .handle_bytes(first.now, &whole[..whole.len() - 1]);
+    assert!(budget.held() > 512 << 10, "charged {}", budget.held());
+    // The second reads no more than the uncharged room, then stops wanting input: its frame
+    // is admitted whole or not at all.
+    let second = &mut pairs[1];
+    let mut sent = 0;
+    while second.server.wants_read() {
+        second
+            .server
+            .handle_bytes(second.now, &whole[sent..sent + 4096]);
+        sent += 4096;
+        assert!(sent < whole.len(), "the second read its whole frame");
+    }
+    assert!(sent <= ReadBudget::UNCHARGED, "read {sent}");
+    // The first frame ends: the second may read again, to the end of its own.
+    let first = &mut pairs[0];
+    first
+        .server
+        .handle_bytes(first.now, &whole[whole.len() - 1..]);
+    let second = &mut pairs[1];
+    assert!(second.server.wants_read());
+    second.server.handle_bytes(second.now, &whole[sent..]);
+    assert!(second.server.wants_read());
+    for p in &mut pairs {
+        p.run();
+        assert_eq!(p.take_calls().len(), 1, "the frame was whole");
     }
 }
 
