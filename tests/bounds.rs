@@ -442,6 +442,45 @@ async fn unix_a_partial_frame_is_closed_in_time() {
     partial_frame_body(Box::new(raw)).await;
 }
 
+/// Defect 4 over shared memory: a frame larger than the ring comes in pieces, which the
+/// server copies out as they come; a peer that stops mid-frame is closed at `frame_timeout`
+/// like one on a socket (the transport reports the bytes it holds to the session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shm_a_partial_frame_is_closed_in_time() {
+    let server = partial_frame_server();
+    let (target, _serving) = serve::<Shm>(&server).await;
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut raw =
+            xrpc_shm::ShmConnection::connect(&target, xrpc_shm::ShmConfig::default()).unwrap();
+        // Part of a 12 MiB frame (the ring holds 4 MiB), then nothing.
+        let frame = vec![0u8; 12 << 20];
+        let mut sent = 0;
+        let t = Instant::now();
+        while sent < 6 << 20 && t.elapsed() < Duration::from_secs(2) {
+            let _ = raw.sender().try_send_from(&frame, &mut sent);
+        }
+        assert!(sent > 0 && sent < frame.len(), "sent {sent} bytes");
+        let t = Instant::now();
+        let res = raw.recv_bytes(Some(Duration::from_secs(5)));
+        (res, t.elapsed())
+    })
+    .await
+    .unwrap();
+    match closed {
+        (Err(e), waited) => {
+            assert!(
+                !matches!(e, xrpc_shm::ShmError::Timeout),
+                "a partial frame held the connection for 5 s"
+            );
+            assert!(
+                waited >= 200 * MS,
+                "closed after {waited:?}, before the deadline"
+            );
+        }
+        (Ok(f), _) => panic!("the server sent a frame of {} bytes", f.len()),
+    }
+}
+
 /// Defect 4 (server-wide): 50 connections that stopped one byte short of a 16 MiB frame held
 /// 804 MiB. Now read buffers past 128 KiB each take room from one budget for the whole server
 /// (`max_read_buffers_total`): a connection that finds none waits, unread, and reads again

@@ -805,6 +805,13 @@ impl ShmReceiver {
         }
     }
 
+    /// Bytes received of a frame larger than the ring that is not whole
+    /// yet (0 when none is under way): a peer that stops mid-frame holds
+    /// them.
+    pub fn partial_bytes(&self) -> usize {
+        self.consumer.partial_bytes()
+    }
+
     /// Copies the next frame out, waiting at most `timeout` (a reassembled
     /// frame is handed over without a copy).
     pub fn recv_bytes(&mut self, timeout: Option<Duration>) -> Result<Bytes> {

@@ -673,6 +673,12 @@ impl<S: RingStorage> Consumer<S> {
         }
     }
 
+    /// Bytes received of a large frame not yet whole (0 when none is under way).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub fn partial_bytes(&self) -> usize {
+        self.partial.len()
+    }
+
     /// Takes the reassembled frame found by `next_frame` (`Found::Assembled`).
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn take_assembled(&mut self) -> Vec<u8> {

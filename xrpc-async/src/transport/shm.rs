@@ -24,6 +24,7 @@ use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -258,6 +259,8 @@ pub struct SharedMemoryFrameTransport<R: Reactor> {
     conn: OnceLock<Connected<R>>,
     config: SharedMemoryConfig,
     stats: StatsCounters,
+    /// Bytes of a large frame received but not whole yet, as of the last receive.
+    partial: AtomicUsize,
     /// Raised by `close`; wakes sleeping sends and receives.
     closed: Signal,
     name: String,
@@ -306,6 +309,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             conn: cell,
             config,
             stats: StatsCounters::default(),
+            partial: AtomicUsize::new(0),
             closed: Signal::default(),
             name,
         }
@@ -544,7 +548,11 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         let mut rx = c.rx.lock().await;
         let mut try_recv = || match rx.try_recv_bytes() {
             Ok(Some(frame)) => Ok(Ok(frame)),
-            Ok(None) => Ok(Err(0)),
+            Ok(None) => {
+                // The session times a frame that stays partial (`frame_timeout`).
+                self.partial.store(rx.partial_bytes(), Ordering::Relaxed);
+                Ok(Err(0))
+            }
             Err(e) => Err(map_err(e)),
         };
         let res = match try_recv() {
@@ -552,6 +560,7 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
             Ok(Err(_)) => self.wait(c, Side::Recv, 0, try_recv).await,
             Err(e) => Err(e),
         };
+        self.partial.store(0, Ordering::Relaxed);
         match res {
             Ok(frame) => {
                 self.stats.received(frame.len());
@@ -559,6 +568,10 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
             }
             Err(e) => Err(self.stats.recv_error(e)),
         }
+    }
+
+    fn partial_frame(&self) -> usize {
+        self.partial.load(Ordering::Relaxed)
     }
 
     fn is_connected(&self) -> bool {
