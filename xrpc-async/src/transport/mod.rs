@@ -211,6 +211,15 @@ pub fn check_prefixed(buf: &[u8], max: usize) -> Result<usize, TransportError> {
     Ok(body.len())
 }
 
+/// How a transport checks what an encoder wrote before sending it: given the buffer and the
+/// maximum frame size, the number of frames and their payload bytes.
+pub(crate) type CheckEncoded = fn(&[u8], usize) -> Result<(u64, usize), TransportError>;
+
+/// [`check_prefixed`] as a [`CheckEncoded`]: exactly one frame.
+pub(crate) fn check_one_prefixed(buf: &[u8], max: usize) -> Result<(u64, usize), TransportError> {
+    Ok((1, check_prefixed(buf, max)?))
+}
+
 /// Checks that `buf` holds zero or more consecutive length-prefixed frames, each within `max`;
 /// returns their number and their total length (prefixes excluded).
 pub fn check_prefixed_batch(buf: &[u8], max: usize) -> Result<(u64, usize), TransportError> {

@@ -30,15 +30,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::lock::Mutex;
-use xrpc_proto::FRAME_PREFIX_LEN;
 use xrpc_shm::{
     Backoff, Doorbell, RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmConnector, ShmError,
     ShmListener, ShmReceiver, ShmSender, WaitStep,
 };
 
 use super::{
-    FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames, check_len,
-    check_prefixed, check_prefixed_batch,
+    CheckEncoded, FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames,
+    check_len, check_one_prefixed, check_prefixed_batch,
 };
 use crate::reactor::{Reactor, Registration, Watched};
 use crate::signal::Signal;
@@ -462,6 +461,32 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
     }
 
     /// Puts one frame into the ring, waiting for room.
+    /// Sends what `encode` writes into the scratch buffer once `check` (given the buffer and
+    /// the maximum frame size) accepts it. The frames are published at once (or as the ring
+    /// fills): one store and wake-up check for all of them.
+    async fn send_encoded<F, E>(&self, encode: F, check: CheckEncoded) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let c = self.conn().await?;
+        let mut tx = c.tx.lock().await;
+        let TxState { sender, scratch } = &mut *tx;
+        scratch.clear();
+        let res = async {
+            encode(scratch)?;
+            check(scratch, c.max_frame_size)?;
+            let corked = Corked::new(sender);
+            for frame in batch_frames(scratch) {
+                self.push(c, &mut *corked.0, frame).await?;
+            }
+            Ok(())
+        }
+        .await;
+        release_scratch(scratch);
+        res
+    }
+
     async fn push(
         &self,
         c: &Connected<R>,
@@ -503,19 +528,7 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
         E: From<TransportError> + Send,
     {
-        let c = self.conn().await?;
-        let mut tx = c.tx.lock().await;
-        let TxState { sender, scratch } = &mut *tx;
-        scratch.clear();
-        let res = match encode(scratch) {
-            Ok(()) => match check_prefixed(scratch, c.max_frame_size) {
-                Ok(_) => Ok(self.push(c, sender, &scratch[FRAME_PREFIX_LEN..]).await?),
-                Err(e) => Err(e.into()),
-            },
-            Err(e) => Err(e),
-        };
-        release_scratch(scratch);
-        res
+        self.send_encoded(encode, check_one_prefixed).await
     }
 
     async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
@@ -523,24 +536,7 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
         E: From<TransportError> + Send,
     {
-        let c = self.conn().await?;
-        let mut tx = c.tx.lock().await;
-        let TxState { sender, scratch } = &mut *tx;
-        scratch.clear();
-        let res = async {
-            encode(scratch)?;
-            check_prefixed_batch(scratch, c.max_frame_size)?;
-            // The batch is published at once (or as the ring fills): one store and wake-up
-            // check for all its frames.
-            let corked = Corked::new(sender);
-            for frame in batch_frames(scratch) {
-                self.push(c, &mut *corked.0, frame).await?;
-            }
-            Ok(())
-        }
-        .await;
-        release_scratch(scratch);
-        res
+        self.send_encoded(encode, check_prefixed_batch).await
     }
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {

@@ -17,7 +17,8 @@ use futures_util::lock::{Mutex, MutexGuard};
 use xrpc_proto::{FrameDecoder, FrameError, ReadBudget, RetryPolicy};
 
 use super::{
-    StatsCounters, TransportError, TransportStats, check_len, check_prefixed, check_prefixed_batch,
+    CheckEncoded, StatsCounters, TransportError, TransportStats, check_len, check_one_prefixed,
+    check_prefixed_batch,
 };
 use crate::reactor::Socket;
 use crate::runtime::Runtime;
@@ -249,21 +250,20 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
         F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
         E: From<TransportError> + Send,
     {
-        let mut w = self.lock_writer().await?;
-        if let Err(e) = encode(&mut w.buf) {
-            w.buf.clear();
-            return Err(e);
-        }
-        match check_prefixed(&w.buf, self.settings.max_frame_size) {
-            Ok(len) => Ok(self.flush(&mut w, &[], 1, len).await?),
-            Err(e) => {
-                w.buf.clear();
-                Err(e.into())
-            }
-        }
+        self.send_encoded(encode, check_one_prefixed).await
     }
 
     pub(crate) async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        self.send_encoded(encode, check_prefixed_batch).await
+    }
+
+    /// Writes what `encode` put in the write buffer once `check` (given the buffer and the
+    /// maximum frame size) says how many frames and payload bytes it holds.
+    async fn send_encoded<F, E>(&self, encode: F, check: CheckEncoded) -> Result<(), E>
     where
         F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
         E: From<TransportError> + Send,
@@ -273,7 +273,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             w.buf.clear();
             return Err(e);
         }
-        match check_prefixed_batch(&w.buf, self.settings.max_frame_size) {
+        match check(&w.buf, self.settings.max_frame_size) {
             Ok((0, _)) => Ok(()),
             Ok((n, len)) => Ok(self.flush(&mut w, &[], n, len).await?),
             Err(e) => {
