@@ -321,3 +321,29 @@ fn the_client_and_server_are_send_and_sync() {
     check::<RpcClient>();
     check::<RpcServer>();
 }
+
+/// The session's frame deadline holds on the blocking server too: a peer that sends 10 bytes
+/// of a 16 MiB frame and stops is closed at `frame_timeout`, not held.
+#[test]
+fn a_partial_frame_is_closed_at_the_frame_deadline() {
+    use std::io::{Read, Write};
+    let config = xrpc_blocking::ServerConfig {
+        frame_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let server = RpcServer::with_config(xrpc_blocking::BincodeCodec, config);
+    let (addr, _serving) = spawn_server(Kind::Tcp, &server);
+    let mut raw = std::net::TcpStream::connect(&addr.0["tcp:".len()..]).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(&(16u32 << 20).to_le_bytes()).unwrap();
+    raw.write_all(b"XR\x01\x01\x00\x01").unwrap();
+    let t = Instant::now();
+    let closed =
+        matches!(raw.read(&mut [0u8; 64]), Ok(0) | Err(_)) && t.elapsed() < Duration::from_secs(4);
+    assert!(
+        closed,
+        "a partial frame held the connection for {:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(250), "closed early");
+}
