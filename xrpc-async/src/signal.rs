@@ -28,6 +28,16 @@ impl Signal {
         self.raised.load(Ordering::SeqCst)
     }
 
+    /// Whether the flag was never raised and nobody waits for it (it can serve again).
+    pub(crate) fn is_unused(&self) -> bool {
+        !self.is_raised()
+            && self
+                .waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+    }
+
     /// Ready once the flag is raised.
     pub(crate) fn poll_raised(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.is_raised() {

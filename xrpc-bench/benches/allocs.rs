@@ -2,7 +2,9 @@
 //! transport: a counting global allocator, `CALLS` calls after a warm-up, both sides counted.
 //!
 //! `cargo bench -p xrpc-bench --bench allocs`. Instruction counts are steady; this is the
-//! number to drive to zero on the shared-memory path.
+//! number to drive to zero on the shared-memory path. `ALLOC_TRACE=n` prints where the first
+//! `n` allocations of each measured window come from (a backtrace each, on stderr; the
+//! count then includes the tracing's own allocations).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,11 +18,35 @@ use xrpc::{
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations still to trace (`ALLOC_TRACE`), set for each measured window.
+static TRACE: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set while a trace is being printed: its own allocations are not traced.
+    static TRACING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn counted() {
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    if TRACE.load(Ordering::Relaxed) > 0 && TRACING.try_with(|t| !t.replace(true)).unwrap_or(false)
+    {
+        if TRACE
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            eprintln!(
+                "allocation:\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+        }
+        TRACING.with(|t| t.set(false));
+    }
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        counted();
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe { System.alloc(layout) }
     }
@@ -29,7 +55,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        counted();
         // SAFETY: the caller's contract is passed on unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -64,6 +90,11 @@ async fn count<T: xrpc::MessageChannel>(name: &str, client: &RpcClient<T>, calls
             .await
             .unwrap();
     }
+    let trace = std::env::var("ALLOC_TRACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    TRACE.store(trace, Ordering::Relaxed);
     let before = ALLOCS.load(Ordering::Relaxed);
     for i in 0..calls {
         let r: AddResponse = client
@@ -73,6 +104,7 @@ async fn count<T: xrpc::MessageChannel>(name: &str, client: &RpcClient<T>, calls
         assert_eq!(r.result, i as i32 + 1);
     }
     let per = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / calls as f64;
+    TRACE.store(0, Ordering::Relaxed);
     println!("| {name} | {per:.2} |");
 }
 

@@ -31,7 +31,6 @@ use crate::transport::FrameTransport;
 pub(crate) type Connection = Shared<ServerState>;
 
 /// A handler running on the connection, as its streams see it.
-#[derive(Default)]
 struct Running {
     task: Option<Box<dyn Task>>,
     /// Raised when the call is stopped (its handler sees it in its [`CallContext`]).
@@ -70,6 +69,37 @@ pub(crate) struct ServerState {
     notifications: IdMap<Running>,
     routes: Arc<RwLock<MethodTable<HandlerFn>>>,
     shutdown_seen: bool,
+    /// Cancel signals of calls that ended without being cancelled and that nobody else holds,
+    /// for the next calls (no allocation per call).
+    spare: Vec<Arc<Signal>>,
+}
+
+/// Most cancel signals a connection keeps for reuse.
+const SPARE_SIGNALS: usize = 64;
+
+impl Running {
+    /// A running call's state, with a cancel signal from `spare` if there is one.
+    fn new(spare: &mut Vec<Arc<Signal>>) -> Self {
+        Self {
+            task: None,
+            cancel: spare.pop().unwrap_or_default(),
+            items: VecDeque::new(),
+            ended: false,
+            recv: None,
+            send: Vec::new(),
+        }
+    }
+
+    /// Ends a call that was not cancelled: its cancel signal goes to `spare` if nobody else
+    /// holds it (the handler's context is gone), it was never raised and nobody waits on it.
+    fn recycle(self, spare: &mut Vec<Arc<Signal>>) {
+        if spare.len() < SPARE_SIGNALS
+            && Arc::strong_count(&self.cancel) == 1
+            && self.cancel.is_unused()
+        {
+            spare.push(self.cancel);
+        }
+    }
 }
 
 impl Driven for ServerState {
@@ -86,13 +116,14 @@ impl Driven for ServerState {
             running,
             notifications,
             routes,
+            spare,
             ..
         } = self;
         let routes = routes.read().unwrap_or_else(PoisonError::into_inner);
         while let Some(ev) = session.poll_event(&*routes) {
             match ev {
                 ServerSessionEvent::Call { call, handler } => {
-                    let r = Running::default();
+                    let r = Running::new(spare);
                     let cancel = r.cancel.clone();
                     running.insert(call.id, r);
                     work.push(Work::Call(call, handler, cancel));
@@ -103,7 +134,7 @@ impl Driven for ServerState {
                     payload,
                     handler,
                 } => {
-                    let r = Running::default();
+                    let r = Running::new(spare);
                     let cancel = r.cancel.clone();
                     notifications.insert(token, r);
                     work.push(Work::Notification(token, method, payload, handler, cancel));
@@ -253,7 +284,9 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
 /// Reports the end of call `id`'s handler.
 fn complete(conn: &Connection, id: u64, outcome: Outcome) {
     let mut st = conn.lock();
-    st.running.remove(&id);
+    if let Some(r) = st.running.remove(&id) {
+        r.recycle(&mut st.spare);
+    }
     st.session.complete(Instant::now(), id, outcome);
 }
 
@@ -362,6 +395,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             notifications: id_map(),
             routes: shared.handlers.clone(),
             shutdown_seen: false,
+            spare: Vec::new(),
         }));
         {
             let mut conns = shared
