@@ -506,4 +506,73 @@ mod tests {
         drop(dec);
         assert_eq!(budget.held(), 0);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Connections sharing one read budget, each reading its own stream in chunks of any
+        /// size, in turns: every frame comes out intact and in order (no two connections ever
+        /// wait on each other for good), the budget stays within its limit but for one read
+        /// chunk per connection, and is whole again at the end.
+        #[test]
+        fn budgeted_decoders_always_finish_their_frames(
+            streams in proptest::collection::vec(
+                proptest::collection::vec(0usize..(300 << 10), 1..5), 2..5),
+            limit_frames in 1usize..4,
+            chunks in proptest::collection::vec(1usize..(96 << 10), 1..16),
+        ) {
+            const MAX: usize = 300 << 10;
+            let budget = ReadBudget::new(limit_frames * MAX);
+            let wires: Vec<Vec<u8>> = streams
+                .iter()
+                .enumerate()
+                .map(|(c, sizes)| {
+                    let mut w = BytesMut::new();
+                    for (i, &n) in sizes.iter().enumerate() {
+                        encode_frame(&vec![(c * 16 + i) as u8; n], MAX, &mut w).unwrap();
+                    }
+                    w.to_vec()
+                })
+                .collect();
+            let mut decs: Vec<FrameDecoder> = wires
+                .iter()
+                .map(|_| {
+                    let mut d = FrameDecoder::new(MAX);
+                    d.set_budget(budget.clone());
+                    d
+                })
+                .collect();
+            let mut sent = vec![0usize; wires.len()];
+            let mut got: Vec<Vec<Bytes>> = vec![Vec::new(); wires.len()];
+            let mut turn = 0usize;
+            while (0..wires.len()).any(|c| got[c].len() < streams[c].len()) {
+                turn += 1;
+                proptest::prop_assert!(turn < 1_000_000, "no progress: {sent:?}");
+                let c = turn % wires.len();
+                let chunk = chunks[turn % chunks.len()];
+                if sent[c] < wires[c].len()
+                    && let Some(buf) = decs[c].try_read_buffer()
+                {
+                    let n = (buf.capacity() - buf.len()).min(chunk).min(wires[c].len() - sent[c]);
+                    buf.extend_from_slice(&wires[c][sent[c]..sent[c] + n]);
+                    sent[c] += n;
+                }
+                while let Some(f) = decs[c].poll_frame().unwrap() {
+                    got[c].push(f);
+                }
+                proptest::prop_assert!(
+                    budget.held() <= budget.limit() + wires.len() * READ_CHUNK,
+                    "held {} of {}", budget.held(), budget.limit()
+                );
+            }
+            for (c, sizes) in streams.iter().enumerate() {
+                for (i, f) in got[c].iter().enumerate() {
+                    proptest::prop_assert_eq!(f.len(), sizes[i]);
+                    proptest::prop_assert!(f.iter().all(|&b| b == (c * 16 + i) as u8));
+                }
+            }
+            drop(decs);
+            proptest::prop_assert_eq!(budget.held(), 0);
+        }
+    }
 }
