@@ -220,3 +220,59 @@ async fn tasks_sharing_a_stream_sender_all_get_credit() {
     drop(sender);
     assert_eq!(response.await.unwrap(), 80);
 }
+
+/// A client stream read after its call was cancelled fails with `Cancelled` rather than
+/// ending as if the client had sent everything (a handler that handed its stream to another
+/// task would otherwise take part of the input for all of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_of_a_cancelled_call_does_not_end_normally() {
+    let (a, b) = pair();
+    let server = RpcServer::new();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Vec<String>>();
+    let seen_tx = std::sync::Mutex::new(Some(seen_tx));
+    server.register_client_stream("upload", move |mut rs: RequestStream<u32>| {
+        let report = seen_tx.lock().unwrap().take();
+        async move {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    match rs.recv().await {
+                        Some(Ok(v)) => seen.push(format!("item {v}")),
+                        Some(Err(e)) => {
+                            seen.push(format!("error {e}"));
+                            break;
+                        }
+                        None => {
+                            seen.push("end".into());
+                            break;
+                        }
+                    }
+                }
+                if let Some(r) = report {
+                    let _ = r.send(seen);
+                }
+            });
+            std::future::pending::<()>().await;
+            Ok(0u32)
+        }
+    });
+    tokio::spawn(async move { server.serve(b).await });
+    let client = RpcClient::new(a);
+    let (tx, resp) = client
+        .call_client_stream::<u32, u32>("upload")
+        .await
+        .unwrap();
+    tx.send(&7).await.unwrap();
+    // The call is cancelled before the client ends its stream.
+    let _ = tokio::time::timeout(Duration::from_millis(200), resp).await;
+    drop(tx);
+    let seen = tokio::time::timeout(Duration::from_secs(3), seen_rx)
+        .await
+        .expect("the reader finished")
+        .unwrap();
+    assert_eq!(seen.first().map(String::as_str), Some("item 7"), "{seen:?}");
+    assert!(
+        seen.last().is_some_and(|s| s.starts_with("error")),
+        "the stream of a cancelled call ended normally: {seen:?}"
+    );
+}

@@ -187,7 +187,10 @@ impl StreamCtl for Ctl {
             session, running, ..
         } = &mut *st;
         let Some(r) = running.get_mut(&id) else {
-            return Poll::Ready(None);
+            // The call was stopped (cancelled, past its deadline, the connection or the server
+            // ending) before the client ended its stream: not an end the handler may take for
+            // the whole input.
+            return Poll::Ready(Some(Err(RpcError::Cancelled)));
         };
         if let Some(item) = r.items.pop_front() {
             session.stream_consumed(id, 1);
