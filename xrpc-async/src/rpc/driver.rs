@@ -163,7 +163,7 @@ pub(crate) async fn drive<S, M, R>(
                 shared.output_due.store(false, Ordering::Release);
             }
             // Time, routing, and what to write.
-            let (mut write, next, batches) = {
+            let (mut write, batches) = {
                 let mut st = shared.lock();
                 let now = Instant::now();
                 tick(&mut st, now);
@@ -177,11 +177,7 @@ pub(crate) async fn drive<S, M, R>(
                     written(st.session(), values);
                 }
                 let write = !writing && st.session().has_transmit();
-                (
-                    write,
-                    st.session().poll_timeout(),
-                    write && put_off.is_none() && st.batches(),
-                )
+                (write, write && put_off.is_none() && st.batches())
             };
             if deferring {
                 write = false;
@@ -266,7 +262,8 @@ pub(crate) async fn drive<S, M, R>(
             }
             // Over: a write still under way is abandoned (the session's grace has passed);
             // what the end itself decided (failed calls, stopped handlers) is routed first.
-            {
+            // Else, with nothing more to do, the next deadline to sleep until.
+            let next = {
                 let mut st = shared.lock();
                 let held = transport.partial_frame();
                 if held > 0 || partial {
@@ -280,7 +277,12 @@ pub(crate) async fn drive<S, M, R>(
                     work.clear();
                     return Poll::Ready(());
                 }
-            }
+                if progress {
+                    None
+                } else {
+                    st.session().poll_timeout()
+                }
+            };
             if progress {
                 continue;
             }
