@@ -162,11 +162,8 @@ pub(crate) async fn drive<S, M, R>(
                 // Looking at the output now: output queued from here on wakes the driver.
                 shared.output_due.store(false, Ordering::Release);
             }
-            // Time, routing, and what to write — decided after starting what routing
-            // collected, if anything (a handler that finished at once has its answer queued,
-            // which then goes in this turn's write).
-            let writing = wf.is_some() || wp.is_some();
-            let (mut write, mut batches) = {
+            // Time, routing, and what to write.
+            let (mut write, batches) = {
                 let mut st = shared.lock();
                 let now = Instant::now();
                 tick(&mut st, now);
@@ -174,20 +171,14 @@ pub(crate) async fn drive<S, M, R>(
                     st.session().handle_timeout(now);
                 }
                 st.dispatch(&mut work);
-                if work.is_empty() {
-                    to_write(&mut *st, writing, values, put_off.is_none())
-                } else {
-                    (false, false)
+                let writing = wf.is_some() || wp.is_some();
+                if !writing && !st.session().has_transmit() {
+                    // Everything handed out was written: a closing session learns it here.
+                    written(st.session(), values);
                 }
+                let write = !writing && st.session().has_transmit();
+                (write, write && put_off.is_none() && st.batches())
             };
-            if !work.is_empty() {
-                progress = true;
-                for w in work.drain(..) {
-                    run(&shared, w);
-                }
-                (write, batches) =
-                    to_write(&mut *shared.lock(), writing, values, put_off.is_none());
-            }
             if deferring {
                 write = false;
             } else if batches {
@@ -198,6 +189,12 @@ pub(crate) async fn drive<S, M, R>(
                 shared.output_due.store(true, Ordering::Release);
                 cx.waker().wake_by_ref();
                 write = false;
+            }
+            if !work.is_empty() {
+                progress = true;
+                for w in work.drain(..) {
+                    run(&shared, w);
+                }
             }
             if write {
                 put_off = None;
@@ -329,17 +326,6 @@ impl<S: Driven> Drop for Stopped<'_, S> {
             st.dispatch(&mut Vec::new());
         }
     }
-}
-
-/// Whether to start a write (no write `writing` now and output queued), and whether to put
-/// it off once first (`may_defer` and the session [`batches`](Driven::batches)).
-fn to_write<S: Driven>(st: &mut S, writing: bool, values: bool, may_defer: bool) -> (bool, bool) {
-    if !writing && !st.session().has_transmit() {
-        // Everything handed out was written: a closing session learns it here.
-        written(st.session(), values);
-    }
-    let write = !writing && st.session().has_transmit();
-    (write, write && may_defer && st.batches())
 }
 
 /// Tells the session that everything it handed out was written (an empty poll).
