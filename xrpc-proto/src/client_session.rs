@@ -309,9 +309,11 @@ impl ClientSession {
             return false;
         }
         let start = out.len();
-        while let Some((packet, e)) = self
-            .wire
-            .encode_batch(out, start, || self.calls.poll_transmit())
+        // Nothing queued (the adapter's "all written" poll): no batch to start.
+        while self.calls.has_transmit()
+            && let Some((packet, e)) = self
+                .wire
+                .encode_batch(out, start, || self.calls.poll_transmit())
         {
             self.unsendable(&packet, e);
         }

@@ -594,9 +594,11 @@ impl ServerSession {
     /// answered with an error instead, and the handler is cancelled.
     pub fn poll_transmit(&mut self, out: &mut BytesMut) -> bool {
         let start = out.len();
-        while let Some((packet, e)) = self
-            .wire
-            .encode_batch(out, start, || self.calls.poll_transmit())
+        // Nothing queued (the adapter's "all written" poll): no batch to start.
+        while self.calls.has_transmit()
+            && let Some((packet, e)) = self
+                .wire
+                .encode_batch(out, start, || self.calls.poll_transmit())
         {
             self.unsendable(&packet, e);
         }

@@ -99,6 +99,10 @@ impl Driven for ClientState {
         &mut self.session
     }
 
+    fn batches(&mut self) -> bool {
+        self.session.pending_calls() > 1
+    }
+
     fn dispatch(&mut self, _work: &mut Vec<()>) {
         while let Some(ev) = self.session.poll_event() {
             match ev {
@@ -461,7 +465,10 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             // No one else polling the driver: this call drives the connection itself.
             if !drives {
                 driver.vacate();
-                driver.kick();
+                // One wake-up per batch of requests (see `Shared::output_queued`).
+                if self.inner.shared.output_queued() {
+                    driver.kick();
+                }
                 return Poll::Pending;
             }
             let alone = self.inner.shared.lock().session.pending_calls() <= 1;

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Instant;
@@ -26,6 +27,12 @@ pub(crate) trait Driven: Send + 'static {
     type Work: Send;
 
     fn session(&mut self) -> &mut Self::Session;
+    /// Whether other tasks are likely to add output in a moment (calls in flight together):
+    /// the driver then lets them run once before it writes, so that their output leaves in
+    /// the same write.
+    fn batches(&mut self) -> bool {
+        false
+    }
     /// Routes the session's events: wakes waiting calls and streams, and collects `work`.
     fn dispatch(&mut self, work: &mut Vec<Self::Work>);
 }
@@ -34,6 +41,11 @@ pub(crate) trait Driven: Send + 'static {
 pub(crate) struct Shared<S> {
     state: Mutex<S>,
     driver: Mutex<Option<Waker>>,
+    /// The driver is due to look at the session's output: set by whoever queued output and
+    /// woke it (or by the driver when it puts a write off), cleared by the driver before it
+    /// looks. Output queued while it is set needs no wake-up of its own (see
+    /// [`output_queued`](Self::output_queued)).
+    output_due: AtomicBool,
 }
 
 impl<S> Shared<S> {
@@ -41,7 +53,16 @@ impl<S> Shared<S> {
         Self {
             state: Mutex::new(state),
             driver: Mutex::new(None),
+            output_due: AtomicBool::new(false),
         }
+    }
+
+    /// Output was queued (under the lock, now released): whether the driver must be woken
+    /// for it. `false` when a wake-up for output is due already — the driver has not looked
+    /// at the output since, and when it does (after clearing the mark, before taking the
+    /// lock) it finds this output too. So calls in flight together wake it once per batch.
+    pub(crate) fn output_queued(&self) -> bool {
+        !self.output_due.swap(true, Ordering::AcqRel)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, S> {
@@ -126,13 +147,23 @@ pub(crate) async fn drive<S, M, R>(
     let mut work = Vec::new();
     // Whether the transport last held part of a frame (the session keeps its deadline).
     let mut partial = false;
+    // Polls of this future, and the poll in which a write was put off (see `batches`): the
+    // write waits for the next poll, once per batch.
+    let mut polls: u64 = 0;
+    let mut put_off: Option<u64> = None;
 
     std::future::poll_fn(|cx| {
         shared.register(cx.waker());
+        polls += 1;
         loop {
             let mut progress = false;
+            let deferring = put_off == Some(polls);
+            if !deferring {
+                // Looking at the output now: output queued from here on wakes the driver.
+                shared.output_due.store(false, Ordering::Release);
+            }
             // Time, routing, and what to write.
-            let (write, next) = {
+            let (mut write, batches) = {
                 let mut st = shared.lock();
                 let now = Instant::now();
                 tick(&mut st, now);
@@ -145,11 +176,20 @@ pub(crate) async fn drive<S, M, R>(
                     // Everything handed out was written: a closing session learns it here.
                     written(st.session(), values);
                 }
-                (
-                    !writing && st.session().has_transmit(),
-                    st.session().poll_timeout(),
-                )
+                let write = !writing && st.session().has_transmit();
+                (write, write && put_off.is_none() && st.batches())
             };
+            if deferring {
+                write = false;
+            } else if batches {
+                // Calls in flight together: let the tasks that are ready run first (this
+                // future is polled again after them), so that their requests go in this
+                // write. The mark stays set: their output needs no wake-up.
+                put_off = Some(polls);
+                shared.output_due.store(true, Ordering::Release);
+                cx.waker().wake_by_ref();
+                write = false;
+            }
             if !work.is_empty() {
                 progress = true;
                 for w in work.drain(..) {
@@ -157,6 +197,7 @@ pub(crate) async fn drive<S, M, R>(
                 }
             }
             if write {
+                put_off = None;
                 if values {
                     wp.set(Some(write_packets()));
                 } else {
@@ -221,7 +262,8 @@ pub(crate) async fn drive<S, M, R>(
             }
             // Over: a write still under way is abandoned (the session's grace has passed);
             // what the end itself decided (failed calls, stopped handlers) is routed first.
-            {
+            // Else, with nothing more to do, the next deadline to sleep until.
+            let next = {
                 let mut st = shared.lock();
                 let held = transport.partial_frame();
                 if held > 0 || partial {
@@ -235,7 +277,12 @@ pub(crate) async fn drive<S, M, R>(
                     work.clear();
                     return Poll::Ready(());
                 }
-            }
+                if progress {
+                    None
+                } else {
+                    st.session().poll_timeout()
+                }
+            };
             if progress {
                 continue;
             }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream, unix};
 use xrpc_async::{Socket, SocketListener, TcpSocket, UnixSocket};
 
@@ -27,6 +28,29 @@ fn poll_io<T>(
     }
 }
 
+/// After a read of `read` bytes into `space`: a read that got some bytes but not as many as
+/// it had room for emptied the socket's receive queue, so its readiness is spent — `WouldBlock`
+/// tells `try_io` to clear it, as tokio's own `poll_read` does on epoll and kqueue (there the
+/// next bytes raise a new event). The next read then waits for the reactor instead of making
+/// a system call that would-blocks: one fewer per read.
+fn drained(read: usize, space: usize) -> io::Result<()> {
+    let edge_triggered = cfg!(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_vendor = "apple",
+    ));
+    if edge_triggered && 0 < read && read < space {
+        Err(io::ErrorKind::WouldBlock.into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Implements [`Socket`] on the readiness of a tokio stream.
 macro_rules! tokio_socket {
     ($ty:ty) => {
@@ -36,7 +60,26 @@ macro_rules! tokio_socket {
                 cx: &mut Context<'_>,
                 buf: &mut BytesMut,
             ) -> Poll<io::Result<usize>> {
-                poll_io(cx, |cx| self.poll_read_ready(cx), || self.try_read_buf(buf))
+                let space = buf.capacity() - buf.len();
+                loop {
+                    ready!(self.poll_read_ready(cx))?;
+                    let mut read = None;
+                    // `try_io` takes the readiness before its closure runs and clears it (unless
+                    // a newer event came in meanwhile) when the closure would-blocks.
+                    let res = self.try_io(Interest::READABLE, || {
+                        let n = self.try_read_buf(buf)?;
+                        read = Some(n);
+                        drained(n, space)
+                    });
+                    if let Some(n) = read {
+                        return Poll::Ready(Ok(n));
+                    }
+                    match res {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                        Ok(()) => {}
+                    }
+                }
             }
 
             fn poll_write_vectored(
