@@ -204,17 +204,20 @@ pub(crate) async fn drive<S, M, R>(
                     wf.set(Some(write_frames()));
                 }
             }
-            let written = if let Some(f) = wf.as_mut().as_pin_mut() {
+            let write_done = if let Some(f) = wf.as_mut().as_pin_mut() {
                 f.poll(cx).map(|r| r.map_err(ChannelError::from))
             } else if let Some(f) = wp.as_mut().as_pin_mut() {
                 f.poll(cx)
             } else {
                 Poll::Pending
             };
-            if let Poll::Ready(res) = written {
+            // A finished write alone needs no new turn unless output was queued meanwhile
+            // (checked below, under the lock taken there anyway).
+            let mut wrote = false;
+            if let Poll::Ready(res) = write_done {
                 wf.set(None);
                 wp.set(None);
-                progress = true;
+                wrote = true;
                 if let Err(e) = res {
                     shared
                         .lock()
@@ -271,6 +274,14 @@ pub(crate) async fn drive<S, M, R>(
                     // A new partial frame has a new deadline: compute the timer again.
                     progress |= held > 0 && !partial;
                     partial = held > 0;
+                }
+                if wrote && !progress {
+                    if st.session().has_transmit() {
+                        progress = true;
+                    } else {
+                        // Everything handed out was written (see the top of the loop).
+                        written(st.session(), values);
+                    }
                 }
                 if st.session().is_closed() {
                     st.dispatch(&mut work);
