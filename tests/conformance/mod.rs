@@ -528,13 +528,20 @@ pub async fn heartbeats_detect_a_silent_server<P: Pair, R: Runtime>() {
         took >= Duration::from_millis(60) && took < Duration::from_secs(2),
         "{took:?}"
     );
-    // A live server keeps answering pings: no false alarm over many intervals.
+    // A live server keeps answering pings: no false alarm over many intervals. (Ten
+    // intervals of 50 ms, and 5 misses allowed: a debug build on a loaded 2-core machine can
+    // stall a task for more than the 60 ms above.)
     let (c, s) = P::pair().await;
     let srv = server::<R>();
     let _srv = spawn::<R, _>(async move { srv.serve(s).await });
-    let client: Client<P, R> = RpcClient::with_config(c, config);
-    let v: u64 = client.call("sleep_ms", &300u64).await.unwrap();
-    assert_eq!(v, 300);
+    let live = RpcClientConfig {
+        heartbeat_interval: Some(Duration::from_millis(50)),
+        heartbeat_misses: 5,
+        ..config
+    };
+    let client: Client<P, R> = RpcClient::with_config(c, live);
+    let v: u64 = client.call("sleep_ms", &500u64).await.unwrap();
+    assert_eq!(v, 500);
 }
 
 /// The same maximum frame on every transport: a value bigger than a shared-memory ring
