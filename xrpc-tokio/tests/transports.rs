@@ -654,3 +654,46 @@ async fn stream_read_timeout_keeps_the_transport_usable() {
     a.send_frame(b"after the timeout").await.unwrap();
     assert_eq!(b.recv_frame().await.unwrap(), &b"after the timeout"[..]);
 }
+
+/// A read budget given while a read is under way applies to that read from its next step: the
+/// server hands its budget over before the first read, but a late one must not be lost.
+#[tokio::test]
+async fn a_read_budget_given_during_a_read_is_taken_up() {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let t = Arc::new(
+        UnixFrameTransport::from_stream(
+            UnixStream::from_std(a).unwrap(),
+            UnixConfig::default(),
+            "r",
+        )
+        .unwrap(),
+    );
+    let reading = tokio::spawn({
+        let t = t.clone();
+        async move { t.recv_frame().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Another decoder holds the whole budget with a frame in progress.
+    let budget = xrpc_proto::ReadBudget::new(1 << 20);
+    let mut other = xrpc_proto::FrameDecoder::new(DEFAULT_MAX);
+    other.set_budget(budget.clone());
+    other.handle_bytes(&(2u32 << 20).to_le_bytes());
+    other.handle_bytes(&vec![0u8; 1 << 20]);
+    assert!(budget.held() >= 1 << 19);
+    t.set_read_budget(budget.clone());
+    // A 2 MiB frame arrives: past the uncharged room it must wait for the budget.
+    let mut b = b;
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = b.write_all(&(2u32 << 20).to_le_bytes());
+        let _ = b.write_all(&vec![1u8; 2 << 20]);
+        b
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !reading.is_finished(),
+        "the read did not take the budget up"
+    );
+    reading.abort();
+}

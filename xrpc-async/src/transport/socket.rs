@@ -64,6 +64,10 @@ pub(crate) struct SocketTransport<S, R: Runtime> {
     closed: AtomicBool,
     /// Bytes of a frame not yet whole, as of the last read.
     partial: AtomicUsize,
+    /// A read budget given while a read was under way, for the next read to take up.
+    new_budget: std::sync::Mutex<Option<ReadBudget>>,
+    /// `new_budget` holds one (no lock on the read path otherwise).
+    budget_waits: AtomicBool,
     stats: StatsCounters,
     settings: SocketSettings,
 }
@@ -117,6 +121,8 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             connected: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             partial: AtomicUsize::new(0),
+            new_budget: std::sync::Mutex::new(None),
+            budget_waits: AtomicBool::new(false),
             stats: StatsCounters::default(),
             settings,
         }
@@ -131,11 +137,21 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
     }
 
     /// See [`FrameTransport::set_read_budget`](super::FrameTransport::set_read_budget): takes
-    /// effect at once unless a read is under way (a server sets it before its first read).
+    /// effect at once, or at the next read if one is under way.
     pub(crate) fn set_read_budget(&self, budget: ReadBudget) {
-        if let Some(mut r) = self.reader.try_lock() {
-            r.decoder.set_budget(budget);
+        match self.reader.try_lock() {
+            Some(mut r) => r.decoder.set_budget(budget),
+            None => {
+                *self.lock_new_budget() = Some(budget);
+                self.budget_waits.store(true, Ordering::Release);
+            }
         }
+    }
+
+    fn lock_new_budget(&self) -> std::sync::MutexGuard<'_, Option<ReadBudget>> {
+        self.new_budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -310,6 +326,12 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
                 // Room grows with the bytes that arrive, not with a length prefix alone; with
                 // a read budget, only while the budget has it (the caller is woken when it
                 // has again, see `set_read_budget`).
+                if self.budget_waits.load(Ordering::Acquire)
+                    && self.budget_waits.swap(false, Ordering::AcqRel)
+                    && let Some(budget) = self.lock_new_budget().take()
+                {
+                    decoder.set_budget(budget);
+                }
                 let n = poll_fn(|cx| match decoder.try_read_buffer() {
                     Some(buf) => self.io.poll_read(cx, buf),
                     None => Poll::Pending,
