@@ -458,23 +458,29 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         // Decided once per call: where the call waits does not change.
         let drives = self.inner.rt.caller_drives();
         let res = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = self.poll_result(id, cx) {
-                driver.leave(id);
-                return Poll::Ready(r);
-            }
-            // No one else polling the driver: this call drives the connection itself.
-            if !drives {
-                driver.vacate();
-                // One wake-up per batch of requests (see `Shared::output_queued`).
-                if self.inner.shared.output_queued() {
-                    driver.kick();
+            // Checked with the waker withdrawn: an answer that this poll's own drive finds
+            // needs no wake-up (which would only poll the call once more for nothing). It is
+            // left again after the drive, before an answer found by anyone else could be
+            // missed.
+            let alone = {
+                let mut st = self.inner.shared.lock();
+                if let Poll::Ready(r) = take_result(&mut st, id, Wait::Withdraw) {
+                    drop(st);
+                    driver.leave(id);
+                    return Poll::Ready(r);
                 }
-                return Poll::Pending;
+                st.session.pending_calls() <= 1
+            };
+            if drives {
+                // No one else polling the driver: this call drives the connection itself.
+                driver.drive_from(id, alone, cx);
+            } else if self.inner.shared.output_queued() {
+                // In a task: the request is written from here if the driver is free (no
+                // hand-off to the driver's task), and the answer is left to that task. One
+                // such turn per batch of requests (see `Shared::output_queued`).
+                driver.drive_for_task();
             }
-            let alone = self.inner.shared.lock().session.pending_calls() <= 1;
-            if driver.drive_from(id, alone, cx)
-                && let Poll::Ready(r) = self.poll_result(id, cx)
-            {
+            if let Poll::Ready(r) = self.poll_result(id, cx) {
                 driver.leave(id);
                 return Poll::Ready(r);
             }
@@ -487,24 +493,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
 
     /// The outcome of unary call `id`, if it has one (else `cx` is woken when it does).
     fn poll_result(&self, id: u64, cx: &Context<'_>) -> Poll<Result<Payload, RpcError>> {
-        let mut st = self.inner.shared.lock();
-        match st.waiters.get_mut(&id) {
-            Some(Waiter::Unary {
-                result: Some(_), ..
-            }) => match st.waiters.remove(&id) {
-                Some(Waiter::Unary {
-                    result: Some(r), ..
-                }) => Poll::Ready(r.map_err(RpcError::from)),
-                _ => Poll::Ready(Err(RpcError::Disconnected("call lost".into()))),
-            },
-            Some(Waiter::Unary { waker, .. }) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-            _ => Poll::Ready(Err(RpcError::Disconnected("the client was dropped".into()))),
-        }
+        take_result(&mut self.inner.shared.lock(), id, Wait::Leave(cx))
     }
 
     async fn call_payload(
@@ -711,6 +700,43 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let (id, sender) = self.begin_client_stream(method, CallKind::Bidirectional)?;
         let receiver = StreamReceiver::new(self.inner.clone(), id, self.codec.clone());
         Ok((sender, receiver))
+    }
+}
+
+/// What a call that has no outcome yet does with its waker.
+enum Wait<'a, 'b> {
+    /// Leaves it (woken when the outcome comes).
+    Leave(&'a Context<'b>),
+    /// Withdraws it (the caller looks again itself).
+    Withdraw,
+}
+
+/// The outcome of unary call `id`, if it has one; else `wait` says what becomes of its waker.
+fn take_result(
+    st: &mut ClientState,
+    id: u64,
+    wait: Wait<'_, '_>,
+) -> Poll<Result<Payload, RpcError>> {
+    match st.waiters.get_mut(&id) {
+        Some(Waiter::Unary {
+            result: Some(_), ..
+        }) => match st.waiters.remove(&id) {
+            Some(Waiter::Unary {
+                result: Some(r), ..
+            }) => Poll::Ready(r.map_err(RpcError::from)),
+            _ => Poll::Ready(Err(RpcError::Disconnected("call lost".into()))),
+        },
+        Some(Waiter::Unary { waker, .. }) => {
+            match wait {
+                Wait::Leave(cx) if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) => {
+                    *waker = Some(cx.waker().clone());
+                }
+                Wait::Leave(_) => {}
+                Wait::Withdraw => *waker = None,
+            }
+            Poll::Pending
+        }
+        _ => Poll::Ready(Err(RpcError::Disconnected("the client was dropped".into()))),
     }
 }
 

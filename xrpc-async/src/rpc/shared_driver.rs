@@ -12,6 +12,10 @@
 //! - a waiting call that polls while the driver is free takes the seat — where the runtime says
 //!   it is worth it (`Runtime::caller_drives`: tokio, outside a task) and while it is the only
 //!   call in flight (calls in flight together are left to the task, which batches them);
+//! - a waiting call in a task (where the runtime says driving is not worth it) that has just
+//!   queued its request polls the driver once if it is free, without taking the seat: the
+//!   request is written from the call's task, and what the driver then waits on wakes the
+//!   driver task (no hand-off each way, and the answer is still read by the task);
 //! - everyone else who needs the driver (a new notification, a stream, a cancel, a call that
 //!   found the driver busy) wakes the task ([`SharedDriver::kick`]); a task that found the
 //!   driver busy is woken again by whoever held it;
@@ -212,6 +216,19 @@ impl SharedDriver {
             self.wakes.wake_task();
         }
         true
+    }
+
+    /// A call in a task has queued output: polls the driver here if it is free, without
+    /// taking the seat (what the driver then waits on wakes the task), else wakes the task.
+    pub(crate) fn drive_for_task(&self) {
+        self.vacate();
+        if !self.poll_driver() {
+            self.kick();
+            return;
+        }
+        if self.wakes.task_missed.swap(false, Ordering::AcqRel) {
+            self.wakes.wake_task();
+        }
     }
 
     /// The call that drove is done: the task drives from now on (woken if a wake-up came
