@@ -276,3 +276,61 @@ async fn a_client_stream_of_a_cancelled_call_does_not_end_normally() {
         "the stream of a cancelled call ended normally: {seen:?}"
     );
 }
+
+/// Calls from several threads and tasks at once on one client: a call that drove the
+/// connection and then finds other calls in flight hands the driver back to its task — a
+/// write the driver put off for the batch must not wait for a wake-up that went to that call
+/// (found as a stalled call under load).
+#[test]
+fn calls_from_many_threads_and_tasks_at_once_all_complete() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (a, b) = pair();
+    let server = RpcServer::new();
+    server.register("echo", |b: Bytes| async move { Ok(b) });
+    let _guard = rt.enter();
+    let s2 = server.clone();
+    rt.spawn(async move { s2.serve(b).await });
+    let config = ClientConfig {
+        default_timeout: Some(Duration::from_secs(10)),
+        ..ClientConfig::default()
+    };
+    let client = RpcClient::with_config(a, config);
+    let _driver = client.start();
+    let started = std::time::Instant::now();
+    let callers: Vec<_> = (0..6)
+        .map(|t| {
+            let client = client.clone();
+            let handle = rt.handle().clone();
+            std::thread::spawn(move || {
+                for i in 0..300u32 {
+                    let body = Bytes::from(format!("{t}-{i}"));
+                    // Half the threads call from `block_on` (the caller drives), half from a
+                    // task of the runtime.
+                    let got = if t % 2 == 0 {
+                        handle.block_on(client.call_raw("echo", body.clone()))
+                    } else {
+                        let c = client.clone();
+                        let b2 = body.clone();
+                        handle
+                            .block_on(handle.spawn(async move { c.call_raw("echo", b2).await }))
+                            .expect("task")
+                    };
+                    assert_eq!(got.expect("call"), body);
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().expect("caller thread");
+    }
+    // Each call takes microseconds; a stalled one waits for its 10 s timeout or forever.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -21,14 +21,6 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     /// A timer that fires at `at`.
     fn timer(&self, at: Instant) -> Self::Timer;
 
-    /// Whether a call waiting here should drive its connection itself rather than leave it
-    /// to the connection's driver task: worth it where a wake-up of the task is a hand-off
-    /// across threads (tokio: outside a task — the body of `#[tokio::main]`, a `block_on`),
-    /// not in a task of the runtime, where the driver task runs next on the same thread.
-    fn caller_drives(&self) -> bool {
-        true
-    }
-
     /// Whether tasks can be spawned from here (tokio: only inside a runtime); the error says
     /// what is missing.
     fn check(&self) -> Result<(), String> {

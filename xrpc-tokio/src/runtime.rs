@@ -58,11 +58,6 @@ impl Runtime for Tokio {
         TokioTimer(Box::pin(tokio::time::sleep_until(at.into())))
     }
 
-    fn caller_drives(&self) -> bool {
-        // In a task the driver task is woken on this worker (no hand-off across threads).
-        tokio::task::try_id().is_none()
-    }
-
     fn check(&self) -> Result<(), String> {
         tokio::runtime::Handle::try_current()
             .map(|_| ())

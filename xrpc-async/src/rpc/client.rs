@@ -455,8 +455,6 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             id,
         };
         let driver = &*self.inner.driver;
-        // Decided once per call: where the call waits does not change.
-        let drives = self.inner.rt.caller_drives();
         let res = std::future::poll_fn(|cx| {
             // Checked with the waker withdrawn: an answer that this poll's own drive finds
             // needs no wake-up (which would only poll the call once more for nothing). It is
@@ -471,14 +469,18 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
                 }
                 st.session.pending_calls() <= 1
             };
-            if drives {
+            if alone {
                 // No one else polling the driver: this call drives the connection itself.
-                driver.drive_from(id, alone, cx);
-            } else if self.inner.shared.output_queued() {
-                // In a task: the request is written from here if the driver is free (no
-                // hand-off to the driver's task), and the answer is left to that task. One
-                // such turn per batch of requests (see `Shared::output_queued`).
-                driver.drive_for_task();
+                driver.drive_from(id, cx);
+            } else {
+                // Calls in flight together are left to the task, which writes their requests
+                // in one batch: one wake-up per batch (see `Shared::output_queued`) — and one
+                // whenever this call gives up the seat, since wake-ups meant for the driver
+                // (a write it put off for the batch) may have come to this call.
+                let queued = self.inner.shared.output_queued();
+                if driver.vacate() | queued {
+                    driver.kick();
+                }
             }
             if let Poll::Ready(r) = self.poll_result(id, cx) {
                 driver.leave(id);
