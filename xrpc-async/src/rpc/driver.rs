@@ -155,6 +155,7 @@ pub(crate) async fn drive<S, M, R>(
     std::future::poll_fn(|cx| {
         shared.register(cx.waker());
         polls += 1;
+        let mut first_turn = true;
         loop {
             let mut progress = false;
             let deferring = put_off == Some(polls);
@@ -167,9 +168,13 @@ pub(crate) async fn drive<S, M, R>(
                 let mut st = shared.lock();
                 let now = Instant::now();
                 tick(&mut st, now);
-                if st.session().poll_timeout().is_some_and(|t| t <= now) {
+                // Deadlines that passed while the driver was not polled; later turns of this
+                // poll follow at once, and a deadline that passes meanwhile fires the timer
+                // armed when the driver goes to sleep.
+                if first_turn && st.session().poll_timeout().is_some_and(|t| t <= now) {
                     st.session().handle_timeout(now);
                 }
+                first_turn = false;
                 st.dispatch(&mut work);
                 let writing = wf.is_some() || wp.is_some();
                 if !writing && !st.session().has_transmit() {
