@@ -89,7 +89,25 @@ impl Reactor for Tokio {
         AsyncFd::with_interest(fd, Interest::READABLE).map(TokioRegistration)
     }
 
-    fn yield_now(&self) -> impl Future<Output = ()> + Send {
-        tokio::task::yield_now()
+    async fn yield_now(&self) {
+        if tokio::task::try_id().is_some() {
+            // In a task: it wakes itself and goes behind its worker's other tasks. Not
+            // `tokio::task::yield_now`, which also polls the reactor before the task runs
+            // again — a system call per retry of a shared-memory wait.
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    return std::task::Poll::Ready(());
+                }
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await;
+        } else {
+            // In `block_on`, whose waker unparks the runtime's driver (system calls): tokio's
+            // yield, which polls the reactor once without blocking.
+            tokio::task::yield_now().await;
+        }
     }
 }
