@@ -11,9 +11,9 @@
 //!   without being polled stalls nobody beyond one wake-up);
 //! - a waiting call that polls while the driver is free takes the seat while it is the only
 //!   call in flight (calls in flight together are left to the task, which batches them) — in
-//!   a task of the runtime as well as outside one: measured on tokio's multi-thread runtime,
-//!   a lone call in a task that drives answers in 0.8–0.9x the time of one that hands off to
-//!   the driver task (which then runs next on the same worker);
+//!   a task of the runtime as well as outside one (on tokio's multi-thread runtime that is one
+//!   task schedule per call fewer than handing the request to the driver task; see
+//!   `docs/BENCHMARKS.md`, last section);
 //! - everyone else who needs the driver (a new notification, a stream, a cancel, a call that
 //!   found the driver busy) wakes the task ([`SharedDriver::kick`]); a task that found the
 //!   driver busy is woken again by whoever held it;
