@@ -319,9 +319,29 @@ pub async fn timeouts_and_cancellation<P: Pair, R: Runtime>() {
         .await;
     assert!(matches!(r, Err(RpcError::Timeout)), "{r:?}");
     assert!(t0.elapsed() < Duration::from_secs(2));
-    // Dropping a call future cancels the handler on the server.
-    let fut = client.call::<_, ()>("forever", &());
-    let _ = timeout::<R, _>(Duration::from_millis(50), fut).await;
+    // Dropping a call future cancels the handler on the server. The future is dropped once the
+    // handler runs, not after a fixed time (it was 50 ms): on a loaded machine — 65 of these
+    // tests share smol's one executor thread — the request may not be written by then, and a
+    // call dropped before its request left is rightly never sent. A request that never reaches
+    // the server fails the test after 5 s.
+    {
+        let fut = std::pin::pin!(client.call::<_, ()>("forever", &()));
+        let handler_runs = std::pin::pin!(async {
+            while started.load(Ordering::SeqCst) == 0 {
+                sleep::<R>(Duration::from_millis(2)).await;
+            }
+        });
+        let raced = timeout::<R, _>(
+            Duration::from_secs(5),
+            futures_util::future::select(fut, handler_runs),
+        )
+        .await;
+        assert!(
+            matches!(raced, Ok(futures_util::future::Either::Right(_))),
+            "the handler of `forever` did not start within 5 s"
+        );
+        // The call future is dropped here.
+    }
     for _ in 0..100 {
         if dropped.load(Ordering::SeqCst) {
             break;
