@@ -61,25 +61,27 @@ macro_rules! tokio_socket {
                 buf: &mut BytesMut,
             ) -> Poll<io::Result<usize>> {
                 let space = buf.capacity() - buf.len();
-                loop {
-                    ready!(self.poll_read_ready(cx))?;
-                    let mut read = None;
-                    // `try_io` takes the readiness before its closure runs and clears it (unless
-                    // a newer event came in meanwhile) when the closure would-blocks.
-                    let res = self.try_io(Interest::READABLE, || {
-                        let n = self.try_read_buf(buf)?;
-                        read = Some(n);
-                        drained(n, space)
-                    });
-                    if let Some(n) = read {
-                        return Poll::Ready(Ok(n));
-                    }
-                    match res {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(e)),
-                        Ok(()) => {}
-                    }
-                }
+                poll_io(
+                    cx,
+                    |cx| self.poll_read_ready(cx),
+                    || {
+                        let mut read = None;
+                        // `try_io` takes the readiness before its closure runs and clears it (unless
+                        // a newer event came in meanwhile) when the closure would-blocks.
+                        let res = self.try_io(Interest::READABLE, || {
+                            let n = self.try_read_buf(buf)?;
+                            read = Some(n);
+                            drained(n, space)
+                        });
+                        // Bytes read count even when the readiness was cleared after them; with
+                        // none, the read's own error (`WouldBlock`: wait for the reactor again).
+                        match (read, res) {
+                            (Some(n), _) => Ok(n),
+                            (None, Err(e)) => Err(e),
+                            (None, Ok(())) => Err(io::ErrorKind::WouldBlock.into()),
+                        }
+                    },
+                )
             }
 
             fn poll_write_vectored(
