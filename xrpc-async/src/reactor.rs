@@ -28,7 +28,9 @@ pub trait Reactor: Runtime {
     /// such as `xrpc_shm::Doorbell`).
     fn register(&self, fd: Watched) -> io::Result<Self::Registration>;
 
-    /// Lets the executor run its other tasks and its reactor once, then continues.
+    /// Lets the executor run its other tasks once, then continues. Whether the reactor is
+    /// polled in between is the executor's affair (tokio's adapter, in a task, does not: that
+    /// would be a system call per retry of a shared-memory wait).
     fn yield_now(&self) -> impl Future<Output = ()> + Send;
 }
 
