@@ -14,7 +14,7 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use xrpc_proto::{
     CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CompressionConfig,
-    MethodTable, Outcome, Payload, ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
+    MethodTable, HandlerOutcome, Payload, ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
 };
 
 const CODEC: u8 = 1;
@@ -190,13 +190,13 @@ impl World {
             4 => {
                 if let Some(id) = Self::pick(u, &self.running.clone())? {
                     let outcome = match u.int_in_range(0..=3u8)? {
-                        0 => Outcome::Response(Self::payload(u)?),
-                        1 => Outcome::StreamEnd,
-                        2 => Outcome::Error(xrpc_proto::RemoteError::new(
+                        0 => HandlerOutcome::Response(Self::payload(u)?),
+                        1 => HandlerOutcome::StreamEnd,
+                        2 => HandlerOutcome::Error(xrpc_proto::RemoteError::new(
                             xrpc_proto::ErrorCode::Handler,
                             "fuzz",
                         )),
-                        _ => Outcome::Panic("fuzz".into()),
+                        _ => HandlerOutcome::Panic("fuzz".into()),
                     };
                     self.server.complete(self.now, id, outcome);
                     self.running.retain(|r| *r != id);

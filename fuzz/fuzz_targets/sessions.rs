@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use xrpc_proto::{
-    CallKind, ClientConfig, ClientSession, MethodTable, Outcome, Payload, ServerConfig,
+    CallKind, ClientConfig, ClientSession, MethodTable, HandlerOutcome, Payload, ServerConfig,
     ServerSession, ServerSessionEvent, WireConfig,
 };
 
@@ -39,9 +39,9 @@ fuzz_target!(|data: &[u8]| {
         while let Some(ev) = server.poll_event(&routes) {
             if let ServerSessionEvent::Call { call, .. } = ev {
                 let outcome = match piece.first().copied().unwrap_or(0) % 3 {
-                    0 => Outcome::Response(Payload::Bytes(Bytes::from_static(b"ok"))),
-                    1 => Outcome::StreamEnd,
-                    _ => Outcome::Panic("fuzz".into()),
+                    0 => HandlerOutcome::Response(Payload::Bytes(Bytes::from_static(b"ok"))),
+                    1 => HandlerOutcome::StreamEnd,
+                    _ => HandlerOutcome::Panic("fuzz".into()),
                 };
                 server.complete(t, call.id, outcome);
             }

@@ -16,41 +16,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+pub use xrpc_proto::ChannelError;
 use xrpc_proto::{
     BincodeCodec, Body, Codec, CodecError, CompressionConfig, FRAME_PREFIX_LEN, Header, Message,
-    MessageDecoder, MessageEncoder, Packet, ProtoError, WireConfig,
+    MessageDecoder, MessageEncoder, Packet, WireConfig,
 };
 
 use crate::transport::{FrameTransport, TransportError, TransportStats};
-
-/// An error of a message channel.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChannelError {
-    /// The transport failed.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// A message could not be encoded, or a received frame is not a valid message.
-    #[error(transparent)]
-    Proto(#[from] ProtoError),
-}
-
-impl From<CodecError> for ChannelError {
-    fn from(e: CodecError) -> Self {
-        Self::Proto(e.into())
-    }
-}
-
-impl ChannelError {
-    /// Whether the channel can no longer be used (a transport failure; a malformed message
-    /// leaves the framing intact, so the channel stays usable).
-    pub fn is_fatal(&self) -> bool {
-        match self {
-            Self::Transport(e) => e.is_fatal(),
-            Self::Proto(_) => false,
-        }
-    }
-}
 
 /// A bidirectional channel of [`Message`]s.
 ///

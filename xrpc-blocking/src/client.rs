@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_async::rpc::payload::{decode_payload, payload_bytes};
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
-    Codec, Payload, StreamSendError, WireConfig,
+    Codec, Payload, StreamSendError, WireConfig, decode_payload, payload_bytes,
 };
 
 use crate::RpcError;

@@ -10,11 +10,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use xrpc_async::rpc::payload::{outcome, panic_message};
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     CallKind, Codec, IncomingCall, MethodTable, Payload, ServerSession, ServerSessionEvent,
-    WireConfig,
+    WireConfig, handler_outcome, panic_message,
 };
 
 use crate::RpcError;
@@ -109,7 +108,8 @@ fn run(conn: &Arc<ServerConn>, work: Work) {
             let mut st = conn.link.lock();
             st.running.remove(&id);
             let res = res.map_err(|p| panic_message(&*p));
-            st.session.complete(Instant::now(), id, outcome(res));
+            st.session
+                .complete(Instant::now(), id, handler_outcome(res));
         }
         Work::Notification(token, payload, handler) => {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handler(conn, 0, payload)));
@@ -184,5 +184,5 @@ pub(crate) fn serve<C: Codec>(shared: &Shared<C>, io: Io) -> Result<(), RpcError
     let reason = st.session.close_reason().cloned();
     drop(st);
     conn.link.closer.close();
-    xrpc_async::rpc::served(reason)
+    xrpc_proto::served(reason)
 }

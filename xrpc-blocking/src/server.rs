@@ -17,9 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_async::rpc::payload::{decode_payload, payload_bytes};
 use xrpc_proto::{
     BincodeCodec, CallKind, Codec, MethodTable, Payload, ReadBudget, ServerConfig, StreamSendError,
+    decode_payload, payload_bytes,
 };
 
 use crate::RpcError;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_async::rpc::payload::decode_payload;
-use xrpc_proto::{BincodeCodec, Codec, Payload};
+use xrpc_proto::{BincodeCodec, Codec, Payload, decode_payload};
 
 use crate::RpcError;
 use crate::client::Conn;

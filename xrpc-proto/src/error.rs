@@ -1,4 +1,7 @@
-//! The error type of the message layer.
+//! The errors of the lower layers: [`TransportError`] (moving frames), [`ProtoError`] (the bytes of
+//! a frame or message are wrong) and [`ChannelError`] (a message channel: either of them).
+//! The transports that raise a [`TransportError`] live in the adapter crates; the type lives
+//! here so that every rule that maps one error onto another ([`crate::rpc_error`]) is in the core.
 
 use crate::codec::CodecError;
 use crate::compression::CompressionError;
@@ -56,4 +59,117 @@ pub enum ProtoError {
     /// A value could not be encoded or decoded by the codec.
     #[error(transparent)]
     Codec(#[from] CodecError),
+}
+
+/// An error of a frame transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// A frame is larger than the configured maximum (on send, or announced by the peer).
+    #[error("frame of {size} bytes exceeds max {max}")]
+    MessageTooLarge {
+        /// The frame's (declared) size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The peer broke the framing or transport protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Writing to the underlying IO failed.
+    #[error("send failed: {0}")]
+    SendFailed(#[source] std::io::Error),
+    /// Reading from the underlying IO failed.
+    #[error("receive failed: {0}")]
+    ReceiveFailed(#[source] std::io::Error),
+    /// An operation did not finish within its configured timeout.
+    #[error("operation timed out")]
+    Timeout,
+    /// A connection could not be established.
+    #[error("connection failed: {0}")]
+    ConnectionFailed(String),
+    /// The connection was closed, by the peer or locally.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The transport is not connected (or broken by an earlier error).
+    #[error("not connected")]
+    NotConnected,
+    /// A typed value of another type than the one asked for arrived
+    /// (`ZeroCopyTransport::recv_typed`). The value is dropped.
+    #[error("type mismatch: expected {expected}, received {found}")]
+    TypeMismatch {
+        /// The requested type.
+        expected: &'static str,
+        /// The type of the value that arrived.
+        found: &'static str,
+    },
+    /// A shared-memory segment could not be created or opened (kept from the original API for
+    /// shared-memory transports).
+    #[error("shared memory creation failed: {0}")]
+    SharedMemoryCreation(String),
+}
+
+impl TransportError {
+    /// Whether the error means the transport can no longer be used.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            Self::MessageTooLarge { .. } | Self::Timeout | Self::TypeMismatch { .. }
+        )
+    }
+
+    /// Classifies a write error: a reset or broken pipe is the peer closing.
+    pub fn send(e: std::io::Error) -> Self {
+        if is_disconnect(&e) {
+            Self::ConnectionClosed
+        } else {
+            Self::SendFailed(e)
+        }
+    }
+
+    /// Classifies a read error: a reset is the peer closing.
+    pub fn recv(e: std::io::Error) -> Self {
+        if is_disconnect(&e) {
+            Self::ConnectionClosed
+        } else {
+            Self::ReceiveFailed(e)
+        }
+    }
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+    )
+}
+
+/// An error of a message channel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A message could not be encoded, or a received frame is not a valid message.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+}
+
+impl From<CodecError> for ChannelError {
+    fn from(e: CodecError) -> Self {
+        Self::Proto(e.into())
+    }
+}
+
+impl ChannelError {
+    /// Whether the channel can no longer be used (a transport failure; a malformed message
+    /// leaves the framing intact, so the channel stays usable).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Self::Transport(e) => e.is_fatal(),
+            Self::Proto(_) => false,
+        }
+    }
 }

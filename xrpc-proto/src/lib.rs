@@ -16,7 +16,9 @@
 //! | [`flow`] | credit-based flow control shared by both sides' streams |
 //! | [`payload`] | [`Payload`]: encoded bytes, or an in-process value |
 //! | [`wire`] | one connection's bytes ↔ packets ([`WireConfig`]) |
+//! | [`error`] | [`TransportError`], [`ProtoError`], [`ChannelError`]: the lower layers' errors |
 //! | [`route`] | method routing: [`Routes`], [`MethodTable`] |
+//! | [`rpc_error`] | [`RpcError`]: how a call fails, and every mapping of errors onto it and onto the wire |
 //! | [`retry`] | [`RetryPolicy`]: delays between connection attempts |
 //! | [`client_session`] | [`ClientSession`]: the client end of a connection, bytes in and out |
 //! | [`server_session`] | [`ServerSession`]: the server end, with routing, shutdown and closing |
@@ -46,6 +48,7 @@ pub mod packet;
 pub mod payload;
 pub mod retry;
 pub mod route;
+pub mod rpc_error;
 pub mod server;
 pub mod server_session;
 pub mod session;
@@ -73,7 +76,7 @@ pub use codec::{BincodeCodec, Codec, CodecError, CodecId, codec_name};
 pub use compression::{
     CompressionConfig, CompressionError, CompressionType, Compressor, DecompressionBudget,
 };
-pub use error::ProtoError;
+pub use error::{ChannelError, ProtoError, TransportError};
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameDecoder, FrameError};
 pub use message::{
     ErrorCode, Flags, Header, Message, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
@@ -82,10 +85,13 @@ pub use packet::{Body, Packet};
 pub use payload::{Payload, WireSize};
 pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
+pub use rpc_error::{
+    RpcError, decode_payload, handler_outcome, panic_message, payload_bytes, served,
+};
 pub use server::{
     IncomingCall, MAX_BACKLOG_PACKETS, ProtocolViolation, ServerConfig, ServerConnection,
     ServerEvent, ServerSendError,
 };
-pub use server_session::{CloseReason, Outcome, ServerSession, ServerSessionEvent};
+pub use server_session::{CloseReason, HandlerOutcome, ServerSession, ServerSessionEvent};
 pub use session::Session;
 pub use wire::{Unsendable, WireConfig};

@@ -38,7 +38,7 @@ use crate::wire::{Decoded, Unsendable, Wire, WireConfig};
 /// What the adapter learns from a [`ServerSession`].
 #[derive(Debug)]
 pub enum ServerSessionEvent<H> {
-    /// Run `handler` for `call`, then report its [`Outcome`] with
+    /// Run `handler` for `call`, then report its [`HandlerOutcome`] with
     /// [`ServerSession::complete`].
     Call {
         /// The call.
@@ -95,7 +95,7 @@ pub enum ServerSessionEvent<H> {
 
 /// How a handler ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum HandlerOutcome {
     /// A unary or client-streaming handler's response.
     Response(Payload),
     /// A server-streaming or bidirectional handler finished: the stream ends normally.
@@ -397,14 +397,14 @@ impl ServerSession {
     /// Reports how call `id`'s handler ended. The outcome is checked against the call's
     /// deadline first: a late one is dropped (the client was answered `DeadlineExceeded`).
     /// Returns whether it was sent.
-    pub fn complete(&mut self, now: Instant, id: u64, outcome: Outcome) -> bool {
+    pub fn complete(&mut self, now: Instant, id: u64, outcome: HandlerOutcome) -> bool {
         self.calls.handle_timeout(now);
         self.quiet_since = now;
         let sent = match outcome {
-            Outcome::Response(payload) => self.calls.respond(id, payload, self.codec),
-            Outcome::StreamEnd => self.calls.end_stream(id),
-            Outcome::Error(e) => self.calls.respond_error(id, e),
-            Outcome::Panic(msg) => self.calls.respond_error(
+            HandlerOutcome::Response(payload) => self.calls.respond(id, payload, self.codec),
+            HandlerOutcome::StreamEnd => self.calls.end_stream(id),
+            HandlerOutcome::Error(e) => self.calls.respond_error(id, e),
+            HandlerOutcome::Panic(msg) => self.calls.respond_error(
                 id,
                 RemoteError::new(ErrorCode::Panic, format!("the handler panicked: {msg}")),
             ),

@@ -12,8 +12,9 @@ use pair::{CODEC, MS, Pair};
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
     CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CloseReason,
-    CompressionConfig, ErrorCode, Header, MessageEncoder, MessageKind, Outcome, OutputBudget,
-    Payload, ReadBudget, ServerConfig, ServerSessionEvent, StreamSendError, WireConfig,
+    CompressionConfig, ErrorCode, HandlerOutcome, Header, MessageEncoder, MessageKind,
+    OutputBudget, Payload, ReadBudget, ServerConfig, ServerSessionEvent, StreamSendError,
+    WireConfig,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -156,10 +157,11 @@ fn a_stream_send_waits_while_queued_output_is_over_budget() {
     while let Some(ev) = p.server.poll_event(&p.routes) {
         p.server_events.push(ev);
     }
-    assert!(
-        p.server
-            .complete(p.now, 2, Outcome::Response(Payload::Bytes(Bytes::new())))
-    );
+    assert!(p.server.complete(
+        p.now,
+        2,
+        HandlerOutcome::Response(Payload::Bytes(Bytes::new()))
+    ));
     // Once the output drains, the producer is told to try again.
     let mut out = BytesMut::new();
     while p.server.poll_transmit(&mut out) {
@@ -317,7 +319,7 @@ fn decompressed_bytes_held_stay_within_the_budget() {
     }
     // Released payloads free the budget.
     for (id, _, _) in &kept {
-        p.complete(*id, Outcome::Response(Payload::Bytes(Bytes::new())));
+        p.complete(*id, HandlerOutcome::Response(Payload::Bytes(Bytes::new())));
     }
     drop(kept);
     assert_eq!(p.server.decompressed_bytes(), 0);
@@ -454,7 +456,7 @@ fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
     p.advance(idle + SEC);
     assert!(!p.server.is_shutting_down());
     // Its end starts the idle clock (not the last input, long ago).
-    p.complete(id, Outcome::StreamEnd);
+    p.complete(id, HandlerOutcome::StreamEnd);
     p.advance(SEC);
     assert!(!p.server.is_shutting_down());
     p.advance(idle);

@@ -11,7 +11,7 @@ use pair::{CODEC, MS, Pair, bytes};
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
     CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CloseReason,
-    CompressionConfig, ErrorCode, MethodTable, Outcome, Payload, RemoteError, ServerConfig,
+    CompressionConfig, ErrorCode, HandlerOutcome, MethodTable, Payload, RemoteError, ServerConfig,
     ServerSession, ServerSessionEvent, WireConfig,
 };
 
@@ -25,7 +25,7 @@ fn unary_call_through_bytes_in_any_chunking() {
         assert_eq!(calls, vec![(id, "add", Bytes::from_static(b"1+2"))]);
         assert!(p.complete(
             id,
-            Outcome::Response(Payload::Bytes(Bytes::from_static(b"3")))
+            HandlerOutcome::Response(Payload::Bytes(Bytes::from_static(b"3")))
         ));
         match p.client_outcome(id) {
             Some(ClientEvent::Response { payload, .. }) => assert_eq!(bytes(payload), b"3"),
@@ -69,7 +69,7 @@ fn a_late_outcome_is_dropped_and_the_client_sees_the_deadline() {
     assert_eq!(p.take_calls().len(), 1);
     // The handler finishes after the deadline, before the server's timer fired.
     p.now += 11 * MS;
-    assert!(!p.complete(id, Outcome::Response(Payload::Bytes(Bytes::new()))));
+    assert!(!p.complete(id, HandlerOutcome::Response(Payload::Bytes(Bytes::new()))));
     // The server answered DeadlineExceeded: the client's Timeout, whichever timer fired first.
     assert_eq!(p.failed(id), CallError::Timeout);
     assert_eq!(p.cancelled(), vec![id], "the handler is told to stop");
@@ -83,9 +83,9 @@ fn handler_errors_and_panics_reach_the_client() {
     p.take_calls();
     p.complete(
         a,
-        Outcome::Error(RemoteError::new(ErrorCode::Handler, "no such key")),
+        HandlerOutcome::Error(RemoteError::new(ErrorCode::Handler, "no such key")),
     );
-    p.complete(b, Outcome::Panic("index out of bounds".into()));
+    p.complete(b, HandlerOutcome::Panic("index out of bounds".into()));
     assert_eq!(p.remote(a).message, "no such key");
     let e = p.remote(b);
     assert_eq!(e.code, ErrorCode::Panic);
@@ -108,7 +108,7 @@ fn garbage_from_the_client_is_answered_up_to_it_then_closes() {
     );
     p.complete(
         id,
-        Outcome::Response(Payload::Bytes(Bytes::from_static(b"ok"))),
+        HandlerOutcome::Response(Payload::Bytes(Bytes::from_static(b"ok"))),
     );
     assert!(matches!(
         p.client_outcome(id),
@@ -189,7 +189,7 @@ fn an_oversized_request_fails_only_its_call() {
     ));
     let ok = p.call("add", b"small");
     assert_eq!(p.take_calls().len(), 1, "the connection goes on");
-    p.complete(ok, Outcome::Response(Payload::Bytes(Bytes::new())));
+    p.complete(ok, HandlerOutcome::Response(Payload::Bytes(Bytes::new())));
     assert!(matches!(
         p.client_outcome(ok),
         Some(ClientEvent::Response { .. })
@@ -225,7 +225,7 @@ fn an_oversized_answer_fails_its_call_and_stops_its_handler() {
     p.take_calls();
     p.complete(
         id,
-        Outcome::Response(Payload::Bytes(Bytes::from(vec![1u8; 4096]))),
+        HandlerOutcome::Response(Payload::Bytes(Bytes::from(vec![1u8; 4096]))),
     );
     let e = p.remote(id);
     assert_eq!(e.code, ErrorCode::ResourceExhausted);
@@ -311,7 +311,7 @@ fn server_stream_with_credit() {
             .any(|e| matches!(e, ServerSessionEvent::SendCredit { id: i } if *i == id))
     );
     assert_eq!(p.server.send_credit(id), Some(4));
-    p.complete(id, Outcome::StreamEnd);
+    p.complete(id, HandlerOutcome::StreamEnd);
     assert!(
         p.client_events
             .iter()
@@ -352,7 +352,7 @@ fn the_reader_stops_while_answers_pile_up() {
     p.server.complete(
         p.now,
         id,
-        Outcome::Response(Payload::Bytes(Bytes::from(vec![0; 8192]))),
+        HandlerOutcome::Response(Payload::Bytes(Bytes::from(vec![0; 8192]))),
     );
     assert!(
         !p.server.wants_read(),
@@ -380,7 +380,10 @@ fn shutdown_drains_then_cancels_what_is_left_at_the_deadline() {
     p.server.start_shutdown(p.now);
     let refused = p.call("add", b"");
     assert_eq!(p.remote(refused).code, ErrorCode::ShuttingDown);
-    p.complete(unary, Outcome::Response(Payload::Bytes(Bytes::new())));
+    p.complete(
+        unary,
+        HandlerOutcome::Response(Payload::Bytes(Bytes::new())),
+    );
     assert!(!p.server.is_closed(), "the stream is still open");
     assert!(
         p.server
@@ -414,8 +417,11 @@ fn a_client_that_never_reads_cannot_hold_the_close_open() {
     p.take_calls();
     p.client.handle_eof(p.now); // not a real EOF of the server: only to stop the client reading
     p.server.handle_eof(p.now);
-    p.server
-        .complete(p.now, id, Outcome::Response(Payload::Bytes(Bytes::new())));
+    p.server.complete(
+        p.now,
+        id,
+        HandlerOutcome::Response(Payload::Bytes(Bytes::new())),
+    );
     // The adapter holds the answer but cannot write it: the grace ends the connection.
     let mut out = BytesMut::new();
     assert!(p.server.poll_transmit(&mut out));
@@ -523,7 +529,7 @@ mod hostile_bytes {
                 client.handle_bytes(t, piece);
                 while let Some(ev) = server.poll_event(&routes) {
                     if let ServerSessionEvent::Call { call, .. } = ev {
-                        server.complete(t, call.id, Outcome::Response(Payload::Bytes(Bytes::new())));
+                        server.complete(t, call.id, HandlerOutcome::Response(Payload::Bytes(Bytes::new())));
                     }
                 }
                 while client.poll_event().is_some() {}
@@ -546,7 +552,7 @@ fn an_error_text_too_long_for_a_frame_is_cut_not_lost() {
     let long = "é".repeat(4000);
     p.complete(
         id,
-        Outcome::Error(RemoteError::new(ErrorCode::Handler, long.clone())),
+        HandlerOutcome::Error(RemoteError::new(ErrorCode::Handler, long.clone())),
     );
     let e = p.remote(id);
     assert_eq!(e.code, ErrorCode::Handler);

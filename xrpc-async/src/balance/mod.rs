@@ -10,12 +10,10 @@
 //! | [`load_balancer`] | [`LoadBalancer`]: the shared balancer, refreshed from discovery |
 //! | [`pool`] | [`ConnectionPool`] and [`Connect`] |
 //! | [`client`] | [`LoadBalancedClient`], [`BalancedStream`] |
-//! | `outcome` | [`RpcError::outcome`](crate::RpcError::outcome): how an error counts |
 
 pub mod client;
 pub mod discovery;
 pub mod load_balancer;
-mod outcome;
 pub mod pool;
 
 pub use client::{BalancedStream, LoadBalancedClient};

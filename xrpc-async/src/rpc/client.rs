@@ -19,12 +19,10 @@ use serde::de::DeserializeOwned;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
-    Codec, Payload, StreamSendError,
+    Codec, Payload, RpcError, StreamSendError, decode_payload, payload_bytes,
 };
 
 use super::driver::{Driven, Shared, drive};
-use super::error::RpcError;
-use super::payload::{decode_payload, payload_bytes};
 use super::shared_driver::SharedDriver;
 use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
 use crate::channel::MessageChannel;

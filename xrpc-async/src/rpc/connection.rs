@@ -12,13 +12,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    CallKind, Codec, IncomingCall, MethodTable, Outcome, Payload, ServerSession,
-    ServerSessionEvent, StreamSendError,
+    CallKind, Codec, HandlerOutcome, IncomingCall, MethodTable, Payload, RpcError, ServerSession,
+    ServerSessionEvent, StreamSendError, handler_outcome, panic_message,
 };
 
 use super::driver::{Driven, Shared, drive};
-use super::error::RpcError;
-use super::payload::{outcome, panic_message};
 use super::recycle::Started;
 use super::server::{CallContext, HandlerFn, RpcServer};
 use super::stream::{Refused, StreamCtl};
@@ -255,7 +253,8 @@ impl StreamCtl for Ctl {
 
     fn finish(&self, id: u64) {
         let mut st = self.conn.lock();
-        st.session.complete(Instant::now(), id, Outcome::StreamEnd);
+        st.session
+            .complete(Instant::now(), id, HandlerOutcome::StreamEnd);
         // The call is over: a handler still reading the client's stream sees its end.
         if let Some(r) = st.running.get_mut(&id) {
             r.ended = true;
@@ -285,7 +284,7 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
 }
 
 /// Reports the end of call `id`'s handler.
-fn complete(conn: &Connection, id: u64, outcome: Outcome) {
+fn complete(conn: &Connection, id: u64, outcome: HandlerOutcome) {
     let mut st = conn.lock();
     if let Some(r) = st.running.remove(&id) {
         r.recycle(&mut st.spare);
@@ -312,14 +311,16 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, w
             // A unary handler that finished in its first poll (made while starting it) is
             // answered here, on the driver: no task.
             let fut = match built {
-                Ok(Started::Done(res)) => return complete(conn, id, outcome(Ok(res))),
+                Ok(Started::Done(res)) => return complete(conn, id, handler_outcome(Ok(res))),
                 Ok(Started::Running(fut)) => CatchUnwind(fut),
-                Err(panic) => return complete(conn, id, Outcome::Panic(panic_message(&*panic))),
+                Err(panic) => {
+                    return complete(conn, id, HandlerOutcome::Panic(panic_message(&*panic)));
+                }
             };
             let c = conn.clone();
             let task = rt.spawn(async move {
                 let res = fut.await;
-                complete(&c, id, outcome(res));
+                complete(&c, id, handler_outcome(res));
                 c.wake();
             });
             match conn.lock().running.get_mut(&id) {
@@ -436,6 +437,6 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             shared.wake_connections();
         }
         let reason = conn.lock().session.close_reason().cloned();
-        super::error::served(reason)
+        xrpc_proto::served(reason)
     }
 }

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use xrpc_proto::{Codec, RetryPolicy};
 
-use super::error::RpcError;
 use super::server::RpcServer;
 use crate::channel::{MessageChannel, MessageChannelAdapter};
 use crate::runtime::Runtime;
 use crate::transport::{FrameTransport, TransportError};
+use xrpc_proto::RpcError;
 
 /// A source of incoming frame transports (a bound socket).
 pub trait FrameListener: Send + Sync + 'static {

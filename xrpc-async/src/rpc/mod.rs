@@ -8,17 +8,15 @@
 mod client;
 mod connection;
 mod driver;
-mod error;
 mod listener;
-pub mod payload;
 mod recycle;
 mod server;
 mod shared_driver;
 mod stream;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
-pub use error::{RpcError, served};
 pub use listener::FrameListener;
 pub use server::{CallContext, RpcServer};
 pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};
+pub use xrpc_proto::RpcError;
 pub use xrpc_proto::{CallKind, CallOptions};

@@ -10,12 +10,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, MethodTable, OutputBudget, Payload, ReadBudget, ServerConfig,
+    BincodeCodec, CallKind, Codec, MethodTable, OutputBudget, Payload, ReadBudget, RpcError,
+    ServerConfig, decode_payload, payload_bytes,
 };
 
 use super::connection::Connection;
-use super::error::RpcError;
-use super::payload::{decode_payload, payload_bytes};
 use super::recycle::{FuturePool, Started};
 use super::stream::{RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender};
 use crate::runtime::Runtime;

@@ -10,10 +10,7 @@ use std::task::{Context, Poll};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::{BincodeCodec, Codec, Payload};
-
-use super::error::RpcError;
-use super::payload::decode_payload;
+use xrpc_proto::{BincodeCodec, Codec, Payload, RpcError, decode_payload};
 
 /// Why a stream item was not queued.
 pub(crate) enum Refused {

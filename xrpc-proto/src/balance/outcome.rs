@@ -4,6 +4,7 @@
 
 use crate::client::CallError;
 use crate::message::ErrorCode;
+use crate::rpc_error::RpcError;
 
 /// How a call ended, for the balancer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,5 +55,64 @@ impl From<&CallError> for Outcome {
             CallError::Remote(r) => Self::of_remote(r.code),
             CallError::Unsendable(_) | CallError::FrameTooLarge { .. } => Self::Local,
         }
+    }
+}
+
+impl From<&RpcError> for Outcome {
+    /// Only transport failures, timeouts and refusals count against the endpoint; an
+    /// application error from the server does not.
+    fn from(e: &RpcError) -> Self {
+        match e {
+            RpcError::Transport(_) | RpcError::Disconnected(_) | RpcError::InvalidMessage(_) => {
+                Self::Transport
+            }
+            RpcError::Timeout => Self::Timeout,
+            RpcError::Cancelled => Self::Cancelled,
+            RpcError::ServerError { code, .. } => Self::of_remote(*code),
+            RpcError::MethodNotFound(_) | RpcError::StreamError(_) => Self::Remote,
+            RpcError::Serialization(_)
+            | RpcError::FrameTooLarge { .. }
+            | RpcError::ClientError(_) => Self::Local,
+        }
+    }
+}
+
+impl RpcError {
+    /// How the call that ended with this error counts for load balancing (see
+    /// [`Outcome`]).
+    pub fn outcome(&self) -> Outcome {
+        Outcome::from(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::TransportError;
+
+    #[test]
+    fn only_the_endpoints_failures_count_against_it() {
+        let counts = |e: RpcError| e.outcome().is_endpoint_failure();
+        assert!(counts(RpcError::Transport(
+            TransportError::ConnectionClosed
+        )));
+        assert!(counts(RpcError::Disconnected("reset".into())));
+        assert!(counts(RpcError::Timeout));
+        assert!(counts(RpcError::ServerError {
+            code: ErrorCode::ShuttingDown,
+            message: "bye".into()
+        }));
+        assert!(!counts(RpcError::server("no such key")));
+        assert!(!counts(RpcError::MethodNotFound("kv.gett".into())));
+        assert!(!counts(RpcError::Cancelled));
+        assert!(!counts(RpcError::ClientError("misuse".into())));
+        assert_eq!(
+            RpcError::ServerError {
+                code: ErrorCode::ResourceExhausted,
+                message: "busy".into()
+            }
+            .outcome(),
+            Outcome::Refused
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
-    CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, MethodTable,
-    Outcome, Payload, RemoteError, ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
+    CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, HandlerOutcome,
+    MethodTable, Payload, RemoteError, ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
 };
 
 pub const MS: Duration = Duration::from_millis(1);
@@ -139,7 +139,7 @@ impl Pair {
         calls
     }
 
-    pub fn complete(&mut self, id: u64, outcome: Outcome) -> bool {
+    pub fn complete(&mut self, id: u64, outcome: HandlerOutcome) -> bool {
         let sent = self.server.complete(self.now, id, outcome);
         self.run();
         sent

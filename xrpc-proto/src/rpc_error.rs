@@ -1,9 +1,19 @@
-//! [`RpcError`]: how a call can fail.
+//! [`RpcError`]: how a call fails, as the application sees it — and every rule that maps
+//! another error onto it, or it onto the wire: a call's [`CallError`], an error answer from the
+//! server ([`RemoteError`]), a transport or channel failure, a codec failure, a handler's error
+//! or panic going out as a [`RemoteError`], and what serving a connection returns. Every
+//! adapter uses these; none maps errors of its own.
 
-use xrpc_proto::{CallError, CloseReason, CodecError, ErrorCode, ProtoError, RemoteError};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
 
-use crate::channel::ChannelError;
-use crate::transport::TransportError;
+use crate::client::CallError;
+use crate::codec::{Codec, CodecError};
+use crate::error::{ChannelError, ProtoError, TransportError};
+use crate::frame::FrameError;
+use crate::message::{ErrorCode, RemoteError};
+use crate::payload::Payload;
+use crate::server_session::{CloseReason, HandlerOutcome};
 
 /// Why an RPC failed. Every call ends with its response or one of these.
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +74,12 @@ impl RpcError {
         }
     }
 
-    /// The wire form a server sends for this error when a handler returns it.
+    /// The wire form a server sends for this error when a handler returns it (PROTOCOL.md §5:
+    /// a `MethodNotFound` error carries the bare method name).
     pub fn to_remote(&self) -> RemoteError {
         match self {
             Self::ServerError { code, message } => RemoteError::new(*code, message.clone()),
-            Self::MethodNotFound(_) => {
-                RemoteError::new(ErrorCode::MethodNotFound, self.to_string())
-            }
+            Self::MethodNotFound(method) => RemoteError::new(ErrorCode::MethodNotFound, method),
             Self::Serialization(e) => RemoteError::new(ErrorCode::BadRequest, e.to_string()),
             Self::Timeout => RemoteError::new(ErrorCode::DeadlineExceeded, "timed out"),
             Self::Cancelled => RemoteError::new(ErrorCode::Cancelled, "cancelled"),
@@ -106,9 +115,9 @@ impl From<RemoteError> for RpcError {
     }
 }
 
-/// The method name in the message of a `MethodNotFound` error from the wire: a server sends
-/// `method not found: <method>` (the [`RpcError::MethodNotFound`] text); a message without that
-/// prefix is taken as the name itself.
+/// The method name in the message of a `MethodNotFound` error from the wire: the bare name
+/// (PROTOCOL.md §5); a message of the form `method not found: <method>`, as servers before
+/// 0.1 sent it, is read the same.
 fn method_of_not_found(message: String) -> String {
     const PREFIX: &str = "method not found: ";
     match message.strip_prefix(PREFIX) {
@@ -134,7 +143,7 @@ impl From<CallError> for RpcError {
 impl From<ProtoError> for RpcError {
     fn from(e: ProtoError) -> Self {
         match e {
-            ProtoError::Frame(xrpc_proto::FrameError::TooLarge { len, max }) => {
+            ProtoError::Frame(FrameError::TooLarge { len, max }) => {
                 Self::FrameTooLarge { size: len, max }
             }
             ProtoError::Codec(c) => Self::Serialization(c),
@@ -158,14 +167,61 @@ impl From<ChannelError> for RpcError {
     }
 }
 
+/// Decodes a payload: bytes with the codec, an in-process value by downcasting.
+pub fn decode_payload<T: DeserializeOwned + 'static, C: Codec>(
+    codec: &C,
+    payload: Payload,
+) -> Result<T, RpcError> {
+    match payload {
+        Payload::Bytes(b) => Ok(codec.decode(&b)?),
+        Payload::Value(v) => v.downcast::<T>().map(|b| *b).map_err(|_| {
+            RpcError::Serialization(CodecError::decode(
+                "in-process value",
+                format_args!("the value is not a {}", std::any::type_name::<T>()),
+            ))
+        }),
+    }
+}
+
+/// The bytes of a payload; an in-process value has none.
+pub fn payload_bytes(payload: Payload) -> Result<Bytes, RpcError> {
+    match payload {
+        Payload::Bytes(b) => Ok(b),
+        Payload::Value(_) => Err(RpcError::Serialization(CodecError::decode(
+            "in-process value",
+            "a raw call received a value instead of bytes",
+        ))),
+    }
+}
+
+/// The message of a panic payload (a handler that panicked).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_string())
+}
+
+/// What a handler ended with, as the session takes it: `Ok(Ok(Some))` a response,
+/// `Ok(Ok(None))` the end of its stream, `Ok(Err)` its error, `Err` the message of its panic.
+pub fn handler_outcome(res: Result<Result<Option<Payload>, RpcError>, String>) -> HandlerOutcome {
+    match res {
+        Ok(Ok(Some(p))) => HandlerOutcome::Response(p),
+        Ok(Ok(None)) => HandlerOutcome::StreamEnd,
+        Ok(Err(e)) => HandlerOutcome::Error(e.to_remote()),
+        Err(panic) => HandlerOutcome::Panic(panic),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn method_not_found_names_the_method_once() {
-        // As a server sends it, and as another server might (just the name).
-        for wire in ["method not found: kv.gett", "kv.gett"] {
+        // The bare name (PROTOCOL.md §5), and the older prefixed text, read the same.
+        for wire in ["kv.gett", "method not found: kv.gett"] {
             let e = RpcError::from(RemoteError::new(ErrorCode::MethodNotFound, wire));
             assert!(
                 matches!(&e, RpcError::MethodNotFound(m) if m == "kv.gett"),
@@ -173,9 +229,9 @@ mod tests {
             );
             assert_eq!(e.to_string(), "method not found: kv.gett");
         }
-        // A handler that returns the error sends the same text, which reads back the same.
+        // A handler that returns the error sends the bare name, as the core does.
         let sent = RpcError::MethodNotFound("kv.gett".into()).to_remote();
-        assert_eq!(sent.message, "method not found: kv.gett");
+        assert_eq!(sent.message, "kv.gett");
         assert_eq!(
             RpcError::from(sent).to_string(),
             "method not found: kv.gett"
