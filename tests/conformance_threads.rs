@@ -123,6 +123,10 @@ impl Runtime for Threads {
     fn timer(&self, at: Instant) -> ThreadTimer {
         ThreadTimer { at, armed: None }
     }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// A wake-up the timer thread owes: at an instant (ties in order of arrival).

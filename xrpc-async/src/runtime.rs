@@ -1,12 +1,20 @@
 //! [`Runtime`]: what the async layer needs of an executor — spawning a task, a timer that can
-//! be moved, and nothing else. An adapter crate implements it in about fifty lines (see
+//! be moved, and the clock. An adapter crate implements it in about fifty lines (see
 //! `xrpc-tokio`), the way quinn's `Runtime` trait lets one connection driver serve every
 //! executor.
+//!
+//! The layer reads the time only through [`Runtime::now`] and waits only on
+//! [`Runtime::timer`], on the runtime value its client or server was made with (never a fresh
+//! `R::default()`), so a runtime with a clock of its own — a test's, advanced by hand — drives
+//! every deadline, heartbeat and drain above the core.
 
 use std::future::Future;
 use std::time::Instant;
 
-/// An executor: spawns tasks and makes timers.
+/// An executor: spawns tasks, makes timers and tells the time.
+///
+/// `Default` makes the runtime of the calling context (for constructors that take none, such as
+/// `RpcClient::new`); everything else uses the value a client or server was made with.
 pub trait Runtime: Clone + Default + Send + Sync + 'static {
     /// A timer, resettable to another instant.
     type Timer: Timer;
@@ -18,8 +26,11 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     where
         F: Future<Output = ()> + Send + 'static;
 
-    /// A timer that fires at `at`.
+    /// A timer that fires at `at` (an instant of this runtime's clock, [`now`](Self::now)).
     fn timer(&self, at: Instant) -> Self::Timer;
+
+    /// The current time on this runtime's clock.
+    fn now(&self) -> Instant;
 
     /// Whether tasks can be spawned from here (tokio: only inside a runtime); the error says
     /// what is missing.

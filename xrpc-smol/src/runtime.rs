@@ -73,6 +73,10 @@ impl Runtime for Smol {
     fn timer(&self, at: Instant) -> SmolTimer {
         SmolTimer(async_io::Timer::at(at))
     }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// A descriptor watched by async-io's reactor.

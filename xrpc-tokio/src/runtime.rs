@@ -58,6 +58,11 @@ impl Runtime for Tokio {
         TokioTimer(Box::pin(tokio::time::sleep_until(at.into())))
     }
 
+    fn now(&self) -> Instant {
+        // tokio's clock: paused and advanced by hand in a test with `start_paused`.
+        tokio::time::Instant::now().into_std()
+    }
+
     fn check(&self) -> Result<(), String> {
         tokio::runtime::Handle::try_current()
             .map(|_| ())

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -258,7 +258,8 @@ struct Lifetime<T: MessageChannel, R: Runtime> {
 impl<T: MessageChannel, R: Runtime> Drop for Lifetime<T, R> {
     fn drop(&mut self) {
         self.inner.with(|st| {
-            st.session.close(Instant::now(), "the client was dropped");
+            st.session
+                .close(self.inner.rt.now(), "the client was dropped");
             st.dispatch(&mut Vec::new());
         });
     }
@@ -318,14 +319,20 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
 
     /// A client with an explicit configuration and codec.
     pub fn with_config_and_codec(channel: T, config: ClientConfig, codec: C) -> Self {
-        let session = ClientSession::new(config, channel.wire_config(), Instant::now());
+        Self::with_runtime(channel, config, codec, R::default())
+    }
+
+    /// A client on the runtime value `rt`: its driver, timers and clock are `rt`'s (a test
+    /// passes a runtime whose clock it advances by hand).
+    pub fn with_runtime(channel: T, config: ClientConfig, codec: C, rt: R) -> Self {
+        let session = ClientSession::new(config, channel.wire_config(), rt.now());
         let inner = Arc::new(Inner {
             channel: Arc::new(channel),
             shared: Arc::new(Shared::new(ClientState {
                 session,
                 waiters: id_map(),
             })),
-            rt: R::default(),
+            rt,
             started: AtomicBool::new(false),
             driver: Arc::new(SharedDriver::default()),
         });
@@ -415,7 +422,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     /// Closes the connection: every pending call fails with `Disconnected`.
     pub async fn close(&self) {
         self.inner.with(|st| {
-            st.session.close(Instant::now(), "client closed");
+            st.session.close(self.inner.rt.now(), "client closed");
             st.dispatch(&mut Vec::new());
         });
         if !self.inner.started.load(Ordering::Acquire) {
@@ -436,7 +443,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let mut st = self.inner.shared.lock();
         let id = st
             .session
-            .start_call(Instant::now(), method, payload, opts)?;
+            .start_call(self.inner.rt.now(), method, payload, opts)?;
         st.waiters.insert(id, waiter);
         drop(st);
         // A unary call's waiter drives the connection (or wakes whoever does) when polled.

@@ -7,7 +7,6 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
@@ -26,7 +25,7 @@ use crate::signal::Signal;
 use crate::transport::FrameTransport;
 
 /// A connection's state as its driver and its handlers share it.
-pub(crate) type Connection = Shared<ServerState>;
+pub(crate) type Connection<R> = Shared<ServerState<R>>;
 
 /// A handler running on the connection, as its streams see it.
 struct Running {
@@ -60,8 +59,10 @@ pub(crate) enum Work {
     Notification(u64, Bytes, Payload, HandlerFn, Arc<Signal>),
 }
 
-pub(crate) struct ServerState {
+pub(crate) struct ServerState<R: Runtime> {
     session: ServerSession,
+    /// The server's runtime (its clock).
+    rt: R,
     running: IdMap<Running>,
     /// Notification handlers running, by token.
     notifications: IdMap<Running>,
@@ -100,7 +101,7 @@ impl Running {
     }
 }
 
-impl Driven for ServerState {
+impl<R: Runtime> Driven for ServerState<R> {
     type Session = ServerSession;
     type Work = Work;
 
@@ -174,11 +175,11 @@ impl Driven for ServerState {
 }
 
 /// The handlers' way to their connection's streams.
-struct Ctl {
-    conn: Arc<Connection>,
+struct Ctl<R: Runtime> {
+    conn: Arc<Connection<R>>,
 }
 
-impl StreamCtl for Ctl {
+impl<R: Runtime> StreamCtl for Ctl<R> {
     fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>> {
         let mut st = self.conn.lock();
         let ServerState {
@@ -253,8 +254,8 @@ impl StreamCtl for Ctl {
 
     fn finish(&self, id: u64) {
         let mut st = self.conn.lock();
-        st.session
-            .complete(Instant::now(), id, HandlerOutcome::StreamEnd);
+        let now = st.rt.now();
+        st.session.complete(now, id, HandlerOutcome::StreamEnd);
         // The call is over: a handler still reading the client's stream sees its end.
         if let Some(r) = st.running.get_mut(&id) {
             r.ended = true;
@@ -284,17 +285,18 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
 }
 
 /// Reports the end of call `id`'s handler.
-fn complete(conn: &Connection, id: u64, outcome: HandlerOutcome) {
+fn complete<R: Runtime>(conn: &Connection<R>, id: u64, outcome: HandlerOutcome) {
     let mut st = conn.lock();
     if let Some(r) = st.running.remove(&id) {
         r.recycle(&mut st.spare);
     }
-    st.session.complete(Instant::now(), id, outcome);
+    let now = st.rt.now();
+    st.session.complete(now, id, outcome);
 }
 
 /// Starts what routing collected. A unary handler that finishes at once runs here, on the
 /// driver (no task hand-off), outside the connection's lock; others get a task.
-fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, work: Work) {
+fn start<R: Runtime>(rt: &R, conn: &Arc<Connection<R>>, ctl: &Arc<dyn StreamCtl>, work: Work) {
     match work {
         Work::Call(call, handler, cancel) => {
             let id = call.id;
@@ -338,10 +340,11 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, w
                 cancel,
             };
             let c = conn.clone();
-            let done = move |c: &Connection| {
+            let done = move |c: &Connection<R>| {
                 let mut st = c.lock();
                 st.notifications.remove(&token);
-                st.session.notification_done(Instant::now(), token);
+                let now = st.rt.now();
+                st.session.notification_done(now, token);
             };
             let Ok(Started::Running(fut)) =
                 std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, payload, ctl.clone())))
@@ -366,9 +369,9 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection>, ctl: &Arc<dyn StreamCtl>, w
 
 /// Stops every handler still running when serving ends — normally or because the `serve`
 /// future was dropped.
-struct StopHandlers(Arc<Connection>);
+struct StopHandlers<R: Runtime>(Arc<Connection<R>>);
 
-impl Drop for StopHandlers {
+impl<R: Runtime> Drop for StopHandlers<R> {
     fn drop(&mut self) {
         let running: Vec<Running> = {
             let mut st = self.0.lock();
@@ -390,11 +393,12 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     pub async fn serve<T: MessageChannel>(&self, channel: T) -> Result<(), RpcError> {
         let shared = &self.shared;
         let mut session =
-            ServerSession::new(shared.config, channel.wire_config(), C::ID, Instant::now());
+            ServerSession::new(shared.config, channel.wire_config(), C::ID, shared.rt.now());
         session.set_output_budget(shared.output.clone());
         channel.transport().set_read_budget(shared.reads.clone());
         let conn = Arc::new(Connection::new(ServerState {
             session,
+            rt: shared.rt.clone(),
             running: id_map(),
             notifications: id_map(),
             routes: shared.handlers.clone(),

@@ -115,7 +115,7 @@ pub(crate) async fn drive<S, M, R>(
     // into the transport's write buffer. Values: packets move as they are.
     let read_frames = || {
         transport.recv_frames_with(READ_BATCH, move |f| {
-            shared_ref.lock().session().handle_frame(Instant::now(), f)
+            shared_ref.lock().session().handle_frame(rt.now(), f)
         })
     };
     let write_frames = || {
@@ -126,7 +126,7 @@ pub(crate) async fn drive<S, M, R>(
     };
     let read_packet = || async move {
         let p = channel.recv_packet().await?;
-        shared_ref.lock().session().handle_packet(Instant::now(), p);
+        shared_ref.lock().session().handle_packet(rt.now(), p);
         Ok::<_, ChannelError>(())
     };
     let write_packets = || async move {
@@ -142,7 +142,7 @@ pub(crate) async fn drive<S, M, R>(
     let mut wf = pin!(if false { Some(write_frames()) } else { None });
     let mut rp = pin!(if false { Some(read_packet()) } else { None });
     let mut wp = pin!(if false { Some(write_packets()) } else { None });
-    let mut timer = rt.timer(Instant::now());
+    let mut timer = rt.timer(rt.now());
     let mut sleeping_until: Option<Instant> = None;
     let mut work = Vec::new();
     // Whether the transport last held part of a frame (the session keeps its deadline).
@@ -166,7 +166,7 @@ pub(crate) async fn drive<S, M, R>(
             // Time, routing, and what to write.
             let (mut write, batches) = {
                 let mut st = shared.lock();
-                let now = Instant::now();
+                let now = rt.now();
                 tick(&mut st, now);
                 // Deadlines that passed while the driver was not polled; later turns of this
                 // poll follow at once, and a deadline that passes meanwhile fires the timer
@@ -262,7 +262,7 @@ pub(crate) async fn drive<S, M, R>(
                     let mut st = shared.lock();
                     match e {
                         ChannelError::Transport(TransportError::ConnectionClosed) => {
-                            st.session().handle_eof(Instant::now())
+                            st.session().handle_eof(rt.now())
                         }
                         e => st.session().handle_transport_error(&e.to_string()),
                     }
@@ -275,7 +275,7 @@ pub(crate) async fn drive<S, M, R>(
                 let mut st = shared.lock();
                 let held = transport.partial_frame();
                 if held > 0 || partial {
-                    st.session().handle_partial(Instant::now(), held);
+                    st.session().handle_partial(rt.now(), held);
                     // A new partial frame has a new deadline: compute the timer again.
                     progress |= held > 0 && !partial;
                     partial = held > 0;
@@ -316,7 +316,7 @@ pub(crate) async fn drive<S, M, R>(
                 && Pin::new(&mut timer).poll(cx).is_ready()
             {
                 let mut st = shared.lock();
-                st.session().handle_timeout(Instant::now().max(at));
+                st.session().handle_timeout(rt.now().max(at));
                 sleeping_until = None;
                 continue;
             }

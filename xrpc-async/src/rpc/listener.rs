@@ -4,7 +4,6 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
-use std::time::Instant;
 
 use xrpc_proto::{Codec, RetryPolicy};
 
@@ -136,7 +135,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 }
                 Some(Err(_)) => {
                     failures += 1;
-                    let at = Instant::now() + ACCEPT_BACKOFF.delay(failures);
+                    let at = shared.rt.now() + ACCEPT_BACKOFF.delay(failures);
                     let mut timer = shared.rt.timer(at);
                     std::future::poll_fn(|cx| {
                         if shared.shutdown.poll_raised(cx).is_ready() {

@@ -64,7 +64,7 @@ pub(crate) type HandlerResult = Result<Option<Payload>, RpcError>;
 pub(crate) type HandlerFn =
     Arc<dyn Fn(CallContext, Payload, Arc<dyn StreamCtl>) -> Started<HandlerResult> + Send + Sync>;
 
-pub(crate) struct Shared<C, R> {
+pub(crate) struct Shared<C, R: Runtime> {
     pub(crate) handlers: Arc<RwLock<MethodTable<HandlerFn>>>,
     pub(crate) codec: C,
     pub(crate) config: ServerConfig,
@@ -72,7 +72,7 @@ pub(crate) struct Shared<C, R> {
     /// Raised by [`RpcServer::shutdown`]; the listener waits on it.
     pub(crate) shutdown: Signal,
     /// The connections being served, to wake their drivers at shutdown.
-    pub(crate) connections: Mutex<Vec<Weak<Connection>>>,
+    pub(crate) connections: Mutex<Vec<Weak<Connection<R>>>>,
     /// Output queued on all connections together ([`ServerConfig::max_queued_output_total`]).
     pub(crate) output: OutputBudget,
     /// Read buffers of frames not yet whole on all connections together
@@ -80,7 +80,7 @@ pub(crate) struct Shared<C, R> {
     pub(crate) reads: ReadBudget,
 }
 
-impl<C, R> Shared<C, R> {
+impl<C, R: Runtime> Shared<C, R> {
     /// Wakes the driver of every connection being served.
     pub(crate) fn wake_connections(&self) {
         let conns = self
@@ -143,12 +143,18 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
 
     /// A server using `codec` and `config`.
     pub fn with_config(codec: C, config: ServerConfig) -> Self {
+        Self::with_runtime(codec, config, R::default())
+    }
+
+    /// A server on the runtime value `rt`: its connections' drivers, handlers, timers and
+    /// clock are `rt`'s (a test passes a runtime whose clock it advances by hand).
+    pub fn with_runtime(codec: C, config: ServerConfig, rt: R) -> Self {
         Self {
             shared: Arc::new(Shared {
                 handlers: Arc::new(RwLock::new(MethodTable::new())),
                 codec,
                 config,
-                rt: R::default(),
+                rt,
                 shutdown: Signal::default(),
                 connections: Mutex::new(Vec::new()),
                 output: OutputBudget::new(config.max_queued_output_total),
