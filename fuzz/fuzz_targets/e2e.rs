@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use std::task::Poll;
+
 use xrpc_proto::{
-    CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CompressionConfig,
+    CallKind, CallOptions, CallWake, ClientConfig, ClientSession, CompressionConfig,
     MethodTable, HandlerOutcome, Payload, ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
 };
 
@@ -130,22 +132,20 @@ impl World {
                 ServerSessionEvent::NotificationStopped { token } => {
                     self.notifications.retain(|t| *t != token)
                 }
-                ServerSessionEvent::StreamItem { id, .. } => {
+                ServerSessionEvent::Wake(CallWake::Recv(id)) => {
                     *self.server_unconsumed.entry(id).or_default() += 1
                 }
-                ServerSessionEvent::StreamEnd { .. } | ServerSessionEvent::SendCredit { .. } => {}
+                ServerSessionEvent::Wake(_) => {}
             }
         }
-        while let Some(ev) = self.client.poll_event() {
-            match ev {
-                ClientEvent::Response { id, .. }
-                | ClientEvent::Failed { id, .. }
-                | ClientEvent::StreamEnd { id } => {
+        while let Some(wake) = self.client.poll_wake() {
+            match wake {
+                CallWake::Ended(id) => {
                     *self.started.entry(id).or_default() += 1;
                     self.unconsumed.remove(&id);
                 }
-                ClientEvent::StreamItem { id, .. } => *self.unconsumed.entry(id).or_default() += 1,
-                _ => {}
+                CallWake::Recv(id) => *self.unconsumed.entry(id).or_default() += 1,
+                CallWake::Send(_) => {}
             }
         }
     }
@@ -181,10 +181,8 @@ impl World {
             3 => {
                 let ids: Vec<u64> = self.started.keys().copied().collect();
                 if let Some(id) = Self::pick(u, &ids)? {
-                    // A cancelled call ends without an event: count it ended here.
-                    if self.client.cancel(id) {
-                        *self.started.entry(id).or_default() += 1;
-                    }
+                    // A cancelled call ends with a wake-up of its own.
+                    self.client.cancel(id);
                 }
             }
             4 => {
@@ -204,14 +202,14 @@ impl World {
             }
             5 | 6 => {
                 if let Some(id) = Self::pick(u, &self.running.clone())? {
-                    let _ = self.server.send_stream_item(id, Self::payload(u)?);
+                    let _ = self.server.send_item(id, Self::payload(u)?);
                 }
             }
             7 => {
                 let ids: Vec<u64> = self.started.keys().copied().collect();
                 if let Some(id) = Self::pick(u, &ids)? {
                     if u.arbitrary()? {
-                        let _ = self.client.send_stream_item(id, Self::payload(u)?, CODEC);
+                        let _ = self.client.send_item(id, Self::payload(u)?, CODEC);
                     } else {
                         self.client.finish_stream(id);
                     }
@@ -220,16 +218,16 @@ impl World {
             8 => {
                 let ids: Vec<u64> = self.unconsumed.keys().copied().collect();
                 if let Some(id) = Self::pick(u, &ids)? {
-                    let n = self.unconsumed.remove(&id).unwrap_or(0);
-                    self.client.stream_consumed(id, n);
+                    self.unconsumed.remove(&id);
+                    while let Poll::Ready(Some(Ok(_))) = self.client.next_item(id) {}
                 }
                 let ids: Vec<u64> = self.server_unconsumed.keys().copied().collect();
                 if let Some(id) = Self::pick(u, &ids)? {
-                    let n = self.server_unconsumed.remove(&id).unwrap_or(0);
+                    self.server_unconsumed.remove(&id);
                     if u.arbitrary()? {
-                        self.server.stream_consumed(id, n);
+                        while let Poll::Ready(Some(Ok(_))) = self.server.next_item(id) {}
                     } else {
-                        self.server.stream_abandoned(id, n);
+                        self.server.stream_abandoned(id);
                     }
                 }
             }

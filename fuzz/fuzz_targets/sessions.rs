@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
                 server.complete(t, call.id, outcome);
             }
         }
-        while client.poll_event().is_some() {}
+        while client.poll_wake().is_some() {}
         server.handle_timeout(t);
         client.handle_timeout(t);
         // What the server answers must be readable by a client.

@@ -9,8 +9,8 @@
 //! leader, a park timeout for the others), so timeouts fire without a timer thread. Over
 //! shared memory the leader waits on the ring itself (spin, then futex).
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
-    Codec, Payload, StreamSendError, WireConfig, decode_payload, payload_bytes,
+    BincodeCodec, CallKind, CallOptions, ClientConfig, ClientSession, Codec, Payload, SendError,
+    WireConfig, decode_payload, payload_bytes,
 };
 
 use crate::RpcError;
@@ -34,13 +34,9 @@ pub type RpcClientConfig = ClientConfig;
 /// Longest park of a waiting thread: a bound on any wake-up this design could miss.
 const MAX_PARK: Duration = Duration::from_secs(1);
 
-/// What arrived for one call, and the threads waiting for it.
+/// The threads waiting for one call.
 #[derive(Default)]
 struct Waiter {
-    /// Items of the server's stream not yet taken (bounded by the credit window).
-    items: VecDeque<Payload>,
-    /// How the call ended: `Ok(Some)` a response, `Ok(None)` the end of the server's stream.
-    end: Option<Result<Option<Payload>, CallError>>,
     threads: Vec<Thread>,
 }
 
@@ -59,17 +55,8 @@ impl Driven for ClientState {
     }
 
     fn route(&mut self) {
-        while let Some(ev) = self.session.poll_event() {
-            let (id, item, end) = match ev {
-                ClientEvent::Response { id, payload } => (id, None, Some(Ok(Some(payload)))),
-                ClientEvent::Failed { id, error } => (id, None, Some(Err(error))),
-                ClientEvent::StreamEnd { id } => (id, None, Some(Ok(None))),
-                ClientEvent::StreamItem { id, payload } => (id, Some(payload), None),
-                ClientEvent::SendCredit { id } => (id, None, None),
-            };
-            if let Some(w) = self.waiters.get_mut(&id) {
-                w.items.extend(item);
-                w.end = end.or(w.end.take());
+        while let Some(wake) = self.session.poll_wake() {
+            if let Some(w) = self.waiters.get_mut(&wake.id()) {
                 w.threads.drain(..).for_each(|t| t.unpark());
             }
         }
@@ -168,7 +155,9 @@ impl Conn {
         let pending = {
             let mut st = self.link.lock();
             st.waiters.remove(&id);
-            st.session.cancel(id)
+            let pending = st.session.cancel(id);
+            st.session.release(id);
+            pending
         };
         if pending {
             self.link.flush();
@@ -203,32 +192,21 @@ impl Conn {
 impl ClientState {
     /// The outcome of unary or client-streaming call `id`, once it came.
     pub(crate) fn response(&mut self, id: u64) -> Option<Result<Payload, RpcError>> {
-        let Some(w) = self.waiters.get_mut(&id) else {
-            return Some(Err(RpcError::Disconnected("the call was abandoned".into())));
-        };
-        let end = w.end.take()?;
-        self.waiters.remove(&id);
-        Some(match end {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(RpcError::StreamError(
-                "the call ended without a response".into(),
-            )),
-            Err(e) => Err(e.into()),
-        })
+        match self.session.take_response(id) {
+            Poll::Ready(r) => {
+                self.waiters.remove(&id);
+                Some(r.map_err(RpcError::from))
+            }
+            Poll::Pending => None,
+        }
     }
 
     /// The next item of call `id`'s server stream: `Some(None)` at its end.
     pub(crate) fn next_item(&mut self, id: u64) -> Option<Option<Result<Payload, RpcError>>> {
-        let Some(w) = self.waiters.get_mut(&id) else {
-            return Some(None);
-        };
-        if let Some(p) = w.items.pop_front() {
-            self.session.stream_consumed(id, 1);
-            return Some(Some(Ok(p)));
+        match self.session.next_item(id) {
+            Poll::Ready(r) => Some(r.map(|r| r.map_err(RpcError::from))),
+            Poll::Pending => None,
         }
-        let end = w.end.take()?;
-        self.waiters.remove(&id);
-        Some(end.err().map(|e| Err(e.into())))
     }
 
     /// Queues `item` on call `id`'s client stream once the server granted credit.
@@ -238,16 +216,13 @@ impl ClientState {
         codec: u8,
         item: &mut Option<Payload>,
     ) -> Option<Result<(), RpcError>> {
-        let over = Some(Err(RpcError::StreamError("the call is over".into())));
-        match self.session.send_stream_item(id, item.take()?, codec) {
+        match self.session.send_item(id, item.take()?, codec) {
             Ok(()) => Some(Ok(())),
-            Err(StreamSendError::NoCredit(p))
-                if self.waiters.get(&id).is_some_and(|w| w.end.is_none()) =>
-            {
+            Err(SendError::NoCredit(p)) => {
                 *item = Some(p);
                 None
             }
-            Err(_) => over,
+            Err(SendError::Over(e)) => Some(Err(e.into())),
         }
     }
 }

@@ -81,9 +81,7 @@ impl Driven for ServerState {
                 }
                 // Only unary and server-streaming methods are served: the session refuses
                 // client streams before they reach here.
-                ServerSessionEvent::StreamItem { id, .. }
-                | ServerSessionEvent::StreamEnd { id }
-                | ServerSessionEvent::SendCredit { id } => id,
+                ServerSessionEvent::Wake(wake) => wake.id(),
             };
             if let Some(r) = self.running.get_mut(&id) {
                 r.threads.drain(..).for_each(|t| t.unpark());

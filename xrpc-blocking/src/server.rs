@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, MethodTable, Payload, ReadBudget, ServerConfig, StreamSendError,
+    BincodeCodec, CallKind, Codec, MethodTable, Payload, ReadBudget, SendError, ServerConfig,
     decode_payload, payload_bytes,
 };
 
@@ -285,13 +285,13 @@ impl<Item: Serialize, C: Codec> ServerStreamSender<Item, C> {
             let Some(r) = running.get_mut(&self.id).filter(|r| !r.cancelled) else {
                 return Err(RpcError::Cancelled);
             };
-            match session.send_stream_item(self.id, p) {
+            match session.send_item(self.id, p) {
                 Ok(()) => break,
-                Err(StreamSendError::NoCredit(p)) => {
+                Err(SendError::NoCredit(p)) => {
                     payload = Some(p);
                     r.threads.push(me.clone());
                 }
-                Err(StreamSendError::Closed(_)) => return Err(RpcError::Cancelled),
+                Err(SendError::Over(e)) => return Err(e.into()),
             }
             drop(st);
             // Woken by the connection's thread when credit comes or the call ends.

@@ -7,13 +7,12 @@
 //! ```
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use xrpc_proto::bytes::BytesMut;
-use xrpc_proto::{
-    BincodeCodec, CallError, CallKind, CallOptions, ClientEvent, ClientSession, Codec, Payload,
-};
+use xrpc_proto::{BincodeCodec, CallError, CallKind, CallOptions, ClientSession, Codec, Payload};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -48,17 +47,23 @@ impl Connection {
             .start_call(Instant::now(), method, payload, opts)?)
     }
 
-    /// Writes what the session has to send, then waits for its next event: reads until one
-    /// comes, firing its timers when the socket stays quiet until the next deadline.
-    fn next_event(&mut self) -> Result<ClientEvent<Payload>, Error> {
+    /// Drives the connection until `ready` has an answer from the session: writes what the
+    /// session has to send, reads, and fires its timers when the socket stays quiet until the
+    /// next deadline.
+    fn until<T>(
+        &mut self,
+        mut ready: impl FnMut(&mut ClientSession) -> Poll<T>,
+    ) -> Result<T, Error> {
         let mut buf = [0u8; 16 * 1024];
         loop {
             while self.session.poll_transmit(&mut self.out) {
                 self.sock.write_all(&self.out)?;
                 self.out.clear();
             }
-            if let Some(ev) = self.session.poll_event() {
-                return Ok(ev);
+            // One thread waits for everything: nobody else to wake.
+            while self.session.poll_wake().is_some() {}
+            if let Poll::Ready(v) = ready(&mut self.session) {
+                return Ok(v);
             }
             if self.session.is_closed() {
                 return Err(self.session.close_reason().unwrap_or("closed").into());
@@ -86,13 +91,7 @@ impl Connection {
 
     /// The outcome of unary call `id`.
     fn wait(&mut self, id: u64) -> Result<Result<Payload, CallError>, Error> {
-        loop {
-            match self.next_event()? {
-                ClientEvent::Response { id: i, payload } if i == id => return Ok(Ok(payload)),
-                ClientEvent::Failed { id: i, error } if i == id => return Ok(Err(error)),
-                _ => {}
-            }
-        }
+        self.until(|s| s.take_response(id))
     }
 }
 
@@ -117,17 +116,9 @@ fn main() -> Result<(), Error> {
     // 2. A server stream of 100 items, granting credit as items are taken.
     let id = c.start("count", &100u32, unary.with_kind(CallKind::ServerStreaming))?;
     let (mut items, mut sum) = (0u32, 0u64);
-    loop {
-        match c.next_event()? {
-            ClientEvent::StreamItem { id: i, payload } if i == id => {
-                sum += u64::from(BincodeCodec.decode::<u32>(&bytes(payload)?)?);
-                items += 1;
-                c.session.stream_consumed(id, 1);
-            }
-            ClientEvent::StreamEnd { id: i } if i == id => break,
-            ClientEvent::Failed { id: i, error } if i == id => return Err(error.into()),
-            _ => {}
-        }
+    while let Some(item) = c.until(|s| s.next_item(id))? {
+        sum += u64::from(BincodeCodec.decode::<u32>(&bytes(item?)?)?);
+        items += 1;
     }
     println!("std_client: count(100) streamed {items} items, sum {sum}");
 

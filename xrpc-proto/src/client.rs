@@ -95,6 +95,10 @@ pub enum CallError {
         /// The frame size limit.
         max: usize,
     },
+    /// The call is over, normally (its response came, a stream ended, its handler completed),
+    /// or its sending half was finished: nothing more can be sent on it.
+    #[error("the call is over")]
+    Finished,
 }
 
 impl CallError {

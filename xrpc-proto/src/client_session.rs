@@ -1,27 +1,38 @@
 //! [`ClientSession`]: the client end of one connection — bytes in, bytes out.
 //!
 //! It owns the whole protocol of the connection: framing and message coding (`wire`), the
-//! calls ([`ClientConnection`]), what happens to a message that cannot be sent, and closing.
-//! An adapter only moves bytes and time:
+//! calls ([`ClientConnection`]), what each call has received and how it ended (its
+//! [`call`](crate::call) record, until the application releases it), what happens to a message
+//! that cannot be sent, and closing. An adapter only moves bytes and time, and wakes:
 //!
 //! ```text
 //! loop {
 //!     read from the transport  -> read_buffer() + handle_read(now)   (or handle_frame / handle_eof)
 //!     the clock                -> handle_timeout(now) at poll_timeout()
 //!     poll_transmit(&mut buf)  -> write buf (call again once it is written)
-//!     poll_event()             -> wake the waiting calls
+//!     poll_wake()              -> wake the waiters of that call
 //!     is_closed()              -> close the transport and stop
 //! }
 //! ```
+//!
+//! A waiter asks the session itself: [`take_response`](ClientSession::take_response),
+//! [`next_item`](ClientSession::next_item), [`send_item`](ClientSession::send_item) — each
+//! answer decided here, the same for every adapter.
 
+use std::collections::VecDeque;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client::{CallError, CallOptions, ClientConfig, ClientConnection, ClientEvent};
+use crate::call::{CallRecord, CallWake, SendError, unknown};
+use crate::client::{
+    CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
+};
 use crate::codec::CodecId;
 use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
+use crate::idmap::{IdMap, id_map};
 use crate::message::{FIXED_HEADER_LEN, MessageKind};
 use crate::packet::Packet;
 use crate::payload::Payload;
@@ -48,6 +59,10 @@ pub struct ClientSession {
     calls: ClientConnection<Payload>,
     wire: Wire,
     life: Life,
+    /// Each call's record, from its start until the application releases it.
+    records: IdMap<CallRecord>,
+    /// Calls whose waiters are to be woken.
+    wakes: VecDeque<CallWake>,
 }
 
 impl ClientSession {
@@ -61,6 +76,8 @@ impl ClientSession {
                 Some(DecompressionBudget::new(config.decompression_budget)),
             ),
             life: Life::Open,
+            records: id_map(),
+            wakes: VecDeque::new(),
         }
     }
 
@@ -105,7 +122,9 @@ impl ClientSession {
     ) -> Result<u64, CallError> {
         self.check_open()?;
         self.check_size(method, &payload)?;
-        self.calls.start_call(now, method, payload, opts)
+        let id = self.calls.start_call(now, method, payload, opts)?;
+        self.records.insert(id, CallRecord::new(opts.kind));
+        Ok(id)
     }
 
     /// Queues a one-way notification.
@@ -132,20 +151,81 @@ impl ClientSession {
         }
     }
 
-    /// Gives up on call `id` and tells the server. No event follows. Returns whether it was
-    /// pending.
+    /// Gives up on call `id` and tells the server: the call ends with
+    /// [`CallError::Cancelled`] for its other handles (a stream's sender, say), which are
+    /// woken. Returns whether it was pending.
     pub fn cancel(&mut self, id: u64) -> bool {
-        self.calls.cancel(id)
+        self.absorb();
+        let pending = self.calls.cancel(id);
+        if let Some(r) = self.records.get_mut(&id)
+            && !r.is_over()
+        {
+            r.fail(CallError::Cancelled, true);
+            self.wakes.push_back(CallWake::Ended(id));
+        }
+        pending
     }
 
-    /// Queues one item of the client stream of call `id`, if the server granted credit.
-    pub fn send_stream_item(
+    /// The application released call `id` (its last handle is gone): the session forgets it,
+    /// and cancels it on the server if it was still pending.
+    pub fn release(&mut self, id: u64) {
+        if self.records.remove(&id).is_some() {
+            self.calls.cancel(id);
+        }
+    }
+
+    // ---- what a call's handles ask -------------------------------------------------------
+
+    /// The response of unary or client-streaming call `id` (see [`call`](crate::call)): `Ok`
+    /// the response, `Err` why the call failed; `Pending` until it ends. A unary call is
+    /// released once it has its outcome.
+    pub fn take_response(&mut self, id: u64) -> Poll<Result<Payload, CallError>> {
+        self.absorb();
+        let Some(r) = self.records.get_mut(&id) else {
+            return unknown();
+        };
+        let res = r.take_response();
+        // A unary call's only waiter has its outcome: nothing else can ask (a client stream's
+        // sender may, until it is released).
+        if res.is_ready() && r.kind() == CallKind::Unary {
+            self.records.remove(&id);
+        }
+        res
+    }
+
+    /// The next item of the server stream of call `id` (see [`call`](crate::call)): an item
+    /// (the server is granted credit as items are taken), `None` at its normal end, `Err` why
+    /// the call failed; `Pending` to wait.
+    pub fn next_item(&mut self, id: u64) -> Poll<Option<Result<Payload, CallError>>> {
+        self.absorb();
+        let Some(r) = self.records.get_mut(&id) else {
+            return Poll::Ready(Some(Err(CallError::Finished)));
+        };
+        let next = r.next_item();
+        if let Poll::Ready(Some(Ok(_))) = next {
+            self.calls.stream_consumed(id, 1);
+        }
+        next
+    }
+
+    /// Queues one item of the client stream of call `id` (see [`call`](crate::call)): `NoCredit`
+    /// gives the item back until the server grants credit (a [`CallWake::Send`] follows).
+    pub fn send_item(
         &mut self,
         id: u64,
         payload: Payload,
         codec: CodecId,
-    ) -> Result<(), StreamSendError<Payload>> {
-        self.calls.send_stream_item(id, payload, codec)
+    ) -> Result<(), SendError> {
+        self.absorb();
+        let Some(r) = self.records.get(&id) else {
+            return Err(SendError::Over(CallError::Finished));
+        };
+        r.check_send().map_err(SendError::Over)?;
+        match self.calls.send_stream_item(id, payload, codec) {
+            Ok(()) => Ok(()),
+            Err(StreamSendError::NoCredit(p)) => Err(SendError::NoCredit(p)),
+            Err(StreamSendError::Closed(_)) => Err(SendError::Over(CallError::Finished)),
+        }
     }
 
     /// Credit left on the client stream of call `id`.
@@ -155,12 +235,10 @@ impl ClientSession {
 
     /// Ends the client stream of call `id`; returns whether it was open.
     pub fn finish_stream(&mut self, id: u64) -> bool {
+        if let Some(r) = self.records.get_mut(&id) {
+            r.finish();
+        }
         self.calls.finish_stream(id)
-    }
-
-    /// The application took `n` items of the server stream of call `id`.
-    pub fn stream_consumed(&mut self, id: u64, n: u32) {
-        self.calls.stream_consumed(id, n);
     }
 
     /// Calls started and not yet finished.
@@ -361,9 +439,50 @@ impl ClientSession {
         self.calls.has_transmit()
     }
 
-    /// The next event for the application.
-    pub fn poll_event(&mut self) -> Option<ClientEvent<Payload>> {
-        self.calls.poll_event()
+    /// The next call whose waiters are to be woken: its record changed (see
+    /// [`call`](crate::call)). Drain it after every input, timeout and local act.
+    pub fn poll_wake(&mut self) -> Option<CallWake> {
+        self.absorb();
+        self.wakes.pop_front()
+    }
+
+    /// Moves what the calls' state machine reported into the calls' records.
+    fn absorb(&mut self) {
+        while let Some(ev) = self.calls.poll_event() {
+            let (id, wake) = match ev {
+                ClientEvent::Response { id, payload } => {
+                    if let Some(r) = self.records.get_mut(&id) {
+                        r.respond(payload);
+                    }
+                    (id, CallWake::Ended(id))
+                }
+                ClientEvent::Failed { id, error } => {
+                    if let Some(r) = self.records.get_mut(&id) {
+                        r.fail(error, true);
+                    }
+                    (id, CallWake::Ended(id))
+                }
+                ClientEvent::StreamEnd { id } => {
+                    if let Some(r) = self.records.get_mut(&id) {
+                        r.peer_ended();
+                        r.end();
+                    }
+                    (id, CallWake::Ended(id))
+                }
+                ClientEvent::StreamItem { id, payload } => {
+                    match self.records.get_mut(&id) {
+                        Some(r) => r.push_item(payload),
+                        // Its receiver is gone: the item is taken at once (credit flows).
+                        None => self.calls.stream_consumed(id, 1),
+                    }
+                    (id, CallWake::Recv(id))
+                }
+                ClientEvent::SendCredit { id } => (id, CallWake::Send(id)),
+            };
+            if self.records.contains_key(&id) {
+                self.wakes.push_back(wake);
+            }
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.

@@ -10,6 +10,7 @@
 //! | [`compression`] | per-message LZ4/Zstd compression with bounded decompression |
 //! | [`codec`] | the serde-based [`Codec`] trait and its implementations |
 //! | [`packet`] | [`Packet`]: a message generic over its payload, as the state machines see it |
+//! | [`call`] | a call's record for its handles, and the one answer to each act on it ([`CallWake`], [`SendError`]) |
 //! | [`client`] | [`ClientConnection`]: ids, pending calls, deadlines, cancellation, heartbeats |
 //! | [`server`] | [`ServerConnection`]: dispatch events, answers, deadlines, shutdown |
 //! | [`idmap`] | [`IdMap`](idmap::IdMap): the per-call tables' fast keyed hash map |
@@ -34,6 +35,7 @@
 
 pub mod balance;
 pub mod budget;
+pub mod call;
 pub mod client;
 pub mod client_session;
 pub mod codec;
@@ -59,6 +61,7 @@ pub mod wire;
 pub use bytes;
 
 pub use budget::{OutputBudget, ReadBudget};
+pub use call::{CallWake, SendError};
 pub use client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
     MAX_UNSENT_PONGS, StreamSendError,

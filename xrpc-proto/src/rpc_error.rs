@@ -135,7 +135,8 @@ impl From<CallError> for RpcError {
             CallError::Remote(r) => r.into(),
             CallError::Protocol(m) => Self::InvalidMessage(m),
             CallError::FrameTooLarge { size, max } => Self::FrameTooLarge { size, max },
-            other => Self::InvalidMessage(other.to_string()),
+            CallError::Finished => Self::StreamError(e.to_string()),
+            CallError::Unsendable(_) => Self::InvalidMessage(e.to_string()),
         }
     }
 }

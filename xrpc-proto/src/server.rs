@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::budget::OutputBudget;
-use crate::client::CallKind;
+use crate::client::{CallError, CallKind};
 use crate::codec::CodecId;
 use crate::flow::{
     INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, StreamSendError, push_credit, push_item,
@@ -146,11 +146,14 @@ pub enum ServerEvent<P> {
         /// The payload.
         payload: P,
     },
-    /// Stop the handler of call `id`: the client cancelled, or its deadline passed (the client
-    /// has then been answered `DeadlineExceeded`). Answers for it are dropped.
+    /// Stop the handler of call `id`: the client cancelled, its deadline passed (the client
+    /// has then been answered `DeadlineExceeded`), a shutdown's drain ended it, or the
+    /// connection closed. Answers for it are dropped.
     Cancelled {
         /// The call.
         id: u64,
+        /// Why, as the call's handles see it: `Cancelled`, `Timeout` or `Disconnected`.
+        reason: CallError,
     },
     /// One item of the client's stream on call `id`. Report it consumed with
     /// [`ServerConnection::stream_consumed`] when the handler takes it.
@@ -391,7 +394,10 @@ impl<P: WireSize> ServerConnection<P> {
             }
             (MessageKind::Cancel, _) => {
                 if self.calls.remove(&id).is_some() {
-                    self.events.push_back(ServerEvent::Cancelled { id });
+                    self.events.push_back(ServerEvent::Cancelled {
+                        id,
+                        reason: CallError::Cancelled,
+                    });
                 }
             }
             (MessageKind::StreamItem, Body::Data(payload)) => {
@@ -504,7 +510,10 @@ impl<P: WireSize> ServerConnection<P> {
                 Header::new(MessageKind::Error, id),
                 Body::Error(error.clone()),
             ));
-            self.events.push_back(ServerEvent::Cancelled { id });
+            self.events.push_back(ServerEvent::Cancelled {
+                id,
+                reason: CallError::Cancelled,
+            });
         }
         self.stop_notifications();
     }
@@ -645,7 +654,10 @@ impl<P: WireSize> ServerConnection<P> {
             };
             self.calls.remove(&id);
             self.queue_error(id, ErrorCode::DeadlineExceeded, "deadline exceeded");
-            self.events.push_back(ServerEvent::Cancelled { id });
+            self.events.push_back(ServerEvent::Cancelled {
+                id,
+                reason: CallError::Timeout,
+            });
         }
         loop {
             let notifications = &self.notifications;
@@ -676,13 +688,16 @@ impl<P: WireSize> ServerConnection<P> {
         self.calls.len()
     }
 
-    /// The connection is gone: every active call is reported [`ServerEvent::Cancelled`] so its
-    /// handler can stop.
-    pub fn handle_close(&mut self) {
+    /// The connection is gone (`reason`): every active call is reported
+    /// [`ServerEvent::Cancelled`] so its handler can stop.
+    pub fn handle_close(&mut self, reason: &str) {
         let mut ids: Vec<u64> = self.calls.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            self.events.push_back(ServerEvent::Cancelled { id });
+            self.events.push_back(ServerEvent::Cancelled {
+                id,
+                reason: CallError::Disconnected(reason.to_string()),
+            });
         }
         self.stop_notifications();
         self.calls.clear();

@@ -1,22 +1,30 @@
 //! [`ServerSession`]: the server end of one connection — bytes in, bytes out.
 //!
 //! It owns the whole protocol of the connection: framing and message coding, the calls
-//! ([`ServerConnection`]), method routing with call-kind and codec admission, a handler's
-//! outcome checked against its deadline, what happens to an answer that cannot be sent, when
-//! to stop reading (backlog), graceful shutdown with its drain deadline, and closing with its
-//! flush grace. The adapter runs handlers, moves bytes and keeps time:
+//! ([`ServerConnection`]), what each streaming call has received and how it ended (its
+//! [`call`](crate::call) record, until the application releases it), method routing with
+//! call-kind and codec admission, a handler's outcome checked against its deadline, what
+//! happens to an answer that cannot be sent, when to stop reading (backlog), graceful shutdown
+//! with its drain deadline, and closing with its flush grace. The adapter runs handlers, moves
+//! bytes, keeps time and wakes:
 //!
 //! ```text
 //! loop {
 //!     if wants_read(): read     -> read_buffer() + handle_read(now)   (or handle_frame / handle_eof)
 //!     the clock                 -> handle_timeout(now) at poll_timeout()
-//!     poll_event(&routes)       -> run handlers; their results -> complete(now, id, outcome)
+//!     poll_event(&routes)       -> start or stop handlers, wake a call's waiters;
+//!                                  a handler's end -> complete(now, id, outcome)
 //!     poll_transmit(&mut buf)   -> write buf (call again once it is written)
 //!     is_closed()               -> close the transport, stop the handlers still running
 //! }
 //! ```
+//!
+//! A handler's streams ask the session itself: [`next_item`](ServerSession::next_item),
+//! [`send_item`](ServerSession::send_item) — each answer decided here (see
+//! [`call`](crate::call)), the same for every adapter.
 
 use std::collections::VecDeque;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -24,9 +32,12 @@ use bytes::{Bytes, BytesMut};
 use crate::client::CallKind;
 
 use crate::budget::{OutputBudget, ReadBudget};
+use crate::call::{CallRecord, CallWake, SendError};
+use crate::client::CallError;
 use crate::codec::{CodecId, codec_name};
 use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
+use crate::idmap::{IdMap, id_map};
 use crate::message::Header;
 use crate::message::{ErrorCode, FIXED_HEADER_LEN, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
@@ -59,32 +70,16 @@ pub enum ServerSessionEvent<H> {
         /// Its handler, from the routes.
         handler: H,
     },
-    /// Stop the handler of call `id`: the client cancelled, its deadline passed, its answer
-    /// could not be sent, the drain deadline passed, or the connection closed. Its outcome is
-    /// no longer wanted.
+    /// Stop the handler of call `id` (and wake its streams' waiters): the client cancelled,
+    /// its deadline passed, its answer could not be sent, the drain deadline passed, or the
+    /// connection closed. Its outcome is no longer wanted.
     Cancelled {
         /// The call.
         id: u64,
     },
-    /// One item of the client's stream on call `id`; report it taken with
-    /// [`ServerSession::stream_consumed`].
-    StreamItem {
-        /// The call.
-        id: u64,
-        /// The payload.
-        payload: Payload,
-    },
-    /// The client ended its stream on call `id`.
-    StreamEnd {
-        /// The call.
-        id: u64,
-    },
-    /// The server stream of call `id` may try to send again: the client granted credit, or
-    /// the queued output fell back within its budget.
-    SendCredit {
-        /// The call.
-        id: u64,
-    },
+    /// Wake waiters of a streaming call: an item or the end of the client's stream arrived,
+    /// the server stream may send again, or the call is over.
+    Wake(CallWake),
     /// Stop the handler of notification `token`: it ran past its deadline
     /// ([`ServerConfig::notification_timeout`]), or the connection is closing.
     NotificationStopped {
@@ -160,6 +155,10 @@ pub struct ServerSession {
     reason: Option<CloseReason>,
     /// Calls the session itself stopped (their answer could not be sent).
     cancelled: VecDeque<u64>,
+    /// The record of each streaming call started, until the application releases it.
+    records: IdMap<CallRecord>,
+    /// Calls whose waiters are to be woken (the session's own acts: a completed stream).
+    wakes: VecDeque<CallWake>,
     /// Since when nothing was received and no call was in progress (for the idle deadline).
     quiet_since: Instant,
     /// Since when part of a frame is buffered (for the partial-frame deadline).
@@ -194,6 +193,8 @@ impl ServerSession {
             life: Life::Open,
             reason: None,
             cancelled: VecDeque::new(),
+            records: id_map(),
+            wakes: VecDeque::new(),
             quiet_since: now,
             partial_since: None,
         }
@@ -409,6 +410,13 @@ impl ServerSession {
                 RemoteError::new(ErrorCode::Panic, format!("the handler panicked: {msg}")),
             ),
         };
+        // Its streams see the end (reads) or that it is over (sends).
+        if let Some(r) = self.records.get_mut(&id)
+            && !r.is_over()
+        {
+            r.end();
+            self.wakes.push_back(CallWake::Ended(id));
+        }
         self.check_drained(now);
         sent
     }
@@ -420,19 +428,41 @@ impl ServerSession {
         self.check_drained(now);
     }
 
-    /// Queues one item of the server stream of call `id`, if the client granted credit and
-    /// the output budgets leave room (else `NoCredit`: wait for a
-    /// [`SendCredit`](ServerSessionEvent::SendCredit)). A closing connection takes no more
-    /// items (`Closed`): its client is gone or going, and only what was queued is written.
-    pub fn send_stream_item(
-        &mut self,
-        id: u64,
-        payload: Payload,
-    ) -> Result<(), StreamSendError<Payload>> {
+    /// Queues one item of the server stream of call `id` (see [`call`](crate::call)), if the
+    /// client granted credit and the output budgets leave room; else `NoCredit` gives the item
+    /// back until a [`CallWake::Send`]. A closing connection takes no more items: its client
+    /// is gone or going, and only what was queued is written.
+    pub fn send_item(&mut self, id: u64, payload: Payload) -> Result<(), SendError> {
+        let Some(r) = self.records.get(&id) else {
+            return Err(SendError::Over(CallError::Finished));
+        };
+        r.check_send().map_err(SendError::Over)?;
         if !self.reading() {
-            return Err(StreamSendError::Closed(payload));
+            let why = self
+                .reason
+                .as_ref()
+                .map_or("the connection is closing".to_string(), |r| r.to_string());
+            return Err(SendError::Over(CallError::Disconnected(why)));
         }
-        self.calls.send_stream_item(id, payload, self.codec)
+        match self.calls.send_stream_item(id, payload, self.codec) {
+            Ok(()) => Ok(()),
+            Err(StreamSendError::NoCredit(p)) => Err(SendError::NoCredit(p)),
+            Err(StreamSendError::Closed(_)) => Err(SendError::Over(CallError::Finished)),
+        }
+    }
+
+    /// The next item of the client stream of call `id` (see [`call`](crate::call)): an item
+    /// (the client is granted credit as items are taken), `None` at its normal end (or once
+    /// the handler completed), `Err` why the call was stopped; `Pending` to wait.
+    pub fn next_item(&mut self, id: u64) -> Poll<Option<Result<Payload, CallError>>> {
+        let Some(r) = self.records.get_mut(&id) else {
+            return Poll::Ready(Some(Err(CallError::Finished)));
+        };
+        let next = r.next_item();
+        if let Poll::Ready(Some(Ok(_))) = next {
+            self.calls.stream_consumed(id, 1);
+        }
+        next
     }
 
     /// Credit left on the server stream of call `id`.
@@ -440,15 +470,18 @@ impl ServerSession {
         self.calls.send_credit(id)
     }
 
-    /// The handler took `n` items of the client stream of call `id`.
-    pub fn stream_consumed(&mut self, id: u64, n: u32) {
-        self.calls.stream_consumed(id, n);
+    /// The handler of call `id` will read no more of the client's stream: the items it never
+    /// took are credited back, and later ones are dropped and credited on arrival.
+    pub fn stream_abandoned(&mut self, id: u64) {
+        let unread = self.records.get_mut(&id).map_or(0, |r| r.drop_items());
+        self.calls
+            .stream_abandoned(id, u32::try_from(unread).unwrap_or(u32::MAX));
     }
 
-    /// The handler of call `id` will read no more of the client's stream (`buffered` items it
-    /// never took are credited back; later ones are dropped and credited on arrival).
-    pub fn stream_abandoned(&mut self, id: u64, buffered: u32) {
-        self.calls.stream_abandoned(id, buffered);
+    /// The application released call `id` (its handler and streams are gone): the session
+    /// forgets its record.
+    pub fn release(&mut self, id: u64) {
+        self.records.remove(&id);
     }
 
     /// Starts a graceful shutdown: new calls are answered `ShuttingDown`; calls in progress
@@ -487,9 +520,10 @@ impl ServerSession {
         if self.life == Life::Closed {
             return;
         }
+        let why = reason.to_string();
         self.reason = Some(reason);
         self.life = Life::Closed;
-        self.calls.handle_close();
+        self.calls.handle_close(&why);
     }
 
     // ---- output ------------------------------------------------------------------------
@@ -501,11 +535,19 @@ impl ServerSession {
         if let Some(id) = self.cancelled.pop_front() {
             return Some(ServerSessionEvent::Cancelled { id });
         }
+        if let Some(wake) = self.wakes.pop_front() {
+            return Some(ServerSessionEvent::Wake(wake));
+        }
         loop {
             let ev = self.calls.poll_event()?;
             return Some(match ev {
                 ServerEvent::Request(call) => match self.admit(&call, routes) {
-                    Ok(handler) => ServerSessionEvent::Call { call, handler },
+                    Ok(handler) => {
+                        if call.kind != CallKind::Unary {
+                            self.records.insert(call.id, CallRecord::new(call.kind));
+                        }
+                        ServerSessionEvent::Call { call, handler }
+                    }
                     Err(e) => {
                         self.calls.respond_error(call.id, e);
                         continue;
@@ -537,12 +579,29 @@ impl ServerSession {
                 ServerEvent::NotificationStopped { token } => {
                     ServerSessionEvent::NotificationStopped { token }
                 }
-                ServerEvent::Cancelled { id } => ServerSessionEvent::Cancelled { id },
-                ServerEvent::StreamItem { id, payload } => {
-                    ServerSessionEvent::StreamItem { id, payload }
+                ServerEvent::Cancelled { id, reason } => {
+                    if let Some(r) = self.records.get_mut(&id) {
+                        r.fail(reason, false);
+                    }
+                    ServerSessionEvent::Cancelled { id }
                 }
-                ServerEvent::StreamEnd { id } => ServerSessionEvent::StreamEnd { id },
-                ServerEvent::SendCredit { id } => ServerSessionEvent::SendCredit { id },
+                ServerEvent::StreamItem { id, payload } => {
+                    let Some(r) = self.records.get_mut(&id) else {
+                        // Nobody will take it: taken now, so the client's credit flows.
+                        self.calls.stream_consumed(id, 1);
+                        continue;
+                    };
+                    r.push_item(payload);
+                    ServerSessionEvent::Wake(CallWake::Recv(id))
+                }
+                ServerEvent::StreamEnd { id } => {
+                    let Some(r) = self.records.get_mut(&id) else {
+                        continue;
+                    };
+                    r.peer_ended();
+                    ServerSessionEvent::Wake(CallWake::Recv(id))
+                }
+                ServerEvent::SendCredit { id } => ServerSessionEvent::Wake(CallWake::Send(id)),
             });
         }
     }
@@ -662,6 +721,13 @@ impl ServerSession {
             .calls
             .answer_unsendable(id, code, format!("the answer could not be sent: {e}"))
         {
+            let error = match e {
+                Unsendable::TooLarge { size, max } => CallError::FrameTooLarge { size, max },
+                other => CallError::Unsendable(other.to_string()),
+            };
+            if let Some(r) = self.records.get_mut(&id) {
+                r.fail(error, false);
+            }
             self.cancelled.push_back(id);
         }
     }

@@ -11,10 +11,9 @@ use std::time::Duration;
 use pair::{CODEC, MS, Pair};
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
-    CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CloseReason,
+    CallError, CallKind, CallOptions, CallWake, ClientConfig, ClientSession, CloseReason,
     CompressionConfig, ErrorCode, HandlerOutcome, Header, MessageEncoder, MessageKind,
-    OutputBudget, Payload, ReadBudget, ServerConfig, ServerSessionEvent, StreamSendError,
-    WireConfig,
+    OutputBudget, Payload, ReadBudget, SendError, ServerConfig, ServerSessionEvent, WireConfig,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -75,7 +74,7 @@ fn granted_credit_is_clamped_to_the_servers_cap() {
         "Credit adding up to more"
     );
     let mut sent = 0;
-    while p.server.send_stream_item(1, item()).is_ok() {
+    while p.server.send_item(1, item()).is_ok() {
         sent += 1;
         assert!(sent <= 64, "more items queued than the cap");
     }
@@ -98,16 +97,9 @@ fn a_client_window_above_the_cap_still_flows() {
     let id = start_stream(&mut p);
     let mut got = 0;
     for _ in 0..200 {
-        while p.server.send_stream_item(id, item()).is_ok() {}
+        while p.server.send_item(id, item()).is_ok() {}
         p.run();
-        let items = p
-            .client_events
-            .iter()
-            .filter(|e| matches!(e, ClientEvent::StreamItem { .. }))
-            .count();
-        p.client_events.clear();
-        p.client.stream_consumed(id, items as u32);
-        got += items;
+        got += p.take_items(id).0;
     }
     assert!(got >= 1000, "the stream stalled after {got} items");
 }
@@ -128,9 +120,9 @@ fn a_stream_send_waits_while_queued_output_is_over_budget() {
     // The client reads nothing: nothing is taken from the server's output.
     let mut refused = false;
     for _ in 0..1000 {
-        match p.server.send_stream_item(1, item()) {
+        match p.server.send_item(1, item()) {
             Ok(()) => {}
-            Err(StreamSendError::NoCredit(_)) => {
+            Err(SendError::NoCredit(_)) => {
                 refused = true;
                 break;
             }
@@ -170,10 +162,10 @@ fn a_stream_send_waits_while_queued_output_is_over_budget() {
     assert_eq!(p.server.queued_bytes(), 0);
     let mut woken = false;
     while let Some(ev) = p.server.poll_event(&p.routes) {
-        woken |= matches!(ev, ServerSessionEvent::SendCredit { id: 1 });
+        woken |= matches!(ev, ServerSessionEvent::Wake(CallWake::Send(1)));
     }
     assert!(woken, "no SendCredit once the budget freed");
-    assert!(p.server.send_stream_item(1, item()).is_ok());
+    assert!(p.server.send_item(1, item()).is_ok());
 }
 
 /// The server-wide budget: many stalled connections cannot add up to more than it.
@@ -192,6 +184,10 @@ fn stalled_connections_share_one_server_wide_budget() {
             p.server.set_output_budget(budget.clone());
             p.server
                 .handle_bytes(p.now, &server_stream_request(1, 1000));
+            // The handler starts (and may send) once the call is routed.
+            while let Some(ev) = p.server.poll_event(&p.routes) {
+                p.server_events.push(ev);
+            }
             p
         })
         .collect();
@@ -199,7 +195,7 @@ fn stalled_connections_share_one_server_wide_budget() {
     let mut sent = Vec::new();
     for p in &mut pairs {
         let mut n = 0;
-        while p.server.send_stream_item(1, item()).is_ok() {
+        while p.server.send_item(1, item()).is_ok() {
             n += 1;
         }
         sent.push(n);
@@ -224,10 +220,10 @@ fn stalled_connections_share_one_server_wide_budget() {
     third.server.handle_budget_freed();
     let mut woken = false;
     while let Some(ev) = third.server.poll_event(&third.routes) {
-        woken |= matches!(ev, ServerSessionEvent::SendCredit { id: 1 });
+        woken |= matches!(ev, ServerSessionEvent::Wake(CallWake::Send(1)));
     }
     assert!(woken);
-    assert!(third.server.send_stream_item(1, item()).is_ok());
+    assert!(third.server.send_item(1, item()).is_ok());
     // A closed connection gives back what it held.
     let held = budget.queued();
     let second = pairs.remove(1);
@@ -532,15 +528,14 @@ fn a_client_refuses_items_past_its_credit_and_unsolicited_answers() {
         );
     }
     let mut items = 0;
-    let mut failed = None;
-    while let Some(ev) = client.poll_event() {
-        match ev {
-            ClientEvent::StreamItem { .. } => items += 1,
-            ClientEvent::Failed { error, .. } => failed = Some(error),
+    let failed = loop {
+        match client.next_item(id) {
+            std::task::Poll::Ready(Some(Ok(_))) => items += 1,
+            std::task::Poll::Ready(Some(Err(error))) => break error,
             other => panic!("{other:?}"),
         }
-    }
+    };
     assert_eq!(items, 4);
-    assert!(matches!(failed, Some(CallError::Protocol(_))), "{failed:?}");
+    assert!(matches!(failed, CallError::Protocol(_)), "{failed:?}");
     assert!(!client.is_closed());
 }

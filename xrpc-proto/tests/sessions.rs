@@ -5,14 +5,15 @@
 
 mod pair;
 
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use pair::{CODEC, MS, Pair, bytes};
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
-    CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, CloseReason,
-    CompressionConfig, ErrorCode, HandlerOutcome, MethodTable, Payload, RemoteError, ServerConfig,
-    ServerSession, ServerSessionEvent, WireConfig,
+    CallError, CallKind, CallOptions, CallWake, ClientConfig, ClientSession, CloseReason,
+    CompressionConfig, ErrorCode, HandlerOutcome, MethodTable, Payload, RemoteError, SendError,
+    ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
 };
 
 #[test]
@@ -28,7 +29,7 @@ fn unary_call_through_bytes_in_any_chunking() {
             HandlerOutcome::Response(Payload::Bytes(Bytes::from_static(b"3")))
         ));
         match p.client_outcome(id) {
-            Some(ClientEvent::Response { payload, .. }) => assert_eq!(bytes(payload), b"3"),
+            Some(Ok(payload)) => assert_eq!(bytes(payload), b"3"),
             other => panic!("chunk {chunk}: {other:?}"),
         }
         assert_eq!(p.client.pending_calls(), 0);
@@ -110,10 +111,7 @@ fn garbage_from_the_client_is_answered_up_to_it_then_closes() {
         id,
         HandlerOutcome::Response(Payload::Bytes(Bytes::from_static(b"ok"))),
     );
-    assert!(matches!(
-        p.client_outcome(id),
-        Some(ClientEvent::Response { .. })
-    ));
+    assert!(matches!(p.client_outcome(id), Some(Ok(_))));
     assert!(p.server.is_closed());
     assert!(matches!(
         p.server.close_reason(),
@@ -166,11 +164,10 @@ fn the_server_closing_fails_every_call() {
     p.client.handle_eof(p.now);
     assert!(p.client.is_closed());
     assert_eq!(
-        p.client.poll_event(),
-        Some(ClientEvent::Failed {
-            id,
-            error: CallError::Disconnected("the server closed the connection".into())
-        })
+        p.client.take_response(id),
+        Poll::Ready(Err(CallError::Disconnected(
+            "the server closed the connection".into()
+        )))
     );
 }
 
@@ -190,10 +187,7 @@ fn an_oversized_request_fails_only_its_call() {
     let ok = p.call("add", b"small");
     assert_eq!(p.take_calls().len(), 1, "the connection goes on");
     p.complete(ok, HandlerOutcome::Response(Payload::Bytes(Bytes::new())));
-    assert!(matches!(
-        p.client_outcome(ok),
-        Some(ClientEvent::Response { .. })
-    ));
+    assert!(matches!(p.client_outcome(ok), Some(Ok(_))));
 
     // With compression the size is known only when encoding: the call fails then.
     let wire = wire.with_compression(CompressionConfig::lz4());
@@ -290,32 +284,27 @@ fn server_stream_with_credit() {
     let mut sent = 0;
     while p
         .server
-        .send_stream_item(id, Payload::Bytes(Bytes::from_static(b"i")))
+        .send_item(id, Payload::Bytes(Bytes::from_static(b"i")))
         .is_ok()
     {
         sent += 1;
     }
     assert_eq!(sent, 4, "the client's window");
     p.run();
-    let items = p
-        .client_events
-        .iter()
-        .filter(|e| matches!(e, ClientEvent::StreamItem { .. }))
-        .count();
-    assert_eq!(items, 4);
-    p.client.stream_consumed(id, 4);
+    // Taking the items grants the server credit again.
+    assert_eq!(p.take_items(id), (4, None));
     p.run();
     assert!(
         p.server_events
             .iter()
-            .any(|e| matches!(e, ServerSessionEvent::SendCredit { id: i } if *i == id))
+            .any(|e| matches!(e, ServerSessionEvent::Wake(CallWake::Send(i)) if *i == id))
     );
     assert_eq!(p.server.send_credit(id), Some(4));
     p.complete(id, HandlerOutcome::StreamEnd);
-    assert!(
-        p.client_events
-            .iter()
-            .any(|e| matches!(e, ClientEvent::StreamEnd { id: i } if *i == id))
+    assert_eq!(
+        p.take_items(id),
+        (0, Some(None)),
+        "the stream ended normally"
     );
 }
 
@@ -449,11 +438,10 @@ fn a_closed_client_writes_what_it_holds_for_the_grace_then_stops() {
     );
     p.client.close(p.now, "the client was dropped");
     assert_eq!(
-        p.client.poll_event(),
-        Some(ClientEvent::Failed {
-            id,
-            error: CallError::Disconnected("the client was dropped".into())
-        })
+        p.client.take_response(id),
+        Poll::Ready(Err(CallError::Disconnected(
+            "the client was dropped".into()
+        )))
     );
     assert!(
         !p.client.is_closed(),
@@ -532,7 +520,7 @@ mod hostile_bytes {
                         server.complete(t, call.id, HandlerOutcome::Response(Payload::Bytes(Bytes::new())));
                     }
                 }
-                while client.poll_event().is_some() {}
+                while client.poll_wake().is_some() {}
                 let mut out = BytesMut::new();
                 while server.poll_transmit(&mut out) {}
                 let mut reader = ClientSession::new(ClientConfig::default(), wire, t);
@@ -562,4 +550,144 @@ fn an_error_text_too_long_for_a_frame_is_cut_not_lost() {
         e.message.len()
     );
     assert!(long.starts_with(&e.message), "cut at a character boundary");
+}
+
+/// Starts a bidirectional call "chat" and routes it to the server.
+fn chat(p: &mut Pair, timeout: Option<Duration>) -> u64 {
+    let mut opts = CallOptions::unary(CODEC).with_kind(CallKind::Bidirectional);
+    opts.timeout = timeout;
+    let id = p.call_with("chat", b"", opts);
+    assert_eq!(p.take_calls().len(), 1);
+    id
+}
+
+fn item() -> Payload {
+    Payload::Bytes(Bytes::from_static(b"i"))
+}
+
+/// The one answer to each act on a call that is over (`xrpc_proto::call`), the same on both
+/// sides: the error that ended it, or `Finished` if it ended normally.
+#[test]
+fn an_act_on_a_call_that_is_over_gets_the_reason_it_ended() {
+    // Cancelled by the client: both ends see `Cancelled`, for reads and for sends.
+    let mut p = Pair::default();
+    let id = chat(&mut p, None);
+    p.client.cancel(id);
+    p.run();
+    let over = |r: Result<(), SendError>| match r {
+        Err(SendError::Over(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        over(p.client.send_item(id, item(), CODEC)),
+        CallError::Cancelled
+    );
+    assert_eq!(
+        p.client.next_item(id),
+        Poll::Ready(Some(Err(CallError::Cancelled)))
+    );
+    assert_eq!(over(p.server.send_item(id, item())), CallError::Cancelled);
+    assert_eq!(
+        p.server.next_item(id),
+        Poll::Ready(Some(Err(CallError::Cancelled)))
+    );
+
+    // Past its deadline: `Timeout` on both ends.
+    let mut p = Pair::default();
+    let id = chat(&mut p, Some(50 * MS));
+    p.advance(50 * MS);
+    assert_eq!(
+        over(p.client.send_item(id, item(), CODEC)),
+        CallError::Timeout
+    );
+    assert_eq!(
+        p.client.next_item(id),
+        Poll::Ready(Some(Err(CallError::Timeout)))
+    );
+    assert_eq!(over(p.server.send_item(id, item())), CallError::Timeout);
+    assert_eq!(
+        p.server.next_item(id),
+        Poll::Ready(Some(Err(CallError::Timeout)))
+    );
+
+    // The connection lost: `Disconnected` on both ends.
+    let mut p = Pair::default();
+    let id = chat(&mut p, None);
+    p.client.handle_transport_error("reset");
+    p.server.handle_transport_error("reset");
+    p.run();
+    assert!(matches!(
+        over(p.client.send_item(id, item(), CODEC)),
+        CallError::Disconnected(_)
+    ));
+    assert!(matches!(
+        p.client.next_item(id),
+        Poll::Ready(Some(Err(CallError::Disconnected(_))))
+    ));
+    assert!(matches!(
+        over(p.server.send_item(id, item())),
+        CallError::Disconnected(_)
+    ));
+    assert!(matches!(
+        p.server.next_item(id),
+        Poll::Ready(Some(Err(CallError::Disconnected(_))))
+    ));
+
+    // Ended normally (the handler completed): reads see the end, sends `Finished`.
+    let mut p = Pair::default();
+    let id = chat(&mut p, None);
+    p.complete(id, HandlerOutcome::StreamEnd);
+    assert_eq!(p.client.next_item(id), Poll::Ready(None));
+    assert_eq!(
+        over(p.client.send_item(id, item(), CODEC)),
+        CallError::Finished
+    );
+    assert_eq!(p.server.next_item(id), Poll::Ready(None));
+    assert_eq!(over(p.server.send_item(id, item())), CallError::Finished);
+
+    // A finished sending half: `Finished`; the call itself goes on.
+    let mut p = Pair::default();
+    let id = chat(&mut p, None);
+    assert!(p.client.finish_stream(id));
+    assert_eq!(
+        over(p.client.send_item(id, item(), CODEC)),
+        CallError::Finished
+    );
+    assert!(p.server.send_item(id, item()).is_ok());
+    p.run();
+    assert_eq!(p.take_items(id), (1, None));
+
+    // Released (or never started): `Finished` for every act.
+    let mut p = Pair::default();
+    let id = chat(&mut p, None);
+    p.client.release(id);
+    p.server.release(id);
+    assert_eq!(
+        over(p.client.send_item(id, item(), CODEC)),
+        CallError::Finished
+    );
+    assert_eq!(
+        p.client.next_item(id),
+        Poll::Ready(Some(Err(CallError::Finished)))
+    );
+    assert_eq!(
+        p.client.take_response(id),
+        Poll::Ready(Err(CallError::Finished))
+    );
+    assert_eq!(over(p.server.send_item(id, item())), CallError::Finished);
+    assert_eq!(
+        p.server.next_item(id),
+        Poll::Ready(Some(Err(CallError::Finished)))
+    );
+}
+
+/// A call released while pending (its last handle dropped) is cancelled on the server.
+#[test]
+fn a_released_pending_call_is_cancelled_on_the_server() {
+    let mut p = Pair::default();
+    let id = chat(&mut p, None);
+    p.client.release(id);
+    p.run();
+    assert_eq!(p.cancelled(), vec![id]);
+    assert_eq!(p.client.pending_calls(), 0);
 }

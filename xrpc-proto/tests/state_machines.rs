@@ -238,7 +238,13 @@ fn client_deadline_expires_and_cancels_on_the_server() {
         }]
     );
     p.step();
-    assert_eq!(p.server_events(), vec![ServerEvent::Cancelled { id }]);
+    assert_eq!(
+        p.server_events(),
+        vec![ServerEvent::Cancelled {
+            id,
+            reason: CallError::Cancelled
+        }]
+    );
     assert!(
         !p.server.respond(id, Bytes::new(), 1),
         "late answers are dropped"
@@ -258,7 +264,13 @@ fn server_sees_and_enforces_the_deadline() {
     // Only the server's clock moves (the client is slower to notice).
     p.now += 50 * MS;
     p.server.handle_timeout(p.now);
-    assert_eq!(p.server_events(), vec![ServerEvent::Cancelled { id }]);
+    assert_eq!(
+        p.server_events(),
+        vec![ServerEvent::Cancelled {
+            id,
+            reason: CallError::Timeout
+        }]
+    );
     p.step();
     let evs = p.client_events();
     // The server's DeadlineExceeded is the client's Timeout, whichever timer fired first.
@@ -298,7 +310,7 @@ fn connection_loss_fails_every_pending_call() {
         Err(CallError::Disconnected(_))
     ));
     assert_eq!(p.client.poll_timeout(), None);
-    p.server.handle_close();
+    p.server.handle_close("gone");
     assert_eq!(p.server_events().len(), 6, "every handler is told to stop");
 }
 
@@ -311,7 +323,13 @@ fn cancel_reaches_the_server_and_swallows_the_answer() {
     assert!(p.client.cancel(id));
     assert!(!p.client.cancel(id));
     p.step();
-    assert_eq!(p.server_events(), vec![ServerEvent::Cancelled { id }]);
+    assert_eq!(
+        p.server_events(),
+        vec![ServerEvent::Cancelled {
+            id,
+            reason: CallError::Cancelled
+        }]
+    );
     // A response already in flight when the cancel was sent is ignored by the client.
     p.server
         .handle_packet(
@@ -663,7 +681,7 @@ proptest! {
                 }
                 Op::Close => {
                     p.client.handle_close("closed");
-                    p.server.handle_close();
+                    p.server.handle_close("gone");
                     p.c2s.clear();
                     p.s2c.clear();
                     closed = true;

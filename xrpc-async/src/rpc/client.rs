@@ -5,12 +5,11 @@
 //! polling the driver itself while no other call does (see `shared_driver`), else leaving it
 //! to its task. A call never writes outside the driver, so dropping one never cuts a write.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,75 +17,23 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    BincodeCodec, CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession,
-    Codec, Payload, RpcError, StreamSendError, decode_payload, payload_bytes,
+    BincodeCodec, CallKind, CallOptions, ClientConfig, ClientSession, Codec, Payload, RpcError,
+    SendError, decode_payload, payload_bytes,
 };
 
 use super::driver::{Driven, Shared, drive};
 use super::shared_driver::SharedDriver;
-use super::stream::{Refused, StreamCtl, StreamReceiver, StreamSender};
+use super::stream::{CallRef, StreamCtl, StreamReceiver, StreamSender};
+use super::wakers::{Wakers, leave_waker};
 use crate::channel::MessageChannel;
 use crate::runtime::Runtime;
 
 /// Client settings (the session's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;
 
-/// What a call waits for.
-enum Waiter {
-    Unary {
-        result: Option<Result<Payload, CallError>>,
-        waker: Option<Waker>,
-    },
-    Stream(StreamWaiter),
-}
-
-/// The client's side of a streaming call.
-#[derive(Default)]
-struct StreamWaiter {
-    /// Items of the server's stream not yet taken (bounded by the credit window).
-    items: VecDeque<Payload>,
-    /// How the call ended: `Ok(Some)`, a client stream's response; `Ok(None)`, the server's
-    /// stream ended; `Err`, a failure.
-    end: Option<Result<Option<Payload>, CallError>>,
-    recv: Option<Waker>,
-    /// Senders waiting for credit (a `StreamSender` may be shared by several tasks).
-    send: Vec<Waker>,
-    response: Option<Waker>,
-}
-
-impl StreamWaiter {
-    fn wake_all(&mut self) {
-        for w in [self.recv.take(), self.response.take()]
-            .into_iter()
-            .flatten()
-            .chain(self.send.drain(..))
-        {
-            w.wake();
-        }
-    }
-}
-
 pub(crate) struct ClientState {
     session: ClientSession,
-    waiters: IdMap<Waiter>,
-}
-
-impl ClientState {
-    fn finish(&mut self, id: u64, res: Result<Option<Payload>, CallError>) {
-        match self.waiters.get_mut(&id) {
-            Some(Waiter::Unary { result, waker }) => {
-                *result = Some(res.map(|p| p.unwrap_or(Payload::Bytes(Bytes::new()))));
-                if let Some(w) = waker.take() {
-                    w.wake();
-                }
-            }
-            Some(Waiter::Stream(s)) => {
-                s.end = Some(res);
-                s.wake_all();
-            }
-            None => {}
-        }
-    }
+    wakers: IdMap<Wakers>,
 }
 
 impl Driven for ClientState {
@@ -102,24 +49,9 @@ impl Driven for ClientState {
     }
 
     fn dispatch(&mut self, _work: &mut Vec<()>) {
-        while let Some(ev) = self.session.poll_event() {
-            match ev {
-                ClientEvent::Response { id, payload } => self.finish(id, Ok(Some(payload))),
-                ClientEvent::Failed { id, error } => self.finish(id, Err(error)),
-                ClientEvent::StreamEnd { id } => self.finish(id, Ok(None)),
-                ClientEvent::StreamItem { id, payload } => {
-                    if let Some(Waiter::Stream(s)) = self.waiters.get_mut(&id) {
-                        s.items.push_back(payload);
-                        if let Some(w) = s.recv.take() {
-                            w.wake();
-                        }
-                    }
-                }
-                ClientEvent::SendCredit { id } => {
-                    if let Some(Waiter::Stream(s)) = self.waiters.get_mut(&id) {
-                        s.send.drain(..).for_each(Waker::wake);
-                    }
-                }
+        while let Some(wake) = self.session.poll_wake() {
+            if let Some(w) = self.wakers.get_mut(&wake.id()) {
+                w.wake(wake);
             }
         }
     }
@@ -141,52 +73,31 @@ impl<T: MessageChannel, R: Runtime> Inner<T, R> {
         self.driver.kick();
         r
     }
-
-    /// Drops the waiter of call `id` and cancels it on the server (a future or stream
-    /// dropped early).
-    fn cancel(&self, id: u64) {
-        self.driver.leave(id);
-        self.with(|st| {
-            if let Some(Waiter::Stream(mut s)) = st.waiters.remove(&id) {
-                s.wake_all();
-            }
-            st.session.cancel(id);
-        });
-    }
 }
 
 impl<T: MessageChannel, R: Runtime> StreamCtl for Inner<T, R> {
     fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>> {
         let mut st = self.shared.lock();
-        let ClientState { session, waiters } = &mut *st;
-        let Some(Waiter::Stream(s)) = waiters.get_mut(&id) else {
-            return Poll::Ready(None);
+        let ClientState { session, wakers } = &mut *st;
+        let Poll::Ready(next) = session.next_item(id) else {
+            leave_waker(&mut wakers.entry(id).or_default().recv, cx);
+            return Poll::Pending;
         };
-        if let Some(item) = s.items.pop_front() {
-            session.stream_consumed(id, 1);
-            drop(st);
+        // Taking an item may have granted the server credit.
+        let credit = session.has_transmit();
+        drop(st);
+        if credit {
             self.driver.kick();
-            return Poll::Ready(Some(Ok(item)));
         }
-        match &s.end {
-            Some(Err(e)) => {
-                let e = e.clone();
-                waiters.remove(&id);
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Some(Ok(_)) => {
-                waiters.remove(&id);
-                Poll::Ready(None)
-            }
-            None => {
-                s.recv = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
+        Poll::Ready(next.map(|r| r.map_err(RpcError::from)))
     }
 
-    fn abandon(&self, id: u64, _unread: u32) {
-        self.cancel(id);
+    fn abandon(&self, id: u64) {
+        // A client that stops receiving gives up the call.
+        self.with(|st| {
+            st.session.cancel(id);
+            st.dispatch(&mut Vec::new());
+        });
     }
 
     fn poll_send(
@@ -195,35 +106,36 @@ impl<T: MessageChannel, R: Runtime> StreamCtl for Inner<T, R> {
         payload: &mut Option<Payload>,
         codec: u8,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Refused>> {
+    ) -> Poll<Result<(), RpcError>> {
         let mut st = self.shared.lock();
         let Some(p) = payload.take() else {
             return Poll::Ready(Ok(()));
         };
-        match st.session.send_stream_item(id, p, codec) {
+        match st.session.send_item(id, p, codec) {
             Ok(()) => {
                 drop(st);
                 self.driver.kick();
                 Poll::Ready(Ok(()))
             }
-            Err(StreamSendError::NoCredit(p)) => {
+            Err(SendError::NoCredit(p)) => {
                 *payload = Some(p);
-                match st.waiters.get_mut(&id) {
-                    Some(Waiter::Stream(s)) if s.end.is_none() => {
-                        if !s.send.iter().any(|w| w.will_wake(cx.waker())) {
-                            s.send.push(cx.waker().clone());
-                        }
-                        Poll::Pending
-                    }
-                    _ => Poll::Ready(Err(Refused::Closed)),
-                }
+                st.wakers.entry(id).or_default().wait_send(cx);
+                Poll::Pending
             }
-            Err(StreamSendError::Closed(_)) => Poll::Ready(Err(Refused::Closed)),
+            Err(SendError::Over(e)) => Poll::Ready(Err(e.into())),
         }
     }
 
     fn finish(&self, id: u64) {
         self.with(|st| st.session.finish_stream(id));
+    }
+
+    fn release(&self, id: u64) {
+        self.driver.leave(id);
+        self.with(|st| {
+            st.wakers.remove(&id);
+            st.session.release(id);
+        });
     }
 }
 
@@ -330,7 +242,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             channel: Arc::new(channel),
             shared: Arc::new(Shared::new(ClientState {
                 session,
-                waiters: id_map(),
+                wakers: id_map(),
             })),
             rt,
             started: AtomicBool::new(false),
@@ -430,32 +342,30 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         }
     }
 
-    /// Registers a call with the session and returns its id.
-    fn begin(
-        &self,
-        method: &str,
-        payload: Payload,
-        opts: CallOptions,
-        waiter: Waiter,
-    ) -> Result<u64, RpcError> {
+    /// Starts a call with the session and returns its id.
+    fn begin(&self, method: &str, payload: Payload, opts: CallOptions) -> Result<u64, RpcError> {
         self.ensure_started()?;
-        let unary = matches!(waiter, Waiter::Unary { .. });
-        let mut st = self.inner.shared.lock();
-        let id = st
-            .session
-            .start_call(self.inner.rt.now(), method, payload, opts)?;
-        st.waiters.insert(id, waiter);
-        drop(st);
+        let id = self.inner.shared.lock().session.start_call(
+            self.inner.rt.now(),
+            method,
+            payload,
+            opts,
+        )?;
         // A unary call's waiter drives the connection (or wakes whoever does) when polled.
-        if !unary {
+        if opts.kind != CallKind::Unary {
             self.inner.driver.kick();
         }
         Ok(id)
     }
 
+    /// A started streaming call `id`, as its handles share it.
+    fn call_ref(&self, id: u64) -> Arc<CallRef> {
+        CallRef::new(self.inner.clone(), id)
+    }
+
     /// Waits for the outcome of unary call `id`; dropping the future cancels the call.
     async fn wait(&self, id: u64) -> Result<Payload, RpcError> {
-        let guard = CancelOnDrop {
+        let guard = ReleaseOnDrop {
             inner: &*self.inner,
             id,
         };
@@ -509,11 +419,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         payload: Payload,
         opts: CallOptions,
     ) -> Result<Payload, RpcError> {
-        let waiter = Waiter::Unary {
-            result: None,
-            waker: None,
-        };
-        let id = self.begin(method, payload, opts, waiter)?;
+        let id = self.begin(method, payload, opts)?;
         self.wait(id).await
     }
 
@@ -603,21 +509,17 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Ok(())
     }
 
-    fn stream_waiter() -> Waiter {
-        Waiter::Stream(StreamWaiter::default())
-    }
-
     /// Starts a call whose client streams (its request is empty: the items carry the data).
     fn begin_client_stream<Item: Serialize>(
         &self,
         method: &str,
         kind: CallKind,
-    ) -> Result<(u64, StreamSender<Item, C>), RpcError> {
+    ) -> Result<(Arc<CallRef>, StreamSender<Item, C>), RpcError> {
         let opts = CallOptions::unary(C::ID).with_kind(kind);
         let request = Payload::Bytes(Bytes::new());
-        let id = self.begin(method, request, opts, Self::stream_waiter())?;
-        let sender = StreamSender::new(self.inner.clone(), id, self.codec.clone(), true);
-        Ok((id, sender))
+        let call = self.call_ref(self.begin(method, request, opts)?);
+        let sender = StreamSender::new(call.clone(), self.codec.clone(), true);
+        Ok((call, sender))
     }
 
     /// Calls a server-streaming method: one request, a stream of items.
@@ -632,12 +534,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     {
         let payload = Payload::Bytes(self.codec.encode(request)?);
         let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
-        let id = self.begin(method, payload, opts, Self::stream_waiter())?;
-        Ok(StreamReceiver::new(
-            self.inner.clone(),
-            id,
-            self.codec.clone(),
-        ))
+        let call = self.call_ref(self.begin(method, payload, opts)?);
+        Ok(StreamReceiver::new(call, self.codec.clone()))
     }
 
     /// Calls a client-streaming method: send items with the [`StreamSender`], then
@@ -656,36 +554,21 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Item: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let (id, sender) = self.begin_client_stream(method, CallKind::ClientStreaming)?;
+        let (call, sender) = self.begin_client_stream(method, CallKind::ClientStreaming)?;
         let inner = self.inner.clone();
         let codec = self.codec.clone();
         // Owned before the future first runs: dropping the response unpolled cancels the call.
-        let guard = OwnedCancel {
-            inner: inner.clone(),
-            id,
-        };
+        let guard = CancelOnDrop(Some(call));
         let response = async move {
+            let id = guard.0.as_ref().map_or(0, |c| c.id());
             let res = std::future::poll_fn(|cx| {
                 let mut st = inner.shared.lock();
-                match st.waiters.get_mut(&id) {
-                    Some(Waiter::Stream(s)) => match s.end.take() {
-                        Some(end) => {
-                            st.waiters.remove(&id);
-                            Poll::Ready(match end {
-                                Ok(Some(p)) => Ok(p),
-                                Ok(None) => Err(RpcError::StreamError(
-                                    "the call ended without a response".into(),
-                                )),
-                                Err(e) => Err(e.into()),
-                            })
-                        }
-                        None => {
-                            s.response = Some(cx.waker().clone());
-                            Poll::Pending
-                        }
-                    },
-                    _ => Poll::Ready(Err(RpcError::Disconnected("the client was dropped".into()))),
+                let ClientState { session, wakers } = &mut *st;
+                let res = session.take_response(id);
+                if res.is_pending() {
+                    leave_waker(&mut wakers.entry(id).or_default().recv, cx);
                 }
+                res
             })
             .await;
             guard.disarm();
@@ -704,8 +587,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Req: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let (id, sender) = self.begin_client_stream(method, CallKind::Bidirectional)?;
-        let receiver = StreamReceiver::new(self.inner.clone(), id, self.codec.clone());
+        let (call, sender) = self.begin_client_stream(method, CallKind::Bidirectional)?;
+        let receiver = StreamReceiver::new(call, self.codec.clone());
         Ok((sender, receiver))
     }
 }
@@ -718,65 +601,60 @@ enum Wait<'a, 'b> {
     Withdraw,
 }
 
-/// The outcome of unary call `id`, if it has one; else `wait` says what becomes of its waker.
+/// The outcome of unary call `id`, if it has one (the session's answer); else `wait` says
+/// what becomes of its waker.
 fn take_result(
     st: &mut ClientState,
     id: u64,
     wait: Wait<'_, '_>,
 ) -> Poll<Result<Payload, RpcError>> {
-    match st.waiters.get_mut(&id) {
-        Some(Waiter::Unary {
-            result: Some(_), ..
-        }) => match st.waiters.remove(&id) {
-            Some(Waiter::Unary {
-                result: Some(r), ..
-            }) => Poll::Ready(r.map_err(RpcError::from)),
-            _ => Poll::Ready(Err(RpcError::Disconnected("call lost".into()))),
-        },
-        Some(Waiter::Unary { waker, .. }) => {
+    let ClientState { session, wakers } = st;
+    match session.take_response(id) {
+        Poll::Ready(r) => {
+            wakers.remove(&id);
+            Poll::Ready(r.map_err(RpcError::from))
+        }
+        Poll::Pending => {
             match wait {
-                Wait::Leave(cx) if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) => {
-                    *waker = Some(cx.waker().clone());
+                Wait::Leave(cx) => leave_waker(&mut wakers.entry(id).or_default().recv, cx),
+                Wait::Withdraw => {
+                    if let Some(w) = wakers.get_mut(&id) {
+                        w.recv = None;
+                    }
                 }
-                Wait::Leave(_) => {}
-                Wait::Withdraw => *waker = None,
             }
             Poll::Pending
         }
-        _ => Poll::Ready(Err(RpcError::Disconnected("the client was dropped".into()))),
     }
 }
 
-/// [`CancelOnDrop`] owning its client (for a future returned to the caller).
-struct OwnedCancel<T: MessageChannel, R: Runtime> {
-    inner: Arc<Inner<T, R>>,
-    id: u64,
-}
+/// Cancels a call (its response was not awaited to the end) when dropped armed.
+struct CancelOnDrop(Option<Arc<CallRef>>);
 
-impl<T: MessageChannel, R: Runtime> OwnedCancel<T, R> {
+impl CancelOnDrop {
     /// The call ended: nothing to cancel.
     fn disarm(mut self) {
-        self.id = 0;
+        self.0 = None;
     }
 }
 
-impl<T: MessageChannel, R: Runtime> Drop for OwnedCancel<T, R> {
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        // Call ids start at 1; 0 marks a disarmed guard.
-        if self.id != 0 {
-            self.inner.cancel(self.id);
+        if let Some(call) = &self.0 {
+            call.ctl().abandon(call.id());
         }
     }
 }
 
-/// Cancels a call on the server if the future waiting for it is dropped.
-struct CancelOnDrop<'a, T: MessageChannel, R: Runtime> {
+/// Releases a unary call (cancelling it on the server if still pending) if the future waiting
+/// for it is dropped.
+struct ReleaseOnDrop<'a, T: MessageChannel, R: Runtime> {
     inner: &'a Inner<T, R>,
     id: u64,
 }
 
-impl<T: MessageChannel, R: Runtime> Drop for CancelOnDrop<'_, T, R> {
+impl<T: MessageChannel, R: Runtime> Drop for ReleaseOnDrop<'_, T, R> {
     fn drop(&mut self) {
-        self.inner.cancel(self.id);
+        self.inner.release(self.id);
     }
 }

@@ -1,24 +1,24 @@
 //! Serving one connection: the [`ServerSession`] driven by one future ([`RpcServer::serve`]),
 //! the handlers it starts, and the streams they use.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    CallKind, Codec, HandlerOutcome, IncomingCall, MethodTable, Payload, RpcError, ServerSession,
-    ServerSessionEvent, StreamSendError, handler_outcome, panic_message,
+    CallKind, CallWake, Codec, HandlerOutcome, IncomingCall, MethodTable, Payload, RpcError,
+    SendError, ServerSession, ServerSessionEvent, handler_outcome, panic_message,
 };
 
 use super::driver::{Driven, Shared, drive};
 use super::recycle::Started;
 use super::server::{CallContext, HandlerFn, RpcServer};
-use super::stream::{Refused, StreamCtl};
+use super::stream::StreamCtl;
+use super::wakers::{Wakers, leave_waker};
 use crate::channel::MessageChannel;
 use crate::runtime::{Runtime, Task};
 use crate::signal::Signal;
@@ -27,18 +27,11 @@ use crate::transport::FrameTransport;
 /// A connection's state as its driver and its handlers share it.
 pub(crate) type Connection<R> = Shared<ServerState<R>>;
 
-/// A handler running on the connection, as its streams see it.
+/// A handler running on the connection: its task, and the signal its context sees.
 struct Running {
     task: Option<Box<dyn Task>>,
     /// Raised when the call is stopped (its handler sees it in its [`CallContext`]).
     cancel: Arc<Signal>,
-    /// Items of the client's stream not yet taken (bounded by the credit window).
-    items: VecDeque<Payload>,
-    /// The client ended its stream.
-    ended: bool,
-    recv: Option<Waker>,
-    /// Senders waiting for credit (a `StreamSender` may be shared by several tasks).
-    send: Vec<Waker>,
 }
 
 impl Running {
@@ -46,9 +39,6 @@ impl Running {
         self.cancel.raise();
         if let Some(t) = self.task {
             t.abort();
-        }
-        for w in self.recv.into_iter().chain(self.send) {
-            w.wake();
         }
     }
 }
@@ -64,6 +54,8 @@ pub(crate) struct ServerState<R: Runtime> {
     /// The server's runtime (its clock).
     rt: R,
     running: IdMap<Running>,
+    /// Whom to wake for the streaming calls, until their handles release them.
+    wakers: IdMap<Wakers>,
     /// Notification handlers running, by token.
     notifications: IdMap<Running>,
     routes: Arc<RwLock<MethodTable<HandlerFn>>>,
@@ -82,10 +74,6 @@ impl Running {
         Self {
             task: None,
             cancel: spare.pop().unwrap_or_default(),
-            items: VecDeque::new(),
-            ended: false,
-            recv: None,
-            send: Vec::new(),
         }
     }
 
@@ -113,6 +101,7 @@ impl<R: Runtime> Driven for ServerState<R> {
         let Self {
             session,
             running,
+            wakers,
             notifications,
             routes,
             spare,
@@ -147,26 +136,13 @@ impl<R: Runtime> Driven for ServerState<R> {
                     if let Some(r) = running.remove(&id) {
                         r.stop();
                     }
-                }
-                ServerSessionEvent::StreamItem { id, payload } => {
-                    if let Some(r) = running.get_mut(&id) {
-                        r.items.push_back(payload);
-                        if let Some(w) = r.recv.take() {
-                            w.wake();
-                        }
+                    if let Some(w) = wakers.get_mut(&id) {
+                        w.wake(CallWake::Ended(id));
                     }
                 }
-                ServerSessionEvent::StreamEnd { id } => {
-                    if let Some(r) = running.get_mut(&id) {
-                        r.ended = true;
-                        if let Some(w) = r.recv.take() {
-                            w.wake();
-                        }
-                    }
-                }
-                ServerSessionEvent::SendCredit { id } => {
-                    if let Some(r) = running.get_mut(&id) {
-                        r.send.drain(..).for_each(Waker::wake);
+                ServerSessionEvent::Wake(wake) => {
+                    if let Some(w) = wakers.get_mut(&wake.id()) {
+                        w.wake(wake);
                     }
                 }
             }
@@ -183,39 +159,23 @@ impl<R: Runtime> StreamCtl for Ctl<R> {
     fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>> {
         let mut st = self.conn.lock();
         let ServerState {
-            session, running, ..
+            session, wakers, ..
         } = &mut *st;
-        let Some(r) = running.get_mut(&id) else {
-            // The call was stopped (cancelled, past its deadline, the connection or the server
-            // ending) before the client ended its stream: not an end the handler may take for
-            // the whole input.
-            return Poll::Ready(Some(Err(RpcError::Cancelled)));
+        let Poll::Ready(next) = session.next_item(id) else {
+            leave_waker(&mut wakers.entry(id).or_default().recv, cx);
+            return Poll::Pending;
         };
-        if let Some(item) = r.items.pop_front() {
-            session.stream_consumed(id, 1);
-            drop(st);
+        // Taking an item may have granted the client credit.
+        let credit = session.has_transmit();
+        drop(st);
+        if credit {
             self.conn.wake();
-            return Poll::Ready(Some(Ok(item)));
         }
-        if r.ended {
-            return Poll::Ready(None);
-        }
-        r.recv = Some(cx.waker().clone());
-        Poll::Pending
+        Poll::Ready(next.map(|r| r.map_err(RpcError::from)))
     }
 
-    fn abandon(&self, id: u64, _unread: u32) {
-        let mut st = self.conn.lock();
-        let ServerState {
-            session, running, ..
-        } = &mut *st;
-        if let Some(r) = running.get_mut(&id) {
-            let unread = u32::try_from(r.items.len()).unwrap_or(u32::MAX);
-            r.items.clear();
-            r.ended = true;
-            session.stream_abandoned(id, unread);
-        }
-        drop(st);
+    fn abandon(&self, id: u64) {
+        self.conn.lock().session.stream_abandoned(id);
         self.conn.wake();
     }
 
@@ -225,30 +185,23 @@ impl<R: Runtime> StreamCtl for Ctl<R> {
         payload: &mut Option<Payload>,
         _codec: u8,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Refused>> {
+    ) -> Poll<Result<(), RpcError>> {
         let mut st = self.conn.lock();
         let Some(p) = payload.take() else {
             return Poll::Ready(Ok(()));
         };
-        match st.session.send_stream_item(id, p) {
+        match st.session.send_item(id, p) {
             Ok(()) => {
                 drop(st);
                 self.conn.wake();
                 Poll::Ready(Ok(()))
             }
-            Err(StreamSendError::NoCredit(p)) => {
+            Err(SendError::NoCredit(p)) => {
                 *payload = Some(p);
-                match st.running.get_mut(&id) {
-                    Some(r) => {
-                        if !r.send.iter().any(|w| w.will_wake(cx.waker())) {
-                            r.send.push(cx.waker().clone());
-                        }
-                        Poll::Pending
-                    }
-                    None => Poll::Ready(Err(Refused::Closed)),
-                }
+                st.wakers.entry(id).or_default().wait_send(cx);
+                Poll::Pending
             }
-            Err(StreamSendError::Closed(_)) => Poll::Ready(Err(Refused::Closed)),
+            Err(SendError::Over(e)) => Poll::Ready(Err(e.into())),
         }
     }
 
@@ -256,15 +209,16 @@ impl<R: Runtime> StreamCtl for Ctl<R> {
         let mut st = self.conn.lock();
         let now = st.rt.now();
         st.session.complete(now, id, HandlerOutcome::StreamEnd);
-        // The call is over: a handler still reading the client's stream sees its end.
-        if let Some(r) = st.running.get_mut(&id) {
-            r.ended = true;
-            if let Some(w) = r.recv.take() {
-                w.wake();
-            }
-        }
+        // The call is over: its streams' waiters learn it.
+        st.dispatch(&mut Vec::new());
         drop(st);
         self.conn.wake();
+    }
+
+    fn release(&self, id: u64) {
+        let mut st = self.conn.lock();
+        st.wakers.remove(&id);
+        st.session.release(id);
     }
 }
 
@@ -373,17 +327,19 @@ struct StopHandlers<R: Runtime>(Arc<Connection<R>>);
 
 impl<R: Runtime> Drop for StopHandlers<R> {
     fn drop(&mut self) {
-        let running: Vec<Running> = {
+        let (running, wakers): (Vec<Running>, Vec<Wakers>) = {
             let mut st = self.0.lock();
             let calls: Vec<Running> = st.running.drain().map(|(_, r)| r).collect();
-            calls
+            let running = calls
                 .into_iter()
                 .chain(st.notifications.drain().map(|(_, r)| r))
-                .collect()
+                .collect();
+            (running, st.wakers.drain().map(|(_, w)| w).collect())
         };
         for r in running {
             r.stop();
         }
+        wakers.into_iter().for_each(Wakers::wake_all);
     }
 }
 
@@ -400,6 +356,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             session,
             rt: shared.rt.clone(),
             running: id_map(),
+            wakers: id_map(),
             notifications: id_map(),
             routes: shared.handlers.clone(),
             shutdown_seen: false,

@@ -13,6 +13,7 @@ mod recycle;
 mod server;
 mod shared_driver;
 mod stream;
+mod wakers;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
 pub use listener::FrameListener;

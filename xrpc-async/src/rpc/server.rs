@@ -16,7 +16,9 @@ use xrpc_proto::{
 
 use super::connection::Connection;
 use super::recycle::{FuturePool, Started};
-use super::stream::{RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender};
+use super::stream::{
+    CallRef, RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender,
+};
 use crate::runtime::Runtime;
 use crate::signal::Signal;
 
@@ -237,7 +239,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, payload, ctl| {
             let req = decode_payload::<Req, C>(&codec, payload);
-            let sender = StreamSender::new(ctl, ctx.id, codec.clone(), false);
+            let sender = StreamSender::new(CallRef::new(ctl, ctx.id), codec.clone(), false);
             let fut = req.map(|req| handler(req, sender));
             Started::Running(Box::pin(async move {
                 fut?.await?;
@@ -258,7 +260,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, _payload, ctl| {
-            let stream = StreamReceiver::new(ctl, ctx.id, codec.clone());
+            let stream = StreamReceiver::new(CallRef::new(ctl, ctx.id), codec.clone());
             let fut = handler(stream);
             let codec = codec.clone();
             Started::Running(Box::pin(async move {
@@ -278,8 +280,9 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, _payload, ctl| {
-            let stream = StreamReceiver::new(ctl.clone(), ctx.id, codec.clone());
-            let sender = StreamSender::new(ctl, ctx.id, codec.clone(), false);
+            let call = CallRef::new(ctl, ctx.id);
+            let stream = StreamReceiver::new(call.clone(), codec.clone());
+            let sender = StreamSender::new(call, codec.clone(), false);
             let fut = handler(stream, sender);
             Started::Running(Box::pin(async move {
                 fut.await?;

@@ -1,7 +1,9 @@
 //! Streams of a call, on either side: [`StreamReceiver`] (items coming in, with flow-control
 //! credit granted as the application takes them) and [`StreamSender`] (items going out, waiting
-//! for credit when the peer is slow). Both talk to their connection's state through
-//! [`StreamCtl`]; neither touches the transport.
+//! for credit when the peer is slow). Both talk to their connection's session through
+//! [`StreamCtl`], which answers every act as the session decides (see `xrpc_proto::call`);
+//! neither touches the transport. The handles of one call share a [`CallRef`]: the last one
+//! dropped releases the call.
 
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -12,28 +14,52 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{BincodeCodec, Codec, Payload, RpcError, decode_payload};
 
-/// Why a stream item was not queued.
-pub(crate) enum Refused {
-    Closed,
-}
-
 /// What a stream needs from its connection, on the client or the server side.
 pub(crate) trait StreamCtl: Send + Sync + 'static {
-    /// The next item of stream `id` (`None` at its normal end); taking one grants credit.
+    /// The next item of call `id`'s incoming stream (`None` at its normal end); taking one
+    /// grants credit.
     fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>>;
-    /// The application dropped the receiving end of stream `id` early, with `unread` items
-    /// received but never taken.
-    fn abandon(&self, id: u64, unread: u32);
-    /// Queues `payload` (taken from the slot) on stream `id`, or waits for credit.
+    /// The application dropped the receiving end of call `id` before its end.
+    fn abandon(&self, id: u64);
+    /// Queues `payload` (taken from the slot) on call `id`'s outgoing stream, or waits for
+    /// credit.
     fn poll_send(
         &self,
         id: u64,
         payload: &mut Option<Payload>,
         codec: u8,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Refused>>;
-    /// Ends the outgoing stream `id`.
+    ) -> Poll<Result<(), RpcError>>;
+    /// Ends call `id`'s outgoing stream.
     fn finish(&self, id: u64);
+    /// The last handle of call `id` is gone.
+    fn release(&self, id: u64);
+}
+
+/// A call as its handles share it; the last one dropped releases it.
+pub(crate) struct CallRef {
+    ctl: Arc<dyn StreamCtl>,
+    id: u64,
+}
+
+impl CallRef {
+    pub(crate) fn new(ctl: Arc<dyn StreamCtl>, id: u64) -> Arc<Self> {
+        Arc::new(Self { ctl, id })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn ctl(&self) -> &dyn StreamCtl {
+        &*self.ctl
+    }
+}
+
+impl Drop for CallRef {
+    fn drop(&mut self) {
+        self.ctl.release(self.id);
+    }
 }
 
 /// The receiving end of a stream: a [`futures_core::Stream`] of decoded items.
@@ -41,8 +67,7 @@ pub(crate) trait StreamCtl: Send + Sync + 'static {
 /// The stream ends (`None`) when the peer ends it normally; an error item ends it abnormally.
 /// Dropping the receiver before the end cancels the call.
 pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
-    ctl: Arc<dyn StreamCtl>,
-    id: u64,
+    call: Arc<CallRef>,
     codec: C,
     done: bool,
     _item: PhantomData<fn() -> Item>,
@@ -52,10 +77,9 @@ pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
 pub type RequestStream<Item, C = BincodeCodec> = StreamReceiver<Item, C>;
 
 impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
-    pub(crate) fn new(ctl: Arc<dyn StreamCtl>, id: u64, codec: C) -> Self {
+    pub(crate) fn new(call: Arc<CallRef>, codec: C) -> Self {
         Self {
-            ctl,
-            id,
+            call,
             codec,
             done: false,
             _item: PhantomData,
@@ -64,7 +88,7 @@ impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
 
     /// The call id.
     pub fn id(&self) -> u64 {
-        self.id
+        self.call.id()
     }
 
     /// The next item, `None` at the normal end of the stream.
@@ -88,7 +112,7 @@ impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.ctl.poll_item(self.id, cx) {
+        match self.call.ctl().poll_item(self.call.id(), cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 self.done = true;
@@ -120,7 +144,7 @@ impl<Item, C: Codec> Drop for StreamReceiver<Item, C> {
     fn drop(&mut self) {
         if !self.done {
             self.done = true;
-            self.ctl.abandon(self.id, 0);
+            self.call.ctl().abandon(self.call.id());
         }
     }
 }
@@ -128,8 +152,7 @@ impl<Item, C: Codec> Drop for StreamReceiver<Item, C> {
 /// The sending end of a stream. [`send`](Self::send) waits while the peer has granted no
 /// credit, so a slow consumer holds a fast producer back.
 pub struct StreamSender<Item, C: Codec = BincodeCodec> {
-    ctl: Arc<dyn StreamCtl>,
-    id: u64,
+    call: Arc<CallRef>,
     codec: C,
     finished: bool,
     /// Whether dropping the sender ends the stream (client streams) or leaves that to the
@@ -142,10 +165,9 @@ pub struct StreamSender<Item, C: Codec = BincodeCodec> {
 pub type ServerStreamSender<Item, C = BincodeCodec> = StreamSender<Item, C>;
 
 impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
-    pub(crate) fn new(ctl: Arc<dyn StreamCtl>, id: u64, codec: C, finish_on_drop: bool) -> Self {
+    pub(crate) fn new(call: Arc<CallRef>, codec: C, finish_on_drop: bool) -> Self {
         Self {
-            ctl,
-            id,
+            call,
             codec,
             finished: false,
             finish_on_drop,
@@ -155,22 +177,22 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
 
     /// The call id.
     pub fn id(&self) -> u64 {
-        self.id
+        self.call.id()
     }
 
-    /// Sends one item, waiting for flow-control credit if needed. Fails when the call is over
-    /// (cancelled, failed, or the connection closed).
+    /// Sends one item, waiting for flow-control credit if needed. Fails when the call is over:
+    /// with the error that ended it (`Cancelled`, `Timeout`, `Disconnected`…), or with a
+    /// stream error "the call is over" if it ended normally or the stream was finished.
     pub async fn send(&self, item: &Item) -> Result<(), RpcError> {
         let mut slot = Some(Payload::Bytes(self.codec.encode(item)?));
-        std::future::poll_fn(|cx| self.ctl.poll_send(self.id, &mut slot, C::ID, cx))
-            .await
-            .map_err(|Refused::Closed| RpcError::StreamError("the stream is closed".into()))
+        let (ctl, id) = (self.call.ctl(), self.call.id());
+        std::future::poll_fn(|cx| ctl.poll_send(id, &mut slot, C::ID, cx)).await
     }
 
     /// Ends the stream normally.
     pub async fn finish(mut self) -> Result<(), RpcError> {
         self.finished = true;
-        self.ctl.finish(self.id);
+        self.call.ctl().finish(self.call.id());
         Ok(())
     }
 }
@@ -178,7 +200,7 @@ impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
 impl<Item, C: Codec> Drop for StreamSender<Item, C> {
     fn drop(&mut self) {
         if !self.finished && self.finish_on_drop {
-            self.ctl.finish(self.id);
+            self.call.ctl().finish(self.call.id());
         }
     }
 }

@@ -53,7 +53,9 @@ impl From<&CallError> for Outcome {
             CallError::Cancelled => Self::Cancelled,
             CallError::Disconnected(_) | CallError::Protocol(_) => Self::Transport,
             CallError::Remote(r) => Self::of_remote(r.code),
-            CallError::Unsendable(_) | CallError::FrameTooLarge { .. } => Self::Local,
+            CallError::Unsendable(_) | CallError::FrameTooLarge { .. } | CallError::Finished => {
+                Self::Local
+            }
         }
     }
 }

@@ -2,11 +2,13 @@
 //! byte pipes that deliver bytes in chunks of any size (after quinn-proto's `Pair`).
 #![allow(dead_code)] // each test file uses its own part
 
+use std::collections::HashMap;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
-    CallError, CallKind, CallOptions, ClientConfig, ClientEvent, ClientSession, HandlerOutcome,
+    CallError, CallKind, CallOptions, CallWake, ClientConfig, ClientSession, HandlerOutcome,
     MethodTable, Payload, RemoteError, ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
 };
 
@@ -21,7 +23,10 @@ pub struct Pair {
     pub routes: MethodTable<&'static str>,
     /// Bytes are delivered in chunks of this size.
     pub chunk: usize,
-    pub client_events: Vec<ClientEvent<Payload>>,
+    /// The client's wake-ups, in order.
+    pub client_wakes: Vec<CallWake>,
+    /// The outcome of each call, taken from the session once it ended.
+    pub outcomes: HashMap<u64, Result<Payload, CallError>>,
     pub server_events: Vec<ServerSessionEvent<&'static str>>,
     /// Bytes the client wrote that the server has not yet read.
     pub c2s: BytesMut,
@@ -37,13 +42,15 @@ impl Pair {
         routes.insert("add", CallKind::Unary, "add");
         routes.insert("count", CallKind::ServerStreaming, "count");
         routes.insert("log", CallKind::Unary, "log");
+        routes.insert("chat", CallKind::Bidirectional, "chat");
         Self {
             now,
             client: ClientSession::new(cc, wire, now),
             server: ServerSession::new(sc, wire, CODEC, now),
             routes,
             chunk: 7,
-            client_events: Vec::new(),
+            client_wakes: Vec::new(),
+            outcomes: HashMap::new(),
             server_events: Vec::new(),
             c2s: BytesMut::new(),
             s2c: BytesMut::new(),
@@ -88,12 +95,38 @@ impl Pair {
                 self.client.handle_bytes(self.now, &chunk);
                 moved = true;
             }
-            while let Some(ev) = self.client.poll_event() {
-                self.client_events.push(ev);
+            while let Some(wake) = self.client.poll_wake() {
+                self.client_wakes.push(wake);
+                self.take_outcome(wake);
                 moved = true;
             }
             if !moved {
                 return;
+            }
+        }
+    }
+
+    /// Takes the outcome of call `id` once it ended: its response or why it failed (a server
+    /// stream that ended normally has no response: `Protocol`).
+    fn take_outcome(&mut self, wake: CallWake) {
+        if let CallWake::Ended(id) = wake
+            && !self.outcomes.contains_key(&id)
+            && let Poll::Ready(res) = self.client.take_response(id)
+        {
+            self.outcomes.insert(id, res);
+        }
+    }
+
+    /// The items of call `id`'s server stream taken so far, and how it ended (`Some(None)`:
+    /// normally) if it did.
+    pub fn take_items(&mut self, id: u64) -> (usize, Option<Option<CallError>>) {
+        let mut n = 0;
+        loop {
+            match self.client.next_item(id) {
+                Poll::Ready(Some(Ok(_))) => n += 1,
+                Poll::Ready(Some(Err(e))) => return (n, Some(Some(e))),
+                Poll::Ready(None) => return (n, Some(None)),
+                Poll::Pending => return (n, None),
             }
         }
     }
@@ -145,16 +178,13 @@ impl Pair {
         sent
     }
 
-    pub fn client_outcome(&self, id: u64) -> Option<&ClientEvent<Payload>> {
-        self.client_events.iter().find(|ev| match ev {
-            ClientEvent::Response { id: i, .. } | ClientEvent::Failed { id: i, .. } => *i == id,
-            _ => false,
-        })
+    pub fn client_outcome(&self, id: u64) -> Option<&Result<Payload, CallError>> {
+        self.outcomes.get(&id)
     }
 
     pub fn failed(&self, id: u64) -> CallError {
         match self.client_outcome(id) {
-            Some(ClientEvent::Failed { error, .. }) => error.clone(),
+            Some(Err(error)) => error.clone(),
             other => panic!("call {id}: expected a failure, got {other:?}"),
         }
     }
