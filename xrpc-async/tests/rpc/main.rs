@@ -6,10 +6,10 @@
 
 mod calls;
 mod harness;
-//mod heartbeats;
-//mod raw;
-//mod server_deadlines;
-//mod shutdown;
+mod heartbeats;
+mod raw;
+mod server_deadlines;
+mod shutdown;
 //mod streams;
 
 use std::sync::Arc;
