@@ -10,7 +10,7 @@ mod heartbeats;
 mod raw;
 mod server_deadlines;
 mod shutdown;
-//mod streams;
+mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
