@@ -496,8 +496,11 @@ pub async fn notifications_and_deadlines<P: Pair, R: Runtime>() {
         .call_with_timeout("deadline_ms", &(), Duration::from_millis(800))
         .await
         .unwrap();
+    // The timeout crossed the transport. How much of it is left exactly (all of it, counted
+    // from receipt) is checked on a virtual clock in `xrpc-async/tests/rpc/calls.rs`; here a
+    // loaded machine may stall the handler for any part of the 800 ms.
     let left = left.expect("the handler sees the deadline");
-    assert!(left > 500 && left <= 800, "{left}");
+    assert!(left <= 800, "{left}");
     for _ in 0..100 {
         if seen.load(Ordering::SeqCst) == 5 {
             break;
@@ -525,8 +528,12 @@ pub async fn graceful_shutdown<P: Pair, R: Runtime>() {
         .unwrap();
 }
 
-/// A server that answers nothing is declared gone after the missed heartbeats; a live one,
-/// busy with a long call, is not.
+/// Heartbeats over this transport: a server that answers nothing is declared gone after the
+/// missed pings, and a live one's pongs come back through the transport. When — at
+/// `(1 + heartbeat_misses)` intervals, and no false alarm over 500 intervals with 3 misses of
+/// 20 ms — is checked on a virtual clock in `xrpc-async/tests/rpc/heartbeats.rs`; with real
+/// timers a loaded machine can stall a task for several intervals (3 misses of 20 ms failed a
+/// loaded debug run), so here the live server is allowed as many misses as it takes.
 pub async fn heartbeats_detect_a_silent_server<P: Pair, R: Runtime>() {
     // The server end is connected but never served: it reads nothing and answers nothing.
     let (c, _silent) = P::pair().await;
@@ -536,32 +543,38 @@ pub async fn heartbeats_detect_a_silent_server<P: Pair, R: Runtime>() {
         default_timeout: None,
         ..Default::default()
     };
-    let client: Client<P, R> = RpcClient::with_config(c, config);
     let t0 = Instant::now();
+    let client: Client<P, R> = RpcClient::with_config(c, config);
     let r = client.call::<_, u64>("echo", &1u64).await;
     let took = t0.elapsed();
     assert!(
         matches!(r, Err(RpcError::Disconnected(ref m)) if m.contains("heartbeat")),
         "{r:?}"
     );
+    // Timers never fire early: 4 intervals at least (the first ping, then 3 missed).
     assert!(
-        took >= Duration::from_millis(60) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(80) && took < Duration::from_secs(2),
         "{took:?}"
     );
-    // A live server keeps answering pings: no false alarm over many intervals. (Ten
-    // intervals of 50 ms, and 5 misses allowed: a debug build on a loaded 2-core machine can
-    // stall a task for more than the 60 ms above.)
+    // A live server answers the pings: pongs arrive beside the call's answer.
     let (c, s) = P::pair().await;
     let srv = server::<R>();
     let _srv = spawn::<R, _>(async move { srv.serve(s).await });
     let live = RpcClientConfig {
-        heartbeat_interval: Some(Duration::from_millis(50)),
-        heartbeat_misses: 5,
+        heartbeat_misses: u32::MAX,
         ..config
     };
     let client: Client<P, R> = RpcClient::with_config(c, live);
-    let v: u64 = client.call("sleep_ms", &500u64).await.unwrap();
-    assert_eq!(v, 500);
+    let v: u64 = client.call("sleep_ms", &200u64).await.unwrap();
+    assert_eq!(v, 200);
+    let pongs = timeout::<R, _>(Duration::from_secs(5), async {
+        // The answer and at least one pong (the first ping left 20 ms into the 200 ms call).
+        while client.stats().unwrap().frames_received < 2 {
+            sleep::<R>(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(pongs.is_ok(), "no pong came back: {:?}", client.stats());
 }
 
 /// The same maximum frame on every transport: a value bigger than a shared-memory ring

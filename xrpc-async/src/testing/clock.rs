@@ -111,7 +111,11 @@ impl Timer for TestTimer {
         self.at = at;
         let mut c = lock(&self.clock);
         // An armed waker moves with the timer (it is woken at once if `at` has passed).
-        let Some(waker) = self.armed.take().and_then(|old| c.armed.remove(&(old, self.id))) else {
+        let Some(waker) = self
+            .armed
+            .take()
+            .and_then(|old| c.armed.remove(&(old, self.id)))
+        else {
             return;
         };
         if c.now >= at {

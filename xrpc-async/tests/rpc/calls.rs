@@ -151,7 +151,11 @@ fn aborting_the_driver_fails_pending_calls() {
     let c = client.clone();
     let call = rt.spawn_with_handle(async move { c.call::<_, ()>("forever", &()).await });
     rt.run_until_stalled();
-    assert_eq!(alive.load(Ordering::SeqCst), 1, "the call reached its handler");
+    assert_eq!(
+        alive.load(Ordering::SeqCst),
+        1,
+        "the call reached its handler"
+    );
     handle.abort();
     rt.run_until_stalled();
     let r = call.try_take().expect("the call ended with its driver");

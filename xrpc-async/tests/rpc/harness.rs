@@ -28,12 +28,7 @@ fn timers_fire_at_their_instants_in_order() {
     rt.advance(100 * MS);
     assert_eq!(
         *seen.lock().unwrap(),
-        [
-            (10, 10 * MS),
-            (10, 10 * MS),
-            (20, 20 * MS),
-            (30, 30 * MS)
-        ]
+        [(10, 10 * MS), (10, 10 * MS), (20, 20 * MS), (30, 30 * MS)]
     );
     assert_eq!(rt.elapsed(), 110 * MS - US);
     assert_eq!(rt.live_tasks(), 0);
@@ -128,7 +123,11 @@ fn an_aborted_task_is_dropped() {
     rt.run_until_stalled();
     assert_eq!((alive.load(Ordering::SeqCst), rt.live_tasks()), (1, 1));
     task.abort();
-    assert_eq!(alive.load(Ordering::SeqCst), 1, "dropped later, not in abort");
+    assert_eq!(
+        alive.load(Ordering::SeqCst),
+        1,
+        "dropped later, not in abort"
+    );
     rt.run_until_stalled();
     assert_eq!((alive.load(Ordering::SeqCst), rt.live_tasks()), (0, 0));
     // Aborted before it ever ran.

@@ -49,7 +49,10 @@ fn the_server_answers_deadline_exceeded_at_the_deadline() {
     assert!(!answer.is_finished(), "answered before the deadline");
     assert_eq!(alive.load(Ordering::SeqCst), 1);
     rt.advance(US);
-    let m = answer.try_take().expect("answered at the deadline").unwrap();
+    let m = answer
+        .try_take()
+        .expect("answered at the deadline")
+        .unwrap();
     assert_eq!((m.header.kind, m.header.id), (MessageKind::Error, 1));
     assert_eq!(
         RemoteError::decode(&m.payload).code,

@@ -18,7 +18,13 @@ use crate::raw::{byte_stream, prefixed};
 use crate::{MS, US, client, connect, no_timeout, pair_with_capacity, register_forever, server};
 
 fn shutting_down<T: std::fmt::Debug>(r: &Result<T, RpcError>) -> bool {
-    matches!(r, Err(RpcError::ServerError { code: ErrorCode::ShuttingDown, .. }))
+    matches!(
+        r,
+        Err(RpcError::ServerError {
+            code: ErrorCode::ShuttingDown,
+            ..
+        })
+    )
 }
 
 /// After `shutdown`, a call in flight still finishes, a new call is refused, and a call still
@@ -45,7 +51,10 @@ fn shutdown_drains_calls_in_flight_then_cancels_them_at_the_drain_deadline() {
     let late = rt.block_on(client.call::<_, u64>("echo", &1u64));
     assert!(shutting_down(&late), "a call after shutdown: {late:?}");
     rt.advance(80 * MS);
-    assert_eq!(quick.try_take().expect("finished in the drain").unwrap(), 100);
+    assert_eq!(
+        quick.try_take().expect("finished in the drain").unwrap(),
+        100
+    );
     rt.advance(210 * MS - US);
     assert!(!stuck.is_finished() && !serving.is_finished());
     assert_eq!(alive.load(Ordering::SeqCst), 1);
@@ -97,7 +106,10 @@ fn shutdown_ends_at_the_drain_deadline_with_streams_open() {
             .call_server_stream::<(), u32>("idle_stream", &())
             .await
             .unwrap();
-        (stream, client.call_bidi::<u32, u32>("idle_bidi").await.unwrap())
+        (
+            stream,
+            client.call_bidi::<u32, u32>("idle_bidi").await.unwrap(),
+        )
     });
     let c = client.clone();
     let watch = rt.spawn_with_handle(async move { c.call::<(), ()>("watch", &()).await });
@@ -107,9 +119,15 @@ fn shutdown_ends_at_the_drain_deadline_with_streams_open() {
     assert!(!serving.is_finished() && !watch.is_finished());
     assert!(!seen.load(Ordering::SeqCst));
     rt.advance(US);
-    assert!(serving.is_finished(), "serve returned at the drain deadline");
+    assert!(
+        serving.is_finished(),
+        "serve returned at the drain deadline"
+    );
     assert!(shutting_down(&watch.try_take().unwrap()));
-    assert!(seen.load(Ordering::SeqCst), "the context said it was cancelled");
+    assert!(
+        seen.load(Ordering::SeqCst),
+        "the context said it was cancelled"
+    );
     let r = rt.block_on(stream.recv()).unwrap();
     assert!(shutting_down(&r), "server stream: {r:?}");
     let r = rt.block_on(rx.recv()).unwrap();
@@ -147,7 +165,11 @@ fn shutdown_completes_when_the_last_call_is_cancelled() {
 fn pings() -> Bytes {
     let mut out = Vec::new();
     for id in 1..=64 {
-        out.extend_from_slice(&prefixed(Header::new(MessageKind::Ping, id), "", &[7u8; 100]));
+        out.extend_from_slice(&prefixed(
+            Header::new(MessageKind::Ping, id),
+            "",
+            &[7u8; 100],
+        ));
     }
     Bytes::from(out)
 }

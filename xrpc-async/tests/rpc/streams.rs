@@ -65,9 +65,7 @@ fn a_sender_waiting_for_credit_wakes_when_the_call_ends() {
         },
     );
     let (client, _serving) = connect(&rt, &server, RpcClientConfig::default());
-    let (tx, rx) = rt
-        .block_on(client.call_bidi::<u32, u32>("bidi"))
-        .unwrap();
+    let (tx, rx) = rt.block_on(client.call_bidi::<u32, u32>("bidi")).unwrap();
     let sender = rt.spawn_with_handle(async move {
         let mut n = 0u32;
         while tx.send(&n).await.is_ok() {
@@ -76,7 +74,10 @@ fn a_sender_waiting_for_credit_wakes_when_the_call_ends() {
         n
     });
     rt.advance(100 * MS);
-    assert!(!sender.is_finished(), "the sender is held at the credit limit");
+    assert!(
+        !sender.is_finished(),
+        "the sender is held at the credit limit"
+    );
     drop(rx); // cancels the call
     rt.run_until_stalled();
     let sent = sender.try_take().expect("the waiting sender returned");
@@ -119,11 +120,17 @@ fn tasks_sharing_a_stream_sender_all_get_credit() {
         })
         .collect();
     rt.advance(100 * MS - MS);
-    assert!(tasks.iter().all(|t| !t.is_finished()), "both wait for credit");
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "both wait for credit"
+    );
     rt.advance(MS);
     rt.run_until_stalled();
     for t in &tasks {
-        assert!(t.is_finished(), "a sender waiting for credit was never woken");
+        assert!(
+            t.is_finished(),
+            "a sender waiting for credit was never woken"
+        );
     }
     drop(sender);
     assert_eq!(rt.block_on(response).unwrap(), 80);
