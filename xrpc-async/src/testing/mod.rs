@@ -36,6 +36,7 @@ mod executor;
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -94,7 +95,7 @@ impl TestRuntime {
     /// themselves.
     pub fn enter(&self) -> EnterGuard {
         CURRENT.with(|c| c.borrow_mut().push(self.clone()));
-        EnterGuard(())
+        EnterGuard(PhantomData)
     }
 
     /// Virtual time since this runtime was made.
@@ -222,9 +223,10 @@ impl TestRuntime {
     }
 }
 
-/// Leaves a runtime entered with [`TestRuntime::enter`].
+/// Leaves a runtime entered with [`TestRuntime::enter`] (on the thread that entered it: the
+/// guard cannot be sent to another).
 #[derive(Debug)]
-pub struct EnterGuard(());
+pub struct EnterGuard(PhantomData<*const ()>);
 
 impl Drop for EnterGuard {
     fn drop(&mut self) {
