@@ -1,5 +1,7 @@
 //! What the bodies need of an executor beyond [`Runtime`], built on it alone: a task whose
-//! result can be awaited ([`spawn`], [`JoinHandle`]), [`sleep`] and [`timeout`].
+//! result can be awaited ([`spawn`], [`JoinHandle`]), the runtime's clock ([`now`]), [`sleep`]
+//! and [`timeout`]. Time is the runtime's, never `Instant::now()`: the suite runs on a virtual
+//! clock too.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -70,9 +72,15 @@ impl<T, R: Runtime> Future for JoinHandle<T, R> {
     }
 }
 
+/// The time on `R`'s clock.
+pub fn now<R: Runtime>() -> Instant {
+    R::default().now()
+}
+
 /// Sleeps for `d` on a timer of `R`.
 pub async fn sleep<R: Runtime>(d: Duration) {
-    R::default().timer(Instant::now() + d).await;
+    let rt = R::default();
+    rt.timer(rt.now() + d).await;
 }
 
 /// `future` did not complete in time.
@@ -81,7 +89,8 @@ pub struct Elapsed;
 
 /// Runs `future` for at most `d`; when the time is up it is dropped (cancelled).
 pub async fn timeout<R: Runtime, F: Future>(d: Duration, future: F) -> Result<F::Output, Elapsed> {
-    let timer = R::default().timer(Instant::now() + d);
+    let rt = R::default();
+    let timer = rt.timer(rt.now() + d);
     match select(pin!(future), timer).await {
         Either::Left((v, _)) => Ok(v),
         Either::Right(((), _)) => Err(Elapsed),

@@ -16,6 +16,7 @@
 //! | [`runtime`] | [`Runtime`]: what the layer needs of an executor |
 //! | [`reactor`] | [`Reactor`]: what the socket and shared-memory transports need of its IO |
 //! | [`balance`] | layer 4: [`LoadBalancer`], [`LoadBalancedClient`], discovery, the connection pool |
+//! | `testing` | (feature `test-util`) `TestRuntime`: a virtual clock and a single-threaded executor for tests |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,8 @@ pub mod reactor;
 pub mod rpc;
 pub mod runtime;
 mod signal;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod time;
 pub mod transport;
 
