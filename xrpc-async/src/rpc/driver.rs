@@ -7,10 +7,12 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use xrpc_proto::Session;
 
 use crate::channel::{ChannelError, MessageChannel};
@@ -93,13 +95,14 @@ impl<S> Shared<S> {
 }
 
 /// Drives the connection of `shared` over `channel` until its session is over; `run` does the
-/// work that routing collected (outside the lock). Closes the channel at the end.
+/// work that routing collected (outside the lock), `tick` runs first in every turn (the
+/// server's shutdown and budget checks). Closes the channel at the end.
 pub(crate) async fn drive<S, M, R>(
     rt: &R,
     shared: Arc<Shared<S>>,
     channel: &M,
-    mut run: impl FnMut(&Arc<Shared<S>>, S::Work),
-    mut tick: impl FnMut(&mut S, Instant),
+    run: impl FnMut(&Arc<Shared<S>>, S::Work),
+    tick: impl FnMut(&mut S, Instant),
 ) where
     S: Driven,
     M: MessageChannel,
@@ -113,219 +116,311 @@ pub(crate) async fn drive<S, M, R>(
     let shared_ref = &shared;
     // Bytes: frames are fed to the session as they are decoded, and output is encoded straight
     // into the transport's write buffer. Values: packets move as they are.
-    let read_frames = || {
-        transport.recv_frames_with(READ_BATCH, move |f| {
-            shared_ref.lock().session().handle_frame(rt.now(), f)
-        })
-    };
-    let write_frames = || {
-        transport.send_batch_with(move |buf: &mut BytesMut| {
-            shared_ref.lock().session().poll_transmit(buf);
-            Ok::<_, TransportError>(())
-        })
-    };
-    let read_packet = || async move {
-        let p = channel.recv_packet().await?;
-        shared_ref.lock().session().handle_packet(rt.now(), p);
-        Ok::<_, ChannelError>(())
-    };
-    let write_packets = || async move {
-        loop {
-            let Some(p) = shared_ref.lock().session().poll_packet() else {
-                return Ok::<_, ChannelError>(());
-            };
-            channel.send_packet(p).await?;
+    let read = || {
+        if values {
+            Either::Left(async move {
+                let p = channel.recv_packet().await?;
+                shared_ref.lock().session().handle_packet(rt.now(), p);
+                Ok::<_, ChannelError>(())
+            })
+        } else {
+            Either::Right(
+                transport
+                    .recv_frames_with(READ_BATCH, move |f| {
+                        shared_ref.lock().session().handle_frame(rt.now(), f)
+                    })
+                    .map(|r| r.map(drop).map_err(ChannelError::from)),
+            )
         }
     };
-    // Each future slot starts empty; its type is that of its factory's future.
-    let mut rf = pin!(if false { Some(read_frames()) } else { None });
-    let mut wf = pin!(if false { Some(write_frames()) } else { None });
-    let mut rp = pin!(if false { Some(read_packet()) } else { None });
-    let mut wp = pin!(if false { Some(write_packets()) } else { None });
-    let mut timer = rt.timer(rt.now());
-    let mut sleeping_until: Option<Instant> = None;
-    let mut work = Vec::new();
-    // Whether the transport last held part of a frame (the session keeps its deadline).
-    let mut partial = false;
-    // Polls of this future, and the poll in which a write was put off (see `batches`): the
-    // write waits for the next poll, once per batch.
-    let mut polls: u64 = 0;
-    let mut put_off: Option<u64> = None;
-
-    std::future::poll_fn(|cx| {
-        shared.register(cx.waker());
-        polls += 1;
-        let mut first_turn = true;
-        loop {
-            let mut progress = false;
-            let deferring = put_off == Some(polls);
-            if !deferring {
-                // Looking at the output now: output queued from here on wakes the driver.
-                shared.output_due.store(false, Ordering::Release);
-            }
-            // Time, routing, and what to write.
-            let (mut write, batches) = {
-                let mut st = shared.lock();
-                let now = rt.now();
-                tick(&mut st, now);
-                // Deadlines that passed while the driver was not polled; later turns of this
-                // poll follow at once, and a deadline that passes meanwhile fires the timer
-                // armed when the driver goes to sleep.
-                if first_turn && st.session().poll_timeout().is_some_and(|t| t <= now) {
-                    st.session().handle_timeout(now);
+    let write = || {
+        if values {
+            Either::Left(async move {
+                loop {
+                    let Some(p) = shared_ref.lock().session().poll_packet() else {
+                        return Ok::<_, ChannelError>(());
+                    };
+                    channel.send_packet(p).await?;
                 }
-                first_turn = false;
-                st.dispatch(&mut work);
-                let writing = wf.is_some() || wp.is_some();
-                if !writing && !st.session().has_transmit() {
-                    // Everything handed out was written: a closing session learns it here.
-                    written(st.session(), values);
-                }
-                let write = !writing && st.session().has_transmit();
-                (write, write && put_off.is_none() && st.batches())
-            };
-            if deferring {
-                write = false;
-            } else if batches {
-                // Calls in flight together: let the tasks that are ready run first (this
-                // future is polled again after them), so that their requests go in this
-                // write. The mark stays set: their output needs no wake-up.
-                put_off = Some(polls);
-                shared.output_due.store(true, Ordering::Release);
-                cx.waker().wake_by_ref();
-                write = false;
-            }
-            if !work.is_empty() {
-                progress = true;
-                for w in work.drain(..) {
-                    run(&shared, w);
-                }
-            }
-            if write {
-                put_off = None;
-                if values {
-                    wp.set(Some(write_packets()));
-                } else {
-                    wf.set(Some(write_frames()));
-                }
-            }
-            let write_done = if let Some(f) = wf.as_mut().as_pin_mut() {
-                f.poll(cx).map(|r| r.map_err(ChannelError::from))
-            } else if let Some(f) = wp.as_mut().as_pin_mut() {
-                f.poll(cx)
-            } else {
-                Poll::Pending
-            };
-            // A finished write alone needs no new turn unless output was queued meanwhile
-            // (checked below, under the lock taken there anyway).
-            let mut wrote = false;
-            if let Poll::Ready(res) = write_done {
-                wf.set(None);
-                wp.set(None);
-                wrote = true;
-                if let Err(e) = res {
-                    shared
-                        .lock()
-                        .session()
-                        .handle_transport_error(&e.to_string());
-                }
-            }
-            // Read, while the session wants input — after writing: a transport may spin a
-            // moment in a read (shared memory does), which must not hold up an answer.
-            let (reading, wants) = {
-                let mut st = shared.lock();
-                (
-                    rf.is_some() || rp.is_some(),
-                    st.session().wants_read() && !st.session().is_closed(),
-                )
-            };
-            if !reading && wants {
-                if values {
-                    rp.set(Some(read_packet()));
-                } else {
-                    rf.set(Some(read_frames()));
-                }
-            }
-            let read = if let Some(f) = rf.as_mut().as_pin_mut() {
-                f.poll(cx)
-                    .map(|r| r.map(|_| ()).map_err(ChannelError::from))
-            } else if let Some(f) = rp.as_mut().as_pin_mut() {
-                f.poll(cx)
-            } else {
-                Poll::Pending
-            };
-            if let Poll::Ready(res) = read {
-                rf.set(None);
-                rp.set(None);
-                progress = true;
-                if let Err(e) = res {
-                    let mut st = shared.lock();
-                    match e {
-                        ChannelError::Transport(TransportError::ConnectionClosed) => {
-                            st.session().handle_eof(rt.now())
-                        }
-                        e => st.session().handle_transport_error(&e.to_string()),
-                    }
-                }
-            }
-            // Over: a write still under way is abandoned (the session's grace has passed);
-            // what the end itself decided (failed calls, stopped handlers) is routed first.
-            // Else, with nothing more to do, the next deadline to sleep until.
-            let next = {
-                let mut st = shared.lock();
-                let held = transport.partial_frame();
-                if held > 0 || partial {
-                    st.session().handle_partial(rt.now(), held);
-                    // A new partial frame has a new deadline: compute the timer again.
-                    progress |= held > 0 && !partial;
-                    partial = held > 0;
-                }
-                if wrote && !progress {
-                    if st.session().has_transmit() {
-                        progress = true;
-                    } else {
-                        // Everything handed out was written (see the top of the loop).
-                        written(st.session(), values);
-                    }
-                }
-                if st.session().is_closed() {
-                    st.dispatch(&mut work);
-                    work.clear();
-                    return Poll::Ready(());
-                }
-                if progress {
-                    None
-                } else {
-                    st.session().poll_timeout()
-                }
-            };
-            if progress {
-                continue;
-            }
-            // Sleep until the next deadline (or until woken). The timer is moved only to an
-            // earlier instant: deadlines of calls in flight mostly move later (each finished
-            // call uncovers a later one), and a timer that fires early is harmless — the
-            // session expires nothing before its time and the timer is re-armed.
-            if let Some(at) = next
-                && sleeping_until.is_none_or(|armed| at < armed)
-            {
-                sleeping_until = Some(at);
-                timer.reset(at);
-            }
-            if let Some(at) = sleeping_until
-                && Pin::new(&mut timer).poll(cx).is_ready()
-            {
-                let mut st = shared.lock();
-                st.session().handle_timeout(rt.now().max(at));
-                sleeping_until = None;
-                continue;
-            }
-            return Poll::Pending;
+            })
+        } else {
+            Either::Right(
+                transport
+                    .send_batch_with(move |buf: &mut BytesMut| {
+                        shared_ref.lock().session().poll_transmit(buf);
+                        Ok::<_, TransportError>(())
+                    })
+                    .map(|r| r.map_err(ChannelError::from)),
+            )
         }
-    })
-    .await;
+    };
+    // The IO under way; each slot starts empty, its type that of its factory's future.
+    let reading = pin!(if false { Some(read()) } else { None });
+    let writing = pin!(if false { Some(write()) } else { None });
+    let mut driver = Driver {
+        rt,
+        shared: &shared,
+        transport,
+        values,
+        read,
+        write,
+        reading,
+        writing,
+        run,
+        tick,
+        timer: rt.timer(rt.now()),
+        sleeping_until: None,
+        work: Vec::new(),
+        partial: false,
+        polls: 0,
+        put_off: None,
+    };
+    std::future::poll_fn(|cx| driver.poll(cx)).await;
     stopped.0 = None;
     let _ = channel.close().await;
+}
+
+/// The state of one connection's driver between polls (see [`Driver::poll`]).
+struct Driver<'a, S: Driven, T, R: Runtime, RF, WF, MR, MW, Run, Tick> {
+    rt: &'a R,
+    shared: &'a Arc<Shared<S>>,
+    transport: &'a T,
+    /// Whether packets move as values (the in-process value transport), not bytes.
+    values: bool,
+    /// Makes the future of one read (which feeds the session) and of one write (which drains
+    /// it).
+    read: MR,
+    write: MW,
+    reading: Pin<&'a mut Option<RF>>,
+    writing: Pin<&'a mut Option<WF>>,
+    run: Run,
+    tick: Tick,
+    timer: R::Timer,
+    sleeping_until: Option<Instant>,
+    /// What routing collected, to run outside the lock.
+    work: Vec<S::Work>,
+    /// Whether the transport last held part of a frame (the session keeps its deadline).
+    partial: bool,
+    /// Polls of the driver, and the poll in which a write was put off (see
+    /// [`Driven::batches`]): the write waits for the next poll, once per batch.
+    polls: u64,
+    put_off: Option<u64>,
+}
+
+/// What one turn of the driver learned of its IO, for the end of the turn.
+#[derive(Default)]
+struct Turn {
+    /// Something happened that may have made more to do: run another turn.
+    again: bool,
+    /// A write finished.
+    wrote: bool,
+    /// How the write that finished in this turn failed, if it did.
+    write_failed: Option<ChannelError>,
+    /// How the read that finished in this turn failed, if it did.
+    read_failed: Option<ChannelError>,
+}
+
+impl<'a, S, T, R, RF, WF, MR, MW, Run, Tick> Driver<'a, S, T, R, RF, WF, MR, MW, Run, Tick>
+where
+    S: Driven,
+    T: FrameTransport,
+    R: Runtime,
+    RF: Future<Output = Result<(), ChannelError>>,
+    WF: Future<Output = Result<(), ChannelError>>,
+    MR: Fn() -> RF,
+    MW: Fn() -> WF,
+    Run: FnMut(&Arc<Shared<S>>, S::Work),
+    Tick: FnMut(&mut S, Instant),
+{
+    /// One poll: turns of a fixed order of steps — the session (time, routing, what to write
+    /// and read), the work routing collected, output, input, the end of the turn — until no
+    /// step wants another; then the timer, armed for the session's next deadline.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.register(cx.waker());
+        self.polls += 1;
+        let mut first_turn = true;
+        loop {
+            let (write, read) = self.drive_session(cx, first_turn);
+            first_turn = false;
+            let mut turn = Turn {
+                again: self.run_work(),
+                ..Turn::default()
+            };
+            self.drive_write(cx, write, &mut turn);
+            self.drive_read(cx, read, &mut turn);
+            match self.end_turn(turn) {
+                Step::Over => return Poll::Ready(()),
+                Step::Again => continue,
+                Step::Sleep(next) => {
+                    if self.drive_timer(cx, next) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// The session, under its lock: the time (deadlines that passed while the driver was not
+    /// polled are looked for in the first turn of a poll; later turns follow at once, and
+    /// the timer armed at sleep covers the rest), routing its events, and whether to start a
+    /// write and a read.
+    fn drive_session(&mut self, cx: &Context<'_>, first_turn: bool) -> (bool, bool) {
+        let deferring = self.put_off == Some(self.polls);
+        if !deferring {
+            // Looking at the output now: output queued from here on wakes the driver.
+            self.shared.output_due.store(false, Ordering::Release);
+        }
+        let mut st = self.shared.lock();
+        let now = self.rt.now();
+        (self.tick)(&mut st, now);
+        if first_turn && st.session().poll_timeout().is_some_and(|t| t <= now) {
+            st.session().handle_timeout(now);
+        }
+        st.dispatch(&mut self.work);
+        let writing = self.writing.is_some();
+        if !writing && !st.session().has_transmit() {
+            // Everything handed out was written: a closing session learns it here.
+            written(st.session(), self.values);
+        }
+        let mut write = !writing && st.session().has_transmit();
+        if deferring {
+            write = false;
+        } else if write && self.put_off.is_none() && st.batches() {
+            // Calls in flight together: let the tasks that are ready run first (this future is
+            // polled again after them), so that their requests go in this write. The mark
+            // stays set: their output needs no wake-up.
+            self.put_off = Some(self.polls);
+            self.shared.output_due.store(true, Ordering::Release);
+            cx.waker().wake_by_ref();
+            write = false;
+        }
+        let read = self.reading.is_none() && st.session().wants_read() && !st.session().is_closed();
+        (write, read)
+    }
+
+    /// Starts what routing collected, outside the lock; whether there was any.
+    fn run_work(&mut self) -> bool {
+        if self.work.is_empty() {
+            return false;
+        }
+        for w in self.work.drain(..) {
+            (self.run)(self.shared, w);
+        }
+        true
+    }
+
+    /// Starts a write if `start`, and polls the one under way.
+    fn drive_write(&mut self, cx: &mut Context<'_>, start: bool, turn: &mut Turn) {
+        if start {
+            self.put_off = None;
+            self.writing.set(Some((self.write)()));
+        }
+        let Some(f) = self.writing.as_mut().as_pin_mut() else {
+            return;
+        };
+        if let Poll::Ready(res) = f.poll(cx) {
+            self.writing.set(None);
+            // A finished write alone needs no new turn unless output was queued meanwhile
+            // (checked at the end of the turn, under the lock taken there anyway).
+            turn.wrote = true;
+            turn.write_failed = res.err();
+        }
+    }
+
+    /// Starts a read if `start`, and polls the one under way — after writing: a transport may
+    /// spin a moment in a read (shared memory does), which must not hold up an answer.
+    fn drive_read(&mut self, cx: &mut Context<'_>, start: bool, turn: &mut Turn) {
+        if start {
+            self.reading.set(Some((self.read)()));
+        }
+        let Some(f) = self.reading.as_mut().as_pin_mut() else {
+            return;
+        };
+        if let Poll::Ready(res) = f.poll(cx) {
+            self.reading.set(None);
+            turn.again = true;
+            turn.read_failed = res.err();
+        }
+    }
+
+    /// The end of a turn, under the session's lock: how the IO failed, a partial frame, what
+    /// was written; then whether the session is over (what the end itself decided — failed
+    /// calls, stopped handlers — is routed first; a write still under way is abandoned, the
+    /// session's grace having passed), wants another turn, or sleeps until its next deadline.
+    fn end_turn(&mut self, mut turn: Turn) -> Step {
+        let mut st = self.shared.lock();
+        let now = self.rt.now();
+        if let Some(e) = turn.write_failed {
+            st.session().handle_transport_error(&e.to_string());
+        }
+        match turn.read_failed {
+            Some(ChannelError::Transport(TransportError::ConnectionClosed)) => {
+                st.session().handle_eof(now)
+            }
+            Some(e) => st.session().handle_transport_error(&e.to_string()),
+            None => {}
+        }
+        let held = self.transport.partial_frame();
+        if held > 0 || self.partial {
+            st.session().handle_partial(now, held);
+            // A new partial frame has a new deadline: compute the timer again.
+            turn.again |= held > 0 && !self.partial;
+            self.partial = held > 0;
+        }
+        if turn.wrote && !turn.again {
+            if st.session().has_transmit() {
+                turn.again = true;
+            } else {
+                // Everything handed out was written (see `drive_session`).
+                written(st.session(), self.values);
+            }
+        }
+        if st.session().is_closed() {
+            st.dispatch(&mut self.work);
+            self.work.clear();
+            return Step::Over;
+        }
+        if turn.again {
+            Step::Again
+        } else {
+            Step::Sleep(st.session().poll_timeout())
+        }
+    }
+
+    /// Sleeps until `next` (or until woken); whether the timer fired, which takes another
+    /// turn. The timer is moved only to an earlier instant: deadlines of calls in flight
+    /// mostly move later (each finished call uncovers a later one), and a timer that fires
+    /// early is harmless — the session expires nothing before its time and the timer is
+    /// armed again.
+    fn drive_timer(&mut self, cx: &mut Context<'_>, next: Option<Instant>) -> bool {
+        if let Some(at) = next
+            && self.sleeping_until.is_none_or(|armed| at < armed)
+        {
+            self.sleeping_until = Some(at);
+            self.timer.reset(at);
+        }
+        let Some(at) = self.sleeping_until else {
+            return false;
+        };
+        if Pin::new(&mut self.timer).poll(cx).is_pending() {
+            return false;
+        }
+        self.sleeping_until = None;
+        let now = self.rt.now().max(at);
+        self.shared.lock().session().handle_timeout(now);
+        true
+    }
+}
+
+/// What a turn of the driver ends with.
+enum Step {
+    /// The session is over.
+    Over,
+    /// Another turn.
+    Again,
+    /// Nothing more to do until woken or the session's next deadline.
+    Sleep(Option<Instant>),
 }
 
 /// Ends the session of a driver dropped before it (see [`drive`]).
