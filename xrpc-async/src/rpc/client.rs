@@ -22,7 +22,7 @@ use xrpc_proto::{
 };
 
 use super::driver::{Driven, Shared, drive};
-use super::shared_driver::SharedDriver;
+use super::shared_driver::{Look, SharedDriver, Wait};
 use super::stream::{CallRef, StreamCtl, StreamReceiver, StreamSender};
 use super::wakers::{Wakers, leave_waker};
 use crate::channel::MessageChannel;
@@ -369,48 +369,26 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             inner: &*self.inner,
             id,
         };
-        let driver = &*self.inner.driver;
+        let inner = &*self.inner;
         let res = std::future::poll_fn(|cx| {
-            // Checked with the waker withdrawn: an answer that this poll's own drive finds
-            // needs no wake-up (which would only poll the call once more for nothing). It is
-            // left again after the drive, before an answer found by anyone else could be
-            // missed.
-            let alone = {
-                let mut st = self.inner.shared.lock();
-                if let Poll::Ready(r) = take_result(&mut st, id, Wait::Withdraw) {
-                    drop(st);
-                    driver.leave(id);
-                    return Poll::Ready(r);
-                }
-                st.session.pending_calls() <= 1
-            };
-            if alone {
-                // No one else polling the driver: this call drives the connection itself.
-                driver.drive_from(id, cx);
-            } else {
-                // Calls in flight together are left to the task, which writes their requests
-                // in one batch: one wake-up per batch (see `Shared::output_queued`) — and one
-                // whenever this call gives up the seat, since wake-ups meant for the driver
-                // (a write it put off for the batch) may have come to this call.
-                let queued = self.inner.shared.output_queued();
-                if driver.vacate() | queued {
-                    driver.kick();
-                }
-            }
-            if let Poll::Ready(r) = self.poll_result(id, cx) {
-                driver.leave(id);
-                return Poll::Ready(r);
-            }
-            Poll::Pending
+            inner.driver.poll_wait(
+                id,
+                cx,
+                |wait| {
+                    let mut st = inner.shared.lock();
+                    match take_result(&mut st, id, wait) {
+                        Poll::Ready(r) => Look::Ready(r),
+                        Poll::Pending => Look::Pending {
+                            alone: st.session.pending_calls() <= 1,
+                        },
+                    }
+                },
+                || inner.shared.output_queued(),
+            )
         })
         .await;
         std::mem::forget(guard);
         res
-    }
-
-    /// The outcome of unary call `id`, if it has one (else `cx` is woken when it does).
-    fn poll_result(&self, id: u64, cx: &Context<'_>) -> Poll<Result<Payload, RpcError>> {
-        take_result(&mut self.inner.shared.lock(), id, Wait::Leave(cx))
     }
 
     async fn call_payload(
@@ -591,14 +569,6 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let receiver = StreamReceiver::new(call, self.codec.clone());
         Ok((sender, receiver))
     }
-}
-
-/// What a call that has no outcome yet does with its waker.
-enum Wait<'a, 'b> {
-    /// Leaves it (woken when the outcome comes).
-    Leave(&'a Context<'b>),
-    /// Withdraws it (the caller looks again itself).
-    Withdraw,
 }
 
 /// The outcome of unary call `id`, if it has one (the session's answer); else `wait` says

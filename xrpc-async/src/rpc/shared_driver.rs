@@ -28,6 +28,22 @@ use std::task::{Context, Poll, Wake, Waker};
 /// The boxed driver future.
 type DriverFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// What a waiting call that has no outcome yet does with its waker.
+pub(crate) enum Wait<'a, 'b> {
+    /// Leaves it (woken when the outcome comes).
+    Leave(&'a Context<'b>),
+    /// Withdraws it (the caller looks again itself).
+    Withdraw,
+}
+
+/// What a waiting call found when it looked.
+pub(crate) enum Look<T> {
+    /// Its outcome.
+    Ready(T),
+    /// None yet; `alone` if it is the only call in flight.
+    Pending { alone: bool },
+}
+
 /// Who gets woken when the driver can make progress.
 #[derive(Default)]
 struct Wakers {
@@ -231,6 +247,48 @@ impl SharedDriver {
         w.caller.take().is_some()
     }
 
+    /// Polls waiting call `id` (with `cx`): the whole "a waiting call drives the connection"
+    /// rule, in one place. `look` tells the call's outcome, if it has one, under the
+    /// connection's lock, and says what to do with the call's waker if not; `output_queued`
+    /// is [`Shared::output_queued`](super::driver::Shared::output_queued).
+    ///
+    /// The outcome is first looked for with the waker withdrawn: an answer that this poll's
+    /// own drive finds needs no wake-up (which would only poll the call once more for
+    /// nothing). Then the call drives the connection itself if it is the only one in flight;
+    /// calls in flight together leave the driver to its task, which writes their requests in
+    /// one batch — one wake-up per batch, and one whenever a call gives up the seat, since
+    /// wake-ups meant for the driver (a write it put off for the batch) may have come to it.
+    /// Last, the outcome is looked for again with the waker left, before an answer found by
+    /// anyone else could be missed.
+    pub(crate) fn poll_wait<T>(
+        &self,
+        id: u64,
+        cx: &Context<'_>,
+        mut look: impl FnMut(Wait<'_, '_>) -> Look<T>,
+        output_queued: impl FnOnce() -> bool,
+    ) -> Poll<T> {
+        match look(Wait::Withdraw) {
+            Look::Ready(v) => {
+                self.leave(id);
+                return Poll::Ready(v);
+            }
+            Look::Pending { alone: true } => self.drive_from(id, cx),
+            Look::Pending { alone: false } => {
+                let queued = output_queued();
+                if self.vacate() | queued {
+                    self.kick();
+                }
+            }
+        }
+        match look(Wait::Leave(cx)) {
+            Look::Ready(v) => {
+                self.leave(id);
+                Poll::Ready(v)
+            }
+            Look::Pending { .. } => Poll::Pending,
+        }
+    }
+
     /// Stops the driver now (see [`StopOnDrop`]).
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
@@ -245,5 +303,185 @@ struct StopOnDrop<'a>(&'a SharedDriver);
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A driver future that counts its polls and keeps the waker it was polled with (as the
+    /// transport would), so the test can wake "the transport".
+    #[derive(Default)]
+    struct Probe {
+        polls: AtomicUsize,
+        waker: Mutex<Option<Waker>>,
+        done: AtomicBool,
+    }
+
+    fn install(driver: &SharedDriver, probe: &Arc<Probe>) {
+        let p = probe.clone();
+        driver.install(Box::pin(std::future::poll_fn(move |cx| {
+            p.polls.fetch_add(1, Ordering::SeqCst);
+            *p.waker.lock().unwrap() = Some(cx.waker().clone());
+            if p.done.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })));
+    }
+
+    /// A call's context, and the counter of its wake-ups.
+    fn call_cx() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        (count.clone(), Waker::from(count))
+    }
+
+    /// The task's waker registered as the driver task's `run` would.
+    fn set_task(driver: &SharedDriver) -> Arc<Count> {
+        let count = Arc::new(Count::default());
+        driver.wakes.lock().task = Some(Waker::from(count.clone()));
+        count
+    }
+
+    fn pending(alone: bool) -> impl FnMut(Wait<'_, '_>) -> Look<()> {
+        move |_| Look::Pending { alone }
+    }
+
+    #[test]
+    fn a_lone_waiting_call_polls_the_driver_itself() {
+        let driver = SharedDriver::default();
+        let probe = Arc::new(Probe::default());
+        install(&driver, &probe);
+        let task = set_task(&driver);
+        let (_, waker) = call_cx();
+        let cx = Context::from_waker(&waker);
+        assert!(
+            driver
+                .poll_wait(1, &cx, pending(true), || true)
+                .is_pending()
+        );
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 1, "the call drove");
+        assert_eq!(task.get(), 0, "no hand-off to the task");
+    }
+
+    #[test]
+    fn calls_in_flight_together_leave_the_driver_to_the_task() {
+        let driver = SharedDriver::default();
+        let probe = Arc::new(Probe::default());
+        install(&driver, &probe);
+        let task = set_task(&driver);
+        let (_, waker) = call_cx();
+        let cx = Context::from_waker(&waker);
+        // Output queued with no wake-up due: the task is woken once, for the batch.
+        assert!(
+            driver
+                .poll_wait(1, &cx, pending(false), || true)
+                .is_pending()
+        );
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 0);
+        assert_eq!(task.get(), 1);
+        // A wake-up is due already: none more.
+        assert!(
+            driver
+                .poll_wait(2, &cx, pending(false), || false)
+                .is_pending()
+        );
+        assert_eq!(task.get(), 1);
+    }
+
+    #[test]
+    fn the_driving_call_is_woken_for_the_transport_then_the_task_once_it_leaves() {
+        let driver = SharedDriver::default();
+        let probe = Arc::new(Probe::default());
+        install(&driver, &probe);
+        let task = set_task(&driver);
+        let (call, waker) = call_cx();
+        let cx = Context::from_waker(&waker);
+        assert!(
+            driver
+                .poll_wait(1, &cx, pending(true), || true)
+                .is_pending()
+        );
+        let transport = probe.waker.lock().unwrap().clone().unwrap();
+        transport.wake_by_ref();
+        assert_eq!((call.get(), task.get()), (1, 0), "the seated call is woken");
+        // Woken and not polled since: a second wake-up goes to the task, so a call future
+        // held without being polled stalls nobody.
+        transport.wake_by_ref();
+        assert_eq!((call.get(), task.get()), (1, 1));
+        // The call has its answer and leaves; a wake-up since the driver's last poll goes to
+        // the task.
+        let ready = driver.poll_wait(1, &cx, |_| Look::Ready(7), || false);
+        assert_eq!(ready, Poll::Ready(7));
+        assert_eq!(task.get(), 2, "the pending wake-up went to the task");
+        transport.wake_by_ref();
+        assert_eq!(
+            (call.get(), task.get()),
+            (1, 3),
+            "wake-ups go to the task now"
+        );
+    }
+
+    #[test]
+    fn the_outcome_found_by_the_calls_own_drive_needs_no_wake_up() {
+        let driver = SharedDriver::default();
+        let probe = Arc::new(Probe::default());
+        install(&driver, &probe);
+        set_task(&driver);
+        let (call, waker) = call_cx();
+        let cx = Context::from_waker(&waker);
+        // Pending before the drive, ready after it (as if the drive read the answer).
+        let mut looks = 0;
+        let res = driver.poll_wait(
+            1,
+            &cx,
+            |wait| {
+                looks += 1;
+                match (looks, wait) {
+                    (1, Wait::Withdraw) => Look::Pending { alone: true },
+                    (2, Wait::Leave(_)) => Look::Ready("answer"),
+                    _ => panic!("looked in the wrong order"),
+                }
+            },
+            || false,
+        );
+        assert_eq!(res, Poll::Ready("answer"));
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 1);
+        assert_eq!(call.get(), 0);
+    }
+
+    #[test]
+    fn a_stopped_driver_is_dropped_by_whoever_polls_it_next() {
+        let driver = SharedDriver::default();
+        let probe = Arc::new(Probe::default());
+        install(&driver, &probe);
+        let task = set_task(&driver);
+        driver.stop();
+        assert!(
+            driver.future.lock().unwrap().is_none(),
+            "dropped at once when free"
+        );
+        assert_eq!(task.get(), 1, "the task learns the driver is over");
+        assert_eq!(probe.polls.load(Ordering::SeqCst), 0, "never polled again");
     }
 }
