@@ -20,7 +20,6 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod adapter;
 pub mod balance;
 pub mod channel;
 pub mod memory;

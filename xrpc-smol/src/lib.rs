@@ -32,4 +32,27 @@ pub mod socket;
 pub mod transport;
 
 pub use runtime::Smol;
-xrpc_async::adapter_api!(Smol, "smol");
+pub use transport::{
+    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
+    TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
+    UnixFrameTransport, UnixFrameTransportListener,
+};
+pub use xrpc_async::{
+    CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,
+    RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
+    StreamSender, TypedChannel,
+};
+pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions};
+
+/// An RPC client on smol ([`xrpc_async::RpcClient`] with the [`Smol`] runtime), Bincode by
+/// default.
+pub type RpcClient<T, C = BincodeCodec> = xrpc_async::RpcClient<T, C, Smol>;
+
+/// An RPC server on smol ([`xrpc_async::RpcServer`] with the [`Smol`] runtime), Bincode by
+/// default.
+pub type RpcServer<C = BincodeCodec> = xrpc_async::RpcServer<C, Smol>;
+
+/// Keeps a client's driver task; returned by
+/// [`RpcClient::start`](xrpc_async::RpcClient::start).
+pub type ClientHandle = xrpc_async::ClientHandle<Smol>;

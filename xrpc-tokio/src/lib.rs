@@ -23,9 +23,32 @@ pub use balance::{
 };
 pub use runtime::Tokio;
 pub use transport::ZeroCopyTransport;
+pub use transport::{
+    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
+    TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
+    UnixFrameTransport, UnixFrameTransportListener,
+};
 pub use xrpc_async::balance::{
     BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,
     LeastConnections, LoadBalanceStrategy, LoadBalancer, LoadBalancerConfig, P2c, PoolConfig,
     Random, RoundRobin, ScoreBased, ServiceDiscovery, StaticDiscovery, WeightedRoundRobin,
 };
-xrpc_async::adapter_api!(Tokio, "tokio");
+pub use xrpc_async::{
+    CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,
+    RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
+    StreamSender, TypedChannel,
+};
+pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions};
+
+/// An RPC client on tokio ([`xrpc_async::RpcClient`] with the [`Tokio`] runtime), Bincode by
+/// default.
+pub type RpcClient<T, C = BincodeCodec> = xrpc_async::RpcClient<T, C, Tokio>;
+
+/// An RPC server on tokio ([`xrpc_async::RpcServer`] with the [`Tokio`] runtime), Bincode by
+/// default.
+pub type RpcServer<C = BincodeCodec> = xrpc_async::RpcServer<C, Tokio>;
+
+/// Keeps a client's driver task; returned by
+/// [`RpcClient::start`](xrpc_async::RpcClient::start).
+pub type ClientHandle = xrpc_async::ClientHandle<Tokio>;
