@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::codec::CodecId;
+use crate::deadlines::Deadlines;
 pub use crate::flow::StreamSendError;
 use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, push_credit, push_item};
 use crate::idmap::{IdMap, id_map};
 use crate::message::{ErrorCode, Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::payload::WireSize;
-use crate::timer::Deadlines;
 
 /// The shape of a call: who streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

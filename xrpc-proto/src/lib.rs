@@ -40,6 +40,7 @@ pub mod client;
 pub mod client_session;
 pub mod codec;
 pub mod compression;
+mod deadlines;
 mod depth;
 pub mod error;
 pub mod flow;
@@ -54,7 +55,6 @@ pub mod rpc_error;
 pub mod server;
 pub mod server_session;
 pub mod session;
-mod timer;
 pub mod wire;
 
 /// The byte buffers of the API, re-exported so it can be named without another dependency.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::budget::OutputBudget;
 use crate::client::{CallError, CallKind};
 use crate::codec::CodecId;
+use crate::deadlines::Deadlines;
 use crate::flow::{
     INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, StreamSendError, push_credit, push_item,
 };
@@ -21,7 +22,6 @@ use crate::idmap::{IdMap, id_map};
 use crate::message::{ErrorCode, FIXED_HEADER_LEN, Header, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::payload::WireSize;
-use crate::timer::Deadlines;
 
 /// Answers waiting for a client that does not read, at most, whatever their size (see
 /// [`ServerConfig::max_transmit_backlog`]).

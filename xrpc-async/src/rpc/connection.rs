@@ -15,7 +15,7 @@ use xrpc_proto::{
 };
 
 use super::driver::{Driven, Shared, drive};
-use super::recycle::Started;
+use super::future_pool::Started;
 use super::server::{CallContext, HandlerFn, RpcServer};
 use super::stream::StreamCtl;
 use super::wakers::{Wakers, leave_waker};

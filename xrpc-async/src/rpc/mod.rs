@@ -8,8 +8,8 @@
 mod client;
 mod connection;
 mod driver;
+mod future_pool;
 mod listener;
-mod recycle;
 mod server;
 mod shared_driver;
 mod stream;

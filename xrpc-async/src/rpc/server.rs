@@ -15,7 +15,7 @@ use xrpc_proto::{
 };
 
 use super::connection::Connection;
-use super::recycle::{FuturePool, Started};
+use super::future_pool::{FuturePool, Started};
 use super::stream::{
     CallRef, RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender,
 };
