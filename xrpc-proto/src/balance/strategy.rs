@@ -12,8 +12,10 @@
 //! | [`P2c`] | the less loaded of two at random (power of two choices, as tower's `p2c`) |
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::endpoint::Endpoint;
+use super::ewma::PeakEwma;
 use super::rng::Rng;
 
 /// What a strategy sees of one endpoint that may take the call.
@@ -23,16 +25,51 @@ pub struct Candidate<'a> {
     pub endpoint: &'a Endpoint,
     /// Calls (and streams) in flight on it.
     pub in_flight: u32,
-    /// Its peak-EWMA latency estimate, in nanoseconds.
-    pub latency_ns: f64,
     /// Its recent error rate, 0 to 1 (an EWMA over its calls).
     pub error_rate: f64,
+    latency: &'a PeakEwma,
+    now: Instant,
 }
 
-impl Candidate<'_> {
-    /// The load as tower's `PeakEwma` counts it: latency × (in flight + 1).
+impl<'a> Candidate<'a> {
+    /// What the strategy sees of `endpoint` at `now`.
+    pub(crate) fn new(
+        endpoint: &'a Endpoint,
+        in_flight: u32,
+        error_rate: f64,
+        latency: &'a PeakEwma,
+        now: Instant,
+    ) -> Self {
+        Self {
+            endpoint,
+            in_flight,
+            error_rate,
+            latency,
+            now,
+        }
+    }
+
+    /// Its peak-EWMA latency estimate at the time of the pick, in nanoseconds (computed when
+    /// asked: a strategy that looks at two candidates pays for two).
+    pub fn latency_ns(&self) -> f64 {
+        self.latency.estimate_ns(self.now)
+    }
+
+    /// Whether the latency of a call to it was ever measured.
+    pub fn is_measured(&self) -> bool {
+        self.latency.is_measured()
+    }
+
+    /// The load as tower's `PeakEwma` counts it: latency × (in flight + 1) — except that an
+    /// endpoint that has not answered yet, has not failed and has nothing in flight costs 0, so
+    /// that it is tried at the first chance, one call at a time, until measured (with the
+    /// prior latency instead, an endpoint found after the others were measured faster than the
+    /// prior would never be tried by sequential calls).
     pub fn load(&self) -> f64 {
-        self.latency_ns.max(1.0) * (f64::from(self.in_flight) + 1.0)
+        if self.in_flight == 0 && self.error_rate == 0.0 && !self.is_measured() {
+            return 0.0;
+        }
+        self.latency_ns().max(1.0) * (f64::from(self.in_flight) + 1.0)
     }
 }
 
