@@ -369,6 +369,7 @@ async fn the_pool_reuses_grows_expires_and_checks_connections() {
         max_connections: 2,
         target_in_flight: 2,
         idle_timeout: Duration::from_millis(300),
+        ..PoolConfig::default()
     };
     let client = client_over(vec![Endpoint::Tcp(a), Endpoint::Tcp(b)], pool);
     let conns = |client: &Client| {

@@ -221,10 +221,11 @@ fn policy_cost() {
         }
         let core = t.elapsed().as_nanos() as f64 / f64::from(n);
         let lb = LoadBalancer::new(Arc::new(StaticDiscovery::new(eps.clone())), make());
+        lb.refresh(Instant::now()).unwrap();
         let t = Instant::now();
         for _ in 0..n {
-            let p = lb.pick(&[]).unwrap();
-            lb.finish(&p, Outcome::Success);
+            let p = lb.with(|b| b.pick(Instant::now())).unwrap();
+            lb.with(|b| b.finish(&p, Instant::now(), Outcome::Success));
         }
         let full = t.elapsed().as_nanos() as f64 / f64::from(n);
         println!("| {name} | {core:.0} | {full:.0} |");
