@@ -38,6 +38,9 @@ struct Shared {
     refresher: Mutex<Option<Box<dyn Task>>>,
 }
 
+/// Changes of a discovery update applied under one take of the balancer's lock.
+const APPLY_PART: usize = 512;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -48,16 +51,21 @@ impl Shared {
     }
 
     /// Applies discovery's `answer`, which came at `now`: the difference with the last one is
-    /// computed before the balancer's lock is taken.
+    /// computed before the balancer's lock is taken, and applied in parts of
+    /// [`APPLY_PART`] changes, each under the lock once, so that calls wait for one part at
+    /// most.
     fn apply(&self, answer: Result<Vec<Endpoint>, DiscoveryError>, now: Instant) -> Update {
         let mut discovered = lock(&self.discovered);
         let update = match answer {
             Ok(endpoints) => {
                 let update = discovered.replace(endpoints);
-                let mut balancer = self.lock();
-                balancer.apply(&update);
-                balancer.refreshed(now, true);
-                drop(balancer);
+                for part in update.removed.chunks(APPLY_PART) {
+                    self.lock().apply(&[], part);
+                }
+                for part in update.added.chunks(APPLY_PART) {
+                    self.lock().apply(part, &[]);
+                }
+                self.lock().refreshed(now, true);
                 if !update.removed.is_empty() {
                     self.removals.fetch_add(1, Ordering::AcqRel);
                 }

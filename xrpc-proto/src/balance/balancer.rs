@@ -20,7 +20,7 @@ use super::failover::FailoverConfig;
 use super::health::{Admission, Health, HealthConfig, HealthState};
 use super::outcome::Outcome;
 use super::rng::Rng;
-use super::strategy::{Candidate, Strategy};
+use super::strategy::{Candidate, Candidates, Strategy};
 use super::update::Update;
 use crate::idmap::{IdMap, id_map};
 
@@ -241,15 +241,16 @@ impl<S: Strategy> Balancer<S> {
             .collect();
         let added = answer.into_iter().filter(|e| !self.contains(e)).collect();
         let update = Update { added, removed };
-        self.apply(&update);
+        self.apply(&update.added, &update.removed);
         update
     }
 
-    /// Applies a discovery update: `added` endpoints take calls (new ones healthy, ones still
-    /// leaving with their state), `removed` ones take no new calls and leave once their calls
-    /// in flight end. Time in proportion to the size of the update.
-    pub fn apply(&mut self, update: &Update) {
-        for e in &update.removed {
+    /// Applies (part of) a discovery [`Update`]: `added` endpoints take calls (new ones
+    /// healthy, ones still leaving with their state), `removed` ones take no new calls and
+    /// leave once their calls in flight end. Time in proportion to the number of changes, so
+    /// that a large update can be applied in parts, each under a short lock.
+    pub fn apply(&mut self, added: &[Endpoint], removed: &[Endpoint]) {
+        for e in removed {
             if let Some(&i) = self.by_endpoint.get(e) {
                 let entry = &mut self.entries[i];
                 if !entry.removed {
@@ -261,7 +262,10 @@ impl<S: Strategy> Balancer<S> {
                 }
             }
         }
-        for e in &update.added {
+        self.entries.reserve(added.len());
+        self.by_id.reserve(added.len());
+        self.by_endpoint.reserve(added.len());
+        for e in added {
             match self.by_endpoint.get(e) {
                 Some(&i) => {
                     let entry = &mut self.entries[i];
@@ -389,13 +393,13 @@ impl<S: Strategy> Balancer<S> {
                 }
             }),
             _ => {
-                let candidates: Vec<Candidate<'_>> = open
-                    .iter()
-                    .map(|&i| {
-                        let e = &self.entries[i];
-                        Candidate::new(&e.endpoint, e.in_flight, e.error_rate, &e.latency, now)
-                    })
-                    .collect();
+                let entries = &self.entries;
+                let indices = &open;
+                let get = |k: usize| {
+                    let e = &entries[indices[k]];
+                    Candidate::new(&e.endpoint, e.in_flight, e.error_rate, &e.latency, now)
+                };
+                let candidates = Candidates::new(open.len(), &get);
                 let chosen = self.strategy.pick(&candidates, &mut self.rng);
                 let i = open[chosen.min(open.len() - 1)];
                 Ok(self.take(i, now, false))

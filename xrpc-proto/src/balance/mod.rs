@@ -46,7 +46,7 @@ pub use outcome::Outcome;
 pub use pool::{Checkout, PoolConfig, Slot};
 pub use rng::Rng;
 pub use strategy::{
-    Candidate, LeastConnections, P2c, Random, RoundRobin, ScoreBased, Strategy,
+    Candidate, Candidates, LeastConnections, P2c, Random, RoundRobin, ScoreBased, Strategy,
     Strategy as LoadBalanceStrategy, WeightedRoundRobin,
 };
 pub use update::{Discovered, Update};

@@ -2,7 +2,7 @@
 //! difference between two answers is computed by [`Discovered`] — linear in their sizes, and
 //! apart from the [`Balancer`](super::Balancer), so that an adapter computes it outside
 //! whatever lock guards the balancer, which then applies only the difference
-//! ([`Balancer::apply`](super::Balancer::apply)).
+//! ([`Balancer::apply`](super::Balancer::apply)), in parts if it is large.
 
 use std::collections::HashSet;
 
