@@ -669,15 +669,22 @@ async fn at_the_cap_with_every_connection_busy_calls_wait_for_room() {
 #[tokio::test]
 async fn p2c_spreads_sequential_calls_over_every_server() {
     // Three healthy servers and one call at a time: an endpoint never measured used to keep
-    // the 1 ms prior and lose every pairing to the measured ~0.4 ms ones (0 of 300 calls).
+    // the 1 ms prior and lose every pairing to the measured ~0.4 ms ones (0 of 300 calls, in
+    // release). The prior here is far above any call's latency, so that the test makes the
+    // same point in a debug build too.
     let mut endpoints = Vec::new();
     for name in ["a", "b", "c"] {
         endpoints.push(Endpoint::Tcp(start_server(name, "127.0.0.1:0").await.0));
     }
+    let config = xrpc::LoadBalancerConfig {
+        default_rtt: Duration::from_secs(1),
+        ..Default::default()
+    };
     for _ in 0..3 {
-        let lb = Arc::new(LoadBalancer::new(
+        let lb = Arc::new(LoadBalancer::with_config(
             Arc::new(StaticDiscovery::new(endpoints.clone())),
             xrpc::P2c::new(),
+            config,
         ));
         let client: Client = LoadBalancedClient::new(lb, TcpConnector::default());
         let mut counts: HashMap<String, usize> = HashMap::new();
