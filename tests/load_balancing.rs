@@ -728,3 +728,23 @@ async fn a_blocking_resolver_blocks_no_task() {
         "the executor stalled: {during} ticks in 300 ms"
     );
 }
+
+#[tokio::test]
+async fn a_call_dropped_during_its_attempt_ends_cancelled() {
+    let (addr, _server) = start_server("a", "127.0.0.1:0").await;
+    let client = client_over(vec![Endpoint::Tcp(addr)], PoolConfig::default());
+    let call = client.call::<_, String>("slow", &1000u64);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), call)
+            .await
+            .is_err()
+    );
+    // Nothing left in flight, nothing counted against the endpoint: the next call goes there.
+    let status = client.load_balancer().status();
+    assert_eq!(
+        (status[0].in_flight, status[0].health),
+        (0, HealthState::Healthy)
+    );
+    let s: String = client.call("whoami", &()).await.unwrap();
+    assert_eq!(s, "a");
+}

@@ -21,7 +21,7 @@ use std::time::Instant;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::balance::{Attempts, Outcome, PoolConfig, StreamKey};
+use xrpc_proto::balance::{Attempts, Balancer, Outcome, PoolConfig, StreamKey};
 use xrpc_proto::{CallOptions, Codec};
 
 use super::load_balancer::LoadBalancer;
@@ -57,10 +57,7 @@ struct InFlight<'a> {
 
 impl InFlight<'_> {
     /// Runs `f` on the attempts and the balancer at the current time, under its lock.
-    fn with<O>(
-        &mut self,
-        f: impl FnOnce(&mut Attempts, &mut xrpc_proto::balance::Balancer, Instant) -> O,
-    ) -> O {
+    fn with<O>(&mut self, f: impl FnOnce(&mut Attempts, &mut Balancer, Instant) -> O) -> O {
         let now = (self.clock)();
         let attempts = &mut self.attempts;
         self.lb.with(|b| f(attempts, b, now))

@@ -13,7 +13,7 @@ use std::time::Duration;
 use xrpc_proto::balance::Endpoint;
 
 /// Discovery failed; the endpoints found before stay in use.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("discovery of {what} failed: {reason}")]
 pub struct DiscoveryError {
     /// What was looked up.

@@ -238,10 +238,7 @@ impl LoadBalancer {
     /// before stay in use.
     pub fn refresh(&self, now: Instant) -> Result<Update, DiscoveryError> {
         let answer = self.shared.discovery.discover();
-        let failed = answer.as_ref().err().map(|e| DiscoveryError {
-            what: e.what.clone(),
-            reason: e.reason.clone(),
-        });
+        let failed = answer.as_ref().err().cloned();
         let update = self.shared.apply(answer, now);
         failed.map_or(Ok(update), Err)
     }
