@@ -95,6 +95,13 @@ struct State<T: MessageChannel, C: Codec, R: Runtime> {
     last_sweep: Option<Instant>,
 }
 
+/// Adds `waker` to `waiting` unless it is there already (a task polled again while waiting).
+fn register(waiting: &mut Vec<Waker>, waker: &Waker) {
+    if !waiting.iter().any(|w| w.will_wake(waker)) {
+        waiting.push(waker.clone());
+    }
+}
+
 /// How often connections of every endpoint are checked for idleness, and how often a call
 /// waiting for room looks again even if nothing told it to (a call ending on a connection is
 /// seen by the pool only when its lease ends).
@@ -267,7 +274,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> ConnectionPool<T, C, R> {
                     Poll::Ready(Found::Open(None))
                 }
                 Checkout::Wait => {
-                    entry.waiting.push(cx.waker().clone());
+                    register(&mut entry.waiting, cx.waker());
                     pool.freed(st, expired);
                     Poll::Pending
                 }
@@ -283,7 +290,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> ConnectionPool<T, C, R> {
                             Poll::Ready(Found::Open(Some(closed)))
                         }
                         None => {
-                            st.waiting_for_room.push(cx.waker().clone());
+                            register(&mut st.waiting_for_room, cx.waker());
                             let at = now + SWEEP_EVERY;
                             let timer = recheck.get_or_insert_with(|| pool.rt.timer(at));
                             if Pin::new(&mut *timer).poll(cx).is_ready() {
