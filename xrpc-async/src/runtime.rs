@@ -7,8 +7,14 @@
 //! [`Runtime::timer`], on the runtime value its client or server was made with (never a fresh
 //! `R::default()`), so a runtime with a clock of its own — a test's, advanced by hand — drives
 //! every deadline, heartbeat and drain above the core.
+//!
+//! Work that blocks a thread (the system's DNS resolver) goes through [`Runtime::unblock`], to
+//! the executor's pool for blocking work, never onto a thread that runs tasks.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 /// An executor: spawns tasks, makes timers and tells the time.
@@ -32,6 +38,30 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     /// The current time on this runtime's clock.
     fn now(&self) -> Instant;
 
+    /// Runs `work`, which may block its thread (a system DNS lookup), away from the threads
+    /// that run tasks, and gives its result — `None` if it panicked or could not run.
+    ///
+    /// The default runs it on a thread of its own; an adapter whose executor keeps a pool for
+    /// blocking work uses that (tokio's `spawn_blocking`, smol's `unblock`).
+    fn unblock<T, F>(&self, work: F) -> impl Future<Output = Option<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let handoff = Arc::new(Handoff::default());
+        let done = handoff.clone();
+        let spawned = std::thread::Builder::new()
+            .name("xrpc-unblock".into())
+            .spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok();
+                done.finish(result);
+            });
+        if spawned.is_err() {
+            handoff.finish(None);
+        }
+        HandoffFuture(handoff)
+    }
+
     /// Whether tasks can be spawned from here (tokio: only inside a runtime); the error says
     /// what is missing.
     fn check(&self) -> Result<(), String> {
@@ -49,4 +79,45 @@ pub trait Timer: Future<Output = ()> + Send + Unpin + 'static {
 pub trait Task: Send + Sync + 'static {
     /// Stops the task at its next await point (dropping its future).
     fn abort(&self);
+}
+
+/// The result of work done on another thread, and who waits for it.
+struct Handoff<T> {
+    state: Mutex<(Option<Option<T>>, Option<Waker>)>,
+}
+
+impl<T> Default for Handoff<T> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new((None, None)),
+        }
+    }
+}
+
+impl<T> Handoff<T> {
+    fn finish(&self, result: Option<T>) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.0 = Some(result);
+        if let Some(w) = st.1.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Ready with the result of a [`Handoff`].
+struct HandoffFuture<T>(Arc<Handoff<T>>);
+
+impl<T> Future for HandoffFuture<T> {
+    type Output = Option<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut st = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match st.0.take() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                st.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
 }

@@ -4,7 +4,9 @@
 //!    `LoadBalancedClient` (one endpoint, so every call is the same call plus the balancer's
 //!    pick, pool checkout and outcome), one call at a time, in interleaved rounds on the same
 //!    server; median per-call latency of each and their ratio.
-//! 2. Policy cost: a pick and its finish alone, in the core and through `LoadBalancer`.
+//! 2. Policy cost: a pick and its finish alone, in the core and through `LoadBalancer`; and by
+//!    the size of the endpoint set (3 to 10,000): a discovery update of all new endpoints, one
+//!    replacing half of them, and a pick and its finish with p2c.
 //! 3. Spread: three servers, one answering ten times slower (10 ms against 1 ms of handler
 //!    time), `INFLIGHT` calls at once for `SPREAD_MS` per strategy; the share of calls each
 //!    server got.
@@ -221,10 +223,11 @@ fn policy_cost() {
         }
         let core = t.elapsed().as_nanos() as f64 / f64::from(n);
         let lb = LoadBalancer::new(Arc::new(StaticDiscovery::new(eps.clone())), make());
+        lb.refresh(Instant::now()).unwrap();
         let t = Instant::now();
         for _ in 0..n {
-            let p = lb.pick(&[]).unwrap();
-            lb.finish(&p, Outcome::Success);
+            let p = lb.with(|b| b.pick(Instant::now())).unwrap();
+            lb.with(|b| b.finish(&p, Instant::now(), Outcome::Success));
         }
         let full = t.elapsed().as_nanos() as f64 / f64::from(n);
         println!("| {name} | {core:.0} | {full:.0} |");
@@ -232,8 +235,48 @@ fn policy_cost() {
     println!();
 }
 
+/// The policy by the size of the endpoint set: a discovery update (all new, then half
+/// replaced) and a pick and its finish (p2c), in the core, without IO.
+fn set_size() {
+    use xrpc::proto::balance::{Balancer, LoadBalancerConfig, Outcome, Rng};
+    let endpoints = |prefix: u32, n: u32| -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| {
+                Endpoint::tcp_from_str(&format!("127.{prefix}.{}.{}:80", i / 250, i % 250 + 1))
+                    .unwrap()
+            })
+            .collect()
+    };
+    println!("## Set size: discovery updates and picks (p2c, no IO)\n");
+    println!("| endpoints | update, all new µs | update, half replaced µs | pick + finish ns |");
+    println!("|---|---|---|---|");
+    for n in [3, 100, 1_000, 10_000] {
+        let first = endpoints(1, n);
+        let mut second = first[n as usize / 2..].to_vec();
+        second.extend(endpoints(2, n - n / 2));
+        let mut b = Balancer::new(P2c::new(), LoadBalancerConfig::default(), Rng::new(1));
+        let t = Instant::now();
+        b.update(first);
+        let added = t.elapsed().as_secs_f64() * 1e6;
+        let t = Instant::now();
+        b.update(second);
+        let replaced = t.elapsed().as_secs_f64() * 1e6;
+        let picks = 20_000u32;
+        let now = Instant::now();
+        let t = Instant::now();
+        for _ in 0..picks {
+            let p = b.pick(now).unwrap();
+            b.finish(&p, now, Outcome::Success);
+        }
+        let pick = t.elapsed().as_nanos() as f64 / f64::from(picks);
+        println!("| {n} | {added:.0} | {replaced:.0} | {pick:.0} |");
+    }
+    println!();
+}
+
 fn main() {
     policy_cost();
+    set_size();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -77,6 +77,15 @@ impl Runtime for Smol {
     fn now(&self) -> Instant {
         Instant::now()
     }
+
+    fn unblock<T, F>(&self, work: F) -> impl Future<Output = Option<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // smol's pool for blocking work (the `blocking` crate's); a panic is `None`.
+        smol::unblock(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok())
+    }
 }
 
 /// A descriptor watched by async-io's reactor.

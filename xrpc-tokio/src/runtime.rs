@@ -63,6 +63,16 @@ impl Runtime for Tokio {
         tokio::time::Instant::now().into_std()
     }
 
+    fn unblock<T, F>(&self, work: F) -> impl Future<Output = Option<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // tokio's pool for blocking work; a panic or a runtime shut down first is `None`.
+        let task = tokio::task::spawn_blocking(work);
+        async move { task.await.ok() }
+    }
+
     fn check(&self) -> Result<(), String> {
         tokio::runtime::Handle::try_current()
             .map(|_| ())

@@ -4,74 +4,78 @@
 //! after it may have run only if the caller said it is idempotent
 //! ([`call_idempotent`](LoadBalancedClient::call_idempotent)) — within the retry budget.
 //! A stream stays on the endpoint that opened it.
+//!
+//! Every call kind — unary, notification, stream — goes through one loop
+//! ([`run`](LoadBalancedClient::run)): the core's [`Attempts`] picks the endpoint, the pool
+//! gives a connection, the call is made, and what happened goes back to [`Attempts`], which
+//! says where to try next or what error the call ends with. The clock is the client's runtime's.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::balance::{
-    Delivery, EndpointId, Failover, Outcome, Pick, PickError, PoolConfig, StreamKey,
-};
+use xrpc_proto::balance::{Attempts, Balancer, Outcome, PoolConfig, StreamKey};
 use xrpc_proto::{CallOptions, Codec};
 
 use super::load_balancer::LoadBalancer;
-use super::pool::{Connect, ConnectionPool};
+use super::pool::{Connect, ConnectionPool, PoolGuard};
 use crate::channel::MessageChannel;
 use crate::rpc::{RpcClient, RpcError, StreamReceiver, StreamSender};
 use crate::runtime::Runtime;
 use crate::transport::TransportError;
 
+/// How many connections [`LoadBalancedClient::init`] opens at once.
+const INIT_CONCURRENCY: usize = 32;
+
+/// The client's clock, for what outlives a call (a stream's end).
+type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// An RPC client over many servers (the original API's `LoadBalancedClient`).
 pub struct LoadBalancedClient<T: MessageChannel, C: Codec, R: Runtime> {
     lb: Arc<LoadBalancer>,
     pool: ConnectionPool<T, C, R>,
+    rt: R,
+    clock: Clock,
     /// The balancer's removal count the pool was last trimmed at.
     trimmed: AtomicU64,
 }
 
-/// Ends a call's pick when the call ends, however it ends (dropped: cancelled).
-struct PickGuard<'a> {
+/// A call's attempts while it runs: dropped with an attempt in progress (the call was
+/// cancelled), that attempt ends as cancelled.
+struct InFlight<'a> {
     lb: &'a LoadBalancer,
-    pick: Pick,
-    outcome: Outcome,
+    clock: &'a Clock,
+    attempts: Attempts,
 }
 
-impl Drop for PickGuard<'_> {
+impl InFlight<'_> {
+    /// Runs `f` on the attempts and the balancer at the current time, under its lock.
+    fn with<O>(&mut self, f: impl FnOnce(&mut Attempts, &mut Balancer, Instant) -> O) -> O {
+        let now = (self.clock)();
+        let attempts = &mut self.attempts;
+        self.lb.with(|b| f(attempts, b, now))
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.lb.finish(&self.pick, self.outcome);
-    }
-}
-
-/// The error a call ends with when it is not retried: the endpoint and the reason are added
-/// to a disconnection or connection failure, so the caller can tell what happened.
-fn explain(e: RpcError, pick: &Pick, why: Failover) -> RpcError {
-    let endpoint = &pick.endpoint;
-    match (e, why) {
-        (e, Failover::NotEndpointFailure) => e,
-        (RpcError::Disconnected(m), why) => {
-            RpcError::Disconnected(format!("{endpoint}: {m}; not retried: {why}"))
+        if self.attempts.current().is_some() {
+            self.with(|attempts, b, now| attempts.abandon(b, now));
         }
-        (RpcError::Transport(TransportError::ConnectionFailed(m)), why) => RpcError::Transport(
-            TransportError::ConnectionFailed(format!("{endpoint}: {m}; not retried: {why}")),
-        ),
-        (e, _) => e,
     }
-}
-
-/// No endpoint could take the call: the first attempt's error.
-fn unavailable(e: PickError) -> RpcError {
-    RpcError::Transport(TransportError::ConnectionFailed(format!(
-        "no endpoint can take the call: {e}"
-    )))
 }
 
 impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
     /// A client choosing endpoints with `lb` and connecting to them with `connector` (the
-    /// tokio adapter: `Arc::new(factory)` of a `ClientFactory`).
+    /// tokio adapter: `Arc::new(factory)` of a `ClientFactory`), on the runtime of the calling
+    /// context.
     pub fn new(lb: Arc<LoadBalancer>, connector: impl Connect<R, T, C>) -> Self {
         Self::with_pool_config(lb, connector, PoolConfig::default())
     }
@@ -82,9 +86,22 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         connector: impl Connect<R, T, C>,
         config: PoolConfig,
     ) -> Self {
+        Self::with_runtime(lb, connector, config, R::default())
+    }
+
+    /// On runtime `rt`: its clock times the calls, and discovery runs as one of its tasks.
+    pub fn with_runtime(
+        lb: Arc<LoadBalancer>,
+        connector: impl Connect<R, T, C>,
+        config: PoolConfig,
+        rt: R,
+    ) -> Self {
+        let clock_rt = rt.clone();
         Self {
             lb,
-            pool: ConnectionPool::new(config, connector),
+            pool: ConnectionPool::with_runtime(config, connector, rt.clone()),
+            rt,
+            clock: Arc::new(move || clock_rt.now()),
             trimmed: AtomicU64::new(0),
         }
     }
@@ -99,24 +116,57 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         &self.pool
     }
 
-    /// Asks discovery and connects to every endpoint found; fails if discovery fails or no
-    /// endpoint can be reached. (Calls do both lazily otherwise.)
+    /// Starts discovery on the client's runtime (the first time) and waits for its first
+    /// answer.
+    async fn discovered(&self) -> Result<(), RpcError> {
+        self.lb.start_discovery(&self.rt)?;
+        self.lb.discovered().await;
+        Ok(())
+    }
+
+    /// Waits for discovery's first answer, then connects to the endpoints found, a few at a
+    /// time, until the pool's total cap (an endpoint that refuses is ejected at once); fails if
+    /// discovery found nothing or no endpoint could be reached. (Calls do both lazily
+    /// otherwise.)
     pub async fn init(&self) -> Result<(), RpcError> {
-        self.lb
-            .refresh()
-            .map_err(|e| RpcError::Transport(TransportError::ConnectionFailed(e.to_string())))?;
+        self.discovered().await?;
         let endpoints = self.lb.endpoints();
+        if endpoints.is_empty() {
+            let why = self
+                .lb
+                .discovery_error()
+                .unwrap_or_else(|| "discovery found no endpoints".into());
+            return Err(RpcError::Transport(TransportError::ConnectionFailed(
+                format!("no endpoint can take the call: {why}"),
+            )));
+        }
+        let room = self.pool.config().max_total_connections.max(1);
+        let mut pending = endpoints.iter();
+        let mut connecting = FuturesUnordered::new();
+        let mut connected = 0usize;
         let mut last = None;
-        let mut connected = 0;
-        for e in &endpoints {
-            match self.pool.get(e).await {
-                Ok(_) => connected += 1,
-                Err(err) => last = Some(err),
+        loop {
+            while connecting.len() < INIT_CONCURRENCY && connected + connecting.len() < room {
+                let Some(endpoint) = pending.next() else {
+                    break;
+                };
+                connecting.push(async move { (endpoint, self.pool.get(endpoint).await.map(drop)) });
+            }
+            let Some((endpoint, result)) = connecting.next().await else {
+                break;
+            };
+            match result {
+                Ok(()) => connected += 1,
+                Err(e) => {
+                    let now = self.rt.now();
+                    self.lb
+                        .with(|b| b.connect_failed(endpoint, now, e.outcome()));
+                    last = Some(e);
+                }
             }
         }
         match last {
             Some(e) if connected == 0 => Err(e),
-            _ if endpoints.is_empty() => Err(unavailable(PickError::NoEndpoints)),
             _ => Ok(()),
         }
     }
@@ -125,56 +175,45 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
     fn trim_pool(&self) {
         let removals = self.lb.removals();
         if self.trimmed.swap(removals, Ordering::AcqRel) != removals {
-            self.pool.retain(&self.lb.endpoints());
+            self.pool.retain(|e| self.lb.contains(e));
         }
     }
 
-    /// Runs `attempt` on a connection to a chosen endpoint, failing over as the policy allows.
-    async fn run<O, F, Fut>(&self, idempotent: bool, mut attempt: F) -> Result<O, RpcError>
+    /// Makes the call `op` on a connection to the endpoint `attempts` chooses, and again on
+    /// another as long as it says so: the one loop of every call kind. Returns the call's
+    /// result, the stream's key (for a stream) and the lease on its connection.
+    async fn run<O, F, Fut>(
+        &self,
+        attempts: Attempts,
+        mut op: F,
+    ) -> Result<(O, Option<StreamKey>, PoolGuard<T, C, R>), RpcError>
     where
         F: FnMut(RpcClient<T, C, R>) -> Fut,
         Fut: Future<Output = Result<O, RpcError>>,
     {
+        self.discovered().await?;
         self.trim_pool();
-        self.lb.with(|b, now| b.record_request(now));
-        let mut tried: Vec<EndpointId> = Vec::new();
-        let mut last: Option<RpcError> = None;
-        let mut n = 0;
+        let mut call = InFlight {
+            lb: &self.lb,
+            clock: &self.clock,
+            attempts,
+        };
+        let mut pick = call.with(|attempts, b, now| attempts.start(b, now))?;
         loop {
-            n += 1;
-            let pick = match self.lb.pick(&tried) {
-                Ok(p) => p,
-                Err(e) => return Err(last.unwrap_or_else(|| unavailable(e))),
-            };
-            let mut guard = PickGuard {
-                lb: &self.lb,
-                pick,
-                outcome: Outcome::Cancelled,
-            };
-            let (res, delivery) = match self.pool.get(&guard.pick.endpoint).await {
-                Err(e) => (Err(e), Delivery::NotSent),
-                Ok(client) => (attempt(client).await, Delivery::MaybeRan),
-            };
-            let err = match res {
-                Ok(v) => {
-                    guard.outcome = Outcome::Success;
-                    return Ok(v);
+            let next = match self.pool.get(&pick.endpoint).await {
+                Err(e) => call.with(|attempts, b, now| attempts.connect_failed(b, now, e)),
+                Ok(conn) => {
+                    call.attempts.connected(self.rt.now());
+                    match op(conn.client().clone()).await {
+                        Ok(v) => {
+                            let key = call.with(|attempts, b, now| attempts.succeeded(b, now));
+                            return Ok((v, key, conn));
+                        }
+                        Err(e) => call.with(|attempts, b, now| attempts.call_failed(b, now, e)),
+                    }
                 }
-                Err(e) => e,
             };
-            guard.outcome = err.outcome();
-            let pick = guard.pick.clone();
-            drop(guard);
-            let decision = self
-                .lb
-                .with(|b, now| b.failover(now, n, err.outcome(), delivery, idempotent));
-            match decision {
-                Ok(()) => {
-                    tried.push(pick.id);
-                    last = Some(err);
-                }
-                Err(why) => return Err(explain(err, &pick, why)),
-            }
+            pick = next?;
         }
     }
 
@@ -218,10 +257,12 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned + 'static,
     {
-        self.run(idempotent, |client| async move {
-            client.call_with_options(method, request, options).await
-        })
-        .await
+        let (resp, _, _) = self
+            .run(Attempts::call(idempotent), |client| async move {
+                client.call_with_options(method, request, options).await
+            })
+            .await?;
+        Ok(resp)
     }
 
     /// Sends a one-way notification to one of the servers.
@@ -230,50 +271,31 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         method: &str,
         request: &Req,
     ) -> Result<(), RpcError> {
-        self.run(false, |client| async move {
+        self.run(Attempts::call(false), |client| async move {
             client.notify(method, request).await
         })
         .await
+        .map(drop)
     }
 
-    /// Opens a stream on a chosen endpoint (another if the first cannot be reached).
-    async fn open<O, F, Fut>(&self, mut open: F) -> Result<(O, StreamGuard), RpcError>
+    /// Opens a stream with `open` on a chosen endpoint (another if the first cannot be
+    /// reached), bound to it until the stream ends.
+    async fn open<O, F, Fut>(&self, open: F) -> Result<(O, StreamGuard), RpcError>
     where
         F: FnMut(RpcClient<T, C, R>) -> Fut,
         Fut: Future<Output = Result<O, RpcError>>,
     {
-        self.trim_pool();
-        let mut last: Option<RpcError> = None;
-        let mut n = 0;
-        loop {
-            n += 1;
-            let (key, pick) = match self.lb.with(|b, now| b.open_stream(now)) {
-                Ok(k) => k,
-                Err(e) => return Err(last.unwrap_or_else(|| unavailable(e))),
-            };
-            let mut guard = StreamGuard {
+        let (stream, key, lease) = self.run(Attempts::stream(), open).await?;
+        Ok((
+            stream,
+            StreamGuard {
                 lb: self.lb.clone(),
+                clock: self.clock.clone(),
                 key,
                 outcome: Outcome::Cancelled,
-            };
-            let (res, delivery) = match self.pool.get(&pick.endpoint).await {
-                Err(e) => (Err(e), Delivery::NotSent),
-                Ok(client) => (open(client).await, Delivery::MaybeRan),
-            };
-            let err = match res {
-                Ok(stream) => return Ok((stream, guard)),
-                Err(e) => e,
-            };
-            guard.outcome = err.outcome();
-            drop(guard);
-            match self
-                .lb
-                .with(|b, now| b.failover(now, n, err.outcome(), delivery, false))
-            {
-                Ok(()) => last = Some(err),
-                Err(why) => return Err(explain(err, &pick, why)),
-            }
-        }
+                _lease: Box::new(lease),
+            },
+        ))
     }
 
     /// Calls a server-streaming method: every item comes from the endpoint that opened it.
@@ -313,17 +335,22 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
     }
 }
 
-/// Closes a stream in the balancer when it ends.
+/// Closes a stream in the balancer when it ends, and gives back its connection's lease.
 struct StreamGuard {
     lb: Arc<LoadBalancer>,
-    key: StreamKey,
+    clock: Clock,
+    key: Option<StreamKey>,
     outcome: Outcome,
+    /// The lease on the stream's connection (a [`PoolGuard`]), held while the stream is open.
+    _lease: Box<dyn Any + Send + Sync>,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let (key, outcome) = (self.key, self.outcome);
-        self.lb.with(|b, now| b.close_stream(key, now, outcome));
+        if let Some(key) = self.key {
+            let (now, outcome) = ((self.clock)(), self.outcome);
+            self.lb.with(|b| b.close_stream(key, now, outcome));
+        }
     }
 }
 
@@ -342,10 +369,10 @@ impl<Item: DeserializeOwned + 'static, C: Codec> BalancedStream<Item, C> {
 
     /// The endpoint the stream is bound to.
     pub fn endpoint(&self) -> Option<xrpc_proto::balance::Endpoint> {
-        let key = self.guard.key;
+        let key = self.guard.key?;
         self.guard
             .lb
-            .with(|b, _| b.stream_endpoint(key).map(|p| p.endpoint.clone()))
+            .with(|b| b.stream_endpoint(key).map(|p| p.endpoint.clone()))
     }
 
     fn note(&mut self, item: &Option<Result<Item, RpcError>>) {

@@ -2,8 +2,10 @@
 //! list, and [`DnsDiscovery`], a name's address records resolved again every refresh
 //! interval through a [`Resolver`] (the system's, or one a test controls).
 //!
-//! Discovery is synchronous: the [`LoadBalancer`](super::LoadBalancer) asks it on a thread of
-//! its own when a refresh is due, never on the executor.
+//! Discovery may block (the system resolver's `getaddrinfo` does): the
+//! [`LoadBalancer`](super::LoadBalancer) asks it from a task on the client's runtime, when a
+//! refresh is due, through [`Runtime::unblock`](crate::Runtime::unblock) — the runtime's pool
+//! for blocking work, never a thread that runs tasks, and never inside a call.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use xrpc_proto::balance::Endpoint;
 
 /// Discovery failed; the endpoints found before stay in use.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("discovery of {what} failed: {reason}")]
 pub struct DiscoveryError {
     /// What was looked up.
@@ -22,7 +24,7 @@ pub struct DiscoveryError {
 
 /// A source of endpoints (the original API's `ServiceDiscovery`).
 pub trait Discovery: Send + Sync + 'static {
-    /// The endpoints as of now.
+    /// The endpoints as of now. May block: it runs on the runtime's pool for blocking work.
     fn discover(&self) -> Result<Vec<Endpoint>, DiscoveryError>;
 
     /// How often to ask again (`None`: the endpoints never change).
@@ -66,8 +68,8 @@ where
     }
 }
 
-/// The operating system's resolver (`getaddrinfo`, which blocks: it runs on the refresh
-/// thread).
+/// The operating system's resolver (`getaddrinfo`, which blocks: it runs on the runtime's pool
+/// for blocking work).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemResolver;
 

@@ -1,42 +1,146 @@
 //! [`LoadBalancer`]: the core's [`Balancer`] shared by every call of a client, fed by a
-//! [`Discovery`]. It reads the clock and refreshes discovery when due, on a short-lived thread
-//! (a DNS lookup blocks), so calls keep going with the endpoints they have meanwhile.
+//! [`Discovery`].
+//!
+//! Discovery is asked by one task on the runtime of the client that first uses the balancer
+//! ([`start_discovery`](LoadBalancer::start_discovery)): the task sleeps on the runtime's timer
+//! until the balancer says a refresh is due, runs the lookup through
+//! [`Runtime::unblock`] (a system DNS lookup blocks: it never runs on a thread that runs tasks,
+//! nor inside a call), computes what changed outside the balancer's lock ([`Discovered`]) and
+//! applies only that under it. Calls wait for discovery's first answer, then go on with the
+//! endpoints they have while later refreshes run.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 use xrpc_proto::balance::{
-    Balancer, Endpoint, EndpointStatus, LoadBalancerConfig, Outcome, Pick, PickError, Rng,
-    Strategy, Update,
+    Balancer, Discovered, Endpoint, EndpointStatus, LoadBalancerConfig, Rng, Strategy, Update,
 };
 
 use super::discovery::{Discovery, DiscoveryError};
+use crate::rpc::RpcError;
+use crate::runtime::{Runtime, Task, Timer};
+use crate::signal::Signal;
 
 struct Shared {
     balancer: Mutex<Balancer>,
     discovery: Arc<dyn Discovery>,
-    /// A refresh thread is running.
-    refreshing: AtomicBool,
-    /// Discovery answered at least once.
-    discovered: AtomicBool,
+    /// Discovery's last answer; held while an answer is compared with it and applied.
+    discovered: Mutex<Discovered>,
+    /// Discovery answered (or failed) at least once.
+    answered: Signal,
+    /// Why discovery last failed (`None`: its last answer came).
+    failure: Mutex<Option<String>>,
     /// Bumped whenever discovery removes endpoints (their pooled connections can go).
     removals: AtomicU64,
+    /// The task that asks discovery, once started.
+    started: AtomicBool,
+    refresher: Mutex<Option<Box<dyn Task>>>,
+}
+
+/// Changes of a discovery update applied under one take of the balancer's lock.
+const APPLY_PART: usize = 512;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Balancer> {
-        self.balancer.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.balancer)
     }
 
-    fn refresh(&self) -> Result<Update, DiscoveryError> {
-        let endpoints = self.discovery.discover()?;
-        let update = self.lock().update(endpoints);
-        if !update.removed.is_empty() {
-            self.removals.fetch_add(1, Ordering::AcqRel);
+    /// Applies discovery's `answer`, which came at `now`: the difference with the last one is
+    /// computed before the balancer's lock is taken, and applied in parts of
+    /// [`APPLY_PART`] changes, each under the lock once, so that calls wait for one part at
+    /// most.
+    fn apply(&self, answer: Result<Vec<Endpoint>, DiscoveryError>, now: Instant) -> Update {
+        let mut discovered = lock(&self.discovered);
+        let update = match answer {
+            Ok(endpoints) => {
+                let update = discovered.replace(endpoints);
+                for part in update.removed.chunks(APPLY_PART) {
+                    self.lock().apply(&[], part);
+                }
+                for part in update.added.chunks(APPLY_PART) {
+                    self.lock().apply(part, &[]);
+                }
+                self.lock().refreshed(now, true);
+                if !update.removed.is_empty() {
+                    self.removals.fetch_add(1, Ordering::AcqRel);
+                }
+                *lock(&self.failure) = None;
+                update
+            }
+            Err(e) => {
+                self.lock().refreshed(now, false);
+                *lock(&self.failure) = Some(e.to_string());
+                Update::default()
+            }
+        };
+        drop(discovered);
+        self.answered.raise();
+        update
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let refresher = self
+            .refresher
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = refresher.take() {
+            task.abort();
         }
-        self.discovered.store(true, Ordering::Release);
-        Ok(update)
+    }
+}
+
+/// The task that asks discovery whenever the balancer says a refresh is due, until the
+/// balancer is dropped (or discovery has no refresh interval and answered).
+async fn refresh<R: Runtime>(shared: Weak<Shared>, rt: R) {
+    let mut timer: Option<R::Timer> = None;
+    loop {
+        // What to do, decided under the balancer's lock and acted on after it.
+        let next = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let balancer = shared.lock();
+            if balancer.refresh_due(rt.now()) {
+                Ok(shared.discovery.clone())
+            } else {
+                Err(balancer.next_refresh())
+            }
+        };
+        let discovery = match next {
+            Ok(discovery) => discovery,
+            Err(None) => return,
+            Err(Some(at)) => {
+                let timer = match &mut timer {
+                    Some(t) => {
+                        t.reset(at);
+                        t
+                    }
+                    None => timer.insert(rt.timer(at)),
+                };
+                timer.await;
+                continue;
+            }
+        };
+        let answer = rt
+            .unblock(move || discovery.discover())
+            .await
+            .unwrap_or_else(|| {
+                Err(DiscoveryError {
+                    what: "endpoints".into(),
+                    reason: "the lookup panicked or could not run".into(),
+                })
+            });
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.apply(answer, rt.now());
     }
 }
 
@@ -91,37 +195,52 @@ impl LoadBalancer {
             shared: Arc::new(Shared {
                 balancer: Mutex::new(balancer),
                 discovery,
-                refreshing: AtomicBool::new(false),
-                discovered: AtomicBool::new(false),
+                discovered: Mutex::new(Discovered::new()),
+                answered: Signal::default(),
+                failure: Mutex::new(None),
                 removals: AtomicU64::new(0),
+                started: AtomicBool::new(false),
+                refresher: Mutex::new(None),
             }),
         }
     }
 
-    /// Asks discovery now and applies what it found (on this thread: it may block on a DNS
-    /// lookup). On an error the endpoints found before stay in use.
-    pub fn refresh(&self) -> Result<Update, DiscoveryError> {
-        self.shared.refresh()
+    /// Starts the task that asks discovery, on `rt` (the first time; then it does nothing).
+    /// The task stops when the balancer is dropped. Fails where `rt` cannot spawn (tokio:
+    /// outside a runtime).
+    pub fn start_discovery<R: Runtime>(&self, rt: &R) -> Result<(), RpcError> {
+        if self.shared.started.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut refresher = lock(&self.shared.refresher);
+        if refresher.is_some() {
+            return Ok(());
+        }
+        rt.check().map_err(RpcError::ClientError)?;
+        let task = rt.spawn(refresh(Arc::downgrade(&self.shared), rt.clone()));
+        *refresher = Some(Box::new(task));
+        self.shared.started.store(true, Ordering::Release);
+        Ok(())
     }
 
-    /// Starts a refresh on a thread of its own if one is due (and none is running).
-    fn refresh_if_due(&self, now: Instant) {
-        if !self.shared.lock().refresh_due(now)
-            || self.shared.refreshing.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        let shared = self.shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("xrpc-discovery".into())
-            .spawn(move || {
-                // An error keeps the endpoints found before; the next interval tries again.
-                let _ = shared.refresh();
-                shared.refreshing.store(false, Ordering::Release);
-            });
-        if spawned.is_err() {
-            self.shared.refreshing.store(false, Ordering::Release);
-        }
+    /// Ready once discovery has answered (or failed) for the first time.
+    pub async fn discovered(&self) {
+        std::future::poll_fn(|cx| self.shared.answered.poll_raised(cx)).await;
+    }
+
+    /// Why discovery's last attempt failed (`None`: it answered).
+    pub fn discovery_error(&self) -> Option<String> {
+        lock(&self.shared.failure).clone()
+    }
+
+    /// Asks discovery now, on this thread, and applies its answer as of `now` (for a caller
+    /// without a runtime: it may block on a DNS lookup). On an error the endpoints found
+    /// before stay in use.
+    pub fn refresh(&self, now: Instant) -> Result<Update, DiscoveryError> {
+        let answer = self.shared.discovery.discover();
+        let failed = answer.as_ref().err().cloned();
+        let update = self.shared.apply(answer, now);
+        failed.map_or(Ok(update), Err)
     }
 
     /// How many discovery updates removed endpoints so far (a pool compares it to know when
@@ -130,27 +249,10 @@ impl LoadBalancer {
         self.shared.removals.load(Ordering::Acquire)
     }
 
-    /// Chooses an endpoint for a call, other than those in `tried`; discovery is asked first
-    /// if it never answered (on this thread: call [`refresh`](Self::refresh) first, as
-    /// `LoadBalancedClient::init` does, where a first DNS lookup must not block a task).
-    pub fn pick(&self, tried: &[xrpc_proto::balance::EndpointId]) -> Result<Pick, PickError> {
-        if !self.shared.discovered.load(Ordering::Acquire) {
-            // An error leaves the set empty: the pick says so.
-            let _ = self.refresh();
-        }
-        let now = Instant::now();
-        self.refresh_if_due(now);
-        self.shared.lock().pick_excluding(now, tried)
-    }
-
-    /// The call of `pick` ended with `outcome`.
-    pub fn finish(&self, pick: &Pick, outcome: Outcome) {
-        self.shared.lock().finish(pick, Instant::now(), outcome);
-    }
-
-    /// Runs `f` on the core balancer (failover decisions, streams, the retry budget).
-    pub fn with<T>(&self, f: impl FnOnce(&mut Balancer, Instant) -> T) -> T {
-        f(&mut self.shared.lock(), Instant::now())
+    /// Runs `f` on the core balancer, under its lock (picks, outcomes, a call's
+    /// [`Attempts`](xrpc_proto::balance::Attempts), streams).
+    pub fn with<T>(&self, f: impl FnOnce(&mut Balancer) -> T) -> T {
+        f(&mut self.shared.lock())
     }
 
     /// Every endpoint with its health, load and counters.
@@ -165,5 +267,10 @@ impl LoadBalancer {
             .filter(|s| !s.removed)
             .map(|s| s.endpoint)
             .collect()
+    }
+
+    /// Whether `endpoint` takes calls (discovery found it and has not removed it).
+    pub fn contains(&self, endpoint: &Endpoint) -> bool {
+        self.shared.lock().contains(endpoint)
     }
 }

@@ -1,14 +1,14 @@
 //! Layer 4: discovery, load balancing, failover and connection pooling, on any runtime. The
-//! policy is the core's ([`xrpc_proto::balance`]); this module reads the clock, runs
-//! discovery, holds the connections and makes the calls. Connecting to an endpoint is IO: the
+//! policy is the core's ([`xrpc_proto::balance`]); this module reads the clock of its runtime,
+//! runs discovery as a task of it, holds the connections and makes the calls. Connecting to an endpoint is IO: the
 //! adapter provides a [`Connect`] (the tokio adapter's `ClientFactory`, declared with
 //! [`client_factory!`](crate::client_factory)).
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`discovery`] | [`Discovery`], [`StaticDiscovery`], [`DnsDiscovery`] and its [`Resolver`] |
-//! | [`load_balancer`] | [`LoadBalancer`]: the shared balancer, refreshed from discovery |
-//! | [`pool`] | [`ConnectionPool`] and [`Connect`] |
+//! | [`load_balancer`] | [`LoadBalancer`]: the shared balancer, refreshed from discovery by a task |
+//! | [`pool`] | [`ConnectionPool`], [`PoolGuard`] and [`Connect`] |
 //! | [`client`] | [`LoadBalancedClient`], [`BalancedStream`] |
 
 pub mod client;
@@ -22,7 +22,7 @@ pub use discovery::{
     StaticDiscovery, SystemResolver,
 };
 pub use load_balancer::LoadBalancer;
-pub use pool::{Connect, ConnectFn, ConnectFuture, ConnectionPool};
+pub use pool::{Connect, ConnectFn, ConnectFuture, ConnectionPool, PoolGuard};
 pub use xrpc_proto::balance::{
     Endpoint, EndpointError, EndpointStatus, HealthState, LeastConnections, LoadBalanceStrategy,
     LoadBalancerConfig, P2c, PoolConfig, Random, RoundRobin, ScoreBased, Strategy,

@@ -1,24 +1,28 @@
 //! [`Balancer`]: the endpoint set and every decision about it — which endpoint a call goes
-//! to, what its outcome does to the endpoint's health and latency estimate, whether a failed
-//! call may be retried, which endpoint a stream is bound to, and what a discovery update adds
-//! and removes. Sans-IO: the adapter passes `now`, connects, calls, and reports back.
+//! to, what its outcome does to the endpoint's health and latency estimate, which endpoint a
+//! stream is bound to, what a discovery update adds and removes, and when discovery is asked
+//! again. Sans-IO: the adapter passes `now`, connects, calls, and reports back; a call's
+//! retries on other endpoints are [`Attempts`](super::Attempts).
 //!
 //! A call is [`pick`](Balancer::pick)ed (its endpoint's in-flight count goes up) and
 //! [`finish`](Balancer::finish)ed with its [`Outcome`] (down again; the latency and health are
 //! updated). An endpoint removed by discovery takes no new calls but stays in the set until
-//! its calls in flight have finished.
+//! its calls in flight have finished. Endpoints are indexed by identity and by address, so a
+//! finish, and a discovery update, cost time in proportion to what they touch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::budget::{BudgetConfig, RetryBudget};
 use super::endpoint::Endpoint;
 use super::ewma::PeakEwma;
-use super::failover::{Delivery, Failover, FailoverConfig};
+use super::failover::FailoverConfig;
 use super::health::{Admission, Health, HealthConfig, HealthState};
 use super::outcome::Outcome;
 use super::rng::Rng;
-use super::strategy::{Candidate, Strategy};
+use super::strategy::{Candidate, Candidates, Strategy};
+use super::update::Update;
+use crate::idmap::{IdMap, id_map};
 
 /// The balancer's settings (the original API's `LoadBalancerConfig`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,7 +76,7 @@ pub struct Pick {
 }
 
 /// No endpoint can take the call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PickError {
     /// Discovery found no endpoint.
     #[error("no endpoints")]
@@ -111,14 +115,11 @@ pub struct EndpointStatus {
     pub removed: bool,
 }
 
-/// What a discovery update changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Update {
-    /// Endpoints that were not in the set.
-    pub added: Vec<Endpoint>,
-    /// Endpoints that are no longer (their connections may be closed once idle).
-    pub removed: Vec<Endpoint>,
-}
+/// How much one call moves an endpoint's error rate.
+const ERROR_RATE_ALPHA: f64 = 0.1;
+
+/// How soon discovery is asked again after it failed (or sooner, if its interval is shorter).
+pub const DISCOVERY_RETRY: Duration = Duration::from_secs(1);
 
 struct Entry {
     id: EndpointId,
@@ -132,21 +133,50 @@ struct Entry {
     removed: bool,
 }
 
-/// How much one call moves an endpoint's error rate.
-const ERROR_RATE_ALPHA: f64 = 0.1;
+impl Entry {
+    /// An outcome that says something about the endpoint moves its error rate.
+    fn count_outcome(&mut self, outcome: Outcome) {
+        if !matches!(outcome, Outcome::Cancelled | Outcome::Local) {
+            let x = if outcome.is_endpoint_failure() {
+                1.0
+            } else {
+                0.0
+            };
+            self.error_rate += ERROR_RATE_ALPHA * (x - self.error_rate);
+        }
+    }
+}
+
+/// When discovery is to be asked next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// It never answered: now.
+    Due,
+    /// At this instant.
+    At(Instant),
+    /// Never again (it answered and has no refresh interval).
+    Never,
+}
 
 /// The endpoint set and the balancing policy.
 pub struct Balancer<S: Strategy = Box<dyn Strategy>> {
     entries: Vec<Entry>,
+    /// The index in `entries` of each endpoint, by identity and by address.
+    by_id: IdMap<usize>,
+    by_endpoint: HashMap<Endpoint, usize>,
+    /// Entries that discovery has not removed.
+    live: usize,
     next_id: u64,
     strategy: S,
     rng: Rng,
     config: LoadBalancerConfig,
     budget: RetryBudget,
-    streams: HashMap<StreamKey, (EndpointId, Pick)>,
+    streams: HashMap<StreamKey, Pick>,
     next_stream: u64,
     refresh_interval: Option<Duration>,
-    next_refresh: Option<Instant>,
+    refresh: Refresh,
+    /// Reused by every pick for the indices of the endpoints that may take it.
+    open: Vec<usize>,
 }
 
 impl<S: Strategy> std::fmt::Debug for Balancer<S> {
@@ -163,6 +193,9 @@ impl<S: Strategy> Balancer<S> {
     pub fn new(strategy: S, config: LoadBalancerConfig, rng: Rng) -> Self {
         Self {
             entries: Vec::new(),
+            by_id: id_map(),
+            by_endpoint: HashMap::new(),
+            live: 0,
             next_id: 1,
             strategy,
             rng,
@@ -171,7 +204,8 @@ impl<S: Strategy> Balancer<S> {
             streams: HashMap::new(),
             next_stream: 1,
             refresh_interval: config.refresh_interval,
-            next_refresh: None,
+            refresh: Refresh::Due,
+            open: Vec::new(),
         }
     }
 
@@ -187,36 +221,71 @@ impl<S: Strategy> Balancer<S> {
 
     /// Replaces the endpoint set with `endpoints` (as discovery found them): new ones are
     /// added healthy; missing ones take no new calls and leave once their calls in flight end;
-    /// the others keep their state and their calls.
+    /// the others keep their state and their calls. Linear in the sizes of the set and of
+    /// `endpoints`; an adapter that holds the balancer under a lock computes the difference
+    /// outside it with [`Discovered`](super::Discovered) and [`apply`](Self::apply)s it.
     pub fn update(&mut self, endpoints: impl IntoIterator<Item = Endpoint>) -> Update {
-        let mut wanted: Vec<Endpoint> = endpoints.into_iter().collect();
-        wanted.sort();
-        wanted.dedup();
-        let mut update = Update::default();
-        for e in &mut self.entries {
-            let keep = wanted.binary_search(&e.endpoint).is_ok();
-            if !keep && !e.removed {
-                e.removed = true;
-                update.removed.push(e.endpoint.clone());
-            } else if keep && e.removed {
-                e.removed = false;
+        let mut members = HashSet::new();
+        let mut answer = Vec::new();
+        for e in endpoints {
+            if !members.contains(&e) {
+                members.insert(e.clone());
+                answer.push(e);
             }
         }
-        for w in wanted {
-            if !self.entries.iter().any(|e| e.endpoint == w) {
-                let entry = self.entry(w.clone());
-                self.entries.push(entry);
-                update.added.push(w);
-            }
-        }
-        self.entries.retain(|e| !(e.removed && e.in_flight == 0));
+        let removed = self
+            .entries
+            .iter()
+            .filter(|e| !e.removed && !members.contains(&e.endpoint))
+            .map(|e| e.endpoint.clone())
+            .collect();
+        let added = answer.into_iter().filter(|e| !self.contains(e)).collect();
+        let update = Update { added, removed };
+        self.apply(&update.added, &update.removed);
         update
     }
 
-    fn entry(&mut self, endpoint: Endpoint) -> Entry {
+    /// Applies (part of) a discovery [`Update`]: `added` endpoints take calls (new ones
+    /// healthy, ones still leaving with their state), `removed` ones take no new calls and
+    /// leave once their calls in flight end. Time in proportion to the number of changes, so
+    /// that a large update can be applied in parts, each under a short lock.
+    pub fn apply(&mut self, added: &[Endpoint], removed: &[Endpoint]) {
+        for e in removed {
+            if let Some(&i) = self.by_endpoint.get(e) {
+                let entry = &mut self.entries[i];
+                if !entry.removed {
+                    entry.removed = true;
+                    self.live -= 1;
+                }
+                if entry.in_flight == 0 {
+                    self.remove_at(i);
+                }
+            }
+        }
+        self.entries.reserve(added.len());
+        self.by_id.reserve(added.len());
+        self.by_endpoint.reserve(added.len());
+        for e in added {
+            match self.by_endpoint.get(e) {
+                Some(&i) => {
+                    let entry = &mut self.entries[i];
+                    if entry.removed {
+                        entry.removed = false;
+                        self.live += 1;
+                    }
+                }
+                None => self.insert(e.clone()),
+            }
+        }
+    }
+
+    fn insert(&mut self, endpoint: Endpoint) {
         let id = EndpointId(self.next_id);
         self.next_id += 1;
-        Entry {
+        let i = self.entries.len();
+        self.by_id.insert(id.0, i);
+        self.by_endpoint.insert(endpoint.clone(), i);
+        self.entries.push(Entry {
             id,
             endpoint,
             health: Health::new(self.config.health),
@@ -225,12 +294,34 @@ impl<S: Strategy> Balancer<S> {
             calls: 0,
             error_rate: 0.0,
             removed: false,
+        });
+        self.live += 1;
+    }
+
+    /// Drops the entry at `i` (the last entry takes its place).
+    fn remove_at(&mut self, i: usize) {
+        let gone = self.entries.swap_remove(i);
+        self.by_id.remove(&gone.id.0);
+        self.by_endpoint.remove(&gone.endpoint);
+        if !gone.removed {
+            self.live -= 1;
         }
+        if let Some(moved) = self.entries.get(i) {
+            self.by_id.insert(moved.id.0, i);
+            self.by_endpoint.insert(moved.endpoint.clone(), i);
+        }
+    }
+
+    /// Whether `endpoint` is in the set and takes calls (discovery has not removed it).
+    pub fn contains(&self, endpoint: &Endpoint) -> bool {
+        self.by_endpoint
+            .get(endpoint)
+            .is_some_and(|&i| !self.entries[i].removed)
     }
 
     /// Chooses an endpoint for a call at `now`.
     pub fn pick(&mut self, now: Instant) -> Result<Pick, PickError> {
-        self.pick_excluding(now, &[])
+        self.choose(now, &[], false)
     }
 
     /// Chooses an endpoint for a call at `now`, other than those in `tried` (a failover).
@@ -242,56 +333,80 @@ impl<S: Strategy> Balancer<S> {
         now: Instant,
         tried: &[EndpointId],
     ) -> Result<Pick, PickError> {
-        let eligible = |e: &Entry| !e.removed && !tried.contains(&e.id);
-        if let Some(i) = self
-            .entries
-            .iter()
-            .position(|e| eligible(e) && e.health.admission(now) == Admission::Probe)
-        {
-            self.entries[i].health.begin_probe();
-            return Ok(self.take(i, now, true));
-        }
-        let idx: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| {
-                let e = &self.entries[i];
-                eligible(e) && e.health.admission(now) == Admission::Open
-            })
-            .collect();
-        if idx.is_empty() {
-            let live = self.entries.iter().filter(|e| !e.removed).count();
-            if live == 0 {
-                return Err(PickError::NoEndpoints);
+        self.choose(now, tried, false)
+    }
+
+    /// A pick other than `tried`. For a `retry`, the endpoints known to answer come first: an
+    /// endpoint due for a probe is chosen only if no admitted one is left, and among the
+    /// admitted, those that have answered before, if any. So a call explores (probes an
+    /// ejected endpoint, or tries one not yet measured) with its first attempt only, and many
+    /// endpoints due for a probe, or found but dead, cost each call one attempt, not all of
+    /// them.
+    pub(crate) fn choose(
+        &mut self,
+        now: Instant,
+        tried: &[EndpointId],
+        retry: bool,
+    ) -> Result<Pick, PickError> {
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
+        let mut probe_at = None;
+        let mut untried = 0usize;
+        let mut measured = 0usize;
+        let mut retry_at: Option<Instant> = None;
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.removed || tried.contains(&e.id) {
+                continue;
             }
-            let untried = self.entries.iter().filter(|e| eligible(e)).count();
-            if untried == 0 {
-                return Err(PickError::Exhausted(live));
-            }
-            let retry_in = self
-                .entries
-                .iter()
-                .filter_map(|e| e.health.ejected_until())
-                .min()
-                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
-            return Err(PickError::AllUnhealthy {
-                count: live,
-                retry_in,
-            });
-        }
-        let candidates: Vec<Candidate<'_>> = idx
-            .iter()
-            .map(|&i| {
-                let e = &self.entries[i];
-                Candidate {
-                    endpoint: &e.endpoint,
-                    in_flight: e.in_flight,
-                    latency_ns: e.latency.estimate_ns(),
-                    error_rate: e.error_rate,
+            untried += 1;
+            match e.health.admission(now) {
+                Admission::Open => {
+                    open.push(i);
+                    measured += usize::from(e.latency.is_measured());
                 }
-            })
-            .collect();
-        let chosen = self.strategy.pick(&candidates, &mut self.rng);
-        let i = idx[chosen.min(idx.len() - 1)];
-        Ok(self.take(i, now, false))
+                Admission::Probe => {
+                    probe_at.get_or_insert(i);
+                }
+                Admission::Closed => {
+                    if let Some(t) = e.health.ejected_until() {
+                        retry_at = Some(retry_at.map_or(t, |r| r.min(t)));
+                    }
+                }
+            }
+        }
+        if retry && measured > 0 && measured < open.len() {
+            open.retain(|&i| self.entries[i].latency.is_measured());
+        }
+        let result = match probe_at {
+            Some(i) if !retry || open.is_empty() => {
+                self.entries[i].health.begin_probe();
+                Ok(self.take(i, now, true))
+            }
+            _ if open.is_empty() => Err(if self.live == 0 {
+                PickError::NoEndpoints
+            } else if untried == 0 {
+                PickError::Exhausted(self.live)
+            } else {
+                PickError::AllUnhealthy {
+                    count: self.live,
+                    retry_in: retry_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now)),
+                }
+            }),
+            _ => {
+                let entries = &self.entries;
+                let indices = &open;
+                let get = |k: usize| {
+                    let e = &entries[indices[k]];
+                    Candidate::new(&e.endpoint, e.in_flight, e.error_rate, &e.latency, now)
+                };
+                let candidates = Candidates::new(open.len(), &get);
+                let chosen = self.strategy.pick(&candidates, &mut self.rng);
+                let i = open[chosen.min(open.len() - 1)];
+                Ok(self.take(i, now, false))
+            }
+        };
+        self.open = open;
+        result
     }
 
     fn take(&mut self, i: usize, now: Instant, probe: bool) -> Pick {
@@ -311,13 +426,14 @@ impl<S: Strategy> Balancer<S> {
         self.end(pick, now, outcome, true);
     }
 
-    fn end(&mut self, pick: &Pick, now: Instant, outcome: Outcome, measure: bool) {
-        let Some(i) = self.entries.iter().position(|e| e.id == pick.id) else {
+    /// The call of `pick` ended at `now` with `outcome`; its duration is a latency if
+    /// `measure`.
+    pub(crate) fn end(&mut self, pick: &Pick, now: Instant, outcome: Outcome, measure: bool) {
+        let Some(&i) = self.by_id.get(&pick.id.0) else {
             return;
         };
         let e = &mut self.entries[i];
         e.in_flight = e.in_flight.saturating_sub(1);
-        let failed = outcome.is_endpoint_failure();
         match outcome {
             Outcome::Success | Outcome::Remote => {
                 if measure {
@@ -336,13 +452,41 @@ impl<S: Strategy> Balancer<S> {
             }
             Outcome::Cancelled | Outcome::Local => e.health.on_neutral(now),
         }
-        if !matches!(outcome, Outcome::Cancelled | Outcome::Local) {
-            let x = if failed { 1.0 } else { 0.0 };
-            e.error_rate += ERROR_RATE_ALPHA * (x - e.error_rate);
-        }
+        e.count_outcome(outcome);
         if e.removed && e.in_flight == 0 {
-            self.entries.remove(i);
+            self.remove_at(i);
         }
+    }
+
+    /// The connection for the call of `pick` could not be made (the call never started).
+    pub(crate) fn end_unconnected(&mut self, pick: &Pick, now: Instant, outcome: Outcome) {
+        let Some(&i) = self.by_id.get(&pick.id.0) else {
+            return;
+        };
+        let e = &mut self.entries[i];
+        e.in_flight = e.in_flight.saturating_sub(1);
+        Self::unreachable(e, now, outcome);
+        if e.removed && e.in_flight == 0 {
+            self.remove_at(i);
+        }
+    }
+
+    /// No connection could be made to `endpoint` at `now`, outside any call (a client
+    /// connecting ahead of its calls), for a reason of kind `outcome`: if it is the
+    /// endpoint's failure, the endpoint is ejected at once.
+    pub fn connect_failed(&mut self, endpoint: &Endpoint, now: Instant, outcome: Outcome) {
+        if let Some(&i) = self.by_endpoint.get(endpoint) {
+            Self::unreachable(&mut self.entries[i], now, outcome);
+        }
+    }
+
+    fn unreachable(e: &mut Entry, now: Instant, outcome: Outcome) {
+        if outcome.is_endpoint_failure() {
+            e.health.on_unreachable(now);
+        } else {
+            e.health.on_neutral(now);
+        }
+        e.count_outcome(outcome);
     }
 
     /// A call (not a retry) is starting: it adds to the retry budget.
@@ -350,45 +494,35 @@ impl<S: Strategy> Balancer<S> {
         self.budget.deposit(now);
     }
 
-    /// Whether attempt number `attempt` (1 for the first) of a call, which ended with
-    /// `outcome` after getting as far as `delivery`, may be retried on another endpoint; `Ok`
-    /// takes the retry from the budget.
-    pub fn failover(
-        &mut self,
-        now: Instant,
-        attempt: u32,
-        outcome: Outcome,
-        delivery: Delivery,
-        idempotent: bool,
-    ) -> Result<(), Failover> {
-        self.config
-            .failover
-            .check(attempt, outcome, delivery, idempotent)?;
-        if !self.budget.withdraw(now) {
-            return Err(Failover::BudgetSpent);
-        }
-        Ok(())
+    /// The retry budget.
+    pub(crate) fn budget_mut(&mut self) -> &mut RetryBudget {
+        &mut self.budget
     }
 
     /// Opens a stream: chooses its endpoint, to which every message of the stream then goes
     /// ([`stream_endpoint`](Self::stream_endpoint)) until it is closed.
     pub fn open_stream(&mut self, now: Instant) -> Result<(StreamKey, Pick), PickError> {
         let pick = self.pick(now)?;
+        Ok((self.bind_stream(pick.clone()), pick))
+    }
+
+    /// Binds `pick` (in flight) to a new stream until it is closed.
+    pub(crate) fn bind_stream(&mut self, pick: Pick) -> StreamKey {
         let key = StreamKey(self.next_stream);
         self.next_stream += 1;
-        self.streams.insert(key, (pick.id, pick.clone()));
-        Ok((key, pick))
+        self.streams.insert(key, pick);
+        key
     }
 
     /// The endpoint of an open stream (even if it has since been ejected or removed: a
     /// stream never moves; its messages fail with its endpoint).
     pub fn stream_endpoint(&self, key: StreamKey) -> Option<&Pick> {
-        self.streams.get(&key).map(|(_, p)| p)
+        self.streams.get(&key)
     }
 
     /// The stream ended at `now` with `outcome` (its duration is not a latency).
     pub fn close_stream(&mut self, key: StreamKey, now: Instant, outcome: Outcome) {
-        if let Some((_, pick)) = self.streams.remove(&key) {
+        if let Some(pick) = self.streams.remove(&key) {
             self.end(&pick, now, outcome, false);
         }
     }
@@ -398,31 +532,48 @@ impl<S: Strategy> Balancer<S> {
         self.streams.len()
     }
 
-    /// Sets how often discovery is asked again (`None`: never).
+    /// Sets how often discovery is asked again (`None`: never; the configured
+    /// `refresh_interval`, if any, wins).
     pub fn set_refresh_interval(&mut self, interval: Option<Duration>) {
         self.refresh_interval = self.config.refresh_interval.or(interval);
     }
 
-    /// Whether discovery is to be asked again at `now`; `true` schedules the next time, so
-    /// one caller refreshes.
-    pub fn refresh_due(&mut self, now: Instant) -> bool {
-        let Some(interval) = self.refresh_interval else {
-            return false;
-        };
-        match self.next_refresh {
-            Some(t) if now < t => false,
-            _ => {
-                self.next_refresh = Some(now + interval);
-                true
-            }
+    /// Whether discovery is to be asked at `now`: it never answered, or its next refresh is
+    /// due.
+    pub fn refresh_due(&self, now: Instant) -> bool {
+        match self.refresh {
+            Refresh::Due => true,
+            Refresh::At(t) => now >= t,
+            Refresh::Never => false,
         }
+    }
+
+    /// When discovery is to be asked next, once it has answered (`None`: before its first
+    /// answer, or never again).
+    pub fn next_refresh(&self) -> Option<Instant> {
+        match self.refresh {
+            Refresh::At(t) => Some(t),
+            Refresh::Due | Refresh::Never => None,
+        }
+    }
+
+    /// Discovery answered at `now` (`ok`), or failed: the next refresh is one interval later,
+    /// or, after a failure, at most [`DISCOVERY_RETRY`] later.
+    pub fn refreshed(&mut self, now: Instant, ok: bool) {
+        self.refresh = match (ok, self.refresh_interval) {
+            (true, Some(interval)) => Refresh::At(now + interval),
+            (true, None) => Refresh::Never,
+            (false, interval) => {
+                Refresh::At(now + interval.map_or(DISCOVERY_RETRY, |i| i.min(DISCOVERY_RETRY)))
+            }
+        };
     }
 
     /// The next instant at which something changes without input: a refresh is due or an
     /// ejected endpoint may be probed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let ejections = self.entries.iter().filter_map(|e| e.health.ejected_until());
-        ejections.chain(self.next_refresh).min()
+        ejections.chain(self.next_refresh()).min()
     }
 
     /// Every endpoint, as reported.
@@ -436,7 +587,7 @@ impl<S: Strategy> Balancer<S> {
                 failures: e.health.failures(),
                 in_flight: e.in_flight,
                 calls: e.calls,
-                latency: Duration::from_nanos(e.latency.estimate_ns() as u64),
+                latency: Duration::from_nanos(e.latency.last_estimate_ns() as u64),
                 removed: e.removed,
             })
             .collect()
@@ -444,11 +595,11 @@ impl<S: Strategy> Balancer<S> {
 
     /// Endpoints in the set that discovery has not removed.
     pub fn len(&self) -> usize {
-        self.entries.iter().filter(|e| !e.removed).count()
+        self.live
     }
 
     /// Whether the set has no endpoint that discovery has not removed.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.live == 0
     }
 }

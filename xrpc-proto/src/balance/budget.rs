@@ -81,10 +81,15 @@ impl RetryBudget {
         self.slots[self.current].deposits += 1;
     }
 
+    /// Whether a retry is left at `now` (without taking it).
+    pub fn has_retry(&mut self, now: Instant) -> bool {
+        self.advance(now);
+        self.balance() >= 1.0
+    }
+
     /// Takes one retry from the budget; `false` if it is spent.
     pub fn withdraw(&mut self, now: Instant) -> bool {
-        self.advance(now);
-        if self.balance() < 1.0 {
+        if !self.has_retry(now) {
             return false;
         }
         self.slots[self.current].withdrawals += 1;

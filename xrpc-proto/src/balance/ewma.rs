@@ -1,16 +1,17 @@
 //! [`PeakEwma`]: an endpoint's latency estimate, as tower's `load::PeakEwma` — a slower
-//! response raises the estimate at once (the peak), faster ones pull it down exponentially
-//! with time, so an endpoint that turned slow is avoided immediately and trusted again only
-//! gradually.
+//! response raises the estimate at once (the peak), and the estimate decays exponentially
+//! toward zero with time (as tower's does each time its load is read), so an endpoint that
+//! turned slow is avoided immediately and trusted again only gradually; an endpoint left alone
+//! because it was slow once looks cheaper as time passes, and is tried again.
 
 use std::time::{Duration, Instant};
 
 /// A peak-sensitive exponentially weighted moving average of round-trip times.
 #[derive(Debug, Clone)]
 pub struct PeakEwma {
-    /// The estimate, in nanoseconds.
+    /// The estimate at `updated`, in nanoseconds (before the first measurement: the prior).
     estimate_ns: f64,
-    /// When the estimate was last updated.
+    /// When the estimate was last measured (`None`: never).
     updated: Option<Instant>,
     /// The decay time constant, in nanoseconds.
     decay_ns: f64,
@@ -27,24 +28,65 @@ impl PeakEwma {
         }
     }
 
-    /// Takes in a round trip of `rtt` that ended at `now`.
-    pub fn observe(&mut self, now: Instant, rtt: Duration) {
-        let rtt_ns = rtt.as_nanos() as f64;
-        // The first measurement replaces the prior; a slower one is taken at once.
-        if self.updated.is_none() || rtt_ns > self.estimate_ns {
-            self.estimate_ns = rtt_ns;
-        } else {
-            let elapsed = self
-                .updated
-                .map_or(0.0, |t| now.saturating_duration_since(t).as_nanos() as f64);
-            let w = (-elapsed / self.decay_ns).exp();
-            self.estimate_ns = self.estimate_ns * w + rtt_ns * (1.0 - w);
-        }
-        self.updated = Some(now);
+    /// The weight the estimate of the last measurement keeps at `now`.
+    fn kept(&self, now: Instant) -> f64 {
+        let elapsed = self
+            .updated
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_nanos() as f64);
+        (-elapsed / self.decay_ns).exp()
     }
 
-    /// The estimate, in nanoseconds.
-    pub fn estimate_ns(&self) -> f64 {
+    /// Takes in a round trip of `rtt` that ended at `now`: the estimate becomes the larger of
+    /// `rtt` and the estimate as decayed to `now` (the first measurement replaces the prior).
+    pub fn observe(&mut self, now: Instant, rtt: Duration) {
+        let rtt_ns = rtt.as_nanos() as f64;
+        let decayed = if self.updated.is_some() {
+            self.estimate_ns(now)
+        } else {
+            0.0
+        };
+        self.estimate_ns = rtt_ns.max(decayed);
+        self.updated = Some(self.updated.map_or(now, |t| t.max(now)));
+    }
+
+    /// The estimate at `now`, in nanoseconds: the last one, decayed toward zero with the time
+    /// since it was measured (the prior, undecayed, before the first measurement).
+    pub fn estimate_ns(&self, now: Instant) -> f64 {
+        self.estimate_ns * self.kept(now)
+    }
+
+    /// The estimate as of its last measurement, in nanoseconds (for reports).
+    pub fn last_estimate_ns(&self) -> f64 {
         self.estimate_ns
+    }
+
+    /// Whether a round trip was ever measured.
+    pub fn is_measured(&self) -> bool {
+        self.updated.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peak_is_taken_at_once_and_an_idle_estimate_decays_toward_zero() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut e = PeakEwma::new(ms, Duration::from_secs(1));
+        assert!(!e.is_measured());
+        assert_eq!(e.estimate_ns(t0 + Duration::from_secs(5)), 1e6, "the prior");
+        e.observe(t0, ms * 10);
+        assert_eq!(e.estimate_ns(t0), 1e7);
+        // One time constant later, a third of it is left (e⁻¹).
+        let later = e.estimate_ns(t0 + Duration::from_secs(1));
+        assert!((later - 1e7 / std::f64::consts::E).abs() < 1.0, "{later}");
+        // A fast answer right after the peak leaves it; once the peak has decayed below it,
+        // the answer is the estimate.
+        e.observe(t0 + Duration::from_millis(1), ms);
+        assert!(e.last_estimate_ns() > 9e6);
+        e.observe(t0 + Duration::from_secs(3), ms);
+        assert_eq!(e.last_estimate_ns(), 1e6);
     }
 }

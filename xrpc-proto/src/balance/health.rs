@@ -1,7 +1,7 @@
 //! [`Health`]: one endpoint's health — consecutive transport failures, ejection past a
-//! threshold, and re-admission: once the ejection's back-off has passed, one call is let
-//! through as a probe; its success re-admits the endpoint, its failure ejects it again for
-//! twice as long (up to a maximum).
+//! threshold (or at once when no connection can be made to it), and re-admission: once the
+//! ejection's back-off has passed, one call is let through as a probe; its success re-admits
+//! the endpoint, its failure ejects it again for twice as long (up to a maximum).
 
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,21 @@ impl Health {
             }
             State::Up if self.failures >= self.config.max_failures.max(1) => self.eject(now),
             State::Up | State::Ejected { .. } => {}
+        }
+    }
+
+    /// No connection could be made to the endpoint (refused, unreachable, timed out): nothing
+    /// listens there, or nothing answers, so it is ejected at once, without waiting for
+    /// `max_failures` (a probe that fails so doubles the back-off, as any failed probe).
+    pub fn on_unreachable(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        match self.state {
+            State::Probing => {
+                self.backoff = (self.backoff * 2).min(self.config.max_ejection_backoff);
+                self.eject(now);
+            }
+            State::Up => self.eject(now),
+            State::Ejected { .. } => {}
         }
     }
 

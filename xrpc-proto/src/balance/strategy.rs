@@ -1,6 +1,7 @@
 //! [`Strategy`]: how the balancer chooses among the endpoints that may take a call. A strategy
 //! is pure: it sees each candidate's numbers and returns an index; randomness comes from the
-//! caller's [`Rng`].
+//! caller's [`Rng`]. The candidates are read by index ([`Candidates`]), each made when asked,
+//! so that a pick among 10,000 endpoints allocates nothing and p2c reads two.
 //!
 //! | strategy | picks |
 //! |---|---|
@@ -11,9 +12,11 @@
 //! | [`ScoreBased`] | the lowest score from latency, calls in flight and recent errors |
 //! | [`P2c`] | the less loaded of two at random (power of two choices, as tower's `p2c`) |
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use super::endpoint::Endpoint;
+use super::ewma::PeakEwma;
 use super::rng::Rng;
 
 /// What a strategy sees of one endpoint that may take the call.
@@ -23,16 +26,85 @@ pub struct Candidate<'a> {
     pub endpoint: &'a Endpoint,
     /// Calls (and streams) in flight on it.
     pub in_flight: u32,
-    /// Its peak-EWMA latency estimate, in nanoseconds.
-    pub latency_ns: f64,
     /// Its recent error rate, 0 to 1 (an EWMA over its calls).
     pub error_rate: f64,
+    latency: &'a PeakEwma,
+    now: Instant,
 }
 
-impl Candidate<'_> {
-    /// The load as tower's `PeakEwma` counts it: latency × (in flight + 1).
+impl<'a> Candidate<'a> {
+    /// What the strategy sees of `endpoint` at `now`.
+    pub(crate) fn new(
+        endpoint: &'a Endpoint,
+        in_flight: u32,
+        error_rate: f64,
+        latency: &'a PeakEwma,
+        now: Instant,
+    ) -> Self {
+        Self {
+            endpoint,
+            in_flight,
+            error_rate,
+            latency,
+            now,
+        }
+    }
+
+    /// Its peak-EWMA latency estimate at the time of the pick, in nanoseconds (computed when
+    /// asked: a strategy that looks at two candidates pays for two).
+    pub fn latency_ns(&self) -> f64 {
+        self.latency.estimate_ns(self.now)
+    }
+
+    /// Whether the latency of a call to it was ever measured.
+    pub fn is_measured(&self) -> bool {
+        self.latency.is_measured()
+    }
+
+    /// The load as tower's `PeakEwma` counts it: latency × (in flight + 1) — except that an
+    /// endpoint that has not answered yet, has not failed and has nothing in flight costs 0, so
+    /// that it is tried at the first chance, one call at a time, until measured (with the
+    /// prior latency instead, an endpoint found after the others were measured faster than the
+    /// prior would never be tried by sequential calls).
     pub fn load(&self) -> f64 {
-        self.latency_ns.max(1.0) * (f64::from(self.in_flight) + 1.0)
+        if self.in_flight == 0 && self.error_rate == 0.0 && !self.is_measured() {
+            return 0.0;
+        }
+        self.latency_ns().max(1.0) * (f64::from(self.in_flight) + 1.0)
+    }
+}
+
+/// The endpoints that may take a call, as a strategy sees them: [`len`](Self::len) of them,
+/// each read by index.
+pub struct Candidates<'a> {
+    len: usize,
+    get: &'a dyn Fn(usize) -> Candidate<'a>,
+}
+
+impl<'a> Candidates<'a> {
+    /// `len` candidates, the `i`-th made by `get(i)`.
+    pub(crate) fn new(len: usize, get: &'a dyn Fn(usize) -> Candidate<'a>) -> Self {
+        Self { len, get }
+    }
+
+    /// How many there are (never 0 when a strategy is asked).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The candidate at `i` (`i < len()`).
+    pub fn get(&self, i: usize) -> Candidate<'a> {
+        (self.get)(i)
+    }
+
+    /// Every candidate, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = Candidate<'a>> + '_ {
+        (0..self.len).map(|i| self.get(i))
     }
 }
 
@@ -42,7 +114,7 @@ pub trait Strategy: Send + 'static {
     fn name(&self) -> &'static str;
 
     /// The index in `candidates` (never empty) of the endpoint to call.
-    fn pick(&mut self, candidates: &[Candidate<'_>], rng: &mut Rng) -> usize;
+    fn pick(&mut self, candidates: &Candidates<'_>, rng: &mut Rng) -> usize;
 }
 
 impl Strategy for Box<dyn Strategy> {
@@ -50,7 +122,7 @@ impl Strategy for Box<dyn Strategy> {
         (**self).name()
     }
 
-    fn pick(&mut self, candidates: &[Candidate<'_>], rng: &mut Rng) -> usize {
+    fn pick(&mut self, candidates: &Candidates<'_>, rng: &mut Rng) -> usize {
         (**self).pick(candidates, rng)
     }
 }
@@ -73,7 +145,7 @@ impl Strategy for RoundRobin {
         "round-robin"
     }
 
-    fn pick(&mut self, candidates: &[Candidate<'_>], _rng: &mut Rng) -> usize {
+    fn pick(&mut self, candidates: &Candidates<'_>, _rng: &mut Rng) -> usize {
         let i = self.next % candidates.len();
         self.next = self.next.wrapping_add(1);
         i
@@ -96,14 +168,14 @@ impl Strategy for Random {
         "random"
     }
 
-    fn pick(&mut self, candidates: &[Candidate<'_>], rng: &mut Rng) -> usize {
+    fn pick(&mut self, candidates: &Candidates<'_>, rng: &mut Rng) -> usize {
         rng.below(candidates.len())
     }
 }
 
 /// The index of a candidate with the least `key`, ties broken at random.
 fn min_by_key_random(
-    candidates: &[Candidate<'_>],
+    candidates: &Candidates<'_>,
     rng: &mut Rng,
     key: impl Fn(&Candidate<'_>) -> f64,
 ) -> usize {
@@ -111,7 +183,7 @@ fn min_by_key_random(
     let mut ties = 0usize;
     let mut chosen = 0;
     for (i, c) in candidates.iter().enumerate() {
-        let k = key(c);
+        let k = key(&c);
         if k < best {
             best = k;
             ties = 1;
@@ -143,7 +215,7 @@ impl Strategy for LeastConnections {
         "least-connections"
     }
 
-    fn pick(&mut self, candidates: &[Candidate<'_>], rng: &mut Rng) -> usize {
+    fn pick(&mut self, candidates: &Candidates<'_>, rng: &mut Rng) -> usize {
         min_by_key_random(candidates, rng, |c| f64::from(c.in_flight))
     }
 }
@@ -197,11 +269,11 @@ impl Strategy for WeightedRoundRobin {
         "weighted-round-robin"
     }
 
-    fn pick(&mut self, candidates: &[Candidate<'_>], _rng: &mut Rng) -> usize {
+    fn pick(&mut self, candidates: &Candidates<'_>, _rng: &mut Rng) -> usize {
         // Forget endpoints that are gone (the map stays as large as the set).
         if self.current.len() > candidates.len() * 2 {
-            self.current
-                .retain(|e, _| candidates.iter().any(|c| c.endpoint == e));
+            let present: HashSet<&Endpoint> = candidates.iter().map(|c| c.endpoint).collect();
+            self.current.retain(|e, _| present.contains(e));
         }
         let mut total = 0i64;
         let mut chosen = 0;
@@ -209,14 +281,17 @@ impl Strategy for WeightedRoundRobin {
         for (i, c) in candidates.iter().enumerate() {
             let w = self.weight(c.endpoint);
             total += w;
-            let cur = self.current.entry(c.endpoint.clone()).or_insert(0);
+            let cur = match self.current.get_mut(c.endpoint) {
+                Some(cur) => cur,
+                None => self.current.entry(c.endpoint.clone()).or_insert(0),
+            };
             *cur += w;
             if *cur > best {
                 best = *cur;
                 chosen = i;
             }
         }
-        if let Some(cur) = self.current.get_mut(candidates[chosen].endpoint) {
+        if let Some(cur) = self.current.get_mut(candidates.get(chosen).endpoint) {
             *cur -= total;
         }
         chosen
@@ -249,7 +324,7 @@ impl Strategy for ScoreBased {
         "score-based"
     }
 
-    fn pick(&mut self, candidates: &[Candidate<'_>], rng: &mut Rng) -> usize {
+    fn pick(&mut self, candidates: &Candidates<'_>, rng: &mut Rng) -> usize {
         let w = self.error_weight;
         min_by_key_random(candidates, rng, |c| c.load() * (1.0 + w * c.error_rate))
     }
@@ -272,7 +347,7 @@ impl Strategy for P2c {
         "p2c"
     }
 
-    fn pick(&mut self, candidates: &[Candidate<'_>], rng: &mut Rng) -> usize {
+    fn pick(&mut self, candidates: &Candidates<'_>, rng: &mut Rng) -> usize {
         let n = candidates.len();
         if n == 1 {
             return 0;
@@ -280,7 +355,7 @@ impl Strategy for P2c {
         let a = rng.below(n);
         // A second index, distinct from the first.
         let b = (a + 1 + rng.below(n - 1)) % n;
-        if candidates[b].load() < candidates[a].load() {
+        if candidates.get(b).load() < candidates.get(a).load() {
             b
         } else {
             a
