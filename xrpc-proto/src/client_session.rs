@@ -20,6 +20,7 @@
 //! answer decided here, the same for every adapter.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -181,14 +182,14 @@ impl ClientSession {
     /// released once it has its outcome.
     pub fn take_response(&mut self, id: u64) -> Poll<Result<Payload, CallError>> {
         self.absorb();
-        let Some(r) = self.records.get_mut(&id) else {
+        let Entry::Occupied(mut r) = self.records.entry(id) else {
             return unknown();
         };
-        let res = r.take_response();
+        let res = r.get_mut().take_response();
         // A unary call's only waiter has its outcome: nothing else can ask (a client stream's
         // sender may, until it is released).
-        if res.is_ready() && r.kind() == CallKind::Unary {
-            self.records.remove(&id);
+        if res.is_ready() && r.get().kind() == CallKind::Unary {
+            r.remove();
         }
         res
     }
@@ -449,39 +450,41 @@ impl ClientSession {
     /// Moves what the calls' state machine reported into the calls' records.
     fn absorb(&mut self) {
         while let Some(ev) = self.calls.poll_event() {
-            let (id, wake) = match ev {
-                ClientEvent::Response { id, payload } => {
-                    if let Some(r) = self.records.get_mut(&id) {
-                        r.respond(payload);
-                    }
-                    (id, CallWake::Ended(id))
-                }
-                ClientEvent::Failed { id, error } => {
-                    if let Some(r) = self.records.get_mut(&id) {
-                        r.fail(error, true);
-                    }
-                    (id, CallWake::Ended(id))
-                }
-                ClientEvent::StreamEnd { id } => {
-                    if let Some(r) = self.records.get_mut(&id) {
-                        r.peer_ended();
-                        r.end();
-                    }
-                    (id, CallWake::Ended(id))
-                }
-                ClientEvent::StreamItem { id, payload } => {
-                    match self.records.get_mut(&id) {
-                        Some(r) => r.push_item(payload),
-                        // Its receiver is gone: the item is taken at once (credit flows).
-                        None => self.calls.stream_consumed(id, 1),
-                    }
-                    (id, CallWake::Recv(id))
-                }
-                ClientEvent::SendCredit { id } => (id, CallWake::Send(id)),
+            let id = match &ev {
+                ClientEvent::Response { id, .. }
+                | ClientEvent::Failed { id, .. }
+                | ClientEvent::StreamEnd { id }
+                | ClientEvent::StreamItem { id, .. }
+                | ClientEvent::SendCredit { id } => *id,
             };
-            if self.records.contains_key(&id) {
-                self.wakes.push_back(wake);
-            }
+            let Some(r) = self.records.get_mut(&id) else {
+                // Its handles are gone: a stream item is taken at once (credit flows).
+                if let ClientEvent::StreamItem { .. } = ev {
+                    self.calls.stream_consumed(id, 1);
+                }
+                continue;
+            };
+            let wake = match ev {
+                ClientEvent::Response { payload, .. } => {
+                    r.respond(payload);
+                    CallWake::Ended(id)
+                }
+                ClientEvent::Failed { error, .. } => {
+                    r.fail(error, true);
+                    CallWake::Ended(id)
+                }
+                ClientEvent::StreamEnd { .. } => {
+                    r.peer_ended();
+                    r.end();
+                    CallWake::Ended(id)
+                }
+                ClientEvent::StreamItem { payload, .. } => {
+                    r.push_item(payload);
+                    CallWake::Recv(id)
+                }
+                ClientEvent::SendCredit { .. } => CallWake::Send(id),
+            };
+            self.wakes.push_back(wake);
         }
     }
 

@@ -350,20 +350,19 @@ where
     /// session's grace having passed), wants another turn, or sleeps until its next deadline.
     fn end_turn(&mut self, mut turn: Turn) -> Step {
         let mut st = self.shared.lock();
-        let now = self.rt.now();
         if let Some(e) = turn.write_failed {
             st.session().handle_transport_error(&e.to_string());
         }
         match turn.read_failed {
             Some(ChannelError::Transport(TransportError::ConnectionClosed)) => {
-                st.session().handle_eof(now)
+                st.session().handle_eof(self.rt.now())
             }
             Some(e) => st.session().handle_transport_error(&e.to_string()),
             None => {}
         }
         let held = self.transport.partial_frame();
         if held > 0 || self.partial {
-            st.session().handle_partial(now, held);
+            st.session().handle_partial(self.rt.now(), held);
             // A new partial frame has a new deadline: compute the timer again.
             turn.again |= held > 0 && !self.partial;
             self.partial = held > 0;
