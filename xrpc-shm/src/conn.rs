@@ -178,16 +178,21 @@ fn halves(
     send_ring: usize,
     recv_ring: usize,
 ) -> Result<ShmConnection> {
-    // The segment's limit is the server's choice, up to 4 GiB: a client never takes (or
-    // reassembles) frames larger than its own configured maximum either.
-    let Geometry { max_frame, .. } = segment.geometry();
-    let max_frame = max_frame.min(config.max_frame_size);
+    // The segment's limit is the server's choice, up to 4 GiB: a client never sends, takes or
+    // reassembles frames larger than its own configured maximum either. A frame from the
+    // server within the segment's limit but above the client's is skipped (`FrameTooLarge`),
+    // a frame above the segment's limit is corruption.
+    let Geometry {
+        max_frame: wire_max,
+        ..
+    } = segment.geometry();
+    let max_frame = wire_max.min(config.max_frame_size);
     let send_storage = segment.ring(send_ring).with_bells(bells[send_ring].clone());
     let recv_storage = segment.ring(recv_ring).with_bells(bells[recv_ring].clone());
     let send_bell = Doorbell(bells[send_ring].of(Sleeper::Producer).clone());
     let recv_bell = Doorbell(bells[recv_ring].of(Sleeper::Consumer).clone());
     let producer = Producer::new(send_storage, max_frame)?;
-    let consumer = Consumer::new(recv_storage, max_frame)?;
+    let consumer = Consumer::new(recv_storage, max_frame, wire_max)?;
     let shared = Arc::new(Shared {
         _segment: segment,
         sock,
@@ -759,6 +764,13 @@ impl ShmReceiver {
     /// it returns `None`) and is borrowed from the reassembly buffer. After
     /// the peer closed, the remaining frames come first, then
     /// `Err(Disconnected)`.
+    ///
+    /// A frame larger than [`ShmReceiver::max_frame_size`] (the peer's limit may be larger
+    /// than ours) is skipped, its bytes released as they come and never buffered, and
+    /// reported once it is gone as `Err(FrameTooLarge)`: an error of that frame alone — the
+    /// connection goes on, the next receive returns the frame after it, and
+    /// [`ShmReceiver::skipped_head`] holds the skipped frame's first bytes. Every receive
+    /// below does the same.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<FrameRef<'_>>> {
         match self.consumer.next_frame() {
@@ -806,10 +818,17 @@ impl ShmReceiver {
     }
 
     /// Bytes received of a frame larger than the ring that is not whole
-    /// yet (0 when none is under way): a peer that stops mid-frame holds
-    /// them.
+    /// yet, reassembled or skipped (0 when none is under way): a peer that stops mid-frame
+    /// holds them.
     pub fn partial_bytes(&self) -> usize {
         self.consumer.partial_bytes()
+    }
+
+    /// The first bytes (at most 64: the message header) of the frame skipped last: after a
+    /// receive returned `Err(FrameTooLarge)`, they tell which message it was. Written by the
+    /// peer: parse them as untrusted input.
+    pub fn skipped_head(&self) -> &[u8] {
+        self.consumer.skipped_head()
     }
 
     /// Copies the next frame out, waiting at most `timeout` (a reassembled

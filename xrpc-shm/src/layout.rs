@@ -54,6 +54,18 @@ pub(crate) const fn max_payload_for(capacity: usize) -> usize {
     capacity / 2 - REC_HDR
 }
 
+/// Granule of a ring's data region: a producer that is about to write into a granule its
+/// last record did not touch starts over at the ring's start instead, if the ring is empty
+/// (see `Producer::restart_pad`). A page (4096 bytes), or a quarter of a smaller ring.
+#[inline]
+pub(crate) const fn restart_granule(capacity: usize) -> usize {
+    if capacity / 4 < 4096 {
+        capacity / 4
+    } else {
+        4096
+    }
+}
+
 /// Checks a ring capacity.
 pub(crate) fn check_capacity(capacity: usize) -> Result<(), String> {
     if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {

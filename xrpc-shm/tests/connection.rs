@@ -406,7 +406,8 @@ fn frames_larger_than_the_ring_pass_between_threads() {
 }
 
 /// A server's segment may declare frames up to 4 GiB: a client never accepts (nor reassembles
-/// into memory) frames above its own configured maximum — a larger one is a corrupt peer.
+/// into memory) frames above its own configured maximum. A larger one is skipped, reported as
+/// `FrameTooLarge` with its first bytes, and the connection goes on with the next frame.
 #[test]
 fn a_client_keeps_its_own_frame_limit() {
     let n = unique_name("limit");
@@ -418,15 +419,21 @@ fn a_client_keeps_its_own_frame_limit() {
     let server = thread::spawn(move || {
         let mut s = listener.accept().unwrap();
         assert_eq!(s.max_frame_size(), 1 << 20);
-        // Within the server's limit, above the client's: refused on the client's side.
-        let _ = s.send(&vec![7u8; 100 * 1024], T);
+        // Within the server's limit, above the client's: skipped on the client's side.
+        s.send(&vec![7u8; 100 * 1024], T).unwrap();
+        s.send(b"after", T).unwrap();
         s
     });
     let mut client = ShmConnection::connect(&n, small()).unwrap();
     assert_eq!(client.max_frame_size(), 16 * 1024);
-    assert!(
-        matches!(client.recv_bytes(T), Err(ShmError::Corrupt(_))),
-        "a frame above the client's limit was accepted"
-    );
+    match client.recv_bytes(T) {
+        Err(ShmError::FrameTooLarge { size, max }) => {
+            assert_eq!((size, max), (100 * 1024, 16 * 1024));
+        }
+        other => panic!("a frame above the client's limit: {other:?}"),
+    }
+    assert_eq!(client.receiver().skipped_head(), &[7u8; 64][..]);
+    assert_eq!(client.receiver().partial_bytes(), 0);
+    assert_eq!(&client.recv_bytes(T).unwrap()[..], b"after");
     drop(server.join().unwrap());
 }
