@@ -528,7 +528,10 @@ pub fn run_ring_model(data: &[u8], recv_max: usize) {
                             scribbled || stale_pieces || sent > 0 || !model.is_empty(),
                             "empty ring refused a frame"
                         );
-                        assert!(frame.len() > piece || sent == 0, "a small frame went in part");
+                        assert!(
+                            frame.len() > piece || sent == 0,
+                            "a small frame went in part"
+                        );
                         pending = Some((frame, sent));
                     }
                     Err(ShmError::Corrupt(_) | ShmError::Disconnected) => {
@@ -557,7 +560,9 @@ pub fn run_ring_model(data: &[u8], recv_max: usize) {
                 Err(ShmError::FrameTooLarge { size, max }) => {
                     assert!(size > max && max == recv_max && size <= SEND_MAX);
                     if !scribbled {
-                        let sent = model.pop_front().expect("a frame skipped that was never sent");
+                        let sent = model
+                            .pop_front()
+                            .expect("a frame skipped that was never sent");
                         assert_eq!(size, sent.len(), "skipped a frame of another size");
                         assert_eq!(consumer.skipped_head(), &sent[..sent.len().min(64)]);
                     }
