@@ -470,10 +470,11 @@ const KIND_NEXT: u64 = 0x544e_4358;
 /// A shared-memory client that does the handshake by hand and then writes into the segment
 /// whatever it likes (through the memfd, `pwrite`: no mapping needed).
 struct Scribbler {
+    /// The rendezvous socket: a byte on it rings the server's consumer doorbell.
     sock: UnixStream,
     segment: std::fs::File,
-    /// Ring 0's consumer doorbell: the server sleeps on it.
-    server_bell: std::fs::File,
+    /// The room socket (the server's producer doorbell is at its other end).
+    _room: UnixStream,
     /// Ring capacity `C`.
     cap: u64,
     /// Our published position in ring 0.
@@ -498,23 +499,23 @@ impl Scribbler {
             rustix::net::RecvFlags::CMSG_CLOEXEC,
         )
         .unwrap();
-        assert_eq!(&hello[..msg.bytes], b"XRPCSHM2");
+        assert_eq!(&hello[..msg.bytes], b"XRPCSHM3");
         let mut fds: Vec<OwnedFd> = Vec::new();
         for m in control.drain() {
             if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
                 fds.extend(it);
             }
         }
-        assert_eq!(fds.len(), 5, "a segment and four doorbells");
+        assert_eq!(fds.len(), 2, "a segment and the room socket");
         let mut fds = fds.into_iter();
         let segment = std::fs::File::from(fds.next().unwrap());
-        let server_bell = std::fs::File::from(fds.next().unwrap());
+        let room = UnixStream::from(fds.next().unwrap());
         let mut cap = [0u8; 8];
         segment.read_exact_at(&mut cap, 16).unwrap();
         Scribbler {
             sock,
             segment,
-            server_bell,
+            _room: room,
             cap: u64::from_le_bytes(cap),
             head: 0,
         }
@@ -550,7 +551,7 @@ impl Scribbler {
     fn publish(&mut self, head: u64) {
         self.head = head;
         self.write(Self::HEAD0, &head.to_ne_bytes());
-        self.server_bell.write_all(&1u64.to_ne_bytes()).unwrap();
+        (&self.sock).write_all(&[1]).unwrap();
     }
 
     /// Writes a record (header and payload) at our position in ring 0, without publishing it;
@@ -607,14 +608,23 @@ impl Scribbler {
     }
 
     /// Waits until the server shuts the rendezvous socket down (how a side that finds the
-    /// memory corrupt closes the connection); panics after `within`.
+    /// memory corrupt closes the connection); panics after `within`. Doorbell bytes (a
+    /// closing ring wakes its peer) are skipped.
     fn wait_closed(&mut self, within: Duration, what: &str) -> Duration {
         let start = Instant::now();
-        self.sock.set_read_timeout(Some(within)).unwrap();
-        match self.sock.read(&mut [0u8; 16]) {
-            Ok(0) => start.elapsed(),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => start.elapsed(),
-            other => panic!("{what}: the connection is still open after {within:?}: {other:?}"),
+        loop {
+            let left = within
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(1));
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            match self.sock.read(&mut [0u8; 16]) {
+                Ok(0) => return start.elapsed(),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return start.elapsed(),
+                Ok(_) if start.elapsed() < within => {}
+                other => {
+                    panic!("{what}: the connection is still open after {within:?}: {other:?}")
+                }
+            }
         }
     }
 }

@@ -34,6 +34,9 @@ use rustix::net::{
     SocketType,
 };
 
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) mod hostile;
+
 use crate::config::ShmConfig;
 use crate::error::{Result, ShmError};
 use crate::ring::{Consumer, Found, Frame, Producer, RingWaiter, Slot};

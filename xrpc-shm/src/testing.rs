@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+#[cfg(not(loom))]
+pub use crate::conn::hostile::HostilePeer;
 pub use crate::ring::{Consumer, Frame, Producer, Slot};
 pub use crate::storage::{HeapStorage, RingStorage};
 
