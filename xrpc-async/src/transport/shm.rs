@@ -78,6 +78,10 @@ fn io_err(e: std::io::Error) -> TransportError {
     TransportError::ConnectionFailed(e.to_string())
 }
 
+/// Frames a receive takes in a row, without waiting, before it lets the other tasks of its
+/// thread run once.
+const FAIR_RECEIVES: usize = 32;
+
 /// Largest send buffer a connection keeps between sends: a frame up to the max frame size
 /// (16 MiB) may pass, but an idle connection should not hold its buffer.
 const SCRATCH_KEEP: usize = 64 * 1024;
@@ -258,6 +262,8 @@ pub struct SharedMemoryFrameTransport<R: Reactor> {
     stats: StatsCounters,
     /// Bytes of a large frame received but not whole yet, as of the last receive.
     partial: AtomicUsize,
+    /// Frames received in a row without waiting (see [`FAIR_RECEIVES`]).
+    unwaited: AtomicUsize,
     /// Raised by `close`; wakes sleeping sends and receives.
     closed: Signal,
     name: String,
@@ -307,6 +313,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             config,
             stats: StatsCounters::default(),
             partial: AtomicUsize::new(0),
+            unwaited: AtomicUsize::new(0),
             closed: Signal::default(),
             name,
         }
@@ -531,6 +538,14 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
         let c = self.conn().await?;
+        // A receive that finds a frame never waits: a peer that keeps the ring full would keep
+        // its reader's task running, and the other tasks of its thread (other connections,
+        // timers) waiting. Every so many frames in a row, the task lets them run first, as
+        // the socket types of a runtime do within their task budget.
+        if self.unwaited.fetch_add(1, Ordering::Relaxed) >= FAIR_RECEIVES {
+            self.unwaited.store(0, Ordering::Relaxed);
+            R::default().yield_now().await;
+        }
         let mut rx = c.rx.lock().await;
         let mut try_recv = || match rx.try_recv_bytes() {
             Ok(Some(frame)) => Ok(Ok(frame)),
@@ -543,7 +558,10 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         };
         let res = match try_recv() {
             Ok(Ok(frame)) => Ok(frame),
-            Ok(Err(_)) => self.wait(c, Side::Recv, 0, try_recv).await,
+            Ok(Err(_)) => {
+                self.unwaited.store(0, Ordering::Relaxed);
+                self.wait(c, Side::Recv, 0, try_recv).await
+            }
             Err(e) => Err(e),
         };
         self.partial.store(0, Ordering::Relaxed);

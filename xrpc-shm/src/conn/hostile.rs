@@ -144,6 +144,14 @@ impl HostilePeer {
         head.wrapping_sub(tail)
     }
 
+    /// Whether the peer has released everything we published (it has read it all, and
+    /// handed the room back — ringing us, if we announced a sleeper).
+    pub fn peer_read_all(&self) -> bool {
+        let ring = self.segment.ring(1 - self.recv_ring);
+        let header = ring.header();
+        header.tail.0.load(SeqCst) == header.head.0.load(SeqCst)
+    }
+
     /// The bytes the peer has published to us so far.
     pub fn received(&self) -> u64 {
         self.segment
