@@ -97,7 +97,7 @@ fn a_thousand_shared_memory_clients_fit_in_256_mib() {
              per connection)",
             now.rss >> 20,
             base.rss >> 20,
-            rss / clients as u64 >> 10
+            (rss / clients as u64) >> 10
         );
         assert!(fds <= 2.0, "{fds} descriptors per connection");
         if clients >= 1000 {
