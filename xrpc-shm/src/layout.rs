@@ -54,15 +54,16 @@ pub(crate) const fn max_payload_for(capacity: usize) -> usize {
     capacity / 2 - REC_HDR
 }
 
-/// Granule of a ring's data region: a producer that is about to write into a granule its
-/// last record did not touch starts over at the ring's start instead, if the ring is empty
-/// (see `Producer::restart_pad`). A page (4096 bytes), or a quarter of a smaller ring.
+/// How far into its ring a producer goes before it starts over at the ring's start when it
+/// finds the ring empty (see `Producer::restart_pad`): 32 KiB, or a quarter of a smaller ring.
+/// A connection whose frames are small keeps this much of each ring resident, not all of it;
+/// a producer that starts over still has this much room before it needs its consumer again.
 #[inline]
-pub(crate) const fn restart_granule(capacity: usize) -> usize {
-    if capacity / 4 < 4096 {
+pub(crate) const fn restart_window(capacity: usize) -> usize {
+    if capacity / 4 < 32 * 1024 {
         capacity / 4
     } else {
-        4096
+        32 * 1024
     }
 }
 

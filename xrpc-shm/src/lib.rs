@@ -29,7 +29,7 @@
 //! * A connection holds two descriptors on each side (the rendezvous socket
 //!   and a second socket, the two doorbells); the segment's memfd is closed
 //!   once mapped. A producer that finds its ring empty starts over at the
-//!   ring's start, so a connection of small frames keeps only the first pages
+//!   ring's start, so a connection of small frames keeps only the first 32 KiB
 //!   of its rings resident, however long it runs.
 //! * A frame larger than the receiver's max frame size (the peer's may be
 //!   larger) is skipped without being buffered and reported as

@@ -23,7 +23,7 @@ use crate::error::{Result, ShmError, corrupt};
 use crate::layout::{
     CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, FIRST_PREFIX, KIND_CONT, KIND_FIRST, KIND_FRAME,
     KIND_PAD, REC_HDR, check_geometry, decode_rec, encode_rec, max_payload_for, record_len,
-    restart_granule,
+    restart_window,
 };
 use crate::storage::RingStorage;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
@@ -45,8 +45,8 @@ pub struct Producer<S: RingStorage> {
     max_frame: usize,
     /// Largest record payload (half the ring less a header).
     max_payload: usize,
-    /// [`restart_granule`] of this ring.
-    granule: u64,
+    /// [`restart_window`] of this ring.
+    window: u64,
     /// The frame being sent in pieces: (total length, bytes published).
     partial: Option<(usize, usize)>,
     /// Authoritative write position (private).
@@ -117,7 +117,7 @@ impl<S: RingStorage> Producer<S> {
             mask: cap as u64 - 1,
             max_frame,
             max_payload: max_payload_for(cap),
-            granule: restart_granule(cap) as u64,
+            window: restart_window(cap) as u64,
             partial: None,
             head: 0,
             published_head: 0,
@@ -165,7 +165,7 @@ impl<S: RingStorage> Producer<S> {
             return Err(ShmError::Disconnected);
         }
         let (mut pad, rec) = self.layout_for(len);
-        if pad == 0 && self.enters_new_granule(rec) {
+        if pad == 0 && self.leaves_window(rec) {
             pad = self.restart_pad(rec)?;
         }
         if self.head - self.cached_tail + pad + rec > self.cap {
@@ -261,21 +261,23 @@ impl<S: RingStorage> Producer<S> {
         }
     }
 
-    /// Whether a record of `rec` bytes at the head would fill the rest of the granule
-    /// ([`restart_granule`]) that the record before it ended in, or go beyond (the head being
-    /// past the ring's start). Once per granule of traffic, the producer then checks whether
-    /// it can start over at the ring's start instead ([`Producer::restart_pad`]).
+    /// Whether a record of `rec` bytes at the head would take the head past the ring's first
+    /// [`restart_window`] bytes (once per lap of the ring, at most): the producer then checks
+    /// whether it can start over at the ring's start instead ([`Producer::restart_pad`]).
     #[inline]
-    fn enters_new_granule(&self, rec: u64) -> bool {
+    fn leaves_window(&self, rec: u64) -> bool {
         let off = self.head & self.mask;
-        off != 0 && (off + rec) / self.granule > (off - 1) / self.granule
+        off <= self.window && off + rec > self.window
     }
 
     /// Padding that makes a record of `rec` bytes start over at the ring's start, when the
     /// ring is empty (every published record released, nothing committed unpublished) and the
     /// padding and the record fit; 0 otherwise. So a connection whose frames are small beside
-    /// the ring keeps using its first pages instead of cycling through (and keeping resident)
-    /// every page of the ring. One load of the shared tail, once per granule of traffic.
+    /// the ring keeps using the ring's first pages instead of cycling through (and keeping
+    /// resident) every page. The padding takes the rest of the ring until the consumer reads
+    /// past it: meanwhile the producer has the room before its old position (at least the
+    /// window less one record), more than a batch of small frames needs. One load of the
+    /// shared tail per lap.
     #[cold]
     fn restart_pad(&mut self, rec: u64) -> Result<u64> {
         self.refresh_tail()?;
@@ -456,7 +458,7 @@ fn read_rec<S: RingStorage>(s: &S, off: usize) -> (u32, u32) {
 impl<S: RingStorage> Consumer<S> {
     /// The consumer of a fresh ring (indices at 0) whose producer sends frames of at most
     /// `wire_max` bytes, of which it delivers those of at most `max_frame` bytes and skips the
-    /// larger ones ([`Found::Skipped`]).
+    /// larger ones (see [`Consumer::next_frame`]).
     pub(crate) fn new(storage: S, max_frame: usize, wire_max: usize) -> Result<Self> {
         let cap = storage.capacity();
         check_geometry(cap, wire_max).map_err(ShmError::InvalidConfig)?;
