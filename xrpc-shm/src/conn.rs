@@ -376,11 +376,13 @@ fn send_fds(sock: &OwnedFd, fds: &[BorrowedFd<'_>; HANDSHAKE_FDS]) -> Result<()>
             "control buffer too small for the handshake fds",
         )));
     }
+    // A fresh socket always takes these 8 bytes; `MSG_DONTWAIT` all the same: no call on a
+    // connection's sockets ever waits.
     let n = rustix::net::sendmsg(
         sock,
         &[IoSlice::new(HELLO)],
         &mut control,
-        SendFlags::NOSIGNAL,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
     )?;
     if n != HELLO.len() {
         return Err(ShmError::Io(std::io::Error::other("short handshake write")));

@@ -493,6 +493,8 @@ impl<S: RingStorage> Consumer<S> {
     /// it came in pieces), or `Ok(None)` when no whole frame is there yet.
     /// Dropping the [`Frame`] releases its room to the producer.
     /// `Err(Disconnected)` once the producer closed and every frame was read.
+    /// `Err(FrameTooLarge)`: the next frame was above this end's max frame size and was
+    /// skipped (its first bytes are in [`Consumer::skipped_head`]); the next call goes on.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Frame<'_, S>>> {
         Ok(self.next_frame()?.map(|at| self.frame(at)))
@@ -757,7 +759,7 @@ impl<S: RingStorage> Consumer<S> {
     }
 
     /// The first bytes (at most 64) of the frame skipped last for being larger than the max
-    /// frame size (see [`Consumer::next_frame`]): its message header, for the caller to tell
+    /// frame size (see [`Consumer::try_recv`]): its message header, for the caller to tell
     /// which message it was. Copied out of the ring: stable, but written by the peer.
     #[cfg_attr(loom, allow(dead_code))]
     pub fn skipped_head(&self) -> &[u8] {
