@@ -54,12 +54,13 @@ pub(crate) const fn max_payload_for(capacity: usize) -> usize {
     capacity / 2 - REC_HDR
 }
 
-/// How far into its ring a producer goes before it starts over at the ring's start when it
-/// finds the ring empty (see `Producer::restart_pad`): 32 KiB, or a quarter of a smaller ring.
+/// The start area of a ring: how far into its ring a producer goes before it starts over at
+/// the ring's start when it finds the ring empty (see `Producer::restart_pad`): 32 KiB, or a
+/// quarter of a smaller ring.
 /// A connection whose frames are small keeps this much of each ring resident, not all of it;
 /// a producer that starts over still has this much room before it needs its consumer again.
 #[inline]
-pub(crate) const fn restart_window(capacity: usize) -> usize {
+pub(crate) const fn start_area(capacity: usize) -> usize {
     if capacity / 4 < 32 * 1024 {
         capacity / 4
     } else {

@@ -23,7 +23,7 @@ use crate::error::{Result, ShmError, corrupt};
 use crate::layout::{
     CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, FIRST_PREFIX, KIND_CONT, KIND_FIRST, KIND_FRAME,
     KIND_PAD, REC_HDR, check_geometry, decode_rec, encode_rec, max_payload_for, record_len,
-    restart_window,
+    start_area,
 };
 use crate::storage::RingStorage;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
@@ -45,8 +45,8 @@ pub struct Producer<S: RingStorage> {
     max_frame: usize,
     /// Largest record payload (half the ring less a header).
     max_payload: usize,
-    /// [`restart_window`] of this ring.
-    window: u64,
+    /// [`start_area`] of this ring.
+    start_area: u64,
     /// The frame being sent in pieces: (total length, bytes published).
     partial: Option<(usize, usize)>,
     /// Authoritative write position (private).
@@ -117,7 +117,7 @@ impl<S: RingStorage> Producer<S> {
             mask: cap as u64 - 1,
             max_frame,
             max_payload: max_payload_for(cap),
-            window: restart_window(cap) as u64,
+            start_area: start_area(cap) as u64,
             partial: None,
             head: 0,
             published_head: 0,
@@ -165,7 +165,7 @@ impl<S: RingStorage> Producer<S> {
             return Err(ShmError::Disconnected);
         }
         let (mut pad, rec) = self.layout_for(len);
-        if pad == 0 && self.leaves_window(rec) {
+        if pad == 0 && self.leaves_start_area(rec) {
             pad = self.restart_pad(rec)?;
         }
         if self.head - self.cached_tail + pad + rec > self.cap {
@@ -262,12 +262,12 @@ impl<S: RingStorage> Producer<S> {
     }
 
     /// Whether a record of `rec` bytes at the head would take the head past the ring's first
-    /// [`restart_window`] bytes (once per lap of the ring, at most): the producer then checks
+    /// [`start_area`] bytes (once per lap of the ring, at most): the producer then checks
     /// whether it can start over at the ring's start instead ([`Producer::restart_pad`]).
     #[inline]
-    fn leaves_window(&self, rec: u64) -> bool {
+    fn leaves_start_area(&self, rec: u64) -> bool {
         let off = self.head & self.mask;
-        off <= self.window && off + rec > self.window
+        off <= self.start_area && off + rec > self.start_area
     }
 
     /// Padding that makes a record of `rec` bytes start over at the ring's start, when the
@@ -276,7 +276,7 @@ impl<S: RingStorage> Producer<S> {
     /// the ring keeps using the ring's first pages instead of cycling through (and keeping
     /// resident) every page. The padding takes the rest of the ring until the consumer reads
     /// past it: meanwhile the producer has the room before its old position (at least the
-    /// window less one record), more than a batch of small frames needs. One load of the
+    /// start area less one record), more than a batch of small frames needs. One load of the
     /// shared tail per lap.
     #[cold]
     fn restart_pad(&mut self, rec: u64) -> Result<u64> {
