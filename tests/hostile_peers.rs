@@ -470,10 +470,11 @@ const KIND_NEXT: u64 = 0x544e_4358;
 /// A shared-memory client that does the handshake by hand and then writes into the segment
 /// whatever it likes (through the memfd, `pwrite`: no mapping needed).
 struct Scribbler {
+    /// The rendezvous socket: a byte on it rings the server's consumer doorbell.
     sock: UnixStream,
     segment: std::fs::File,
-    /// Ring 0's consumer doorbell: the server sleeps on it.
-    server_bell: std::fs::File,
+    /// The room socket (the server's producer doorbell is at its other end).
+    _room: UnixStream,
     /// Ring capacity `C`.
     cap: u64,
     /// Our published position in ring 0.
@@ -498,23 +499,23 @@ impl Scribbler {
             rustix::net::RecvFlags::CMSG_CLOEXEC,
         )
         .unwrap();
-        assert_eq!(&hello[..msg.bytes], b"XRPCSHM2");
+        assert_eq!(&hello[..msg.bytes], b"XRPCSHM3");
         let mut fds: Vec<OwnedFd> = Vec::new();
         for m in control.drain() {
             if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
                 fds.extend(it);
             }
         }
-        assert_eq!(fds.len(), 5, "a segment and four doorbells");
+        assert_eq!(fds.len(), 2, "a segment and the room socket");
         let mut fds = fds.into_iter();
         let segment = std::fs::File::from(fds.next().unwrap());
-        let server_bell = std::fs::File::from(fds.next().unwrap());
+        let room = UnixStream::from(fds.next().unwrap());
         let mut cap = [0u8; 8];
         segment.read_exact_at(&mut cap, 16).unwrap();
         Scribbler {
             sock,
             segment,
-            server_bell,
+            _room: room,
             cap: u64::from_le_bytes(cap),
             head: 0,
         }
@@ -546,11 +547,12 @@ impl Scribbler {
         512 + self.cap + 128
     }
 
-    /// Stores ring 0's head and rings the server's doorbell.
+    /// Stores ring 0's head and rings the server's doorbell (unless the server closed the
+    /// connection already).
     fn publish(&mut self, head: u64) {
         self.head = head;
         self.write(Self::HEAD0, &head.to_ne_bytes());
-        self.server_bell.write_all(&1u64.to_ne_bytes()).unwrap();
+        let _ = (&self.sock).write(&[1]);
     }
 
     /// Writes a record (header and payload) at our position in ring 0, without publishing it;
@@ -607,14 +609,23 @@ impl Scribbler {
     }
 
     /// Waits until the server shuts the rendezvous socket down (how a side that finds the
-    /// memory corrupt closes the connection); panics after `within`.
+    /// memory corrupt closes the connection); panics after `within`. Doorbell bytes (a
+    /// closing ring wakes its peer) are skipped.
     fn wait_closed(&mut self, within: Duration, what: &str) -> Duration {
         let start = Instant::now();
-        self.sock.set_read_timeout(Some(within)).unwrap();
-        match self.sock.read(&mut [0u8; 16]) {
-            Ok(0) => start.elapsed(),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => start.elapsed(),
-            other => panic!("{what}: the connection is still open after {within:?}: {other:?}"),
+        loop {
+            let left = within
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(1));
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            match self.sock.read(&mut [0u8; 16]) {
+                Ok(0) => return start.elapsed(),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return start.elapsed(),
+                Ok(_) if start.elapsed() < within => {}
+                other => {
+                    panic!("{what}: the connection is still open after {within:?}: {other:?}")
+                }
+            }
         }
     }
 }
@@ -768,4 +779,184 @@ fn a_client_fails_a_stream_whose_server_sends_past_its_credit() {
         assert!(!matches!(err, RpcError::Timeout), "{err:?}");
     });
     assert_eq!(panics_in(threads), 0, "a thread of this test panicked");
+}
+
+// ---- doorbells no peer can make blocking (issue 24) ----
+
+/// Runs `f` on a thread of its own and fails the test if it has not returned within `within`:
+/// a runtime whose thread is stuck in a doorbell would never return (nor time out).
+fn watchdog<T: Send + 'static>(
+    within: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("{what}: stuck after {within:?}"))
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A hostile shared-memory client announces sleepers everywhere (so that the server rings it
+/// after each answer and each release), makes every doorbell it reaches blocking, fills the
+/// server's doorbells and never reads its own, and sends 20,000 Pings: the server, on one
+/// thread, answers them all and serves a good client meanwhile, each call within its deadline.
+/// (With the eventfd doorbells of protocol version 2 this froze the server.)
+#[test]
+fn a_hostile_shared_memory_client_cannot_freeze_the_server() {
+    const PINGS: usize = 20_000;
+    let addr = Addr::fresh(Kind::Shm, "bells");
+    let service = match &addr {
+        Addr::Shm(n) => n.clone(),
+        _ => unreachable!(),
+    };
+    watchdog(Duration::from_secs(120), "the server", move || {
+        current_thread_runtime().block_on(async {
+            let (listener, _) = AnyListener::bind(&addr).await.unwrap();
+            tokio::spawn(listener.serve(test_server()));
+            let good = AnyClient::connect_retrying(&addr).await;
+            let attack = tokio::task::spawn_blocking(move || {
+                let mut h = xrpc_shm::testing::HostilePeer::connect(&service).unwrap();
+                h.make_doorbells_blocking().unwrap();
+                h.announce_sleepers_everywhere();
+                let filled = h.fill_peer_doorbells();
+                let ping = message(PING, 0, 1, "", b"hi");
+                let (mut sent, start) = (0, Instant::now());
+                while sent < PINGS && start.elapsed() < Duration::from_secs(60) {
+                    h.consume_all();
+                    match h.publish(&ping) {
+                        Ok(()) => sent += 1,
+                        Err(xrpc_shm::ShmError::Full) => std::thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                // Each Pong is at least 24 bytes of ring: wait until all are answered.
+                while h.received() < 24 * PINGS as u64 && start.elapsed() < Duration::from_secs(60)
+                {
+                    h.consume_all();
+                    std::thread::yield_now();
+                }
+                (h, filled, sent)
+            });
+            let mut n = 0u64;
+            let mut slowest = Duration::ZERO;
+            while !attack.is_finished() {
+                let req = Echo::new(1, n);
+                let start = Instant::now();
+                let answer = good.echo_within(&req, Duration::from_secs(2)).await;
+                assert_eq!(answer.unwrap(), req, "call {n} during the attack");
+                slowest = slowest.max(start.elapsed());
+                n += 1;
+            }
+            let (h, filled, sent) = attack.await.unwrap();
+            assert_eq!(sent, PINGS);
+            assert!(
+                h.received() >= 24 * PINGS as u64,
+                "the server stopped answering the hostile client after {} bytes",
+                h.received()
+            );
+            println!(
+                "a hostile shm client ({filled} bytes in the server's doorbells, {sent} Pings \
+                 answered against full, blocking doorbells): {n} calls of a good client \
+                 answered meanwhile, the slowest in {slowest:?}"
+            );
+            drop(h);
+            let req = Echo::new(2, 0);
+            assert_eq!(good.echo(&req).await.unwrap(), req);
+        })
+    });
+}
+
+/// A hostile shared-memory server announces sleepers everywhere (so that the client rings it
+/// after each release), clears `O_NONBLOCK` on the client's end of the room socket (whose file
+/// flags it shares), fills the client's doorbells, never reads its own, never answers, and
+/// floods the client with answers to calls it never made. The client, on one thread: its
+/// calls to that server end by their deadline, and its calls to another server are answered.
+/// (With the eventfd doorbells of protocol version 2 the client froze.)
+#[test]
+fn a_hostile_shared_memory_server_cannot_freeze_a_client() {
+    let name = xrpc_shm::testing::unique_name("hostile-shm-server");
+    let listener = xrpc_shm::ShmListener::bind(&name, xrpc_shm::ShmConfig::default()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hostile = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut h = xrpc_shm::testing::HostilePeer::accept(&listener).unwrap();
+            h.make_doorbells_blocking().unwrap();
+            h.announce_sleepers_everywhere();
+            let filled = h.fill_peer_doorbells();
+            let answer = message(RESPONSE, 0, 1 << 40, "", b"");
+            let mut published = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) && !h.peer_hung_up() {
+                h.consume_all();
+                // One at a time: the client hands the room of each back at once (it has read
+                // everything), ringing our room doorbell, full and blocking.
+                if h.peer_read_all() {
+                    h.publish(&answer).unwrap();
+                    published += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            (filled, published)
+        })
+    };
+    // A good server in a runtime of its own.
+    let good_rt = counted_runtime("hostile_shm_server_good");
+    let good_addr = good_rt.block_on(reliability::spawn_test_server(&Addr::fresh(
+        Kind::Shm,
+        "good-shm-server",
+    )));
+    let outcome = watchdog(Duration::from_secs(60), "the client", move || {
+        current_thread_runtime().block_on(async {
+            let good = AnyClient::connect_retrying(&good_addr).await;
+            let victim = RpcClient::new(MessageChannelAdapter::new(
+                xrpc::SharedMemoryFrameTransport::connect(
+                    &name,
+                    xrpc::SharedMemoryConfig::default(),
+                )
+                .await
+                .unwrap(),
+            ));
+            victim.try_start().unwrap();
+            let mut outcomes = Vec::new();
+            for n in 0..5u64 {
+                let start = Instant::now();
+                let r = victim
+                    .call_with_timeout::<_, Echo>("echo", &Echo::new(9, n), Duration::from_secs(1))
+                    .await;
+                let took = start.elapsed();
+                assert!(r.is_err(), "the hostile server never answers");
+                assert!(
+                    took < Duration::from_secs(3),
+                    "call {n} ended after {took:?}: {r:?}"
+                );
+                let req = Echo::new(3, n);
+                assert_eq!(
+                    good.echo_within(&req, Duration::from_secs(2))
+                        .await
+                        .unwrap(),
+                    req
+                );
+                outcomes.push((took, r.unwrap_err().to_string()));
+            }
+            outcomes
+        })
+    });
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (filled, published) = hostile.join().unwrap();
+    println!(
+        "a hostile shm server ({filled} bytes in the client's doorbells, {published} answers to \
+         calls never made): the client's calls to it ended by their deadline ({:?}, {}), its \
+         calls to another server answered",
+        outcome[0].0, outcome[0].1
+    );
 }

@@ -243,8 +243,8 @@ fn client_killed(kind: Kind) {
         for round in 0..rounds {
             let mut client = Peer::spawn("peer_entry", "client", &addr.encode());
             client.wait_for_line("ready");
-            // What the server holds for the client: a socket (plus its segment and doorbells
-            // over shared memory), and its two stream handlers (the client's first items may
+            // What the server holds for the client: a socket (two sockets and the mapping of
+            // its segment over shared memory), and its two stream handlers (the client's first items may
             // still be on their way to the second).
             let start = Instant::now();
             let busy = loop {

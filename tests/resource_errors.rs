@@ -2,10 +2,10 @@
 //!
 //! - a client out of file descriptors (`EMFILE`, its `RLIMIT_NOFILE` lowered in a child
 //!   process) gets a typed error from `connect` — for shared memory, where the server creates
-//!   the memfd and the doorbells, the limit is the server's, see the next point — and connects
+//!   the memfd and the room socket, the limit is the server's, see the next point — and connects
 //!   again once descriptors are free;
-//! - a server out of file descriptors (sockets, or the memfd and eventfds of a shared-memory
-//!   segment) keeps running: the calls of clients it could not accept end with a typed error,
+//! - a server out of file descriptors (sockets, or the memfd and the room socket pair of a
+//!   shared-memory connection) keeps running: the calls of clients it could not accept end with a typed error,
 //!   and once descriptors are free it serves new clients;
 //! - a shared-memory client that cannot map the server's segment (its `RLIMIT_AS` lowered)
 //!   gets a typed error, and the server serves the next client;

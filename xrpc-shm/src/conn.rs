@@ -5,14 +5,19 @@
 //! The server listens on the abstract-namespace Unix socket
 //! `\0xrpc-shm/<name>` (nothing on disk, so a crashed server leaves nothing
 //! behind that blocks a restart). For every client it accepts, it creates a
-//! sealed memfd segment with two rings, and four doorbells (eventfds: the
-//! consumer's and the producer's of each ring), and passes all five with
-//! `SCM_RIGHTS`. The socket then stays open, idle, for the life of the
-//! connection: when either process dies the kernel closes it. A survivor
-//! that sleeps on a futex notices the hang-up between its bounded sleep
-//! slices (one zero-timeout `poll` per slice, never a system call while
-//! frames flow); one that sleeps in a reactor watches the socket there
-//! ([`PeerFd`]) beside its [`Doorbell`].
+//! sealed memfd segment with two rings and a second pair of connected Unix
+//! sockets, and passes the segment and the client's end of that pair with
+//! `SCM_RIGHTS`; the segment's descriptor is closed once it is mapped. Each
+//! side then holds two sockets for the life of the connection, and they are
+//! its doorbells: a side that publishes frames while its peer sleeps for them
+//! sends one byte on the rendezvous socket (the *data* socket), a side that
+//! frees room while its peer sleeps for it sends one byte on the other (the
+//! *room* socket). Each side sends on its own end, with `MSG_DONTWAIT`: no
+//! file flag the peer can change makes a ring wait. When either process dies
+//! the kernel closes its ends: a survivor that sleeps on a futex notices the
+//! hang-up between its bounded sleep slices (one zero-timeout `poll` per
+//! slice, never a system call while frames flow); one that sleeps in a
+//! reactor on its [`Doorbell`] is woken by it (the end of the stream).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -29,21 +34,29 @@ use rustix::net::{
     SocketType,
 };
 
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) mod hostile;
+
 use crate::config::ShmConfig;
 use crate::error::{Result, ShmError};
 use crate::ring::{Consumer, Found, Frame, Producer, RingWaiter, Slot};
-use crate::segment::{Geometry, MappedRing, RING_TO_CLIENT, RING_TO_SERVER, RingBells, Segment};
+use crate::segment::{Geometry, MappedRing, PeerBell, RING_TO_CLIENT, RING_TO_SERVER, Segment};
 use crate::sync::Ordering::{Relaxed, SeqCst};
 use crate::sync::{Arc, AtomicBool};
 use crate::wait::{Backoff, SleepGuard, Sleeper, SpinGauge, WaitCfg};
 
-/// First bytes the server sends, together with the segment fd and the four
-/// doorbells.
-const HELLO: &[u8; 8] = b"XRPCSHM2";
+/// First bytes the server sends, together with the segment fd and the
+/// client's end of the room socket.
+const HELLO: &[u8; 8] = b"XRPCSHM3";
 
-/// Descriptors passed in the handshake: the segment, then the doorbells of
-/// ring 0 (consumer, producer) and of ring 1 (consumer, producer).
-const HANDSHAKE_FDS: usize = 5;
+/// Descriptors passed in the handshake: the segment, then the client's end of
+/// the room socket.
+const HANDSHAKE_FDS: usize = 2;
+
+/// Bytes a [`Doorbell::drain`] reads at most: more than an honest peer ever leaves (it
+/// rings only while we announced a sleep); a peer that sends more only wakes its own
+/// connection's sleepers again.
+const DRAIN_LIMIT: usize = 4096;
 
 fn socket_addr(name: &str) -> Result<SocketAddrUnix> {
     if name.is_empty() || name.bytes().any(|b| b == 0) || name.len() > 90 {
@@ -60,8 +73,12 @@ fn socket_addr(name: &str) -> Result<SocketAddrUnix> {
 struct Shared {
     /// Keeps the mapping alive; the rings hold their own handles too.
     _segment: Segment,
-    /// The rendezvous socket, kept open as the peer-death detector.
-    sock: Arc<OwnedFd>,
+    /// The rendezvous socket: the data doorbells (each side's consumer sleeps on its end,
+    /// the peer's producer rings it), and the peer-death detector.
+    data_sock: Arc<OwnedFd>,
+    /// The room doorbells (each side's producer sleeps on its end, the peer's consumer rings
+    /// it); hangs up too when the peer dies.
+    room_sock: Arc<OwnedFd>,
     /// Set once the peer is known gone or the memory known corrupt.
     dead: AtomicBool,
     /// Adaptive spin limits of waits for frames and for room.
@@ -71,15 +88,18 @@ struct Shared {
 }
 
 impl Shared {
-    /// Peer liveness: `Err(Disconnected)` once the socket reports hang-up.
+    /// Peer liveness: `Err(Disconnected)` once either socket reports hang-up.
     /// One non-blocking syscall; called only between sleep slices.
     fn alive(&self) -> Result<()> {
         if self.dead.load(Relaxed) {
             return Err(ShmError::Disconnected);
         }
-        // A zero-timeout poll for hang-up: it consumes nothing, so stray bytes
+        // A zero-timeout poll for hang-up: it consumes nothing, so doorbell bytes
         // from the peer cannot hide a later hang-up.
-        let mut fds = [PollFd::new(&self.sock, PollFlags::RDHUP)];
+        let mut fds = [
+            PollFd::new(&*self.data_sock, PollFlags::RDHUP),
+            PollFd::new(&*self.room_sock, PollFlags::RDHUP),
+        ];
         let zero = rustix::event::Timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -88,7 +108,7 @@ impl Shared {
             Ok(0) => Ok(()),
             Ok(_) => {
                 let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
-                if fds[0].revents().intersects(gone) {
+                if fds.iter().any(|fd| fd.revents().intersects(gone)) {
                     self.kill();
                     Err(ShmError::Disconnected)
                 } else {
@@ -103,11 +123,21 @@ impl Shared {
         }
     }
 
-    /// Declares the connection dead, and tells the peer by shutting the
-    /// socket down.
+    /// Declares the connection dead, and tells the peer by shutting both
+    /// sockets down (which also wakes this side's reactor sleepers: their
+    /// doorbells read the end of the stream).
     fn kill(&self) {
         if !self.dead.swap(true, SeqCst) {
-            let _ = rustix::net::shutdown(&self.sock, Shutdown::Both);
+            let _ = rustix::net::shutdown(&*self.data_sock, Shutdown::Both);
+            let _ = rustix::net::shutdown(&*self.room_sock, Shutdown::Both);
+        }
+    }
+
+    /// The socket of `bell` (our end).
+    fn sock(&self, bell: Bell) -> &Arc<OwnedFd> {
+        match bell {
+            Bell::Data => &self.data_sock,
+            Bell::Room => &self.room_sock,
         }
     }
 
@@ -133,64 +163,70 @@ fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
-/// Creates the four doorbells of a connection, indexed by ring.
-fn create_bells() -> Result<[RingBells; 2]> {
-    let bell = || -> Result<Arc<OwnedFd>> {
-        let flags = rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
-        Ok(Arc::new(rustix::event::eventfd(0, flags)?))
-    };
-    Ok([
-        RingBells {
-            fds: [bell()?, bell()?],
-        },
-        RingBells {
-            fds: [bell()?, bell()?],
-        },
-    ])
+/// Creates the room sockets of a connection: (ours, the client's).
+fn room_pair() -> Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?)
 }
 
-/// Checks a doorbell received from the peer: a non-blocking, readable and
-/// writable eventfd (the file type is checked where `/proc` is mounted).
-fn check_bell(fd: &OwnedFd) -> Result<()> {
-    use rustix::fs::OFlags;
-    let bad = |m: String| ShmError::Handshake(format!("invalid doorbell: {m}"));
-    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| bad(e.to_string()))?;
-    if !flags.contains(OFlags::NONBLOCK) || flags & OFlags::RWMODE != OFlags::RDWR {
+/// Checks the room socket received from the server: a connected Unix stream socket, created
+/// by a process of our user (or root). Whatever its file flags (which the server may share
+/// and change), this side only ever uses it with `MSG_DONTWAIT`.
+fn check_room_socket(fd: &OwnedFd) -> Result<()> {
+    let bad = |m: String| ShmError::Handshake(format!("invalid room socket: {m}"));
+    let domain = rustix::net::sockopt::socket_domain(fd).map_err(|e| bad(e.to_string()))?;
+    let kind = rustix::net::sockopt::socket_type(fd).map_err(|e| bad(e.to_string()))?;
+    if domain != AddressFamily::UNIX || kind != SocketType::STREAM {
         return Err(bad(format!(
-            "file flags {flags:?}, expected non-blocking and read-write"
+            "{domain:?} {kind:?}, expected a Unix stream socket"
         )));
     }
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    if let Ok(link) = rustix::fs::readlink(path.as_str(), Vec::new())
-        && link.as_bytes() != b"anon_inode:[eventfd]"
-    {
-        return Err(bad(format!("{link:?} is not an eventfd")));
+    rustix::net::getpeername(fd).map_err(|e| bad(format!("not connected ({e})")))?;
+    if !peer_is_trusted(fd) {
+        return Err(bad("its other end belongs to another user".into()));
     }
     Ok(())
 }
 
-/// Builds both halves over a mapped segment and its doorbells.
+/// Builds both halves over a mapped segment and its two sockets.
 fn halves(
     segment: Segment,
-    bells: [RingBells; 2],
-    sock: Arc<OwnedFd>,
+    data_sock: Arc<OwnedFd>,
+    room_sock: OwnedFd,
     config: ShmConfig,
     send_ring: usize,
     recv_ring: usize,
 ) -> Result<ShmConnection> {
-    // The segment's limit is the server's choice, up to 4 GiB: a client never takes (or
-    // reassembles) frames larger than its own configured maximum either.
-    let Geometry { max_frame, .. } = segment.geometry();
-    let max_frame = max_frame.min(config.max_frame_size);
-    let send_storage = segment.ring(send_ring).with_bells(bells[send_ring].clone());
-    let recv_storage = segment.ring(recv_ring).with_bells(bells[recv_ring].clone());
-    let send_bell = Doorbell(bells[send_ring].of(Sleeper::Producer).clone());
-    let recv_bell = Doorbell(bells[recv_ring].of(Sleeper::Consumer).clone());
+    // The segment's limit is the server's choice, up to 4 GiB: a client never sends, takes or
+    // reassembles frames larger than its own configured maximum either. A frame from the
+    // server within the segment's limit but above the client's is skipped (`FrameTooLarge`),
+    // a frame above the segment's limit is corruption.
+    let Geometry {
+        max_frame: wire_max,
+        ..
+    } = segment.geometry();
+    let max_frame = wire_max.min(config.max_frame_size);
+    let room_sock = Arc::new(room_sock);
+    // We ring the peer's consumer of the ring we send into on the data socket, and the
+    // peer's producer of the ring we receive from on the room socket.
+    let send_storage = segment.ring(send_ring).with_bell(PeerBell {
+        who: Sleeper::Consumer,
+        sock: data_sock.clone(),
+    });
+    let recv_storage = segment.ring(recv_ring).with_bell(PeerBell {
+        who: Sleeper::Producer,
+        sock: room_sock.clone(),
+    });
     let producer = Producer::new(send_storage, max_frame)?;
-    let consumer = Consumer::new(recv_storage, max_frame)?;
+    let consumer = Consumer::new(recv_storage, max_frame, wire_max)?;
     let shared = Arc::new(Shared {
         _segment: segment,
-        sock,
+        data_sock,
+        room_sock,
         dead: AtomicBool::new(false),
         recv_spin: SpinGauge::new(config.spin_budget),
         send_spin: SpinGauge::new(config.spin_budget),
@@ -199,13 +235,11 @@ fn halves(
     Ok(ShmConnection {
         sender: ShmSender {
             producer,
-            bell: send_bell,
             shared: shared.clone(),
         },
         receiver: ShmReceiver {
             consumer,
-            copied: BytesMut::with_capacity(COPY_BUFFER_SIZE),
-            bell: recv_bell,
+            copied: BytesMut::new(),
             shared,
         },
     })
@@ -294,22 +328,16 @@ impl ShmListener {
             capacity: self.config.ring_capacity,
             max_frame: self.config.max_frame_size,
         })?;
-        let bells = create_bells()?;
-        send_fds(
-            &sock,
-            &[
-                fd.as_fd(),
-                bells[0].fds[0].as_fd(),
-                bells[0].fds[1].as_fd(),
-                bells[1].fds[0].as_fd(),
-                bells[1].fds[1].as_fd(),
-            ],
-        )?;
-        drop(fd);
+        let (room, client_room) = room_pair()?;
+        send_fds(&sock, &[fd.as_fd(), client_room.as_fd()])?;
+        drop((fd, client_room));
+        // Our end of the rendezvous socket is ours alone (the client has its own end):
+        // non-blocking for a reactor that watches it, though no call on it ever waits anyway.
+        rustix::io::ioctl_fionbio(&sock, true)?;
         halves(
             segment,
-            bells,
             Arc::new(sock),
+            room,
             self.config.clone(),
             RING_TO_CLIENT,
             RING_TO_SERVER,
@@ -348,11 +376,13 @@ fn send_fds(sock: &OwnedFd, fds: &[BorrowedFd<'_>; HANDSHAKE_FDS]) -> Result<()>
             "control buffer too small for the handshake fds",
         )));
     }
+    // A fresh socket always takes these 8 bytes; `MSG_DONTWAIT` all the same: no call on a
+    // connection's sockets ever waits.
     let n = rustix::net::sendmsg(
         sock,
         &[IoSlice::new(HELLO)],
         &mut control,
-        SendFlags::NOSIGNAL,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
     )?;
     if n != HELLO.len() {
         return Err(ShmError::Io(std::io::Error::other("short handshake write")));
@@ -360,8 +390,8 @@ fn send_fds(sock: &OwnedFd, fds: &[BorrowedFd<'_>; HANDSHAKE_FDS]) -> Result<()>
     Ok(())
 }
 
-/// Receives the handshake: the segment fd and the four doorbells (checked).
-fn recv_fds(sock: &OwnedFd) -> Result<(OwnedFd, [RingBells; 2])> {
+/// Receives the handshake: the segment fd and the room socket (checked).
+fn recv_fds(sock: &OwnedFd) -> Result<(OwnedFd, OwnedFd)> {
     let mut buf = [0u8; 16];
     // Room for more than expected, so that extra fds are seen (and closed).
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(HANDSHAKE_FDS + 3))];
@@ -393,31 +423,17 @@ fn recv_fds(sock: &OwnedFd) -> Result<(OwnedFd, [RingBells; 2])> {
     }
     if msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() != HANDSHAKE_FDS {
         return Err(ShmError::Handshake(format!(
-            "expected {HANDSHAKE_FDS} fds (segment and four doorbells), got {} (truncated: {})",
+            "expected {HANDSHAKE_FDS} fds (segment and room socket), got {} (truncated: {})",
             fds.len(),
             msg.flags.contains(ReturnFlags::CTRUNC)
         )));
     }
     let mut fds = fds.into_iter();
-    let mut next = || {
-        fds.next()
-            .ok_or_else(|| ShmError::Handshake("missing handshake fd".into()))
+    let (Some(segment), Some(room)) = (fds.next(), fds.next()) else {
+        return Err(ShmError::Handshake("missing handshake fd".into()));
     };
-    let segment = next()?;
-    let mut bell = || -> Result<Arc<OwnedFd>> {
-        let fd = next()?;
-        check_bell(&fd)?;
-        Ok(Arc::new(fd))
-    };
-    let bells = [
-        RingBells {
-            fds: [bell()?, bell()?],
-        },
-        RingBells {
-            fds: [bell()?, bell()?],
-        },
-    ];
-    Ok((segment, bells))
+    check_room_socket(&room)?;
+    Ok((segment, room))
 }
 
 /// Connects a Unix stream socket to the server of `name` and checks that it
@@ -473,13 +489,13 @@ impl ShmConnector {
         PeerFd(self.sock.clone())
     }
 
-    /// Takes the server's segment and doorbells if they arrived: `Ok(None)`
+    /// Takes the server's segment and room socket if they arrived: `Ok(None)`
     /// while they have not (wait for readability and call again).
     pub fn try_finish(&mut self) -> Result<Option<ShmConnection>> {
         if self.finished {
             return Err(ShmError::Handshake("handshake already finished".into()));
         }
-        let (fd, bells) = match recv_fds(&self.sock) {
+        let (fd, room) = match recv_fds(&self.sock) {
             Ok(got) => got,
             Err(ShmError::Timeout) => return Ok(None),
             Err(e) => return Err(e),
@@ -488,8 +504,8 @@ impl ShmConnector {
         let segment = Segment::open(fd)?;
         halves(
             segment,
-            bells,
             self.sock.clone(),
+            room,
             self.config.clone(),
             RING_TO_SERVER,
             RING_TO_CLIENT,
@@ -518,12 +534,12 @@ impl ShmConnection {
             rustix::net::sockopt::Timeout::Recv,
             Some(config.handshake_timeout.max(Duration::from_millis(1))),
         )?;
-        let (fd, bells) = recv_fds(&sock)?;
+        let (fd, room) = recv_fds(&sock)?;
         let segment = Segment::open(fd)?;
         halves(
             segment,
-            bells,
             Arc::new(sock),
+            room,
             config,
             RING_TO_SERVER,
             RING_TO_CLIENT,
@@ -565,8 +581,6 @@ impl ShmConnection {
 /// (the peer drains what was sent, then sees `Disconnected`).
 pub struct ShmSender {
     producer: Producer<MappedRing>,
-    /// The doorbell this side sleeps on while the ring is full.
-    bell: Doorbell,
     shared: Arc<Shared>,
 }
 
@@ -689,7 +703,10 @@ impl ShmSender {
     pub fn waiter(&self) -> SendWaiter {
         SendWaiter {
             waiter: RingWaiter::new(self.producer.storage().clone(), Sleeper::Producer),
-            bell: self.bell.clone(),
+            bell: Doorbell {
+                shared: self.shared.clone(),
+                bell: Bell::Room,
+            },
             shared: self.shared.clone(),
         }
     }
@@ -746,8 +763,6 @@ pub struct ShmReceiver {
     /// Frames copied out by [`try_recv_bytes`](Self::try_recv_bytes) are cut from here: no
     /// allocation per frame once the frames cut before are dropped.
     copied: BytesMut,
-    /// The doorbell this side sleeps on while the ring is empty.
-    bell: Doorbell,
     shared: Arc<Shared>,
 }
 
@@ -759,6 +774,13 @@ impl ShmReceiver {
     /// it returns `None`) and is borrowed from the reassembly buffer. After
     /// the peer closed, the remaining frames come first, then
     /// `Err(Disconnected)`.
+    ///
+    /// A frame larger than [`ShmReceiver::max_frame_size`] (the peer's limit may be larger
+    /// than ours) is skipped, its bytes released as they come and never buffered, and
+    /// reported once it is gone as `Err(FrameTooLarge)`: an error of that frame alone — the
+    /// connection goes on, the next receive returns the frame after it, and
+    /// [`ShmReceiver::skipped_head`] holds the skipped frame's first bytes. Every receive
+    /// below does the same.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<FrameRef<'_>>> {
         match self.consumer.next_frame() {
@@ -806,10 +828,17 @@ impl ShmReceiver {
     }
 
     /// Bytes received of a frame larger than the ring that is not whole
-    /// yet (0 when none is under way): a peer that stops mid-frame holds
-    /// them.
+    /// yet, reassembled or skipped (0 when none is under way): a peer that stops mid-frame
+    /// holds them.
     pub fn partial_bytes(&self) -> usize {
         self.consumer.partial_bytes()
+    }
+
+    /// The first bytes (at most 64: the message header) of the frame skipped last: after a
+    /// receive returned `Err(FrameTooLarge)`, they tell which message it was. Written by the
+    /// peer: parse them as untrusted input.
+    pub fn skipped_head(&self) -> &[u8] {
+        self.consumer.skipped_head()
     }
 
     /// Copies the next frame out, waiting at most `timeout` (a reassembled
@@ -853,7 +882,10 @@ impl ShmReceiver {
     pub fn waiter(&self) -> RecvWaiter {
         RecvWaiter {
             waiter: RingWaiter::new(self.consumer.storage().clone(), Sleeper::Consumer),
-            bell: self.bell.clone(),
+            bell: Doorbell {
+                shared: self.shared.clone(),
+                bell: Bell::Data,
+            },
             shared: self.shared.clone(),
         }
     }
@@ -905,46 +937,84 @@ impl std::fmt::Debug for FrameRef<'_> {
     }
 }
 
-/// The doorbell of one waiting side: an eventfd that the peer writes after
-/// publishing, whenever this side announced a sleep
-/// ([`RecvWaiter::prepare_sleep`], [`SendWaiter::prepare_sleep`]). A reactor
-/// watches it for readability; after waking, [`Doorbell::drain`] it. Cloning
-/// shares the descriptor, which stays open while any clone lives (so it can
-/// be registered with a reactor by value).
-#[derive(Clone, Debug)]
-pub struct Doorbell(Arc<OwnedFd>);
+/// Which of a connection's two sockets.
+#[derive(Clone, Copy, Debug)]
+enum Bell {
+    /// The rendezvous socket, our consumer's doorbell.
+    Data,
+    /// The room socket, our producer's doorbell.
+    Room,
+}
+
+/// The doorbell of one waiting side: our end of a socket on which the peer sends a byte
+/// after publishing (frames, or room), whenever this side announced a sleep
+/// ([`RecvWaiter::prepare_sleep`], [`SendWaiter::prepare_sleep`]). A reactor watches it for
+/// readability; after waking, [`Doorbell::drain`] it. It also becomes readable (the end of
+/// the stream) when the peer process dies or drops the connection, or when this side finds
+/// the connection broken. Cloning shares the descriptor, which stays open while any clone
+/// lives (so it can be registered with a reactor by value).
+#[derive(Clone)]
+pub struct Doorbell {
+    shared: Arc<Shared>,
+    bell: Bell,
+}
 
 impl Doorbell {
-    /// Resets the doorbell (reads the eventfd), so that it is readable again
-    /// only after the next ring. Never blocks.
+    /// Reads what the peer sent (at most 4 KiB), so that the doorbell is readable again only
+    /// after the next ring. Never waits (`MSG_DONTWAIT`, whatever the descriptor's flags). At
+    /// the end of the stream (the peer is gone) the connection is marked dead: the frames
+    /// already in the ring are still received, then the next `prepare_sleep` (or receive)
+    /// reports `Disconnected`.
     pub fn drain(&self) -> Result<()> {
-        let mut buf = [0u8; 8];
-        match rustix::io::read(&*self.0, &mut buf) {
-            Ok(_) => Ok(()),
-            Err(e) if e == Errno::AGAIN || e == Errno::INTR => Ok(()),
-            Err(e) => Err(e.into()),
+        let sock = self.shared.sock(self.bell);
+        let mut buf = [0u8; 256];
+        let mut read = 0;
+        while read < DRAIN_LIMIT {
+            match rustix::net::recv(&**sock, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => {
+                    self.shared.kill();
+                    return Ok(());
+                }
+                Ok((n, _)) => read += n,
+                Err(e) if e == Errno::AGAIN || e == Errno::INTR => return Ok(()),
+                Err(e) if e == Errno::CONNRESET => {
+                    self.shared.kill();
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.shared.kill();
+                    return Err(e.into());
+                }
+            }
         }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Doorbell")
+            .field(&self.bell)
+            .field(&self.as_raw_fd())
+            .finish()
     }
 }
 
 impl AsFd for Doorbell {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+        self.shared.sock(self.bell).as_fd()
     }
 }
 
 impl AsRawFd for Doorbell {
     fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+        self.shared.sock(self.bell).as_raw_fd()
     }
 }
 
-/// The rendezvous socket of a connection, for a reactor to watch beside the
-/// [`Doorbell`]: it becomes readable (hang-up) when the peer process dies or
-/// drops the connection. Readability alone proves nothing (a peer may also
-/// write stray bytes): confirm with [`RecvWaiter::check_peer`] /
-/// [`SendWaiter::check_peer`]. Nothing ever reads the socket. Cloning shares
-/// the descriptor.
+/// The rendezvous socket of a client handshake under way ([`ShmConnector::socket`]), for a
+/// reactor to watch: readable when the server's segment arrived (or the server went away).
+/// Cloning shares the descriptor.
 #[derive(Clone, Debug)]
 pub struct PeerFd(Arc<OwnedFd>);
 
@@ -972,9 +1042,8 @@ impl AsRawFd for PeerFd {
 /// * in a reactor: run [`RecvWaiter::backoff`]'s steps around `try_recv`;
 ///   at [`WaitStep::Sleep`](crate::WaitStep::Sleep) call
 ///   [`RecvWaiter::prepare_sleep`]. `Ok(None)`: try again. A guard: wait until
-///   [`RecvWaiter::doorbell`] or [`RecvWaiter::peer_fd`] is readable, drain
-///   the doorbell (or run [`RecvWaiter::check_peer`] if the socket woke
-///   you), drop the guard, and try again.
+///   [`RecvWaiter::doorbell`] is readable, drain it, drop the guard, and try
+///   again (a dead peer is reported by the next `prepare_sleep`).
 #[derive(Clone)]
 pub struct RecvWaiter {
     waiter: RingWaiter<MappedRing>,
@@ -1016,11 +1085,6 @@ impl RecvWaiter {
     /// The doorbell this side sleeps on while its ring is empty.
     pub fn doorbell(&self) -> &Doorbell {
         &self.bell
-    }
-
-    /// The rendezvous socket, readable when the peer is gone.
-    pub fn peer_fd(&self) -> PeerFd {
-        PeerFd(self.shared.sock.clone())
     }
 
     /// Peer liveness: `Err(Disconnected)` once the peer is gone (one
@@ -1072,11 +1136,6 @@ impl SendWaiter {
     /// The doorbell this side sleeps on while its ring is full.
     pub fn doorbell(&self) -> &Doorbell {
         &self.bell
-    }
-
-    /// The rendezvous socket, readable when the peer is gone.
-    pub fn peer_fd(&self) -> PeerFd {
-        PeerFd(self.shared.sock.clone())
     }
 
     /// Peer liveness, as [`RecvWaiter::check_peer`].

@@ -15,7 +15,9 @@ pub enum ShmError {
     /// connection is dead from then on.
     #[error("shared memory corrupt: {0}")]
     Corrupt(String),
-    /// A frame is larger than the configured maximum.
+    /// A frame is larger than the configured maximum: refused before sending, or, on
+    /// receive, skipped (its bytes released unread) — an error of that frame alone, after
+    /// which the connection goes on.
     #[error("frame of {size} bytes exceeds max {max}")]
     FrameTooLarge {
         /// Size of the frame that was refused.

@@ -54,6 +54,20 @@ pub(crate) const fn max_payload_for(capacity: usize) -> usize {
     capacity / 2 - REC_HDR
 }
 
+/// The start area of a ring: how far into its ring a producer goes before it starts over at
+/// the ring's start when it finds the ring empty (see `Producer::restart_pad`): 32 KiB, or a
+/// quarter of a smaller ring.
+/// A connection whose frames are small keeps this much of each ring resident, not all of it;
+/// a producer that starts over still has this much room before it needs its consumer again.
+#[inline]
+pub(crate) const fn start_area(capacity: usize) -> usize {
+    if capacity / 4 < 32 * 1024 {
+        capacity / 4
+    } else {
+        32 * 1024
+    }
+}
+
 /// Checks a ring capacity.
 pub(crate) fn check_capacity(capacity: usize) -> Result<(), String> {
     if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {

@@ -23,8 +23,17 @@
 //!   ([`Backoff`]: spin, adaptively and at most [`ShmConfig::spin_budget`],
 //!   then yield, then sleep) and announces that it sleeps, so that the peer
 //!   wakes it only then — by bumping a shared futex *and* ringing the
-//!   sleeper's [`Doorbell`] (an eventfd), so that a side may sleep on either:
-//!   a thread on the futex, a task in its runtime's reactor.
+//!   sleeper's [`Doorbell`] (one byte sent on a socket with `MSG_DONTWAIT`:
+//!   nothing the peer does makes a ring wait), so that a side may sleep on
+//!   either: a thread on the futex, a task in its runtime's reactor.
+//! * A connection holds two descriptors on each side (the rendezvous socket
+//!   and a second socket, the two doorbells); the segment's memfd is closed
+//!   once mapped. A producer that finds its ring empty starts over at the
+//!   ring's start, so a connection of small frames keeps only the first 32 KiB
+//!   of its rings resident, however long it runs.
+//! * A frame larger than the receiver's max frame size (the peer's may be
+//!   larger) is skipped without being buffered and reported as
+//!   [`ShmError::FrameTooLarge`]; the connection goes on.
 //! * Everything read from the mapping is untrusted: each side keeps its own
 //!   index privately, reads the peer's index once, validates it, and reports
 //!   any violation as [`ShmError::Corrupt`] (the connection is then dead).
@@ -34,9 +43,8 @@
 //! they report "empty" or "full", runs the [`Backoff`] steps of a
 //! [`RecvWaiter`] / [`SendWaiter`] (both `Send + Sync + Clone`, they never
 //! touch the ring indices), and finally announces its sleep
-//! ([`RecvWaiter::prepare_sleep`]) and registers the [`Doorbell`] and the
-//! [`PeerFd`] (the rendezvous socket, readable on the peer's death) with its
-//! reactor.
+//! ([`RecvWaiter::prepare_sleep`]) and registers the [`Doorbell`] with its
+//! reactor (it is readable on a ring and on the peer's death).
 //!
 //! The ring algorithm is generic over its storage; under `--cfg loom` it is
 //! checked with a heap-backed storage (see `tests/loom.rs`). The `test-util`

@@ -23,10 +23,15 @@ use crate::error::{Result, ShmError, corrupt};
 use crate::layout::{
     CLOSED_BY_CONSUMER, CLOSED_BY_PRODUCER, FIRST_PREFIX, KIND_CONT, KIND_FIRST, KIND_FRAME,
     KIND_PAD, REC_HDR, check_geometry, decode_rec, encode_rec, max_payload_for, record_len,
+    start_area,
 };
 use crate::storage::RingStorage;
 use crate::sync::Ordering::{Acquire, Relaxed, Release};
 use crate::wait::{SleepGuard, Sleeper, WaitCfg, announce, block_on, notify, wake};
+
+/// Bytes kept of a frame skipped for being larger than the max frame size
+/// ([`Consumer::skipped_head`]): more than a message header.
+pub(crate) const SKIPPED_HEAD: usize = 64;
 
 fn dead_error() -> ShmError {
     corrupt("ring is dead after an earlier corruption")
@@ -40,6 +45,8 @@ pub struct Producer<S: RingStorage> {
     max_frame: usize,
     /// Largest record payload (half the ring less a header).
     max_payload: usize,
+    /// [`start_area`] of this ring.
+    start_area: u64,
     /// The frame being sent in pieces: (total length, bytes published).
     partial: Option<(usize, usize)>,
     /// Authoritative write position (private).
@@ -62,16 +69,25 @@ pub struct Consumer<S: RingStorage> {
     max_frame: usize,
     /// Largest record payload (half the ring less a header).
     max_payload: usize,
+    /// Largest frame the producer may send (the segment's limit, at least `max_frame`): a
+    /// larger declared total is corruption, one within it but above `max_frame` is skipped.
+    wire_max: usize,
     /// Reassembly of a frame that arrives in pieces; empty (unallocated)
     /// between such frames.
     partial: Vec<u8>,
     /// Declared total length of the frame in `partial`; 0: none under way.
     partial_total: usize,
+    /// A frame above `max_frame` whose pieces are being skipped (never buffered): its declared
+    /// total and the bytes skipped so far.
+    skipping: Option<(usize, usize)>,
+    /// The first bytes of the frame skipped last (for the caller to tell which it was).
+    skipped_head: [u8; SKIPPED_HEAD],
+    skipped_head_len: usize,
     /// Authoritative read position (private).
     tail: u64,
     /// The read position last published to the producer. Room is handed back in batches
-    /// (every quarter ring, and whenever the ring is found empty): one shared store, fence and
-    /// waiter check per batch instead of per frame.
+    /// (every quarter ring, and whenever every published record is read): one shared store,
+    /// fence and waiter check per batch instead of per frame.
     published_tail: u64,
     /// Last validated producer position.
     cached_head: u64,
@@ -86,7 +102,7 @@ pub(crate) fn split<S: RingStorage + Clone>(
 ) -> Result<(Producer<S>, Consumer<S>)> {
     Ok((
         Producer::new(storage.clone(), max_frame)?,
-        Consumer::new(storage, max_frame)?,
+        Consumer::new(storage, max_frame, max_frame)?,
     ))
 }
 
@@ -101,6 +117,7 @@ impl<S: RingStorage> Producer<S> {
             mask: cap as u64 - 1,
             max_frame,
             max_payload: max_payload_for(cap),
+            start_area: start_area(cap) as u64,
             partial: None,
             head: 0,
             published_head: 0,
@@ -147,7 +164,10 @@ impl<S: RingStorage> Producer<S> {
         if self.storage.header().ctl.0.closed.load(Relaxed) != 0 {
             return Err(ShmError::Disconnected);
         }
-        let (pad, rec) = self.layout_for(len);
+        let (mut pad, rec) = self.layout_for(len);
+        if pad == 0 && self.leaves_start_area(rec) {
+            pad = self.restart_pad(rec)?;
+        }
         if self.head - self.cached_tail + pad + rec > self.cap {
             self.refresh_tail()?;
             if self.head - self.cached_tail + pad + rec > self.cap {
@@ -238,6 +258,34 @@ impl<S: RingStorage> Producer<S> {
             (0, rec)
         } else {
             (contig, rec)
+        }
+    }
+
+    /// Whether a record of `rec` bytes at the head would take the head past the ring's first
+    /// [`start_area`] bytes (once per lap of the ring, at most): the producer then checks
+    /// whether it can start over at the ring's start instead ([`Producer::restart_pad`]).
+    #[inline]
+    fn leaves_start_area(&self, rec: u64) -> bool {
+        let off = self.head & self.mask;
+        off <= self.start_area && off + rec > self.start_area
+    }
+
+    /// Padding that makes a record of `rec` bytes start over at the ring's start, when the
+    /// ring is empty (every published record released, nothing committed unpublished) and the
+    /// padding and the record fit; 0 otherwise. So a connection whose frames are small beside
+    /// the ring keeps using the ring's first pages instead of cycling through (and keeping
+    /// resident) every page. The padding takes the rest of the ring until the consumer reads
+    /// past it: meanwhile the producer has the room before its old position (at least the
+    /// start area less one record), more than a batch of small frames needs. One load of the
+    /// shared tail per lap.
+    #[cold]
+    fn restart_pad(&mut self, rec: u64) -> Result<u64> {
+        self.refresh_tail()?;
+        let off = self.head & self.mask;
+        if self.cached_tail == self.head && rec <= off {
+            Ok(self.cap - off)
+        } else {
+            Ok(0)
         }
     }
 
@@ -408,18 +456,25 @@ fn read_rec<S: RingStorage>(s: &S, off: usize) -> (u32, u32) {
 }
 
 impl<S: RingStorage> Consumer<S> {
-    /// The consumer of a fresh ring (indices at 0).
-    pub(crate) fn new(storage: S, max_frame: usize) -> Result<Self> {
+    /// The consumer of a fresh ring (indices at 0) whose producer sends frames of at most
+    /// `wire_max` bytes, of which it delivers those of at most `max_frame` bytes and skips the
+    /// larger ones (see [`Consumer::next_frame`]).
+    pub(crate) fn new(storage: S, max_frame: usize, wire_max: usize) -> Result<Self> {
         let cap = storage.capacity();
+        check_geometry(cap, wire_max).map_err(ShmError::InvalidConfig)?;
         check_geometry(cap, max_frame).map_err(ShmError::InvalidConfig)?;
         Ok(Consumer {
             storage,
             cap: cap as u64,
             mask: cap as u64 - 1,
-            max_frame,
+            max_frame: max_frame.min(wire_max),
+            wire_max,
             max_payload: max_payload_for(cap),
             partial: Vec::new(),
             partial_total: 0,
+            skipping: None,
+            skipped_head: [0; SKIPPED_HEAD],
+            skipped_head_len: 0,
             tail: 0,
             published_tail: 0,
             cached_head: 0,
@@ -438,6 +493,8 @@ impl<S: RingStorage> Consumer<S> {
     /// it came in pieces), or `Ok(None)` when no whole frame is there yet.
     /// Dropping the [`Frame`] releases its room to the producer.
     /// `Err(Disconnected)` once the producer closed and every frame was read.
+    /// `Err(FrameTooLarge)`: the next frame was above this end's max frame size and was
+    /// skipped (its first bytes are in [`Consumer::skipped_head`]); the next call goes on.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Frame<'_, S>>> {
         Ok(self.next_frame()?.map(|at| self.frame(at)))
@@ -460,6 +517,9 @@ impl<S: RingStorage> Consumer<S> {
 
     /// Locates the next whole frame. Pieces of a large frame are copied into
     /// the reassembly buffer (and their room released) on the way.
+    /// `Err(FrameTooLarge)`: the next frame was larger than this end's max frame size; its
+    /// bytes were skipped (released unread, never buffered), its first bytes are in
+    /// [`Consumer::skipped_head`], and the next call goes on with the frame after it.
     #[inline]
     pub(crate) fn next_frame(&mut self) -> Result<Option<Found>> {
         if self.dead {
@@ -481,13 +541,20 @@ impl<S: RingStorage> Consumer<S> {
             }
             let found = match self.parse() {
                 Ok(Some(rec)) => self.take(rec),
-                Ok(None) => Ok(None),
+                Ok(None) => Ok(Taken::Nothing),
                 Err(e) => Err(e),
             };
             match found {
-                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(Taken::Frame(found)) => return Ok(Some(found)),
                 // Padding, or a piece of a large frame: go on.
-                Ok(None) => {}
+                Ok(Taken::Nothing) => {}
+                // A frame this end does not take: skipped, and the ring goes on.
+                Ok(Taken::Skipped(size)) => {
+                    return Err(ShmError::FrameTooLarge {
+                        size,
+                        max: self.max_frame,
+                    });
+                }
                 Err(e) => {
                     self.dead = true;
                     self.drop_partial();
@@ -558,7 +625,7 @@ impl<S: RingStorage> Consumer<S> {
         }
         let len = len as usize;
         let limit = match kind {
-            KIND_FRAME => self.max_payload.min(self.max_frame),
+            KIND_FRAME => self.max_payload.min(self.wire_max),
             KIND_FIRST | KIND_CONT => self.max_payload,
             _ => {
                 return Err(corrupt(format!(
@@ -585,14 +652,22 @@ impl<S: RingStorage> Consumer<S> {
 
     /// Handles a bounded record: a whole frame is returned in place; a piece
     /// is copied into the reassembly buffer and released, and the frame is
-    /// returned once complete.
-    fn take(&mut self, r: Record) -> Result<Option<Found>> {
+    /// returned once complete. A frame above the max frame size is skipped: its record (or
+    /// each of its pieces) is released unread, and [`Taken::Skipped`] reports it once its
+    /// last byte is gone.
+    fn take(&mut self, r: Record) -> Result<Taken> {
         match r.kind {
             KIND_FRAME => {
                 // A new frame: a producer that gave up a large frame
                 // mid-way starts over; the unfinished one is dropped.
                 self.drop_partial();
-                Ok(Some(Found::InPlace {
+                if r.len > self.max_frame {
+                    self.skipped_head_len = 0;
+                    self.keep_head(r.off, r.len);
+                    self.release(r.off, r.len, r.next);
+                    return Ok(Taken::Skipped(r.len));
+                }
+                Ok(Taken::Frame(Found::InPlace {
                     off: r.off,
                     len: r.len,
                     next: r.next,
@@ -609,21 +684,44 @@ impl<S: RingStorage> Consumer<S> {
                 let total = u64::from_le(read_u64(&self.storage, r.off));
                 let chunk = r.len - FIRST_PREFIX;
                 let total = match usize::try_from(total) {
-                    Ok(t) if t <= self.max_frame && t > chunk => t,
+                    Ok(t) if t <= self.wire_max && t > chunk => t,
                     _ => {
                         return Err(corrupt(format!(
                             "large frame of {total} bytes not in ({chunk}, {}]",
-                            self.max_frame
+                            self.wire_max
                         )));
                     }
                 };
-                self.partial_total = total;
-                self.append(r.off + FIRST_PREFIX, chunk);
+                if total > self.max_frame {
+                    self.skipped_head_len = 0;
+                    self.keep_head(r.off + FIRST_PREFIX, chunk);
+                    self.skipping = Some((total, chunk));
+                } else {
+                    self.partial_total = total;
+                    self.append(r.off + FIRST_PREFIX, chunk);
+                }
                 self.release(r.off, r.len, r.next);
-                Ok(None)
+                Ok(Taken::Nothing)
             }
             _ => {
                 // KIND_CONT (`parse` admits no other kind).
+                if let Some((total, skipped)) = self.skipping {
+                    if r.len == 0 || r.len > total - skipped {
+                        return Err(corrupt(format!(
+                            "piece of {} bytes does not continue a large frame ({skipped} of {total} bytes received)",
+                            r.len
+                        )));
+                    }
+                    self.keep_head(r.off, r.len);
+                    self.release(r.off, r.len, r.next);
+                    let skipped = skipped + r.len;
+                    if skipped == total {
+                        self.skipping = None;
+                        return Ok(Taken::Skipped(total));
+                    }
+                    self.skipping = Some((total, skipped));
+                    return Ok(Taken::Nothing);
+                }
                 let have = self.partial.len();
                 if self.partial_total == 0 || r.len == 0 || r.len > self.partial_total - have {
                     return Err(corrupt(format!(
@@ -634,12 +732,38 @@ impl<S: RingStorage> Consumer<S> {
                 self.append(r.off, r.len);
                 self.release(r.off, r.len, r.next);
                 if self.partial.len() == self.partial_total {
-                    Ok(Some(Found::Assembled))
+                    Ok(Taken::Frame(Found::Assembled))
                 } else {
-                    Ok(None)
+                    Ok(Taken::Nothing)
                 }
             }
         }
+    }
+
+    /// Keeps what [`Consumer::skipped_head`] still lacks of the `len` payload bytes at `off`,
+    /// the next bytes of a frame being skipped (after `skipped_head_len` was reset at its
+    /// start).
+    fn keep_head(&mut self, off: usize, len: usize) {
+        let have = self.skipped_head_len;
+        let n = len.min(SKIPPED_HEAD - have);
+        if n == 0 {
+            return;
+        }
+        let s = &self.storage;
+        s.track_read(off, n);
+        // SAFETY: `parse` checked that the record holding these bytes lies within the capacity
+        // and the published bytes (as for `append`).
+        let bytes = unsafe { std::slice::from_raw_parts(s.data().add(off), n) };
+        self.skipped_head[have..have + n].copy_from_slice(bytes);
+        self.skipped_head_len = have + n;
+    }
+
+    /// The first bytes (at most 64) of the frame skipped last for being larger than the max
+    /// frame size (see [`Consumer::try_recv`]): its message header, for the caller to tell
+    /// which message it was. Copied out of the ring: stable, but written by the peer.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub fn skipped_head(&self) -> &[u8] {
+        &self.skipped_head[..self.skipped_head_len]
     }
 
     /// Copies `len` payload bytes at `off` into the reassembly buffer, which
@@ -664,19 +788,25 @@ impl<S: RingStorage> Consumer<S> {
         self.partial.extend_from_slice(bytes);
     }
 
-    /// Forgets an unfinished (or delivered) large frame and frees its buffer.
+    /// Forgets an unfinished (or delivered) large frame and frees its buffer, and forgets a
+    /// frame being skipped.
     #[inline]
     fn drop_partial(&mut self) {
         if self.partial_total != 0 || self.partial.capacity() != 0 {
             self.partial = Vec::new();
             self.partial_total = 0;
         }
+        self.skipping = None;
     }
 
-    /// Bytes received of a large frame not yet whole (0 when none is under way).
+    /// Bytes received of a large frame not yet whole, reassembled or skipped (0 when none is
+    /// under way).
     #[cfg_attr(loom, allow(dead_code))]
     pub fn partial_bytes(&self) -> usize {
-        self.partial.len()
+        match self.skipping {
+            Some((_, skipped)) => skipped,
+            None => self.partial.len(),
+        }
     }
 
     /// Takes the reassembled frame found by `next_frame` (`Found::Assembled`).
@@ -703,12 +833,15 @@ impl<S: RingStorage> Consumer<S> {
         }
     }
 
-    /// Releases the record at `off` (payload offset) of `len` bytes.
+    /// Releases the record at `off` (payload offset) of `len` bytes. Room goes back to the
+    /// producer every quarter ring, and as soon as every record published so far is read: a
+    /// producer is never refused room that its consumer has freed, whatever the consumer does
+    /// next (it may not read again before the producer's next frame arrives).
     #[inline]
     pub(crate) fn release(&mut self, off: usize, len: usize, next: u64) {
         self.storage.track_read(off, len);
         self.tail = next;
-        if self.tail - self.published_tail >= self.cap / 4 {
+        if self.tail == self.cached_head || self.tail - self.published_tail >= self.cap / 4 {
             self.publish_tail();
         }
     }
@@ -761,6 +894,16 @@ struct Record {
     len: usize,
     /// Tail position after the record.
     next: u64,
+}
+
+/// What [`Consumer::take`] made of a record.
+enum Taken {
+    /// A whole frame.
+    Frame(Found),
+    /// Padding, or a piece of a frame not whole yet.
+    Nothing,
+    /// The last piece of a frame of this many bytes, above the max frame size, skipped.
+    Skipped(usize),
 }
 
 /// Where the next whole frame is.

@@ -241,32 +241,28 @@ impl Segment {
             header,
             data,
             capacity: self.geo.capacity,
-            bells: None,
+            bell: None,
         }
     }
 }
 
-/// The two doorbells of one ring (eventfds): the consumer's (rung when
-/// frames are published) and the producer's (rung when room is freed).
+/// How this process rings the peer's sleeper on one ring: the peer's role there (the
+/// consumer of the ring we produce into, the producer of the ring we consume from) and our
+/// end of the socket whose other end is that sleeper's doorbell.
 #[derive(Clone, Debug)]
-pub(crate) struct RingBells {
-    /// Indexed by [`Sleeper::index`].
-    pub(crate) fds: [Arc<OwnedFd>; 2],
+pub(crate) struct PeerBell {
+    pub(crate) who: Sleeper,
+    pub(crate) sock: Arc<OwnedFd>,
 }
 
-impl RingBells {
-    /// The doorbell of `who`.
-    pub(crate) fn of(&self, who: Sleeper) -> &Arc<OwnedFd> {
-        &self.fds[who.index()]
-    }
-}
-
-/// Rings an eventfd doorbell: adds one to its counter. Never blocks (the
-/// eventfd is non-blocking); a counter at its maximum (`EAGAIN`) already
-/// reads as rung, and any other error leaves the futex and the peer-death
-/// detection to do their part, so errors are ignored.
-pub(crate) fn ring_eventfd(fd: &OwnedFd) {
-    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+/// Rings a doorbell: sends one byte on our end of its socket, with `MSG_DONTWAIT` (so the
+/// call never waits, whatever anyone did to the descriptor's file flags) and `MSG_NOSIGNAL`.
+/// A full socket buffer (`EAGAIN`) means unread bytes at the peer, which already read as
+/// rung; any other error (the peer is gone) leaves the futex and the peer-death detection to
+/// do their part, so errors are ignored.
+pub(crate) fn ring_bell(sock: &OwnedFd) {
+    use rustix::net::SendFlags;
+    let _ = rustix::net::send(sock, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
 }
 
 /// The storage of one ring inside a mapped segment.
@@ -276,15 +272,15 @@ pub struct MappedRing {
     header: *const RingHeader,
     data: *mut u8,
     capacity: usize,
-    /// The doorbells rung after the futex wake (none in tests that use bare
+    /// The peer's doorbell, rung after the futex wake (none in tests that use bare
     /// segments).
-    bells: Option<RingBells>,
+    bell: Option<PeerBell>,
 }
 
 impl MappedRing {
-    /// This ring with its doorbells.
-    pub(crate) fn with_bells(mut self, bells: RingBells) -> Self {
-        self.bells = Some(bells);
+    /// This ring with the peer's doorbell.
+    pub(crate) fn with_bell(mut self, bell: PeerBell) -> Self {
+        self.bell = Some(bell);
         self
     }
 }
@@ -328,8 +324,12 @@ unsafe impl RingStorage for MappedRing {
     }
 
     fn ring_doorbell(&self, who: Sleeper) {
-        if let Some(bells) = &self.bells {
-            ring_eventfd(bells.of(who));
+        // Only the peer's sleeper has a doorbell to ring from here: a sleeper of this process
+        // (woken by a close of its own end) sleeps on the futex, or is woken by its adapter.
+        if let Some(bell) = &self.bell
+            && bell.who == who
+        {
+            ring_bell(&bell.sock);
         }
     }
 }

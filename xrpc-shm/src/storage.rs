@@ -65,9 +65,9 @@ mod heap {
         cells: Box<[loom::cell::UnsafeCell<()>]>,
         #[cfg(loom)]
         futex: (loom::sync::Mutex<()>, loom::sync::Condvar),
-        /// The model of the two doorbells (consumer, producer): an eventfd is
-        /// a counter that is readable while non-zero, rung by adding one,
-        /// and drained by resetting it.
+        /// The model of the two doorbells (consumer, producer): a doorbell is
+        /// readable while bytes were sent to it and not read (a count here),
+        /// rung by sending one, and drained by reading them all.
         bells: (Mutex<[u64; 2]>, Condvar),
     }
 
@@ -100,7 +100,7 @@ mod heap {
         }
 
         /// Sleeps until the doorbell of `who` is readable (rung since it was
-        /// last drained) — what a reactor does with the eventfd. Never times
+        /// last drained) — what a reactor does with the socket. Never times
         /// out: under loom, a lost wake-up is a deadlock that loom reports.
         pub fn doorbell_wait(&self, who: Sleeper) {
             let (lock, cv) = &self.inner.bells;
@@ -110,7 +110,7 @@ mod heap {
             }
         }
 
-        /// Drains the doorbell of `who` (reads the eventfd): returns how
+        /// Drains the doorbell of `who` (reads the socket): returns how
         /// often it was rung since the last drain.
         pub fn doorbell_drain(&self, who: Sleeper) -> u64 {
             let (lock, _) = &self.inner.bells;

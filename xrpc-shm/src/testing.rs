@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+#[cfg(not(loom))]
+pub use crate::conn::hostile::HostilePeer;
 pub use crate::ring::{Consumer, Frame, Producer, Slot};
 pub use crate::storage::{HeapStorage, RingStorage};
 
@@ -25,6 +27,22 @@ pub fn heap_ring(
     let storage = HeapStorage::new(capacity)?;
     let (p, c) = crate::ring::split(storage.clone(), max_frame)?;
     Ok((p, c, Scribbler { storage }))
+}
+
+/// [`heap_ring`] whose consumer delivers frames of at most `recv_max` bytes and skips the
+/// larger ones its producer may send (up to `send_max`), as a client whose max frame size is
+/// below its server's does.
+pub fn heap_ring_with_limits(
+    capacity: usize,
+    send_max: usize,
+    recv_max: usize,
+) -> Result<(Producer<HeapStorage>, Consumer<HeapStorage>, Scribbler)> {
+    let storage = HeapStorage::new(capacity)?;
+    Ok((
+        Producer::new(storage.clone(), send_max)?,
+        Consumer::new(storage.clone(), recv_max, send_max)?,
+        Scribbler { storage },
+    ))
 }
 
 /// Largest frame a ring of `capacity` bytes carries in one piece (larger
@@ -447,6 +465,138 @@ mod names_and_peers {
     impl Drop for Peer {
         fn drop(&mut self) {
             self.kill();
+        }
+    }
+}
+
+/// The model the `shm_ring` fuzz target checks the ring against, as a function so that a
+/// unit test replays the inputs it found (`ring/tests.rs`).
+///
+/// `data` is a sequence of operations on a heap ring of 128 bytes: send (a part of) a frame of
+/// up to 307 bytes, give up a frame under way, receive a frame, or play a hostile peer by
+/// scribbling a value over a shared header field or a byte of the data region. The producer
+/// sends frames of up to 300 bytes, more than the ring holds, so most travel in pieces; the
+/// consumer takes frames of up to `recv_max` bytes (at most 300) and skips larger ones. The
+/// reader must only ever
+/// return frames (never longer than its maximum), skipped frames or errors: no panic, no hang,
+/// no out-of-bounds access, no reassembly buffer beyond the maximum. While nothing was
+/// scribbled, the frames received must also be exactly the frames sent, in order (a skipped
+/// frame reported with its size and first bytes), and a producer whose consumer has read every
+/// frame published must find room for the next.
+pub fn run_ring_model(data: &[u8], recv_max: usize) {
+    use std::collections::VecDeque;
+
+    const CAPACITY: usize = 128;
+    const SEND_MAX: usize = 300;
+    let recv_max = recv_max.min(SEND_MAX);
+
+    let Ok((mut producer, mut consumer, scribbler)) =
+        heap_ring_with_limits(CAPACITY, SEND_MAX, recv_max)
+    else {
+        return;
+    };
+    let piece = max_piece_for(CAPACITY);
+    let mut input = data.iter().copied();
+    let mut next = move || input.next();
+    let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+    // The frame being sent and how much of it is in the ring.
+    let mut pending: Option<(Vec<u8>, usize)> = None;
+    // Pieces of a frame given up may still sit in the ring (until a read empties it).
+    let mut stale_pieces = false;
+    let mut scribbled = false;
+    let mut seq = 0u8;
+    while let Some(op) = next() {
+        match op % 9 {
+            0..=2 => {
+                let (frame, mut sent) = match pending.take() {
+                    Some(p) => p,
+                    None => {
+                        let len = (usize::from(next().unwrap_or(0))
+                            | (usize::from(next().unwrap_or(0)) << 8))
+                            % (SEND_MAX + 8);
+                        ((0..len).map(|i| seq ^ i as u8).collect(), 0)
+                    }
+                };
+                match producer.try_send_from(&frame, &mut sent) {
+                    Ok(()) => {
+                        seq = seq.wrapping_add(1);
+                        model.push_back(frame);
+                    }
+                    Err(ShmError::FrameTooLarge { size, max }) => {
+                        assert!(size > max && max == SEND_MAX)
+                    }
+                    Err(ShmError::Full) => {
+                        assert!(
+                            scribbled || stale_pieces || sent > 0 || !model.is_empty(),
+                            "empty ring refused a frame"
+                        );
+                        assert!(
+                            frame.len() > piece || sent == 0,
+                            "a small frame went in part"
+                        );
+                        pending = Some((frame, sent));
+                    }
+                    Err(ShmError::Corrupt(_) | ShmError::Disconnected) => {
+                        assert!(scribbled, "error without a hostile peer")
+                    }
+                    Err(e) => panic!("unexpected error {e}"),
+                }
+            }
+            3 => {
+                // Give up the frame under way: the next frame starts over.
+                if let Some((_, sent)) = pending.take() {
+                    stale_pieces |= sent > 0;
+                }
+            }
+            4..=6 => match consumer.try_recv().map(|f| f.map(|f| f.to_vec())) {
+                Ok(Some(frame)) => {
+                    assert!(frame.len() <= recv_max);
+                    if !scribbled {
+                        assert_eq!(Some(&frame[..]), model.pop_front().as_deref());
+                    }
+                }
+                Ok(None) => {
+                    assert!(scribbled || model.is_empty(), "lost a frame");
+                    stale_pieces = false;
+                }
+                Err(ShmError::FrameTooLarge { size, max }) => {
+                    assert!(size > max && max == recv_max && size <= SEND_MAX);
+                    if !scribbled {
+                        let sent = model
+                            .pop_front()
+                            .expect("a frame skipped that was never sent");
+                        assert_eq!(size, sent.len(), "skipped a frame of another size");
+                        assert_eq!(consumer.skipped_head(), &sent[..sent.len().min(64)]);
+                    }
+                }
+                Err(ShmError::Corrupt(_) | ShmError::Disconnected) => {
+                    assert!(scribbled, "error without a hostile peer")
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            },
+            7 => {
+                let field = next().unwrap_or(0) % Scribbler::HEADER_FIELDS;
+                let mut value = [0u8; 8];
+                for b in &mut value {
+                    *b = next().unwrap_or(0);
+                }
+                let value = match value[7] % 3 {
+                    // Near the current value: plausible-looking indices.
+                    0 => scribbler
+                        .read_header(field)
+                        .wrapping_add(u64::from(value[0]) % 64)
+                        .wrapping_sub(32),
+                    _ => u64::from_le_bytes(value),
+                };
+                scribbler.header(field, value);
+                scribbled = true;
+            }
+            _ => {
+                let offset = usize::from(next().unwrap_or(0));
+                let byte = next().unwrap_or(0);
+                scribbler.data(offset, byte);
+                scribbled = true;
+            }
         }
     }
 }

@@ -65,8 +65,9 @@ impl Sleeper {
         }
     }
 
-    /// 0 for the consumer, 1 for the producer (index of its doorbell).
-    #[cfg_attr(loom, allow(dead_code))]
+    /// 0 for the consumer, 1 for the producer (index of its doorbell in the heap storage's
+    /// model).
+    #[cfg(any(test, loom, feature = "test-util"))]
     #[inline]
     pub(crate) fn index(self) -> usize {
         match self {

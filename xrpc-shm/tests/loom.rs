@@ -14,8 +14,8 @@
 use loom::thread;
 use xrpc_shm::ShmError;
 use xrpc_shm::testing::{
-    HeapWaiter, close_consumer, close_producer, heap_ring, recv_blocking, recv_reactor,
-    send_blocking, send_reactor,
+    HeapWaiter, close_consumer, close_producer, heap_ring, heap_ring_with_limits, recv_blocking,
+    recv_reactor, send_blocking, send_reactor,
 };
 
 /// Frames sent one way arrive intact and in order; the consumer sleeps on an
@@ -191,6 +191,52 @@ fn a_frame_larger_than_the_ring_passes_in_pieces() {
         let sent = frame.clone();
         let producer = thread::spawn(move || send_reactor(&mut p, &pw, &sent).unwrap());
         assert_eq!(recv_reactor(&mut c, &cw).unwrap(), frame);
+        producer.join().unwrap();
+    });
+}
+
+/// A consumer that has read every published frame has handed all their room back, even if
+/// it never receives again: a producer waiting for that room is not left waiting on a
+/// consumer that does not read (here: one that waits for the producer to finish). Also
+/// exercises the producer starting over at the ring's start when it finds the ring empty.
+#[test]
+fn the_room_of_every_frame_read_goes_back_without_another_receive() {
+    loom::model(|| {
+        // Capacity 128: three records of 24 bytes, then one of 64 that (at offset 72, with
+        // its padding) needs the room of all three unless the producer started over.
+        let (mut p, mut c, _s) = heap_ring(128, 56).unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..3 {
+                send_blocking(&mut p, &[i; 16]).unwrap();
+            }
+            send_blocking(&mut p, &[9; 56]).unwrap();
+        });
+        for i in 0..3 {
+            assert_eq!(recv_blocking(&mut c).unwrap(), [i; 16]);
+        }
+        producer.join().unwrap();
+    });
+}
+
+/// A frame above the consumer's max frame size passes in pieces that the consumer skips
+/// (releasing them, so the producer, asleep for room, goes on) and reports as one
+/// `FrameTooLarge`; the frame after it arrives intact.
+#[test]
+fn a_frame_above_the_receivers_max_is_skipped_in_pieces() {
+    loom::model(|| {
+        let (mut p, mut c, _s) = heap_ring_with_limits(64, 60, 8).unwrap();
+        let pw = HeapWaiter::producer(&p);
+        let cw = HeapWaiter::consumer(&c);
+        let producer = thread::spawn(move || {
+            send_reactor(&mut p, &pw, &[3; 60]).unwrap();
+            send_reactor(&mut p, &pw, &[4; 8]).unwrap();
+        });
+        assert!(matches!(
+            recv_reactor(&mut c, &cw),
+            Err(ShmError::FrameTooLarge { size: 60, max: 8 })
+        ));
+        assert_eq!(c.skipped_head(), [3; 60]);
+        assert_eq!(recv_reactor(&mut c, &cw).unwrap(), [4; 8]);
         producer.join().unwrap();
     });
 }

@@ -12,9 +12,9 @@
 //!    the same of the idle child;
 //! 3. the working client again, with the idle clients connected.
 //!
-//! Run with `cargo run --release -p xrpc-tokio --example shm_idle`. Each process needs about
-//! five descriptors per connection (the rendezvous socket and four doorbells): check
-//! `ulimit -n`.
+//! Run with `cargo run --release -p xrpc-tokio --example shm_idle`. Each process needs two
+//! descriptors per connection (the rendezvous socket and the room socket, its doorbells):
+//! check `ulimit -n`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

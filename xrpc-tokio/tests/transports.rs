@@ -697,3 +697,42 @@ async fn a_read_budget_given_during_a_read_is_taken_up() {
     );
     reading.abort();
 }
+
+/// Over shared memory a frame above the client's maximum (the server's is larger) fails its
+/// receive alone with `MessageTooLarge`: its bytes are skipped, not buffered, and the
+/// connection goes on with the next frame (it was reported as corruption, and closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shm_a_frame_above_the_receivers_max_fails_alone() {
+    use xrpc_tokio::{
+        SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
+    };
+    let name = xrpc_shm::testing::unique_name("shm-too-large");
+    let server_cfg = SharedMemoryConfig {
+        buffer_size: 64 * 1024,
+        max_frame_size: 1 << 20,
+        ..SharedMemoryConfig::default()
+    };
+    let client_cfg = SharedMemoryConfig {
+        max_frame_size: 100 * 1024,
+        ..SharedMemoryConfig::default()
+    };
+    let listener = SharedMemoryFrameTransportListener::bind(&name, server_cfg).unwrap();
+    let (client, server) = tokio::join!(
+        SharedMemoryFrameTransport::connect(&name, client_cfg),
+        listener.accept()
+    );
+    let (client, server) = (client.unwrap(), server.unwrap());
+    let big = pattern(300 * 1024, 3);
+    let sender = tokio::spawn(async move {
+        server.send_frame(&big).await.unwrap();
+        server.send_frame(b"after").await.unwrap();
+        server
+    });
+    assert!(matches!(
+        client.recv_frame().await,
+        Err(TransportError::MessageTooLarge { size, max }) if size == 300 * 1024 && max == 100 * 1024
+    ));
+    assert!(client.is_connected());
+    assert_eq!(client.recv_frame().await.unwrap(), &b"after"[..]);
+    drop(sender.await.unwrap());
+}

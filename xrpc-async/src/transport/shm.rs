@@ -9,16 +9,16 @@
 //! full ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — a short busy
 //! check, then retries that yield to the executor, for at most
 //! [`SharedMemoryConfig::spin_budget`], so a busy peer is served with no system call at all —
-//! and then sleeps in the reactor: it announces the sleep and waits for the ring's doorbell (an
-//! eventfd the peer rings after publishing) or for the rendezvous socket to hang up (the peer
-//! died), whichever comes first.
+//! and then sleeps in the reactor: it announces the sleep and waits for its doorbell (our end
+//! of a socket on which the peer sends a byte after publishing; it also reads the end of the
+//! stream when the peer dies).
 //!
-//! Nothing reads the rendezvous socket after the handshake: a peer that writes stray bytes
-//! into it wakes our sleeps spuriously (each wake-up checks that the peer lives and goes back
-//! to sleep). On an edge-triggered reactor (tokio) that is one wake-up per write; on a
-//! level-triggered one (async-io) every sleep of that connection wakes at once while the
-//! bytes are there, so such a peer costs its own connection a reactor round trip per wait —
-//! CPU, never a hang or a wrong frame.
+//! A peer that sends bytes the protocol does not call for only wakes its own connection's
+//! sleeps (each wake-up drains the doorbell, checks the ring and goes back to sleep) — CPU,
+//! never a hang or a wrong frame; no ring of ours ever waits on it (`MSG_DONTWAIT`). A frame
+//! above this side's maximum (the server's may be larger than a client's) is skipped without
+//! being buffered: its receive fails with [`TransportError::MessageTooLarge`], and the
+//! connection goes on.
 
 use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
@@ -77,6 +77,10 @@ fn map_err(e: ShmError) -> TransportError {
 fn io_err(e: std::io::Error) -> TransportError {
     TransportError::ConnectionFailed(e.to_string())
 }
+
+/// Frames a receive takes in a row, without waiting, before it lets the other tasks of its
+/// thread run once.
+const FAIR_RECEIVES: usize = 32;
 
 /// Largest send buffer a connection keeps between sends: a frame up to the max frame size
 /// (16 MiB) may pass, but an idle connection should not hold its buffer.
@@ -144,14 +148,13 @@ async fn connect_async<R: Reactor>(
         .unwrap_or(Err(TransportError::Timeout))
 }
 
-/// The reactor registrations of a connection's sleepers, made at its first sleep.
+/// The reactor registrations of a connection's sleepers, made at its first sleep. Each is
+/// also readable when the peer is gone.
 struct Sleepers<R: Reactor> {
     /// Rung by the peer after it publishes a frame while our receive sleeps.
     recv_bell: R::Registration,
     /// Rung by the peer after it frees room while our send sleeps.
     send_bell: R::Registration,
-    /// The rendezvous socket: readable when the peer is gone.
-    peer: R::Registration,
 }
 
 /// An [`ShmListener`] whose accepts wait for readiness on the reactor (the handshake itself is
@@ -228,7 +231,6 @@ impl<R: Reactor> Connected<R> {
             Ok(Sleepers {
                 recv_bell: register::<R>(self.recv_waiter.doorbell().clone())?,
                 send_bell: register::<R>(self.send_waiter.doorbell().clone())?,
-                peer: register::<R>(self.recv_waiter.peer_fd())?,
             })
         })
     }
@@ -260,6 +262,8 @@ pub struct SharedMemoryFrameTransport<R: Reactor> {
     stats: StatsCounters,
     /// Bytes of a large frame received but not whole yet, as of the last receive.
     partial: AtomicUsize,
+    /// Frames received in a row without waiting (see [`FAIR_RECEIVES`]).
+    unwaited: AtomicUsize,
     /// Raised by `close`; wakes sleeping sends and receives.
     closed: Signal,
     name: String,
@@ -309,6 +313,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             config,
             stats: StatsCounters::default(),
             partial: AtomicUsize::new(0),
+            unwaited: AtomicUsize::new(0),
             closed: Signal::default(),
             name,
         }
@@ -410,8 +415,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
                             Side::Recv => (&s.recv_bell, c.recv_waiter.doorbell()),
                             Side::Send => (&s.send_bell, c.send_waiter.doorbell()),
                         };
-                        self.sleep(bell, waiter_bell, &s.peer, || c.recv_waiter.check_peer())
-                            .await?;
+                        self.sleep(bell, waiter_bell).await?;
                     }
                 }
             }
@@ -425,18 +429,15 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
         }
     }
 
-    /// Sleeps in the reactor until `bell` rings (then drains `doorbell`), the peer is gone, or
-    /// the transport is closed. Called with an announced sleep (its guard lives across the
-    /// call). A socket wake-up that was not the peer's death (stray bytes) returns too.
+    /// Sleeps in the reactor until `bell` rings (then drains `doorbell`; at the end of its
+    /// stream, the peer being gone, the next `prepare_sleep` reports it) or the transport is
+    /// closed. Called with an announced sleep (its guard lives across the call).
     async fn sleep(
         &self,
         bell: &R::Registration,
         doorbell: &Doorbell,
-        peer: &R::Registration,
-        check_peer: impl Fn() -> Result<(), ShmError>,
     ) -> Result<(), TransportError> {
         let mut rung = pin!(bell.readable());
-        let mut hung_up = pin!(peer.readable());
         // The task's waker, left with the close signal while this sleep waits (taken back when
         // it ends or is dropped).
         let mut waiting = Forget(&self.closed, None);
@@ -450,10 +451,6 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             if let Poll::Ready(r) = rung.as_mut().poll(cx) {
                 r.map_err(io_err)?;
                 return Poll::Ready(doorbell.drain().map_err(map_err));
-            }
-            if let Poll::Ready(r) = hung_up.as_mut().poll(cx) {
-                r.map_err(io_err)?;
-                return Poll::Ready(check_peer().map_err(map_err));
             }
             Poll::Pending
         })
@@ -541,6 +538,14 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
         let c = self.conn().await?;
+        // A receive that finds a frame never waits: a peer that keeps the ring full would keep
+        // its reader's task running, and the other tasks of its thread (other connections,
+        // timers) waiting. Every so many frames in a row, the task lets them run first, as
+        // the socket types of a runtime do within their task budget.
+        if self.unwaited.fetch_add(1, Ordering::Relaxed) >= FAIR_RECEIVES {
+            self.unwaited.store(0, Ordering::Relaxed);
+            R::default().yield_now().await;
+        }
         let mut rx = c.rx.lock().await;
         let mut try_recv = || match rx.try_recv_bytes() {
             Ok(Some(frame)) => Ok(Ok(frame)),
@@ -553,7 +558,10 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         };
         let res = match try_recv() {
             Ok(Ok(frame)) => Ok(frame),
-            Ok(Err(_)) => self.wait(c, Side::Recv, 0, try_recv).await,
+            Ok(Err(_)) => {
+                self.unwaited.store(0, Ordering::Relaxed);
+                self.wait(c, Side::Recv, 0, try_recv).await
+            }
             Err(e) => Err(e),
         };
         self.partial.store(0, Ordering::Relaxed);

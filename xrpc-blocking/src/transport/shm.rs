@@ -2,8 +2,9 @@
 //! that waits for input waits on the ring itself, by `xrpc_shm`'s wait policy ([`Backoff`]):
 //! it checks the ring again and again, yielding the CPU between checks, for the whole
 //! [`SharedMemoryConfig::spin_budget`] (an answer within it costs no sleep and no hand-off),
-//! then sleeps on the ring's doorbell and the peer's socket (its death), in slices of at most
-//! [`SLICE`] to notice a local close.
+//! then sleeps on the ring's doorbell (readable too when the peer dies), in slices of at most
+//! [`SLICE`] to notice a local close. A frame above this side's maximum is skipped without
+//! being buffered and reported as [`TransportError::MessageTooLarge`].
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,14 +118,12 @@ impl Reader for RingReader {
                     if left.is_zero() {
                         return Ok(true);
                     }
-                    let (peer, bell) = (self.waiter.peer_fd(), self.waiter.doorbell());
-                    let fds = [bell.as_fd(), peer.as_fd()];
-                    let [rung, peer] = super::wait_readable(fds, left.min(SLICE))?;
+                    let bell = self.waiter.doorbell();
+                    let [rung] = super::wait_readable([bell.as_fd()], left.min(SLICE))?;
                     if rung {
+                        // At the end of its stream (the peer is gone) the next
+                        // `prepare_sleep` says so, after the frames still in the ring.
                         bell.drain().map_err(shm_error)?;
-                    }
-                    if peer && self.waiter.check_peer().is_err() {
-                        return Ok(false);
                     }
                 }
             }

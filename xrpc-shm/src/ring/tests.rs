@@ -246,8 +246,12 @@ fn corruption_kills_the_end_for_good() {
     s.header(0, 16); // even a plausible value later
     assert!(matches!(c.try_recv(), Err(ShmError::Corrupt(_))));
     s.header(1, 1 << 40);
-    p.try_send(&[0; 24]).unwrap();
-    assert!(matches!(p.try_send(&[0; 24]), Err(ShmError::Corrupt(_))));
+    // The producer reads the tail when the ring looks full, or when it may start over at the
+    // ring's start: within two sends here.
+    let err = (0..2).find_map(|_| p.try_send(&[0; 24]).err());
+    assert!(matches!(err, Some(ShmError::Corrupt(_))), "{err:?}");
+    s.header(1, 16);
+    assert!(matches!(p.try_send(b"x"), Err(ShmError::Corrupt(_))));
 }
 
 /// Two real threads, blocking on the futex handshake, varying frame sizes.
@@ -494,15 +498,8 @@ fn a_declared_total_is_not_preallocated() {
 #[test]
 fn corked_commits_are_published_together() {
     let (mut p, mut c, _) = ring(64, 24);
+    // Fill a fresh ring while corked: the send that finds it full publishes the rest.
     p.cork();
-    p.try_send(b"one").unwrap();
-    p.try_send(b"two").unwrap();
-    assert!(c.try_recv().unwrap().is_none(), "nothing published yet");
-    p.flush();
-    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"one");
-    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"two");
-    assert!(c.try_recv().unwrap().is_none());
-    // Fill the ring while corked: the send that finds it full publishes the rest.
     while p.try_send(&[7; 16]).is_ok() {}
     let mut n = 0;
     while c.try_recv().unwrap().is_some() {
@@ -512,7 +509,125 @@ fn corked_commits_are_published_together() {
         n >= 2,
         "the frames of a full, corked ring are published ({n})"
     );
+    p.try_send(b"one").unwrap();
+    p.try_send(b"two").unwrap();
+    assert!(c.try_recv().unwrap().is_none(), "nothing published yet");
+    p.flush();
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"one");
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), b"two");
+    assert!(c.try_recv().unwrap().is_none());
     p.uncork();
     p.try_send(b"now").unwrap();
     assert_eq!(&*c.try_recv().unwrap().unwrap(), b"now");
+}
+
+/// Inputs the `shm_ring` fuzz target once failed on, replayed through its model
+/// (`testing::run_ring_model`; the same inputs are in `fuzz/regressions/shm_ring`, which CI
+/// runs the target on).
+#[test]
+fn fuzz_regressions_replay() {
+    let cases: &[(&str, &[u8])] = &[(
+        // "empty ring refused a frame": the consumer had read every frame, but handed the last
+        // room back only on its next (empty) receive, which never came before the next send.
+        "O0gKp347SAEASFI7Cqd+O0gBAApSO1I7UjvGxsbGxg==",
+        b"\x3b\x48\x0a\xa7\x7e\x3b\x48\x01\x00\x48\x52\x3b\x0a\xa7\x7e\x3b\x48\x01\x00\x0a\x52\x3b\x52\x3b\x52\x3b\xc6\xc6\xc6\xc6\xc6",
+    )];
+    for (name, input) in cases {
+        eprintln!("replaying {name}");
+        for recv_max in [300, 200] {
+            crate::testing::run_ring_model(input, recv_max);
+        }
+    }
+}
+
+/// A consumer that has read every published frame has handed all their room back, without
+/// a further receive: the producer's next frame fits even if the consumer never reads again
+/// before it (the room is not held back for a batch).
+#[test]
+fn a_producer_gets_the_room_of_every_frame_read() {
+    let (mut p, mut c, _) = ring(128, 56);
+    // Three records of 24 bytes (0..72): a quarter ring (32 bytes) is handed back after the
+    // second, the third's room only because it was the last one published.
+    for i in 0..3 {
+        p.try_send(&frame(i, 16)).unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(&*c.try_recv().unwrap().unwrap(), &frame(i, 16)[..]);
+    }
+    // The largest record (64 bytes) does not fit before the end (56 bytes left): it needs 120
+    // bytes with its padding, so all 72 bytes read must be free.
+    p.try_send(&frame(9, 56)).unwrap();
+    assert_eq!(&*c.try_recv().unwrap().unwrap(), &frame(9, 56)[..]);
+}
+
+/// Small frames back and forth keep to the first 32 KiB of a large ring: a producer that
+/// finds the ring empty starts over at its start instead of cycling through (and keeping
+/// resident) every page. Frames that queue up still use the whole ring.
+#[test]
+fn an_empty_ring_starts_over_at_its_start() {
+    const CAP: usize = 1 << 20;
+    let (mut p, mut c, s) = ring(CAP, 4096);
+    let mut furthest = 0;
+    for seq in 0..20_000u64 {
+        let f = frame(seq, (seq % 300) as usize);
+        p.try_send(&f).unwrap();
+        assert_eq!(&*c.try_recv().unwrap().unwrap(), &f[..]);
+        furthest = furthest.max(s.read_header(0) as usize % CAP);
+    }
+    assert!(
+        furthest <= (32 << 10) + 312,
+        "the head went to offset {furthest}"
+    );
+    // A queue of frames (the consumer behind) goes on through the ring.
+    for seq in 0..1000u64 {
+        p.try_send(&frame(seq, 300)).unwrap();
+    }
+    for seq in 0..1000u64 {
+        assert_eq!(&*c.try_recv().unwrap().unwrap(), &frame(seq, 300)[..]);
+    }
+    assert!(s.read_header(0) as usize % CAP > 256 << 10);
+}
+
+/// A consumer whose max frame size is below its producer's skips the larger frames — one
+/// record or many pieces — without buffering them: each is one `FrameTooLarge` with its size
+/// and first bytes, and the frames around it arrive intact.
+#[test]
+fn frames_above_the_receivers_max_are_skipped() {
+    type Got = Result<Vec<u8>, (usize, Vec<u8>)>;
+    fn recv(c: &mut Consumer<HeapStorage>) -> Option<Got> {
+        match c.try_recv().map(|f| f.map(|f| f.to_vec())) {
+            Ok(f) => f.map(Ok),
+            Err(ShmError::FrameTooLarge { size, max }) => {
+                assert_eq!(max, 100);
+                assert!(c.partial_bytes() == 0);
+                Some(Err((size, c.skipped_head().to_vec())))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (mut p, mut c, _) = crate::testing::heap_ring_with_limits(256, 1000, 100).unwrap();
+    let (small, one_record, pieces) = (frame(1, 100), frame(2, 101), frame(3, 1000));
+    let mut got = Vec::new();
+    for f in [&small, &one_record, &small, &pieces, &small] {
+        let mut sent = 0;
+        while p.try_send_from(f, &mut sent).is_err() {
+            // Make room: a skip consumes (and frees) the pieces that have come, never holding
+            // more than a piece's worth.
+            got.extend(recv(&mut c));
+            assert!(c.partial_bytes() < 1000);
+        }
+    }
+    while let Some(g) = recv(&mut c) {
+        got.push(g);
+    }
+    assert_eq!(
+        got,
+        [
+            Ok(small.clone()),
+            Err((101, one_record[..64].to_vec())),
+            Ok(small.clone()),
+            Err((1000, pieces[..64].to_vec())),
+            Ok(small.clone()),
+        ]
+    );
 }
