@@ -105,8 +105,14 @@ impl Slot {
         self.0.busy.load(Ordering::Acquire)
     }
 
-    fn has_ended(&self) -> bool {
-        self.0.ended.load(Ordering::Acquire) || Arc::strong_count(&self.0) == 1
+    /// Whether the connection ended ([`end`](Self::end)).
+    pub fn has_ended(&self) -> bool {
+        self.0.ended.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection ended, or nobody but the admission table holds the slot.
+    fn is_gone(&self) -> bool {
+        self.has_ended() || Arc::strong_count(&self.0) == 1
     }
 
     fn reclaim(&self) {
@@ -254,7 +260,7 @@ impl Admission {
         let ended: Vec<u64> = self
             .served
             .iter()
-            .filter(|(_, e)| e.slot.has_ended())
+            .filter(|(_, e)| e.slot.is_gone())
             .map(|(&k, _)| k)
             .collect();
         for k in ended {

@@ -145,8 +145,10 @@ pub(crate) async fn drive<S, M, R>(
     let mut timer = rt.timer(rt.now());
     let mut sleeping_until: Option<Instant> = None;
     let mut work = Vec::new();
-    // Whether the transport last held part of a frame (the session keeps its deadline).
+    // Whether the transport last held part of a frame, or a write under way (the session keeps
+    // their deadlines).
     let mut partial = false;
+    let mut unwritten = false;
     // Polls of this future, and the poll in which a write was put off (see `batches`): the
     // write waits for the next poll, once per batch.
     let mut polls: u64 = 0;
@@ -264,6 +266,10 @@ pub(crate) async fn drive<S, M, R>(
                         ChannelError::Transport(TransportError::ConnectionClosed) => {
                             st.session().handle_eof(rt.now())
                         }
+                        // A frame over the maximum: it fails alone.
+                        ChannelError::Transport(TransportError::FrameSkipped(frame)) => {
+                            st.session().handle_skipped(rt.now(), &frame)
+                        }
                         e => st.session().handle_transport_error(&e.to_string()),
                     }
                 }
@@ -279,6 +285,18 @@ pub(crate) async fn drive<S, M, R>(
                     // A new partial frame has a new deadline: compute the timer again.
                     progress |= held > 0 && !partial;
                     partial = held > 0;
+                }
+                let writing = wf.is_some() || wp.is_some();
+                if writing || unwritten {
+                    // A transport that cannot tell counts one byte until the write is done.
+                    let bytes = if writing {
+                        transport.unwritten().max(1)
+                    } else {
+                        0
+                    };
+                    st.session().handle_unwritten(rt.now(), bytes);
+                    progress |= writing && !unwritten;
+                    unwritten = writing;
                 }
                 if wrote && !progress {
                     if st.session().has_transmit() {

@@ -570,6 +570,13 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         self.partial.load(Ordering::Relaxed)
     }
 
+    fn peer_key(&self) -> xrpc_proto::PeerKey {
+        // The rendezvous socket's peer: who connected (or accepted).
+        self.conn.get().map_or(xrpc_proto::PeerKey::Unknown, |c| {
+            super::peer_uid(&c.recv_waiter.peer_fd())
+        })
+    }
+
     fn is_connected(&self) -> bool {
         !self.closed.is_raised()
             && match self.conn.get() {
