@@ -248,13 +248,16 @@ impl FrameDecoder {
     /// (plus a chunk when no frame is in progress).
     fn growth(&self) -> Option<usize> {
         let spare = self.buf.capacity() - self.buf.len();
-        if spare >= MIN_READ_SPACE {
-            return None;
-        }
         let rest = match self.pending {
             Some(len) => len.saturating_sub(self.buf.len()),
             None => READ_CHUNK,
         };
+        // Room for the rest of the frame in progress is enough, however little: growing then
+        // would ask the budget for room the frame never needs, and two connections near the
+        // ends of their frames could wait on each other for it.
+        if spare >= MIN_READ_SPACE || (self.pending.is_some() && spare >= rest) {
+            return None;
+        }
         Some(READ_CHUNK.max(self.buf.len()).min(rest.max(MIN_READ_SPACE)))
     }
 
