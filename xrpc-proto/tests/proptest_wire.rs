@@ -659,7 +659,8 @@ fn crafted_bombs_are_refused_before_allocation() {
             frames.handle_bytes(&[0; 100]);
             frames.poll_frame()
         });
-        assert!(res.is_err());
+        // Skipped as it arrives (reported once whole), never allocated.
+        assert_eq!(res, Ok(None), "frame length {len}");
         assert!(peak <= SLACK, "frame length {len}: allocated {peak} bytes");
     }
 }
