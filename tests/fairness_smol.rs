@@ -3,13 +3,12 @@
 
 mod fairness;
 
-
 use fairness::Net;
+use xrpc_shm::testing::unique_name;
 use xrpc_smol::{
     Smol, TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, UnixConfig,
     UnixFrameTransport, UnixFrameTransportListener,
 };
-use xrpc_shm::testing::unique_name;
 
 fairness::suite! {
     tcp => Tcp, Smol, smol::block_on;

@@ -76,7 +76,9 @@ pub(crate) use suite;
 /// global executor (a 1,100-connection attack next door would be timed too).
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ALONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 type Server<R> = RpcServer<BincodeCodec, R>;
@@ -90,7 +92,10 @@ async fn serve<N: Net, R: Runtime>(
 ) -> (String, task::JoinHandle<Result<(), RpcError>, R>) {
     let (l, target) = N::bind().await;
     let s = server.clone();
-    (target, spawn::<R, _>(async move { s.serve_listener(l).await }))
+    (
+        target,
+        spawn::<R, _>(async move { s.serve_listener(l).await }),
+    )
 }
 
 async fn client<N: Net, R: Runtime>(target: &str, max_frame: usize) -> Client<N, R> {
@@ -143,10 +148,19 @@ pub async fn idle_and_pinging_connections_make_room_for_a_fresh_client<N: Net, R
     let server = Server::<R>::new();
     server.register_typed("echo", |v: u64| async move { Ok(v) });
     let (target, _serving) = serve::<N, R>(&server).await;
-    let ping = |id: u64| message(Header::new(MessageKind::Ping, id), "", b"", CompressionConfig::none());
+    let ping = |id: u64| {
+        message(
+            Header::new(MessageKind::Ping, id),
+            "",
+            b"",
+            CompressionConfig::none(),
+        )
+    };
     let mut hogs = Vec::new();
     for i in 0..1100u64 {
-        let t = N::connect(&target, DEFAULT_MAX_FRAME_SIZE).await.expect("connect");
+        let t = N::connect(&target, DEFAULT_MAX_FRAME_SIZE)
+            .await
+            .expect("connect");
         let _ = t.send_frame(&ping(i)).await;
         hogs.push(t);
     }
@@ -168,7 +182,10 @@ pub async fn idle_and_pinging_connections_make_room_for_a_fresh_client<N: Net, R
         .await
         .expect("the newest hog is answered")
         .unwrap();
-    assert_eq!(Message::decode_raw(pong).unwrap().header.kind, MessageKind::Pong);
+    assert_eq!(
+        Message::decode_raw(pong).unwrap().header.kind,
+        MessageKind::Pong
+    );
 }
 
 /// Issue 24, item 6: a client with a 1 MiB maximum calling a method that answered 2 MiB lost
@@ -248,7 +265,10 @@ pub async fn a_client_that_stops_reading_is_closed_when_writes_stall<N: Net, R: 
         ..ServerConfig::default()
     };
     let server = Server::<R>::with_config(BincodeCodec, config);
-    server.register("blob", |_| async move { Ok(Bytes::from(vec![7u8; 1 << 20])) });
+    server.register(
+        "blob",
+        |_| async move { Ok(Bytes::from(vec![7u8; 1 << 20])) },
+    );
     let (target, _serving) = serve::<N, R>(&server).await;
     let raw = N::connect(&target, DEFAULT_MAX_FRAME_SIZE).await.unwrap();
     for id in 1..=ANSWERS as u64 {
@@ -264,8 +284,14 @@ pub async fn a_client_that_stops_reading_is_closed_when_writes_stall<N: Net, R: 
     })
     .await
     .is_ok();
-    assert!(closed, "the connection was not closed ({answers} answers read)");
-    assert!(answers < ANSWERS, "every answer arrived: the write never stalled");
+    assert!(
+        closed,
+        "the connection was not closed ({answers} answers read)"
+    );
+    assert!(
+        answers < ANSWERS,
+        "every answer arrived: the write never stalled"
+    );
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -316,7 +342,9 @@ pub async fn compression_bombs_are_refused_past_the_decompression_rate<N: Net, R
         let (halt, refused) = (stop.clone(), refused.clone());
         bombers.push(spawn::<R, _>(async move {
             while !halt.load(Ordering::SeqCst) {
-                let Ok(f) = raw.recv_frame().await else { return };
+                let Ok(f) = raw.recv_frame().await else {
+                    return;
+                };
                 let m = Message::decode_raw(f).unwrap();
                 if m.header.kind == MessageKind::Error
                     && RemoteError::decode(&m.payload).code == ErrorCode::ResourceExhausted

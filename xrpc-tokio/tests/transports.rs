@@ -263,7 +263,9 @@ async fn oversized_recv<H: Harness>() {
     // (an error of that frame alone); the next frame follows.
     raw.write_all(&2000u32.to_le_bytes()).await.unwrap();
     raw.write_all(&[7; 2000]).await.unwrap();
-    raw.write_all(&[3, 0, 0, 0, b'a', b'b', b'c']).await.unwrap();
+    raw.write_all(&[3, 0, 0, 0, b'a', b'b', b'c'])
+        .await
+        .unwrap();
     match t.recv_frame().await {
         Err(TransportError::FrameSkipped(s)) => {
             assert_eq!((s.len, s.max), (2000, 1024));
