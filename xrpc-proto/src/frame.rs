@@ -9,10 +9,10 @@
 //! announces 16 MiB and sends 10 bytes makes the decoder hold about one read's worth, not
 //! 16 MiB (the growth is geometric, so a large frame is still copied only O(log n) times).
 //!
-//! A frame longer than the maximum is skipped: its bytes are dropped as they arrive (only its
-//! first [`SKIPPED_HEAD_LEN`] are kept), and once it is over [`FrameDecoder::poll_frame`]
-//! reports it as [`FrameError::Skipped`] — an error of that frame alone, after which the
-//! stream goes on in sync — so the session can fail the one call it belonged to.
+//! A frame longer than the maximum is skipped: its bytes are dropped as they arrive, and as
+//! soon as its first [`SKIPPED_HEAD_LEN`] bytes are in, [`FrameDecoder::poll_frame`] reports
+//! it as [`FrameError::Skipped`] — an error of that frame alone, after which the stream goes on
+//! in sync — so the session can fail the one call it belonged to at once.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -65,6 +65,8 @@ struct Skip {
     left: usize,
     /// Its first bytes (at most [`SKIPPED_HEAD_LEN`]).
     head: BytesMut,
+    /// The head has been reported.
+    reported: bool,
 }
 
 /// Incremental decoder of length-prefixed frames.
@@ -303,11 +305,17 @@ impl FrameDecoder {
 
     /// Returns the next complete frame, or `Ok(None)` if more bytes are needed.
     ///
-    /// A frame longer than the maximum is skipped as its bytes arrive and reported, once it
-    /// is over, as [`FrameError::Skipped`]: the next call goes on with the frame after it.
+    /// A frame longer than the maximum is skipped as its bytes arrive, and reported as
+    /// [`FrameError::Skipped`] as soon as its head is in (the rest keeps being skipped by
+    /// the next calls, and counts as a partial frame): the stream stays in sync.
     pub fn poll_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if let Some(skipped) = self.skip_some() {
-            return skipped;
+        if self.skip.is_some() {
+            if let Some(skipped) = self.skip_some() {
+                return Err(FrameError::Skipped(skipped));
+            }
+            if self.skip.is_some() {
+                return Ok(None);
+            }
         }
         let len = match self.pending {
             Some(len) => len,
@@ -321,8 +329,9 @@ impl FrameDecoder {
                         len,
                         left: len,
                         head: BytesMut::new(),
+                        reported: false,
                     });
-                    return self.skip_some().unwrap_or(Ok(None));
+                    return self.poll_frame();
                 }
                 self.pending = Some(len);
                 len
@@ -348,24 +357,31 @@ impl FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// Drops what has arrived of the frame being skipped (keeping its head); `None` when no
-    /// frame is being skipped, `Some(Err(Skipped))` once the whole frame is gone.
-    fn skip_some(&mut self) -> Option<Result<Option<Bytes>, FrameError>> {
+    /// Drops what has arrived of the frame being skipped, keeping its head; returns the
+    /// report once the head is whole (before the rest of the frame has come: whom it was
+    /// for is known, and its call can fail at once). The frame is over when `skip` is `None`.
+    fn skip_some(&mut self) -> Option<SkippedFrame> {
         let skip = self.skip.as_mut()?;
         let n = skip.left.min(self.buf.len());
-        let keep = n.min(SKIPPED_HEAD_LEN - skip.head.len());
-        skip.head.extend_from_slice(&self.buf[..keep]);
+        if !skip.reported {
+            let keep = n.min(SKIPPED_HEAD_LEN - skip.head.len());
+            skip.head.extend_from_slice(&self.buf[..keep]);
+        }
         self.buf.advance(n);
         skip.left -= n;
-        if skip.left > 0 {
-            return Some(Ok(None));
+        let report = (!skip.reported && skip.head.len() >= SKIPPED_HEAD_LEN.min(skip.len))
+            .then(|| {
+                skip.reported = true;
+                SkippedFrame {
+                    len: skip.len,
+                    max: self.max_frame_size,
+                    head: skip.head.split().freeze(),
+                }
+            });
+        if skip.left == 0 {
+            self.skip = None;
         }
-        let Skip { len, head, .. } = self.skip.take()?;
-        Some(Err(FrameError::Skipped(SkippedFrame {
-            len,
-            max: self.max_frame_size,
-            head: head.freeze(),
-        })))
+        report
     }
 }
 
@@ -430,12 +446,19 @@ mod tests {
         let mut dec = FrameDecoder::new(1024);
         dec.handle_bytes(&u32::MAX.to_le_bytes());
         assert_eq!(dec.poll_frame(), Ok(None));
-        // A 4 GiB announcement holds no more than one read's worth, however much arrives.
-        for _ in 0..64 {
+        // A 4 GiB announcement holds no more than one read's worth, however much arrives; it
+        // is reported as soon as its head is in.
+        for i in 0..64 {
             let buf = dec.read_buffer();
             let room = buf.capacity() - buf.len();
             buf.extend_from_slice(&vec![0xee; room.min(64 << 10)]);
-            assert_eq!(dec.poll_frame(), Ok(None));
+            match dec.poll_frame() {
+                Err(FrameError::Skipped(s)) if i == 0 => {
+                    assert_eq!((s.len, s.max), (u32::MAX as usize, 1024));
+                    assert_eq!(&s.head[..], &[0xee; SKIPPED_HEAD_LEN][..]);
+                }
+                other => assert_eq!(other, Ok(None), "read {i}"),
+            }
             assert!(dec.buffer_mut().capacity() <= 2 * READ_CHUNK);
         }
         assert!(

@@ -319,7 +319,6 @@ impl ServerSession {
         if !self.reading() {
             return;
         }
-        self.partial_since = None;
         let Some((kind, id)) = frame.addressee() else {
             return self.protocol_error(now, format!("malformed message: {frame}, no header"));
         };
