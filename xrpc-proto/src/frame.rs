@@ -369,8 +369,8 @@ impl FrameDecoder {
         }
         self.buf.advance(n);
         skip.left -= n;
-        let report = (!skip.reported && skip.head.len() >= SKIPPED_HEAD_LEN.min(skip.len))
-            .then(|| {
+        let report =
+            (!skip.reported && skip.head.len() >= SKIPPED_HEAD_LEN.min(skip.len)).then(|| {
                 skip.reported = true;
                 SkippedFrame {
                     len: skip.len,

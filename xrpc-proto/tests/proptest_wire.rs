@@ -24,8 +24,7 @@ use xrpc_proto::codec::MAX_DECODE_ALLOC;
 use xrpc_proto::{
     BincodeCodec, Codec, CompressionConfig, CompressionType, ErrorCode, FRAME_PREFIX_LEN,
     FrameDecoder, FrameError, Header, Message, MessageDecoder, MessageEncoder, MessageKind,
-    ProtoError,
-    RemoteError,
+    ProtoError, RemoteError,
 };
 use xrpc_shm::testing::{LargestAlloc, largest_alloc_during};
 
