@@ -158,6 +158,8 @@ pub(crate) async fn drive<S, M, R>(
         shared.register(cx.waker());
         polls += 1;
         let mut first_turn = true;
+        // Reads made in this poll (see READS_PER_POLL).
+        let mut reads = 0;
         loop {
             let mut progress = false;
             let deferring = put_off == Some(polls);
@@ -260,6 +262,7 @@ pub(crate) async fn drive<S, M, R>(
                 rf.set(None);
                 rp.set(None);
                 progress = true;
+                reads += 1;
                 if let Err(e) = res {
                     let mut st = shared.lock();
                     match e {
@@ -317,6 +320,13 @@ pub(crate) async fn drive<S, M, R>(
                     st.session().poll_timeout()
                 }
             };
+            if progress && reads >= READS_PER_POLL {
+                // Input keeps coming: let the executor's other tasks (other connections) run
+                // before this one reads on — a peer that writes as fast as it can must not
+                // hold a worker thread for as long as it writes.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             if progress {
                 continue;
             }
@@ -374,3 +384,7 @@ fn written<S: Session>(session: &mut S, values: bool) {
 
 /// Most frames a read hands to the session at once (one lock each).
 const READ_BATCH: usize = 16;
+
+/// Most reads the driver makes in one poll before it lets other tasks run (so at most
+/// `READ_BATCH * READS_PER_POLL` frames).
+const READS_PER_POLL: usize = 4;
