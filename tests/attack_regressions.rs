@@ -183,6 +183,89 @@ fn zstd_bombs_hold_bounded_memory() {
     }
 }
 
+/// Issue 24, item 4: the bombs of attack 3 over 8 connections. Each connection's budget of
+/// decompressed bytes held (64 MiB) added up to ~520 MiB; the server's own budget
+/// (`decompression_budget_total`, 128 MiB) bounds them together.
+#[test]
+fn zstd_bombs_over_8_connections_hold_bounded_memory() {
+    let server = child_server("zstd8");
+    let (path, pid) = (server.path.clone(), server.pid);
+    let zeros = vec![0u8; MAX_FRAME - 64 * 1024];
+    let bomb = encode(
+        &Header::new(MessageKind::Request, 1),
+        "keep",
+        &zeros,
+        CompressionConfig::zstd(19),
+    );
+    let bombers: Vec<_> = (0..8)
+        .map(|_| {
+            let (bomb, path) = (bomb.to_vec(), path.clone());
+            std::thread::spawn(move || {
+                let mut sock = UnixStream::connect(&path).unwrap();
+                sock.set_write_timeout(Some(Duration::from_secs(1)))
+                    .unwrap();
+                let mut frame = bomb;
+                for id in 1..=40u64 {
+                    frame[12..20].copy_from_slice(&id.to_le_bytes());
+                    if sock.write_all(&frame).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    watch(
+        pid,
+        &path,
+        Duration::from_secs(4),
+        "Zstd bombs over 8 connections",
+    );
+    for b in bombers {
+        let _ = b.join();
+    }
+}
+
+/// Issue 24, item 4: notifications to a handler that sleeps 10 s, on 32 connections. Each
+/// connection may run 10,000 at once (`max_concurrent_calls`): 320,000 handlers held 347 MiB;
+/// the server-wide limit (`max_concurrent_calls_total`, with a fair share per connection)
+/// bounds them together.
+#[test]
+fn notifications_over_32_connections_hold_bounded_memory() {
+    let server = child_server("notify32");
+    let (path, pid) = (server.path.clone(), server.pid);
+    let one = encode(
+        &Header::new(MessageKind::Notification, 0),
+        "nap",
+        b"x",
+        CompressionConfig::none(),
+    );
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+    let flooders: Vec<_> = (0..32)
+        .map(|_| {
+            let (batch, path) = (batch.clone(), path.clone());
+            std::thread::spawn(move || {
+                let mut sock = UnixStream::connect(&path).unwrap();
+                sock.set_write_timeout(Some(Duration::from_secs(1)))
+                    .unwrap();
+                let start = Instant::now();
+                let mut sent = 0u64;
+                while start.elapsed() < Duration::from_secs(4) && sock.write_all(&batch).is_ok() {
+                    sent += 1000;
+                }
+                sent
+            })
+        })
+        .collect();
+    watch(
+        pid,
+        &path,
+        Duration::from_secs(4),
+        "notifications over 32 connections",
+    );
+    let sent: u64 = flooders.into_iter().map(|f| f.join().unwrap_or(0)).sum();
+    println!("{sent} notifications sent");
+}
+
 /// Attack 4, first half: a connection that sends part of a frame and then nothing is closed
 /// once the partial-frame deadline passes.
 #[test]

@@ -337,35 +337,49 @@ async fn compressed_input_is_bounded_or_refused<N: Net>() {
 
 /// Defect 4: connections that sent nothing, or part of a frame, were held forever, and any
 /// number of them. Now an idle connection is closed after `idle_timeout`, and a listener
-/// serves `max_connections` at most (one more is closed at once).
+/// serves `max_connections` at most: one more takes the place of the oldest idle connection
+/// (issue 24: refusing it let one peer lock everyone out), or is closed at once when every
+/// connection has a call in progress.
 async fn idle_and_surplus_connections_are_closed<N: Net>() {
     let config = ServerConfig {
         idle_timeout: Some(300 * MS),
         max_connections: 2,
         ..ServerConfig::default()
     };
-    let server = RpcServer::with_config(BincodeCodec, config);
+    let (server, alive) = sleeping_server(config);
     let (target, _serving) = serve::<N>(&server).await;
     let a = N::connect(&target).await.unwrap();
     let b = N::connect(&target).await.unwrap();
     tokio::time::sleep(50 * MS).await;
-    let surplus = N::connect(&target).await;
-    if let Ok(c) = surplus {
-        assert!(
-            closed_within(&c, 200 * MS).await,
-            "a third connection was served"
-        );
-    }
     let t = Instant::now();
+    let surplus = N::connect(&target).await.unwrap();
     assert!(
-        closed_within(&a, Duration::from_secs(3)).await,
-        "idle, not closed"
+        closed_within(&a, 200 * MS).await,
+        "the oldest idle connection was not reclaimed"
     );
     assert!(
         closed_within(&b, Duration::from_secs(3)).await,
         "idle, not closed"
     );
     assert!(t.elapsed() >= 100 * MS, "closed before its idle deadline");
+    assert!(closed_within(&surplus, Duration::from_secs(3)).await);
+    // Two connections with calls in progress: a third is closed at once.
+    let c1 = client::<N>(&target).await;
+    let c2 = client::<N>(&target).await;
+    let busy: Vec<_> = [c1, c2]
+        .into_iter()
+        .map(|c| tokio::spawn(async move { c.call::<(), ()>("sleep", &()).await }))
+        .collect();
+    assert!(eventually(Duration::from_secs(3), || alive.load(Ordering::SeqCst) == 2).await);
+    tokio::time::sleep(50 * MS).await;
+    let third = N::connect(&target).await;
+    if let Ok(c) = third {
+        assert!(
+            closed_within(&c, 200 * MS).await,
+            "a third connection was served while both were busy"
+        );
+    }
+    drop(busy);
 }
 
 trait ReadWrite: Read + Write + Send {}

@@ -139,6 +139,9 @@ pub struct ClientConfig {
     /// not yet dropped by the application); a compressed message past it fails its call
     /// without being inflated.
     pub decompression_budget: usize,
+    /// A write that makes no progress for this long (the server stopped reading while
+    /// requests wait) closes the connection, failing its calls (`None`: no limit).
+    pub write_stall_timeout: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -152,6 +155,7 @@ impl Default for ClientConfig {
             max_stream_credit: 1024,
             max_pong_bytes: 64 * 1024,
             decompression_budget: 64 * 1024 * 1024,
+            write_stall_timeout: Some(Duration::from_secs(30)),
         }
     }
 }

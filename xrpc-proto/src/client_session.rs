@@ -33,10 +33,13 @@ use crate::client::{
 use crate::codec::CodecId;
 use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
+use crate::frame::FrameError;
 use crate::idmap::{IdMap, id_map};
 use crate::message::{FIXED_HEADER_LEN, MessageKind};
 use crate::packet::Packet;
 use crate::payload::Payload;
+use crate::skipped::SkippedFrame;
+use crate::stall::WriteStall;
 use crate::wire::{Decoded, Unsendable, Wire, WireConfig};
 
 /// [`poll_transmit`](ClientSession::poll_transmit) stops adding frames to a buffer once it holds
@@ -64,6 +67,8 @@ pub struct ClientSession {
     records: IdMap<CallRecord>,
     /// Calls whose waiters are to be woken.
     wakes: VecDeque<CallWake>,
+    /// Output the transport holds unwritten (for the write-stall deadline).
+    stall: WriteStall,
 }
 
 impl ClientSession {
@@ -79,6 +84,7 @@ impl ClientSession {
             life: Life::Open,
             records: id_map(),
             wakes: VecDeque::new(),
+            stall: WriteStall::default(),
         }
     }
 
@@ -276,6 +282,7 @@ impl ClientSession {
             match self.wire.next_frame() {
                 Ok(Some(frame)) => self.handle_frame(now, frame),
                 Ok(None) => return,
+                Err(FrameError::Skipped(frame)) => self.handle_skipped(now, &frame),
                 Err(e) => return self.fail(format!("the server broke the framing: {e}")),
             }
         }
@@ -293,7 +300,7 @@ impl ClientSession {
         if self.life != Life::Open {
             return;
         }
-        match self.wire.decode(frame) {
+        match self.wire.decode(now, frame) {
             Ok(Decoded::Packet(packet)) => self.handle_packet(now, packet),
             // Past the decompression budget: the call it belongs to fails, not inflated.
             Ok(Decoded::Refused { header, error }) => {
@@ -310,6 +317,41 @@ impl ClientSession {
             }
             Err(e) => self.fail(format!("the server sent a malformed message: {e}")),
         }
+    }
+
+    /// A frame longer than [`max_frame_size`](Self::max_frame_size) was skipped (by this
+    /// session's framing, or by a transport that frames itself,
+    /// [`TransportError::FrameSkipped`](crate::TransportError::FrameSkipped)): the call it
+    /// answers fails alone with [`CallError::FrameTooLarge`], and the connection goes on. A
+    /// frame that is no xrpc message at all closes the session like a malformed one.
+    pub fn handle_skipped(&mut self, _now: Instant, frame: &SkippedFrame) {
+        if self.life != Life::Open {
+            return;
+        }
+        match frame.addressee() {
+            Some((MessageKind::Response | MessageKind::StreamItem | MessageKind::Error, id)) => {
+                self.calls.fail_call(
+                    id,
+                    CallError::FrameTooLarge {
+                        size: frame.len,
+                        max: frame.max,
+                    },
+                );
+            }
+            // Nothing else a server sends can be that large for a reason (a ping's payload
+            // is the server's choice): dropped.
+            Some(_) => {}
+            None => self.fail(format!(
+                "the server sent a malformed message: {frame}, no header"
+            )),
+        }
+    }
+
+    /// The transport holds `bytes` of output not yet written (0 when all is written): when
+    /// that number does not fall for [`ClientConfig::write_stall_timeout`] — the server
+    /// stopped reading — the session closes, failing its calls.
+    pub fn handle_unwritten(&mut self, now: Instant, bytes: usize) {
+        self.stall.update(now, bytes);
     }
 
     /// Bytes of decompressed payloads the connection holds now (see
@@ -353,6 +395,10 @@ impl ClientSession {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.life {
             Life::Open => {
+                let timeout = self.calls.config().write_stall_timeout;
+                if self.stall.deadline(timeout).is_some_and(|at| now >= at) {
+                    return self.fail(self.stall.describe(timeout));
+                }
                 self.calls.handle_timeout(now);
                 self.check_closed();
             }
@@ -491,7 +537,13 @@ impl ClientSession {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         match self.life {
-            Life::Open => self.calls.poll_timeout(),
+            Life::Open => {
+                let stall = self.stall.deadline(self.calls.config().write_stall_timeout);
+                [self.calls.poll_timeout(), stall]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
             Life::Closing { until } => Some(until),
             Life::Closed => None,
         }

@@ -270,10 +270,15 @@ impl Compressor {
 /// decompressed: each counts until the last handle to it is dropped (an application that keeps
 /// payloads keeps them charged). A message that would go past the limit is refused before it
 /// is inflated.
+///
+/// A connection's budget may also charge a server-wide one ([`with_total`](Self::with_total)),
+/// so that many connections cannot add up to more than one bound.
 #[derive(Debug, Clone)]
 pub struct DecompressionBudget {
     held: Arc<AtomicUsize>,
     limit: usize,
+    /// The server-wide budget charged too, if any.
+    total: Option<(Arc<AtomicUsize>, usize)>,
 }
 
 impl DecompressionBudget {
@@ -282,7 +287,15 @@ impl DecompressionBudget {
         Self {
             held: Arc::new(AtomicUsize::new(0)),
             limit,
+            total: None,
         }
+    }
+
+    /// The same budget, charging every payload to `total` as well (a server's, shared by its
+    /// connections).
+    pub fn with_total(mut self, total: &DecompressionBudget) -> Self {
+        self.total = Some((total.held.clone(), total.limit));
+        self
     }
 
     /// Bytes held now.
@@ -295,17 +308,41 @@ impl DecompressionBudget {
         self.limit
     }
 
-    /// Whether `n` more bytes fit.
+    /// Whether `n` more bytes fit (in the server-wide budget too, if any).
     pub fn fits(&self, n: usize) -> bool {
-        self.held().saturating_add(n) <= self.limit
+        self.refusal(n).is_none()
     }
 
-    /// Charges `data` to the budget until every handle to it is dropped.
+    /// Why `n` more bytes do not fit, if they do not.
+    pub fn refusal(&self, n: usize) -> Option<String> {
+        if self.held().saturating_add(n) > self.limit {
+            return Some(format!(
+                "decompressing {n} bytes would exceed the connection's budget of {} ({} held)",
+                self.limit,
+                self.held()
+            ));
+        }
+        let (total, limit) = self.total.as_ref()?;
+        let held = total.load(Ordering::Acquire);
+        (held.saturating_add(n) > *limit).then(|| {
+            format!(
+                "decompressing {n} bytes would exceed the server's budget of {limit} ({held} held)"
+            )
+        })
+    }
+
+    /// Charges `data` to the budget (and the server-wide one) until every handle to it is
+    /// dropped.
     pub fn hold(&self, data: Bytes) -> Bytes {
         self.held.fetch_add(data.len(), Ordering::AcqRel);
+        let total = self.total.as_ref().map(|(t, _)| {
+            t.fetch_add(data.len(), Ordering::AcqRel);
+            t.clone()
+        });
         Bytes::from_owner(Held {
             data,
             held: self.held.clone(),
+            total,
         })
     }
 }
@@ -314,6 +351,7 @@ impl DecompressionBudget {
 struct Held {
     data: Bytes,
     held: Arc<AtomicUsize>,
+    total: Option<Arc<AtomicUsize>>,
 }
 
 impl AsRef<[u8]> for Held {
@@ -325,6 +363,9 @@ impl AsRef<[u8]> for Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.held.fetch_sub(self.data.len(), Ordering::AcqRel);
+        if let Some(t) = &self.total {
+            t.fetch_sub(self.data.len(), Ordering::AcqRel);
+        }
     }
 }
 
@@ -376,6 +417,24 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_server_wide_budget_bounds_connections_together() {
+        let total = DecompressionBudget::new(100);
+        let a = DecompressionBudget::new(80).with_total(&total);
+        let b = DecompressionBudget::new(80).with_total(&total);
+        let held = a.hold(Bytes::from(vec![0u8; 70]));
+        assert!(b.fits(30));
+        assert!(
+            b.refusal(31)
+                .unwrap()
+                .contains("server's budget of 100 (70 held)")
+        );
+        assert!(a.refusal(11).unwrap().contains("connection's budget of 80"));
+        drop(held);
+        assert_eq!((a.held(), total.held()), (0, 0));
+        assert!(b.fits(80));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use crate::codec::CodecError;
 use crate::compression::CompressionError;
 use crate::frame::FrameError;
+use crate::skipped::SkippedFrame;
 
 /// A malformed or unacceptable frame or message.
 ///
@@ -73,6 +74,11 @@ pub enum TransportError {
         /// The configured maximum.
         max: usize,
     },
+    /// A received frame longer than the maximum was skipped whole (never buffered): an error
+    /// of that frame alone, for the session to fail what it carried
+    /// ([`Session::handle_skipped`](crate::Session::handle_skipped)); the transport goes on.
+    #[error(transparent)]
+    FrameSkipped(SkippedFrame),
     /// The peer broke the framing or transport protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -114,7 +120,10 @@ impl TransportError {
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
-            Self::MessageTooLarge { .. } | Self::Timeout | Self::TypeMismatch { .. }
+            Self::MessageTooLarge { .. }
+                | Self::FrameSkipped(_)
+                | Self::Timeout
+                | Self::TypeMismatch { .. }
         )
     }
 

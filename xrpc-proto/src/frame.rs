@@ -8,10 +8,16 @@
 //! buffer grows with the bytes that arrive, never with a length prefix alone: a peer that
 //! announces 16 MiB and sends 10 bytes makes the decoder hold about one read's worth, not
 //! 16 MiB (the growth is geometric, so a large frame is still copied only O(log n) times).
+//!
+//! A frame longer than the maximum is skipped: its bytes are dropped as they arrive, and as
+//! soon as its first [`SKIPPED_HEAD_LEN`] bytes are in, [`FrameDecoder::poll_frame`] reports
+//! it as [`FrameError::Skipped`] — an error of that frame alone, after which the stream goes on
+//! in sync — so the session can fail the one call it belonged to at once.
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::budget::ReadBudget;
+use crate::skipped::{SKIPPED_HEAD_LEN, SkippedFrame};
 
 /// Size of the length prefix in front of every frame on a byte stream.
 pub const FRAME_PREFIX_LEN: usize = 4;
@@ -25,11 +31,12 @@ const MIN_READ_SPACE: usize = 4 * 1024;
 /// holds, up to the rest of the frame in progress).
 pub const READ_CHUNK: usize = 64 * 1024;
 
-/// A framing error. After one, the stream is out of sync and must be closed.
+/// A framing error. After one, the stream is out of sync and must be closed — except
+/// [`FrameError::Skipped`], an error of one frame only.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// A frame's declared length exceeds the configured maximum.
+    /// A frame's declared length exceeds the configured maximum (a frame to send).
     #[error("frame length {len} exceeds max {max}")]
     TooLarge {
         /// The declared (or attempted) length.
@@ -37,6 +44,29 @@ pub enum FrameError {
         /// The configured maximum.
         max: usize,
     },
+    /// A received frame longer than the maximum was skipped whole (never buffered); the
+    /// stream is in sync and the next frame follows.
+    #[error(transparent)]
+    Skipped(SkippedFrame),
+}
+
+impl FrameError {
+    /// Whether the stream is out of sync for good (every error but [`Skipped`](Self::Skipped)).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Self::Skipped(_))
+    }
+}
+
+/// A frame longer than the maximum, being skipped.
+#[derive(Debug)]
+struct Skip {
+    len: usize,
+    /// Bytes of it still to come.
+    left: usize,
+    /// Its first bytes (at most [`SKIPPED_HEAD_LEN`]).
+    head: BytesMut,
+    /// The head has been reported.
+    reported: bool,
 }
 
 /// Incremental decoder of length-prefixed frames.
@@ -55,7 +85,8 @@ pub struct FrameDecoder {
     max_frame_size: usize,
     /// Length of the frame whose prefix has been consumed, if any.
     pending: Option<usize>,
-    failed: Option<FrameError>,
+    /// The frame longer than the maximum being skipped, if any.
+    skip: Option<Skip>,
     /// The server-wide budget that buffer room past [`ReadBudget::UNCHARGED`] is taken from.
     budget: Option<ReadBudget>,
     /// Bytes charged to `budget`: past the uncharged room, the buffer's capacity or the room
@@ -72,7 +103,7 @@ impl FrameDecoder {
             buf: BytesMut::new(),
             max_frame_size,
             pending: None,
-            failed: None,
+            skip: None,
             budget: None,
             charged: 0,
             reserved: 0,
@@ -219,13 +250,16 @@ impl FrameDecoder {
     /// (plus a chunk when no frame is in progress).
     fn growth(&self) -> Option<usize> {
         let spare = self.buf.capacity() - self.buf.len();
-        if spare >= MIN_READ_SPACE {
-            return None;
-        }
         let rest = match self.pending {
             Some(len) => len.saturating_sub(self.buf.len()),
             None => READ_CHUNK,
         };
+        // Room for the rest of the frame in progress is enough, however little: growing then
+        // would ask the budget for room the frame never needs, and two connections near the
+        // ends of their frames could wait on each other for it.
+        if spare >= MIN_READ_SPACE || (self.pending.is_some() && spare >= rest) {
+            return None;
+        }
         Some(READ_CHUNK.max(self.buf.len()).min(rest.max(MIN_READ_SPACE)))
     }
 
@@ -253,10 +287,15 @@ impl FrameDecoder {
         self.buf.len()
     }
 
-    /// Bytes received of frames not yet whole, their length prefixes included (0 between
-    /// frames).
+    /// Bytes received of frames not yet whole (a frame being skipped included), their length
+    /// prefixes included (0 between frames).
     pub fn partial_bytes(&self) -> usize {
+        let skipped = self
+            .skip
+            .as_ref()
+            .map_or(0, |s| FRAME_PREFIX_LEN + s.len - s.left);
         self.buf.len()
+            + skipped
             + if self.pending.is_some() {
                 FRAME_PREFIX_LEN
             } else {
@@ -264,11 +303,19 @@ impl FrameDecoder {
             }
     }
 
-    /// Returns the next complete frame, `Ok(None)` if more bytes are needed, or an error if the
-    /// stream announced a frame larger than allowed (the error repeats on every later call).
+    /// Returns the next complete frame, or `Ok(None)` if more bytes are needed.
+    ///
+    /// A frame longer than the maximum is skipped as its bytes arrive, and reported as
+    /// [`FrameError::Skipped`] as soon as its head is in (the rest keeps being skipped by
+    /// the next calls, and counts as a partial frame): the stream stays in sync.
     pub fn poll_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if let Some(err) = &self.failed {
-            return Err(err.clone());
+        if self.skip.is_some() {
+            if let Some(skipped) = self.skip_some() {
+                return Err(FrameError::Skipped(skipped));
+            }
+            if self.skip.is_some() {
+                return Ok(None);
+            }
         }
         let len = match self.pending {
             Some(len) => len,
@@ -278,12 +325,13 @@ impl FrameDecoder {
                 }
                 let len = self.buf.get_u32_le() as usize;
                 if len > self.max_frame_size {
-                    let err = FrameError::TooLarge {
+                    self.skip = Some(Skip {
                         len,
-                        max: self.max_frame_size,
-                    };
-                    self.failed = Some(err.clone());
-                    return Err(err);
+                        left: len,
+                        head: BytesMut::new(),
+                        reported: false,
+                    });
+                    return self.poll_frame();
                 }
                 self.pending = Some(len);
                 len
@@ -305,6 +353,35 @@ impl FrameDecoder {
         }
         self.sync_charge();
         Ok(Some(frame))
+    }
+}
+
+impl FrameDecoder {
+    /// Drops what has arrived of the frame being skipped, keeping its head; returns the
+    /// report once the head is whole (before the rest of the frame has come: whom it was
+    /// for is known, and its call can fail at once). The frame is over when `skip` is `None`.
+    fn skip_some(&mut self) -> Option<SkippedFrame> {
+        let skip = self.skip.as_mut()?;
+        let n = skip.left.min(self.buf.len());
+        if !skip.reported {
+            let keep = n.min(SKIPPED_HEAD_LEN - skip.head.len());
+            skip.head.extend_from_slice(&self.buf[..keep]);
+        }
+        self.buf.advance(n);
+        skip.left -= n;
+        let report =
+            (!skip.reported && skip.head.len() >= SKIPPED_HEAD_LEN.min(skip.len)).then(|| {
+                skip.reported = true;
+                SkippedFrame {
+                    len: skip.len,
+                    max: self.max_frame_size,
+                    head: skip.head.split().freeze(),
+                }
+            });
+        if skip.left == 0 {
+            self.skip = None;
+        }
+        report
     }
 }
 
@@ -364,20 +441,69 @@ mod tests {
     }
 
     #[test]
-    fn oversized_frame_is_rejected_before_allocation() {
+    fn an_oversized_frame_is_skipped_without_buffering_it() {
+        // Regression (issue 24, item 6): a frame over the maximum ended the whole stream.
         let mut dec = FrameDecoder::new(1024);
         dec.handle_bytes(&u32::MAX.to_le_bytes());
-        let err = dec.poll_frame().unwrap_err();
-        assert_eq!(
-            err,
-            FrameError::TooLarge {
-                len: u32::MAX as usize,
-                max: 1024
+        assert_eq!(dec.poll_frame(), Ok(None));
+        // A 4 GiB announcement holds no more than one read's worth, however much arrives; it
+        // is reported as soon as its head is in.
+        for i in 0..64 {
+            let buf = dec.read_buffer();
+            let room = buf.capacity() - buf.len();
+            buf.extend_from_slice(&vec![0xee; room.min(64 << 10)]);
+            match dec.poll_frame() {
+                Err(FrameError::Skipped(s)) if i == 0 => {
+                    assert_eq!((s.len, s.max), (u32::MAX as usize, 1024));
+                    assert_eq!(&s.head[..], &[0xee; SKIPPED_HEAD_LEN][..]);
+                }
+                other => assert_eq!(other, Ok(None), "read {i}"),
             }
+            assert!(dec.buffer_mut().capacity() <= 2 * READ_CHUNK);
+        }
+        assert!(
+            dec.partial_bytes() >= 64 * MIN_READ_SPACE,
+            "skipping counts as partial"
         );
-        assert!(dec.buffer_mut().capacity() < 1024);
-        assert!(dec.poll_frame().is_err(), "the error is sticky");
         assert!(encode_frame(&[0; 2000], 1024, &mut BytesMut::new()).is_err());
+
+        // A frame over the maximum between two good ones: skipped and reported with its head,
+        // the one after it decodes, and nothing else is lost.
+        let mut wire = BytesMut::new();
+        encode_frame(b"before", 2048, &mut wire).unwrap();
+        let big: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        encode_frame(&big, 2048, &mut wire).unwrap();
+        encode_frame(b"after", 2048, &mut wire).unwrap();
+        for chunk in [1, 7, 100, wire.len()] {
+            let mut dec = FrameDecoder::new(1024);
+            let mut got = Vec::new();
+            for c in wire.chunks(chunk) {
+                dec.handle_bytes(c);
+                loop {
+                    match dec.poll_frame() {
+                        Ok(Some(f)) => got.push(Ok(f)),
+                        Ok(None) => break,
+                        Err(e) => got.push(Err(e)),
+                    }
+                }
+                assert!(dec.buffer_mut().capacity() <= 1024 + READ_CHUNK + chunk);
+            }
+            let skipped = SkippedFrame {
+                len: 2000,
+                max: 1024,
+                head: Bytes::copy_from_slice(&big[..SKIPPED_HEAD_LEN]),
+            };
+            assert_eq!(
+                got,
+                vec![
+                    Ok(Bytes::from_static(b"before")),
+                    Err(FrameError::Skipped(skipped)),
+                    Ok(Bytes::from_static(b"after")),
+                ],
+                "chunks of {chunk}"
+            );
+            assert_eq!(dec.partial_bytes(), 0);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`frame`] | length-prefixed framing: an incremental [`FrameDecoder`] and the frame size limit |
+//! | [`skipped`] | [`SkippedFrame`]: a received frame over the maximum, skipped whole, and whom it was for |
 //! | [`message`] | the versioned binary message header ([`Header`], [`Message`]), see `docs/PROTOCOL.md` |
 //! | [`compression`] | per-message LZ4/Zstd compression with bounded decompression |
 //! | [`codec`] | the serde-based [`Codec`] trait and its implementations |
@@ -15,6 +16,9 @@
 //! | [`server`] | [`ServerConnection`]: dispatch events, answers, deadlines, shutdown |
 //! | [`idmap`] | [`IdMap`](idmap::IdMap): the per-call tables' fast keyed hash map |
 //! | [`flow`] | credit-based flow control shared by both sides' streams |
+//! | [`budget`] | server-wide bounds shared by a server's connections ([`ServerBounds`]) |
+//! | [`rate`] | rates of work: token buckets, and the decompression rate of a server |
+//! | [`admission`] | [`Admission`]: which accepted connection is served, whose place it takes |
 //! | [`payload`] | [`Payload`]: encoded bytes, or an in-process value |
 //! | [`wire`] | one connection's bytes ↔ packets ([`WireConfig`]) |
 //! | [`error`] | [`TransportError`], [`ProtoError`], [`ChannelError`]: the lower layers' errors |
@@ -33,6 +37,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod balance;
 pub mod budget;
 pub mod call;
@@ -49,18 +54,22 @@ pub mod idmap;
 pub mod message;
 pub mod packet;
 pub mod payload;
+pub mod rate;
 pub mod retry;
 pub mod route;
 pub mod rpc_error;
 pub mod server;
 pub mod server_session;
 pub mod session;
+pub mod skipped;
+mod stall;
 pub mod wire;
 
 /// The byte buffers of the API, re-exported so it can be named without another dependency.
 pub use bytes;
 
-pub use budget::{OutputBudget, ReadBudget};
+pub use admission::{Admission, PeerKey, Refusal, Slot};
+pub use budget::{HandlerBudget, OutputBudget, ReadBudget, ServerBounds};
 pub use call::{CallWake, SendError};
 pub use client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
@@ -97,4 +106,5 @@ pub use server::{
 };
 pub use server_session::{CloseReason, HandlerOutcome, ServerSession, ServerSessionEvent};
 pub use session::Session;
+pub use skipped::SkippedFrame;
 pub use wire::{Unsendable, WireConfig};

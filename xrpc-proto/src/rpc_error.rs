@@ -147,6 +147,10 @@ impl From<ProtoError> for RpcError {
             ProtoError::Frame(FrameError::TooLarge { len, max }) => {
                 Self::FrameTooLarge { size: len, max }
             }
+            ProtoError::Frame(FrameError::Skipped(s)) => Self::FrameTooLarge {
+                size: s.len,
+                max: s.max,
+            },
             ProtoError::Codec(c) => Self::Serialization(c),
             other => Self::InvalidMessage(other.to_string()),
         }
@@ -159,6 +163,10 @@ impl From<ChannelError> for RpcError {
             ChannelError::Transport(TransportError::MessageTooLarge { size, max }) => {
                 Self::FrameTooLarge { size, max }
             }
+            ChannelError::Transport(TransportError::FrameSkipped(s)) => Self::FrameTooLarge {
+                size: s.len,
+                max: s.max,
+            },
             ChannelError::Transport(TransportError::ConnectionClosed) => {
                 Self::Disconnected("connection closed".into())
             }

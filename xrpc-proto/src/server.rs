@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::budget::OutputBudget;
+use crate::budget::{HandlerShare, HandlerSlot, OutputBudget};
 use crate::client::{CallError, CallKind};
 use crate::codec::CodecId;
 use crate::deadlines::Deadlines;
@@ -62,8 +62,15 @@ pub struct ServerConfig {
     /// closed (`None`: no limit) — a peer that sends part of a frame and stops cannot hold the
     /// connection and its buffer forever.
     pub frame_timeout: Option<Duration>,
-    /// Connections a listener serves at once at most; one accepted past it is closed at once.
+    /// Connections a listener serves at once at most. At the cap a newcomer takes the place
+    /// of an idle connection (no call in progress; oldest first, from the peer that holds
+    /// the most), or is closed at once if every connection is busy (see
+    /// [`Admission`](crate::admission::Admission)).
     pub max_connections: usize,
+    /// Connections one peer (an IP address over TCP, a user id over Unix sockets and shared
+    /// memory) holds at most: past it, a newcomer of that peer takes the place of that
+    /// peer's oldest idle connection, or is closed at once.
+    pub max_connections_per_peer: usize,
     /// Bytes of answers queued on all the connections of a server together (an
     /// [`OutputBudget`]): past it, stream sends wait, and a connection with answers queued
     /// stops reading, as for [`max_transmit_backlog`](Self::max_transmit_backlog).
@@ -79,6 +86,26 @@ pub struct ServerConfig {
     /// not yet released by their handlers); a compressed message that would exceed it is
     /// refused without being inflated (its call is answered `ResourceExhausted`).
     pub decompression_budget: usize,
+    /// The same over all the connections of a server together (a shared
+    /// [`DecompressionBudget`](crate::DecompressionBudget)).
+    pub decompression_budget_total: usize,
+    /// Bytes a connection inflates a second at most (a [`DecompressionRate`](crate::rate::DecompressionRate)):
+    /// past it, its input is not read until it is back within the rate, and compressed
+    /// messages already read are refused (`ResourceExhausted`) without being inflated.
+    /// `usize::MAX`: no limit.
+    pub decompression_rate: usize,
+    /// Bytes all the connections of a server inflate a second at most: past it, compressed
+    /// messages are refused (`ResourceExhausted`) without being inflated until the rate is
+    /// back. `usize::MAX`: no limit.
+    pub decompression_rate_total: usize,
+    /// Calls in progress and notifications running on all the connections of a server
+    /// together (a [`HandlerBudget`](crate::budget::HandlerBudget)): past it, a connection
+    /// still starts them up to its fair share (this limit over the number of connections),
+    /// and no further (requests are answered `ResourceExhausted`, notifications dropped).
+    pub max_concurrent_calls_total: usize,
+    /// A write that makes no progress for this long (the client stopped reading while answers
+    /// wait) closes the connection (`None`: no limit).
+    pub write_stall_timeout: Option<Duration>,
     /// Whether compressed input is accepted; when `false` a compressed request is answered
     /// `Unsupported` and never inflated.
     pub accept_compressed: bool,
@@ -96,9 +123,15 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(120)),
             frame_timeout: Some(Duration::from_secs(30)),
             max_connections: 1024,
+            max_connections_per_peer: 512,
             max_queued_output_total: 128 * 1024 * 1024,
             max_read_buffers_total: 64 * 1024 * 1024,
             decompression_budget: 64 * 1024 * 1024,
+            decompression_budget_total: 128 * 1024 * 1024,
+            decompression_rate: 128 * 1024 * 1024,
+            decompression_rate_total: 256 * 1024 * 1024,
+            max_concurrent_calls_total: 32 * 1024,
+            write_stall_timeout: Some(Duration::from_secs(30)),
             accept_compressed: true,
         }
     }
@@ -201,6 +234,16 @@ struct Active {
     /// The handler dropped its end of the client stream: items are discarded on arrival and
     /// credited back at once, so the client is never left waiting for credit.
     discard: bool,
+    /// Its place in the server-wide handler budget, if there is one.
+    _slot: Option<HandlerSlot>,
+}
+
+/// A notification whose handler runs.
+#[derive(Debug)]
+struct Notification {
+    deadline: Instant,
+    /// Its place in the server-wide handler budget, if there is one.
+    _slot: Option<HandlerSlot>,
 }
 
 /// The server half of an RPC connection. `P` is the payload type (`Bytes` on the wire).
@@ -214,7 +257,7 @@ pub struct ServerConnection<P> {
     shutting_down: bool,
     /// Notifications whose handlers run, by token, with their deadlines (see
     /// [`notification_done`](Self::notification_done)).
-    notifications: IdMap<Instant>,
+    notifications: IdMap<Notification>,
     notification_deadlines: Deadlines,
     next_notification: u64,
     /// Notifications dropped because the connection was at its concurrency limit.
@@ -225,6 +268,8 @@ pub struct ServerConnection<P> {
     budget_waiters: Vec<u64>,
     /// The server-wide budget `queued` is also charged to, if any.
     shared: Option<OutputBudget>,
+    /// This connection's share of the server-wide handler budget, if any.
+    handlers: Option<HandlerShare>,
 }
 
 impl<P> Drop for ServerConnection<P> {
@@ -262,6 +307,32 @@ impl<P: WireSize> ServerConnection<P> {
             queued: 0,
             budget_waiters: Vec::new(),
             shared: None,
+            handlers: None,
+        }
+    }
+
+    /// Counts this connection's handlers in the server-wide budget of `share` too.
+    pub fn set_handler_share(&mut self, share: HandlerShare) {
+        self.handlers = Some(share);
+    }
+
+    /// A place for one more handler: `Ok(None)` without a server-wide budget, `Err(why)` when
+    /// the connection or the server runs as many as it may.
+    fn handler_slot(&self) -> Result<Option<HandlerSlot>, String> {
+        if self.load() >= self.config.max_concurrent_calls {
+            return Err(format!(
+                "more than {} concurrent calls",
+                self.config.max_concurrent_calls
+            ));
+        }
+        match &self.handlers {
+            None => Ok(None),
+            Some(share) => share.try_start(self.load()).map(Some).ok_or_else(|| {
+                format!(
+                    "the server runs more than {} calls and this connection its share",
+                    share.limit()
+                )
+            }),
         }
     }
 
@@ -329,17 +400,13 @@ impl<P: WireSize> ServerConnection<P> {
                     self.queue_error(id, ErrorCode::ShuttingDown, "server is shutting down");
                     return Ok(());
                 }
-                if self.load() >= self.config.max_concurrent_calls {
-                    self.queue_error(
-                        id,
-                        ErrorCode::ResourceExhausted,
-                        format!(
-                            "more than {} concurrent calls",
-                            self.config.max_concurrent_calls
-                        ),
-                    );
-                    return Ok(());
-                }
+                let slot = match self.handler_slot() {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        self.queue_error(id, ErrorCode::ResourceExhausted, why);
+                        return Ok(());
+                    }
+                };
                 let kind = CallKind::of_header(&h);
                 let deadline = h.timeout.and_then(|t| now.checked_add(t));
                 if let Some(at) = deadline {
@@ -357,6 +424,7 @@ impl<P: WireSize> ServerConnection<P> {
                             .client_streams()
                             .then(|| RecvWindow::new(INITIAL_CLIENT_STREAM_WINDOW)),
                         discard: false,
+                        _slot: slot,
                     },
                 );
                 self.events.push_back(ServerEvent::Request(IncomingCall {
@@ -372,24 +440,32 @@ impl<P: WireSize> ServerConnection<P> {
                 // Under the same limit as calls: a flood of notifications cannot start an
                 // unbounded number of handlers. Past it they are dropped (and counted).
                 // Each runs until its deadline at most.
-                if self.load() >= self.config.max_concurrent_calls {
-                    self.dropped_notifications += 1;
-                } else if !self.shutting_down {
-                    let token = self.next_notification;
-                    self.next_notification += 1;
-                    let timeout = match h.timeout {
-                        Some(t) => t.min(self.config.notification_timeout),
-                        None => self.config.notification_timeout,
-                    };
-                    let at = now.checked_add(timeout).unwrap_or(now);
-                    self.notifications.insert(token, at);
-                    self.notification_deadlines.push(at, token);
-                    self.events.push_back(ServerEvent::Notification {
-                        token,
-                        method: packet.method,
-                        codec: h.codec,
-                        payload,
-                    });
+                match self.handler_slot() {
+                    Err(_) => self.dropped_notifications += 1,
+                    Ok(_) if self.shutting_down => {}
+                    Ok(slot) => {
+                        let token = self.next_notification;
+                        self.next_notification += 1;
+                        let timeout = match h.timeout {
+                            Some(t) => t.min(self.config.notification_timeout),
+                            None => self.config.notification_timeout,
+                        };
+                        let at = now.checked_add(timeout).unwrap_or(now);
+                        self.notifications.insert(
+                            token,
+                            Notification {
+                                deadline: at,
+                                _slot: slot,
+                            },
+                        );
+                        self.notification_deadlines.push(at, token);
+                        self.events.push_back(ServerEvent::Notification {
+                            token,
+                            method: packet.method,
+                            codec: h.codec,
+                            payload,
+                        });
+                    }
                 }
             }
             (MessageKind::Cancel, _) => {
@@ -663,7 +739,7 @@ impl<P: WireSize> ServerConnection<P> {
             let notifications = &self.notifications;
             let Some(token) = self
                 .notification_deadlines
-                .pop_expired(now, |t| notifications.get(&t).copied())
+                .pop_expired(now, |t| notifications.get(&t).map(|n| n.deadline))
             else {
                 break;
             };
@@ -777,7 +853,7 @@ impl<P: WireSize> ServerConnection<P> {
         let notifications = &self.notifications;
         let notification = self
             .notification_deadlines
-            .peek(|t, at| notifications.get(&t) == Some(&at));
+            .peek(|t, at| notifications.get(&t).is_some_and(|n| n.deadline == at));
         match (call, notification) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

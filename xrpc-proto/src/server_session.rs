@@ -31,19 +31,23 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client::CallKind;
 
-use crate::budget::{OutputBudget, ReadBudget};
+use crate::budget::{OutputBudget, ReadBudget, ServerBounds};
 use crate::call::{CallRecord, CallWake, SendError};
 use crate::client::CallError;
 use crate::codec::{CodecId, codec_name};
 use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
+use crate::frame::FrameError;
 use crate::idmap::{IdMap, id_map};
 use crate::message::Header;
 use crate::message::{ErrorCode, FIXED_HEADER_LEN, MessageKind, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::payload::Payload;
+use crate::rate::DecompressionRate;
 use crate::route::Routes;
-use crate::server::{IncomingCall, ServerConfig, ServerConnection, ServerEvent};
+use crate::server::{IncomingCall, ProtocolViolation, ServerConfig, ServerConnection, ServerEvent};
+use crate::skipped::SkippedFrame;
+use crate::stall::WriteStall;
 use crate::wire::{Decoded, Unsendable, Wire, WireConfig};
 
 /// What the adapter learns from a [`ServerSession`].
@@ -112,9 +116,13 @@ pub enum CloseReason {
     Protocol(String),
     /// The transport failed.
     Transport(String),
-    /// The connection was idle past [`ServerConfig::idle_timeout`], or a frame was not whole
-    /// within [`ServerConfig::frame_timeout`].
+    /// The connection was idle past [`ServerConfig::idle_timeout`], a frame was not whole
+    /// within [`ServerConfig::frame_timeout`], or a write made no progress within
+    /// [`ServerConfig::write_stall_timeout`].
     TimedOut(String),
+    /// The listener reclaimed the idle connection for a newcomer (see
+    /// [`Admission`](crate::admission::Admission)).
+    Reclaimed,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -125,6 +133,7 @@ impl std::fmt::Display for CloseReason {
             Self::Protocol(m) => write!(f, "the client broke the protocol: {m}"),
             Self::Transport(m) => write!(f, "connection lost: {m}"),
             Self::TimedOut(m) => write!(f, "timed out: {m}"),
+            Self::Reclaimed => f.write_str("the idle connection was reclaimed for a new one"),
         }
     }
 }
@@ -163,6 +172,8 @@ pub struct ServerSession {
     quiet_since: Instant,
     /// Since when part of a frame is buffered (for the partial-frame deadline).
     partial_since: Option<Instant>,
+    /// Output the transport holds unwritten (for the write-stall deadline).
+    stall: WriteStall,
 }
 
 /// A codec's name and id, for error texts.
@@ -185,9 +196,13 @@ impl ServerSession {
         let budget = config
             .accept_compressed
             .then(|| DecompressionBudget::new(config.decompression_budget));
+        let mut wire = Wire::new(wire, budget);
+        if config.accept_compressed {
+            wire.set_decompression_rate(DecompressionRate::new(config.decompression_rate, now));
+        }
         Self {
             calls: ServerConnection::new(config),
-            wire: Wire::new(wire, budget),
+            wire,
             config,
             codec,
             life: Life::Open,
@@ -197,7 +212,19 @@ impl ServerSession {
             wakes: VecDeque::new(),
             quiet_since: now,
             partial_since: None,
+            stall: WriteStall::default(),
         }
+    }
+
+    /// Shares the server-wide `bounds` (one per server, for all its connections): queued
+    /// output, decompressed bytes held and inflated a second, handlers running. The read
+    /// budget is not among them: it goes to whoever frames the input
+    /// ([`set_read_budget`](Self::set_read_budget), or a transport that frames itself).
+    pub fn set_bounds(&mut self, bounds: &ServerBounds) {
+        self.calls.set_output_budget(bounds.output.clone());
+        self.calls.set_handler_share(bounds.handlers.join());
+        self.wire
+            .share_decompression(&bounds.decompressed, bounds.decompression_rate.clone());
     }
 
     /// Charges what this connection queues to the server-wide `budget` too
@@ -237,11 +264,14 @@ impl ServerSession {
     /// answers waiting to be sent exceed [`ServerConfig::max_transmit_backlog`] — every one of
     /// them answers something the client sent, so not reading bounds them — and not while
     /// the frame in [`read_buffer`](Self::read_buffer) needs room the server-wide read budget
-    /// does not have ([`set_read_budget`](Self::set_read_budget)).
+    /// does not have ([`set_read_budget`](Self::set_read_budget)), and not while the
+    /// connection has inflated past its [`ServerConfig::decompression_rate`] (until
+    /// [`poll_timeout`](Self::poll_timeout)).
     pub fn wants_read(&self) -> bool {
         matches!(self.life, Life::Open | Life::Draining { .. })
             && !self.calls.is_backlogged()
             && !self.wire.waits_for_read_budget()
+            && self.wire.paused_until().is_none()
     }
 
     /// The buffer to read transport bytes into (append only), followed by
@@ -256,6 +286,7 @@ impl ServerSession {
             match self.wire.next_frame() {
                 Ok(Some(frame)) => self.handle_frame(now, frame),
                 Ok(None) => break,
+                Err(FrameError::Skipped(frame)) => self.handle_skipped(now, &frame),
                 Err(e) => return self.protocol_error(now, format!("framing: {e}")),
             }
         }
@@ -280,6 +311,35 @@ impl ServerSession {
         self.handle_read(now);
     }
 
+    /// A frame longer than the maximum was skipped (by this session's framing, or by a
+    /// transport that frames itself, [`TransportError::FrameSkipped`](crate::TransportError::FrameSkipped)):
+    /// the message it carried fails alone — a request is answered `ResourceExhausted`, a
+    /// stream item ends its call, a notification is dropped — and the connection goes on. A
+    /// frame that is no xrpc message at all ends the input like a malformed one.
+    pub fn handle_skipped(&mut self, now: Instant, frame: &SkippedFrame) {
+        if !self.reading() {
+            return;
+        }
+        let Some((kind, id)) = frame.addressee() else {
+            return self.protocol_error(now, format!("malformed message: {frame}, no header"));
+        };
+        let error = RemoteError::new(
+            ErrorCode::ResourceExhausted,
+            format!(
+                "a message of {} bytes exceeds the server's maximum frame size {}",
+                frame.len, frame.max
+            ),
+        );
+        self.refused(now, &Header::new(kind, id), error);
+    }
+
+    /// The transport holds `bytes` of output not yet written (0 when all is written): when
+    /// that number does not fall for [`ServerConfig::write_stall_timeout`] — the client
+    /// stopped reading — the connection closes.
+    pub fn handle_unwritten(&mut self, now: Instant, bytes: usize) {
+        self.stall.update(now, bytes);
+    }
+
     fn reading(&self) -> bool {
         matches!(self.life, Life::Open | Life::Draining { .. })
     }
@@ -291,7 +351,7 @@ impl ServerSession {
             return;
         }
         self.partial_since = None;
-        match self.wire.decode(frame) {
+        match self.wire.decode(now, frame) {
             Ok(Decoded::Packet(packet)) => self.handle_packet(now, packet),
             Ok(Decoded::Refused { header, error }) => self.refused(now, &header, error),
             Err(e) => self.protocol_error(now, format!("malformed message: {e}")),
@@ -304,7 +364,19 @@ impl ServerSession {
         match self.calls.refuse(header, error) {
             Ok(true) => self.cancelled.push_back(header.id),
             Ok(false) => {}
-            Err(v) => self.protocol_error(now, v.0),
+            Err(v) => self.violation(now, header.kind, v),
+        }
+    }
+
+    /// The client broke the protocol with a message of `kind`. A request whose id is in use
+    /// (the only violation a request can make) leaves the answers to that id ambiguous: the
+    /// connection ends at once, its handlers stopped. Any other violation ends the input, and
+    /// what was read before it is still answered.
+    fn violation(&mut self, now: Instant, kind: MessageKind, v: ProtocolViolation) {
+        if kind == MessageKind::Request {
+            self.finish(CloseReason::Protocol(v.0));
+        } else {
+            self.protocol_error(now, v.0);
         }
     }
 
@@ -314,8 +386,9 @@ impl ServerSession {
             return;
         }
         self.quiet_since = now;
+        let kind = packet.header.kind;
         if let Err(v) = self.calls.handle_packet(now, packet) {
-            self.protocol_error(now, v.0);
+            self.violation(now, kind, v);
         }
         // A cancel may have ended the last call of a shutdown.
         self.check_drained(now);
@@ -345,6 +418,15 @@ impl ServerSession {
     /// Expires call deadlines, the drain deadline and the close grace. Call it at
     /// [`poll_timeout`](Self::poll_timeout) (early or late is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.wire.handle_timeout(now);
+        if self.life != Life::Closed
+            && let Some(at) = self.stall_deadline()
+            && now >= at
+        {
+            // The client does not read: nothing more can reach it, not even a last answer.
+            let what = self.stall.describe(self.config.write_stall_timeout);
+            return self.finish(CloseReason::TimedOut(what));
+        }
         if matches!(self.life, Life::Open | Life::Draining { .. }) {
             if let Some(at) = self.frame_deadline()
                 && now >= at
@@ -496,6 +578,23 @@ impl ServerSession {
             until: now + self.config.drain_timeout,
         };
         self.check_drained(now);
+    }
+
+    /// The listener reclaims the connection for a newcomer
+    /// ([`Admission`](crate::admission::Admission)): idle, it closes at once; with a call in
+    /// progress (one arrived since the listener looked), it shuts down gracefully, like
+    /// [`start_shutdown`](Self::start_shutdown).
+    pub fn reclaim(&mut self, now: Instant) {
+        if self.calls.is_idle() {
+            self.finish(CloseReason::Reclaimed);
+        } else {
+            self.start_shutdown(now);
+        }
+    }
+
+    /// Whether no call is in progress and no notification handler runs (pings do not count).
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_idle()
     }
 
     fn check_drained(&mut self, now: Instant) {
@@ -749,7 +848,19 @@ impl ServerSession {
             Life::Open | Life::Draining { .. } => self.frame_deadline(),
             _ => None,
         };
-        [calls, life, frame].into_iter().flatten().min()
+        let (stall, paused) = match self.life {
+            Life::Closed => (None, None),
+            _ => (self.stall_deadline(), self.wire.paused_until()),
+        };
+        [calls, life, frame, stall, paused]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the write in progress counts as stalled.
+    fn stall_deadline(&self) -> Option<Instant> {
+        self.stall.deadline(self.config.write_stall_timeout)
     }
 
     /// When the connection counts as idle, if it has nothing in progress.

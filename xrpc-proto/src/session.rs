@@ -9,6 +9,7 @@ use crate::client_session::ClientSession;
 use crate::packet::Packet;
 use crate::payload::Payload;
 use crate::server_session::ServerSession;
+use crate::skipped::SkippedFrame;
 
 /// The transport side of a session: bytes (or frames, or packets) and time in; bytes,
 /// deadlines and the end out. Each method is the session's own, documented there.
@@ -31,6 +32,10 @@ pub trait Session: Send + 'static {
     fn handle_timeout(&mut self, now: Instant);
     /// See [`ServerSession::handle_partial`].
     fn handle_partial(&mut self, now: Instant, bytes: usize);
+    /// See [`ClientSession::handle_skipped`] and [`ServerSession::handle_skipped`].
+    fn handle_skipped(&mut self, now: Instant, frame: &SkippedFrame);
+    /// See [`ClientSession::handle_unwritten`] and [`ServerSession::handle_unwritten`].
+    fn handle_unwritten(&mut self, now: Instant, bytes: usize);
     /// See [`ClientSession::poll_transmit`].
     fn poll_transmit(&mut self, out: &mut BytesMut) -> bool;
     /// See [`ClientSession::poll_packet`].
@@ -58,6 +63,8 @@ macro_rules! session_by_inherent_methods {
             fn handle_transport_error(&mut self, error: &str) { <$ty>::handle_transport_error(self, error) }
             fn handle_timeout(&mut self, now: Instant) { <$ty>::handle_timeout(self, now) }
             fn handle_partial(&mut self, now: Instant, bytes: usize) { <$ty>::handle_partial(self, now, bytes) }
+            fn handle_skipped(&mut self, now: Instant, frame: &SkippedFrame) { <$ty>::handle_skipped(self, now, frame) }
+            fn handle_unwritten(&mut self, now: Instant, bytes: usize) { <$ty>::handle_unwritten(self, now, bytes) }
             fn poll_transmit(&mut self, out: &mut BytesMut) -> bool { <$ty>::poll_transmit(self, out) }
             fn poll_packet(&mut self) -> Option<Packet<Payload>> { <$ty>::poll_packet(self) }
             fn has_transmit(&self) -> bool { <$ty>::has_transmit(self) }

@@ -4,6 +4,8 @@
 //! The sessions ([`ClientSession`](crate::ClientSession), [`ServerSession`](crate::ServerSession))
 //! own one each; adapters never see a frame decoder or a message encoder.
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::budget::ReadBudget;
@@ -16,6 +18,7 @@ use crate::frame::{DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameError};
 use crate::message::{ErrorCode, Header, Message, MessageEncoder, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::payload::Payload;
+use crate::rate::{DecompressionRate, SharedTokenBucket};
 
 /// How a connection's bytes are framed and coded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +95,8 @@ pub(crate) struct Wire {
     max_decompressed: usize,
     /// `None`: compressed input is refused.
     budget: Option<DecompressionBudget>,
+    /// How fast compressed input is inflated, if that is bounded (a server's).
+    rate: Option<DecompressionRate>,
     encoder: MessageEncoder,
 }
 
@@ -103,7 +108,38 @@ impl Wire {
             decompressor: Compressor::new(),
             max_decompressed: config.max_decompressed,
             budget,
+            rate: None,
             encoder: MessageEncoder::new(config.max_frame_size, config.compression),
+        }
+    }
+
+    /// Bounds how fast compressed input is inflated (see [`DecompressionRate`]).
+    pub(crate) fn set_decompression_rate(&mut self, rate: DecompressionRate) {
+        self.rate = Some(rate);
+    }
+
+    /// Charges decompressed payloads to the server-wide `total` budget too, and takes inflation
+    /// from the server-wide `rate`.
+    pub(crate) fn share_decompression(
+        &mut self,
+        total: &DecompressionBudget,
+        rate: SharedTokenBucket,
+    ) {
+        self.budget = self.budget.take().map(|b| b.with_total(total));
+        if let Some(r) = &mut self.rate {
+            r.set_total(rate);
+        }
+    }
+
+    /// Until when input is not read: the connection inflated past its rate.
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
+        self.rate.as_ref().and_then(DecompressionRate::paused_until)
+    }
+
+    /// Ends a pause whose time has come.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let Some(r) = &mut self.rate {
+            r.handle_timeout(now);
         }
     }
 
@@ -151,9 +187,10 @@ impl Wire {
     }
 
     /// Decodes one frame into a packet. A compressed payload is inflated only if compressed
-    /// input is accepted and its declared size fits the decompression budget; otherwise it
-    /// is [`Decoded::Refused`] (its call fails, the connection goes on).
-    pub(crate) fn decode(&mut self, frame: Bytes) -> Result<Decoded, ProtoError> {
+    /// input is accepted, its declared size fits the decompression budget and the rate (if
+    /// any) admits it at `now`; otherwise it is [`Decoded::Refused`] (its call fails, the
+    /// connection goes on).
+    pub(crate) fn decode(&mut self, now: Instant, frame: Bytes) -> Result<Decoded, ProtoError> {
         let mut msg = Message::decode_raw(frame)?;
         let algorithm = msg.header.compression;
         if algorithm != CompressionType::None {
@@ -167,18 +204,19 @@ impl Wire {
                 });
             };
             let declared = declared_len(&msg.payload).unwrap_or(0);
-            if declared <= self.max_decompressed && !budget.fits(declared) {
+            let refusal = if declared > self.max_decompressed {
+                None // an error of the message itself, below
+            } else if let Some(why) = budget.refusal(declared) {
+                Some(why)
+            } else if let Some(rate) = &mut self.rate {
+                rate.admit(now, declared).err()
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
                 return Ok(Decoded::Refused {
                     header: msg.header,
-                    error: RemoteError::new(
-                        ErrorCode::ResourceExhausted,
-                        format!(
-                            "decompressing {declared} bytes would exceed the connection's \
-                             budget of {} ({} held)",
-                            budget.limit(),
-                            budget.held()
-                        ),
-                    ),
+                    error: RemoteError::new(ErrorCode::ResourceExhausted, why),
                 });
             }
             let inflated =

@@ -120,15 +120,35 @@ fn garbage_from_the_client_is_answered_up_to_it_then_closes() {
 }
 
 #[test]
-fn an_oversized_length_prefix_closes_without_allocating() {
+fn an_oversized_length_prefix_is_skipped_without_allocating_and_timed_like_a_partial_frame() {
     let mut p = Pair::default();
-    p.c2s.extend_from_slice(&u32::MAX.to_le_bytes());
+    // A request that announces 4 GiB: answered at once (its head names it), then skipped as
+    // it arrives — nothing is held, the connection reads on.
+    let mut request = BytesMut::new();
+    xrpc_proto::MessageEncoder::default()
+        .encode(
+            &xrpc_proto::Header::new(xrpc_proto::MessageKind::Request, 9).with_codec(CODEC),
+            "add",
+            &[0; 100_000],
+            &mut request,
+        )
+        .unwrap();
+    request[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    p.c2s.extend_from_slice(&request);
     p.run();
-    assert!(!p.server.wants_read());
-    let mut out = BytesMut::new();
-    assert!(!p.server.poll_transmit(&mut out));
-    assert!(p.server.is_closed());
+    let mut answer = BytesMut::new();
+    while p.server.poll_transmit(&mut answer) {}
+    assert!(p.take_calls().is_empty());
+    assert!(p.server.wants_read());
+    assert!(!p.server.is_shutting_down());
     assert!(p.server.read_buffer().capacity() < 1 << 20);
+    // A peer that stops in the middle of it is closed by the frame deadline.
+    p.advance(ServerConfig::default().frame_timeout.unwrap() + MS);
+    assert!(p.server.is_closed());
+    assert!(matches!(
+        p.server.close_reason(),
+        Some(CloseReason::TimedOut(m)) if m.contains("100023 bytes received")
+    ));
 }
 
 #[test]

@@ -259,15 +259,35 @@ async fn oversized_recv<H: Harness>() {
     let Some((t, mut raw)) = H::raw_pair(1024).await else {
         return; // in-process transports have no byte stream to corrupt
     };
-    // A bogus 4 GiB length prefix must be an error, not an allocation.
+    // A frame over the maximum is skipped as it arrives, then reported with its first bytes
+    // (an error of that frame alone); the next frame follows.
+    raw.write_all(&2000u32.to_le_bytes()).await.unwrap();
+    raw.write_all(&[7; 2000]).await.unwrap();
+    raw.write_all(&[3, 0, 0, 0, b'a', b'b', b'c'])
+        .await
+        .unwrap();
+    match t.recv_frame().await {
+        Err(TransportError::FrameSkipped(s)) => {
+            assert_eq!((s.len, s.max), (2000, 1024));
+            assert_eq!(&s.head[..], &[7; xrpc_proto::skipped::SKIPPED_HEAD_LEN][..]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t.is_connected());
+    assert_eq!(t.recv_frame().await.unwrap(), &b"abc"[..]);
+    // A bogus 4 GiB length prefix is skipped too, without allocating: reported once its head
+    // is in, then its bytes keep being dropped and count as a partial frame (for the server's
+    // frame deadline).
     raw.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
     raw.write_all(&[0; 100]).await.unwrap();
     assert!(matches!(
         t.recv_frame().await,
-        Err(TransportError::MessageTooLarge { size, max: 1024 }) if size == u32::MAX as usize
+        Err(TransportError::FrameSkipped(s)) if s.len == u32::MAX as usize
     ));
-    assert!(!t.is_connected());
-    assert_eq!(t.stats().unwrap().recv_errors, 1);
+    let r = tokio::time::timeout(Duration::from_millis(200), t.recv_frame()).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(t.partial_frame(), 104);
+    assert!(t.is_connected());
     // A stream that ends mid-frame is an error, not a clean close.
     let (t, mut raw) = H::raw_pair(1024).await.unwrap();
     raw.write_all(&[10, 0, 0, 0, 1, 2]).await.unwrap();

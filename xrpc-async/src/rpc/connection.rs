@@ -4,14 +4,14 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     CallKind, CallWake, Codec, HandlerOutcome, IncomingCall, MethodTable, Payload, RpcError,
-    SendError, ServerSession, ServerSessionEvent, handler_outcome, panic_message,
+    SendError, ServerSession, ServerSessionEvent, Slot, handler_outcome, panic_message,
 };
 
 use super::driver::{Driven, Shared, drive};
@@ -63,6 +63,19 @@ pub(crate) struct ServerState<R: Runtime> {
     /// Cancel signals of calls that ended without being cancelled and that nobody else holds,
     /// for the next calls (no allocation per call).
     spare: Vec<Arc<Signal>>,
+    /// The connection's place in its listener's admission table, if a listener admitted it.
+    slot: Option<Slot>,
+}
+
+/// Wakes a connection's driver for its listener (a reclaim), without keeping it alive.
+struct WakeConnection<R: Runtime>(Weak<Connection<R>>);
+
+impl<R: Runtime> Wake for WakeConnection<R> {
+    fn wake(self: Arc<Self>) {
+        if let Some(c) = self.0.upgrade() {
+            c.wake();
+        }
+    }
 }
 
 /// Most cancel signals a connection keeps for reuse.
@@ -347,11 +360,24 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// Serves one connection until the peer closes it or the server shuts down. Returns an
     /// error if the client broke the protocol or the transport failed.
     pub async fn serve<T: MessageChannel>(&self, channel: T) -> Result<(), RpcError> {
+        self.serve_admitted(channel, None).await
+    }
+
+    /// [`serve`](Self::serve) for a connection a listener admitted in `slot`: the driver
+    /// keeps the slot's busy mark and closes (or drains) the connection when the listener
+    /// reclaims it.
+    pub(crate) async fn serve_admitted<T: MessageChannel>(
+        &self,
+        channel: T,
+        slot: Option<Slot>,
+    ) -> Result<(), RpcError> {
         let shared = &self.shared;
         let mut session =
             ServerSession::new(shared.config, channel.wire_config(), C::ID, shared.rt.now());
-        session.set_output_budget(shared.output.clone());
-        channel.transport().set_read_budget(shared.reads.clone());
+        session.set_bounds(&shared.bounds);
+        channel
+            .transport()
+            .set_read_budget(shared.bounds.reads.clone());
         let conn = Arc::new(Connection::new(ServerState {
             session,
             rt: shared.rt.clone(),
@@ -361,7 +387,11 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             routes: shared.handlers.clone(),
             shutdown_seen: false,
             spare: Vec::new(),
+            slot,
         }));
+        if let Some(slot) = &conn.lock().slot {
+            slot.set_waker(Waker::from(Arc::new(WakeConnection(Arc::downgrade(&conn)))));
+        }
         {
             let mut conns = shared
                 .connections
@@ -385,16 +415,23 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 }
                 // The server's output or read buffers fell back: every connection retries its
                 // waiting streams and reads.
-                if shared.output.take_freed() | shared.reads.take_freed() {
+                if shared.bounds.output.take_freed() | shared.bounds.reads.take_freed() {
                     shared.wake_connections();
                 }
                 st.session.handle_budget_freed();
+                // What the listener's admission sees of the connection, and its reclaim.
+                if let Some(slot) = &st.slot {
+                    if slot.take_reclaim() {
+                        st.session.reclaim(now);
+                    }
+                    slot.set_busy(!st.session.is_idle());
+                }
             },
         )
         .await;
         // Its read buffer goes back to the budget: connections waiting for it read again.
         drop(channel);
-        if shared.reads.take_freed() {
+        if shared.bounds.reads.take_freed() {
             shared.wake_connections();
         }
         let reason = conn.lock().session.close_reason().cloned();

@@ -172,6 +172,8 @@ pub(crate) async fn drive<S, M, R>(
         sleeping_until: None,
         work: Vec::new(),
         partial: false,
+        unwritten: false,
+        reads: 0,
         polls: 0,
         put_off: None,
     };
@@ -199,8 +201,12 @@ struct Driver<'a, S: Driven, T, R: Runtime, RF, WF, MR, MW, Run, Tick> {
     sleeping_until: Option<Instant>,
     /// What routing collected, to run outside the lock.
     work: Vec<S::Work>,
-    /// Whether the transport last held part of a frame (the session keeps its deadline).
+    /// Whether the transport last held part of a frame, or a write under way (the session
+    /// keeps their deadlines).
     partial: bool,
+    unwritten: bool,
+    /// Reads made in this poll (see [`READS_PER_POLL`]).
+    reads: usize,
     /// Polls of the driver, and the poll in which a write was put off (see
     /// [`Driven::batches`]): the write waits for the next poll, once per batch.
     polls: u64,
@@ -238,6 +244,7 @@ where
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.shared.register(cx.waker());
         self.polls += 1;
+        self.reads = 0;
         let mut first_turn = true;
         loop {
             let (write, read) = self.drive_session(cx, first_turn);
@@ -250,6 +257,13 @@ where
             self.drive_read(cx, read, &mut turn);
             match self.end_turn(turn) {
                 Step::Over => return Poll::Ready(()),
+                Step::Again if self.reads >= READS_PER_POLL => {
+                    // Input keeps coming: let the executor's other tasks (other connections)
+                    // run before this one reads on — a peer that writes as fast as it can must
+                    // not hold a worker thread for as long as it writes.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Step::Again => continue,
                 Step::Sleep(next) => {
                     if self.drive_timer(cx, next) {
@@ -339,13 +353,14 @@ where
         };
         if let Poll::Ready(res) = f.poll(cx) {
             self.reading.set(None);
+            self.reads += 1;
             turn.again = true;
             turn.read_failed = res.err();
         }
     }
 
-    /// The end of a turn, under the session's lock: how the IO failed, a partial frame, what
-    /// was written; then whether the session is over (what the end itself decided — failed
+    /// The end of a turn, under the session's lock: how the IO failed, a partial frame, a
+    /// write under way, what was written; then whether the session is over (what the end itself decided — failed
     /// calls, stopped handlers — is routed first; a write still under way is abandoned, the
     /// session's grace having passed), wants another turn, or sleeps until its next deadline.
     fn end_turn(&mut self, mut turn: Turn) -> Step {
@@ -357,6 +372,10 @@ where
             Some(ChannelError::Transport(TransportError::ConnectionClosed)) => {
                 st.session().handle_eof(self.rt.now())
             }
+            // A frame over the maximum: it fails alone.
+            Some(ChannelError::Transport(TransportError::FrameSkipped(frame))) => {
+                st.session().handle_skipped(self.rt.now(), &frame)
+            }
             Some(e) => st.session().handle_transport_error(&e.to_string()),
             None => {}
         }
@@ -366,6 +385,19 @@ where
             // A new partial frame has a new deadline: compute the timer again.
             turn.again |= held > 0 && !self.partial;
             self.partial = held > 0;
+        }
+        let writing = self.writing.is_some();
+        if writing || self.unwritten {
+            // A transport that cannot tell counts one byte until the write is done.
+            let bytes = if writing {
+                self.transport.unwritten().max(1)
+            } else {
+                0
+            };
+            st.session().handle_unwritten(self.rt.now(), bytes);
+            // A write that stays under way has a deadline: compute the timer again.
+            turn.again |= writing && !self.unwritten;
+            self.unwritten = writing;
         }
         if turn.wrote && !turn.again {
             if st.session().has_transmit() {
@@ -450,3 +482,7 @@ fn written<S: Session>(session: &mut S, values: bool) {
 
 /// Most frames a read hands to the session at once (one lock each).
 const READ_BATCH: usize = 16;
+
+/// Most reads the driver makes in one poll before it lets other tasks run (so at most
+/// `READ_BATCH * READS_PER_POLL` frames).
+const READS_PER_POLL: usize = 4;

@@ -1,15 +1,17 @@
-//! Accepting connections: [`FrameListener`] and [`RpcServer::serve_listener`].
+//! Accepting connections: [`FrameListener`] and [`RpcServer::serve_listener`]. Which
+//! connection is served, and whose place it takes at the cap, is the core's
+//! [`Admission`]; the listener accepts, asks it, and spawns or closes.
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 
-use xrpc_proto::{Codec, RetryPolicy};
+use xrpc_proto::{Admission, Codec, Slot};
 
 use super::server::RpcServer;
 use crate::channel::{MessageChannel, MessageChannelAdapter};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Task};
 use crate::transport::{FrameTransport, TransportError};
 use xrpc_proto::RpcError;
 
@@ -21,12 +23,6 @@ pub trait FrameListener: Send + Sync + 'static {
     fn accept(&self) -> impl Future<Output = Result<Self::Transport, TransportError>> + Send;
 }
 
-/// How long to wait after failed accepts in a row (a client that vanished, too many open files).
-const ACCEPT_BACKOFF: RetryPolicy = RetryPolicy::Exponential {
-    base_delay_ms: 10,
-    max_delay_ms: 1_000,
-};
-
 /// The connections a listener serves, to wait for the last one at shutdown.
 #[derive(Default)]
 struct Live {
@@ -34,10 +30,6 @@ struct Live {
 }
 
 impl Live {
-    fn count(&self) -> usize {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).0
-    }
-
     fn add(&self) {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).0 += 1;
     }
@@ -66,21 +58,51 @@ impl Live {
     }
 }
 
-/// Counts a connection as live until dropped (its task ended or was aborted).
-struct LiveGuard(Arc<Live>);
+/// Counts a connection as live (and its admission slot as taken) until dropped: its task
+/// ended or was aborted.
+struct LiveGuard(Arc<Live>, Slot);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
+        self.1.end();
         self.0.remove();
+    }
+}
+
+/// The tasks of the connections a listener serves: aborted when dropped (the
+/// `serve_listener` future dropped before its connections ended).
+struct Connections<T: Task>(Vec<(Slot, T)>);
+
+impl<T: Task> Connections<T> {
+    fn add(&mut self, slot: Slot, task: T) {
+        self.0.retain(|(s, _)| !s.has_ended());
+        self.0.push((slot, task));
+    }
+}
+
+impl<T: Task> Drop for Connections<T> {
+    fn drop(&mut self) {
+        for (slot, task) in &self.0 {
+            if !slot.has_ended() {
+                task.abort();
+            }
+        }
     }
 }
 
 impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// Accepts connections from `listener` and serves each in its own task, until
     /// [`shutdown`](Self::shutdown); then closes the listener at once (new connections are
-    /// refused) and waits for the connections to finish. A connection accepted while
-    /// [`ServerConfig::max_connections`](xrpc_proto::ServerConfig::max_connections) are being
-    /// served is closed at once.
+    /// refused) and waits for the connections to finish.
+    ///
+    /// At [`ServerConfig::max_connections`](xrpc_proto::ServerConfig::max_connections), or
+    /// at a peer's [`max_connections_per_peer`](xrpc_proto::ServerConfig::max_connections_per_peer),
+    /// a new connection takes the place of an idle one (the oldest, of the peer holding the
+    /// most), or is closed at once if all are busy ([`Admission`]).
+    ///
+    /// Dropping the returned future (aborting its task) stops serving: the listener is
+    /// closed and every connection it accepted is stopped too (its handlers are cancelled,
+    /// its pending calls on the client side fail).
     pub async fn serve_listener<L: FrameListener>(&self, listener: L) -> Result<(), RpcError> {
         self.serve_listener_with(listener, MessageChannelAdapter::new)
             .await
@@ -103,7 +125,8 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         let shared = &self.shared;
         let live = Arc::new(Live::default());
-        let mut failures = 0u32;
+        let mut admission = Admission::new(&shared.config);
+        let mut connections = Connections(Vec::new());
         loop {
             // The next connection, or the shutdown.
             let accepted = {
@@ -118,24 +141,25 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             };
             match accepted {
                 None => break,
-                Some(Ok(transport)) if live.count() >= shared.config.max_connections => {
-                    failures = 0;
-                    let _ = transport.close().await;
-                }
-                Some(Ok(transport)) => {
-                    failures = 0;
-                    let server = self.clone();
-                    let channel = make_channel(transport);
-                    live.add();
-                    let guard = LiveGuard(live.clone());
-                    let _ = shared.rt.spawn(async move {
-                        let _guard = guard;
-                        let _ = server.serve(channel).await;
-                    });
-                }
+                Some(Ok(transport)) => match admission.admit(transport.peer_key()) {
+                    Err(_) => {
+                        let _ = transport.close().await;
+                    }
+                    Ok(slot) => {
+                        let server = self.clone();
+                        let channel = make_channel(transport);
+                        live.add();
+                        let guard = LiveGuard(live.clone(), slot.clone());
+                        let admitted = slot.clone();
+                        let task = shared.rt.spawn(async move {
+                            let _guard = guard;
+                            let _ = server.serve_admitted(channel, Some(admitted)).await;
+                        });
+                        connections.add(slot, task);
+                    }
+                },
                 Some(Err(_)) => {
-                    failures += 1;
-                    let at = shared.rt.now() + ACCEPT_BACKOFF.delay(failures);
+                    let at = admission.accept_failed(shared.rt.now());
                     let mut timer = shared.rt.timer(at);
                     std::future::poll_fn(|cx| {
                         if shared.shutdown.poll_raised(cx).is_ready() {
@@ -148,6 +172,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             }
         }
         // Refuse new connections now, not once the last one is over.
+        admission.start_shutdown();
         drop(listener);
         live.none_left().await;
         Ok(())

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, MethodTable, OutputBudget, Payload, ReadBudget, RpcError,
-    ServerConfig, decode_payload, payload_bytes,
+    BincodeCodec, CallKind, Codec, MethodTable, Payload, RpcError, ServerBounds, ServerConfig,
+    decode_payload, payload_bytes,
 };
 
 use super::connection::Connection;
@@ -75,11 +75,9 @@ pub(crate) struct Shared<C, R: Runtime> {
     pub(crate) shutdown: Signal,
     /// The connections being served, to wake their drivers at shutdown.
     pub(crate) connections: Mutex<Vec<Weak<Connection<R>>>>,
-    /// Output queued on all connections together ([`ServerConfig::max_queued_output_total`]).
-    pub(crate) output: OutputBudget,
-    /// Read buffers of frames not yet whole on all connections together
-    /// ([`ServerConfig::max_read_buffers_total`]).
-    pub(crate) reads: ReadBudget,
+    /// What all its connections share: queued output, read buffers, decompression, handlers
+    /// (the `*_total` fields of [`ServerConfig`]).
+    pub(crate) bounds: ServerBounds,
 }
 
 impl<C, R: Runtime> Shared<C, R> {
@@ -156,11 +154,10 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 handlers: Arc::new(RwLock::new(MethodTable::new())),
                 codec,
                 config,
-                rt,
                 shutdown: Signal::default(),
                 connections: Mutex::new(Vec::new()),
-                output: OutputBudget::new(config.max_queued_output_total),
-                reads: ReadBudget::new(config.max_read_buffers_total),
+                bounds: ServerBounds::new(&config, rt.now()),
+                rt,
             }),
         }
     }

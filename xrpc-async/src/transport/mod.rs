@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use xrpc_proto::{FRAME_PREFIX_LEN, ReadBudget};
+use xrpc_proto::{FRAME_PREFIX_LEN, PeerKey, ReadBudget};
 
 mod shm;
 mod socket;
@@ -102,6 +102,13 @@ impl StatsCounters {
             recv_errors: self.recv_errors.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The user id of the process at the other end of a local socket (`SO_PEERCRED`), as a peer
+/// key; `Unknown` if the kernel does not tell.
+pub(crate) fn peer_uid(socket: &impl std::os::fd::AsFd) -> PeerKey {
+    rustix::net::sockopt::socket_peercred(socket)
+        .map_or(PeerKey::Unknown, |cred| PeerKey::Uid(cred.uid.as_raw()))
 }
 
 /// Checks that `buf` holds exactly one length-prefixed frame within `max`; returns its length.
@@ -300,6 +307,21 @@ pub trait FrameTransport: Send + Sync + 'static {
         0
     }
 
+    /// Bytes of the send under way not yet written (0 when none is, and always for a
+    /// transport that cannot tell). A session closes a connection whose write makes no
+    /// progress too long (`ServerConfig::write_stall_timeout`); with a transport that cannot
+    /// tell, the wait counts from the start of the send.
+    fn unwritten(&self) -> usize {
+        0
+    }
+
+    /// Who the peer is, for a listener's per-peer share of connections
+    /// (`ServerConfig::max_connections_per_peer`): its IP address over TCP, its user id over
+    /// Unix sockets and shared memory.
+    fn peer_key(&self) -> PeerKey {
+        PeerKey::Unknown
+    }
+
     /// Takes read-buffer room for frames not yet whole from `budget` (a server's, shared by
     /// its connections), from the next read on: past it, receiving waits until
     /// [`ReadBudget::take_freed`] says room came back and the caller polls again. Transports
@@ -413,6 +435,14 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         (**self).partial_frame()
     }
 
+    fn unwritten(&self) -> usize {
+        (**self).unwritten()
+    }
+
+    fn peer_key(&self) -> PeerKey {
+        (**self).peer_key()
+    }
+
     fn set_read_budget(&self, budget: ReadBudget) {
         (**self).set_read_budget(budget)
     }
@@ -520,6 +550,14 @@ macro_rules! forward_frame_transport {
 
             fn partial_frame(&self) -> usize {
                 self.inner.partial_frame()
+            }
+
+            fn unwritten(&self) -> usize {
+                self.inner.unwritten()
+            }
+
+            fn peer_key(&self) -> ::xrpc_proto::PeerKey {
+                self.peer_key
             }
 
             fn set_read_budget(&self, budget: ::xrpc_proto::ReadBudget) {

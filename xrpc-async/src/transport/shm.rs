@@ -17,8 +17,8 @@
 //! sleeps (each wake-up drains the doorbell, checks the ring and goes back to sleep) — CPU,
 //! never a hang or a wrong frame; no ring of ours ever waits on it (`MSG_DONTWAIT`). A frame
 //! above this side's maximum (the server's may be larger than a client's) is skipped without
-//! being buffered: its receive fails with [`TransportError::MessageTooLarge`], and the
-//! connection goes on.
+//! being buffered: its receive fails with [`TransportError::FrameSkipped`], which fails the one
+//! message it carried, and the connection goes on.
 
 use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::lock::Mutex;
+use xrpc_proto::SkippedFrame;
 use xrpc_shm::{
     Backoff, Doorbell, RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmConnector, ShmError,
     ShmListener, ShmReceiver, ShmSender, WaitStep,
@@ -554,6 +555,14 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
                 self.partial.store(rx.partial_bytes(), Ordering::Relaxed);
                 Ok(Err(0))
             }
+            // Skipped without being buffered: the session fails the one message it carried.
+            Err(ShmError::FrameTooLarge { size, max }) => {
+                Err(TransportError::FrameSkipped(SkippedFrame {
+                    len: size,
+                    max,
+                    head: Bytes::copy_from_slice(rx.skipped_head()),
+                }))
+            }
             Err(e) => Err(map_err(e)),
         };
         let res = match try_recv() {
@@ -576,6 +585,14 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
 
     fn partial_frame(&self) -> usize {
         self.partial.load(Ordering::Relaxed)
+    }
+
+    fn peer_key(&self) -> xrpc_proto::PeerKey {
+        // The rendezvous socket's peer (the receiver's doorbell is that socket): who
+        // connected, or accepted.
+        self.conn.get().map_or(xrpc_proto::PeerKey::Unknown, |c| {
+            super::peer_uid(c.recv_waiter.doorbell())
+        })
     }
 
     fn is_connected(&self) -> bool {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::lock::{Mutex, MutexGuard};
-use xrpc_proto::{FrameDecoder, FrameError, ReadBudget, RetryPolicy};
+use xrpc_proto::{FrameDecoder, FrameError, ReadBudget, RetryPolicy, SkippedFrame};
 
 use super::{
     CheckEncoded, StatsCounters, TransportError, TransportStats, check_len, check_one_prefixed,
@@ -40,6 +40,9 @@ pub(crate) struct SocketSettings {
 
 struct ReadState<R: Runtime> {
     decoder: FrameDecoder,
+    /// A frame over the maximum skipped behind frames already handed out: reported by the
+    /// next receive.
+    skipped: Option<SkippedFrame>,
     /// The read timeout's timer, made at the first timed read and reset for each.
     timer: Option<R::Timer>,
 }
@@ -64,6 +67,8 @@ pub(crate) struct SocketTransport<S, R: Runtime> {
     closed: AtomicBool,
     /// Bytes of a frame not yet whole, as of the last read.
     partial: AtomicUsize,
+    /// Bytes of the write under way not yet written.
+    unwritten: AtomicUsize,
     /// A read budget given while a read was under way, for the next read to take up.
     new_budget: std::sync::Mutex<Option<ReadBudget>>,
     /// `new_budget` holds one (no lock on the read path otherwise).
@@ -87,9 +92,15 @@ async fn timed<R: Runtime, T>(
 }
 
 /// Writes `head` then `tail` with vectored writes (one system call when the socket takes
-/// both).
-async fn write_all<S: Socket<R>, R>(io: &S, mut head: &[u8], mut tail: &[u8]) -> io::Result<()> {
+/// both), keeping `unwritten` up to date.
+async fn write_all<S: Socket<R>, R>(
+    io: &S,
+    mut head: &[u8],
+    mut tail: &[u8],
+    unwritten: &AtomicUsize,
+) -> io::Result<()> {
     while !head.is_empty() || !tail.is_empty() {
+        unwritten.store(head.len() + tail.len(), Ordering::Relaxed);
         let n = poll_fn(|cx| io.poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(tail)]))
             .await?;
         if n == 0 {
@@ -111,6 +122,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             io,
             reader: Mutex::new(ReadState {
                 decoder: FrameDecoder::new(settings.max_frame_size),
+                skipped: None,
                 timer: None,
             }),
             writer: Mutex::new(WriteState {
@@ -121,6 +133,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             connected: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             partial: AtomicUsize::new(0),
+            unwritten: AtomicUsize::new(0),
             new_budget: std::sync::Mutex::new(None),
             budget_waits: AtomicBool::new(false),
             stats: StatsCounters::default(),
@@ -134,6 +147,10 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
 
     pub(crate) fn partial_frame(&self) -> usize {
         self.partial.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Relaxed)
     }
 
     /// See [`FrameTransport::set_read_budget`](super::FrameTransport::set_read_budget): takes
@@ -202,11 +219,12 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
         } = w;
         *in_write = true;
         let res = timed::<R, _>(timer, self.settings.write_timeout, async {
-            write_all(&self.io, buf, tail)
+            write_all(&self.io, buf, tail, &self.unwritten)
                 .await
                 .map_err(TransportError::send)
         })
         .await;
+        self.unwritten.store(0, Ordering::Relaxed);
         buf.clear();
         if buf.capacity() > MAX_RETAINED_WRITE_BUF {
             *buf = BytesMut::new();
@@ -312,14 +330,23 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
         mut each: F,
     ) -> Result<usize, TransportError> {
         let mut r = self.reader.lock().await;
-        let ReadState { decoder, timer } = &mut *r;
+        let ReadState {
+            decoder,
+            skipped,
+            timer,
+        } = &mut *r;
+        if let Some(frame) = skipped.take() {
+            return Err(self.stats.recv_error(TransportError::FrameSkipped(frame)));
+        }
         let res = timed::<R, _>(timer, self.settings.read_timeout, async {
             loop {
                 match decoder.poll_frame() {
                     Ok(Some(frame)) => return Ok(frame),
                     Ok(None) => {}
-                    Err(FrameError::TooLarge { len, max }) => {
-                        return Err(TransportError::MessageTooLarge { size: len, max });
+                    Err(FrameError::Skipped(frame)) => {
+                        self.partial
+                            .store(decoder.partial_bytes(), Ordering::Relaxed);
+                        return Err(TransportError::FrameSkipped(frame));
                     }
                     Err(e) => return Err(TransportError::Protocol(e.to_string())),
                 }
@@ -360,8 +387,8 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
                 self.stats.received(frame.len());
                 each(frame);
                 let mut n = 1;
-                // Frames already buffered behind it; a decode error stays in the decoder
-                // for the next call.
+                // Frames already buffered behind it; a skipped frame is reported by the
+                // next call.
                 while n < max {
                     match decoder.poll_frame() {
                         Ok(Some(frame)) => {
@@ -369,17 +396,16 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
                             each(frame);
                             n += 1;
                         }
+                        Err(FrameError::Skipped(frame)) => {
+                            *skipped = Some(frame);
+                            break;
+                        }
                         _ => break,
                     }
                 }
                 self.partial
                     .store(decoder.partial_bytes(), Ordering::Relaxed);
                 Ok(n)
-            }
-            Err(e @ TransportError::MessageTooLarge { .. }) => {
-                // The decoder's error is sticky: the stream is out of sync for good.
-                self.connected.store(false, Ordering::Release);
-                Err(self.stats.recv_error(e))
             }
             Err(e) => Err(self.broken(self.stats.recv_error(e))),
         }

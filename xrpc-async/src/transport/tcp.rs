@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, RetryPolicy};
+use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, PeerKey, RetryPolicy};
 
 use super::TransportError;
 use super::socket::{SocketSettings, SocketTransport, connect_with_retry};
@@ -64,6 +64,8 @@ pub struct TcpFrameTransport<S, R: Runtime> {
     inner: SocketTransport<S, R>,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
+    /// The peer's IP address, as a key.
+    peer_key: PeerKey,
     name: String,
 }
 
@@ -103,6 +105,7 @@ impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
             inner: SocketTransport::new(stream, config.settings()),
             peer_addr,
             local_addr,
+            peer_key: PeerKey::Ip(peer_addr.ip().to_canonical()),
             name: format!("tcp:{peer_addr}"),
         })
     }

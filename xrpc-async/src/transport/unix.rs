@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, RetryPolicy};
+use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, PeerKey, RetryPolicy};
 
 use super::TransportError;
 use super::socket::{SocketSettings, SocketTransport, connect_with_retry};
@@ -49,6 +49,8 @@ super::socket_config!(UnixConfig);
 /// runtime `R`, framed like [`TcpFrameTransport`](super::TcpFrameTransport).
 pub struct UnixFrameTransport<S, R: Runtime> {
     inner: SocketTransport<S, R>,
+    /// The peer's user id (`SO_PEERCRED`), if the kernel told it.
+    peer_key: PeerKey,
     name: String,
 }
 
@@ -87,8 +89,10 @@ impl<S: UnixSocket<R>, R: Runtime> UnixFrameTransport<S, R> {
         config: UnixConfig,
         name: impl Into<String>,
     ) -> Result<Self, TransportError> {
+        let peer_key = super::peer_uid(&stream);
         Ok(Self {
             inner: SocketTransport::new(stream, config.settings()),
+            peer_key,
             name: name.into(),
         })
     }

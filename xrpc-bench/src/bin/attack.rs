@@ -1,21 +1,28 @@
-//! The attacks of issue 14, measured: for each, a server with the default configuration runs
-//! in a child process (this binary, `--server <socket path>`), a well-behaved client calls it
-//! sequentially — first idle, then while an attacker works — and the table printed at the end
-//! gives the server's peak RSS (`VmHWM`), the client's p50 and p99 latency idle → under attack,
-//! and the verdict against the goal of issue 14:
+//! The attacks of issues 14 and 24, measured per server adapter: for each, a server with the
+//! default configuration runs in a child process (this binary, `--server <adapter> <socket
+//! path>`, listening on that Unix socket and on a TCP port of loopback), a well-behaved client
+//! calls it sequentially — first idle, then while an attacker works — and the table printed at
+//! the end gives the server's peak RSS (`VmHWM`), the client's p50 and p99 latency idle →
+//! under attack, and the verdict against the goal:
 //!
 //! - the server's RSS stays below 256 MiB, and the client's p50 within 3x of idle;
 //! - shutdown with an open stream ends within the drain deadline (10 s by default);
-//! - a connection made during shutdown is refused at once.
+//! - a connection made during shutdown is refused at once;
+//! - a fresh client is answered within 1 s while one peer holds idle connections (issue 24);
+//! - an answer over the client's maximum frame fails that call alone; a duplicate request id
+//!   closes its connection at once (issue 24).
 //!
 //! Every attack is short (4 s) and bounded: a server above 1 GiB is killed (the verdict says
 //! so), a shutdown is given 25 s at most.
 //!
 //! ```text
-//! cargo run --release -p xrpc-bench --bin attack
+//! cargo run --release -p xrpc-bench --bin attack                      # tokio and smol servers
+//! cargo run --release -p xrpc-bench --bin attack -- --adapter smol --only bombs
 //! ```
 
+use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,11 +31,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use xrpc::proto::{CompressionConfig, Header, MessageEncoder, MessageKind};
-use xrpc::{
-    MessageChannelAdapter, RpcClient, RpcServer, ServerStreamSender, UnixConfig,
-    UnixFrameTransport, UnixFrameTransportListener,
+use serde::{Deserialize, Serialize};
+use xrpc::proto::{
+    BincodeCodec, Codec as _, CompressionConfig, Header, MessageEncoder, MessageKind,
 };
+use xrpc::{
+    MessageChannelAdapter, RpcClient, TcpConfig, TcpFrameTransport, UnixConfig, UnixFrameTransport,
+};
+use xrpc_async::{FrameListener, Runtime, ServerStreamSender};
 
 /// How long each attack runs while the client measures.
 const ATTACK: Duration = Duration::from_secs(4);
@@ -48,12 +58,27 @@ const CALL_CAP: Duration = Duration::from_secs(2);
 const MAX_FRAME: usize = 16 << 20;
 
 type Client = RpcClient<MessageChannelAdapter<UnixFrameTransport>>;
+type TcpClient = RpcClient<MessageChannelAdapter<TcpFrameTransport>>;
+
+/// The server adapters measured.
+const ADAPTERS: [&str; 2] = ["tokio", "smol"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() == 3 && args[1] == "--server" {
-        return serve(Path::new(&args[2]));
+    if args.len() == 4 && args[1] == "--server" {
+        return serve(&args[2], Path::new(&args[3]));
     }
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let adapters: Vec<&str> = match flag("--adapter") {
+        Some(a) => ADAPTERS.iter().copied().filter(|x| *x == a).collect(),
+        None => ADAPTERS.to_vec(),
+    };
+    let only = flag("--only").unwrap_or_default();
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -61,89 +86,193 @@ fn main() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .unwrap_or_default();
     println!(
-        "xrpc attack figures, commit {}, {} cores; server: default configuration, Unix socket",
+        "xrpc attack figures, commit {}, {} cores, load average {}; server: default configuration",
         commit.trim(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    let rows = vec![
-        run(
+    type Attack = (&'static str, Via, fn(&Server, Arc<AtomicBool>) -> Note);
+    let attacks: [Attack; 8] = [
+        (
             "1. unbounded stream credit (4 streams granting u32::MAX, never read)",
+            Via::Unix,
             credit_attack,
         ),
-        run(
+        (
             "2. notification flood (to a handler that sleeps 10 s)",
+            Via::Unix,
             notification_flood,
         ),
-        run(
+        (
             "3. Zstd bombs (2 connections, 16 MiB from ~0.5 KiB each, kept 10 s)",
+            Via::Unix,
             zstd_bombs,
         ),
-        run(
+        (
             "4. slow and partial frames (50 × 16 MiB − 1 byte, 200 × 10 bytes)",
+            Via::Unix,
             partial_frames,
         ),
-        shutdown_attack(false),
-        shutdown_attack(true),
+        (
+            "7. lockout: 1,100 idle TCP connections of one peer, pinging; fresh TCP clients",
+            Via::Unix,
+            lockout,
+        ),
+        (
+            "8. Zstd bombs to a typed handler whose decode fails (2 TCP connections)",
+            Via::Tcp,
+            typed_bombs,
+        ),
+        (
+            "9. Zstd bombs kept 10 s over 8 connections",
+            Via::Unix,
+            bombs_on_8,
+        ),
+        (
+            "10. notification flood over 32 connections (10 s handlers)",
+            Via::Unix,
+            notifications_on_32,
+        ),
     ];
+    let mut rows = Vec::new();
+    for adapter in adapters {
+        for (name, via, attack) in attacks {
+            if name.contains(&only) {
+                rows.push(run(adapter, name, via, attack));
+            }
+        }
+        for connect_during in [false, true] {
+            let row = shutdown_attack(adapter, connect_during, &only);
+            rows.extend(row);
+        }
+        if "11. an answer over the client's maximum frame".contains(&only) {
+            rows.push(oversize_answer(adapter));
+        }
+        if "12. a duplicate request id".contains(&only) {
+            rows.push(duplicate_id(adapter));
+        }
+    }
     println!();
     println!(
-        "| attack | server peak RSS | client p50 idle → under attack | client p99 idle → under attack | verdict |"
+        "| adapter | attack | server peak RSS | client p50 idle → under attack | client p99 idle → under attack | verdict |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {} |",
-            r.attack, r.rss, r.p50, r.p99, r.verdict
+            "| {} | {} | {} | {} | {} | {} |",
+            r.adapter, r.attack, r.rss, r.p50, r.p99, r.verdict
         );
     }
 }
 
 // ---- the server (child process) ----
 
-fn serve(path: &Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        let server = RpcServer::new();
-        server.register("echo", |b: Bytes| async move { Ok(b) });
-        // Holds its payload for 10 s (a handler that keeps what it is given).
-        server.register("keep", |b: Bytes| async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            Ok(Bytes::from(b.len().to_le_bytes().to_vec()))
-        });
-        server.register("slow", |_b: Bytes| async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            Ok(Bytes::new())
-        });
-        // Produces 64 KiB items as fast as its credit allows.
-        server.register_stream(
-            "flood",
-            |_: (), tx: ServerStreamSender<Vec<u8>>| async move {
-                let item = vec![7u8; 64 * 1024];
-                loop {
-                    tx.send(&item).await?;
-                }
-            },
-        );
-        // An open stream that never sends.
-        server.register_stream("idle", |_: (), _tx: ServerStreamSender<u64>| async move {
+/// A request the typed `point` handler decodes (a bomb's 16 MiB of zeros does not).
+#[derive(Debug, Serialize, Deserialize)]
+struct Point {
+    x: u64,
+    y: u64,
+}
+
+/// Sleeps on `R`'s clock.
+async fn nap<R: Runtime>(d: Duration) {
+    let rt = R::default();
+    rt.timer(rt.now() + d).await;
+}
+
+/// The methods of the attacked server, on runtime `R`.
+fn methods<R: Runtime>(server: &xrpc_async::RpcServer<BincodeCodec, R>) {
+    server.register("echo", |b: Bytes| async move { Ok(b) });
+    // Holds its payload for 10 s (a handler that keeps what it is given).
+    server.register("keep", |b: Bytes| async move {
+        nap::<R>(Duration::from_secs(10)).await;
+        Ok(Bytes::from(b.len().to_le_bytes().to_vec()))
+    });
+    server.register("slow", |_b: Bytes| async move {
+        nap::<R>(Duration::from_secs(10)).await;
+        Ok(Bytes::new())
+    });
+    server.register_typed("point", |p: Point| async move { Ok(p.x + p.y) });
+    server.register_typed("bytes", |n: usize| async move { Ok(vec![7u8; n]) });
+    // Produces 64 KiB items as fast as its credit allows.
+    server.register_stream(
+        "flood",
+        |_: (), tx: ServerStreamSender<Vec<u8>, BincodeCodec>| async move {
+            let item = vec![7u8; 64 * 1024];
+            loop {
+                tx.send(&item).await?;
+            }
+        },
+    );
+    // An open stream that never sends.
+    server.register_stream(
+        "idle",
+        |_: (), _tx: ServerStreamSender<u64, BincodeCodec>| async move {
             std::future::pending::<()>().await;
             Ok(())
-        });
-        let s = server.clone();
-        server.register_typed("shutdown", move |_: ()| {
-            s.shutdown();
-            async { Ok(()) }
-        });
-        let listener = UnixFrameTransportListener::bind(path, UnixConfig::default())
-            .await
-            .expect("bind");
-        println!("ready");
-        server.serve_listener(listener).await.expect("serve");
+        },
+    );
+    let s = server.clone();
+    server.register_typed("shutdown", move |_: ()| {
+        s.shutdown();
+        async { Ok(()) }
     });
+}
+
+/// Serves on `unix` and `tcp` until shutdown, after printing `ready <tcp address>`.
+async fn serve_on<R: Runtime, U: FrameListener, T: FrameListener>(
+    unix: U,
+    tcp: T,
+    addr: SocketAddr,
+) {
+    let server = xrpc_async::RpcServer::<BincodeCodec, R>::new();
+    methods(&server);
+    println!("ready {addr}");
+    let (a, b) =
+        futures::future::join(server.serve_listener(unix), server.serve_listener(tcp)).await;
+    a.expect("serve unix");
+    b.expect("serve tcp");
+}
+
+fn serve(adapter: &str, path: &Path) {
+    match adapter {
+        "tokio" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(async {
+                let unix = xrpc::UnixFrameTransportListener::bind(path, UnixConfig::default())
+                    .await
+                    .expect("bind unix");
+                let tcp =
+                    xrpc::TcpFrameTransportListener::bind("127.0.0.1:0", TcpConfig::default())
+                        .await
+                        .expect("bind tcp");
+                let addr = tcp.local_addr().expect("tcp address");
+                serve_on::<xrpc::Tokio, _, _>(unix, tcp, addr).await;
+            }),
+        "smol" => smol::block_on(async {
+            let unix =
+                xrpc_smol::UnixFrameTransportListener::bind(path, xrpc_smol::UnixConfig::default())
+                    .await
+                    .expect("bind unix");
+            let tcp = xrpc_smol::TcpFrameTransportListener::bind(
+                "127.0.0.1:0",
+                xrpc_smol::TcpConfig::default(),
+            )
+            .await
+            .expect("bind tcp");
+            let addr = tcp.local_addr().expect("tcp address");
+            serve_on::<xrpc_smol::Smol, _, _>(unix, tcp, addr).await;
+        }),
+        other => panic!("unknown adapter {other}"),
+    }
 }
 
 /// The server in a child process, and what it holds.
@@ -153,6 +282,8 @@ struct Server {
     _stdout: std::process::ChildStdout,
     pid: u32,
     path: PathBuf,
+    /// Its TCP address.
+    tcp: SocketAddr,
     /// Largest `VmHWM` seen, bytes.
     peak: Arc<AtomicU64>,
     /// Set when the monitor killed it at [`RSS_CAP`].
@@ -168,7 +299,7 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 impl Server {
-    fn start() -> Server {
+    fn start(adapter: &str) -> Server {
         static SERVERS: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "xrpc-attack-{}-{}",
@@ -178,6 +309,7 @@ impl Server {
         let exe = std::env::current_exe().expect("this binary");
         let mut child = Command::new(exe)
             .arg("--server")
+            .arg(adapter)
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -186,12 +318,20 @@ impl Server {
         let mut out = child.stdout.take().expect("piped");
         let mut line = Vec::new();
         let mut b = [0u8; 1];
-        while !line.ends_with(b"ready\n") {
+        while !(line.starts_with(b"ready ") && line.ends_with(b"\n")) {
             match out.read(&mut b) {
                 Ok(1) => line.push(b[0]),
                 _ => panic!("the server did not start"),
             }
+            if line.ends_with(b"\n") && !line.starts_with(b"ready ") {
+                line.clear();
+            }
         }
+        let tcp: SocketAddr = std::str::from_utf8(&line[6..])
+            .expect("an address")
+            .trim()
+            .parse()
+            .expect("the server's TCP address");
         let pid = child.id();
         let child = Arc::new(Mutex::new(child));
         let (peak, capped, stop) = (
@@ -223,6 +363,7 @@ impl Server {
             _stdout: out,
             pid,
             path,
+            tcp,
             peak,
             capped,
             stop,
@@ -241,6 +382,28 @@ impl Server {
         let c = RpcClient::new(MessageChannelAdapter::new(t));
         let _ = c.start();
         c
+    }
+
+    async fn tcp_client(&self) -> Result<TcpClient, xrpc::TransportError> {
+        let t = TcpFrameTransport::connect(self.tcp, TcpConfig::default()).await?;
+        let c = RpcClient::new(MessageChannelAdapter::new(t));
+        let _ = c.start();
+        Ok(c)
+    }
+
+    async fn good(&self, via: Via) -> Good {
+        match via {
+            Via::Unix => Good::Unix(self.client().await),
+            Via::Tcp => Good::Tcp(
+                self.tcp_client()
+                    .await
+                    .expect("connect the well-behaved client"),
+            ),
+        }
+    }
+
+    fn connect_tcp(&self) -> std::io::Result<TcpStream> {
+        TcpStream::connect(self.tcp)
     }
 
     fn exited(&self) -> bool {
@@ -269,14 +432,36 @@ impl Server {
 
 // ---- the well-behaved client ----
 
+/// Which transport the well-behaved client uses.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Unix,
+    Tcp,
+}
+
+/// The well-behaved client.
+enum Good {
+    Unix(Client),
+    Tcp(TcpClient),
+}
+
+impl Good {
+    async fn echo(&self, payload: Bytes) -> Result<Bytes, xrpc::RpcError> {
+        match self {
+            Good::Unix(c) => c.call_raw("echo", payload).await,
+            Good::Tcp(c) => c.call_raw("echo", payload).await,
+        }
+    }
+}
+
 /// Sequential 64-byte echo calls for `d`: the latencies (capped at [`CALL_CAP`]).
-async fn latencies(client: &Client, d: Duration) -> Vec<Duration> {
+async fn latencies(client: &Good, d: Duration) -> Vec<Duration> {
     let payload = Bytes::from(vec![1u8; 64]);
     let start = Instant::now();
     let mut v = Vec::new();
     while start.elapsed() < d {
         let t = Instant::now();
-        match tokio::time::timeout(CALL_CAP, client.call_raw("echo", payload.clone())).await {
+        match tokio::time::timeout(CALL_CAP, client.echo(payload.clone())).await {
             Ok(Ok(_)) => v.push(t.elapsed()),
             Ok(Err(_)) | Err(_) => {
                 v.push(CALL_CAP.max(t.elapsed()));
@@ -305,6 +490,7 @@ fn mib(b: u64) -> String {
 }
 
 struct Row {
+    adapter: &'static str,
     attack: String,
     rss: String,
     p50: String,
@@ -312,24 +498,33 @@ struct Row {
     verdict: String,
 }
 
-/// What an attack reports besides the figures (e.g. connections still open).
+/// What an attack reports besides the figures (e.g. connections still open); a note that
+/// starts with [`MISSED`] says the attack's own goal was missed.
 type Note = String;
 
+/// The start of a note whose attack missed its own goal (a fresh client not answered, say).
+const MISSED: &str = "missed: ";
+
 /// Announces attack `name`; starts its server and the client's runtime.
-fn start(name: &str) -> (Server, tokio::runtime::Runtime) {
-    eprintln!("{name}…");
+fn start(adapter: &str, name: &str) -> (Server, tokio::runtime::Runtime) {
+    eprintln!("{adapter}: {name}…");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    (Server::start(), rt)
+    (Server::start(adapter), rt)
 }
 
 /// Runs `attack` against a fresh server while the client measures; `attack` runs on its own
 /// threads until `stop` is set, and returns a note for the verdict.
-fn run(name: &str, attack: fn(&Server, Arc<AtomicBool>) -> Note) -> Row {
-    let (server, rt) = start(name);
-    let client = rt.block_on(server.client());
+fn run(
+    adapter: &'static str,
+    name: &str,
+    via: Via,
+    attack: fn(&Server, Arc<AtomicBool>) -> Note,
+) -> Row {
+    let (server, rt) = start(adapter, name);
+    let client = rt.block_on(server.good(via));
     let mut idle = rt.block_on(latencies(&client, IDLE));
     let stop = Arc::new(AtomicBool::new(false));
     let note = std::thread::scope(|s| {
@@ -356,6 +551,13 @@ fn run(name: &str, attack: fn(&Server, Arc<AtomicBool>) -> Note) -> Row {
     } else if peak >= RSS_GOAL {
         problems.push(format!("RSS {} ≥ {}", mib(peak), mib(RSS_GOAL)));
     }
+    let note = match note.strip_prefix(MISSED) {
+        Some(rest) => {
+            problems.push("its own goal missed".to_string());
+            rest.to_string()
+        }
+        None => note,
+    };
     if b50 > i50 * 3 {
         problems.push(format!(
             "p50 {:.0}x idle",
@@ -368,6 +570,7 @@ fn run(name: &str, attack: fn(&Server, Arc<AtomicBool>) -> Note) -> Row {
         format!("**fails**: {}{}", problems.join(", "), note_suffix(&note))
     };
     Row {
+        adapter,
         attack: name.to_string(),
         rss: if capped {
             format!("> {} (killed)", mib(RSS_CAP))
@@ -401,6 +604,12 @@ fn encode(header: &Header, method: &str, payload: &[u8], compression: Compressio
 /// Writes `bytes` until done or `stop`; false if the server closed the connection.
 fn write_until(sock: &mut UnixStream, bytes: &[u8], stop: &AtomicBool) -> bool {
     let _ = sock.set_write_timeout(Some(Duration::from_millis(50)));
+    write_all_until(sock, bytes, stop)
+}
+
+/// Writes `bytes` until done or `stop` (on a socket with a write timeout, so that `stop` is
+/// seen while the server does not read); false if the server closed the connection.
+fn write_all_until<W: Write>(sock: &mut W, bytes: &[u8], stop: &AtomicBool) -> bool {
     let mut at = 0;
     while at < bytes.len() {
         if stop.load(Ordering::SeqCst) {
@@ -556,13 +765,16 @@ fn partial_frames(server: &Server, stop: Arc<AtomicBool>) -> Note {
 
 /// Attack 5 (`connect_during == false`): shutdown with an idle server stream open; attack 6:
 /// the same, and a new connection made during the shutdown.
-fn shutdown_attack(connect_during: bool) -> Row {
+fn shutdown_attack(adapter: &'static str, connect_during: bool, only: &str) -> Option<Row> {
     let name = if connect_during {
         "6. connect during shutdown (an idle stream holds the shutdown open)"
     } else {
         "5. shutdown with an open stream (one idle server stream)"
     };
-    let (server, rt) = start(name);
+    if !name.contains(only) {
+        return None;
+    }
+    let (server, rt) = start(adapter, name);
     let (took, refused) = rt.block_on(async {
         let streamer = server.client().await;
         let _stream = streamer
@@ -621,11 +833,306 @@ fn shutdown_attack(connect_during: bool) -> Row {
         }
         Some((_, t, e)) => format!("**fails**: {e} after {}; {shutdown}", ms(t)),
     };
-    Row {
+    Some(Row {
+        adapter,
         attack: name.to_string(),
         rss: mib(peak),
         p50: "—".into(),
         p99: "—".into(),
         verdict,
+    })
+}
+
+// ---- the attacks of issue 24 ----
+
+/// A `Ping` frame, prefixed.
+fn ping(id: u64) -> Bytes {
+    encode(
+        &Header::new(MessageKind::Ping, id),
+        "",
+        b"",
+        CompressionConfig::none(),
+    )
+}
+
+/// Attack 7: one peer opens 1,100 TCP connections (more than the cap, 1,024) and pings each
+/// every second (a ping moves the idle deadline: before issue 24 that locked every new
+/// client out for good). Meanwhile a fresh TCP client (the same peer) tries to get an answer
+/// every 500 ms, within 1 s each.
+fn lockout(server: &Server, stop: Arc<AtomicBool>) -> Note {
+    let mut hogs: Vec<TcpStream> = Vec::new();
+    let t0 = Instant::now();
+    for i in 0..1100u64 {
+        let Ok(mut s) = server.connect_tcp() else {
+            continue;
+        };
+        let _ = s.write_all(&ping(i));
+        hogs.push(s);
     }
+    let (opened, opening) = (hogs.len(), t0.elapsed());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (mut tried, mut answered, mut slowest) = (0, 0, Duration::ZERO);
+    let mut last_ping = Instant::now();
+    // At least 5 tries, even if opening the connections took the whole attack.
+    while tried < 5 || !stop.load(Ordering::SeqCst) {
+        if last_ping.elapsed() >= Duration::from_secs(1) {
+            for (i, s) in hogs.iter_mut().enumerate() {
+                let _ = s.set_nonblocking(true);
+                let _ = s.write(&ping(i as u64));
+            }
+            last_ping = Instant::now();
+        }
+        let t = Instant::now();
+        tried += 1;
+        let ok = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), async {
+                let c = server.tcp_client().await.ok()?;
+                c.call_raw("echo", Bytes::from_static(b"fresh")).await.ok()
+            })
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        });
+        if ok {
+            answered += 1;
+            slowest = slowest.max(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    format!(
+        "{}{opened} connections opened in {}; fresh TCP clients answered within 1 s: {answered} of {tried}{}",
+        if answered < tried { MISSED } else { "" },
+        ms(opening),
+        if answered > 0 {
+            format!(" (slowest {})", ms(slowest))
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// A Zstd bomb: a request whose payload is 16 MiB − 64 KiB of zeros in about 0.5 KiB.
+fn bomb(method: &str) -> (Bytes, usize) {
+    let zeros = vec![0u8; MAX_FRAME - 64 * 1024];
+    let mut h = Header::new(MessageKind::Request, 1);
+    h.codec = BincodeCodec::ID;
+    (
+        encode(&h, method, &zeros, CompressionConfig::zstd(19)),
+        zeros.len(),
+    )
+}
+
+/// Writes `bomb` on `sock` as fast as it takes it (ids counting up) until `stop`; returns
+/// how many were sent and whether the server closed the connection.
+fn keep_bombing<W: Write>(sock: &mut W, bomb: &Bytes, stop: &AtomicBool) -> (u64, bool) {
+    let mut frame = bomb.to_vec();
+    let mut sent = 0;
+    for id in 1u64.. {
+        // The id: after the 4-byte prefix and 8 header bytes.
+        frame[12..20].copy_from_slice(&id.to_le_bytes());
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if !write_all_until(sock, &frame, stop) {
+            return (sent, true);
+        }
+        sent += 1;
+    }
+    (sent, false)
+}
+
+/// Attack 8 (issue 24, item 3): two TCP connections write Zstd bombs, as fast as the server
+/// takes them, to a typed handler whose decode then fails — each payload is dropped at once,
+/// so the budget of bytes held never fills; only a rate of inflation bounds the work. The
+/// attacker reads the server's answers (so the server never stops reading it for backlog).
+fn typed_bombs(server: &Server, stop: Arc<AtomicBool>) -> Note {
+    let (bomb, inflated) = bomb("point");
+    let sent = AtomicU64::new(0);
+    let closed = AtomicU64::new(0);
+    let answers = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let Ok(sock) = server.connect_tcp() else {
+                continue;
+            };
+            let mut reader = sock.try_clone().expect("a second handle");
+            let (halt, answers) = (&stop, &answers);
+            s.spawn(move || {
+                let _ = reader.set_read_timeout(Some(Duration::from_millis(100)));
+                let mut buf = vec![0u8; 64 * 1024];
+                while !halt.load(Ordering::SeqCst) {
+                    match reader.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            answers.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            let (stop, bomb, sent, closed) = (&stop, &bomb, &sent, &closed);
+            s.spawn(move || {
+                let mut sock = sock;
+                let _ = sock.set_write_timeout(Some(Duration::from_millis(100)));
+                let (n, was_closed) = keep_bombing(&mut sock, bomb, stop);
+                sent.fetch_add(n, Ordering::SeqCst);
+                if was_closed {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let sent = sent.load(Ordering::SeqCst);
+    format!(
+        "{sent} bombs of {} B sent ({} MiB they would inflate to), {} KiB of answers read, {} of 2 connections closed",
+        bomb.len(),
+        (sent * inflated as u64) >> 20,
+        answers.load(Ordering::SeqCst) >> 10,
+        closed.load(Ordering::SeqCst)
+    )
+}
+
+/// Attack 9 (issue 24, item 4): the bombs of attack 3, to the handler that keeps its payload
+/// 10 s, over 8 connections (each connection's budget of bytes held, 64 MiB, added up to
+/// ~520 MiB before a server-wide one).
+fn bombs_on_8(server: &Server, stop: Arc<AtomicBool>) -> Note {
+    let (bomb, _) = bomb("keep");
+    let sent = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let Ok(mut sock) = server.connect_raw() else {
+                continue;
+            };
+            let (stop, bomb, sent) = (&stop, &bomb, &sent);
+            s.spawn(move || {
+                let _ = sock.set_write_timeout(Some(Duration::from_millis(100)));
+                let (n, _) = keep_bombing(&mut sock, bomb, stop);
+                sent.fetch_add(n, Ordering::SeqCst);
+            });
+        }
+    });
+    format!("{} bombs sent", sent.load(Ordering::SeqCst))
+}
+
+/// Attack 10 (issue 24, item 4): notifications to a handler that sleeps 10 s, written as fast
+/// as the server takes them, on 32 connections (each may run 10,000 at once: 320,000
+/// handlers held 347 MiB before a server-wide limit).
+fn notifications_on_32(server: &Server, stop: Arc<AtomicBool>) -> Note {
+    let one = encode(
+        &Header::new(MessageKind::Notification, 0),
+        "slow",
+        b"x",
+        CompressionConfig::none(),
+    );
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+    let sent = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..32 {
+            let Ok(mut sock) = server.connect_raw() else {
+                continue;
+            };
+            let (stop, batch, sent) = (&stop, &batch, &sent);
+            s.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if !write_until(&mut sock, batch, stop) {
+                        return;
+                    }
+                    sent.fetch_add(1000, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    format!("{} notifications sent", sent.load(Ordering::SeqCst))
+}
+
+/// Runs `check` against a fresh server of `adapter` (given its Unix socket; no latency
+/// figures): a row whose verdict is what `check` says.
+fn check_row<F: Future<Output = (bool, String)>>(
+    adapter: &'static str,
+    name: &str,
+    check: impl FnOnce(PathBuf) -> F,
+) -> Row {
+    let (server, rt) = start(adapter, name);
+    let (ok, what) = rt.block_on(check(server.path.clone()));
+    let (peak, _) = server.finish();
+    Row {
+        adapter,
+        attack: name.to_string(),
+        rss: mib(peak),
+        p50: "—".into(),
+        p99: "—".into(),
+        verdict: if ok {
+            format!("meets the goal: {what}")
+        } else {
+            format!("**fails**: {what}")
+        },
+    }
+}
+
+/// Check 11 (issue 24, item 6): a client whose maximum frame is 1 MiB calls a method that
+/// answers 2 MiB, then a small call on the same connection.
+fn oversize_answer(adapter: &'static str) -> Row {
+    check_row(
+        adapter,
+        "11. an answer over the client's maximum frame (1 MiB client, 2 MiB answer)",
+        |path| async move {
+            let config = UnixConfig::default().with_max_frame_size(1 << 20);
+            let t = UnixFrameTransport::connect(&path, config)
+                .await
+                .expect("connect");
+            let c: Client = RpcClient::new(MessageChannelAdapter::new(t));
+            let _ = c.start();
+            let big = c.call::<_, Vec<u8>>("bytes", &(2usize << 20)).await;
+            let next = c.call::<_, Vec<u8>>("bytes", &10usize).await;
+            let ok = matches!(big, Err(xrpc::RpcError::FrameTooLarge { .. })) && next.is_ok();
+            let big = match big {
+                Ok(v) => format!("{} bytes", v.len()),
+                Err(e) => e.to_string(),
+            };
+            let next = match next {
+                Ok(_) => "answered".to_string(),
+                Err(e) => e.to_string(),
+            };
+            (ok, format!("the 2 MiB call: {big}; the next call: {next}"))
+        },
+    )
+}
+
+/// Check 12 (issue 24, item 8): a second request with the id of a call in progress (to a
+/// handler that sleeps 10 s); the time until the server closes the connection.
+fn duplicate_id(adapter: &'static str) -> Row {
+    check_row(
+        adapter,
+        "12. a duplicate request id (the first call still running)",
+        |path| async move {
+            let Ok(mut sock) = UnixStream::connect(&path) else {
+                return (false, "connect failed".into());
+            };
+            let mut h = Header::new(MessageKind::Request, 1);
+            h.codec = BincodeCodec::ID;
+            let req = encode(&h, "slow", b"", CompressionConfig::none());
+            let _ = sock.write_all(&req);
+            std::thread::sleep(Duration::from_millis(100));
+            let t = Instant::now();
+            let _ = sock.write_all(&req);
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut buf = [0u8; 4096];
+            let closed = loop {
+                match sock.read(&mut buf) {
+                    Ok(0) | Err(_) => break t.elapsed(),
+                    Ok(_) => {}
+                }
+            };
+            (
+                closed < Duration::from_secs(1),
+                format!("closed after {}", ms(closed)),
+            )
+        },
+    )
 }
