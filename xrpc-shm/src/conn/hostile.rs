@@ -11,7 +11,7 @@ use rustix::fs::OFlags;
 use rustix::io::Errno;
 use rustix::net::{SendFlags, SocketFlags};
 
-use super::{ShmListener, connect_socket, recv_fds, room_pair, send_fds};
+use super::handshake::{ShmListener, connect_socket, recv_fds, room_pair, send_fds};
 use crate::error::Result;
 use crate::ring::Producer;
 use crate::segment::{Geometry, MappedRing, RING_TO_CLIENT, RING_TO_SERVER, Segment};
