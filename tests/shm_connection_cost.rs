@@ -28,7 +28,13 @@ fn peer_entry() {
         return;
     };
     assert_eq!(role, "server");
-    reliability::run_server_process(&arg);
+    // Every client is this user: a per-peer share below the cap would reclaim idle ones.
+    let config = xrpc::ServerConfig {
+        max_connections: 2048,
+        max_connections_per_peer: 2048,
+        ..Default::default()
+    };
+    reliability::run_server_process_with(&arg, config);
 }
 
 fn env_or(key: &str, default: usize) -> usize {

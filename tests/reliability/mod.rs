@@ -275,7 +275,12 @@ impl Drop for Live {
 /// raw method that sleeps 10 s), `sum` (adds a client stream) and
 /// `resources` (what the serving process holds).
 pub fn test_server() -> RpcServer {
-    let server = RpcServer::new();
+    test_server_with(xrpc::ServerConfig::default())
+}
+
+/// [`test_server`] with settings of its own.
+pub fn test_server_with(config: xrpc::ServerConfig) -> RpcServer {
+    let server = RpcServer::with_config(xrpc::BincodeCodec, config);
     server.register_typed("echo", |e: Echo| async move { Ok(e) });
     server.register("echo_raw", |b: bytes::Bytes| async move { Ok(b) });
     server.register_typed("hang", |_: ()| async move {
@@ -394,12 +399,17 @@ pub async fn spawn_test_server(addr: &Addr) -> Addr {
 /// In a child process: serves [`test_server`] on `addr`, prints `ready <bound address> <pid>` and
 /// serves until killed.
 pub fn run_server_process(addr: &str) {
+    run_server_process_with(addr, xrpc::ServerConfig::default());
+}
+
+/// [`run_server_process`] with settings of its own.
+pub fn run_server_process_with(addr: &str, config: xrpc::ServerConfig) {
     runtime().block_on(async {
         let (listener, bound) = AnyListener::bind(&Addr::decode(addr))
             .await
             .expect("bind the test server");
         println!("ready {} {}", bound.encode(), std::process::id());
-        listener.serve(test_server()).await.unwrap();
+        listener.serve(test_server_with(config)).await.unwrap();
     });
 }
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 use pair::{CODEC, MS, Pair};
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
-    CallError, CallKind, CallOptions, ClientConfig, ClientSession, CloseReason,
-    CompressionConfig, ErrorCode, HandlerOutcome, Header, MessageEncoder, MessageKind, Payload,
-    ServerBounds, ServerConfig, ServerSessionEvent, WireConfig,
+    CallError, CallKind, CallOptions, ClientConfig, ClientSession, CloseReason, CompressionConfig,
+    ErrorCode, HandlerOutcome, Header, MessageEncoder, MessageKind, Payload, ServerBounds,
+    ServerConfig, ServerSessionEvent, WireConfig,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -52,10 +52,7 @@ fn an_answer_over_the_clients_maximum_fails_that_call_alone() {
         CallError::FrameTooLarge { size, max } => assert_eq!((size > 2000, max), (true, 1024)),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        p.client_outcome(small),
-        Some(Ok(_))
-    ));
+    assert!(matches!(p.client_outcome(small), Some(Ok(_))));
     assert!(p.client.is_open());
 
     let opts = CallOptions::unary(CODEC).with_kind(CallKind::ServerStreaming);
@@ -75,10 +72,7 @@ fn an_answer_over_the_clients_maximum_fails_that_call_alone() {
     let after = p.call("add", b"");
     p.take_calls();
     p.complete(after, HandlerOutcome::Response(blob(1)));
-    assert!(matches!(
-        p.client_outcome(after),
-        Some(Ok(_))
-    ));
+    assert!(matches!(p.client_outcome(after), Some(Ok(_))));
 }
 
 /// The same on the server: a request over its maximum (from a client whose own is larger) is
@@ -357,10 +351,7 @@ fn a_reclaimed_connection_closes_at_once_when_idle_and_drains_when_busy() {
     let late = busy.call("add", b"");
     assert_eq!(busy.remote(late).code, ErrorCode::ShuttingDown);
     busy.complete(id, HandlerOutcome::Response(blob(1)));
-    assert!(matches!(
-        busy.client_outcome(id),
-        Some(Ok(_))
-    ));
+    assert!(matches!(busy.client_outcome(id), Some(Ok(_))));
     assert!(busy.server.is_closed());
     assert!(
         !busy

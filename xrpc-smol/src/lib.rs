@@ -43,7 +43,7 @@ pub use xrpc_async::{
     RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
     StreamSender, TypedChannel,
 };
-pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions};
+pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions, ServerConfig};
 
 /// An RPC client on smol ([`xrpc_async::RpcClient`] with the [`Smol`] runtime), Bincode by
 /// default.

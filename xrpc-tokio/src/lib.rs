@@ -39,7 +39,7 @@ pub use xrpc_async::{
     RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
     StreamSender, TypedChannel,
 };
-pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions};
+pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions, ServerConfig};
 
 /// An RPC client on tokio ([`xrpc_async::RpcClient`] with the [`Tokio`] runtime), Bincode by
 /// default.
