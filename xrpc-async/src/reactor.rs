@@ -85,6 +85,40 @@ pub trait Socket<R>: AsFd + Send + Sync + Sized + 'static {
     ) -> Poll<io::Result<usize>>;
 }
 
+/// Bytes of spare capacity made readable (zeroed: `std` reads need initialized memory) for one
+/// read of small frames.
+const READ_WINDOW: usize = 16 * 1024;
+/// Spare capacity beyond which a large frame is in progress, read in windows of up to
+/// [`LARGE_READ_WINDOW`].
+const LARGE_SPARE: usize = 256 * 1024;
+/// The largest window of one read.
+const LARGE_READ_WINDOW: usize = 4 * 1024 * 1024;
+
+/// Reads into the spare capacity of `buf` (which has some) with `read`, which fills an
+/// initialized slice as `std`'s and futures' readers do, and appends what was read: the body of
+/// [`Socket::poll_read`] for a socket of that kind. The slice is a window of the spare
+/// capacity, zeroed first: at most 16 KiB while small frames come, up to 4 MiB once the buffer
+/// holds room for a large frame (256 KiB or more), so a small read zeroes little.
+pub fn read_into_spare(
+    buf: &mut BytesMut,
+    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    let start = buf.len();
+    let spare = buf.capacity() - start;
+    let window = match spare {
+        s if s >= LARGE_SPARE => s.min(LARGE_READ_WINDOW),
+        s => s.min(READ_WINDOW),
+    };
+    buf.resize(start + window, 0);
+    let polled = read(&mut buf[start..]);
+    let n = match polled {
+        Poll::Ready(Ok(n)) => n,
+        _ => 0,
+    };
+    buf.truncate(start + n);
+    polled
+}
+
 /// Accepts connections of reactor `R`.
 pub trait SocketListener<R>: Send + Sync + Sized + 'static {
     /// An accepted connection.

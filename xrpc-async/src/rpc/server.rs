@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Instant;
 
@@ -73,6 +74,8 @@ pub(crate) struct Shared<C, R: Runtime> {
     pub(crate) shutdown: Signal,
     /// The connections being served, to wake their drivers at shutdown.
     pub(crate) connections: Mutex<Vec<Weak<Connection<R>>>>,
+    /// Connections served so far: the next one's number (see [`Runtime::spawn_handler`]).
+    pub(crate) connections_served: AtomicU64,
     /// Output queued on all connections together ([`ServerConfig::max_queued_output_total`]).
     pub(crate) output: OutputBudget,
     /// Read buffers of frames not yet whole on all connections together
@@ -157,6 +160,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 rt,
                 shutdown: Signal::default(),
                 connections: Mutex::new(Vec::new()),
+                connections_served: AtomicU64::new(0),
                 output: OutputBudget::new(config.max_queued_output_total),
                 reads: ReadBudget::new(config.max_read_buffers_total),
             }),
