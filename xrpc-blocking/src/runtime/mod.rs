@@ -194,7 +194,8 @@ impl Registration for BlockingRegistration {
     }
 }
 
-/// Gives the CPU away once: the waiting thread calls `sched_yield` before it polls again.
+/// Gives the CPU away once: the waiting thread calls `sched_yield` before it polls again (see
+/// `wait::ask_yield`).
 struct YieldNow(bool);
 
 impl Future for YieldNow {
@@ -205,8 +206,10 @@ impl Future for YieldNow {
             return Poll::Ready(());
         }
         self.0 = true;
-        wait::ask_yield();
-        cx.waker().wake_by_ref();
+        if !wait::ask_yield(cx.waker()) {
+            std::thread::yield_now();
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 }

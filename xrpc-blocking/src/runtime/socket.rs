@@ -2,6 +2,12 @@
 //! transports on [`Blocking`]: an operation that would block arms the socket's read or write
 //! [`Interest`] and waits like any future of the runtime (in the polling thread's own `poll(2)`,
 //! see [`wait`](super::wait)).
+//!
+//! Each direction remembers whether the socket is known not to be ready — it would block, or a
+//! read came back short of its window (the input was drained, as tokio assumes too) — so that
+//! the next operation waits for readiness without trying the system call first: a call's read
+//! after its request, and the read that follows an answer, cost no `recv` that comes back
+//! empty.
 
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice, Read, Write};
@@ -11,6 +17,7 @@ use std::os::unix::net::{self as unix, UnixListener, UnixStream};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -25,8 +32,30 @@ use super::wait::Interest;
 /// A `std` socket or listener `T` in non-blocking mode, waiting on [`Blocking`]'s threads.
 pub struct StdSocket<T> {
     io: Arc<T>,
-    read: Arc<Interest>,
-    write: Arc<Interest>,
+    read: Direction,
+    write: Direction,
+}
+
+/// One way of a socket: its interest, and whether it may be ready.
+struct Direction {
+    interest: Arc<Interest>,
+    /// `false`: known not ready until the interest fires.
+    ready: AtomicBool,
+}
+
+impl Direction {
+    fn new(fd: super::wait::Fd, events: PollFlags) -> Self {
+        Self {
+            interest: Interest::descriptor(fd, events),
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// Known not ready until the interest fires from now on.
+    fn not_ready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+        self.interest.take_fired();
+    }
 }
 
 impl<T> std::fmt::Debug for StdSocket<T> {
@@ -41,8 +70,8 @@ impl<T: AsFd + Send + Sync + 'static> StdSocket<T> {
         rustix::io::ioctl_fionbio(&io, true)?;
         let io = Arc::new(io);
         Ok(Self {
-            read: Interest::descriptor(io.clone(), PollFlags::IN),
-            write: Interest::descriptor(io.clone(), PollFlags::OUT),
+            read: Direction::new(io.clone(), PollFlags::IN),
+            write: Direction::new(io.clone(), PollFlags::OUT),
             io,
         })
     }
@@ -52,22 +81,36 @@ impl<T: AsFd + Send + Sync + 'static> StdSocket<T> {
         &self.io
     }
 
-    /// Runs the non-blocking operation `op` until it does not would-block; when it does, arms
-    /// `interest` and waits.
+    /// Runs the non-blocking operation `op` in direction `way` once it may be ready; when it
+    /// is not, arms the direction's interest and waits. `op` says whether its result leaves
+    /// the direction ready (a short read does not).
     fn poll_op<R>(
         &self,
         cx: &mut Context<'_>,
-        interest: &Arc<Interest>,
-        mut op: impl FnMut(&T) -> io::Result<R>,
+        way: &Direction,
+        mut op: impl FnMut(&T) -> (io::Result<R>, bool),
     ) -> Poll<io::Result<R>> {
         loop {
-            match op(&self.io) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    interest.arm(cx.waker(), None);
+            if !way.ready.load(Ordering::Relaxed) {
+                if !way.interest.take_fired() {
+                    way.interest.arm(cx.waker(), None);
                     return Poll::Pending;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => return Poll::Ready(r),
+                way.ready.store(true, Ordering::Relaxed);
+            }
+            match op(&self.io) {
+                (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => {
+                    way.not_ready();
+                    way.interest.arm(cx.waker(), None);
+                    return Poll::Pending;
+                }
+                (Err(e), _) if e.kind() == io::ErrorKind::Interrupted => {}
+                (r, still_ready) => {
+                    if !still_ready {
+                        way.not_ready();
+                    }
+                    return Poll::Ready(r);
+                }
             }
         }
     }
@@ -75,8 +118,8 @@ impl<T: AsFd + Send + Sync + 'static> StdSocket<T> {
 
 impl<T> Drop for StdSocket<T> {
     fn drop(&mut self) {
-        self.read.disarm();
-        self.write.disarm();
+        self.read.interest.disarm();
+        self.write.interest.disarm();
     }
 }
 
@@ -96,7 +139,12 @@ where
 {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         read_into_spare(buf, |window| {
-            self.poll_op(cx, &self.read, |mut io| io.read(window))
+            let len = window.len();
+            self.poll_op(cx, &self.read, |mut io| {
+                let r = io.read(window);
+                let full = r.as_ref().is_ok_and(|&n| n == len);
+                (r, full)
+            })
         })
     }
 
@@ -105,7 +153,7 @@ where
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_op(cx, &self.write, |mut io| io.write_vectored(bufs))
+        self.poll_op(cx, &self.write, |mut io| (io.write_vectored(bufs), true))
     }
 }
 
@@ -164,7 +212,7 @@ where
     };
     let socket = StdSocket::new(T::from(fd))?;
     if in_progress {
-        Ready::new(socket.write.clone()).await;
+        Ready::new(socket.write.interest.clone()).await;
         rustix::net::sockopt::socket_error(socket.get_ref())??;
     }
     Ok(socket)
@@ -216,8 +264,8 @@ impl SocketListener<Blocking> for StdSocket<TcpListener> {
     type Addr = SocketAddr;
 
     async fn accept(&self) -> io::Result<(StdSocket<TcpStream>, SocketAddr)> {
-        let (stream, addr) =
-            poll_fn(|cx| self.poll_op(cx, &self.read, TcpListener::accept)).await?;
+        let accept = |io: &TcpListener| (io.accept(), true);
+        let (stream, addr) = poll_fn(|cx| self.poll_op(cx, &self.read, accept)).await?;
         Ok((StdSocket::new(stream)?, addr))
     }
 
@@ -231,8 +279,8 @@ impl SocketListener<Blocking> for StdSocket<UnixListener> {
     type Addr = unix::SocketAddr;
 
     async fn accept(&self) -> io::Result<(StdSocket<UnixStream>, unix::SocketAddr)> {
-        let (stream, addr) =
-            poll_fn(|cx| self.poll_op(cx, &self.read, UnixListener::accept)).await?;
+        let accept = |io: &UnixListener| (io.accept(), true);
+        let (stream, addr) = poll_fn(|cx| self.poll_op(cx, &self.read, accept)).await?;
         Ok((StdSocket::new(stream)?, addr))
     }
 

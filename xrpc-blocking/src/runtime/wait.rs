@@ -178,6 +178,11 @@ impl Interest {
         self.lock().fired
     }
 
+    /// Whether it fired since it was last armed or asked; asking clears it.
+    pub(crate) fn take_fired(&self) -> bool {
+        std::mem::take(&mut self.lock().fired)
+    }
+
     /// Takes it back from the watcher if it is armed there.
     fn withdraw(&self, st: &mut State) {
         if st.place == Place::Watcher {
@@ -271,10 +276,11 @@ struct Frame {
     number: u64,
     /// Interests armed here, with the generation they were armed in.
     armed: Vec<(Arc<Interest>, u64)>,
-    /// Scratch for one sleep: which of `armed` became ready.
+    /// Scratch for one sleep: which of `armed` became ready, the wakers of what fired.
     ready: Vec<bool>,
-    /// A future asked to give the CPU away before the next poll.
-    yield_asked: bool,
+    wake: Vec<Waker>,
+    /// Wakers of the futures that yielded in the last poll (see [`ask_yield`]).
+    yields: Vec<Waker>,
 }
 
 /// A finished frame's signal, waker and lists, kept for the thread's next `block_on`.
@@ -283,6 +289,8 @@ struct Spare {
     waker: Waker,
     armed: Vec<(Arc<Interest>, u64)>,
     ready: Vec<bool>,
+    wake: Vec<Waker>,
+    yields: Vec<Waker>,
 }
 
 thread_local! {
@@ -297,18 +305,24 @@ fn current_frame() -> Option<u64> {
     FRAMES.with(|f| f.borrow().last().map(|top| top.number))
 }
 
-/// Asks the current frame to give the CPU away (`sched_yield`) before it polls again; outside
-/// any frame, gives it away now.
-pub(crate) fn ask_yield() {
-    let asked = FRAMES.with(|f| {
-        f.borrow_mut()
-            .last_mut()
-            .map(|top| top.yield_asked = true)
-            .is_some()
-    });
-    if !asked {
-        std::thread::yield_now();
-    }
+/// A future yields with `waker`: the current frame gives the CPU away (`sched_yield`) once
+/// its poll is over, then wakes `waker`, so the future is polled again. If that poll was the
+/// frame's last (its `block_on` returns), the wake-up is left to the watcher, after
+/// [`ORPHAN_DELAY`](super::watcher::ORPHAN_DELAY): what yielded there — a connection's wait for
+/// its next frame, which the call that returned no longer needs — goes on then, or sooner if
+/// whoever needs it wakes it. Returns `false` outside any frame: the caller gives the CPU away
+/// and wakes the waker itself.
+pub(crate) fn ask_yield(waker: &Waker) -> bool {
+    FRAMES.with(|f| {
+        let mut frames = f.borrow_mut();
+        let Some(top) = frames.last_mut() else {
+            return false;
+        };
+        if !top.yields.iter().any(|w| w.will_wake(waker)) {
+            top.yields.push(waker.clone());
+        }
+        true
+    })
 }
 
 /// A frame while its `block_on` runs; ending it hands what is still armed to the watcher.
@@ -327,6 +341,8 @@ impl Entered {
                 signal,
                 armed: Vec::new(),
                 ready: Vec::new(),
+                wake: Vec::new(),
+                yields: Vec::new(),
             }
         });
         spare.signal.state.store(IDLE, Ordering::Relaxed);
@@ -336,7 +352,8 @@ impl Entered {
                 number,
                 armed: spare.armed,
                 ready: spare.ready,
-                yield_asked: false,
+                wake: spare.wake,
+                yields: spare.yields,
             })
         });
         Self {
@@ -346,24 +363,40 @@ impl Entered {
         }
     }
 
-    /// Takes the yield a future asked for since the last poll.
-    fn take_yield(&self) -> bool {
-        FRAMES.with(|f| {
+    /// Gives the CPU away and wakes the futures that yielded in the last poll, if any did.
+    fn resume_yields(&self) {
+        let mut yields = FRAMES.with(|f| {
             f.borrow_mut()
                 .last_mut()
-                .is_some_and(|top| std::mem::take(&mut top.yield_asked))
-        })
+                .map(|top| std::mem::take(&mut top.yields))
+                .unwrap_or_default()
+        });
+        if yields.is_empty() {
+            return;
+        }
+        std::thread::yield_now();
+        for w in yields.drain(..) {
+            w.wake();
+        }
+        FRAMES.with(|f| {
+            if let Some(top) = f.borrow_mut().last_mut() {
+                yields.append(&mut top.yields);
+                top.yields = yields;
+            }
+        });
     }
 
-    /// Sleeps until an interest armed here fires or the frame is woken, then fires what is due.
+    /// Sleeps (the state set to sleeping) until an interest armed here fires or the frame is
+    /// woken, then fires what is due; leaves the state idle, or notified if woken.
     fn wait(&self) {
-        let (mut armed, mut ready) = FRAMES.with(|f| {
+        let (mut armed, mut ready, mut wake) = FRAMES.with(|f| {
             f.borrow_mut()
                 .last_mut()
                 .map(|top| {
                     (
                         std::mem::take(&mut top.armed),
                         std::mem::take(&mut top.ready),
+                        std::mem::take(&mut top.wake),
                     )
                 })
                 .unwrap_or_default()
@@ -387,9 +420,13 @@ impl Entered {
         if timeout != Some(Duration::ZERO) {
             self.sleep(&armed, timeout, &mut ready);
         }
+        // Awake: a wake-up from now on needs no eventfd (and one that came stays notified).
+        let _ =
+            self.signal
+                .state
+                .compare_exchange(SLEEPING, IDLE, Ordering::AcqRel, Ordering::Acquire);
         // Fire what is due; the rest stays armed here.
-        let now = Instant::now();
-        let mut wake = Vec::new();
+        let now = deadline.map(|_| Instant::now());
         let mut entry = 0;
         armed.retain(|(interest, generation)| {
             let due = match interest.fd() {
@@ -397,7 +434,7 @@ impl Entered {
                 None => interest
                     .armed_in(self.number, *generation)
                     .flatten()
-                    .is_some_and(|at| at <= now),
+                    .is_some_and(|at| now.is_some_and(|now| at <= now)),
             };
             entry += 1;
             if due && let Some(w) = interest.fire(*generation, Place::Frame(self.number)) {
@@ -405,16 +442,17 @@ impl Entered {
             }
             !due
         });
+        for w in wake.drain(..) {
+            w.wake();
+        }
         FRAMES.with(|f| {
             if let Some(top) = f.borrow_mut().last_mut() {
                 armed.append(&mut top.armed);
                 top.armed = armed;
                 top.ready = ready;
+                top.wake = wake;
             }
         });
-        for w in wake {
-            w.wake();
-        }
     }
 
     /// One `poll(2)` on the descriptors of `armed` and the eventfd, for at most `timeout`;
@@ -433,7 +471,7 @@ impl Entered {
                 .filter_map(|(j, (i, _))| i.fd().map(|fd| (j, fd.as_fd(), i.events())))
         };
         let n = watched().count() + usize::from(bell.is_some());
-        // Slots past `n` repeat a descriptor with no events.
+        // The array's slots past `n` repeat a descriptor with no events (and are not passed).
         let Some(filler) = bell.or_else(|| watched().next().map(|(_, fd, _)| fd)) else {
             if let Some(t) = timeout {
                 std::thread::sleep(t);
@@ -451,7 +489,8 @@ impl Entered {
         let mut heap: Vec<PollFd<'_>>;
         let fds: &mut [PollFd<'_>] = if n <= INLINE_POLL {
             inline = std::array::from_fn(|_| next());
-            &mut inline
+            // Only the first `n` (the kernel polls every entry).
+            &mut inline[..n]
         } else {
             heap = (0..n).map(|_| next()).collect();
             &mut heap
@@ -483,11 +522,16 @@ impl Drop for Entered {
         for (interest, generation) in frame.armed.drain(..) {
             interest.adopt(self.number, generation);
         }
+        for waker in frame.yields.drain(..) {
+            watcher::defer(waker);
+        }
         let spare = Spare {
             signal: self.signal.clone(),
             waker: self.waker.clone(),
             armed: frame.armed,
             ready: frame.ready,
+            wake: frame.wake,
+            yields: frame.yields,
         };
         SPARE.with(|s| s.borrow_mut().push(spare));
     }
@@ -548,18 +592,21 @@ pub(crate) fn run<F: Future>(future: F, stop: Option<&Stop>) -> Option<F::Output
         if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
             return Some(v);
         }
-        if frame.take_yield() {
-            std::thread::yield_now();
-        }
-        // Woken while polling (a yield wakes itself): poll again.
-        if frame
+        frame.resume_yields();
+        // Sleep until woken (a yield is woken at once): an interest that fires wakes the
+        // future's waker, which is often this frame's; one that was armed here but moved on
+        // (stale) only shrinks the set this frame sleeps on.
+        while frame
             .signal
             .state
             .compare_exchange(IDLE, SLEEPING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+            .is_ok()
         {
-            continue;
+            // It leaves the state idle, or notified if woken.
+            frame.wait();
+            if stop.is_some_and(Stop::is_stopped) {
+                return None;
+            }
         }
-        frame.wait();
     }
 }
