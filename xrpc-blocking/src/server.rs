@@ -4,14 +4,16 @@
 //! shutdown, the listener's admission.
 //!
 //! **Threads.** Each connection has a thread of its own (it reads, writes and runs its
-//! session). A unary handler (or a notification's) whose recent runs were short — a moving
-//! average under [`INLINE_MAX`] — runs on that thread as the call arrives: no hand-off, as a
-//! lone call is answered. Every other handler runs on the server's handler pool
-//! ([`HandlerThreads`]): a streaming handler (it blocks for credit or items, which only its
-//! connection's thread brings), a unary one that turned out slow. A handler that turns slow on
-//! the connection's thread holds its connection (reads, other calls' deadlines) for that call
-//! only. The pool is bounded, and one connection holds at most its share of it: its further
-//! handlers wait in its own queue.
+//! session). A unary handler of [`register`](RpcServer::register) or
+//! [`register_typed`](RpcServer::register_typed) (a call's or a notification's) whose recent
+//! runs were short — a moving average under [`INLINE_MAX`], after a first run on the pool —
+//! runs on that thread as the call arrives: no hand-off. Every other handler runs on the
+//! server's handler pool ([`HandlerThreads`]): a streaming handler (it blocks for credit or
+//! items, which only its connection's thread brings), one that sees its [`CallContext`] (its
+//! connection's thread tells it that its call was stopped), a unary one that is slow. A handler
+//! that turns slow on the connection's thread holds its connection (reads, other calls'
+//! deadlines) for that call, and goes to the pool from then on. The pool is bounded, and one
+//! connection holds at most its share of it: its further handlers wait in its own queue.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,9 +35,16 @@ use crate::transport::AnyFrameTransport;
 /// A unary handler whose runs average less than this runs on its connection's thread.
 pub const INLINE_MAX: Duration = Duration::from_micros(100);
 
-/// A moving average of a handler's run time (nanoseconds; each run weighs 1/8).
-#[derive(Default)]
+/// A moving average of a handler's run time (nanoseconds; each run weighs 1/8). It starts at
+/// [`INLINE_MAX`]: a method's first call runs on the pool, and the next ones on the connection's
+/// thread if it was short.
 struct RunTime(AtomicU64);
+
+impl Default for RunTime {
+    fn default() -> Self {
+        Self(AtomicU64::new(INLINE_MAX.as_nanos() as u64))
+    }
+}
 
 impl RunTime {
     fn is_short(&self) -> bool {
@@ -49,32 +58,53 @@ impl RunTime {
     }
 }
 
+/// What a synchronous handler's run does when it is first polled.
+enum FirstPoll {
+    /// A unary handler: runs there (on the connection's thread) if its run time is short;
+    /// otherwise declines.
+    RunIfShort(Arc<RunTime>),
+    /// A unary handler that belongs on the pool: declines.
+    Decline,
+    /// A streaming handler, first polled on the pool already: runs.
+    Run,
+}
+
 /// A synchronous handler's run, as the future the async server starts: it runs `job` when
-/// polled — the first poll is on the connection's thread, as the call arrives. A unary
-/// handler with a short [`RunTime`] runs there; otherwise the first poll declines (the async
-/// server then hands the future to the pool, whose poll runs it).
+/// polled. A unary handler's future is first polled on the connection's thread as the call
+/// arrives; if it declines there, the async server hands it to the pool, whose poll runs it.
+/// A streaming handler's future goes to the pool from the start.
 struct Run<F> {
     job: Option<F>,
-    /// A unary handler's run time; `None`: run on the first poll (a streaming handler, which
-    /// is on the pool from its start).
+    first: Option<FirstPoll>,
+    /// Timed for the connection's thread to decide on the next calls.
     run_time: Option<Arc<RunTime>>,
-    polled: bool,
 }
 
 impl<F> Run<F> {
+    /// A unary handler that runs where it is first polled when it is short.
     fn unary(run_time: &Arc<RunTime>, job: F) -> Self {
         Self {
             job: Some(job),
+            first: Some(FirstPoll::RunIfShort(run_time.clone())),
             run_time: Some(run_time.clone()),
-            polled: false,
         }
     }
 
-    fn on_pool(job: F) -> Self {
+    /// A unary handler that runs on the pool.
+    fn unary_on_pool(job: F) -> Self {
         Self {
             job: Some(job),
+            first: Some(FirstPoll::Decline),
             run_time: None,
-            polled: false,
+        }
+    }
+
+    /// A streaming handler (on the pool from its start).
+    fn stream(job: F) -> Self {
+        Self {
+            job: Some(job),
+            first: Some(FirstPoll::Run),
+            run_time: None,
         }
     }
 }
@@ -85,8 +115,12 @@ impl<T, F: FnOnce() -> Result<T, RpcError>> Future for Run<F> {
     type Output = Result<T, RpcError>;
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let first = !std::mem::replace(&mut self.polled, true);
-        if first && self.run_time.as_ref().is_some_and(|r| !r.is_short()) {
+        let decline = match self.first.take() {
+            Some(FirstPoll::RunIfShort(r)) => !r.is_short(),
+            Some(FirstPoll::Decline) => true,
+            Some(FirstPoll::Run) | None => false,
+        };
+        if decline {
             // Not here: the async server hands the future to the pool, which polls it again.
             return Poll::Pending;
         }
@@ -94,10 +128,10 @@ impl<T, F: FnOnce() -> Result<T, RpcError>> Future for Run<F> {
             // Polled after it finished.
             return Poll::Pending;
         };
-        let started = Instant::now();
+        let started = self.run_time.is_some().then(Instant::now);
         let out = job();
-        if let Some(r) = &self.run_time {
-            r.record(started.elapsed());
+        if let (Some(r), Some(t)) = (&self.run_time, started) {
+            r.record(t.elapsed());
         }
         Poll::Ready(out)
     }
@@ -192,12 +226,18 @@ impl<C: Codec> RpcServer<C> {
         Resp: Serialize + Send + 'static,
         F: Fn(Req) -> Result<Resp, RpcError> + Send + Sync + 'static,
     {
-        self.register_typed_with_context(method, move |_ctx, req| handler(req));
+        let handler = Arc::new(handler);
+        let run_time = Arc::new(RunTime::default());
+        self.inner.register_typed(method, move |req| {
+            let handler = handler.clone();
+            Run::unary(&run_time, move || handler(req))
+        });
     }
 
     /// Registers a typed unary handler that also sees its [`CallContext`]: its deadline and
     /// whether the call was stopped ([`CallContext::is_cancelled`]: the client cancelled it,
-    /// its deadline passed, the connection or the server ended).
+    /// its deadline passed, the connection or the server ended). It runs on the handler pool:
+    /// its connection's thread is what tells it that its call was stopped.
     pub fn register_typed_with_context<Req, Resp, F>(&self, method: &str, handler: F)
     where
         Req: DeserializeOwned + Send + 'static,
@@ -205,11 +245,10 @@ impl<C: Codec> RpcServer<C> {
         F: Fn(CallContext, Req) -> Result<Resp, RpcError> + Send + Sync + 'static,
     {
         let handler = Arc::new(handler);
-        let run_time = Arc::new(RunTime::default());
         self.inner
             .register_typed_with_context(method, move |ctx, req| {
                 let handler = handler.clone();
-                Run::unary(&run_time, move || handler(ctx, req))
+                Run::unary_on_pool(move || handler(ctx, req))
             });
     }
 
@@ -226,7 +265,7 @@ impl<C: Codec> RpcServer<C> {
         let handler = Arc::new(handler);
         self.inner.register_stream(method, move |req, sender| {
             let handler = handler.clone();
-            Run::on_pool(move || handler(req, StreamSender::new(sender)))
+            Run::stream(move || handler(req, StreamSender::new(sender)))
         });
     }
 
@@ -241,7 +280,7 @@ impl<C: Codec> RpcServer<C> {
         let handler = Arc::new(handler);
         self.inner.register_client_stream(method, move |items| {
             let handler = handler.clone();
-            Run::on_pool(move || handler(StreamReceiver::new(items)))
+            Run::stream(move || handler(StreamReceiver::new(items)))
         });
     }
 
@@ -260,7 +299,7 @@ impl<C: Codec> RpcServer<C> {
         let handler = Arc::new(handler);
         self.inner.register_bidi(method, move |items, sender| {
             let handler = handler.clone();
-            Run::on_pool(move || handler(StreamReceiver::new(items), StreamSender::new(sender)))
+            Run::stream(move || handler(StreamReceiver::new(items), StreamSender::new(sender)))
         });
     }
 
