@@ -5,7 +5,6 @@
 //! The wire format is every adapter's (4-byte little-endian length-prefixed frames; whole
 //! frames in the rings of `xrpc_shm`).
 
-use std::future::Future;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -229,6 +228,8 @@ impl FrameListener for SharedMemoryFrameTransportListener {
 /// [`RpcClient::new`](crate::RpcClient::new) and [`RpcServer::serve`](crate::RpcServer::serve)
 /// take (every transport converts into it).
 #[derive(Debug)]
+// One per connection, in place (boxing the larger one would add a pointer to every frame).
+#[allow(clippy::large_enum_variant)]
 pub enum AnyFrameTransport {
     /// TCP.
     Tcp(AsyncTcpFrameTransport),
@@ -314,15 +315,11 @@ impl FrameTransport for AnyFrameTransport {
         each!(self, t => t.recv_frame().await)
     }
 
-    fn recv_frames_with<F>(
-        &self,
-        max: usize,
-        each: F,
-    ) -> impl Future<Output = Result<usize, TransportError>> + Send
+    async fn recv_frames_with<F>(&self, max: usize, each: F) -> Result<usize, TransportError>
     where
         F: FnMut(Bytes) + Send,
     {
-        async move { each!(self, t => t.recv_frames_with(max, each).await) }
+        each!(self, t => t.recv_frames_with(max, each).await)
     }
 
     fn partial_frame(&self) -> usize {

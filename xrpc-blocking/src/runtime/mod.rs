@@ -225,3 +225,168 @@ impl Reactor for Blocking {
         YieldNow(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    use bytes::BytesMut;
+    use xrpc_async::Socket;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A future that is ready once `flag` is set, and leaves its waker in `slot`.
+    fn flagged(flag: Arc<AtomicBool>, slot: Arc<Mutex<Option<Waker>>>) -> impl Future<Output = ()> {
+        std::future::poll_fn(move |cx| {
+            if flag.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            *slot.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    #[test]
+    fn a_timer_ends_the_wait_on_time() {
+        let t0 = Instant::now();
+        block_on(Blocking::default().timer(t0 + Duration::from_millis(50)));
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(50) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn a_wake_up_from_another_thread_ends_the_wait() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let slot = Arc::new(Mutex::new(None::<Waker>));
+        let (f, s) = (flag.clone(), slot.clone());
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            f.store(true, Ordering::SeqCst);
+            let w = s.lock().unwrap().take();
+            w.expect("the future left its waker").wake();
+        });
+        let t0 = Instant::now();
+        block_on(flagged(flag, slot));
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        waker.join().unwrap();
+    }
+
+    /// A wake-up of the outer future that comes while a nested `block_on` runs is not lost.
+    #[test]
+    fn a_nested_block_on_keeps_the_outer_wake_up() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let slot = Arc::new(Mutex::new(None::<Waker>));
+        let (f, s) = (flag.clone(), slot.clone());
+        let mut polls = 0;
+        block_on(std::future::poll_fn(|cx| {
+            polls += 1;
+            if flag.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            *s.lock().unwrap() = Some(cx.waker().clone());
+            // While the inner wait runs, another thread sets the flag and wakes the outer.
+            let (f, s) = (f.clone(), s.clone());
+            let t = std::thread::spawn(move || {
+                f.store(true, Ordering::SeqCst);
+                let w = s.lock().unwrap().take();
+                w.unwrap().wake();
+            });
+            block_on(Blocking::default().timer(Instant::now() + Duration::from_millis(30)));
+            t.join().unwrap();
+            Poll::Pending
+        }));
+        assert_eq!(polls, 2);
+    }
+
+    /// A read left armed by a finished `block_on` is watched from then on: its waker is woken
+    /// when the input comes (within the watcher's delay).
+    #[test]
+    fn a_descriptor_left_armed_is_watched_after_its_block_on() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let socket = StdSocket::new(a).unwrap();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut buf = BytesMut::with_capacity(64);
+        block_on(std::future::poll_fn(|_| {
+            let mut cx = Context::from_waker(&waker);
+            assert!(socket.poll_read(&mut cx, &mut buf).is_pending());
+            Poll::Ready(())
+        }));
+        std::thread::sleep(Duration::from_millis(20));
+        use std::io::Write;
+        (&b).write_all(b"x").unwrap();
+        let t0 = Instant::now();
+        while count.0.load(Ordering::SeqCst) == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(2), "never woken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A yield asked in a `block_on`'s last poll is resumed later (by the watcher), not at once.
+    #[test]
+    fn a_yield_left_behind_is_resumed_after_the_delay() {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let t0 = Instant::now();
+        block_on(std::future::poll_fn(|_| {
+            let mut cx = Context::from_waker(&waker);
+            let rt = Blocking::default();
+            let mut y = std::pin::pin!(rt.yield_now());
+            assert!(y.as_mut().poll(&mut cx).is_pending());
+            Poll::Ready(())
+        }));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "woken at once");
+        while count.0.load(Ordering::SeqCst) == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(2), "never resumed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            t0.elapsed() >= Duration::from_millis(5),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[test]
+    fn an_aborted_task_drops_its_future() {
+        struct Dropped(Arc<AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        let task = Blocking::default().spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        task.abort();
+        let t0 = Instant::now();
+        while !dropped.load(Ordering::SeqCst) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "the future was not dropped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

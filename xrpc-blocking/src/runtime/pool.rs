@@ -274,3 +274,94 @@ impl HandlerPool {
             .fold((0, 0), |(w, r), l| (w + l.waiting.len(), r + l.running))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A handler that reports it started, then waits until `release` says go.
+    fn job(
+        started: &mpsc::Sender<u64>,
+        release: &Arc<(Mutex<bool>, Condvar)>,
+        tag: u64,
+    ) -> BoxFuture {
+        let (started, release) = (started.clone(), release.clone());
+        Box::pin(async move {
+            let _ = started.send(tag);
+            let (lock, cv) = &*release;
+            let mut go = lock.lock().unwrap();
+            while !*go {
+                go = cv.wait(go).unwrap();
+            }
+        })
+    }
+
+    fn wait_for(pool: &HandlerPool, want: (usize, usize)) {
+        let t0 = Instant::now();
+        while pool.counts() != want {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{:?}, expected {want:?}",
+                pool.counts()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_connection_holds_at_most_its_share_and_others_get_their_turn() {
+        let pool = Arc::new(HandlerPool::new(HandlerThreads {
+            max: 4,
+            per_connection: 2,
+        }));
+        let (tx, rx) = mpsc::channel();
+        let release = Arc::new((Mutex::new(false), Condvar::new()));
+        for tag in 0..5 {
+            pool.spawn(1, job(&tx, &release, tag), Arc::new(Stop::default()));
+        }
+        // Connection 1 runs two; its other three wait.
+        wait_for(&pool, (3, 2));
+        // Connection 2 is served beside it.
+        pool.spawn(2, job(&tx, &release, 100), Arc::new(Stop::default()));
+        wait_for(&pool, (3, 3));
+        let mut started: Vec<u64> = rx.try_iter().collect();
+        started.sort_unstable();
+        assert_eq!(started.len(), 3);
+        assert!(started.contains(&100));
+        *release.0.lock().unwrap() = true;
+        release.1.notify_all();
+        wait_for(&pool, (0, 0));
+        assert_eq!(
+            rx.try_iter().count(),
+            3,
+            "the waiting handlers ran in the end"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_handler_leaves_the_queue_at_once() {
+        let pool = Arc::new(HandlerPool::new(HandlerThreads {
+            max: 4,
+            per_connection: 1,
+        }));
+        let (tx, rx) = mpsc::channel();
+        let release = Arc::new((Mutex::new(false), Condvar::new()));
+        pool.spawn(7, job(&tx, &release, 0), Arc::new(Stop::default()));
+        let stops: Vec<Arc<Stop>> = (1..=3).map(|_| Arc::new(Stop::default())).collect();
+        for (tag, stop) in (1..).zip(&stops) {
+            pool.spawn(7, job(&tx, &release, tag), stop.clone());
+        }
+        wait_for(&pool, (3, 1));
+        pool.forget(7, &stops[1]);
+        wait_for(&pool, (2, 1));
+        *release.0.lock().unwrap() = true;
+        release.1.notify_all();
+        wait_for(&pool, (0, 0));
+        let mut ran: Vec<u64> = rx.try_iter().collect();
+        ran.sort_unstable();
+        assert_eq!(ran, vec![0, 1, 3]);
+    }
+}
