@@ -3,8 +3,8 @@
 //! synchronous API.
 //!
 //! - **Waiting**: [`Blocking::block_on`] runs a future on the calling thread, which waits for
-//!   what the future waits on in its own `poll(2)` ([`wait`]); what is still armed when it
-//!   returns goes to one watcher thread ([`watcher`]).
+//!   what the future waits on in its own `poll(2)` (module `wait`); what is still armed when
+//!   it returns goes to one watcher thread (module `watcher`).
 //! - **Tasks**: [`spawn`](Runtime::spawn) runs a task on a thread of its own (a connection, a
 //!   client's driver: the blocking model, a thread per connection).
 //! - **Handlers**: [`spawn_handler`](Runtime::spawn_handler) runs a call's handler on the

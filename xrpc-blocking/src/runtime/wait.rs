@@ -8,8 +8,10 @@
 //!
 //! An interest still armed when its `block_on` returns — the read of a client's connection that
 //! a call drove and no longer waits for, a heartbeat's timer — goes to the
-//! [watcher](super::watcher), which waits for it from then on; so does one armed outside any
-//! `block_on`.
+//! [watcher](super::watcher), which waits for it from then on (a descriptor after a short
+//! delay: a client calling in a loop takes it back first); so does one armed outside any
+//! `block_on`. A yield asked in a `block_on`'s last poll is resumed by the watcher too (see
+//! [`ask_yield`]).
 //!
 //! A `block_on` is a *frame* on its thread's stack of frames (a handler that makes a blocking
 //! call inside a task nests one); an interest is armed in the innermost frame.
@@ -567,7 +569,10 @@ impl Stop {
     }
 }
 
-/// Runs `future` to completion on this thread (see the [module docs](self)).
+/// Runs `future` to completion on the calling thread: between polls the thread waits, in one
+/// `poll(2)`, for what the future waits on (descriptors, instants) and for a wake-up from
+/// another thread; no other thread is in between. Calls may nest (a blocking call inside a
+/// task).
 pub fn block_on<F: Future>(future: F) -> F::Output {
     match run(future, None) {
         Some(v) => v,

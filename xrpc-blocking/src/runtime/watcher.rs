@@ -187,9 +187,7 @@ impl Watcher {
             );
         }
     }
-}
 
-impl Watcher {
     /// Adds descriptor interest `entry` to the epoll set; gives it back if epoll refuses it.
     fn watch(&self, w: &mut Watching, entry: Entry) -> Result<(), Entry> {
         let Some(fd) = entry.interest.fd().cloned() else {
