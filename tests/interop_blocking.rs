@@ -59,7 +59,7 @@ fn calls(c: &dyn Caller) {
 mod blocking {
     use super::*;
     use xrpc_blocking::{
-        FrameListener, RpcClient, RpcServer, ServerStreamSender, SharedMemoryConfig,
+        FrameListener, RequestStream, RpcClient, RpcServer, ServerStreamSender, SharedMemoryConfig,
         SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
         TcpFrameTransport, TcpFrameTransportListener, UnixConfig, UnixFrameTransport,
         UnixFrameTransportListener,
@@ -78,6 +78,24 @@ mod blocking {
         fn fail(&self, message: &str) -> Result<(), RpcError> {
             self.call("fail", message)
         }
+    }
+
+    /// Client streams (1,000 items, more than the credit window) and bidirectional streams.
+    pub fn streams(client: &RpcClient) {
+        let (items, response) = client.call_client_stream::<u64, u64>("sum").unwrap();
+        if let Err(e) = (1..=1000u64).try_for_each(|i| items.send(&i)) {
+            panic!("send: {e:?}; the call ended with {:?}", response.wait());
+        }
+        items.finish().expect("finish");
+        assert_eq!(response.wait().expect("response"), 500_500);
+        let (out, back) = client.call_bidi::<u64, u64>("double").unwrap();
+        let sender = thread::spawn(move || {
+            (0..1000u64).try_for_each(|i| out.send(&i))?;
+            out.finish()
+        });
+        let doubled: Vec<u64> = back.collect::<Result<_, _>>().expect("receive");
+        sender.join().unwrap().expect("send both ways");
+        assert_eq!(doubled, (0..1000u64).map(|i| 2 * i).collect::<Vec<_>>());
     }
 
     pub fn client(addr: &Addr) -> RpcClient {
@@ -113,6 +131,15 @@ mod blocking {
             server.register_stream("count", |n: u32, items: ServerStreamSender<u32>| {
                 (0..n).try_for_each(|i| items.send(&i))
             });
+            server.register_client_stream("sum", |items: RequestStream<u64>| {
+                items.sum::<Result<u64, RpcError>>()
+            });
+            server.register_bidi(
+                "double",
+                |inbox: RequestStream<u64>, outbox: ServerStreamSender<u64>| {
+                    inbox.into_iter().try_for_each(|i| outbox.send(&(2 * i?)))
+                },
+            );
             fn run<L: FrameListener>(s: &RpcServer, l: L) -> Option<thread::JoinHandle<()>> {
                 let s = s.clone();
                 Some(thread::spawn(move || s.serve_listener(l).unwrap()))
@@ -336,26 +363,18 @@ macro_rules! interop {
                 calls(&blocking::client(&server.addr));
             }
 
-            /// Client streams (1,000 items, more than the credit window) and bidirectional
-            /// streams, from the blocking client (the blocking server serves neither yet).
+            /// Client streams and bidirectional streams from the blocking client.
             #[test]
             fn a_blocking_client_streams_to_the_tokio_server() {
                 let server = tokio_side::Server::start(Kind::$kind);
-                let client = blocking::client(&server.addr);
-                let (items, response) = client.call_client_stream::<u64, u64>("sum").unwrap();
-                if let Err(e) = (1..=1000u64).try_for_each(|i| items.send(&i)) {
-                    panic!("send: {e:?}; the call ended with {:?}", response.wait());
-                }
-                items.finish().expect("finish");
-                assert_eq!(response.wait().expect("response"), 500_500);
-                let (out, back) = client.call_bidi::<u64, u64>("double").unwrap();
-                let sender = thread::spawn(move || {
-                    (0..1000u64).try_for_each(|i| out.send(&i))?;
-                    out.finish()
-                });
-                let doubled: Vec<u64> = back.collect::<Result<_, _>>().expect("receive");
-                sender.join().unwrap().expect("send both ways");
-                assert_eq!(doubled, (0..1000u64).map(|i| 2 * i).collect::<Vec<_>>());
+                blocking::streams(&blocking::client(&server.addr));
+            }
+
+            /// The same streams served by the blocking server's synchronous handlers.
+            #[test]
+            fn a_blocking_client_streams_to_the_blocking_server() {
+                let server = blocking::Server::start(Kind::$kind);
+                blocking::streams(&blocking::client(&server.addr));
             }
 
             #[test]

@@ -85,6 +85,65 @@ pub trait Socket<R>: AsFd + Send + Sync + Sized + 'static {
     ) -> Poll<io::Result<usize>>;
 }
 
+/// The window of one read of small frames, through the thread's scratch buffer.
+const READ_WINDOW: usize = 16 * 1024;
+/// Spare capacity beyond which a large frame is in progress, read in place in windows of up to
+/// [`LARGE_READ_WINDOW`].
+const LARGE_SPARE: usize = 256 * 1024;
+/// The largest window of one read.
+const LARGE_READ_WINDOW: usize = 4 * 1024 * 1024;
+
+thread_local! {
+    /// Where a small read lands before it is copied (zeroed once per thread).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_WINDOW].into_boxed_slice());
+}
+
+/// Reads into the spare capacity of `buf` (which has some) with `read`, which fills an
+/// initialized slice as `std`'s and futures' readers do, and appends what was read: the body of
+/// [`Socket::poll_read`] for a socket of that kind. `std` reads need initialized memory: a
+/// small read (up to 16 KiB) lands in a scratch buffer of the thread, zeroed once, and only
+/// what came is copied; once the buffer holds room for a large frame (256 KiB or more) the read
+/// goes in place, into a zeroed window of up to 4 MiB.
+pub fn read_into_spare(
+    buf: &mut BytesMut,
+    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    let spare = buf.capacity() - buf.len();
+    if spare >= LARGE_SPARE {
+        return read_in_place(buf, spare.min(LARGE_READ_WINDOW), read);
+    }
+    let window = spare.min(READ_WINDOW);
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let polled = read(&mut scratch[..window]);
+            if let Poll::Ready(Ok(n)) = polled {
+                buf.extend_from_slice(&scratch[..n.min(window)]);
+            }
+            polled
+        }
+        // Taken by a read further up this thread's stack (a reader that reads again).
+        Err(_) => read_in_place(buf, window, read),
+    })
+}
+
+/// Reads into a zeroed window of `window` bytes at the end of `buf`.
+fn read_in_place(
+    buf: &mut BytesMut,
+    window: usize,
+    read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    let start = buf.len();
+    buf.resize(start + window, 0);
+    let polled = read(&mut buf[start..]);
+    let n = match polled {
+        Poll::Ready(Ok(n)) => n.min(window),
+        _ => 0,
+    };
+    buf.truncate(start + n);
+    polled
+}
+
 /// Accepts connections of reactor `R`.
 pub trait SocketListener<R>: Send + Sync + Sized + 'static {
     /// An accepted connection.

@@ -32,6 +32,18 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     where
         F: Future<Output = ()> + Send + 'static;
 
+    /// Runs the handler of a call or a notification as a task of its own. `connection` is the
+    /// number the server gave the connection it came on (the same for all its handlers), so
+    /// that a runtime whose handlers hold threads can share them between connections (the
+    /// blocking adapter's handler pool does). By default [`spawn`](Self::spawn).
+    fn spawn_handler<F>(&self, connection: u64, future: F) -> Self::Task
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let _ = connection;
+        self.spawn(future)
+    }
+
     /// A timer that fires at `at` (an instant of this runtime's clock, [`now`](Self::now)).
     fn timer(&self, at: Instant) -> Self::Timer;
 

@@ -1,9 +1,13 @@
 //! # xrpc-blocking — the blocking adapter of xrpc
 //!
-//! xrpc with no async runtime: a synchronous [`RpcClient`] and [`RpcServer`] over TCP, Unix
-//! sockets and shared memory, wire-compatible with the tokio adapter (either side may be
-//! either). The protocol is [`xrpc_proto`]'s sans-IO sessions; this crate only moves bytes and
-//! keeps time, on the caller's threads.
+//! xrpc with no async runtime in sight: a synchronous [`RpcClient`] and [`RpcServer`] over
+//! TCP, Unix sockets and shared memory, wire-compatible with every other adapter (either side
+//! may be either). They are the shared async layer's client and server ([`xrpc_async`]) on
+//! [`Blocking`], a runtime of plain threads that this crate brings: a blocking call waits on
+//! its own thread — and, while it is the only call in flight, drives the connection from
+//! there, with no hand-off — a connection is served by a thread of its own, and handlers are
+//! plain closures, run on the connection's thread when they are quick and on a bounded pool
+//! otherwise.
 //!
 //! ```no_run
 //! use serde::{Deserialize, Serialize};
@@ -21,31 +25,34 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`transport`] | TCP, Unix and shared-memory transports and listeners |
-//! | `client` | [`RpcClient`]: the calling thread drives the connection (leader/follower) |
-//! | `stream` | a client's streams: [`StreamReceiver`] (an iterator), [`StreamSender`] |
-//! | `server` | [`RpcServer`]: handlers, a thread per connection, a bounded handler pool |
-//! | `connection` | serving one connection |
-//! | `link` | what client and server share of a connection: its lock, writer and input |
-//! | `pool` | the bounded handler threads |
+//! | [`transport`] | the TCP, Unix and shared-memory transports and listeners, with synchronous constructors |
+//! | `client` | [`RpcClient`]: synchronous calls over the async layer's client |
+//! | `server` | [`RpcServer`]: synchronous handlers, where they run |
+//! | `stream` | a call's streams as synchronous handles: [`StreamReceiver`] (an iterator), [`StreamSender`], [`PendingResponse`] |
+//! | [`runtime`] | [`Blocking`]: waiting on the calling thread, a thread per task, the handler pool |
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod client;
-mod connection;
-mod link;
-mod pool;
+pub mod runtime;
 mod server;
 mod stream;
 pub mod transport;
 
-pub use client::{RpcClient, RpcClientConfig};
-pub use server::{RpcServer, ServerLimits, ServerStreamSender};
-pub use stream::{BidiCall, ClientStreamCall, PendingResponse, StreamReceiver, StreamSender};
-pub use transport::{
-    FrameListener, FrameTransport, SharedMemoryConfig, SharedMemoryFrameTransport,
-    SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, TcpFrameTransportListener,
-    TransportError, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+pub use client::RpcClient;
+pub use runtime::{Blocking, HandlerThreads};
+pub use server::{INLINE_MAX, RpcServer};
+pub use stream::{
+    BidiCall, ClientStreamCall, PendingResponse, RequestStream, ServerStreamSender, StreamReceiver,
+    StreamSender,
 };
-pub use xrpc_async::RpcError;
-pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions, ClientConfig, ServerConfig};
+pub use transport::{
+    AnyFrameTransport, FrameListener, FrameTransport, SharedMemoryConfig,
+    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
+    TcpFrameTransportListener, TransportError, TransportStats, UnixConfig, UnixFrameTransport,
+    UnixFrameTransportListener,
+};
+pub use xrpc_async::{CallContext, RpcClientConfig};
+pub use xrpc_proto::{
+    BincodeCodec, CallKind, CallOptions, ClientConfig, RetryPolicy, RpcError, ServerConfig,
+};

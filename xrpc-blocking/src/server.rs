@@ -1,74 +1,144 @@
-//! [`RpcServer`]: the table of handlers, serving connections with a thread each.
+//! [`RpcServer`]: the async layer's server ([`xrpc_async::RpcServer`]) on the [`Blocking`]
+//! runtime, with synchronous handlers. Everything the async server does holds here: every
+//! [`ServerConfig`] bound, notification admission, deadlines and cancellation, graceful
+//! shutdown, the listener's admission.
 //!
-//! **Threads.** A connection has one thread of its own (it reads, and answers lone unary calls
-//! itself); handlers that must run beside it go to one pool shared by the server's
-//! connections. Both are bounded ([`ServerLimits`]): past `max_connections` the listener stops
-//! accepting (clients wait in the socket's backlog) until a connection ends, and the pool
-//! never has more than `max_handler_threads` threads (further handlers queue). A thread per
-//! connection because the connection's thread is also its reader: a pool of readers would need
-//! a readiness poller — the async adapters are that design.
+//! **Threads.** Each connection has a thread of its own (it reads, writes and runs its
+//! session). A unary handler of [`register`](RpcServer::register) or
+//! [`register_typed`](RpcServer::register_typed) (a call's or a notification's) whose recent
+//! runs were short — a moving average under [`INLINE_MAX`], after a first run on the pool —
+//! runs on that thread as the call arrives: no hand-off. Every other handler runs on the
+//! server's handler pool ([`HandlerThreads`]): a streaming handler (it blocks for credit or
+//! items, which only its connection's thread brings), one that sees its [`CallContext`] (its
+//! connection's thread tells it that its call was stopped), a unary one that is slow. A handler
+//! that turns slow on the connection's thread holds its connection (reads, other calls'
+//! deadlines) for that call, and goes to the pool from then on. The pool is bounded, and one
+//! connection holds at most its share of it: its further handlers wait in its own queue.
 
-use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
-use std::thread;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, MethodTable, Payload, ReadBudget, SendError, ServerConfig,
-    decode_payload, payload_bytes,
-};
+use xrpc_async::{CallContext, FrameListener, MessageChannelAdapter};
+use xrpc_proto::{BincodeCodec, Codec, RpcError, ServerConfig};
 
-use crate::RpcError;
-use crate::connection::{ServerConn, ServerState, serve};
-use crate::pool::Pool;
-use crate::transport::{FrameListener, FrameTransport};
+use crate::runtime::{Blocking, HandlerPool, HandlerThreads};
+use crate::stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};
+use crate::transport::AnyFrameTransport;
 
-/// `Ok(Some(payload))`: respond; `Ok(None)`: end the server stream. Gets its connection and
-/// call id (for its stream sender).
-pub(crate) type Handler =
-    Arc<dyn Fn(&Arc<ServerConn>, u64, Payload) -> Result<Option<Payload>, RpcError> + Send + Sync>;
+/// A unary handler whose runs average less than this runs on its connection's thread.
+pub const INLINE_MAX: Duration = Duration::from_micros(100);
 
-/// How often the accept loop checks for a shutdown.
-const CHECK: Duration = Duration::from_millis(100);
+/// A moving average of a handler's run time (nanoseconds; each run weighs 1/8). It starts at
+/// [`INLINE_MAX`]: a method's first call runs on the pool, and the next ones on the connection's
+/// thread if it was short.
+struct RunTime(AtomicU64);
 
-/// The threads a server may use: a thread per connection, and a pool for handlers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    /// Connections served at once by [`RpcServer::serve_listener`] (a thread each). Default 256.
-    pub max_connections: usize,
-    /// Threads running handlers beside the connections' own. Default 64.
-    pub max_handler_threads: usize,
+impl Default for RunTime {
+    fn default() -> Self {
+        Self(AtomicU64::new(INLINE_MAX.as_nanos() as u64))
+    }
 }
 
-impl Default for ServerLimits {
-    fn default() -> Self {
+impl RunTime {
+    fn is_short(&self) -> bool {
+        self.0.load(Ordering::Relaxed) < INLINE_MAX.as_nanos() as u64
+    }
+
+    fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let avg = self.0.load(Ordering::Relaxed);
+        self.0.store(avg - avg / 8 + took / 8, Ordering::Relaxed);
+    }
+}
+
+/// What a synchronous handler's run does when it is first polled.
+enum FirstPoll {
+    /// A unary handler: runs there (on the connection's thread) if its run time is short;
+    /// otherwise declines.
+    RunIfShort(Arc<RunTime>),
+    /// A unary handler that belongs on the pool: declines.
+    Decline,
+    /// A streaming handler, first polled on the pool already: runs.
+    Run,
+}
+
+/// A synchronous handler's run, as the future the async server starts: it runs `job` when
+/// polled. A unary handler's future is first polled on the connection's thread as the call
+/// arrives; if it declines there, the async server hands it to the pool, whose poll runs it.
+/// A streaming handler's future goes to the pool from the start.
+struct Run<F> {
+    job: Option<F>,
+    first: Option<FirstPoll>,
+    /// Timed for the connection's thread to decide on the next calls.
+    run_time: Option<Arc<RunTime>>,
+}
+
+impl<F> Run<F> {
+    /// A unary handler that runs where it is first polled when it is short.
+    fn unary(run_time: &Arc<RunTime>, job: F) -> Self {
         Self {
-            max_connections: 256,
-            max_handler_threads: 64,
+            job: Some(job),
+            first: Some(FirstPoll::RunIfShort(run_time.clone())),
+            run_time: Some(run_time.clone()),
+        }
+    }
+
+    /// A unary handler that runs on the pool.
+    fn unary_on_pool(job: F) -> Self {
+        Self {
+            job: Some(job),
+            first: Some(FirstPoll::Decline),
+            run_time: None,
+        }
+    }
+
+    /// A streaming handler (on the pool from its start).
+    fn stream(job: F) -> Self {
+        Self {
+            job: Some(job),
+            first: Some(FirstPoll::Run),
+            run_time: None,
         }
     }
 }
 
-pub(crate) struct Shared<C> {
-    pub(crate) routes: Arc<RwLock<MethodTable<Handler>>>,
-    codec: C,
-    pub(crate) config: ServerConfig,
-    pub(crate) shutdown: AtomicBool,
-    /// Read buffers of frames not yet whole, on all connections together.
-    pub(crate) reads: ReadBudget,
-    pub(crate) pool: Arc<Pool>,
-    max_connections: AtomicUsize,
-    /// Connections being served by `serve_listener`, and a signal when one ends.
-    live: Mutex<usize>,
-    ended: Condvar,
+impl<F> Unpin for Run<F> {}
+
+impl<T, F: FnOnce() -> Result<T, RpcError>> Future for Run<F> {
+    type Output = Result<T, RpcError>;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let decline = match self.first.take() {
+            Some(FirstPoll::RunIfShort(r)) => !r.is_short(),
+            Some(FirstPoll::Decline) => true,
+            Some(FirstPoll::Run) | None => false,
+        };
+        if decline {
+            // Not here: the async server hands the future to the pool, which polls it again.
+            return Poll::Pending;
+        }
+        let Some(job) = self.job.take() else {
+            // Polled after it finished.
+            return Poll::Pending;
+        };
+        let started = self.run_time.is_some().then(Instant::now);
+        let out = job();
+        if let (Some(r), Some(t)) = (&self.run_time, started) {
+            r.record(t.elapsed());
+        }
+        Poll::Ready(out)
+    }
 }
 
-/// A blocking RPC server: a table of handlers, served over any number of connections, with
-/// codec `C` (Bincode by default). Cloning is cheap and shares everything.
+/// A blocking RPC server: a table of synchronous handlers, served over any number of
+/// connections, with codec `C` (Bincode by default). Cloning is cheap and shares everything.
 ///
 /// ```no_run
 /// use xrpc_blocking::{RpcServer, TcpConfig, TcpFrameTransportListener};
@@ -77,9 +147,27 @@ pub(crate) struct Shared<C> {
 /// server.serve_listener(TcpFrameTransportListener::bind("127.0.0.1:47800", TcpConfig::default())?)?;
 /// # Ok::<(), xrpc_blocking::RpcError>(())
 /// ```
-#[derive(Clone)]
 pub struct RpcServer<C: Codec = BincodeCodec> {
-    shared: Arc<Shared<C>>,
+    inner: xrpc_async::RpcServer<C, Blocking>,
+    handlers: Arc<HandlerPool>,
+}
+
+impl<C: Codec> Clone for RpcServer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            handlers: self.handlers.clone(),
+        }
+    }
+}
+
+impl<C: Codec> std::fmt::Debug for RpcServer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcServer")
+            .field("methods", &self.methods())
+            .field("handlers", &self.handlers)
+            .finish()
+    }
 }
 
 impl Default for RpcServer<BincodeCodec> {
@@ -95,57 +183,27 @@ impl RpcServer<BincodeCodec> {
     }
 }
 
-/// Counts a connection of `serve_listener` until its thread ends.
-struct Live<C>(Arc<Shared<C>>);
-
-impl<C> Drop for Live<C> {
-    fn drop(&mut self) {
-        *self.0.live.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
-        self.0.ended.notify_all();
-    }
-}
-
 impl<C: Codec> RpcServer<C> {
     /// A server using `codec`.
     pub fn with_codec(codec: C) -> Self {
         Self::with_config(codec, ServerConfig::default())
     }
 
-    /// A server using `codec` and the session settings `config`.
+    /// A server using `codec` and `config` (its limits, timeouts and budgets).
     pub fn with_config(codec: C, config: ServerConfig) -> Self {
-        let limits = ServerLimits::default();
+        let handlers = Arc::new(HandlerPool::new(HandlerThreads::default()));
+        let rt = Blocking::with_handlers(handlers.clone());
         Self {
-            shared: Arc::new(Shared {
-                routes: Arc::new(RwLock::new(MethodTable::new())),
-                codec,
-                config,
-                shutdown: AtomicBool::new(false),
-                reads: ReadBudget::new(config.max_read_buffers_total),
-                pool: Arc::new(Pool::new(limits.max_handler_threads)),
-                max_connections: AtomicUsize::new(limits.max_connections),
-                live: Mutex::new(0),
-                ended: Condvar::new(),
-            }),
+            inner: xrpc_async::RpcServer::with_runtime(codec, config, rt),
+            handlers,
         }
     }
 
-    /// The same server with other thread limits (shared with its clones).
-    pub fn with_limits(self, limits: ServerLimits) -> Self {
-        let s = &self.shared;
-        s.max_connections
-            .store(limits.max_connections.max(1), Ordering::Relaxed);
-        s.pool
-            .max
-            .store(limits.max_handler_threads.max(1), Ordering::Relaxed);
+    /// The same server with other limits on its handler pool (shared with its clones; they
+    /// apply to handlers started from then on).
+    pub fn with_handler_threads(self, limits: HandlerThreads) -> Self {
+        self.handlers.set_limits(limits);
         self
-    }
-
-    fn insert(&self, method: &str, kind: CallKind, f: Handler) {
-        self.shared
-            .routes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(method, kind, f);
     }
 
     /// Registers a handler of raw payload bytes.
@@ -153,10 +211,12 @@ impl<C: Codec> RpcServer<C> {
     where
         F: Fn(Bytes) -> Result<Bytes, RpcError> + Send + Sync + 'static,
     {
-        let f: Handler = Arc::new(move |_, _, payload| {
-            Ok(Some(Payload::Bytes(handler(payload_bytes(payload)?)?)))
+        let handler = Arc::new(handler);
+        let run_time = Arc::new(RunTime::default());
+        self.inner.register(method, move |payload| {
+            let handler = handler.clone();
+            Run::unary(&run_time, move || handler(payload))
         });
-        self.insert(method, CallKind::Unary, f);
     }
 
     /// Registers a typed unary handler: `|req: Req| Ok(Resp { .. })`.
@@ -166,138 +226,108 @@ impl<C: Codec> RpcServer<C> {
         Resp: Serialize + Send + 'static,
         F: Fn(Req) -> Result<Resp, RpcError> + Send + Sync + 'static,
     {
-        let codec = self.shared.codec.clone();
-        let f: Handler = Arc::new(move |_, _, payload| {
-            let resp = handler(decode_payload::<Req, C>(&codec, payload)?)?;
-            Ok(Some(Payload::Bytes(codec.encode(&resp)?)))
+        let handler = Arc::new(handler);
+        let run_time = Arc::new(RunTime::default());
+        self.inner.register_typed(method, move |req| {
+            let handler = handler.clone();
+            Run::unary(&run_time, move || handler(req))
         });
-        self.insert(method, CallKind::Unary, f);
+    }
+
+    /// Registers a typed unary handler that also sees its [`CallContext`]: its deadline and
+    /// whether the call was stopped ([`CallContext::is_cancelled`]: the client cancelled it,
+    /// its deadline passed, the connection or the server ended). It runs on the handler pool:
+    /// its connection's thread is what tells it that its call was stopped.
+    pub fn register_typed_with_context<Req, Resp, F>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Req) -> Result<Resp, RpcError> + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.inner
+            .register_typed_with_context(method, move |ctx, req| {
+                let handler = handler.clone();
+                Run::unary_on_pool(move || handler(ctx, req))
+            });
     }
 
     /// Registers a server-streaming handler: it gets the request and a sender for items
-    /// (whose [`send`](ServerStreamSender::send) blocks while the client has granted no
-    /// credit); the stream ends when it returns `Ok(())`, or fails with its error. It runs on
-    /// the server's pool.
+    /// (whose [`send`](StreamSender::send) blocks while the client has granted no credit);
+    /// the stream ends when it returns `Ok(())`, or fails with its error. It runs on the
+    /// handler pool.
     pub fn register_stream<Req, Item, F>(&self, method: &str, handler: F)
     where
         Req: DeserializeOwned + Send + 'static,
         Item: Serialize + Send + 'static,
         F: Fn(Req, ServerStreamSender<Item, C>) -> Result<(), RpcError> + Send + Sync + 'static,
     {
-        let codec = self.shared.codec.clone();
-        let f: Handler = Arc::new(move |conn, id, payload| {
-            let req = decode_payload::<Req, C>(&codec, payload)?;
-            let (conn, codec, _item) = (conn.clone(), codec.clone(), PhantomData);
-            handler(
-                req,
-                ServerStreamSender {
-                    conn,
-                    id,
-                    codec,
-                    _item,
-                },
-            )?;
-            Ok(None)
+        let handler = Arc::new(handler);
+        self.inner.register_stream(method, move |req, sender| {
+            let handler = handler.clone();
+            Run::stream(move || handler(req, StreamSender::new(sender)))
         });
-        self.insert(method, CallKind::ServerStreaming, f);
+    }
+
+    /// Registers a client-streaming handler: it gets the client's items as an iterator and
+    /// returns the single response. It runs on the handler pool.
+    pub fn register_client_stream<Item, Resp, F>(&self, method: &str, handler: F)
+    where
+        Item: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(RequestStream<Item, C>) -> Result<Resp, RpcError> + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.inner.register_client_stream(method, move |items| {
+            let handler = handler.clone();
+            Run::stream(move || handler(StreamReceiver::new(items)))
+        });
+    }
+
+    /// Registers a bidirectional handler: the client's items in, its own items out (read and
+    /// send in turn, within the credit window, or send from a thread of its own). It runs on
+    /// the handler pool.
+    pub fn register_bidi<Req, Resp, F>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(RequestStream<Req, C>, ServerStreamSender<Resp, C>) -> Result<(), RpcError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.inner.register_bidi(method, move |items, sender| {
+            let handler = handler.clone();
+            Run::stream(move || handler(StreamReceiver::new(items), StreamSender::new(sender)))
+        });
     }
 
     /// The registered method names.
     pub fn methods(&self) -> Vec<String> {
-        let routes = self.shared.routes.read();
-        let routes = routes.unwrap_or_else(PoisonError::into_inner);
-        let mut m: Vec<String> = routes.names().map(str::to_string).collect();
-        m.sort();
-        m
+        self.inner.methods()
     }
 
     /// Serves one connection on the calling thread until the client closes it or the server
     /// shuts down. Returns an error if the client broke the protocol or the transport failed.
-    pub fn serve(&self, transport: impl FrameTransport) -> Result<(), RpcError> {
-        serve(&self.shared, transport.into_io())
+    pub fn serve(&self, transport: impl Into<AnyFrameTransport>) -> Result<(), RpcError> {
+        let channel = MessageChannelAdapter::new(transport.into());
+        Blocking::block_on(self.inner.serve(channel))
     }
 
-    /// Accepts connections from `listener` and serves each on a thread of its own (at most
-    /// [`ServerLimits::max_connections`] at once), until [`shutdown`](Self::shutdown); then
-    /// waits for the connections to finish. A failed accept waits 100 ms and accepts again.
+    /// Accepts connections from `listener` and serves each on a thread of its own until
+    /// [`shutdown`](Self::shutdown); then closes the listener at once (new connections are
+    /// refused) and waits for the connections to finish. A connection accepted while
+    /// [`ServerConfig::max_connections`] are served is closed at once; a failed accept backs
+    /// off (10 ms, doubling up to 1 s).
     pub fn serve_listener<L: FrameListener>(&self, listener: L) -> Result<(), RpcError> {
-        let s = &self.shared;
-        while !s.shutdown.load(Ordering::Acquire) {
-            {
-                let live = s.live.lock().unwrap_or_else(PoisonError::into_inner);
-                if *live >= s.max_connections.load(Ordering::Relaxed) {
-                    let _ = s.ended.wait_timeout(live, CHECK);
-                    continue;
-                }
-            }
-            match listener.accept_timeout(CHECK) {
-                Ok(Some(transport)) => {
-                    *s.live.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-                    let (live, server) = (Live(s.clone()), self.clone());
-                    let serve = move || (server.serve(transport), drop(live));
-                    // A thread that cannot be started drops its transport (and `live`).
-                    let _ = thread::Builder::new()
-                        .name("xrpc-connection".into())
-                        .spawn(serve);
-                }
-                Ok(None) => {}
-                Err(_) => {
-                    thread::sleep(CHECK); // a client that vanished, too many open files
-                }
-            }
-        }
-        let live = s.live.lock().unwrap_or_else(PoisonError::into_inner);
-        drop(s.ended.wait_while(live, |n| *n > 0));
-        Ok(())
+        Blocking::block_on(self.inner.serve_listener(listener))
     }
 
     /// Starts a graceful shutdown: connections refuse new calls, let the calls in progress
-    /// finish (for at most [`ServerConfig::drain_timeout`]), then close;
-    /// [`serve`](Self::serve) and [`serve_listener`](Self::serve_listener) return (each
-    /// notices within 100 ms).
+    /// finish (for at most [`ServerConfig::drain_timeout`], then they are cancelled), then
+    /// close; [`serve`](Self::serve) and [`serve_listener`](Self::serve_listener) return.
     pub fn shutdown(&self) {
-        self.shared.shutdown.store(true, Ordering::Release);
-    }
-}
-
-/// Sends the items of a server stream; [`send`](Self::send) blocks while the client has
-/// granted no credit.
-pub struct ServerStreamSender<Item, C: Codec = BincodeCodec> {
-    conn: Arc<ServerConn>,
-    id: u64,
-    codec: C,
-    _item: PhantomData<fn(Item)>,
-}
-
-crate::stream::debug_by_id!(ServerStreamSender);
-
-impl<Item: Serialize, C: Codec> ServerStreamSender<Item, C> {
-    /// Sends one item, waiting for credit. Fails with `Cancelled` once the call is over for
-    /// the client (cancelled, expired, or its connection gone): stop then.
-    pub fn send(&self, item: &Item) -> Result<(), RpcError> {
-        let mut payload = Some(Payload::Bytes(self.codec.encode(item)?));
-        let me = thread::current();
-        while let Some(p) = payload.take() {
-            let mut st = self.conn.link.lock();
-            let ServerState {
-                session, running, ..
-            } = &mut *st;
-            let Some(r) = running.get_mut(&self.id).filter(|r| !r.cancelled) else {
-                return Err(RpcError::Cancelled);
-            };
-            match session.send_item(self.id, p) {
-                Ok(()) => break,
-                Err(SendError::NoCredit(p)) => {
-                    payload = Some(p);
-                    r.threads.push(me.clone());
-                }
-                Err(SendError::Over(e)) => return Err(e.into()),
-            }
-            drop(st);
-            // Woken by the connection's thread when credit comes or the call ends.
-            thread::park_timeout(CHECK);
-        }
-        self.conn.link.flush();
-        Ok(())
+        self.inner.shutdown();
     }
 }

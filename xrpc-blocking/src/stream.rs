@@ -1,64 +1,41 @@
-//! A client's streams: [`StreamReceiver`] (an iterator of the server's items),
-//! [`StreamSender`] (the client's items, blocking for credit) and [`PendingResponse`] (the
-//! single response of a client stream). Each waits like a call does: the waiting thread drives
-//! the connection when no other thread does.
+//! Streams of a call, on either side, as synchronous handles over the async layer's: a
+//! [`StreamReceiver`] is an iterator of the peer's items, a [`StreamSender`] sends items
+//! (waiting for flow-control credit), a [`PendingResponse`] waits for a client stream's single
+//! response. Each waits on the calling thread ([`Blocking::block_on`]).
 
-use std::marker::PhantomData;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::{BincodeCodec, Codec, Payload, decode_payload};
+use xrpc_proto::{BincodeCodec, Codec, RpcError};
 
-use crate::RpcError;
-use crate::client::Conn;
+use crate::runtime::Blocking;
 
-/// `Debug` for the handles of a call: their type and the call id.
-macro_rules! debug_by_id {
-    ($($ty:ident),*) => {$(
-        impl<T, C: Codec> std::fmt::Debug for $ty<T, C> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_struct(stringify!($ty)).field("id", &self.id).finish()
-            }
-        }
-    )*};
-}
-pub(crate) use debug_by_id;
-
-debug_by_id!(StreamReceiver, StreamSender, PendingResponse);
-
-/// The two ends of a client-streaming call: the items go out through the sender, then the
-/// response comes.
-pub type ClientStreamCall<Item, Resp, C = BincodeCodec> =
-    (StreamSender<Item, C>, PendingResponse<Resp, C>);
-
-/// The two ends of a bidirectional call.
-pub type BidiCall<Req, Resp, C = BincodeCodec> = (StreamSender<Req, C>, StreamReceiver<Resp, C>);
-
-/// The items of a server stream, as an iterator of `Result<Item, RpcError>`: it ends after the
-/// last item, or after the error that ended the call. Dropping it early cancels the call.
+/// The receiving end of a stream: an iterator of `Result<Item, RpcError>` that ends after the
+/// last item, or after the error that ended the call. Dropping it before its end cancels the
+/// call (client side) or stops reading the client's items (server side).
 pub struct StreamReceiver<Item, C: Codec = BincodeCodec> {
-    conn: Arc<Conn>,
-    id: u64,
-    codec: C,
-    done: bool,
-    _item: PhantomData<fn() -> Item>,
+    inner: xrpc_async::StreamReceiver<Item, C>,
+}
+
+/// The items a client-streaming or bidirectional handler receives.
+pub type RequestStream<Item, C = BincodeCodec> = StreamReceiver<Item, C>;
+
+impl<Item, C: Codec> std::fmt::Debug for StreamReceiver<Item, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamReceiver").finish_non_exhaustive()
+    }
 }
 
 impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
-    pub(crate) fn new(conn: Arc<Conn>, id: u64, codec: C) -> Self {
-        Self {
-            done: false,
-            conn,
-            id,
-            codec,
-            _item: PhantomData,
-        }
+    pub(crate) fn new(inner: xrpc_async::StreamReceiver<Item, C>) -> Self {
+        Self { inner }
     }
 
     /// The call id.
     pub fn id(&self) -> u64 {
-        self.id
+        self.inner.id()
     }
 
     /// Cancels the call (as dropping the receiver does).
@@ -69,105 +46,79 @@ impl<Item: DeserializeOwned + 'static, C: Codec> Iterator for StreamReceiver<Ite
     type Item = Result<Item, RpcError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let id = self.id;
-        let next = self.conn.wait(id, &mut |st| st.next_item(id));
-        // An error or the end ends the stream.
-        self.done = !matches!(next, Some(Ok(_)));
-        next.map(|r| r.and_then(|p| decode_payload(&self.codec, p)))
+        Blocking::block_on(self.inner.recv())
     }
 }
 
-impl<Item, C: Codec> Drop for StreamReceiver<Item, C> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.conn.cancel(self.id);
-        }
-    }
-}
-
-/// The client's side of a client or bidirectional stream: [`send`](Self::send) blocks while
-/// the server has granted no credit. [`finish`](Self::finish) ends the stream; dropping the
-/// sender does too.
+/// The sending end of a stream: [`send`](Self::send) blocks while the peer has granted no
+/// credit. On a client stream, [`finish`](Self::finish) (or dropping the sender) ends it; a
+/// server stream ends when its handler returns.
 pub struct StreamSender<Item, C: Codec = BincodeCodec> {
-    conn: Arc<Conn>,
-    id: u64,
-    codec: C,
-    _item: PhantomData<fn() -> Item>,
+    inner: xrpc_async::StreamSender<Item, C>,
+}
+
+/// The sender a server-streaming or bidirectional handler writes its items to.
+pub type ServerStreamSender<Item, C = BincodeCodec> = StreamSender<Item, C>;
+
+impl<Item, C: Codec> std::fmt::Debug for StreamSender<Item, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSender").finish_non_exhaustive()
+    }
 }
 
 impl<Item: Serialize, C: Codec> StreamSender<Item, C> {
-    pub(crate) fn new(conn: Arc<Conn>, id: u64, codec: C) -> Self {
-        Self {
-            conn,
-            id,
-            codec,
-            _item: PhantomData,
-        }
+    pub(crate) fn new(inner: xrpc_async::StreamSender<Item, C>) -> Self {
+        Self { inner }
     }
 
     /// The call id.
     pub fn id(&self) -> u64 {
-        self.id
+        self.inner.id()
     }
 
-    /// Sends one item, waiting for credit.
+    /// Sends one item, waiting for credit. Fails once the call is over (cancelled, expired, its
+    /// connection gone): a handler stops then.
     pub fn send(&self, item: &Item) -> Result<(), RpcError> {
-        let mut payload = Some(Payload::Bytes(self.codec.encode(item)?));
-        let id = self.id;
-        self.conn
-            .wait(id, &mut |st| st.send_item(id, C::ID, &mut payload))
+        Blocking::block_on(self.inner.send(item))
     }
 
-    /// Ends the stream (as dropping the sender does).
+    /// Ends the stream normally.
     pub fn finish(self) -> Result<(), RpcError> {
-        Ok(())
+        Blocking::block_on(self.inner.finish())
     }
 }
 
-impl<Item, C: Codec> Drop for StreamSender<Item, C> {
-    fn drop(&mut self) {
-        let id = self.id;
-        self.conn.with_session(|s| s.finish_stream(id));
+/// The single response of a client-streaming call: [`wait`](Self::wait) for it once the stream
+/// is finished. Dropping it unwaited cancels the call.
+pub struct PendingResponse<Resp> {
+    inner: Pin<Box<dyn Future<Output = Result<Resp, RpcError>> + Send>>,
+}
+
+impl<Resp> std::fmt::Debug for PendingResponse<Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingResponse").finish_non_exhaustive()
     }
 }
 
-/// The single response of a client-streaming call: [`wait`](Self::wait) for it after
-/// finishing the stream. Dropping it unwaited cancels the call.
-pub struct PendingResponse<Resp, C: Codec = BincodeCodec> {
-    conn: Arc<Conn>,
-    id: u64,
-    codec: C,
-    waited: bool,
-    _resp: PhantomData<fn() -> Resp>,
-}
-
-impl<Resp: DeserializeOwned + 'static, C: Codec> PendingResponse<Resp, C> {
-    pub(crate) fn new(conn: Arc<Conn>, id: u64, codec: C) -> Self {
+impl<Resp> PendingResponse<Resp> {
+    pub(crate) fn new(
+        inner: impl Future<Output = Result<Resp, RpcError>> + Send + 'static,
+    ) -> Self {
         Self {
-            conn,
-            id,
-            codec,
-            waited: false,
-            _resp: PhantomData,
+            inner: Box::pin(inner),
         }
     }
 
     /// Waits for the response.
-    pub fn wait(mut self) -> Result<Resp, RpcError> {
-        self.waited = true;
-        let id = self.id;
-        let p = self.conn.wait(id, &mut |st| st.response(id))?;
-        decode_payload(&self.codec, p)
+    pub fn wait(self) -> Result<Resp, RpcError> {
+        Blocking::block_on(self.inner)
     }
 }
 
-impl<Resp, C: Codec> Drop for PendingResponse<Resp, C> {
-    fn drop(&mut self) {
-        if !self.waited {
-            self.conn.cancel(self.id);
-        }
-    }
-}
+/// The two ends of a client-streaming call: the items go out through the sender, then the
+/// response comes.
+pub type ClientStreamCall<Item, Resp, C = BincodeCodec> =
+    (StreamSender<Item, C>, PendingResponse<Resp>);
+
+/// The two ends of a bidirectional call.
+pub type BidiCall<Req, Resp, C = BincodeCodec> = (StreamSender<Req, C>, StreamReceiver<Resp, C>);

@@ -7,9 +7,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use xrpc_blocking::{
-    FrameListener, RpcClient, RpcError, RpcServer, ServerStreamSender, SharedMemoryConfig,
-    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
-    TcpFrameTransportListener, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+    CallContext, FrameListener, RequestStream, RpcClient, RpcError, RpcServer, ServerStreamSender,
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
+    TcpFrameTransport, TcpFrameTransportListener, UnixConfig, UnixFrameTransport,
+    UnixFrameTransportListener,
 };
 use xrpc_shm::testing::{Peer, peer_role, unique_name};
 
@@ -28,6 +29,8 @@ struct Addr(String);
 static NOTES: AtomicU64 = AtomicU64::new(0);
 /// Sum of the tags of the `endless` streams whose handler saw its call end.
 static ENDLESS_ENDED: AtomicU64 = AtomicU64::new(0);
+/// Sum of the tags of the `until_cancelled` calls whose handler saw its call stopped.
+static CANCELLED_SEEN: AtomicU64 = AtomicU64::new(0);
 
 /// The test service.
 fn service() -> RpcServer {
@@ -60,6 +63,29 @@ fn service() -> RpcServer {
     });
     server.register("raw", |b| {
         Ok(b.iter().rev().copied().collect::<Vec<u8>>().into())
+    });
+    server.register_client_stream("sum", |items: RequestStream<u64>| {
+        items.sum::<Result<u64, RpcError>>()
+    });
+    server.register_bidi(
+        "double",
+        |items: RequestStream<i64>, out: ServerStreamSender<i64>| {
+            items.into_iter().try_for_each(|v| out.send(&(v? * 2)))
+        },
+    );
+    server.register_typed_with_context("deadline_ms", |ctx: CallContext, (): ()| {
+        Ok(ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64))
+    });
+    server.register_typed_with_context("until_cancelled", |ctx: CallContext, tag: u64| {
+        // Runs until its call is stopped (here: the client's timeout), then records it.
+        let t0 = Instant::now();
+        while !ctx.is_cancelled() && t0.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(2));
+        }
+        CANCELLED_SEEN.fetch_add(tag * u64::from(ctx.is_cancelled()), Ordering::SeqCst);
+        Ok(())
     });
     server
 }
@@ -187,6 +213,47 @@ fn dropped_stream(kind: Kind, tag: u64) {
     assert_eq!(p.client.call::<_, i64>("add", &(3i64, 4i64)).unwrap(), 7);
 }
 
+fn client_stream_and_bidi(kind: Kind) {
+    let p = Pair::new(kind);
+    // More items than the credit window, both ways.
+    let (items, response) = p.client.call_client_stream::<u64, u64>("sum").unwrap();
+    (1..=1000u64).try_for_each(|i| items.send(&i)).unwrap();
+    items.finish().unwrap();
+    assert_eq!(response.wait().unwrap(), 500_500);
+    let (out, back) = p.client.call_bidi::<i64, i64>("double").unwrap();
+    let sender = thread::spawn(move || {
+        (0..1000i64).try_for_each(|i| out.send(&i))?;
+        out.finish()
+    });
+    let doubled: Vec<i64> = back.collect::<Result<_, _>>().unwrap();
+    sender.join().unwrap().unwrap();
+    assert_eq!(doubled, (0..1000).map(|i| 2 * i).collect::<Vec<_>>());
+}
+
+fn call_context(kind: Kind, tag: u64) {
+    let p = Pair::new(kind);
+    // The handler sees the call's deadline.
+    let left: Option<u64> = p
+        .client
+        .call_with_timeout("deadline_ms", &(), Duration::from_millis(800))
+        .unwrap();
+    let left = left.expect("the handler sees the deadline");
+    assert!(left > 400 && left <= 800, "{left} ms left");
+    // And learns when its call is stopped: the client gave up at its timeout.
+    let r =
+        p.client
+            .call_with_timeout::<_, ()>("until_cancelled", &tag, Duration::from_millis(100));
+    assert!(matches!(r, Err(RpcError::Timeout)), "{r:?}");
+    let t0 = Instant::now();
+    while CANCELLED_SEEN.load(Ordering::SeqCst) & tag == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the handler never saw its call stopped"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn timeout(kind: Kind) {
     let p = Pair::new(kind);
     let t0 = Instant::now();
@@ -299,6 +366,8 @@ macro_rules! suite {
             #[test] fn a_call_times_out() { timeout(Kind::$kind) }
             #[test] fn dropping_a_stream_stops_its_handler() { dropped_stream(Kind::$kind, $tag) }
             #[test] fn a_remote_error() { remote_error(Kind::$kind) }
+            #[test] fn client_and_bidirectional_streams() { client_stream_and_bidi(Kind::$kind) }
+            #[test] fn a_handler_sees_its_deadline_and_cancellation() { call_context(Kind::$kind, $tag) }
             #[test] fn many_threads_share_one_client() { many_threads(Kind::$kind) }
             #[test] fn closing_the_client_ends_a_pending_call() { closed_mid_call(Kind::$kind) }
             #[test]

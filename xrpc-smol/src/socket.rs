@@ -12,18 +12,10 @@ use std::task::{Context, Poll};
 use async_io::Async;
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
+use xrpc_async::reactor::read_into_spare;
 use xrpc_async::{Socket, SocketListener, TcpSocket, UnixSocket};
 
 use crate::Smol;
-
-/// Bytes of spare capacity made readable (zeroed: `std` reads need initialized memory) for one
-/// read of small frames.
-const READ_WINDOW: usize = 16 * 1024;
-/// Spare capacity beyond which a large frame is in progress, read in windows of up to
-/// [`LARGE_READ_WINDOW`].
-const LARGE_SPARE: usize = 256 * 1024;
-/// The largest window of one read.
-const LARGE_READ_WINDOW: usize = 4 * 1024 * 1024;
 
 impl<T> Socket<Smol> for Async<T>
 where
@@ -31,20 +23,7 @@ where
     for<'a> &'a Async<T>: AsyncRead + AsyncWrite,
 {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-        let start = buf.len();
-        let spare = buf.capacity() - start;
-        let window = match spare {
-            s if s >= LARGE_SPARE => s.min(LARGE_READ_WINDOW),
-            s => s.min(READ_WINDOW),
-        };
-        buf.resize(start + window, 0);
-        let polled = Pin::new(&mut &*self).poll_read(cx, &mut buf[start..]);
-        let read = match polled {
-            Poll::Ready(Ok(n)) => n,
-            _ => 0,
-        };
-        buf.truncate(start + read);
-        polled
+        read_into_spare(buf, |window| Pin::new(&mut &*self).poll_read(cx, window))
     }
 
     fn poll_write_vectored(

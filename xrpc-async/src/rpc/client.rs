@@ -524,7 +524,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     ) -> Result<
         (
             StreamSender<Item, C>,
-            impl Future<Output = Result<Resp, RpcError>>,
+            impl Future<Output = Result<Resp, RpcError>> + use<T, C, R, Item, Resp>,
         ),
         RpcError,
     >

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -263,7 +264,13 @@ fn complete<R: Runtime>(conn: &Connection<R>, id: u64, outcome: HandlerOutcome) 
 
 /// Starts what routing collected. A unary handler that finishes at once runs here, on the
 /// driver (no task hand-off), outside the connection's lock; others get a task.
-fn start<R: Runtime>(rt: &R, conn: &Arc<Connection<R>>, ctl: &Arc<dyn StreamCtl>, work: Work) {
+fn start<R: Runtime>(
+    rt: &R,
+    number: u64,
+    conn: &Arc<Connection<R>>,
+    ctl: &Arc<dyn StreamCtl>,
+    work: Work,
+) {
     match work {
         Work::Call(call, handler, cancel) => {
             let id = call.id;
@@ -287,7 +294,7 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection<R>>, ctl: &Arc<dyn StreamCtl>
                 }
             };
             let c = conn.clone();
-            let task = rt.spawn(async move {
+            let task = rt.spawn_handler(number, async move {
                 let res = fut.await;
                 complete(&c, id, handler_outcome(res));
                 c.wake();
@@ -320,7 +327,7 @@ fn start<R: Runtime>(rt: &R, conn: &Arc<Connection<R>>, ctl: &Arc<dyn StreamCtl>
                 return done(&c);
             };
             let fut = CatchUnwind(fut);
-            let task = rt.spawn(async move {
+            let task = rt.spawn_handler(number, async move {
                 let _ = fut.await;
                 done(&c);
                 c.wake();
@@ -372,6 +379,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         slot: Option<Slot>,
     ) -> Result<(), RpcError> {
         let shared = &self.shared;
+        let number = shared.connections_served.fetch_add(1, Ordering::Relaxed);
         let mut session =
             ServerSession::new(shared.config, channel.wire_config(), C::ID, shared.rt.now());
         session.set_bounds(&shared.bounds);
@@ -407,7 +415,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             rt,
             conn.clone(),
             &channel,
-            |c, w| start(rt, c, &ctl, w),
+            |c, w| start(rt, number, c, &ctl, w),
             |st, now| {
                 if !st.shutdown_seen && shared.shutdown.is_raised() {
                     st.shutdown_seen = true;

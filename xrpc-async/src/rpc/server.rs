@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Instant;
 
@@ -78,6 +79,8 @@ pub(crate) struct Shared<C, R: Runtime> {
     /// What all its connections share: queued output, read buffers, decompression, handlers
     /// (the `*_total` fields of [`ServerConfig`]).
     pub(crate) bounds: ServerBounds,
+    /// Connections served so far: the next one's number (see [`Runtime::spawn_handler`]).
+    pub(crate) connections_served: AtomicU64,
 }
 
 impl<C, R: Runtime> Shared<C, R> {
@@ -157,6 +160,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 shutdown: Signal::default(),
                 connections: Mutex::new(Vec::new()),
                 bounds: ServerBounds::new(&config, rt.now()),
+                connections_served: AtomicU64::new(0),
                 rt,
             }),
         }

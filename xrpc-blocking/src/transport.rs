@@ -1,0 +1,356 @@
+//! Layer 1: the frame transports of `xrpc-async` — TCP, Unix sockets, shared memory — on the
+//! [`Blocking`] runtime, with synchronous constructors (a `connect` or `bind` waits on the
+//! calling thread), and [`AnyFrameTransport`], any one of them, which
+//! [`RpcClient`](crate::RpcClient) and [`RpcServer::serve`](crate::RpcServer::serve) take.
+//! The wire format is every adapter's (4-byte little-endian length-prefixed frames; whole
+//! frames in the rings of `xrpc_shm`).
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+pub use xrpc_async::FrameListener;
+use xrpc_async::transport as neutral;
+pub use xrpc_async::transport::{
+    FrameTransport, SharedMemoryConfig, TcpConfig, TransportError, TransportStats, UnixConfig,
+};
+use xrpc_proto::ReadBudget;
+
+use crate::runtime::{Blocking, StdSocket};
+
+/// The async layer's TCP transport on [`Blocking`].
+pub type AsyncTcpFrameTransport = neutral::TcpFrameTransport<StdSocket<TcpStream>, Blocking>;
+/// The async layer's Unix transport on [`Blocking`].
+pub type AsyncUnixFrameTransport = neutral::UnixFrameTransport<StdSocket<UnixStream>, Blocking>;
+/// The async layer's shared-memory transport on [`Blocking`].
+pub type AsyncSharedMemoryFrameTransport = neutral::SharedMemoryFrameTransport<Blocking>;
+
+fn failed(what: String) -> TransportError {
+    TransportError::ConnectionFailed(what)
+}
+
+/// A connected TCP socket carrying length-prefixed frames, wire-compatible with every adapter's
+/// `TcpFrameTransport`.
+///
+/// ```no_run
+/// use xrpc_blocking::{RpcClient, TcpConfig, TcpFrameTransport};
+/// let client = RpcClient::new(TcpFrameTransport::connect("127.0.0.1:47800", TcpConfig::default())?);
+/// # Ok::<(), xrpc_blocking::TransportError>(())
+/// ```
+#[derive(Debug)]
+pub struct TcpFrameTransport(AsyncTcpFrameTransport);
+
+impl TcpFrameTransport {
+    /// Connects to the first address of `addr` that answers (each with the attempts, timeout
+    /// and retry policy of `config`), waiting on the calling thread.
+    pub fn connect(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
+        let addrs = addr
+            .to_socket_addrs()
+            .map_err(|e| failed(format!("resolve failed: {e}")))?;
+        let mut last = failed("the address resolved to nothing".into());
+        for a in addrs {
+            match Blocking::block_on(AsyncTcpFrameTransport::connect(a, config)) {
+                Ok(t) => return Ok(Self(t)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Wraps a connected stream (applies `config.nodelay`).
+    pub fn from_stream(stream: TcpStream, config: TcpConfig) -> Result<Self, TransportError> {
+        let socket = StdSocket::new(stream).map_err(|e| failed(e.to_string()))?;
+        AsyncTcpFrameTransport::from_stream(socket, config).map(Self)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.0.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.local_addr()
+    }
+
+    /// The async layer's transport inside.
+    pub fn into_inner(self) -> AsyncTcpFrameTransport {
+        self.0
+    }
+}
+
+/// Accepts TCP connections: serve it with
+/// [`RpcServer::serve_listener`](crate::RpcServer::serve_listener).
+#[derive(Debug)]
+pub struct TcpFrameTransportListener(
+    neutral::TcpFrameTransportListener<StdSocket<TcpStream>, Blocking>,
+);
+
+impl TcpFrameTransportListener {
+    /// Binds to `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
+    pub fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
+        Blocking::block_on(neutral::TcpFrameTransportListener::bind(addr, config)).map(Self)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.0.local_addr()
+    }
+
+    /// Waits for the next connection.
+    pub fn accept(&self) -> Result<(TcpFrameTransport, SocketAddr), TransportError> {
+        let (t, addr) = Blocking::block_on(self.0.accept())?;
+        Ok((TcpFrameTransport(t), addr))
+    }
+}
+
+impl FrameListener for TcpFrameTransportListener {
+    type Transport = AsyncTcpFrameTransport;
+
+    async fn accept(&self) -> Result<AsyncTcpFrameTransport, TransportError> {
+        FrameListener::accept(&self.0).await
+    }
+}
+
+/// A connected Unix domain stream socket, framed as [`TcpFrameTransport`].
+#[derive(Debug)]
+pub struct UnixFrameTransport(AsyncUnixFrameTransport);
+
+impl UnixFrameTransport {
+    /// Connects to the socket at `path` (with the attempts, timeout and retry policy of
+    /// `config`), waiting on the calling thread.
+    pub fn connect(path: impl AsRef<Path>, config: UnixConfig) -> Result<Self, TransportError> {
+        Blocking::block_on(AsyncUnixFrameTransport::connect(path, config)).map(Self)
+    }
+
+    /// Wraps a connected stream.
+    pub fn from_stream(stream: UnixStream, config: UnixConfig) -> Result<Self, TransportError> {
+        let name = match stream
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_owned))
+        {
+            Some(path) => format!("unix:{}", path.display()),
+            None => "unix".to_string(),
+        };
+        let socket = StdSocket::new(stream).map_err(|e| failed(e.to_string()))?;
+        AsyncUnixFrameTransport::from_stream(socket, config, name).map(Self)
+    }
+
+    /// The async layer's transport inside.
+    pub fn into_inner(self) -> AsyncUnixFrameTransport {
+        self.0
+    }
+}
+
+/// Accepts Unix socket connections.
+#[derive(Debug)]
+pub struct UnixFrameTransportListener(
+    neutral::UnixFrameTransportListener<StdSocket<UnixStream>, Blocking>,
+);
+
+impl UnixFrameTransportListener {
+    /// Listens at `path`.
+    pub fn bind(path: impl AsRef<Path>, config: UnixConfig) -> Result<Self, TransportError> {
+        Blocking::block_on(neutral::UnixFrameTransportListener::bind(path, config)).map(Self)
+    }
+
+    /// Waits for the next connection.
+    pub fn accept(&self) -> Result<UnixFrameTransport, TransportError> {
+        Blocking::block_on(FrameListener::accept(&self.0)).map(UnixFrameTransport)
+    }
+}
+
+impl FrameListener for UnixFrameTransportListener {
+    type Transport = AsyncUnixFrameTransport;
+
+    async fn accept(&self) -> Result<AsyncUnixFrameTransport, TransportError> {
+        FrameListener::accept(&self.0).await
+    }
+}
+
+/// A shared-memory connection to a process on this machine, wire-compatible with every
+/// adapter's `SharedMemoryFrameTransport`: the thread that waits for a frame checks the ring
+/// for the spin budget, then sleeps on its doorbell.
+#[derive(Debug)]
+pub struct SharedMemoryFrameTransport(AsyncSharedMemoryFrameTransport);
+
+impl SharedMemoryFrameTransport {
+    /// Connects to service `name` with the default configuration.
+    pub fn connect_client(name: &str) -> Result<Self, TransportError> {
+        Self::connect(name, SharedMemoryConfig::default())
+    }
+
+    /// Connects to service `name`, waiting at most `config.connect_timeout` for its segment.
+    pub fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        Blocking::block_on(AsyncSharedMemoryFrameTransport::connect(name, config)).map(Self)
+    }
+
+    /// The async layer's transport inside.
+    pub fn into_inner(self) -> AsyncSharedMemoryFrameTransport {
+        self.0
+    }
+}
+
+/// Accepts shared-memory clients of one service, each on its own segment.
+#[derive(Debug)]
+pub struct SharedMemoryFrameTransportListener(
+    neutral::SharedMemoryFrameTransportListener<Blocking>,
+);
+
+impl SharedMemoryFrameTransportListener {
+    /// Listens as service `name` (an abstract Unix socket: nothing is left on disk).
+    pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
+        neutral::SharedMemoryFrameTransportListener::bind(name, config).map(Self)
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// Waits for the next client.
+    pub fn accept(&self) -> Result<SharedMemoryFrameTransport, TransportError> {
+        Blocking::block_on(self.0.accept()).map(SharedMemoryFrameTransport)
+    }
+}
+
+impl FrameListener for SharedMemoryFrameTransportListener {
+    type Transport = AsyncSharedMemoryFrameTransport;
+
+    async fn accept(&self) -> Result<AsyncSharedMemoryFrameTransport, TransportError> {
+        self.0.accept().await
+    }
+}
+
+/// A connected transport of this crate, whichever kind: what
+/// [`RpcClient::new`](crate::RpcClient::new) and [`RpcServer::serve`](crate::RpcServer::serve)
+/// take (every transport converts into it).
+#[derive(Debug)]
+// One per connection, in place (boxing the larger one would add a pointer to every frame).
+#[allow(clippy::large_enum_variant)]
+pub enum AnyFrameTransport {
+    /// TCP.
+    Tcp(AsyncTcpFrameTransport),
+    /// A Unix socket.
+    Unix(AsyncUnixFrameTransport),
+    /// Shared memory.
+    SharedMemory(AsyncSharedMemoryFrameTransport),
+}
+
+impl From<TcpFrameTransport> for AnyFrameTransport {
+    fn from(t: TcpFrameTransport) -> Self {
+        Self::Tcp(t.0)
+    }
+}
+
+impl From<UnixFrameTransport> for AnyFrameTransport {
+    fn from(t: UnixFrameTransport) -> Self {
+        Self::Unix(t.0)
+    }
+}
+
+impl From<SharedMemoryFrameTransport> for AnyFrameTransport {
+    fn from(t: SharedMemoryFrameTransport) -> Self {
+        Self::SharedMemory(t.0)
+    }
+}
+
+impl From<AsyncTcpFrameTransport> for AnyFrameTransport {
+    fn from(t: AsyncTcpFrameTransport) -> Self {
+        Self::Tcp(t)
+    }
+}
+
+impl From<AsyncUnixFrameTransport> for AnyFrameTransport {
+    fn from(t: AsyncUnixFrameTransport) -> Self {
+        Self::Unix(t)
+    }
+}
+
+impl From<AsyncSharedMemoryFrameTransport> for AnyFrameTransport {
+    fn from(t: AsyncSharedMemoryFrameTransport) -> Self {
+        Self::SharedMemory(t)
+    }
+}
+
+/// `$body` with `$t` bound to the transport inside `$self`, whichever kind it is.
+macro_rules! each {
+    ($self:expr, $t:ident => $body:expr) => {
+        match $self {
+            AnyFrameTransport::Tcp($t) => $body,
+            AnyFrameTransport::Unix($t) => $body,
+            AnyFrameTransport::SharedMemory($t) => $body,
+        }
+    };
+}
+
+impl FrameTransport for AnyFrameTransport {
+    async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
+        each!(self, t => t.send_frame(frame).await)
+    }
+
+    async fn send_frames(&self, frames: &[&[u8]]) -> Result<(), TransportError> {
+        each!(self, t => t.send_frames(frames).await)
+    }
+
+    async fn send_frame_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        each!(self, t => t.send_frame_with(encode).await)
+    }
+
+    async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        each!(self, t => t.send_batch_with(encode).await)
+    }
+
+    async fn recv_frame(&self) -> Result<Bytes, TransportError> {
+        each!(self, t => t.recv_frame().await)
+    }
+
+    async fn recv_frames_with<F>(&self, max: usize, each: F) -> Result<usize, TransportError>
+    where
+        F: FnMut(Bytes) + Send,
+    {
+        each!(self, t => t.recv_frames_with(max, each).await)
+    }
+
+    fn partial_frame(&self) -> usize {
+        each!(self, t => t.partial_frame())
+    }
+
+    fn set_read_budget(&self, budget: ReadBudget) {
+        each!(self, t => t.set_read_budget(budget))
+    }
+
+    fn is_connected(&self) -> bool {
+        each!(self, t => t.is_connected())
+    }
+
+    fn is_healthy(&self) -> bool {
+        each!(self, t => t.is_healthy())
+    }
+
+    async fn close(&self) -> Result<(), TransportError> {
+        each!(self, t => t.close().await)
+    }
+
+    fn stats(&self) -> Option<TransportStats> {
+        each!(self, t => t.stats())
+    }
+
+    fn name(&self) -> &str {
+        each!(self, t => t.name())
+    }
+
+    fn max_frame_size(&self) -> usize {
+        each!(self, t => t.max_frame_size())
+    }
+}
