@@ -54,7 +54,7 @@ use halves::halves;
 use handshake::{connect_socket, recv_fds};
 
 /// State shared by the two halves of a connection (and their waiters).
-struct Shared {
+struct ConnectionState {
     /// Keeps the mapping alive; the rings hold their own handles too.
     _segment: Segment,
     /// The rendezvous socket: the data doorbells (each side's consumer sleeps on its end,
@@ -71,7 +71,7 @@ struct Shared {
     config: ShmConfig,
 }
 
-impl Shared {
+impl ConnectionState {
     /// Peer liveness: `Err(Disconnected)` once either socket reports hang-up.
     /// One non-blocking syscall; called only between sleep slices.
     fn alive(&self) -> Result<()> {

@@ -22,7 +22,7 @@ use crate::rpc::RpcError;
 use crate::runtime::{Runtime, Task, Timer};
 use crate::signal::Signal;
 
-struct Shared {
+struct BalancerCore {
     balancer: Mutex<Balancer>,
     discovery: Arc<dyn Discovery>,
     /// Discovery's last answer; held while an answer is compared with it and applied.
@@ -45,7 +45,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Shared {
+impl BalancerCore {
     fn lock(&self) -> MutexGuard<'_, Balancer> {
         lock(&self.balancer)
     }
@@ -84,7 +84,7 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
+impl Drop for BalancerCore {
     fn drop(&mut self) {
         let refresher = self
             .refresher
@@ -98,7 +98,7 @@ impl Drop for Shared {
 
 /// The task that asks discovery whenever the balancer says a refresh is due, until the
 /// balancer is dropped (or discovery has no refresh interval and answered).
-async fn refresh<R: Runtime>(shared: Weak<Shared>, rt: R) {
+async fn refresh<R: Runtime>(shared: Weak<BalancerCore>, rt: R) {
     let mut timer: Option<R::Timer> = None;
     loop {
         // What to do, decided under the balancer's lock and acted on after it.
@@ -145,10 +145,10 @@ async fn refresh<R: Runtime>(shared: Weak<Shared>, rt: R) {
 }
 
 /// Chooses endpoints for calls: the endpoint set from discovery, a [`Strategy`], health,
-/// failover and stream affinity (see [`xrpc_proto::balance`]). Shared by the calls of a
+/// failover and stream affinity (see [`xrpc_proto::balance`]). BalancerCore by the calls of a
 /// [`LoadBalancedClient`](super::LoadBalancedClient); usable on its own by any adapter.
 pub struct LoadBalancer {
-    shared: Arc<Shared>,
+    shared: Arc<BalancerCore>,
 }
 
 impl std::fmt::Debug for LoadBalancer {
@@ -192,7 +192,7 @@ impl LoadBalancer {
         let mut balancer = Balancer::new(strategy, config, rng);
         balancer.set_refresh_interval(discovery.refresh_interval());
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(BalancerCore {
                 balancer: Mutex::new(balancer),
                 discovery,
                 discovered: Mutex::new(Discovered::new()),

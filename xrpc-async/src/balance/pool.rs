@@ -109,10 +109,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Connections to many endpoints, reused across calls.
 pub struct ConnectionPool<T: MessageChannel, C: Codec, R: Runtime> {
-    shared: Arc<Shared<T, C, R>>,
+    shared: Arc<PoolCore<T, C, R>>,
 }
 
-struct Shared<T: MessageChannel, C: Codec, R: Runtime> {
+struct PoolCore<T: MessageChannel, C: Codec, R: Runtime> {
     config: PoolConfig,
     connector: Box<dyn Connect<R, T, C>>,
     rt: R,
@@ -122,7 +122,7 @@ struct Shared<T: MessageChannel, C: Codec, R: Runtime> {
     room_wanted: AtomicBool,
 }
 
-impl<T: MessageChannel, C: Codec, R: Runtime> Shared<T, C, R> {
+impl<T: MessageChannel, C: Codec, R: Runtime> PoolCore<T, C, R> {
     fn lock(&self) -> MutexGuard<'_, State<T, C, R>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -146,7 +146,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> Shared<T, C, R> {
 pub struct PoolGuard<T: MessageChannel, C: Codec, R: Runtime> {
     client: RpcClient<T, C, R>,
     leases: Arc<AtomicUsize>,
-    pool: Arc<Shared<T, C, R>>,
+    pool: Arc<PoolCore<T, C, R>>,
 }
 
 impl<T: MessageChannel, C: Codec, R: Runtime> PoolGuard<T, C, R> {
@@ -176,7 +176,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> Drop for PoolGuard<T, C, R> {
 
 /// Gives back a connection slot being opened if the opening fails or is abandoned.
 struct Opening<'a, T: MessageChannel, C: Codec, R: Runtime> {
-    pool: &'a Shared<T, C, R>,
+    pool: &'a PoolCore<T, C, R>,
     endpoint: &'a Endpoint,
     /// Still being opened (false once it is a connection of the pool).
     pending: bool,
@@ -213,7 +213,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> ConnectionPool<T, C, R> {
     /// A pool on runtime `rt` (its clock times idleness).
     pub fn with_runtime(config: PoolConfig, connector: impl Connect<R, T, C>, rt: R) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(PoolCore {
                 config,
                 connector: Box::new(connector),
                 rt,

@@ -21,7 +21,7 @@ use xrpc_proto::{
     SendError, decode_payload, payload_bytes,
 };
 
-use super::driver::{Driven, Shared, drive};
+use super::driver::{ConnectionCore, Driven, drive};
 use super::shared_driver::{Look, SharedDriver, Wait};
 use super::stream::{CallRef, StreamCtl, StreamReceiver, StreamSender};
 use super::wakers::{Wakers, leave_waker};
@@ -57,16 +57,16 @@ impl Driven for ClientState {
     }
 }
 
-pub(crate) struct Inner<T, R: Runtime> {
+pub(crate) struct ClientCore<T, R: Runtime> {
     pub(crate) channel: Arc<T>,
-    shared: Arc<Shared<ClientState>>,
+    shared: Arc<ConnectionCore<ClientState>>,
     rt: R,
     started: AtomicBool,
     /// The connection's driver, polled by its task and by waiting calls.
     driver: Arc<SharedDriver>,
 }
 
-impl<T: MessageChannel, R: Runtime> Inner<T, R> {
+impl<T: MessageChannel, R: Runtime> ClientCore<T, R> {
     /// Runs `f` on the state, then wakes the driver's task.
     fn with<O>(&self, f: impl FnOnce(&mut ClientState) -> O) -> O {
         let r = f(&mut self.shared.lock());
@@ -75,7 +75,7 @@ impl<T: MessageChannel, R: Runtime> Inner<T, R> {
     }
 }
 
-impl<T: MessageChannel, R: Runtime> StreamCtl for Inner<T, R> {
+impl<T: MessageChannel, R: Runtime> StreamCtl for ClientCore<T, R> {
     fn poll_item(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Payload, RpcError>>> {
         let mut st = self.shared.lock();
         let ClientState { session, wakers } = &mut *st;
@@ -164,7 +164,7 @@ impl<R: Runtime> ClientHandle<R> {
 /// what was already sent may finish for `close_timeout`), and the driver then closes the
 /// connection.
 struct Lifetime<T: MessageChannel, R: Runtime> {
-    inner: Arc<Inner<T, R>>,
+    inner: Arc<ClientCore<T, R>>,
 }
 
 impl<T: MessageChannel, R: Runtime> Drop for Lifetime<T, R> {
@@ -193,7 +193,7 @@ impl<T: MessageChannel, R: Runtime> Drop for Lifetime<T, R> {
 /// # Ok(()) }
 /// ```
 pub struct RpcClient<T: MessageChannel, C: Codec, R: Runtime> {
-    inner: Arc<Inner<T, R>>,
+    inner: Arc<ClientCore<T, R>>,
     /// Shared by the clones of this client; the last one dropped closes the connection.
     life: Arc<Lifetime<T, R>>,
     codec: C,
@@ -238,9 +238,9 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     /// passes a runtime whose clock it advances by hand).
     pub fn with_runtime(channel: T, config: ClientConfig, codec: C, rt: R) -> Self {
         let session = ClientSession::new(config, channel.wire_config(), rt.now());
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(ClientCore {
             channel: Arc::new(channel),
-            shared: Arc::new(Shared::new(ClientState {
+            shared: Arc::new(ConnectionCore::new(ClientState {
                 session,
                 wakers: id_map(),
             })),
@@ -619,7 +619,7 @@ impl Drop for CancelOnDrop {
 /// Releases a unary call (cancelling it on the server if still pending) if the future waiting
 /// for it is dropped.
 struct ReleaseOnDrop<'a, T: MessageChannel, R: Runtime> {
-    inner: &'a Inner<T, R>,
+    inner: &'a ClientCore<T, R>,
     id: u64,
 }
 

@@ -15,7 +15,7 @@ use xrpc_proto::{
     SendError, ServerSession, ServerSessionEvent, Slot, handler_outcome, panic_message,
 };
 
-use super::driver::{Driven, Shared, drive};
+use super::driver::{ConnectionCore, Driven, drive};
 use super::future_pool::Started;
 use super::server::{CallContext, HandlerFn, RpcServer};
 use super::stream::StreamCtl;
@@ -26,7 +26,7 @@ use crate::signal::Signal;
 use crate::transport::FrameTransport;
 
 /// A connection's state as its driver and its handlers share it.
-pub(crate) type Connection<R> = Shared<ServerState<R>>;
+pub(crate) type Connection<R> = ConnectionCore<ServerState<R>>;
 
 /// A handler running on the connection: its task, and the signal its context sees.
 struct Running {

@@ -40,7 +40,7 @@ pub(crate) trait Driven: Send + 'static {
 }
 
 /// A connection's state, shared by its driver and its application handles.
-pub(crate) struct Shared<S> {
+pub(crate) struct ConnectionCore<S> {
     state: Mutex<S>,
     driver: Mutex<Option<Waker>>,
     /// The driver is due to look at the session's output: set by whoever queued output and
@@ -50,7 +50,7 @@ pub(crate) struct Shared<S> {
     output_due: AtomicBool,
 }
 
-impl<S> Shared<S> {
+impl<S> ConnectionCore<S> {
     pub(crate) fn new(state: S) -> Self {
         Self {
             state: Mutex::new(state),
@@ -99,9 +99,9 @@ impl<S> Shared<S> {
 /// server's shutdown and budget checks). Closes the channel at the end.
 pub(crate) async fn drive<S, M, R>(
     rt: &R,
-    shared: Arc<Shared<S>>,
+    shared: Arc<ConnectionCore<S>>,
     channel: &M,
-    run: impl FnMut(&Arc<Shared<S>>, S::Work),
+    run: impl FnMut(&Arc<ConnectionCore<S>>, S::Work),
     tick: impl FnMut(&mut S, Instant),
 ) where
     S: Driven,
@@ -185,7 +185,7 @@ pub(crate) async fn drive<S, M, R>(
 /// The state of one connection's driver between polls (see [`Driver::poll`]).
 struct Driver<'a, S: Driven, T, R: Runtime, RF, WF, MR, MW, Run, Tick> {
     rt: &'a R,
-    shared: &'a Arc<Shared<S>>,
+    shared: &'a Arc<ConnectionCore<S>>,
     transport: &'a T,
     /// Whether packets move as values (the in-process value transport), not bytes.
     values: bool,
@@ -235,7 +235,7 @@ where
     WF: Future<Output = Result<(), ChannelError>>,
     MR: Fn() -> RF,
     MW: Fn() -> WF,
-    Run: FnMut(&Arc<Shared<S>>, S::Work),
+    Run: FnMut(&Arc<ConnectionCore<S>>, S::Work),
     Tick: FnMut(&mut S, Instant),
 {
     /// One poll: turns of a fixed order of steps — the session (time, routing, what to write
@@ -455,7 +455,7 @@ enum Step {
 }
 
 /// Ends the session of a driver dropped before it (see [`drive`]).
-struct Stopped<'a, S: Driven>(Option<&'a Shared<S>>);
+struct Stopped<'a, S: Driven>(Option<&'a ConnectionCore<S>>);
 
 impl<S: Driven> Drop for Stopped<'_, S> {
     fn drop(&mut self) {

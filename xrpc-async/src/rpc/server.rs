@@ -67,7 +67,7 @@ pub(crate) type HandlerResult = Result<Option<Payload>, RpcError>;
 pub(crate) type HandlerFn =
     Arc<dyn Fn(CallContext, Payload, Arc<dyn StreamCtl>) -> Started<HandlerResult> + Send + Sync>;
 
-pub(crate) struct Shared<C, R: Runtime> {
+pub(crate) struct ServerCore<C, R: Runtime> {
     pub(crate) handlers: Arc<RwLock<MethodTable<HandlerFn>>>,
     pub(crate) codec: C,
     pub(crate) config: ServerConfig,
@@ -83,7 +83,7 @@ pub(crate) struct Shared<C, R: Runtime> {
     pub(crate) connections_served: AtomicU64,
 }
 
-impl<C, R: Runtime> Shared<C, R> {
+impl<C, R: Runtime> ServerCore<C, R> {
     /// Wakes the driver of every connection being served.
     pub(crate) fn wake_connections(&self) {
         let conns = self
@@ -114,7 +114,7 @@ impl<C, R: Runtime> Shared<C, R> {
 /// });
 /// ```
 pub struct RpcServer<C: Codec, R: Runtime> {
-    pub(crate) shared: Arc<Shared<C, R>>,
+    pub(crate) shared: Arc<ServerCore<C, R>>,
 }
 
 impl<C: Codec, R: Runtime> Clone for RpcServer<C, R> {
@@ -153,7 +153,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// clock are `rt`'s (a test passes a runtime whose clock it advances by hand).
     pub fn with_runtime(codec: C, config: ServerConfig, rt: R) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(ServerCore {
                 handlers: Arc::new(RwLock::new(MethodTable::new())),
                 codec,
                 config,

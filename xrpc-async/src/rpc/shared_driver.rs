@@ -250,7 +250,7 @@ impl SharedDriver {
     /// Polls waiting call `id` (with `cx`): the whole "a waiting call drives the connection"
     /// rule, in one place. `look` tells the call's outcome, if it has one, under the
     /// connection's lock, and says what to do with the call's waker if not; `output_queued`
-    /// is [`Shared::output_queued`](super::driver::Shared::output_queued).
+    /// is [`ConnectionCore::output_queued`](super::driver::ConnectionCore::output_queued).
     ///
     /// The outcome is first looked for with the waker withdrawn: an answer that this poll's
     /// own drive finds needs no wake-up (which would only poll the call once more for

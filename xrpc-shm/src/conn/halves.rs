@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rustix::fd::OwnedFd;
 
-use super::{Bell, Doorbell, RecvWaiter, SendWaiter, Shared, ShmConnection, deadline_of};
+use super::{Bell, ConnectionState, Doorbell, RecvWaiter, SendWaiter, ShmConnection, deadline_of};
 use crate::config::ShmConfig;
 use crate::error::{Result, ShmError};
 use crate::ring::{Consumer, Found, Frame, Producer, RingWaiter, Slot};
@@ -49,7 +49,7 @@ pub(super) fn halves(
     });
     let producer = Producer::new(send_storage, max_frame)?;
     let consumer = Consumer::new(recv_storage, max_frame, wire_max)?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ConnectionState {
         _segment: segment,
         data_sock,
         room_sock,
@@ -75,7 +75,7 @@ pub(super) fn halves(
 /// (the peer drains what was sent, then sees `Disconnected`).
 pub struct ShmSender {
     producer: Producer<MappedRing>,
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionState>,
 }
 
 impl ShmSender {
@@ -257,7 +257,7 @@ pub struct ShmReceiver {
     /// Frames copied out by [`try_recv_bytes`](Self::try_recv_bytes) are cut from here: no
     /// allocation per frame once the frames cut before are dropped.
     copied: BytesMut,
-    shared: Arc<Shared>,
+    shared: Arc<ConnectionState>,
 }
 
 impl ShmReceiver {

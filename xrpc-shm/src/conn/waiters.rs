@@ -8,7 +8,7 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
-use super::{Bell, Shared, deadline_of};
+use super::{Bell, ConnectionState, deadline_of};
 use crate::error::{Result, ShmError};
 use crate::ring::RingWaiter;
 use crate::segment::MappedRing;
@@ -30,7 +30,7 @@ const DRAIN_LIMIT: usize = 4096;
 /// lives (so it can be registered with a reactor by value).
 #[derive(Clone)]
 pub struct Doorbell {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<ConnectionState>,
     pub(super) bell: Bell,
 }
 
@@ -107,7 +107,7 @@ impl AsRawFd for Doorbell {
 pub struct RecvWaiter {
     pub(super) waiter: RingWaiter<MappedRing>,
     pub(super) bell: Doorbell,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<ConnectionState>,
 }
 
 impl RecvWaiter {
@@ -159,7 +159,7 @@ impl RecvWaiter {
 pub struct SendWaiter {
     pub(super) waiter: RingWaiter<MappedRing>,
     pub(super) bell: Doorbell,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<ConnectionState>,
 }
 
 impl SendWaiter {
