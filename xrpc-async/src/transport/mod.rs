@@ -19,177 +19,31 @@
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use xrpc_proto::{FRAME_PREFIX_LEN, PeerKey, ReadBudget};
 
+mod checks;
 mod shm;
 mod socket;
+mod stats;
 mod tcp;
 mod unix;
 
+pub(crate) use checks::{CheckEncoded, check_one_prefixed};
+pub use checks::{batch_frames, check_len, check_prefixed, check_prefixed_batch};
+
 pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
+pub use stats::{StatsCounters, TransportStats};
 pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
 pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
 pub use xrpc_proto::TransportError;
-
-/// A snapshot of a transport's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TransportStats {
-    /// Frames sent.
-    pub frames_sent: u64,
-    /// Frames received.
-    pub frames_received: u64,
-    /// Frame bytes sent (length prefixes excluded).
-    pub bytes_sent: u64,
-    /// Frame bytes received (length prefixes excluded).
-    pub bytes_received: u64,
-    /// Failed sends.
-    pub send_errors: u64,
-    /// Failed receives (a clean close is not counted).
-    pub recv_errors: u64,
-}
-
-/// The live counters behind [`TransportStats`] (relaxed atomics, one increment per event), for
-/// transports to keep.
-#[derive(Debug, Default)]
-pub struct StatsCounters {
-    frames_sent: AtomicU64,
-    frames_received: AtomicU64,
-    bytes_sent: AtomicU64,
-    bytes_received: AtomicU64,
-    send_errors: AtomicU64,
-    recv_errors: AtomicU64,
-}
-
-impl StatsCounters {
-    /// Counts `frames` frames of `bytes` bytes in all sent.
-    pub fn sent(&self, frames: u64, bytes: usize) {
-        self.frames_sent.fetch_add(frames, Ordering::Relaxed);
-        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// Counts one frame of `bytes` bytes received.
-    pub fn received(&self, bytes: usize) {
-        self.frames_received.fetch_add(1, Ordering::Relaxed);
-        self.bytes_received
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// Counts a failed send and passes the error through.
-    pub fn send_error(&self, e: TransportError) -> TransportError {
-        self.send_errors.fetch_add(1, Ordering::Relaxed);
-        e
-    }
-
-    /// Counts a failed receive (not a clean close) and passes the error through.
-    pub fn recv_error(&self, e: TransportError) -> TransportError {
-        if !matches!(e, TransportError::ConnectionClosed) {
-            self.recv_errors.fetch_add(1, Ordering::Relaxed);
-        }
-        e
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> TransportStats {
-        TransportStats {
-            frames_sent: self.frames_sent.load(Ordering::Relaxed),
-            frames_received: self.frames_received.load(Ordering::Relaxed),
-            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
-            bytes_received: self.bytes_received.load(Ordering::Relaxed),
-            send_errors: self.send_errors.load(Ordering::Relaxed),
-            recv_errors: self.recv_errors.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// The user id of the process at the other end of a local socket (`SO_PEERCRED`), as a peer
 /// key; `Unknown` if the kernel does not tell.
 pub(crate) fn peer_uid(socket: &impl std::os::fd::AsFd) -> PeerKey {
     rustix::net::sockopt::socket_peercred(socket)
         .map_or(PeerKey::Unknown, |cred| PeerKey::Uid(cred.uid.as_raw()))
-}
-
-/// Checks that `buf` holds exactly one length-prefixed frame within `max`; returns its length.
-pub fn check_prefixed(buf: &[u8], max: usize) -> Result<usize, TransportError> {
-    let Some((prefix, body)) = buf.split_first_chunk::<FRAME_PREFIX_LEN>() else {
-        return Err(TransportError::Protocol(format!(
-            "encoded frame of {} bytes has no length prefix",
-            buf.len()
-        )));
-    };
-    let declared = u32::from_le_bytes(*prefix) as usize;
-    if body.len() > max {
-        return Err(TransportError::MessageTooLarge {
-            size: body.len(),
-            max,
-        });
-    }
-    if declared != body.len() {
-        return Err(TransportError::Protocol(format!(
-            "encoded frame declares {declared} bytes but holds {}",
-            body.len()
-        )));
-    }
-    Ok(body.len())
-}
-
-/// How a transport checks what an encoder wrote before sending it: given the buffer and the
-/// maximum frame size, the number of frames and their payload bytes.
-pub(crate) type CheckEncoded = fn(&[u8], usize) -> Result<(u64, usize), TransportError>;
-
-/// [`check_prefixed`] as a [`CheckEncoded`]: exactly one frame.
-pub(crate) fn check_one_prefixed(buf: &[u8], max: usize) -> Result<(u64, usize), TransportError> {
-    Ok((1, check_prefixed(buf, max)?))
-}
-
-/// Checks that `buf` holds zero or more consecutive length-prefixed frames, each within `max`;
-/// returns their number and their total length (prefixes excluded).
-pub fn check_prefixed_batch(buf: &[u8], max: usize) -> Result<(u64, usize), TransportError> {
-    let (mut off, mut n, mut bytes) = (0usize, 0u64, 0usize);
-    while off < buf.len() {
-        let Some(prefix) = buf[off..].first_chunk::<FRAME_PREFIX_LEN>() else {
-            return Err(TransportError::Protocol(format!(
-                "encoded batch ends with a partial length prefix at byte {off}"
-            )));
-        };
-        let len = u32::from_le_bytes(*prefix) as usize;
-        if len > max {
-            return Err(TransportError::MessageTooLarge { size: len, max });
-        }
-        let end = off + FRAME_PREFIX_LEN + len;
-        if end > buf.len() {
-            return Err(TransportError::Protocol(format!(
-                "encoded frame at byte {off} declares {len} bytes but the batch ends first"
-            )));
-        }
-        off = end;
-        n += 1;
-        bytes += len;
-    }
-    Ok((n, bytes))
-}
-
-/// The frame bodies of a batch that [`check_prefixed_batch`] accepted.
-pub fn batch_frames(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        let (prefix, tail) = rest.split_first_chunk::<FRAME_PREFIX_LEN>()?;
-        let len = (u32::from_le_bytes(*prefix) as usize).min(tail.len());
-        let (frame, next) = tail.split_at(len);
-        rest = next;
-        Some(frame)
-    })
-}
-
-/// Checks a frame length against the maximum.
-pub fn check_len(len: usize, max: usize) -> Result<(), TransportError> {
-    if len > max || len > u32::MAX as usize {
-        Err(TransportError::MessageTooLarge { size: len, max })
-    } else {
-        Ok(())
-    }
 }
 
 /// A bidirectional transport of whole frames.
