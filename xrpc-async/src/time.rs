@@ -1,4 +1,5 @@
-//! Time limits and pauses on a [`Runtime`]'s timers (the adapters' `timeout` and `sleep`).
+//! Time limits and pauses on a [`Runtime`]'s timers and clock (the adapters' `timeout` and
+//! `sleep`), on the runtime value given.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -11,6 +12,7 @@ use crate::runtime::{Runtime, Timer};
 /// is there, and made and kept in it otherwise, so a caller that keeps it pays for one timer
 /// per connection rather than one per operation.
 pub(crate) async fn until<R: Runtime, T>(
+    rt: &R,
     timer: &mut Option<R::Timer>,
     at: Instant,
     f: impl Future<Output = T>,
@@ -20,7 +22,7 @@ pub(crate) async fn until<R: Runtime, T>(
             t.reset(at);
             t
         }
-        None => timer.insert(R::default().timer(at)),
+        None => timer.insert(rt.timer(at)),
     };
     let mut f = pin!(f);
     std::future::poll_fn(|cx| {
@@ -34,13 +36,14 @@ pub(crate) async fn until<R: Runtime, T>(
 
 /// [`until`] with a fresh timer, `timeout` from now.
 pub(crate) async fn within<R: Runtime, T>(
+    rt: &R,
     timeout: Duration,
     f: impl Future<Output = T>,
 ) -> Option<T> {
-    until::<R, T>(&mut None, Instant::now() + timeout, f).await
+    until(rt, &mut None, rt.now() + timeout, f).await
 }
 
 /// Sleeps for `d`.
-pub(crate) async fn sleep<R: Runtime>(d: Duration) {
-    R::default().timer(Instant::now() + d).await;
+pub(crate) async fn sleep<R: Runtime>(rt: &R, d: Duration) {
+    rt.timer(rt.now() + d).await;
 }

@@ -26,7 +26,7 @@ use std::pin::pin;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::lock::Mutex;
@@ -98,9 +98,10 @@ fn release_scratch(scratch: &mut BytesMut) {
 
 /// Registers `fd` (a handle that keeps its descriptor open) with the reactor for readability.
 fn register<R: Reactor>(
+    rt: &R,
     fd: impl AsFd + Send + Sync + 'static,
 ) -> Result<R::Registration, TransportError> {
-    R::default().register(Watched::new(fd)).map_err(io_err)
+    rt.register(Watched::new(fd)).map_err(io_err)
 }
 
 /// The value in `cell`, made by `make` if there is none yet (a value made by a racing caller
@@ -118,23 +119,24 @@ fn get_or_try_init<T>(
 
 /// Connects to service `name` with the handshake waiting in the reactor: no thread is blocked.
 async fn connect_async<R: Reactor>(
+    rt: &R,
     name: &str,
     config: ShmConfig,
 ) -> Result<ShmConnection, TransportError> {
-    let deadline = Instant::now() + config.handshake_timeout;
+    let deadline = rt.now() + config.handshake_timeout;
     let mut connector = loop {
         match ShmConnector::start(name, config.clone()) {
             Ok(c) => break c,
             // The server's accept backlog is full: try again shortly.
             Err(ShmError::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                if e.kind() == std::io::ErrorKind::WouldBlock && rt.now() < deadline =>
             {
-                time::sleep::<R>(Duration::from_millis(1)).await;
+                time::sleep(rt, Duration::from_millis(1)).await;
             }
             Err(e) => return Err(map_err(e)),
         }
     };
-    let sock = register::<R>(connector.socket())?;
+    let sock = register(rt, connector.socket())?;
     let finish = async {
         loop {
             match connector.try_finish() {
@@ -144,7 +146,7 @@ async fn connect_async<R: Reactor>(
             }
         }
     };
-    time::until::<R, _>(&mut None, deadline, finish)
+    time::until(rt, &mut None, deadline, finish)
         .await
         .unwrap_or(Err(TransportError::Timeout))
 }
@@ -165,13 +167,15 @@ struct AsyncListener<R: Reactor> {
     /// executor).
     ready: OnceLock<R::Registration>,
     listener: ShmListener,
+    rt: R,
 }
 
 impl<R: Reactor> AsyncListener<R> {
-    fn new(listener: ShmListener) -> Self {
+    fn new(listener: ShmListener, rt: R) -> Self {
         Self {
             ready: OnceLock::new(),
             listener,
+            rt,
         }
     }
 
@@ -180,7 +184,7 @@ impl<R: Reactor> AsyncListener<R> {
             self.listener.set_nonblocking(true).map_err(map_err)?;
             // A duplicate: the listener itself stays with `self` for `accept`.
             let dup: OwnedFd = self.listener.as_fd().try_clone_to_owned().map_err(io_err)?;
-            register::<R>(dup)
+            register(&self.rt, dup)
         })?;
         loop {
             match self.listener.accept() {
@@ -227,11 +231,11 @@ impl<R: Reactor> Connected<R> {
         }
     }
 
-    fn sleepers(&self) -> Result<&Sleepers<R>, TransportError> {
+    fn sleepers(&self, rt: &R) -> Result<&Sleepers<R>, TransportError> {
         get_or_try_init(&self.sleepers, || {
             Ok(Sleepers {
-                recv_bell: register::<R>(self.recv_waiter.doorbell().clone())?,
-                send_bell: register::<R>(self.send_waiter.doorbell().clone())?,
+                recv_bell: register(rt, self.recv_waiter.doorbell().clone())?,
+                send_bell: register(rt, self.send_waiter.doorbell().clone())?,
             })
         })
     }
@@ -268,6 +272,8 @@ pub struct SharedMemoryFrameTransport<R: Reactor> {
     /// Raised by `close`; wakes sleeping sends and receives.
     closed: Signal,
     name: String,
+    /// The runtime whose reactor and timers it waits on.
+    rt: R,
 }
 
 impl<R: Reactor> std::fmt::Debug for SharedMemoryFrameTransport<R> {
@@ -303,6 +309,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
         conn: Option<ShmConnection>,
         config: SharedMemoryConfig,
         name: String,
+        rt: R,
     ) -> Self {
         let cell = OnceLock::new();
         if let Some(conn) = conn {
@@ -317,6 +324,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             unwaited: AtomicUsize::new(0),
             closed: Signal::default(),
             name,
+            rt,
         }
     }
 
@@ -325,8 +333,14 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
     /// [`SharedMemoryFrameTransportListener`]. Needs no executor.
     pub fn create_server(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
         let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(map_err)?;
-        let role = Role::Server(Mutex::new(AsyncListener::new(listener)));
-        Ok(Self::new(role, None, config, format!("shm:{name}")))
+        let role = Role::Server(Mutex::new(AsyncListener::new(listener, R::default())));
+        Ok(Self::new(
+            role,
+            None,
+            config,
+            format!("shm:{name}"),
+            R::default(),
+        ))
     }
 
     /// Connects to service `name` with the default configuration. The handshake is a short
@@ -349,17 +363,20 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             Some(conn),
             config,
             format!("shm:{name}"),
+            R::default(),
         ))
     }
 
     /// Connects to service `name` without blocking the executor.
     pub async fn connect(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let conn = connect_async::<R>(name, ShmConfig::from(&config)).await?;
+        let rt = R::default();
+        let conn = connect_async(&rt, name, ShmConfig::from(&config)).await?;
         Ok(Self::new(
             Role::Ready,
             Some(conn),
             config,
             format!("shm:{name}"),
+            rt,
         ))
     }
 
@@ -403,7 +420,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             }
             match backoff.step() {
                 WaitStep::Spin => std::hint::spin_loop(),
-                WaitStep::Yield => R::default().yield_now().await,
+                WaitStep::Yield => self.rt.yield_now().await,
                 WaitStep::Sleep => {
                     let guard = match side {
                         Side::Recv => c.recv_waiter.prepare_sleep(),
@@ -411,7 +428,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
                     }
                     .map_err(map_err)?;
                     if let Some(_announced) = guard {
-                        let s = c.sleepers()?;
+                        let s = c.sleepers(&self.rt)?;
                         let (bell, waiter_bell) = match side {
                             Side::Recv => (&s.recv_bell, c.recv_waiter.doorbell()),
                             Side::Send => (&s.send_bell, c.send_waiter.doorbell()),
@@ -545,7 +562,7 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         // the socket types of a runtime do within their task budget.
         if self.unwaited.fetch_add(1, Ordering::Relaxed) >= FAIR_RECEIVES {
             self.unwaited.store(0, Ordering::Relaxed);
-            R::default().yield_now().await;
+            self.rt.yield_now().await;
         }
         let mut rx = c.rx.lock().await;
         let mut try_recv = || match rx.try_recv_bytes() {
@@ -642,7 +659,7 @@ impl<R: Reactor> SharedMemoryFrameTransportListener<R> {
     pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
         let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(map_err)?;
         Ok(Self {
-            listener: AsyncListener::new(listener),
+            listener: AsyncListener::new(listener, R::default()),
             config,
             name: name.to_string(),
         })
@@ -661,6 +678,7 @@ impl<R: Reactor> SharedMemoryFrameTransportListener<R> {
             Some(conn),
             self.config.clone(),
             format!("shm:{}", self.name),
+            self.listener.rt.clone(),
         ))
     }
 }

@@ -10,7 +10,7 @@ use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::lock::{Mutex, MutexGuard};
@@ -59,6 +59,8 @@ struct WriteState<R: Runtime> {
 /// A frame transport over one stream socket of reactor `R`.
 pub(crate) struct SocketTransport<S, R: Runtime> {
     io: S,
+    /// The runtime whose timers and clock bound reads, writes and connects.
+    rt: R,
     reader: Mutex<ReadState<R>>,
     writer: Mutex<WriteState<R>>,
     /// Cleared on close and on any fatal error.
@@ -79,13 +81,14 @@ pub(crate) struct SocketTransport<S, R: Runtime> {
 
 /// Runs `f` under an optional timeout, on `timer`.
 async fn timed<R: Runtime, T>(
+    rt: &R,
     timer: &mut Option<R::Timer>,
     timeout: Option<Duration>,
     f: impl Future<Output = Result<T, TransportError>>,
 ) -> Result<T, TransportError> {
     match timeout {
         None => f.await,
-        Some(d) => time::until::<R, _>(timer, Instant::now() + d, f)
+        Some(d) => time::until(rt, timer, rt.now() + d, f)
             .await
             .unwrap_or(Err(TransportError::Timeout)),
     }
@@ -117,8 +120,9 @@ async fn write_all<S: Socket<R>, R>(
 }
 
 impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
-    pub(crate) fn new(io: S, settings: SocketSettings) -> Self {
+    pub(crate) fn new(io: S, settings: SocketSettings, rt: R) -> Self {
         Self {
+            rt,
             io,
             reader: Mutex::new(ReadState {
                 decoder: FrameDecoder::new(settings.max_frame_size),
@@ -218,7 +222,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             timer,
         } = w;
         *in_write = true;
-        let res = timed::<R, _>(timer, self.settings.write_timeout, async {
+        let res = timed(&self.rt, timer, self.settings.write_timeout, async {
             write_all(&self.io, buf, tail, &self.unwritten)
                 .await
                 .map_err(TransportError::send)
@@ -338,7 +342,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
         if let Some(frame) = skipped.take() {
             return Err(self.stats.recv_error(TransportError::FrameSkipped(frame)));
         }
-        let res = timed::<R, _>(timer, self.settings.read_timeout, async {
+        let res = timed(&self.rt, timer, self.settings.read_timeout, async {
             loop {
                 match decoder.poll_frame() {
                     Ok(Some(frame)) => return Ok(frame),
@@ -430,6 +434,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
 /// Runs `connect` up to `max_attempts` times (at least once), each bounded by `timeout`,
 /// sleeping per `policy` between attempts. Returns the last error if all fail.
 pub(crate) async fn connect_with_retry<R, S, F, Fut>(
+    rt: &R,
     what: &(dyn std::fmt::Display + Sync),
     timeout: Duration,
     max_attempts: u32,
@@ -444,7 +449,7 @@ where
     let attempts = max_attempts.max(1);
     let mut attempt = 1;
     loop {
-        let err = match time::within::<R, _>(timeout, connect()).await {
+        let err = match time::within(rt, timeout, connect()).await {
             Some(Ok(s)) => return Ok(s),
             Some(Err(e)) => TransportError::ConnectionFailed(format!(
                 "connect to {what} failed (attempt {attempt}/{attempts}): {e}"
@@ -454,7 +459,7 @@ where
         if attempt >= attempts {
             return Err(err);
         }
-        time::sleep::<R>(policy.delay(attempt)).await;
+        time::sleep(rt, policy.delay(attempt)).await;
         attempt += 1;
     }
 }

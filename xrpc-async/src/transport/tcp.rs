@@ -84,7 +84,8 @@ impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
     /// Connects to `addr`, making up to `config.max_attempts` attempts of at most
     /// `config.connect_timeout` each, `config.retry_policy` apart.
     pub async fn connect(addr: SocketAddr, config: TcpConfig) -> Result<Self, TransportError> {
-        let stream = connect_with_retry::<R, _, _, _>(
+        let stream = connect_with_retry(
+            &R::default(),
             &addr,
             config.connect_timeout,
             config.max_attempts,
@@ -102,7 +103,7 @@ impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
         let peer_addr = stream.peer_addr().map_err(fail)?;
         let local_addr = stream.local_addr().map_err(fail)?;
         Ok(Self {
-            inner: SocketTransport::new(stream, config.settings()),
+            inner: SocketTransport::new(stream, config.settings(), R::default()),
             peer_addr,
             local_addr,
             peer_key: PeerKey::Ip(peer_addr.ip().to_canonical()),

@@ -72,7 +72,8 @@ impl<S: UnixSocket<R>, R: Runtime> UnixFrameTransport<S, R> {
         config: UnixConfig,
     ) -> Result<Self, TransportError> {
         let path = path.as_ref();
-        let stream = connect_with_retry::<R, _, _, _>(
+        let stream = connect_with_retry(
+            &R::default(),
             &path.display(),
             config.connect_timeout,
             config.max_attempts,
@@ -91,7 +92,7 @@ impl<S: UnixSocket<R>, R: Runtime> UnixFrameTransport<S, R> {
     ) -> Result<Self, TransportError> {
         let peer_key = super::peer_uid(&stream);
         Ok(Self {
-            inner: SocketTransport::new(stream, config.settings()),
+            inner: SocketTransport::new(stream, config.settings(), R::default()),
             peer_key,
             name: name.into(),
         })
