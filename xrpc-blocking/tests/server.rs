@@ -100,24 +100,42 @@ fn one_connection_cannot_hold_the_handler_pool() {
     drop(unread);
 }
 
-/// A connection beyond `max_connections` is closed at once; the first one is served.
+/// At `max_connections` a newcomer takes the place of an idle connection (admission, issue
+/// 24); while every connection is busy it is closed at once and the busy one is served.
 #[test]
-fn a_connection_beyond_max_connections_is_closed() {
+fn at_max_connections_a_newcomer_replaces_an_idle_connection_or_is_closed() {
     let config = ServerConfig {
         max_connections: 1,
         ..ServerConfig::default()
     };
     let server = RpcServer::with_config(BincodeCodec, config);
     server.register_typed("add", |(a, b): (u64, u64)| Ok(a + b));
+    server.register_typed("sleep_ms", |ms: u64| {
+        thread::sleep(Duration::from_millis(ms));
+        Ok(ms)
+    });
     let (addr, _serving) = serve(&server);
     let first = client(addr, RpcClientConfig::default());
     assert_eq!(first.call::<_, u64>("add", &(1u64, 1u64)).unwrap(), 2);
+    // Busy: a call in flight.
+    let busy = {
+        let first = first.clone();
+        thread::spawn(move || first.call::<_, u64>("sleep_ms", &1_000u64))
+    };
+    thread::sleep(200 * MS);
     let second = client(addr, RpcClientConfig::default());
     let t0 = Instant::now();
     let r = second.call_with_timeout::<_, u64>("add", &(1u64, 1u64), Duration::from_secs(5));
     assert!(matches!(r, Err(RpcError::Disconnected(_))), "{r:?}");
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-    assert_eq!(first.call::<_, u64>("add", &(2u64, 2u64)).unwrap(), 4);
+    assert_eq!(busy.join().unwrap().unwrap(), 1_000);
+    // Idle now: a newcomer takes its place.
+    let third = client(addr, RpcClientConfig::default());
+    assert_eq!(third.call::<_, u64>("add", &(2u64, 2u64)).unwrap(), 4);
+    assert!(matches!(
+        first.call::<_, u64>("add", &(3u64, 3u64)),
+        Err(RpcError::Disconnected(_))
+    ));
 }
 
 /// Calls beyond `max_concurrent_calls` on one connection are refused, the others answered.

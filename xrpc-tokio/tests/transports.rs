@@ -750,7 +750,7 @@ async fn shm_a_frame_above_the_receivers_max_fails_alone() {
     });
     assert!(matches!(
         client.recv_frame().await,
-        Err(TransportError::MessageTooLarge { size, max }) if size == 300 * 1024 && max == 100 * 1024
+        Err(TransportError::FrameSkipped(f)) if f.len == 300 * 1024 && f.max == 100 * 1024
     ));
     assert!(client.is_connected());
     assert_eq!(client.recv_frame().await.unwrap(), &b"after"[..]);
