@@ -560,6 +560,13 @@ impl ClientSession {
         self.is_open()
     }
 
+    /// Whether input is awaited now — a call waits for its answer or a stream for its items —
+    /// so that a transport that can wait for input by spinning a moment first (shared memory)
+    /// should: with no call in flight, nothing is awaited soon, and it sleeps at once.
+    pub fn awaits_input(&self) -> bool {
+        self.calls.pending_calls() > 0
+    }
+
     /// Whether the session is over: close the transport now.
     pub fn is_closed(&self) -> bool {
         self.life == Life::Closed

@@ -274,6 +274,12 @@ impl ServerSession {
             && self.wire.paused_until().is_none()
     }
 
+    /// Whether input is awaited now (see [`ClientSession::awaits_input`](crate::ClientSession::awaits_input)):
+    /// always, for a server — a client's next request may follow its last answer at once.
+    pub fn awaits_input(&self) -> bool {
+        true
+    }
+
     /// The buffer to read transport bytes into (append only), followed by
     /// [`handle_read`](Self::handle_read).
     pub fn read_buffer(&mut self) -> &mut BytesMut {

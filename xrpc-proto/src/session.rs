@@ -46,6 +46,8 @@ pub trait Session: Send + 'static {
     fn poll_timeout(&mut self) -> Option<Instant>;
     /// See [`ClientSession::wants_read`] and [`ServerSession::wants_read`].
     fn wants_read(&self) -> bool;
+    /// See [`ClientSession::awaits_input`].
+    fn awaits_input(&self) -> bool;
     /// See [`ClientSession::is_closed`].
     fn is_closed(&self) -> bool;
 }
@@ -70,6 +72,7 @@ macro_rules! session_by_inherent_methods {
             fn has_transmit(&self) -> bool { <$ty>::has_transmit(self) }
             fn poll_timeout(&mut self) -> Option<Instant> { <$ty>::poll_timeout(self) }
             fn wants_read(&self) -> bool { <$ty>::wants_read(self) }
+            fn awaits_input(&self) -> bool { <$ty>::awaits_input(self) }
             fn is_closed(&self) -> bool { <$ty>::is_closed(self) }
         }
     )*};

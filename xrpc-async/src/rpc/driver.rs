@@ -174,6 +174,7 @@ pub(crate) async fn drive<S, M, R>(
         partial: false,
         unwritten: false,
         reads: 0,
+        awaited: true,
         polls: 0,
         put_off: None,
     };
@@ -207,6 +208,8 @@ struct Driver<'a, S: Driven, T, R: Runtime, RF, WF, MR, MW, Run, Tick> {
     unwritten: bool,
     /// Reads made in this poll (see [`READS_PER_POLL`]).
     reads: usize,
+    /// What the transport was last told of the session's `awaits_input`.
+    awaited: bool,
     /// Polls of the driver, and the poll in which a write was put off (see
     /// [`Driven::batches`]): the write waits for the next poll, once per batch.
     polls: u64,
@@ -277,8 +280,8 @@ where
 
     /// The session, under its lock: the time (deadlines that passed while the driver was not
     /// polled are looked for in the first turn of a poll; later turns follow at once, and
-    /// the timer armed at sleep covers the rest), routing its events, and whether to start a
-    /// write and a read.
+    /// the timer armed at sleep covers the rest), routing its events, whether to start a
+    /// write and a read, and whether input is awaited.
     fn drive_session(&mut self, cx: &Context<'_>, first_turn: bool) -> (bool, bool) {
         let deferring = self.put_off == Some(self.polls);
         if !deferring {
@@ -310,6 +313,13 @@ where
             write = false;
         }
         let read = self.reading.is_none() && st.session().wants_read() && !st.session().is_closed();
+        // Whether a call waits for input: a read that spins first (shared memory) spins only
+        // then (the transport is told before the read is polled).
+        let awaited = st.session().awaits_input();
+        if awaited != self.awaited {
+            self.awaited = awaited;
+            self.transport.set_input_awaited(awaited);
+        }
         (write, read)
     }
 

@@ -154,6 +154,14 @@ pub trait FrameTransport: Send + Sync + 'static {
         }
     }
 
+    /// Whether input is awaited now (the session's `awaits_input`: a call waits for its
+    /// answer): a transport that waits for input by spinning a moment first (shared memory)
+    /// spins only then, and otherwise sleeps at once — a receive under way that sleeps goes
+    /// back to spinning when this turns true and it is polled. Others ignore it.
+    fn set_input_awaited(&self, awaited: bool) {
+        let _ = awaited;
+    }
+
     /// Bytes received of a frame that is not whole yet (0 between frames, and always for a
     /// transport that only ever delivers whole frames). The session closes a connection whose
     /// frame stays partial too long (`ServerConfig::frame_timeout`).
@@ -283,6 +291,10 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         F: FnMut(Bytes) + Send,
     {
         (**self).recv_frames_with(max, each)
+    }
+
+    fn set_input_awaited(&self, awaited: bool) {
+        (**self).set_input_awaited(awaited)
     }
 
     fn partial_frame(&self) -> usize {

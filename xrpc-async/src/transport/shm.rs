@@ -24,7 +24,7 @@ use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -269,6 +269,9 @@ pub struct SharedMemoryFrameTransport<R: Reactor> {
     partial: AtomicUsize,
     /// Frames received in a row without waiting (see [`FAIR_RECEIVES`]).
     unwaited: AtomicUsize,
+    /// Input is awaited: a receive spins a moment before it sleeps
+    /// ([`FrameTransport::set_input_awaited`]).
+    awaited: AtomicBool,
     /// Raised by `close`; wakes sleeping sends and receives.
     closed: Signal,
     name: String,
@@ -322,6 +325,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             stats: StatsCounters::default(),
             partial: AtomicUsize::new(0),
             unwaited: AtomicUsize::new(0),
+            awaited: AtomicBool::new(true),
             closed: Signal::default(),
             name,
             rt,
@@ -418,7 +422,15 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             if self.closed.is_raised() {
                 return Err(TransportError::ConnectionClosed);
             }
-            match backoff.step() {
+            // A receive nobody awaits sleeps at once (spinning would only take the CPU of the
+            // peer and of the caller's next call); it goes back to spinning when a call starts.
+            let calm = matches!(side, Side::Recv) && !self.awaited.load(Ordering::Relaxed);
+            let step = if calm {
+                WaitStep::Sleep
+            } else {
+                backoff.step()
+            };
+            match step {
                 WaitStep::Spin => std::hint::spin_loop(),
                 WaitStep::Yield => self.rt.yield_now().await,
                 WaitStep::Sleep => {
@@ -433,7 +445,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
                             Side::Recv => (&s.recv_bell, c.recv_waiter.doorbell()),
                             Side::Send => (&s.send_bell, c.send_waiter.doorbell()),
                         };
-                        self.sleep(bell, waiter_bell).await?;
+                        self.sleep(bell, waiter_bell, calm).await?;
                     }
                 }
             }
@@ -454,6 +466,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
         &self,
         bell: &R::Registration,
         doorbell: &Doorbell,
+        until_awaited: bool,
     ) -> Result<(), TransportError> {
         let mut rung = pin!(bell.readable());
         // The task's waker, left with the close signal while this sleep waits (taken back when
@@ -469,6 +482,10 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             if let Poll::Ready(r) = rung.as_mut().poll(cx) {
                 r.map_err(io_err)?;
                 return Poll::Ready(doorbell.drain().map_err(map_err));
+            }
+            // A call started meanwhile (its drive polls this): back to spinning for it.
+            if until_awaited && self.awaited.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
             }
             Poll::Pending
         })
@@ -598,6 +615,10 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
             }
             Err(e) => Err(self.stats.recv_error(e)),
         }
+    }
+
+    fn set_input_awaited(&self, awaited: bool) {
+        self.awaited.store(awaited, Ordering::Relaxed);
     }
 
     fn partial_frame(&self) -> usize {
