@@ -10,7 +10,9 @@
 //! Options: `--quick` (fewer calls and repeats: a few minutes on 2 cores), `--only TEXT`
 //! (rows whose name contains TEXT; repeatable), `--out DIR`, `--repeats N`.
 
+mod alone;
 mod measure;
+mod process;
 mod report;
 mod results;
 mod subjects;
@@ -87,7 +89,7 @@ impl Plan {
 }
 
 /// Runs one measurement; a panic in it is an absent number with the panic's message.
-fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
+pub(crate) fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(o) => o,
         Err(p) => {
@@ -103,13 +105,15 @@ fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(subjects::iceoryx2::SERVE_ARG) {
-        let name = args.get(1).cloned().unwrap_or_default();
-        if let Err(e) = subjects::iceoryx2::serve(&name) {
-            eprintln!("iceoryx2 server: {e:?}");
-            std::process::exit(1);
-        }
-        return;
+    // The processes this binary starts of itself: a peer's server, a row measured alone, a
+    // peer's own program.
+    if let Some(code) = subjects::serve(&args) {
+        std::process::exit(code);
+    }
+    match args.first().map(String::as_str) {
+        Some(process::ISOLATED_ARG) => return process::child(&args[1..]),
+        Some(alone::ARG) => return alone::main(&args[1..]),
+        _ => {}
     }
     let plan = match Plan::from_args(&args) {
         Ok(p) => p,
@@ -142,6 +146,9 @@ fn main() {
             }));
             for (i, size) in SIZES.iter().enumerate() {
                 res.add_one_way(i, guarded(|| s.one_way(*size, plan.messages(*size))));
+            }
+            if let Some(peer) = s.alone_program() {
+                res.add_alone(process::run_alone(peer, plan.calls));
             }
             eprintln!(
                 "[{:>4.0}s] repeat {}/{} {:<50} {:.1}s",
@@ -179,7 +186,7 @@ fn print_and_write(plan: &Plan, results: &[RowResult], secs: f64) {
     );
     println!("{}", report::markdown(results, plan.in_flight));
     println!(
-        "## Goals of issue 16\n\n{}",
+        "## Goals (issues 16 and 25)\n\n{}",
         report::goals_markdown(results)
     );
     if let Err(e) = write_files(plan, results, &how) {
