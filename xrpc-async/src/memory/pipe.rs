@@ -70,8 +70,10 @@ fn wake_all(wakers: &mut Vec<Waker>) {
     }
 }
 
-/// A queue and its length, which a waiting side reads without the lock.
+/// A queue and its length, which a waiting side reads without the lock. Aligned to its own
+/// cache lines: the two directions are used by different threads.
 #[derive(Debug)]
+#[repr(align(128))]
 struct Lane<T> {
     queue: Mutex<Queue<T>>,
     /// `queue.items.len()`, stored under the lock after every change.
@@ -95,15 +97,20 @@ impl<T> Lane<T> {
     }
 }
 
+/// The thread an end was last used on ([`this_thread`]; 0: not yet), in a cache line of its
+/// own (written by its end, read by the other).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct LastThread(AtomicUsize);
+
 #[derive(Debug)]
 struct Shared<T> {
     lanes: [Lane<T>; 2],
+    threads: [LastThread; 2],
     capacity: usize,
     /// Longest time a wait looks again before it sleeps.
     spin: Duration,
     close: Arc<CloseSignal>,
-    /// The thread each end was last used on ([`this_thread`]; 0: not yet).
-    threads: [AtomicUsize; 2],
 }
 
 /// One wait of a send or a receive (see the module documentation).
@@ -163,7 +170,7 @@ impl<T: Send + 'static> Pipe<T> {
             capacity: capacity.max(1),
             spin,
             close,
-            threads: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            threads: Default::default(),
         });
         (
             Self {
@@ -182,11 +189,11 @@ impl<T: Send + 'static> Pipe<T> {
     /// Notes that this end is used on this thread; whether the peer end was last used here too.
     fn peer_here(&self) -> bool {
         let here = this_thread();
-        let mine = &self.shared.threads[self.out];
+        let mine = &self.shared.threads[self.out].0;
         if mine.load(Ordering::Relaxed) != here {
             mine.store(here, Ordering::Relaxed);
         }
-        self.shared.threads[1 - self.out].load(Ordering::Relaxed) == here
+        self.shared.threads[1 - self.out].0.load(Ordering::Relaxed) == here
     }
 
     /// Sends a value, waiting for room; fails once either end closed.
