@@ -64,12 +64,6 @@ fn push_waker(wakers: &mut Vec<Waker>, waker: &Waker) {
     }
 }
 
-fn wake_all(wakers: &mut Vec<Waker>) {
-    for w in wakers.drain(..) {
-        w.wake();
-    }
-}
-
 /// A queue and its length, which a waiting side reads without the lock. Aligned to its own
 /// cache lines: the two directions are used by different threads.
 #[derive(Debug)]
@@ -94,6 +88,20 @@ impl<T> Lane<T> {
 
     fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
+    }
+
+    /// Wakes everyone in `who(queue)`, each after unlocking `q` (a wake-up across threads is a
+    /// system call; the woken side then finds the lock free).
+    fn wake<'a>(
+        &'a self,
+        mut q: MutexGuard<'a, Queue<T>>,
+        who: fn(&mut Queue<T>) -> &mut Vec<Waker>,
+    ) {
+        while let Some(w) = who(&mut q).pop() {
+            drop(q);
+            w.wake();
+            q = self.lock();
+        }
     }
 }
 
@@ -233,7 +241,7 @@ impl<T: Send + 'static> Pipe<T> {
             q.items.push_back(v);
             lane.len.store(q.items.len(), Ordering::Release);
         }
-        wake_all(&mut q.receivers);
+        lane.wake(q, |q| &mut q.receivers);
         wait.done();
         Poll::Ready(Ok(()))
     }
@@ -254,7 +262,8 @@ impl<T: Send + 'static> Pipe<T> {
             return Poll::Pending;
         }
         let mut q = lane.lock();
-        if let Some(v) = Self::pop(lane, &mut q) {
+        if let Some(v) = q.items.pop_front() {
+            Self::popped(lane, q);
             wait.done();
             return Poll::Ready(Ok(v));
         }
@@ -272,15 +281,17 @@ impl<T: Send + 'static> Pipe<T> {
         if lane.len() == 0 {
             return None;
         }
-        Self::pop(lane, &mut lane.lock())
+        let mut q = lane.lock();
+        let v = q.items.pop_front()?;
+        Self::popped(lane, q);
+        Some(v)
     }
 
-    /// Takes the first item of `lane` (locked as `q`), waking senders waiting for room.
-    fn pop(lane: &Lane<T>, q: &mut Queue<T>) -> Option<T> {
-        let v = q.items.pop_front()?;
+    /// After an item was taken from `lane` (locked as `q`): its new length, and the senders
+    /// waiting for room woken (after unlocking).
+    fn popped<'a>(lane: &'a Lane<T>, q: MutexGuard<'a, Queue<T>>) {
         lane.len.store(q.items.len(), Ordering::Release);
-        wake_all(&mut q.senders);
-        Some(v)
+        lane.wake(q, |q| &mut q.senders);
     }
 
     /// Closes both ends.
