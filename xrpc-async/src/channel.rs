@@ -182,7 +182,13 @@ pub struct MessageChannelAdapter<T> {
     compression: CompressionConfig,
     encoder: Mutex<MessageEncoder>,
     decoder: Mutex<MessageDecoder>,
+    /// Packet boxes of the value path, received and emptied, for the next sends (so that an
+    /// in-process call allocates none).
+    spare: Mutex<Vec<Arc<ValuePacket>>>,
 }
+
+/// Most emptied packet boxes an adapter keeps for later sends.
+const SPARE_PACKETS: usize = 16;
 
 impl<T: FrameTransport> MessageChannelAdapter<T> {
     /// A channel over `transport` without compression.
@@ -198,6 +204,7 @@ impl<T: FrameTransport> MessageChannelAdapter<T> {
             compression,
             encoder: Mutex::new(MessageEncoder::new(max, compression)),
             decoder: Mutex::new(MessageDecoder::new(max)),
+            spare: Mutex::new(Vec::new()),
             transport,
         }
     }
@@ -269,11 +276,21 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
         if !self.transport.carries_values() {
             return default_send_packet(self, packet).await;
         }
-        // In process: the packet itself moves, header and payload unserialized.
-        Ok(self
-            .transport
-            .send_value(Arc::new(ValuePacket(Mutex::new(Some(packet)))))
-            .await?)
+        // In process: the packet itself moves, header and payload unserialized, in a box
+        // received earlier if there is one.
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let boxed = match spare {
+            Some(b) => {
+                *b.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(packet);
+                b
+            }
+            None => Arc::new(ValuePacket(Mutex::new(Some(packet)))),
+        };
+        Ok(self.transport.send_value(boxed).await?)
     }
 
     async fn recv_packet(&self) -> Result<Packet<Payload>, ChannelError> {
@@ -281,21 +298,43 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
             let msg = self.recv().await?;
             return Ok(Packet::from_message(msg).map(Payload::Bytes));
         }
-        let value = self.transport.recv_value().await?;
-        value
-            .downcast_ref::<ValuePacket>()
-            .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take())
-            .ok_or_else(|| {
-                ChannelError::Transport(TransportError::Protocol(
-                    "unexpected value on an RPC channel".into(),
-                ))
-            })
+        let unexpected = || {
+            ChannelError::Transport(TransportError::Protocol(
+                "unexpected value on an RPC channel".into(),
+            ))
+        };
+        let boxed = self
+            .transport
+            .recv_value()
+            .await?
+            .downcast::<ValuePacket>()
+            .map_err(|_| unexpected())?;
+        let packet = boxed
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(unexpected)?;
+        // The box is ours alone now: keep it for a send.
+        if Arc::strong_count(&boxed) == 1 {
+            let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+            if spare.len() < SPARE_PACKETS {
+                spare.push(boxed);
+            }
+        }
+        Ok(packet)
     }
 }
 
 /// A packet in flight on an in-process value stream (the `Mutex` makes the non-`Sync` boxed
 /// payload shareable behind the transport's `Arc`; it is taken exactly once, uncontended).
 struct ValuePacket(Mutex<Option<Packet<Payload>>>);
+
+impl std::fmt::Debug for ValuePacket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ValuePacket")
+    }
+}
 
 /// The byte path of [`MessageChannel::send_packet`], callable from overrides.
 async fn default_send_packet<M: MessageChannel + ?Sized>(

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use xrpc::{
-    MessageChannelAdapter, RpcClient, RpcServer, SharedMemoryConfig, SharedMemoryFrameTransport,
-    SharedMemoryFrameTransportListener, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, MessageChannelAdapter, RpcClient,
+    RpcServer, SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
+    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
 
 struct Counting;
@@ -145,6 +146,18 @@ fn main() {
         let client = RpcClient::new(MessageChannelAdapter::new(t));
         count("unix", &client, calls).await;
         let _ = std::fs::remove_file(&path);
+
+        let (c, t) = ChannelFrameTransport::create_pair("allocs", ChannelConfig::default());
+        let s4 = s.clone();
+        tokio::spawn(async move { s4.serve(MessageChannelAdapter::new(t)).await });
+        let client = RpcClient::new(MessageChannelAdapter::new(c));
+        count("in-process channel", &client, calls).await;
+
+        let (c, t) = ArcFrameTransport::create_pair("allocs");
+        let s5 = s.clone();
+        tokio::spawn(async move { s5.serve(MessageChannelAdapter::new(t)).await });
+        let client = RpcClient::new(MessageChannelAdapter::new(c));
+        count("in-process arc", &client, calls).await;
         s.shutdown();
     });
 }

@@ -8,9 +8,12 @@
 //! interleaved within each repeat so that noise on a shared machine hits them alike.
 //!
 //! Options: `--quick` (fewer calls and repeats: a few minutes on 2 cores), `--only TEXT`
-//! (rows whose name contains TEXT; repeatable), `--out DIR`, `--repeats N`.
+//! (rows whose name contains TEXT; repeatable), `--out DIR`, `--repeats N`, `--latency-only`
+//! (round trips and the peers alone, nothing else: for many short alternating runs).
 
+mod alone;
 mod measure;
+mod process;
 mod report;
 mod results;
 mod subjects;
@@ -42,6 +45,7 @@ struct Plan {
     max_messages: usize,
     only: Vec<String>,
     out: PathBuf,
+    latency_only: bool,
 }
 
 impl Plan {
@@ -58,12 +62,14 @@ impl Plan {
             max_messages: if quick { 50_000 } else { 400_000 },
             only: Vec::new(),
             out: PathBuf::from("target/xrpc-bench"),
+            latency_only: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
             match a.as_str() {
                 "--quick" => {}
+                "--latency-only" => plan.latency_only = true,
                 "--only" => plan.only.push(value()?),
                 "--out" => plan.out = PathBuf::from(value()?),
                 "--repeats" => {
@@ -87,7 +93,7 @@ impl Plan {
 }
 
 /// Runs one measurement; a panic in it is an absent number with the panic's message.
-fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
+pub(crate) fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(o) => o,
         Err(p) => {
@@ -103,19 +109,21 @@ fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(subjects::iceoryx2::SERVE_ARG) {
-        let name = args.get(1).cloned().unwrap_or_default();
-        if let Err(e) = subjects::iceoryx2::serve(&name) {
-            eprintln!("iceoryx2 server: {e:?}");
-            std::process::exit(1);
-        }
-        return;
+    // The processes this binary starts of itself: a peer's server, a row measured alone, a
+    // peer's own program.
+    if let Some(code) = subjects::serve(&args) {
+        std::process::exit(code);
+    }
+    match args.first().map(String::as_str) {
+        Some(process::ISOLATED_ARG) => return process::child(&args[1..]),
+        Some(alone::ARG) => return alone::main(&args[1..]),
+        _ => {}
     }
     let plan = match Plan::from_args(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: xrpc-bench [--quick] [--only TEXT]... [--repeats N] [--out DIR]"
+                "{e}\nusage: xrpc-bench [--quick] [--only TEXT]... [--repeats N] [--out DIR] [--latency-only]"
             );
             std::process::exit(2);
         }
@@ -137,11 +145,16 @@ fn main() {
                 calls: plan.calls,
             };
             res.add_round_trips(guarded(|| s.round_trips(rec)));
-            res.add_in_flight(guarded(|| {
-                s.in_flight(plan.in_flight, plan.in_flight_calls)
-            }));
-            for (i, size) in SIZES.iter().enumerate() {
-                res.add_one_way(i, guarded(|| s.one_way(*size, plan.messages(*size))));
+            if !plan.latency_only {
+                res.add_in_flight(guarded(|| {
+                    s.in_flight(plan.in_flight, plan.in_flight_calls)
+                }));
+                for (i, size) in SIZES.iter().enumerate() {
+                    res.add_one_way(i, guarded(|| s.one_way(*size, plan.messages(*size))));
+                }
+            }
+            if let Some(peer) = s.alone_program() {
+                res.add_alone(process::run_alone(peer, plan.calls));
             }
             eprintln!(
                 "[{:>4.0}s] repeat {}/{} {:<50} {:.1}s",
@@ -167,7 +180,12 @@ fn print_and_write(plan: &Plan, results: &[RowResult], secs: f64) {
         plan.one_way_bytes >> 20,
         plan.max_messages,
         secs,
-        if plan.quick { "; --quick" } else { "" }
+        match (plan.quick, plan.latency_only) {
+            (true, true) => "; --quick --latency-only",
+            (true, false) => "; --quick",
+            (false, true) => "; --latency-only",
+            (false, false) => "",
+        }
     );
     println!("# xrpc-bench\n\n{how}\n");
     println!(
@@ -179,7 +197,7 @@ fn print_and_write(plan: &Plan, results: &[RowResult], secs: f64) {
     );
     println!("{}", report::markdown(results, plan.in_flight));
     println!(
-        "## Goals of issue 16\n\n{}",
+        "## Goals (issues 16 and 25)\n\n{}",
         report::goals_markdown(results)
     );
     if let Err(e) = write_files(plan, results, &how) {
@@ -223,8 +241,16 @@ mod tests {
     #[test]
     fn quick_is_smaller_and_options_parse() {
         let full = Plan::from_args(&[]).unwrap();
-        let quick =
-            Plan::from_args(&args(&["--quick", "--only", "shm", "--repeats", "2"])).unwrap();
+        let quick = Plan::from_args(&args(&[
+            "--quick",
+            "--only",
+            "shm",
+            "--repeats",
+            "2",
+            "--latency-only",
+        ]))
+        .unwrap();
+        assert!(quick.latency_only && !full.latency_only);
         assert!(quick.calls < full.calls && quick.one_way_bytes < full.one_way_bytes);
         assert_eq!(quick.repeats, 2);
         assert!(quick.wants("xrpc tokio call · shm (main)"));

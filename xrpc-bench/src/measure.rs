@@ -20,6 +20,50 @@ pub struct Measured {
     pub samples: Vec<Duration>,
 }
 
+impl Measured {
+    /// The counts as one line of text (durations in ns, samples last), for a row measured in a
+    /// process of its own to hand back ([`Measured::from_line`]).
+    pub fn to_line(&self) -> String {
+        let mut s = format!(
+            "{} {} {} {} {}",
+            self.ops,
+            self.wall.as_nanos(),
+            self.cpu.as_nanos(),
+            self.allocs,
+            self.samples.len()
+        );
+        for d in &self.samples {
+            s.push(' ');
+            s.push_str(&d.as_nanos().to_string());
+        }
+        s
+    }
+
+    /// Reads what [`Measured::to_line`] wrote.
+    pub fn from_line(line: &str) -> Result<Self, String> {
+        let mut it = line.split_ascii_whitespace().map(|w| {
+            w.parse::<u64>()
+                .map_err(|e| format!("{w:?} in a measurement line: {e}"))
+        });
+        let mut next = || it.next().unwrap_or(Err("short measurement line".into()));
+        let ops = next()?;
+        let wall = Duration::from_nanos(next()?);
+        let cpu = Duration::from_nanos(next()?);
+        let allocs = next()?;
+        let n = next()?;
+        let samples = (0..n)
+            .map(|_| next().map(Duration::from_nanos))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            ops,
+            wall,
+            cpu,
+            allocs,
+            samples,
+        })
+    }
+}
+
 /// CPU time used by this process so far, all threads, user + system.
 pub fn process_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
@@ -147,6 +191,24 @@ pub fn median(v: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_measurement_survives_its_line() {
+        let m = Measured {
+            ops: 3,
+            wall: Duration::from_nanos(1_234_567),
+            cpu: Duration::from_nanos(89),
+            allocs: 7,
+            samples: vec![Duration::from_nanos(5), Duration::from_micros(2)],
+        };
+        let back = Measured::from_line(&m.to_line()).unwrap();
+        assert_eq!(
+            (back.ops, back.wall, back.cpu, back.allocs, back.samples),
+            (m.ops, m.wall, m.cpu, m.allocs, m.samples)
+        );
+        assert!(Measured::from_line("1 2 3").is_err());
+        assert!(Measured::from_line("1 2 3 4 2 5").is_err());
+    }
 
     #[test]
     fn median_of_odd_and_even_counts_and_nan() {

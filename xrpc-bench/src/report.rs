@@ -1,4 +1,4 @@
-//! The Markdown table, the CSV file and the goals of issue 16, from the rows' results.
+//! The Markdown table, the CSV file and the goals (issues 16 and 25), from the rows' results.
 
 use std::fmt::Write as _;
 
@@ -27,17 +27,18 @@ pub fn markdown(rows: &[RowResult], k: usize) -> String {
     let base = find(rows, LATENCY_BASE).map_or(f64::NAN, |r| r.get(P50));
     let _ = writeln!(
         s,
-        "| row | p50 µs | p99 µs | p99.9 µs | p50 ÷ raw unix | calls/s, 1 in flight | calls/s, {k} in flight | MB/s {} | MB/s {} | MB/s {} | MB/s {} | allocs/call | CPU µs/call |",
+        "| row | p50 µs | p50 alone µs | p99 µs | p99.9 µs | p50 ÷ raw unix | calls/s, 1 in flight | calls/s, {k} in flight | MB/s {} | MB/s {} | MB/s {} | MB/s {} | allocs/call | CPU µs/call |",
         SIZE_NAMES[0], SIZE_NAMES[1], SIZE_NAMES[2], SIZE_NAMES[3]
     );
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(13));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(14));
     for r in rows {
         let p50 = r.get(P50);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             num(p50, 2),
+            alone_cell(r),
             num(r.get(P99), 2),
             num(r.get(P999), 1),
             num(p50 / base, 2),
@@ -64,10 +65,19 @@ pub fn markdown(rows: &[RowResult], k: usize) -> String {
     s
 }
 
+/// A peer's stand-alone p50, marked when the row lies outside the tolerance of it.
+fn alone_cell(r: &RowResult) -> String {
+    match r.comparable() {
+        None => "—".into(),
+        Some(true) => num(r.get(Metric::AloneP50), 2),
+        Some(false) => format!("{} (not comparable)", num(r.get(Metric::AloneP50), 2)),
+    }
+}
+
 /// The CSV file: one line per row, the table's numbers unrounded (empty when not measured).
 pub fn csv(rows: &[RowResult]) -> String {
     let mut s = String::from(
-        "row,group,p1_us,p10_us,p25_us,p50_us,p75_us,p90_us,p99_us,p999_us,calls_per_s_1,calls_per_s_k,mbps_64B,mbps_4KiB,mbps_64KiB,mbps_1MiB,allocs_per_call,cpu_us_per_call,note\n",
+        "row,group,p1_us,p10_us,p25_us,p50_us,p75_us,p90_us,p99_us,p999_us,calls_per_s_1,calls_per_s_k,mbps_64B,mbps_4KiB,mbps_64KiB,mbps_1MiB,allocs_per_call,cpu_us_per_call,alone_p50_us,alone_p99_us,note\n",
     );
     let cell = |x: f64| {
         if x.is_nan() {
@@ -88,6 +98,8 @@ pub fn csv(rows: &[RowResult]) -> String {
             Metric::MBps(3),
             Metric::AllocsPerCall,
             Metric::CpuPerCall,
+            Metric::AloneP50,
+            Metric::AloneP99,
         ] {
             cells.push(cell(r.get(m)));
         }
@@ -115,62 +127,94 @@ struct Goal {
     text: &'static str,
     row: String,
     metric: Metric,
-    base: Option<(&'static str, Metric)>,
+    base: Option<(String, Metric)>,
     bound: Bound,
 }
 
-fn ratio(text: &'static str, row: &str, metric: Metric, base: &'static str, bound: Bound) -> Goal {
+fn ratio(text: &'static str, row: &str, metric: Metric, base: &str, bound: Bound) -> Goal {
     Goal {
         text,
         row: row.to_string(),
         metric,
-        base: Some((base, metric)),
+        base: Some((base.to_string(), metric)),
         bound,
     }
 }
 
 const ICEORYX2: &str = "iceoryx2 req-resp · shm (2 processes, busy-poll)";
 const MEMCPY: &str = "memcpy · same thread";
+const TARPC_UNIX: &str = "tarpc · unix (2 processes)";
+const TARPC_TCP: &str = "tarpc · tcp (2 processes)";
 
-/// The goals of issue 16, each against rows of the same run.
+/// The goals of issue 25 (which raised issue 16's), each against rows of the same run.
 fn goals() -> Vec<Goal> {
     use Bound::*;
-    let mut g = vec![
-        ratio(
-            "blocking adapter, shm call p50 ≤ iceoryx2 request-response",
-            "xrpc blocking call · shm",
-            P50,
-            ICEORYX2,
-            AtMost(1.0),
-        ),
-        ratio(
-            "blocking adapter, shm call ≥ 40x faster than tarpc (p50 ratio ≤ 1/40)",
-            "xrpc blocking call · shm",
-            P50,
-            "tarpc · unix (spawned)",
-            AtMost(1.0 / 40.0),
-        ),
-        ratio(
-            "tokio, shm call from a spawned task within 2x of iceoryx2 (p50)",
-            "xrpc tokio call · shm (spawned)",
-            P50,
-            ICEORYX2,
-            AtMost(2.0),
-        ),
-        ratio(
-            "tokio, shm call in the body of #[tokio::main] within 2x of iceoryx2 (p50)",
-            "xrpc tokio call · shm (main)",
-            P50,
-            ICEORYX2,
-            AtMost(2.0),
-        ),
-    ];
+    let mut g = vec![ratio(
+        "blocking adapter, shm call p50 ≤ iceoryx2 request-response",
+        "xrpc blocking call · shm",
+        P50,
+        ICEORYX2,
+        AtMost(1.0),
+    )];
     for row in [
         "xrpc tokio call · shm (spawned)",
         "xrpc tokio call · shm (main)",
+        "xrpc smol call · shm (main)",
+    ] {
+        g.push(ratio(
+            "shm call within 1.5x of iceoryx2 (p50)",
+            row,
+            P50,
+            ICEORYX2,
+            AtMost(1.5),
+        ));
+    }
+    g.push(ratio(
+        "smol shm call within 1.2x of tokio's (p50)",
+        "xrpc smol call · shm (main)",
+        P50,
+        "xrpc tokio call · shm (main)",
+        AtMost(1.2),
+    ));
+    g.push(ratio(
+        "blocking adapter, shm call ≥ 40x faster than tarpc (p50 ratio ≤ 1/40)",
+        "xrpc blocking call · shm",
+        P50,
+        TARPC_UNIX,
+        AtMost(1.0 / 40.0),
+    ));
+    for (net, base) in [("in-process channel", "shm"), ("in-process arc", "shm")] {
+        for caller in ["spawned", "main"] {
+            g.push(ratio(
+                "in-process call p50 ≤ the shm call's (same caller)",
+                &format!("xrpc tokio call · {net} ({caller})"),
+                P50,
+                &format!("xrpc tokio call · {base} ({caller})"),
+                AtMost(1.0),
+            ));
+        }
+        g.push(Goal {
+            text: "in-process call under 1 µs where client and server share a thread (p50)",
+            row: format!("xrpc tokio call · {net} (one thread)"),
+            metric: P50,
+            base: None,
+            bound: AtMost(1.0),
+        });
+    }
+    for row in [
+        "xrpc tokio call · shm (spawned)",
+        "xrpc tokio call · shm (main)",
+        "xrpc smol call · shm (main)",
+        "xrpc blocking call · shm",
+        "xrpc tokio call · in-process channel (spawned)",
+        "xrpc tokio call · in-process channel (main)",
+        "xrpc tokio call · in-process channel (one thread)",
+        "xrpc tokio call · in-process arc (spawned)",
+        "xrpc tokio call · in-process arc (main)",
+        "xrpc tokio call · in-process arc (one thread)",
     ] {
         g.push(Goal {
-            text: "no heap allocation per call on the shm path (allocs/call, both sides)",
+            text: "no heap allocation per call (allocs/call, both sides)",
             row: row.to_string(),
             metric: Metric::AllocsPerCall,
             base: None,
@@ -178,16 +222,16 @@ fn goals() -> Vec<Goal> {
         });
     }
     for (net, raw, tarpc) in [
-        ("unix", "raw bytes · unix (tokio)", "tarpc · unix (spawned)"),
-        ("tcp", "raw bytes · tcp (tokio)", "tarpc · tcp (spawned)"),
+        ("unix", "raw bytes · unix (tokio)", TARPC_UNIX),
+        ("tcp", "raw bytes · tcp (tokio)", TARPC_TCP),
     ] {
         for caller in ["spawned", "main"] {
             g.push(ratio(
-                "typed call within 1.3x of the raw ping-pong on the same runtime layout (p50)",
+                "typed call within 1.2x of the raw ping-pong on the same runtime layout (p50)",
                 &format!("xrpc tokio call · {net} ({caller})"),
                 P50,
                 raw,
-                AtMost(1.3),
+                AtMost(1.2),
             ));
         }
         let row = &format!("xrpc tokio call · {net} (spawned)");
@@ -232,6 +276,8 @@ fn metric_name(m: Metric) -> String {
         Metric::MBps(i) => format!("MB/s {}", SIZE_NAMES[i]),
         Metric::AllocsPerCall => "allocs/call".into(),
         Metric::CpuPerCall => "CPU µs/call".into(),
+        Metric::AloneP50 => "p50 alone".into(),
+        Metric::AloneP99 => "p99 alone".into(),
     }
 }
 
@@ -241,15 +287,28 @@ pub fn goals_markdown(rows: &[RowResult]) -> String {
         String::from("| goal | row | numbers | ratio | verdict |\n|---|---|---|---:|---|\n");
     for g in goals() {
         let value = find(rows, &g.row).map_or(f64::NAN, |r| r.get(g.metric));
-        let (base, base_text) = match g.base {
+        let (base, base_text) = match &g.base {
             Some((name, m)) => {
-                let b = find(rows, name).map_or(f64::NAN, |r| r.get(m));
+                let b = find(rows, name).map_or(f64::NAN, |r| r.get(*m));
                 (b, format!(" vs {name} {}", num(b, 2)))
             }
             None => (1.0, String::new()),
         };
         let r = value / base;
-        let verdict = if r.is_nan() {
+        // A peer row that does not reproduce its stand-alone figure stands for nothing.
+        let astray = [Some(g.row.as_str()), g.base.as_ref().map(|b| b.0.as_str())]
+            .into_iter()
+            .flatten()
+            .filter_map(|name| find(rows, name))
+            .find(|row| row.comparable() == Some(false));
+        let verdict = if let Some(p) = astray {
+            format!(
+                "not comparable ({} p50 {} here, {} alone)",
+                p.name,
+                num(p.get(P50), 2),
+                num(p.get(Metric::AloneP50), 2)
+            )
+        } else if r.is_nan() {
             if find(rows, &g.row).is_none() {
                 "not measured (no such row yet)".to_string()
             } else {
@@ -307,13 +366,39 @@ mod tests {
             row("xrpc tokio call · shm (main)", 5),
         ];
         let g = goals_markdown(&rows);
-        let line = |needle: &str| g.lines().find(|l| l.contains(needle)).unwrap().to_string();
-        assert!(line("spawned task within 2x").contains("| met"), "{g}");
-        assert!(line("#[tokio::main] within 2x").contains("MISSED"), "{g}");
+        let line = |goal: &str, row: &str| {
+            g.lines()
+                .find(|l| l.contains(goal) && l.contains(row))
+                .unwrap()
+                .to_string()
+        };
+        let within = "within 1.5x of iceoryx2";
+        assert!(line(within, "shm (spawned)").contains("| met"), "{g}");
         assert!(
-            line("blocking adapter, shm call p50").contains("no such row"),
+            line(within, "tokio call · shm (main)").contains("MISSED"),
             "{g}"
         );
+        assert!(
+            line("blocking adapter, shm call p50", "").contains("no such row"),
+            "{g}"
+        );
+    }
+
+    #[test]
+    fn a_goal_against_a_peer_row_far_from_its_alone_figure_is_not_comparable() {
+        let mut peer = row(ICEORYX2, 4);
+        peer.add_alone(Ok(crate::process::Alone { p50: 1.0, p99: 2.0 }));
+        let rows = vec![peer, row("xrpc blocking call · shm", 3)];
+        let g = goals_markdown(&rows);
+        let line = g
+            .lines()
+            .find(|l| l.contains("blocking adapter, shm call p50"))
+            .unwrap();
+        assert!(line.contains("not comparable"), "{g}");
+        let mut near = row(ICEORYX2, 4);
+        near.add_alone(Ok(crate::process::Alone { p50: 3.8, p99: 9.0 }));
+        let g = goals_markdown(&[near, row("xrpc blocking call · shm", 3)]);
+        assert!(g.contains("| met"), "{g}");
     }
 
     #[test]

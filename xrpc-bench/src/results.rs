@@ -1,7 +1,12 @@
 //! The numbers of one row, gathered over the repeats, and their medians.
 
 use crate::measure::{Measured, median, percentile_us};
+use crate::process::Alone;
 use crate::subjects::{Group, Outcome, Skip};
+
+/// How far a peer row's p50 may lie from the peer's stand-alone figure for the row to stand
+/// for the peer (the goals say "not comparable" beyond it).
+pub const ALONE_TOLERANCE: f64 = 0.15;
 
 /// The payload sizes of the one-way throughput columns.
 pub const SIZES: [usize; 4] = [64, 4096, 64 * 1024, 1 << 20];
@@ -27,6 +32,10 @@ pub enum Metric {
     AllocsPerCall,
     /// CPU µs per round trip.
     CpuPerCall,
+    /// The peer's own program's p50, µs (`--peer-alone`).
+    AloneP50,
+    /// The peer's own program's p99, µs.
+    AloneP99,
 }
 
 /// The p50 metric.
@@ -49,6 +58,7 @@ pub struct RowResult {
     mbps: [Vec<f64>; 4],
     allocs: Vec<f64>,
     cpu: Vec<f64>,
+    alone: [Vec<f64>; 2],
     /// Why some of its numbers are missing (first reason per kind of measurement).
     pub notes: Vec<String>,
 }
@@ -65,6 +75,7 @@ impl RowResult {
             mbps: Default::default(),
             allocs: Vec::new(),
             cpu: Vec::new(),
+            alone: Default::default(),
             notes: Vec::new(),
         }
     }
@@ -119,6 +130,29 @@ impl RowResult {
         }
     }
 
+    /// Adds one run of the peer's own program.
+    pub fn add_alone(&mut self, o: Result<Alone, Skip>) {
+        match o {
+            Ok(a) => {
+                self.alone[0].push(a.p50);
+                self.alone[1].push(a.p99);
+            }
+            Err(e) => {
+                let _ = self.note("alone", &Err(e));
+            }
+        }
+    }
+
+    /// `None` when the row has no stand-alone figure; else whether its p50 lies within
+    /// [`ALONE_TOLERANCE`] of it.
+    pub fn comparable(&self) -> Option<bool> {
+        if self.alone[0].is_empty() {
+            return None;
+        }
+        let (row, alone) = (self.get(P50), self.get(Metric::AloneP50));
+        Some((row - alone).abs() <= ALONE_TOLERANCE * alone)
+    }
+
     /// The median over the repeats of `metric` (NaN when not measured).
     pub fn get(&self, metric: Metric) -> f64 {
         median(match metric {
@@ -128,6 +162,8 @@ impl RowResult {
             Metric::MBps(i) => &self.mbps[i],
             Metric::AllocsPerCall => &self.allocs,
             Metric::CpuPerCall => &self.cpu,
+            Metric::AloneP50 => &self.alone[0],
+            Metric::AloneP99 => &self.alone[1],
         })
     }
 }
@@ -172,6 +208,27 @@ mod tests {
         r.add_in_flight(Err(Skip::NotApplicable));
         assert_eq!(r.notes, vec!["round trips: does not build".to_string()]);
         assert!(r.get(P50).is_nan());
+    }
+
+    #[test]
+    fn a_peer_row_is_comparable_within_the_tolerance_of_its_alone_figure() {
+        let mut r = RowResult::new("x".into(), Group::Peer);
+        r.add_round_trips(Ok(run(10, 100)));
+        assert_eq!(r.comparable(), None);
+        r.add_alone(Ok(Alone {
+            p50: 9.0,
+            p99: 20.0,
+        }));
+        assert_eq!(r.comparable(), Some(true));
+        let mut far = RowResult::new("y".into(), Group::Peer);
+        far.add_round_trips(Ok(run(10, 100)));
+        far.add_alone(Ok(Alone {
+            p50: 8.0,
+            p99: 20.0,
+        }));
+        assert_eq!(far.comparable(), Some(false));
+        far.add_alone(Err(Skip::Absent("no server".into())));
+        assert_eq!(far.notes, vec!["alone: no server".to_string()]);
     }
 
     #[test]

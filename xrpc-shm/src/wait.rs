@@ -185,6 +185,12 @@ impl<'a> Backoff<'a> {
         }
     }
 
+    /// The policy for one wait on something other than a ring (the in-process transports of
+    /// `xrpc-async`), with spin budget `budget` and no adaptation across waits.
+    pub fn with_budget(budget: Duration) -> Backoff<'static> {
+        Backoff::new(budget, None)
+    }
+
     /// The waits run on an async runtime, whose yield lets the runtime's other tasks and its
     /// reactor run: a long yield is then no sign of a CPU shared with the peer, and does not
     /// end the spin (on a blocking thread, `sched_yield` taking long means exactly that). The

@@ -87,6 +87,7 @@ impl Harness for Channel {
         let cfg = ChannelConfig {
             capacity: 16,
             max_frame_size: max,
+            ..ChannelConfig::default()
         };
         ChannelFrameTransport::create_pair("test", cfg)
     }
@@ -102,6 +103,7 @@ impl Harness for ArcT {
         let cfg = ChannelConfig {
             capacity: 16,
             max_frame_size: max,
+            ..ChannelConfig::default()
         };
         ArcFrameTransport::create_pair_with_config("test", cfg)
     }

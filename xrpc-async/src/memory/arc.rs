@@ -46,7 +46,7 @@ impl ArcFrameTransport {
         let close = Arc::new(CloseSignal::default());
         let (fa, fb) =
             ChannelFrameTransport::pair_on(close.clone(), config, format!("arc:{}", name.into()));
-        let (ta, tb) = Pipe::pair(config.capacity, close);
+        let (ta, tb) = Pipe::pair(config.capacity, config.spin_budget, close);
         (
             Self {
                 frames: fa,
@@ -95,8 +95,23 @@ impl FrameTransport for ArcFrameTransport {
         self.frames.send_frame_with(encode).await
     }
 
+    async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        self.frames.send_batch_with(encode).await
+    }
+
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
         self.frames.recv_frame().await
+    }
+
+    async fn recv_frames_with<F>(&self, max: usize, each: F) -> Result<usize, TransportError>
+    where
+        F: FnMut(Bytes) + Send,
+    {
+        self.frames.recv_frames_with(max, each).await
     }
 
     fn is_connected(&self) -> bool {

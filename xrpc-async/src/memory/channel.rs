@@ -1,13 +1,19 @@
 //! In-process frames in memory, over bounded pipes (serialized: each frame is a [`Bytes`]).
+//!
+//! A frame is copied once, into a buffer that frames are split off (no allocation per frame:
+//! the buffer's room is reused once the frames cut from it are dropped), and handed over as a
+//! [`Bytes`] of it; receiving copies nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN};
 
 use super::pipe::{CloseSignal, Pipe};
 use crate::transport::{
-    FrameTransport, StatsCounters, TransportError, TransportStats, check_len, check_prefixed,
+    FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames, check_len,
+    check_prefixed, check_prefixed_batch,
 };
 
 /// Settings of a [`ChannelFrameTransport`] or [`ArcFrameTransport`](super::ArcFrameTransport)
@@ -18,6 +24,12 @@ pub struct ChannelConfig {
     pub capacity: usize,
     /// Largest frame accepted by `send_*` (default 16 MiB).
     pub max_frame_size: usize,
+    /// How long a receive that finds nothing (or a send that finds no room) lets the executor
+    /// run its other tasks and looks again before it sleeps — the wait policy of shared memory
+    /// (default 50 µs, as [`SharedMemoryConfig::spin_budget`](crate::transport::SharedMemoryConfig);
+    /// zero: sleep at once). A wait whose peer end was last used on the same thread sleeps at
+    /// once.
+    pub spin_budget: Duration,
 }
 
 impl Default for ChannelConfig {
@@ -25,39 +37,54 @@ impl Default for ChannelConfig {
         Self {
             capacity: 1024,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            spin_budget: Duration::from_micros(50),
         }
     }
 }
 
-/// Initial capacity of the encode scratch buffer; frames are split off it, so one allocation
-/// serves many small frames.
+/// Initial capacity of the send buffer; frames are split off it, so one allocation serves
+/// many small frames.
 const SCRATCH_CAPACITY: usize = 16 * 1024;
 
-/// Encodes one prefixed frame into a shared scratch buffer and returns it without the prefix
-/// (the bytes are then owned by the returned [`Bytes`]; the buffer's spare room is reused).
-fn encode_to_bytes<F, E>(
-    scratch: &std::sync::Mutex<BytesMut>,
-    max: usize,
-    encode: F,
-) -> Result<Bytes, E>
-where
-    F: FnOnce(&mut BytesMut) -> Result<(), E>,
-    E: From<TransportError>,
-{
-    let mut buf = scratch.lock().unwrap_or_else(|e| e.into_inner());
-    buf.clear();
-    let res = encode(&mut buf).and_then(|()| Ok(check_prefixed(&buf, max)?));
-    match res {
-        Ok(_) => Ok(buf.split().freeze().slice(FRAME_PREFIX_LEN..)),
-        Err(e) => {
-            buf.clear();
-            Err(e)
+/// The send buffer: frames are written into it and split off as [`Bytes`] of it.
+#[derive(Debug)]
+struct Scratch(std::sync::Mutex<BytesMut>);
+
+impl Scratch {
+    fn new() -> Self {
+        Self(std::sync::Mutex::new(BytesMut::with_capacity(
+            SCRATCH_CAPACITY,
+        )))
+    }
+
+    /// What `write` puts into the (empty) buffer, once `check` (given the bytes and `max`)
+    /// accepts it, as a [`Bytes`] of the buffer.
+    fn fill<F, E>(
+        &self,
+        max: usize,
+        write: F,
+        check: impl FnOnce(&[u8], usize) -> Result<(), TransportError>,
+    ) -> Result<Bytes, E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E>,
+        E: From<TransportError>,
+    {
+        let mut buf = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        buf.clear();
+        match write(&mut buf).and_then(|()| Ok(check(&buf, max)?)) {
+            Ok(()) => Ok(buf.split().freeze()),
+            Err(e) => {
+                buf.clear();
+                Err(e)
+            }
         }
     }
 }
 
-/// An in-process [`FrameTransport`] pair over bounded in-memory pipes (no runtime needed). Sending copies the frame
-/// once, into a [`Bytes`]; receiving copies nothing.
+/// An in-process [`FrameTransport`] pair over bounded in-memory pipes (no runtime needed).
+/// Sending copies the frame once, into a [`Bytes`] (cut from a reused buffer: no allocation
+/// per frame); receiving copies nothing. A wait spins briefly before it sleeps, as shared
+/// memory's does ([`ChannelConfig::spin_budget`]).
 ///
 /// For tests and in-process use. Closing either end closes both.
 ///
@@ -74,7 +101,7 @@ pub struct ChannelFrameTransport {
     pipe: Pipe<Bytes>,
     /// The pair's counters (an `ArcFrameTransport` counts its typed values here too).
     pub(super) stats: StatsCounters,
-    scratch: std::sync::Mutex<BytesMut>,
+    scratch: Scratch,
     max_frame_size: usize,
     name: String,
 }
@@ -92,11 +119,11 @@ impl ChannelFrameTransport {
         config: ChannelConfig,
         name: String,
     ) -> (Self, Self) {
-        let (a, b) = Pipe::pair(config.capacity, close);
+        let (a, b) = Pipe::pair(config.capacity, config.spin_budget, close);
         let end = |pipe| Self {
             pipe,
             stats: StatsCounters::default(),
-            scratch: std::sync::Mutex::new(BytesMut::with_capacity(SCRATCH_CAPACITY)),
+            scratch: Scratch::new(),
             max_frame_size: config.max_frame_size,
             name: name.clone(),
         };
@@ -119,7 +146,15 @@ impl ChannelFrameTransport {
 impl FrameTransport for ChannelFrameTransport {
     async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
         check_len(frame.len(), self.max_frame_size)?;
-        self.send_bytes(Bytes::copy_from_slice(frame)).await
+        let frame = self.scratch.fill(
+            self.max_frame_size,
+            |buf| {
+                buf.extend_from_slice(frame);
+                Ok::<_, TransportError>(())
+            },
+            |_, _| Ok(()),
+        )?;
+        self.send_bytes(frame).await
     }
 
     async fn send_frame_with<F, E>(&self, encode: F) -> Result<(), E>
@@ -127,8 +162,24 @@ impl FrameTransport for ChannelFrameTransport {
         F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
         E: From<TransportError> + Send,
     {
-        let frame = encode_to_bytes(&self.scratch, self.max_frame_size, encode)?;
-        Ok(self.send_bytes(frame).await?)
+        let frame = self.scratch.fill(self.max_frame_size, encode, |buf, max| {
+            check_prefixed(buf, max).map(drop)
+        })?;
+        Ok(self.send_bytes(frame.slice(FRAME_PREFIX_LEN..)).await?)
+    }
+
+    async fn send_batch_with<F, E>(&self, encode: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<(), E> + Send,
+        E: From<TransportError> + Send,
+    {
+        let batch = self.scratch.fill(self.max_frame_size, encode, |buf, max| {
+            check_prefixed_batch(buf, max).map(drop)
+        })?;
+        for frame in batch_frames(&batch) {
+            self.send_bytes(batch.slice_ref(frame)).await?;
+        }
+        Ok(())
     }
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
@@ -139,6 +190,23 @@ impl FrameTransport for ChannelFrameTransport {
             .map_err(|e| self.stats.recv_error(e))?;
         self.stats.received(frame.len());
         Ok(frame)
+    }
+
+    async fn recv_frames_with<F>(&self, max: usize, mut each: F) -> Result<usize, TransportError>
+    where
+        F: FnMut(Bytes) + Send,
+    {
+        each(self.recv_frame().await?);
+        let mut n = 1;
+        while n < max {
+            let Some(frame) = self.pipe.try_recv() else {
+                break;
+            };
+            self.stats.received(frame.len());
+            each(frame);
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn is_connected(&self) -> bool {

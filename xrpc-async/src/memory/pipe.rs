@@ -1,10 +1,27 @@
 //! The in-process pipe under [`ChannelFrameTransport`](super::ChannelFrameTransport) and
 //! [`ArcFrameTransport`](super::ArcFrameTransport): two bounded queues (one per direction) and
 //! a close signal shared by both ends — wakers and a mutex, no runtime.
+//!
+//! **Waiting** follows the wait policy of shared memory ([`xrpc_shm::Backoff`], run as on a
+//! runtime): a receive that finds its queue empty, or a send that finds it full, lets the
+//! executor run its other tasks and looks again — the peer, busy on another thread, usually
+//! acts within microseconds, while a sleeping thread woken from another one costs a system call
+//! and, on a machine that halts idle CPUs, tens of microseconds — for at most the spin budget;
+//! then it leaves its waker and sleeps, and the peer's next send (or receive) wakes it. While
+//! it only looks, the peer wakes nobody: no system call on either side.
+//!
+//! When the peer end was last used on this very thread (client and server on one executor
+//! thread), looking again cannot help — the peer runs only once this task gives the thread
+//! back — so the wait sleeps at once, and the peer's wake-up is a schedule on this thread, not
+//! a cross-thread wake-up.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use xrpc_shm::{Backoff, WaitStep};
 
 use crate::signal::Signal;
 use crate::transport::TransportError;
@@ -12,7 +29,17 @@ use crate::transport::TransportError;
 /// Closes every pipe of an in-process pair at once and wakes everyone waiting on them.
 pub(crate) type CloseSignal = Signal;
 
-/// One direction: the queue and who waits on it.
+thread_local! {
+    /// Its address tells threads apart (see [`this_thread`]).
+    static THREAD: u8 = const { 0 };
+}
+
+/// A number for the calling thread, never 0, different for threads alive at once.
+fn this_thread() -> usize {
+    THREAD.with(|t| std::ptr::from_ref(t) as usize)
+}
+
+/// One direction: the queue and who sleeps on it.
 #[derive(Debug)]
 struct Queue<T> {
     items: VecDeque<T>,
@@ -37,17 +64,101 @@ fn push_waker(wakers: &mut Vec<Waker>, waker: &Waker) {
     }
 }
 
-fn wake_all(wakers: &mut Vec<Waker>) {
-    for w in wakers.drain(..) {
-        w.wake();
+/// A queue and its length, which a waiting side reads without the lock. Aligned to its own
+/// cache lines: the two directions are used by different threads.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Lane<T> {
+    queue: Mutex<Queue<T>>,
+    /// `queue.items.len()`, stored under the lock after every change.
+    len: AtomicUsize,
+}
+
+impl<T> Lane<T> {
+    fn new() -> Self {
+        Self {
+            queue: Mutex::default(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Wakes everyone in `who(queue)`, each after unlocking `q` (a wake-up across threads is a
+    /// system call; the woken side then finds the lock free).
+    fn wake<'a>(
+        &'a self,
+        mut q: MutexGuard<'a, Queue<T>>,
+        who: fn(&mut Queue<T>) -> &mut Vec<Waker>,
+    ) {
+        while let Some(w) = who(&mut q).pop() {
+            drop(q);
+            w.wake();
+            q = self.lock();
+        }
     }
 }
 
+/// The thread an end was last used on ([`this_thread`]; 0: not yet), in a cache line of its
+/// own (written by its end, read by the other).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct LastThread(AtomicUsize);
+
 #[derive(Debug)]
 struct Shared<T> {
-    queues: [Mutex<Queue<T>>; 2],
+    lanes: [Lane<T>; 2],
+    threads: [LastThread; 2],
     capacity: usize,
+    /// Longest time a wait looks again before it sleeps.
+    spin: Duration,
     close: Arc<CloseSignal>,
+}
+
+/// One wait of a send or a receive (see the module documentation).
+#[derive(Debug, Default)]
+struct Wait {
+    /// The policy, from the first time the operation found nothing to do.
+    backoff: Option<Backoff<'static>>,
+    /// Sleeps from now on: leaves its waker whenever it finds nothing to do.
+    asleep: bool,
+}
+
+impl Wait {
+    /// The operation found nothing to do: `true` to let the executor run and look again
+    /// (the caller wakes itself), `false` to sleep.
+    fn look_again(&mut self, spin: Duration, peer_here: bool) -> bool {
+        if self.asleep {
+            return false;
+        }
+        if peer_here {
+            self.asleep = true;
+            return false;
+        }
+        let backoff = self
+            .backoff
+            .get_or_insert_with(|| Backoff::with_budget(spin).in_runtime());
+        match backoff.step() {
+            WaitStep::Spin | WaitStep::Yield => true,
+            WaitStep::Sleep => {
+                self.asleep = true;
+                false
+            }
+        }
+    }
+
+    /// The operation is done.
+    fn done(&mut self) {
+        if let Some(b) = &mut self.backoff {
+            b.ready();
+        }
+    }
 }
 
 /// One end of a bidirectional in-process pipe of `T`. Dropping an end closes the pair.
@@ -59,12 +170,15 @@ pub(crate) struct Pipe<T> {
 }
 
 impl<T: Send + 'static> Pipe<T> {
-    /// Two connected ends with `capacity` slots in each direction. Needs no runtime.
-    pub(crate) fn pair(capacity: usize, close: Arc<CloseSignal>) -> (Self, Self) {
+    /// Two connected ends with `capacity` slots in each direction; a wait looks again for at
+    /// most `spin` before it sleeps. Needs no runtime.
+    pub(crate) fn pair(capacity: usize, spin: Duration, close: Arc<CloseSignal>) -> (Self, Self) {
         let shared = Arc::new(Shared {
-            queues: [Mutex::default(), Mutex::default()],
+            lanes: [Lane::new(), Lane::new()],
             capacity: capacity.max(1),
+            spin,
             close,
+            threads: Default::default(),
         });
         (
             Self {
@@ -75,63 +189,109 @@ impl<T: Send + 'static> Pipe<T> {
         )
     }
 
-    fn queue(&self, i: usize) -> MutexGuard<'_, Queue<T>> {
-        self.shared.queues[i]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Whether neither end was closed or dropped.
     pub(crate) fn is_connected(&self) -> bool {
         !self.shared.close.is_raised()
     }
 
+    /// Notes that this end is used on this thread; whether the peer end was last used here too.
+    fn peer_here(&self) -> bool {
+        let here = this_thread();
+        let mine = &self.shared.threads[self.out].0;
+        if mine.load(Ordering::Relaxed) != here {
+            mine.store(here, Ordering::Relaxed);
+        }
+        self.shared.threads[1 - self.out].0.load(Ordering::Relaxed) == here
+    }
+
     /// Sends a value, waiting for room; fails once either end closed.
     pub(crate) async fn send(&self, value: T) -> Result<(), TransportError> {
         let mut slot = Some(value);
-        std::future::poll_fn(|cx| self.poll_send(cx, &mut slot)).await
+        let mut wait = Wait::default();
+        std::future::poll_fn(|cx| self.poll_send(cx, &mut slot, &mut wait)).await
     }
 
     fn poll_send(
         &self,
         cx: &mut Context<'_>,
         slot: &mut Option<T>,
+        wait: &mut Wait,
     ) -> Poll<Result<(), TransportError>> {
-        let close = &self.shared.close;
-        let closed = close.poll_raised(cx).is_ready();
-        let mut q = self.queue(self.out);
-        if closed || close.is_raised() {
+        let sh = &*self.shared;
+        let lane = &sh.lanes[self.out];
+        let peer_here = self.peer_here();
+        if lane.len() >= sh.capacity && !sh.close.is_raised() && wait.look_again(sh.spin, peer_here)
+        {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let mut q = lane.lock();
+        if sh.close.is_raised() {
             return Poll::Ready(Err(TransportError::ConnectionClosed));
         }
-        if q.items.len() >= self.shared.capacity {
+        if q.items.len() >= sh.capacity {
+            // Full: sleep until a receive makes room (or either end closes).
+            if sh.close.poll_raised(cx).is_ready() {
+                return Poll::Ready(Err(TransportError::ConnectionClosed));
+            }
             push_waker(&mut q.senders, cx.waker());
             return Poll::Pending;
         }
         if let Some(v) = slot.take() {
             q.items.push_back(v);
+            lane.len.store(q.items.len(), Ordering::Release);
         }
-        wake_all(&mut q.receivers);
+        lane.wake(q, |q| &mut q.receivers);
+        wait.done();
         Poll::Ready(Ok(()))
     }
 
     /// Receives the next value. After a close, values already queued are still delivered,
     /// then `ConnectionClosed`.
     pub(crate) async fn recv(&self) -> Result<T, TransportError> {
-        std::future::poll_fn(|cx| {
-            let close = &self.shared.close;
-            let closed = close.poll_raised(cx).is_ready();
-            let mut q = self.queue(1 - self.out);
-            if let Some(v) = q.items.pop_front() {
-                wake_all(&mut q.senders);
-                return Poll::Ready(Ok(v));
-            }
-            if closed || close.is_raised() {
-                return Poll::Ready(Err(TransportError::ConnectionClosed));
-            }
-            push_waker(&mut q.receivers, cx.waker());
-            Poll::Pending
-        })
-        .await
+        let mut wait = Wait::default();
+        std::future::poll_fn(|cx| self.poll_recv(cx, &mut wait)).await
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>, wait: &mut Wait) -> Poll<Result<T, TransportError>> {
+        let sh = &*self.shared;
+        let lane = &sh.lanes[1 - self.out];
+        let peer_here = self.peer_here();
+        if lane.len() == 0 && !sh.close.is_raised() && wait.look_again(sh.spin, peer_here) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let mut q = lane.lock();
+        if let Some(v) = q.items.pop_front() {
+            Self::popped(lane, q);
+            wait.done();
+            return Poll::Ready(Ok(v));
+        }
+        // Empty: sleep until a send (or either end closes).
+        if sh.close.poll_raised(cx).is_ready() {
+            return Poll::Ready(Err(TransportError::ConnectionClosed));
+        }
+        push_waker(&mut q.receivers, cx.waker());
+        Poll::Pending
+    }
+
+    /// The next value if one is queued now (without waiting, even after a close).
+    pub(crate) fn try_recv(&self) -> Option<T> {
+        let lane = &self.shared.lanes[1 - self.out];
+        if lane.len() == 0 {
+            return None;
+        }
+        let mut q = lane.lock();
+        let v = q.items.pop_front()?;
+        Self::popped(lane, q);
+        Some(v)
+    }
+
+    /// After an item was taken from `lane` (locked as `q`): its new length, and the senders
+    /// waiting for room woken (after unlocking).
+    fn popped<'a>(lane: &'a Lane<T>, q: MutexGuard<'a, Queue<T>>) {
+        lane.len.store(q.items.len(), Ordering::Release);
+        lane.wake(q, |q| &mut q.senders);
     }
 
     /// Closes both ends.
@@ -143,5 +303,122 @@ impl<T: Send + 'static> Pipe<T> {
 impl<T> Drop for Pipe<T> {
     fn drop(&mut self) {
         self.shared.close.raise();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counted() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count::default());
+        (c.clone(), Waker::from(c))
+    }
+
+    fn pair(spin: Duration) -> (Pipe<u32>, Pipe<u32>) {
+        Pipe::pair(4, spin, Arc::new(CloseSignal::default()))
+    }
+
+    /// Uses `end` once on another thread (as a peer busy there would).
+    fn use_elsewhere(end: &Pipe<u32>) {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _ = end.try_recv();
+                end.peer_here();
+            });
+        });
+    }
+
+    #[test]
+    fn a_receive_looks_again_while_the_peer_is_elsewhere_and_sleeps_after_the_budget() {
+        let (a, b) = pair(Duration::from_millis(20));
+        use_elsewhere(&b);
+        let (count, waker) = counted();
+        let mut cx = Context::from_waker(&waker);
+        let mut recv = pin!(a.recv());
+        // Within the budget: it wakes itself to look again (no waker left with the queue).
+        assert!(recv.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(a.shared.lanes[1].lock().receivers.is_empty());
+        // Past the budget: it sleeps, and the peer's send wakes it.
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(recv.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(a.shared.lanes[1].lock().receivers.len(), 1);
+        let mut send = pin!(b.send(7));
+        assert!(send.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(matches!(recv.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+    }
+
+    #[test]
+    fn a_receive_sleeps_at_once_when_the_peer_was_last_used_on_this_thread() {
+        let (a, b) = pair(Duration::from_secs(10));
+        b.peer_here();
+        let (count, waker) = counted();
+        let mut cx = Context::from_waker(&waker);
+        let mut recv = pin!(a.recv());
+        assert!(recv.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "no looking again");
+        assert_eq!(a.shared.lanes[1].lock().receivers.len(), 1);
+        assert!(pin!(b.send(1)).poll(&mut cx).is_ready());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(recv.as_mut().poll(&mut cx), Poll::Ready(Ok(1))));
+    }
+
+    #[test]
+    fn a_zero_budget_sleeps_at_once_and_a_full_queue_makes_the_sender_wait() {
+        let (a, b) = pair(Duration::ZERO);
+        use_elsewhere(&a);
+        let (count, waker) = counted();
+        let mut cx = Context::from_waker(&waker);
+        for i in 0..4 {
+            assert!(pin!(b.send(i)).poll(&mut cx).is_ready());
+        }
+        let mut send = pin!(b.send(4));
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(a.try_recv(), Some(0));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "room wakes the sender");
+        assert!(send.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_close_ends_a_sleeping_receive_after_the_values_queued() {
+        let (a, b) = pair(Duration::ZERO);
+        let (count, waker) = counted();
+        let mut cx = Context::from_waker(&waker);
+        assert!(pin!(b.send(5)).poll(&mut cx).is_ready());
+        b.close();
+        assert!(matches!(pin!(a.recv()).poll(&mut cx), Poll::Ready(Ok(5))));
+        let mut recv = pin!(a.recv());
+        assert!(matches!(
+            recv.as_mut().poll(&mut cx),
+            Poll::Ready(Err(TransportError::ConnectionClosed))
+        ));
+        let (c, d) = pair(Duration::ZERO);
+        let mut recv = pin!(c.recv());
+        assert!(recv.as_mut().poll(&mut cx).is_pending());
+        drop(d);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            recv.as_mut().poll(&mut cx),
+            Poll::Ready(Err(TransportError::ConnectionClosed))
+        ));
     }
 }

@@ -84,6 +84,12 @@ pub trait Subject {
         let _ = (size, count);
         Err(Skip::NotApplicable)
     }
+
+    /// For a peer: the name of its own small program (`xrpc-bench --peer-alone <name>`), whose
+    /// stand-alone figure is printed beside the row.
+    fn alone_program(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The small message of every round trip: 32 bytes of POD (8 + 24), echoed back.
@@ -114,13 +120,43 @@ impl Msg {
     }
 }
 
+/// If `args` start a peer's server process (`--serve-…`), runs it and returns its exit code.
+pub fn serve(args: &[String]) -> Option<i32> {
+    let rest = args.get(1..).unwrap_or_default();
+    let res = match args.first()?.as_str() {
+        iceoryx2::SERVE_ARG => iceoryx2::serve(rest),
+        tarpc::SERVE_ARG => tarpc::serve(rest),
+        ipc_channel::SERVE_ARG => ipc_channel::serve(rest),
+        _ => return None,
+    };
+    Some(match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}: {e:?}", args[0]);
+            1
+        }
+    })
+}
+
 /// Fails a run whose answer is not the echo of its call.
 pub fn check_echo(sent: u64, got: u64) {
     assert_eq!(sent, got, "answer to call {sent} carries {got}");
 }
 
-/// Every row, in table order.
+/// Every row, in table order; a peer's measurements run in a process of their own
+/// ([`Isolated`](crate::process::Isolated)).
 pub fn all() -> Vec<Box<dyn Subject>> {
+    direct()
+        .into_iter()
+        .map(|s| match s.group() {
+            Group::Peer => Box::new(crate::process::Isolated::new(s)) as Box<dyn Subject>,
+            _ => s,
+        })
+        .collect()
+}
+
+/// Every row, each measured in this process.
+pub fn direct() -> Vec<Box<dyn Subject>> {
     let mut rows: Vec<Box<dyn Subject>> = Vec::new();
     rows.extend(baseline::rows());
     rows.extend(shm_ring::rows());

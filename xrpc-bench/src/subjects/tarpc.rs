@@ -1,20 +1,24 @@
-//! tarpc 0.38 on tokio, over TCP loopback and a Unix socket pair: a `#[tarpc::service]` with
-//! `echo(Msg) -> Msg`, a `BaseChannel` server on its own thread and current-thread runtime, the
-//! client in a spawned task on a 2-worker runtime (the layout of the xrpc tokio rows), over
-//! `serde_transport::new(Framed<_, LengthDelimitedCodec>, Bincode)` — what
-//! `serde_transport::tcp::connect` builds.
+//! tarpc 0.38 as its example service runs: two processes, each on a multi-thread tokio runtime
+//! with the default number of workers (what `#[tokio::main]` builds). The server process (this
+//! binary re-executed with `--serve-tarpc tcp|unix`) serves each connection with
+//! `BaseChannel::with_defaults(..).execute(EchoServer.serve())`, every request in a spawned
+//! task; the client (the row's process) builds `EchoClient::new(client::Config::default(), ..)`
+//! and calls in the body of `block_on`, as the example's `main` does. The service is
+//! `echo(Msg) -> Msg` over `serde_transport::{tcp, unix}::{listen, connect}` with the bincode
+//! format (the example uses JSON; the payload here is binary), their default socket settings.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tarpc::server::Channel as _;
 use tarpc::tokio_serde::formats::Bincode;
-use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::baseline::join_or_leave;
 use super::{Group, Msg, Outcome, Skip, Subject, check_echo};
-use crate::measure::{Recorder, Span};
+use crate::measure::{Recorder, Span, other_process_cpu};
+use crate::process::{ServerProcess, on_parent_gone};
+
+/// The argument that turns this binary into the tarpc server.
+pub const SERVE_ARG: &str = "--serve-tarpc";
 
 /// The rows of this module.
 pub fn rows() -> Vec<Box<dyn Subject>> {
@@ -26,7 +30,7 @@ pub fn rows() -> Vec<Box<dyn Subject>> {
 
 /// The tarpc version of the service.
 #[tarpc::service]
-trait Echo {
+pub trait Echo {
     /// Returns its argument.
     async fn echo(m: Msg) -> Msg;
 }
@@ -45,95 +49,131 @@ struct Tarpc {
     tcp: bool,
 }
 
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+/// The server process (`args`: `tcp`, or `unix` and a socket path): listens with
+/// `serde_transport::{tcp, unix}::listen` as the example service does, prints
+/// `ready <address>` and serves every connection until its parent is gone.
+pub fn serve(args: &[String]) -> Result<(), Skip> {
+    on_parent_gone(|| std::process::exit(0));
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match args.first().map(String::as_str) {
+            Some("unix") => {
+                let path = args.get(1).ok_or("no socket path")?;
+                let _ = std::fs::remove_file(path);
+                let incoming = tarpc::serde_transport::unix::listen(path, Bincode::default).await?;
+                println!("ready {path}");
+                serve_all(incoming).await;
+            }
+            _ => {
+                let incoming =
+                    tarpc::serde_transport::tcp::listen("127.0.0.1:0", Bincode::default).await?;
+                println!("ready {}", incoming.local_addr());
+                serve_all(incoming).await;
+            }
+        }
+        Ok(())
+    })
+}
 
-fn transport<S: Io, In, Out>(s: S) -> impl tarpc::Transport<Out, In>
+/// Serves every connection of `incoming` as the example service does: a `BaseChannel` with
+/// defaults per connection, every request in a spawned task.
+async fn serve_all<T, E>(incoming: impl futures::Stream<Item = Result<T, E>>)
 where
-    In: for<'de> Deserialize<'de>,
-    Out: Serialize,
+    T: tarpc::Transport<tarpc::Response<EchoResponse>, tarpc::ClientMessage<EchoRequest>>
+        + Send
+        + 'static,
 {
-    tarpc::serde_transport::new(
-        Framed::new(s, LengthDelimitedCodec::new()),
-        Bincode::default(),
-    )
-}
-
-enum Sock {
-    Tcp(std::net::TcpStream),
-    Unix(std::os::unix::net::UnixStream),
-}
-
-impl Sock {
-    /// The tokio stream of this socket; call inside a runtime.
-    fn into_io(self) -> std::io::Result<Box<dyn Io>> {
-        Ok(match self {
-            Sock::Tcp(s) => {
-                s.set_nonblocking(true)?;
-                s.set_nodelay(true)?;
-                Box::new(tokio::net::TcpStream::from_std(s)?)
-            }
-            Sock::Unix(s) => {
-                s.set_nonblocking(true)?;
-                Box::new(tokio::net::UnixStream::from_std(s)?)
-            }
+    incoming
+        .filter_map(|r| std::future::ready(r.ok()))
+        .map(tarpc::server::BaseChannel::with_defaults)
+        .map(|channel| {
+            channel
+                .execute(EchoServer.serve())
+                .for_each(|resp| async move {
+                    tokio::spawn(resp);
+                })
         })
+        .buffer_unordered(10)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// A tarpc server process and a client of it, on this process's runtime.
+pub struct Session {
+    /// The client (made inside the runtime).
+    pub client: EchoClient,
+    server: ServerProcess,
+    /// The socket path to remove at the end (Unix).
+    path: Option<std::path::PathBuf>,
+}
+
+impl Session {
+    /// Starts a server process and connects to it; call inside the client's runtime.
+    pub async fn start(tcp: bool) -> Result<Self, Skip> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = tarpc::client::Config::default();
+        let (server, path, client) = if tcp {
+            let server = ServerProcess::start(&[SERVE_ARG, "tcp"])?;
+            let t = tarpc::serde_transport::tcp::connect(server.ready.as_str(), Bincode::default)
+                .await?;
+            (server, None, EchoClient::new(config, t).spawn())
+        } else {
+            let path = std::env::temp_dir()
+                .join(format!("xrpc-bench-tarpc-{}-{n}.sock", std::process::id()));
+            let p = path.to_string_lossy().into_owned();
+            let server = ServerProcess::start(&[SERVE_ARG, "unix", &p])?;
+            let t = tarpc::serde_transport::unix::connect(&path, Bincode::default).await?;
+            (server, Some(path), EchoClient::new(config, t).spawn())
+        };
+        Ok(Session {
+            client,
+            server,
+            path,
+        })
+    }
+
+    /// CPU time of the server process so far.
+    pub fn server_cpu(&self) -> std::time::Duration {
+        other_process_cpu(self.server.id()).unwrap_or_default()
+    }
+
+    /// One call.
+    pub async fn call(&self, i: usize) -> Result<Msg, Skip> {
+        Ok(self
+            .client
+            .echo(tarpc::context::current(), Msg::new(i))
+            .await?)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
 impl Tarpc {
-    fn pair(&self) -> std::io::Result<(Sock, Sock)> {
-        if self.tcp {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let c = std::net::TcpStream::connect(l.local_addr()?)?;
-            let (s, _) = l.accept()?;
-            Ok((Sock::Tcp(c), Sock::Tcp(s)))
-        } else {
-            let (c, s) = std::os::unix::net::UnixStream::pair()?;
-            Ok((Sock::Unix(c), Sock::Unix(s)))
-        }
-    }
-
-    /// Runs `client` against a tarpc server on a fresh connection.
+    /// Runs `body` in the body of `block_on` of a default multi-thread runtime (what
+    /// `#[tokio::main]` builds), with a fresh server process.
     fn run<F, Fut>(&self, body: F) -> Outcome
     where
-        F: FnOnce(EchoClient) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Outcome> + Send,
+        F: FnOnce(Arc<Session>) -> Fut,
+        Fut: std::future::Future<Output = Outcome>,
     {
-        let (c, s) = self.pair()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = std::thread::spawn(move || -> Result<(), Skip> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let serve = tarpc::server::BaseChannel::with_defaults(transport(s.into_io()?))
-                    .execute(EchoServer.serve())
-                    .for_each(|resp| async move {
-                        tokio::spawn(resp);
-                    });
-                tokio::select! {
-                    _ = serve => {}
-                    _ = stopped => {}
-                }
-                Ok(())
-            })
+        let rt = tokio::runtime::Runtime::new()?;
+        let tcp = self.tcp;
+        let out = rt.block_on(async move {
+            let s = Arc::new(Session::start(tcp).await?);
+            let cpu0 = s.server_cpu();
+            let mut m = body(s.clone()).await?;
+            // CPU per call counts both processes.
+            m.cpu += s.server_cpu().saturating_sub(cpu0);
+            Ok(m)
         });
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let out = rt
-            .block_on(rt.spawn(async move {
-                let io = c.into_io()?;
-                let client =
-                    EchoClient::new(tarpc::client::Config::default(), transport(io)).spawn();
-                body(client).await
-            }))
-            .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}"))));
-        rt.shutdown_timeout(Duration::from_secs(1));
-        let _ = stop.send(());
-        join_or_leave(server, "tarpc server");
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
         out
     }
 }
@@ -141,23 +181,23 @@ impl Tarpc {
 impl Subject for Tarpc {
     fn name(&self) -> String {
         format!(
-            "tarpc · {} (spawned)",
+            "tarpc · {} (2 processes)",
             if self.tcp { "tcp" } else { "unix" }
         )
     }
     fn group(&self) -> Group {
         Group::Peer
     }
+    fn alone_program(&self) -> Option<&'static str> {
+        Some(if self.tcp { "tarpc-tcp" } else { "tarpc-unix" })
+    }
     fn round_trips(&self, rec: Recorder) -> Outcome {
-        self.run(move |client| async move {
+        self.run(move |s| async move {
             let m = rec
                 .run_async(|i| {
-                    let client = &client;
+                    let s = &s;
                     async move {
-                        let r = client
-                            .echo(tarpc::context::current(), Msg::new(i))
-                            .await
-                            .expect("tarpc call");
+                        let r = s.call(i).await.expect("tarpc call");
                         check_echo(i as u64, r.seq);
                     }
                 })
@@ -166,13 +206,13 @@ impl Subject for Tarpc {
         })
     }
     fn in_flight(&self, k: usize, calls: usize) -> Outcome {
-        self.run(move |client| async move {
-            client.echo(tarpc::context::current(), Msg::new(0)).await?;
+        self.run(move |s| async move {
+            s.call(0).await?;
             let per = calls.div_ceil(k);
             let span = Span::start();
             let tasks: Vec<_> = (0..k)
                 .map(|w| {
-                    let client = client.clone();
+                    let client = s.client.clone();
                     tokio::spawn(async move {
                         for j in 0..per {
                             let i = w * per + j;

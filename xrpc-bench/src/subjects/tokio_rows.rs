@@ -4,7 +4,8 @@
 //! The server runs on its own thread with a current-thread runtime (as another process would);
 //! the client on a 2-worker multi-thread runtime, as `#[tokio::main]` gives on this machine,
 //! either in a spawned task (`spawned`) or in the body of `block_on` (`main`, what
-//! `#[tokio::main] async fn main` does).
+//! `#[tokio::main] async fn main` does). The in-process transports also have a `one thread`
+//! row: server and client are tasks of one current-thread runtime.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,10 @@ pub fn rows() -> Vec<Box<dyn Subject>> {
             net,
             what: What::Frames,
         }));
-        for caller in [Caller::Spawned, Caller::Main] {
+        for caller in [Caller::Spawned, Caller::Main, Caller::OneThread] {
+            if caller == Caller::OneThread && !matches!(net, Net::Channel | Net::Arc) {
+                continue;
+            }
             rows.push(Box::new(XrpcTokio {
                 net,
                 what: What::Calls(caller),
@@ -74,6 +78,8 @@ pub enum Caller {
     Spawned,
     /// In the body of `block_on` (`#[tokio::main]`).
     Main,
+    /// In a task of a current-thread runtime whose other task is the server.
+    OneThread,
 }
 
 /// What is exchanged.
@@ -230,6 +236,26 @@ enum Job {
 /// Runs `job` as the client of a fresh connection over `net`, with the server doing `serve`.
 fn measure(net: Net, serve: Serve, caller: Caller, what: What, job: Job) -> Outcome {
     let (client, server) = halves(net)?;
+    if caller == Caller::OneThread {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(async move {
+            let server =
+                tokio::spawn(
+                    async move { with_transport!(server, |t| run_server(t, serve).await) },
+                );
+            let out =
+                tokio::spawn(
+                    async move { with_transport!(client, |t| run_client(t, what, job).await) },
+                )
+                .await
+                .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}"))));
+            // The server ends when the client hangs up.
+            let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+            out
+        });
+    }
     let server = spawn_server(server, serve);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -238,7 +264,7 @@ fn measure(net: Net, serve: Serve, caller: Caller, what: What, job: Job) -> Outc
     let fut = async move { with_transport!(client, |t| run_client(t, what, job).await) };
     let out = match caller {
         Caller::Main => rt.block_on(fut),
-        Caller::Spawned => rt
+        Caller::Spawned | Caller::OneThread => rt
             .block_on(rt.spawn(fut))
             .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}")))),
     };
@@ -278,7 +304,7 @@ async fn run_client<T: FrameTransport>(t: T, what: What, job: Job) -> Outcome {
                 }
             };
             match caller {
-                Caller::Spawned => {
+                Caller::Spawned | Caller::OneThread => {
                     let tasks: Vec<_> = (0..k)
                         .map(|w| tokio::spawn(one(w, client.clone())))
                         .collect();
@@ -358,6 +384,9 @@ impl Subject for XrpcTokio {
                 format!("xrpc tokio call · {} (spawned)", self.net.name())
             }
             What::Calls(Caller::Main) => format!("xrpc tokio call · {} (main)", self.net.name()),
+            What::Calls(Caller::OneThread) => {
+                format!("xrpc tokio call · {} (one thread)", self.net.name())
+            }
         }
     }
     fn group(&self) -> Group {
