@@ -114,6 +114,11 @@ impl FrameTransport for ArcFrameTransport {
         self.frames.recv_frames_with(max, each).await
     }
 
+    fn set_input_awaited(&self, awaited: bool) {
+        self.frames.set_input_awaited(awaited);
+        self.typed.set_awaited(awaited);
+    }
+
     fn is_connected(&self) -> bool {
         self.frames.is_connected()
     }

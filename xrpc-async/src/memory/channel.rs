@@ -209,6 +209,10 @@ impl FrameTransport for ChannelFrameTransport {
         Ok(n)
     }
 
+    fn set_input_awaited(&self, awaited: bool) {
+        self.pipe.set_awaited(awaited);
+    }
+
     fn is_connected(&self) -> bool {
         self.pipe.is_connected()
     }

@@ -16,7 +16,7 @@
 //! a cross-thread wake-up.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -112,9 +112,11 @@ impl<T> Lane<T> {
 struct LastThread(AtomicUsize);
 
 #[derive(Debug)]
-struct Shared<T> {
+struct PipeState<T> {
     lanes: [Lane<T>; 2],
     threads: [LastThread; 2],
+    /// Whether each end's receives are awaited (see [`Pipe::set_awaited`]).
+    awaited: [AtomicBool; 2],
     capacity: usize,
     /// Longest time a wait looks again before it sleeps.
     spin: Duration,
@@ -132,9 +134,10 @@ struct Wait {
 
 impl Wait {
     /// The operation found nothing to do: `true` to let the executor run and look again
-    /// (the caller wakes itself), `false` to sleep.
-    fn look_again(&mut self, spin: Duration, peer_here: bool) -> bool {
-        if self.asleep {
+    /// (the caller wakes itself), `false` to sleep — at once, and for this time only, when
+    /// nobody awaits it (`awaited`).
+    fn look_again(&mut self, spin: Duration, peer_here: bool, awaited: bool) -> bool {
+        if self.asleep || !awaited {
             return false;
         }
         if peer_here {
@@ -164,7 +167,7 @@ impl Wait {
 /// One end of a bidirectional in-process pipe of `T`. Dropping an end closes the pair.
 #[derive(Debug)]
 pub(crate) struct Pipe<T> {
-    shared: Arc<Shared<T>>,
+    shared: Arc<PipeState<T>>,
     /// The queue this end sends on (it receives on the other).
     out: usize,
 }
@@ -173,12 +176,13 @@ impl<T: Send + 'static> Pipe<T> {
     /// Two connected ends with `capacity` slots in each direction; a wait looks again for at
     /// most `spin` before it sleeps. Needs no runtime.
     pub(crate) fn pair(capacity: usize, spin: Duration, close: Arc<CloseSignal>) -> (Self, Self) {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(PipeState {
             lanes: [Lane::new(), Lane::new()],
             capacity: capacity.max(1),
             spin,
             close,
             threads: Default::default(),
+            awaited: [AtomicBool::new(true), AtomicBool::new(true)],
         });
         (
             Self {
@@ -187,6 +191,14 @@ impl<T: Send + 'static> Pipe<T> {
             },
             Self { shared, out: 1 },
         )
+    }
+
+    /// Whether this end's receives are awaited (a call waits for their input): a receive that
+    /// finds nothing looks again for a moment only then, and otherwise sleeps at once — one
+    /// asleep looks again when this turns true and it is polled
+    /// ([`FrameTransport::set_input_awaited`](crate::FrameTransport::set_input_awaited)).
+    pub(crate) fn set_awaited(&self, awaited: bool) {
+        self.shared.awaited[self.out].store(awaited, Ordering::Relaxed);
     }
 
     /// Whether neither end was closed or dropped.
@@ -220,7 +232,9 @@ impl<T: Send + 'static> Pipe<T> {
         let sh = &*self.shared;
         let lane = &sh.lanes[self.out];
         let peer_here = self.peer_here();
-        if lane.len() >= sh.capacity && !sh.close.is_raised() && wait.look_again(sh.spin, peer_here)
+        if lane.len() >= sh.capacity
+            && !sh.close.is_raised()
+            && wait.look_again(sh.spin, peer_here, true)
         {
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -257,7 +271,9 @@ impl<T: Send + 'static> Pipe<T> {
         let sh = &*self.shared;
         let lane = &sh.lanes[1 - self.out];
         let peer_here = self.peer_here();
-        if lane.len() == 0 && !sh.close.is_raised() && wait.look_again(sh.spin, peer_here) {
+        let awaited = sh.awaited[self.out].load(Ordering::Relaxed);
+        if lane.len() == 0 && !sh.close.is_raised() && wait.look_again(sh.spin, peer_here, awaited)
+        {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
