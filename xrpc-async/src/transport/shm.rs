@@ -23,8 +23,8 @@
 use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{OnceLock, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -72,19 +72,6 @@ fn map_err(e: ShmError) -> TransportError {
         ShmError::Io(e) => TransportError::ConnectionFailed(e.to_string()),
         e @ ShmError::NoServer(_) => TransportError::ConnectionFailed(e.to_string()),
         other => TransportError::SharedMemoryCreation(other.to_string()),
-    }
-}
-
-/// A receive's error: a frame above the maximum was skipped without being buffered (the session
-/// fails the one message it carried, named by its head), or what [`map_err`] says.
-fn receive_error(rx: &ShmReceiver, e: ShmError) -> TransportError {
-    match e {
-        ShmError::FrameTooLarge { size, max } => TransportError::FrameSkipped(SkippedFrame {
-            len: size,
-            max,
-            head: Bytes::copy_from_slice(rx.skipped_head()),
-        }),
-        e => map_err(e),
     }
 }
 
@@ -285,8 +272,6 @@ pub struct SharedMemoryFrameTransport<R: Reactor> {
     /// Input is awaited: a receive spins a moment before it sleeps
     /// ([`FrameTransport::set_input_awaited`]).
     awaited: AtomicBool,
-    /// An error met while taking a burst of frames, for the next receive to report.
-    held_error: std::sync::Mutex<Option<TransportError>>,
     /// Raised by `close`; wakes sleeping sends and receives.
     closed: Signal,
     name: String,
@@ -341,7 +326,6 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             partial: AtomicUsize::new(0),
             unwaited: AtomicUsize::new(0),
             awaited: AtomicBool::new(true),
-            held_error: std::sync::Mutex::new(None),
             closed: Signal::default(),
             name,
             rt,
@@ -588,14 +572,6 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
     }
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
-        let held = self
-            .held_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(e) = held {
-            return Err(e);
-        }
         let c = self.conn().await?;
         // A receive that finds a frame never waits: a peer that keeps the ring full would keep
         // its reader's task running, and the other tasks of its thread (other connections,
@@ -613,7 +589,15 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
                 self.partial.store(rx.partial_bytes(), Ordering::Relaxed);
                 Ok(Err(0))
             }
-            Err(e) => Err(receive_error(&rx, e)),
+            // Skipped without being buffered: the session fails the one message it carried.
+            Err(ShmError::FrameTooLarge { size, max }) => {
+                Err(TransportError::FrameSkipped(SkippedFrame {
+                    len: size,
+                    max,
+                    head: Bytes::copy_from_slice(rx.skipped_head()),
+                }))
+            }
+            Err(e) => Err(map_err(e)),
         };
         let res = match try_recv() {
             Ok(Ok(frame)) => Ok(frame),
@@ -631,41 +615,6 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
             }
             Err(e) => Err(self.stats.recv_error(e)),
         }
-    }
-
-    async fn recv_frames_with<F>(&self, max: usize, mut each: F) -> Result<usize, TransportError>
-    where
-        F: FnMut(Bytes) + Send,
-    {
-        each(self.recv_frame().await?);
-        // The frames already in the ring behind it, without waiting: a burst is handed to the
-        // session under one lock of its own (the driver's), one receive per burst.
-        let Ok(c) = self.conn().await else {
-            return Ok(1);
-        };
-        let mut rx = c.rx.lock().await;
-        let mut n = 1;
-        while n < max {
-            match rx.try_recv_bytes() {
-                Ok(Some(frame)) => {
-                    self.stats.received(frame.len());
-                    each(frame);
-                    n += 1;
-                }
-                Ok(None) => break,
-                // Left for the next receive, which reports it.
-                Err(e) => {
-                    let e = receive_error(&rx, e);
-                    *self
-                        .held_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(self.stats.recv_error(e));
-                    break;
-                }
-            }
-        }
-        self.unwaited.fetch_add(n - 1, Ordering::Relaxed);
-        Ok(n)
     }
 
     fn set_input_awaited(&self, awaited: bool) {
