@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::task::Poll;
 
 use crate::client::{CallError, CallKind};
+use crate::idmap::IdMap;
 use crate::payload::Payload;
 
 /// Which waiters of a call to wake: its state changed.
@@ -192,6 +193,23 @@ impl CallRecord {
             None => Ok(()),
         }
     }
+}
+
+/// The next item of call `id` from its record in `records` (see the [module docs](self));
+/// `consumed` grants the peer credit for an item taken.
+pub(crate) fn next_item(
+    records: &mut IdMap<CallRecord>,
+    id: u64,
+    consumed: impl FnOnce(),
+) -> Poll<Option<Result<Payload, CallError>>> {
+    let Some(r) = records.get_mut(&id) else {
+        return Poll::Ready(Some(Err(CallError::Finished)));
+    };
+    let next = r.next_item();
+    if let Poll::Ready(Some(Ok(_))) = next {
+        consumed();
+    }
+    next
 }
 
 /// The answer to an act on a call the session does not know (released, or never started).

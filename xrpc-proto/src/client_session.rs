@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::call::{CallRecord, CallWake, SendError, unknown};
+use crate::call::{self, CallRecord, CallWake, SendError, unknown};
 use crate::client::{
     CallError, CallKind, CallOptions, ClientConfig, ClientConnection, ClientEvent,
 };
@@ -205,14 +205,7 @@ impl ClientSession {
     /// the call failed; `Pending` to wait.
     pub fn next_item(&mut self, id: u64) -> Poll<Option<Result<Payload, CallError>>> {
         self.absorb();
-        let Some(r) = self.records.get_mut(&id) else {
-            return Poll::Ready(Some(Err(CallError::Finished)));
-        };
-        let next = r.next_item();
-        if let Poll::Ready(Some(Ok(_))) = next {
-            self.calls.stream_consumed(id, 1);
-        }
-        next
+        call::next_item(&mut self.records, id, || self.calls.stream_consumed(id, 1))
     }
 
     /// Queues one item of the client stream of call `id` (see [`call`](crate::call)): `NoCredit`

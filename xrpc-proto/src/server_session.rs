@@ -32,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use crate::client::CallKind;
 
 use crate::budget::{OutputBudget, ReadBudget, ServerBounds};
-use crate::call::{CallRecord, CallWake, SendError};
+use crate::call::{self, CallRecord, CallWake, SendError};
 use crate::client::CallError;
 use crate::codec::{CodecId, codec_name};
 use crate::compression::DecompressionBudget;
@@ -543,14 +543,7 @@ impl ServerSession {
     /// (the client is granted credit as items are taken), `None` at its normal end (or once
     /// the handler completed), `Err` why the call was stopped; `Pending` to wait.
     pub fn next_item(&mut self, id: u64) -> Poll<Option<Result<Payload, CallError>>> {
-        let Some(r) = self.records.get_mut(&id) else {
-            return Poll::Ready(Some(Err(CallError::Finished)));
-        };
-        let next = r.next_item();
-        if let Poll::Ready(Some(Ok(_))) = next {
-            self.calls.stream_consumed(id, 1);
-        }
-        next
+        call::next_item(&mut self.records, id, || self.calls.stream_consumed(id, 1))
     }
 
     /// Credit left on the server stream of call `id`.
