@@ -215,7 +215,8 @@ fn sleeping_server(config: ServerConfig) -> (RpcServer, Arc<AtomicUsize>) {
 
 /// Defect 2: every notification spawned a task that ignored its timeout (1.07 million live
 /// tasks in 5 s). Now they count against the concurrency limit and are stopped at their
-/// deadline, and when their connection ends.
+/// deadline, and when their connection ends. (Past the limit one is dropped and the connection
+/// is not read until a handler ends: the rest wait in the transport and run after.)
 async fn notifications_are_bounded_in_number_and_time<N: Net>() {
     let config = ServerConfig {
         max_concurrent_calls: 64,
@@ -225,7 +226,7 @@ async fn notifications_are_bounded_in_number_and_time<N: Net>() {
     let (server, alive) = sleeping_server(config);
     let (target, _serving) = serve::<N>(&server).await;
     let c = client::<N>(&target).await;
-    for _ in 0..2_000 {
+    for _ in 0..100 {
         c.notify("sleep", &()).await.unwrap();
     }
     // (A notification is sent after `notify` returns: wait for the handlers to start.)

@@ -262,6 +262,10 @@ pub struct ServerConnection<P> {
     next_notification: u64,
     /// Notifications dropped because the connection was at its concurrency limit.
     dropped_notifications: u64,
+    /// The load at which a notification was last dropped for want of a handler slot while
+    /// handlers of this connection were running: the connection is not read again until one of
+    /// them ends (see [`holds_input`](Self::holds_input)).
+    held_at: Option<usize>,
     /// Bytes of the packets in `transmit` (see [`queued_bytes`](Self::queued_bytes)).
     queued: usize,
     /// Server streams refused for want of output budget, to wake when it frees.
@@ -304,6 +308,7 @@ impl<P: WireSize> ServerConnection<P> {
             notification_deadlines: Deadlines::default(),
             next_notification: 0,
             dropped_notifications: 0,
+            held_at: None,
             queued: 0,
             budget_waiters: Vec::new(),
             shared: None,
@@ -441,7 +446,14 @@ impl<P: WireSize> ServerConnection<P> {
                 // unbounded number of handlers. Past it they are dropped (and counted).
                 // Each runs until its deadline at most.
                 match self.handler_slot() {
-                    Err(_) => self.dropped_notifications += 1,
+                    Err(_) => {
+                        self.dropped_notifications += 1;
+                        // Held back by the transport from now on, not read and thrown away.
+                        let load = self.load();
+                        if load > 0 {
+                            self.held_at = Some(load);
+                        }
+                    }
                     Ok(_) if self.shutting_down => {}
                     Ok(slot) => {
                         let token = self.next_notification;
@@ -801,6 +813,15 @@ impl<P: WireSize> ServerConnection<P> {
     /// Whether packets are waiting in [`poll_transmit`](Self::poll_transmit).
     pub fn has_transmit(&self) -> bool {
         !self.transmit.is_empty()
+    }
+
+    /// Whether the connection should not be read for now: it dropped a notification for want of
+    /// a handler slot while handlers of its own ran, and none of them has ended since. A peer
+    /// flooding notifications is then held back by the transport (its writes wait) instead of
+    /// being read and thrown away at the cost of the server's CPU, and reading resumes as soon
+    /// as one of its handlers ends.
+    pub fn holds_input(&self) -> bool {
+        self.held_at.is_some_and(|at| self.load() >= at)
     }
 
     /// Whether the answers waiting in [`poll_transmit`](Self::poll_transmit) come to

@@ -266,10 +266,12 @@ impl ServerSession {
     /// the frame in [`read_buffer`](Self::read_buffer) needs room the server-wide read budget
     /// does not have ([`set_read_budget`](Self::set_read_budget)), and not while the
     /// connection has inflated past its [`ServerConfig::decompression_rate`] (until
-    /// [`poll_timeout`](Self::poll_timeout)).
+    /// [`poll_timeout`](Self::poll_timeout)), and not while notifications it sent wait for a
+    /// handler of its own to end ([`ServerConnection::holds_input`]).
     pub fn wants_read(&self) -> bool {
         matches!(self.life, Life::Open | Life::Draining { .. })
             && !self.calls.is_backlogged()
+            && !self.calls.holds_input()
             && !self.wire.waits_for_read_budget()
             && self.wire.paused_until().is_none()
     }

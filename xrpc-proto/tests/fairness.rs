@@ -314,9 +314,11 @@ fn handlers_past_the_server_wide_limit_get_a_fair_share() {
     quiet.server.set_bounds(&bounds);
     flood.notify(30);
     assert_eq!(flood.notification_tokens().len(), 10, "up to the limit");
-    assert_eq!(flood.server.dropped_notifications(), 20);
-    let refused = flood.call("add", b"");
-    assert_eq!(flood.remote(refused).code, ErrorCode::ResourceExhausted);
+    // Past it the flood's notifications are dropped, and the connection is held (not read)
+    // until one of its handlers ends: the rest of the flood waits in the transport.
+    assert!(flood.server.dropped_notifications() >= 1);
+    assert!(!flood.server.wants_read());
+    assert!(!flood.c2s.is_empty(), "the rest of the flood is not read");
     // The quiet connection gets its share (10 / 2), and no more.
     let ids: Vec<u64> = (0..6).map(|_| quiet.call("add", b"")).collect();
     assert_eq!(quiet.take_calls().len(), 5);

@@ -335,17 +335,34 @@ fn notifications_count_against_the_concurrency_limit() {
         ..ServerConfig::default()
     };
     let mut p = Pair::new(ClientConfig::default(), sc, WireConfig::default());
-    p.notify(5);
+    p.notify(2);
     assert_eq!(p.notification_tokens().len(), 2);
-    assert_eq!(p.server.dropped_notifications(), 3);
-    // A call is refused too while two notification handlers run.
+    // A call is refused while two notification handlers run.
     let id = p.call("add", b"");
     assert_eq!(p.remote(id).code, ErrorCode::ResourceExhausted);
-    let token = p.notification_tokens()[0];
-    p.server.notification_done(p.now, token);
+    // A notification past the limit is dropped, and the connection is not read again until
+    // one of its handlers ends: what follows waits in the transport.
+    p.notify(3);
+    assert_eq!(p.notification_tokens().len(), 2);
+    assert_eq!(p.server.dropped_notifications(), 1);
+    assert!(!p.server.wants_read(), "held while its handlers run");
     let id = p.call("add", b"");
-    assert_eq!(p.take_calls().len(), 1);
-    assert!(p.client_outcome(id).is_none());
+    assert!(p.take_calls().is_empty(), "not read while held");
+    // Each handler that ends lets it be read again (the next notifications take the slot or
+    // are dropped, and hold it again), until the call is read and admitted.
+    let mut ended = 0;
+    while p.take_calls().is_empty() {
+        let token = p.notification_tokens()[ended];
+        ended += 1;
+        p.server.notification_done(p.now, token);
+        p.run();
+        assert!(ended <= 4, "the call was never read");
+    }
+    assert!(p.client_outcome(id).is_none(), "admitted, not refused");
+    assert_eq!(
+        p.server.dropped_notifications() + p.notification_tokens().len() as u64,
+        5
+    );
 }
 
 #[test]
