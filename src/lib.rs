@@ -15,6 +15,7 @@
 //!
 //! The sans-IO core is [`proto`] (`xrpc-proto`); the tokio adapter is [`tokio_adapter`].
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 pub use xrpc_proto as proto;

@@ -31,6 +31,7 @@
 //! | `stream` | a call's streams as synchronous handles: [`StreamReceiver`] (an iterator), [`StreamSender`], [`PendingResponse`] |
 //! | [`runtime`] | [`Blocking`]: waiting on the calling thread, a thread per task, the handler pool |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod client;

@@ -54,6 +54,7 @@
 //! `// SAFETY:` comment.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod layout;

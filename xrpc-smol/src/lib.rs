@@ -25,6 +25,7 @@
 //! | [`socket`] | async-io's sockets as the sockets of those transports |
 //! | [`runtime`] | [`Smol`]: spawning, timers and descriptor readiness for the async layer |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 pub mod runtime;

@@ -11,6 +11,7 @@
 //! | [`runtime`] | [`Tokio`]: spawning, timers and descriptor readiness for the async layer |
 //! | `balance` | layer 4: [`ClientFactory`], [`LoadBalancedClient`], endpoint connectors |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod balance;
