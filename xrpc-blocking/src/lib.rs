@@ -48,10 +48,13 @@ pub use stream::{
     StreamSender,
 };
 pub use transport::{
-    AnyFrameTransport, FrameListener, FrameTransport, SharedMemoryConfig,
-    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
+    AnyFrameTransport, FrameListener, FrameTransport, TcpConfig, TcpFrameTransport,
     TcpFrameTransportListener, TransportError, TransportStats, UnixConfig, UnixFrameTransport,
     UnixFrameTransportListener,
+};
+#[cfg(feature = "shm")]
+pub use transport::{
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
 pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{

@@ -12,8 +12,10 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 pub use xrpc_async::FrameListener;
 use xrpc_async::transport as neutral;
+#[cfg(feature = "shm")]
+pub use xrpc_async::transport::SharedMemoryConfig;
 pub use xrpc_async::transport::{
-    FrameTransport, SharedMemoryConfig, TcpConfig, TransportError, TransportStats, UnixConfig,
+    FrameTransport, TcpConfig, TransportError, TransportStats, UnixConfig,
 };
 use xrpc_proto::ReadBudget;
 
@@ -24,6 +26,7 @@ pub type AsyncTcpFrameTransport = neutral::TcpFrameTransport<StdSocket<TcpStream
 /// The async layer's Unix transport on [`Blocking`].
 pub type AsyncUnixFrameTransport = neutral::UnixFrameTransport<StdSocket<UnixStream>, Blocking>;
 /// The async layer's shared-memory transport on [`Blocking`].
+#[cfg(feature = "shm")]
 pub type AsyncSharedMemoryFrameTransport = neutral::SharedMemoryFrameTransport<Blocking>;
 
 fn failed(what: String) -> TransportError {
@@ -173,9 +176,11 @@ impl FrameListener for UnixFrameTransportListener {
 /// A shared-memory connection to a process on this machine, wire-compatible with every
 /// adapter's `SharedMemoryFrameTransport`: the thread that waits for a frame checks the ring
 /// for the spin budget, then sleeps on its doorbell.
+#[cfg(feature = "shm")]
 #[derive(Debug)]
 pub struct SharedMemoryFrameTransport(AsyncSharedMemoryFrameTransport);
 
+#[cfg(feature = "shm")]
 impl SharedMemoryFrameTransport {
     /// Connects to service `name` with the default configuration.
     pub fn connect_client(name: &str) -> Result<Self, TransportError> {
@@ -194,11 +199,13 @@ impl SharedMemoryFrameTransport {
 }
 
 /// Accepts shared-memory clients of one service, each on its own segment.
+#[cfg(feature = "shm")]
 #[derive(Debug)]
 pub struct SharedMemoryFrameTransportListener(
     neutral::SharedMemoryFrameTransportListener<Blocking>,
 );
 
+#[cfg(feature = "shm")]
 impl SharedMemoryFrameTransportListener {
     /// Listens as service `name` (an abstract Unix socket: nothing is left on disk).
     pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
@@ -216,6 +223,7 @@ impl SharedMemoryFrameTransportListener {
     }
 }
 
+#[cfg(feature = "shm")]
 impl FrameListener for SharedMemoryFrameTransportListener {
     type Transport = AsyncSharedMemoryFrameTransport;
 
@@ -236,6 +244,7 @@ pub enum AnyFrameTransport {
     /// A Unix socket.
     Unix(AsyncUnixFrameTransport),
     /// Shared memory.
+    #[cfg(feature = "shm")]
     SharedMemory(AsyncSharedMemoryFrameTransport),
 }
 
@@ -251,6 +260,7 @@ impl From<UnixFrameTransport> for AnyFrameTransport {
     }
 }
 
+#[cfg(feature = "shm")]
 impl From<SharedMemoryFrameTransport> for AnyFrameTransport {
     fn from(t: SharedMemoryFrameTransport) -> Self {
         Self::SharedMemory(t.0)
@@ -269,6 +279,7 @@ impl From<AsyncUnixFrameTransport> for AnyFrameTransport {
     }
 }
 
+#[cfg(feature = "shm")]
 impl From<AsyncSharedMemoryFrameTransport> for AnyFrameTransport {
     fn from(t: AsyncSharedMemoryFrameTransport) -> Self {
         Self::SharedMemory(t)
@@ -281,6 +292,7 @@ macro_rules! each {
         match $self {
             AnyFrameTransport::Tcp($t) => $body,
             AnyFrameTransport::Unix($t) => $body,
+            #[cfg(feature = "shm")]
             AnyFrameTransport::SharedMemory($t) => $body,
         }
     };

@@ -35,9 +35,12 @@ pub mod transport;
 pub use runtime::Smol;
 pub use transport::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
-    TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
-    UnixFrameTransport, UnixFrameTransportListener,
+    TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
+    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+};
+#[cfg(feature = "shm")]
+pub use transport::{
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
 pub use xrpc_async::{
     CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,
