@@ -5,7 +5,7 @@
 //! The wire format is every adapter's (4-byte little-endian length-prefixed frames; whole
 //! frames in the rings of `xrpc_shm`).
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -15,7 +15,7 @@ use xrpc_async::transport as neutral;
 #[cfg(feature = "shm")]
 pub use xrpc_async::transport::SharedMemoryConfig;
 pub use xrpc_async::transport::{
-    FrameTransport, TcpConfig, TransportError, TransportStats, UnixConfig,
+    FrameTransport, TcpConfig, ToSocketAddrs, TransportError, TransportStats, UnixConfig,
 };
 use xrpc_proto::ReadBudget;
 
@@ -48,17 +48,7 @@ impl TcpFrameTransport {
     /// Connects to the first address of `addr` that answers (each with the attempts, timeout
     /// and retry policy of `config`), waiting on the calling thread.
     pub fn connect(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
-        let addrs = addr
-            .to_socket_addrs()
-            .map_err(|e| failed(format!("resolve failed: {e}")))?;
-        let mut last = failed("the address resolved to nothing".into());
-        for a in addrs {
-            match Blocking::block_on(AsyncTcpFrameTransport::connect(a, config)) {
-                Ok(t) => return Ok(Self(t)),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        Blocking::block_on(AsyncTcpFrameTransport::connect(addr, config)).map(Self)
     }
 
     /// Wraps a connected stream (applies `config.nodelay`).

@@ -10,7 +10,7 @@
 //! ```no_run
 //! use xrpc_smol::{MessageChannelAdapter, RpcClient, TcpConfig, TcpFrameTransport};
 //! smol::block_on(async {
-//!     let transport = TcpFrameTransport::connect("127.0.0.1:8080".parse()?, TcpConfig::default()).await?;
+//!     let transport = TcpFrameTransport::connect("127.0.0.1:8080", TcpConfig::default()).await?;
 //!     let client = RpcClient::new(MessageChannelAdapter::new(transport));
 //!     let _driver = client.start();
 //!     let sum: i32 = client.call("add", &(1, 2)).await?;

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use xrpc_proto::{FRAME_PREFIX_LEN, PeerKey, ReadBudget};
 
+mod addr;
 mod checks;
 #[cfg(feature = "shm")]
 mod shm;
@@ -31,6 +32,7 @@ mod stats;
 mod tcp;
 mod unix;
 
+pub use addr::ToSocketAddrs;
 pub(crate) use checks::{CheckEncoded, check_one_prefixed};
 pub use checks::{batch_frames, check_len, check_prefixed, check_prefixed_batch};
 
