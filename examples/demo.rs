@@ -200,7 +200,7 @@ async fn run() -> Result<(), BoxError> {
     measure("shm", &client).await?;
 
     println!("\nTCP ({addr}):");
-    let transport = TcpFrameTransport::connect(addr.parse()?, TcpConfig::default()).await?;
+    let transport = TcpFrameTransport::connect(&addr, TcpConfig::default()).await?;
     let tcp_client = RpcClient::new(MessageChannelAdapter::new(transport));
     measure("tcp", &tcp_client).await?;
 

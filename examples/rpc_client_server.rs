@@ -124,7 +124,7 @@ async fn client() -> Result<(), Error> {
         run_client(&client).await
     } else {
         let addr = addr();
-        let transport = TcpFrameTransport::connect(addr.parse()?, TcpConfig::default())
+        let transport = TcpFrameTransport::connect(&addr, TcpConfig::default())
             .await
             .map_err(|e| {
                 format!(

@@ -44,7 +44,7 @@ impl Net for Tcp {
         (l, addr)
     }
     async fn connect(target: &str) -> Result<Self::T, TransportError> {
-        TcpFrameTransport::connect(target.parse().unwrap(), TcpConfig::default()).await
+        TcpFrameTransport::connect(target, TcpConfig::default()).await
     }
 }
 

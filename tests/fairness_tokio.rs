@@ -40,7 +40,7 @@ impl Net for Tcp {
     }
     async fn connect(target: &str, max_frame: usize) -> Result<Self::T, TransportError> {
         let config = TcpConfig::default().with_max_frame_size(max_frame);
-        TcpFrameTransport::connect(target.parse().unwrap(), config).await
+        TcpFrameTransport::connect(target, config).await
     }
 }
 

@@ -81,6 +81,22 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     }
 }
 
+/// [`Runtime::unblock`], boxed. An async fn that awaits the runtime's own future in generic
+/// code is not proven `Send` by older rustc ("higher-ranked lifetime error" where the task is
+/// spawned: 1.88 and 1.90 fail, 1.95 passes); the box hides the future's type. One allocation,
+/// for work that blocks anyway (a DNS lookup).
+pub(crate) fn unblock_boxed<R, T, F>(
+    rt: &R,
+    work: F,
+) -> Pin<Box<dyn Future<Output = Option<T>> + Send>>
+where
+    R: Runtime,
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    Box::pin(rt.unblock(work))
+}
+
 /// A timer: a future that completes at its instant, which [`reset`](Self::reset) moves.
 pub trait Timer: Future<Output = ()> + Send + Unpin + 'static {
     /// Fires at `at` instead.

@@ -55,6 +55,7 @@ impl Signal {
 
     /// Forgets `waker` (a task that stopped waiting before the flag was raised), so that a
     /// long-lived flag does not keep one waker for every task that ever waited on it.
+    #[cfg_attr(not(feature = "shm"), allow(dead_code))]
     pub(crate) fn forget(&self, waker: &Waker) {
         self.waiters
             .lock()

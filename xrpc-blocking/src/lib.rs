@@ -31,6 +31,7 @@
 //! | `stream` | a call's streams as synchronous handles: [`StreamReceiver`] (an iterator), [`StreamSender`], [`PendingResponse`] |
 //! | [`runtime`] | [`Blocking`]: waiting on the calling thread, a thread per task, the handler pool |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod client;
@@ -47,10 +48,13 @@ pub use stream::{
     StreamSender,
 };
 pub use transport::{
-    AnyFrameTransport, FrameListener, FrameTransport, SharedMemoryConfig,
-    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
+    AnyFrameTransport, FrameListener, FrameTransport, TcpConfig, TcpFrameTransport,
     TcpFrameTransportListener, TransportError, TransportStats, UnixConfig, UnixFrameTransport,
     UnixFrameTransportListener,
+};
+#[cfg(feature = "shm")]
+pub use transport::{
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
 pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{

@@ -5,15 +5,17 @@
 //! The wire format is every adapter's (4-byte little-endian length-prefixed frames; whole
 //! frames in the rings of `xrpc_shm`).
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 pub use xrpc_async::FrameListener;
 use xrpc_async::transport as neutral;
+#[cfg(feature = "shm")]
+pub use xrpc_async::transport::SharedMemoryConfig;
 pub use xrpc_async::transport::{
-    FrameTransport, SharedMemoryConfig, TcpConfig, TransportError, TransportStats, UnixConfig,
+    FrameTransport, TcpConfig, ToSocketAddrs, TransportError, TransportStats, UnixConfig,
 };
 use xrpc_proto::ReadBudget;
 
@@ -24,6 +26,7 @@ pub type AsyncTcpFrameTransport = neutral::TcpFrameTransport<StdSocket<TcpStream
 /// The async layer's Unix transport on [`Blocking`].
 pub type AsyncUnixFrameTransport = neutral::UnixFrameTransport<StdSocket<UnixStream>, Blocking>;
 /// The async layer's shared-memory transport on [`Blocking`].
+#[cfg(feature = "shm")]
 pub type AsyncSharedMemoryFrameTransport = neutral::SharedMemoryFrameTransport<Blocking>;
 
 fn failed(what: String) -> TransportError {
@@ -45,17 +48,7 @@ impl TcpFrameTransport {
     /// Connects to the first address of `addr` that answers (each with the attempts, timeout
     /// and retry policy of `config`), waiting on the calling thread.
     pub fn connect(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
-        let addrs = addr
-            .to_socket_addrs()
-            .map_err(|e| failed(format!("resolve failed: {e}")))?;
-        let mut last = failed("the address resolved to nothing".into());
-        for a in addrs {
-            match Blocking::block_on(AsyncTcpFrameTransport::connect(a, config)) {
-                Ok(t) => return Ok(Self(t)),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        Blocking::block_on(AsyncTcpFrameTransport::connect(addr, config)).map(Self)
     }
 
     /// Wraps a connected stream (applies `config.nodelay`).
@@ -173,9 +166,11 @@ impl FrameListener for UnixFrameTransportListener {
 /// A shared-memory connection to a process on this machine, wire-compatible with every
 /// adapter's `SharedMemoryFrameTransport`: the thread that waits for a frame checks the ring
 /// for the spin budget, then sleeps on its doorbell.
+#[cfg(feature = "shm")]
 #[derive(Debug)]
 pub struct SharedMemoryFrameTransport(AsyncSharedMemoryFrameTransport);
 
+#[cfg(feature = "shm")]
 impl SharedMemoryFrameTransport {
     /// Connects to service `name` with the default configuration.
     pub fn connect_client(name: &str) -> Result<Self, TransportError> {
@@ -194,11 +189,13 @@ impl SharedMemoryFrameTransport {
 }
 
 /// Accepts shared-memory clients of one service, each on its own segment.
+#[cfg(feature = "shm")]
 #[derive(Debug)]
 pub struct SharedMemoryFrameTransportListener(
     neutral::SharedMemoryFrameTransportListener<Blocking>,
 );
 
+#[cfg(feature = "shm")]
 impl SharedMemoryFrameTransportListener {
     /// Listens as service `name` (an abstract Unix socket: nothing is left on disk).
     pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
@@ -216,6 +213,7 @@ impl SharedMemoryFrameTransportListener {
     }
 }
 
+#[cfg(feature = "shm")]
 impl FrameListener for SharedMemoryFrameTransportListener {
     type Transport = AsyncSharedMemoryFrameTransport;
 
@@ -236,6 +234,7 @@ pub enum AnyFrameTransport {
     /// A Unix socket.
     Unix(AsyncUnixFrameTransport),
     /// Shared memory.
+    #[cfg(feature = "shm")]
     SharedMemory(AsyncSharedMemoryFrameTransport),
 }
 
@@ -251,6 +250,7 @@ impl From<UnixFrameTransport> for AnyFrameTransport {
     }
 }
 
+#[cfg(feature = "shm")]
 impl From<SharedMemoryFrameTransport> for AnyFrameTransport {
     fn from(t: SharedMemoryFrameTransport) -> Self {
         Self::SharedMemory(t.0)
@@ -269,6 +269,7 @@ impl From<AsyncUnixFrameTransport> for AnyFrameTransport {
     }
 }
 
+#[cfg(feature = "shm")]
 impl From<AsyncSharedMemoryFrameTransport> for AnyFrameTransport {
     fn from(t: AsyncSharedMemoryFrameTransport) -> Self {
         Self::SharedMemory(t)
@@ -281,6 +282,7 @@ macro_rules! each {
         match $self {
             AnyFrameTransport::Tcp($t) => $body,
             AnyFrameTransport::Unix($t) => $body,
+            #[cfg(feature = "shm")]
             AnyFrameTransport::SharedMemory($t) => $body,
         }
     };

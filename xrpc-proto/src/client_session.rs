@@ -2,7 +2,7 @@
 //!
 //! It owns the whole protocol of the connection: framing and message coding (`wire`), the
 //! calls ([`ClientConnection`]), what each call has received and how it ended (its
-//! [`call`](crate::call) record, until the application releases it), what happens to a message
+//! [`call`] record, until the application releases it), what happens to a message
 //! that cannot be sent, and closing. An adapter only moves bytes and time, and wakes:
 //!
 //! ```text
@@ -183,7 +183,7 @@ impl ClientSession {
 
     // ---- what a call's handles ask -------------------------------------------------------
 
-    /// The response of unary or client-streaming call `id` (see [`call`](crate::call)): `Ok`
+    /// The response of unary or client-streaming call `id` (see [`call`]): `Ok`
     /// the response, `Err` why the call failed; `Pending` until it ends. A unary call is
     /// released once it has its outcome.
     pub fn take_response(&mut self, id: u64) -> Poll<Result<Payload, CallError>> {
@@ -200,7 +200,7 @@ impl ClientSession {
         res
     }
 
-    /// The next item of the server stream of call `id` (see [`call`](crate::call)): an item
+    /// The next item of the server stream of call `id` (see [`call`]): an item
     /// (the server is granted credit as items are taken), `None` at its normal end, `Err` why
     /// the call failed; `Pending` to wait.
     pub fn next_item(&mut self, id: u64) -> Poll<Option<Result<Payload, CallError>>> {
@@ -208,7 +208,7 @@ impl ClientSession {
         call::next_item(&mut self.records, id, || self.calls.stream_consumed(id, 1))
     }
 
-    /// Queues one item of the client stream of call `id` (see [`call`](crate::call)): `NoCredit`
+    /// Queues one item of the client stream of call `id` (see [`call`]): `NoCredit`
     /// gives the item back until the server grants credit (a [`CallWake::Send`] follows).
     pub fn send_item(
         &mut self,
@@ -480,7 +480,7 @@ impl ClientSession {
     }
 
     /// The next call whose waiters are to be woken: its record changed (see
-    /// [`call`](crate::call)). Drain it after every input, timeout and local act.
+    /// [`call`]). Drain it after every input, timeout and local act.
     pub fn poll_wake(&mut self) -> Option<CallWake> {
         self.absorb();
         self.wakes.pop_front()

@@ -4,6 +4,10 @@
 //! the compressed body (an LZ4 block, or a Zstd frame). The receiver checks that length against
 //! its maximum before it allocates, and checks that the body expands to exactly that length, so a
 //! 1 KiB frame that claims to expand to 4 GiB is an error, not an out-of-memory abort.
+//!
+//! Zstd is the `zstd` crate, a C library, built with the feature `zstd` (on by default). Without
+//! it, compressing or decompressing with [`CompressionType::Zstd`] fails with
+//! [`CompressionError::Unsupported`]; the wire id stays the same.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +23,7 @@ pub enum CompressionType {
     None = 0,
     /// LZ4 block format via `lz4_flex` (1).
     Lz4 = 1,
-    /// Zstandard frame format (2).
+    /// Zstandard frame format (2); feature `zstd`.
     Zstd = 2,
 }
 
@@ -123,6 +127,9 @@ pub enum CompressionError {
         /// The library's message.
         reason: String,
     },
+    /// The algorithm is not built into this program: Zstd without the feature `zstd`.
+    #[error("{0:?} compression is not built in (feature `zstd` of xrpc-proto is off)")]
+    Unsupported(CompressionType),
     /// The compressor failed (zstd only; LZ4 cannot fail).
     #[error("{algorithm:?} compression failed: {reason}")]
     Compress {
@@ -138,8 +145,7 @@ pub enum CompressionError {
 /// Keeping one per connection avoids re-creating Zstd contexts for every message.
 #[derive(Default)]
 pub struct Compressor {
-    zstd_c: Option<(i32, zstd::bulk::Compressor<'static>)>,
-    zstd_d: Option<zstd::bulk::Decompressor<'static>>,
+    zstd: zstd_codec::Contexts,
     scratch: Vec<u8>,
 }
 
@@ -149,10 +155,97 @@ impl std::fmt::Debug for Compressor {
     }
 }
 
-fn zstd_err(algorithm: CompressionType, e: std::io::Error) -> CompressionError {
-    CompressionError::Corrupt {
-        algorithm,
-        reason: e.to_string(),
+/// Zstd through the `zstd` crate, its contexts created on first use and kept.
+#[cfg(feature = "zstd")]
+mod zstd_codec {
+    use super::{CompressionError, CompressionType};
+
+    const ZSTD: CompressionType = CompressionType::Zstd;
+
+    /// A compression context (with its level) and a decompression context.
+    #[derive(Default)]
+    pub(super) struct Contexts {
+        compress: Option<(i32, zstd::bulk::Compressor<'static>)>,
+        decompress: Option<zstd::bulk::Decompressor<'static>>,
+    }
+
+    /// The largest compressed size of `len` bytes.
+    pub(super) fn compress_bound(len: usize) -> Result<usize, CompressionError> {
+        Ok(zstd::zstd_safe::compress_bound(len))
+    }
+
+    /// Compresses `src` at `level` into `body`; the compressed length.
+    pub(super) fn compress(
+        cx: &mut Contexts,
+        level: i32,
+        src: &[u8],
+        body: &mut [u8],
+    ) -> Result<usize, CompressionError> {
+        let failed = |e: std::io::Error| CompressionError::Compress {
+            algorithm: ZSTD,
+            reason: e.to_string(),
+        };
+        let ctx = match &mut cx.compress {
+            Some((l, ctx)) if *l == level => ctx,
+            slot => {
+                let ctx = zstd::bulk::Compressor::new(level).map_err(failed)?;
+                &mut slot.insert((level, ctx)).1
+            }
+        };
+        ctx.compress_to_buffer(src, body).map_err(failed)
+    }
+
+    /// Decompresses `body` into at most `declared` bytes.
+    pub(super) fn decompress(
+        cx: &mut Contexts,
+        body: &[u8],
+        declared: usize,
+    ) -> Result<Vec<u8>, CompressionError> {
+        let corrupt = |e: std::io::Error| CompressionError::Corrupt {
+            algorithm: ZSTD,
+            reason: e.to_string(),
+        };
+        let ctx = match &mut cx.decompress {
+            Some(ctx) => ctx,
+            slot => slot.insert(zstd::bulk::Decompressor::new().map_err(corrupt)?),
+        };
+        ctx.decompress(body, declared).map_err(corrupt)
+    }
+}
+
+/// Zstd not built in (feature `zstd` off): every use is [`CompressionError::Unsupported`].
+#[cfg(not(feature = "zstd"))]
+mod zstd_codec {
+    use super::{CompressionError, CompressionType};
+
+    const UNSUPPORTED: CompressionError = CompressionError::Unsupported(CompressionType::Zstd);
+
+    /// No contexts.
+    #[derive(Default)]
+    pub(super) struct Contexts;
+
+    /// Unsupported.
+    pub(super) fn compress_bound(_len: usize) -> Result<usize, CompressionError> {
+        Err(UNSUPPORTED)
+    }
+
+    /// Unsupported.
+    pub(super) fn compress(
+        _cx: &mut Contexts,
+        _level: i32,
+        _src: &[u8],
+        _body: &mut [u8],
+    ) -> Result<usize, CompressionError> {
+        Err(UNSUPPORTED)
+    }
+
+    /// Unsupported.
+    pub(super) fn decompress(
+        _cx: &mut Contexts,
+        _body: &[u8],
+        _declared: usize,
+    ) -> Result<Vec<u8>, CompressionError> {
+        Err(UNSUPPORTED)
     }
 }
 
@@ -177,7 +270,7 @@ impl Compressor {
         let bound = match algorithm {
             CompressionType::None => return Ok(None),
             CompressionType::Lz4 => lz4_flex::block::get_maximum_output_size(src.len()),
-            CompressionType::Zstd => zstd::zstd_safe::compress_bound(src.len()),
+            CompressionType::Zstd => zstd_codec::compress_bound(src.len())?,
         };
         if self.scratch.len() < 4 + bound {
             self.scratch.resize(4 + bound, 0);
@@ -191,25 +284,7 @@ impl Compressor {
                     reason: e.to_string(),
                 }
             })?,
-            CompressionType::Zstd => {
-                let ctx = match &mut self.zstd_c {
-                    Some((level, ctx)) if *level == zstd_level => ctx,
-                    slot => {
-                        let ctx = zstd::bulk::Compressor::new(zstd_level).map_err(|e| {
-                            CompressionError::Compress {
-                                algorithm,
-                                reason: e.to_string(),
-                            }
-                        })?;
-                        &mut slot.insert((zstd_level, ctx)).1
-                    }
-                };
-                ctx.compress_to_buffer(src, body)
-                    .map_err(|e| CompressionError::Compress {
-                        algorithm,
-                        reason: e.to_string(),
-                    })?
-            }
+            CompressionType::Zstd => zstd_codec::compress(&mut self.zstd, zstd_level, src, body)?,
         };
         if n + 4 >= src.len() {
             return Ok(None);
@@ -245,16 +320,7 @@ impl Compressor {
                     reason: e.to_string(),
                 }
             })?,
-            CompressionType::Zstd => {
-                let ctx = match &mut self.zstd_d {
-                    Some(ctx) => ctx,
-                    slot => slot.insert(
-                        zstd::bulk::Decompressor::new().map_err(|e| zstd_err(algorithm, e))?,
-                    ),
-                };
-                ctx.decompress(body, declared)
-                    .map_err(|e| zstd_err(algorithm, e))?
-            }
+            CompressionType::Zstd => zstd_codec::decompress(&mut self.zstd, body, declared)?,
         };
         if out.len() != declared {
             return Err(CompressionError::LengthMismatch {
@@ -399,9 +465,29 @@ mod tests {
         roundtrip(CompressionType::Lz4);
     }
 
+    #[cfg(feature = "zstd")]
     #[test]
     fn zstd_roundtrip() {
         roundtrip(CompressionType::Zstd);
+    }
+
+    #[cfg(not(feature = "zstd"))]
+    #[test]
+    fn zstd_without_the_feature_is_unsupported() {
+        let mut c = Compressor::new();
+        let unsupported = Err(CompressionError::Unsupported(CompressionType::Zstd));
+        assert_eq!(
+            c.compress(CompressionType::Zstd, 3, &[0; 4096])
+                .map(|o| o.map(<[u8]>::to_vec)),
+            unsupported
+        );
+        let mut payload = 100u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&[0; 50]);
+        assert_eq!(
+            c.decompress(CompressionType::Zstd, &payload, 1 << 20),
+            Err(CompressionError::Unsupported(CompressionType::Zstd))
+        );
+        assert_eq!(CompressionType::from_id(2), Some(CompressionType::Zstd));
     }
 
     #[test]

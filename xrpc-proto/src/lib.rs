@@ -35,6 +35,7 @@
 //! through `poll_*`. Every protocol decision is made here; the adapter crates own the IO, the
 //! timers and the runtime.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 pub mod admission;

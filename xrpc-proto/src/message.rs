@@ -792,6 +792,7 @@ mod tests {
     fn compressed_roundtrip_and_threshold() {
         for cfg in [
             CompressionConfig::lz4().with_threshold(100),
+            #[cfg(feature = "zstd")]
             CompressionConfig::zstd(3).with_threshold(100),
         ] {
             let mut enc = MessageEncoder::new(DEFAULT_MAX_FRAME_SIZE, cfg);

@@ -2,7 +2,7 @@
 //!
 //! It owns the whole protocol of the connection: framing and message coding, the calls
 //! ([`ServerConnection`]), what each streaming call has received and how it ended (its
-//! [`call`](crate::call) record, until the application releases it), method routing with
+//! [`call`] record, until the application releases it), method routing with
 //! call-kind and codec admission, a handler's outcome checked against its deadline, what
 //! happens to an answer that cannot be sent, when to stop reading (backlog), graceful shutdown
 //! with its drain deadline, and closing with its flush grace. The adapter runs handlers, moves
@@ -21,7 +21,7 @@
 //!
 //! A handler's streams ask the session itself: [`next_item`](ServerSession::next_item),
 //! [`send_item`](ServerSession::send_item) — each answer decided here (see
-//! [`call`](crate::call)), the same for every adapter.
+//! [`call`]), the same for every adapter.
 
 use std::collections::VecDeque;
 use std::task::Poll;
@@ -518,7 +518,7 @@ impl ServerSession {
         self.check_drained(now);
     }
 
-    /// Queues one item of the server stream of call `id` (see [`call`](crate::call)), if the
+    /// Queues one item of the server stream of call `id` (see [`call`]), if the
     /// client granted credit and the output budgets leave room; else `NoCredit` gives the item
     /// back until a [`CallWake::Send`]. A closing connection takes no more items: its client
     /// is gone or going, and only what was queued is written.
@@ -541,7 +541,7 @@ impl ServerSession {
         }
     }
 
-    /// The next item of the client stream of call `id` (see [`call`](crate::call)): an item
+    /// The next item of the client stream of call `id` (see [`call`]): an item
     /// (the client is granted credit as items are taken), `None` at its normal end (or once
     /// the handler completed), `Err` why the call was stopped; `Pending` to wait.
     pub fn next_item(&mut self, id: u64) -> Poll<Option<Result<Payload, CallError>>> {

@@ -44,12 +44,13 @@ use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::{Shutdown, SocketFlags};
 
+use crate::backoff::SpinGauge;
 use crate::config::ShmConfig;
 use crate::error::{Result, ShmError};
 use crate::segment::{RING_TO_CLIENT, RING_TO_SERVER, Segment};
 use crate::sync::Ordering::{Relaxed, SeqCst};
 use crate::sync::{Arc, AtomicBool};
-use crate::wait::{SpinGauge, WaitCfg};
+use crate::wait::WaitCfg;
 use halves::halves;
 use handshake::{connect_socket, recv_fds};
 

@@ -50,36 +50,53 @@
 //! checked with a heap-backed storage (see `tests/loom.rs`). The `test-util`
 //! feature exposes that heap-backed ring in [`testing`] for fuzzing.
 //!
+//! **Features.** `rings` (on by default; Linux): the rings, segments and connections above.
+//! Without it the crate holds only the wait policy ([`Backoff`], [`WaitStep`]), which builds
+//! on any platform: the in-process transports of `xrpc-async` wait by it too, so that a build
+//! without shared memory keeps their waits as they are. `test-util` (implies `rings`): the
+//! [`testing`] helpers.
+//!
 //! This is the only crate of xrpc that contains `unsafe`; every block carries a
 //! `// SAFETY:` comment.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
+#[cfg(feature = "rings")]
 mod error;
+#[cfg(feature = "rings")]
 mod layout;
+#[cfg(feature = "rings")]
 mod ring;
+#[cfg(feature = "rings")]
 mod storage;
+#[cfg(feature = "rings")]
 mod sync;
+#[cfg(feature = "rings")]
 mod wait;
 
-#[cfg(not(loom))]
+#[cfg(all(feature = "rings", not(loom)))]
 mod config;
-#[cfg(not(loom))]
+#[cfg(all(feature = "rings", not(loom)))]
 mod conn;
-#[cfg(not(loom))]
+#[cfg(all(feature = "rings", not(loom)))]
 mod futex;
-#[cfg(not(loom))]
+#[cfg(all(feature = "rings", not(loom)))]
 mod segment;
 
-#[cfg(any(test, loom, feature = "test-util"))]
+#[cfg(all(feature = "rings", any(test, loom, feature = "test-util")))]
 pub mod testing;
 
+pub use backoff::{Backoff, WaitStep};
+#[cfg(feature = "rings")]
 pub use error::{Result, ShmError};
-pub use wait::{Backoff, SleepGuard, Sleeper, WaitStep};
+#[cfg(feature = "rings")]
+pub use wait::{SleepGuard, Sleeper};
 
-#[cfg(not(loom))]
+#[cfg(all(feature = "rings", not(loom)))]
 pub use config::{SharedMemoryConfig, ShmConfig};
-#[cfg(not(loom))]
+#[cfg(all(feature = "rings", not(loom)))]
 pub use conn::{
     Doorbell, FrameRef, PeerFd, RecvWaiter, SendSlot, SendWaiter, ShmConnection, ShmConnector,
     ShmListener, ShmReceiver, ShmSender,

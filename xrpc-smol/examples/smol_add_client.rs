@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             client.call("add", &request).await?
         } else {
             let addr = std::env::var("XRPC_ADDR").unwrap_or_else(|_| "127.0.0.1:47810".into());
-            let transport = TcpFrameTransport::connect(addr.parse()?, TcpConfig::default()).await?;
+            let transport = TcpFrameTransport::connect(&addr, TcpConfig::default()).await?;
             let client = RpcClient::new(MessageChannelAdapter::new(transport));
             let _driver = client.start();
             client.call("add", &request).await?

@@ -10,7 +10,7 @@
 //! ```no_run
 //! use xrpc_smol::{MessageChannelAdapter, RpcClient, TcpConfig, TcpFrameTransport};
 //! smol::block_on(async {
-//!     let transport = TcpFrameTransport::connect("127.0.0.1:8080".parse()?, TcpConfig::default()).await?;
+//!     let transport = TcpFrameTransport::connect("127.0.0.1:8080", TcpConfig::default()).await?;
 //!     let client = RpcClient::new(MessageChannelAdapter::new(transport));
 //!     let _driver = client.start();
 //!     let sum: i32 = client.call("add", &(1, 2)).await?;
@@ -25,6 +25,7 @@
 //! | [`socket`] | async-io's sockets as the sockets of those transports |
 //! | [`runtime`] | [`Smol`]: spawning, timers and descriptor readiness for the async layer |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 pub mod runtime;
@@ -34,9 +35,12 @@ pub mod transport;
 pub use runtime::Smol;
 pub use transport::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
-    TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
-    UnixFrameTransport, UnixFrameTransportListener,
+    TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
+    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+};
+#[cfg(feature = "shm")]
+pub use transport::{
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
 pub use xrpc_async::{
     CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,

@@ -13,8 +13,10 @@ use std::os::unix::net::UnixStream;
 
 use async_io::Async;
 pub use xrpc_async::memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
+#[cfg(feature = "shm")]
+pub use xrpc_async::transport::SharedMemoryConfig;
 pub use xrpc_async::transport::{
-    FrameTransport, SharedMemoryConfig, TcpConfig, TransportError, TransportStats, UnixConfig,
+    FrameTransport, TcpConfig, TransportError, TransportStats, UnixConfig,
 };
 pub use xrpc_proto::RetryPolicy;
 
@@ -31,6 +33,8 @@ pub type UnixFrameTransport = neutral::UnixFrameTransport<Async<UnixStream>, Smo
 pub type UnixFrameTransportListener = neutral::UnixFrameTransportListener<Async<UnixStream>, Smol>;
 /// Frames over shared memory, sleeping in async-io's reactor
 /// ([`neutral::SharedMemoryFrameTransport`]).
+#[cfg(feature = "shm")]
 pub type SharedMemoryFrameTransport = neutral::SharedMemoryFrameTransport<Smol>;
 /// Accepts [`SharedMemoryFrameTransport`]s ([`neutral::SharedMemoryFrameTransportListener`]).
+#[cfg(feature = "shm")]
 pub type SharedMemoryFrameTransportListener = neutral::SharedMemoryFrameTransportListener<Smol>;

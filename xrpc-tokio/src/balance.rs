@@ -7,10 +7,9 @@ use xrpc_async::{MessageChannelAdapter, RpcError, TransportError};
 use xrpc_proto::{BincodeCodec, Codec};
 
 use crate::runtime::Tokio;
-use crate::transport::{
-    SharedMemoryConfig, SharedMemoryFrameTransport, TcpConfig, TcpFrameTransport, UnixConfig,
-    UnixFrameTransport,
-};
+#[cfg(feature = "shm")]
+use crate::transport::{SharedMemoryConfig, SharedMemoryFrameTransport};
+use crate::transport::{TcpConfig, TcpFrameTransport, UnixConfig, UnixFrameTransport};
 
 xrpc_async::client_factory!(Tokio);
 
@@ -66,6 +65,7 @@ connector!(
     UnixConnector, UnixConfig, UnixFrameTransport, "unix",
     Endpoint::Unix(path) => |c| UnixFrameTransport::connect(path, c)
 );
+#[cfg(feature = "shm")]
 connector!(
     /// Connects to `shm://` endpoints.
     SharedMemoryConnector, SharedMemoryConfig, SharedMemoryFrameTransport, "shm",

@@ -11,23 +11,26 @@
 //! | [`runtime`] | [`Tokio`]: spawning, timers and descriptor readiness for the async layer |
 //! | `balance` | layer 4: [`ClientFactory`], [`LoadBalancedClient`], endpoint connectors |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod balance;
 pub mod runtime;
 pub mod transport;
 
-pub use balance::{
-    ClientFactory, ConnectionPool, LoadBalancedClient, SharedMemoryConnector, TcpConnector,
-    UnixConnector,
-};
+#[cfg(feature = "shm")]
+pub use balance::SharedMemoryConnector;
+pub use balance::{ClientFactory, ConnectionPool, LoadBalancedClient, TcpConnector, UnixConnector};
 pub use runtime::Tokio;
 pub use transport::ZeroCopyTransport;
 pub use transport::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
-    TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats, UnixConfig,
-    UnixFrameTransport, UnixFrameTransportListener,
+    TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
+    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+};
+#[cfg(feature = "shm")]
+pub use transport::{
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
 pub use xrpc_async::balance::{
     BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,

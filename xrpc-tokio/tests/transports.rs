@@ -589,6 +589,48 @@ async fn tcp_connect_retries_until_listener_starts() {
 }
 
 #[tokio::test]
+async fn tcp_connect_takes_what_bind_takes() {
+    let l = TcpFrameTransportListener::bind("127.0.0.1:0", TcpConfig::default())
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    let port = addr.port();
+    let text = addr.to_string();
+    let accept = tokio::spawn(async move {
+        for _ in 0..5 {
+            let (t, _) = l.accept().await.unwrap();
+            t.send_frame(b"hi").await.unwrap();
+        }
+    });
+    let c = TcpConfig::default();
+    let transports = [
+        TcpFrameTransport::connect(addr, c).await,
+        TcpFrameTransport::connect(text.as_str(), c).await,
+        TcpFrameTransport::connect(&text, c).await,
+        TcpFrameTransport::connect(("127.0.0.1", port), c).await,
+        // A host name, looked up on the blocking pool; each of its addresses tried in turn
+        // (`localhost` may be ::1 first, where nothing listens).
+        TcpFrameTransport::connect(("localhost", port), c).await,
+    ];
+    for t in transports {
+        let t = t.unwrap();
+        assert_eq!(t.peer_addr(), addr);
+        assert_eq!(t.recv_frame().await.unwrap(), &b"hi"[..]);
+    }
+    accept.await.unwrap();
+
+    let Err(TransportError::ConnectionFailed(e)) =
+        TcpFrameTransport::connect("no-such-host.invalid:1", c).await
+    else {
+        panic!("a name that does not resolve connected");
+    };
+    assert!(
+        e.starts_with("resolve no-such-host.invalid:1 failed"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn unix_connect_retries_until_listener_starts() {
     let path = unix_path("late");
     let no_retry = UnixFrameTransport::connect(&path, UnixConfig::default()).await;

@@ -6,7 +6,7 @@
 //! A stream stays on the endpoint that opened it.
 //!
 //! Every call kind — unary, notification, stream — goes through one loop
-//! ([`run`](LoadBalancedClient::run)): the core's [`Attempts`] picks the endpoint, the pool
+//! (`run`): the core's [`Attempts`] picks the endpoint, the pool
 //! gives a connection, the call is made, and what happened goes back to [`Attempts`], which
 //! says where to try next or what error the call ends with. The clock is the client's runtime's.
 

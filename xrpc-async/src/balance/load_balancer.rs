@@ -128,8 +128,7 @@ async fn refresh<R: Runtime>(shared: Weak<BalancerCore>, rt: R) {
                 continue;
             }
         };
-        let answer = rt
-            .unblock(move || discovery.discover())
+        let answer = crate::runtime::unblock_boxed(&rt, move || discovery.discover())
             .await
             .unwrap_or_else(|| {
                 Err(DiscoveryError {

@@ -26,7 +26,7 @@ pub struct ChannelConfig {
     pub max_frame_size: usize,
     /// How long a receive that finds nothing (or a send that finds no room) lets the executor
     /// run its other tasks and looks again before it sleeps — the wait policy of shared memory
-    /// (default 50 µs, as [`SharedMemoryConfig::spin_budget`](crate::transport::SharedMemoryConfig);
+    /// (default 50 µs, as `SharedMemoryConfig::spin_budget`;
     /// zero: sleep at once). A wait whose peer end was last used on the same thread sleeps at
     /// once.
     pub spin_budget: Duration,

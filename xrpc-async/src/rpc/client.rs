@@ -186,7 +186,7 @@ impl<T: MessageChannel, R: Runtime> Drop for Lifetime<T, R> {
 /// # #[derive(Serialize, Deserialize)] struct AddRequest { a: i32, b: i32 }
 /// # #[derive(Serialize, Deserialize)] struct AddResponse { result: i32 }
 /// # async fn demo() -> Result<(), RpcError> {
-/// let transport = TcpFrameTransport::connect("127.0.0.1:9000".parse().unwrap(), TcpConfig::default()).await?;
+/// let transport = TcpFrameTransport::connect("127.0.0.1:9000", TcpConfig::default()).await?;
 /// let client = RpcClient::new(MessageChannelAdapter::new(transport));
 /// let _handle = client.start();
 /// let resp: AddResponse = client.call("add", &AddRequest { a: 1, b: 2 }).await?;

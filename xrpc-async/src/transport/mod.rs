@@ -23,16 +23,20 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use xrpc_proto::{FRAME_PREFIX_LEN, PeerKey, ReadBudget};
 
+mod addr;
 mod checks;
+#[cfg(feature = "shm")]
 mod shm;
 mod socket;
 mod stats;
 mod tcp;
 mod unix;
 
+pub use addr::ToSocketAddrs;
 pub(crate) use checks::{CheckEncoded, check_one_prefixed};
 pub use checks::{batch_frames, check_len, check_prefixed, check_prefixed_batch};
 
+#[cfg(feature = "shm")]
 pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
 pub use stats::{StatsCounters, TransportStats};
 pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
@@ -41,9 +45,16 @@ pub use xrpc_proto::TransportError;
 
 /// The user id of the process at the other end of a local socket (`SO_PEERCRED`), as a peer
 /// key; `Unknown` if the kernel does not tell.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn peer_uid(socket: &impl std::os::fd::AsFd) -> PeerKey {
     rustix::net::sockopt::socket_peercred(socket)
         .map_or(PeerKey::Unknown, |cred| PeerKey::Uid(cred.uid.as_raw()))
+}
+
+/// `Unknown`: this system has no `SO_PEERCRED`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn peer_uid(_socket: &impl std::os::fd::AsFd) -> PeerKey {
+    PeerKey::Unknown
 }
 
 /// A bidirectional transport of whole frames.

@@ -1,12 +1,13 @@
 //! Frames over TCP, on any reactor's [`TcpSocket`].
 
 use std::marker::PhantomData;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use xrpc_proto::{DEFAULT_MAX_FRAME_SIZE, PeerKey, RetryPolicy};
 
 use super::TransportError;
+use super::addr::{ToSocketAddrs, resolve};
 use super::socket::{SocketSettings, SocketTransport, connect_with_retry};
 use crate::reactor::{SocketListener, TcpSocket};
 use crate::rpc::FrameListener;
@@ -55,7 +56,7 @@ super::socket_config!(TcpConfig);
 /// ```no_run
 /// # async fn demo() -> Result<(), xrpc_tokio::TransportError> {
 /// use xrpc_tokio::{FrameTransport, TcpConfig, TcpFrameTransport};
-/// let t = TcpFrameTransport::connect("127.0.0.1:4000".parse().unwrap(), TcpConfig::default()).await?;
+/// let t = TcpFrameTransport::connect("127.0.0.1:4000", TcpConfig::default()).await?;
 /// t.send_frame(b"hello").await?;
 /// let reply = t.recv_frame().await?;
 /// # Ok(()) }
@@ -81,19 +82,39 @@ impl<S, R: Runtime> std::fmt::Debug for TcpFrameTransport<S, R> {
 super::forward_frame_transport!(TcpFrameTransport, TcpSocket);
 
 impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
-    /// Connects to `addr`, making up to `config.max_attempts` attempts of at most
-    /// `config.connect_timeout` each, `config.retry_policy` apart.
-    pub async fn connect(addr: SocketAddr, config: TcpConfig) -> Result<Self, TransportError> {
-        let stream = connect_with_retry(
-            &R::default(),
-            &addr,
-            config.connect_timeout,
-            config.max_attempts,
-            config.retry_policy,
-            || S::connect(addr),
-        )
-        .await?;
-        Self::from_stream(stream, config)
+    /// Connects to `addr` — what [`TcpFrameTransportListener::bind`] takes: a [`SocketAddr`],
+    /// a string such as `"127.0.0.1:9000"` or `"localhost:9000"`, a host and a port (see
+    /// [`ToSocketAddrs`]) — making up to `config.max_attempts` attempts of at most
+    /// `config.connect_timeout` each, `config.retry_policy` apart. A host name is looked up on
+    /// the runtime's pool for blocking work; its addresses are tried in turn, and the last
+    /// one's error is returned if none answers.
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        config: TcpConfig,
+    ) -> Result<Self, TransportError> {
+        let rt = R::default();
+        let addrs = resolve(&rt, &addr).await.map_err(|(name, e)| {
+            TransportError::ConnectionFailed(format!("resolve {name} failed: {e}"))
+        })?;
+        let mut last = None;
+        for a in addrs {
+            match connect_with_retry(
+                &rt,
+                &a,
+                config.connect_timeout,
+                config.max_attempts,
+                config.retry_policy,
+                || S::connect(a),
+            )
+            .await
+            {
+                Ok(stream) => return Self::from_stream(stream, config),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            TransportError::ConnectionFailed("the address resolved to nothing".into())
+        }))
     }
 
     /// Wraps a connected stream (applies `config.nodelay`).
@@ -138,14 +159,15 @@ impl<S: TcpSocket<R>, R: Runtime> std::fmt::Debug for TcpFrameTransportListener<
 }
 
 impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransportListener<S, R> {
-    /// Binds to `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
-    /// Host names are resolved with the system resolver. The error names the address:
+    /// Binds to `addr` (port 0 picks a free port; see [`local_addr`](Self::local_addr)): a
+    /// [`SocketAddr`], a string such as `"127.0.0.1:9000"`, a host and a port (see
+    /// [`ToSocketAddrs`]; a host name is looked up on the runtime's pool for blocking work).
+    /// The error names the address:
     /// `bind 127.0.0.1:47800 failed: Address already in use (os error 98)`.
     pub async fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
-        let addrs: Vec<SocketAddr> = addr
-            .to_socket_addrs()
-            .map_err(|e| TransportError::ConnectionFailed(format!("bind failed: {e}")))?
-            .collect();
+        let addrs = resolve(&R::default(), &addr).await.map_err(|(name, e)| {
+            TransportError::ConnectionFailed(format!("bind {name} failed: {e}"))
+        })?;
         let listener = S::bind(&addrs).await.map_err(|e| {
             let tried: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
             TransportError::ConnectionFailed(format!("bind {} failed: {e}", tried.join(", ")))

@@ -18,9 +18,9 @@
 //!   ([`Delivery::of`]), so it is retried only if idempotent (or refused by the server);
 //! - only the endpoint's failures are retried ([`Outcome::is_endpoint_failure`]), each on an
 //!   endpoint this call has not tried;
-//! - retries are bounded by [`FailoverConfig::max_attempts`] and the
+//! - retries are bounded by [`FailoverConfig::max_attempts`](super::FailoverConfig::max_attempts) and the
 //!   [`RetryBudget`](super::RetryBudget), except the first
-//!   [`FailoverConfig::max_connect_retries`] after connections refused or unreachable, which
+//!   [`FailoverConfig::max_connect_retries`](super::FailoverConfig::max_connect_retries) after connections refused or unreachable, which
 //!   cost no server anything;
 //! - a call explores with its first attempt only: that one may probe an ejected endpoint or
 //!   try one never measured; its retries go to admitted endpoints that have answered before,

@@ -10,13 +10,14 @@ use bytes::{Bytes, BytesMut};
 use rustix::fd::OwnedFd;
 
 use super::{Bell, ConnectionState, Doorbell, RecvWaiter, SendWaiter, ShmConnection, deadline_of};
+use crate::backoff::SpinGauge;
 use crate::config::ShmConfig;
 use crate::error::{Result, ShmError};
 use crate::ring::{Consumer, Found, Frame, Producer, RingWaiter, Slot};
 use crate::segment::{Geometry, MappedRing, PeerBell, Segment};
 use crate::sync::Ordering::Relaxed;
 use crate::sync::{Arc, AtomicBool};
-use crate::wait::{Sleeper, SpinGauge};
+use crate::wait::Sleeper;
 
 /// Builds both halves over a mapped segment and its two sockets.
 pub(super) fn halves(

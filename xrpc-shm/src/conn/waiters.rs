@@ -9,12 +9,13 @@ use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
 use super::{Bell, ConnectionState, deadline_of};
+use crate::backoff::Backoff;
 use crate::error::{Result, ShmError};
 use crate::ring::RingWaiter;
 use crate::segment::MappedRing;
 use crate::sync::Arc;
 use crate::sync::Ordering::Relaxed;
-use crate::wait::{Backoff, SleepGuard};
+use crate::wait::SleepGuard;
 
 /// Bytes a [`Doorbell::drain`] reads at most: more than an honest peer ever leaves (it
 /// rings only while we announced a sleep); a peer that sends more only wakes its own

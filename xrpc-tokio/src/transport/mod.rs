@@ -12,9 +12,11 @@
 //! and reactor ([`socket`] makes tokio's streams their sockets).
 
 pub use xrpc_async::memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
+#[cfg(feature = "shm")]
+pub use xrpc_async::transport::SharedMemoryConfig;
 pub use xrpc_async::transport::{
-    FrameTransport, SharedMemoryConfig, StatsCounters, TcpConfig, TransportError, TransportStats,
-    UnixConfig, batch_frames, check_len, check_prefixed, check_prefixed_batch,
+    FrameTransport, StatsCounters, TcpConfig, TransportError, TransportStats, UnixConfig,
+    batch_frames, check_len, check_prefixed, check_prefixed_batch,
 };
 pub use xrpc_proto::RetryPolicy;
 
@@ -42,8 +44,10 @@ pub type UnixFrameTransportListener =
 
 /// Frames over shared memory, sleeping in tokio's reactor
 /// ([`xrpc_async::transport::SharedMemoryFrameTransport`]).
+#[cfg(feature = "shm")]
 pub type SharedMemoryFrameTransport = xrpc_async::transport::SharedMemoryFrameTransport<Tokio>;
 
 /// Accepts shared-memory clients as [`SharedMemoryFrameTransport`]s.
+#[cfg(feature = "shm")]
 pub type SharedMemoryFrameTransportListener =
     xrpc_async::transport::SharedMemoryFrameTransportListener<Tokio>;

@@ -1,0 +1,235 @@
+//! The wait policy, shared by both ends of a ring, by every adapter and by the in-process
+//! transports of `xrpc-async` (portable: built without the feature `rings` too).
+//!
+//! **Policy.** A side with nothing to do follows one policy, [`Backoff`]:
+//! spin (check again at once), then yield the CPU between checks, then
+//! sleep. The blocking API runs it with `spin_loop` / `sched_yield` / a futex;
+//! an async adapter runs the very same steps with a busy check / a yield to
+//! its runtime / a sleep in its reactor on a doorbell. Adapters configure the
+//! policy (`ShmConfig::spin_budget`), never re-implement it.
+
+use std::time::{Duration, Instant};
+
+/// Busy checks per spin round; the clock is read once per round.
+const CHECKS_PER_ROUND: u32 = 64;
+
+/// Rounds of busy checks (a few microseconds) before the spin phase starts
+/// yielding the CPU.
+const SPIN_ROUNDS_BEFORE_YIELD: u32 = 16;
+
+/// A yield that took longer than this ran another thread (or task) on our
+/// CPU.
+const YIELD_CONTENDED: Duration = Duration::from_micros(5);
+
+/// Floor of the adaptive spin limit.
+const MIN_SPIN: Duration = Duration::from_micros(1);
+
+/// Every this many waits, spin the whole budget once (see [`SpinGauge`]).
+const PROBE_EVERY: u32 = 32;
+
+/// Adaptive spin limit of one waiting side (process-private; a heuristic,
+/// not synchronization, hence plain std atomics that loom need not model).
+///
+/// When spinning finds the condition, the limit doubles (up to the budget);
+/// when the wait has to sleep, it halves (down to 1 µs). With more runnable
+/// threads than cores, the peer often shares our CPU and `sched_yield` does
+/// not reliably hand it over: spinning then only delays the peer, and the
+/// limit shrinks so that the futex hand-off (as fast as a socket) takes over.
+/// Every `PROBE_EVERY` waits one full-budget spin checks whether spinning
+/// pays again.
+#[derive(Debug)]
+pub(crate) struct SpinGauge {
+    limit_ns: std::sync::atomic::AtomicU32,
+    waits: std::sync::atomic::AtomicU32,
+}
+
+impl SpinGauge {
+    /// A gauge starting at the full budget.
+    #[cfg_attr(any(loom, not(feature = "rings")), allow(dead_code))]
+    pub(crate) fn new(budget: Duration) -> Self {
+        SpinGauge {
+            limit_ns: std::sync::atomic::AtomicU32::new(
+                u32::try_from(budget.as_nanos()).unwrap_or(u32::MAX),
+            ),
+            waits: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+}
+
+/// What a waiting side does before it checks its condition again, as the
+/// wait policy ([`Backoff`]) decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStep {
+    /// Check again at once (after a `spin_loop` hint): the peer is likely
+    /// in the middle of a write.
+    Spin,
+    /// Give the CPU away once — `sched_yield` in a thread, a yield to the
+    /// runtime in a task — then check again.
+    Yield,
+    /// Spinning does not pay now: announce the sleep and sleep (futex, or
+    /// the doorbell in a reactor). Once returned, every later step is
+    /// `Sleep`.
+    Sleep,
+}
+
+/// The wait policy of one wait: spin, then yield, then sleep — the only
+/// implementation of it, used by the blocking API and by async adapters.
+///
+/// Obtain one from [`crate::RecvWaiter::backoff`] or
+/// [`crate::SendWaiter::backoff`] after a `try_*` call found nothing to do,
+/// call [`Backoff::step`] after each failed check and do what it says, and
+/// call [`Backoff::ready`] when the check succeeds (this tunes the spin
+/// limit of later waits).
+///
+/// ```
+/// use xrpc_shm::{Backoff, WaitStep};
+/// fn wait(mut backoff: Backoff<'_>, mut ready: impl FnMut() -> bool) -> bool {
+///     loop {
+///         match backoff.step() {
+///             WaitStep::Spin => std::hint::spin_loop(),
+///             WaitStep::Yield => std::thread::yield_now(),
+///             WaitStep::Sleep => return false, // sleep on the futex or doorbell
+///         }
+///         if ready() {
+///             backoff.ready();
+///             return true;
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Backoff<'a> {
+    gauge: Option<&'a SpinGauge>,
+    /// The configured spin budget.
+    budget: Duration,
+    /// This wait's spin limit (adapted, at most `budget`).
+    limit: Duration,
+    start: Option<Instant>,
+    checks: u32,
+    /// When the last `Yield` step was handed out (not yet judged).
+    yielded: Option<Instant>,
+    /// Whether a long yield means a contended CPU (see [`Backoff::in_runtime`]).
+    judge_yields: bool,
+    asleep: bool,
+}
+
+impl<'a> Backoff<'a> {
+    /// The policy for one wait with spin budget `budget`, adapted by `gauge`.
+    pub(crate) fn new(budget: Duration, gauge: Option<&'a SpinGauge>) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let limit = match gauge {
+            Some(g) if g.waits.fetch_add(1, Relaxed) % PROBE_EVERY != 0 => budget
+                .min(Duration::from_nanos(g.limit_ns.load(Relaxed).into()))
+                .max(MIN_SPIN.min(budget)),
+            _ => budget,
+        };
+        Backoff {
+            gauge,
+            budget,
+            limit,
+            start: None,
+            checks: 0,
+            yielded: None,
+            judge_yields: true,
+            asleep: false,
+        }
+    }
+
+    /// The policy for one wait on something other than a ring (the in-process transports of
+    /// `xrpc-async`), with spin budget `budget` and no adaptation across waits.
+    pub fn with_budget(budget: Duration) -> Backoff<'static> {
+        Backoff::new(budget, None)
+    }
+
+    /// The waits run on an async runtime, whose yield lets the runtime's other tasks and its
+    /// reactor run: a long yield is then no sign of a CPU shared with the peer, and does not
+    /// end the spin (on a blocking thread, `sched_yield` taking long means exactly that). The
+    /// spin is not adapted either: a connection's waits for a peer that is sometimes idle for
+    /// long would shrink it to nothing. Every retry yields (no busy spin holding the thread)
+    /// until the whole budget is spent, then the wait sleeps in the reactor.
+    #[must_use]
+    pub fn in_runtime(mut self) -> Self {
+        self.judge_yields = false;
+        self.gauge = None;
+        self.limit = self.budget;
+        self
+    }
+
+    /// The condition was found false: what to do before checking again.
+    #[inline]
+    pub fn step(&mut self) -> WaitStep {
+        if self.asleep {
+            return WaitStep::Sleep;
+        }
+        if self.limit.is_zero() {
+            self.asleep = true;
+            return WaitStep::Sleep;
+        }
+        if let Some(at) = self.yielded.take() {
+            // A long yield ran another thread on this CPU (often the very
+            // peer we wait for): spinning costs the peer its CPU, so we
+            // sleep instead of going on.
+            if at.elapsed() > YIELD_CONTENDED {
+                return self.give_up();
+            }
+        }
+        let start = *self.start.get_or_insert_with(Instant::now);
+        if !self.judge_yields {
+            // On a runtime: every retry yields (a busy spin would hold the thread that the
+            // runtime's other tasks, the peer's among them, may need), until the budget is spent.
+            return if start.elapsed() >= self.limit {
+                self.give_up()
+            } else {
+                WaitStep::Yield
+            };
+        }
+        self.checks += 1;
+        if !self.checks.is_multiple_of(CHECKS_PER_ROUND) {
+            return WaitStep::Spin;
+        }
+        if start.elapsed() >= self.limit {
+            return self.give_up();
+        }
+        if self.checks / CHECKS_PER_ROUND > SPIN_ROUNDS_BEFORE_YIELD {
+            if self.judge_yields {
+                self.yielded = Some(Instant::now());
+            }
+            return WaitStep::Yield;
+        }
+        WaitStep::Spin
+    }
+
+    /// The condition was found true: tunes the spin limit of later waits
+    /// (spinning paid, unless it only did so after a contended yield).
+    #[inline]
+    pub fn ready(&mut self) {
+        if self.asleep {
+            return;
+        }
+        let contended = self
+            .yielded
+            .take()
+            .is_some_and(|at| at.elapsed() > YIELD_CONTENDED);
+        self.adapt(!contended);
+    }
+
+    #[cold]
+    fn give_up(&mut self) -> WaitStep {
+        self.adapt(false);
+        self.asleep = true;
+        WaitStep::Sleep
+    }
+
+    fn adapt(&self, found: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(g) = self.gauge {
+            let next = if found {
+                (self.limit * 2).min(self.budget)
+            } else {
+                (self.limit / 2).max(MIN_SPIN)
+            };
+            g.limit_ns
+                .store(u32::try_from(next.as_nanos()).unwrap_or(u32::MAX), Relaxed);
+        }
+    }
+}
