@@ -16,7 +16,7 @@
 //! so), a shutdown is given 25 s at most.
 //!
 //! ```text
-//! cargo run --release -p xrpc-bench --bin attack                      # tokio and smol servers
+//! cargo run --release -p xrpc-bench --bin attack                      # tokio, smol, blocking servers
 //! cargo run --release -p xrpc-bench --bin attack -- --adapter smol --only bombs
 //! ```
 
@@ -61,7 +61,7 @@ type Client = RpcClient<MessageChannelAdapter<UnixFrameTransport>>;
 type TcpClient = RpcClient<MessageChannelAdapter<TcpFrameTransport>>;
 
 /// The server adapters measured.
-const ADAPTERS: [&str; 2] = ["tokio", "smol"];
+const ADAPTERS: [&str; 3] = ["tokio", "smol", "blocking"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -271,8 +271,59 @@ fn serve(adapter: &str, path: &Path) {
             let addr = tcp.local_addr().expect("tcp address");
             serve_on::<xrpc_smol::Smol, _, _>(unix, tcp, addr).await;
         }),
+        "blocking" => serve_blocking(path),
         other => panic!("unknown adapter {other}"),
     }
+}
+
+/// The methods of [`methods`] on the blocking adapter's server, served on `path` and a TCP
+/// port of loopback until shutdown.
+fn serve_blocking(path: &Path) {
+    use xrpc_blocking as b;
+    let server = b::RpcServer::new();
+    server.register("echo", Ok);
+    server.register("keep", |b: Bytes| {
+        std::thread::sleep(Duration::from_secs(10));
+        Ok(Bytes::from(b.len().to_le_bytes().to_vec()))
+    });
+    server.register("slow", |_b: Bytes| {
+        std::thread::sleep(Duration::from_secs(10));
+        Ok(Bytes::new())
+    });
+    server.register_typed("point", |p: Point| Ok(p.x + p.y));
+    server.register_typed("bytes", |n: usize| Ok(vec![7u8; n]));
+    server.register_stream(
+        "flood",
+        |_: (), tx: b::ServerStreamSender<Vec<u8>, BincodeCodec>| {
+            let item = vec![7u8; 64 * 1024];
+            loop {
+                tx.send(&item)?;
+            }
+        },
+    );
+    server.register_stream(
+        "idle",
+        |_: (), _tx: b::ServerStreamSender<u64, BincodeCodec>| loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+    );
+    let s = server.clone();
+    server.register_typed("shutdown", move |_: ()| {
+        s.shutdown();
+        Ok(())
+    });
+    let unix =
+        b::UnixFrameTransportListener::bind(path, b::UnixConfig::default()).expect("bind unix");
+    let tcp = b::TcpFrameTransportListener::bind("127.0.0.1:0", b::TcpConfig::default())
+        .expect("bind tcp");
+    println!("ready {}", tcp.local_addr().expect("tcp address"));
+    let on_tcp = server.clone();
+    let tcp_thread = std::thread::spawn(move || on_tcp.serve_listener(tcp));
+    server.serve_listener(unix).expect("serve unix");
+    tcp_thread
+        .join()
+        .expect("the tcp listener's thread")
+        .expect("serve tcp");
 }
 
 /// The server in a child process, and what it holds.
