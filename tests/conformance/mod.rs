@@ -610,7 +610,10 @@ pub async fn metadata_reaches_every_handler_kind<P: Pair, R: Runtime>() {
         .unwrap();
     let t0 = now::<R>();
     while notes.lock().unwrap().is_empty() {
-        assert!(now::<R>() - t0 < Duration::from_secs(5), "the notification never ran");
+        assert!(
+            now::<R>() - t0 < Duration::from_secs(5),
+            "the notification never ran"
+        );
         sleep::<R>(Duration::from_millis(2)).await;
     }
     assert_eq!(
@@ -625,19 +628,22 @@ pub async fn a_stream_handler_ends_at_shutdown<P: Pair, R: Runtime>() {
     let server = server::<R>();
     let started = Arc::new(AtomicBool::new(false));
     let s2 = started.clone();
-    server.register_stream_with_context("ticks", move |ctx: CallContext, _: (), tx: ServerStreamSender<u64>| {
-        let started = s2.clone();
-        async move {
-            started.store(true, Ordering::SeqCst);
-            let mut i = 0;
-            while !ctx.is_shutting_down() {
-                tx.send(&i).await?;
-                i += 1;
-                sleep::<R>(Duration::from_millis(1)).await;
+    server.register_stream_with_context(
+        "ticks",
+        move |ctx: CallContext, _: (), tx: ServerStreamSender<u64>| {
+            let started = s2.clone();
+            async move {
+                started.store(true, Ordering::SeqCst);
+                let mut i = 0;
+                while !ctx.is_shutting_down() {
+                    tx.send(&i).await?;
+                    i += 1;
+                    sleep::<R>(Duration::from_millis(1)).await;
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    });
+        },
+    );
     let (client, srv) = connect::<P, R>(&server).await;
     let mut rx = client
         .call_server_stream::<_, u64>("ticks", &())
@@ -653,7 +659,10 @@ pub async fn a_stream_handler_ends_at_shutdown<P: Pair, R: Runtime>() {
     });
     let t0 = now::<R>();
     while !started.load(Ordering::SeqCst) {
-        assert!(now::<R>() - t0 < Duration::from_secs(5), "the handler never ran");
+        assert!(
+            now::<R>() - t0 < Duration::from_secs(5),
+            "the handler never ran"
+        );
         sleep::<R>(Duration::from_millis(1)).await;
     }
     let t0 = now::<R>();

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use xrpc_blocking::{
     CallContext, CallOptions, FrameListener, Metadata, RequestStream, RpcClient, RpcError,
-    RpcServer, ServerStreamSender,
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
-    TcpFrameTransport, TcpFrameTransportListener, UnixConfig, UnixFrameTransport,
-    UnixFrameTransportListener,
+    RpcServer, ServerStreamSender, SharedMemoryConfig, SharedMemoryFrameTransport,
+    SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, TcpFrameTransportListener,
+    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
 use xrpc_shm::testing::{Peer, peer_role, unique_name};
 
@@ -423,7 +422,10 @@ fn metadata_everywhere(kind: Kind) {
     };
     let expect = |method: &str| format!("{method} tenant=acme addr={addr} path={path}");
 
-    let unary: String = p.client.call_with_options("ctx.unary", &(), opts()).unwrap();
+    let unary: String = p
+        .client
+        .call_with_options("ctx.unary", &(), opts())
+        .unwrap();
     assert_eq!(unary, expect("ctx.unary"));
     let items: Vec<String> = p
         .client
@@ -449,10 +451,15 @@ fn metadata_everywhere(kind: Kind) {
         rx.collect::<Result<Vec<_>, _>>().unwrap(),
         vec![expect("ctx.bidi")]
     );
-    p.client.notify_with_options("ctx.note", &(), opts()).unwrap();
+    p.client
+        .notify_with_options("ctx.note", &(), opts())
+        .unwrap();
     let t0 = Instant::now();
     while !NOTE_SEEN.lock().unwrap().contains(&expect("ctx.note")) {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the notification never ran");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the notification never ran"
+        );
         thread::sleep(Duration::from_millis(1));
     }
 }
@@ -479,11 +486,19 @@ fn undelivered_notifications(kind: Kind) {
     p.client.notify("add", &"not a pair").unwrap(); // cannot be decoded
     let t0 = Instant::now();
     while p.server.stats().notifications.total() < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", p.server.stats());
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            p.server.stats()
+        );
         thread::sleep(Duration::from_millis(1));
     }
     let n = p.server.stats().notifications;
-    assert_eq!((n.unknown_method, n.wrong_kind, n.undecodable), (1, 1, 1), "{n:?}");
+    assert_eq!(
+        (n.unknown_method, n.wrong_kind, n.undecodable),
+        (1, 1, 1),
+        "{n:?}"
+    );
 }
 
 macro_rules! suite {

@@ -40,8 +40,16 @@ fn notify_with(p: &mut Pair, method: &str, opts: CallOptions) {
 fn metadata_reaches_calls_and_notifications() {
     let mut p = Pair::default();
     let md = metadata(&[("tenant", "acme"), ("traceparent", "00-abc-01")]);
-    let id = p.call_with("add", b"x", CallOptions::unary(CODEC).with_metadata(md.clone()));
-    notify_with(&mut p, "log", CallOptions::unary(CODEC).with_metadata(md.clone()));
+    let id = p.call_with(
+        "add",
+        b"x",
+        CallOptions::unary(CODEC).with_metadata(md.clone()),
+    );
+    notify_with(
+        &mut p,
+        "log",
+        CallOptions::unary(CODEC).with_metadata(md.clone()),
+    );
     let plain = p.call("add", b"y");
     let mut seen = Vec::new();
     for ev in &p.server_events {
@@ -51,7 +59,10 @@ fn metadata_reaches_calls_and_notifications() {
             _ => {}
         }
     }
-    assert_eq!(seen, vec![(id, md.clone()), (0, md), (plain, Metadata::new())]);
+    assert_eq!(
+        seen,
+        vec![(id, md.clone()), (0, md), (plain, Metadata::new())]
+    );
 }
 
 #[test]
@@ -74,9 +85,15 @@ fn the_client_refuses_metadata_over_its_limits() {
         .unwrap_err();
     assert_eq!(
         err,
-        CallError::Metadata(MetadataError::TooManyBytes { size: 205, max: 100 })
+        CallError::Metadata(MetadataError::TooManyBytes {
+            size: 205,
+            max: 100
+        })
     );
-    assert_eq!(err.to_string(), "metadata of 205 bytes exceeds max_metadata_bytes 100");
+    assert_eq!(
+        err.to_string(),
+        "metadata of 205 bytes exceeds max_metadata_bytes 100"
+    );
     let err = p
         .client
         .notify_with_options(
@@ -108,10 +125,16 @@ fn the_server_refuses_a_request_over_its_limits_and_goes_on() {
     let entries = p.call_with("add", b"", opts(big_metadata(3, 1)));
     let e = p.remote(bytes);
     assert_eq!(e.code, ErrorCode::ResourceExhausted);
-    assert_eq!(e.message, "metadata of 205 bytes exceeds max_metadata_bytes 100");
+    assert_eq!(
+        e.message,
+        "metadata of 205 bytes exceeds max_metadata_bytes 100"
+    );
     let e = p.remote(entries);
     assert_eq!(e.code, ErrorCode::ResourceExhausted);
-    assert_eq!(e.message, "metadata of 3 entries exceeds max_metadata_entries 2");
+    assert_eq!(
+        e.message,
+        "metadata of 3 entries exceeds max_metadata_entries 2"
+    );
     assert!(p.take_calls().is_empty(), "no handler ran");
     // A notification over the limit is dropped and counted.
     notify_with(&mut p, "log", opts(big_metadata(1, 200)));
@@ -145,7 +168,11 @@ fn a_signature_mismatch_is_refused_with_the_servers_signature() {
     assert_eq!(ids, vec![same, none]);
 
     // No signature on the server's side: no check.
-    let unchecked = p.call_with("count", b"", with(client).with_kind(CallKind::ServerStreaming));
+    let unchecked = p.call_with(
+        "count",
+        b"",
+        with(client).with_kind(CallKind::ServerStreaming),
+    );
     assert_eq!(p.take_calls().len(), 1, "{unchecked}");
 
     // A notification with the wrong signature is dropped and counted.
@@ -178,7 +205,8 @@ fn undelivered_notifications_are_counted_by_reason() {
     let bad = RemoteError::new(ErrorCode::BadRequest, "cannot decode");
     p.server.notification_failed(now, tokens[0], b"log", &bad);
     let failed = RemoteError::new(ErrorCode::Handler, "no");
-    p.server.notification_failed(now, tokens[1], b"log", &failed);
+    p.server
+        .notification_failed(now, tokens[1], b"log", &failed);
     let stats = p.counters.snapshot().notifications;
     assert_eq!(stats.get(NotificationDrop::Undecodable), 1);
     assert_eq!(stats.get(NotificationDrop::HandlerFailed), 1);

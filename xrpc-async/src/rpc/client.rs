@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, ClientConfig, ClientSession, Codec, Payload, PayloadOf,
-    RpcError, SendError, call_failed, decode_as, payload_bytes,
+    RpcError, SendError, decode_as, payload_bytes,
 };
 
 use super::driver::{ConnectionCore, Driven, drive};
@@ -454,12 +454,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     {
         opts.codec = C::ID;
         opts.kind = CallKind::Unary;
-        let signature = opts.signature;
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        let resp = self
-            .call_payload(method, payload, opts)
-            .await
-            .map_err(|e| call_failed(method, signature, e))?;
+        let resp = self.call_payload(method, payload, opts).await?;
         decode_as(&self.codec, PayloadOf::Response(method), resp)
     }
 
@@ -594,7 +590,6 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Item: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let signature = opts.signature;
         let (call, sender) = self.begin_client_stream(method, CallKind::ClientStreaming, opts)?;
         let inner = self.inner.clone();
         let codec = self.codec.clone();
@@ -614,8 +609,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             })
             .await;
             guard.disarm();
-            let res = res.map_err(|e| call_failed(&method, signature, e.into()))?;
-            decode_as(&codec, PayloadOf::Response(&method), res)
+            decode_as(&codec, PayloadOf::Response(&method), res?)
         };
         Ok((sender, response))
     }
