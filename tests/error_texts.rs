@@ -139,6 +139,21 @@ async fn decode_errors_name_the_method_and_the_type() {
             .starts_with("cannot decode the response of `kv.get` as `alloc::string::String`: "),
         "{err}"
     );
+    // A stream item: a `u8` of 5 read as a `bool`.
+    server.register_stream(
+        "kv.scan",
+        |_: (), tx: xrpc::ServerStreamSender<u8>| async move { tx.send(&5).await },
+    );
+    let rx = client
+        .call_server_stream::<_, bool>("kv.scan", &())
+        .await
+        .unwrap();
+    let err = rx.collect().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot decode the stream item of `kv.scan` as `bool`: "),
+        "{err}"
+    );
     server.shutdown();
     serving.await.unwrap().unwrap();
 }

@@ -360,8 +360,12 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     }
 
     /// A started streaming call `id`, as its handles share it.
-    fn call_ref(&self, id: u64) -> Arc<CallRef> {
-        CallRef::new(self.inner.clone(), id)
+    fn call_ref(&self, id: u64, method: &str) -> Arc<CallRef> {
+        CallRef::new(
+            self.inner.clone(),
+            id,
+            Bytes::copy_from_slice(method.as_bytes()),
+        )
     }
 
     /// Waits for the outcome of unary call `id`; dropping the future cancels the call.
@@ -515,7 +519,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         opts.codec = C::ID;
         opts.kind = kind;
         let request = Payload::Bytes(Bytes::new());
-        let call = self.call_ref(self.begin(method, request, opts)?);
+        let call = self.call_ref(self.begin(method, request, opts)?, method);
         let sender = StreamSender::new(call.clone(), self.codec.clone(), true);
         Ok((call, sender))
     }
@@ -549,7 +553,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let payload = Payload::Bytes(self.codec.encode(request)?);
         opts.codec = C::ID;
         opts.kind = CallKind::ServerStreaming;
-        let call = self.call_ref(self.begin(method, payload, opts)?);
+        let call = self.call_ref(self.begin(method, payload, opts)?, method);
         Ok(StreamReceiver::new(call, self.codec.clone()))
     }
 
