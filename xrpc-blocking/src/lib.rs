@@ -60,3 +60,11 @@ pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, ClientConfig, RetryPolicy, RpcError, ServerConfig,
 };
+
+/// Defines a service from a trait: a typed client, a blocking client and a server adapter (see
+/// [`xrpc_macros::service`] and the [`service`](mod@service) module).
+pub use xrpc_macros::service;
+/// What `#[service]` generates calls: the callers and the registry of a service.
+pub use xrpc_async::service;
+#[doc(hidden)]
+pub use xrpc_async::__private;
