@@ -81,6 +81,7 @@ impl Calculator for Calc {
 }
 
 /// The same service as another version of its crate declares it: `add` now takes `i32`s.
+#[allow(dead_code)]
 mod v2 {
     #[xrpc::service(name = "Calculator")]
     pub trait Calculator {

@@ -375,6 +375,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> Caller for LoadBalancedClient<T, C
         Req: Serialize + Sync + ?Sized,
         Resp: DeserializeOwned + Send + 'static,
     {
-        self.call_with_options(method.name, request, method.options(options))
+        // Not idempotent: once sent, a call is not tried again elsewhere.
+        self.call_with_options(method.name, request, method.options(options), false)
     }
 }

@@ -55,7 +55,7 @@ fn request_type(m: &Method) -> Type {
     let tys = m.args.iter().map(|a| &a.ty);
     match m.args.len() {
         1 => m.args[0].ty.clone(),
-        _ => syn::parse_quote!((#(#tys,)*)),
+        _ => syn::parse_quote!((#(#tys),*)),
     }
 }
 
@@ -67,7 +67,7 @@ fn request_value(m: &Method) -> TokenStream {
             let n = &m.args[0].name;
             quote!(#n)
         }
-        _ => quote!((#(#names,)*)),
+        _ => quote!((#(#names),*)),
     }
 }
 
@@ -79,7 +79,7 @@ fn request_pattern(m: &Method) -> TokenStream {
             let n = &m.args[0].name;
             quote!(#n)
         }
-        _ => quote!((#(#names,)*)),
+        _ => quote!((#(#names),*)),
     }
 }
 
