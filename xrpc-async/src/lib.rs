@@ -47,6 +47,9 @@ pub use rpc::{
 };
 pub use runtime::{Runtime, Task, Timer};
 pub use transport::{FrameTransport, TransportError, TransportStats};
+pub use xrpc_proto::{
+    Metadata, MetadataError, NotificationDrop, NotificationStats, PeerInfo, ServerStats, Signature,
+};
 
 /// What the code that `#[service]` generates names, reached through any facade.
 #[doc(hidden)]

@@ -58,7 +58,8 @@ pub use transport::{
 };
 pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{
-    BincodeCodec, CallKind, CallOptions, ClientConfig, RetryPolicy, RpcError, ServerConfig,
+    BincodeCodec, CallKind, CallOptions, ClientConfig, Metadata, MetadataError, NotificationDrop,
+    NotificationStats, PeerInfo, RetryPolicy, RpcError, ServerConfig, ServerStats, Signature,
 };
 
 /// Defines a service from a trait: a typed client, a blocking client and a server adapter (see
