@@ -58,9 +58,15 @@ use proc_macro::TokenStream;
 /// replaces the trait's name in the wire method names.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
-    match expand_service(attr.into(), item.into()) {
+    let item = proc_macro2::TokenStream::from(item);
+    match expand_service(attr.into(), item.clone()) {
         Ok(tokens) => tokens.into(),
-        Err(e) => e.to_compile_error().into(),
+        // The trait as written stays, so that the error is the only one.
+        Err(e) => {
+            let mut tokens = e.to_compile_error();
+            tokens.extend(item);
+            tokens.into()
+        }
     }
 }
 

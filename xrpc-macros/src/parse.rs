@@ -2,9 +2,8 @@
 //! Every rule of a service trait is checked here, and a misuse is an error spanning the item
 //! that breaks it.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::ToTokens;
-use syn::spanned::Spanned;
 use syn::{
     Attribute, Error, FnArg, GenericArgument, Ident, ItemTrait, Pat, Path, PathArguments,
     ReturnType, TraitItem, TraitItemFn, Type, Visibility,
@@ -87,8 +86,9 @@ pub(crate) struct Service {
     pub(crate) methods: Vec<Method>,
 }
 
-fn err<T>(span: impl Spanned, msg: &str) -> syn::Result<T> {
-    Err(Error::new(span.span(), msg))
+/// An error spanning all of `tokens` (its first to its last token, on stable Rust too).
+fn err<T>(tokens: impl ToTokens, msg: &str) -> syn::Result<T> {
+    Err(Error::new_spanned(tokens, msg))
 }
 
 /// Collects every misuse, so the user sees them all at once.
@@ -122,8 +122,8 @@ pub(crate) fn parse_service(item: ItemTrait, name: Option<String>) -> syn::Resul
                 Ok(m) => methods.push(m),
                 Err(e) => errors.push(e),
             },
-            other => errors.push(Error::new(
-                other.span(),
+            other => errors.push(Error::new_spanned(
+                other,
                 "a service trait holds only methods (`async fn name(&self, ...) -> T;`)",
             )),
         }
@@ -191,11 +191,11 @@ fn is_context(ty: &Type) -> bool {
 }
 
 /// Whether `ty` contains `impl Trait` anywhere.
-fn has_impl_trait(ty: &Type) -> Option<Span> {
-    struct Find(Option<Span>);
+fn has_impl_trait(ty: &Type) -> Option<syn::TypeImplTrait> {
+    struct Find(Option<syn::TypeImplTrait>);
     impl<'a> syn::visit::Visit<'a> for Find {
         fn visit_type_impl_trait(&mut self, t: &'a syn::TypeImplTrait) {
-            self.0.get_or_insert(t.span());
+            self.0.get_or_insert_with(|| t.clone());
         }
     }
     let mut f = Find(None);
@@ -212,8 +212,9 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
         ));
     }
     if sig.asyncness.is_none() {
+        let (fn_token, ident) = (&sig.fn_token, &sig.ident);
         return err(
-            sig.fn_token,
+            quote::quote!(#fn_token #ident),
             "a service method is an `async fn` (on a blocking server it runs to completion on \
              a handler thread)",
         );
@@ -272,9 +273,9 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
             }
         };
         let ty = &*pt.ty;
-        if let Some(span) = has_impl_trait(ty) {
-            return Err(Error::new(
-                span,
+        if let Some(t) = has_impl_trait(ty) {
+            return Err(Error::new_spanned(
+                t,
                 "a service method's argument has a concrete type (`impl Trait` cannot travel)",
             ));
         }
@@ -338,9 +339,9 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, t) => (**t).clone(),
     };
-    if let Some(span) = has_impl_trait(&output) {
-        return Err(Error::new(
-            span,
+    if let Some(t) = has_impl_trait(&output) {
+        return Err(Error::new_spanned(
+            t,
             "a service method's result has a concrete type (`impl Trait` cannot travel)",
         ));
     }
