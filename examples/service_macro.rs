@@ -26,9 +26,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use xrpc::service::StreamCaller;
 use xrpc::{
-    CallContext, CallOptions, FrameListener, MessageChannelAdapter, Metadata, RpcClient, RpcError,
-    RpcServer, ServerStreamSender, SharedMemoryConfig, SharedMemoryFrameTransport,
-    SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, TcpFrameTransportListener,
+    CallContext, CallOptions, FrameListener, MessageChannel, MessageChannelAdapter, Metadata,
+    RpcClient, RpcError, RpcServer, ServerStreamSender, SharedMemoryConfig,
+    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
+    TcpFrameTransportListener,
 };
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -104,12 +105,15 @@ async fn main() -> Result<(), BoxError> {
     match at {
         At::SharedMemory(name) => {
             let name = std::env::var("XRPC_SERVICE").unwrap_or_else(|_| name.to_string());
-            let listener = SharedMemoryFrameTransportListener::bind(&name, SharedMemoryConfig::default())?;
+            let listener =
+                SharedMemoryFrameTransportListener::bind(&name, SharedMemoryConfig::default())?;
             serve(&server, listener);
             // =================== Client: generated, typed
-            let transport = SharedMemoryFrameTransport::connect(&name, SharedMemoryConfig::default()).await?;
-            let calc = CalculatorClient::new(RpcClient::new(MessageChannelAdapter::new(transport)));
-            use_calculator(&calc).await?;
+            let transport =
+                SharedMemoryFrameTransport::connect(&name, SharedMemoryConfig::default()).await?;
+            let client = RpcClient::new(MessageChannelAdapter::new(transport));
+            use_calculator(&CalculatorClient::new(client.clone())).await?;
+            string_api(&client).await?;
             println!("over shared memory ({name})");
             blocking_client(move || {
                 xrpc_blocking::SharedMemoryFrameTransport::connect_client(&name).map(Into::into)
@@ -121,8 +125,9 @@ async fn main() -> Result<(), BoxError> {
             let addr: SocketAddr = listener.local_addr()?;
             serve(&server, listener);
             let transport = TcpFrameTransport::connect(addr, TcpConfig::default()).await?;
-            let calc = CalculatorClient::new(RpcClient::new(MessageChannelAdapter::new(transport)));
-            use_calculator(&calc).await?;
+            let client = RpcClient::new(MessageChannelAdapter::new(transport));
+            use_calculator(&CalculatorClient::new(client.clone())).await?;
+            string_api(&client).await?;
             println!("over TCP ({addr})");
             blocking_client(move || {
                 xrpc_blocking::TcpFrameTransport::connect(addr, xrpc_blocking::TcpConfig::default())
@@ -158,8 +163,20 @@ where
         .with_metadata(metadata);
     println!("{}", calc.with_options(options).hello().await?);
 
-    let items: Vec<u32> = calc.countdown(3).await?.map(|n| n.unwrap_or(0)).collect().await;
+    let items: Vec<u32> = calc
+        .countdown(3)
+        .await?
+        .map(|n| n.unwrap_or(0))
+        .collect()
+        .await;
     println!("countdown(3) = {items:?}");
+    Ok(())
+}
+
+/// The same server through the string API: the method's wire name, its arguments as a tuple.
+async fn string_api<T: MessageChannel>(client: &RpcClient<T>) -> Result<(), BoxError> {
+    let sum: i64 = client.call("Calculator.add", &(40i64, 2i64)).await?;
+    println!("string API: \"Calculator.add\" (40, 2) = {sum}");
     Ok(())
 }
 

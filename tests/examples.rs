@@ -222,6 +222,7 @@ fn service_macro() {
                 "div(1, 0) = Err(DivideByZero)",
                 "hello ada",
                 "countdown(3) = [3, 2, 1]",
+                "string API: \"Calculator.add\" (40, 2) = 42",
                 over,
                 "blocking: add(20, 22) = 42",
                 "blocking: countdown(2) = [2, 1]",

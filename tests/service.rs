@@ -160,10 +160,7 @@ fn calculator_on_tokio() {
 /// The client's and the server's types are both in the error.
 fn type_mismatch(err: &RpcError) {
     let text = err.to_string();
-    assert!(
-        matches!(err, RpcError::TypeMismatch { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, RpcError::TypeMismatch { .. }), "{err:?}");
     assert!(text.contains("Calculator.add"), "{text}");
     assert!(text.contains("(i32, i32) -> i32"), "{text}");
     assert!(text.contains("(i64, i64) -> i64"), "{text}");
@@ -206,9 +203,10 @@ fn calculator_on_smol() {
         server.add_service(CalculatorServer::new(Calc));
         let s = server.clone();
         let task = smol::spawn(async move { s.serve_listener(listener).await });
-        let transport = xrpc_smol::TcpFrameTransport::connect(addr, xrpc_smol::TcpConfig::default())
-            .await
-            .unwrap();
+        let transport =
+            xrpc_smol::TcpFrameTransport::connect(addr, xrpc_smol::TcpConfig::default())
+                .await
+                .unwrap();
         let client = xrpc_smol::RpcClient::new(xrpc_smol::MessageChannelAdapter::new(transport));
         let calc = CalculatorClient::new(client);
         exercise(&calc).await;
@@ -261,7 +259,9 @@ fn calculator_on_blocking() {
     // The string API on the blocking client, the same server.
     let sum: i64 = client.call("Calculator.add", &(2i64, 3i64)).unwrap();
     assert_eq!(sum, 5);
-    let err = v2::CalculatorBlockingClient::new(client).add(1, 2).unwrap_err();
+    let err = v2::CalculatorBlockingClient::new(client)
+        .add(1, 2)
+        .unwrap_err();
     type_mismatch(&err);
     server.shutdown();
     serving.join().unwrap().unwrap();

@@ -227,7 +227,11 @@ pub trait Registry {
     where
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
-        F: Fn(CallContext, RequestStream<Req, Self::Codec>, ServerStreamSender<Resp, Self::Codec>) -> Fut
+        F: Fn(
+                CallContext,
+                RequestStream<Req, Self::Codec>,
+                ServerStreamSender<Resp, Self::Codec>,
+            ) -> Fut
             + Send
             + Sync
             + 'static,

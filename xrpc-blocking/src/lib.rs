@@ -62,10 +62,10 @@ pub use xrpc_proto::{
     NotificationStats, PeerInfo, RetryPolicy, RpcError, ServerConfig, ServerStats, Signature,
 };
 
+#[doc(hidden)]
+pub use xrpc_async::__private;
+/// What `#[service]` generates calls: the callers and the registry of a service.
+pub use xrpc_async::service;
 /// Defines a service from a trait: a typed client, a blocking client and a server adapter (see
 /// [`xrpc_macros::service`] and the [`service`](mod@service) module).
 pub use xrpc_macros::service;
-/// What `#[service]` generates calls: the callers and the registry of a service.
-pub use xrpc_async::service;
-#[doc(hidden)]
-pub use xrpc_async::__private;

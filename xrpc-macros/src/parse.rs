@@ -290,10 +290,7 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
             continue;
         }
         if outgoing.is_some() {
-            return err(
-                pt,
-                "the `ServerStreamSender` is the method's last argument",
-            );
+            return err(pt, "the `ServerStreamSender` is the method's last argument");
         }
         if let Some((sender, item, codec)) = stream_handle(ty) {
             let arg = StreamArg { name, item, codec };
