@@ -290,3 +290,48 @@ fn blocking_client_of_tokio_server() {
     exercise_blocking(&CalculatorBlockingClient::new(client));
     server.shutdown();
 }
+
+/// The generated client over a load-balanced client: its unary methods spread over two servers
+/// (each of which checks the signatures), and another version of the trait is refused there too.
+#[test]
+fn calculator_over_a_load_balanced_client() {
+    use std::sync::Arc;
+    use xrpc::{Endpoint, LoadBalancedClient, LoadBalancer, RoundRobin, StaticDiscovery};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = xrpc::RpcServer::new();
+        server.add_service(CalculatorServer::new(Calc));
+        let mut endpoints = Vec::new();
+        for _ in 0..2 {
+            let listener =
+                xrpc::TcpFrameTransportListener::bind("127.0.0.1:0", xrpc::TcpConfig::default())
+                    .await
+                    .unwrap();
+            endpoints.push(Endpoint::Tcp(listener.local_addr().unwrap()));
+            let s = server.clone();
+            tokio::spawn(async move { s.serve_listener(listener).await });
+        }
+        let lb = Arc::new(LoadBalancer::new(
+            Arc::new(StaticDiscovery::new(endpoints)),
+            RoundRobin::new(),
+        ));
+        let balanced: LoadBalancedClient<_> =
+            LoadBalancedClient::new(lb, xrpc::TcpConnector::default());
+        balanced.init().await.unwrap();
+        let balanced = Arc::new(balanced);
+        let calc = CalculatorClient::new(balanced.clone());
+        for i in 0..4 {
+            assert_eq!(calc.add(i, 1).await.unwrap(), i + 1);
+        }
+        assert_eq!(calc.div(1, 0).await.unwrap(), Err(DivError::DivideByZero));
+        let timed = calc.with_timeout(Duration::from_secs(5));
+        assert_eq!(timed.add(2, 2).await.unwrap(), 4);
+        let err = v2::CalculatorClient::new(&*balanced)
+            .add(1, 2)
+            .await
+            .unwrap_err();
+        type_mismatch(&err);
+        server.shutdown();
+    });
+}
