@@ -83,9 +83,12 @@ impl Calculator for Calc {
 /// The same service as another version of its crate declares it: `add` now takes `i32`s.
 #[allow(dead_code)]
 mod v2 {
+    use xrpc::{RpcError, ServerStreamSender};
+
     #[xrpc::service(name = "Calculator")]
     pub trait Calculator {
         async fn add(&self, a: i32, b: i32) -> i32;
+        async fn count(&self, n: u64, out: ServerStreamSender<u64>) -> Result<(), RpcError>;
     }
 }
 
@@ -153,6 +156,15 @@ fn calculator_on_tokio() {
         let old = v2::CalculatorClient::new(client.clone());
         let err = old.add(1, 2).await.unwrap_err();
         type_mismatch(&err);
+        // A stream is refused as well: its first item is the error.
+        let first = match old.count(3).await {
+            Ok(mut items) => items.recv().await.expect("an error, not the end"),
+            Err(e) => Err(e),
+        };
+        let err = first.unwrap_err();
+        assert!(matches!(err, RpcError::TypeMismatch { .. }), "{err:?}");
+        assert!(err.to_string().contains("u64 -> stream u64"), "{err}");
+        assert!(err.to_string().contains("u32 -> stream u32"), "{err}");
         server.shutdown();
     });
 }
