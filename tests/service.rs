@@ -99,8 +99,9 @@ fn metadata_user(name: &str) -> xrpc::Metadata {
 }
 
 /// Every behaviour, through an async generated client over any caller.
-async fn exercise<T: StreamCaller>(calc: &CalculatorClient<T>)
+async fn exercise<T>(calc: &CalculatorClient<T>)
 where
+    T: StreamCaller,
     T::Receiver<u32>: futures_util::Stream<Item = Result<u32, RpcError>> + Unpin,
     T::Receiver<String>: futures_util::Stream<Item = Result<String, RpcError>> + Unpin,
     T: Clone,

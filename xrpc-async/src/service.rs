@@ -155,7 +155,7 @@ pub trait StreamCaller: Caller {
         &self,
         method: &'static Method,
         options: CallOptions,
-    ) -> impl Future<Output = Result<(Self::Sender<Item>, Self::Response<Resp>), RpcError>> + Send
+    ) -> impl Future<Output = Result<ClientStreamEnds<Self, Item, Resp>, RpcError>> + Send
     where
         Item: Serialize + Send + 'static,
         Resp: DeserializeOwned + Send + 'static;
@@ -165,11 +165,36 @@ pub trait StreamCaller: Caller {
         &self,
         method: &'static Method,
         options: CallOptions,
-    ) -> impl Future<Output = Result<(Self::Sender<Req>, Self::Receiver<Resp>), RpcError>> + Send
+    ) -> impl Future<Output = Result<BidiEnds<Self, Req, Resp>, RpcError>> + Send
     where
         Req: Serialize + Send + 'static,
         Resp: DeserializeOwned + Send + 'static;
 }
+
+/// The two ends of a client-streaming call through `T`: where its items go, its response.
+pub type ClientStreamEnds<T, Item, Resp> = (
+    <T as StreamCaller>::Sender<Item>,
+    <T as StreamCaller>::Response<Resp>,
+);
+
+/// The two ends of a bidirectional call through `T`: where its items go, where the server's
+/// come from.
+pub type BidiEnds<T, Req, Resp> = (
+    <T as StreamCaller>::Sender<Req>,
+    <T as StreamCaller>::Receiver<Resp>,
+);
+
+/// The two ends of a client-streaming call through the blocking `T`.
+pub type BlockingClientStreamEnds<T, Item, Resp> = (
+    <T as BlockingCaller>::Sender<Item>,
+    <T as BlockingCaller>::Response<Resp>,
+);
+
+/// The two ends of a bidirectional call through the blocking `T`.
+pub type BlockingBidiEnds<T, Req, Resp> = (
+    <T as BlockingCaller>::Sender<Req>,
+    <T as BlockingCaller>::Receiver<Resp>,
+);
 
 /// Every call of a generated blocking client, synchronous (`xrpc_blocking::RpcClient`).
 pub trait BlockingCaller: Send + Sync {
@@ -207,7 +232,7 @@ pub trait BlockingCaller: Send + Sync {
         &self,
         method: &'static Method,
         options: CallOptions,
-    ) -> Result<(Self::Sender<Item>, Self::Response<Resp>), RpcError>
+    ) -> Result<BlockingClientStreamEnds<Self, Item, Resp>, RpcError>
     where
         Item: Serialize + Send + 'static,
         Resp: DeserializeOwned + Send + 'static;
@@ -217,7 +242,7 @@ pub trait BlockingCaller: Send + Sync {
         &self,
         method: &'static Method,
         options: CallOptions,
-    ) -> Result<(Self::Sender<Req>, Self::Receiver<Resp>), RpcError>
+    ) -> Result<BlockingBidiEnds<Self, Req, Resp>, RpcError>
     where
         Req: Serialize + Send + 'static,
         Resp: DeserializeOwned + Send + 'static;

@@ -226,7 +226,7 @@ fn expand_client(service: &Service, svc: &TokenStream) -> TokenStream {
                 let resp = m.response.as_ref().expect("client stream response");
                 quote! {
                     #docs
-                    pub async fn #name(&self) -> ::core::result::Result<(<T as #svc::StreamCaller>::Sender<#item>, <T as #svc::StreamCaller>::Response<#resp>), #svc::RpcError>
+                    pub async fn #name(&self) -> ::core::result::Result<#svc::ClientStreamEnds<T, #item, #resp>, #svc::RpcError>
                     where T: #svc::StreamCaller {
                         #svc::StreamCaller::call_client_stream(&self.caller, #method, self.options.clone()).await
                     }
@@ -237,7 +237,7 @@ fn expand_client(service: &Service, svc: &TokenStream) -> TokenStream {
                 let out = &m.outgoing.as_ref().expect("bidi").item;
                 quote! {
                     #docs
-                    pub async fn #name(&self) -> ::core::result::Result<(<T as #svc::StreamCaller>::Sender<#inc>, <T as #svc::StreamCaller>::Receiver<#out>), #svc::RpcError>
+                    pub async fn #name(&self) -> ::core::result::Result<#svc::BidiEnds<T, #inc, #out>, #svc::RpcError>
                     where T: #svc::StreamCaller {
                         #svc::StreamCaller::call_bidi(&self.caller, #method, self.options.clone()).await
                     }
@@ -344,7 +344,7 @@ fn expand_blocking_client(service: &Service, svc: &TokenStream) -> TokenStream {
                 let resp = m.response.as_ref().expect("client stream response");
                 quote! {
                     #docs
-                    pub fn #name(&self) -> ::core::result::Result<(<T as #bc>::Sender<#item>, <T as #bc>::Response<#resp>), #svc::RpcError> {
+                    pub fn #name(&self) -> ::core::result::Result<#svc::BlockingClientStreamEnds<T, #item, #resp>, #svc::RpcError> {
                         #bc::call_client_stream(&self.caller, #method, self.options.clone())
                     }
                 }
@@ -354,7 +354,7 @@ fn expand_blocking_client(service: &Service, svc: &TokenStream) -> TokenStream {
                 let out = &m.outgoing.as_ref().expect("bidi").item;
                 quote! {
                     #docs
-                    pub fn #name(&self) -> ::core::result::Result<(<T as #bc>::Sender<#inc>, <T as #bc>::Receiver<#out>), #svc::RpcError> {
+                    pub fn #name(&self) -> ::core::result::Result<#svc::BlockingBidiEnds<T, #inc, #out>, #svc::RpcError> {
                         #bc::call_bidi(&self.caller, #method, self.options.clone())
                     }
                 }
