@@ -113,6 +113,7 @@ macro_rules! suite {
                 a_call_not_polled_stalls_no_one,
                 metadata_reaches_every_handler_kind,
                 a_stream_handler_ends_at_shutdown,
+                undelivered_notifications_are_counted,
             );
         }
     )*};
@@ -619,6 +620,31 @@ pub async fn metadata_reaches_every_handler_kind<P: Pair, R: Runtime>() {
     assert_eq!(
         notes.lock().unwrap()[..],
         ["m.note Unary notification=true tenant=acme".to_string()]
+    );
+}
+
+/// A notification the server cannot deliver is counted in its stats, by reason: an unknown
+/// method, a streaming method, a payload its handler cannot decode.
+pub async fn undelivered_notifications_are_counted<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    let (client, _srv) = connect::<P, R>(&server).await;
+    client.notify("no.such.method", &()).await.unwrap();
+    client.notify("count", &3u32).await.unwrap();
+    client.notify("add", &()).await.unwrap(); // an empty payload is no `AddRequest`
+    let t0 = now::<R>();
+    while server.stats().notifications.total() < 3 {
+        assert!(
+            now::<R>() - t0 < Duration::from_secs(5),
+            "{:?}",
+            server.stats()
+        );
+        sleep::<R>(Duration::from_millis(2)).await;
+    }
+    let n = server.stats().notifications;
+    assert_eq!(
+        (n.unknown_method, n.wrong_kind, n.undecodable, n.total()),
+        (1, 1, 1, 3),
+        "{n:?}"
     );
 }
 

@@ -7,9 +7,9 @@ mod pair;
 use pair::{CODEC, Pair};
 use xrpc_proto::bytes::Bytes;
 use xrpc_proto::{
-    CallError, CallKind, CallOptions, ClientConfig, ErrorCode, Metadata, MetadataError,
-    NotificationDrop, Payload, RemoteError, ServerConfig, ServerSessionEvent, Signature,
-    WireConfig,
+    CallError, CallKind, CallOptions, ClientConfig, CompressionConfig, ErrorCode, Metadata,
+    MetadataError, NotificationDrop, Payload, RemoteError, ServerConfig, ServerSessionEvent,
+    Signature, WireConfig,
 };
 
 fn metadata(entries: &[(&str, &str)]) -> Metadata {
@@ -156,9 +156,15 @@ fn a_signature_mismatch_is_refused_with_the_servers_signature() {
     let with = |s| CallOptions::unary(CODEC).with_signature(s);
 
     let mismatch = p.call_with("add", b"", with(client));
-    let e = p.remote(mismatch);
-    assert_eq!(e.code, ErrorCode::TypeMismatch);
-    assert_eq!(e.message, server.text);
+    // The server answers TypeMismatch with its text; the client's core names both.
+    assert_eq!(
+        p.failed(mismatch),
+        CallError::TypeMismatch {
+            method: "add".into(),
+            client: client.text.into(),
+            server: server.text.into(),
+        }
+    );
     assert!(p.take_calls().is_empty(), "the handler did not run");
 
     // The same signature, or none on the client's side, is served.
@@ -225,4 +231,24 @@ fn notifications_dropped_for_want_of_a_handler_slot_are_counted() {
     assert_eq!(p.notification_tokens().len(), 1);
     assert_eq!(p.counters.snapshot().notifications.no_handler_slot, 1);
     assert_eq!(p.server.dropped_notifications(), 1);
+}
+
+#[test]
+fn a_notification_refused_undecoded_is_counted() {
+    let sc = ServerConfig {
+        accept_compressed: false,
+        ..ServerConfig::default()
+    };
+    let wire = WireConfig::default().with_compression(CompressionConfig::lz4());
+    let mut p = Pair::new(ClientConfig::default(), sc, wire);
+    p.client
+        .notify(
+            "log",
+            Payload::Bytes(Bytes::from(vec![0u8; 64 * 1024])),
+            CODEC,
+        )
+        .unwrap();
+    p.run();
+    assert!(p.notification_tokens().is_empty());
+    assert_eq!(p.counters.snapshot().notifications.refused, 1);
 }
