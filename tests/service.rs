@@ -233,7 +233,7 @@ fn calculator_on_smol() {
 fn exercise_blocking(calc: &CalculatorBlockingClient<xrpc_blocking::RpcClient>) {
     assert_eq!(calc.add(40, 2).unwrap(), 42);
     assert_eq!(calc.div(7, 0).unwrap(), Err(DivError::DivideByZero));
-    let me = calc.with_options(xrpc::CallOptions::default().with_metadata(metadata_user("bob")));
+    let me = calc.with_metadata(metadata_user("bob"));
     assert_eq!(me.whoami().unwrap(), "bob calling Calculator.whoami");
     let items: Vec<u32> = calc.count(50).unwrap().map(Result::unwrap).collect();
     assert_eq!(items, (0..50).collect::<Vec<_>>());

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::Codec;
-pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions, RpcError, Signature};
+pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions, Metadata, RpcError, Signature};
 
 use crate::balance::LoadBalancedClient;
 use crate::channel::MessageChannel;

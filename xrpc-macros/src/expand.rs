@@ -286,6 +286,15 @@ fn client_common(client: &Ident, svc: &TokenStream) -> TokenStream {
                 self.with_options(self.options.clone().with_timeout(timeout))
             }
 
+            /// The same client with `metadata` on its calls (each handler reads it from its
+            /// `CallContext`).
+            pub fn with_metadata(&self, metadata: #svc::Metadata) -> Self
+            where
+                T: ::core::clone::Clone,
+            {
+                self.with_options(self.options.clone().with_metadata(metadata))
+            }
+
             /// The options of its calls.
             pub fn options(&self) -> &#svc::CallOptions {
                 &self.options
