@@ -36,6 +36,17 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<Args> {
     Ok(args)
 }
 
+/// The methods every generated client has: a service method cannot take their names.
+const RESERVED: [&str; 7] = [
+    "new",
+    "with_options",
+    "with_timeout",
+    "with_metadata",
+    "options",
+    "caller",
+    "into_caller",
+];
+
 /// Who streams.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -223,6 +234,14 @@ fn parse_method(f: &TraitItemFn) -> syn::Result<Method> {
         return err(
             &sig.generics,
             "a service method cannot be generic: its types are fixed on the wire",
+        );
+    }
+    if RESERVED.iter().any(|r| sig.ident == r) {
+        return err(
+            &sig.ident,
+            "this name is a method of the generated clients (`new`, `with_options`, \
+             `with_timeout`, `with_metadata`, `options`, `caller`, `into_caller`): rename the \
+             method",
         );
     }
     if let Some(c) = &sig.constness {
