@@ -26,6 +26,23 @@ pub(crate) fn expand(service: &Service, krate: &Path) -> TokenStream {
     }
 }
 
+/// `tokens` with every span set to `at` (the method's name): a bound that the generated code
+/// for a method does not meet is reported at that method, not at the attribute.
+fn respan(tokens: TokenStream, at: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), at));
+                group.set_span(at);
+                return proc_macro2::TokenTree::Group(group);
+            }
+            t.set_span(at);
+            t
+        })
+        .collect()
+}
+
 /// A type's text as a signature shows it: `Result<i64, DivError>`, `(i64, i64)`.
 fn type_text(ty: &Type) -> String {
     let mut s = ty.to_token_stream().to_string();
@@ -201,45 +218,50 @@ fn expand_client(service: &Service, svc: &TokenStream) -> TokenStream {
         let method = method_const(service, m, svc);
         let args = client_args(m);
         let req = request_value(m);
+        // The call is reported at the method when the generated code cannot meet its bounds.
         match m.kind {
             Kind::Unary => {
                 let out = &m.output;
+                let body = respan(quote!(#svc::Caller::call(&self.caller, #method, &#req, self.options.clone()).await), m.name.span());
                 quote! {
                     #docs
                     pub async fn #name(&self, #args) -> ::core::result::Result<#out, #svc::RpcError> {
-                        #svc::Caller::call(&self.caller, #method, &#req, self.options.clone()).await
+                        #body
                     }
                 }
             }
             Kind::ServerStream => {
                 let item = &m.outgoing.as_ref().expect("server stream").item;
+                let body = respan(quote!(#svc::StreamCaller::call_server_stream(&self.caller, #method, &#req, self.options.clone()).await), m.name.span());
                 quote! {
                     #docs
                     pub async fn #name(&self, #args) -> ::core::result::Result<<T as #svc::StreamCaller>::Receiver<#item>, #svc::RpcError>
                     where T: #svc::StreamCaller {
-                        #svc::StreamCaller::call_server_stream(&self.caller, #method, &#req, self.options.clone()).await
+                        #body
                     }
                 }
             }
             Kind::ClientStream => {
                 let item = &m.incoming.as_ref().expect("client stream").item;
                 let resp = m.response.as_ref().expect("client stream response");
+                let body = respan(quote!(#svc::StreamCaller::call_client_stream(&self.caller, #method, self.options.clone()).await), m.name.span());
                 quote! {
                     #docs
                     pub async fn #name(&self) -> ::core::result::Result<#svc::ClientStreamEnds<T, #item, #resp>, #svc::RpcError>
                     where T: #svc::StreamCaller {
-                        #svc::StreamCaller::call_client_stream(&self.caller, #method, self.options.clone()).await
+                        #body
                     }
                 }
             }
             Kind::Bidi => {
                 let inc = &m.incoming.as_ref().expect("bidi").item;
                 let out = &m.outgoing.as_ref().expect("bidi").item;
+                let body = respan(quote!(#svc::StreamCaller::call_bidi(&self.caller, #method, self.options.clone()).await), m.name.span());
                 quote! {
                     #docs
                     pub async fn #name(&self) -> ::core::result::Result<#svc::BidiEnds<T, #inc, #out>, #svc::RpcError>
                     where T: #svc::StreamCaller {
-                        #svc::StreamCaller::call_bidi(&self.caller, #method, self.options.clone()).await
+                        #body
                     }
                 }
             }
@@ -332,39 +354,43 @@ fn expand_blocking_client(service: &Service, svc: &TokenStream) -> TokenStream {
         match m.kind {
             Kind::Unary => {
                 let out = &m.output;
+                let body = respan(quote!(#bc::call(&self.caller, #method, &#req, self.options.clone())), m.name.span());
                 quote! {
                     #docs
                     pub fn #name(&self, #args) -> ::core::result::Result<#out, #svc::RpcError> {
-                        #bc::call(&self.caller, #method, &#req, self.options.clone())
+                        #body
                     }
                 }
             }
             Kind::ServerStream => {
                 let item = &m.outgoing.as_ref().expect("server stream").item;
+                let body = respan(quote!(#bc::call_server_stream(&self.caller, #method, &#req, self.options.clone())), m.name.span());
                 quote! {
                     #docs
                     pub fn #name(&self, #args) -> ::core::result::Result<<T as #bc>::Receiver<#item>, #svc::RpcError> {
-                        #bc::call_server_stream(&self.caller, #method, &#req, self.options.clone())
+                        #body
                     }
                 }
             }
             Kind::ClientStream => {
                 let item = &m.incoming.as_ref().expect("client stream").item;
                 let resp = m.response.as_ref().expect("client stream response");
+                let body = respan(quote!(#bc::call_client_stream(&self.caller, #method, self.options.clone())), m.name.span());
                 quote! {
                     #docs
                     pub fn #name(&self) -> ::core::result::Result<#svc::BlockingClientStreamEnds<T, #item, #resp>, #svc::RpcError> {
-                        #bc::call_client_stream(&self.caller, #method, self.options.clone())
+                        #body
                     }
                 }
             }
             Kind::Bidi => {
                 let inc = &m.incoming.as_ref().expect("bidi").item;
                 let out = &m.outgoing.as_ref().expect("bidi").item;
+                let body = respan(quote!(#bc::call_bidi(&self.caller, #method, self.options.clone())), m.name.span());
                 quote! {
                     #docs
                     pub fn #name(&self) -> ::core::result::Result<#svc::BlockingBidiEnds<T, #inc, #out>, #svc::RpcError> {
-                        #bc::call_bidi(&self.caller, #method, self.options.clone())
+                        #body
                     }
                 }
             }
@@ -420,7 +446,7 @@ fn expand_server(service: &Service, svc: &TokenStream) -> TokenStream {
             None => (quote!(_ctx), quote!()),
         };
         let span = Span::call_site();
-        match m.kind {
+        let tokens = match m.kind {
             Kind::Unary => quote_spanned! {span=>
                 let svc = self.service.clone();
                 #svc::Registry::unary(registry, #method, move |#ctx_param: #svc::CallContext, req: #req_ty| {
@@ -465,7 +491,9 @@ fn expand_server(service: &Service, svc: &TokenStream) -> TokenStream {
                     });
                 }
             }
-        }
+        };
+        // Whatever the generated code cannot meet is reported at the method.
+        respan(tokens, m.name.span())
     });
     quote! {
         #[doc = #doc]
