@@ -257,3 +257,32 @@ fn connected() -> (
         serving,
     )
 }
+
+/// Metadata over the client's own limits fails the call at once, naming the limit; nothing is
+/// sent.
+#[tokio::test]
+async fn metadata_over_the_clients_limit_names_it() {
+    let (c, _s) = ChannelFrameTransport::create_pair("errors", ChannelConfig::default());
+    let config = xrpc::ClientConfig {
+        max_metadata_entries: 1,
+        ..xrpc::ClientConfig::default()
+    };
+    let client = RpcClient::with_config(MessageChannelAdapter::new(c), config);
+    let mut md = xrpc::Metadata::new();
+    md.insert("a", "1").unwrap().insert("b", "2").unwrap();
+    let err = client
+        .call_with_options::<_, ()>("kv.get", &(), CallOptions::default().with_metadata(md))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RpcError::Metadata(xrpc::MetadataError::TooManyEntries { count: 2, max: 1 })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "metadata of 2 entries exceeds max_metadata_entries 1"
+    );
+}
