@@ -15,6 +15,15 @@
 //!
 //! The sans-IO core is [`proto`] (`xrpc-proto`); the tokio adapter is [`tokio_adapter`].
 //!
+//! ## Services
+//!
+//! A service is defined once, as a trait, with [`macro@service`]: the server implements the
+//! trait and adds it (`server.add_service(CalculatorServer::new(my_impl))`), the client is
+//! generated (`CalculatorClient::new(rpc_client).add(1, 2).await?`; `CalculatorBlockingClient`
+//! over `xrpc_blocking::RpcClient`). What the generated code calls is in [`mod@service`]; the
+//! wire form (`"Calculator.add"`, the arguments as one value) is in `docs/PROTOCOL.md` §5.10.
+//! `cargo run --example service_macro` shows all of it.
+//!
 //! ## The types behind the names
 //!
 //! [`RpcClient`], [`RpcServer`], [`TcpFrameTransport`] and the other transports are the

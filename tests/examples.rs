@@ -208,6 +208,30 @@ fn streaming() {
 }
 
 #[test]
+fn service_macro() {
+    let mut shm = example_command("service_macro", &[]);
+    shm.env("XRPC_SERVICE", unique_name("service-example"));
+    let mut tcp = example_command("service_macro", &[]);
+    tcp.arg("--tcp");
+    for (cmd, over) in [(shm, "over shared memory"), (tcp, "over TCP")] {
+        run(cmd).assert_printed(
+            "service_macro",
+            &[
+                "add(1, 2) = 3",
+                "div(7, 2) = Ok(3)",
+                "div(1, 0) = Err(DivideByZero)",
+                "hello ada",
+                "countdown(3) = [3, 2, 1]",
+                "string API: \"Calculator.add\" (40, 2) = 42",
+                over,
+                "blocking: add(20, 22) = 42",
+                "blocking: countdown(2) = [2, 1]",
+            ],
+        );
+    }
+}
+
+#[test]
 fn compression() {
     let ran = run(example_command("compression", &[]));
     ran.assert_printed("compression", &["\nnone ", "\nlz4 ", "\nzstd(3) "]);

@@ -1,6 +1,7 @@
-//! The README's two examples, compiled and run: "First contact" (a listener that serves any
-//! number of clients, which connect from async code) and "Porting from xrpc-rs" (the original
-//! xrpc-rs README example, verbatim but for the crate name).
+//! The README's examples, compiled and run: "First contact" (a service defined as a trait, then
+//! the same call through the string API: a listener that serves any number of clients, which
+//! connect from async code) and "Porting from xrpc-rs" (the original xrpc-rs README example,
+//! verbatim but for the crate name).
 //!
 //! Each example's code sits below between `// README <example>` and `// README end` lines, with
 //! the service name as a parameter, `my_service`, so that every run binds a name of its own
@@ -16,6 +17,52 @@ use std::time::Duration;
 use xrpc_shm::testing::unique_name;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[rustfmt::skip]
+mod a_service {
+    use super::BoxError;
+
+    // README a service
+    use xrpc::{
+        MessageChannelAdapter, RpcClient, RpcServer, SharedMemoryConfig,
+        SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
+    };
+
+    #[xrpc::service]
+    pub trait Calculator {
+        async fn add(&self, a: i64, b: i64) -> i64;
+    }
+
+    struct Calc;
+
+    impl Calculator for Calc {
+        async fn add(&self, a: i64, b: i64) -> i64 {
+            a + b
+        }
+    }
+    // README end
+
+    pub async fn server(my_service: &str) -> Result<(), BoxError> {
+        // README a service
+        // =================== Server: one listener, any number of clients (a segment each)
+        let listener = SharedMemoryFrameTransportListener::bind(my_service, SharedMemoryConfig::default())?;
+        let server = RpcServer::new();
+        server.add_service(CalculatorServer::new(Calc));
+        server.serve_listener(listener).await?; // until server.shutdown()
+        // README end
+        Ok(())
+    }
+
+    pub async fn client(my_service: &str) -> Result<(), BoxError> {
+        // README a service
+        // =================== Client, generated from the trait, in async code
+        let transport = SharedMemoryFrameTransport::connect(my_service, SharedMemoryConfig::default()).await?;
+        let calc = CalculatorClient::new(RpcClient::new(MessageChannelAdapter::new(transport)));
+        assert_eq!(calc.add(1, 2).await?, 3);
+        // README end
+        Ok(())
+    }
+}
 
 #[rustfmt::skip]
 mod first_contact {
@@ -124,6 +171,17 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_example_serves_many_clients() {
+    let my_service = service("a-service");
+    let server = start(a_service::server(my_service)).await;
+    let (a, b) = tokio::join!(a_service::client(my_service), a_service::client(my_service));
+    for r in [a, b] {
+        r.unwrap();
+    }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_contact_example_serves_many_clients() {
     let my_service = service("first-contact");
     let server = start(first_contact::server(my_service)).await;
@@ -222,7 +280,7 @@ fn code_in_readme(example: &str) -> String {
 
 #[test]
 fn the_readme_shows_this_code() {
-    for example in ["first contact", "porting from xrpc-rs"] {
+    for example in ["a service", "first contact", "porting from xrpc-rs"] {
         let (here, readme) = (code_here(example), code_in_readme(example));
         assert!(
             here == readme,

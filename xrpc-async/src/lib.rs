@@ -15,6 +15,7 @@
 //! | [`rpc`] | layer 3: [`RpcClient`], [`RpcServer`], streams, the per-connection driver |
 //! | [`runtime`] | [`Runtime`]: what the layer needs of an executor |
 //! | [`reactor`] | [`Reactor`]: what the socket and shared-memory transports need of its IO |
+//! | [`service`] | services defined as a trait with `#[service]`: what the generated clients and servers call |
 //! | [`balance`] | layer 4: [`LoadBalancer`], [`LoadBalancedClient`], discovery, the connection pool |
 //! | `testing` | (feature `test-util`) `TestRuntime`: a virtual clock and a single-threaded executor for tests |
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod memory;
 pub mod reactor;
 pub mod rpc;
 pub mod runtime;
+pub mod service;
 mod signal;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -48,3 +50,9 @@ pub use transport::{FrameTransport, TransportError, TransportStats};
 pub use xrpc_proto::{
     Metadata, MetadataError, NotificationDrop, NotificationStats, PeerInfo, ServerStats, Signature,
 };
+
+/// What the code that `#[service]` generates names, reached through any facade.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate as xrpc_async;
+}

@@ -23,6 +23,42 @@
 //! }
 //! ```
 //!
+//! ## Services
+//!
+//! A service defined as a trait with [`macro@service`] (`#[xrpc_blocking::service]`, or the
+//! same trait from an async crate) is called synchronously through its generated
+//! `<Trait>BlockingClient` over an [`RpcClient`], and served with
+//! [`RpcServer::add_service`]. The trait's methods are `async fn`s all the same — one
+//! definition for every adapter — and the blocking server runs each to completion on its own
+//! threads, as it runs a synchronous handler: a unary method that does not take the call's
+//! context on its connection's thread while it is quick, every other method on the handler
+//! pool. Their stream handles are the async layer's ([`service::ServerStreamSender`],
+//! [`service::RequestStream`]: `send(..).await`, `recv().await`), not this crate's iterators.
+//!
+//! ```no_run
+//! use xrpc_blocking::{RpcClient, RpcServer, TcpConfig, TcpFrameTransport};
+//!
+//! #[xrpc_blocking::service]
+//! pub trait Calculator {
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! struct Calc;
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 {
+//!         a + b
+//!     }
+//! }
+//!
+//! let server = RpcServer::new();
+//! server.add_service(CalculatorServer::new(Calc));
+//! // ... server.serve_listener(listener) on a thread; then, anywhere:
+//! let client = RpcClient::new(TcpFrameTransport::connect("127.0.0.1:47800", TcpConfig::default())?);
+//! let calc = CalculatorBlockingClient::new(client);
+//! assert_eq!(calc.add(1, 2)?, 3);
+//! # Ok::<(), xrpc_blocking::RpcError>(())
+//! ```
+//!
 //! | module | owns |
 //! |---|---|
 //! | [`transport`] | the TCP, Unix and shared-memory transports and listeners, with synchronous constructors |
@@ -61,3 +97,11 @@ pub use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, ClientConfig, Metadata, MetadataError, NotificationDrop,
     NotificationStats, PeerInfo, RetryPolicy, RpcError, ServerConfig, ServerStats, Signature,
 };
+
+#[doc(hidden)]
+pub use xrpc_async::__private;
+/// What `#[service]` generates calls: the callers and the registry of a service.
+pub use xrpc_async::service;
+/// Defines a service from a trait: a typed client, a blocking client and a server adapter (see
+/// [`xrpc_macros::service`] and the [`service`](mod@service) module).
+pub use xrpc_macros::service;

@@ -63,3 +63,11 @@ pub type RpcServer<C = BincodeCodec> = xrpc_async::RpcServer<C, Smol>;
 /// Keeps a client's driver task; returned by
 /// [`RpcClient::start`](xrpc_async::RpcClient::start).
 pub type ClientHandle = xrpc_async::ClientHandle<Smol>;
+
+#[doc(hidden)]
+pub use xrpc_async::__private;
+/// What `#[service]` generates calls: the callers and the registry of a service.
+pub use xrpc_async::service;
+/// Defines a service from a trait: a typed client, a blocking client and a server adapter (see
+/// [`xrpc_macros::service`] and the [`service`](mod@service) module).
+pub use xrpc_macros::service;

@@ -1,0 +1,6 @@
+#[xrpc_tokio::service]
+pub trait Greeter {
+    async fn greet(&self, name: impl Into<String>) -> String;
+}
+
+fn main() {}
