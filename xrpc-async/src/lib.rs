@@ -16,6 +16,7 @@
 //! | [`runtime`] | [`Runtime`]: what the layer needs of an executor |
 //! | [`reactor`] | [`Reactor`]: what the socket and shared-memory transports need of its IO |
 //! | [`balance`] | layer 4: [`LoadBalancer`], [`LoadBalancedClient`], discovery, the connection pool |
+//! | `tower` | (feature `tower`) the clients as `tower::Service`s, handlers wrapped in layers |
 //! | `testing` | (feature `test-util`) `TestRuntime`: a virtual clock and a single-threaded executor for tests |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -31,6 +32,8 @@ mod signal;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod time;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod transport;
 
 pub use balance::{DnsDiscovery, LoadBalancedClient, LoadBalancer, StaticDiscovery};

@@ -403,8 +403,22 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
 
     /// Sends raw payload bytes to `method` and waits for the raw response.
     pub async fn call_raw(&self, method: &str, payload: Bytes) -> Result<Bytes, RpcError> {
+        self.call_raw_with_options(method, payload, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`call_raw`](Self::call_raw) with explicit options (the call is unary, its
+    /// payload in the client's codec).
+    pub async fn call_raw_with_options(
+        &self,
+        method: &str,
+        payload: Bytes,
+        mut opts: CallOptions,
+    ) -> Result<Bytes, RpcError> {
+        opts.codec = C::ID;
+        opts.kind = CallKind::Unary;
         let resp = self
-            .call_payload(method, Payload::Bytes(payload), CallOptions::unary(C::ID))
+            .call_payload(method, Payload::Bytes(payload), opts)
             .await?;
         payload_bytes(resp)
     }

@@ -15,6 +15,8 @@ mod shared_driver;
 mod stream;
 mod wakers;
 
+#[cfg(feature = "tower")]
+pub(crate) use future_pool::Started;
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
 pub use listener::FrameListener;
 pub use server::{CallContext, RpcServer};
