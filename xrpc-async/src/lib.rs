@@ -16,6 +16,7 @@
 //! | [`runtime`] | [`Runtime`]: what the layer needs of an executor |
 //! | [`reactor`] | [`Reactor`]: what the socket and shared-memory transports need of its IO |
 //! | [`balance`] | layer 4: [`LoadBalancer`], [`LoadBalancedClient`], discovery, the connection pool |
+//! | `trace` | (feature `tracing`) spans per call, connection and balancer events, `traceparent` propagation |
 //! | `tower` | (feature `tower`) the clients as `tower::Service`s, handlers wrapped in layers |
 //! | `testing` | (feature `test-util`) `TestRuntime`: a virtual clock and a single-threaded executor for tests |
 #![warn(missing_docs)]
@@ -32,6 +33,8 @@ mod signal;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod time;
+#[cfg(feature = "tracing")]
+pub mod trace;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod transport;

@@ -27,6 +27,8 @@ use super::stream::{CallRef, StreamCtl, StreamReceiver, StreamSender};
 use super::wakers::{Wakers, leave_waker};
 use crate::channel::MessageChannel;
 use crate::runtime::Runtime;
+#[cfg(feature = "tracing")]
+use crate::transport::FrameTransport;
 
 /// Client settings (the session's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;
@@ -296,8 +298,18 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let shared = self.inner.shared.clone();
         let channel = self.inner.channel.clone();
         let r = rt.clone();
+        #[cfg(feature = "tracing")]
+        crate::trace::connected("client", channel.transport().name());
+        #[cfg(feature = "tracing")]
+        let state = shared.clone();
         self.inner.driver.install(Box::pin(async move {
             drive(&r, shared, &*channel, |_, ()| {}, |_, _| {}).await;
+            #[cfg(feature = "tracing")]
+            {
+                let st = state.lock();
+                let reason = st.session.close_reason().unwrap_or("closed");
+                crate::trace::disconnected("client", channel.transport().name(), &reason, false);
+            }
         }));
         // The task drives whenever no waiting call does; it holds the driver, not the client.
         rt.spawn(self.inner.driver.clone().run());
@@ -395,10 +407,29 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         &self,
         method: &str,
         payload: Payload,
-        opts: CallOptions,
+        #[cfg_attr(not(feature = "tracing"), allow(unused_mut))] mut opts: CallOptions,
     ) -> Result<Payload, RpcError> {
-        let id = self.begin(method, payload, opts)?;
-        self.wait(id).await
+        #[cfg(feature = "tracing")]
+        {
+            use tracing::Instrument;
+            let rt = &self.inner.rt;
+            let transport = crate::trace::transport_kind(self.inner.channel.transport().name());
+            let trace = crate::trace::ClientTrace::start(method, transport, &mut opts.metadata, rt.now());
+            let res = async {
+                let id = self.begin(method, payload, opts)?;
+                trace.record_id(id);
+                self.wait(id).await
+            }
+            .instrument(trace.span().clone())
+            .await;
+            trace.end(&res, rt.now());
+            res
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            let id = self.begin(method, payload, opts)?;
+            self.wait(id).await
+        }
     }
 
     /// Sends raw payload bytes to `method` and waits for the raw response.
@@ -507,7 +538,10 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         method: &str,
         kind: CallKind,
     ) -> Result<(Arc<CallRef>, StreamSender<Item, C>), RpcError> {
-        let opts = CallOptions::unary(C::ID).with_kind(kind);
+        #[cfg_attr(not(feature = "tracing"), allow(unused_mut))]
+        let mut opts = CallOptions::unary(C::ID).with_kind(kind);
+        #[cfg(feature = "tracing")]
+        crate::trace::propagate(&mut opts.metadata);
         let request = Payload::Bytes(Bytes::new());
         let call = self.call_ref(self.begin(method, request, opts)?);
         let sender = StreamSender::new(call.clone(), self.codec.clone(), true);
@@ -525,7 +559,10 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Item: DeserializeOwned + 'static,
     {
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
+        #[cfg_attr(not(feature = "tracing"), allow(unused_mut))]
+        let mut opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
+        #[cfg(feature = "tracing")]
+        crate::trace::propagate(&mut opts.metadata);
         let call = self.call_ref(self.begin(method, payload, opts)?);
         Ok(StreamReceiver::new(call, self.codec.clone()))
     }

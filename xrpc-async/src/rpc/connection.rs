@@ -270,6 +270,7 @@ fn start<R: Runtime>(
     conn: &Arc<Connection<R>>,
     ctl: &Arc<dyn StreamCtl>,
     work: Work,
+    #[cfg(feature = "tracing")] transport: &'static str,
 ) {
     match work {
         Work::Call(call, handler, cancel) => {
@@ -281,22 +282,40 @@ fn start<R: Runtime>(
                 kind: call.kind,
                 cancel,
             };
-            let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                handler(ctx, call.payload, ctl.clone())
-            }));
+            #[cfg(feature = "tracing")]
+            let trace = crate::trace::ServerTrace::start(&ctx, transport, rt.now());
+            let build = || handler(ctx, call.payload, ctl.clone());
+            #[cfg(feature = "tracing")]
+            let build = || trace.in_scope(build);
+            let built = std::panic::catch_unwind(AssertUnwindSafe(build));
             // A unary handler that finished in its first poll (made while starting it) is
             // answered here, on the driver: no task.
             let fut = match built {
-                Ok(Started::Done(res)) => return complete(conn, id, handler_outcome(Ok(res))),
-                Ok(Started::Running(fut)) => CatchUnwind(fut),
+                Ok(Started::Done(res)) => {
+                    let outcome = handler_outcome(Ok(res));
+                    #[cfg(feature = "tracing")]
+                    trace.end(&outcome, rt.now());
+                    return complete(conn, id, outcome);
+                }
+                Ok(Started::Running(fut)) => fut,
                 Err(panic) => {
-                    return complete(conn, id, HandlerOutcome::Panic(panic_message(&*panic)));
+                    let outcome = HandlerOutcome::Panic(panic_message(&*panic));
+                    #[cfg(feature = "tracing")]
+                    trace.end(&outcome, rt.now());
+                    return complete(conn, id, outcome);
                 }
             };
+            let fut = CatchUnwind(fut);
+            #[cfg(feature = "tracing")]
+            let fut = trace.instrument(fut);
             let c = conn.clone();
+            #[cfg(feature = "tracing")]
+            let r = rt.clone();
             let task = rt.spawn_handler(number, async move {
-                let res = fut.await;
-                complete(&c, id, handler_outcome(res));
+                let outcome = handler_outcome(fut.await);
+                #[cfg(feature = "tracing")]
+                trace.end(&outcome, r.now());
+                complete(&c, id, outcome);
                 c.wake();
             });
             match conn.lock().running.get_mut(&id) {
@@ -411,11 +430,27 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let _stop = StopHandlers(conn.clone());
         let ctl: Arc<dyn StreamCtl> = Arc::new(Ctl { conn: conn.clone() });
         let rt = &shared.rt;
+        #[cfg(feature = "tracing")]
+        let name = channel.transport().name().to_owned();
+        #[cfg(feature = "tracing")]
+        let transport = crate::trace::transport_kind(&name);
+        #[cfg(feature = "tracing")]
+        crate::trace::connected("server", &name);
         drive(
             rt,
             conn.clone(),
             &channel,
-            |c, w| start(rt, number, c, &ctl, w),
+            |c, w| {
+                start(
+                    rt,
+                    number,
+                    c,
+                    &ctl,
+                    w,
+                    #[cfg(feature = "tracing")]
+                    transport,
+                )
+            },
             |st, now| {
                 if !st.shutdown_seen && shared.shutdown.is_raised() {
                     st.shutdown_seen = true;
@@ -443,6 +478,12 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             shared.wake_connections();
         }
         let reason = conn.lock().session.close_reason().cloned();
+        #[cfg(feature = "tracing")]
+        if let Some(r) = &reason {
+            use xrpc_proto::CloseReason;
+            let abnormal = !matches!(r, CloseReason::PeerClosed | CloseReason::Shutdown);
+            crate::trace::disconnected("server", &name, r, abnormal);
+        }
         xrpc_proto::served(reason)
     }
 }
