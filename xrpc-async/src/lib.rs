@@ -51,3 +51,6 @@ pub use rpc::{
 };
 pub use runtime::{Runtime, Task, Timer};
 pub use transport::{FrameTransport, TransportError, TransportStats};
+pub use xrpc_proto::{
+    Metadata, MetadataError, NotificationDrop, NotificationStats, PeerInfo, ServerStats, Signature,
+};

@@ -47,7 +47,8 @@ pub struct Call {
     pub method: Arc<str>,
     /// The request, encoded with the client's codec.
     pub payload: Bytes,
-    /// Per-call options (a timeout; the kind is always unary and the codec the client's).
+    /// Per-call options (a timeout, metadata; the kind is always unary and the codec the
+    /// client's).
     pub options: CallOptions,
     /// Whether the method may run twice: a call that may have run is tried again only then
     /// (by the load-balanced client's failover and by [`is_retryable`](Self::is_retryable)).
@@ -83,6 +84,13 @@ impl Call {
     /// The same call with other options.
     pub fn with_options(mut self, options: CallOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// The same call with metadata (sent with the request, read by the handler through
+    /// [`CallContext::metadata`]).
+    pub fn with_metadata(mut self, metadata: xrpc_proto::Metadata) -> Self {
+        self.options.metadata = metadata;
         self
     }
 

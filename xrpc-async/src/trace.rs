@@ -243,7 +243,6 @@ fn service_of(method: &str) -> &str {
 
 /// How a call ended, as the span's `outcome` field says it.
 enum Ended<'a> {
-    Ok,
     Code(ErrorCode),
     Client(&'a RpcError),
     Panic,
@@ -252,7 +251,6 @@ enum Ended<'a> {
 impl fmt::Display for Ended<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Ok => f.write_str("ok"),
             Self::Code(code) => write!(f, "{code:?}"),
             Self::Panic => f.write_str("Panic"),
             Self::Client(e) => f.write_str(match e {
@@ -370,6 +368,7 @@ impl ClientTrace {
 }
 
 /// A server call's span and trace context.
+#[derive(Clone)]
 pub(crate) struct ServerTrace {
     span: Span,
     context: Option<TraceContext>,
@@ -433,6 +432,24 @@ impl ServerTrace {
                 self.span.record("error", display(&e.message));
             }
             HandlerOutcome::Panic(message) => {
+                self.span.record("outcome", display(Ended::Panic));
+                self.span.record("error", display(message));
+            }
+        }
+    }
+
+    /// The notification handler ended at `now` with `result` (`Err`: it panicked).
+    pub(crate) fn end_result<T>(&self, result: &Result<Result<T, RpcError>, String>, now: Instant) {
+        record_duration(&self.span, self.started, now);
+        match result {
+            Ok(Ok(_)) => {
+                self.span.record("outcome", "ok");
+            }
+            Ok(Err(e)) => {
+                self.span.record("outcome", display(Ended::Code(e.to_remote().code)));
+                self.span.record("error", display(e));
+            }
+            Err(message) => {
                 self.span.record("outcome", display(Ended::Panic));
                 self.span.record("error", display(message));
             }

@@ -211,17 +211,3 @@ fn the_caller_s_traceparent_is_the_parent_and_errors_are_outcomes() {
     let c = recorder.span("xrpc.client", "Calc.nothing");
     assert_eq!(c.get("outcome"), "MethodNotFound", "{c:?}");
 }
-
-#[test]
-fn with_no_subscriber_no_traceparent_is_made() {
-    let rt = TestRuntime::new();
-    let (client, _server) = setup(&rt);
-    let seen: Option<String> = rt.block_on(client.call("Calc.traceparent", &())).unwrap();
-    assert_eq!(seen, None);
-    // Inside a context of the application's, that one is passed on unchanged.
-    let ctx = TraceContext::new_root();
-    let seen: Option<String> = rt
-        .block_on(ctx.scope(client.call("Calc.traceparent", &())))
-        .unwrap();
-    assert_eq!(seen, Some(ctx.to_string()));
-}

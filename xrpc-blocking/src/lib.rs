@@ -58,5 +58,6 @@ pub use transport::{
 };
 pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{
-    BincodeCodec, CallKind, CallOptions, ClientConfig, RetryPolicy, RpcError, ServerConfig,
+    BincodeCodec, CallKind, CallOptions, ClientConfig, Metadata, MetadataError, NotificationDrop,
+    NotificationStats, PeerInfo, RetryPolicy, RpcError, ServerConfig, ServerStats, Signature,
 };

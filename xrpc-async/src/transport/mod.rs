@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use xrpc_proto::{FRAME_PREFIX_LEN, PeerKey, ReadBudget};
+use xrpc_proto::{FRAME_PREFIX_LEN, PeerInfo, PeerKey, ReadBudget};
 
 mod addr;
 mod checks;
@@ -195,6 +195,13 @@ pub trait FrameTransport: Send + Sync + 'static {
         PeerKey::Unknown
     }
 
+    /// Who the peer is, for handlers (`CallContext::peer`): its socket address over TCP, the
+    /// socket path or service name over Unix sockets and shared memory, and its
+    /// [`peer_key`](Self::peer_key).
+    fn peer_info(&self) -> PeerInfo {
+        PeerInfo::new().with_key(self.peer_key())
+    }
+
     /// Takes read-buffer room for frames not yet whole from `budget` (a server's, shared by
     /// its connections), from the next read on: past it, receiving waits until
     /// [`ReadBudget::take_freed`] says room came back and the caller polls again. Transports
@@ -320,6 +327,10 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         (**self).peer_key()
     }
 
+    fn peer_info(&self) -> PeerInfo {
+        (**self).peer_info()
+    }
+
     fn set_read_budget(&self, budget: ReadBudget) {
         (**self).set_read_budget(budget)
     }
@@ -435,6 +446,10 @@ macro_rules! forward_frame_transport {
 
             fn peer_key(&self) -> ::xrpc_proto::PeerKey {
                 self.peer_key
+            }
+
+            fn peer_info(&self) -> ::xrpc_proto::PeerInfo {
+                self.describe_peer()
             }
 
             fn set_read_budget(&self, budget: ::xrpc_proto::ReadBudget) {

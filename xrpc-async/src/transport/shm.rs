@@ -633,6 +633,15 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         })
     }
 
+    fn peer_info(&self) -> xrpc_proto::PeerInfo {
+        // The service's name (from `shm:<name>`).
+        let info = xrpc_proto::PeerInfo::new().with_key(self.peer_key());
+        match self.name.strip_prefix("shm:") {
+            Some(service) => info.with_path(service),
+            None => info,
+        }
+    }
+
     fn is_connected(&self) -> bool {
         !self.closed.is_raised()
             && match self.conn.get() {

@@ -97,6 +97,15 @@ impl<S: UnixSocket<R>, R: Runtime> UnixFrameTransport<S, R> {
             name: name.into(),
         })
     }
+
+    /// Who the peer is, for handlers: the socket's path (from the name `unix:<path>`).
+    fn describe_peer(&self) -> xrpc_proto::PeerInfo {
+        let info = xrpc_proto::PeerInfo::new().with_key(self.peer_key);
+        match self.name.strip_prefix("unix:") {
+            Some(path) => info.with_path(path),
+            None => info,
+        }
+    }
 }
 
 /// Accepts Unix socket connections as [`UnixFrameTransport`]s. The socket file is removed when
