@@ -16,6 +16,7 @@
 //! decode the answer with it (`Codec::decode`), or put typed `map_request`/`map_response`
 //! layers at the outside of the stack.
 
+use std::borrow::Cow;
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
@@ -43,8 +44,8 @@ pub type CallFuture = Pin<Box<dyn Future<Output = Result<Bytes, RpcError>> + Sen
 /// A unary call as a tower request.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// The method name (`"Calculator.add"`).
-    pub method: Arc<str>,
+    /// The method name (`"Calculator.add"`; a `&'static str` is not copied).
+    pub method: Cow<'static, str>,
     /// The request, encoded with the client's codec.
     pub payload: Bytes,
     /// Per-call options (a timeout, metadata; the kind is always unary and the codec the
@@ -57,7 +58,7 @@ pub struct Call {
 
 impl Call {
     /// A call of `method` with payload bytes, default options, not idempotent.
-    pub fn new(method: impl Into<Arc<str>>, payload: Bytes) -> Self {
+    pub fn new(method: impl Into<Cow<'static, str>>, payload: Bytes) -> Self {
         Self {
             method: method.into(),
             payload,
@@ -69,7 +70,7 @@ impl Call {
     /// A call of `method` with `request` encoded by `codec` (the client's).
     pub fn encode<C: Codec, Req: Serialize + ?Sized>(
         codec: &C,
-        method: impl Into<Arc<str>>,
+        method: impl Into<Cow<'static, str>>,
         request: &Req,
     ) -> Result<Self, RpcError> {
         Ok(Self::new(method, codec.encode(request)?))

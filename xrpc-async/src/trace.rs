@@ -279,10 +279,13 @@ fn record_ids(span: &Span, context: &TraceContext, parent: Option<&TraceContext>
     }
 }
 
-/// Records the duration since `started`.
-fn record_duration(span: &Span, started: Instant, now: Instant) {
-    let us = now.saturating_duration_since(started).as_micros();
-    span.record("duration_us", u64::try_from(us).unwrap_or(u64::MAX));
+/// Records the duration since `started` (if the span is recorded: the clock is read then
+/// only).
+fn record_duration(span: &Span, started: Option<Instant>, now: impl FnOnce() -> Instant) {
+    if let Some(started) = started {
+        let us = now().saturating_duration_since(started).as_micros();
+        span.record("duration_us", u64::try_from(us).unwrap_or(u64::MAX));
+    }
 }
 
 /// Puts the current trace context, unchanged, in the metadata of a call that has no span of
@@ -298,17 +301,18 @@ pub(crate) fn propagate(metadata: &mut xrpc_proto::Metadata) {
 /// A client call's span and trace context.
 pub(crate) struct ClientTrace {
     span: Span,
-    started: Instant,
+    /// When the call started, if the span is recorded.
+    started: Option<Instant>,
 }
 
 impl ClientTrace {
-    /// Opens the span of a call of `method` over `transport` at `now`, and puts its trace
+    /// Opens the span of a call of `method` over `transport` at `now()`, and puts its trace
     /// context in `metadata` (see the module's documentation).
     pub(crate) fn start(
         method: &str,
         transport: &'static str,
         metadata: &mut xrpc_proto::Metadata,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Self {
         let span = tracing::info_span!(
             "xrpc.client",
@@ -337,7 +341,8 @@ impl ClientTrace {
             // A metadata map full already keeps its entries: the call goes untraced.
             let _ = metadata.insert(TRACEPARENT, context.to_bytes());
         }
-        Self { span, started: now }
+        let started = (!span.is_disabled()).then(now);
+        Self { span, started }
     }
 
     /// The span (entered while the call is polled).
@@ -350,8 +355,11 @@ impl ClientTrace {
         self.span.record("id", id);
     }
 
-    /// The call ended at `now` with `result`.
-    pub(crate) fn end<T>(&self, result: &Result<T, RpcError>, now: Instant) {
+    /// The call ended at `now()` with `result`.
+    pub(crate) fn end<T>(&self, result: &Result<T, RpcError>, now: impl FnOnce() -> Instant) {
+        if self.span.is_disabled() {
+            return;
+        }
         record_duration(&self.span, self.started, now);
         match result {
             Ok(_) => self.span.record("outcome", "ok"),
@@ -372,15 +380,16 @@ impl ClientTrace {
 pub(crate) struct ServerTrace {
     span: Span,
     context: Option<TraceContext>,
-    started: Instant,
+    /// When the call started, if the span is recorded.
+    started: Option<Instant>,
 }
 
 impl ServerTrace {
-    /// Opens the span of the call described by `ctx`, arrived over `transport` at `now`.
+    /// Opens the span of the call described by `ctx`, arrived over `transport` at `now()`.
     pub(crate) fn start(
         ctx: &crate::rpc::CallContext,
         transport: &'static str,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Self {
         let method = ctx.method();
         let span = tracing::info_span!(
@@ -407,10 +416,11 @@ impl ServerTrace {
             record_ids(&span, &context, parent.as_ref());
             Some(context)
         };
+        let started = (!span.is_disabled()).then(now);
         Self {
             span,
             context,
-            started: now,
+            started,
         }
     }
 
@@ -420,8 +430,11 @@ impl ServerTrace {
         self.span.in_scope(f)
     }
 
-    /// The handler ended at `now` with `outcome`.
-    pub(crate) fn end(&self, outcome: &HandlerOutcome, now: Instant) {
+    /// The handler ended at `now()` with `outcome`.
+    pub(crate) fn end(&self, outcome: &HandlerOutcome, now: impl FnOnce() -> Instant) {
+        if self.span.is_disabled() {
+            return;
+        }
         record_duration(&self.span, self.started, now);
         match outcome {
             HandlerOutcome::Response(_) | HandlerOutcome::StreamEnd => {
@@ -439,7 +452,14 @@ impl ServerTrace {
     }
 
     /// The notification handler ended at `now` with `result` (`Err`: it panicked).
-    pub(crate) fn end_result<T>(&self, result: &Result<Result<T, RpcError>, String>, now: Instant) {
+    pub(crate) fn end_result<T>(
+        &self,
+        result: &Result<Result<T, RpcError>, String>,
+        now: impl FnOnce() -> Instant,
+    ) {
+        if self.span.is_disabled() {
+            return;
+        }
         record_duration(&self.span, self.started, now);
         match result {
             Ok(Ok(_)) => {

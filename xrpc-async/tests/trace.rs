@@ -211,3 +211,26 @@ fn the_caller_s_traceparent_is_the_parent_and_errors_are_outcomes() {
     let c = recorder.span("xrpc.client", "Calc.nothing");
     assert_eq!(c.get("outcome"), "MethodNotFound", "{c:?}");
 }
+
+#[test]
+fn an_undelivered_notification_is_a_warning_naming_its_method() {
+    let recorder = Recorder::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(recorder.clone()));
+    let rt = TestRuntime::new();
+    let (client, _server) = setup(&rt);
+    rt.block_on(client.notify("Calc.nothing", &())).unwrap();
+    // Answered after the notification was routed (one connection keeps the order).
+    let _: i64 = rt.block_on(client.call("Calc.add", &(1i64, 1i64))).unwrap();
+    let events = recorder.events.lock().unwrap();
+    let warned: Vec<_> = events
+        .iter()
+        .filter(|e| e.get("message") == "xrpc notification not delivered")
+        .collect();
+    assert_eq!(warned.len(), 1, "{events:?}");
+    assert_eq!(warned[0].get("method"), "Calc.nothing");
+    assert_eq!(warned[0].get("reason"), "UnknownMethod");
+    // The notification's client span.
+    let n = recorder.span("xrpc.client", "Calc.nothing");
+    assert_eq!(n.get("outcome"), "ok", "sent: {n:?}");
+}

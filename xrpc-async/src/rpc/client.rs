@@ -66,6 +66,9 @@ pub(crate) struct ClientCore<T, R: Runtime> {
     started: AtomicBool,
     /// The connection's driver, polled by its task and by waiting calls.
     driver: Arc<SharedDriver>,
+    /// The transport's kind, for the spans.
+    #[cfg(feature = "tracing")]
+    transport: &'static str,
 }
 
 impl<T: MessageChannel, R: Runtime> ClientCore<T, R> {
@@ -241,6 +244,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     pub fn with_runtime(channel: T, config: ClientConfig, codec: C, rt: R) -> Self {
         let session = ClientSession::new(config, channel.wire_config(), rt.now());
         let inner = Arc::new(ClientCore {
+            #[cfg(feature = "tracing")]
+            transport: crate::trace::transport_kind(channel.transport().name()),
             channel: Arc::new(channel),
             shared: Arc::new(ConnectionCore::new(ClientState {
                 session,
@@ -413,9 +418,9 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         #[cfg(feature = "tracing")]
         {
             use tracing::Instrument;
-            let rt = &self.inner.rt;
-            let transport = crate::trace::transport_kind(self.inner.channel.transport().name());
-            let trace = crate::trace::ClientTrace::start(method, transport, &mut opts.metadata, rt.now());
+            let (rt, transport) = (&self.inner.rt, self.inner.transport);
+            let trace =
+                crate::trace::ClientTrace::start(method, transport, &mut opts.metadata, || rt.now());
             let res = async {
                 let id = self.begin(method, payload, opts)?;
                 trace.record_id(id);
@@ -423,7 +428,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             }
             .instrument(trace.span().clone())
             .await;
-            trace.end(&res, rt.now());
+            trace.end(&res, || rt.now());
             res
         }
         #[cfg(not(feature = "tracing"))]
@@ -552,16 +557,16 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         #[cfg(feature = "tracing")]
         let trace = crate::trace::ClientTrace::start(
             method,
-            crate::trace::transport_kind(self.inner.channel.transport().name()),
+            self.inner.transport,
             &mut opts.metadata,
-            self.inner.rt.now(),
+            || self.inner.rt.now(),
         );
         let sent = self
             .inner
             .with(|st| st.session.notify_with_options(method, payload, opts))
             .map_err(RpcError::from);
         #[cfg(feature = "tracing")]
-        trace.end(&sent, self.inner.rt.now());
+        trace.end(&sent, || self.inner.rt.now());
         sent
     }
 

@@ -302,7 +302,7 @@ fn start<R: Runtime>(
                 shutdown: shared.shutdown.clone(),
             };
             #[cfg(feature = "tracing")]
-            let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, rt.now());
+            let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, || rt.now());
             let build = || handler(ctx, call.payload, ctl.clone());
             #[cfg(feature = "tracing")]
             let build = || trace.in_scope(build);
@@ -313,14 +313,14 @@ fn start<R: Runtime>(
                 Ok(Started::Done(res)) => {
                     let outcome = handler_outcome(Ok(res));
                     #[cfg(feature = "tracing")]
-                    trace.end(&outcome, rt.now());
+                    trace.end(&outcome, || rt.now());
                     return complete(conn, id, outcome);
                 }
                 Ok(Started::Running(fut)) => fut,
                 Err(panic) => {
                     let outcome = HandlerOutcome::Panic(panic_message(&*panic));
                     #[cfg(feature = "tracing")]
-                    trace.end(&outcome, rt.now());
+                    trace.end(&outcome, || rt.now());
                     return complete(conn, id, outcome);
                 }
             };
@@ -333,7 +333,7 @@ fn start<R: Runtime>(
             let task = rt.spawn_handler(number, async move {
                 let outcome = handler_outcome(fut.await);
                 #[cfg(feature = "tracing")]
-                trace.end(&outcome, r.now());
+                trace.end(&outcome, || r.now());
                 complete(&c, id, outcome);
                 c.wake();
             });
@@ -377,12 +377,12 @@ fn start<R: Runtime>(
                 }
             };
             #[cfg(feature = "tracing")]
-            let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, rt.now());
+            let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, || rt.now());
             #[cfg(feature = "tracing")]
             let done = {
                 let (trace, r) = (trace.clone(), rt.clone());
                 move |c: &Connection<R>, res: Result<HandlerResult, String>| {
-                    trace.end_result(&res, r.now());
+                    trace.end_result(&res, || r.now());
                     done(c, res);
                 }
             };
