@@ -23,7 +23,7 @@ fn connect(server: &RpcServer) -> Client {
     RpcClient::new(MessageChannelAdapter::new(a))
 }
 
-fn call(method: &str) -> Call {
+fn call(method: &'static str) -> Call {
     Call::new(method, Bytes::from_static(b"ping"))
 }
 
