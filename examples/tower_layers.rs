@@ -167,13 +167,19 @@ async fn main() -> Result<(), BoxError> {
         holder.ready().await?.call(slow).await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    match shedding.ready().await?.call(Call::new("add", "".into())).await {
+    match shedding
+        .ready()
+        .await?
+        .call(Call::new("add", "".into()))
+        .await
+    {
         Err(e) if e.is::<tower::load_shed::error::Overloaded>() => {
             println!("client load-shed: refused at once ({e})");
         }
         other => return Err(format!("the call should have been shed: {other:?}").into()),
     }
-    held.await?.map_err(|e| format!("the held call failed: {e}"))?;
+    held.await?
+        .map_err(|e| format!("the held call failed: {e}"))?;
     println!("done");
     Ok(())
 }

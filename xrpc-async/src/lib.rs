@@ -33,10 +33,10 @@ mod signal;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod time;
-#[cfg(feature = "tracing")]
-pub mod trace;
 #[cfg(feature = "tower")]
 pub mod tower;
+#[cfg(feature = "tracing")]
+pub mod trace;
 pub mod transport;
 
 pub use balance::{DnsDiscovery, LoadBalancedClient, LoadBalancer, StaticDiscovery};

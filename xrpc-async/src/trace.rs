@@ -272,7 +272,10 @@ impl fmt::Display for Ended<'_> {
 
 /// Records the ids of `context` (and its parent's span id) on `span`.
 fn record_ids(span: &Span, context: &TraceContext, parent: Option<&TraceContext>) {
-    span.record("trace_id", display(format_args!("{:032x}", context.trace_id)));
+    span.record(
+        "trace_id",
+        display(format_args!("{:032x}", context.trace_id)),
+    );
     span.record("span_id", display(format_args!("{:016x}", context.span_id)));
     if let Some(p) = parent {
         span.record("parent_id", display(format_args!("{:016x}", p.span_id)));
@@ -291,10 +294,10 @@ fn record_duration(span: &Span, started: Option<Instant>, now: impl FnOnce() -> 
 /// Puts the current trace context, unchanged, in the metadata of a call that has no span of
 /// its own (a stream), unless the caller put one there.
 pub(crate) fn propagate(metadata: &mut xrpc_proto::Metadata) {
-    if let Some(context) = TraceContext::current() {
-        if metadata.get(TRACEPARENT).is_none() {
-            let _ = metadata.insert(TRACEPARENT, context.to_bytes());
-        }
+    if let Some(context) = TraceContext::current()
+        && metadata.get(TRACEPARENT).is_none()
+    {
+        let _ = metadata.insert(TRACEPARENT, context.to_bytes());
     }
 }
 
@@ -466,7 +469,8 @@ impl ServerTrace {
                 self.span.record("outcome", "ok");
             }
             Ok(Err(e)) => {
-                self.span.record("outcome", display(Ended::Code(e.to_remote().code)));
+                self.span
+                    .record("outcome", display(Ended::Code(e.to_remote().code)));
                 self.span.record("error", display(e));
             }
             Err(message) => {
@@ -557,7 +561,10 @@ mod tests {
         assert_eq!(c.to_string(), s);
         assert_eq!(&c.to_bytes()[..], s.as_bytes());
         // A later version with more fields is read by its first four.
-        assert!(TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
+        assert!(
+            TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
+                .is_some()
+        );
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",

@@ -14,8 +14,7 @@ use tracing_subscriber::registry::LookupSpan;
 use xrpc_async::testing::TestRuntime;
 use xrpc_async::trace::{TRACEPARENT, TraceContext};
 use xrpc_async::{
-    CallContext, ChannelConfig, ChannelFrameTransport, MessageChannelAdapter, RpcClient,
-    RpcServer,
+    CallContext, ChannelConfig, ChannelFrameTransport, MessageChannelAdapter, RpcClient, RpcServer,
 };
 use xrpc_proto::{BincodeCodec, CallOptions, ClientConfig, Metadata, ServerConfig};
 
@@ -149,8 +148,16 @@ fn the_server_span_joins_the_client_span_s_trace() {
     let s = recorder.span("xrpc.server", "Calc.add");
     assert_eq!(c.get("trace_id").len(), 32, "{c:?}");
     assert_eq!(c.get("span_id").len(), 16, "{c:?}");
-    assert_eq!(s.get("trace_id"), c.get("trace_id"), "one trace: {c:?} {s:?}");
-    assert_eq!(s.get("parent_id"), c.get("span_id"), "the client's span is the parent");
+    assert_eq!(
+        s.get("trace_id"),
+        c.get("trace_id"),
+        "one trace: {c:?} {s:?}"
+    );
+    assert_eq!(
+        s.get("parent_id"),
+        c.get("span_id"),
+        "the client's span is the parent"
+    );
     assert_ne!(s.get("span_id"), c.get("span_id"));
     assert_eq!(c.get("parent_id"), "", "the client's span starts the trace");
     for span in [&c, &s] {
@@ -162,7 +169,10 @@ fn the_server_span_joins_the_client_span_s_trace() {
     assert_eq!(c.get("id"), s.get("id"), "the same request id");
     // A connection was opened on either side.
     let messages = recorder.messages();
-    assert!(messages.iter().any(|m| m == "xrpc connection opened"), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m == "xrpc connection opened"),
+        "{messages:?}"
+    );
 }
 
 #[test]
@@ -177,7 +187,10 @@ fn a_call_made_by_a_handler_continues_the_handler_s_trace() {
     let outer = recorder.span("xrpc.server", "Calc.twice");
     let nested_client = recorder.span("xrpc.client", "Calc.add");
     let nested_server = recorder.span("xrpc.server", "Calc.add");
-    let trace = recorder.span("xrpc.client", "Calc.twice").get("trace_id").to_owned();
+    let trace = recorder
+        .span("xrpc.client", "Calc.twice")
+        .get("trace_id")
+        .to_owned();
     for span in [&outer, &nested_client, &nested_server] {
         assert_eq!(span.get("trace_id"), trace, "{span:?}");
     }

@@ -6,8 +6,7 @@
 use xrpc_async::testing::TestRuntime;
 use xrpc_async::trace::{TRACEPARENT, TraceContext};
 use xrpc_async::{
-    CallContext, ChannelConfig, ChannelFrameTransport, MessageChannelAdapter, RpcClient,
-    RpcServer,
+    CallContext, ChannelConfig, ChannelFrameTransport, MessageChannelAdapter, RpcClient, RpcServer,
 };
 use xrpc_proto::{BincodeCodec, ClientConfig, ServerConfig};
 

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use xrpc_proto::balance::{
-    Attempts, Balancer, BalancerEvent, BudgetConfig, Checkout, DISCOVERY_RETRY, Delivery, Discovered, Endpoint,
-    FailoverConfig, HealthState, LeastConnections, LoadBalancerConfig, Outcome, P2c, Pick,
-    PickError, PoolConfig, Random, RetryBudget, Rng, RoundRobin, ScoreBased, Slot, Strategy,
-    WeightedRoundRobin,
+    Attempts, Balancer, BalancerEvent, BudgetConfig, Checkout, DISCOVERY_RETRY, Delivery,
+    Discovered, Endpoint, FailoverConfig, HealthState, LeastConnections, LoadBalancerConfig,
+    Outcome, P2c, Pick, PickError, PoolConfig, Random, RetryBudget, Rng, RoundRobin, ScoreBased,
+    Slot, Strategy, WeightedRoundRobin,
 };
 use xrpc_proto::{CallError, ErrorCode, RemoteError, RpcError, TransportError};
 
@@ -319,7 +319,10 @@ fn ejections_and_readmissions_are_events_while_recorded() {
         until,
         failures,
     };
-    assert_eq!(b.poll_event(), Some(ejected(t1 + Duration::from_secs(2), 4)));
+    assert_eq!(
+        b.poll_event(),
+        Some(ejected(t1 + Duration::from_secs(2), 4))
+    );
     assert_eq!(b.poll_event(), None);
     // A cancelled probe is no ejection; a successful one re-admits.
     let t2 = t1 + Duration::from_secs(2);
@@ -334,7 +337,10 @@ fn ejections_and_readmissions_are_events_while_recorded() {
     for _ in 0..3 {
         end(&mut b, t2, Outcome::Transport);
     }
-    assert_eq!(b.poll_event(), Some(ejected(t2 + Duration::from_secs(1), 3)));
+    assert_eq!(
+        b.poll_event(),
+        Some(ejected(t2 + Duration::from_secs(1), 3))
+    );
     assert_eq!(b.poll_event(), None);
 }
 

@@ -83,7 +83,10 @@ impl ::tower::retry::Policy<Call, Bytes, BoxError> for CallRetry {
     type Future = Backoff;
 
     fn retry(&mut self, call: &mut Call, result: &mut Result<Bytes, BoxError>) -> Option<Backoff> {
-        let error = result.as_ref().err().and_then(|e| e.downcast_ref::<RpcError>());
+        let error = result
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<RpcError>());
         self.retry_on(call, error)
     }
 

@@ -46,7 +46,13 @@ async fn a_timeout_layer_around_the_client_fires() {
         .service(connect(&server));
     let ok = svc.ready().await.unwrap().call(call("fast")).await.unwrap();
     assert_eq!(ok, Bytes::from_static(b"ping"));
-    let err = svc.ready().await.unwrap().call(call("slow")).await.unwrap_err();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(call("slow"))
+        .await
+        .unwrap_err();
     assert!(
         err.is::<tower::timeout::error::Elapsed>(),
         "expected the layer's timeout, got {err}"
@@ -81,7 +87,11 @@ async fn a_concurrency_limit_around_a_handler_holds_on_the_server() {
     for r in futures_util::future::join_all(calls).await {
         assert_eq!(r.unwrap(), Bytes::from_static(b"ping"));
     }
-    assert_eq!(most.load(Ordering::SeqCst), 2, "at most two handlers at once");
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "at most two handlers at once"
+    );
 }
 
 /// A handler failing with `code` its first `failures` calls; counts its calls.
@@ -115,7 +125,11 @@ async fn a_retry_layer_retries_a_refused_call_and_not_a_handler_error() {
         .service(connect(&server));
     let ok = svc.ready().await.unwrap().call(call("flaky")).await;
     assert_eq!(ok.unwrap(), Bytes::from_static(b"ping"));
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "two refusals, then the answer");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "two refusals, then the answer"
+    );
 
     // A handler's own error says the server works: never retried.
     let calls = Arc::new(AtomicUsize::new(0));
@@ -124,7 +138,13 @@ async fn a_retry_layer_retries_a_refused_call_and_not_a_handler_error() {
         .retry(CallRetry::new(3))
         .service(connect(&server));
     let err = svc.ready().await.unwrap().call(call("flaky")).await;
-    assert!(matches!(err, Err(RpcError::ServerError { code: ErrorCode::Handler, .. })));
+    assert!(matches!(
+        err,
+        Err(RpcError::ServerError {
+            code: ErrorCode::Handler,
+            ..
+        })
+    ));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -163,7 +183,13 @@ async fn load_shedding_around_a_handler_refuses_past_its_limit() {
     let mut second = client.clone();
     let err = second.ready().await.unwrap().call(call("shed")).await;
     assert!(
-        matches!(&err, Err(RpcError::ServerError { code: ErrorCode::ResourceExhausted, .. })),
+        matches!(
+            &err,
+            Err(RpcError::ServerError {
+                code: ErrorCode::ResourceExhausted,
+                ..
+            })
+        ),
         "{err:?}"
     );
     gate.add_permits(1);

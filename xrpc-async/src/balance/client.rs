@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::balance::{Attempts, Balancer, Outcome, PoolConfig, StreamKey};
@@ -282,11 +282,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
             .run(Attempts::call(idempotent), |client| {
                 // `Bytes` clones share the buffer: every attempt sends the same request.
                 let (payload, options) = (payload.clone(), options.clone());
-                async move {
-                    client
-                        .call_raw_with_options(method, payload, options)
-                        .await
-                }
+                async move { client.call_raw_with_options(method, payload, options).await }
             })
             .await?;
         Ok(resp)

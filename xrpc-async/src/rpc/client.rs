@@ -420,7 +420,9 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             use tracing::Instrument;
             let (rt, transport) = (&self.inner.rt, self.inner.transport);
             let trace =
-                crate::trace::ClientTrace::start(method, transport, &mut opts.metadata, || rt.now());
+                crate::trace::ClientTrace::start(method, transport, &mut opts.metadata, || {
+                    rt.now()
+                });
             let res = async {
                 let id = self.begin(method, payload, opts)?;
                 trace.record_id(id);

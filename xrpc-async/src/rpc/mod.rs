@@ -15,9 +15,9 @@ mod shared_driver;
 mod stream;
 mod wakers;
 
+pub use client::{ClientHandle, RpcClient, RpcClientConfig};
 #[cfg(feature = "tower")]
 pub(crate) use future_pool::Started;
-pub use client::{ClientHandle, RpcClient, RpcClientConfig};
 pub use listener::FrameListener;
 pub use server::{CallContext, RpcServer};
 pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};

@@ -172,13 +172,20 @@ pub const MAX_EVENTS: usize = 256;
 
 /// Queues the event, if any, of `e`'s health having gone from `before` to its state now
 /// after a call ended with `outcome`.
-fn note_health(events: &mut VecDeque<BalancerEvent>, e: &Entry, before: HealthState, outcome: Outcome) {
+fn note_health(
+    events: &mut VecDeque<BalancerEvent>,
+    e: &Entry,
+    before: HealthState,
+    outcome: Outcome,
+) {
     let event = match (before, e.health.state()) {
         (HealthState::Probing, HealthState::Healthy) => BalancerEvent::Readmitted {
             endpoint: e.endpoint.clone(),
         },
         // A probe that ended neutral is sent again: not an ejection.
-        (b, HealthState::Unhealthy) if b != HealthState::Unhealthy && outcome.is_endpoint_failure() => {
+        (b, HealthState::Unhealthy)
+            if b != HealthState::Unhealthy && outcome.is_endpoint_failure() =>
+        {
             BalancerEvent::Ejected {
                 endpoint: e.endpoint.clone(),
                 until: e.health.ejected_until().unwrap_or_else(Instant::now),
