@@ -270,6 +270,15 @@ impl fmt::Display for Ended<'_> {
     }
 }
 
+/// Whether a subscriber may want xrpc's spans (level `INFO`): if not, no span is made, nor
+/// anything recorded or entered — not even through tracing's `log` compatibility, which a
+/// disabled span still goes through.
+fn spans_on() -> bool {
+    use tracing::Level;
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    Level::INFO <= STATIC_MAX_LEVEL && Level::INFO <= LevelFilter::current()
+}
+
 /// Records the ids of `context` (and its parent's span id) on `span`.
 fn record_ids(span: &Span, context: &TraceContext, parent: Option<&TraceContext>) {
     span.record(
@@ -317,6 +326,13 @@ impl ClientTrace {
         metadata: &mut xrpc_proto::Metadata,
         now: impl FnOnce() -> Instant,
     ) -> Self {
+        if !spans_on() {
+            propagate(metadata);
+            return Self {
+                span: Span::none(),
+                started: None,
+            };
+        }
         let span = tracing::info_span!(
             "xrpc.client",
             otel.kind = "client",
@@ -348,14 +364,20 @@ impl ClientTrace {
         Self { span, started }
     }
 
-    /// The span (entered while the call is polled).
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
+    /// `future` (the call), polled in the span.
+    pub(crate) fn instrument<F: Future + Unpin>(&self, future: F) -> Traced<F> {
+        Traced {
+            future,
+            span: self.span.clone(),
+            context: None,
+        }
     }
 
     /// The call's request id.
     pub(crate) fn record_id(&self, id: u64) {
-        self.span.record("id", id);
+        if self.started.is_some() {
+            self.span.record("id", id);
+        }
     }
 
     /// The call ended at `now()` with `result`.
@@ -394,6 +416,14 @@ impl ServerTrace {
         transport: &'static str,
         now: impl FnOnce() -> Instant,
     ) -> Self {
+        if !spans_on() {
+            return Self {
+                span: Span::none(),
+                // Passed on unchanged to the calls the handler makes.
+                context: TraceContext::of(ctx.metadata()),
+                started: None,
+            };
+        }
         let method = ctx.method();
         let span = tracing::info_span!(
             "xrpc.server",
@@ -429,8 +459,17 @@ impl ServerTrace {
 
     /// Runs `f` (starting the handler) in the span, with the call's context current.
     pub(crate) fn in_scope<O>(&self, f: impl FnOnce() -> O) -> O {
-        let _current = SetCurrent::new(self.context);
-        self.span.in_scope(f)
+        match (self.started, self.context) {
+            (None, None) => f(),
+            (None, Some(_)) => {
+                let _current = SetCurrent::new(self.context);
+                f()
+            }
+            (Some(_), _) => {
+                let _current = SetCurrent::new(self.context);
+                self.span.in_scope(f)
+            }
+        }
     }
 
     /// The handler ended at `now()` with `outcome`.
@@ -490,7 +529,8 @@ impl ServerTrace {
     }
 }
 
-/// A handler's future, polled in its span with its call's context current.
+/// A call's or a handler's future, polled in its span (if it is on) with its call's context
+/// current (if there is one).
 pub(crate) struct Traced<F> {
     future: F,
     span: Span,
@@ -502,9 +542,19 @@ impl<F: Future + Unpin> Future for Traced<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let _current = SetCurrent::new(this.context);
-        let _entered = this.span.enter();
-        Pin::new(&mut this.future).poll(cx)
+        let future = Pin::new(&mut this.future);
+        match (this.span.is_disabled(), this.context) {
+            (true, None) => future.poll(cx),
+            (true, Some(_)) => {
+                let _current = SetCurrent::new(this.context);
+                future.poll(cx)
+            }
+            (false, _) => {
+                let _current = SetCurrent::new(this.context);
+                let _entered = this.span.enter();
+                future.poll(cx)
+            }
+        }
     }
 }
 

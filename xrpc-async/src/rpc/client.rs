@@ -417,19 +417,17 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     ) -> Result<Payload, RpcError> {
         #[cfg(feature = "tracing")]
         {
-            use tracing::Instrument;
             let (rt, transport) = (&self.inner.rt, self.inner.transport);
             let trace =
                 crate::trace::ClientTrace::start(method, transport, &mut opts.metadata, || {
                     rt.now()
                 });
-            let res = async {
+            let call = std::pin::pin!(async {
                 let id = self.begin(method, payload, opts)?;
                 trace.record_id(id);
                 self.wait(id).await
-            }
-            .instrument(trace.span().clone())
-            .await;
+            });
+            let res = trace.instrument(call).await;
             trace.end(&res, || rt.now());
             res
         }
