@@ -364,6 +364,11 @@ impl ClientTrace {
         Self { span, started }
     }
 
+    /// Whether the span is recorded.
+    pub(crate) fn is_on(&self) -> bool {
+        self.started.is_some()
+    }
+
     /// `future` (the call), polled in the span.
     pub(crate) fn instrument<F: Future + Unpin>(&self, future: F) -> Traced<F> {
         Traced {

@@ -205,3 +205,42 @@ async fn a_closed_client_is_not_ready() {
     let err = client.ready().await.map(drop).unwrap_err();
     assert!(matches!(err, RpcError::Disconnected(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_load_balanced_client_is_a_service_and_fails_over_a_refusal() {
+    use xrpc_tokio::{
+        Endpoint, LoadBalancedClient, LoadBalancer, RoundRobin, StaticDiscovery, TcpConfig,
+        TcpConnector, TcpFrameTransport, TcpFrameTransportListener,
+    };
+    // Server 0 refuses every call (and counts them); server 1 answers.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut endpoints = Vec::new();
+    for refuses in [true, false] {
+        let listener = TcpFrameTransportListener::bind("127.0.0.1:0", TcpConfig::default())
+            .await
+            .unwrap();
+        endpoints
+            .push(Endpoint::tcp_from_str(&listener.local_addr().unwrap().to_string()).unwrap());
+        let server = if refuses {
+            flaky(ErrorCode::ResourceExhausted, usize::MAX, refused.clone())
+        } else {
+            flaky(ErrorCode::Handler, 0, Arc::new(AtomicUsize::new(0)))
+        };
+        tokio::spawn(async move { server.serve_listener(listener).await });
+    }
+    let lb = Arc::new(LoadBalancer::new(
+        Arc::new(StaticDiscovery::new(endpoints)),
+        RoundRobin::new(),
+    ));
+    let client: LoadBalancedClient<MessageChannelAdapter<TcpFrameTransport>> =
+        LoadBalancedClient::new(lb, TcpConnector::default());
+    let client = Arc::new(client);
+    let mut svc = ServiceBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .service(client);
+    for _ in 0..4 {
+        let answer = svc.ready().await.unwrap().call(call("flaky")).await;
+        assert_eq!(answer.unwrap(), Bytes::from_static(b"ping"));
+    }
+    assert!(refused.load(Ordering::SeqCst) >= 1, "server 0 was tried");
+}

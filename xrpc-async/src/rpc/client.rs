@@ -427,7 +427,12 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
                 trace.record_id(id);
                 self.wait(id).await
             });
-            let res = trace.instrument(call).await;
+            // No wrapper when the span is off.
+            let res = if trace.is_on() {
+                trace.instrument(call).await
+            } else {
+                call.await
+            };
             trace.end(&res, || rt.now());
             res
         }
