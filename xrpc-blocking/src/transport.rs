@@ -328,6 +328,14 @@ impl FrameTransport for AnyFrameTransport {
         each!(self, t => t.partial_frame())
     }
 
+    fn peer_key(&self) -> xrpc_proto::PeerKey {
+        each!(self, t => t.peer_key())
+    }
+
+    fn peer_info(&self) -> xrpc_proto::PeerInfo {
+        each!(self, t => t.peer_info())
+    }
+
     fn set_read_budget(&self, budget: ReadBudget) {
         each!(self, t => t.set_read_budget(budget))
     }

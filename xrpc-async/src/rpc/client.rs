@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, ClientConfig, ClientSession, Codec, Payload, PayloadOf,
-    RpcError, SendError, call_failed, decode_as, payload_bytes,
+    RpcError, SendError, decode_as, payload_bytes,
 };
 
 use super::driver::{ConnectionCore, Driven, drive};
@@ -377,8 +377,12 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     }
 
     /// A started streaming call `id`, as its handles share it.
-    fn call_ref(&self, id: u64) -> Arc<CallRef> {
-        CallRef::new(self.inner.clone(), id)
+    fn call_ref(&self, id: u64, method: &str) -> Arc<CallRef> {
+        CallRef::new(
+            self.inner.clone(),
+            id,
+            Bytes::copy_from_slice(method.as_bytes()),
+        )
     }
 
     /// Waits for the outcome of unary call `id`; dropping the future cancels the call.
@@ -509,12 +513,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     {
         opts.codec = C::ID;
         opts.kind = CallKind::Unary;
-        let signature = opts.signature;
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        let resp = self
-            .call_payload(method, payload, opts)
-            .await
-            .map_err(|e| call_failed(method, signature, e))?;
+        let resp = self.call_payload(method, payload, opts).await?;
         decode_as(&self.codec, PayloadOf::Response(method), resp)
     }
 
@@ -587,7 +587,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         #[cfg(feature = "tracing")]
         crate::trace::propagate(&mut opts.metadata);
         let request = Payload::Bytes(Bytes::new());
-        let call = self.call_ref(self.begin(method, request, opts)?);
+        let call = self.call_ref(self.begin(method, request, opts)?, method);
         let sender = StreamSender::new(call.clone(), self.codec.clone(), true);
         Ok((call, sender))
     }
@@ -623,7 +623,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         opts.kind = CallKind::ServerStreaming;
         #[cfg(feature = "tracing")]
         crate::trace::propagate(&mut opts.metadata);
-        let call = self.call_ref(self.begin(method, payload, opts)?);
+        let call = self.call_ref(self.begin(method, payload, opts)?, method);
         Ok(StreamReceiver::new(call, self.codec.clone()))
     }
 
@@ -664,7 +664,6 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Item: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let signature = opts.signature;
         let (call, sender) = self.begin_client_stream(method, CallKind::ClientStreaming, opts)?;
         let inner = self.inner.clone();
         let codec = self.codec.clone();
@@ -684,8 +683,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             })
             .await;
             guard.disarm();
-            let res = res.map_err(|e| call_failed(&method, signature, e.into()))?;
-            decode_as(&codec, PayloadOf::Response(&method), res)
+            decode_as(&codec, PayloadOf::Response(&method), res?)
         };
         Ok((sender, response))
     }
