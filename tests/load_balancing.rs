@@ -57,6 +57,35 @@ fn register(server: &RpcServer, name: &str) {
     server.register_typed("fail", |(): ()| async move {
         Err::<(), _>(RpcError::server("no such key"))
     });
+    // Echoes the metadata key `tenant` of its call, for every kind of call.
+    let tenant =
+        |ctx: &xrpc::CallContext| ctx.metadata().get_str("tenant").unwrap_or("-").to_string();
+    server.register_typed_with_context("tenant", move |ctx: xrpc::CallContext, (): ()| {
+        let t = tenant(&ctx);
+        async move { Ok(t) }
+    });
+    server.register_stream_with_context(
+        "tenant.server",
+        move |ctx: xrpc::CallContext, (): (), tx: xrpc::ServerStreamSender<String>| async move {
+            tx.send(&tenant(&ctx)).await
+        },
+    );
+    server.register_client_stream_with_context(
+        "tenant.client",
+        move |ctx: xrpc::CallContext, mut items: xrpc::RequestStream<u8>| async move {
+            while items.recv().await.is_some() {}
+            Ok(tenant(&ctx))
+        },
+    );
+    server.register_bidi_with_context(
+        "tenant.bidi",
+        move |ctx: xrpc::CallContext,
+              mut items: xrpc::RequestStream<u8>,
+              tx: xrpc::ServerStreamSender<String>| async move {
+            while items.recv().await.is_some() {}
+            tx.send(&tenant(&ctx)).await
+        },
+    );
 }
 
 /// A server in this process on `addr`; its address.
@@ -279,6 +308,49 @@ async fn a_remote_application_error_ejects_nothing() {
         "{status:?}"
     );
     assert!(status.iter().all(|s| s.calls == 5), "{status:?}");
+}
+
+/// Every kind of balanced call carries its options' metadata to the server's handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balanced_calls_of_every_kind_carry_metadata() {
+    let endpoints = vec![Endpoint::Tcp(start_server("a", "127.0.0.1:0").await.0)];
+    let client = client_over(endpoints, PoolConfig::default());
+    let mut md = xrpc::Metadata::new();
+    md.insert("tenant", "acme").unwrap();
+    let opts = || xrpc::CallOptions::default().with_metadata(md.clone());
+    let t: String = client
+        .call_with_options("tenant", &(), opts(), false)
+        .await
+        .unwrap();
+    assert_eq!(t, "acme");
+    let rx = client
+        .call_server_stream_with_options::<_, String>("tenant.server", &(), opts())
+        .await
+        .unwrap();
+    assert_eq!(rx.collect().await.unwrap(), vec!["acme"]);
+    let (tx, response) = client
+        .call_client_stream_with_options::<u8, String>("tenant.client", opts())
+        .await
+        .unwrap();
+    tx.send(&1).await.unwrap();
+    tx.finish().await.unwrap();
+    assert_eq!(response.await.unwrap(), "acme");
+    let (tx, mut rx) = client
+        .call_bidi_with_options::<u8, String>("tenant.bidi", opts())
+        .await
+        .unwrap();
+    tx.send(&1).await.unwrap();
+    tx.finish().await.unwrap();
+    assert_eq!(rx.recv().await.unwrap().unwrap(), "acme");
+    assert!(rx.recv().await.is_none(), "the stream ends");
+    drop(rx);
+    client
+        .notify_with_options("no.such.method", &(), opts())
+        .await
+        .unwrap();
+    // The balancer saw every stream end.
+    let status = client.load_balancer().status();
+    assert!(status.iter().all(|s| s.in_flight == 0), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
