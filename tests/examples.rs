@@ -34,6 +34,12 @@ fn features_of_this_build() -> Vec<&'static str> {
     if cfg!(feature = "codec-postcard") {
         f.push("codec-postcard");
     }
+    if cfg!(feature = "tower") {
+        f.push("tower");
+    }
+    if cfg!(feature = "tracing") {
+        f.push("tracing");
+    }
     f
 }
 
@@ -255,6 +261,21 @@ fn custom_codec() {
         ],
     );
     assert_eq!(ran.stdout.matches("add(40, 2) = 42").count(), 2);
+}
+
+#[test]
+fn tower_layers() {
+    run(example_command("tower_layers", &["tower"])).assert_printed(
+        "tower_layers",
+        &[
+            "add: 2 + 3 = 5",
+            "timeout: slow gave up after",
+            "retry: flaky answered \"again\" after two refusals",
+            "refused (ResourceExhausted); at most 2 handlers at once",
+            "client load-shed: refused at once",
+            "done",
+        ],
+    );
 }
 
 #[test]

@@ -17,6 +17,8 @@
 //! | [`reactor`] | [`Reactor`]: what the socket and shared-memory transports need of its IO |
 //! | [`service`] | services defined as a trait with `#[service]`: what the generated clients and servers call |
 //! | [`balance`] | layer 4: [`LoadBalancer`], [`LoadBalancedClient`], discovery, the connection pool |
+//! | `trace` | (feature `tracing`) spans per call, connection and balancer events, `traceparent` propagation |
+//! | `tower` | (feature `tower`) the clients as `tower::Service`s, handlers wrapped in layers |
 //! | `testing` | (feature `test-util`) `TestRuntime`: a virtual clock and a single-threaded executor for tests |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -33,6 +35,10 @@ mod signal;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod time;
+#[cfg(feature = "tower")]
+pub mod tower;
+#[cfg(feature = "tracing")]
+pub mod trace;
 pub mod transport;
 
 pub use balance::{DnsDiscovery, LoadBalancedClient, LoadBalancer, StaticDiscovery};

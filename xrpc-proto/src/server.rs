@@ -348,7 +348,14 @@ impl<P: WireSize> ServerConnection<P> {
     /// A notification of `method` was not delivered (or its handler failed) for `reason`: the
     /// one place every such notification is counted.
     pub fn notification_undelivered(&mut self, method: &[u8], reason: NotificationDrop) {
-        let _ = method; // named in the log (tracing), when there is one
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            method = %String::from_utf8_lossy(method),
+            ?reason,
+            "xrpc notification not delivered"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = method;
         if let Some(c) = &self.counters {
             c.count(reason);
         }

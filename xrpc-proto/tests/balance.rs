@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use xrpc_proto::balance::{
-    Attempts, Balancer, BudgetConfig, Checkout, DISCOVERY_RETRY, Delivery, Discovered, Endpoint,
-    FailoverConfig, HealthState, LeastConnections, LoadBalancerConfig, Outcome, P2c, Pick,
-    PickError, PoolConfig, Random, RetryBudget, Rng, RoundRobin, ScoreBased, Slot, Strategy,
-    WeightedRoundRobin,
+    Attempts, Balancer, BalancerEvent, BudgetConfig, Checkout, DISCOVERY_RETRY, Delivery,
+    Discovered, Endpoint, FailoverConfig, HealthState, LeastConnections, LoadBalancerConfig,
+    Outcome, P2c, Pick, PickError, PoolConfig, Random, RetryBudget, Rng, RoundRobin, ScoreBased,
+    Slot, Strategy, WeightedRoundRobin,
 };
 use xrpc_proto::{CallError, ErrorCode, RemoteError, RpcError, TransportError};
 
@@ -295,6 +295,53 @@ fn transport_failures_eject_and_a_probe_readmits_after_the_back_off() {
     b.finish(&probe, t2, Outcome::Success);
     assert_eq!(b.status()[0].health, HealthState::Healthy);
     assert_eq!(spread(&mut b, t2, 300)[&ep(0)], 100);
+}
+
+#[test]
+fn ejections_and_readmissions_are_events_while_recorded() {
+    let t0 = Instant::now();
+    let mut b = balancer(RoundRobin::new(), 1);
+    let end = |b: &mut Balancer<RoundRobin>, now, outcome| {
+        let p = b.pick(now).unwrap();
+        b.finish(&p, now, outcome);
+    };
+    // Not recording: nothing kept.
+    for _ in 0..3 {
+        end(&mut b, t0, Outcome::Transport);
+    }
+    assert_eq!(b.poll_event(), None);
+    b.record_events(true);
+    let t1 = t0 + Duration::from_secs(1);
+    // The probe fails: ejected again, for twice as long.
+    end(&mut b, t1, Outcome::Timeout);
+    let ejected = |until, failures| BalancerEvent::Ejected {
+        endpoint: ep(0),
+        until,
+        failures,
+    };
+    assert_eq!(
+        b.poll_event(),
+        Some(ejected(t1 + Duration::from_secs(2), 4))
+    );
+    assert_eq!(b.poll_event(), None);
+    // A cancelled probe is no ejection; a successful one re-admits.
+    let t2 = t1 + Duration::from_secs(2);
+    end(&mut b, t2, Outcome::Cancelled);
+    assert_eq!(b.poll_event(), None);
+    end(&mut b, t2, Outcome::Success);
+    assert_eq!(
+        b.poll_event(),
+        Some(BalancerEvent::Readmitted { endpoint: ep(0) })
+    );
+    // Failures past the threshold eject.
+    for _ in 0..3 {
+        end(&mut b, t2, Outcome::Transport);
+    }
+    assert_eq!(
+        b.poll_event(),
+        Some(ejected(t2 + Duration::from_secs(1), 3))
+    );
+    assert_eq!(b.poll_event(), None);
 }
 
 #[test]

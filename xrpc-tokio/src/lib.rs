@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`transport`] | layer 1: TCP, Unix, shared-memory, channel and `Arc` transports |
 //! | [`runtime`] | [`Tokio`]: spawning, timers and descriptor readiness for the async layer |
+//! | `tower` | (feature `tower`) the clients as `tower::Service`s, handlers in layers, [`CallRetry`](tower::CallRetry) |
 //! | `balance` | layer 4: [`ClientFactory`], [`LoadBalancedClient`], endpoint connectors |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -16,6 +17,8 @@
 
 mod balance;
 pub mod runtime;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod transport;
 
 #[cfg(feature = "shm")]

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -263,6 +264,25 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
                 client
                     .call_with_options(method, request, options.clone())
                     .await
+            })
+            .await?;
+        Ok(resp)
+    }
+
+    /// Sends raw payload bytes (in the client's codec) to `method` on one of the servers, with
+    /// explicit options, saying whether it is idempotent; answers the raw response.
+    pub async fn call_raw_with_options(
+        &self,
+        method: &str,
+        payload: Bytes,
+        options: CallOptions,
+        idempotent: bool,
+    ) -> Result<Bytes, RpcError> {
+        let (resp, _, _) = self
+            .run(Attempts::call(idempotent), |client| {
+                // `Bytes` clones share the buffer: every attempt sends the same request.
+                let (payload, options) = (payload.clone(), options.clone());
+                async move { client.call_raw_with_options(method, payload, options).await }
             })
             .await?;
         Ok(resp)

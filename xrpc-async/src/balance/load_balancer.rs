@@ -190,6 +190,9 @@ impl LoadBalancer {
         let strategy: Box<dyn Strategy> = Box::new(strategy);
         let mut balancer = Balancer::new(strategy, config, rng);
         balancer.set_refresh_interval(discovery.refresh_interval());
+        // Ejections and re-admissions, logged by `with`.
+        #[cfg(feature = "tracing")]
+        balancer.record_events(true);
         Self {
             shared: Arc::new(BalancerCore {
                 balancer: Mutex::new(balancer),
@@ -251,7 +254,18 @@ impl LoadBalancer {
     /// Runs `f` on the core balancer, under its lock (picks, outcomes, a call's
     /// [`Attempts`](xrpc_proto::balance::Attempts), streams).
     pub fn with<T>(&self, f: impl FnOnce(&mut Balancer) -> T) -> T {
-        f(&mut self.shared.lock())
+        #[cfg(not(feature = "tracing"))]
+        return f(&mut self.shared.lock());
+        #[cfg(feature = "tracing")]
+        {
+            let mut b = self.shared.lock();
+            let r = f(&mut b);
+            // Logged outside the lock (no allocation when there is none).
+            let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+            drop(b);
+            events.iter().for_each(crate::trace::balancer_event);
+            r
+        }
     }
 
     /// Every endpoint with its health, load and counters.

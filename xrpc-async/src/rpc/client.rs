@@ -27,6 +27,8 @@ use super::stream::{CallRef, StreamCtl, StreamReceiver, StreamSender};
 use super::wakers::{Wakers, leave_waker};
 use crate::channel::MessageChannel;
 use crate::runtime::Runtime;
+#[cfg(feature = "tracing")]
+use crate::transport::FrameTransport;
 
 /// Client settings (the session's [`ClientConfig`]).
 pub type RpcClientConfig = ClientConfig;
@@ -64,6 +66,9 @@ pub(crate) struct ClientCore<T, R: Runtime> {
     started: AtomicBool,
     /// The connection's driver, polled by its task and by waiting calls.
     driver: Arc<SharedDriver>,
+    /// The transport's kind, for the spans.
+    #[cfg(feature = "tracing")]
+    transport: &'static str,
 }
 
 impl<T: MessageChannel, R: Runtime> ClientCore<T, R> {
@@ -239,6 +244,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     pub fn with_runtime(channel: T, config: ClientConfig, codec: C, rt: R) -> Self {
         let session = ClientSession::new(config, channel.wire_config(), rt.now());
         let inner = Arc::new(ClientCore {
+            #[cfg(feature = "tracing")]
+            transport: crate::trace::transport_kind(channel.transport().name()),
             channel: Arc::new(channel),
             shared: Arc::new(ConnectionCore::new(ClientState {
                 session,
@@ -296,8 +303,18 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let shared = self.inner.shared.clone();
         let channel = self.inner.channel.clone();
         let r = rt.clone();
+        #[cfg(feature = "tracing")]
+        crate::trace::connected("client", channel.transport().name());
+        #[cfg(feature = "tracing")]
+        let state = shared.clone();
         self.inner.driver.install(Box::pin(async move {
             drive(&r, shared, &*channel, |_, ()| {}, |_, _| {}).await;
+            #[cfg(feature = "tracing")]
+            {
+                let st = state.lock();
+                let reason = st.session.close_reason().unwrap_or("closed");
+                crate::trace::disconnected("client", channel.transport().name(), &reason, false);
+            }
         }));
         // The task drives whenever no waiting call does; it holds the driver, not the client.
         rt.spawn(self.inner.driver.clone().run());
@@ -400,16 +417,54 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         &self,
         method: &str,
         payload: Payload,
-        opts: CallOptions,
+        #[cfg_attr(not(feature = "tracing"), allow(unused_mut))] mut opts: CallOptions,
     ) -> Result<Payload, RpcError> {
-        let id = self.begin(method, payload, opts)?;
-        self.wait(id).await
+        #[cfg(feature = "tracing")]
+        {
+            let (rt, transport) = (&self.inner.rt, self.inner.transport);
+            let trace =
+                crate::trace::ClientTrace::start(method, transport, &mut opts.metadata, || {
+                    rt.now()
+                });
+            let call = std::pin::pin!(async {
+                let id = self.begin(method, payload, opts)?;
+                trace.record_id(id);
+                self.wait(id).await
+            });
+            // No wrapper when the span is off.
+            let res = if trace.is_on() {
+                trace.instrument(call).await
+            } else {
+                call.await
+            };
+            trace.end(&res, || rt.now());
+            res
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            let id = self.begin(method, payload, opts)?;
+            self.wait(id).await
+        }
     }
 
     /// Sends raw payload bytes to `method` and waits for the raw response.
     pub async fn call_raw(&self, method: &str, payload: Bytes) -> Result<Bytes, RpcError> {
+        self.call_raw_with_options(method, payload, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`call_raw`](Self::call_raw) with explicit options (the call is unary, its
+    /// payload in the client's codec).
+    pub async fn call_raw_with_options(
+        &self,
+        method: &str,
+        payload: Bytes,
+        mut opts: CallOptions,
+    ) -> Result<Bytes, RpcError> {
+        opts.codec = C::ID;
+        opts.kind = CallKind::Unary;
         let resp = self
-            .call_payload(method, Payload::Bytes(payload), CallOptions::unary(C::ID))
+            .call_payload(method, Payload::Bytes(payload), opts)
             .await?;
         payload_bytes(resp)
     }
@@ -504,9 +559,20 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         self.ensure_started()?;
         opts.codec = C::ID;
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        self.inner
-            .with(|st| st.session.notify_with_options(method, payload, opts))?;
-        Ok(())
+        #[cfg(feature = "tracing")]
+        let trace = crate::trace::ClientTrace::start(
+            method,
+            self.inner.transport,
+            &mut opts.metadata,
+            || self.inner.rt.now(),
+        );
+        let sent = self
+            .inner
+            .with(|st| st.session.notify_with_options(method, payload, opts))
+            .map_err(RpcError::from);
+        #[cfg(feature = "tracing")]
+        trace.end(&sent, || self.inner.rt.now());
+        sent
     }
 
     /// Starts a call whose client streams (its request is empty: the items carry the data).
@@ -518,6 +584,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     ) -> Result<(Arc<CallRef>, StreamSender<Item, C>), RpcError> {
         opts.codec = C::ID;
         opts.kind = kind;
+        #[cfg(feature = "tracing")]
+        crate::trace::propagate(&mut opts.metadata);
         let request = Payload::Bytes(Bytes::new());
         let call = self.call_ref(self.begin(method, request, opts)?, method);
         let sender = StreamSender::new(call.clone(), self.codec.clone(), true);
@@ -553,6 +621,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let payload = Payload::Bytes(self.codec.encode(request)?);
         opts.codec = C::ID;
         opts.kind = CallKind::ServerStreaming;
+        #[cfg(feature = "tracing")]
+        crate::trace::propagate(&mut opts.metadata);
         let call = self.call_ref(self.begin(method, payload, opts)?, method);
         Ok(StreamReceiver::new(call, self.codec.clone()))
     }

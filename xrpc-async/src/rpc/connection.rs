@@ -75,6 +75,9 @@ struct Shared {
     peer: Arc<PeerInfo>,
     /// The server's shutdown signal.
     shutdown: Arc<Signal>,
+    /// The transport's kind, for the spans.
+    #[cfg(feature = "tracing")]
+    transport: &'static str,
 }
 
 /// Wakes a connection's driver for its listener (a reclaim), without keeping it alive.
@@ -298,22 +301,40 @@ fn start<R: Runtime>(
                 cancel,
                 shutdown: shared.shutdown.clone(),
             };
-            let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                handler(ctx, call.payload, ctl.clone())
-            }));
+            #[cfg(feature = "tracing")]
+            let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, || rt.now());
+            let build = || handler(ctx, call.payload, ctl.clone());
+            #[cfg(feature = "tracing")]
+            let build = || trace.in_scope(build);
+            let built = std::panic::catch_unwind(AssertUnwindSafe(build));
             // A unary handler that finished in its first poll (made while starting it) is
             // answered here, on the driver: no task.
             let fut = match built {
-                Ok(Started::Done(res)) => return complete(conn, id, handler_outcome(Ok(res))),
-                Ok(Started::Running(fut)) => CatchUnwind(fut),
+                Ok(Started::Done(res)) => {
+                    let outcome = handler_outcome(Ok(res));
+                    #[cfg(feature = "tracing")]
+                    trace.end(&outcome, || rt.now());
+                    return complete(conn, id, outcome);
+                }
+                Ok(Started::Running(fut)) => fut,
                 Err(panic) => {
-                    return complete(conn, id, HandlerOutcome::Panic(panic_message(&*panic)));
+                    let outcome = HandlerOutcome::Panic(panic_message(&*panic));
+                    #[cfg(feature = "tracing")]
+                    trace.end(&outcome, || rt.now());
+                    return complete(conn, id, outcome);
                 }
             };
+            let fut = CatchUnwind(fut);
+            #[cfg(feature = "tracing")]
+            let fut = trace.instrument(fut);
             let c = conn.clone();
+            #[cfg(feature = "tracing")]
+            let r = rt.clone();
             let task = rt.spawn_handler(number, async move {
-                let res = fut.await;
-                complete(&c, id, handler_outcome(res));
+                let outcome = handler_outcome(fut.await);
+                #[cfg(feature = "tracing")]
+                trace.end(&outcome, || r.now());
+                complete(&c, id, outcome);
                 c.wake();
             });
             match conn.lock().running.get_mut(&id) {
@@ -355,14 +376,27 @@ fn start<R: Runtime>(
                     ),
                 }
             };
-            let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                handler(ctx, payload, ctl.clone())
-            })) {
+            #[cfg(feature = "tracing")]
+            let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, || rt.now());
+            #[cfg(feature = "tracing")]
+            let done = {
+                let (trace, r) = (trace.clone(), rt.clone());
+                move |c: &Connection<R>, res: Result<HandlerResult, String>| {
+                    trace.end_result(&res, || r.now());
+                    done(c, res);
+                }
+            };
+            let build = || handler(ctx, payload, ctl.clone());
+            #[cfg(feature = "tracing")]
+            let build = || trace.in_scope(build);
+            let fut = match std::panic::catch_unwind(AssertUnwindSafe(build)) {
                 Ok(Started::Running(fut)) => fut,
                 Ok(Started::Done(res)) => return done(&c, Ok(res)),
                 Err(panic) => return done(&c, Err(panic_message(&*panic))),
             };
             let fut = CatchUnwind(fut);
+            #[cfg(feature = "tracing")]
+            let fut = trace.instrument(fut);
             let task = rt.spawn_handler(number, async move {
                 let res = fut.await;
                 done(&c, res);
@@ -436,6 +470,8 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let contexts = Shared {
             peer: Arc::new(channel.transport().peer_info()),
             shutdown: shared.shutdown.clone(),
+            #[cfg(feature = "tracing")]
+            transport: crate::trace::transport_kind(channel.transport().name()),
         };
         if let Some(slot) = &conn.lock().slot {
             slot.set_waker(Waker::from(Arc::new(WakeConnection(Arc::downgrade(&conn)))));
@@ -451,6 +487,10 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let _stop = StopHandlers(conn.clone());
         let ctl: Arc<dyn StreamCtl> = Arc::new(Ctl { conn: conn.clone() });
         let rt = &shared.rt;
+        #[cfg(feature = "tracing")]
+        let name = channel.transport().name().to_owned();
+        #[cfg(feature = "tracing")]
+        crate::trace::connected("server", &name);
         drive(
             rt,
             conn.clone(),
@@ -483,6 +523,12 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             shared.wake_connections();
         }
         let reason = conn.lock().session.close_reason().cloned();
+        #[cfg(feature = "tracing")]
+        if let Some(r) = &reason {
+            use xrpc_proto::CloseReason;
+            let abnormal = !matches!(r, CloseReason::PeerClosed | CloseReason::Shutdown);
+            crate::trace::disconnected("server", &name, r, abnormal);
+        }
         xrpc_proto::served(reason)
     }
 }

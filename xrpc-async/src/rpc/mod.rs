@@ -16,6 +16,8 @@ mod stream;
 mod wakers;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
+#[cfg(feature = "tower")]
+pub(crate) use future_pool::Started;
 pub use listener::FrameListener;
 pub use server::{CallContext, RpcServer};
 pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};

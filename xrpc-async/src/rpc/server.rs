@@ -196,7 +196,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         }
     }
 
-    fn insert(&self, method: &str, kind: CallKind, f: HandlerFn) {
+    pub(crate) fn insert(&self, method: &str, kind: CallKind, f: HandlerFn) {
         self.shared
             .handlers
             .write()

@@ -10,7 +10,7 @@
 //! its calls in flight have finished. Endpoints are indexed by identity and by address, so a
 //! finish, and a discovery update, cost time in proportion to what they touch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::budget::{BudgetConfig, RetryBudget};
@@ -147,6 +147,59 @@ impl Entry {
     }
 }
 
+/// A change of an endpoint's health worth telling, as [`Balancer::poll_event`] reports it
+/// (once [`Balancer::record_events`] is on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalancerEvent {
+    /// The endpoint failed and takes no calls until `until`; then one call probes it.
+    Ejected {
+        /// The endpoint.
+        endpoint: Endpoint,
+        /// When it may be probed.
+        until: Instant,
+        /// Its consecutive failures.
+        failures: u32,
+    },
+    /// Its probe succeeded: it takes calls again.
+    Readmitted {
+        /// The endpoint.
+        endpoint: Endpoint,
+    },
+}
+
+/// Most events kept for [`Balancer::poll_event`]; past it the oldest is dropped.
+pub const MAX_EVENTS: usize = 256;
+
+/// Queues the event, if any, of `e`'s health having gone from `before` to its state now
+/// after a call ended with `outcome`.
+fn note_health(
+    events: &mut VecDeque<BalancerEvent>,
+    e: &Entry,
+    before: HealthState,
+    outcome: Outcome,
+) {
+    let event = match (before, e.health.state()) {
+        (HealthState::Probing, HealthState::Healthy) => BalancerEvent::Readmitted {
+            endpoint: e.endpoint.clone(),
+        },
+        // A probe that ended neutral is sent again: not an ejection.
+        (b, HealthState::Unhealthy)
+            if b != HealthState::Unhealthy && outcome.is_endpoint_failure() =>
+        {
+            BalancerEvent::Ejected {
+                endpoint: e.endpoint.clone(),
+                until: e.health.ejected_until().unwrap_or_else(Instant::now),
+                failures: e.health.failures(),
+            }
+        }
+        _ => return,
+    };
+    if events.len() == MAX_EVENTS {
+        events.pop_front();
+    }
+    events.push_back(event);
+}
+
 /// When discovery is to be asked next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refresh {
@@ -177,6 +230,8 @@ pub struct Balancer<S: Strategy = Box<dyn Strategy>> {
     refresh: Refresh,
     /// Reused by every pick for the indices of the endpoints that may take it.
     open: Vec<usize>,
+    /// Ejections and re-admissions not yet polled, while recording.
+    events: Option<VecDeque<BalancerEvent>>,
 }
 
 impl<S: Strategy> std::fmt::Debug for Balancer<S> {
@@ -206,7 +261,19 @@ impl<S: Strategy> Balancer<S> {
             refresh_interval: config.refresh_interval,
             refresh: Refresh::Due,
             open: Vec::new(),
+            events: None,
         }
+    }
+
+    /// Starts (or stops) recording ejections and re-admissions for
+    /// [`poll_event`](Self::poll_event); off by default, when nothing is recorded.
+    pub fn record_events(&mut self, on: bool) {
+        self.events = on.then(VecDeque::new);
+    }
+
+    /// The oldest ejection or re-admission not yet polled (at most [`MAX_EVENTS`] are kept).
+    pub fn poll_event(&mut self) -> Option<BalancerEvent> {
+        self.events.as_mut()?.pop_front()
     }
 
     /// The settings.
@@ -434,6 +501,7 @@ impl<S: Strategy> Balancer<S> {
         };
         let e = &mut self.entries[i];
         e.in_flight = e.in_flight.saturating_sub(1);
+        let before = self.events.is_some().then(|| e.health.state());
         match outcome {
             Outcome::Success | Outcome::Remote => {
                 if measure {
@@ -452,6 +520,9 @@ impl<S: Strategy> Balancer<S> {
             }
             Outcome::Cancelled | Outcome::Local => e.health.on_neutral(now),
         }
+        if let (Some(events), Some(before)) = (&mut self.events, before) {
+            note_health(events, e, before, outcome);
+        }
         e.count_outcome(outcome);
         if e.removed && e.in_flight == 0 {
             self.remove_at(i);
@@ -465,7 +536,7 @@ impl<S: Strategy> Balancer<S> {
         };
         let e = &mut self.entries[i];
         e.in_flight = e.in_flight.saturating_sub(1);
-        Self::unreachable(e, now, outcome);
+        Self::unreachable(e, now, outcome, &mut self.events);
         if e.removed && e.in_flight == 0 {
             self.remove_at(i);
         }
@@ -476,15 +547,24 @@ impl<S: Strategy> Balancer<S> {
     /// endpoint's failure, the endpoint is ejected at once.
     pub fn connect_failed(&mut self, endpoint: &Endpoint, now: Instant, outcome: Outcome) {
         if let Some(&i) = self.by_endpoint.get(endpoint) {
-            Self::unreachable(&mut self.entries[i], now, outcome);
+            Self::unreachable(&mut self.entries[i], now, outcome, &mut self.events);
         }
     }
 
-    fn unreachable(e: &mut Entry, now: Instant, outcome: Outcome) {
+    fn unreachable(
+        e: &mut Entry,
+        now: Instant,
+        outcome: Outcome,
+        events: &mut Option<VecDeque<BalancerEvent>>,
+    ) {
+        let before = e.health.state();
         if outcome.is_endpoint_failure() {
             e.health.on_unreachable(now);
         } else {
             e.health.on_neutral(now);
+        }
+        if let Some(events) = events {
+            note_health(events, e, before, outcome);
         }
         e.count_outcome(outcome);
     }

@@ -34,8 +34,8 @@ pub mod update;
 
 pub use attempts::Attempts;
 pub use balancer::{
-    Balancer, DISCOVERY_RETRY, EndpointId, EndpointStatus, LoadBalancerConfig, Pick, PickError,
-    StreamKey,
+    Balancer, BalancerEvent, DISCOVERY_RETRY, EndpointId, EndpointStatus, LoadBalancerConfig,
+    MAX_EVENTS, Pick, PickError, StreamKey,
 };
 pub use budget::{BudgetConfig, RetryBudget};
 pub use endpoint::{Endpoint, EndpointError};
