@@ -274,6 +274,22 @@ impl<T: FrameTransport> MessageChannel for MessageChannelAdapter<T> {
 
     async fn send_packet(&self, packet: Packet<Payload>) -> Result<(), ChannelError> {
         if !self.transport.carries_values() {
+            if !packet.metadata.is_empty()
+                && let Body::Data(Payload::Bytes(payload)) = packet.body
+            {
+                // The metadata block goes into the header (`send_with` has no room for it).
+                let (header, method, metadata) = (packet.header, packet.method, packet.metadata);
+                return self
+                    .transport
+                    .send_frame_with(move |buf: &mut BytesMut| {
+                        let mut enc = self.encoder.lock().unwrap_or_else(PoisonError::into_inner);
+                        let method = std::str::from_utf8(&method).unwrap_or_default();
+                        Ok::<_, ChannelError>(
+                            enc.encode_with_metadata(&header, method, &metadata, &payload, buf)?,
+                        )
+                    })
+                    .await;
+            }
             return default_send_packet(self, packet).await;
         }
         // In process: the packet itself moves, header and payload unserialized, in a box
@@ -342,6 +358,12 @@ async fn default_send_packet<M: MessageChannel + ?Sized>(
     packet: Packet<Payload>,
 ) -> Result<(), ChannelError> {
     let method = packet.method_str();
+    if !packet.metadata.is_empty() {
+        // `send_with` cannot carry a metadata block: refused rather than dropped.
+        return Err(ChannelError::Transport(TransportError::Protocol(
+            "this channel cannot send call metadata (override `send_packet`)".into(),
+        )));
+    }
     match &packet.body {
         Body::Empty => channel.send_with(&packet.header, method, |_| Ok(())).await,
         Body::Data(Payload::Bytes(p)) => {
@@ -525,5 +547,33 @@ where
     /// Takes the transport back.
     pub fn into_inner(self) -> T {
         self.inner.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::ChannelConfig;
+    use crate::{ChannelFrameTransport, MessageChannelAdapter};
+    use bytes::Bytes;
+    use xrpc_proto::{MessageKind, Metadata};
+
+    /// A packet's metadata crosses a byte channel's `send_packet`.
+    #[tokio::test]
+    async fn send_packet_carries_metadata() {
+        let (a, b) = ChannelFrameTransport::create_pair("md", ChannelConfig::default());
+        let (a, b) = (MessageChannelAdapter::new(a), MessageChannelAdapter::new(b));
+        let mut metadata = Metadata::new();
+        metadata.insert("tenant", "acme").unwrap();
+        let packet = Packet {
+            header: Header::new(MessageKind::Notification, 0),
+            method: Bytes::from_static(b"log"),
+            metadata: metadata.clone(),
+            body: Body::Data(Payload::Bytes(Bytes::from_static(b"x"))),
+        };
+        a.send_packet(packet).await.unwrap();
+        let got = b.recv_packet().await.unwrap();
+        assert_eq!(got.metadata, metadata);
+        assert_eq!(got.method_str(), "log");
     }
 }
