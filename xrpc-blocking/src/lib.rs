@@ -52,6 +52,11 @@ pub use transport::{
     TcpFrameTransportListener, TransportError, TransportStats, UnixConfig, UnixFrameTransport,
     UnixFrameTransportListener,
 };
+#[cfg(feature = "tls")]
+pub use transport::{
+    TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
+    load_certificates, load_private_key, rustls,
+};
 #[cfg(feature = "shm")]
 pub use transport::{
     SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,

@@ -185,3 +185,17 @@ mod tests {
         ));
     }
 }
+
+/// The host `addr` names — `localhost` of `"localhost:9000"`, `::1` of `"[::1]:9000"`, the IP
+/// address of a literal address — for a TLS server name; `None` for an empty list.
+#[cfg(feature = "tls")]
+pub(crate) fn host_of(addr: &(impl ToSocketAddrs + ?Sized)) -> Option<String> {
+    match addr.lookup() {
+        Lookup::Ready(addrs) => addrs.first().map(|a| a.ip().to_string()),
+        Lookup::Name(name) => {
+            let host = name.rsplit_once(':').map_or(name.as_str(), |(host, _)| host);
+            Some(host.trim_start_matches('[').trim_end_matches(']').to_owned())
+        }
+        Lookup::HostPort(host, _) => Some(host),
+    }
+}
