@@ -21,6 +21,8 @@ pub mod transport;
 #[cfg(feature = "shm")]
 pub use balance::SharedMemoryConnector;
 pub use balance::{ClientFactory, ConnectionPool, LoadBalancedClient, TcpConnector, UnixConnector};
+#[cfg(feature = "tls")]
+pub use balance::TlsConnector;
 pub use runtime::Tokio;
 pub use transport::ZeroCopyTransport;
 pub use transport::{
