@@ -18,9 +18,7 @@ use std::time::Duration;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
-use xrpc_async::transport::rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer,
-};
+use xrpc_async::transport::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use xrpc_async::transport::rustls::{self, CertificateError};
 use xrpc_async::transport::{
     TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TlsClientConfig, TlsFrameTransport,
@@ -211,7 +209,10 @@ async fn good_handshake_and_calls<S: TcpSocket<R>, R: Runtime>() {
     )
     .await;
     if let Ok(t) = t {
-        works(&RpcClient::<_, BincodeCodec, R>::new(MessageChannelAdapter::new(t))).await;
+        works(&RpcClient::<_, BincodeCodec, R>::new(
+            MessageChannelAdapter::new(t),
+        ))
+        .await;
     }
     server.shutdown();
 }
@@ -225,7 +226,8 @@ async fn mutual_tls<S: TcpSocket<R>, R: Runtime>() {
     let tls = TlsServerConfig::with_client_roots(chain, key, [client_ca.cert.clone()]).unwrap();
     let (addr, server) = tls_server::<S, R>(tls).await;
     let (chain, key) = client_ca.client();
-    let with_cert = TlsClientConfig::with_client_certificate([ca.cert.clone()], chain, key).unwrap();
+    let with_cert =
+        TlsClientConfig::with_client_certificate([ca.cert.clone()], chain, key).unwrap();
     works(&tls_client::<S, R>(addr, with_cert.clone()).await.unwrap()).await;
 
     // TLS 1.3: the client's handshake is over before the server checks its certificate, so
@@ -255,7 +257,9 @@ async fn refused_certificates<S: TcpSocket<R>, R: Runtime>() {
     let ca = Ca::new("xrpc test CA");
     let (addr, server) = tls_server::<S, R>(server_config(&ca)).await;
 
-    let other_name = client_config(&ca).with_server_name("elsewhere.example").unwrap();
+    let other_name = client_config(&ca)
+        .with_server_name("elsewhere.example")
+        .unwrap();
     refused_for(tls_client::<S, R>(addr, other_name).await, |c| {
         matches!(
             c,
@@ -263,9 +267,10 @@ async fn refused_certificates<S: TcpSocket<R>, R: Runtime>() {
         )
     });
     let stranger = Ca::new("a CA nobody trusts");
-    refused_for(tls_client::<S, R>(addr, client_config(&stranger)).await, |c| {
-        matches!(c, CertificateError::UnknownIssuer)
-    });
+    refused_for(
+        tls_client::<S, R>(addr, client_config(&stranger)).await,
+        |c| matches!(c, CertificateError::UnknownIssuer),
+    );
     works(&tls_client::<S, R>(addr, client_config(&ca)).await.unwrap()).await;
     server.shutdown();
 
@@ -366,7 +371,8 @@ async fn a_stalled_handshake_holds_up_no_one<S: TcpSocket<R>, R: Runtime>() {
         .unwrap();
     let closed = silent.read(&mut [0; 64]);
     assert!(
-        matches!(closed, Ok(0)) || closed.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        matches!(closed, Ok(0))
+            || closed.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "the silent peer is disconnected"
     );
     server.shutdown();

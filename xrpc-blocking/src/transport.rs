@@ -17,11 +17,11 @@ pub use xrpc_async::transport::SharedMemoryConfig;
 pub use xrpc_async::transport::{
     FrameTransport, TcpConfig, ToSocketAddrs, TransportError, TransportStats, UnixConfig,
 };
-use xrpc_proto::ReadBudget;
 #[cfg(feature = "tls")]
 pub use xrpc_async::transport::{
     TlsClientConfig, TlsServerConfig, load_certificates, load_private_key, rustls,
 };
+use xrpc_proto::ReadBudget;
 
 use crate::runtime::{Blocking, StdSocket};
 

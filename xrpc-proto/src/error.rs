@@ -184,11 +184,17 @@ impl TransportError {
 /// The `TransportError` an IO error carries (made with `io::Error::other(transport_error)`),
 /// or the IO error as it was.
 fn carried(e: std::io::Error) -> Result<TransportError, std::io::Error> {
-    if !e.get_ref().is_some_and(|inner| inner.is::<TransportError>()) {
+    if !e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<TransportError>())
+    {
         return Err(e);
     }
     let kind = e.kind();
-    match e.into_inner().map(|inner| inner.downcast::<TransportError>()) {
+    match e
+        .into_inner()
+        .map(|inner| inner.downcast::<TransportError>())
+    {
         Some(Ok(t)) => Ok(*t),
         Some(Err(inner)) => Err(std::io::Error::new(kind, inner)),
         None => Err(kind.into()),

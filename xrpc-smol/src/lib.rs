@@ -38,14 +38,14 @@ pub use transport::{
     TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
     UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
+#[cfg(feature = "shm")]
+pub use transport::{
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
+};
 #[cfg(feature = "tls")]
 pub use transport::{
     TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
     load_certificates, load_private_key, rustls,
-};
-#[cfg(feature = "shm")]
-pub use transport::{
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
 pub use xrpc_async::{
     CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,

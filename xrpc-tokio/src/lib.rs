@@ -20,9 +20,9 @@ pub mod transport;
 
 #[cfg(feature = "shm")]
 pub use balance::SharedMemoryConnector;
-pub use balance::{ClientFactory, ConnectionPool, LoadBalancedClient, TcpConnector, UnixConnector};
 #[cfg(feature = "tls")]
 pub use balance::TlsConnector;
+pub use balance::{ClientFactory, ConnectionPool, LoadBalancedClient, TcpConnector, UnixConnector};
 pub use runtime::Tokio;
 pub use transport::ZeroCopyTransport;
 pub use transport::{
@@ -30,14 +30,14 @@ pub use transport::{
     TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
     UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
+#[cfg(feature = "shm")]
+pub use transport::{
+    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
+};
 #[cfg(feature = "tls")]
 pub use transport::{
     TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
     load_certificates, load_private_key, rustls,
-};
-#[cfg(feature = "shm")]
-pub use transport::{
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
 pub use xrpc_async::balance::{
     BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,

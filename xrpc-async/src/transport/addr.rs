@@ -193,8 +193,14 @@ pub(crate) fn host_of(addr: &(impl ToSocketAddrs + ?Sized)) -> Option<String> {
     match addr.lookup() {
         Lookup::Ready(addrs) => addrs.first().map(|a| a.ip().to_string()),
         Lookup::Name(name) => {
-            let host = name.rsplit_once(':').map_or(name.as_str(), |(host, _)| host);
-            Some(host.trim_start_matches('[').trim_end_matches(']').to_owned())
+            let host = name
+                .rsplit_once(':')
+                .map_or(name.as_str(), |(host, _)| host);
+            Some(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+            )
         }
         Lookup::HostPort(host, _) => Some(host),
     }

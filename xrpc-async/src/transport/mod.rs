@@ -40,14 +40,14 @@ pub use addr::ToSocketAddrs;
 pub(crate) use checks::{CheckEncoded, check_one_prefixed};
 pub use checks::{batch_frames, check_len, check_prefixed, check_prefixed_batch};
 
-#[cfg(feature = "shm")]
-pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
-pub use stats::{StatsCounters, TransportStats};
-pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
 /// The rustls crate this layer's TLS is built on, for its configurations and certificate types
 /// ([`rustls::ClientConfig`], [`rustls::pki_types::CertificateDer`]).
 #[cfg(feature = "tls")]
 pub use rustls;
+#[cfg(feature = "shm")]
+pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
+pub use stats::{StatsCounters, TransportStats};
+pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
 #[cfg(feature = "tls")]
 pub use tls::{
     TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,

@@ -28,11 +28,11 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use xrpc_proto::PeerKey;
 
+use super::TransportError;
 use super::addr::{ToSocketAddrs, host_of, resolve};
 use super::socket::SocketTransport;
 use super::tcp::{TcpConfig, connect_stream, set_up};
 use super::tls_socket::{TlsSocket, handshake};
-use super::TransportError;
 use crate::reactor::{SocketListener, TcpSocket};
 use crate::rpc::FrameListener;
 use crate::runtime::Runtime;
@@ -50,7 +50,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn config_error(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> TransportError {
+fn config_error(
+    what: &str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> TransportError {
     TransportError::tls(format!("configuration: {what}"), e)
 }
 
@@ -234,10 +237,12 @@ impl TlsServerConfig {
         key: PrivateKeyDer<'static>,
         client_roots: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Result<Self, TransportError> {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(client_roots)?), provider())
-                .build()
-                .map_err(|e| config_error("the client roots", e))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(root_store(client_roots)?),
+            provider(),
+        )
+        .build()
+        .map_err(|e| config_error("the client roots", e))?;
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| config_error("protocol versions", e))?
@@ -346,8 +351,17 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransport<S, R> {
         let conn = ClientConnection::new(tls.rustls.clone(), server_name)
             .map_err(|e| TransportError::tls(context.clone(), e))?;
         let rt = R::default();
-        Self::finish(stream, conn.into(), rt, config, tls.handshake_timeout, peer_addr, local_addr, context)
-            .await
+        Self::finish(
+            stream,
+            conn.into(),
+            rt,
+            config,
+            tls.handshake_timeout,
+            peer_addr,
+            local_addr,
+            context,
+        )
+        .await
     }
 
     /// Makes the server handshake over an accepted stream (applies `config.nodelay`), within
@@ -362,8 +376,17 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransport<S, R> {
         let conn = ServerConnection::new(tls.rustls.clone())
             .map_err(|e| TransportError::tls(context.clone(), e))?;
         let rt = R::default();
-        Self::finish(stream, conn.into(), rt, config, tls.handshake_timeout, peer_addr, local_addr, context)
-            .await
+        Self::finish(
+            stream,
+            conn.into(),
+            rt,
+            config,
+            tls.handshake_timeout,
+            peer_addr,
+            local_addr,
+            context,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -378,17 +401,21 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransport<S, R> {
         context: String,
     ) -> Result<Self, TransportError> {
         let name = format!("tls:{peer_addr}");
-        let socket = time::within(&rt, timeout, handshake(stream, conn, &context, name.clone()))
-            .await
-            .unwrap_or_else(|| {
-                Err(TransportError::tls(
-                    context.clone(),
-                    format!(
-                        "not finished within {timeout:?} (does the peer speak TLS? a plaintext \
+        let socket = time::within(
+            &rt,
+            timeout,
+            handshake(stream, conn, &context, name.clone()),
+        )
+        .await
+        .unwrap_or_else(|| {
+            Err(TransportError::tls(
+                context.clone(),
+                format!(
+                    "not finished within {timeout:?} (does the peer speak TLS? a plaintext \
                          server waits for a frame and never answers)"
-                    ),
-                ))
-            })?;
+                ),
+            ))
+        })?;
         Ok(Self {
             inner: SocketTransport::new(socket, config.settings(), rt),
             peer_addr,
@@ -491,8 +518,10 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransportListener<S, R> {
             let next = {
                 let mut accept = pin!(self.listener.accept());
                 poll_fn(|cx| {
-                    let mut handshakes =
-                        self.handshakes.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut handshakes = self
+                        .handshakes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     while let Poll::Ready(Some(done)) = handshakes.poll_next_unpin(cx) {
                         if let Some(t) = done {
                             return Poll::Ready(Next::Ready(t));
@@ -510,7 +539,9 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransportListener<S, R> {
                 Next::Ready(t) => return Ok(t),
                 Next::Accepted(Ok((stream, _))) => self.start(stream),
                 Next::Accepted(Err(e)) => {
-                    return Err(TransportError::ConnectionFailed(format!("accept failed: {e}")));
+                    return Err(TransportError::ConnectionFailed(format!(
+                        "accept failed: {e}"
+                    )));
                 }
             }
         }

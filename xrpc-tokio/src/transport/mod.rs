@@ -19,11 +19,11 @@ pub use xrpc_async::transport::{
     FrameTransport, StatsCounters, TcpConfig, TransportError, TransportStats, UnixConfig,
     batch_frames, check_len, check_prefixed, check_prefixed_batch,
 };
-pub use xrpc_proto::RetryPolicy;
 #[cfg(feature = "tls")]
 pub use xrpc_async::transport::{
     TlsClientConfig, TlsServerConfig, load_certificates, load_private_key, rustls,
 };
+pub use xrpc_proto::RetryPolicy;
 
 pub mod socket;
 mod zero_copy;
