@@ -207,13 +207,12 @@ async fn good_handshake_and_calls<S: TcpSocket<R>, R: Runtime>() {
         TcpConfig::default(),
         client_config(&ca),
     )
+    .await
+    .unwrap();
+    works(&RpcClient::<_, BincodeCodec, R>::new(
+        MessageChannelAdapter::new(t),
+    ))
     .await;
-    if let Ok(t) = t {
-        works(&RpcClient::<_, BincodeCodec, R>::new(
-            MessageChannelAdapter::new(t),
-        ))
-        .await;
-    }
     server.shutdown();
 }
 

@@ -237,3 +237,29 @@ impl ChannelError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_carrying_a_transport_error_is_that_error() {
+        let tls = || TransportError::tls("record from tls:1.2.3.4:5", "bad record MAC");
+        let e = TransportError::recv(std::io::Error::other(tls()));
+        assert!(matches!(e, TransportError::Tls { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "TLS record from tls:1.2.3.4:5: bad record MAC"
+        );
+        let e = TransportError::send(std::io::Error::other(tls()));
+        assert!(matches!(e, TransportError::Tls { .. }), "{e:?}");
+        // Any other IO error is classified as before.
+        let e = TransportError::recv(std::io::Error::other("something else"));
+        assert!(matches!(e, TransportError::ReceiveFailed(_)), "{e:?}");
+        let reset = std::io::ErrorKind::ConnectionReset;
+        assert!(matches!(
+            TransportError::send(reset.into()),
+            TransportError::ConnectionClosed
+        ));
+    }
+}

@@ -471,7 +471,8 @@ impl<S: TcpSocket<R>, R: Runtime> std::fmt::Debug for TlsFrameTransportListener<
 
 /// What the accept loop waited for.
 enum Next<S, R: Runtime> {
-    Ready(TlsFrameTransport<S, R>),
+    /// A handshake is over (boxed: a transport holds its TLS connection in place).
+    Ready(Box<TlsFrameTransport<S, R>>),
     Accepted(std::io::Result<(S, SocketAddr)>),
 }
 
@@ -524,7 +525,7 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransportListener<S, R> {
                         .unwrap_or_else(PoisonError::into_inner);
                     while let Poll::Ready(Some(done)) = handshakes.poll_next_unpin(cx) {
                         if let Some(t) = done {
-                            return Poll::Ready(Next::Ready(t));
+                            return Poll::Ready(Next::Ready(Box::new(t)));
                         }
                     }
                     if handshakes.len() >= self.tls.max_handshakes {
@@ -536,7 +537,7 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransportListener<S, R> {
                 .await
             };
             match next {
-                Next::Ready(t) => return Ok(t),
+                Next::Ready(t) => return Ok(*t),
                 Next::Accepted(Ok((stream, _))) => self.start(stream),
                 Next::Accepted(Err(e)) => {
                     return Err(TransportError::ConnectionFailed(format!(
