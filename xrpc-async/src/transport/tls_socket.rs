@@ -13,7 +13,7 @@
 //! answer) go out with the next write.
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -22,7 +22,7 @@ use bytes::{Buf, BytesMut};
 use rustls::Connection;
 
 use super::TransportError;
-use crate::reactor::{Socket, read_into_spare};
+use crate::reactor::Socket;
 
 /// Room made for ciphertext before a socket read when less is left than [`MIN_INCOMING`]: two
 /// full TLS records.
@@ -170,27 +170,40 @@ impl TlsState {
 }
 
 impl<S: Socket<R>, R: 'static> Socket<R> for TlsSocket<S> {
+    /// Copies the plaintext rustls has, and decrypts the ciphertext already read, until
+    /// `buf`'s spare room is full or neither is left; reads the socket only when nothing came.
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         let mut guard = self.lock();
         let st = &mut *guard;
+        let mut total = 0;
         loop {
-            // Plaintext rustls has.
-            let conn = &mut st.conn;
-            let polled = read_into_spare(buf, |window| match conn.reader().read(window) {
-                Ok(n) => Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            // Plaintext rustls has, copied once (no zeroed window: a record is 16 KiB at
+            // most, while the spare room of a large frame is megabytes).
+            let mut reader = st.conn.reader();
+            match reader.fill_buf() {
+                Ok(chunk) => {
+                    let n = chunk.len().min(buf.capacity() - buf.len());
+                    buf.extend_from_slice(&chunk[..n]);
+                    reader.consume(n);
+                    total += n;
+                    if n == 0 || buf.capacity() == buf.len() {
+                        // The end (close_notify), or no room left.
+                        return Poll::Ready(Ok(total));
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // Closed without close_notify: the end; the framing tells whether it came
                 // inside a frame.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(0)),
-                Err(e) => Poll::Ready(Err(e)),
-            });
-            if polled.is_ready() {
-                return polled;
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Poll::Ready(Ok(total));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
             if st.eof_told {
-                return Poll::Ready(Ok(0));
+                return Poll::Ready(Ok(total));
             }
-            // Ciphertext already read, then more from the socket.
+            // Ciphertext already read, then more from the socket (unless something came).
             if st.has_input() {
                 let before = st.incoming.len();
                 st.feed()
@@ -202,6 +215,9 @@ impl<S: Socket<R>, R: 'static> Socket<R> for TlsSocket<S> {
                     )));
                 }
                 continue;
+            }
+            if total > 0 {
+                return Poll::Ready(Ok(total));
             }
             ready!(st.poll_fill(&self.io, cx))?;
         }
