@@ -377,6 +377,50 @@ async fn a_stalled_handshake_holds_up_no_one<S: TcpSocket<R>, R: Runtime>() {
     server.shutdown();
 }
 
+/// A balanced client whose endpoints are TLS servers (the tokio adapter's `TlsConnector`):
+/// calls go round robin over two TLS servers.
+#[test]
+fn a_balanced_client_over_tls_endpoints() {
+    use std::sync::Arc;
+    use xrpc_tokio::{Endpoint, LoadBalancedClient, LoadBalancer, RoundRobin, StaticDiscovery};
+    tokio_block_on(async {
+        let ca = Ca::new("xrpc test CA");
+        let mut servers = Vec::new();
+        let mut endpoints = Vec::new();
+        for name in ["a", "b"] {
+            let l = xrpc_tokio::TlsFrameTransportListener::bind(
+                "127.0.0.1:0",
+                TcpConfig::default(),
+                server_config(&ca),
+            )
+            .await
+            .unwrap();
+            endpoints.push(Endpoint::Tcp(l.local_addr().unwrap()));
+            let server = xrpc_tokio::RpcServer::new();
+            server.register_typed("who", move |(): ()| async move { Ok(name.to_string()) });
+            let s = server.clone();
+            tokio::spawn(async move { s.serve_listener(l).await });
+            servers.push(server);
+        }
+        let lb = Arc::new(LoadBalancer::new(
+            Arc::new(StaticDiscovery::new(endpoints)),
+            RoundRobin::new(),
+        ));
+        let client: LoadBalancedClient<MessageChannelAdapter<xrpc_tokio::TlsFrameTransport>> =
+            LoadBalancedClient::new(lb, xrpc_tokio::TlsConnector::new(client_config(&ca)));
+        client.init().await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(client.call::<_, String>("who", &()).await.unwrap());
+        }
+        seen.sort();
+        assert_eq!(seen, ["a", "a", "b", "b"]);
+        for s in servers {
+            s.shutdown();
+        }
+    });
+}
+
 // ---- the adapters ---------------------------------------------------------------------------
 
 macro_rules! adapters {

@@ -73,8 +73,9 @@ connector!(
 );
 
 /// Connects to `tcp://` endpoints with TLS: a balanced client's endpoints are TLS servers.
-/// The server name verified is [`TlsClientConfig::with_server_name`]'s, else the endpoint's
-/// IP address.
+/// The server name verified is the configuration's
+/// ([`with_server_name`](crate::TlsClientConfig::with_server_name)), else the endpoint's IP
+/// address.
 #[cfg(feature = "tls")]
 #[derive(Debug, Clone)]
 pub struct TlsConnector {
