@@ -209,8 +209,8 @@ pub struct TlsServerConfig {
     /// Time allowed for a handshake, from the TCP connection's acceptance (default 10 s). A
     /// connection whose handshake is not over by then is closed.
     pub handshake_timeout: Duration,
-    /// Handshakes under way at once (default 64). Beyond it the listener accepts no new
-    /// connection (they wait in the system's backlog) until one ends.
+    /// Handshakes under way at once (default 64; 0 counts as 1). Beyond it the listener
+    /// accepts no new connection (they wait in the system's backlog) until one ends.
     pub max_handshakes: usize,
 }
 
@@ -528,7 +528,7 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransportListener<S, R> {
                             return Poll::Ready(Next::Ready(Box::new(t)));
                         }
                     }
-                    if handshakes.len() >= self.tls.max_handshakes {
+                    if handshakes.len() >= self.tls.max_handshakes.max(1) {
                         return Poll::Pending;
                     }
                     drop(handshakes);
