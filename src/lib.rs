@@ -75,6 +75,7 @@ pub use xrpc_tokio::*;
 /// | `xrpc::RpcServer<C>` | [`RpcServer<C, Tokio>`](RpcServer) |
 /// | `xrpc::ClientHandle` | [`ClientHandle<Tokio>`](ClientHandle) |
 /// | `xrpc::TcpFrameTransport` | [`TcpFrameTransport<tokio::net::TcpStream, Tokio>`](TcpFrameTransport) |
+/// | `xrpc::TlsFrameTransport` (feature `tls`) | [`TlsFrameTransport<tokio::net::TcpStream, Tokio>`](TlsFrameTransport) |
 /// | `xrpc::UnixFrameTransport` | [`UnixFrameTransport<tokio::net::UnixStream, Tokio>`](UnixFrameTransport) |
 /// | `xrpc::SharedMemoryFrameTransport` | [`SharedMemoryFrameTransport<Tokio>`](SharedMemoryFrameTransport) |
 ///
@@ -92,6 +93,9 @@ pub mod generic {
         TcpFrameTransport, TcpFrameTransportListener, ToSocketAddrs, UnixFrameTransport,
         UnixFrameTransportListener,
     };
+    #[cfg(feature = "tls")]
+    #[doc(inline)]
+    pub use xrpc_async::transport::{TlsFrameTransport, TlsFrameTransportListener};
     #[doc(inline)]
     pub use xrpc_async::{ClientHandle, LoadBalancedClient, RpcClient, RpcServer};
     #[doc(no_inline)]

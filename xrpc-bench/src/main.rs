@@ -200,6 +200,10 @@ fn print_and_write(plan: &Plan, results: &[RowResult], secs: f64) {
         "## Goals (issues 16 and 25)\n\n{}",
         report::goals_markdown(results)
     );
+    let tls = report::tls_markdown(results);
+    if !tls.is_empty() {
+        println!("## TLS over TCP (same run)\n\n{tls}");
+    }
     if let Err(e) = write_files(plan, results, &how) {
         eprintln!("writing {}: {e}", plan.out.display());
     } else {

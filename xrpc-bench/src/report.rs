@@ -267,6 +267,62 @@ fn goals() -> Vec<Goal> {
     g
 }
 
+/// TLS over TCP against plain TCP, rows of the same run: (what, TLS row, TCP row, metric).
+const TLS_RATIOS: [(&str, &str, &str, Metric); 5] = [
+    (
+        "32 B call p50 (spawned)",
+        "xrpc tokio call · tls (spawned)",
+        "xrpc tokio call · tcp (spawned)",
+        P50,
+    ),
+    (
+        "32 B call p50 (main)",
+        "xrpc tokio call · tls (main)",
+        "xrpc tokio call · tcp (main)",
+        P50,
+    ),
+    (
+        "32 B calls/s in flight (spawned)",
+        "xrpc tokio call · tls (spawned)",
+        "xrpc tokio call · tcp (spawned)",
+        Metric::RateK,
+    ),
+    (
+        "64 KiB frames one way, MB/s",
+        "xrpc tokio frames · tls",
+        "xrpc tokio frames · tcp",
+        Metric::MBps(2),
+    ),
+    (
+        "1 MiB frames one way, MB/s",
+        "xrpc tokio frames · tls",
+        "xrpc tokio frames · tcp",
+        Metric::MBps(3),
+    ),
+];
+
+/// What TLS costs: each TLS row's number over the TCP row's, from the same run, as Markdown
+/// (empty when neither row ran).
+pub fn tls_markdown(rows: &[RowResult]) -> String {
+    let mut s = String::from("| TLS ÷ TCP | TLS | TCP | ratio |\n|---|---:|---:|---:|\n");
+    let mut any = false;
+    for (what, tls, tcp, m) in TLS_RATIOS {
+        let (a, b) = (
+            find(rows, tls).map_or(f64::NAN, |r| r.get(m)),
+            find(rows, tcp).map_or(f64::NAN, |r| r.get(m)),
+        );
+        any |= !a.is_nan() || !b.is_nan();
+        let _ = writeln!(
+            s,
+            "| {what} | {} | {} | {} |",
+            num(a, 2),
+            num(b, 2),
+            num(a / b, 2)
+        );
+    }
+    if any { s } else { String::new() }
+}
+
 fn metric_name(m: Metric) -> String {
     match m {
         Metric::Latency(3) => "p50".into(),

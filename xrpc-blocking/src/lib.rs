@@ -92,6 +92,11 @@ pub use transport::{
 pub use transport::{
     SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
+#[cfg(feature = "tls")]
+pub use transport::{
+    TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
+    load_certificates, load_private_key, rustls,
+};
 pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, ClientConfig, Metadata, MetadataError, NotificationDrop,

@@ -17,12 +17,19 @@ pub use xrpc_async::transport::SharedMemoryConfig;
 pub use xrpc_async::transport::{
     FrameTransport, TcpConfig, ToSocketAddrs, TransportError, TransportStats, UnixConfig,
 };
+#[cfg(feature = "tls")]
+pub use xrpc_async::transport::{
+    TlsClientConfig, TlsServerConfig, load_certificates, load_private_key, rustls,
+};
 use xrpc_proto::ReadBudget;
 
 use crate::runtime::{Blocking, StdSocket};
 
 /// The async layer's TCP transport on [`Blocking`].
 pub type AsyncTcpFrameTransport = neutral::TcpFrameTransport<StdSocket<TcpStream>, Blocking>;
+/// The async layer's TLS transport on [`Blocking`].
+#[cfg(feature = "tls")]
+pub type AsyncTlsFrameTransport = neutral::TlsFrameTransport<StdSocket<TcpStream>, Blocking>;
 /// The async layer's Unix transport on [`Blocking`].
 pub type AsyncUnixFrameTransport = neutral::UnixFrameTransport<StdSocket<UnixStream>, Blocking>;
 /// The async layer's shared-memory transport on [`Blocking`].
@@ -102,6 +109,87 @@ impl FrameListener for TcpFrameTransportListener {
     type Transport = AsyncTcpFrameTransport;
 
     async fn accept(&self) -> Result<AsyncTcpFrameTransport, TransportError> {
+        FrameListener::accept(&self.0).await
+    }
+}
+
+/// A TLS connection (rustls) over TCP carrying length-prefixed frames, wire-compatible with
+/// every adapter's `TlsFrameTransport`.
+///
+/// ```no_run
+/// use xrpc_blocking::{RpcClient, TcpConfig, TlsClientConfig, TlsFrameTransport};
+/// let tls = TlsClientConfig::new(xrpc_blocking::load_certificates("ca.pem")?)?;
+/// let client = RpcClient::new(TlsFrameTransport::connect("localhost:4443", TcpConfig::default(), tls)?);
+/// # Ok::<(), xrpc_blocking::TransportError>(())
+/// ```
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+pub struct TlsFrameTransport(AsyncTlsFrameTransport);
+
+#[cfg(feature = "tls")]
+impl TlsFrameTransport {
+    /// Connects and makes the TLS handshake (see the async layer's
+    /// [`TlsFrameTransport::connect`](neutral::TlsFrameTransport::connect)), waiting on the
+    /// calling thread.
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        config: TcpConfig,
+        tls: TlsClientConfig,
+    ) -> Result<Self, TransportError> {
+        Blocking::block_on(AsyncTlsFrameTransport::connect(addr, config, tls)).map(Self)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.0.peer_addr()
+    }
+
+    /// The certificates the peer presented, its own first.
+    pub fn peer_certificates(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        self.0.peer_certificates()
+    }
+
+    /// The async layer's transport inside.
+    pub fn into_inner(self) -> AsyncTlsFrameTransport {
+        self.0
+    }
+}
+
+/// Accepts TCP connections and makes their TLS handshakes: serve it with
+/// [`RpcServer::serve_listener`](crate::RpcServer::serve_listener).
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+pub struct TlsFrameTransportListener(
+    neutral::TlsFrameTransportListener<StdSocket<TcpStream>, Blocking>,
+);
+
+#[cfg(feature = "tls")]
+impl TlsFrameTransportListener {
+    /// Binds to `addr` (port 0 picks a free port); connections are served with `tls`.
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        config: TcpConfig,
+        tls: TlsServerConfig,
+    ) -> Result<Self, TransportError> {
+        Blocking::block_on(neutral::TlsFrameTransportListener::bind(addr, config, tls)).map(Self)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.0.local_addr()
+    }
+
+    /// Handshakes that failed or timed out so far.
+    pub fn handshakes_failed(&self) -> u64 {
+        self.0.handshakes_failed()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl FrameListener for TlsFrameTransportListener {
+    type Transport = AsyncTlsFrameTransport;
+
+    async fn accept(&self) -> Result<AsyncTlsFrameTransport, TransportError> {
         FrameListener::accept(&self.0).await
     }
 }
@@ -231,6 +319,9 @@ impl FrameListener for SharedMemoryFrameTransportListener {
 pub enum AnyFrameTransport {
     /// TCP.
     Tcp(AsyncTcpFrameTransport),
+    /// TLS over TCP.
+    #[cfg(feature = "tls")]
+    Tls(AsyncTlsFrameTransport),
     /// A Unix socket.
     Unix(AsyncUnixFrameTransport),
     /// Shared memory.
@@ -241,6 +332,20 @@ pub enum AnyFrameTransport {
 impl From<TcpFrameTransport> for AnyFrameTransport {
     fn from(t: TcpFrameTransport) -> Self {
         Self::Tcp(t.0)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl From<TlsFrameTransport> for AnyFrameTransport {
+    fn from(t: TlsFrameTransport) -> Self {
+        Self::Tls(t.0)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl From<AsyncTlsFrameTransport> for AnyFrameTransport {
+    fn from(t: AsyncTlsFrameTransport) -> Self {
+        Self::Tls(t)
     }
 }
 
@@ -281,6 +386,8 @@ macro_rules! each {
     ($self:expr, $t:ident => $body:expr) => {
         match $self {
             AnyFrameTransport::Tcp($t) => $body,
+            #[cfg(feature = "tls")]
+            AnyFrameTransport::Tls($t) => $body,
             AnyFrameTransport::Unix($t) => $body,
             #[cfg(feature = "shm")]
             AnyFrameTransport::SharedMemory($t) => $body,

@@ -112,6 +112,19 @@ pub enum TransportError {
         /// The type of the value that arrived.
         found: &'static str,
     },
+    /// The TLS layer failed: a handshake refused or broken (a certificate not trusted, expired
+    /// or for another name; a peer that does not speak TLS, or that speaks it to a plaintext
+    /// transport), a handshake not finished in time, or a record that does not decrypt.
+    /// `reason` is the TLS library's own error (a `rustls::Error` when it came from rustls;
+    /// downcast it to match on it).
+    #[error("TLS {context}: {reason}")]
+    Tls {
+        /// What was being done, with whom: `handshake with 127.0.0.1:4000`.
+        context: String,
+        /// Why it failed.
+        #[source]
+        reason: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A shared-memory segment could not be created or opened (kept from the original API for
     /// shared-memory transports).
     #[error("shared memory creation failed: {0}")]
@@ -130,8 +143,25 @@ impl TransportError {
         )
     }
 
-    /// Classifies a write error: a reset or broken pipe is the peer closing.
+    /// A TLS error (see [`Tls`](Self::Tls)).
+    pub fn tls(
+        context: impl Into<String>,
+        reason: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Tls {
+            context: context.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Classifies a write error: a reset or broken pipe is the peer closing. An IO error that
+    /// carries a `TransportError` (a layer between the frames and the socket, such as TLS,
+    /// that failed in its own way) is that error.
     pub fn send(e: std::io::Error) -> Self {
+        let e = match carried(e) {
+            Ok(t) => return t,
+            Err(e) => e,
+        };
         if is_disconnect(&e) {
             Self::ConnectionClosed
         } else {
@@ -139,13 +169,38 @@ impl TransportError {
         }
     }
 
-    /// Classifies a read error: a reset is the peer closing.
+    /// Classifies a read error: a reset is the peer closing; an IO error that carries a
+    /// `TransportError` is that error (see [`send`](Self::send)).
     pub fn recv(e: std::io::Error) -> Self {
+        let e = match carried(e) {
+            Ok(t) => return t,
+            Err(e) => e,
+        };
         if is_disconnect(&e) {
             Self::ConnectionClosed
         } else {
             Self::ReceiveFailed(e)
         }
+    }
+}
+
+/// The `TransportError` an IO error carries (made with `io::Error::other(transport_error)`),
+/// or the IO error as it was.
+fn carried(e: std::io::Error) -> Result<TransportError, std::io::Error> {
+    if !e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<TransportError>())
+    {
+        return Err(e);
+    }
+    let kind = e.kind();
+    match e
+        .into_inner()
+        .map(|inner| inner.downcast::<TransportError>())
+    {
+        Some(Ok(t)) => Ok(*t),
+        Some(Err(inner)) => Err(std::io::Error::new(kind, inner)),
+        None => Err(kind.into()),
     }
 }
 
@@ -183,5 +238,31 @@ impl ChannelError {
             Self::Transport(e) => e.is_fatal(),
             Self::Proto(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_carrying_a_transport_error_is_that_error() {
+        let tls = || TransportError::tls("record from tls:1.2.3.4:5", "bad record MAC");
+        let e = TransportError::recv(std::io::Error::other(tls()));
+        assert!(matches!(e, TransportError::Tls { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "TLS record from tls:1.2.3.4:5: bad record MAC"
+        );
+        let e = TransportError::send(std::io::Error::other(tls()));
+        assert!(matches!(e, TransportError::Tls { .. }), "{e:?}");
+        // Any other IO error is classified as before.
+        let e = TransportError::recv(std::io::Error::other("something else"));
+        assert!(matches!(e, TransportError::ReceiveFailed(_)), "{e:?}");
+        let reset = std::io::ErrorKind::ConnectionReset;
+        assert!(matches!(
+            TransportError::send(reset.into()),
+            TransportError::ConnectionClosed
+        ));
     }
 }

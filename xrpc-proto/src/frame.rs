@@ -57,6 +57,41 @@ impl FrameError {
     }
 }
 
+/// What the first bytes of a byte stream are when they are a TLS record instead of an xrpc
+/// frame: the peer speaks TLS to a plaintext transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRecord {
+    /// A TLS client's first handshake message (ClientHello): a TLS client at a plaintext server.
+    ClientHello,
+    /// A TLS alert: a TLS server refusing what a plaintext client sent it.
+    Alert,
+}
+
+/// Bytes of a stream's start that [`tls_record_at_start`] needs.
+pub const TLS_SNIFF_LEN: usize = 6;
+
+/// Whether a byte stream that starts with `start` (at least [`TLS_SNIFF_LEN`] bytes, else
+/// `None`) starts with a TLS record rather than an xrpc frame.
+///
+/// An xrpc stream's first frame holds a message, whose bytes 4–5 (after the length prefix)
+/// are the magic `"XR"`. A TLS record is a content type (22 handshake, 21 alert), the version
+/// major 3, a minor up to 4 and a 2-byte big-endian length; a ClientHello's handshake type at
+/// byte 5 is 1, an alert's length is 2 — never `"XR"` there, so no xrpc stream is taken for
+/// TLS.
+pub fn tls_record_at_start(start: &[u8]) -> Option<TlsRecord> {
+    let [ty, major, minor, len_hi, len_lo, next, ..] = *start else {
+        return None;
+    };
+    if major != 3 || minor > 4 || [len_lo, next] == *b"XR" {
+        return None;
+    }
+    match (ty, len_hi, len_lo, next) {
+        (22, _, _, 1) => Some(TlsRecord::ClientHello),
+        (21, 0, 2, 1 | 2) => Some(TlsRecord::Alert),
+        _ => None,
+    }
+}
+
 /// A frame longer than the maximum, being skipped.
 #[derive(Debug)]
 struct Skip {
@@ -413,6 +448,22 @@ pub fn encode_frame(payload: &[u8], max: usize, out: &mut BytesMut) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_records_are_told_from_xrpc_frames() {
+        // rustls's ClientHello record and handshake header; a fatal alert (decode_error).
+        let hello = [0x16, 0x03, 0x01, 0x00, 0xf4, 0x01, 0x00, 0x00];
+        let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+        assert_eq!(tls_record_at_start(&hello), Some(TlsRecord::ClientHello));
+        assert_eq!(tls_record_at_start(&alert), Some(TlsRecord::Alert));
+        assert_eq!(tls_record_at_start(&hello[..5]), None);
+        // An xrpc frame whose length prefix reads like a TLS record header: 790 bytes.
+        let frame = [0x16, 0x03, 0x00, 0x00, b'X', b'R', 1];
+        assert_eq!(tls_record_at_start(&frame), None);
+        let mut wire = BytesMut::new();
+        encode_frame(b"XR\x01rest", 64, &mut wire).unwrap();
+        assert_eq!(tls_record_at_start(&wire), None);
+    }
 
     #[test]
     fn byte_at_a_time_and_many_in_one_chunk() {

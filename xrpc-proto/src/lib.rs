@@ -96,7 +96,10 @@ pub use compression::{
     CompressionConfig, CompressionError, CompressionType, Compressor, DecompressionBudget,
 };
 pub use error::{ChannelError, ProtoError, TransportError};
-pub use frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameDecoder, FrameError};
+pub use frame::{
+    DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameDecoder, FrameError, TLS_SNIFF_LEN, TlsRecord,
+    tls_record_at_start,
+};
 pub use message::{
     ErrorCode, Flags, Header, Message, MessageDecoder, MessageEncoder, MessageKind, ParsedHeader,
     RemoteError,

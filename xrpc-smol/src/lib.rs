@@ -42,6 +42,11 @@ pub use transport::{
 pub use transport::{
     SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
 };
+#[cfg(feature = "tls")]
+pub use transport::{
+    TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
+    load_certificates, load_private_key, rustls,
+};
 pub use xrpc_async::{
     CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,
     RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,

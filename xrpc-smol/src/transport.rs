@@ -27,6 +27,17 @@ use xrpc_async::transport as neutral;
 pub type TcpFrameTransport = neutral::TcpFrameTransport<Async<TcpStream>, Smol>;
 /// Accepts [`TcpFrameTransport`]s ([`neutral::TcpFrameTransportListener`]).
 pub type TcpFrameTransportListener = neutral::TcpFrameTransportListener<Async<TcpStream>, Smol>;
+/// Frames over TLS (rustls) over TCP on async-io ([`neutral::TlsFrameTransport`]).
+#[cfg(feature = "tls")]
+pub type TlsFrameTransport = neutral::TlsFrameTransport<Async<TcpStream>, Smol>;
+/// Accepts TCP connections and makes their TLS handshakes
+/// ([`neutral::TlsFrameTransportListener`]).
+#[cfg(feature = "tls")]
+pub type TlsFrameTransportListener = neutral::TlsFrameTransportListener<Async<TcpStream>, Smol>;
+#[cfg(feature = "tls")]
+pub use xrpc_async::transport::{
+    TlsClientConfig, TlsServerConfig, load_certificates, load_private_key, rustls,
+};
 /// Frames over a Unix stream socket on async-io ([`neutral::UnixFrameTransport`]).
 pub type UnixFrameTransport = neutral::UnixFrameTransport<Async<UnixStream>, Smol>;
 /// Accepts [`UnixFrameTransport`]s ([`neutral::UnixFrameTransportListener`]).

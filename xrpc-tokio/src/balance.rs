@@ -71,3 +71,51 @@ connector!(
     SharedMemoryConnector, SharedMemoryConfig, SharedMemoryFrameTransport, "shm",
     Endpoint::SharedMemory(name) => |c| SharedMemoryFrameTransport::connect(name, c)
 );
+
+/// Connects to `tcp://` endpoints with TLS: a balanced client's endpoints are TLS servers.
+/// The server name verified is the configuration's
+/// ([`with_server_name`](crate::TlsClientConfig::with_server_name)), else the endpoint's IP
+/// address.
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone)]
+pub struct TlsConnector {
+    /// The TCP side of each connection.
+    pub tcp: TcpConfig,
+    /// The TLS side of each connection.
+    pub tls: crate::transport::TlsClientConfig,
+}
+
+#[cfg(feature = "tls")]
+impl TlsConnector {
+    /// Connects with `tls` and the default TCP configuration.
+    pub fn new(tls: crate::transport::TlsClientConfig) -> Self {
+        Self {
+            tcp: TcpConfig::default(),
+            tls,
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<C: Codec + Default>
+    Connect<Tokio, MessageChannelAdapter<crate::transport::TlsFrameTransport>, C> for TlsConnector
+{
+    fn connect<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> ConnectFuture<'a, MessageChannelAdapter<crate::transport::TlsFrameTransport>, C, Tokio>
+    {
+        Box::pin(async move {
+            let Endpoint::Tcp(addr) = endpoint else {
+                return Err(wrong_scheme("tcp", endpoint));
+            };
+            let transport =
+                crate::transport::TlsFrameTransport::connect(*addr, self.tcp, self.tls.clone())
+                    .await?;
+            Ok(xrpc_async::RpcClient::with_codec(
+                MessageChannelAdapter::new(transport),
+                C::default(),
+            ))
+        })
+    }
+}

@@ -23,6 +23,8 @@ pub mod transport;
 
 #[cfg(feature = "shm")]
 pub use balance::SharedMemoryConnector;
+#[cfg(feature = "tls")]
+pub use balance::TlsConnector;
 pub use balance::{ClientFactory, ConnectionPool, LoadBalancedClient, TcpConnector, UnixConnector};
 pub use runtime::Tokio;
 pub use transport::ZeroCopyTransport;
@@ -34,6 +36,11 @@ pub use transport::{
 #[cfg(feature = "shm")]
 pub use transport::{
     SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
+};
+#[cfg(feature = "tls")]
+pub use transport::{
+    TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
+    load_certificates, load_private_key, rustls,
 };
 pub use xrpc_async::balance::{
     BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,

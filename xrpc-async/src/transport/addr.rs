@@ -150,6 +150,26 @@ pub(crate) async fn resolve<R: Runtime>(
     }
 }
 
+/// The host `addr` names — `localhost` of `"localhost:9000"`, `::1` of `"[::1]:9000"`, the IP
+/// address of a literal address — for a TLS server name; `None` for an empty list.
+#[cfg(feature = "tls")]
+pub(crate) fn host_of(addr: &(impl ToSocketAddrs + ?Sized)) -> Option<String> {
+    match addr.lookup() {
+        Lookup::Ready(addrs) => addrs.first().map(|a| a.ip().to_string()),
+        Lookup::Name(name) => {
+            let host = name
+                .rsplit_once(':')
+                .map_or(name.as_str(), |(host, _)| host);
+            Some(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+            )
+        }
+        Lookup::HostPort(host, _) => Some(host),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +203,19 @@ mod tests {
             ("localhost", 9000).lookup(),
             Lookup::HostPort(h, 9000) if h == "localhost"
         ));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn the_host_of_an_address_is_its_tls_server_name() {
+        use super::host_of;
+        assert_eq!(host_of("localhost:9000").as_deref(), Some("localhost"));
+        assert_eq!(host_of("[::1]:9000").as_deref(), Some("::1"));
+        assert_eq!(
+            host_of(&("api.example.com", 443)).as_deref(),
+            Some("api.example.com")
+        );
+        let addr: std::net::SocketAddr = "10.0.0.7:4443".parse().unwrap();
+        assert_eq!(host_of(&addr).as_deref(), Some("10.0.0.7"));
     }
 }

@@ -30,16 +30,29 @@ mod shm;
 mod socket;
 mod stats;
 mod tcp;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_socket;
 mod unix;
 
 pub use addr::ToSocketAddrs;
 pub(crate) use checks::{CheckEncoded, check_one_prefixed};
 pub use checks::{batch_frames, check_len, check_prefixed, check_prefixed_batch};
 
+/// The rustls crate this layer's TLS is built on, for its configurations and certificate types
+/// ([`rustls::ClientConfig`], [`rustls::pki_types::CertificateDer`]).
+#[cfg(feature = "tls")]
+pub use rustls;
 #[cfg(feature = "shm")]
 pub use shm::{SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
 pub use stats::{StatsCounters, TransportStats};
 pub use tcp::{TcpConfig, TcpFrameTransport, TcpFrameTransportListener};
+#[cfg(feature = "tls")]
+pub use tls::{
+    TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
+    load_certificates, load_private_key,
+};
 pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
 pub use xrpc_proto::TransportError;
 
@@ -504,7 +517,7 @@ macro_rules! socket_config {
                 self
             }
 
-            fn settings(&self) -> SocketSettings {
+            pub(crate) fn settings(&self) -> SocketSettings {
                 SocketSettings {
                     max_frame_size: self.max_frame_size,
                     read_timeout: self.read_timeout,

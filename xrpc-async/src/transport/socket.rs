@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::lock::{Mutex, MutexGuard};
-use xrpc_proto::{FrameDecoder, FrameError, ReadBudget, RetryPolicy, SkippedFrame};
+use xrpc_proto::{FrameDecoder, FrameError, ReadBudget, RetryPolicy, SkippedFrame, TlsRecord};
 
 use super::{
     CheckEncoded, StatsCounters, TransportError, TransportStats, check_len, check_one_prefixed,
@@ -45,6 +45,8 @@ struct ReadState<R: Runtime> {
     skipped: Option<SkippedFrame>,
     /// The read timeout's timer, made at the first timed read and reset for each.
     timer: Option<R::Timer>,
+    /// The stream's first read has been looked at for a TLS record ([`sniff_tls`]).
+    sniffed: bool,
 }
 
 struct WriteState<R: Runtime> {
@@ -128,6 +130,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
                 decoder: FrameDecoder::new(settings.max_frame_size),
                 skipped: None,
                 timer: None,
+                sniffed: false,
             }),
             writer: Mutex::new(WriteState {
                 buf: BytesMut::new(),
@@ -147,6 +150,12 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
 
     pub(crate) fn max_frame_size(&self) -> usize {
         self.settings.max_frame_size
+    }
+
+    /// The socket.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn socket(&self) -> &S {
+        &self.io
     }
 
     pub(crate) fn partial_frame(&self) -> usize {
@@ -338,6 +347,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             decoder,
             skipped,
             timer,
+            sniffed,
         } = &mut *r;
         if let Some(frame) = skipped.take() {
             return Err(self.stats.recv_error(TransportError::FrameSkipped(frame)));
@@ -371,6 +381,10 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
                 .map_err(TransportError::recv)?;
                 self.partial
                     .store(decoder.partial_bytes(), Ordering::Relaxed);
+                if !*sniffed {
+                    *sniffed = true;
+                    sniff_tls(decoder)?;
+                }
                 if n == 0 {
                     if decoder.buffered() == 0 {
                         return Err(TransportError::ConnectionClosed);
@@ -429,6 +443,25 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             Err(e) => Err(TransportError::SendFailed(e.into())),
         }
     }
+}
+
+/// Refuses a stream whose first read is a TLS record (see [`xrpc_proto::tls_record_at_start`]):
+/// a TLS peer at a plaintext transport, told at once with a [`TransportError::Tls`] instead of
+/// waiting for a frame that never comes whole. Looks at the first read only (a TLS record
+/// comes in one).
+fn sniff_tls(decoder: &mut FrameDecoder) -> Result<(), TransportError> {
+    let reason = match xrpc_proto::tls_record_at_start(decoder.buffer_mut()) {
+        None => return Ok(()),
+        Some(TlsRecord::ClientHello) => {
+            "the peer opened a TLS handshake; this end speaks plaintext \
+             (serve with TlsFrameTransportListener, or connect without TLS)"
+        }
+        Some(TlsRecord::Alert) => {
+            "the peer answered with a TLS alert: it speaks TLS and this end plaintext \
+             (connect with TlsFrameTransport)"
+        }
+    };
+    Err(TransportError::tls("on a plaintext stream", reason))
 }
 
 /// Runs `connect` up to `max_attempts` times (at least once), each bounded by `timeout`,

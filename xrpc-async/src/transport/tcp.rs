@@ -92,37 +92,13 @@ impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
         addr: impl ToSocketAddrs,
         config: TcpConfig,
     ) -> Result<Self, TransportError> {
-        let rt = R::default();
-        let addrs = resolve(&rt, &addr).await.map_err(|(name, e)| {
-            TransportError::ConnectionFailed(format!("resolve {name} failed: {e}"))
-        })?;
-        let mut last = None;
-        for a in addrs {
-            match connect_with_retry(
-                &rt,
-                &a,
-                config.connect_timeout,
-                config.max_attempts,
-                config.retry_policy,
-                || S::connect(a),
-            )
-            .await
-            {
-                Ok(stream) => return Self::from_stream(stream, config),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| {
-            TransportError::ConnectionFailed("the address resolved to nothing".into())
-        }))
+        let stream = connect_stream::<S, R>(&R::default(), &addr, &config).await?;
+        Self::from_stream(stream, config)
     }
 
     /// Wraps a connected stream (applies `config.nodelay`).
     pub fn from_stream(stream: S, config: TcpConfig) -> Result<Self, TransportError> {
-        let fail = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
-        stream.set_nodelay(config.nodelay).map_err(fail)?;
-        let peer_addr = stream.peer_addr().map_err(fail)?;
-        let local_addr = stream.local_addr().map_err(fail)?;
+        let (peer_addr, local_addr) = set_up(&stream, &config)?;
         Ok(Self {
             inner: SocketTransport::new(stream, config.settings(), R::default()),
             peer_addr,
@@ -148,6 +124,49 @@ impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+}
+
+/// Connects to the first address of `addr` that answers (see [`TcpFrameTransport::connect`]).
+pub(crate) async fn connect_stream<S: TcpSocket<R>, R: Runtime>(
+    rt: &R,
+    addr: &(impl ToSocketAddrs + ?Sized),
+    config: &TcpConfig,
+) -> Result<S, TransportError> {
+    let addrs = resolve(rt, addr).await.map_err(|(name, e)| {
+        TransportError::ConnectionFailed(format!("resolve {name} failed: {e}"))
+    })?;
+    let mut last = None;
+    for a in addrs {
+        match connect_with_retry(
+            rt,
+            &a,
+            config.connect_timeout,
+            config.max_attempts,
+            config.retry_policy,
+            || S::connect(a),
+        )
+        .await
+        {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        TransportError::ConnectionFailed("the address resolved to nothing".into())
+    }))
+}
+
+/// Applies `config.nodelay` to a connected stream; gives its peer's and its own address.
+pub(crate) fn set_up<S: TcpSocket<R>, R>(
+    stream: &S,
+    config: &TcpConfig,
+) -> Result<(SocketAddr, SocketAddr), TransportError> {
+    let fail = |e: std::io::Error| TransportError::ConnectionFailed(e.to_string());
+    stream.set_nodelay(config.nodelay).map_err(fail)?;
+    Ok((
+        stream.peer_addr().map_err(fail)?,
+        stream.local_addr().map_err(fail)?,
+    ))
 }
 
 /// Accepts TCP connections as [`TcpFrameTransport`]s.

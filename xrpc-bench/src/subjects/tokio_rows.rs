@@ -1,5 +1,5 @@
-//! xrpc on tokio: bare frames and typed calls over shared memory, Unix, TCP, the in-process
-//! channel transport and the Arc transport.
+//! xrpc on tokio: bare frames and typed calls over shared memory, Unix, TCP, TLS over TCP, the
+//! in-process channel transport and the Arc transport.
 //!
 //! The server runs on its own thread with a current-thread runtime (as another process would);
 //! the client on a 2-worker multi-thread runtime, as `#[tokio::main]` gives on this machine,
@@ -13,8 +13,8 @@ use std::time::Duration;
 use xrpc::{
     ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, MessageChannelAdapter,
     RpcClient, RpcServer, SharedMemoryConfig, SharedMemoryFrameTransport,
-    SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, UnixConfig,
-    UnixFrameTransport,
+    SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, TlsClientConfig,
+    TlsFrameTransport, TlsServerConfig, UnixConfig, UnixFrameTransport,
 };
 
 use super::baseline::join_or_leave;
@@ -24,7 +24,14 @@ use crate::measure::{Recorder, Span};
 /// The rows of this module.
 pub fn rows() -> Vec<Box<dyn Subject>> {
     let mut rows: Vec<Box<dyn Subject>> = Vec::new();
-    for net in [Net::Shm, Net::Unix, Net::Tcp, Net::Channel, Net::Arc] {
+    for net in [
+        Net::Shm,
+        Net::Unix,
+        Net::Tcp,
+        Net::Tls,
+        Net::Channel,
+        Net::Arc,
+    ] {
         rows.push(Box::new(XrpcTokio {
             net,
             what: What::Frames,
@@ -53,6 +60,8 @@ pub enum Net {
     Unix,
     /// `TcpFrameTransport` on loopback.
     Tcp,
+    /// `TlsFrameTransport` on loopback (rustls, TLS 1.3, ring; the handshake before the span).
+    Tls,
     /// `ChannelFrameTransport` (in-process, serialized frames).
     Channel,
     /// `ArcFrameTransport` (in-process; used here for frames, like the channel one).
@@ -65,6 +74,7 @@ impl Net {
             Net::Shm => "shm",
             Net::Unix => "unix",
             Net::Tcp => "tcp",
+            Net::Tls => "tls",
             Net::Channel => "in-process channel",
             Net::Arc => "in-process arc",
         }
@@ -101,6 +111,8 @@ pub struct XrpcTokio {
 enum Half {
     Unix(std::os::unix::net::UnixStream),
     Tcp(std::net::TcpStream),
+    TlsClient(std::net::TcpStream),
+    TlsServer(std::net::TcpStream),
     ShmServer(SharedMemoryFrameTransportListener),
     ShmClient(String),
     Channel(ChannelFrameTransport),
@@ -115,11 +127,15 @@ fn halves(net: Net) -> Result<(Half, Half), Skip> {
             let (c, s) = std::os::unix::net::UnixStream::pair()?;
             (Half::Unix(c), Half::Unix(s))
         }
-        Net::Tcp => {
+        Net::Tcp | Net::Tls => {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             let c = std::net::TcpStream::connect(l.local_addr()?)?;
             let (s, _) = l.accept()?;
-            (Half::Tcp(c), Half::Tcp(s))
+            if net == Net::Tls {
+                (Half::TlsClient(c), Half::TlsServer(s))
+            } else {
+                (Half::Tcp(c), Half::Tcp(s))
+            }
         }
         Net::Shm => {
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -154,6 +170,24 @@ macro_rules! with_transport {
                 let $t = TcpFrameTransport::from_stream(s, TcpConfig::default())?;
                 $body
             }
+            Half::TlsClient(s) => {
+                s.set_nonblocking(true)?;
+                let s = tokio::net::TcpStream::from_std(s)?;
+                let (_, tls) = tls_configs()?;
+                let name = xrpc::rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(|e| Skip::Absent(e.to_string()))?;
+                let $t = TlsFrameTransport::client_from_stream(s, TcpConfig::default(), tls, name)
+                    .await?;
+                $body
+            }
+            Half::TlsServer(s) => {
+                s.set_nonblocking(true)?;
+                let s = tokio::net::TcpStream::from_std(s)?;
+                let (tls, _) = tls_configs()?;
+                let $t =
+                    TlsFrameTransport::server_from_stream(s, TcpConfig::default(), tls).await?;
+                $body
+            }
             Half::ShmServer(l) => {
                 let $t = l.accept().await?;
                 $body
@@ -167,6 +201,31 @@ macro_rules! with_transport {
             Half::Arc($t) => $body,
         }
     };
+}
+
+/// The TLS rows' configurations: a CA made at the first use, a server certificate for
+/// `localhost` signed by it, a client that trusts it.
+fn tls_configs() -> Result<&'static (TlsServerConfig, TlsClientConfig), Skip> {
+    static CONFIGS: std::sync::OnceLock<Result<(TlsServerConfig, TlsClientConfig), String>> =
+        std::sync::OnceLock::new();
+    let made = CONFIGS.get_or_init(|| {
+        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(&e))?;
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().map_err(|e| fail(&e))?;
+        let ca_cert = ca.self_signed(&ca_key).map_err(|e| fail(&e))?;
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(|e| fail(&e))?;
+        let key = rcgen::KeyPair::generate().map_err(|e| fail(&e))?;
+        let cert = params.signed_by(&key, &issuer).map_err(|e| fail(&e))?;
+        let key = xrpc::rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let server = TlsServerConfig::new(vec![cert.der().clone()], key).map_err(|e| fail(&e))?;
+        let client = TlsClientConfig::new([ca_cert.der().clone()]).map_err(|e| fail(&e))?;
+        Ok((server, client))
+    });
+    made.as_ref()
+        .map_err(|e| Skip::Absent(format!("TLS certificates: {e}")))
 }
 
 /// What the server does.

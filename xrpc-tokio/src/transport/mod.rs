@@ -3,6 +3,7 @@
 //! | transport | peer | bytes copied per frame |
 //! |---|---|---|
 //! | [`TcpFrameTransport`] | another process or host | socket read/write only |
+//! | `TlsFrameTransport` (feature `tls`) | another host | socket read/write, decrypt and encrypt |
 //! | [`UnixFrameTransport`] | another process | socket read/write only |
 //! | [`SharedMemoryFrameTransport`] | another process | one into the ring, one out |
 //! | [`ChannelFrameTransport`] | the same process | one (into a `Bytes`) |
@@ -17,6 +18,10 @@ pub use xrpc_async::transport::SharedMemoryConfig;
 pub use xrpc_async::transport::{
     FrameTransport, StatsCounters, TcpConfig, TransportError, TransportStats, UnixConfig,
     batch_frames, check_len, check_prefixed, check_prefixed_batch,
+};
+#[cfg(feature = "tls")]
+pub use xrpc_async::transport::{
+    TlsClientConfig, TlsServerConfig, load_certificates, load_private_key, rustls,
 };
 pub use xrpc_proto::RetryPolicy;
 
@@ -33,6 +38,16 @@ pub type TcpFrameTransport = xrpc_async::transport::TcpFrameTransport<tokio::net
 /// Accepts TCP connections as [`TcpFrameTransport`]s.
 pub type TcpFrameTransportListener =
     xrpc_async::transport::TcpFrameTransportListener<tokio::net::TcpStream, Tokio>;
+
+/// Frames over TLS (rustls) over a tokio TCP connection
+/// ([`xrpc_async::transport::TlsFrameTransport`]).
+#[cfg(feature = "tls")]
+pub type TlsFrameTransport = xrpc_async::transport::TlsFrameTransport<tokio::net::TcpStream, Tokio>;
+
+/// Accepts TCP connections and makes their TLS handshakes, as [`TlsFrameTransport`]s.
+#[cfg(feature = "tls")]
+pub type TlsFrameTransportListener =
+    xrpc_async::transport::TlsFrameTransportListener<tokio::net::TcpStream, Tokio>;
 
 /// Frames over a tokio Unix domain stream socket ([`xrpc_async::transport::UnixFrameTransport`]).
 pub type UnixFrameTransport =
