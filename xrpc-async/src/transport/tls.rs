@@ -320,6 +320,14 @@ impl<S, R: Runtime> std::fmt::Debug for TlsFrameTransport<S, R> {
 super::forward_frame_transport!(TlsFrameTransport, TcpSocket);
 
 impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransport<S, R> {
+    /// Who the peer is, for handlers: its address (a client certificate, if any, is in
+    /// [`peer_certificates`](Self::peer_certificates)).
+    fn describe_peer(&self) -> xrpc_proto::PeerInfo {
+        xrpc_proto::PeerInfo::new()
+            .with_addr(self.peer_addr)
+            .with_key(self.peer_key)
+    }
+
     /// Connects to `addr` as [`TcpFrameTransport::connect`](super::TcpFrameTransport::connect)
     /// does (same addresses, attempts and timeouts), then makes the TLS handshake within
     /// `tls.handshake_timeout`. The server's certificate must chain to `tls`'s roots and be
