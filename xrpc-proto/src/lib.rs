@@ -18,6 +18,7 @@
 //! | [`flow`] | credit-based flow control shared by both sides' streams |
 //! | [`budget`] | server-wide bounds shared by a server's connections ([`ServerBounds`]) |
 //! | [`rate`] | rates of work: token buckets, and the decompression rate of a server |
+//! | [`peer`] | peer identity on local transports: [`PeerCredentials`], the allow-list [`PeerPolicy`] |
 //! | [`admission`] | [`Admission`]: which accepted connection is served, whose place it takes |
 //! | [`payload`] | [`Payload`]: encoded bytes, or an in-process value |
 //! | [`wire`] | one connection's bytes ↔ packets ([`WireConfig`]) |
@@ -55,6 +56,7 @@ pub mod idmap;
 pub mod message;
 pub mod packet;
 pub mod payload;
+pub mod peer;
 pub mod rate;
 pub mod retry;
 pub mod route;
@@ -96,6 +98,7 @@ pub use message::{
 };
 pub use packet::{Body, Packet};
 pub use payload::{Payload, WireSize};
+pub use peer::{PeerCredentials, PeerPolicy, PeerRefused};
 pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
 pub use rpc_error::{

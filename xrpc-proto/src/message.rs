@@ -354,6 +354,9 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The server is shutting down.
     ShuttingDown,
+    /// The server refused this peer at connect (its allow-list); sent with request id 0 just
+    /// before the server closes the connection (PROTOCOL.md §5.8).
+    PeerRefused,
     /// A code this implementation does not know.
     Unknown(u16),
 }
@@ -372,6 +375,7 @@ impl ErrorCode {
             Self::Protocol => 8,
             Self::ResourceExhausted => 9,
             Self::ShuttingDown => 10,
+            Self::PeerRefused => 12,
             Self::Unknown(v) => v,
         }
     }
@@ -389,6 +393,7 @@ impl ErrorCode {
             8 => Self::Protocol,
             9 => Self::ResourceExhausted,
             10 => Self::ShuttingDown,
+            12 => Self::PeerRefused,
             v => Self::Unknown(v),
         }
     }
