@@ -40,8 +40,9 @@ pub use channel::{
 pub use memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
 pub use reactor::{Reactor, Registration, Socket, SocketListener, TcpSocket, UnixSocket, Watched};
 pub use rpc::{
-    CallContext, ClientHandle, FrameListener, RequestStream, RpcClient, RpcClientConfig, RpcError,
-    RpcServer, ServerStreamSender, StreamReceiver, StreamSender,
+    CallContext, ClientHandle, FrameListener, PeerGate, RequestStream, RpcClient, RpcClientConfig,
+    RpcError, RpcServer, ServerStreamSender, StreamReceiver, StreamSender,
 };
 pub use runtime::{Runtime, Task, Timer};
 pub use transport::{FrameTransport, TransportError, TransportStats};
+pub use xrpc_proto::{PeerCredentials, PeerPolicy, PeerRefused};

@@ -58,5 +58,6 @@ pub use transport::{
 };
 pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{
-    BincodeCodec, CallKind, CallOptions, ClientConfig, RetryPolicy, RpcError, ServerConfig,
+    BincodeCodec, CallKind, CallOptions, ClientConfig, PeerCredentials, PeerPolicy, PeerRefused,
+    RetryPolicy, RpcError, ServerConfig,
 };

@@ -220,6 +220,10 @@ impl FrameListener for SharedMemoryFrameTransportListener {
     async fn accept(&self) -> Result<AsyncSharedMemoryFrameTransport, TransportError> {
         self.0.accept().await
     }
+
+    fn enforce_peer_gate(&self, gate: std::sync::Arc<xrpc_async::PeerGate>) -> bool {
+        self.0.enforce_peer_gate(gate)
+    }
 }
 
 /// A connected transport of this crate, whichever kind: what
@@ -326,6 +330,14 @@ impl FrameTransport for AnyFrameTransport {
 
     fn partial_frame(&self) -> usize {
         each!(self, t => t.partial_frame())
+    }
+
+    fn peer_key(&self) -> xrpc_proto::PeerKey {
+        each!(self, t => t.peer_key())
+    }
+
+    fn peer_credentials(&self) -> Option<xrpc_proto::PeerCredentials> {
+        each!(self, t => t.peer_credentials())
     }
 
     fn set_read_budget(&self, budget: ReadBudget) {

@@ -94,8 +94,26 @@ impl PeerPolicy {
     /// Whether a peer with credentials `peer` (`None`: not known) is admitted, and if not,
     /// why.
     pub fn check(&self, peer: Option<&PeerCredentials>) -> Result<(), PeerRefused> {
+        self.check_or(peer, |_| true)
+    }
+
+    /// [`check`](Self::check) for a transport with a default of its own: with no list, a
+    /// peer is admitted if `default` admits it (shared memory: only its own user and root,
+    /// since its rendezvous socket has no file permissions); a list replaces the default.
+    pub fn check_or(
+        &self,
+        peer: Option<&PeerCredentials>,
+        default: impl FnOnce(&PeerCredentials) -> bool,
+    ) -> Result<(), PeerRefused> {
         if !self.is_restricted() {
-            return Ok(());
+            return match peer {
+                None => Ok(()),
+                Some(p) if default(p) => Ok(()),
+                Some(p) => Err(PeerRefused::OtherUser {
+                    uid: p.uid,
+                    gid: p.gid,
+                }),
+            };
         }
         match peer {
             None => Err(PeerRefused::Unknown),
@@ -115,6 +133,15 @@ pub enum PeerRefused {
     /// Neither the peer's user nor its group is on the server's allow-list.
     #[error("peer uid {uid} gid {gid} is not on the server's allow-list")]
     NotListed {
+        /// The peer's user id.
+        uid: u32,
+        /// The peer's primary group id.
+        gid: u32,
+    },
+    /// The peer runs as another user, and the transport admits only its own user (and root)
+    /// unless the server lists others.
+    #[error("peer uid {uid} gid {gid} runs as another user, and the server lists no allowed peers")]
+    OtherUser {
         /// The peer's user id.
         uid: u32,
         /// The peer's primary group id.
@@ -181,6 +208,30 @@ mod tests {
         assert!(
             only_root
                 .check(Some(&PeerCredentials::new(1, 65534, 65534)))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_transport_default_applies_only_without_a_list() {
+        let own = |p: &PeerCredentials| p.uid == 1000;
+        let stranger = PeerCredentials::new(1, 2000, 2000);
+        assert_eq!(
+            PeerPolicy::any().check_or(Some(&stranger), own),
+            Err(PeerRefused::OtherUser {
+                uid: 2000,
+                gid: 2000
+            })
+        );
+        assert_eq!(
+            PeerPolicy::any().check_or(Some(&PeerCredentials::new(1, 1000, 1)), own),
+            Ok(())
+        );
+        let listed = PeerPolicy::any().allow_uid(2000);
+        assert_eq!(listed.check_or(Some(&stranger), own), Ok(()));
+        assert!(
+            listed
+                .check_or(Some(&PeerCredentials::new(1, 1000, 1)), own)
                 .is_err()
         );
     }

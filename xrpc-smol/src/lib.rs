@@ -47,7 +47,9 @@ pub use xrpc_async::{
     RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
     StreamSender, TypedChannel,
 };
-pub use xrpc_proto::{BincodeCodec, CallKind, CallOptions, ServerConfig};
+pub use xrpc_proto::{
+    BincodeCodec, CallKind, CallOptions, PeerCredentials, PeerPolicy, PeerRefused, ServerConfig,
+};
 
 /// An RPC client on smol ([`xrpc_async::RpcClient`] with the [`Smol`] runtime), Bincode by
 /// default.

@@ -1,13 +1,16 @@
-//! Accepting connections: [`FrameListener`] and [`RpcServer::serve_listener`]. Which
-//! connection is served, and whose place it takes at the cap, is the core's
-//! [`Admission`]; the listener accepts, asks it, and spawns or closes.
+//! Accepting connections: [`FrameListener`] and [`RpcServer::serve_listener`]. Whether a peer
+//! is admitted at all is the core's [`PeerPolicy`] (asked through the server's [`PeerGate`]);
+//! which connection is served, and whose place it takes at the cap, is the core's
+//! [`Admission`]; the listener accepts, asks them, and spawns, refuses or closes.
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Poll, Waker};
 
-use xrpc_proto::{Admission, Codec, Slot};
+use xrpc_proto::peer::refusal_frame;
+use xrpc_proto::{Admission, Codec, PeerCredentials, PeerPolicy, PeerRefused, Slot};
 
 use super::server::RpcServer;
 use crate::channel::{MessageChannel, MessageChannelAdapter};
@@ -21,6 +24,66 @@ pub trait FrameListener: Send + Sync + 'static {
     type Transport: FrameTransport;
     /// Waits for the next connection.
     fn accept(&self) -> impl Future<Output = Result<Self::Transport, TransportError>> + Send;
+
+    /// Takes the server's [`PeerGate`], for a listener that refuses peers itself before it
+    /// sets their connection up (shared memory: in the rendezvous handshake, before a segment
+    /// is made), and returns whether it does. By default it does not: the server then checks
+    /// each accepted transport's [`peer_credentials`](FrameTransport::peer_credentials) and
+    /// refuses a peer with one refusal frame before it closes the connection.
+    fn enforce_peer_gate(&self, gate: Arc<PeerGate>) -> bool {
+        let _ = gate;
+        false
+    }
+}
+
+/// A server's [`PeerPolicy`] and its count of refused peers, shared with its listeners
+/// ([`RpcServer::set_peer_policy`], [`RpcServer::peers_refused`]).
+#[derive(Debug, Default)]
+pub struct PeerGate {
+    policy: RwLock<PeerPolicy>,
+    refused: AtomicU64,
+}
+
+impl PeerGate {
+    /// Whether a peer with credentials `peer` is admitted ([`PeerPolicy::check`]); a refusal
+    /// is counted.
+    pub fn check(&self, peer: Option<&PeerCredentials>) -> Result<(), PeerRefused> {
+        self.check_or(peer, |_| true)
+    }
+
+    /// [`PeerPolicy::check_or`]: with no list, `default` decides; a refusal is counted.
+    pub fn check_or(
+        &self,
+        peer: Option<&PeerCredentials>,
+        default: impl FnOnce(&PeerCredentials) -> bool,
+    ) -> Result<(), PeerRefused> {
+        let verdict = self
+            .policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check_or(peer, default);
+        if verdict.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> PeerPolicy {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_policy(&self, policy: PeerPolicy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
+    }
+
+    /// Peers refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
 }
 
 /// The connections a listener serves, to wait for the last one at shutdown.
@@ -124,6 +187,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         F: Fn(L::Transport) -> M,
     {
         let shared = &self.shared;
+        let gated_by_listener = listener.enforce_peer_gate(shared.peers.clone());
         let live = Arc::new(Live::default());
         let mut admission = Admission::new(&shared.config);
         let mut connections = Connections(Vec::new());
@@ -139,25 +203,9 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 })
                 .await
             };
-            match accepted {
+            let transport = match accepted {
                 None => break,
-                Some(Ok(transport)) => match admission.admit(transport.peer_key()) {
-                    Err(_) => {
-                        let _ = transport.close().await;
-                    }
-                    Ok(slot) => {
-                        let server = self.clone();
-                        let channel = make_channel(transport);
-                        live.add();
-                        let guard = LiveGuard(live.clone(), slot.clone());
-                        let admitted = slot.clone();
-                        let task = shared.rt.spawn(async move {
-                            let _guard = guard;
-                            let _ = server.serve_admitted(channel, Some(admitted)).await;
-                        });
-                        connections.add(slot, task);
-                    }
-                },
+                Some(Ok(transport)) => transport,
                 Some(Err(_)) => {
                     let at = admission.accept_failed(shared.rt.now());
                     let mut timer = shared.rt.timer(at);
@@ -168,6 +216,35 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                         std::pin::Pin::new(&mut timer).poll(cx)
                     })
                     .await;
+                    continue;
+                }
+            };
+            if !gated_by_listener
+                && let Err(why) = shared.peers.check(transport.peer_credentials().as_ref())
+            {
+                // The peer is told before the close (PROTOCOL.md §5.8): one small frame into a
+                // fresh socket's empty buffer, sent off the accept loop all the same.
+                let _ = shared.rt.spawn(async move {
+                    let _ = transport.send_frame(&refusal_frame(&why)).await;
+                    let _ = transport.close().await;
+                });
+                continue;
+            }
+            match admission.admit(transport.peer_key()) {
+                Err(_) => {
+                    let _ = transport.close().await;
+                }
+                Ok(slot) => {
+                    let server = self.clone();
+                    let channel = make_channel(transport);
+                    live.add();
+                    let guard = LiveGuard(live.clone(), slot.clone());
+                    let admitted = slot.clone();
+                    let task = shared.rt.spawn(async move {
+                        let _guard = guard;
+                        let _ = server.serve_admitted(channel, Some(admitted)).await;
+                    });
+                    connections.add(slot, task);
                 }
             }
         }

@@ -16,7 +16,7 @@ mod stream;
 mod wakers;
 
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
-pub use listener::FrameListener;
+pub use listener::{FrameListener, PeerGate};
 pub use server::{CallContext, RpcServer};
 pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};
 pub use xrpc_proto::RpcError;
