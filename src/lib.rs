@@ -52,7 +52,8 @@ pub use xrpc_proto::MessagePackCodec;
 pub use xrpc_proto::PostcardCodec;
 pub use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, ClientConfig, Codec, CodecError, CompressionConfig,
-    CompressionType, ErrorCode, ServerConfig,
+    CompressionType, ErrorCode, Metadata, MetadataError, NotificationDrop, NotificationStats,
+    PeerInfo, ServerConfig, ServerStats, Signature,
 };
 pub use xrpc_tokio::*;
 

@@ -281,8 +281,12 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
 }
 
 /// The credentials a handler sees in its call context.
-fn seen(_ctx: &xrpc::CallContext) -> Option<Who> {
-    None
+fn seen(ctx: &xrpc::CallContext) -> Option<Who> {
+    ctx.peer().credentials.map(|c| Who {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+    })
 }
 
 macro_rules! async_adapter {

@@ -45,4 +45,7 @@ pub use rpc::{
 };
 pub use runtime::{Runtime, Task, Timer};
 pub use transport::{FrameTransport, TransportError, TransportStats};
-pub use xrpc_proto::{PeerCredentials, PeerPolicy, PeerRefused};
+pub use xrpc_proto::{
+    Metadata, MetadataError, NotificationDrop, NotificationStats, PeerCredentials, PeerInfo,
+    PeerPolicy, PeerRefused, ServerStats, Signature,
+};

@@ -158,6 +158,66 @@ impl<C: Codec> RpcClient<C> {
         Blocking::block_on(self.inner.notify(method, request))
     }
 
+    /// Like [`notify`](Self::notify) with options (metadata, signature, handler timeout).
+    pub fn notify_with_options<Req: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<(), RpcError> {
+        Blocking::block_on(self.inner.notify_with_options(method, request, options))
+    }
+
+    /// Like [`call_server_stream`](Self::call_server_stream) with options (timeout,
+    /// metadata, signature).
+    pub fn call_server_stream_with_options<Req, Item>(
+        &self,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<StreamReceiver<Item, C>, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Item: DeserializeOwned + 'static,
+    {
+        Blocking::block_on(
+            self.inner
+                .call_server_stream_with_options(method, request, options),
+        )
+        .map(StreamReceiver::new)
+    }
+
+    /// Like [`call_client_stream`](Self::call_client_stream) with options (timeout,
+    /// metadata, signature).
+    pub fn call_client_stream_with_options<Item, Resp>(
+        &self,
+        method: &str,
+        options: CallOptions,
+    ) -> Result<ClientStreamCall<Item, Resp, C>, RpcError>
+    where
+        Item: Serialize + 'static,
+        Resp: DeserializeOwned + Send + 'static,
+    {
+        let (sender, response) =
+            Blocking::block_on(self.inner.call_client_stream_with_options(method, options))?;
+        Ok((StreamSender::new(sender), PendingResponse::new(response)))
+    }
+
+    /// Like [`call_bidi`](Self::call_bidi) with options (timeout, metadata, signature).
+    pub fn call_bidi_with_options<Req, Resp>(
+        &self,
+        method: &str,
+        options: CallOptions,
+    ) -> Result<BidiCall<Req, Resp, C>, RpcError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned + 'static,
+    {
+        let (sender, receiver) =
+            Blocking::block_on(self.inner.call_bidi_with_options(method, options))?;
+        Ok((StreamSender::new(sender), StreamReceiver::new(receiver)))
+    }
+
     /// Calls a server-streaming method: one request, then its items as an iterator.
     pub fn call_server_stream<Req, Item>(
         &self,

@@ -58,6 +58,7 @@ pub use transport::{
 };
 pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{
-    BincodeCodec, CallKind, CallOptions, ClientConfig, PeerCredentials, PeerPolicy, PeerRefused,
-    RetryPolicy, RpcError, ServerConfig,
+    BincodeCodec, CallKind, CallOptions, ClientConfig, Metadata, MetadataError, NotificationDrop,
+    NotificationStats, PeerCredentials, PeerInfo, PeerPolicy, PeerRefused, RetryPolicy, RpcError,
+    ServerConfig, ServerStats, Signature,
 };

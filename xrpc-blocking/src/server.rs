@@ -26,7 +26,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_async::{CallContext, FrameListener, MessageChannelAdapter};
-use xrpc_proto::{BincodeCodec, Codec, PeerPolicy, RpcError, ServerConfig};
+use xrpc_proto::{BincodeCodec, Codec, PeerPolicy, RpcError, ServerConfig, ServerStats, Signature};
 
 use crate::runtime::{Blocking, HandlerPool, HandlerThreads};
 use crate::stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};
@@ -262,11 +262,27 @@ impl<C: Codec> RpcServer<C> {
         Item: Serialize + Send + 'static,
         F: Fn(Req, ServerStreamSender<Item, C>) -> Result<(), RpcError> + Send + Sync + 'static,
     {
+        self.register_stream_with_context(method, move |_ctx, req, sender| handler(req, sender));
+    }
+
+    /// Registers a server-streaming handler that also sees its [`CallContext`] (metadata,
+    /// peer, cancellation, and the server's shutdown: an endless stream ends when
+    /// [`CallContext::is_shutting_down`]).
+    pub fn register_stream_with_context<Req, Item, F>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Item: Serialize + Send + 'static,
+        F: Fn(CallContext, Req, ServerStreamSender<Item, C>) -> Result<(), RpcError>
+            + Send
+            + Sync
+            + 'static,
+    {
         let handler = Arc::new(handler);
-        self.inner.register_stream(method, move |req, sender| {
-            let handler = handler.clone();
-            Run::stream(move || handler(req, StreamSender::new(sender)))
-        });
+        self.inner
+            .register_stream_with_context(method, move |ctx, req, sender| {
+                let handler = handler.clone();
+                Run::stream(move || handler(ctx, req, StreamSender::new(sender)))
+            });
     }
 
     /// Registers a client-streaming handler: it gets the client's items as an iterator and
@@ -277,11 +293,25 @@ impl<C: Codec> RpcServer<C> {
         Resp: Serialize + Send + 'static,
         F: Fn(RequestStream<Item, C>) -> Result<Resp, RpcError> + Send + Sync + 'static,
     {
+        self.register_client_stream_with_context(method, move |_ctx, items| handler(items));
+    }
+
+    /// Registers a client-streaming handler that also sees its [`CallContext`].
+    pub fn register_client_stream_with_context<Item, Resp, F>(&self, method: &str, handler: F)
+    where
+        Item: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, RequestStream<Item, C>) -> Result<Resp, RpcError>
+            + Send
+            + Sync
+            + 'static,
+    {
         let handler = Arc::new(handler);
-        self.inner.register_client_stream(method, move |items| {
-            let handler = handler.clone();
-            Run::stream(move || handler(StreamReceiver::new(items)))
-        });
+        self.inner
+            .register_client_stream_with_context(method, move |ctx, items| {
+                let handler = handler.clone();
+                Run::stream(move || handler(ctx, StreamReceiver::new(items)))
+            });
     }
 
     /// Registers a bidirectional handler: the client's items in, its own items out (read and
@@ -296,11 +326,43 @@ impl<C: Codec> RpcServer<C> {
             + Sync
             + 'static,
     {
+        self.register_bidi_with_context(method, move |_ctx, items, sender| handler(items, sender));
+    }
+
+    /// Registers a bidirectional handler that also sees its [`CallContext`].
+    pub fn register_bidi_with_context<Req, Resp, F>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(
+                CallContext,
+                RequestStream<Req, C>,
+                ServerStreamSender<Resp, C>,
+            ) -> Result<(), RpcError>
+            + Send
+            + Sync
+            + 'static,
+    {
         let handler = Arc::new(handler);
-        self.inner.register_bidi(method, move |items, sender| {
-            let handler = handler.clone();
-            Run::stream(move || handler(StreamReceiver::new(items), StreamSender::new(sender)))
-        });
+        self.inner
+            .register_bidi_with_context(method, move |ctx, items, sender| {
+                let handler = handler.clone();
+                Run::stream(move || {
+                    handler(ctx, StreamReceiver::new(items), StreamSender::new(sender))
+                })
+            });
+    }
+
+    /// Sets the signature of `method`: a call carrying another signature's fingerprint is
+    /// refused with `RpcError::TypeMismatch` naming both (see
+    /// [`xrpc_async::RpcServer::set_signature`]).
+    pub fn set_signature(&self, method: &str, signature: Signature) {
+        self.inner.set_signature(method, signature);
+    }
+
+    /// What the server counted so far: notifications it could not deliver, by reason.
+    pub fn stats(&self) -> ServerStats {
+        self.inner.stats()
     }
 
     /// The registered method names.

@@ -340,6 +340,10 @@ impl FrameTransport for AnyFrameTransport {
         each!(self, t => t.peer_credentials())
     }
 
+    fn peer_info(&self) -> xrpc_proto::PeerInfo {
+        each!(self, t => t.peer_info())
+    }
+
     fn set_read_budget(&self, budget: ReadBudget) {
         each!(self, t => t.set_read_budget(budget))
     }

@@ -109,12 +109,16 @@ fn main() -> Result<(), Error> {
 
     // 1. A unary call. Bincode encodes `AddRequest { a, b }` as the tuple `(a, b)`, and
     // `AddResponse { result }` as `result`.
-    let id = c.start("add", &(1i32, 2i32), unary)?;
+    let id = c.start("add", &(1i32, 2i32), unary.clone())?;
     let sum: i32 = BincodeCodec.decode(&bytes(c.wait(id)??)?)?;
     println!("std_client: add(1, 2) = {sum}");
 
     // 2. A server stream of 100 items, granting credit as items are taken.
-    let id = c.start("count", &100u32, unary.with_kind(CallKind::ServerStreaming))?;
+    let id = c.start(
+        "count",
+        &100u32,
+        unary.clone().with_kind(CallKind::ServerStreaming),
+    )?;
     let (mut items, mut sum) = (0u32, 0u64);
     while let Some(item) = c.until(|s| s.next_item(id))? {
         sum += u64::from(BincodeCodec.decode::<u32>(&bytes(item?)?)?);

@@ -36,6 +36,8 @@ pub struct ServerBounds {
     pub decompression_rate: SharedTokenBucket,
     /// Handlers running ([`ServerConfig::max_concurrent_calls_total`]).
     pub handlers: HandlerBudget,
+    /// What the server counts ([`ServerStats`](crate::ServerStats)).
+    pub counters: crate::stats::ServerCounters,
 }
 
 impl ServerBounds {
@@ -47,6 +49,7 @@ impl ServerBounds {
             decompressed: DecompressionBudget::new(config.decompression_budget_total),
             decompression_rate: SharedTokenBucket::new(config.decompression_rate_total, now),
             handlers: HandlerBudget::new(config.max_concurrent_calls_total),
+            counters: crate::stats::ServerCounters::default(),
         }
     }
 }

@@ -25,6 +25,9 @@ pub use crate::flow::StreamSendError;
 use crate::flow::{INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, push_credit, push_item};
 use crate::idmap::{IdMap, id_map};
 use crate::message::{ErrorCode, Header, MessageKind, RemoteError};
+use crate::metadata::{
+    DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_ENTRIES, Metadata, MetadataError, Signature,
+};
 use crate::packet::{Body, Packet};
 use crate::payload::WireSize;
 use crate::peer::REFUSAL_ID;
@@ -104,6 +107,10 @@ pub enum CallError {
     /// or its sending half was finished: nothing more can be sent on it.
     #[error("the call is over")]
     Finished,
+    /// The call's metadata exceeds a limit of [`ClientConfig`] (`max_metadata_bytes`,
+    /// `max_metadata_entries`): it was not sent.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
 }
 
 impl CallError {
@@ -147,6 +154,13 @@ pub struct ClientConfig {
     /// A write that makes no progress for this long (the server stopped reading while
     /// requests wait) closes the connection, failing its calls (`None`: no limit).
     pub write_stall_timeout: Option<Duration>,
+    /// Bytes of encoded metadata entries a call may carry at most (see
+    /// [`Metadata::encoded_len`]); a call over it fails at once with
+    /// [`MetadataError::TooManyBytes`]. Default 4 KiB.
+    pub max_metadata_bytes: usize,
+    /// Metadata entries a call may carry at most; a call over it fails at once with
+    /// [`MetadataError::TooManyEntries`]. Default 32.
+    pub max_metadata_entries: usize,
 }
 
 impl Default for ClientConfig {
@@ -161,12 +175,14 @@ impl Default for ClientConfig {
             max_pong_bytes: 64 * 1024,
             decompression_budget: 64 * 1024 * 1024,
             write_stall_timeout: Some(Duration::from_secs(30)),
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
         }
     }
 }
 
-/// Per-call options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Per-call options. Cheap to build and clone: empty metadata holds no allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CallOptions {
     /// Who streams.
     pub kind: CallKind,
@@ -174,6 +190,13 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Codec id recorded in the header.
     pub codec: CodecId,
+    /// Key/value metadata sent with the request (bounded by
+    /// [`ClientConfig::max_metadata_bytes`] and [`ClientConfig::max_metadata_entries`]).
+    pub metadata: Metadata,
+    /// The types the caller expects: its fingerprint travels with the request, and a server
+    /// that registered another signature for the method refuses the call
+    /// ([`ErrorCode::TypeMismatch`]). `None`: no check.
+    pub signature: Option<Signature>,
 }
 
 impl CallOptions {
@@ -194,6 +217,18 @@ impl CallOptions {
     /// The same options with a timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// The same options with metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The same options with the caller's signature for the method.
+    pub fn with_signature(mut self, signature: Signature) -> Self {
+        self.signature = Some(signature);
         self
     }
 }
@@ -344,6 +379,7 @@ impl<P: WireSize> ClientConnection<P> {
         if let Some(error) = self.closed_error() {
             return Err(error);
         }
+        self.check_metadata(&opts.metadata)?;
         let id = self.next_id;
         self.next_id += 1;
         let timeout = match opts.kind {
@@ -365,6 +401,7 @@ impl<P: WireSize> ClientConnection<P> {
             server_stream: opts.kind.server_streams(),
             timeout,
             window,
+            signature: opts.signature.map(|s| s.fingerprint),
             ..Header::new(MessageKind::Request, id).with_codec(opts.codec)
         };
         self.calls.insert(
@@ -382,20 +419,51 @@ impl<P: WireSize> ClientConnection<P> {
         self.transmit.push_back(Packet {
             header,
             method,
+            metadata: opts.metadata,
             body: Body::Data(payload),
         });
         Ok(id)
     }
 
+    /// Refuses metadata over the limits of the configuration.
+    fn check_metadata(&self, metadata: &Metadata) -> Result<(), CallError> {
+        if metadata.is_empty() {
+            return Ok(());
+        }
+        metadata
+            .check_limits(
+                self.config.max_metadata_bytes,
+                self.config.max_metadata_entries,
+            )
+            .map_err(CallError::Metadata)
+    }
+
     /// Queues a one-way notification.
     pub fn notify(&mut self, method: &str, payload: P, codec: CodecId) -> Result<(), CallError> {
+        self.notify_with_options(method, payload, CallOptions::unary(codec))
+    }
+
+    /// Queues a one-way notification with options: its codec, timeout (how long its handler
+    /// may run), metadata and signature (`kind` is ignored).
+    pub fn notify_with_options(
+        &mut self,
+        method: &str,
+        payload: P,
+        opts: CallOptions,
+    ) -> Result<(), CallError> {
         if let Some(error) = self.closed_error() {
             return Err(error);
         }
+        self.check_metadata(&opts.metadata)?;
         let method = self.method_bytes(method);
         self.transmit.push_back(Packet {
-            header: Header::new(MessageKind::Notification, 0).with_codec(codec),
+            header: Header {
+                timeout: opts.timeout,
+                signature: opts.signature.map(|s| s.fingerprint),
+                ..Header::new(MessageKind::Notification, 0).with_codec(opts.codec)
+            },
             method,
+            metadata: opts.metadata,
             body: Body::Data(payload),
         });
         Ok(())

@@ -129,8 +129,9 @@ impl ClientSession {
     ) -> Result<u64, CallError> {
         self.check_open()?;
         self.check_size(method, &payload)?;
+        let kind = opts.kind;
         let id = self.calls.start_call(now, method, payload, opts)?;
-        self.records.insert(id, CallRecord::new(opts.kind));
+        self.records.insert(id, CallRecord::new(kind));
         Ok(id)
     }
 
@@ -141,9 +142,19 @@ impl ClientSession {
         payload: Payload,
         codec: CodecId,
     ) -> Result<(), CallError> {
+        self.notify_with_options(method, payload, CallOptions::unary(codec))
+    }
+
+    /// Queues a one-way notification with options (codec, timeout, metadata, signature).
+    pub fn notify_with_options(
+        &mut self,
+        method: &str,
+        payload: Payload,
+        opts: CallOptions,
+    ) -> Result<(), CallError> {
         self.check_open()?;
         self.check_size(method, &payload)?;
-        self.calls.notify(method, payload, codec)
+        self.calls.notify_with_options(method, payload, opts)
     }
 
     fn check_open(&self) -> Result<(), CallError> {

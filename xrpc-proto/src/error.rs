@@ -43,6 +43,9 @@ pub enum ProtoError {
     /// The method name is not valid UTF-8.
     #[error("method name is not valid UTF-8")]
     InvalidMethod,
+    /// The metadata block is malformed (`docs/PROTOCOL.md` §3.3).
+    #[error("malformed metadata: {0}")]
+    InvalidMetadata(&'static str),
     /// The method name is longer than the 255 bytes the header can carry.
     #[error("method name of {0} bytes exceeds the maximum of 255")]
     MethodTooLong(usize),

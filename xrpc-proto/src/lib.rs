@@ -8,6 +8,7 @@
 //! | [`frame`] | length-prefixed framing: an incremental [`FrameDecoder`] and the frame size limit |
 //! | [`skipped`] | [`SkippedFrame`]: a received frame over the maximum, skipped whole, and whom it was for |
 //! | [`message`] | the versioned binary message header ([`Header`], [`Message`]), see `docs/PROTOCOL.md` |
+//! | [`metadata`] | a call's key/value [`Metadata`] and its types' [`Signature`] |
 //! | [`compression`] | per-message LZ4/Zstd compression with bounded decompression |
 //! | [`codec`] | the serde-based [`Codec`] trait and its implementations |
 //! | [`packet`] | [`Packet`]: a message generic over its payload, as the state machines see it |
@@ -23,7 +24,9 @@
 //! | [`payload`] | [`Payload`]: encoded bytes, or an in-process value |
 //! | [`wire`] | one connection's bytes ↔ packets ([`WireConfig`]) |
 //! | [`error`] | [`TransportError`], [`ProtoError`], [`ChannelError`]: the lower layers' errors |
-//! | [`route`] | method routing: [`Routes`], [`MethodTable`] |
+//! | [`route`] | method routing: [`Routes`], [`MethodTable`] (with each method's [`Signature`]) |
+//! | [`peer`] | [`PeerInfo`]: who is at the other end of a connection |
+//! | [`stats`] | [`ServerStats`]: what a server counts (undelivered notifications) |
 //! | [`rpc_error`] | [`RpcError`]: how a call fails, and every mapping of errors onto it and onto the wire |
 //! | [`retry`] | [`RetryPolicy`]: delays between connection attempts |
 //! | [`client_session`] | [`ClientSession`]: the client end of a connection, bytes in and out |
@@ -54,6 +57,7 @@ pub mod flow;
 pub mod frame;
 pub mod idmap;
 pub mod message;
+pub mod metadata;
 pub mod packet;
 pub mod payload;
 pub mod peer;
@@ -66,6 +70,7 @@ pub mod server_session;
 pub mod session;
 pub mod skipped;
 mod stall;
+pub mod stats;
 pub mod wire;
 
 /// The byte buffers of the API, re-exported so it can be named without another dependency.
@@ -94,15 +99,18 @@ pub use compression::{
 pub use error::{ChannelError, ProtoError, TransportError};
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameDecoder, FrameError};
 pub use message::{
-    ErrorCode, Flags, Header, Message, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
+    ErrorCode, Flags, Header, Message, MessageDecoder, MessageEncoder, MessageKind, ParsedHeader,
+    RemoteError,
 };
+pub use metadata::{Metadata, MetadataError, Signature};
 pub use packet::{Body, Packet};
 pub use payload::{Payload, WireSize};
-pub use peer::{PeerCredentials, PeerPolicy, PeerRefused};
+pub use peer::{PeerCredentials, PeerInfo, PeerPolicy, PeerRefused};
 pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
 pub use rpc_error::{
-    RpcError, decode_payload, handler_outcome, panic_message, payload_bytes, served,
+    PayloadOf, RpcError, call_failed, decode_as, decode_payload, handler_outcome, panic_message,
+    payload_bytes, served,
 };
 pub use server::{
     IncomingCall, MAX_BACKLOG_PACKETS, ProtocolViolation, ServerConfig, ServerConnection,
@@ -111,4 +119,5 @@ pub use server::{
 pub use server_session::{CloseReason, HandlerOutcome, ServerSession, ServerSessionEvent};
 pub use session::Session;
 pub use skipped::SkippedFrame;
+pub use stats::{NotificationDrop, NotificationStats, ServerCounters, ServerStats};
 pub use wire::{Unsendable, WireConfig};

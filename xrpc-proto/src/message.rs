@@ -14,8 +14,10 @@
 //! | 7 | 1 | method name length `M` |
 //! | 8 | 8 | request / stream id, u64 little-endian |
 //!
-//! followed by the optional fields the flags announce (timeout: u64 µs; window: u32), the
-//! method name (`M` bytes of UTF-8) and the payload (the rest of the frame).
+//! followed by the optional fields the flags announce (timeout: u64 µs; window: u32;
+//! signature fingerprint: u64), the method name (`M` bytes of UTF-8), the metadata block if
+//! the flags announce one (u16 length `B`, then `B` bytes of entries, see
+//! [`Metadata`](crate::Metadata)) and the payload (the rest of the frame).
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use crate::codec::{CodecError, CodecId};
 use crate::compression::{CompressionConfig, CompressionType, Compressor};
 use crate::error::ProtoError;
 use crate::frame::{DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX_LEN, FrameError};
+use crate::metadata::{MAX_METADATA_BLOCK_LEN, Metadata};
 
 /// The magic bytes `"XR"` that open every message.
 pub const MAGIC: [u8; 2] = *b"XR";
@@ -34,8 +37,9 @@ pub const VERSION: u8 = 1;
 pub const FIXED_HEADER_LEN: usize = 16;
 /// Longest method name a header can carry.
 pub const MAX_METHOD_LEN: usize = u8::MAX as usize;
-/// Longest possible header: fixed part, timeout, window and a 255-byte method name.
-pub const MAX_HEADER_LEN: usize = FIXED_HEADER_LEN + 8 + 4 + MAX_METHOD_LEN;
+/// Longest possible header before the metadata block: fixed part, timeout, window,
+/// signature and a 255-byte method name.
+pub const MAX_HEADER_LEN: usize = FIXED_HEADER_LEN + 8 + 4 + 8 + MAX_METHOD_LEN;
 
 /// What a message is (header byte 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,8 +105,12 @@ impl Flags {
     pub const SERVER_STREAM: u8 = 0x04;
     /// A u32 flow-control window follows the fixed header (and the timeout, if any).
     pub const HAS_WINDOW: u8 = 0x08;
+    /// A metadata block follows the method name (requests and notifications).
+    pub const HAS_METADATA: u8 = 0x10;
+    /// A u64 signature fingerprint follows the window (requests and notifications).
+    pub const HAS_SIGNATURE: u8 = 0x20;
     /// Bits that must be zero in version 1.
-    pub const RESERVED: u8 = 0xf0;
+    pub const RESERVED: u8 = 0xc0;
 
     /// The raw byte.
     pub fn bits(self) -> u8 {
@@ -135,6 +143,9 @@ pub struct Header {
     pub timeout: Option<Duration>,
     /// On a request: the initial window for the server's stream. On a credit: the increment.
     pub window: Option<u32>,
+    /// On a request or notification: the fingerprint of the caller's
+    /// [`Signature`](crate::Signature) for the method.
+    pub signature: Option<u64>,
 }
 
 impl Header {
@@ -149,6 +160,7 @@ impl Header {
             server_stream: false,
             timeout: None,
             window: None,
+            signature: None,
         }
     }
 
@@ -173,11 +185,15 @@ impl Header {
         if self.window.is_some() {
             f |= Flags::HAS_WINDOW;
         }
+        if self.signature.is_some() {
+            f |= Flags::HAS_SIGNATURE;
+        }
         Flags(f)
     }
 
-    /// Checks the per-kind rules of `docs/PROTOCOL.md` §3 for a header and method length.
-    fn validate(&self, method_len: usize) -> Result<(), ProtoError> {
+    /// Checks the per-kind rules of `docs/PROTOCOL.md` §3 for a header, method length and
+    /// metadata presence.
+    fn validate(&self, method_len: usize, has_metadata: bool) -> Result<(), ProtoError> {
         let kind = self.kind;
         let bad = |what| Err(ProtoError::InvalidField { kind, what });
         if kind.has_method() {
@@ -193,6 +209,12 @@ impl Header {
         if self.timeout.is_some() && !kind.has_method() {
             return bad("timeout is only allowed on requests and notifications");
         }
+        if self.signature.is_some() && !kind.has_method() {
+            return bad("signature is only allowed on requests and notifications");
+        }
+        if has_metadata && !kind.has_method() {
+            return bad("metadata is only allowed on requests and notifications");
+        }
         match (kind, self.window) {
             (MessageKind::Credit, None) => bad("window missing"),
             (MessageKind::Credit | MessageKind::Request, _) | (_, None) => Ok(()),
@@ -202,9 +224,10 @@ impl Header {
 
     /// Parses a header from the start of `buf` (a message without its frame prefix).
     ///
-    /// Returns the header, the method name's byte range and the payload's start offset. Every
-    /// malformed input yields a typed error.
-    pub fn parse(buf: &[u8]) -> Result<(Header, std::ops::Range<usize>, usize), ProtoError> {
+    /// Returns the header, the method name's byte range, the metadata entries' byte range
+    /// (empty when absent; not yet validated, see [`Metadata::from_wire`]) and the payload's
+    /// start offset. Every malformed input yields a typed error.
+    pub fn parse(buf: &[u8]) -> Result<ParsedHeader, ProtoError> {
         let Some(fixed) = buf.first_chunk::<FIXED_HEADER_LEN>() else {
             return Err(ProtoError::Truncated {
                 needed: FIXED_HEADER_LEN,
@@ -244,6 +267,11 @@ impl Header {
         } else {
             None
         };
+        let signature = if flags & Flags::HAS_SIGNATURE != 0 {
+            Some(u64::from_le_bytes(take::<8>(buf, &mut pos)?))
+        } else {
+            None
+        };
         let method_start = pos;
         let method_end = pos + method_len;
         let method = buf.get(pos..method_end).ok_or(ProtoError::Truncated {
@@ -254,6 +282,24 @@ impl Header {
             return Err(ProtoError::InvalidMethod);
         }
         pos = method_end;
+        let has_metadata = flags & Flags::HAS_METADATA != 0;
+        let metadata = if has_metadata {
+            let len = u16::from_le_bytes(take::<2>(buf, &mut pos)?) as usize;
+            if len == 0 {
+                return Err(ProtoError::InvalidMetadata("an empty block"));
+            }
+            let end = pos + len;
+            if end > buf.len() {
+                return Err(ProtoError::Truncated {
+                    needed: end,
+                    got: buf.len(),
+                });
+            }
+            pos = end;
+            end - len..end
+        } else {
+            pos..pos
+        };
         let header = Header {
             kind,
             id,
@@ -263,10 +309,29 @@ impl Header {
             server_stream: flags & Flags::SERVER_STREAM != 0,
             timeout,
             window,
+            signature,
         };
-        header.validate(method_len)?;
-        Ok((header, method_start..method_start + method_len, pos))
+        header.validate(method_len, has_metadata)?;
+        Ok(ParsedHeader {
+            header,
+            method: method_start..method_start + method_len,
+            metadata,
+            payload_start: pos,
+        })
     }
+}
+
+/// What [`Header::parse`] finds in a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedHeader {
+    /// The header fields.
+    pub header: Header,
+    /// The method name's byte range (valid UTF-8).
+    pub method: std::ops::Range<usize>,
+    /// The metadata entries' byte range (empty without metadata), not yet validated.
+    pub metadata: std::ops::Range<usize>,
+    /// Where the payload starts.
+    pub payload_start: usize,
 }
 
 /// Reads `N` bytes at `*pos`, advancing it, or reports truncation.
@@ -288,6 +353,7 @@ pub struct Message {
     /// The header fields.
     pub header: Header,
     method: Bytes,
+    metadata: Metadata,
     /// The payload: decompressed when the message came from a [`MessageDecoder`].
     pub payload: Bytes,
 }
@@ -298,15 +364,34 @@ impl Message {
     /// Fails if the method name is longer than 255 bytes or the fields break the rules of
     /// the message kind.
     pub fn new(header: Header, method: &str, payload: Bytes) -> Result<Self, ProtoError> {
+        Self::with_metadata(header, method, Metadata::new(), payload)
+    }
+
+    /// A message with the given header, method name, metadata and payload.
+    ///
+    /// Fails if the method name is longer than 255 bytes or the fields break the rules of
+    /// the message kind.
+    pub fn with_metadata(
+        header: Header,
+        method: &str,
+        metadata: Metadata,
+        payload: Bytes,
+    ) -> Result<Self, ProtoError> {
         if method.len() > MAX_METHOD_LEN {
             return Err(ProtoError::MethodTooLong(method.len()));
         }
-        header.validate(method.len())?;
+        header.validate(method.len(), !metadata.is_empty())?;
         Ok(Self {
             header,
             method: Bytes::copy_from_slice(method.as_bytes()),
+            metadata,
             payload,
         })
+    }
+
+    /// The metadata (empty for kinds without it).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
     }
 
     /// The method name (empty for kinds without one).
@@ -314,19 +399,30 @@ impl Message {
         std::str::from_utf8(&self.method).unwrap_or_default()
     }
 
-    /// Splits the message into its header, method name bytes (valid UTF-8) and payload.
-    pub fn into_parts(self) -> (Header, Bytes, Bytes) {
-        (self.header, self.method, self.payload)
+    /// Splits the message into its header, method name bytes (valid UTF-8), metadata and
+    /// payload.
+    pub fn into_parts(self) -> (Header, Bytes, Metadata, Bytes) {
+        (self.header, self.method, self.metadata, self.payload)
     }
 
     /// Parses a message from a frame (without its length prefix), leaving a compressed payload
-    /// compressed. See [`MessageDecoder::decode`] for the usual path.
+    /// compressed. See [`MessageDecoder::decode`] for the usual path. Malformed metadata is a
+    /// malformed message ([`ProtoError::InvalidMetadata`]).
     pub fn decode_raw(frame: Bytes) -> Result<Self, ProtoError> {
-        let (header, method, payload_start) = Header::parse(&frame)?;
+        let parsed = Header::parse(&frame)?;
+        let metadata = if parsed.metadata.is_empty() {
+            Metadata::new()
+        } else {
+            Metadata::from_wire(frame.slice(parsed.metadata)).map_err(|e| match e {
+                crate::MetadataError::Malformed(what) => ProtoError::InvalidMetadata(what),
+                _ => ProtoError::InvalidMetadata("invalid entries"),
+            })?
+        };
         Ok(Self {
-            header,
-            method: frame.slice(method),
-            payload: frame.slice(payload_start..),
+            header: parsed.header,
+            method: frame.slice(parsed.method),
+            metadata,
+            payload: frame.slice(parsed.payload_start..),
         })
     }
 }
@@ -354,6 +450,9 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The server is shutting down.
     ShuttingDown,
+    /// The caller's signature fingerprint for the method differs from the server's; the
+    /// message is the server's signature text.
+    TypeMismatch,
     /// The server refused this peer at connect (its allow-list); sent with request id 0 just
     /// before the server closes the connection (PROTOCOL.md §5.8).
     PeerRefused,
@@ -375,6 +474,7 @@ impl ErrorCode {
             Self::Protocol => 8,
             Self::ResourceExhausted => 9,
             Self::ShuttingDown => 10,
+            Self::TypeMismatch => 11,
             Self::PeerRefused => 12,
             Self::Unknown(v) => v,
         }
@@ -393,6 +493,7 @@ impl ErrorCode {
             8 => Self::Protocol,
             9 => Self::ResourceExhausted,
             10 => Self::ShuttingDown,
+            11 => Self::TypeMismatch,
             12 => Self::PeerRefused,
             v => Self::Unknown(v),
         }
@@ -499,7 +600,19 @@ impl MessageEncoder {
         payload: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), ProtoError> {
-        let start = self.put_header(header, method, out)?;
+        self.encode_with_metadata(header, method, &Metadata::new(), payload, out)
+    }
+
+    /// Like [`encode`](Self::encode), with a metadata block (requests and notifications).
+    pub fn encode_with_metadata(
+        &mut self,
+        header: &Header,
+        method: &str,
+        metadata: &Metadata,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
+        let start = self.put_header(header, method, metadata, out)?;
         let cfg = self.compression;
         if cfg.algorithm != CompressionType::None && payload.len() >= cfg.threshold {
             // Compress straight from the caller's payload: no copy of it into the frame first.
@@ -533,7 +646,7 @@ impl MessageEncoder {
         out: &mut BytesMut,
         write_payload: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
     ) -> Result<(), ProtoError> {
-        let start = self.put_header(header, method, out)?;
+        let start = self.put_header(header, method, &Metadata::new(), out)?;
         let payload_start = out.len();
         if let Err(e) = write_payload(out) {
             out.truncate(start);
@@ -561,25 +674,33 @@ impl MessageEncoder {
     }
 
     /// Checks the header and appends the frame prefix (patched by [`finish`](Self::finish)),
-    /// the fixed header, the optional fields and the method name. Returns the frame's start.
+    /// the fixed header, the optional fields, the method name and the metadata. Returns the
+    /// frame's start.
     fn put_header(
         &self,
         header: &Header,
         method: &str,
+        metadata: &Metadata,
         out: &mut BytesMut,
     ) -> Result<usize, ProtoError> {
         if method.len() > MAX_METHOD_LEN {
             return Err(ProtoError::MethodTooLong(method.len()));
         }
-        header.validate(method.len())?;
+        header.validate(method.len(), !metadata.is_empty())?;
+        debug_assert!(metadata.encoded_len() <= MAX_METADATA_BLOCK_LEN);
         let start = out.len();
-        let flags = header.flags();
-        out.reserve(FRAME_PREFIX_LEN + MAX_HEADER_LEN);
+        let mut flags = header.flags().bits();
+        if !metadata.is_empty() {
+            flags |= Flags::HAS_METADATA;
+            out.reserve(FRAME_PREFIX_LEN + MAX_HEADER_LEN + 2 + metadata.encoded_len());
+        } else {
+            out.reserve(FRAME_PREFIX_LEN + MAX_HEADER_LEN);
+        }
         out.put_u32_le(0); // patched by `finish`
         out.put_slice(&MAGIC);
         out.put_u8(VERSION);
         out.put_u8(header.kind as u8);
-        out.put_u8(flags.bits());
+        out.put_u8(flags);
         out.put_u8(header.codec);
         out.put_u8(CompressionType::None.id()); // patched if compressed
         out.put_u8(method.len() as u8);
@@ -590,7 +711,11 @@ impl MessageEncoder {
         if let Some(w) = header.window {
             out.put_u32_le(w);
         }
+        if let Some(s) = header.signature {
+            out.put_u64_le(s);
+        }
         out.put_slice(method.as_bytes());
+        metadata.encode_into(out);
         Ok(start)
     }
 

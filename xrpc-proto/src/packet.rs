@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::ProtoError;
 use crate::message::{Header, Message, MessageEncoder, MessageKind, RemoteError};
+use crate::metadata::Metadata;
 
 /// What a packet carries after its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct Packet<P> {
     pub header: Header,
     /// The method name: non-empty on requests and notifications, empty otherwise. Valid UTF-8.
     pub method: Bytes,
+    /// The call's metadata: on requests and notifications only (empty otherwise).
+    pub metadata: Metadata,
     /// The body.
     pub body: Body<P>,
 }
@@ -37,6 +40,7 @@ impl<P> Packet<P> {
         Self {
             header,
             method: Bytes::new(),
+            metadata: Metadata::new(),
             body,
         }
     }
@@ -51,6 +55,7 @@ impl<P> Packet<P> {
         Packet {
             header: self.header,
             method: self.method,
+            metadata: self.metadata,
             body: match self.body {
                 Body::Empty => Body::Empty,
                 Body::Data(p) => Body::Data(f(p)),
@@ -64,7 +69,7 @@ impl Packet<Bytes> {
     /// Interprets a decoded wire message. `Error` payloads are parsed into [`RemoteError`]s;
     /// the payload of `Cancel`, `Credit` and `StreamEnd` messages is ignored.
     pub fn from_message(msg: Message) -> Self {
-        let (header, method, payload) = msg.into_parts();
+        let (header, method, metadata, payload) = msg.into_parts();
         let body = match header.kind {
             MessageKind::Error => Body::Error(RemoteError::decode(&payload)),
             MessageKind::Cancel | MessageKind::Credit | MessageKind::StreamEnd => Body::Empty,
@@ -74,6 +79,7 @@ impl Packet<Bytes> {
         Packet {
             header,
             method,
+            metadata,
             body,
         }
     }
@@ -83,7 +89,7 @@ impl Packet<Bytes> {
         let method = self.method_str();
         match &self.body {
             Body::Empty => enc.encode(&self.header, method, &[], out),
-            Body::Data(p) => enc.encode(&self.header, method, p, out),
+            Body::Data(p) => enc.encode_with_metadata(&self.header, method, &self.metadata, p, out),
             Body::Error(e) => enc.encode_with(&self.header, method, out, |buf| {
                 e.encode_into(buf);
                 Ok(())

@@ -1,16 +1,96 @@
-//! Peer identity on local transports: the credentials the kernel reports for the process at
-//! the other end of a Unix socket or a shared-memory rendezvous ([`PeerCredentials`]), the
-//! server's allow-list ([`PeerPolicy`]), and the one decision made from them
-//! ([`PeerPolicy::check`]) — a pure function: the transports read the credentials, the
-//! listener asks, and refuses the peer as the transport can (docs/PROTOCOL.md §5.8).
+//! Who is at the other end of a connection: [`PeerInfo`], what the transport knows about it, as
+//! a handler sees it through its call context; on local transports the credentials the kernel
+//! reports for the peer process of a Unix socket or a shared-memory rendezvous
+//! ([`PeerCredentials`]); the server's allow-list ([`PeerPolicy`]), and the one decision made
+//! from them ([`PeerPolicy::check`]) — a pure function: the transports read the credentials,
+//! the listener asks, and refuses the peer as the transport can (docs/PROTOCOL.md §5.8).
 //!
 //! The refusal on a byte stream is one message before the close: an Error with request id 0
 //! and code [`ErrorCode::PeerRefused`] ([`refusal_frame`]); a client that reads it fails every
 //! call with [`CallError::PeerRefused`](crate::CallError::PeerRefused).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use bytes::{Bytes, BytesMut};
 
+use crate::admission::PeerKey;
 use crate::message::{ErrorCode, Header, MessageEncoder, MessageKind, RemoteError};
+
+/// Who is at the other end of a connection, as far as its transport knows. Fields are added
+/// as transports learn more (it is `non_exhaustive`: build it with [`PeerInfo::new`] and the
+/// `with_*` methods).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerInfo {
+    /// The peer's socket address (TCP).
+    pub addr: Option<SocketAddr>,
+    /// The path of the Unix socket, or the name of the shared-memory service, the connection
+    /// was made on (a Unix peer is usually unnamed, so this is the server's own end).
+    pub path: Option<PathBuf>,
+    /// The key the listener counts the peer's connections under (its IP address over TCP, its
+    /// user id over Unix sockets and shared memory).
+    pub key: PeerKey,
+    /// The peer process's pid, uid and gid, as the kernel reported them when the connection
+    /// was made (`SO_PEERCRED`: Unix sockets and shared memory on Linux).
+    pub credentials: Option<PeerCredentials>,
+}
+
+impl Default for PeerInfo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PeerInfo {
+    /// Nothing known (an in-process peer).
+    pub const fn new() -> Self {
+        Self {
+            addr: None,
+            path: None,
+            key: PeerKey::Unknown,
+            credentials: None,
+        }
+    }
+
+    /// The same with a socket address.
+    pub fn with_addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = Some(addr);
+        self
+    }
+
+    /// The same with a path or service name.
+    pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// The same with a peer key.
+    pub fn with_key(mut self, key: PeerKey) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The same with the peer process's credentials (`None`: not known).
+    pub fn with_credentials(mut self, credentials: Option<PeerCredentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+}
+
+impl std::fmt::Display for PeerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.addr, &self.path) {
+            (Some(a), _) => write!(f, "{a}")?,
+            (None, Some(p)) => write!(f, "{}", p.display())?,
+            (None, None) => f.write_str("an unnamed peer")?,
+        }
+        if let Some(c) = &self.credentials {
+            write!(f, " (pid {}, uid {}, gid {})", c.pid, c.uid, c.gid)?;
+        }
+        Ok(())
+    }
+}
 
 /// Who is at the other end of a local connection, as the kernel reported it when the
 /// connection was made (`SO_PEERCRED`): the peer process's id and its effective user and

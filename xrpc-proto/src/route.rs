@@ -2,12 +2,14 @@
 //!
 //! The table holds whatever the adapter runs as a handler (`H`); the
 //! [`ServerSession`](crate::ServerSession) consults it through [`Routes`] and answers unknown
-//! methods, calls of the wrong kind and foreign codecs itself.
+//! methods, calls of the wrong kind, foreign codecs and calls whose [`Signature`] differs from
+//! the method's itself.
 
 use std::collections::HashMap;
 
 use crate::client::CallKind;
 use crate::idmap::IdHashState;
+use crate::metadata::Signature;
 
 /// Looks up the handler of a method.
 pub trait Routes {
@@ -16,6 +18,13 @@ pub trait Routes {
 
     /// The handler of `method` and the kind of call it serves, if one is registered.
     fn route(&self, method: &str) -> Option<(CallKind, Self::Handler)>;
+
+    /// The signature registered for `method`, if any: a call that carries another
+    /// fingerprint is refused with `ErrorCode::TypeMismatch`.
+    fn signature(&self, method: &str) -> Option<Signature> {
+        let _ = method;
+        None
+    }
 }
 
 /// A table of methods: name → (call kind, handler).
@@ -24,12 +33,15 @@ pub struct MethodTable<H> {
     /// Looked up by names a peer sends; only registered names are stored, so a fast keyed hash
     /// is enough.
     methods: HashMap<String, (CallKind, H), IdHashState>,
+    /// The signatures set for methods (kept apart: most tables have none).
+    signatures: HashMap<String, Signature, IdHashState>,
 }
 
 impl<H> Default for MethodTable<H> {
     fn default() -> Self {
         Self {
             methods: HashMap::with_hasher(IdHashState::new()),
+            signatures: HashMap::with_hasher(IdHashState::new()),
         }
     }
 }
@@ -45,9 +57,16 @@ impl<H> MethodTable<H> {
         self.methods.insert(method.into(), (kind, handler));
     }
 
-    /// Removes `method`; returns whether it was registered.
+    /// Removes `method` (and its signature); returns whether it was registered.
     pub fn remove(&mut self, method: &str) -> bool {
+        self.signatures.remove(method);
         self.methods.remove(method).is_some()
+    }
+
+    /// Sets the signature of `method` (registered or to be registered): calls that carry
+    /// another fingerprint are refused.
+    pub fn set_signature(&mut self, method: impl Into<String>, signature: Signature) {
+        self.signatures.insert(method.into(), signature);
     }
 
     /// The registered method names.
@@ -72,6 +91,13 @@ impl<H: Clone> Routes for MethodTable<H> {
     fn route(&self, method: &str) -> Option<(CallKind, H)> {
         self.methods.get(method).map(|(k, h)| (*k, h.clone()))
     }
+
+    fn signature(&self, method: &str) -> Option<Signature> {
+        if self.signatures.is_empty() {
+            return None;
+        }
+        self.signatures.get(method).copied()
+    }
 }
 
 impl<R: Routes + ?Sized> Routes for &R {
@@ -79,5 +105,9 @@ impl<R: Routes + ?Sized> Routes for &R {
 
     fn route(&self, method: &str) -> Option<(CallKind, R::Handler)> {
         (**self).route(method)
+    }
+
+    fn signature(&self, method: &str) -> Option<crate::Signature> {
+        (**self).signature(method)
     }
 }

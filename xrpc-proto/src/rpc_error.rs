@@ -12,6 +12,7 @@ use crate::codec::{Codec, CodecError};
 use crate::error::{ChannelError, ProtoError, TransportError};
 use crate::frame::FrameError;
 use crate::message::{ErrorCode, RemoteError};
+use crate::metadata::{MetadataError, Signature};
 use crate::payload::Payload;
 use crate::server_session::{CloseReason, HandlerOutcome};
 
@@ -67,6 +68,33 @@ pub enum RpcError {
     /// A client-side error (misuse, or raised by application code).
     #[error("client error: {0}")]
     ClientError(String),
+    /// The client and the server disagree on the types of a method: the signature the client
+    /// sent (`CallOptions::with_signature`) differs from the one the server registered
+    /// (`RpcServer::set_signature`). The call did not run.
+    #[error("type mismatch calling `{method}`: the client has `{client}`, the server `{server}`")]
+    TypeMismatch {
+        /// The method.
+        method: String,
+        /// The client's signature text.
+        client: String,
+        /// The server's signature text.
+        server: String,
+    },
+    /// A payload could not be decoded as the type expected of it: `what` says whose
+    /// (``"request of `kv.get`"``, ``"response of `kv.get`"``).
+    #[error("cannot decode the {what} as `{ty}`: {source}")]
+    Decode {
+        /// Whose payload: the request, response or stream item of which method.
+        what: String,
+        /// The type expected (`std::any::type_name`).
+        ty: &'static str,
+        /// The codec's error.
+        source: CodecError,
+    },
+    /// Call metadata is invalid or over a limit (`max_metadata_bytes`,
+    /// `max_metadata_entries` of the client's configuration).
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
 }
 
 impl RpcError {
@@ -85,6 +113,10 @@ impl RpcError {
             Self::ServerError { code, message } => RemoteError::new(*code, message.clone()),
             Self::MethodNotFound(method) => RemoteError::new(ErrorCode::MethodNotFound, method),
             Self::Serialization(e) => RemoteError::new(ErrorCode::BadRequest, e.to_string()),
+            Self::Decode { .. } => RemoteError::new(ErrorCode::BadRequest, self.to_string()),
+            Self::TypeMismatch { server, .. } => {
+                RemoteError::new(ErrorCode::TypeMismatch, server.clone())
+            }
             Self::Timeout => RemoteError::new(ErrorCode::DeadlineExceeded, "timed out"),
             Self::Cancelled => RemoteError::new(ErrorCode::Cancelled, "cancelled"),
             other => RemoteError::new(ErrorCode::Handler, other.to_string()),
@@ -153,6 +185,7 @@ impl From<CallError> for RpcError {
             CallError::FrameTooLarge { size, max } => Self::FrameTooLarge { size, max },
             CallError::Finished => Self::StreamError(e.to_string()),
             CallError::Unsendable(_) => Self::InvalidMessage(e.to_string()),
+            CallError::Metadata(m) => Self::Metadata(m),
         }
     }
 }
@@ -190,6 +223,62 @@ impl From<ChannelError> for RpcError {
             ChannelError::Transport(t) => Self::Transport(t),
             ChannelError::Proto(p) => p.into(),
         }
+    }
+}
+
+/// Whose payload is decoded, for [`decode_as`]'s error text.
+#[derive(Debug, Clone, Copy)]
+pub enum PayloadOf<'a> {
+    /// The request of a method.
+    Request(&'a str),
+    /// The response of a method.
+    Response(&'a str),
+    /// A stream item of a method.
+    Item(&'a str),
+}
+
+impl std::fmt::Display for PayloadOf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Request(m) => write!(f, "request of `{m}`"),
+            Self::Response(m) => write!(f, "response of `{m}`"),
+            Self::Item(m) => write!(f, "stream item of `{m}`"),
+        }
+    }
+}
+
+/// Decodes a payload as `T` (see [`decode_payload`]); a failure is an [`RpcError::Decode`]
+/// naming whose payload it is and `T` (``cannot decode the request of `get` as
+/// `kv::GetRequest`: …``).
+pub fn decode_as<T: DeserializeOwned + 'static, C: Codec>(
+    codec: &C,
+    of: PayloadOf<'_>,
+    payload: Payload,
+) -> Result<T, RpcError> {
+    decode_payload(codec, payload).map_err(|e| match e {
+        RpcError::Serialization(source) => RpcError::Decode {
+            what: of.to_string(),
+            ty: std::any::type_name::<T>(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// The error a call of `method` made with `signature` ends with, as the caller sees it: a
+/// server's [`ErrorCode::TypeMismatch`] answer becomes [`RpcError::TypeMismatch`] with both
+/// sides' signature texts; every other error is kept.
+pub fn call_failed(method: &str, signature: Option<Signature>, error: RpcError) -> RpcError {
+    match error {
+        RpcError::ServerError {
+            code: ErrorCode::TypeMismatch,
+            message,
+        } => RpcError::TypeMismatch {
+            method: method.to_owned(),
+            client: signature.map_or_else(|| "(no signature)".to_owned(), |s| s.text.to_owned()),
+            server: message,
+        },
+        other => other,
     }
 }
 

@@ -20,8 +20,10 @@ use crate::flow::{
 };
 use crate::idmap::{IdMap, id_map};
 use crate::message::{ErrorCode, FIXED_HEADER_LEN, Header, MessageKind, RemoteError};
+use crate::metadata::{DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_ENTRIES, Metadata};
 use crate::packet::{Body, Packet};
 use crate::payload::WireSize;
+use crate::stats::{NotificationDrop, ServerCounters};
 
 /// Answers waiting for a client that does not read, at most, whatever their size (see
 /// [`ServerConfig::max_transmit_backlog`]).
@@ -109,6 +111,14 @@ pub struct ServerConfig {
     /// Whether compressed input is accepted; when `false` a compressed request is answered
     /// `Unsupported` and never inflated.
     pub accept_compressed: bool,
+    /// Bytes of encoded metadata entries a request or notification may carry at most: a
+    /// request over it is answered `ResourceExhausted` (naming the limit), a notification over
+    /// it is dropped and counted; the connection goes on. Default 4 KiB. (A header carries at
+    /// most 65535 bytes of metadata, inside the frame size limit, whatever this says.)
+    pub max_metadata_bytes: usize,
+    /// Metadata entries a request or notification may carry at most, as
+    /// [`max_metadata_bytes`](Self::max_metadata_bytes). Default 32.
+    pub max_metadata_entries: usize,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +143,8 @@ impl Default for ServerConfig {
             max_concurrent_calls_total: 32 * 1024,
             write_stall_timeout: Some(Duration::from_secs(30)),
             accept_compressed: true,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
         }
     }
 }
@@ -152,6 +164,10 @@ pub struct IncomingCall<P> {
     pub kind: CallKind,
     /// When the client stops waiting, if it set a timeout (receipt time plus the timeout).
     pub deadline: Option<Instant>,
+    /// The call's metadata (within the configured limits).
+    pub metadata: Metadata,
+    /// The fingerprint of the caller's signature for the method, if it sent one.
+    pub signature: Option<u64>,
 }
 
 impl<P> IncomingCall<P> {
@@ -178,6 +194,10 @@ pub enum ServerEvent<P> {
         codec: CodecId,
         /// The payload.
         payload: P,
+        /// Its metadata (within the configured limits).
+        metadata: Metadata,
+        /// The fingerprint of the caller's signature for the method, if it sent one.
+        signature: Option<u64>,
     },
     /// Stop the handler of call `id`: the client cancelled, its deadline passed (the client
     /// has then been answered `DeadlineExceeded`), a shutdown's drain ended it, or the
@@ -274,6 +294,8 @@ pub struct ServerConnection<P> {
     shared: Option<OutputBudget>,
     /// This connection's share of the server-wide handler budget, if any.
     handlers: Option<HandlerShare>,
+    /// The server's counters, if it keeps them.
+    counters: Option<ServerCounters>,
 }
 
 impl<P> Drop for ServerConnection<P> {
@@ -313,7 +335,36 @@ impl<P: WireSize> ServerConnection<P> {
             budget_waiters: Vec::new(),
             shared: None,
             handlers: None,
+            counters: None,
         }
+    }
+
+    /// Counts what this connection does in the server's `counters` (see
+    /// [`ServerStats`](crate::ServerStats)).
+    pub fn set_counters(&mut self, counters: ServerCounters) {
+        self.counters = Some(counters);
+    }
+
+    /// A notification of `method` was not delivered (or its handler failed) for `reason`: the
+    /// one place every such notification is counted.
+    pub fn notification_undelivered(&mut self, method: &[u8], reason: NotificationDrop) {
+        let _ = method; // named in the log (tracing), when there is one
+        if let Some(c) = &self.counters {
+            c.count(reason);
+        }
+    }
+
+    /// Refuses metadata over the configured limits.
+    fn check_metadata(&self, metadata: &Metadata) -> Result<(), String> {
+        if metadata.is_empty() {
+            return Ok(());
+        }
+        metadata
+            .check_limits(
+                self.config.max_metadata_bytes,
+                self.config.max_metadata_entries,
+            )
+            .map_err(|e| e.to_string())
     }
 
     /// Counts this connection's handlers in the server-wide budget of `share` too.
@@ -405,6 +456,10 @@ impl<P: WireSize> ServerConnection<P> {
                     self.queue_error(id, ErrorCode::ShuttingDown, "server is shutting down");
                     return Ok(());
                 }
+                if let Err(why) = self.check_metadata(&packet.metadata) {
+                    self.queue_error(id, ErrorCode::ResourceExhausted, why);
+                    return Ok(());
+                }
                 let slot = match self.handler_slot() {
                     Ok(slot) => slot,
                     Err(why) => {
@@ -439,14 +494,27 @@ impl<P: WireSize> ServerConnection<P> {
                     payload,
                     kind,
                     deadline,
+                    metadata: packet.metadata,
+                    signature: h.signature,
                 }));
             }
             (MessageKind::Notification, Body::Data(payload)) => {
                 // Under the same limit as calls: a flood of notifications cannot start an
                 // unbounded number of handlers. Past it they are dropped (and counted).
                 // Each runs until its deadline at most.
+                if self.check_metadata(&packet.metadata).is_err() {
+                    self.notification_undelivered(
+                        &packet.method,
+                        NotificationDrop::MetadataOverLimit,
+                    );
+                    return Ok(());
+                }
                 match self.handler_slot() {
                     Err(_) => {
+                        self.notification_undelivered(
+                            &packet.method,
+                            NotificationDrop::NoHandlerSlot,
+                        );
                         self.dropped_notifications += 1;
                         // Held back by the transport from now on, not read and thrown away.
                         let load = self.load();
@@ -454,7 +522,12 @@ impl<P: WireSize> ServerConnection<P> {
                             self.held_at = Some(load);
                         }
                     }
-                    Ok(_) if self.shutting_down => {}
+                    Ok(_) if self.shutting_down => {
+                        self.notification_undelivered(
+                            &packet.method,
+                            NotificationDrop::ShuttingDown,
+                        );
+                    }
                     Ok(slot) => {
                         let token = self.next_notification;
                         self.next_notification += 1;
@@ -476,6 +549,8 @@ impl<P: WireSize> ServerConnection<P> {
                             method: packet.method,
                             codec: h.codec,
                             payload,
+                            metadata: packet.metadata,
+                            signature: h.signature,
                         });
                     }
                 }
@@ -559,6 +634,7 @@ impl<P: WireSize> ServerConnection<P> {
             }
             MessageKind::StreamItem => Ok(self.respond_error(id, error)),
             MessageKind::Notification => {
+                self.notification_undelivered(&[], NotificationDrop::Unsupported);
                 self.dropped_notifications += 1;
                 Ok(false)
             }

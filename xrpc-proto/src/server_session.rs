@@ -41,6 +41,7 @@ use crate::frame::FrameError;
 use crate::idmap::{IdMap, id_map};
 use crate::message::Header;
 use crate::message::{ErrorCode, FIXED_HEADER_LEN, MessageKind, RemoteError};
+use crate::metadata::Metadata;
 use crate::packet::{Body, Packet};
 use crate::payload::Payload;
 use crate::rate::DecompressionRate;
@@ -48,6 +49,7 @@ use crate::route::Routes;
 use crate::server::{IncomingCall, ProtocolViolation, ServerConfig, ServerConnection, ServerEvent};
 use crate::skipped::SkippedFrame;
 use crate::stall::WriteStall;
+use crate::stats::NotificationDrop;
 use crate::wire::{Decoded, Unsendable, Wire, WireConfig};
 
 /// What the adapter learns from a [`ServerSession`].
@@ -71,6 +73,8 @@ pub enum ServerSessionEvent<H> {
         method: Bytes,
         /// The payload.
         payload: Payload,
+        /// Its metadata.
+        metadata: Metadata,
         /// Its handler, from the routes.
         handler: H,
     },
@@ -181,6 +185,15 @@ fn codec_label(id: CodecId) -> String {
     format!("{} ({id})", codec_name(id))
 }
 
+/// Whether a call of `method` carrying the fingerprint `sent` disagrees with the signature
+/// registered for it. Without a fingerprint on either side there is nothing to check.
+fn mismatch<R: Routes>(routes: &R, method: &str, sent: Option<u64>) -> bool {
+    match (sent, routes.signature(method)) {
+        (Some(fp), Some(sig)) => fp != sig.fingerprint,
+        _ => false,
+    }
+}
+
 fn kind_label(kind: CallKind) -> &'static str {
     match kind {
         CallKind::Unary => "unary",
@@ -223,6 +236,7 @@ impl ServerSession {
     pub fn set_bounds(&mut self, bounds: &ServerBounds) {
         self.calls.set_output_budget(bounds.output.clone());
         self.calls.set_handler_share(bounds.handlers.join());
+        self.calls.set_counters(bounds.counters.clone());
         self.wire
             .share_decompression(&bounds.decompressed, bounds.decompression_rate.clone());
     }
@@ -518,6 +532,25 @@ impl ServerSession {
         self.check_drained(now);
     }
 
+    /// The handler of notification `token` (of `method`) failed with `error`: counted as
+    /// [`NotificationDrop::Undecodable`] if its payload could not be decoded
+    /// (`BadRequest`), else [`NotificationDrop::HandlerFailed`]; then as
+    /// [`notification_done`](Self::notification_done).
+    pub fn notification_failed(
+        &mut self,
+        now: Instant,
+        token: u64,
+        method: &[u8],
+        error: &RemoteError,
+    ) {
+        let reason = match error.code {
+            ErrorCode::BadRequest => NotificationDrop::Undecodable,
+            _ => NotificationDrop::HandlerFailed,
+        };
+        self.calls.notification_undelivered(method, reason);
+        self.notification_done(now, token);
+    }
+
     /// Queues one item of the server stream of call `id` (see [`call`]), if the
     /// client granted credit and the output budgets leave room; else `NoCredit` gives the item
     /// back until a [`CallWake::Send`]. A closing connection takes no more items: its client
@@ -658,23 +691,33 @@ impl ServerSession {
                     method,
                     codec,
                     payload,
+                    metadata,
+                    signature,
                 } => {
                     let name = std::str::from_utf8(&method).unwrap_or_default();
-                    match routes.route(name) {
-                        Some((CallKind::Unary, handler)) if self.speaks(codec) => {
-                            ServerSessionEvent::Notification {
+                    let drop = match routes.route(name) {
+                        None => NotificationDrop::UnknownMethod,
+                        Some((CallKind::Unary, _)) if !self.speaks(codec) => {
+                            NotificationDrop::Unsupported
+                        }
+                        Some((CallKind::Unary, _)) if mismatch(routes, name, signature) => {
+                            NotificationDrop::TypeMismatch
+                        }
+                        Some((CallKind::Unary, handler)) => {
+                            return Some(ServerSessionEvent::Notification {
                                 token,
                                 method,
                                 payload,
+                                metadata,
                                 handler,
-                            }
+                            });
                         }
-                        // Nothing can be answered to a notification: it is dropped.
-                        _ => {
-                            self.calls.notification_done(token);
-                            continue;
-                        }
-                    }
+                        Some(_) => NotificationDrop::WrongKind,
+                    };
+                    // Nothing can be answered to a notification: it is dropped, and counted.
+                    self.calls.notification_undelivered(&method, drop);
+                    self.calls.notification_done(token);
+                    continue;
                 }
                 ServerEvent::NotificationStopped { token } => {
                     ServerSessionEvent::NotificationStopped { token }
@@ -740,6 +783,11 @@ impl ServerSession {
                     codec_label(self.codec)
                 ),
             ));
+        }
+        if mismatch(routes, method, call.signature) {
+            // The message is the server's signature text (PROTOCOL.md §5).
+            let text = routes.signature(method).map_or("", |s| s.text);
+            return Err(RemoteError::new(ErrorCode::TypeMismatch, text));
         }
         Ok(handler)
     }

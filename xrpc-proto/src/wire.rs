@@ -257,7 +257,10 @@ impl Wire {
         let header = &packet.header;
         let res = match &packet.body {
             Body::Data(Payload::Value(_)) => return Err(Unsendable::Value),
-            Body::Data(Payload::Bytes(p)) => self.encoder.encode(header, method, p, out),
+            Body::Data(Payload::Bytes(p)) => {
+                self.encoder
+                    .encode_with_metadata(header, method, &packet.metadata, p, out)
+            }
             Body::Empty => self.encoder.encode(header, method, &[], out),
             Body::Error(e) => self.encoder.encode_with(header, method, out, |buf| {
                 e.encode_into(buf);

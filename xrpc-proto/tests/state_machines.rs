@@ -580,6 +580,7 @@ fn limits_and_violations() {
     let dup = Packet {
         header: Header::new(MessageKind::Request, 1),
         method: Bytes::from_static(b"m"),
+        metadata: Default::default(),
         body: Body::Data(Bytes::new()),
     };
     assert!(p.server.handle_packet(p.now, dup).is_err());

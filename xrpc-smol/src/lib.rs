@@ -48,7 +48,9 @@ pub use xrpc_async::{
     StreamSender, TypedChannel,
 };
 pub use xrpc_proto::{
-    BincodeCodec, CallKind, CallOptions, PeerCredentials, PeerPolicy, PeerRefused, ServerConfig,
+    BincodeCodec, CallKind, CallOptions, Metadata, MetadataError, NotificationDrop,
+    NotificationStats, PeerCredentials, PeerInfo, PeerPolicy, PeerRefused, ServerConfig,
+    ServerStats, Signature,
 };
 
 /// An RPC client on smol ([`xrpc_async::RpcClient`] with the [`Smol`] runtime), Bincode by

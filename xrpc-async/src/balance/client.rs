@@ -257,9 +257,12 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned + 'static,
     {
+        let options = &options;
         let (resp, _, _) = self
             .run(Attempts::call(idempotent), |client| async move {
-                client.call_with_options(method, request, options).await
+                client
+                    .call_with_options(method, request, options.clone())
+                    .await
             })
             .await?;
         Ok(resp)
@@ -271,8 +274,22 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         method: &str,
         request: &Req,
     ) -> Result<(), RpcError> {
+        self.notify_with_options(method, request, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`notify`](Self::notify) with options (metadata, signature, handler timeout).
+    pub async fn notify_with_options<Req: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<(), RpcError> {
+        let options = &options;
         self.run(Attempts::call(false), |client| async move {
-            client.notify(method, request).await
+            client
+                .notify_with_options(method, request, options.clone())
+                .await
         })
         .await
         .map(drop)
@@ -308,10 +325,89 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         Req: Serialize + ?Sized,
         Item: DeserializeOwned + 'static,
     {
+        self.call_server_stream_with_options(method, request, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`call_server_stream`](Self::call_server_stream) with options (timeout,
+    /// metadata, signature).
+    pub async fn call_server_stream_with_options<Req, Item>(
+        &self,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<BalancedStream<Item, C>, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Item: DeserializeOwned + 'static,
+    {
+        let options = &options;
         let (inner, guard) = self
-            .open(|client| async move { client.call_server_stream(method, request).await })
+            .open(|client| async move {
+                client
+                    .call_server_stream_with_options(method, request, options.clone())
+                    .await
+            })
             .await?;
         Ok(BalancedStream { inner, guard })
+    }
+
+    /// Calls a client-streaming method on one endpoint: send items with the
+    /// [`StreamSender`], [`finish`](StreamSender::finish) it and await the response.
+    pub async fn call_client_stream<Item, Resp>(
+        &self,
+        method: &str,
+    ) -> Result<
+        (
+            StreamSender<Item, C>,
+            impl Future<Output = Result<Resp, RpcError>> + use<T, C, R, Item, Resp>,
+        ),
+        RpcError,
+    >
+    where
+        Item: Serialize,
+        Resp: DeserializeOwned + 'static,
+    {
+        self.call_client_stream_with_options(method, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`call_client_stream`](Self::call_client_stream) with options (timeout,
+    /// metadata, signature).
+    pub async fn call_client_stream_with_options<Item, Resp>(
+        &self,
+        method: &str,
+        options: CallOptions,
+    ) -> Result<
+        (
+            StreamSender<Item, C>,
+            impl Future<Output = Result<Resp, RpcError>> + use<T, C, R, Item, Resp>,
+        ),
+        RpcError,
+    >
+    where
+        Item: Serialize,
+        Resp: DeserializeOwned + 'static,
+    {
+        let options = &options;
+        let ((tx, response), guard) = self
+            .open(|client| async move {
+                client
+                    .call_client_stream_with_options::<Item, Resp>(method, options.clone())
+                    .await
+            })
+            .await?;
+        Ok((tx, async move {
+            // The whole guard moves in (not just the field set below): it holds the stream's
+            // place on its endpoint until the response.
+            let mut guard = guard;
+            let res = response.await;
+            guard.outcome = match &res {
+                Ok(_) => Outcome::Success,
+                Err(e) => e.outcome(),
+            };
+            res
+        }))
     }
 
     /// Opens a bidirectional stream on one endpoint: every item both ways goes to it.
@@ -323,8 +419,25 @@ impl<T: MessageChannel, C: Codec, R: Runtime> LoadBalancedClient<T, C, R> {
         Req: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let ((tx, inner), guard) = self
-            .open(|client| async move { client.call_bidi(method).await })
+        self.call_bidi_with_options(method, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`call_bidi`](Self::call_bidi) with options (timeout, metadata, signature).
+    pub async fn call_bidi_with_options<Req, Resp>(
+        &self,
+        method: &str,
+        options: CallOptions,
+    ) -> Result<(StreamSender<Req, C>, BalancedStream<Resp, C>), RpcError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned + 'static,
+    {
+        let options = &options;
+        let ((tx, inner), guard) =
+            self.open(|client| async move {
+                client.call_bidi_with_options(method, options.clone()).await
+            })
             .await?;
         Ok((tx, BalancedStream { inner, guard }))
     }

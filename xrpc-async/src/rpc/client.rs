@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    BincodeCodec, CallKind, CallOptions, ClientConfig, ClientSession, Codec, Payload, RpcError,
-    SendError, decode_payload, payload_bytes,
+    BincodeCodec, CallKind, CallOptions, ClientConfig, ClientSession, Codec, Payload, PayloadOf,
+    RpcError, SendError, call_failed, decode_as, payload_bytes,
 };
 
 use super::driver::{ConnectionCore, Driven, drive};
@@ -345,6 +345,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     /// Starts a call with the session and returns its id.
     fn begin(&self, method: &str, payload: Payload, opts: CallOptions) -> Result<u64, RpcError> {
         self.ensure_started()?;
+        let kind = opts.kind;
         let id = self.inner.shared.lock().session.start_call(
             self.inner.rt.now(),
             method,
@@ -352,7 +353,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             opts,
         )?;
         // A unary call's waiter drives the connection (or wakes whoever does) when polled.
-        if opts.kind != CallKind::Unary {
+        if kind != CallKind::Unary {
             self.inner.driver.kick();
         }
         Ok(id)
@@ -438,7 +439,9 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         .await
     }
 
-    /// Like [`call`](Self::call) with explicit options.
+    /// Like [`call`](Self::call) with explicit options: a timeout, metadata, the caller's
+    /// signature for the method (a server with another one answers
+    /// [`RpcError::TypeMismatch`]). The codec is the client's.
     pub async fn call_with_options<Req, Resp>(
         &self,
         method: &str,
@@ -450,9 +453,14 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Resp: DeserializeOwned + 'static,
     {
         opts.codec = C::ID;
+        opts.kind = CallKind::Unary;
+        let signature = opts.signature;
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        let resp = self.call_payload(method, payload, opts).await?;
-        decode_payload(&self.codec, resp)
+        let resp = self
+            .call_payload(method, payload, opts)
+            .await
+            .map_err(|e| call_failed(method, signature, e))?;
+        decode_as(&self.codec, PayloadOf::Response(method), resp)
     }
 
     /// Calls `method` with a request it takes by value. On an in-process channel
@@ -471,19 +479,33 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let resp = self
             .call_payload(method, payload, CallOptions::unary(C::ID))
             .await?;
-        decode_payload(&self.codec, resp)
+        decode_as(&self.codec, PayloadOf::Response(method), resp)
     }
 
-    /// Sends a one-way notification.
+    /// Sends a one-way notification. It has no answer: a server that cannot deliver it
+    /// counts it in its stats (`RpcServer::stats`).
     pub async fn notify<Req: Serialize + ?Sized>(
         &self,
         method: &str,
         request: &Req,
     ) -> Result<(), RpcError> {
+        self.notify_with_options(method, request, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`notify`](Self::notify) with options: a timeout for its handler, metadata, a
+    /// signature (`kind` is ignored; the codec is the client's).
+    pub async fn notify_with_options<Req: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        request: &Req,
+        mut opts: CallOptions,
+    ) -> Result<(), RpcError> {
         self.ensure_started()?;
+        opts.codec = C::ID;
         let payload = Payload::Bytes(self.codec.encode(request)?);
         self.inner
-            .with(|st| st.session.notify(method, payload, C::ID))?;
+            .with(|st| st.session.notify_with_options(method, payload, opts))?;
         Ok(())
     }
 
@@ -492,8 +514,10 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         &self,
         method: &str,
         kind: CallKind,
+        mut opts: CallOptions,
     ) -> Result<(Arc<CallRef>, StreamSender<Item, C>), RpcError> {
-        let opts = CallOptions::unary(C::ID).with_kind(kind);
+        opts.codec = C::ID;
+        opts.kind = kind;
         let request = Payload::Bytes(Bytes::new());
         let call = self.call_ref(self.begin(method, request, opts)?);
         let sender = StreamSender::new(call.clone(), self.codec.clone(), true);
@@ -510,8 +534,25 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Req: Serialize + ?Sized,
         Item: DeserializeOwned + 'static,
     {
+        self.call_server_stream_with_options(method, request, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`call_server_stream`](Self::call_server_stream) with options (timeout of the
+    /// whole stream, metadata, signature).
+    pub async fn call_server_stream_with_options<Req, Item>(
+        &self,
+        method: &str,
+        request: &Req,
+        mut opts: CallOptions,
+    ) -> Result<StreamReceiver<Item, C>, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Item: DeserializeOwned + 'static,
+    {
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        let opts = CallOptions::unary(C::ID).with_kind(CallKind::ServerStreaming);
+        opts.codec = C::ID;
+        opts.kind = CallKind::ServerStreaming;
         let call = self.call_ref(self.begin(method, payload, opts)?);
         Ok(StreamReceiver::new(call, self.codec.clone()))
     }
@@ -532,9 +573,32 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Item: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let (call, sender) = self.begin_client_stream(method, CallKind::ClientStreaming)?;
+        self.call_client_stream_with_options(method, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`call_client_stream`](Self::call_client_stream) with options (timeout,
+    /// metadata, signature).
+    pub async fn call_client_stream_with_options<Item, Resp>(
+        &self,
+        method: &str,
+        opts: CallOptions,
+    ) -> Result<
+        (
+            StreamSender<Item, C>,
+            impl Future<Output = Result<Resp, RpcError>> + use<T, C, R, Item, Resp>,
+        ),
+        RpcError,
+    >
+    where
+        Item: Serialize,
+        Resp: DeserializeOwned + 'static,
+    {
+        let signature = opts.signature;
+        let (call, sender) = self.begin_client_stream(method, CallKind::ClientStreaming, opts)?;
         let inner = self.inner.clone();
         let codec = self.codec.clone();
+        let method = method.to_owned();
         // Owned before the future first runs: dropping the response unpolled cancels the call.
         let guard = CancelOnDrop(Some(call));
         let response = async move {
@@ -550,7 +614,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             })
             .await;
             guard.disarm();
-            decode_payload(&codec, res?)
+            let res = res.map_err(|e| call_failed(&method, signature, e.into()))?;
+            decode_as(&codec, PayloadOf::Response(&method), res)
         };
         Ok((sender, response))
     }
@@ -565,7 +630,21 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Req: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let (call, sender) = self.begin_client_stream(method, CallKind::Bidirectional)?;
+        self.call_bidi_with_options(method, CallOptions::unary(C::ID))
+            .await
+    }
+
+    /// Like [`call_bidi`](Self::call_bidi) with options (timeout, metadata, signature).
+    pub async fn call_bidi_with_options<Req, Resp>(
+        &self,
+        method: &str,
+        opts: CallOptions,
+    ) -> Result<(StreamSender<Req, C>, StreamReceiver<Resp, C>), RpcError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned + 'static,
+    {
+        let (call, sender) = self.begin_client_stream(method, CallKind::Bidirectional, opts)?;
         let receiver = StreamReceiver::new(call, self.codec.clone());
         Ok((sender, receiver))
     }

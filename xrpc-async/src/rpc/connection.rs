@@ -11,13 +11,14 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
-    CallKind, CallWake, Codec, HandlerOutcome, IncomingCall, MethodTable, Payload, RpcError,
-    SendError, ServerSession, ServerSessionEvent, Slot, handler_outcome, panic_message,
+    CallKind, CallWake, Codec, ErrorCode, HandlerOutcome, IncomingCall, Metadata, MethodTable,
+    Payload, PeerInfo, RemoteError, RpcError, SendError, ServerSession, ServerSessionEvent, Slot,
+    handler_outcome, panic_message,
 };
 
 use super::driver::{ConnectionCore, Driven, drive};
 use super::future_pool::Started;
-use super::server::{CallContext, HandlerFn, RpcServer};
+use super::server::{CallContext, HandlerFn, HandlerResult, RpcServer};
 use super::stream::StreamCtl;
 use super::wakers::{Wakers, leave_waker};
 use crate::channel::MessageChannel;
@@ -47,7 +48,7 @@ impl Running {
 /// What routing hands the driver to start, outside the lock.
 pub(crate) enum Work {
     Call(IncomingCall<Payload>, HandlerFn, Arc<Signal>),
-    Notification(u64, Bytes, Payload, HandlerFn, Arc<Signal>),
+    Notification(u64, Bytes, Metadata, Payload, HandlerFn, Arc<Signal>),
 }
 
 pub(crate) struct ServerState<R: Runtime> {
@@ -66,6 +67,14 @@ pub(crate) struct ServerState<R: Runtime> {
     spare: Vec<Arc<Signal>>,
     /// The connection's place in its listener's admission table, if a listener admitted it.
     slot: Option<Slot>,
+}
+
+/// What every handler's context on a connection shares.
+struct Shared {
+    /// Who the peer is.
+    peer: Arc<PeerInfo>,
+    /// The server's shutdown signal.
+    shutdown: Arc<Signal>,
 }
 
 /// Wakes a connection's driver for its listener (a reclaim), without keeping it alive.
@@ -134,12 +143,15 @@ impl<R: Runtime> Driven for ServerState<R> {
                     token,
                     method,
                     payload,
+                    metadata,
                     handler,
                 } => {
                     let r = Running::new(spare);
                     let cancel = r.cancel.clone();
                     notifications.insert(token, r);
-                    work.push(Work::Notification(token, method, payload, handler, cancel));
+                    work.push(Work::Notification(
+                        token, method, metadata, payload, handler, cancel,
+                    ));
                 }
                 ServerSessionEvent::NotificationStopped { token } => {
                     if let Some(r) = notifications.remove(&token) {
@@ -269,6 +281,7 @@ fn start<R: Runtime>(
     number: u64,
     conn: &Arc<Connection<R>>,
     ctl: &Arc<dyn StreamCtl>,
+    shared: &Shared,
     work: Work,
 ) {
     match work {
@@ -279,7 +292,11 @@ fn start<R: Runtime>(
                 method: call.method,
                 deadline: call.deadline,
                 kind: call.kind,
+                notification: false,
+                metadata: call.metadata,
+                peer: shared.peer.clone(),
                 cancel,
+                shutdown: shared.shutdown.clone(),
             };
             let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 handler(ctx, call.payload, ctl.clone())
@@ -305,31 +322,50 @@ fn start<R: Runtime>(
                 None => task.abort(),
             }
         }
-        Work::Notification(token, method, payload, handler, cancel) => {
+        Work::Notification(token, method, metadata, payload, handler, cancel) => {
             let ctx = CallContext {
                 id: 0,
-                method,
+                method: method.clone(),
                 deadline: None,
                 kind: CallKind::Unary,
+                notification: true,
+                metadata,
+                peer: shared.peer.clone(),
                 cancel,
+                shutdown: shared.shutdown.clone(),
             };
             let c = conn.clone();
-            let done = move |c: &Connection<R>| {
+            // The handler's end: its error (a payload it could not decode, say) is counted by
+            // the session.
+            let done = move |c: &Connection<R>, res: Result<HandlerResult, String>| {
                 let mut st = c.lock();
                 st.notifications.remove(&token);
                 let now = st.rt.now();
-                st.session.notification_done(now, token);
+                match res {
+                    Ok(Ok(_)) => st.session.notification_done(now, token),
+                    Ok(Err(e)) => {
+                        st.session
+                            .notification_failed(now, token, &method, &e.to_remote())
+                    }
+                    Err(panic) => st.session.notification_failed(
+                        now,
+                        token,
+                        &method,
+                        &RemoteError::new(ErrorCode::Panic, panic),
+                    ),
+                }
             };
-            let Ok(Started::Running(fut)) =
-                std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, payload, ctl.clone())))
-            else {
-                // Done already (or panicked while starting).
-                return done(&c);
+            let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handler(ctx, payload, ctl.clone())
+            })) {
+                Ok(Started::Running(fut)) => fut,
+                Ok(Started::Done(res)) => return done(&c, Ok(res)),
+                Err(panic) => return done(&c, Err(panic_message(&*panic))),
             };
             let fut = CatchUnwind(fut);
             let task = rt.spawn_handler(number, async move {
-                let _ = fut.await;
-                done(&c);
+                let res = fut.await;
+                done(&c, res);
                 c.wake();
             });
             // Stopped by its deadline or the end of the connection: the session dropped it.
@@ -397,6 +433,10 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             spare: Vec::new(),
             slot,
         }));
+        let contexts = Shared {
+            peer: Arc::new(channel.transport().peer_info()),
+            shutdown: shared.shutdown.clone(),
+        };
         if let Some(slot) = &conn.lock().slot {
             slot.set_waker(Waker::from(Arc::new(WakeConnection(Arc::downgrade(&conn)))));
         }
@@ -415,7 +455,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             rt,
             conn.clone(),
             &channel,
-            |c, w| start(rt, number, c, &ctl, w),
+            |c, w| start(rt, number, c, &ctl, &contexts, w),
             |st, now| {
                 if !st.shutdown_seen && shared.shutdown.is_raised() {
                     st.shutdown_seen = true;

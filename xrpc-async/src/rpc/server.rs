@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, MethodTable, Payload, PeerPolicy, RpcError, ServerBounds,
-    ServerConfig, decode_payload, payload_bytes,
+    BincodeCodec, CallKind, Codec, Metadata, MethodTable, Payload, PayloadOf, PeerInfo, PeerPolicy,
+    RpcError, ServerBounds, ServerConfig, ServerStats, Signature, decode_as, payload_bytes,
 };
 
 use super::connection::Connection;
@@ -25,24 +25,54 @@ use crate::runtime::Runtime;
 use crate::signal::Signal;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-/// What a handler knows about its call.
+/// What a handler knows about its call — the same for every kind of handler (unary,
+/// notification, server, client and bidirectional streams), async and blocking.
 #[derive(Debug, Clone)]
 pub struct CallContext {
-    /// The call id on its connection.
+    /// The call id on its connection (0 for a notification).
     pub id: u64,
     pub(crate) method: Bytes,
     /// When the client stops waiting (the request's timeout, counted from receipt). The server
-    /// answers `DeadlineExceeded` and stops the handler then.
+    /// answers `DeadlineExceeded` and stops the handler then. `None` for a notification (its
+    /// handler is stopped after `ServerConfig::notification_timeout`).
     pub deadline: Option<Instant>,
-    /// Who streams.
+    /// Who streams (`Unary` for a notification too).
     pub kind: CallKind,
+    /// Whether the call is a notification (no answer goes back).
+    pub notification: bool,
+    pub(crate) metadata: Metadata,
+    pub(crate) peer: Arc<PeerInfo>,
     pub(crate) cancel: Arc<Signal>,
+    pub(crate) shutdown: Arc<Signal>,
 }
 
 impl CallContext {
     /// The method name.
     pub fn method(&self) -> &str {
         std::str::from_utf8(&self.method).unwrap_or_default()
+    }
+
+    /// The metadata the client sent with the call (empty if none).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Who called, as far as the transport knows.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// Whether the server is shutting down ([`RpcServer::shutdown`]): a handler that would
+    /// run on (an endless stream) should finish now, rather than be cancelled when
+    /// `ServerConfig::drain_timeout` runs out.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_raised()
+    }
+
+    /// Ready once the server is shutting down (see [`is_shutting_down`](Self::is_shutting_down)).
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let shutdown = self.shutdown.clone();
+        std::future::poll_fn(move |cx| shutdown.poll_raised(cx))
     }
 
     /// Whether the call was stopped: the client cancelled it, its deadline passed, the
@@ -73,8 +103,8 @@ pub(crate) struct ServerCore<C, R: Runtime> {
     pub(crate) codec: C,
     pub(crate) config: ServerConfig,
     pub(crate) rt: R,
-    /// Raised by [`RpcServer::shutdown`]; the listener waits on it.
-    pub(crate) shutdown: Signal,
+    /// Raised by [`RpcServer::shutdown`]; the listener and handlers' contexts wait on it.
+    pub(crate) shutdown: Arc<Signal>,
     /// The connections being served, to wake their drivers at shutdown.
     pub(crate) connections: Mutex<Vec<Weak<Connection<R>>>>,
     /// What all its connections share: queued output, read buffers, decompression, handlers
@@ -160,7 +190,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 handlers: Arc::new(RwLock::new(MethodTable::new())),
                 codec,
                 config,
-                shutdown: Signal::default(),
+                shutdown: Arc::default(),
                 connections: Mutex::new(Vec::new()),
                 bounds: ServerBounds::new(&config, rt.now()),
                 connections_served: AtomicU64::new(0),
@@ -217,7 +247,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let f: HandlerFn = Arc::new(move |ctx, payload, _ctl| {
             // An in-process value is answered with a value: no codec either way.
             let as_value = matches!(payload, Payload::Value(_));
-            let req = decode_payload::<Req, C>(&codec, payload);
+            let req = decode_as::<Req, C>(&codec, PayloadOf::Request(ctx.method()), payload);
             let codec = codec.clone();
             let fut = req.map(|req| handler(ctx, req));
             pool.start(async move {
@@ -241,11 +271,23 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         F: Fn(Req, ServerStreamSender<Item, C>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
     {
+        self.register_stream_with_context(method, move |_ctx, req, sender| handler(req, sender));
+    }
+
+    /// Registers a server-streaming handler that also sees its [`CallContext`] (metadata,
+    /// cancellation, the server's shutdown).
+    pub fn register_stream_with_context<Req, Item, F, Fut>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Item: Serialize + Send + 'static,
+        F: Fn(CallContext, Req, ServerStreamSender<Item, C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+    {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, payload, ctl| {
-            let req = decode_payload::<Req, C>(&codec, payload);
+            let req = decode_as::<Req, C>(&codec, PayloadOf::Request(ctx.method()), payload);
             let sender = StreamSender::new(CallRef::new(ctl, ctx.id), codec.clone(), false);
-            let fut = req.map(|req| handler(req, sender));
+            let fut = req.map(|req| handler(ctx, req, sender));
             Started::Running(Box::pin(async move {
                 fut?.await?;
                 Ok(None)
@@ -263,10 +305,21 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         F: Fn(RequestStream<Item, C>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
     {
+        self.register_client_stream_with_context(method, move |_ctx, items| handler(items));
+    }
+
+    /// Registers a client-streaming handler that also sees its [`CallContext`].
+    pub fn register_client_stream_with_context<Item, Resp, F, Fut>(&self, method: &str, handler: F)
+    where
+        Item: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, RequestStream<Item, C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
+    {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, _payload, ctl| {
             let stream = StreamReceiver::new(CallRef::new(ctl, ctx.id), codec.clone());
-            let fut = handler(stream);
+            let fut = handler(ctx, stream);
             let codec = codec.clone();
             Started::Running(Box::pin(async move {
                 Ok(Some(Payload::Bytes(codec.encode(&fut.await?)?)))
@@ -283,18 +336,49 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         F: Fn(RequestStream<Req, C>, ServerStreamSender<Resp, C>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
     {
+        self.register_bidi_with_context(method, move |_ctx, items, sender| handler(items, sender));
+    }
+
+    /// Registers a bidirectional handler that also sees its [`CallContext`].
+    pub fn register_bidi_with_context<Req, Resp, F, Fut>(&self, method: &str, handler: F)
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, RequestStream<Req, C>, ServerStreamSender<Resp, C>) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
+    {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, _payload, ctl| {
             let call = CallRef::new(ctl, ctx.id);
             let stream = StreamReceiver::new(call.clone(), codec.clone());
             let sender = StreamSender::new(call, codec.clone(), false);
-            let fut = handler(stream, sender);
+            let fut = handler(ctx, stream, sender);
             Started::Running(Box::pin(async move {
                 fut.await?;
                 Ok(None)
             }))
         });
         self.insert(method, CallKind::Bidirectional, f);
+    }
+
+    /// Sets the signature of `method` (the types its handler takes and returns, as generated
+    /// code names them): a call that carries another signature's fingerprint is refused with
+    /// `RpcError::TypeMismatch` naming both; a call without one is not checked.
+    pub fn set_signature(&self, method: &str, signature: Signature) {
+        self.shared
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_signature(method, signature);
+    }
+
+    /// What the server counted so far, over all its connections: notifications it could not
+    /// deliver, by reason (see [`xrpc_proto::NotificationDrop`]).
+    pub fn stats(&self) -> ServerStats {
+        self.shared.bounds.counters.snapshot()
     }
 
     /// The registered method names.

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use xrpc_proto::{FRAME_PREFIX_LEN, PeerCredentials, PeerKey, ReadBudget};
+use xrpc_proto::{FRAME_PREFIX_LEN, PeerCredentials, PeerInfo, PeerKey, ReadBudget};
 
 mod addr;
 mod checks;
@@ -214,6 +214,15 @@ pub trait FrameTransport: Send + Sync + 'static {
         None
     }
 
+    /// Who the peer is, for handlers (`CallContext::peer`): its socket address over TCP, the
+    /// socket path or service name over Unix sockets and shared memory, its
+    /// [`peer_key`](Self::peer_key) and [`peer_credentials`](Self::peer_credentials).
+    fn peer_info(&self) -> PeerInfo {
+        PeerInfo::new()
+            .with_key(self.peer_key())
+            .with_credentials(self.peer_credentials())
+    }
+
     /// Takes read-buffer room for frames not yet whole from `budget` (a server's, shared by
     /// its connections), from the next read on: past it, receiving waits until
     /// [`ReadBudget::take_freed`] says room came back and the caller polls again. Transports
@@ -343,6 +352,10 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         (**self).peer_credentials()
     }
 
+    fn peer_info(&self) -> PeerInfo {
+        (**self).peer_info()
+    }
+
     fn set_read_budget(&self, budget: ReadBudget) {
         (**self).set_read_budget(budget)
     }
@@ -462,6 +475,10 @@ macro_rules! forward_frame_transport {
 
             fn peer_credentials(&self) -> Option<::xrpc_proto::PeerCredentials> {
                 self.peer
+            }
+
+            fn peer_info(&self) -> ::xrpc_proto::PeerInfo {
+                self.describe_peer()
             }
 
             fn set_read_budget(&self, budget: ::xrpc_proto::ReadBudget) {

@@ -660,6 +660,17 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         self.conn.get().and_then(|c| c.peer)
     }
 
+    fn peer_info(&self) -> xrpc_proto::PeerInfo {
+        // The service's name (from `shm:<name>`), and the peer process's credentials.
+        let info = xrpc_proto::PeerInfo::new()
+            .with_key(self.peer_key())
+            .with_credentials(self.peer_credentials());
+        match self.name.strip_prefix("shm:") {
+            Some(service) => info.with_path(service),
+            None => info,
+        }
+    }
+
     fn is_connected(&self) -> bool {
         !self.closed.is_raised()
             && match self.conn.get() {

@@ -135,6 +135,13 @@ impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
         })
     }
 
+    /// Who the peer is, for handlers.
+    fn describe_peer(&self) -> xrpc_proto::PeerInfo {
+        xrpc_proto::PeerInfo::new()
+            .with_addr(self.peer_addr)
+            .with_key(self.peer_key)
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr

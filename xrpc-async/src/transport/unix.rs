@@ -121,6 +121,18 @@ impl<S: UnixSocket<R>, R: Runtime> UnixFrameTransport<S, R> {
             name: name.into(),
         })
     }
+
+    /// Who the peer is, for handlers: the socket's path (from the name `unix:<path>`), and the
+    /// peer process's credentials.
+    fn describe_peer(&self) -> xrpc_proto::PeerInfo {
+        let info = xrpc_proto::PeerInfo::new()
+            .with_key(self.peer_key)
+            .with_credentials(self.peer);
+        match self.name.strip_prefix("unix:") {
+            Some(path) => info.with_path(path),
+            None => info,
+        }
+    }
 }
 
 /// Accepts Unix socket connections as [`UnixFrameTransport`]s. The socket file is removed when

@@ -57,9 +57,10 @@ impl From<&CallError> for Outcome {
             CallError::Disconnected(_) | CallError::Protocol(_) => Self::Transport,
             CallError::Remote(r) => Self::of_remote(r.code),
             CallError::PeerRefused(_) => Self::Refused,
-            CallError::Unsendable(_) | CallError::FrameTooLarge { .. } | CallError::Finished => {
-                Self::Local
-            }
+            CallError::Unsendable(_)
+            | CallError::FrameTooLarge { .. }
+            | CallError::Finished
+            | CallError::Metadata(_) => Self::Local,
         }
     }
 }
@@ -76,10 +77,14 @@ impl From<&RpcError> for Outcome {
             RpcError::Timeout => Self::Timeout,
             RpcError::Cancelled => Self::Cancelled,
             RpcError::ServerError { code, .. } => Self::of_remote(*code),
-            RpcError::MethodNotFound(_) | RpcError::StreamError(_) => Self::Remote,
+            RpcError::MethodNotFound(_)
+            | RpcError::StreamError(_)
+            | RpcError::TypeMismatch { .. } => Self::Remote,
             RpcError::Serialization(_)
+            | RpcError::Decode { .. }
             | RpcError::FrameTooLarge { .. }
-            | RpcError::ClientError(_) => Self::Local,
+            | RpcError::ClientError(_)
+            | RpcError::Metadata(_) => Self::Local,
         }
     }
 }
