@@ -894,6 +894,102 @@ mod tests {
         ));
     }
 
+    /// A request with a signature and the metadata `k = v`, `x = ""`.
+    fn with_metadata() -> Bytes {
+        let mut md = Metadata::new();
+        md.insert("k", "v").unwrap().insert("x", "").unwrap();
+        let header = Header {
+            signature: Some(0x1122_3344_5566_7788),
+            ..Header::new(MessageKind::Notification, 0)
+        };
+        let mut out = BytesMut::new();
+        MessageEncoder::default()
+            .encode_with_metadata(&header, "m", &md, b"pl", &mut out)
+            .unwrap();
+        out.freeze().slice(FRAME_PREFIX_LEN..)
+    }
+
+    #[test]
+    fn metadata_and_signature_layout() {
+        let f = with_metadata();
+        let mut expected = vec![b'X', b'R', 1, 4, 0x30, 0, 0, 1];
+        expected.extend_from_slice(&0u64.to_le_bytes());
+        expected.extend_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+        expected.push(b'm');
+        expected.extend_from_slice(&[9, 0, 1, b'k', 1, 0, b'v', 1, b'x', 0, 0]);
+        expected.extend_from_slice(b"pl");
+        assert_eq!(&f[..], &expected[..]);
+        let m = Message::decode_raw(f).unwrap();
+        assert_eq!(m.header.signature, Some(0x1122_3344_5566_7788));
+        assert_eq!(m.metadata().get_str("k"), Some("v"));
+        assert_eq!(m.metadata().get("x"), Some(&b""[..]));
+        assert_eq!(&m.payload[..], b"pl");
+    }
+
+    #[test]
+    fn malformed_metadata_is_a_typed_error() {
+        let good = with_metadata().to_vec();
+        // Offsets: block length at 25..27, first key length at 27.
+        let bad = |patch: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            patch(&mut b);
+            Message::decode_raw(Bytes::from(b)).unwrap_err()
+        };
+        // An empty block.
+        assert!(matches!(
+            bad(&|b| b[25..27].copy_from_slice(&[0, 0])),
+            ProtoError::InvalidMetadata(_)
+        ));
+        // A block longer than the frame.
+        assert!(matches!(
+            bad(&|b| b[25..27].copy_from_slice(&[0xff, 0xff])),
+            ProtoError::Truncated { .. }
+        ));
+        // A block cut short: the length says 8, so the second entry runs past it.
+        assert!(matches!(
+            bad(&|b| b[25] = 8),
+            ProtoError::InvalidMetadata(_)
+        ));
+        // A key length past the block.
+        assert!(matches!(
+            bad(&|b| b[27] = 200),
+            ProtoError::InvalidMetadata(_)
+        ));
+        // A key outside printable ASCII, and a duplicate key.
+        assert!(matches!(
+            bad(&|b| b[28] = b' '),
+            ProtoError::InvalidMetadata(_)
+        ));
+        assert!(matches!(
+            bad(&|b| b[32] = b'k'),
+            ProtoError::InvalidMetadata(_)
+        ));
+        // The flag without room for the length.
+        assert!(matches!(
+            bad(&|b| b.truncate(26)),
+            ProtoError::Truncated { .. }
+        ));
+        // Metadata or a signature on a kind that may not carry them.
+        for flag in [Flags::HAS_METADATA, Flags::HAS_SIGNATURE] {
+            let mut resp = frame_of(&Header::new(MessageKind::Response, 1), "", b"").to_vec();
+            resp[4] = flag;
+            resp.extend_from_slice(&[1, 0, 1, b'k', 0, 0, 0, 0]);
+            assert!(matches!(
+                Message::decode_raw(Bytes::from(resp)),
+                Err(ProtoError::InvalidField { .. })
+            ));
+        }
+        // And the encoder refuses them there.
+        let mut md = Metadata::new();
+        md.insert("k", "v").unwrap();
+        let mut out = BytesMut::new();
+        assert!(
+            MessageEncoder::default()
+                .encode_with_metadata(&Header::new(MessageKind::Response, 1), "", &md, b"", &mut out)
+                .is_err()
+        );
+    }
+
     #[test]
     fn encoder_refuses_bad_headers_and_oversized_frames() {
         let mut enc = MessageEncoder::new(64, CompressionConfig::none());

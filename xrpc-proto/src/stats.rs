@@ -29,8 +29,7 @@ pub enum NotificationDrop {
     NoHandlerSlot,
     /// The server is shutting down.
     ShuttingDown,
-    /// Its handler returned an error (other than a decode error), panicked or ran past
-    /// `notification_timeout`.
+    /// Its handler returned an error (other than a decode error) or panicked.
     HandlerFailed,
 }
 

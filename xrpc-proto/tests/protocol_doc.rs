@@ -5,7 +5,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use xrpc_proto::{
     BincodeCodec, Codec, CompressionConfig, CompressionType, ErrorCode, FRAME_PREFIX_LEN,
-    FrameDecoder, Header, MessageDecoder, MessageEncoder, MessageKind, RemoteError,
+    FrameDecoder, Header, MessageDecoder, MessageEncoder, MessageKind, Metadata, RemoteError,
+    Signature,
 };
 
 /// The document, compiled in (the sans-IO crate's tests read no files).
@@ -117,4 +118,45 @@ fn compressed_example_decodes() {
     let msg = MessageDecoder::new(64).decode(frame).unwrap();
     assert_eq!(msg.header.compression, CompressionType::Lz4);
     assert_eq!(&msg.payload[..], &[b'a'; 64][..]);
+}
+
+#[test]
+fn metadata_and_signature_example() {
+    let doc = protocol_md();
+    let mut enc = MessageEncoder::default();
+    let signature = Signature::new("fn(u32) -> u64");
+    let header = Header {
+        signature: Some(signature.fingerprint),
+        ..Header::new(MessageKind::Request, 2).with_codec(BincodeCodec::ID)
+    };
+    let mut metadata = Metadata::new();
+    metadata.insert("tenant", "acme").unwrap();
+    let args = BincodeCodec.encode(&7u32).unwrap();
+    let mut request = BytesMut::new();
+    enc.encode_with_metadata(&header, "get", &metadata, &args, &mut request)
+        .unwrap();
+    assert_documented(&doc, "request with metadata and a signature", &request);
+    assert!(
+        doc.contains(&format!("`{:016x}`", signature.fingerprint)),
+        "PROTOCOL.md §7 should name the fingerprint {:016x}",
+        signature.fingerprint
+    );
+
+    // It decodes back, metadata and fingerprint included.
+    let mut frames = FrameDecoder::new(1024);
+    frames.handle_bytes(&request);
+    let msg = MessageDecoder::default()
+        .decode(frames.poll_frame().unwrap().unwrap())
+        .unwrap();
+    assert_eq!(msg.method(), "get");
+    assert_eq!(msg.header.signature, Some(signature.fingerprint));
+    assert_eq!(msg.metadata().get_str("tenant"), Some("acme"));
+    assert_eq!(&msg.payload[..], &[7]);
+
+    // The header length formula of §2.4: 16 + 8 (signature) + M + 2 + B.
+    let b = metadata.encoded_len();
+    assert_eq!(
+        request.len() - FRAME_PREFIX_LEN - args.len(),
+        16 + 8 + 3 + 2 + b
+    );
 }
