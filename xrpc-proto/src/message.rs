@@ -985,7 +985,13 @@ mod tests {
         let mut out = BytesMut::new();
         assert!(
             MessageEncoder::default()
-                .encode_with_metadata(&Header::new(MessageKind::Response, 1), "", &md, b"", &mut out)
+                .encode_with_metadata(
+                    &Header::new(MessageKind::Response, 1),
+                    "",
+                    &md,
+                    b"",
+                    &mut out
+                )
                 .is_err()
         );
     }

@@ -368,6 +368,13 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_is_owner_only() {
+        let (_seg, fd) = Segment::create(good()).unwrap();
+        let mode = rustix::fs::fstat(&fd).unwrap().st_mode & 0o7777;
+        assert_eq!(mode, SEGMENT_MODE.bits() as _, "memfd mode {mode:o}");
+    }
+
+    #[test]
     fn roundtrip_segment() {
         let (seg, fd) = Segment::create(good()).unwrap();
         let peer = Segment::open(fd).unwrap();
