@@ -551,7 +551,7 @@ impl<P: WireSize> ClientConnection<P> {
         if let (MessageKind::Error, REFUSAL_ID, Body::Error(e)) = (kind, id, &packet.body)
             && e.code == ErrorCode::PeerRefused
         {
-            // The server refused this peer at connect (PROTOCOL.md §5.8): nothing is served.
+            // The server refused this peer at connect (PROTOCOL.md §5.10): nothing is served.
             self.refused = true;
             self.handle_close(e.message.clone());
             return;

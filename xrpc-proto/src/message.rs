@@ -454,7 +454,7 @@ pub enum ErrorCode {
     /// message is the server's signature text.
     TypeMismatch,
     /// The server refused this peer at connect (its allow-list); sent with request id 0 just
-    /// before the server closes the connection (PROTOCOL.md §5.8).
+    /// before the server closes the connection (PROTOCOL.md §5.10).
     PeerRefused,
     /// A code this implementation does not know.
     Unknown(u16),

@@ -3,7 +3,7 @@
 //! reports for the peer process of a Unix socket or a shared-memory rendezvous
 //! ([`PeerCredentials`]); the server's allow-list ([`PeerPolicy`]), and the one decision made
 //! from them ([`PeerPolicy::check`]) — a pure function: the transports read the credentials,
-//! the listener asks, and refuses the peer as the transport can (docs/PROTOCOL.md §5.8).
+//! the listener asks, and refuses the peer as the transport can (docs/PROTOCOL.md §5.10).
 //!
 //! The refusal on a byte stream is one message before the close: an Error with request id 0
 //! and code [`ErrorCode::PeerRefused`] ([`refusal_frame`]); a client that reads it fails every

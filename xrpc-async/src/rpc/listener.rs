@@ -8,6 +8,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use xrpc_proto::peer::refusal_frame;
 use xrpc_proto::{Admission, Codec, PeerCredentials, PeerPolicy, PeerRefused, Slot};
@@ -15,6 +16,7 @@ use xrpc_proto::{Admission, Codec, PeerCredentials, PeerPolicy, PeerRefused, Slo
 use super::server::RpcServer;
 use crate::channel::{MessageChannel, MessageChannelAdapter};
 use crate::runtime::{Runtime, Task};
+use crate::time;
 use crate::transport::{FrameTransport, TransportError};
 use xrpc_proto::RpcError;
 
@@ -35,6 +37,9 @@ pub trait FrameListener: Send + Sync + 'static {
         false
     }
 }
+
+/// How long a refused peer's connection is kept for its refusal frame to be written, at most.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A server's [`PeerPolicy`] and its count of refused peers, shared with its listeners
 /// ([`RpcServer::set_peer_policy`], [`RpcServer::peers_refused`]).
@@ -222,10 +227,14 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             if !gated_by_listener
                 && let Err(why) = shared.peers.check(transport.peer_credentials().as_ref())
             {
-                // The peer is told before the close (PROTOCOL.md §5.8): one small frame into a
-                // fresh socket's empty buffer, sent off the accept loop all the same.
+                // The peer is told before the close (PROTOCOL.md §5.10): one small frame into a
+                // fresh socket's empty buffer, sent off the accept loop all the same, and given
+                // up after REFUSAL_TIMEOUT whatever the transport.
+                let rt = shared.rt.clone();
                 let _ = shared.rt.spawn(async move {
-                    let _ = transport.send_frame(&refusal_frame(&why)).await;
+                    let refusal = refusal_frame(&why);
+                    let _ =
+                        time::within(&rt, REFUSAL_TIMEOUT, transport.send_frame(&refusal)).await;
                     let _ = transport.close().await;
                 });
                 continue;
