@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -41,12 +41,32 @@ pub trait FrameListener: Send + Sync + 'static {
 /// How long a refused peer's connection is kept for its refusal frame to be written, at most.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a refused peer's connection stays open, unread, after its refusal frame: a request
+/// the client wrote meanwhile lands in the socket's buffer instead of failing on a closed
+/// socket, so the client reads the refusal (`PeerRefused`) rather than a broken connection.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Refused connections kept open for [`REFUSAL_LINGER`] at once, at most; past it a refused
+/// connection is closed right after its refusal frame.
+const MAX_LINGERING: usize = 64;
+
 /// A server's [`PeerPolicy`] and its count of refused peers, shared with its listeners
 /// ([`RpcServer::set_peer_policy`], [`RpcServer::peers_refused`]).
 #[derive(Debug, Default)]
 pub struct PeerGate {
     policy: RwLock<PeerPolicy>,
     refused: AtomicU64,
+    /// Refused connections kept open for their refusal to be read ([`MAX_LINGERING`]).
+    lingering: Arc<AtomicUsize>,
+}
+
+/// A refused connection's place among the lingering ones, given back when dropped.
+struct Linger(Arc<AtomicUsize>);
+
+impl Drop for Linger {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PeerGate {
@@ -88,6 +108,16 @@ impl PeerGate {
     /// Peers refused so far.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// A place among the refused connections kept open, if one is free.
+    fn linger(&self) -> Option<Linger> {
+        self.lingering
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_LINGERING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Linger(self.lingering.clone()))
     }
 }
 
@@ -229,12 +259,17 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             {
                 // The peer is told before the close (PROTOCOL.md §5.10): one small frame into a
                 // fresh socket's empty buffer, sent off the accept loop all the same, and given
-                // up after REFUSAL_TIMEOUT whatever the transport.
+                // up after REFUSAL_TIMEOUT whatever the transport; then the connection stays
+                // open, unread, for REFUSAL_LINGER (MAX_LINGERING at once).
                 let rt = shared.rt.clone();
+                let linger = shared.peers.linger();
                 let _ = shared.rt.spawn(async move {
                     let refusal = refusal_frame(&why);
-                    let _ =
+                    let sent =
                         time::within(&rt, REFUSAL_TIMEOUT, transport.send_frame(&refusal)).await;
+                    if let (Some(Ok(())), Some(_place)) = (sent, linger) {
+                        time::sleep(&rt, REFUSAL_LINGER).await;
+                    }
                     let _ = transport.close().await;
                 });
                 continue;
