@@ -173,10 +173,9 @@ fn cannot_run_as_nobody() -> Option<String> {
 }
 
 /// Runs `test`'s client as `nobody` against `addr`; the outcome line it printed.
-fn as_nobody(test: &str, transport: Transport, addr: &str) -> String {
+fn as_nobody(test: &str, addr: &str) -> String {
     let mut cmd = Peer::command(test, "client", addr);
     cmd.uid(NOBODY).gid(NOBODY);
-    let _ = transport;
     let mut client = Peer::spawn_command(cmd);
     let line = client.wait_for_line("outcome");
     client.wait_timeout(Duration::from_secs(10));
@@ -195,9 +194,9 @@ fn another_user<A: Adapter>(test: &str, transport: Transport) {
     // Listed: root only. The socket file lets anyone connect: the list refuses nobody.
     let addr = fresh_addr(transport);
     let server = A::start(transport, &addr, PeerPolicy::any().allow_uid(0), 0o666);
-    let line = as_nobody(test, transport, &addr);
+    let line = as_nobody(test, &addr);
     assert!(
-        line.contains(&format!("outcome refused")) && line.contains("65534"),
+        line.contains("outcome refused") && line.contains("65534"),
         "{who}: {line}"
     );
     assert_eq!(server.refused(), 1, "{who}");
@@ -206,7 +205,7 @@ fn another_user<A: Adapter>(test: &str, transport: Transport) {
     // No list: the defaults keep another user out.
     let addr = fresh_addr(transport);
     let server = A::start(transport, &addr, PeerPolicy::any(), 0o600);
-    let line = as_nobody(test, transport, &addr);
+    let line = as_nobody(test, &addr);
     match transport {
         // The socket file (0600) does not let nobody connect: a connection failure.
         Transport::Unix => assert!(
