@@ -482,3 +482,59 @@ behaviours! {
     smol_adapter => Smol;
     blocking_adapter => Blocking;
 }
+
+/// Refused connections are kept open a moment (for the refusal to be read), but at most 64 at
+/// once: a flood of refused connects holds a bounded number of descriptors, and the server
+/// goes on serving.
+#[test]
+fn a_flood_of_refused_peers_holds_a_bounded_number_of_descriptors() {
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let addr = fresh_addr(Transport::Unix);
+    let me = Who::me();
+    let server = xrpc::RpcServer::new();
+    server.register_typed("ping", |(): ()| async move { Ok(()) });
+    server.set_peer_policy(PeerPolicy::any().allow_uid(me.uid.wrapping_add(4242)));
+    let rt = tokio_runtime();
+    let listener = rt
+        .block_on(xrpc::UnixFrameTransportListener::bind(
+            &addr,
+            xrpc::UnixConfig::default(),
+        ))
+        .unwrap();
+    let serving = server.clone();
+    let served = rt.spawn(async move { serving.serve_listener(listener).await });
+    let before = open_fds();
+    const FLOOD: u64 = 300;
+    // Connects and stays (a refused peer that went away is closed at once): our ends are
+    // `FLOOD` of the descriptors counted, the server's lingering ends the rest.
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|_| std::os::unix::net::UnixStream::connect(&addr).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.peers_refused() < FLOOD {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refusals: {}",
+            server.peers_refused()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let held = open_fds().saturating_sub(before + flood.len());
+    assert!(
+        held <= 64 + 4,
+        "{held} descriptors held after {FLOOD} refusals"
+    );
+    drop(flood);
+    // The server still serves a peer it admits.
+    server.set_peer_policy(PeerPolicy::any().allow_uid(me.uid));
+    let t0 = std::time::Instant::now();
+    let client = rt.block_on(async {
+        let t = xrpc::UnixFrameTransport::connect(&addr, xrpc::UnixConfig::default()).await?;
+        let client: xrpc::RpcClient<_> = xrpc::RpcClient::new(xrpc::MessageChannelAdapter::new(t));
+        client.call::<_, ()>("ping", &()).await
+    });
+    client.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    server.shutdown();
+    rt.block_on(served).unwrap().unwrap();
+}
