@@ -1,8 +1,10 @@
 //! Error texts name what failed — the method, the address, the service — once, in words.
 
 use xrpc::{
-    ChannelConfig, ChannelFrameTransport, MessageChannelAdapter, RpcClient, RpcError, RpcServer,
-    SharedMemoryConfig, SharedMemoryFrameTransport, TcpConfig, TcpFrameTransportListener,
+    CallOptions, ChannelConfig, ChannelFrameTransport, ErrorCode, MessageChannelAdapter, RpcClient,
+    RpcError, RpcServer, SharedMemoryConfig, SharedMemoryFrameTransport,
+    SharedMemoryFrameTransportListener, Signature, TcpConfig, TcpFrameTransportListener,
+    UnixConfig, UnixFrameTransportListener,
 };
 use xrpc_shm::testing::unique_name;
 
@@ -59,4 +61,228 @@ async fn a_missing_shared_memory_service_is_named() {
         panic!("connected to {service:?}, which nobody serves");
     };
     assert!(err.to_string().contains(&service), "{err}");
+}
+
+/// Listening as a shared-memory service that is already served says "bind" and names the
+/// service (it was `connection failed: Address already in use (os error 98)`).
+#[tokio::test]
+async fn a_taken_shared_memory_service_is_named() {
+    let service = unique_name("taken");
+    let _first =
+        SharedMemoryFrameTransportListener::bind(&service, SharedMemoryConfig::default()).unwrap();
+    let Err(err) =
+        SharedMemoryFrameTransportListener::bind(&service, SharedMemoryConfig::default())
+    else {
+        panic!("bound {service:?} twice");
+    };
+    let err = err.to_string();
+    assert!(err.contains("bind"), "{err}");
+    assert!(err.contains(&format!("{service:?}")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    let Err(err) = xrpc_blocking::SharedMemoryFrameTransportListener::bind(
+        &service,
+        SharedMemoryConfig::default(),
+    ) else {
+        panic!("bound {service:?} twice");
+    };
+    assert!(err.to_string().contains(&service), "{err}");
+}
+
+/// Binding a Unix socket path that cannot be bound says "bind" and names the path.
+#[tokio::test]
+async fn an_unbindable_unix_path_is_named() {
+    let path = std::env::temp_dir()
+        .join(unique_name("no-such-dir"))
+        .join("x.sock");
+    let Err(err) = UnixFrameTransportListener::bind(&path, UnixConfig::default()).await else {
+        panic!("bound {}", path.display());
+    };
+    let err = err.to_string();
+    assert!(err.contains("bind"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+}
+
+/// A request that cannot be decoded as the handler's type names the method and the type, on
+/// the server (answered as BadRequest), and a response that cannot be decoded names them on
+/// the client.
+#[tokio::test]
+async fn decode_errors_name_the_method_and_the_type() {
+    let (client, server, serving) = connected();
+    server.register_typed("kv.get", |req: GetRequest| async move { Ok(req.key.len()) });
+    let err = client.call::<_, usize>("kv.get", &42u8).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot decode the request of `kv.get` as `error_texts::GetRequest`"),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            &err,
+            RpcError::ServerError {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The response: a `usize` read as a `String`.
+    let err = client
+        .call::<_, String>("kv.get", &GetRequest { key: "k".into() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Decode { ty, .. } if *ty == "alloc::string::String"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("cannot decode the response of `kv.get` as `alloc::string::String`: "),
+        "{err}"
+    );
+    // A stream item: a `u8` of 5 read as a `bool`.
+    server.register_stream(
+        "kv.scan",
+        |_: (), tx: xrpc::ServerStreamSender<u8>| async move { tx.send(&5).await },
+    );
+    let rx = client
+        .call_server_stream::<_, bool>("kv.scan", &())
+        .await
+        .unwrap();
+    let err = rx.collect().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot decode the stream item of `kv.scan` as `bool`: "),
+        "{err}"
+    );
+    server.shutdown();
+    serving.await.unwrap().unwrap();
+}
+
+/// A client and a server that disagree on a method's types (as generated code would declare
+/// them: `with_signature`, `set_signature`) fail the call with an error naming the method and
+/// both types; the handler does not run. Without a signature on either side, nothing is checked.
+#[tokio::test]
+async fn a_type_mismatch_names_the_method_and_both_types() {
+    let (client, server, serving) = connected();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r2 = ran.clone();
+    server.register_typed("kv.get", move |req: GetRequest| {
+        r2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { Ok(req.key) }
+    });
+    const SERVER: Signature = Signature::new("fn(kv::GetRequest) -> kv::GetResponse");
+    const CLIENT: Signature = Signature::new("fn(String) -> kv::GetResponse");
+    server.set_signature("kv.get", SERVER);
+    let err = client
+        .call_with_options::<_, String>(
+            "kv.get",
+            &"k".to_string(),
+            CallOptions::default().with_signature(CLIENT),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        RpcError::TypeMismatch {
+            method,
+            client,
+            server,
+        } => {
+            assert_eq!(method, "kv.get");
+            assert_eq!(client, CLIENT.text);
+            assert_eq!(server, SERVER.text);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "type mismatch calling `kv.get`: the client has `fn(String) -> kv::GetResponse`, \
+         the server `fn(kv::GetRequest) -> kv::GetResponse`"
+    );
+    // The same signature, or none, is served.
+    let key: String = client
+        .call_with_options(
+            "kv.get",
+            &GetRequest { key: "k".into() },
+            CallOptions::default().with_signature(SERVER),
+        )
+        .await
+        .unwrap();
+    assert_eq!(key, "k");
+    let key: String = client
+        .call("kv.get", &GetRequest { key: "j".into() })
+        .await
+        .unwrap();
+    assert_eq!(key, "j");
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A streaming call with the wrong signature fails the same way.
+    server.register_stream(
+        "kv.scan",
+        |_: (), _tx: xrpc::ServerStreamSender<u8>| async { Ok(()) },
+    );
+    server.set_signature("kv.scan", SERVER);
+    let rx = client
+        .call_server_stream_with_options::<_, u8>(
+            "kv.scan",
+            &(),
+            CallOptions::default().with_signature(CLIENT),
+        )
+        .await
+        .unwrap();
+    let err = rx.collect().await.unwrap_err();
+    assert!(matches!(&err, RpcError::TypeMismatch { .. }), "{err:?}");
+    server.shutdown();
+    serving.await.unwrap().unwrap();
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GetRequest {
+    key: String,
+}
+
+/// A client and a server joined by the in-process channel, the server served on a task.
+fn connected() -> (
+    RpcClient<MessageChannelAdapter<ChannelFrameTransport>>,
+    RpcServer,
+    tokio::task::JoinHandle<Result<(), RpcError>>,
+) {
+    let (c, s) = ChannelFrameTransport::create_pair("errors", ChannelConfig::default());
+    let server = RpcServer::new();
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(MessageChannelAdapter::new(s)).await }
+    });
+    (
+        RpcClient::new(MessageChannelAdapter::new(c)),
+        server,
+        serving,
+    )
+}
+
+/// Metadata over the client's own limits fails the call at once, naming the limit; nothing is
+/// sent.
+#[tokio::test]
+async fn metadata_over_the_clients_limit_names_it() {
+    let (c, _s) = ChannelFrameTransport::create_pair("errors", ChannelConfig::default());
+    let config = xrpc::ClientConfig {
+        max_metadata_entries: 1,
+        ..xrpc::ClientConfig::default()
+    };
+    let client = RpcClient::with_config(MessageChannelAdapter::new(c), config);
+    let mut md = xrpc::Metadata::new();
+    md.insert("a", "1").unwrap().insert("b", "2").unwrap();
+    let err = client
+        .call_with_options::<_, ()>("kv.get", &(), CallOptions::default().with_metadata(md))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RpcError::Metadata(xrpc::MetadataError::TooManyEntries { count: 2, max: 1 })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "metadata of 2 entries exceeds max_metadata_entries 1"
+    );
 }

@@ -71,8 +71,32 @@ const STREAM_END: u8 = 6;
 const PING: u8 = 8;
 const PONG: u8 = 9;
 const CREDIT: u8 = 10;
+const CANCEL: u8 = 7;
 const CLIENT_STREAM: u8 = 0x02;
 const HAS_WINDOW: u8 = 0x08;
+const HAS_METADATA: u8 = 0x10;
+
+/// A message with a metadata block (`block` after its u16 length, PROTOCOL.md §2.5).
+fn with_metadata(kind: u8, id: u64, method: &str, block: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut m = message(kind, HAS_METADATA, id, method, b"");
+    m.extend_from_slice(&(block.len() as u16).to_le_bytes());
+    m.extend_from_slice(block);
+    m.extend_from_slice(payload);
+    m
+}
+
+/// A metadata block of `n` entries `k<i>` of `size`-byte values.
+fn metadata_block(n: usize, size: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    for i in 0..n {
+        let key = format!("k{i}");
+        b.push(key.len() as u8);
+        b.extend_from_slice(key.as_bytes());
+        b.extend_from_slice(&(size as u16).to_le_bytes());
+        b.extend(std::iter::repeat_n(b'v', size));
+    }
+    b
+}
 
 /// A message (no length prefix): fixed header, optional window, method, payload.
 fn message(kind: u8, flags: u8, id: u64, method: &str, payload: &[u8]) -> Vec<u8> {
@@ -177,6 +201,42 @@ fn offences() -> Vec<Offence> {
                 .collect(),
         ),
         o("a Credit without its window", frame(CREDIT, 0, 1, "", b"")),
+        o(
+            "a metadata value past the end of its block",
+            prefixed(&with_metadata(
+                REQUEST,
+                1,
+                "slow",
+                &[1, b'k', 200, 0, b'v'],
+                b"",
+            )),
+        ),
+        o(
+            "a metadata key twice",
+            prefixed(&with_metadata(
+                NOTIFICATION,
+                0,
+                "slow",
+                &[1, b'k', 0, 0, 1, b'k', 0, 0],
+                b"",
+            )),
+        ),
+        o(
+            "a metadata key with a control character",
+            prefixed(&with_metadata(REQUEST, 1, "slow", &[1, 0x07, 0, 0], b"")),
+        ),
+        o(
+            "a metadata block longer than its frame",
+            prefixed(&{
+                let mut m = with_metadata(REQUEST, 1, "slow", &[1, b'k', 0, 0], b"");
+                m[20..22].copy_from_slice(&u16::MAX.to_le_bytes()); // after "slow"
+                m
+            }),
+        ),
+        o(
+            "metadata on a Cancel",
+            prefixed(&with_metadata(CANCEL, 1, "", &[1, b'k', 0, 0], b"")),
+        ),
         o(
             "a Response sent to the server",
             frame(RESPONSE, 0, 1, "", b"x"),
@@ -335,6 +395,81 @@ fn hostile_clients_over_tcp() {
 #[test]
 fn hostile_clients_over_unix() {
     hostile_clients(Kind::Unix);
+}
+
+/// Well-formed metadata over the server's limits (4 KiB, 32 entries by default), from a raw
+/// peer: a request is answered `ResourceExhausted` naming the limit, without running its
+/// handler; a notification is dropped and counted; the connection goes on serving.
+#[test]
+fn metadata_over_the_limits_fails_its_call_and_the_connection_lives() {
+    let rt = counted_runtime("metadata-limits");
+    rt.block_on(async {
+        let server = hostile_test_server();
+        let (listener, addr) = AnyListener::bind(&Addr::fresh(Kind::Tcp, "metadata"))
+            .await
+            .unwrap();
+        tokio::spawn(listener.serve(server.clone()));
+        tokio::task::spawn_blocking(move || {
+            let mut raw = Raw::connect(&addr);
+            raw.set_read_timeout(Duration::from_secs(10));
+            // 60 KiB of metadata (the most a header carries is 64 KiB), then 100 entries.
+            let big = metadata_block(1, 60 * 1024);
+            let many = metadata_block(100, 0);
+            let mut bytes = prefixed(&with_metadata(REQUEST, 1, "slow", &big, b"x"));
+            bytes.extend(prefixed(&with_metadata(REQUEST, 2, "slow", &many, b"x")));
+            bytes.extend(prefixed(&with_metadata(
+                NOTIFICATION,
+                0,
+                "slow",
+                &big,
+                b"x",
+            )));
+            bytes.extend(prefixed(&with_metadata(
+                NOTIFICATION,
+                0,
+                "slow",
+                &many,
+                b"x",
+            )));
+            // Within the limits: served.
+            let fine = metadata_block(2, 16);
+            bytes.extend(prefixed(&with_metadata(REQUEST, 3, "slow", &fine, b"ok")));
+            raw.io().write_all(&bytes).unwrap();
+            let mut answers = std::collections::HashMap::new();
+            while answers.len() < 3 {
+                let mut len = [0u8; 4];
+                raw.io().read_exact(&mut len).unwrap();
+                let mut m = vec![0u8; u32::from_le_bytes(len) as usize];
+                raw.io().read_exact(&mut m).unwrap();
+                let id = u64::from_le_bytes(m[8..16].try_into().unwrap());
+                answers.insert(id, (m[3], m[16..].to_vec()));
+            }
+            let text = |id: u64| {
+                let (kind, payload) = &answers[&id];
+                assert_eq!(*kind, ERROR, "call {id}");
+                assert_eq!(payload[..2], [9, 0], "ResourceExhausted");
+                String::from_utf8(payload[2..].to_vec()).unwrap()
+            };
+            assert_eq!(
+                text(1),
+                "metadata of 61445 bytes exceeds max_metadata_bytes 4096"
+            );
+            assert_eq!(
+                text(2),
+                "metadata of 100 entries exceeds max_metadata_entries 32"
+            );
+            assert_eq!(
+                answers[&3],
+                (RESPONSE, b"ok".to_vec()),
+                "the connection lives"
+            );
+        })
+        .await
+        .unwrap();
+        let n = server.stats().notifications;
+        assert_eq!(n.metadata_over_limit, 2, "{n:?}");
+    });
+    assert_eq!(panics_in("metadata-limits"), 0);
 }
 
 // ---- the client side ----

@@ -85,7 +85,13 @@ fn check_frame(dec: &mut MessageDecoder, frame: Bytes) {
                 assert_eq!(raw.payload, msg.payload);
                 let mut out = BytesMut::new();
                 MessageEncoder::new(MAX_FRAME, CompressionConfig::none())
-                    .encode(&msg.header, msg.method(), &msg.payload, &mut out)
+                    .encode_with_metadata(
+                        &msg.header,
+                        msg.method(),
+                        msg.metadata(),
+                        &msg.payload,
+                        &mut out,
+                    )
                     .expect("a decoded message re-encodes");
                 assert_eq!(&out[4..], &frame[..], "decode then encode is the identity");
             } else {

@@ -47,7 +47,7 @@ use xrpc_async::{
     MessageChannelAdapter, RequestStream, RpcClient, RpcClientConfig, RpcError, RpcServer, Runtime,
     ServerStreamSender,
 };
-use xrpc_proto::{BincodeCodec, ErrorCode};
+use xrpc_proto::{BincodeCodec, CallOptions, ErrorCode, Metadata};
 
 use task::{JoinHandle, now, sleep, spawn, timeout};
 
@@ -111,6 +111,9 @@ macro_rules! suite {
                 heartbeats_detect_a_silent_server,
                 typed_calls_skip_the_codec_where_values_travel,
                 a_call_not_polled_stalls_no_one,
+                metadata_reaches_every_handler_kind,
+                a_stream_handler_ends_at_shutdown,
+                undelivered_notifications_are_counted,
             );
         }
     )*};
@@ -511,6 +514,195 @@ pub async fn notifications_and_deadlines<P: Pair, R: Runtime>() {
         sleep::<R>(Duration::from_millis(2)).await;
     }
     assert_eq!(seen.load(Ordering::SeqCst), 5);
+}
+
+/// What a handler's context says of its call: its kind, whether it is a notification, and
+/// the value of the metadata key `tenant`.
+fn seen(ctx: &CallContext) -> String {
+    format!(
+        "{} {:?} notification={} tenant={}",
+        ctx.method(),
+        ctx.kind,
+        ctx.notification,
+        ctx.metadata().get_str("tenant").unwrap_or("-"),
+    )
+}
+
+/// The metadata of a call reaches its handler's context, for every kind of handler: unary,
+/// notification, server, client and bidirectional streams.
+pub async fn metadata_reaches_every_handler_kind<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    let notes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let n2 = notes.clone();
+    server.register_typed_with_context("m.unary", |ctx: CallContext, _: ()| async move {
+        Ok(seen(&ctx))
+    });
+    server.register_typed_with_context("m.note", move |ctx: CallContext, _: ()| {
+        n2.lock().unwrap().push(seen(&ctx));
+        async { Ok(()) }
+    });
+    server.register_stream_with_context(
+        "m.server",
+        |ctx: CallContext, _: (), tx: ServerStreamSender<String>| async move {
+            tx.send(&seen(&ctx)).await
+        },
+    );
+    server.register_client_stream_with_context(
+        "m.client",
+        |ctx: CallContext, mut items: RequestStream<u32>| async move {
+            while items.recv().await.is_some() {}
+            Ok(seen(&ctx))
+        },
+    );
+    server.register_bidi_with_context(
+        "m.bidi",
+        |ctx: CallContext, mut items: RequestStream<u32>, tx: ServerStreamSender<String>| async move {
+            while items.recv().await.is_some() {}
+            tx.send(&seen(&ctx)).await
+        },
+    );
+    let (client, _srv) = connect::<P, R>(&server).await;
+    let mut md = Metadata::new();
+    md.insert("tenant", "acme").unwrap();
+    let opts = || CallOptions::default().with_metadata(md.clone());
+
+    let unary: String = client
+        .call_with_options("m.unary", &(), opts())
+        .await
+        .unwrap();
+    assert_eq!(unary, "m.unary Unary notification=false tenant=acme");
+    let plain: String = client.call("m.unary", &()).await.unwrap();
+    assert_eq!(plain, "m.unary Unary notification=false tenant=-");
+
+    let rx = client
+        .call_server_stream_with_options::<_, String>("m.server", &(), opts())
+        .await
+        .unwrap();
+    assert_eq!(
+        rx.collect().await.unwrap(),
+        vec!["m.server ServerStreaming notification=false tenant=acme"]
+    );
+
+    let (tx, resp) = client
+        .call_client_stream_with_options::<u32, String>("m.client", opts())
+        .await
+        .unwrap();
+    tx.send(&1).await.unwrap();
+    tx.finish().await.unwrap();
+    assert_eq!(
+        resp.await.unwrap(),
+        "m.client ClientStreaming notification=false tenant=acme"
+    );
+
+    let (tx, rx) = client
+        .call_bidi_with_options::<u32, String>("m.bidi", opts())
+        .await
+        .unwrap();
+    tx.send(&1).await.unwrap();
+    tx.finish().await.unwrap();
+    assert_eq!(
+        rx.collect().await.unwrap(),
+        vec!["m.bidi Bidirectional notification=false tenant=acme"]
+    );
+
+    client
+        .notify_with_options("m.note", &(), opts())
+        .await
+        .unwrap();
+    let t0 = now::<R>();
+    while notes.lock().unwrap().is_empty() {
+        assert!(
+            now::<R>() - t0 < Duration::from_secs(5),
+            "the notification never ran"
+        );
+        sleep::<R>(Duration::from_millis(2)).await;
+    }
+    assert_eq!(
+        notes.lock().unwrap()[..],
+        ["m.note Unary notification=true tenant=acme".to_string()]
+    );
+}
+
+/// A notification the server cannot deliver is counted in its stats, by reason: an unknown
+/// method, a streaming method, a payload its handler cannot decode.
+pub async fn undelivered_notifications_are_counted<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    let (client, _srv) = connect::<P, R>(&server).await;
+    client.notify("no.such.method", &()).await.unwrap();
+    client.notify("count", &3u32).await.unwrap();
+    client.notify("add", &()).await.unwrap(); // an empty payload is no `AddRequest`
+    let t0 = now::<R>();
+    while server.stats().notifications.total() < 3 {
+        assert!(
+            now::<R>() - t0 < Duration::from_secs(5),
+            "{:?}",
+            server.stats()
+        );
+        sleep::<R>(Duration::from_millis(2)).await;
+    }
+    let n = server.stats().notifications;
+    assert_eq!(
+        (n.unknown_method, n.wrong_kind, n.undecodable, n.total()),
+        (1, 1, 1, 3),
+        "{n:?}"
+    );
+}
+
+/// An endless stream handler that watches its context's shutdown ends when the server shuts
+/// down, and `serve` returns well before the drain timeout (10 s) would cancel it.
+pub async fn a_stream_handler_ends_at_shutdown<P: Pair, R: Runtime>() {
+    let server = server::<R>();
+    let started = Arc::new(AtomicBool::new(false));
+    let s2 = started.clone();
+    server.register_stream_with_context(
+        "ticks",
+        move |ctx: CallContext, _: (), tx: ServerStreamSender<u64>| {
+            let started = s2.clone();
+            async move {
+                started.store(true, Ordering::SeqCst);
+                let mut i = 0;
+                while !ctx.is_shutting_down() {
+                    tx.send(&i).await?;
+                    i += 1;
+                    sleep::<R>(Duration::from_millis(1)).await;
+                }
+                Ok(())
+            }
+        },
+    );
+    let (client, srv) = connect::<P, R>(&server).await;
+    let mut rx = client
+        .call_server_stream::<_, u64>("ticks", &())
+        .await
+        .unwrap();
+    let reader = spawn::<R, _>(async move {
+        let mut n = 0u64;
+        while let Some(item) = rx.recv().await {
+            item.unwrap();
+            n += 1;
+        }
+        n
+    });
+    let t0 = now::<R>();
+    while !started.load(Ordering::SeqCst) {
+        assert!(
+            now::<R>() - t0 < Duration::from_secs(5),
+            "the handler never ran"
+        );
+        sleep::<R>(Duration::from_millis(1)).await;
+    }
+    let t0 = now::<R>();
+    server.shutdown();
+    timeout::<R, _>(Duration::from_secs(5), srv)
+        .await
+        .expect("serve returns well before the 10 s drain timeout")
+        .unwrap();
+    assert!(now::<R>() - t0 < Duration::from_secs(5));
+    // The stream ended normally: its handler returned.
+    let n = timeout::<R, _>(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ends");
+    assert!(n >= 1, "{n}");
 }
 
 /// After `shutdown`, calls in flight still finish, and `serve` returns.

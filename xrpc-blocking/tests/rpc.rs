@@ -7,10 +7,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use xrpc_blocking::{
-    CallContext, FrameListener, RequestStream, RpcClient, RpcError, RpcServer, ServerStreamSender,
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig,
-    TcpFrameTransport, TcpFrameTransportListener, UnixConfig, UnixFrameTransport,
-    UnixFrameTransportListener,
+    CallContext, CallOptions, FrameListener, Metadata, RequestStream, RpcClient, RpcError,
+    RpcServer, ServerStreamSender, SharedMemoryConfig, SharedMemoryFrameTransport,
+    SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, TcpFrameTransportListener,
+    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
 use xrpc_shm::testing::{Peer, peer_role, unique_name};
 
@@ -87,7 +87,60 @@ fn service() -> RpcServer {
         CANCELLED_SEEN.fetch_add(tag * u64::from(ctx.is_cancelled()), Ordering::SeqCst);
         Ok(())
     });
+    // Each answers what its context says (see `seen`).
+    server.register_typed_with_context("ctx.unary", |ctx: CallContext, (): ()| Ok(seen(&ctx)));
+    server.register_typed_with_context("ctx.note", |ctx: CallContext, (): ()| {
+        NOTE_SEEN.lock().unwrap().push(seen(&ctx));
+        Ok(())
+    });
+    server.register_stream_with_context(
+        "ctx.server",
+        |ctx: CallContext, (): (), out: ServerStreamSender<String>| out.send(&seen(&ctx)),
+    );
+    server.register_client_stream_with_context(
+        "ctx.client",
+        |ctx: CallContext, items: RequestStream<u32>| {
+            items.for_each(drop);
+            Ok(seen(&ctx))
+        },
+    );
+    server.register_bidi_with_context(
+        "ctx.bidi",
+        |ctx: CallContext, items: RequestStream<u32>, out: ServerStreamSender<String>| {
+            items.for_each(drop);
+            out.send(&seen(&ctx))
+        },
+    );
+    server.register_stream_with_context(
+        "ticks",
+        |ctx: CallContext, (): (), out: ServerStreamSender<u64>| {
+            // Endless, until the server shuts down.
+            let mut i = 0;
+            while !ctx.is_shutting_down() {
+                out.send(&i)?;
+                i += 1;
+                thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        },
+    );
     server
+}
+
+/// What the handlers of `ctx.note` notifications saw (the tests of each transport share it).
+static NOTE_SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// What a handler's context says: the method, the metadata key `tenant`, whether the peer is
+/// named (an address over TCP, the socket path or service name otherwise).
+fn seen(ctx: &CallContext) -> String {
+    let peer = ctx.peer();
+    format!(
+        "{} tenant={} addr={} path={}",
+        ctx.method(),
+        ctx.metadata().get_str("tenant").unwrap_or("-"),
+        peer.addr.is_some(),
+        peer.path.is_some(),
+    )
 }
 
 /// Binds a listener of `kind` and serves `server` on it from a thread.
@@ -357,10 +410,104 @@ fn killed(kind: Kind, test: &str) {
     assert!(matches!(r, Err(RpcError::Disconnected(_))), "{r:?}");
 }
 
+/// Every kind of synchronous handler reads the call's metadata and its peer from its context.
+fn metadata_everywhere(kind: Kind) {
+    let p = Pair::new(kind);
+    let mut md = Metadata::new();
+    md.insert("tenant", "acme").unwrap();
+    let opts = || CallOptions::default().with_metadata(md.clone());
+    let (addr, path) = match kind {
+        Kind::Tcp => (true, false),
+        Kind::Unix | Kind::Shm => (false, true),
+    };
+    let expect = |method: &str| format!("{method} tenant=acme addr={addr} path={path}");
+
+    let unary: String = p
+        .client
+        .call_with_options("ctx.unary", &(), opts())
+        .unwrap();
+    assert_eq!(unary, expect("ctx.unary"));
+    let items: Vec<String> = p
+        .client
+        .call_server_stream_with_options("ctx.server", &(), opts())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(items, vec![expect("ctx.server")]);
+    let (tx, response) = p
+        .client
+        .call_client_stream_with_options::<u32, String>("ctx.client", opts())
+        .unwrap();
+    tx.send(&1).unwrap();
+    tx.finish().unwrap();
+    assert_eq!(response.wait().unwrap(), expect("ctx.client"));
+    let (tx, rx) = p
+        .client
+        .call_bidi_with_options::<u32, String>("ctx.bidi", opts())
+        .unwrap();
+    tx.send(&1).unwrap();
+    tx.finish().unwrap();
+    assert_eq!(
+        rx.collect::<Result<Vec<_>, _>>().unwrap(),
+        vec![expect("ctx.bidi")]
+    );
+    p.client
+        .notify_with_options("ctx.note", &(), opts())
+        .unwrap();
+    let t0 = Instant::now();
+    while !NOTE_SEEN.lock().unwrap().contains(&expect("ctx.note")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the notification never ran"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// An endless stream handler that watches its context ends at the server's shutdown: the
+/// server stops well before its 10 s drain timeout.
+fn stream_ends_at_shutdown(kind: Kind) {
+    let mut p = Pair::new(kind);
+    let mut ticks = p.client.call_server_stream::<_, u64>("ticks", &()).unwrap();
+    assert_eq!(ticks.next().unwrap().unwrap(), 0);
+    let reader = thread::spawn(move || ticks.count());
+    let t0 = Instant::now();
+    p.server.shutdown();
+    p.thread.take().unwrap().join().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    reader.join().unwrap();
+}
+
+/// Notifications the server cannot deliver are counted in its stats.
+fn undelivered_notifications(kind: Kind) {
+    let p = Pair::new(kind);
+    p.client.notify("no.such.method", &()).unwrap();
+    p.client.notify("count", &3u32).unwrap(); // a stream
+    p.client.notify("add", &"not a pair").unwrap(); // cannot be decoded
+    let t0 = Instant::now();
+    while p.server.stats().notifications.total() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            p.server.stats()
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let n = p.server.stats().notifications;
+    assert_eq!(
+        (n.unknown_method, n.wrong_kind, n.undecodable),
+        (1, 1, 1),
+        "{n:?}"
+    );
+}
+
 macro_rules! suite {
     ($($module:ident: $kind:ident, $tag:literal);*) => {$(
         mod $module {
             use super::*;
+            #[test] fn every_handler_kind_reads_metadata_and_peer() { metadata_everywhere(Kind::$kind) }
+            #[test] fn a_stream_handler_ends_at_shutdown() { stream_ends_at_shutdown(Kind::$kind) }
+            #[test] fn undelivered_notifications_are_counted() { undelivered_notifications(Kind::$kind) }
             #[test] fn unary_call() { unary(Kind::$kind) }
             #[test] fn server_stream_of_10_000_items() { server_stream(Kind::$kind) }
             #[test] fn a_call_times_out() { timeout(Kind::$kind) }

@@ -111,6 +111,17 @@ pub enum CallError {
     /// `max_metadata_entries`): it was not sent.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// The server has another signature for the method than the one the call carried
+    /// ([`ErrorCode::TypeMismatch`]); the handler did not run.
+    #[error("type mismatch calling `{method}`: the client has `{client}`, the server `{server}`")]
+    TypeMismatch {
+        /// The method.
+        method: String,
+        /// The call's signature text.
+        client: String,
+        /// The server's signature text.
+        server: String,
+    },
 }
 
 impl CallError {
@@ -273,6 +284,9 @@ pub enum ClientEvent<P> {
 #[derive(Debug)]
 struct Call {
     kind: CallKind,
+    /// The signature the call carries, and its method, to name both in a type mismatch
+    /// (boxed: most calls have none).
+    typed: Option<Box<(Signature, Bytes)>>,
     deadline: Option<Instant>,
     /// Client → server stream state, while the client may still send.
     send: Option<SendWindow>,
@@ -408,6 +422,7 @@ impl<P: WireSize> ClientConnection<P> {
             id,
             Call {
                 kind: opts.kind,
+                typed: None,
                 deadline,
                 send: opts.kind.client_streams().then(|| {
                     SendWindow::capped(INITIAL_CLIENT_STREAM_WINDOW, self.config.max_stream_credit)
@@ -416,6 +431,11 @@ impl<P: WireSize> ClientConnection<P> {
             },
         );
         let method = self.method_bytes(method);
+        if let Some(sig) = opts.signature
+            && let Some(call) = self.calls.get_mut(&id)
+        {
+            call.typed = Some(Box::new((sig, method.clone())));
+        }
         self.transmit.push_back(Packet {
             header,
             method,
@@ -593,13 +613,18 @@ impl<P: WireSize> ClientConnection<P> {
                 self.finish(id, ClientEvent::Response { id, payload });
             }
             (MessageKind::Error, Body::Error(e)) => {
-                self.finish(
-                    id,
-                    ClientEvent::Failed {
-                        id,
-                        error: CallError::from_remote(e),
-                    },
-                );
+                let error = match (e.code, call.typed.take()) {
+                    (ErrorCode::TypeMismatch, Some(typed)) => {
+                        let (sig, method) = *typed;
+                        CallError::TypeMismatch {
+                            method: String::from_utf8_lossy(&method).into_owned(),
+                            client: sig.text.to_owned(),
+                            server: e.message,
+                        }
+                    }
+                    _ => CallError::from_remote(e),
+                };
+                self.finish(id, ClientEvent::Failed { id, error });
             }
             (MessageKind::StreamItem, Body::Data(payload)) => match call.recv.as_mut() {
                 Some(recv) => match recv.on_item() {

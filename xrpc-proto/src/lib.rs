@@ -109,8 +109,8 @@ pub use peer::{PeerCredentials, PeerInfo, PeerPolicy, PeerRefused};
 pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
 pub use rpc_error::{
-    PayloadOf, RpcError, call_failed, decode_as, decode_payload, handler_outcome, panic_message,
-    payload_bytes, served,
+    PayloadOf, RpcError, decode_as, decode_payload, handler_outcome, panic_message, payload_bytes,
+    served,
 };
 pub use server::{
     IncomingCall, MAX_BACKLOG_PACKETS, ProtocolViolation, ServerConfig, ServerConnection,

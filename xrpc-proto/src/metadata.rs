@@ -28,6 +28,9 @@ pub const MAX_METADATA_KEY_LEN: usize = u8::MAX as usize;
 pub const MAX_METADATA_VALUE_LEN: usize = u16::MAX as usize;
 /// Longest encoded metadata block (the entries after the u16 length).
 pub const MAX_METADATA_BLOCK_LEN: usize = u16::MAX as usize;
+/// Most entries a block may hold (a protocol rule: it bounds the receiver's check that keys
+/// are unique, which compares each key with the ones before it).
+pub const MAX_METADATA_BLOCK_ENTRIES: usize = 255;
 /// Default of `max_metadata_bytes` (client and server): bytes of encoded entries per message.
 pub const DEFAULT_MAX_METADATA_BYTES: usize = 4 * 1024;
 /// Default of `max_metadata_entries` (client and server): entries per message.
@@ -164,6 +167,12 @@ impl Metadata {
             });
         }
         let old = self.entry_range(key);
+        if old.is_none() && self.len == MAX_METADATA_BLOCK_ENTRIES {
+            return Err(MetadataError::TooManyEntries {
+                count: self.len + 1,
+                max: MAX_METADATA_BLOCK_ENTRIES,
+            });
+        }
         let kept = self.raw.len() - old.as_ref().map_or(0, |r| r.len());
         let size = kept + 1 + key.len() + 2 + value.len();
         if size > MAX_METADATA_BLOCK_LEN {
@@ -297,14 +306,17 @@ impl Metadata {
             if tail.len() < vlen {
                 return Err(malformed("a value runs past the block"));
             }
-            // Quadratic in the entries of one block, which the u16 block length bounds
-            // (at most 16383 entries of 4 bytes); a server's limit refuses the block later.
+            // Quadratic in the entries of one block, which are at most 255: at most about
+            // 8 MB of key bytes compared for a 64 KiB block of the longest keys.
             let earlier = &raw[..raw.len() - rest.len()];
             if (MetadataIter { rest: earlier }).any(|(k, _)| k.as_bytes() == key) {
                 return Err(malformed("a key appears twice"));
             }
             rest = &tail[vlen..];
             len += 1;
+            if len > MAX_METADATA_BLOCK_ENTRIES {
+                return Err(malformed("more than 255 entries"));
+            }
         }
         Ok(Self { raw, len })
     }
@@ -452,6 +464,29 @@ mod tests {
                 "{c:?}"
             );
         }
+    }
+
+    #[test]
+    fn at_most_255_entries() {
+        let mut md = Metadata::new();
+        for i in 0..255 {
+            md.insert(&format!("{i}"), "").unwrap();
+        }
+        assert_eq!(
+            md.insert("more", ""),
+            Err(MetadataError::TooManyEntries {
+                count: 256,
+                max: 255
+            })
+        );
+        md.insert("0", "replaced").unwrap();
+        let mut raw = md.raw.to_vec();
+        assert!(Metadata::from_wire(Bytes::from(raw.clone())).is_ok());
+        raw.extend_from_slice(&[1, b'x', 0, 0]);
+        assert_eq!(
+            Metadata::from_wire(Bytes::from(raw)),
+            Err(MetadataError::Malformed("more than 255 entries"))
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::codec::{Codec, CodecError};
 use crate::error::{ChannelError, ProtoError, TransportError};
 use crate::frame::FrameError;
 use crate::message::{ErrorCode, RemoteError};
-use crate::metadata::{MetadataError, Signature};
+use crate::metadata::MetadataError;
 use crate::payload::Payload;
 use crate::server_session::{CloseReason, HandlerOutcome};
 
@@ -186,6 +186,15 @@ impl From<CallError> for RpcError {
             CallError::Finished => Self::StreamError(e.to_string()),
             CallError::Unsendable(_) => Self::InvalidMessage(e.to_string()),
             CallError::Metadata(m) => Self::Metadata(m),
+            CallError::TypeMismatch {
+                method,
+                client,
+                server,
+            } => Self::TypeMismatch {
+                method,
+                client,
+                server,
+            },
         }
     }
 }
@@ -263,23 +272,6 @@ pub fn decode_as<T: DeserializeOwned + 'static, C: Codec>(
         },
         other => other,
     })
-}
-
-/// The error a call of `method` made with `signature` ends with, as the caller sees it: a
-/// server's [`ErrorCode::TypeMismatch`] answer becomes [`RpcError::TypeMismatch`] with both
-/// sides' signature texts; every other error is kept.
-pub fn call_failed(method: &str, signature: Option<Signature>, error: RpcError) -> RpcError {
-    match error {
-        RpcError::ServerError {
-            code: ErrorCode::TypeMismatch,
-            message,
-        } => RpcError::TypeMismatch {
-            method: method.to_owned(),
-            client: signature.map_or_else(|| "(no signature)".to_owned(), |s| s.text.to_owned()),
-            server: message,
-        },
-        other => other,
-    }
 }
 
 /// Decodes a payload: bytes with the codec, an in-process value by downcasting.

@@ -634,7 +634,7 @@ impl<P: WireSize> ServerConnection<P> {
             }
             MessageKind::StreamItem => Ok(self.respond_error(id, error)),
             MessageKind::Notification => {
-                self.notification_undelivered(&[], NotificationDrop::Unsupported);
+                self.notification_undelivered(&[], NotificationDrop::Refused);
                 self.dropped_notifications += 1;
                 Ok(false)
             }

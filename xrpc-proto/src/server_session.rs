@@ -241,6 +241,12 @@ impl ServerSession {
             .share_decompression(&bounds.decompressed, bounds.decompression_rate.clone());
     }
 
+    /// Counts what this connection does in the server's `counters` (as
+    /// [`set_bounds`](Self::set_bounds) does with the bounds' counters).
+    pub fn set_counters(&mut self, counters: crate::stats::ServerCounters) {
+        self.calls.set_counters(counters);
+    }
+
     /// Charges what this connection queues to the server-wide `budget` too
     /// ([`ServerConfig::max_queued_output_total`]).
     pub fn set_output_budget(&mut self, budget: OutputBudget) {

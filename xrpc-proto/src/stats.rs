@@ -17,8 +17,12 @@ pub enum NotificationDrop {
     UnknownMethod,
     /// The method is registered for another kind of call (a stream).
     WrongKind,
-    /// It was encoded with a codec the server does not speak, or compressed and refused.
+    /// It was encoded with a codec the server does not speak.
     Unsupported,
+    /// It was refused before it was decoded: larger than the maximum frame, or compressed
+    /// when the server refuses compressed input or cannot inflate it now (decompression
+    /// budget or rate).
+    Refused,
     /// Its signature fingerprint differs from the method's.
     TypeMismatch,
     /// Its payload could not be decoded as the handler's request type.
@@ -34,10 +38,11 @@ pub enum NotificationDrop {
 }
 
 impl NotificationDrop {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::UnknownMethod,
         Self::WrongKind,
         Self::Unsupported,
+        Self::Refused,
         Self::TypeMismatch,
         Self::Undecodable,
         Self::MetadataOverLimit,
@@ -55,7 +60,8 @@ impl NotificationDrop {
         match self {
             Self::UnknownMethod => "unknown method",
             Self::WrongKind => "wrong call kind",
-            Self::Unsupported => "unsupported codec or compression",
+            Self::Unsupported => "unsupported codec",
+            Self::Refused => "refused undecoded (too large, or compression refused)",
             Self::TypeMismatch => "type mismatch",
             Self::Undecodable => "undecodable payload",
             Self::MetadataOverLimit => "metadata over the limit",
@@ -82,6 +88,8 @@ pub struct NotificationStats {
     pub wrong_kind: u64,
     /// [`NotificationDrop::Unsupported`].
     pub unsupported: u64,
+    /// [`NotificationDrop::Refused`].
+    pub refused: u64,
     /// [`NotificationDrop::TypeMismatch`].
     pub type_mismatch: u64,
     /// [`NotificationDrop::Undecodable`].
@@ -108,6 +116,7 @@ impl NotificationStats {
             NotificationDrop::UnknownMethod => self.unknown_method,
             NotificationDrop::WrongKind => self.wrong_kind,
             NotificationDrop::Unsupported => self.unsupported,
+            NotificationDrop::Refused => self.refused,
             NotificationDrop::TypeMismatch => self.type_mismatch,
             NotificationDrop::Undecodable => self.undecodable,
             NotificationDrop::MetadataOverLimit => self.metadata_over_limit,
@@ -122,6 +131,7 @@ impl NotificationStats {
             NotificationDrop::UnknownMethod => &mut self.unknown_method,
             NotificationDrop::WrongKind => &mut self.wrong_kind,
             NotificationDrop::Unsupported => &mut self.unsupported,
+            NotificationDrop::Refused => &mut self.refused,
             NotificationDrop::TypeMismatch => &mut self.type_mismatch,
             NotificationDrop::Undecodable => &mut self.undecodable,
             NotificationDrop::MetadataOverLimit => &mut self.metadata_over_limit,

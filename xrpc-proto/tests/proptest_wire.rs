@@ -24,7 +24,7 @@ use xrpc_proto::codec::MAX_DECODE_ALLOC;
 use xrpc_proto::{
     BincodeCodec, Codec, CompressionConfig, CompressionType, ErrorCode, FRAME_PREFIX_LEN,
     FrameDecoder, FrameError, Header, Message, MessageDecoder, MessageEncoder, MessageKind,
-    ProtoError, RemoteError,
+    Metadata, ProtoError, RemoteError,
 };
 use xrpc_shm::testing::{LargestAlloc, largest_alloc_during};
 
@@ -267,6 +267,7 @@ fn obeys_kind_rules(h: &Header, method: &str) -> bool {
         && method.len() <= 255
         && (!(h.client_stream || h.server_stream) || is_request)
         && (h.timeout.is_none() || has_method)
+        && (h.signature.is_none() || has_method)
         && match h.kind {
             MessageKind::Credit => h.window.is_some(),
             MessageKind::Request => true,
@@ -336,6 +337,8 @@ proptest! {
         streams in any::<(bool, bool)>(),
         timeout in proptest::option::of(any::<u64>()),
         window in proptest::option::of(any::<u32>()),
+        signature in proptest::option::of(any::<u64>()),
+        entries in vec(("[!-~]{1,12}", vec(any::<u8>(), 0..16)), 0..4),
         method in prop_oneof![Just(String::new()), arb_method(), Just("x".repeat(256))],
         payload in vec(any::<u8>(), 0..64),
     ) {
@@ -344,16 +347,28 @@ proptest! {
             server_stream: streams.1,
             timeout: timeout.map(Duration::from_micros),
             window,
+            signature,
             ..Header::new(kind, id)
         };
+        let mut metadata = Metadata::new();
+        for (k, v) in &entries {
+            metadata.insert(k, v).unwrap();
+        }
         let mut out = BytesMut::new();
-        let res = MessageEncoder::default().encode(&header, &method, &payload, &mut out);
-        prop_assert_eq!(res.is_ok(), obeys_kind_rules(&header, &method), "{:?}", res);
-        prop_assert_eq!(Message::new(header, &method, Bytes::new()).is_ok(), res.is_ok());
+        let res = MessageEncoder::default()
+            .encode_with_metadata(&header, &method, &metadata, &payload, &mut out);
+        let obeys = obeys_kind_rules(&header, &method)
+            && (metadata.is_empty() || kind.has_method());
+        prop_assert_eq!(res.is_ok(), obeys, "{:?}", res);
+        prop_assert_eq!(
+            Message::with_metadata(header, &method, metadata.clone(), Bytes::new()).is_ok(),
+            res.is_ok()
+        );
         if res.is_ok() {
             let msg = MessageDecoder::default().decode(out.freeze().slice(FRAME_PREFIX_LEN..)).unwrap();
             prop_assert_eq!(msg.header, header);
             prop_assert_eq!(msg.method(), method.as_str());
+            prop_assert_eq!(msg.metadata(), &metadata);
             prop_assert_eq!(&msg.payload[..], &payload[..]);
         } else {
             prop_assert!(out.is_empty(), "nothing appended on error");

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, ClientConfig, ClientSession, Codec, Payload, PayloadOf,
-    RpcError, SendError, call_failed, decode_as, payload_bytes,
+    RpcError, SendError, decode_as, payload_bytes,
 };
 
 use super::driver::{ConnectionCore, Driven, drive};
@@ -360,8 +360,12 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     }
 
     /// A started streaming call `id`, as its handles share it.
-    fn call_ref(&self, id: u64) -> Arc<CallRef> {
-        CallRef::new(self.inner.clone(), id)
+    fn call_ref(&self, id: u64, method: &str) -> Arc<CallRef> {
+        CallRef::new(
+            self.inner.clone(),
+            id,
+            Bytes::copy_from_slice(method.as_bytes()),
+        )
     }
 
     /// Waits for the outcome of unary call `id`; dropping the future cancels the call.
@@ -454,12 +458,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
     {
         opts.codec = C::ID;
         opts.kind = CallKind::Unary;
-        let signature = opts.signature;
         let payload = Payload::Bytes(self.codec.encode(request)?);
-        let resp = self
-            .call_payload(method, payload, opts)
-            .await
-            .map_err(|e| call_failed(method, signature, e))?;
+        let resp = self.call_payload(method, payload, opts).await?;
         decode_as(&self.codec, PayloadOf::Response(method), resp)
     }
 
@@ -519,7 +519,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         opts.codec = C::ID;
         opts.kind = kind;
         let request = Payload::Bytes(Bytes::new());
-        let call = self.call_ref(self.begin(method, request, opts)?);
+        let call = self.call_ref(self.begin(method, request, opts)?, method);
         let sender = StreamSender::new(call.clone(), self.codec.clone(), true);
         Ok((call, sender))
     }
@@ -553,7 +553,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         let payload = Payload::Bytes(self.codec.encode(request)?);
         opts.codec = C::ID;
         opts.kind = CallKind::ServerStreaming;
-        let call = self.call_ref(self.begin(method, payload, opts)?);
+        let call = self.call_ref(self.begin(method, payload, opts)?, method);
         Ok(StreamReceiver::new(call, self.codec.clone()))
     }
 
@@ -594,7 +594,6 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         Item: Serialize,
         Resp: DeserializeOwned + 'static,
     {
-        let signature = opts.signature;
         let (call, sender) = self.begin_client_stream(method, CallKind::ClientStreaming, opts)?;
         let inner = self.inner.clone();
         let codec = self.codec.clone();
@@ -614,8 +613,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
             })
             .await;
             guard.disarm();
-            let res = res.map_err(|e| call_failed(&method, signature, e.into()))?;
-            decode_as(&codec, PayloadOf::Response(&method), res)
+            decode_as(&codec, PayloadOf::Response(&method), res?)
         };
         Ok((sender, response))
     }

@@ -286,7 +286,11 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, payload, ctl| {
             let req = decode_as::<Req, C>(&codec, PayloadOf::Request(ctx.method()), payload);
-            let sender = StreamSender::new(CallRef::new(ctl, ctx.id), codec.clone(), false);
+            let sender = StreamSender::new(
+                CallRef::new(ctl, ctx.id, ctx.method.clone()),
+                codec.clone(),
+                false,
+            );
             let fut = req.map(|req| handler(ctx, req, sender));
             Started::Running(Box::pin(async move {
                 fut?.await?;
@@ -318,7 +322,8 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, _payload, ctl| {
-            let stream = StreamReceiver::new(CallRef::new(ctl, ctx.id), codec.clone());
+            let stream =
+                StreamReceiver::new(CallRef::new(ctl, ctx.id, ctx.method.clone()), codec.clone());
             let fut = handler(ctx, stream);
             let codec = codec.clone();
             Started::Running(Box::pin(async move {
@@ -352,7 +357,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         let codec = self.shared.codec.clone();
         let f: HandlerFn = Arc::new(move |ctx, _payload, ctl| {
-            let call = CallRef::new(ctl, ctx.id);
+            let call = CallRef::new(ctl, ctx.id, ctx.method.clone());
             let stream = StreamReceiver::new(call.clone(), codec.clone());
             let sender = StreamSender::new(call, codec.clone(), false);
             let fut = handler(ctx, stream, sender);

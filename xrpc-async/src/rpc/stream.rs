@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use xrpc_proto::{BincodeCodec, Codec, Payload, RpcError, decode_payload};
+use xrpc_proto::{BincodeCodec, Codec, Payload, PayloadOf, RpcError, decode_as};
 
 /// What a stream needs from its connection, on the client or the server side.
 pub(crate) trait StreamCtl: Send + Sync + 'static {
@@ -40,11 +40,17 @@ pub(crate) trait StreamCtl: Send + Sync + 'static {
 pub(crate) struct CallRef {
     ctl: Arc<dyn StreamCtl>,
     id: u64,
+    /// The method, to name it when an item cannot be decoded.
+    method: bytes::Bytes,
 }
 
 impl CallRef {
-    pub(crate) fn new(ctl: Arc<dyn StreamCtl>, id: u64) -> Arc<Self> {
-        Arc::new(Self { ctl, id })
+    pub(crate) fn new(ctl: Arc<dyn StreamCtl>, id: u64, method: bytes::Bytes) -> Arc<Self> {
+        Arc::new(Self { ctl, id, method })
+    }
+
+    fn method(&self) -> &str {
+        std::str::from_utf8(&self.method).unwrap_or_default()
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -122,9 +128,11 @@ impl<Item: DeserializeOwned + 'static, C: Codec> StreamReceiver<Item, C> {
                 self.done = true;
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(Some(Ok(payload))) => {
-                Poll::Ready(Some(decode_payload(&self.codec, payload)))
-            }
+            Poll::Ready(Some(Ok(payload))) => Poll::Ready(Some(decode_as(
+                &self.codec,
+                PayloadOf::Item(self.call.method()),
+                payload,
+            ))),
         }
     }
 }

@@ -82,6 +82,21 @@ fn credentials(p: &xrpc_shm::PeerCredentials) -> PeerCredentials {
     PeerCredentials::new(p.pid, p.uid, p.gid)
 }
 
+/// A failure to listen as service `name`, naming it: `bind shared-memory service "kv" failed:
+/// Address already in use (os error 98)`.
+fn bind_failed(name: &str, e: ShmError) -> TransportError {
+    let what = format!("bind shared-memory service {name:?} failed");
+    match map_err(e) {
+        TransportError::ConnectionFailed(m) => {
+            TransportError::ConnectionFailed(format!("{what}: {m}"))
+        }
+        TransportError::SharedMemoryCreation(m) => {
+            TransportError::SharedMemoryCreation(format!("{what}: {m}"))
+        }
+        other => TransportError::ConnectionFailed(format!("{what}: {other}")),
+    }
+}
+
 fn io_err(e: std::io::Error) -> TransportError {
     TransportError::ConnectionFailed(e.to_string())
 }
@@ -362,7 +377,8 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
     /// use, without blocking the caller). For many clients use
     /// [`SharedMemoryFrameTransportListener`]. Needs no executor.
     pub fn create_server(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(map_err)?;
+        let listener =
+            ShmListener::bind(name, ShmConfig::from(&config)).map_err(|e| bind_failed(name, e))?;
         let role = Role::Server(Mutex::new(AsyncListener::new(listener, R::default())));
         Ok(Self::new(
             role,
@@ -716,7 +732,8 @@ impl<R: Reactor> std::fmt::Debug for SharedMemoryFrameTransportListener<R> {
 impl<R: Reactor> SharedMemoryFrameTransportListener<R> {
     /// Listens as service `name`. Needs no executor.
     pub fn bind(name: &str, config: SharedMemoryConfig) -> Result<Self, TransportError> {
-        let listener = ShmListener::bind(name, ShmConfig::from(&config)).map_err(map_err)?;
+        let listener =
+            ShmListener::bind(name, ShmConfig::from(&config)).map_err(|e| bind_failed(name, e))?;
         Ok(Self {
             listener: AsyncListener::new(listener, R::default()),
             config,

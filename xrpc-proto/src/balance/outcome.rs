@@ -61,6 +61,7 @@ impl From<&CallError> for Outcome {
             | CallError::FrameTooLarge { .. }
             | CallError::Finished
             | CallError::Metadata(_) => Self::Local,
+            CallError::TypeMismatch { .. } => Self::Remote,
         }
     }
 }

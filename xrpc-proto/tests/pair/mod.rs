@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use xrpc_proto::bytes::{Bytes, BytesMut};
 use xrpc_proto::{
     CallError, CallKind, CallOptions, CallWake, ClientConfig, ClientSession, HandlerOutcome,
-    MethodTable, Payload, RemoteError, ServerConfig, ServerSession, ServerSessionEvent, WireConfig,
+    MethodTable, Payload, RemoteError, ServerConfig, ServerCounters, ServerSession,
+    ServerSessionEvent, WireConfig,
 };
 
 pub const MS: Duration = Duration::from_millis(1);
@@ -33,6 +34,8 @@ pub struct Pair {
     pub s2c: BytesMut,
     /// The server reads only while this holds (a test can stop it).
     pub server_reads: bool,
+    /// The server's counters.
+    pub counters: ServerCounters,
 }
 
 impl Pair {
@@ -43,10 +46,14 @@ impl Pair {
         routes.insert("count", CallKind::ServerStreaming, "count");
         routes.insert("log", CallKind::Unary, "log");
         routes.insert("chat", CallKind::Bidirectional, "chat");
+        let counters = ServerCounters::default();
+        let mut server = ServerSession::new(sc, wire, CODEC, now);
+        server.set_counters(counters.clone());
         Self {
             now,
             client: ClientSession::new(cc, wire, now),
-            server: ServerSession::new(sc, wire, CODEC, now),
+            server,
+            counters,
             routes,
             chunk: 7,
             client_wakes: Vec::new(),
