@@ -91,13 +91,16 @@ async fn a_taken_shared_memory_service_is_named() {
 /// Binding a Unix socket path that cannot be bound says "bind" and names the path.
 #[tokio::test]
 async fn an_unbindable_unix_path_is_named() {
-    let path = std::env::temp_dir()
-        .join(unique_name("no-such-dir"))
-        .join("x.sock");
+    // Under a regular file: not a directory, and none can be made there (a missing directory
+    // would be created, mode 0700).
+    let file = std::env::temp_dir().join(unique_name("not-a-dir"));
+    std::fs::write(&file, b"").unwrap();
+    let path = file.join("x.sock");
     let Err(err) = UnixFrameTransportListener::bind(&path, UnixConfig::default()).await else {
         panic!("bound {}", path.display());
     };
     let err = err.to_string();
+    let _ = std::fs::remove_file(&file);
     assert!(err.contains("bind"), "{err}");
     assert!(err.contains(&path.display().to_string()), "{err}");
 }

@@ -48,13 +48,14 @@ pub use channel::{
 pub use memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
 pub use reactor::{Reactor, Registration, Socket, SocketListener, TcpSocket, UnixSocket, Watched};
 pub use rpc::{
-    CallContext, ClientHandle, FrameListener, RequestStream, RpcClient, RpcClientConfig, RpcError,
-    RpcServer, ServerStreamSender, StreamReceiver, StreamSender,
+    CallContext, ClientHandle, FrameListener, PeerGate, RequestStream, RpcClient, RpcClientConfig,
+    RpcError, RpcServer, ServerStreamSender, StreamReceiver, StreamSender,
 };
 pub use runtime::{Runtime, Task, Timer};
 pub use transport::{FrameTransport, TransportError, TransportStats};
 pub use xrpc_proto::{
-    Metadata, MetadataError, NotificationDrop, NotificationStats, PeerInfo, ServerStats, Signature,
+    Metadata, MetadataError, NotificationDrop, NotificationStats, PeerCredentials, PeerInfo,
+    PeerPolicy, PeerRefused, ServerStats, Signature,
 };
 
 /// What the code that `#[service]` generates names, reached through any facade.

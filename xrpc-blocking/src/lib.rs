@@ -100,7 +100,8 @@ pub use transport::{
 pub use xrpc_async::{CallContext, RpcClientConfig};
 pub use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, ClientConfig, Metadata, MetadataError, NotificationDrop,
-    NotificationStats, PeerInfo, RetryPolicy, RpcError, ServerConfig, ServerStats, Signature,
+    NotificationStats, PeerCredentials, PeerInfo, PeerPolicy, PeerRefused, RetryPolicy, RpcError,
+    ServerConfig, ServerStats, Signature,
 };
 
 #[doc(hidden)]

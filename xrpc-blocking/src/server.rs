@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_async::service::{Method, Registry, Service};
 use xrpc_async::{CallContext, FrameListener, MessageChannelAdapter};
-use xrpc_proto::{BincodeCodec, Codec, RpcError, ServerConfig, ServerStats, Signature};
+use xrpc_proto::{BincodeCodec, Codec, PeerPolicy, RpcError, ServerConfig, ServerStats, Signature};
 
 use crate::runtime::{Blocking, HandlerPool, HandlerThreads};
 use crate::stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};
@@ -385,6 +385,18 @@ impl<C: Codec> RpcServer<C> {
     /// off (10 ms, doubling up to 1 s).
     pub fn serve_listener<L: FrameListener>(&self, listener: L) -> Result<(), RpcError> {
         Blocking::block_on(self.inner.serve_listener(listener))
+    }
+
+    /// Admits only the peers `policy` admits, from the next accepted connection on (see
+    /// [`xrpc_async::RpcServer::set_peer_policy`]): a refused client's calls fail with
+    /// [`RpcError::PeerRefused`].
+    pub fn set_peer_policy(&self, policy: PeerPolicy) {
+        self.inner.set_peer_policy(policy);
+    }
+
+    /// Peers refused so far (see [`xrpc_async::RpcServer::peers_refused`]).
+    pub fn peers_refused(&self) -> u64 {
+        self.inner.peers_refused()
     }
 
     /// Starts a graceful shutdown: connections refuse new calls, let the calls in progress

@@ -308,6 +308,10 @@ impl FrameListener for SharedMemoryFrameTransportListener {
     async fn accept(&self) -> Result<AsyncSharedMemoryFrameTransport, TransportError> {
         self.0.accept().await
     }
+
+    fn enforce_peer_gate(&self, gate: std::sync::Arc<xrpc_async::PeerGate>) -> bool {
+        self.0.enforce_peer_gate(gate)
+    }
 }
 
 /// A connected transport of this crate, whichever kind: what
@@ -437,6 +441,10 @@ impl FrameTransport for AnyFrameTransport {
 
     fn peer_key(&self) -> xrpc_proto::PeerKey {
         each!(self, t => t.peer_key())
+    }
+
+    fn peer_credentials(&self) -> Option<xrpc_proto::PeerCredentials> {
+        each!(self, t => t.peer_credentials())
     }
 
     fn peer_info(&self) -> xrpc_proto::PeerInfo {

@@ -30,6 +30,7 @@ use crate::metadata::{
 };
 use crate::packet::{Body, Packet};
 use crate::payload::WireSize;
+use crate::peer::REFUSAL_ID;
 
 /// The shape of a call: who streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,6 +99,10 @@ pub enum CallError {
         /// The frame size limit.
         max: usize,
     },
+    /// The server refused this process at connect (its allow-list of users and groups): no
+    /// call on the connection is served. Holds the server's reason.
+    #[error("refused by the server: {0}")]
+    PeerRefused(String),
     /// The call is over, normally (its response came, a stream ended, its handler completed),
     /// or its sending half was finished: nothing more can be sent on it.
     #[error("the call is over")]
@@ -302,6 +307,8 @@ pub struct ClientConnection<P> {
     unsent_pong_bytes: usize,
     events: VecDeque<ClientEvent<P>>,
     closed: Option<String>,
+    /// The connection closed because the server refused this peer ([`CallError::PeerRefused`]).
+    refused: bool,
     next_ping: Option<Instant>,
     ping_seq: u64,
     ping_outstanding: bool,
@@ -340,6 +347,7 @@ impl<P: WireSize> ClientConnection<P> {
             unsent_pong_bytes: 0,
             events: VecDeque::new(),
             closed: None,
+            refused: false,
             next_ping: config.heartbeat_interval.map(|i| now + i),
             ping_seq: 0,
             ping_outstanding: false,
@@ -382,8 +390,8 @@ impl<P: WireSize> ClientConnection<P> {
         payload: P,
         opts: CallOptions,
     ) -> Result<u64, CallError> {
-        if let Some(reason) = &self.closed {
-            return Err(CallError::Disconnected(reason.clone()));
+        if let Some(error) = self.closed_error() {
+            return Err(error);
         }
         self.check_metadata(&opts.metadata)?;
         let id = self.next_id;
@@ -463,8 +471,8 @@ impl<P: WireSize> ClientConnection<P> {
         payload: P,
         opts: CallOptions,
     ) -> Result<(), CallError> {
-        if let Some(reason) = &self.closed {
-            return Err(CallError::Disconnected(reason.clone()));
+        if let Some(error) = self.closed_error() {
+            return Err(error);
         }
         self.check_metadata(&opts.metadata)?;
         let method = self.method_bytes(method);
@@ -560,6 +568,14 @@ impl<P: WireSize> ClientConnection<P> {
         self.ping_outstanding = false;
         let id = packet.header.id;
         let kind = packet.header.kind;
+        if let (MessageKind::Error, REFUSAL_ID, Body::Error(e)) = (kind, id, &packet.body)
+            && e.code == ErrorCode::PeerRefused
+        {
+            // The server refused this peer at connect (PROTOCOL.md §5.10): nothing is served.
+            self.refused = true;
+            self.handle_close(e.message.clone());
+            return;
+        }
         match kind {
             MessageKind::Ping => {
                 // A server may probe us too: answer in kind — unless it does not even read the
@@ -684,7 +700,10 @@ impl<P: WireSize> ClientConnection<P> {
         if self.closed.is_some() {
             return;
         }
-        let reason = reason.into();
+        self.closed = Some(reason.into());
+        let Some(error) = self.closed_error() else {
+            return;
+        };
         let mut ids: Vec<u64> = self.calls.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -692,7 +711,7 @@ impl<P: WireSize> ClientConnection<P> {
                 id,
                 ClientEvent::Failed {
                     id,
-                    error: CallError::Disconnected(reason.clone()),
+                    error: error.clone(),
                 },
             );
         }
@@ -703,7 +722,17 @@ impl<P: WireSize> ClientConnection<P> {
         self.unsent_pongs = 0;
         self.unsent_pong_bytes = 0;
         self.next_ping = None;
-        self.closed = Some(reason);
+    }
+
+    /// What a call fails with once the connection is closed: [`CallError::PeerRefused`] if
+    /// the server refused this peer, else [`CallError::Disconnected`]; `None` while open.
+    pub fn closed_error(&self) -> Option<CallError> {
+        let reason = self.closed.clone()?;
+        Some(if self.refused {
+            CallError::PeerRefused(reason)
+        } else {
+            CallError::Disconnected(reason)
+        })
     }
 
     /// Ends call `id` with `error` (the adapter could not send one of its messages, say) and

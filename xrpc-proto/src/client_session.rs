@@ -160,12 +160,9 @@ impl ClientSession {
     fn check_open(&self) -> Result<(), CallError> {
         match self.life {
             Life::Open => Ok(()),
-            _ => Err(CallError::Disconnected(
-                self.calls
-                    .closed_reason()
-                    .unwrap_or("the connection is closing")
-                    .to_string(),
-            )),
+            _ => Err(self.calls.closed_error().unwrap_or_else(|| {
+                CallError::Disconnected("the connection is closing".to_string())
+            })),
         }
     }
 

@@ -97,6 +97,10 @@ pub enum TransportError {
     /// A connection could not be established.
     #[error("connection failed: {0}")]
     ConnectionFailed(String),
+    /// The server refused this process at connect (shared memory: in the rendezvous
+    /// handshake), as opposed to a failure to reach it: holds the reason.
+    #[error("refused by the server: {0}")]
+    PeerRefused(String),
     /// The connection was closed, by the peer or locally.
     #[error("connection closed")]
     ConnectionClosed,

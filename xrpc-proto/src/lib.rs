@@ -19,6 +19,7 @@
 //! | [`flow`] | credit-based flow control shared by both sides' streams |
 //! | [`budget`] | server-wide bounds shared by a server's connections ([`ServerBounds`]) |
 //! | [`rate`] | rates of work: token buckets, and the decompression rate of a server |
+//! | [`peer`] | peer identity on local transports: [`PeerCredentials`], the allow-list [`PeerPolicy`] |
 //! | [`admission`] | [`Admission`]: which accepted connection is served, whose place it takes |
 //! | [`payload`] | [`Payload`]: encoded bytes, or an in-process value |
 //! | [`wire`] | one connection's bytes ↔ packets ([`WireConfig`]) |
@@ -107,7 +108,7 @@ pub use message::{
 pub use metadata::{Metadata, MetadataError, Signature};
 pub use packet::{Body, Packet};
 pub use payload::{Payload, WireSize};
-pub use peer::PeerInfo;
+pub use peer::{PeerCredentials, PeerInfo, PeerPolicy, PeerRefused};
 pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
 pub use rpc_error::{

@@ -453,6 +453,9 @@ pub enum ErrorCode {
     /// The caller's signature fingerprint for the method differs from the server's; the
     /// message is the server's signature text.
     TypeMismatch,
+    /// The server refused this peer at connect (its allow-list); sent with request id 0 just
+    /// before the server closes the connection (PROTOCOL.md §5.11).
+    PeerRefused,
     /// A code this implementation does not know.
     Unknown(u16),
 }
@@ -472,6 +475,7 @@ impl ErrorCode {
             Self::ResourceExhausted => 9,
             Self::ShuttingDown => 10,
             Self::TypeMismatch => 11,
+            Self::PeerRefused => 12,
             Self::Unknown(v) => v,
         }
     }
@@ -490,6 +494,7 @@ impl ErrorCode {
             9 => Self::ResourceExhausted,
             10 => Self::ShuttingDown,
             11 => Self::TypeMismatch,
+            12 => Self::PeerRefused,
             v => Self::Unknown(v),
         }
     }

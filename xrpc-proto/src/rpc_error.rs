@@ -22,10 +22,14 @@ use crate::server_session::{CloseReason, HandlerOutcome};
 pub enum RpcError {
     /// The transport failed (connect, send or receive).
     #[error("transport error: {0}")]
-    Transport(#[from] TransportError),
+    Transport(TransportError),
     /// The connection closed, or the peer stopped answering heartbeats, before the answer came.
     #[error("disconnected: {0}")]
     Disconnected(String),
+    /// The server refused this process at connect (its allow-list of users and groups), as
+    /// opposed to a failure of the network or of the server: holds the server's reason.
+    #[error("refused by the server: {0}")]
+    PeerRefused(String),
     /// The call's deadline passed.
     #[error("call timed out")]
     Timeout,
@@ -132,6 +136,17 @@ pub fn served(reason: Option<CloseReason>) -> Result<(), RpcError> {
     }
 }
 
+impl From<TransportError> for RpcError {
+    /// A refusal is [`RpcError::PeerRefused`], every other transport error
+    /// [`RpcError::Transport`].
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::PeerRefused(r) => Self::PeerRefused(r),
+            other => Self::Transport(other),
+        }
+    }
+}
+
 impl From<RemoteError> for RpcError {
     fn from(e: RemoteError) -> Self {
         match e.code {
@@ -164,6 +179,7 @@ impl From<CallError> for RpcError {
             CallError::Timeout => Self::Timeout,
             CallError::Cancelled => Self::Cancelled,
             CallError::Disconnected(r) => Self::Disconnected(r),
+            CallError::PeerRefused(r) => Self::PeerRefused(r),
             CallError::Remote(r) => r.into(),
             CallError::Protocol(m) => Self::InvalidMessage(m),
             CallError::FrameTooLarge { size, max } => Self::FrameTooLarge { size, max },
@@ -212,6 +228,7 @@ impl From<ChannelError> for RpcError {
             ChannelError::Transport(TransportError::ConnectionClosed) => {
                 Self::Disconnected("connection closed".into())
             }
+            ChannelError::Transport(TransportError::PeerRefused(r)) => Self::PeerRefused(r),
             ChannelError::Transport(t) => Self::Transport(t),
             ChannelError::Proto(p) => p.into(),
         }

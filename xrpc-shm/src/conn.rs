@@ -33,7 +33,7 @@ pub(crate) mod hostile;
 mod waiters;
 
 pub use halves::{FrameRef, SendSlot, ShmReceiver, ShmSender};
-pub use handshake::{PeerFd, ShmConnector, ShmListener};
+pub use handshake::{PeerCredentials, PeerFd, ShmConnector, ShmListener, is_own_user_or_root};
 pub use waiters::{Doorbell, RecvWaiter, SendWaiter};
 
 use std::time::{Duration, Instant};
@@ -154,6 +154,8 @@ fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
 pub struct ShmConnection {
     sender: ShmSender,
     receiver: ShmReceiver,
+    /// Who is at the other end of the rendezvous socket.
+    peer: Option<PeerCredentials>,
 }
 
 impl ShmConnection {
@@ -162,22 +164,30 @@ impl ShmConnection {
     /// `config` gives this side's waiting parameters and handshake timeout.
     /// With no server, fails with [`ShmError::NoServer`].
     pub fn connect(name: &str, config: ShmConfig) -> Result<Self> {
-        let sock = connect_socket(name, SocketFlags::CLOEXEC)?;
+        let (sock, server) = connect_socket(name, SocketFlags::CLOEXEC)?;
         rustix::net::sockopt::set_socket_timeout(
             &sock,
             rustix::net::sockopt::Timeout::Recv,
             Some(config.handshake_timeout.max(Duration::from_millis(1))),
         )?;
-        let (fd, room) = recv_fds(&sock)?;
+        let (fd, room) = recv_fds(&sock, name)?;
         let segment = Segment::open(fd)?;
-        halves(
+        let mut conn = halves(
             segment,
             Arc::new(sock),
             room,
             config,
             RING_TO_SERVER,
             RING_TO_CLIENT,
-        )
+        )?;
+        conn.peer = Some(server);
+        Ok(conn)
+    }
+
+    /// Who is at the other end, as the kernel reported it on the rendezvous socket
+    /// (`SO_PEERCRED`): the server for a client, the client for a server.
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.peer
     }
 
     /// Splits into the two halves; each is `Send`.

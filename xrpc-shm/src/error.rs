@@ -38,6 +38,17 @@ pub enum ShmError {
     /// segment description).
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// The server refused this process in the rendezvous handshake (its allow-list of users
+    /// and groups, or this process runs as another user): no segment was made.
+    #[error("the server of {name:?} refused this process (uid {uid}, gid {gid})")]
+    Refused {
+        /// The service name.
+        name: String,
+        /// This process's effective user id.
+        uid: u32,
+        /// This process's effective group id.
+        gid: u32,
+    },
     /// No server is bound to the service name (nobody listens there).
     #[error("no server for service {0:?}")]
     NoServer(String),

@@ -10,8 +10,12 @@
 //!   segment each; [`ShmConnection::connect`] is the client side.
 //! * Only processes of the same user (or root) get in: abstract socket names
 //!   have no file permissions, so both sides check the peer's credentials
-//!   (`SO_PEERCRED`) — a server ignores other users' clients, and a client
-//!   refuses a server of another user that took the name first.
+//!   (`SO_PEERCRED`) — a server refuses other users' clients (they read
+//!   `XRPCSHMR` and fail with [`ShmError::Refused`]; no segment is made), and a
+//!   client refuses a server of another user that took the name first. A server
+//!   may decide otherwise ([`ShmListener::accept_admitting`]); each side
+//!   knows the other's pid, uid and gid ([`ShmConnection::peer_credentials`]).
+//!   Segments are owner-only (mode 0600) memfds.
 //! * A connection splits into a [`ShmSender`] and a [`ShmReceiver`]; each is
 //!   `Send`, so a reader thread and a writer thread can each own one.
 //! * Frames are received in place ([`FrameRef`], zero-copy) or copied out
@@ -98,6 +102,6 @@ pub use wait::{SleepGuard, Sleeper};
 pub use config::{SharedMemoryConfig, ShmConfig};
 #[cfg(all(feature = "rings", not(loom)))]
 pub use conn::{
-    Doorbell, FrameRef, PeerFd, RecvWaiter, SendSlot, SendWaiter, ShmConnection, ShmConnector,
-    ShmListener, ShmReceiver, ShmSender,
+    Doorbell, FrameRef, PeerCredentials, PeerFd, RecvWaiter, SendSlot, SendWaiter, ShmConnection,
+    ShmConnector, ShmListener, ShmReceiver, ShmSender, is_own_user_or_root,
 };

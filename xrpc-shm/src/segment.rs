@@ -157,6 +157,9 @@ impl Drop for Mapping {
     }
 }
 
+/// The file mode of a segment's memfd: read-write for its user only.
+pub(crate) const SEGMENT_MODE: rustix::fs::Mode = rustix::fs::Mode::from_raw_mode(0o600);
+
 /// A mapped segment.
 pub(crate) struct Segment {
     map: Arc<Mapping>,
@@ -170,6 +173,9 @@ impl Segment {
         geo.check().map_err(ShmError::InvalidConfig)?;
         let fd =
             rustix::fs::memfd_create("xrpc-shm", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        // A memfd is created with mode 0777: owner-only, so that nobody but its user (and
+        // root) could open it through `/proc/<pid>/fd` even where that path is reachable.
+        rustix::fs::fchmod(&fd, SEGMENT_MODE)?;
         let total = geo.total_size();
         rustix::fs::ftruncate(&fd, total as u64)?;
         let header = geo.encode();
@@ -359,6 +365,13 @@ mod tests {
             capacity: 4096,
             max_frame: 1024,
         }
+    }
+
+    #[test]
+    fn a_segment_is_owner_only() {
+        let (_seg, fd) = Segment::create(good()).unwrap();
+        let mode = rustix::fs::fstat(&fd).unwrap().st_mode & 0o7777;
+        assert_eq!(mode, SEGMENT_MODE.bits() as _, "memfd mode {mode:o}");
     }
 
     #[test]

@@ -438,3 +438,60 @@ fn a_client_keeps_its_own_frame_limit() {
     assert_eq!(&client.recv_bytes(T).unwrap()[..], b"after");
     drop(server.join().unwrap());
 }
+
+/// Each side knows the other's pid, uid and gid; a client the server's admission turns down
+/// is refused in the handshake — a typed error, no segment — and the listener goes on.
+#[test]
+fn credentials_and_refusal_in_the_handshake() {
+    let me = (
+        std::process::id(),
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let n = unique_name("creds");
+    let listener = ShmListener::bind(&n, small()).unwrap();
+    let name = n.clone();
+    let refused = thread::spawn(move || ShmConnection::connect(&name, small()));
+    let name = n.clone();
+    let mut asked = Vec::new();
+    let mut turned_down = false;
+    let server = thread::scope(|s| {
+        let admitted = s.spawn(|| {
+            // Waits for the refused client to be turned down first.
+            let err = refused.join().unwrap().err().expect("refused");
+            let admitted = ShmConnection::connect(&name, small()).unwrap();
+            (err, admitted)
+        });
+        let server = listener
+            .accept_admitting(|peer| {
+                let peer = peer.copied().expect("credentials");
+                asked.push((peer.pid, peer.uid, peer.gid));
+                // The first client is turned down, the next admitted.
+                let admit = turned_down;
+                turned_down = true;
+                admit
+            })
+            .unwrap();
+        (server, admitted.join().unwrap())
+    });
+    let (server, (err, client)) = server;
+    match err {
+        ShmError::Refused { name, uid, gid } => {
+            assert_eq!((name.as_str(), uid, gid), (n.as_str(), me.1, me.2));
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert_eq!(asked, vec![me, me]);
+    let seen = server.peer_credentials().unwrap();
+    assert_eq!(
+        (seen.pid, seen.uid, seen.gid),
+        me,
+        "the server sees its client"
+    );
+    let seen = client.peer_credentials().unwrap();
+    assert_eq!(
+        (seen.pid, seen.uid, seen.gid),
+        me,
+        "the client sees its server"
+    );
+}

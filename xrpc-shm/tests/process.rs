@@ -79,10 +79,14 @@ fn child_entry() {
             thread::sleep(CHILD_LIFETIME);
         }
         "foreign_client" => {
-            // Runs as another user: the server must not hand it a segment.
+            // Runs as another user: the server must not hand it a segment, and says so.
             match ShmConnection::connect(&name, config()) {
                 Ok(_) => std::process::exit(10),
-                Err(_) => std::process::exit(0),
+                Err(ShmError::Refused { uid, .. }) if uid == OTHER_UID => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("foreign client: {e}");
+                    std::process::exit(11)
+                }
             }
         }
         "foreign_server" => {
@@ -226,7 +230,11 @@ fn other_users_are_refused_both_ways() {
         }
         thread::sleep(Duration::from_millis(5));
     };
-    assert_eq!(status.code(), Some(0), "the foreign client was refused");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the foreign client was refused, with ShmError::Refused"
+    );
 
     // A server of another user that took the name is refused by our client.
     let name = unique_name("foreign-server");

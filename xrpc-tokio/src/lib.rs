@@ -54,7 +54,8 @@ pub use xrpc_async::{
 };
 pub use xrpc_proto::{
     BincodeCodec, CallKind, CallOptions, Metadata, MetadataError, NotificationDrop,
-    NotificationStats, PeerInfo, ServerConfig, ServerStats, Signature,
+    NotificationStats, PeerCredentials, PeerInfo, PeerPolicy, PeerRefused, ServerConfig,
+    ServerStats, Signature,
 };
 
 /// An RPC client on tokio ([`xrpc_async::RpcClient`] with the [`Tokio`] runtime), Bincode by

@@ -18,7 +18,7 @@ mod wakers;
 pub use client::{ClientHandle, RpcClient, RpcClientConfig};
 #[cfg(feature = "tower")]
 pub(crate) use future_pool::Started;
-pub use listener::FrameListener;
+pub use listener::{FrameListener, PeerGate};
 pub use server::{CallContext, RpcServer};
 pub use stream::{RequestStream, ServerStreamSender, StreamReceiver, StreamSender};
 pub use xrpc_proto::RpcError;

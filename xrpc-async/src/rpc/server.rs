@@ -11,12 +11,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use xrpc_proto::{
-    BincodeCodec, CallKind, Codec, Metadata, MethodTable, Payload, PayloadOf, PeerInfo, RpcError,
-    ServerBounds, ServerConfig, ServerStats, Signature, decode_as, payload_bytes,
+    BincodeCodec, CallKind, Codec, Metadata, MethodTable, Payload, PayloadOf, PeerInfo, PeerPolicy,
+    RpcError, ServerBounds, ServerConfig, ServerStats, Signature, decode_as, payload_bytes,
 };
 
 use super::connection::Connection;
 use super::future_pool::{FuturePool, Started};
+use super::listener::PeerGate;
 use super::stream::{
     CallRef, RequestStream, ServerStreamSender, StreamCtl, StreamReceiver, StreamSender,
 };
@@ -111,6 +112,8 @@ pub(crate) struct ServerCore<C, R: Runtime> {
     pub(crate) bounds: ServerBounds,
     /// Connections served so far: the next one's number (see [`Runtime::spawn_handler`]).
     pub(crate) connections_served: AtomicU64,
+    /// Which peers are admitted, and how many were refused.
+    pub(crate) peers: Arc<PeerGate>,
 }
 
 impl<C, R: Runtime> ServerCore<C, R> {
@@ -191,6 +194,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 connections: Mutex::new(Vec::new()),
                 bounds: ServerBounds::new(&config, rt.now()),
                 connections_served: AtomicU64::new(0),
+                peers: Arc::default(),
                 rt,
             }),
         }
@@ -394,6 +398,28 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             .collect();
         m.sort();
         m
+    }
+
+    /// Admits only the peers `policy` admits, from the next accepted connection on: over Unix
+    /// sockets and shared memory a listed user or group (from the kernel's `SO_PEERCRED`);
+    /// a peer whose credentials are unknown (TCP, in-process) is refused once a list is set.
+    /// A refused peer is told at connect — over shared memory in the rendezvous handshake
+    /// (before a segment is made), over a byte stream by one refusal frame before the close
+    /// — and its calls fail with [`RpcError::PeerRefused`]. Connections served by
+    /// [`serve_listener`](Self::serve_listener) only; [`serve`](Self::serve) serves the
+    /// transport it is given.
+    ///
+    /// Without a policy ([`PeerPolicy::any`]) every peer a transport lets connect is admitted;
+    /// over shared memory, whose rendezvous has no file permissions, only this process's user
+    /// and root.
+    pub fn set_peer_policy(&self, policy: PeerPolicy) {
+        self.shared.peers.set_policy(policy);
+    }
+
+    /// Peers refused so far by the peer policy (and, over shared memory, other users'
+    /// processes refused by default).
+    pub fn peers_refused(&self) -> u64 {
+        self.shared.peers.refused()
     }
 
     /// Starts a graceful shutdown: connections refuse new calls, let the calls in progress

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use xrpc_proto::{FRAME_PREFIX_LEN, PeerInfo, PeerKey, ReadBudget};
+use xrpc_proto::{FRAME_PREFIX_LEN, PeerCredentials, PeerInfo, PeerKey, ReadBudget};
 
 mod addr;
 mod checks;
@@ -56,18 +56,28 @@ pub use tls::{
 pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
 pub use xrpc_proto::TransportError;
 
-/// The user id of the process at the other end of a local socket (`SO_PEERCRED`), as a peer
-/// key; `Unknown` if the kernel does not tell.
+/// The credentials of the process at the other end of a local socket (`SO_PEERCRED`: pid,
+/// uid, gid), as the kernel recorded them when the connection was made; `None` if it does not
+/// tell.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn peer_uid(socket: &impl std::os::fd::AsFd) -> PeerKey {
-    rustix::net::sockopt::socket_peercred(socket)
-        .map_or(PeerKey::Unknown, |cred| PeerKey::Uid(cred.uid.as_raw()))
+pub(crate) fn peer_credentials(socket: &impl std::os::fd::AsFd) -> Option<PeerCredentials> {
+    let cred = rustix::net::sockopt::socket_peercred(socket).ok()?;
+    Some(PeerCredentials::new(
+        cred.pid.as_raw_nonzero().get().try_into().unwrap_or(0),
+        cred.uid.as_raw(),
+        cred.gid.as_raw(),
+    ))
 }
 
-/// `Unknown`: this system has no `SO_PEERCRED`.
+/// `None`: this system has no `SO_PEERCRED`.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) fn peer_uid(_socket: &impl std::os::fd::AsFd) -> PeerKey {
-    PeerKey::Unknown
+pub(crate) fn peer_credentials(_socket: &impl std::os::fd::AsFd) -> Option<PeerCredentials> {
+    None
+}
+
+/// The peer key of a local peer: its user id, if known.
+pub(crate) fn uid_key(peer: Option<PeerCredentials>) -> PeerKey {
+    peer.map_or(PeerKey::Unknown, |p| PeerKey::Uid(p.uid))
 }
 
 /// A bidirectional transport of whole frames.
@@ -208,11 +218,22 @@ pub trait FrameTransport: Send + Sync + 'static {
         PeerKey::Unknown
     }
 
+    /// Who the peer process is, as the kernel reported it when the connection was made
+    /// (`SO_PEERCRED`: pid, uid, gid): over Unix sockets and shared memory on Linux; `None`
+    /// over TCP, in-process transports and where the system does not tell. A server's
+    /// [`PeerPolicy`](xrpc_proto::PeerPolicy) decides from it; handlers see it in their call
+    /// context.
+    fn peer_credentials(&self) -> Option<PeerCredentials> {
+        None
+    }
+
     /// Who the peer is, for handlers (`CallContext::peer`): its socket address over TCP, the
-    /// socket path or service name over Unix sockets and shared memory, and its
-    /// [`peer_key`](Self::peer_key).
+    /// socket path or service name over Unix sockets and shared memory, its
+    /// [`peer_key`](Self::peer_key) and [`peer_credentials`](Self::peer_credentials).
     fn peer_info(&self) -> PeerInfo {
-        PeerInfo::new().with_key(self.peer_key())
+        PeerInfo::new()
+            .with_key(self.peer_key())
+            .with_credentials(self.peer_credentials())
     }
 
     /// Takes read-buffer room for frames not yet whole from `budget` (a server's, shared by
@@ -340,6 +361,10 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
         (**self).peer_key()
     }
 
+    fn peer_credentials(&self) -> Option<PeerCredentials> {
+        (**self).peer_credentials()
+    }
+
     fn peer_info(&self) -> PeerInfo {
         (**self).peer_info()
     }
@@ -459,6 +484,10 @@ macro_rules! forward_frame_transport {
 
             fn peer_key(&self) -> ::xrpc_proto::PeerKey {
                 self.peer_key
+            }
+
+            fn peer_credentials(&self) -> Option<::xrpc_proto::PeerCredentials> {
+                self.peer
             }
 
             fn peer_info(&self) -> ::xrpc_proto::PeerInfo {

@@ -23,14 +23,14 @@
 use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::lock::Mutex;
-use xrpc_proto::SkippedFrame;
+use xrpc_proto::{PeerCredentials, SkippedFrame};
 use xrpc_shm::{
     Backoff, Doorbell, RecvWaiter, SendWaiter, ShmConfig, ShmConnection, ShmConnector, ShmError,
     ShmListener, ShmReceiver, ShmSender, WaitStep,
@@ -41,6 +41,7 @@ use super::{
     check_len, check_one_prefixed, check_prefixed_batch,
 };
 use crate::reactor::{Reactor, Registration, Watched};
+use crate::rpc::PeerGate;
 use crate::signal::Signal;
 use crate::time;
 
@@ -71,8 +72,14 @@ fn map_err(e: ShmError) -> TransportError {
         ShmError::Corrupt(m) => TransportError::Protocol(format!("shared memory corrupt: {m}")),
         ShmError::Io(e) => TransportError::ConnectionFailed(e.to_string()),
         e @ ShmError::NoServer(_) => TransportError::ConnectionFailed(e.to_string()),
+        e @ ShmError::Refused { .. } => TransportError::PeerRefused(e.to_string()),
         other => TransportError::SharedMemoryCreation(other.to_string()),
     }
+}
+
+/// The core's form of credentials read by `xrpc_shm`.
+fn credentials(p: &xrpc_shm::PeerCredentials) -> PeerCredentials {
+    PeerCredentials::new(p.pid, p.uid, p.gid)
 }
 
 /// A failure to listen as service `name`, naming it: `bind shared-memory service "kv" failed:
@@ -182,6 +189,8 @@ struct AsyncListener<R: Reactor> {
     /// executor).
     ready: OnceLock<R::Registration>,
     listener: ShmListener,
+    /// The server's peer gate, once a server took the listener: who is admitted.
+    gate: OnceLock<Arc<PeerGate>>,
     rt: R,
 }
 
@@ -190,6 +199,7 @@ impl<R: Reactor> AsyncListener<R> {
         Self {
             ready: OnceLock::new(),
             listener,
+            gate: OnceLock::new(),
             rt,
         }
     }
@@ -202,7 +212,19 @@ impl<R: Reactor> AsyncListener<R> {
             register(&self.rt, dup)
         })?;
         loop {
-            match self.listener.accept() {
+            // Decided before a segment is made: a refused client reads the refusal in the
+            // handshake. With no list, only our own user and root (no file permissions guard
+            // the rendezvous socket).
+            let admit = |raw: Option<&xrpc_shm::PeerCredentials>| {
+                let own = raw.is_some_and(xrpc_shm::is_own_user_or_root);
+                match self.gate.get() {
+                    Some(gate) => gate
+                        .check_or(raw.map(credentials).as_ref(), |_| own)
+                        .is_ok(),
+                    None => own,
+                }
+            };
+            match self.listener.accept_admitting(admit) {
                 Ok(conn) => return Ok(conn),
                 Err(ShmError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     ready.readable().await.map_err(io_err)?;
@@ -221,6 +243,8 @@ struct Connected<R: Reactor> {
     recv_waiter: RecvWaiter,
     sleepers: OnceLock<Sleepers<R>>,
     max_frame_size: usize,
+    /// Who is at the other end of the rendezvous socket.
+    peer: Option<PeerCredentials>,
 }
 
 struct TxState {
@@ -232,6 +256,7 @@ struct TxState {
 impl<R: Reactor> Connected<R> {
     fn new(conn: ShmConnection) -> Self {
         let max_frame_size = conn.max_frame_size();
+        let peer = conn.peer_credentials().as_ref().map(credentials);
         let (sender, receiver) = conn.split();
         Self {
             send_waiter: sender.waiter(),
@@ -243,6 +268,7 @@ impl<R: Reactor> Connected<R> {
             rx: Mutex::new(receiver),
             sleepers: OnceLock::new(),
             max_frame_size,
+            peer,
         }
     }
 
@@ -642,16 +668,19 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
     }
 
     fn peer_key(&self) -> xrpc_proto::PeerKey {
-        // The rendezvous socket's peer (the receiver's doorbell is that socket): who
-        // connected, or accepted.
-        self.conn.get().map_or(xrpc_proto::PeerKey::Unknown, |c| {
-            super::peer_uid(c.recv_waiter.doorbell())
-        })
+        super::uid_key(self.peer_credentials())
+    }
+
+    fn peer_credentials(&self) -> Option<PeerCredentials> {
+        // The rendezvous socket's peer: who connected, or accepted.
+        self.conn.get().and_then(|c| c.peer)
     }
 
     fn peer_info(&self) -> xrpc_proto::PeerInfo {
-        // The service's name (from `shm:<name>`).
-        let info = xrpc_proto::PeerInfo::new().with_key(self.peer_key());
+        // The service's name (from `shm:<name>`), and the peer process's credentials.
+        let info = xrpc_proto::PeerInfo::new()
+            .with_key(self.peer_key())
+            .with_credentials(self.peer_credentials());
         match self.name.strip_prefix("shm:") {
             Some(service) => info.with_path(service),
             None => info,
@@ -735,5 +764,12 @@ impl<R: Reactor> crate::rpc::FrameListener for SharedMemoryFrameTransportListene
 
     async fn accept(&self) -> Result<SharedMemoryFrameTransport<R>, TransportError> {
         SharedMemoryFrameTransportListener::accept(self).await
+    }
+
+    /// Refuses in the rendezvous handshake, before a segment is made.
+    fn enforce_peer_gate(&self, gate: Arc<PeerGate>) -> bool {
+        // A listener served by a second server keeps the first one's gate.
+        let _ = self.listener.gate.set(gate);
+        true
     }
 }

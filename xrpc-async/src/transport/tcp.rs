@@ -67,6 +67,8 @@ pub struct TcpFrameTransport<S, R: Runtime> {
     local_addr: SocketAddr,
     /// The peer's IP address, as a key.
     peer_key: PeerKey,
+    /// Never known over TCP.
+    peer: Option<xrpc_proto::PeerCredentials>,
     name: String,
 }
 
@@ -104,6 +106,7 @@ impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransport<S, R> {
             peer_addr,
             local_addr,
             peer_key: PeerKey::Ip(peer_addr.ip().to_canonical()),
+            peer: None,
             name: format!("tcp:{peer_addr}"),
         })
     }

@@ -14,8 +14,9 @@ pub enum Outcome {
     /// The server answered with an error (its handler's, or "method not found"): the
     /// endpoint is healthy.
     Remote,
-    /// The server refused the call without running it (it is shutting down, or out of
-    /// capacity): counts against the endpoint, and is safe to retry anywhere.
+    /// The server refused the call without running it (it is shutting down, out of
+    /// capacity, or does not admit this peer): counts against the endpoint, and is safe to
+    /// retry anywhere.
     Refused,
     /// The connection could not be made, broke, or the peer broke the protocol.
     Transport,
@@ -37,7 +38,9 @@ impl Outcome {
     /// The outcome of an error answer with `code` from the server.
     pub fn of_remote(code: ErrorCode) -> Self {
         match code {
-            ErrorCode::ShuttingDown | ErrorCode::ResourceExhausted => Self::Refused,
+            ErrorCode::ShuttingDown | ErrorCode::ResourceExhausted | ErrorCode::PeerRefused => {
+                Self::Refused
+            }
             ErrorCode::DeadlineExceeded => Self::Timeout,
             ErrorCode::Cancelled => Self::Cancelled,
             ErrorCode::Protocol => Self::Transport,
@@ -53,6 +56,7 @@ impl From<&CallError> for Outcome {
             CallError::Cancelled => Self::Cancelled,
             CallError::Disconnected(_) | CallError::Protocol(_) => Self::Transport,
             CallError::Remote(r) => Self::of_remote(r.code),
+            CallError::PeerRefused(_) => Self::Refused,
             CallError::Unsendable(_)
             | CallError::FrameTooLarge { .. }
             | CallError::Finished
@@ -70,6 +74,7 @@ impl From<&RpcError> for Outcome {
             RpcError::Transport(_) | RpcError::Disconnected(_) | RpcError::InvalidMessage(_) => {
                 Self::Transport
             }
+            RpcError::PeerRefused(_) => Self::Refused,
             RpcError::Timeout => Self::Timeout,
             RpcError::Cancelled => Self::Cancelled,
             RpcError::ServerError { code, .. } => Self::of_remote(*code),

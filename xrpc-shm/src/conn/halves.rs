@@ -60,6 +60,7 @@ pub(super) fn halves(
         config,
     });
     Ok(ShmConnection {
+        peer: None,
         sender: ShmSender {
             producer,
             shared: shared.clone(),

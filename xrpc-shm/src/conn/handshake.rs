@@ -1,7 +1,8 @@
 //! The rendezvous: the listener that serves a named service, the client's connector (blocking
 //! in [`ShmConnection::connect`], or driven by a reactor), and what they exchange over the
 //! abstract Unix socket — the segment's memfd and the client's end of the room socket, passed
-//! with `SCM_RIGHTS`, and the peer's credentials (`SO_PEERCRED`), checked both ways.
+//! with `SCM_RIGHTS`, and the peer's credentials (`SO_PEERCRED`), checked both ways: a client
+//! the server does not admit gets the 8 bytes `XRPCSHMR` instead of a segment.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -23,6 +24,33 @@ use crate::sync::Arc;
 /// First bytes the server sends, together with the segment fd and the
 /// client's end of the room socket.
 const HELLO: &[u8; 8] = b"XRPCSHM3";
+
+/// What the server sends, with no descriptor, to a client it refuses (another user's, or one
+/// its caller's admission turned down), before it closes the socket.
+const REFUSED: &[u8; 8] = b"XRPCSHMR";
+
+/// Who is at the other end of a rendezvous socket, as the kernel reported it when the
+/// connection was made (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// The peer's process id (0 if it is in a pid namespace this process cannot see).
+    pub pid: u32,
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective (primary) group id.
+    pub gid: u32,
+}
+
+/// The credentials of the process at the other end of a Unix socket, if the kernel tells.
+pub(super) fn peer_credentials(sock: &OwnedFd) -> Option<PeerCredentials> {
+    let cred = rustix::net::sockopt::socket_peercred(sock).ok()?;
+    Some(PeerCredentials {
+        pid: cred.pid.as_raw_nonzero().get().try_into().unwrap_or(0),
+        uid: cred.uid.as_raw(),
+        gid: cred.gid.as_raw(),
+    })
+}
 
 /// Descriptors passed in the handshake: the segment, then the client's end of
 /// the room socket.
@@ -62,7 +90,7 @@ fn check_room_socket(fd: &OwnedFd) -> Result<()> {
         )));
     }
     rustix::net::getpeername(fd).map_err(|e| bad(format!("not connected ({e})")))?;
-    if !peer_is_trusted(fd) {
+    if !peer_is_trusted(peer_credentials(fd).as_ref()) {
         return Err(bad("its other end belongs to another user".into()));
     }
     Ok(())
@@ -124,14 +152,35 @@ impl ShmListener {
     /// vanish during the handshake are skipped. In non-blocking mode (see
     /// [`ShmListener::set_nonblocking`]) returns an `Io` error of kind
     /// `WouldBlock` when no client is waiting.
+    ///
+    /// Only clients of this process's user (or root) are served
+    /// ([`is_own_user_or_root`]); others are refused as by
+    /// [`accept_admitting`](Self::accept_admitting).
     pub fn accept(&self) -> Result<ShmConnection> {
+        self.accept_admitting(|peer| peer.is_some_and(is_own_user_or_root))
+    }
+
+    /// Like [`accept`](Self::accept), with `admit` deciding about each client from its
+    /// credentials (`None` if the kernel did not tell): a client it turns down is refused in
+    /// the handshake — it reads `XRPCSHMR` and fails with [`ShmError::Refused`]; no segment is
+    /// made for it — and the next client is awaited. The rendezvous socket has no file
+    /// permissions: `admit` is the only gate (keep [`is_own_user_or_root`] in it unless
+    /// other users are meant to connect).
+    pub fn accept_admitting(
+        &self,
+        mut admit: impl FnMut(Option<&PeerCredentials>) -> bool,
+    ) -> Result<ShmConnection> {
         loop {
             let sock = rustix::net::accept_with(&self.sock, SocketFlags::CLOEXEC)?;
-            if !peer_is_trusted(&sock) {
-                // Another user's process: it gets no segment, just a closed socket.
+            let peer = peer_credentials(&sock);
+            if !admit(peer.as_ref()) {
+                send_refusal(&sock);
                 continue;
             }
-            match self.handshake(sock) {
+            match self.handshake(sock).map(|mut conn| {
+                conn.peer = peer;
+                conn
+            }) {
                 Ok(conn) => return Ok(conn),
                 Err(ShmError::Io(e))
                     if matches!(
@@ -184,11 +233,20 @@ impl AsFd for ShmListener {
 /// Whether the process at the other end of a Unix socket runs as our effective user (or as
 /// root): abstract socket names have no file permissions, so the kernel-reported credentials
 /// (`SO_PEERCRED`) are what keeps other users out, in both directions.
-fn peer_is_trusted(sock: &OwnedFd) -> bool {
-    match rustix::net::sockopt::socket_peercred(sock) {
-        Ok(cred) => cred.uid == rustix::process::geteuid() || cred.uid.is_root(),
-        Err(_) => false,
-    }
+fn peer_is_trusted(peer: Option<&PeerCredentials>) -> bool {
+    peer.is_some_and(is_own_user_or_root)
+}
+
+/// Whether `peer` runs as this process's effective user or as root: whom [`ShmListener::accept`]
+/// serves, and whose server a client accepts.
+pub fn is_own_user_or_root(peer: &PeerCredentials) -> bool {
+    peer.uid == rustix::process::geteuid().as_raw() || peer.uid == 0
+}
+
+/// Tells a refused client so (best effort: it may be gone, and nothing here ever waits);
+/// the socket is closed by the caller.
+fn send_refusal(sock: &OwnedFd) {
+    let _ = rustix::net::send(sock, REFUSED, SendFlags::NOSIGNAL | SendFlags::DONTWAIT);
 }
 
 pub(super) fn send_fds(sock: &OwnedFd, fds: &[BorrowedFd<'_>; HANDSHAKE_FDS]) -> Result<()> {
@@ -213,8 +271,9 @@ pub(super) fn send_fds(sock: &OwnedFd, fds: &[BorrowedFd<'_>; HANDSHAKE_FDS]) ->
     Ok(())
 }
 
-/// Receives the handshake: the segment fd and the room socket (checked).
-pub(super) fn recv_fds(sock: &OwnedFd) -> Result<(OwnedFd, OwnedFd)> {
+/// Receives the handshake for service `name`: the segment fd and the room socket (checked),
+/// or the server's refusal.
+pub(super) fn recv_fds(sock: &OwnedFd, name: &str) -> Result<(OwnedFd, OwnedFd)> {
     let mut buf = [0u8; 16];
     // Room for more than expected, so that extra fds are seen (and closed).
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(HANDSHAKE_FDS + 3))];
@@ -238,6 +297,13 @@ pub(super) fn recv_fds(sock: &OwnedFd) -> Result<(OwnedFd, OwnedFd)> {
     if msg.bytes == 0 {
         return Err(ShmError::Disconnected);
     }
+    if msg.bytes == REFUSED.len() && buf[..REFUSED.len()] == REFUSED[..] && fds.is_empty() {
+        return Err(ShmError::Refused {
+            name: name.to_owned(),
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        });
+    }
     if msg.bytes != HELLO.len() || buf[..HELLO.len()] != HELLO[..] {
         return Err(ShmError::Handshake(format!(
             "expected {HELLO:?}, got {:?}",
@@ -260,8 +326,8 @@ pub(super) fn recv_fds(sock: &OwnedFd) -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Connects a Unix stream socket to the server of `name` and checks that it
-/// runs as our user.
-pub(super) fn connect_socket(name: &str, flags: SocketFlags) -> Result<OwnedFd> {
+/// runs as our user (or root); returns it with the server's credentials.
+pub(super) fn connect_socket(name: &str, flags: SocketFlags) -> Result<(OwnedFd, PeerCredentials)> {
     let addr = socket_addr(name)?;
     let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
     match rustix::net::connect(&sock, &addr) {
@@ -271,14 +337,15 @@ pub(super) fn connect_socket(name: &str, flags: SocketFlags) -> Result<OwnedFd> 
         }
         Err(e) => return Err(e.into()),
     }
-    if !peer_is_trusted(&sock) {
+    let peer = peer_credentials(&sock);
+    match peer {
+        Some(p) if peer_is_trusted(Some(&p)) => Ok((sock, p)),
         // Abstract socket names are not protected by file permissions: a process of another
         // user may have taken the name. Do not talk to it.
-        return Err(ShmError::Handshake(format!(
+        _ => Err(ShmError::Handshake(format!(
             "the process serving {name:?} belongs to another user"
-        )));
+        ))),
     }
-    Ok(sock)
 }
 
 /// A client handshake under way, for an adapter that waits in a reactor
@@ -290,6 +357,8 @@ pub struct ShmConnector {
     sock: Arc<OwnedFd>,
     finished: bool,
     config: ShmConfig,
+    name: String,
+    server: PeerCredentials,
 }
 
 impl ShmConnector {
@@ -298,11 +367,13 @@ impl ShmConnector {
     /// server's accept backlog is full, with an `Io` error of kind
     /// `WouldBlock` (try again later).
     pub fn start(name: &str, config: ShmConfig) -> Result<Self> {
-        let sock = connect_socket(name, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)?;
+        let (sock, server) = connect_socket(name, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)?;
         Ok(ShmConnector {
             sock: Arc::new(sock),
             finished: false,
             config,
+            name: name.to_owned(),
+            server,
         })
     }
 
@@ -318,7 +389,7 @@ impl ShmConnector {
         if self.finished {
             return Err(ShmError::Handshake("handshake already finished".into()));
         }
-        let (fd, room) = match recv_fds(&self.sock) {
+        let (fd, room) = match recv_fds(&self.sock, &self.name) {
             Ok(got) => got,
             Err(ShmError::Timeout) => return Ok(None),
             Err(e) => return Err(e),
@@ -333,7 +404,10 @@ impl ShmConnector {
             RING_TO_SERVER,
             RING_TO_CLIENT,
         )
-        .map(Some)
+        .map(|mut conn| {
+            conn.peer = Some(self.server);
+            Some(conn)
+        })
     }
 }
 

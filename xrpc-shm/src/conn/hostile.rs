@@ -59,13 +59,13 @@ impl HostilePeer {
 
     /// Connects to the server of `name` as its client.
     pub fn connect(name: &str) -> Result<Self> {
-        let sock = connect_socket(name, SocketFlags::CLOEXEC)?;
+        let (sock, _server) = connect_socket(name, SocketFlags::CLOEXEC)?;
         rustix::net::sockopt::set_socket_timeout(
             &sock,
             rustix::net::sockopt::Timeout::Recv,
             Some(Duration::from_secs(5)),
         )?;
-        let (fd, room) = recv_fds(&sock)?;
+        let (fd, room) = recv_fds(&sock, name)?;
         let segment = Segment::open(fd)?;
         let producer = Producer::new(segment.ring(RING_TO_SERVER), segment.geometry().max_frame)?;
         Ok(HostilePeer {
