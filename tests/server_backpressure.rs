@@ -131,7 +131,7 @@ fn a_client_that_never_reads_is_held_back_and_then_answered() {
             while let Some(f) = dec.poll_frame().unwrap() {
                 let m = Message::decode_raw(f).unwrap();
                 assert_eq!(m.header.kind, MessageKind::Pong);
-                assert_eq!(m.into_parts().2.len(), PAYLOAD);
+                assert_eq!(m.into_parts().3.len(), PAYLOAD);
                 pongs += 1;
             }
         }

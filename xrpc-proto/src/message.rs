@@ -17,7 +17,7 @@
 //! followed by the optional fields the flags announce (timeout: u64 µs; window: u32;
 //! signature fingerprint: u64), the method name (`M` bytes of UTF-8), the metadata block if
 //! the flags announce one (u16 length `B`, then `B` bytes of entries, see
-//! [`Metadata`](crate::Metadata)) and the payload (the rest of the frame).
+//! [`Metadata`]) and the payload (the rest of the frame).
 
 use std::time::Duration;
 

@@ -305,6 +305,8 @@ pub struct TlsFrameTransport<S, R: Runtime> {
     local_addr: SocketAddr,
     /// The peer's IP address, as a key.
     peer_key: PeerKey,
+    /// No credentials over TCP (the field the shared forwarding reads).
+    peer: Option<xrpc_proto::PeerCredentials>,
     name: String,
 }
 
@@ -429,6 +431,7 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransport<S, R> {
             peer_addr,
             local_addr,
             peer_key: PeerKey::Ip(peer_addr.ip().to_canonical()),
+            peer: None,
             name,
         })
     }
