@@ -6,6 +6,9 @@
 //!   [`RpcError`] as their error: timeout, concurrency-limit, rate-limit, retry and load-shed
 //!   layers compose around them. [`Call::is_retryable`] is the balancer's rule of which
 //!   failures may be tried again (`xrpc_tokio::CallRetry` is a `tower::retry::Policy` of it).
+//! - A generated client (`#[service]`) calls through any such service: [`TowerCaller`] makes
+//!   a service of [`Call`] (a client with layers around it) the [`Caller`] of a generated
+//!   client, which encodes each request with the codec and decodes each answer.
 //! - [`RpcServer::register_service`] registers a service of [`ServerCall`] (the call's
 //!   [`CallContext`] and its payload bytes) as a unary handler: a concurrency limit, a timeout
 //!   or load shedding around a handler is a layer around that service.
@@ -26,14 +29,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tower_service::Service;
 use xrpc_proto::balance::{Delivery, FailoverConfig};
-use xrpc_proto::{CallKind, CallOptions, Codec, Payload, payload_bytes};
+use xrpc_proto::{
+    BincodeCodec, CallKind, CallOptions, Codec, Payload, PayloadOf, decode_as, payload_bytes,
+};
 
 use crate::balance::LoadBalancedClient;
 use crate::channel::MessageChannel;
 use crate::rpc::{CallContext, RpcClient, RpcError, RpcServer, Started};
 use crate::runtime::Runtime;
+use crate::service::{Caller, Method};
 
 /// The error type of tower's own layers (`tower::BoxError`).
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -174,6 +181,92 @@ impl<T: MessageChannel, C: Codec, R: Runtime> Service<Call> for Arc<LoadBalanced
                 .call_raw_with_options(&call.method, call.payload, call.options, call.idempotent)
                 .await
         })
+    }
+}
+
+/// A tower service of [`Call`]s as the [`Caller`] of a generated client: each call's request
+/// is encoded with codec `C` (the server's), sent through the service — the layers around a
+/// client, then the client — and its answer decoded with `C`.
+///
+/// ```ignore
+/// let layered = ServiceBuilder::new()
+///     .timeout(Duration::from_millis(200))
+///     .concurrency_limit(64)
+///     .service(client);
+/// let calc = CalculatorClient::new(TowerCaller::new(layered));
+/// ```
+///
+/// Each call clones the service (as tower's own `Buffer` and `Retry` do) and waits until it
+/// is ready. An error of a layer (a timeout's, a load shedder's) is the call's
+/// [`RpcError::ClientError`] with its message; an [`RpcError`] stays itself. Unary methods
+/// only: the stream methods of a generated client need a [`StreamCaller`](crate::service::StreamCaller).
+#[derive(Debug, Clone)]
+pub struct TowerCaller<S, C = BincodeCodec> {
+    service: S,
+    codec: C,
+}
+
+impl<S> TowerCaller<S> {
+    /// The caller of `service`, with Bincode.
+    pub fn new(service: S) -> Self {
+        Self::with_codec(service, BincodeCodec)
+    }
+}
+
+impl<S, C> TowerCaller<S, C> {
+    /// The caller of `service`, with `codec`.
+    pub fn with_codec(service: S, codec: C) -> Self {
+        Self { service, codec }
+    }
+
+    /// The service it calls through.
+    pub fn get_ref(&self) -> &S {
+        &self.service
+    }
+}
+
+impl<S, C> Caller for TowerCaller<S, C>
+where
+    S: Service<Call, Response = Bytes> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    C: Codec,
+{
+    fn call<Req, Resp>(
+        &self,
+        method: &'static Method,
+        request: &Req,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<Resp, RpcError>> + Send
+    where
+        Req: Serialize + Sync + ?Sized,
+        Resp: DeserializeOwned + Send + 'static,
+    {
+        let payload = self.codec.encode(request);
+        let mut service = self.service.clone();
+        let codec = self.codec.clone();
+        let options = method.options(options);
+        async move {
+            let call = Call::new(method.name(), payload?).with_options(options);
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(client_error)?;
+            let answer = service.call(call).await.map_err(client_error)?;
+            decode_as(
+                &codec,
+                PayloadOf::Response(method.name()),
+                Payload::Bytes(answer),
+            )
+        }
+    }
+}
+
+/// An error of a client's service as the call's error: an [`RpcError`] stays itself, any
+/// other (a layer's) is a [`RpcError::ClientError`] with its message.
+fn client_error(e: impl Into<BoxError>) -> RpcError {
+    match e.into().downcast::<RpcError>() {
+        Ok(e) => *e,
+        Err(e) => RpcError::ClientError(e.to_string()),
     }
 }
 

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-pub use xrpc_async::tower::{BoxError, Call, CallFuture, ServerCall};
+pub use xrpc_async::tower::{BoxError, Call, CallFuture, ServerCall, TowerCaller};
 
 use crate::RpcError;
 

@@ -244,3 +244,37 @@ async fn a_load_balanced_client_is_a_service_and_fails_over_a_refusal() {
     }
     assert!(refused.load(Ordering::SeqCst) >= 1, "server 0 was tried");
 }
+
+/// A service of the `#[service]` macro, for a generated client over layers.
+#[xrpc_tokio::service]
+pub trait Clock {
+    async fn wait_ms(&self, ms: u64) -> u64;
+}
+
+struct ClockImpl;
+
+impl Clock for ClockImpl {
+    async fn wait_ms(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+}
+
+#[tokio::test]
+async fn a_generated_client_calls_through_layers() {
+    use xrpc_tokio::tower::TowerCaller;
+    let server = RpcServer::new();
+    server.add_service(ClockServer::new(ClockImpl));
+    let layered = ServiceBuilder::new()
+        .timeout(Duration::from_millis(100))
+        .service(connect(&server));
+    let clock = ClockClient::new(TowerCaller::new(layered));
+    // Through the layers to the server and back, typed (and with the method's signature).
+    assert_eq!(clock.wait_ms(1).await.unwrap(), 1);
+    // The timeout layer's error is the call's client error, with the layer's message.
+    let err = clock.wait_ms(1_000).await.unwrap_err();
+    assert!(
+        matches!(&err, RpcError::ClientError(m) if m.contains("timed out")),
+        "expected the layer's timeout, got {err:?}"
+    );
+}
