@@ -1,5 +1,5 @@
 //! Built-in introspection (PROTOCOL.md, "Introspection"): the reserved methods a server answers
-//! for operators' tools — [`METHODS`] lists the registered methods, [`STATS`] what the server
+//! for operators' tools — [`PING`] answers at once, [`METHODS`] lists the registered methods, [`STATS`] what the server
 //! counted — their answers ([`MethodInfo`], [`StatsReport`], serde types the `xrpc` tool reads as
 //! JSON), and the per-method counters behind [`STATS`] ([`MethodCounters`]: atomics only, a
 //! fixed histogram of latencies, so counting a call takes no lock and memory is bounded per
@@ -16,6 +16,9 @@ pub const RESERVED_PREFIX: &str = "xrpc.";
 
 /// The method that answers the registered methods: `()` in, `Vec<`[`MethodInfo`]`>` out.
 pub const METHODS: &str = "xrpc.methods";
+
+/// The method that answers at once, for round-trip times and liveness: `()` in, `()` out.
+pub const PING: &str = "xrpc.ping";
 
 /// The method that answers what the server counted: `()` in, [`StatsReport`] out.
 pub const STATS: &str = "xrpc.stats";
@@ -203,7 +206,7 @@ mod tests {
 
     #[test]
     fn reserved_names() {
-        assert!(is_reserved(METHODS) && is_reserved(STATS));
+        assert!(is_reserved(METHODS) && is_reserved(STATS) && is_reserved(PING));
         assert!(!is_reserved("kv.get"));
     }
 }

@@ -266,9 +266,10 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     }
 
     /// Registers the built-in introspection methods (PROTOCOL.md, "Introspection"):
-    /// `xrpc.methods` and `xrpc.stats`. They hold a weak reference: the table of handlers
+    /// `xrpc.ping`, `xrpc.methods` and `xrpc.stats`. They hold a weak reference: the table of handlers
     /// does not keep the server alive.
     fn register_introspection(&self) {
+        self.register_typed(introspect::PING, |()| async { Ok(()) });
         let weak = Arc::downgrade(&self.shared);
         self.register_typed(introspect::METHODS, move |()| {
             let infos = weak.upgrade().map(|s| {
@@ -289,7 +290,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         });
     }
 
-    /// Removes the built-in introspection methods (`xrpc.methods`, `xrpc.stats`): a call to
+    /// Removes the built-in introspection methods (`xrpc.ping`, `xrpc.methods`, `xrpc.stats`): a call to
     /// them is then answered `MethodNotFound`, like any unknown method.
     pub fn disable_introspection(&self) {
         let mut table = self
@@ -297,6 +298,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             .handlers
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        table.remove(introspect::PING);
         table.remove(introspect::METHODS);
         table.remove(introspect::STATS);
     }
