@@ -158,7 +158,10 @@ mod tests {
 
     #[test]
     fn names_are_escaped_and_entries_read_back() {
-        assert_eq!(file_name("unix:/run/a b.sock", 7), "unix%3A%2Frun%2Fa%20b.sock@7");
+        assert_eq!(
+            file_name("unix:/run/a b.sock", 7),
+            "unix%3A%2Frun%2Fa%20b.sock@7"
+        );
         let r = register("shm:registry-test-entry").expect("the registry is writable here");
         let e = entries().unwrap();
         let mine = e

@@ -43,9 +43,9 @@ async fn probe(target: &Target, o: &Options) -> Result<Duration, String> {
     {
         // Any answer of the server is an answer (an error too: no JSON, introspection off).
         Ok(_)
-        | Err(RpcError::ServerError { .. } | RpcError::MethodNotFound(_) | RpcError::Decode { .. }) => {
-            Ok(start.elapsed())
-        }
+        | Err(
+            RpcError::ServerError { .. } | RpcError::MethodNotFound(_) | RpcError::Decode { .. },
+        ) => Ok(start.elapsed()),
         Err(e) => Err(e.to_string()),
     }
 }

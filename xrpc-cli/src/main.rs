@@ -156,7 +156,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Failure
             "-i" => o.interval = seconds("-i", args.next())?,
             "--ca" => {
                 o.ca = Some(PathBuf::from(
-                    args.next().ok_or_else(|| Failure::usage("--ca needs a file"))?,
+                    args.next()
+                        .ok_or_else(|| Failure::usage("--ca needs a file"))?,
                 ))
             }
             "--server-name" => {
@@ -166,7 +167,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Failure
                 )
             }
             "-c" => {
-                let v = args.next().ok_or_else(|| Failure::usage("-c needs a count"))?;
+                let v = args
+                    .next()
+                    .ok_or_else(|| Failure::usage("-c needs a count"))?;
                 o.count = Some(
                     v.parse()
                         .ok()
@@ -235,9 +238,9 @@ impl Client {
                     };
                     Self::Unix(client(UnixFrameTransport::connect(path, config).await?))
                 }
-                Target::Tcp(addr) => {
-                    Self::Tcp(client(TcpFrameTransport::connect(addr.as_str(), tcp).await?))
-                }
+                Target::Tcp(addr) => Self::Tcp(client(
+                    TcpFrameTransport::connect(addr.as_str(), tcp).await?,
+                )),
                 Target::Tls(addr) => {
                     let tls = tls_config(o)?;
                     Self::Tls(client(
@@ -249,10 +252,7 @@ impl Client {
         match tokio::time::timeout(o.timeout, connecting).await {
             Err(_) => Err(Failure {
                 code: 4,
-                message: format!(
-                    "{target}: timed out connecting after {:?}",
-                    o.timeout
-                ),
+                message: format!("{target}: timed out connecting after {:?}", o.timeout),
             }),
             Ok(Err(e)) => Err(connect_failure(target, &e)),
             Ok(Ok(c)) => Ok(c),
@@ -343,7 +343,10 @@ fn print_json(v: &impl serde::Serialize, pretty: bool) {
     } else {
         serde_json::to_string(v)
     };
-    println!("{}", text.unwrap_or_else(|e| format!("\"unprintable: {e}\"")));
+    println!(
+        "{}",
+        text.unwrap_or_else(|e| format!("\"unprintable: {e}\""))
+    );
 }
 
 /// Colours on a terminal only.
@@ -421,16 +424,20 @@ async fn run(o: Options) -> Result<(), Failure> {
             }
             let methods: Vec<MethodInfo> = serde_json::from_value(v).map_err(|e| Failure {
                 code: 1,
-                message: format!("{target}: unexpected answer to {}: {e}", introspect::METHODS),
+                message: format!(
+                    "{target}: unexpected answer to {}: {e}",
+                    introspect::METHODS
+                ),
             })?;
             for m in methods {
-                let sig = m.signature.unwrap_or_default();
-                let kind = if m.kind == "unary" {
-                    String::new()
-                } else {
-                    format!(" [{}]", m.kind)
-                };
-                println!("{}{kind}  {sig}", style.bold(&m.name));
+                let mut line = style.bold(&m.name);
+                if m.kind != "unary" {
+                    line.push_str(&format!(" [{}]", m.kind));
+                }
+                if let Some(sig) = m.signature {
+                    line.push_str(&format!("  {sig}"));
+                }
+                println!("{line}");
             }
             Ok(())
         }
@@ -453,7 +460,9 @@ async fn run(o: Options) -> Result<(), Failure> {
             Ok(())
         }
         "list" => list::run(&o, &style).await,
-        other => Err(Failure::usage(format!("unknown command {other:?}\n\n{USAGE}"))),
+        other => Err(Failure::usage(format!(
+            "unknown command {other:?}\n\n{USAGE}"
+        ))),
     }
 }
 
@@ -476,7 +485,14 @@ fn print_stats(s: &StatsReport, style: &Style) {
         "{}",
         style.bold(&format!(
             "{:<32} {:>10} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9}",
-            "method", "calls", "errors", "bytes in", "bytes out", "p50 µs", "p90 µs", "p99 µs",
+            "method",
+            "calls",
+            "errors",
+            "bytes in",
+            "bytes out",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
             "max µs"
         ))
     );

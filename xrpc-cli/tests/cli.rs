@@ -42,7 +42,9 @@ fn start() -> Served {
     // A CA and a server certificate for localhost.
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "xrpc-cli test CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "xrpc-cli test CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = params.self_signed(&ca_key).unwrap();
     let ca = dir.join("ca.pem");
@@ -170,7 +172,10 @@ fn methods_and_stats() {
         let out = stdout(&o);
         assert!(out.contains("add  fn(Add) -> i64"), "{out}");
         assert!(out.contains("fail"), "{out}");
-        assert!(!out.contains("xrpc."), "the built-in methods are not listed: {out}");
+        assert!(
+            !out.contains("xrpc."),
+            "the built-in methods are not listed: {out}"
+        );
     }
     let t = &targets()[1];
     let o = run("call", t, &["add", r#"{"a": 1, "b": 1}"#]);
@@ -216,7 +221,11 @@ fn errors_a_person_can_act_on() {
     // No such service: exit 3, and where to look.
     let o = xrpc(&["call", "shm:xrpc-cli-no-such-service", "add", "{}"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("no server for service"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no server for service"),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("xrpc list"), "{}", stderr(&o));
     // Nothing listens: refused.
     let o = xrpc(&["ping", "-c", "1", "tcp:127.0.0.1:1"]);
@@ -229,14 +238,22 @@ fn errors_a_person_can_act_on() {
     // An unknown method, and the server's error: exit 1.
     let o = run("call", t, &["nope", "null"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("method not found: nope"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("method not found: nope"),
+        "{}",
+        stderr(&o)
+    );
     let o = run("call", t, &["fail", "null"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("always fails"), "{}", stderr(&o));
     // A request the handler cannot read as its type.
     let o = run("call", t, &["add", r#"{"a": "x"}"#]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot decode the request of `add`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot decode the request of `add`"),
+        "{}",
+        stderr(&o)
+    );
     // Usage.
     let o = xrpc(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));

@@ -131,8 +131,7 @@ impl MethodCounters {
         if calls == 0 {
             return None;
         }
-        let hist: [u64; BUCKETS] =
-            std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed));
+        let hist: [u64; BUCKETS] = std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed));
         Some(MethodStatsReport {
             name: name.to_owned(),
             calls,
@@ -197,7 +196,10 @@ mod tests {
         m.record(Duration::from_micros(100), true, 10, 0);
         m.record(Duration::from_secs(10_000), false, 0, 0);
         let r = m.report("m").unwrap();
-        assert_eq!((r.calls, r.errors, r.bytes_in, r.bytes_out), (100, 1, 990, 1960));
+        assert_eq!(
+            (r.calls, r.errors, r.bytes_in, r.bytes_out),
+            (100, 1, 990, 1960)
+        );
         assert_eq!(r.latency_us.p50, 4);
         assert_eq!(r.latency_us.p90, 4);
         assert_eq!(r.latency_us.p99, 128);

@@ -92,7 +92,9 @@ async fn an_unknown_codec_is_refused_with_its_name() {
 #[tokio::test]
 async fn introspection_lists_methods_and_counts_calls() {
     let server = adder();
-    server.register_typed("fail", |(): ()| async move { Err::<(), _>(RpcError::server("no")) });
+    server.register_typed("fail", |(): ()| async move {
+        Err::<(), _>(RpcError::server("no"))
+    });
     let json = connect(&server, JsonCodec);
     for i in 0..10 {
         let _: i32 = json.call("add", &Add { a: i, b: 1 }).await.unwrap();
@@ -114,9 +116,15 @@ async fn introspection_lists_methods_and_counts_calls() {
     let fail = stats.methods.iter().find(|m| m.name == "fail").unwrap();
     assert_eq!((fail.calls, fail.errors), (1, 1));
     assert_eq!(stats.errors, 1);
+    // The introspection calls themselves are not counted.
+    assert_eq!(stats.calls, 11);
+    assert!(stats.methods.iter().all(|m| !m.name.starts_with("xrpc.")));
 
     // The off switch: the names are then unknown, like any other.
     server.disable_introspection();
-    let e = json.call::<_, StatsReport>("xrpc.stats", &()).await.unwrap_err();
+    let e = json
+        .call::<_, StatsReport>("xrpc.stats", &())
+        .await
+        .unwrap_err();
     assert!(matches!(e, RpcError::MethodNotFound(_)), "{e:?}");
 }

@@ -293,9 +293,7 @@ fn count(handler: &Handler, elapsed: Duration, bytes_in: u64, outcome: &HandlerO
         HandlerOutcome::StreamEnd => (false, 0),
         HandlerOutcome::Error(_) | HandlerOutcome::Panic(_) => (true, 0),
     };
-    handler
-        .counters
-        .record(elapsed, error, bytes_in, bytes_out);
+    handler.counters.record(elapsed, error, bytes_in, bytes_out);
 }
 
 /// Starts what routing collected. A unary handler that finishes at once runs here, on the
@@ -338,7 +336,12 @@ fn start<R: Runtime>(
                     let outcome = handler_outcome(Ok(res));
                     #[cfg(feature = "tracing")]
                     trace.end(&outcome, || rt.now());
-                    count(&handler, rt.now().saturating_duration_since(started), bytes_in, &outcome);
+                    count(
+                        &handler,
+                        rt.now().saturating_duration_since(started),
+                        bytes_in,
+                        &outcome,
+                    );
                     return complete(conn, id, outcome);
                 }
                 Ok(Started::Running(fut)) => fut,
@@ -346,7 +349,12 @@ fn start<R: Runtime>(
                     let outcome = HandlerOutcome::Panic(panic_message(&*panic));
                     #[cfg(feature = "tracing")]
                     trace.end(&outcome, || rt.now());
-                    count(&handler, rt.now().saturating_duration_since(started), bytes_in, &outcome);
+                    count(
+                        &handler,
+                        rt.now().saturating_duration_since(started),
+                        bytes_in,
+                        &outcome,
+                    );
                     return complete(conn, id, outcome);
                 }
             };
@@ -359,7 +367,12 @@ fn start<R: Runtime>(
                 let outcome = handler_outcome(fut.await);
                 #[cfg(feature = "tracing")]
                 trace.end(&outcome, || r.now());
-                count(&handler, r.now().saturating_duration_since(started), bytes_in, &outcome);
+                count(
+                    &handler,
+                    r.now().saturating_duration_since(started),
+                    bytes_in,
+                    &outcome,
+                );
                 complete(&c, id, outcome);
                 c.wake();
             });

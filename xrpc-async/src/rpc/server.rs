@@ -147,6 +147,8 @@ impl<C, R: Runtime> ServerCore<C, R> {
             let table = self.handlers.read().unwrap_or_else(PoisonError::into_inner);
             let mut v: Vec<_> = table
                 .iter()
+                // The application's methods: the tools' own calls are not counted in.
+                .filter(|(name, _)| !introspect::is_reserved(name))
                 .filter_map(|(name, h)| h.counters.report(name))
                 .collect();
             v.sort_by(|a, b| a.name.cmp(&b.name));
