@@ -294,7 +294,7 @@ pub fn decode_payload<T: DeserializeOwned + 'static, C: Codec>(
 }
 
 /// [`decode_payload`] for bytes that came with wire codec id `id` (see
-/// [`decode_with`](crate::codec::decode_with)).
+/// [`decode_with`]).
 pub fn decode_payload_with<T: DeserializeOwned + 'static, C: Codec>(
     codec: &C,
     id: CodecId,
