@@ -520,10 +520,19 @@ async fn ping(o: &Options, style: &Style) -> Result<(), Failure> {
     let mut rtts: Vec<Duration> = Vec::new();
     let mut lost = 0u64;
     let mut seq = 0u64;
+    // Ctrl-C ends the run with its summary, as ping's does.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         seq += 1;
         let start = Instant::now();
-        let res = client.call(introspect::PING, &Value::Null, o.timeout).await;
+        let res = tokio::select! {
+            res = client.call(introspect::PING, &Value::Null, o.timeout) => res,
+            _ = &mut interrupted => {
+                seq -= 1;
+                break;
+            }
+        };
         let rtt = start.elapsed();
         let answered = match &res {
             Ok(_) => true,
@@ -555,7 +564,10 @@ async fn ping(o: &Options, style: &Style) -> Result<(), Failure> {
         if o.count.is_some_and(|c| seq >= c) {
             break;
         }
-        tokio::time::sleep(o.interval).await;
+        tokio::select! {
+            () = tokio::time::sleep(o.interval) => {}
+            _ = &mut interrupted => break,
+        }
     }
     let summary = Summary::of(&rtts);
     if o.json {
