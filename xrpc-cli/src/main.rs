@@ -219,6 +219,11 @@ fn client<T: xrpc_tokio::FrameTransport>(t: T) -> RpcClient<MessageChannelAdapte
 
 impl Client {
     async fn connect(target: &Target, o: &Options) -> Result<Self, Failure> {
+        if matches!(target, Target::Tls(_)) && o.ca.is_none() {
+            return Err(Failure::usage(format!(
+                "{target}: a tls: target needs --ca FILE (the roots to trust)"
+            )));
+        }
         let tcp = TcpConfig {
             connect_timeout: o.timeout,
             max_attempts: 1,
@@ -265,13 +270,10 @@ impl Client {
 }
 
 fn tls_config(o: &Options) -> Result<TlsClientConfig, TransportError> {
+    // `connect` checked that there is one.
     let roots = match &o.ca {
         Some(path) => xrpc_tokio::load_certificates(path)?,
-        None => {
-            return Err(TransportError::ConnectionFailed(
-                "a tls: target needs --ca FILE (the roots to trust)".into(),
-            ));
-        }
+        None => Vec::new(),
     };
     let tls = TlsClientConfig::new(roots)?;
     match &o.server_name {

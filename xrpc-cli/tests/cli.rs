@@ -254,6 +254,25 @@ fn errors_a_person_can_act_on() {
         "{}",
         stderr(&o)
     );
+    // TLS without roots, and with a name the certificate does not carry.
+    let s = served();
+    let tls = format!("tls:{}", s.tls);
+    let o = xrpc(&["ping", "-c", "1", &tls]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("needs --ca"), "{}", stderr(&o));
+    let ca = s.ca.display().to_string();
+    let o = xrpc(&[
+        "ping",
+        "-c",
+        "1",
+        "--ca",
+        &ca,
+        "--server-name",
+        "other.example",
+        &tls,
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("TLS handshake"), "{}", stderr(&o));
     // Usage.
     let o = xrpc(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
