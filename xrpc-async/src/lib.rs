@@ -28,6 +28,7 @@ pub mod balance;
 pub mod channel;
 pub mod memory;
 pub mod reactor;
+pub mod registry;
 pub mod rpc;
 pub mod runtime;
 pub mod service;

@@ -291,7 +291,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         self.insert(
             method,
             CallKind::Unary,
-            Arc::new(move |ctx, payload, _ctl| {
+            Box::new(move |ctx, payload, _ctl| {
                 let mut svc = service
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)

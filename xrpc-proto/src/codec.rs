@@ -42,6 +42,110 @@ pub fn codec_name(id: CodecId) -> &'static str {
     }
 }
 
+/// Whether this build has the built-in codec with wire id `id`: Bincode (1) always, JSON (2),
+/// MessagePack (3), CBOR (4) and Postcard (5) with their cargo features.
+pub fn is_builtin_compiled(id: CodecId) -> bool {
+    // Feature by feature: with every feature on, clippy would see a `matches!`.
+    let has = [
+        true,
+        cfg!(feature = "codec-json"),
+        cfg!(feature = "codec-messagepack"),
+        cfg!(feature = "codec-cbor"),
+        cfg!(feature = "codec-postcard"),
+    ];
+    (1..=5).contains(&id) && has[usize::from(id - 1)]
+}
+
+/// The codec a server whose own codec is `server` answers a unary request sent in `request`
+/// with (PROTOCOL.md, "Codecs"): its own for a request in its own codec or in raw bytes (0),
+/// the request's for another built-in codec this build has ([`is_builtin_compiled`]), and
+/// `None` — the request is refused as `Unsupported` — for any other id.
+///
+/// ```
+/// use xrpc_proto::codec::answer_codec;
+/// assert_eq!(answer_codec(1, 1), Some(1));
+/// assert_eq!(answer_codec(1, 0), Some(1));
+/// assert_eq!(answer_codec(1, 200), None);
+/// ```
+pub fn answer_codec(server: CodecId, request: CodecId) -> Option<CodecId> {
+    if request == server || request == 0 {
+        Some(server)
+    } else if is_builtin_compiled(request) {
+        Some(request)
+    } else {
+        None
+    }
+}
+
+/// Runs `$body` with `$c` bound to the codec that reads and writes wire id `$id`: `$own` for
+/// its own id and raw bytes, else the built-in codec of that id (see [`answer_codec`]).
+macro_rules! with_codec {
+    ($own:expr, $id:expr, |$c:ident| $body:expr) => {{
+        let own = $own;
+        match $id {
+            id if id == 0 || id == codec_id_of(own) => {
+                let $c = own;
+                $body
+            }
+            1 => {
+                let $c = &BincodeCodec;
+                $body
+            }
+            #[cfg(feature = "codec-json")]
+            2 => {
+                let $c = &JsonCodec;
+                $body
+            }
+            #[cfg(feature = "codec-messagepack")]
+            3 => {
+                let $c = &MessagePackCodec;
+                $body
+            }
+            #[cfg(feature = "codec-cbor")]
+            4 => {
+                let $c = &CborCodec;
+                $body
+            }
+            #[cfg(feature = "codec-postcard")]
+            5 => {
+                let $c = &PostcardCodec;
+                $body
+            }
+            id => Err(CodecError::decode(
+                codec_name(id),
+                format_args!(
+                    "codec {} ({id}) is not one this server was built with",
+                    codec_name(id)
+                ),
+            )),
+        }
+    }};
+}
+
+fn codec_id_of<C: Codec>(_: &C) -> CodecId {
+    C::ID
+}
+
+/// Decodes `bytes` that came with wire codec id `id`, with the codec [`answer_codec`] picks
+/// (`codec` for its own id and raw bytes).
+pub fn decode_with<T: DeserializeOwned, C: Codec>(
+    codec: &C,
+    id: CodecId,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    with_codec!(codec, id, |c| c.decode(bytes))
+}
+
+/// Encodes `value` for an answer to a request that came with wire codec id `id` (see
+/// [`answer_codec`]).
+pub fn encode_with<T: Serialize + ?Sized, C: Codec>(
+    codec: &C,
+    id: CodecId,
+    value: &T,
+) -> Result<bytes::Bytes, CodecError> {
+    with_codec!(codec, id, |c| c.encode(value))
+}
+
 /// Largest value, in bytes, a built-in codec will allocate for while decoding (16 MiB).
 ///
 /// Decoders bound every length they read by this before allocating.

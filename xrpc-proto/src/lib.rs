@@ -56,6 +56,7 @@ pub mod error;
 pub mod flow;
 pub mod frame;
 pub mod idmap;
+pub mod introspect;
 pub mod message;
 pub mod metadata;
 pub mod packet;
@@ -112,8 +113,8 @@ pub use peer::{PeerCredentials, PeerInfo, PeerPolicy, PeerRefused};
 pub use retry::RetryPolicy;
 pub use route::{MethodTable, Routes};
 pub use rpc_error::{
-    PayloadOf, RpcError, decode_as, decode_payload, handler_outcome, panic_message, payload_bytes,
-    served,
+    PayloadOf, RpcError, decode_as, decode_as_with, decode_payload, decode_payload_with,
+    handler_outcome, panic_message, payload_bytes, served,
 };
 pub use server::{
     IncomingCall, MAX_BACKLOG_PACKETS, ProtocolViolation, ServerConfig, ServerConnection,

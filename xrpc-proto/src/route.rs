@@ -74,6 +74,27 @@ impl<H> MethodTable<H> {
         self.methods.keys().map(String::as_str)
     }
 
+    /// The registered methods with their kinds and signatures, sorted by name, as the
+    /// introspection method [`METHODS`](crate::introspect::METHODS) answers them.
+    pub fn infos(&self) -> Vec<crate::introspect::MethodInfo> {
+        let mut v: Vec<_> = self
+            .methods
+            .iter()
+            .map(|(name, (kind, _))| crate::introspect::MethodInfo {
+                name: name.clone(),
+                kind: crate::server_session::kind_label(*kind).to_owned(),
+                signature: self.signatures.get(name).map(|s| s.text.to_owned()),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The registered methods and their handlers.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &H)> {
+        self.methods.iter().map(|(n, (_, h))| (n.as_str(), h))
+    }
+
     /// How many methods are registered.
     pub fn len(&self) -> usize {
         self.methods.len()

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::client::CallError;
-use crate::codec::{Codec, CodecError};
+use crate::codec::{Codec, CodecError, CodecId, decode_with};
 use crate::error::{ChannelError, ProtoError, TransportError};
 use crate::frame::FrameError;
 use crate::message::{ErrorCode, RemoteError};
@@ -264,7 +264,18 @@ pub fn decode_as<T: DeserializeOwned + 'static, C: Codec>(
     of: PayloadOf<'_>,
     payload: Payload,
 ) -> Result<T, RpcError> {
-    decode_payload(codec, payload).map_err(|e| match e {
+    decode_as_with(codec, C::ID, of, payload)
+}
+
+/// [`decode_as`] for a payload that came with wire codec id `id`: a request a server answers
+/// in its own codec (see [`answer_codec`](crate::codec::answer_codec)).
+pub fn decode_as_with<T: DeserializeOwned + 'static, C: Codec>(
+    codec: &C,
+    id: CodecId,
+    of: PayloadOf<'_>,
+    payload: Payload,
+) -> Result<T, RpcError> {
+    decode_payload_with(codec, id, payload).map_err(|e| match e {
         RpcError::Serialization(source) => RpcError::Decode {
             what: of.to_string(),
             ty: std::any::type_name::<T>(),
@@ -279,8 +290,18 @@ pub fn decode_payload<T: DeserializeOwned + 'static, C: Codec>(
     codec: &C,
     payload: Payload,
 ) -> Result<T, RpcError> {
+    decode_payload_with(codec, C::ID, payload)
+}
+
+/// [`decode_payload`] for bytes that came with wire codec id `id` (see
+/// [`decode_with`]).
+pub fn decode_payload_with<T: DeserializeOwned + 'static, C: Codec>(
+    codec: &C,
+    id: CodecId,
+    payload: Payload,
+) -> Result<T, RpcError> {
     match payload {
-        Payload::Bytes(b) => Ok(codec.decode(&b)?),
+        Payload::Bytes(b) => Ok(decode_with(codec, id, &b)?),
         Payload::Value(v) => v.downcast::<T>().map(|b| *b).map_err(|_| {
             RpcError::Serialization(CodecError::decode(
                 "in-process value",

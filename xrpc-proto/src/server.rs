@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::budget::{HandlerShare, HandlerSlot, OutputBudget};
 use crate::client::{CallError, CallKind};
-use crate::codec::CodecId;
+use crate::codec::{CodecId, answer_codec};
 use crate::deadlines::Deadlines;
 use crate::flow::{
     INITIAL_CLIENT_STREAM_WINDOW, RecvWindow, SendWindow, StreamSendError, push_credit, push_item,
@@ -246,6 +246,8 @@ pub struct ProtocolViolation(pub String);
 #[derive(Debug)]
 struct Active {
     kind: CallKind,
+    /// The codec of the request (its answer's, see [`answer_codec`]).
+    codec: CodecId,
     deadline: Option<Instant>,
     /// Server → client stream credit.
     send: Option<SendWindow>,
@@ -483,6 +485,7 @@ impl<P: WireSize> ServerConnection<P> {
                     id,
                     Active {
                         kind,
+                        codec: h.codec,
                         deadline,
                         send: kind.server_streams().then(|| {
                             SendWindow::capped(h.window.unwrap_or(1), self.config.max_stream_credit)
@@ -704,11 +707,13 @@ impl<P: WireSize> ServerConnection<P> {
 
     /// Answers call `id` with a response. Returns `false` (and drops the payload) if the call is
     /// no longer active — cancelled, expired or already answered — or is a server stream.
+    /// `codec` is the server's own; the answer's header carries the codec
+    /// [`answer_codec`] picks for the request's.
     pub fn respond(&mut self, id: u64, payload: P, codec: CodecId) -> bool {
-        match self.calls.get(&id) {
-            Some(c) if !c.kind.server_streams() => {}
+        let codec = match self.calls.get(&id) {
+            Some(c) if !c.kind.server_streams() => answer_codec(codec, c.codec).unwrap_or(codec),
             _ => return false,
-        }
+        };
         self.calls.remove(&id);
         self.push(Packet::new(
             Header::new(MessageKind::Response, id).with_codec(codec),

@@ -34,7 +34,7 @@ use crate::client::CallKind;
 use crate::budget::{OutputBudget, ReadBudget, ServerBounds};
 use crate::call::{self, CallRecord, CallWake, SendError};
 use crate::client::CallError;
-use crate::codec::{CodecId, codec_name};
+use crate::codec::{CodecId, answer_codec, codec_name};
 use crate::compression::DecompressionBudget;
 use crate::flow::StreamSendError;
 use crate::frame::FrameError;
@@ -194,7 +194,7 @@ fn mismatch<R: Routes>(routes: &R, method: &str, sent: Option<u64>) -> bool {
     }
 }
 
-fn kind_label(kind: CallKind) -> &'static str {
+pub(crate) fn kind_label(kind: CallKind) -> &'static str {
     match kind {
         CallKind::Unary => "unary",
         CallKind::ServerStreaming => "server-streaming",
@@ -780,13 +780,24 @@ impl ServerSession {
                 ),
             ));
         }
-        if !self.speaks(call.codec) {
+        // A unary call may come in any built-in codec the server has (answered in it); a
+        // stream's items are the server's codec's (PROTOCOL.md, "Codecs").
+        let spoken = match kind {
+            CallKind::Unary => answer_codec(self.codec, call.codec).is_some(),
+            _ => self.speaks(call.codec),
+        };
+        if !spoken {
             return Err(RemoteError::new(
                 ErrorCode::Unsupported,
                 format!(
-                    "method {method} was called with codec {}; this server speaks {}",
+                    "method {method} was called with codec {}; this server speaks {}{}",
                     codec_label(call.codec),
-                    codec_label(self.codec)
+                    codec_label(self.codec),
+                    if kind == CallKind::Unary {
+                        " and the built-in codecs it was built with"
+                    } else {
+                        " for streams"
+                    }
                 ),
             ));
         }

@@ -53,14 +53,23 @@ fn routing_answers_unknown_methods_wrong_kinds_and_foreign_codecs() {
         "method count is server-streaming, called as unary"
     );
 
-    let json = p.call_with("add", b"{}", CallOptions::unary(2));
-    let e = p.remote(json);
+    // An application-defined codec the server does not have is refused, naming both.
+    let foreign = p.call_with("add", b"{}", CallOptions::unary(200));
+    let e = p.remote(foreign);
     assert_eq!(e.code, ErrorCode::Unsupported);
     assert_eq!(
         e.message,
-        "method add was called with codec json (2); this server speaks bincode (1)"
+        "method add was called with codec application-defined (200); this server speaks \
+         bincode (1) and the built-in codecs it was built with"
     );
     assert!(p.take_calls().is_empty(), "no handler ran");
+    // JSON is admitted (and answered in JSON) when this build has it.
+    let json = p.call_with("add", b"{}", CallOptions::unary(2));
+    if cfg!(feature = "codec-json") {
+        assert_eq!(p.take_calls().len(), 1);
+    } else {
+        assert_eq!(p.remote(json).code, ErrorCode::Unsupported);
+    }
 }
 
 #[test]

@@ -72,6 +72,8 @@ pub type ClientHandle = xrpc_async::ClientHandle<Tokio>;
 
 #[doc(hidden)]
 pub use xrpc_async::__private;
+/// The registry of the services listening on this machine (what `xrpc list` reads).
+pub use xrpc_async::registry;
 /// What `#[service]` generates calls: the callers and the registry of a service.
 pub use xrpc_async::service;
 /// Defines a service from a trait: a typed client, a blocking client and a server adapter (see

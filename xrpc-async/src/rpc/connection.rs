@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
@@ -18,7 +19,7 @@ use xrpc_proto::{
 
 use super::driver::{ConnectionCore, Driven, drive};
 use super::future_pool::Started;
-use super::server::{CallContext, HandlerFn, HandlerResult, RpcServer};
+use super::server::{CallContext, Handler, HandlerFn, HandlerResult, RpcServer};
 use super::stream::StreamCtl;
 use super::wakers::{Wakers, leave_waker};
 use crate::channel::MessageChannel;
@@ -277,6 +278,24 @@ fn complete<R: Runtime>(conn: &Connection<R>, id: u64, outcome: HandlerOutcome) 
     st.session.complete(now, id, outcome);
 }
 
+/// The bytes of a payload, as `xrpc.stats` counts them (an in-process value has none).
+fn payload_len(p: &Payload) -> u64 {
+    match p {
+        Payload::Bytes(b) => b.len() as u64,
+        Payload::Value(_) => 0,
+    }
+}
+
+/// Counts a call's end in its method's counters (for `xrpc.stats`).
+fn count(handler: &Handler, elapsed: Duration, bytes_in: u64, outcome: &HandlerOutcome) {
+    let (error, bytes_out) = match outcome {
+        HandlerOutcome::Response(p) => (false, payload_len(p)),
+        HandlerOutcome::StreamEnd => (false, 0),
+        HandlerOutcome::Error(_) | HandlerOutcome::Panic(_) => (true, 0),
+    };
+    handler.counters.record(elapsed, error, bytes_in, bytes_out);
+}
+
 /// Starts what routing collected. A unary handler that finishes at once runs here, on the
 /// driver (no task hand-off), outside the connection's lock; others get a task.
 fn start<R: Runtime>(
@@ -290,6 +309,8 @@ fn start<R: Runtime>(
     match work {
         Work::Call(call, handler, cancel) => {
             let id = call.id;
+            let started = rt.now();
+            let bytes_in = payload_len(&call.payload);
             let ctx = CallContext {
                 id,
                 method: call.method,
@@ -297,13 +318,14 @@ fn start<R: Runtime>(
                 kind: call.kind,
                 notification: false,
                 metadata: call.metadata,
+                codec: call.codec,
                 peer: shared.peer.clone(),
                 cancel,
                 shutdown: shared.shutdown.clone(),
             };
             #[cfg(feature = "tracing")]
             let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, || rt.now());
-            let build = || handler(ctx, call.payload, ctl.clone());
+            let build = || (handler.run)(ctx, call.payload, ctl.clone());
             #[cfg(feature = "tracing")]
             let build = || trace.in_scope(build);
             let built = std::panic::catch_unwind(AssertUnwindSafe(build));
@@ -314,6 +336,12 @@ fn start<R: Runtime>(
                     let outcome = handler_outcome(Ok(res));
                     #[cfg(feature = "tracing")]
                     trace.end(&outcome, || rt.now());
+                    count(
+                        &handler,
+                        rt.now().saturating_duration_since(started),
+                        bytes_in,
+                        &outcome,
+                    );
                     return complete(conn, id, outcome);
                 }
                 Ok(Started::Running(fut)) => fut,
@@ -321,6 +349,12 @@ fn start<R: Runtime>(
                     let outcome = HandlerOutcome::Panic(panic_message(&*panic));
                     #[cfg(feature = "tracing")]
                     trace.end(&outcome, || rt.now());
+                    count(
+                        &handler,
+                        rt.now().saturating_duration_since(started),
+                        bytes_in,
+                        &outcome,
+                    );
                     return complete(conn, id, outcome);
                 }
             };
@@ -328,12 +362,17 @@ fn start<R: Runtime>(
             #[cfg(feature = "tracing")]
             let fut = trace.instrument(fut);
             let c = conn.clone();
-            #[cfg(feature = "tracing")]
             let r = rt.clone();
             let task = rt.spawn_handler(number, async move {
                 let outcome = handler_outcome(fut.await);
                 #[cfg(feature = "tracing")]
                 trace.end(&outcome, || r.now());
+                count(
+                    &handler,
+                    r.now().saturating_duration_since(started),
+                    bytes_in,
+                    &outcome,
+                );
                 complete(&c, id, outcome);
                 c.wake();
             });
@@ -351,6 +390,8 @@ fn start<R: Runtime>(
                 kind: CallKind::Unary,
                 notification: true,
                 metadata,
+                // Notifications are admitted in the server's codec only (or raw).
+                codec: 0,
                 peer: shared.peer.clone(),
                 cancel,
                 shutdown: shared.shutdown.clone(),
@@ -386,7 +427,7 @@ fn start<R: Runtime>(
                     done(c, res);
                 }
             };
-            let build = || handler(ctx, payload, ctl.clone());
+            let build = || (handler.run)(ctx, payload, ctl.clone());
             #[cfg(feature = "tracing")]
             let build = || trace.in_scope(build);
             let fut = match std::panic::catch_unwind(AssertUnwindSafe(build)) {

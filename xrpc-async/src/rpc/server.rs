@@ -10,9 +10,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use xrpc_proto::codec::{CodecId, encode_with};
+use xrpc_proto::introspect::{self, MethodCounters, StatsReport};
 use xrpc_proto::{
     BincodeCodec, CallKind, Codec, Metadata, MethodTable, Payload, PayloadOf, PeerInfo, PeerPolicy,
-    RpcError, ServerBounds, ServerConfig, ServerStats, Signature, decode_as, payload_bytes,
+    RpcError, ServerBounds, ServerConfig, ServerStats, Signature, decode_as, decode_as_with,
+    payload_bytes,
 };
 
 use super::connection::Connection;
@@ -41,6 +44,8 @@ pub struct CallContext {
     /// Whether the call is a notification (no answer goes back).
     pub notification: bool,
     pub(crate) metadata: Metadata,
+    /// The wire codec id of the request (a typed handler reads and answers in it).
+    pub(crate) codec: CodecId,
     pub(crate) peer: Arc<PeerInfo>,
     pub(crate) cancel: Arc<Signal>,
     pub(crate) shutdown: Arc<Signal>,
@@ -95,8 +100,18 @@ pub(crate) type HandlerResult = Result<Option<Payload>, RpcError>;
 
 /// Starts a handler: its result at once, or the future that computes it. The handler's
 /// streams talk to its connection through the `StreamCtl`.
-pub(crate) type HandlerFn =
-    Arc<dyn Fn(CallContext, Payload, Arc<dyn StreamCtl>) -> Started<HandlerResult> + Send + Sync>;
+pub(crate) type RunFn =
+    dyn Fn(CallContext, Payload, Arc<dyn StreamCtl>) -> Started<HandlerResult> + Send + Sync;
+
+/// A registered method: how to start its handler, and what was counted of its calls (for the
+/// introspection method `xrpc.stats`).
+pub(crate) struct Handler {
+    pub(crate) run: Box<RunFn>,
+    pub(crate) counters: MethodCounters,
+}
+
+/// A registered method, as the table of handlers holds it (cloned per call).
+pub(crate) type HandlerFn = Arc<Handler>;
 
 pub(crate) struct ServerCore<C, R: Runtime> {
     pub(crate) handlers: Arc<RwLock<MethodTable<HandlerFn>>>,
@@ -114,9 +129,46 @@ pub(crate) struct ServerCore<C, R: Runtime> {
     pub(crate) connections_served: AtomicU64,
     /// Which peers are admitted, and how many were refused.
     pub(crate) peers: Arc<PeerGate>,
+    /// When the server was made (its uptime, in `xrpc.stats`).
+    pub(crate) started: Instant,
 }
 
 impl<C, R: Runtime> ServerCore<C, R> {
+    /// What `xrpc.stats` answers.
+    fn report(&self) -> StatsReport {
+        let connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|c| c.strong_count() > 0)
+            .count() as u64;
+        let methods: Vec<_> = {
+            let table = self.handlers.read().unwrap_or_else(PoisonError::into_inner);
+            let mut v: Vec<_> = table
+                .iter()
+                // The application's methods: the tools' own calls are not counted in.
+                .filter(|(name, _)| !introspect::is_reserved(name))
+                .filter_map(|(name, h)| h.counters.report(name))
+                .collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        };
+        let notifications = self.bounds.counters.snapshot().notifications;
+        StatsReport {
+            uptime_ms: u64::try_from(self.rt.now().duration_since(self.started).as_millis())
+                .unwrap_or(u64::MAX),
+            connections,
+            peers_refused: self.peers.refused(),
+            notifications_dropped: notifications.total(),
+            calls: methods.iter().map(|m| m.calls).sum(),
+            errors: methods.iter().map(|m| m.errors).sum(),
+            bytes_in: methods.iter().map(|m| m.bytes_in).sum(),
+            bytes_out: methods.iter().map(|m| m.bytes_out).sum(),
+            methods,
+        }
+    }
+
     /// Wakes the driver of every connection being served.
     pub(crate) fn wake_connections(&self) {
         let conns = self
@@ -185,7 +237,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     /// A server on the runtime value `rt`: its connections' drivers, handlers, timers and
     /// clock are `rt`'s (a test passes a runtime whose clock it advances by hand).
     pub fn with_runtime(codec: C, config: ServerConfig, rt: R) -> Self {
-        Self {
+        let server = Self {
             shared: Arc::new(ServerCore {
                 handlers: Arc::new(RwLock::new(MethodTable::new())),
                 codec,
@@ -195,17 +247,62 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 bounds: ServerBounds::new(&config, rt.now()),
                 connections_served: AtomicU64::new(0),
                 peers: Arc::default(),
+                started: rt.now(),
                 rt,
             }),
-        }
+        };
+        server.register_introspection();
+        server
     }
 
-    pub(crate) fn insert(&self, method: &str, kind: CallKind, f: HandlerFn) {
+    pub(crate) fn insert(&self, method: &str, kind: CallKind, run: Box<RunFn>) {
+        let handler = Arc::new(Handler {
+            run,
+            counters: MethodCounters::default(),
+        });
         self.shared
             .handlers
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(method, kind, f);
+            .insert(method, kind, handler);
+    }
+
+    /// Registers the built-in introspection methods (PROTOCOL.md, "Introspection"):
+    /// `xrpc.ping`, `xrpc.methods` and `xrpc.stats`. They hold a weak reference: the table of handlers
+    /// does not keep the server alive.
+    fn register_introspection(&self) {
+        self.register_typed(introspect::PING, |()| async { Ok(()) });
+        let weak = Arc::downgrade(&self.shared);
+        self.register_typed(introspect::METHODS, move |()| {
+            let infos = weak.upgrade().map(|s| {
+                let mut v = s
+                    .handlers
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .infos();
+                v.retain(|m| !introspect::is_reserved(&m.name));
+                v
+            });
+            async move { infos.ok_or_else(|| RpcError::server("the server is gone")) }
+        });
+        let weak = Arc::downgrade(&self.shared);
+        self.register_typed(introspect::STATS, move |()| {
+            let report = weak.upgrade().map(|s| s.report());
+            async move { report.ok_or_else(|| RpcError::server("the server is gone")) }
+        });
+    }
+
+    /// Removes the built-in introspection methods (`xrpc.ping`, `xrpc.methods`, `xrpc.stats`): a call to
+    /// them is then answered `MethodNotFound`, like any unknown method.
+    pub fn disable_introspection(&self) {
+        let mut table = self
+            .shared
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        table.remove(introspect::PING);
+        table.remove(introspect::METHODS);
+        table.remove(introspect::STATS);
     }
 
     /// Registers a handler of raw payload bytes.
@@ -216,7 +313,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         // Unary handlers start in a pooled box: no allocation when they finish at once.
         let pool = Arc::new(FuturePool::default());
-        let f: HandlerFn = Arc::new(move |_ctx, payload, _ctl| {
+        let f: Box<RunFn> = Box::new(move |_ctx, payload, _ctl| {
             let fut = payload_bytes(payload).map(&handler);
             pool.start(async move { fut?.await.map(|b| Some(Payload::Bytes(b))) })
         });
@@ -244,10 +341,13 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         let codec = self.shared.codec.clone();
         let pool = Arc::new(FuturePool::default());
-        let f: HandlerFn = Arc::new(move |ctx, payload, _ctl| {
+        let f: Box<RunFn> = Box::new(move |ctx, payload, _ctl| {
             // An in-process value is answered with a value: no codec either way.
             let as_value = matches!(payload, Payload::Value(_));
-            let req = decode_as::<Req, C>(&codec, PayloadOf::Request(ctx.method()), payload);
+            // Read and answered in the request's codec (see `answer_codec`).
+            let id = ctx.codec;
+            let req =
+                decode_as_with::<Req, C>(&codec, id, PayloadOf::Request(ctx.method()), payload);
             let codec = codec.clone();
             let fut = req.map(|req| handler(ctx, req));
             pool.start(async move {
@@ -255,7 +355,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 Ok(Some(if as_value {
                     Payload::Value(Box::new(resp))
                 } else {
-                    Payload::Bytes(codec.encode(&resp)?)
+                    Payload::Bytes(encode_with(&codec, id, &resp)?)
                 }))
             })
         });
@@ -284,7 +384,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
     {
         let codec = self.shared.codec.clone();
-        let f: HandlerFn = Arc::new(move |ctx, payload, ctl| {
+        let f: Box<RunFn> = Box::new(move |ctx, payload, ctl| {
             let req = decode_as::<Req, C>(&codec, PayloadOf::Request(ctx.method()), payload);
             let sender = StreamSender::new(
                 CallRef::new(ctl, ctx.id, ctx.method.clone()),
@@ -321,7 +421,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         Fut: Future<Output = Result<Resp, RpcError>> + Send + 'static,
     {
         let codec = self.shared.codec.clone();
-        let f: HandlerFn = Arc::new(move |ctx, _payload, ctl| {
+        let f: Box<RunFn> = Box::new(move |ctx, _payload, ctl| {
             let stream =
                 StreamReceiver::new(CallRef::new(ctl, ctx.id, ctx.method.clone()), codec.clone());
             let fut = handler(ctx, stream);
@@ -356,7 +456,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         Fut: Future<Output = Result<(), RpcError>> + Send + 'static,
     {
         let codec = self.shared.codec.clone();
-        let f: HandlerFn = Arc::new(move |ctx, _payload, ctl| {
+        let f: Box<RunFn> = Box::new(move |ctx, _payload, ctl| {
             let call = CallRef::new(ctl, ctx.id, ctx.method.clone());
             let stream = StreamReceiver::new(call.clone(), codec.clone());
             let sender = StreamSender::new(call, codec.clone(), false);
@@ -386,7 +486,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         self.shared.bounds.counters.snapshot()
     }
 
-    /// The registered method names.
+    /// The registered method names (without the built-in ones, `xrpc.*`).
     pub fn methods(&self) -> Vec<String> {
         let mut m: Vec<String> = self
             .shared
@@ -394,6 +494,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .names()
+            .filter(|n| !introspect::is_reserved(n))
             .map(str::to_string)
             .collect();
         m.sort();

@@ -719,6 +719,8 @@ pub struct SharedMemoryFrameTransportListener<R: Reactor> {
     listener: AsyncListener<R>,
     config: SharedMemoryConfig,
     name: String,
+    /// Its entry in the registry of this machine's services (`xrpc list`).
+    _registration: Option<crate::registry::Registration>,
 }
 
 impl<R: Reactor> std::fmt::Debug for SharedMemoryFrameTransportListener<R> {
@@ -738,6 +740,7 @@ impl<R: Reactor> SharedMemoryFrameTransportListener<R> {
             listener: AsyncListener::new(listener, R::default()),
             config,
             name: name.to_string(),
+            _registration: crate::registry::register(&format!("shm:{name}")),
         })
     }
 

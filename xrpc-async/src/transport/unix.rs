@@ -142,6 +142,8 @@ pub struct UnixFrameTransportListener<S: UnixSocket<R>, R: Runtime> {
     path: PathBuf,
     config: UnixConfig,
     runtime: PhantomData<R>,
+    /// Its entry in the registry of this machine's services (`xrpc list`).
+    _registration: Option<crate::registry::Registration>,
 }
 
 impl<S: UnixSocket<R>, R: Runtime> std::fmt::Debug for UnixFrameTransportListener<S, R> {
@@ -183,11 +185,16 @@ impl<S: UnixSocket<R>, R: Runtime> UnixFrameTransportListener<S, R> {
             },
             Err(e) => return Err(fail(e)),
         };
+        let target = match std::fs::canonicalize(&path) {
+            Ok(p) => format!("unix:{}", p.display()),
+            Err(_) => format!("unix:{}", path.display()),
+        };
         Ok(Self {
             listener,
             path,
             config,
             runtime: PhantomData,
+            _registration: crate::registry::register(&target),
         })
     }
 
