@@ -2,8 +2,10 @@
 //!
 //! `RpcServer` and `RpcClient` are generic over a `Codec` (Bincode by default):
 //! `RpcServer::with_codec(JsonCodec)` and `RpcClient::with_codec(channel, JsonCodec)` make both
-//! ends speak JSON. A codec has a one-byte wire id that travels in every message header; the
-//! server refuses a call made with another codec, as the last part shows.
+//! ends speak JSON. A codec has a one-byte wire id that travels in every message header: a
+//! server answers a unary call in any built-in codec it was built with (Bincode always, JSON
+//! here), in the call's own codec, and refuses a codec it does not know, as the last part
+//! shows.
 //!
 //! To plug in your own format, implement `xrpc::Codec` with an id of 128 or above (0 is raw
 //! bytes, 1–5 are the built-in codecs, 6–127 are reserved): `PrettyJsonCodec` below writes
@@ -138,20 +140,32 @@ async fn main() -> Result<(), BoxError> {
     // The codec defined above.
     demo(PrettyJsonCodec, pretty_addr).await?;
 
-    // The codec id travels in each request's header: a Bincode client (the default) calling
-    // the JSON server is refused before any payload is decoded.
+    // The codec id travels in each request's header. A Bincode client (the default) calling
+    // the JSON server is answered in Bincode: a built-in codec the server was built with.
     let bincode_client = RpcClient::new(channel(json_addr).await?);
     let _handle = bincode_client.start();
-    match bincode_client
+    let resp: AddResponse = bincode_client
+        .call("add", &AddRequest { a: 1, b: 2 })
+        .await?;
+    println!(
+        "[bincode client -> json server] answered in bincode: add(1, 2) = {}",
+        resp.result
+    );
+    bincode_client.close().await;
+    // The codec written here is not one the JSON server knows: refused before any payload is
+    // decoded.
+    let pretty_client = RpcClient::with_codec(channel(json_addr).await?, PrettyJsonCodec);
+    let _handle = pretty_client.start();
+    match pretty_client
         .call::<_, AddResponse>("add", &AddRequest { a: 1, b: 2 })
         .await
     {
         Err(RpcError::ServerError { code, message }) => {
-            println!("[bincode client -> json server] refused: {code:?}: {message}");
+            println!("[pretty-json client -> json server] refused: {code:?}: {message}");
         }
-        other => return Err(format!("expected a codec mismatch, got {other:?}").into()),
+        other => return Err(format!("expected a codec refusal, got {other:?}").into()),
     }
-    bincode_client.close().await;
+    pretty_client.close().await;
 
     json.shutdown();
     pretty.shutdown();

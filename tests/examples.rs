@@ -257,7 +257,8 @@ fn custom_codec() {
         &[
             "[json (id 2)]",
             "[pretty-json (id 200)]",
-            "[bincode client -> json server] refused",
+            "[bincode client -> json server] answered in bincode: add(1, 2) = 3",
+            "[pretty-json client -> json server] refused: Unsupported",
         ],
     );
     assert_eq!(ran.stdout.matches("add(40, 2) = 42").count(), 2);
