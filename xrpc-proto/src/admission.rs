@@ -16,8 +16,8 @@
 //! reclaimed connection closes at once if it is idle, or shuts down gracefully if a call
 //! arrived meanwhile ([`ServerSession::reclaim`](crate::ServerSession::reclaim)).
 
+use core::net::IpAddr;
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;

@@ -9,7 +9,7 @@
 //! and code [`ErrorCode::PeerRefused`] ([`refusal_frame`]); a client that reads it fails every
 //! call with [`CallError::PeerRefused`](crate::CallError::PeerRefused).
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
@@ -325,54 +325,5 @@ mod tests {
         let e = RemoteError::decode(&msg.payload);
         assert_eq!(e.code, ErrorCode::PeerRefused);
         assert!(e.message.contains("uid 7 gid 8"), "{}", e.message);
-    }
-
-    #[test]
-    fn a_client_that_reads_a_refusal_fails_every_call_with_peer_refused() {
-        use crate::client::{CallError, CallOptions, ClientConfig, ClientConnection, ClientEvent};
-        use crate::packet::{Body, Packet};
-
-        let now = std::time::Instant::now();
-        let mut client = ClientConnection::<Bytes>::new(ClientConfig::default(), now);
-        let opts = CallOptions::unary(1);
-        let id = client
-            .start_call(now, "m", Bytes::new(), opts.clone())
-            .unwrap();
-        let why = PeerRefused::NotListed { uid: 7, gid: 8 }.to_string();
-        client.handle_packet(
-            now,
-            Packet::new(
-                Header::new(MessageKind::Error, REFUSAL_ID),
-                Body::Error(RemoteError::new(ErrorCode::PeerRefused, why.clone())),
-            ),
-        );
-        match client.poll_event() {
-            Some(ClientEvent::Failed { id: failed, error }) => {
-                assert_eq!(failed, id);
-                assert_eq!(error, CallError::PeerRefused(why.clone()));
-            }
-            other => panic!("expected the call to fail, got {other:?}"),
-        }
-        assert_eq!(
-            client.start_call(now, "m", Bytes::new(), opts),
-            Err(CallError::PeerRefused(why))
-        );
-    }
-
-    #[test]
-    fn an_error_with_id_zero_of_another_code_is_not_a_refusal() {
-        use crate::client::{ClientConfig, ClientConnection};
-        use crate::packet::{Body, Packet};
-
-        let now = std::time::Instant::now();
-        let mut client = ClientConnection::<Bytes>::new(ClientConfig::default(), now);
-        client.handle_packet(
-            now,
-            Packet::new(
-                Header::new(MessageKind::Error, REFUSAL_ID),
-                Body::Error(RemoteError::new(ErrorCode::Handler, "x")),
-            ),
-        );
-        assert!(client.closed_error().is_none());
     }
 }

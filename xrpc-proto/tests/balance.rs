@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use xrpc_proto::balance::{
     Attempts, Balancer, BalancerEvent, BudgetConfig, Checkout, DISCOVERY_RETRY, Delivery,
     Discovered, Endpoint, FailoverConfig, HealthState, LeastConnections, LoadBalancerConfig,
-    Outcome, P2c, Pick, PickError, PoolConfig, Random, RetryBudget, Rng, RoundRobin, ScoreBased,
-    Slot, Strategy, WeightedRoundRobin,
+    Outcome, P2c, PeakEwma, Pick, PickError, PoolConfig, Random, RetryBudget, Rng, RoundRobin,
+    ScoreBased, Slot, Strategy, WeightedRoundRobin,
 };
 use xrpc_proto::{CallError, ErrorCode, RemoteError, RpcError, TransportError};
 
@@ -1029,4 +1029,24 @@ fn discovery_updates_are_linear_and_their_difference_is_computed_apart() {
         "10,000 endpoints: update {added:?} (all new), {replaced:?} (5,000 replaced); \
          apart: difference {diff:?} (answer given twice), apply {applied:?} in 20 parts"
     );
+}
+
+#[test]
+fn a_peak_is_taken_at_once_and_an_idle_estimate_decays_toward_zero() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis(1);
+    let mut e = PeakEwma::new(ms, Duration::from_secs(1));
+    assert!(!e.is_measured());
+    assert_eq!(e.estimate_ns(t0 + Duration::from_secs(5)), 1e6, "the prior");
+    e.observe(t0, ms * 10);
+    assert_eq!(e.estimate_ns(t0), 1e7);
+    // One time constant later, a third of it is left (e⁻¹).
+    let later = e.estimate_ns(t0 + Duration::from_secs(1));
+    assert!((later - 1e7 / std::f64::consts::E).abs() < 1.0, "{later}");
+    // A fast answer right after the peak leaves it; once the peak has decayed below it,
+    // the answer is the estimate.
+    e.observe(t0 + Duration::from_millis(1), ms);
+    assert!(e.last_estimate_ns() > 9e6);
+    e.observe(t0 + Duration::from_secs(3), ms);
+    assert_eq!(e.last_estimate_ns(), 1e6);
 }

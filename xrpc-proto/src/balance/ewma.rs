@@ -65,28 +65,3 @@ impl PeakEwma {
         self.updated.is_some()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_peak_is_taken_at_once_and_an_idle_estimate_decays_toward_zero() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis(1);
-        let mut e = PeakEwma::new(ms, Duration::from_secs(1));
-        assert!(!e.is_measured());
-        assert_eq!(e.estimate_ns(t0 + Duration::from_secs(5)), 1e6, "the prior");
-        e.observe(t0, ms * 10);
-        assert_eq!(e.estimate_ns(t0), 1e7);
-        // One time constant later, a third of it is left (e⁻¹).
-        let later = e.estimate_ns(t0 + Duration::from_secs(1));
-        assert!((later - 1e7 / std::f64::consts::E).abs() < 1.0, "{later}");
-        // A fast answer right after the peak leaves it; once the peak has decayed below it,
-        // the answer is the estimate.
-        e.observe(t0 + Duration::from_millis(1), ms);
-        assert!(e.last_estimate_ns() > 9e6);
-        e.observe(t0 + Duration::from_secs(3), ms);
-        assert_eq!(e.last_estimate_ns(), 1e6);
-    }
-}
