@@ -339,19 +339,4 @@ mod tests {
         p.start_shutdown();
         assert_eq!(p.admit(B).unwrap_err(), Refusal::ShuttingDown);
     }
-
-    #[test]
-    fn failed_accepts_back_off_and_an_accept_resets() {
-        let mut p = policy(1, 1);
-        let t0 = Instant::now();
-        let first = p.accept_failed(t0) - t0;
-        let second = p.accept_failed(t0) - t0;
-        assert!(second > first, "{first:?} then {second:?}");
-        for _ in 0..20 {
-            p.accept_failed(t0);
-        }
-        assert!(p.accept_failed(t0) - t0 <= std::time::Duration::from_secs(1));
-        let _ = p.admit(A);
-        assert_eq!(p.accept_failed(t0) - t0, first);
-    }
 }

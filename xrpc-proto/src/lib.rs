@@ -70,7 +70,7 @@ pub mod server;
 pub mod server_session;
 pub mod session;
 pub mod skipped;
-mod stall;
+pub mod stall;
 pub mod stats;
 pub mod wire;
 
