@@ -26,6 +26,7 @@
 
 pub mod balance;
 pub mod channel;
+pub mod exports;
 pub mod memory;
 pub mod reactor;
 pub mod registry;

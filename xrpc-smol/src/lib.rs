@@ -47,16 +47,7 @@ pub use transport::{
     TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
     load_certificates, load_private_key, rustls,
 };
-pub use xrpc_async::{
-    CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,
-    RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
-    StreamSender, TypedChannel,
-};
-pub use xrpc_proto::{
-    BincodeCodec, CallKind, CallOptions, Metadata, MetadataError, NotificationDrop,
-    NotificationStats, PeerCredentials, PeerInfo, PeerPolicy, PeerRefused, ServerConfig,
-    ServerStats, Signature,
-};
+pub use xrpc_async::exports::*;
 
 /// An RPC client on smol ([`xrpc_async::RpcClient`] with the [`Smol`] runtime), Bincode by
 /// default.
@@ -70,10 +61,6 @@ pub type RpcServer<C = BincodeCodec> = xrpc_async::RpcServer<C, Smol>;
 /// [`RpcClient::start`](xrpc_async::RpcClient::start).
 pub type ClientHandle = xrpc_async::ClientHandle<Smol>;
 
-#[doc(hidden)]
-pub use xrpc_async::__private;
-/// What `#[service]` generates calls: the callers and the registry of a service.
-pub use xrpc_async::service;
 /// Defines a service from a trait: a typed client, a blocking client and a server adapter (see
 /// [`xrpc_macros::service`] and the [`service`](mod@service) module).
 pub use xrpc_macros::service;

@@ -47,16 +47,7 @@ pub use xrpc_async::balance::{
     LeastConnections, LoadBalanceStrategy, LoadBalancer, LoadBalancerConfig, P2c, PoolConfig,
     Random, RoundRobin, ScoreBased, ServiceDiscovery, StaticDiscovery, WeightedRoundRobin,
 };
-pub use xrpc_async::{
-    CallContext, ChannelError, FrameListener, MessageChannel, MessageChannelAdapter, Payload,
-    RequestStream, RpcClientConfig, RpcError, SerdeChannel, ServerStreamSender, StreamReceiver,
-    StreamSender, TypedChannel,
-};
-pub use xrpc_proto::{
-    BincodeCodec, CallKind, CallOptions, Metadata, MetadataError, NotificationDrop,
-    NotificationStats, PeerCredentials, PeerInfo, PeerPolicy, PeerRefused, ServerConfig,
-    ServerStats, Signature,
-};
+pub use xrpc_async::exports::*;
 
 /// An RPC client on tokio ([`xrpc_async::RpcClient`] with the [`Tokio`] runtime), Bincode by
 /// default.
@@ -70,12 +61,6 @@ pub type RpcServer<C = BincodeCodec> = xrpc_async::RpcServer<C, Tokio>;
 /// [`RpcClient::start`](xrpc_async::RpcClient::start).
 pub type ClientHandle = xrpc_async::ClientHandle<Tokio>;
 
-#[doc(hidden)]
-pub use xrpc_async::__private;
-/// The registry of the services listening on this machine (what `xrpc list` reads).
-pub use xrpc_async::registry;
-/// What `#[service]` generates calls: the callers and the registry of a service.
-pub use xrpc_async::service;
 /// Defines a service from a trait: a typed client, a blocking client and a server adapter (see
 /// [`xrpc_macros::service`] and the [`service`](mod@service) module).
 pub use xrpc_macros::service;
