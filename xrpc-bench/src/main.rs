@@ -9,9 +9,12 @@
 //!
 //! Options: `--quick` (fewer calls and repeats: a few minutes on 2 cores), `--only TEXT`
 //! (rows whose name contains TEXT; repeatable), `--out DIR`, `--repeats N`, `--latency-only`
-//! (round trips and the peers alone, nothing else: for many short alternating runs).
+//! (round trips and the peers alone, nothing else: for many short alternating runs),
+//! `--contention` (the shared-memory and Unix rows' round trips with 0, 1 and 2 busy processes
+//! beside them, and the contention goal; module `contention`).
 
 mod alone;
+mod contention;
 mod measure;
 mod process;
 mod report;
@@ -46,6 +49,7 @@ struct Plan {
     only: Vec<String>,
     out: PathBuf,
     latency_only: bool,
+    contention: bool,
 }
 
 impl Plan {
@@ -63,6 +67,7 @@ impl Plan {
             only: Vec::new(),
             out: PathBuf::from("target/xrpc-bench"),
             latency_only: false,
+            contention: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -70,6 +75,7 @@ impl Plan {
             match a.as_str() {
                 "--quick" => {}
                 "--latency-only" => plan.latency_only = true,
+                "--contention" => plan.contention = true,
                 "--only" => plan.only.push(value()?),
                 "--out" => plan.out = PathBuf::from(value()?),
                 "--repeats" => {
@@ -117,13 +123,14 @@ fn main() {
     match args.first().map(String::as_str) {
         Some(process::ISOLATED_ARG) => return process::child(&args[1..]),
         Some(alone::ARG) => return alone::main(&args[1..]),
+        Some(contention::BUSY_ARG) => return contention::busy_main(),
         _ => {}
     }
     let plan = match Plan::from_args(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: xrpc-bench [--quick] [--only TEXT]... [--repeats N] [--out DIR] [--latency-only]"
+                "{e}\nusage: xrpc-bench [--quick] [--only TEXT]... [--repeats N] [--out DIR] [--latency-only] [--contention]"
             );
             std::process::exit(2);
         }
@@ -132,6 +139,9 @@ fn main() {
         .into_iter()
         .filter(|s| plan.wants(&s.name()))
         .collect();
+    if plan.contention {
+        return contention::run(&plan, &rows);
+    }
     let mut results: Vec<RowResult> = rows
         .iter()
         .map(|s| RowResult::new(s.name(), s.group()))
