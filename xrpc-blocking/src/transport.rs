@@ -399,6 +399,10 @@ macro_rules! each {
     };
 }
 
+// Every method is forwarded, provided ones too: one left to its default would silently
+// change the transport's behaviour (a missed `set_input_awaited` kept every idle shared-memory
+// read spinning; a missed `unwritten` timed every write as stalled from its start).
+#[deny(clippy::missing_trait_methods)]
 impl FrameTransport for AnyFrameTransport {
     async fn send_frame(&self, frame: &[u8]) -> Result<(), TransportError> {
         each!(self, t => t.send_frame(frame).await)
@@ -435,8 +439,16 @@ impl FrameTransport for AnyFrameTransport {
         each!(self, t => t.recv_frames_with(max, each).await)
     }
 
+    fn set_input_awaited(&self, awaited: bool) {
+        each!(self, t => t.set_input_awaited(awaited))
+    }
+
     fn partial_frame(&self) -> usize {
         each!(self, t => t.partial_frame())
+    }
+
+    fn unwritten(&self) -> usize {
+        each!(self, t => t.unwritten())
     }
 
     fn peer_key(&self) -> xrpc_proto::PeerKey {
@@ -477,5 +489,22 @@ impl FrameTransport for AnyFrameTransport {
 
     fn max_frame_size(&self) -> usize {
         each!(self, t => t.max_frame_size())
+    }
+
+    fn carries_values(&self) -> bool {
+        each!(self, t => t.carries_values())
+    }
+
+    async fn send_value(
+        &self,
+        value: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Result<(), TransportError> {
+        each!(self, t => t.send_value(value).await)
+    }
+
+    async fn recv_value(
+        &self,
+    ) -> Result<std::sync::Arc<dyn std::any::Any + Send + Sync>, TransportError> {
+        each!(self, t => t.recv_value().await)
     }
 }

@@ -302,6 +302,9 @@ pub trait FrameTransport: Send + Sync + 'static {
     }
 }
 
+// Every method is forwarded, provided ones too (one left to its default would silently change
+// the transport's behaviour).
+#[deny(clippy::missing_trait_methods)]
 impl<T: FrameTransport> FrameTransport for Arc<T> {
     fn send_frame(&self, frame: &[u8]) -> impl Future<Output = Result<(), TransportError>> + Send {
         (**self).send_frame(frame)
@@ -419,6 +422,8 @@ impl<T: FrameTransport> FrameTransport for Arc<T> {
 /// forwarding to its `inner` [`SocketTransport`](socket::SocketTransport).
 macro_rules! forward_frame_transport {
     ($ty:ident, $bound:ident) => {
+        // Every method a socket transport has is forwarded (the rest are for value
+        // transports and shared memory).
         impl<S: $bound<R>, R: $crate::Runtime> $crate::transport::FrameTransport for $ty<S, R> {
             fn send_frame(
                 &self,
