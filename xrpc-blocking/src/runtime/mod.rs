@@ -20,7 +20,7 @@ mod watcher;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -174,6 +174,9 @@ impl Drop for BlockingTimer {
 /// doorbells and peer socket).
 pub struct BlockingRegistration {
     fd: Arc<Watched>,
+    /// The interest of the last wait that ended, for the next one (a connection waits on its
+    /// doorbell between most calls: no allocation each time); `None` while it is in use.
+    spare: Mutex<Option<Arc<Interest>>>,
 }
 
 impl std::fmt::Debug for BlockingRegistration {
@@ -184,12 +187,51 @@ impl std::fmt::Debug for BlockingRegistration {
     }
 }
 
+impl BlockingRegistration {
+    fn lock_spare(&self) -> std::sync::MutexGuard<'_, Option<Arc<Interest>>> {
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A wait of [`BlockingRegistration::readable`].
+struct Readable<'a> {
+    /// Dropped first (fields drop in order): disarms the interest before it is put back.
+    ready: Ready,
+    _back: Restore<'a>,
+}
+
+impl Future for Readable<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.ready).poll(cx).map(Ok)
+    }
+}
+
+/// Puts a wait's interest back as the registration's spare when the wait ends.
+struct Restore<'a>(&'a Mutex<Option<Arc<Interest>>>, Option<Arc<Interest>>);
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.1.take() {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(i);
+        }
+    }
+}
+
 impl Registration for BlockingRegistration {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        let ready = Ready::new(Interest::descriptor(self.fd.clone(), PollFlags::IN));
-        async move {
-            ready.await;
-            Ok(())
+        let spare = self.lock_spare().take();
+        let interest =
+            spare.unwrap_or_else(|| Interest::descriptor(self.fd.clone(), PollFlags::IN));
+        Readable {
+            ready: Ready::new(interest.clone()),
+            _back: Restore(&self.spare, Some(interest)),
         }
     }
 }
@@ -218,7 +260,10 @@ impl Reactor for Blocking {
     type Registration = BlockingRegistration;
 
     fn register(&self, fd: Watched) -> io::Result<BlockingRegistration> {
-        Ok(BlockingRegistration { fd: Arc::new(fd) })
+        Ok(BlockingRegistration {
+            fd: Arc::new(fd),
+            spare: Mutex::new(None),
+        })
     }
 
     fn yield_now(&self) -> impl Future<Output = ()> + Send {
@@ -228,6 +273,7 @@ impl Reactor for Blocking {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -388,5 +434,36 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn a_registration_reuses_the_interest_of_its_last_wait() {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let reg = Blocking::default().register(Watched::new(a)).unwrap();
+        let spare = |r: &BlockingRegistration| r.lock_spare().clone();
+        // A wait that ends leaves its interest for the next.
+        let noop = Waker::from(Arc::new(Count::default()));
+        let mut cx = Context::from_waker(&noop);
+        {
+            let mut w = std::pin::pin!(reg.readable());
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+            assert!(spare(&reg).is_none(), "in use while the wait lives");
+        }
+        let first = spare(&reg).expect("put back when the wait ended");
+        // Two waits at once: the second gets an interest of its own.
+        let held = Arc::strong_count(&first);
+        {
+            let _one = reg.readable();
+            // Taken from the spare slot (which held it) by the wait's two parts.
+            assert_eq!(Arc::strong_count(&first), held + 1);
+            assert!(spare(&reg).is_none());
+            let _two = reg.readable();
+            assert_eq!(Arc::strong_count(&first), held + 1, "not shared");
+        }
+        assert!(spare(&reg).is_some());
+        // A reused interest still wakes its wait.
+        (&b).write_all(b"x").unwrap();
+        block_on(reg.readable()).unwrap();
     }
 }

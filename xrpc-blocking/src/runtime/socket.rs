@@ -159,7 +159,7 @@ where
 
 /// Waits until an interest fires once (its descriptor was ready, possibly spuriously).
 pub(crate) struct Ready {
-    interest: Arc<Interest>,
+    pub(super) interest: Arc<Interest>,
     armed: bool,
 }
 
