@@ -97,25 +97,13 @@ pub trait Caller: Send + Sync {
         Resp: DeserializeOwned + Send + 'static;
 }
 
-/// A shared caller calls as the caller does (a `LoadBalancedClient`, which is not `Clone`,
-/// shared by clients with different options: `CalculatorClient::new(Arc::new(balanced))`).
-impl<T: Caller + ?Sized> Caller for std::sync::Arc<T> {
-    fn call<Req, Resp>(
-        &self,
-        method: &'static Method,
-        request: &Req,
-        options: CallOptions,
-    ) -> impl Future<Output = Result<Resp, RpcError>> + Send
-    where
-        Req: Serialize + Sync + ?Sized,
-        Resp: DeserializeOwned + Send + 'static,
-    {
-        (**self).call(method, request, options)
-    }
-}
-
-/// A borrowed caller calls as the caller does.
-impl<T: Caller + ?Sized> Caller for &T {
+/// A caller behind a pointer calls as the caller does: a borrowed one, or a shared one (a
+/// `LoadBalancedClient`, which is not `Clone`, shared by clients with different options:
+/// `CalculatorClient::new(Arc::new(balanced))`).
+impl<P> Caller for P
+where
+    P: std::ops::Deref<Target: Caller> + Send + Sync,
+{
     fn call<Req, Resp>(
         &self,
         method: &'static Method,
