@@ -21,6 +21,10 @@ const SPIN_ROUNDS_BEFORE_YIELD: u32 = 16;
 /// CPU.
 const YIELD_CONTENDED: Duration = Duration::from_micros(5);
 
+/// How many budgets a wait spins after its side woke the peer (see
+/// [`Backoff::after_waking_peer`]).
+const STRETCH: u32 = 2;
+
 /// Floor of the adaptive spin limit.
 const MIN_SPIN: Duration = Duration::from_micros(1);
 
@@ -155,6 +159,17 @@ impl<'a> Backoff<'a> {
         self
     }
 
+    /// This side's last send woke the peer from sleep: its answer comes after the peer's
+    /// wake-up, which can take longer than the spin budget (tens of microseconds where idle
+    /// CPUs are halted). The wait spins for up to twice the budget, so that this
+    /// side is still awake when the answer comes — were it asleep too, the peer's next wait
+    /// would outlast its spin in turn, and both sides would sleep at every exchange.
+    #[must_use]
+    pub fn after_waking_peer(mut self) -> Self {
+        self.limit = self.budget * STRETCH;
+        self
+    }
+
     /// The condition was found false: what to do before checking again.
     #[inline]
     pub fn step(&mut self) -> WaitStep {
@@ -231,5 +246,30 @@ impl<'a> Backoff<'a> {
             g.limit_ns
                 .store(u32::try_from(next.as_nanos()).unwrap_or(u32::MAX), Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `b`'s steps (as a runtime does: every retry yields) until it says to sleep; how
+    /// long that took.
+    fn until_sleep(mut b: Backoff<'_>) -> Duration {
+        let t0 = Instant::now();
+        while b.step() != WaitStep::Sleep {
+            std::thread::yield_now();
+        }
+        t0.elapsed()
+    }
+
+    #[test]
+    fn a_wait_after_waking_the_peer_spins_twice_the_budget() {
+        let budget = Duration::from_millis(3);
+        assert!(until_sleep(Backoff::with_budget(budget).in_runtime()) >= budget);
+        let stretched = Backoff::with_budget(budget)
+            .in_runtime()
+            .after_waking_peer();
+        assert!(until_sleep(stretched) >= 2 * budget);
     }
 }

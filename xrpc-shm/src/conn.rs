@@ -69,6 +69,8 @@ struct ConnectionState {
     /// Adaptive spin limits of waits for frames and for room.
     recv_spin: SpinGauge,
     send_spin: SpinGauge,
+    /// Times the send ring's doorbell woke the peer (see [`RecvWaiter::peer_woken`]).
+    peer_woken: Arc<std::sync::atomic::AtomicU64>,
     config: ShmConfig,
 }
 

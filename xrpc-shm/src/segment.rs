@@ -259,6 +259,8 @@ impl Segment {
 pub(crate) struct PeerBell {
     pub(crate) who: Sleeper,
     pub(crate) sock: Arc<OwnedFd>,
+    /// Counts the rings, if someone wants to know (see `RecvWaiter::peer_woken`).
+    pub(crate) rung: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Rings a doorbell: sends one byte on our end of its socket, with `MSG_DONTWAIT` (so the
@@ -336,6 +338,9 @@ unsafe impl RingStorage for MappedRing {
             && bell.who == who
         {
             ring_bell(&bell.sock);
+            if let Some(rung) = &bell.rung {
+                rung.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

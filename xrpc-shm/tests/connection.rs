@@ -197,9 +197,12 @@ fn doorbells_ring_for_announced_sleepers_only() {
     let rw = server.receiver().waiter();
     let bell = rw.doorbell().clone();
 
+    // The client counts the times its sends woke the server.
+    let woken = || crx.waiter().peer_woken();
     // Nobody sleeps: a publish rings nothing.
     ctx.try_send(b"a").unwrap();
     assert!(!readable(&bell));
+    assert_eq!(woken(), 0);
     // A frame is visible: no sleep.
     assert!(rw.prepare_sleep().unwrap().is_none());
     drop(server.receiver().try_recv().unwrap().unwrap());
@@ -211,6 +214,7 @@ fn doorbells_ring_for_announced_sleepers_only() {
     assert!(!readable(&bell));
     ctx.try_send(b"b").unwrap();
     assert!(readable(&bell));
+    assert_eq!(woken(), 1);
     bell.drain().unwrap();
     assert!(!readable(&bell));
     bell.drain().unwrap(); // draining a quiet doorbell does not block
@@ -218,6 +222,7 @@ fn doorbells_ring_for_announced_sleepers_only() {
     drop(server.receiver().try_recv().unwrap().unwrap());
     ctx.try_send(b"c").unwrap();
     assert!(!readable(&bell), "the announcement was retracted");
+    assert_eq!(woken(), 1);
     drop(server.receiver().try_recv().unwrap().unwrap());
 
     // The send side: a full ring, an announced sleep, the consumer frees room.

@@ -40,13 +40,16 @@ pub(super) fn halves(
     let room_sock = Arc::new(room_sock);
     // We ring the peer's consumer of the ring we send into on the data socket, and the
     // peer's producer of the ring we receive from on the room socket.
+    let peer_woken = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let send_storage = segment.ring(send_ring).with_bell(PeerBell {
         who: Sleeper::Consumer,
         sock: data_sock.clone(),
+        rung: Some(peer_woken.clone()),
     });
     let recv_storage = segment.ring(recv_ring).with_bell(PeerBell {
         who: Sleeper::Producer,
         sock: room_sock.clone(),
+        rung: None,
     });
     let producer = Producer::new(send_storage, max_frame)?;
     let consumer = Consumer::new(recv_storage, max_frame, wire_max)?;
@@ -57,6 +60,7 @@ pub(super) fn halves(
         dead: AtomicBool::new(false),
         recv_spin: SpinGauge::new(config.spin_budget),
         send_spin: SpinGauge::new(config.spin_budget),
+        peer_woken,
         config,
     });
     Ok(ShmConnection {

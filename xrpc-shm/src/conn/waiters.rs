@@ -112,6 +112,15 @@ pub struct RecvWaiter {
 }
 
 impl RecvWaiter {
+    /// How many times this side's sends found the peer asleep and woke it (its doorbell
+    /// rung). A receive that follows such a send waits longer before it sleeps
+    /// ([`Backoff::after_waking_peer`](crate::Backoff::after_waking_peer)).
+    pub fn peer_woken(&self) -> u64 {
+        self.shared
+            .peer_woken
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Blocks until a frame (or the peer's close) is visible, `Ok(false)`
     /// after `timeout`, `Err(Disconnected)` when the peer died.
     pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool> {
