@@ -33,20 +33,7 @@ pub mod socket;
 pub mod transport;
 
 pub use runtime::Smol;
-pub use transport::{
-    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
-    TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
-    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
-};
-#[cfg(feature = "shm")]
-pub use transport::{
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
-};
-#[cfg(feature = "tls")]
-pub use transport::{
-    TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
-    load_certificates, load_private_key, rustls,
-};
+pub use transport::*;
 pub use xrpc_async::exports::*;
 
 /// An RPC client on smol ([`xrpc_async::RpcClient`] with the [`Smol`] runtime), Bincode by

@@ -12,13 +12,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 
 use async_io::Async;
-pub use xrpc_async::memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
-#[cfg(feature = "shm")]
-pub use xrpc_async::transport::SharedMemoryConfig;
-pub use xrpc_async::transport::{
-    FrameTransport, TcpConfig, TransportError, TransportStats, UnixConfig,
-};
-pub use xrpc_proto::RetryPolicy;
+pub use xrpc_async::exports::transports::*;
 
 use crate::Smol;
 use xrpc_async::transport as neutral;
@@ -34,10 +28,6 @@ pub type TlsFrameTransport = neutral::TlsFrameTransport<Async<TcpStream>, Smol>;
 /// ([`neutral::TlsFrameTransportListener`]).
 #[cfg(feature = "tls")]
 pub type TlsFrameTransportListener = neutral::TlsFrameTransportListener<Async<TcpStream>, Smol>;
-#[cfg(feature = "tls")]
-pub use xrpc_async::transport::{
-    TlsClientConfig, TlsServerConfig, load_certificates, load_private_key, rustls,
-};
 /// Frames over a Unix stream socket on async-io ([`neutral::UnixFrameTransport`]).
 pub type UnixFrameTransport = neutral::UnixFrameTransport<Async<UnixStream>, Smol>;
 /// Accepts [`UnixFrameTransport`]s ([`neutral::UnixFrameTransportListener`]).

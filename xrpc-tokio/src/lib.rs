@@ -27,21 +27,7 @@ pub use balance::SharedMemoryConnector;
 pub use balance::TlsConnector;
 pub use balance::{ClientFactory, ConnectionPool, LoadBalancedClient, TcpConnector, UnixConnector};
 pub use runtime::Tokio;
-pub use transport::ZeroCopyTransport;
-pub use transport::{
-    ArcFrameTransport, ChannelConfig, ChannelFrameTransport, FrameTransport, RetryPolicy,
-    TcpConfig, TcpFrameTransport, TcpFrameTransportListener, TransportError, TransportStats,
-    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
-};
-#[cfg(feature = "shm")]
-pub use transport::{
-    SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
-};
-#[cfg(feature = "tls")]
-pub use transport::{
-    TlsClientConfig, TlsFrameTransport, TlsFrameTransportListener, TlsServerConfig,
-    load_certificates, load_private_key, rustls,
-};
+pub use transport::*;
 pub use xrpc_async::balance::{
     BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,
     LeastConnections, LoadBalanceStrategy, LoadBalancer, LoadBalancerConfig, P2c, PoolConfig,

@@ -12,18 +12,7 @@
 //! The transports are the runtime-neutral ones of `xrpc-async`, named here for tokio's sockets
 //! and reactor ([`socket`] makes tokio's streams their sockets).
 
-pub use xrpc_async::memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
-#[cfg(feature = "shm")]
-pub use xrpc_async::transport::SharedMemoryConfig;
-pub use xrpc_async::transport::{
-    FrameTransport, StatsCounters, TcpConfig, TransportError, TransportStats, UnixConfig,
-    batch_frames, check_len, check_prefixed, check_prefixed_batch,
-};
-#[cfg(feature = "tls")]
-pub use xrpc_async::transport::{
-    TlsClientConfig, TlsServerConfig, load_certificates, load_private_key, rustls,
-};
-pub use xrpc_proto::RetryPolicy;
+pub use xrpc_async::exports::transports::*;
 
 pub mod socket;
 mod zero_copy;
