@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
@@ -329,51 +329,39 @@ fn start<R: Runtime>(
             #[cfg(feature = "tracing")]
             let build = || trace.in_scope(build);
             let built = std::panic::catch_unwind(AssertUnwindSafe(build));
+            #[cfg(feature = "tracing")]
+            let span = trace.clone();
+            // The end of the handler: its span closed, its statistics counted, its answer
+            // queued.
+            let end = move |conn: &Connection<R>, outcome: HandlerOutcome, now: Instant| {
+                #[cfg(feature = "tracing")]
+                trace.end(&outcome, || now);
+                count(
+                    &handler,
+                    now.saturating_duration_since(started),
+                    bytes_in,
+                    &outcome,
+                );
+                complete(conn, id, outcome);
+            };
             // A unary handler that finished in its first poll (made while starting it) is
             // answered here, on the driver: no task.
             let fut = match built {
-                Ok(Started::Done(res)) => {
-                    let outcome = handler_outcome(Ok(res));
-                    #[cfg(feature = "tracing")]
-                    trace.end(&outcome, || rt.now());
-                    count(
-                        &handler,
-                        rt.now().saturating_duration_since(started),
-                        bytes_in,
-                        &outcome,
-                    );
-                    return complete(conn, id, outcome);
-                }
+                Ok(Started::Done(res)) => return end(conn, handler_outcome(Ok(res)), rt.now()),
                 Ok(Started::Running(fut)) => fut,
                 Err(panic) => {
                     let outcome = HandlerOutcome::Panic(panic_message(&*panic));
-                    #[cfg(feature = "tracing")]
-                    trace.end(&outcome, || rt.now());
-                    count(
-                        &handler,
-                        rt.now().saturating_duration_since(started),
-                        bytes_in,
-                        &outcome,
-                    );
-                    return complete(conn, id, outcome);
+                    return end(conn, outcome, rt.now());
                 }
             };
             let fut = CatchUnwind(fut);
             #[cfg(feature = "tracing")]
-            let fut = trace.instrument(fut);
+            let fut = span.instrument(fut);
             let c = conn.clone();
             let r = rt.clone();
             let task = rt.spawn_handler(number, async move {
                 let outcome = handler_outcome(fut.await);
-                #[cfg(feature = "tracing")]
-                trace.end(&outcome, || r.now());
-                count(
-                    &handler,
-                    r.now().saturating_duration_since(started),
-                    bytes_in,
-                    &outcome,
-                );
-                complete(&c, id, outcome);
+                end(&c, outcome, r.now());
                 c.wake();
             });
             match conn.lock().running.get_mut(&id) {
