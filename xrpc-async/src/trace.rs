@@ -232,6 +232,7 @@ pub(crate) fn transport_kind(name: &str) -> &'static str {
         Some("tcp") => "tcp",
         Some("unix") => "unix",
         Some("shm") => "shm",
+        Some("tls") => "tls",
         _ => "in-process",
     }
 }
@@ -605,6 +606,19 @@ pub(crate) fn balancer_event(event: &xrpc_proto::balance::BalancerEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_kinds_by_name() {
+        for (name, kind) in [
+            ("tcp:127.0.0.1:4000", "tcp"),
+            ("tls:127.0.0.1:4000", "tls"),
+            ("unix:/tmp/s", "unix"),
+            ("shm:svc", "shm"),
+            ("channel", "in-process"),
+        ] {
+            assert_eq!(transport_kind(name), kind, "{name}");
+        }
+    }
 
     #[test]
     fn traceparent_round_trips_and_bad_values_are_refused() {

@@ -133,8 +133,7 @@ fn seconds(flag: &str, v: Option<String>) -> Result<Duration, Failure> {
     let v = v.ok_or_else(|| Failure::usage(format!("{flag} needs a value")))?;
     v.parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| Failure::usage(format!("{flag}: {v:?} is not a number of seconds")))
 }
 
@@ -689,6 +688,18 @@ mod tests {
         let e = parse_json("{\"a\":\n  x}").unwrap_err();
         assert_eq!(e.code, 2);
         assert!(e.message.contains("line 2 column 3"), "{}", e.message);
+    }
+
+    #[test]
+    fn seconds_out_of_range_are_usage_errors() {
+        for v in ["1e20", "-1", "NaN", "inf", "x"] {
+            let e = seconds("--timeout", Some(v.into())).unwrap_err();
+            assert_eq!(e.code, 2, "{v}");
+        }
+        assert_eq!(
+            seconds("-i", Some("0.5".into())).unwrap(),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]
