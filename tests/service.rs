@@ -304,8 +304,9 @@ fn blocking_client_of_tokio_server() {
     server.shutdown();
 }
 
-/// The generated client over a load-balanced client: its unary methods spread over two servers
-/// (each of which checks the signatures), and another version of the trait is refused there too.
+/// The generated client over a load-balanced client of two servers: its unary methods are
+/// answered through the balancer (how calls spread is `tests/load_balancing.rs`'s), and another
+/// version of the trait is refused there too (the servers check the signatures).
 #[test]
 fn calculator_over_a_load_balanced_client() {
     use std::sync::Arc;
