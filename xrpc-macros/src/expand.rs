@@ -76,20 +76,9 @@ fn request_type(m: &Method) -> Type {
     }
 }
 
-/// The request's value on the client (owned arguments moved into it).
+/// The request's value on the client (owned arguments moved into it), which is also the
+/// pattern that takes it apart on the server: the argument, or the tuple of the arguments.
 fn request_value(m: &Method) -> TokenStream {
-    let names = m.args.iter().map(|a| &a.name);
-    match m.args.len() {
-        1 => {
-            let n = &m.args[0].name;
-            quote!(#n)
-        }
-        _ => quote!((#(#names),*)),
-    }
-}
-
-/// The pattern that takes the request apart on the server.
-fn request_pattern(m: &Method) -> TokenStream {
     let names = m.args.iter().map(|a| &a.name);
     match m.args.len() {
         1 => {
@@ -438,7 +427,7 @@ fn expand_server(service: &Service, svc: &TokenStream) -> TokenStream {
         let name = &m.name;
         let method = method_const(service, m, svc);
         let req_ty = request_type(m);
-        let pat = request_pattern(m);
+        let pat = request_value(m);
         let names = m.args.iter().map(|a| &a.name);
         let call_args = quote!(#(#names,)*);
         let (ctx_param, ctx_arg) = match &m.context {

@@ -347,6 +347,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn how_a_closed_connection_is_served_and_logged() {
+        for (r, error, abnormal) in [
+            (CloseReason::PeerClosed, false, false),
+            (CloseReason::Shutdown, false, false),
+            (CloseReason::Protocol("x".into()), true, true),
+            (CloseReason::Transport("x".into()), true, true),
+            (CloseReason::TimedOut("x".into()), false, true),
+            (CloseReason::Reclaimed, false, true),
+        ] {
+            assert_eq!(served(Some(r.clone())).is_err(), error, "{r}");
+            assert_eq!(r.is_abnormal(), abnormal, "{r}");
+        }
+    }
+
+    #[test]
     fn method_not_found_names_the_method_once() {
         // The bare name (PROTOCOL.md §5), and the older prefixed text, read the same.
         for wire in ["kv.gett", "method not found: kv.gett"] {

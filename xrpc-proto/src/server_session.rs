@@ -129,6 +129,15 @@ pub enum CloseReason {
     Reclaimed,
 }
 
+impl CloseReason {
+    /// Whether the connection ended other than by its client closing it or a graceful
+    /// shutdown (what a log reports as a warning): a broken protocol, a failed transport, a
+    /// timeout, a reclaim. Serving it is an error only for the first two ([`crate::served`]).
+    pub fn is_abnormal(&self) -> bool {
+        !matches!(self, Self::PeerClosed | Self::Shutdown)
+    }
+}
+
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -554,9 +554,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let reason = conn.lock().session.close_reason().cloned();
         #[cfg(feature = "tracing")]
         if let Some(r) = &reason {
-            use xrpc_proto::CloseReason;
-            let abnormal = !matches!(r, CloseReason::PeerClosed | CloseReason::Shutdown);
-            crate::trace::disconnected("server", &name, r, abnormal);
+            crate::trace::disconnected("server", &name, r, r.is_abnormal());
         }
         xrpc_proto::served(reason)
     }
