@@ -159,6 +159,20 @@ pub(crate) async fn connect_stream<S: TcpSocket<R>, R: Runtime>(
     }))
 }
 
+/// Listens on the first address of `addr` that can be bound (see
+/// [`TcpFrameTransportListener::bind`]); the error names the address.
+pub(crate) async fn bind_listener<S: TcpSocket<R>, R: Runtime>(
+    addr: &(impl ToSocketAddrs + ?Sized),
+) -> Result<S::Listener, TransportError> {
+    let addrs = resolve(&R::default(), addr).await.map_err(|(name, e)| {
+        TransportError::ConnectionFailed(format!("bind {name} failed: {e}"))
+    })?;
+    S::bind(&addrs).await.map_err(|e| {
+        let tried: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+        TransportError::ConnectionFailed(format!("bind {} failed: {e}", tried.join(", ")))
+    })
+}
+
 /// Applies `config.nodelay` to a connected stream; gives its peer's and its own address.
 pub(crate) fn set_up<S: TcpSocket<R>, R>(
     stream: &S,
@@ -194,15 +208,8 @@ impl<S: TcpSocket<R>, R: Runtime> TcpFrameTransportListener<S, R> {
     /// The error names the address:
     /// `bind 127.0.0.1:47800 failed: Address already in use (os error 98)`.
     pub async fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> Result<Self, TransportError> {
-        let addrs = resolve(&R::default(), &addr).await.map_err(|(name, e)| {
-            TransportError::ConnectionFailed(format!("bind {name} failed: {e}"))
-        })?;
-        let listener = S::bind(&addrs).await.map_err(|e| {
-            let tried: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
-            TransportError::ConnectionFailed(format!("bind {} failed: {e}", tried.join(", ")))
-        })?;
         Ok(Self {
-            listener,
+            listener: bind_listener::<S, R>(&addr).await?,
             config,
             runtime: PhantomData,
         })

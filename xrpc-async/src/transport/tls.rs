@@ -29,9 +29,9 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 use xrpc_proto::PeerKey;
 
 use super::TransportError;
-use super::addr::{ToSocketAddrs, host_of, resolve};
+use super::addr::{ToSocketAddrs, host_of};
 use super::socket::SocketTransport;
-use super::tcp::{TcpConfig, connect_stream, set_up};
+use super::tcp::{TcpConfig, bind_listener, connect_stream, set_up};
 use super::tls_socket::{TlsSocket, handshake};
 use crate::reactor::{SocketListener, TcpSocket};
 use crate::rpc::FrameListener;
@@ -495,15 +495,8 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransportListener<S, R> {
         config: TcpConfig,
         tls: TlsServerConfig,
     ) -> Result<Self, TransportError> {
-        let addrs = resolve(&R::default(), &addr).await.map_err(|(name, e)| {
-            TransportError::ConnectionFailed(format!("bind {name} failed: {e}"))
-        })?;
-        let listener = S::bind(&addrs).await.map_err(|e| {
-            let tried: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
-            TransportError::ConnectionFailed(format!("bind {} failed: {e}", tried.join(", ")))
-        })?;
         Ok(Self {
-            listener,
+            listener: bind_listener::<S, R>(&addr).await?,
             config,
             tls,
             handshakes: Mutex::new(FuturesUnordered::new()),
