@@ -356,22 +356,8 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransport<S, R> {
         tls: &TlsClientConfig,
         server_name: ServerName<'static>,
     ) -> Result<Self, TransportError> {
-        let (peer_addr, local_addr) = set_up(&stream, &config)?;
-        let context = format!("handshake with {peer_addr}");
-        let conn = ClientConnection::new(tls.rustls.clone(), server_name)
-            .map_err(|e| TransportError::tls(context.clone(), e))?;
-        let rt = R::default();
-        Self::finish(
-            stream,
-            conn.into(),
-            rt,
-            config,
-            tls.handshake_timeout,
-            peer_addr,
-            local_addr,
-            context,
-        )
-        .await
+        let conn = || ClientConnection::new(tls.rustls.clone(), server_name).map(Into::into);
+        Self::handshake_over(stream, config, tls.handshake_timeout, "with", conn).await
     }
 
     /// Makes the server handshake over an accepted stream (applies `config.nodelay`), within
@@ -381,35 +367,24 @@ impl<S: TcpSocket<R>, R: Runtime> TlsFrameTransport<S, R> {
         config: TcpConfig,
         tls: &TlsServerConfig,
     ) -> Result<Self, TransportError> {
-        let (peer_addr, local_addr) = set_up(&stream, &config)?;
-        let context = format!("handshake from {peer_addr}");
-        let conn = ServerConnection::new(tls.rustls.clone())
-            .map_err(|e| TransportError::tls(context.clone(), e))?;
-        let rt = R::default();
-        Self::finish(
-            stream,
-            conn.into(),
-            rt,
-            config,
-            tls.handshake_timeout,
-            peer_addr,
-            local_addr,
-            context,
-        )
-        .await
+        let conn = || ServerConnection::new(tls.rustls.clone()).map(Into::into);
+        Self::handshake_over(stream, config, tls.handshake_timeout, "from", conn).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
+    /// Sets `stream` up (`config.nodelay`) and makes the handshake of the connection `conn`
+    /// makes (client or server), within `timeout`; errors say "handshake `with`/`from` the
+    /// peer".
+    async fn handshake_over(
         stream: S,
-        conn: rustls::Connection,
-        rt: R,
         config: TcpConfig,
         timeout: Duration,
-        peer_addr: SocketAddr,
-        local_addr: SocketAddr,
-        context: String,
+        with_or_from: &str,
+        conn: impl FnOnce() -> Result<rustls::Connection, rustls::Error>,
     ) -> Result<Self, TransportError> {
+        let (peer_addr, local_addr) = set_up(&stream, &config)?;
+        let context = format!("handshake {with_or_from} {peer_addr}");
+        let conn = conn().map_err(|e| TransportError::tls(context.clone(), e))?;
+        let rt = R::default();
         let name = format!("tls:{peer_addr}");
         let socket = time::within(
             &rt,
