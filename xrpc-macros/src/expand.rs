@@ -256,7 +256,20 @@ fn expand_client(service: &Service, svc: &TokenStream) -> TokenStream {
             }
         }
     });
-    let common = client_common(&client, svc);
+    let methods = quote!(#(#methods)*);
+    client_struct(&doc, vis, &client, svc, &quote!(#svc::Caller), &methods)
+}
+
+/// A client (async or blocking): its struct, construction and per-call options, and its
+/// `methods` for a caller of trait `caller`.
+fn client_struct(
+    doc: &str,
+    vis: &syn::Visibility,
+    client: &Ident,
+    svc: &TokenStream,
+    caller: &TokenStream,
+    methods: &TokenStream,
+) -> TokenStream {
     quote! {
         #[doc = #doc]
         #[derive(Clone, Debug)]
@@ -264,16 +277,9 @@ fn expand_client(service: &Service, svc: &TokenStream) -> TokenStream {
             caller: T,
             options: #svc::CallOptions,
         }
-        #common
-        impl<T: #svc::Caller> #client<T> {
-            #(#methods)*
+        impl<T: #caller> #client<T> {
+            #methods
         }
-    }
-}
-
-/// What both clients have: construction and per-call options.
-fn client_common(client: &Ident, svc: &TokenStream) -> TokenStream {
-    quote! {
         impl<T> #client<T> {
             /// A client calling through `caller`, with default options.
             pub fn new(caller: T) -> Self {
@@ -385,19 +391,15 @@ fn expand_blocking_client(service: &Service, svc: &TokenStream) -> TokenStream {
             }
         }
     });
-    let common = client_common(&client, svc);
-    quote! {
-        #[doc = #doc]
-        #[derive(Clone, Debug)]
-        #vis struct #client<T> {
-            caller: T,
-            options: #svc::CallOptions,
-        }
-        #common
-        impl<T: #svc::BlockingCaller> #client<T> {
-            #(#methods)*
-        }
-    }
+    let methods = quote!(#(#methods)*);
+    client_struct(
+        &doc,
+        vis,
+        &client,
+        svc,
+        &quote!(#svc::BlockingCaller),
+        &methods,
+    )
 }
 
 fn expand_server(service: &Service, svc: &TokenStream) -> TokenStream {
