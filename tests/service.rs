@@ -126,19 +126,25 @@ where
     assert_eq!(items, (0..100).collect::<Vec<_>>());
 }
 
+/// A tokio server of the calculator on a TCP port of its own (in a task of the current
+/// runtime): the server and its address.
+async fn serve_calculator_on_tokio() -> (xrpc::RpcServer, std::net::SocketAddr) {
+    let listener = xrpc::TcpFrameTransportListener::bind("127.0.0.1:0", xrpc::TcpConfig::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = xrpc::RpcServer::new();
+    server.add_service(CalculatorServer::new(Calc));
+    let s = server.clone();
+    tokio::spawn(async move { s.serve_listener(listener).await });
+    (server, addr)
+}
+
 #[test]
 fn calculator_on_tokio() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let listener =
-            xrpc::TcpFrameTransportListener::bind("127.0.0.1:0", xrpc::TcpConfig::default())
-                .await
-                .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = xrpc::RpcServer::new();
-        server.add_service(CalculatorServer::new(Calc));
-        let s = server.clone();
-        tokio::spawn(async move { s.serve_listener(listener).await });
+        let (server, addr) = serve_calculator_on_tokio().await;
         let transport = xrpc::TcpFrameTransport::connect(addr, xrpc::TcpConfig::default())
             .await
             .unwrap();
@@ -284,18 +290,7 @@ fn calculator_on_blocking() {
 #[test]
 fn blocking_client_of_tokio_server() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (server, addr) = rt.block_on(async {
-        let listener =
-            xrpc::TcpFrameTransportListener::bind("127.0.0.1:0", xrpc::TcpConfig::default())
-                .await
-                .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = xrpc::RpcServer::new();
-        server.add_service(CalculatorServer::new(Calc));
-        let s = server.clone();
-        tokio::spawn(async move { s.serve_listener(listener).await });
-        (server, addr)
-    });
+    let (server, addr) = rt.block_on(serve_calculator_on_tokio());
     let client = xrpc_blocking::RpcClient::new(
         xrpc_blocking::TcpFrameTransport::connect(addr, xrpc_blocking::TcpConfig::default())
             .unwrap(),
