@@ -225,12 +225,17 @@ fn goals() -> Vec<Goal> {
         ("unix", "raw bytes · unix (tokio)", TARPC_UNIX),
         ("tcp", "raw bytes · tcp (tokio)", TARPC_TCP),
     ] {
-        for caller in ["spawned", "main"] {
+        // The raw ping-pong from the same caller: in the body of `block_on` every answer
+        // crosses from the worker that polls the socket to the blocked thread, raw or not.
+        for (caller, raw) in [
+            ("spawned", raw.to_string()),
+            ("main", format!("raw bytes · {net} (tokio main)")),
+        ] {
             g.push(ratio(
                 "typed call within 1.2x of the raw ping-pong on the same runtime layout (p50)",
                 &format!("xrpc tokio call · {net} ({caller})"),
                 P50,
-                raw,
+                &raw,
                 AtMost(1.2),
             ));
         }

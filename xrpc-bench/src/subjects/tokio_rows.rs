@@ -46,8 +46,11 @@ pub fn rows() -> Vec<Box<dyn Subject>> {
             }));
         }
     }
-    rows.push(Box::new(RawTokio(Net::Unix)));
-    rows.push(Box::new(RawTokio(Net::Tcp)));
+    for net in [Net::Unix, Net::Tcp] {
+        for caller in [Caller::Spawned, Caller::Main] {
+            rows.push(Box::new(RawTokio { net, caller }));
+        }
+    }
     rows
 }
 
@@ -489,9 +492,12 @@ impl XrpcTokio {
 }
 
 /// A raw byte ping-pong on tokio sockets with the same runtime layout as the xrpc rows (server:
-/// its own current-thread runtime; client: a spawned task on a 2-worker runtime): what an xrpc
-/// call on tokio is compared with.
-pub struct RawTokio(Net);
+/// its own current-thread runtime; client: a spawned task on a 2-worker runtime, or the body of
+/// its `block_on`): what an xrpc call on tokio from the same caller is compared with.
+pub struct RawTokio {
+    net: Net,
+    caller: Caller,
+}
 
 impl RawTokio {
     fn run<F, Fut>(&self, client: F) -> Outcome
@@ -500,7 +506,7 @@ impl RawTokio {
         Fut: std::future::Future<Output = Outcome> + Send,
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (c, s) = halves(self.0)?;
+        let (c, s) = halves(self.net)?;
         let server = std::thread::spawn(move || -> Result<(), Skip> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -520,9 +526,13 @@ impl RawTokio {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let out = rt
-            .block_on(rt.spawn(async move { client(to_io(c)?).await }))
-            .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}"))));
+        let fut = async move { client(to_io(c)?).await };
+        let out = match self.caller {
+            Caller::Main => rt.block_on(fut),
+            Caller::Spawned | Caller::OneThread => rt
+                .block_on(rt.spawn(fut))
+                .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}")))),
+        };
         rt.shutdown_timeout(Duration::from_secs(1));
         join_or_leave(server, "raw tokio server");
         out
@@ -550,7 +560,12 @@ fn to_io(h: Half) -> Result<Box<dyn Io>, Skip> {
 
 impl Subject for RawTokio {
     fn name(&self) -> String {
-        format!("raw bytes · {} (tokio)", self.0.name())
+        match self.caller {
+            Caller::Main => format!("raw bytes · {} (tokio main)", self.net.name()),
+            Caller::Spawned | Caller::OneThread => {
+                format!("raw bytes · {} (tokio)", self.net.name())
+            }
+        }
     }
     fn group(&self) -> Group {
         Group::Baseline
