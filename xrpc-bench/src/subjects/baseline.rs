@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Group, Msg, Outcome, Skip, Subject, check_echo};
+use super::{Group, Msg, ONE_WAY_LAPS, Outcome, Skip, Subject, check_echo, one_way_laps};
 use crate::measure::{Recorder, Span};
 
 /// The rows of this module.
@@ -222,29 +222,33 @@ impl Subject for Raw {
 
     fn one_way(&self, size: usize, count: usize) -> Outcome {
         // The sender writes `count` messages, one write each; the receiver reads them all and
-        // answers one byte.
+        // answers one byte, for each lap.
         let ((mut r, mut w), (mut sr, mut sw)) = self.connect()?;
         let total = size * count;
         let receiver = std::thread::spawn(move || -> std::io::Result<()> {
             let mut buf = vec![0u8; 256 * 1024];
-            let mut got = 0;
-            while got < total {
-                let n = sr.read(&mut buf)?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+            for _ in 0..ONE_WAY_LAPS {
+                let mut got = 0;
+                while got < total {
+                    let n = sr.read(&mut buf)?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    got += n;
                 }
-                got += n;
+                sw.write_all(&[1])?;
             }
-            sw.write_all(&[1])
+            Ok(())
         });
         let msg = vec![0xabu8; size];
-        let span = Span::start();
-        for _ in 0..count {
-            w.write_all(&msg)?;
-        }
-        let mut ack = [0u8; 1];
-        r.read_exact(&mut ack)?;
-        let m = span.finish(count as u64);
+        let m = one_way_laps(count, || {
+            for _ in 0..count {
+                w.write_all(&msg)?;
+            }
+            let mut ack = [0u8; 1];
+            r.read_exact(&mut ack)?;
+            Ok(())
+        })?;
         receiver
             .join()
             .map_err(|_| Skip::Absent("receiver panicked".into()))??;

@@ -7,7 +7,7 @@
 
 use ipc_channel::ipc::{self, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender};
 
-use super::{Group, Msg, Outcome, Skip, Subject, check_echo};
+use super::{Group, Msg, Outcome, Skip, Subject, check_echo, one_way_laps};
 use crate::measure::{Recorder, Span, other_process_cpu};
 use crate::process::{ServerProcess, on_parent_gone};
 
@@ -146,12 +146,13 @@ impl Subject for IpcChannel {
     fn one_way(&self, size: usize, count: usize) -> Outcome {
         let s = Session::start()?;
         let msg = vec![0xabu8; size];
-        let span = Span::start();
-        s.count.send(count as u64)?;
-        for _ in 0..count {
-            s.bytes.send(&msg)?;
-        }
-        s.ack.recv()?;
-        Ok(span.finish(count as u64))
+        one_way_laps(count, || {
+            s.count.send(count as u64)?;
+            for _ in 0..count {
+                s.bytes.send(&msg)?;
+            }
+            s.ack.recv()?;
+            Ok(())
+        })
     }
 }

@@ -15,7 +15,7 @@ pub mod tokio_rows;
 
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{Measured, Recorder};
+use crate::measure::{Measured, Recorder, Span};
 
 /// Which part of the table a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,8 @@ pub trait Subject {
     }
 
     /// `count` messages of `size` bytes sent one way, in order; the span ends when the receiver
-    /// has the last one.
+    /// has the last one. The span is the second of two such laps on one connection (see
+    /// [`one_way_laps`]).
     fn one_way(&self, size: usize, count: usize) -> Outcome {
         let _ = (size, count);
         Err(Skip::NotApplicable)
@@ -136,6 +137,22 @@ pub fn serve(args: &[String]) -> Option<i32> {
             1
         }
     })
+}
+
+/// Laps of a one-way run on one connection: `lap` sends `count` messages and waits for the
+/// receiver's acknowledgement of the last. The first lap is a warm-up (a fresh connection
+/// touches its buffers for the first time: a shared-memory ring's pages fault in, socket
+/// buffers grow), as the round trips' warm-up calls are; the second is timed.
+pub const ONE_WAY_LAPS: usize = 2;
+
+/// Runs the [`ONE_WAY_LAPS`] laps of a one-way run of `count` messages, timing the last.
+pub fn one_way_laps(count: usize, mut lap: impl FnMut() -> Result<(), Skip>) -> Outcome {
+    for _ in 1..ONE_WAY_LAPS {
+        lap()?;
+    }
+    let span = Span::start();
+    lap()?;
+    Ok(span.finish(count as u64))
 }
 
 /// Fails a run whose answer is not the echo of its call.

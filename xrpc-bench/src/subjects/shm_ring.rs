@@ -7,7 +7,7 @@ use std::time::Duration;
 use xrpc_shm::{ShmConfig, ShmConnection, ShmListener};
 
 use super::baseline::join_or_leave;
-use super::{Group, Msg, Outcome, Skip, Subject, check_echo};
+use super::{Group, Msg, ONE_WAY_LAPS, Outcome, Skip, Subject, check_echo, one_way_laps};
 use crate::measure::{Recorder, Span};
 
 /// The rows of this module.
@@ -52,12 +52,16 @@ fn connect(serve: Serve) -> Result<(ShmConnection, std::thread::JoinHandle<()>),
                 }
             },
             Serve::Sink(count) => {
-                for _ in 0..count {
-                    if conn.receiver().recv(WAIT).is_err() {
+                for _ in 0..ONE_WAY_LAPS {
+                    for _ in 0..count {
+                        if conn.receiver().recv(WAIT).is_err() {
+                            return;
+                        }
+                    }
+                    if conn.send(&[1], WAIT).is_err() {
                         return;
                     }
                 }
-                let _ = conn.send(&[1], WAIT);
                 // Keep the connection until the client hangs up.
                 let _ = conn.receiver().recv(WAIT);
             }
@@ -111,12 +115,13 @@ impl Subject for ShmRing {
     fn one_way(&self, size: usize, count: usize) -> Outcome {
         let (mut conn, server) = connect(Serve::Sink(count))?;
         let msg = vec![0xabu8; size];
-        let span = Span::start();
-        for _ in 0..count {
-            conn.send(&msg, WAIT)?;
-        }
-        conn.receiver().recv(WAIT)?;
-        let m = span.finish(count as u64);
+        let m = one_way_laps(count, || {
+            for _ in 0..count {
+                conn.send(&msg, WAIT)?;
+            }
+            conn.receiver().recv(WAIT)?;
+            Ok(())
+        })?;
         drop(conn);
         join_or_leave(server, "ring server");
         Ok(m)

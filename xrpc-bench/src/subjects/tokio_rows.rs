@@ -18,7 +18,7 @@ use xrpc::{
 };
 
 use super::baseline::join_or_leave;
-use super::{Group, Msg, Outcome, Skip, Subject, check_echo};
+use super::{Group, Msg, ONE_WAY_LAPS, Outcome, Skip, Subject, check_echo};
 use crate::measure::{Recorder, Span};
 
 /// The rows of this module.
@@ -276,10 +276,12 @@ async fn run_server<T: FrameTransport>(t: T, serve: Serve) -> Result<(), Skip> {
             }
         }
         Serve::Sink(count) => {
-            for _ in 0..count {
-                t.recv_frame().await?;
+            for _ in 0..ONE_WAY_LAPS {
+                for _ in 0..count {
+                    t.recv_frame().await?;
+                }
+                t.send_frame(&[1]).await?;
             }
-            t.send_frame(&[1]).await?;
             // Wait for the client to hang up before dropping our end.
             let _ = t.recv_frame().await;
         }
@@ -425,12 +427,20 @@ async fn run_client<T: FrameTransport>(t: T, what: What, job: Job) -> Outcome {
             Ok(m)
         }
         (What::Frames, Job::OneWay { size, count }) => {
+            // The laps of `one_way_laps`, awaited.
             let msg = vec![0xabu8; size];
-            let span = Span::start();
-            for _ in 0..count {
-                t.send_frame(&msg).await?;
+            let lap = async || -> Result<(), Skip> {
+                for _ in 0..count {
+                    t.send_frame(&msg).await?;
+                }
+                t.recv_frame().await?;
+                Ok(())
+            };
+            for _ in 1..ONE_WAY_LAPS {
+                lap().await?;
             }
-            t.recv_frame().await?;
+            let span = Span::start();
+            lap().await?;
             let m = span.finish(count as u64);
             let _ = t.close().await;
             Ok(m)
