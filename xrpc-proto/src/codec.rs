@@ -7,7 +7,14 @@
 //! Payloads come from the peer: every built-in codec's `decode` rejects input nested deeper than
 //! [`MAX_DECODE_DEPTH`] levels and trailing bytes with an error.
 
-use bytes::{BufMut, BytesMut};
+#[cfg(any(
+    feature = "codec-json",
+    feature = "codec-messagepack",
+    feature = "codec-cbor",
+    feature = "codec-postcard"
+))]
+use bytes::BufMut;
+use bytes::BytesMut;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::depth::Bounded;
@@ -278,9 +285,7 @@ impl Codec for BincodeCodec {
         value: &T,
         out: &mut BytesMut,
     ) -> Result<(), CodecError> {
-        let mut w = out.writer();
-        bincode::serde::encode_into_std_write(value, &mut w, bincode::config::standard())
-            .map(|_| ())
+        bincode::serde::encode_into_writer(value, Appender(out), bincode::config::standard())
             .map_err(|e| CodecError::encode("bincode", e))
     }
 
@@ -294,6 +299,18 @@ impl Codec for BincodeCodec {
             ));
         }
         Ok(value)
+    }
+}
+
+/// Bincode's output appended to a buffer, without the `std::io::Write` layer in between
+/// (serde encodes a byte array one byte per write).
+struct Appender<'a>(&'a mut BytesMut);
+
+impl bincode::enc::write::Writer for Appender<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
     }
 }
 
