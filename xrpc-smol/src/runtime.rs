@@ -1,6 +1,7 @@
 //! [`Smol`]: the [`Runtime`] and [`Reactor`] of the async layer on async-io — tasks on smol's
-//! global executor, async-io's timers and reactor. Works under any executor that lets async-io
-//! drive its reactor (smol, async-std).
+//! global executor, async-io's reactor, timers in it ([`SmolTimer`]: timer descriptors on
+//! Linux, async-io's timers elsewhere). Works under any executor that lets async-io drive its
+//! reactor (smol, async-std).
 
 use std::future::Future;
 use std::io;
