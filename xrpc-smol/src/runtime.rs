@@ -1,6 +1,7 @@
 //! [`Smol`]: the [`Runtime`] and [`Reactor`] of the async layer on async-io — tasks on smol's
-//! global executor, async-io's timers and reactor. Works under any executor that lets async-io
-//! drive its reactor (smol, async-std).
+//! global executor, async-io's reactor, timers in it ([`SmolTimer`]: timer descriptors on
+//! Linux, async-io's timers elsewhere). Works under any executor that lets async-io drive its
+//! reactor (smol, async-std).
 
 use std::future::Future;
 use std::io;
@@ -17,21 +18,149 @@ use xrpc_async::{Reactor, Registration, Runtime, Task, Timer, Watched};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;
 
-/// An async-io timer, reset in place.
+/// A timer on async-io's reactor, reset in place.
+///
+/// On Linux it is a timer descriptor (`timerfd`) the reactor watches, not a timer of
+/// async-io's own: while async-io holds any timer, every turn of its reactor splits its timer
+/// map (a `BTreeMap`), which allocates a node — a turn or two per call, each connection's
+/// driver keeping a timer armed for its deadlines. A descriptor costs no allocation once made.
+/// Where none can be made (another system, no descriptor left), the timer is async-io's.
 #[derive(Debug)]
-pub struct SmolTimer(async_io::Timer);
+pub struct SmolTimer(Clock);
+
+/// What a [`SmolTimer`] waits on.
+#[derive(Debug)]
+enum Clock {
+    /// A timer descriptor.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Fd(fd::FdTimer),
+    /// One of async-io's timers.
+    Reactor(async_io::Timer),
+}
+
+impl SmolTimer {
+    fn at(at: Instant) -> Self {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Ok(t) = fd::FdTimer::at(at) {
+            return SmolTimer(Clock::Fd(t));
+        }
+        SmolTimer(Clock::Reactor(async_io::Timer::at(at)))
+    }
+}
 
 impl Future for SmolTimer {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(drop)
+        match &mut self.0 {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Clock::Fd(t) => match t.poll(cx) {
+                Ok(ready) => ready,
+                // The descriptor failed (it should not): async-io's timer takes over.
+                Err(at) => {
+                    self.0 = Clock::Reactor(async_io::Timer::at(at));
+                    self.poll(cx)
+                }
+            },
+            Clock::Reactor(t) => Pin::new(t).poll(cx).map(drop),
+        }
     }
 }
 
 impl Timer for SmolTimer {
     fn reset(&mut self, at: Instant) {
-        self.0.set_at(at);
+        match &mut self.0 {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Clock::Fd(t) => {
+                if t.set(at).is_err() {
+                    self.0 = Clock::Reactor(async_io::Timer::at(at));
+                }
+            }
+            Clock::Reactor(t) => {
+                t.set_at(at);
+            }
+        }
+    }
+}
+
+/// Timer descriptors (Linux's `timerfd`) in async-io's reactor.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod fd {
+    use std::io;
+    use std::os::fd::OwnedFd;
+    use std::task::{Context, Poll};
+    use std::time::{Duration, Instant};
+
+    use async_io::Async;
+    use rustix::time::{
+        Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
+        timerfd_settime,
+    };
+
+    /// A one-shot timer descriptor on the monotonic clock (`Instant`'s), and its instant.
+    #[derive(Debug)]
+    pub(super) struct FdTimer {
+        fd: Async<OwnedFd>,
+        at: Instant,
+    }
+
+    impl FdTimer {
+        /// A descriptor that fires at `at`.
+        pub(super) fn at(at: Instant) -> io::Result<Self> {
+            let fd = timerfd_create(
+                TimerfdClockId::Monotonic,
+                TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+            )?;
+            let mut t = FdTimer {
+                fd: Async::new_nonblocking(fd)?,
+                at,
+            };
+            t.set(at)?;
+            Ok(t)
+        }
+
+        /// Fires at `at` instead (setting the time also clears an expiry not yet seen: the
+        /// descriptor is readable again only at `at`).
+        pub(super) fn set(&mut self, at: Instant) -> io::Result<()> {
+            self.at = at;
+            // Relative to now; at least a nanosecond, zero disarming the timer. A time beyond
+            // what a `timespec` holds is the largest it holds.
+            let wait = at
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1));
+            let it_value = Timespec::try_from(wait).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let spec = Itimerspec {
+                it_interval: zero,
+                it_value,
+            };
+            timerfd_settime(self.fd.get_ref(), TimerfdTimerFlags::empty(), &spec)?;
+            Ok(())
+        }
+
+        /// Ready once the instant has come (and whenever polled after); `Err(at)` if the
+        /// reactor could not watch the descriptor.
+        pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Result<Poll<()>, Instant> {
+            loop {
+                // The clock first: a timer due now (or already fired) needs no reactor turn.
+                if Instant::now() >= self.at {
+                    return Ok(Poll::Ready(()));
+                }
+                // Readable: the descriptor fired, or an expiry cleared by `set` since was
+                // reported; the clock tells which (the latter waits again).
+                match self.fd.poll_readable(cx) {
+                    Poll::Pending => return Ok(Poll::Pending),
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Err(self.at),
+                }
+            }
+        }
     }
 }
 
@@ -71,7 +200,7 @@ impl Runtime for Smol {
     }
 
     fn timer(&self, at: Instant) -> SmolTimer {
-        SmolTimer(async_io::Timer::at(at))
+        SmolTimer::at(at)
     }
 
     fn now(&self) -> Instant {
@@ -108,5 +237,100 @@ impl Reactor for Smol {
 
     fn yield_now(&self) -> impl Future<Output = ()> + Send {
         futures_lite::future::yield_now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_lite::future::poll_once;
+
+    use super::*;
+
+    /// A timer of the runtime, as the connection drivers make them.
+    fn timer(at: Instant) -> SmolTimer {
+        Smol.timer(at)
+    }
+
+    #[test]
+    fn a_timer_fires_at_its_instant_not_before() {
+        smol::block_on(async {
+            let start = Instant::now();
+            let at = start + Duration::from_millis(30);
+            timer(at).await;
+            assert!(Instant::now() >= at);
+        });
+    }
+
+    #[test]
+    fn a_timer_in_the_past_fires_at_once() {
+        smol::block_on(async {
+            let mut t = timer(Instant::now());
+            assert!(poll_once(&mut t).await.is_some());
+        });
+    }
+
+    #[test]
+    fn reset_moves_the_instant_either_way() {
+        smol::block_on(async {
+            let start = Instant::now();
+            // Later: a timer already waited on waits on for the new instant.
+            let mut t = timer(start + Duration::from_millis(10));
+            assert!(poll_once(&mut t).await.is_none());
+            let later = start + Duration::from_millis(60);
+            t.reset(later);
+            (&mut t).await;
+            assert!(Instant::now() >= later);
+            // Earlier: from an hour away to now.
+            let mut t = timer(Instant::now() + Duration::from_secs(3600));
+            assert!(poll_once(&mut t).await.is_none());
+            let soon = Instant::now() + Duration::from_millis(10);
+            t.reset(soon);
+            (&mut t).await;
+            assert!(Instant::now() >= soon);
+        });
+    }
+
+    #[test]
+    fn a_fired_timer_reset_fires_again() {
+        smol::block_on(async {
+            let mut t = timer(Instant::now() + Duration::from_millis(5));
+            (&mut t).await;
+            let again = Instant::now() + Duration::from_millis(20);
+            t.reset(again);
+            assert!(
+                poll_once(&mut t).await.is_none(),
+                "the old expiry is not seen again"
+            );
+            (&mut t).await;
+            assert!(Instant::now() >= again);
+        });
+    }
+
+    #[test]
+    fn a_timer_far_ahead_waits() {
+        smol::block_on(async {
+            // Beyond what a `timespec` holds: clamped, never fires in the test's time.
+            let far = Instant::now() + Duration::from_secs(u64::MAX / 4);
+            let mut t = timer(far);
+            let waited = futures_lite::future::or(
+                async {
+                    (&mut t).await;
+                    false
+                },
+                async {
+                    async_io::Timer::after(Duration::from_millis(20)).await;
+                    true
+                },
+            );
+            assert!(waited.await);
+        });
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn on_linux_a_timer_is_a_descriptor() {
+        assert!(matches!(timer(Instant::now()).0, Clock::Fd(_)));
     }
 }
