@@ -13,7 +13,7 @@
 //!   call in flight (calls in flight together are left to the task, which batches them) — in
 //!   a task of the runtime as well as outside one (on tokio's multi-thread runtime that is one
 //!   task schedule per call fewer than handing the request to the driver task; see
-//!   `docs/BENCHMARKS.md`, last section);
+//!   `docs/benchmarks/history.md`, "Third pass");
 //! - everyone else who needs the driver (a new notification, a stream, a cancel, a call that
 //!   found the driver busy) wakes the task ([`SharedDriver::kick`]); a task that found the
 //!   driver busy is woken again by whoever held it;
