@@ -227,7 +227,7 @@ fn goals() -> Vec<Goal> {
     ] {
         // The raw ping-pong from the same caller: in the body of `block_on` every answer
         // crosses from the worker that polls the socket to the blocked thread, raw or not.
-        for (caller, raw) in [
+        for (caller, base) in [
             ("spawned", raw.to_string()),
             ("main", format!("raw bytes · {net} (tokio main)")),
         ] {
@@ -235,7 +235,7 @@ fn goals() -> Vec<Goal> {
                 "typed call within 1.2x of the raw ping-pong on the same runtime layout (p50)",
                 &format!("xrpc tokio call · {net} ({caller})"),
                 P50,
-                &raw,
+                &base,
                 AtMost(1.2),
             ));
         }

@@ -34,8 +34,16 @@ enum Clock {
     /// A timer descriptor.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Fd(fd::FdTimer),
-    /// One of async-io's timers.
-    Reactor(async_io::Timer),
+    /// One of async-io's timers, and its instant (an async-io timer that fired stays pending
+    /// when polled again; this one, like the descriptor, is ready from its instant on).
+    Reactor(async_io::Timer, Instant),
+}
+
+impl Clock {
+    /// One of async-io's timers, firing at `at`.
+    fn reactor(at: Instant) -> Self {
+        Clock::Reactor(async_io::Timer::at(at), at)
+    }
 }
 
 impl SmolTimer {
@@ -44,7 +52,7 @@ impl SmolTimer {
         if let Ok(t) = fd::FdTimer::at(at) {
             return SmolTimer(Clock::Fd(t));
         }
-        SmolTimer(Clock::Reactor(async_io::Timer::at(at)))
+        SmolTimer(Clock::reactor(at))
     }
 }
 
@@ -58,11 +66,16 @@ impl Future for SmolTimer {
                 Ok(ready) => ready,
                 // The descriptor failed (it should not): async-io's timer takes over.
                 Err(at) => {
-                    self.0 = Clock::Reactor(async_io::Timer::at(at));
+                    self.0 = Clock::reactor(at);
                     self.poll(cx)
                 }
             },
-            Clock::Reactor(t) => Pin::new(t).poll(cx).map(drop),
+            Clock::Reactor(t, at) => {
+                if Instant::now() >= *at {
+                    return Poll::Ready(());
+                }
+                Pin::new(t).poll(cx).map(drop)
+            }
         }
     }
 }
@@ -73,11 +86,12 @@ impl Timer for SmolTimer {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Clock::Fd(t) => {
                 if t.set(at).is_err() {
-                    self.0 = Clock::Reactor(async_io::Timer::at(at));
+                    self.0 = Clock::reactor(at);
                 }
             }
-            Clock::Reactor(t) => {
+            Clock::Reactor(t, instant) => {
                 t.set_at(at);
+                *instant = at;
             }
         }
     }
@@ -123,8 +137,8 @@ mod fd {
         /// descriptor is readable again only at `at`).
         pub(super) fn set(&mut self, at: Instant) -> io::Result<()> {
             self.at = at;
-            // Relative to now; at least a nanosecond, zero disarming the timer. A time beyond
-            // what a `timespec` holds is the largest it holds.
+            // Relative to now; at least a nanosecond, zero disarming the timer. (A wait too long
+            // for a `timespec` — none an `Instant` reaches — would be the longest it holds.)
             let wait = at
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_nanos(1));
@@ -253,12 +267,27 @@ mod tests {
         Smol.timer(at)
     }
 
+    /// Awaits `t`, failing the test if it has not fired within 5 s.
+    async fn fires(t: &mut SmolTimer) {
+        let fired = futures_lite::future::or(
+            async {
+                t.await;
+                true
+            },
+            async {
+                async_io::Timer::after(Duration::from_secs(5)).await;
+                false
+            },
+        );
+        assert!(fired.await, "the timer did not fire within 5 s");
+    }
+
     #[test]
     fn a_timer_fires_at_its_instant_not_before() {
         smol::block_on(async {
             let start = Instant::now();
             let at = start + Duration::from_millis(30);
-            timer(at).await;
+            fires(&mut timer(at)).await;
             assert!(Instant::now() >= at);
         });
     }
@@ -277,17 +306,17 @@ mod tests {
             let start = Instant::now();
             // Later: a timer already waited on waits on for the new instant.
             let mut t = timer(start + Duration::from_millis(10));
-            assert!(poll_once(&mut t).await.is_none());
+            let _ = poll_once(&mut t).await;
             let later = start + Duration::from_millis(60);
             t.reset(later);
-            (&mut t).await;
+            fires(&mut t).await;
             assert!(Instant::now() >= later);
             // Earlier: from an hour away to now.
             let mut t = timer(Instant::now() + Duration::from_secs(3600));
-            assert!(poll_once(&mut t).await.is_none());
+            let _ = poll_once(&mut t).await;
             let soon = Instant::now() + Duration::from_millis(10);
             t.reset(soon);
-            (&mut t).await;
+            fires(&mut t).await;
             assert!(Instant::now() >= soon);
         });
     }
@@ -296,14 +325,14 @@ mod tests {
     fn a_fired_timer_reset_fires_again() {
         smol::block_on(async {
             let mut t = timer(Instant::now() + Duration::from_millis(5));
-            (&mut t).await;
-            let again = Instant::now() + Duration::from_millis(20);
+            fires(&mut t).await;
+            let again = Instant::now() + Duration::from_millis(500);
             t.reset(again);
             assert!(
                 poll_once(&mut t).await.is_none(),
                 "the old expiry is not seen again"
             );
-            (&mut t).await;
+            fires(&mut t).await;
             assert!(Instant::now() >= again);
         });
     }
@@ -311,7 +340,7 @@ mod tests {
     #[test]
     fn a_timer_far_ahead_waits() {
         smol::block_on(async {
-            // Beyond what a `timespec` holds: clamped, never fires in the test's time.
+            // Centuries ahead: never fires in the test's time.
             let far = Instant::now() + Duration::from_secs(u64::MAX / 4);
             let mut t = timer(far);
             let waited = futures_lite::future::or(
@@ -325,6 +354,21 @@ mod tests {
                 },
             );
             assert!(waited.await);
+        });
+    }
+
+    #[test]
+    fn an_async_io_timer_is_ready_from_its_instant_on() {
+        smol::block_on(async {
+            let mut t = SmolTimer(Clock::reactor(Instant::now() + Duration::from_millis(5)));
+            fires(&mut t).await;
+            assert!(
+                poll_once(&mut t).await.is_some(),
+                "a fired timer is ready when polled again, as the descriptor is"
+            );
+            t.reset(Instant::now() + Duration::from_millis(500));
+            assert!(poll_once(&mut t).await.is_none());
+            fires(&mut t).await;
         });
     }
 

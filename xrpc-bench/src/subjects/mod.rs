@@ -139,19 +139,28 @@ pub fn serve(args: &[String]) -> Option<i32> {
     })
 }
 
-/// Laps of a one-way run on one connection: `lap` sends `count` messages and waits for the
+/// Laps of a one-way measurement on one connection: `lap` sends `count` messages and waits for the
 /// receiver's acknowledgement of the last. The first lap is a warm-up (a fresh connection
 /// touches its buffers for the first time: a shared-memory ring's pages fault in, socket
 /// buffers grow), as the round trips' warm-up calls are; the second is timed.
 pub const ONE_WAY_LAPS: usize = 2;
 
-/// Runs the [`ONE_WAY_LAPS`] laps of a one-way run of `count` messages, timing the last.
+/// Runs the [`ONE_WAY_LAPS`] laps of a one-way measurement of `count` messages, timing the last.
 pub fn one_way_laps(count: usize, mut lap: impl FnMut() -> Result<(), Skip>) -> Outcome {
+    futures::executor::block_on(one_way_laps_awaited(count, || std::future::ready(lap())))
+}
+
+/// [`one_way_laps`] with laps that are awaited.
+pub async fn one_way_laps_awaited<F, Fut>(count: usize, mut lap: F) -> Outcome
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Skip>>,
+{
     for _ in 1..ONE_WAY_LAPS {
-        lap()?;
+        lap().await?;
     }
     let span = Span::start();
-    lap()?;
+    lap().await?;
     Ok(span.finish(count as u64))
 }
 

@@ -18,7 +18,7 @@ use xrpc::{
 };
 
 use super::baseline::join_or_leave;
-use super::{Group, Msg, ONE_WAY_LAPS, Outcome, Skip, Subject, check_echo};
+use super::{Group, Msg, ONE_WAY_LAPS, Outcome, Skip, Subject, check_echo, one_way_laps_awaited};
 use crate::measure::{Recorder, Span};
 
 /// The rows of this module.
@@ -321,11 +321,23 @@ fn measure(net: Net, serve: Serve, caller: Caller, what: What, job: Job) -> Outc
         });
     }
     let server = spawn_server(server, serve);
+    let out = run_as(caller, async move {
+        with_transport!(client, |t| run_client(t, what, job).await)
+    });
+    join_or_leave(server, "xrpc server thread");
+    out
+}
+
+/// Runs the client `fut` on a 2-worker multi-thread runtime, in the body of its `block_on`
+/// (`Caller::Main`) or in a task spawned on it.
+fn run_as<F>(caller: Caller, fut: F) -> Outcome
+where
+    F: std::future::Future<Output = Outcome> + Send + 'static,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let fut = async move { with_transport!(client, |t| run_client(t, what, job).await) };
     let out = match caller {
         Caller::Main => rt.block_on(fut),
         Caller::Spawned | Caller::OneThread => rt
@@ -333,7 +345,6 @@ fn measure(net: Net, serve: Serve, caller: Caller, what: What, job: Job) -> Outc
             .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}")))),
     };
     rt.shutdown_timeout(Duration::from_secs(1));
-    join_or_leave(server, "xrpc server thread");
     out
 }
 
@@ -427,21 +438,16 @@ async fn run_client<T: FrameTransport>(t: T, what: What, job: Job) -> Outcome {
             Ok(m)
         }
         (What::Frames, Job::OneWay { size, count }) => {
-            // The laps of `one_way_laps`, awaited.
             let msg = vec![0xabu8; size];
-            let lap = async || -> Result<(), Skip> {
+            let (t, msg) = (&t, &msg);
+            let m = one_way_laps_awaited(count, move || async move {
                 for _ in 0..count {
-                    t.send_frame(&msg).await?;
+                    t.send_frame(msg).await?;
                 }
                 t.recv_frame().await?;
                 Ok(())
-            };
-            for _ in 1..ONE_WAY_LAPS {
-                lap().await?;
-            }
-            let span = Span::start();
-            lap().await?;
-            let m = span.finish(count as u64);
+            })
+            .await?;
             let _ = t.close().await;
             Ok(m)
         }
@@ -532,18 +538,7 @@ impl RawTokio {
                 Ok(())
             })
         });
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let fut = async move { client(to_io(c)?).await };
-        let out = match self.caller {
-            Caller::Main => rt.block_on(fut),
-            Caller::Spawned | Caller::OneThread => rt
-                .block_on(rt.spawn(fut))
-                .unwrap_or_else(|e| Err(Skip::Absent(format!("client task: {e}")))),
-        };
-        rt.shutdown_timeout(Duration::from_secs(1));
+        let out = run_as(self.caller, async move { client(to_io(c)?).await });
         join_or_leave(server, "raw tokio server");
         out
     }
