@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 
 use async_io::Async;
-pub use xrpc_async::exports::transports::*;
+pub use xrpc_async::transport::exported::*;
 
 use crate::Smol;
 use xrpc_async::transport as neutral;

@@ -27,7 +27,14 @@ pub use balance::SharedMemoryConnector;
 pub use balance::TlsConnector;
 pub use balance::{ClientFactory, ConnectionPool, LoadBalancedClient, TcpConnector, UnixConnector};
 pub use runtime::Tokio;
-pub use transport::*;
+#[cfg(feature = "shm")]
+pub use transport::{SharedMemoryFrameTransport, SharedMemoryFrameTransportListener};
+pub use transport::{
+    TcpFrameTransport, TcpFrameTransportListener, UnixFrameTransport, UnixFrameTransportListener,
+    ZeroCopyTransport,
+};
+#[cfg(feature = "tls")]
+pub use transport::{TlsFrameTransport, TlsFrameTransportListener};
 pub use xrpc_async::balance::{
     BalancedStream, Discovery, DnsDiscovery, Endpoint, EndpointStatus, HealthState,
     LeastConnections, LoadBalanceStrategy, LoadBalancer, LoadBalancerConfig, P2c, PoolConfig,

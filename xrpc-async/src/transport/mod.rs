@@ -56,6 +56,25 @@ pub use tls::{
 pub use unix::{UnixConfig, UnixFrameTransport, UnixFrameTransportListener};
 pub use xrpc_proto::TransportError;
 
+/// The transport names every async adapter exports as they are, at its root (through
+/// [`crate::exports`]) and in its `transport` module (`pub use
+/// xrpc_async::transport::exported::*;`): the in-process transports, the transport trait, its
+/// error and counters, and the configurations. The socket and shared-memory transports
+/// themselves are bound to each adapter's runtime there.
+pub mod exported {
+    pub use crate::memory::{ArcFrameTransport, ChannelConfig, ChannelFrameTransport};
+    #[cfg(feature = "shm")]
+    pub use crate::transport::SharedMemoryConfig;
+    pub use crate::transport::{
+        FrameTransport, TcpConfig, TransportError, TransportStats, UnixConfig,
+    };
+    #[cfg(feature = "tls")]
+    pub use crate::transport::{
+        TlsClientConfig, TlsServerConfig, load_certificates, load_private_key, rustls,
+    };
+    pub use xrpc_proto::RetryPolicy;
+}
+
 /// The credentials of the process at the other end of a local socket (`SO_PEERCRED`: pid,
 /// uid, gid), as the kernel recorded them when the connection was made; `None` if it does not
 /// tell.

@@ -12,7 +12,7 @@
 //! The transports are the runtime-neutral ones of `xrpc-async`, named here for tokio's sockets
 //! and reactor ([`socket`] makes tokio's streams their sockets).
 
-pub use xrpc_async::exports::transports::*;
+pub use xrpc_async::transport::exported::*;
 
 pub mod socket;
 mod zero_copy;
