@@ -106,8 +106,11 @@ pub struct Backoff<'a> {
     gauge: Option<&'a SpinGauge>,
     /// The configured spin budget.
     budget: Duration,
-    /// This wait's spin limit (adapted, at most `budget`).
+    /// This wait's spin limit (adapted, at most `budget`; `STRETCH` budgets after waking the
+    /// peer).
     limit: Duration,
+    /// The wait follows a send that woke the peer ([`Backoff::after_waking_peer`]).
+    stretched: bool,
     start: Option<Instant>,
     checks: u32,
     /// When the last `Yield` step was handed out (not yet judged).
@@ -131,6 +134,7 @@ impl<'a> Backoff<'a> {
             gauge,
             budget,
             limit,
+            stretched: false,
             start: None,
             checks: 0,
             yielded: None,
@@ -155,7 +159,7 @@ impl<'a> Backoff<'a> {
     pub fn in_runtime(mut self) -> Self {
         self.judge_yields = false;
         self.gauge = None;
-        self.limit = self.budget;
+        self.limit = self.full_limit();
         self
     }
 
@@ -166,8 +170,23 @@ impl<'a> Backoff<'a> {
     /// would outlast its spin in turn, and both sides would sleep at every exchange.
     #[must_use]
     pub fn after_waking_peer(mut self) -> Self {
-        self.limit = self.budget * STRETCH;
+        self.stretched = true;
+        self.limit = self.full_limit();
         self
+    }
+
+    /// The longest this wait spins (and yields) before it sleeps.
+    pub fn spin_limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// The longest this wait spins: the budget, or `STRETCH` budgets after waking the peer.
+    fn full_limit(&self) -> Duration {
+        if self.stretched {
+            self.budget.saturating_mul(STRETCH)
+        } else {
+            self.budget
+        }
     }
 
     /// The condition was found false: what to do before checking again.
@@ -271,5 +290,13 @@ mod tests {
             .in_runtime()
             .after_waking_peer();
         assert!(until_sleep(stretched) >= 2 * budget);
+        // In either order.
+        let stretched = Backoff::with_budget(budget)
+            .after_waking_peer()
+            .in_runtime();
+        assert!(until_sleep(stretched) >= 2 * budget);
+        // A budget too large to double is the largest there is, not a panic.
+        let huge = Backoff::with_budget(Duration::MAX).after_waking_peer();
+        assert_eq!(huge.limit, Duration::MAX);
     }
 }

@@ -71,6 +71,8 @@ struct ConnectionState {
     send_spin: SpinGauge,
     /// Times the send ring's doorbell woke the peer (see [`RecvWaiter::peer_woken`]).
     peer_woken: Arc<std::sync::atomic::AtomicU64>,
+    /// `peer_woken` as the last wait for frames saw it.
+    peer_woken_seen: std::sync::atomic::AtomicU64,
     config: ShmConfig,
 }
 
@@ -136,13 +138,38 @@ impl ConnectionState {
         r
     }
 
-    fn wait_cfg<'a>(&self, gauge: &'a SpinGauge, deadline: Option<Instant>) -> WaitCfg<'a> {
+    /// How a blocking wait for room waits.
+    fn send_wait_cfg(&self, deadline: Option<Instant>) -> WaitCfg<'_> {
+        self.wait_cfg(&self.send_spin, deadline, false)
+    }
+
+    /// How a blocking wait for frames waits: longer after a send that woke the peer.
+    fn recv_wait_cfg(&self, deadline: Option<Instant>) -> WaitCfg<'_> {
+        self.wait_cfg(&self.recv_spin, deadline, self.woke_peer_since_last_wait())
+    }
+
+    fn wait_cfg<'a>(
+        &self,
+        gauge: &'a SpinGauge,
+        deadline: Option<Instant>,
+        after_waking_peer: bool,
+    ) -> WaitCfg<'a> {
         WaitCfg {
             spin: self.config.spin_budget,
             gauge: Some(gauge),
             slice: Some(self.config.wait_slice),
             deadline,
+            after_waking_peer,
         }
+    }
+
+    /// Whether a send of this side woke the peer since the last wait for frames asked (the
+    /// answer to it comes only after the peer's wake-up): the one rule of when a wait for
+    /// frames spins longer, for the blocking API and for the adapters' backoff alike.
+    fn woke_peer_since_last_wait(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let woken = self.peer_woken.load(Relaxed);
+        self.peer_woken_seen.swap(woken, Relaxed) != woken
     }
 }
 

@@ -63,6 +63,7 @@ fn wait_cfg() -> WaitCfg<'static> {
             Some(Duration::from_millis(10))
         },
         deadline: None,
+        after_waking_peer: false,
     }
 }
 

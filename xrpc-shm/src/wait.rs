@@ -66,6 +66,9 @@ pub(crate) struct WaitCfg<'a> {
     pub(crate) slice: Option<Duration>,
     /// When to give up (`None`: never).
     pub(crate) deadline: Option<Instant>,
+    /// A receive that follows a send which woke the peer: it spins longer
+    /// ([`Backoff::after_waking_peer`]).
+    pub(crate) after_waking_peer: bool,
 }
 
 /// An announced sleep: while it lives, the publisher on the other side of
@@ -139,6 +142,9 @@ pub(crate) fn block_on<S: RingStorage>(
         return Ok(true);
     }
     let mut backoff = Backoff::new(cfg.spin, cfg.gauge);
+    if cfg.after_waking_peer {
+        backoff = backoff.after_waking_peer();
+    }
     loop {
         match backoff.step() {
             WaitStep::Spin => spin_loop(),

@@ -215,6 +215,11 @@ fn doorbells_ring_for_announced_sleepers_only() {
     ctx.try_send(b"b").unwrap();
     assert!(readable(&bell));
     assert_eq!(woken(), 1);
+    // The client's next wait for frames spins twice its budget (the answer comes after the
+    // server's wake-up); the one after that, with no wake-up since, at most its budget.
+    let budget = small().spin_budget;
+    assert_eq!(crx.waiter().backoff().spin_limit(), 2 * budget);
+    assert!(crx.waiter().backoff().spin_limit() <= budget);
     bell.drain().unwrap();
     assert!(!readable(&bell));
     bell.drain().unwrap(); // draining a quiet doorbell does not block

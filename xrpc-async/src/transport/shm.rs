@@ -23,7 +23,7 @@
 use std::future::{Future, poll_fn};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -313,8 +313,6 @@ pub struct SharedMemoryFrameTransport<R: Reactor> {
     /// Input is awaited: a receive spins a moment before it sleeps
     /// ([`FrameTransport::set_input_awaited`]).
     awaited: AtomicBool,
-    /// The count of peer wake-ups ([`RecvWaiter::peer_woken`]) the last receive saw.
-    peer_woken_seen: AtomicU64,
     /// Raised by `close`; wakes sleeping sends and receives.
     closed: Signal,
     name: String,
@@ -369,7 +367,6 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             partial: AtomicUsize::new(0),
             unwaited: AtomicUsize::new(0),
             awaited: AtomicBool::new(true),
-            peer_woken_seen: AtomicU64::new(0),
             closed: Signal::default(),
             name,
             rt,
@@ -458,18 +455,12 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
         mut len: usize,
         mut retry: impl FnMut() -> Result<Result<T, usize>, TransportError>,
     ) -> Result<T, TransportError> {
+        // A wait for frames after a send that woke the peer spins longer (`RecvWaiter::backoff`).
         let mut backoff: Backoff<'_> = match side {
             Side::Recv => c.recv_waiter.backoff(),
             Side::Send => c.send_waiter.backoff(),
         }
         .in_runtime();
-        if matches!(side, Side::Recv) {
-            // A request that woke the peer: its answer comes after the peer's wake-up.
-            let woken = c.recv_waiter.peer_woken();
-            if self.peer_woken_seen.swap(woken, Ordering::Relaxed) != woken {
-                backoff = backoff.after_waking_peer();
-            }
-        }
         loop {
             if self.closed.is_raised() {
                 return Err(TransportError::ConnectionClosed);

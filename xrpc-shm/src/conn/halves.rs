@@ -61,6 +61,7 @@ pub(super) fn halves(
         recv_spin: SpinGauge::new(config.spin_budget),
         send_spin: SpinGauge::new(config.spin_budget),
         peer_woken,
+        peer_woken_seen: std::sync::atomic::AtomicU64::new(0),
         config,
     });
     Ok(ShmConnection {
@@ -183,7 +184,7 @@ impl ShmSender {
     /// Waits until `len` more bytes of a frame (or the largest piece) fit.
     fn wait_room(&mut self, len: usize, deadline: Option<Instant>) -> Result<()> {
         let shared = &*self.shared;
-        let cfg = shared.wait_cfg(&shared.send_spin, deadline);
+        let cfg = shared.send_wait_cfg(deadline);
         if !self
             .producer
             .wait_writable(len, &cfg, &mut || shared.alive())?
@@ -309,7 +310,7 @@ impl ShmReceiver {
             }
             let deadline = *deadline.get_or_insert_with(|| deadline_of(timeout));
             let shared = &*self.shared;
-            let cfg = shared.wait_cfg(&shared.recv_spin, deadline);
+            let cfg = shared.recv_wait_cfg(deadline);
             if !self.consumer.wait_readable(&cfg, &mut || shared.alive())? {
                 return Err(ShmError::Timeout);
             }

@@ -113,8 +113,8 @@ pub struct RecvWaiter {
 
 impl RecvWaiter {
     /// How many times this side's sends found the peer asleep and woke it (its doorbell
-    /// rung). A receive that follows such a send waits longer before it sleeps
-    /// ([`Backoff::after_waking_peer`](crate::Backoff::after_waking_peer)).
+    /// rung). A wait for frames that follows such a send waits longer before it sleeps:
+    /// [`RecvWaiter::backoff`] and the blocking receives apply that themselves.
     pub fn peer_woken(&self) -> u64 {
         self.shared
             .peer_woken
@@ -127,16 +127,22 @@ impl RecvWaiter {
         let shared = &*self.shared;
         self.waiter.block(
             0,
-            &shared.wait_cfg(&shared.recv_spin, deadline_of(timeout)),
+            &shared.recv_wait_cfg(deadline_of(timeout)),
             || shared.dead.load(Relaxed),
             &mut || shared.alive(),
         )
     }
 
     /// The wait policy for one wait for frames (this side's spin budget,
-    /// adapted to how often spinning paid lately).
+    /// adapted to how often spinning paid lately; twice as long after a send of
+    /// this side that woke the peer, [`Backoff::after_waking_peer`]).
     pub fn backoff(&self) -> Backoff<'_> {
-        Backoff::new(self.shared.config.spin_budget, Some(&self.shared.recv_spin))
+        let backoff = Backoff::new(self.shared.config.spin_budget, Some(&self.shared.recv_spin));
+        if self.shared.woke_peer_since_last_wait() {
+            backoff.after_waking_peer()
+        } else {
+            backoff
+        }
     }
 
     /// Announces that this side sleeps until a frame comes, and re-checks.
@@ -179,7 +185,7 @@ impl SendWaiter {
         let shared = &*self.shared;
         self.waiter.block(
             len,
-            &shared.wait_cfg(&shared.send_spin, deadline_of(timeout)),
+            &shared.send_wait_cfg(deadline_of(timeout)),
             || shared.dead.load(Relaxed),
             &mut || shared.alive(),
         )
