@@ -5,12 +5,12 @@
 //! goal of issue 25: under contention, a shared-memory call's p50 and p99 no worse than the
 //! same caller's over a Unix socket.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use crate::measure::Recorder;
+use crate::process::{ServerProcess, on_parent_gone};
 use crate::results::{P50, P99, RowResult};
-use crate::subjects::Subject;
+use crate::subjects::{Skip, Subject};
 use crate::{Plan, guarded};
 
 /// The argument that makes this binary a busy process.
@@ -19,48 +19,20 @@ pub const BUSY_ARG: &str = "--busy-loop";
 /// Busy processes per level.
 const LEVELS: [usize; 3] = [0, 1, 2];
 
-/// A busy process's body: spins until killed, or until its parent is gone.
+/// A busy process's body: says it is ready, then spins until its parent lets it go (or is
+/// gone).
 pub fn busy_main() {
-    let parent = std::os::unix::process::parent_id();
+    on_parent_gone(|| std::process::exit(0));
+    println!("ready");
     let mut x = 0u64;
     loop {
-        for _ in 0..1_000_000 {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-        if std::os::unix::process::parent_id() != parent {
-            return;
-        }
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
 }
 
-/// Busy processes, killed when dropped.
-struct Busy(Vec<Child>);
-
-impl Busy {
-    fn start(n: usize) -> std::io::Result<Self> {
-        let mut busy = Busy(Vec::with_capacity(n));
-        for _ in 0..n {
-            busy.0.push(
-                Command::new(std::env::current_exe()?)
-                    .arg(BUSY_ARG)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .spawn()?,
-            );
-        }
-        // Let the scheduler place them before anything is timed.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        Ok(busy)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Starts `n` busy processes, each running once it said so; they end when the handles drop.
+fn start_busy(n: usize) -> Result<Vec<ServerProcess>, Skip> {
+    (0..n).map(|_| ServerProcess::start(&[BUSY_ARG])).collect()
 }
 
 /// Whether a row takes part: a call or a raw ping-pong over shared memory or a Unix socket
@@ -92,10 +64,10 @@ pub fn run(plan: &Plan, rows: &[Box<dyn Subject>]) {
     let started = Instant::now();
     for rep in 0..plan.repeats {
         for (li, &n) in LEVELS.iter().enumerate() {
-            let busy = match Busy::start(n) {
+            let busy = match start_busy(n) {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!("cannot start {n} busy processes: {e}");
+                    eprintln!("cannot start {n} busy processes: {e:?}");
                     return;
                 }
             };
