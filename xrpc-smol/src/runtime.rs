@@ -326,12 +326,14 @@ mod tests {
         smol::block_on(async {
             let mut t = timer(Instant::now() + Duration::from_millis(5));
             fires(&mut t).await;
-            let again = Instant::now() + Duration::from_millis(500);
-            t.reset(again);
+            // Far enough that a stalled test thread cannot reach it before the next poll.
+            t.reset(Instant::now() + Duration::from_secs(60));
             assert!(
                 poll_once(&mut t).await.is_none(),
                 "the old expiry is not seen again"
             );
+            let again = Instant::now() + Duration::from_millis(10);
+            t.reset(again);
             fires(&mut t).await;
             assert!(Instant::now() >= again);
         });
@@ -366,8 +368,9 @@ mod tests {
                 poll_once(&mut t).await.is_some(),
                 "a fired timer is ready when polled again, as the descriptor is"
             );
-            t.reset(Instant::now() + Duration::from_millis(500));
+            t.reset(Instant::now() + Duration::from_secs(60));
             assert!(poll_once(&mut t).await.is_none());
+            t.reset(Instant::now() + Duration::from_millis(10));
             fires(&mut t).await;
         });
     }
