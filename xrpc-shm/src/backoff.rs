@@ -32,7 +32,10 @@ const MIN_SPIN: Duration = Duration::from_micros(1);
 const PROBE_EVERY: u32 = 32;
 
 /// Adaptive spin limit of one waiting side (process-private; a heuristic,
-/// not synchronization, hence plain std atomics that loom need not model).
+/// not synchronization, hence plain std atomics that loom need not model):
+/// the rings keep one per side, and a waiter on something else (the blocking
+/// runtime's sockets, a gauge per thread) its own, given to
+/// [`Backoff::with_gauge`].
 ///
 /// When spinning finds the condition, the limit doubles (up to the budget);
 /// when the wait has to sleep, it halves (down to 1 µs). With more runnable
@@ -42,15 +45,14 @@ const PROBE_EVERY: u32 = 32;
 /// Every `PROBE_EVERY` waits one full-budget spin checks whether spinning
 /// pays again.
 #[derive(Debug)]
-pub(crate) struct SpinGauge {
+pub struct SpinGauge {
     limit_ns: std::sync::atomic::AtomicU32,
     waits: std::sync::atomic::AtomicU32,
 }
 
 impl SpinGauge {
     /// A gauge starting at the full budget.
-    #[cfg_attr(any(loom, not(feature = "rings")), allow(dead_code))]
-    pub(crate) fn new(budget: Duration) -> Self {
+    pub fn new(budget: Duration) -> Self {
         SpinGauge {
             limit_ns: std::sync::atomic::AtomicU32::new(
                 u32::try_from(budget.as_nanos()).unwrap_or(u32::MAX),
@@ -113,6 +115,8 @@ pub struct Backoff<'a> {
     stretched: bool,
     start: Option<Instant>,
     checks: u32,
+    /// Checks between two clock reads (see [`Backoff::costly_checks`]).
+    checks_per_round: u32,
     /// When the last `Yield` step was handed out (not yet judged).
     yielded: Option<Instant>,
     /// Whether a long yield means a contended CPU (see [`Backoff::in_runtime`]).
@@ -137,6 +141,7 @@ impl<'a> Backoff<'a> {
             stretched: false,
             start: None,
             checks: 0,
+            checks_per_round: CHECKS_PER_ROUND,
             yielded: None,
             judge_yields: true,
             asleep: false,
@@ -147,6 +152,22 @@ impl<'a> Backoff<'a> {
     /// `xrpc-async`), with spin budget `budget` and no adaptation across waits.
     pub fn with_budget(budget: Duration) -> Backoff<'static> {
         Backoff::new(budget, None)
+    }
+
+    /// The policy for one wait on something other than a ring, with spin budget `budget`,
+    /// adapted across waits by `gauge` (as a ring's side adapts its own).
+    pub fn with_gauge(budget: Duration, gauge: &'a SpinGauge) -> Backoff<'a> {
+        Backoff::new(budget, Some(gauge))
+    }
+
+    /// Each check is a system call (a zero-timeout `poll(2)` on a socket), which takes as long
+    /// as a round of memory checks: the clock is read after every check, so that the spin ends
+    /// on time, and the CPU is given away between checks after the first few, so that a busy
+    /// CPU is noticed as on a ring.
+    #[must_use]
+    pub fn costly_checks(mut self) -> Self {
+        self.checks_per_round = 1;
+        self
     }
 
     /// The waits run on an async runtime, whose yield lets the runtime's other tasks and its
@@ -218,13 +239,13 @@ impl<'a> Backoff<'a> {
             };
         }
         self.checks += 1;
-        if !self.checks.is_multiple_of(CHECKS_PER_ROUND) {
+        if !self.checks.is_multiple_of(self.checks_per_round) {
             return WaitStep::Spin;
         }
         if start.elapsed() >= self.limit {
             return self.give_up();
         }
-        if self.checks / CHECKS_PER_ROUND > SPIN_ROUNDS_BEFORE_YIELD {
+        if self.checks / self.checks_per_round > SPIN_ROUNDS_BEFORE_YIELD {
             if self.judge_yields {
                 self.yielded = Some(Instant::now());
             }
@@ -280,6 +301,20 @@ mod tests {
             std::thread::yield_now();
         }
         t0.elapsed()
+    }
+
+    /// Checks that take long (system calls) end the spin on time: the clock is read after each,
+    /// not once per round of 64.
+    #[test]
+    fn costly_checks_read_the_clock_after_each_check() {
+        let mut b = Backoff::with_budget(Duration::from_millis(1)).costly_checks();
+        let mut checks = 0;
+        while b.step() != WaitStep::Sleep {
+            checks += 1;
+            assert!(checks < CHECKS_PER_ROUND, "{checks} checks of 200 µs");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(checks >= 1);
     }
 
     #[test]

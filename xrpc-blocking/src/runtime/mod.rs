@@ -3,8 +3,9 @@
 //! synchronous API.
 //!
 //! - **Waiting**: [`Blocking::block_on`] runs a future on the calling thread, which waits for
-//!   what the future waits on in its own `poll(2)` (module `wait`); what is still armed when
-//!   it returns goes to one watcher thread (module `watcher`).
+//!   what the future waits on in its own `poll(2)` (module `wait`), after checking a socket it
+//!   waits on without sleeping for a few microseconds (the wait policy of shared memory); what
+//!   is still armed when it returns goes to one watcher thread (module `watcher`).
 //! - **Tasks**: [`spawn`](Runtime::spawn) runs a task on a thread of its own (a connection, a
 //!   client's driver: the blocking model, a thread per connection).
 //! - **Handlers**: [`spawn_handler`](Runtime::spawn_handler) runs a call's handler on the
@@ -273,7 +274,7 @@ impl Reactor for Blocking {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -434,6 +435,38 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// A wait for a socket's input checks it without sleeping before it sleeps: an answer from a
+    /// peer that answers at once is taken by such a check (removing the spin fails this).
+    #[test]
+    fn a_wait_for_input_spins_before_it_sleeps() {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        // The peer spins too: it echoes each byte as soon as it comes.
+        let peer = std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            loop {
+                match (&b).read(&mut byte) {
+                    Ok(0) => return,
+                    Ok(_) => (&b).write_all(&byte).unwrap(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        let socket = StdSocket::new(a).unwrap();
+        let spun = || wait::SPUN.with(std::cell::Cell::get);
+        let before = spun();
+        for _ in 0..1_000 {
+            socket.get_ref().write_all(b"x").unwrap();
+            let mut buf = BytesMut::with_capacity(8);
+            let n = block_on(std::future::poll_fn(|cx| socket.poll_read(cx, &mut buf))).unwrap();
+            assert_eq!(n, 1);
+        }
+        drop(socket);
+        peer.join().unwrap();
+        assert!(spun() > before, "no answer was taken by a spin");
     }
 
     #[test]

@@ -45,8 +45,13 @@ struct Direction {
 
 impl Direction {
     fn new(fd: super::wait::Fd, events: PollFlags) -> Self {
+        // A thread waiting for input spins first (an answer often comes within microseconds).
+        let interest = match events == PollFlags::IN {
+            true => Interest::descriptor_spun(fd, events),
+            false => Interest::descriptor(fd, events),
+        };
         Self {
-            interest: Interest::descriptor(fd, events),
+            interest,
             ready: AtomicBool::new(true),
         }
     }
