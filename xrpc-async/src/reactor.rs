@@ -32,6 +32,15 @@ pub trait Reactor: Runtime {
     /// polled in between is the executor's affair (tokio's adapter, in a task, does not: that
     /// would be a system call per retry of a shared-memory wait).
     fn yield_now(&self) -> impl Future<Output = ()> + Send;
+
+    /// Whether [`yield_now`](Self::yield_now) gives the thread's CPU away (`sched_yield`), so
+    /// that a yield that took long means another thread ran on this CPU: a shared-memory wait
+    /// then stops spinning and sleeps ([`Backoff::yields_the_thread`](xrpc_shm::Backoff::yields_the_thread)).
+    /// `false` (the default) where a yield runs the executor's other tasks, which may take long
+    /// for reasons of their own.
+    fn yield_gives_the_cpu_away(&self) -> bool {
+        false
+    }
 }
 
 /// A descriptor to register with a [`Reactor`], with whatever keeps it open.

@@ -119,8 +119,11 @@ pub struct Backoff<'a> {
     checks_per_round: u32,
     /// When the last `Yield` step was handed out (not yet judged).
     yielded: Option<Instant>,
-    /// Whether a long yield means a contended CPU (see [`Backoff::in_runtime`]).
-    judge_yields: bool,
+    /// Every retry yields (see [`Backoff::in_runtime`]).
+    in_runtime: bool,
+    /// The runtime's yield gives the thread's CPU away (see [`Backoff::yields_the_thread`]):
+    /// a long one means a contended CPU there too, as it always does on a thread.
+    thread_yields: bool,
     asleep: bool,
 }
 
@@ -143,7 +146,8 @@ impl<'a> Backoff<'a> {
             checks: 0,
             checks_per_round: CHECKS_PER_ROUND,
             yielded: None,
-            judge_yields: true,
+            in_runtime: false,
+            thread_yields: false,
             asleep: false,
         }
     }
@@ -178,9 +182,20 @@ impl<'a> Backoff<'a> {
     /// until the whole budget is spent, then the wait sleeps in the reactor.
     #[must_use]
     pub fn in_runtime(mut self) -> Self {
-        self.judge_yields = false;
+        self.in_runtime = true;
         self.gauge = None;
         self.limit = self.full_limit();
+        self
+    }
+
+    /// The runtime's yield gives the thread's CPU away (the blocking runtime's is a
+    /// `sched_yield`): with [`Backoff::in_runtime`], a yield that took long ran another thread
+    /// on this CPU — often the very peer, or a process that took the CPU from it — and ends the
+    /// spin as on a thread: the wait sleeps, and the wake-up it then gets from the peer is
+    /// served at once, where a thread that kept yielding would wait for a scheduler slice.
+    #[must_use]
+    pub fn yields_the_thread(mut self) -> Self {
+        self.thread_yields = true;
         self
     }
 
@@ -229,14 +244,16 @@ impl<'a> Backoff<'a> {
             }
         }
         let start = *self.start.get_or_insert_with(Instant::now);
-        if !self.judge_yields {
+        if self.in_runtime {
             // On a runtime: every retry yields (a busy spin would hold the thread that the
             // runtime's other tasks, the peer's among them, may need), until the budget is spent.
-            return if start.elapsed() >= self.limit {
-                self.give_up()
-            } else {
-                WaitStep::Yield
-            };
+            if start.elapsed() >= self.limit {
+                return self.give_up();
+            }
+            if self.thread_yields {
+                self.yielded = Some(Instant::now());
+            }
+            return WaitStep::Yield;
         }
         self.checks += 1;
         if !self.checks.is_multiple_of(self.checks_per_round) {
@@ -246,9 +263,7 @@ impl<'a> Backoff<'a> {
             return self.give_up();
         }
         if self.checks / self.checks_per_round > SPIN_ROUNDS_BEFORE_YIELD {
-            if self.judge_yields {
-                self.yielded = Some(Instant::now());
-            }
+            self.yielded = Some(Instant::now());
             return WaitStep::Yield;
         }
         WaitStep::Spin
@@ -301,6 +316,31 @@ mod tests {
             std::thread::yield_now();
         }
         t0.elapsed()
+    }
+
+    /// On a runtime whose yield is a `sched_yield`, a yield that took long (another thread ran on
+    /// this CPU) ends the spin; on one whose yield runs other tasks, it does not.
+    #[test]
+    fn a_long_thread_yield_ends_a_runtime_spin() {
+        let budget = Duration::from_secs(60);
+        let mut b = Backoff::with_budget(budget)
+            .in_runtime()
+            .yields_the_thread();
+        assert_eq!(b.step(), WaitStep::Yield);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(b.step(), WaitStep::Sleep);
+        // In either order.
+        let mut b = Backoff::with_budget(budget)
+            .yields_the_thread()
+            .in_runtime();
+        assert_eq!(b.step(), WaitStep::Yield);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(b.step(), WaitStep::Sleep);
+        // Tasks that ran long do not end it.
+        let mut b = Backoff::with_budget(budget).in_runtime();
+        assert_eq!(b.step(), WaitStep::Yield);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(b.step(), WaitStep::Yield);
     }
 
     /// Checks that take long (system calls) end the spin on time: the clock is read after each,

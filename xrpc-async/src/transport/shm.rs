@@ -461,6 +461,9 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             Side::Send => c.send_waiter.backoff(),
         }
         .in_runtime();
+        if self.rt.yield_gives_the_cpu_away() {
+            backoff = backoff.yields_the_thread();
+        }
         loop {
             if self.closed.is_raised() {
                 return Err(TransportError::ConnectionClosed);

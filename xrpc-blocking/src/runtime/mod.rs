@@ -270,6 +270,11 @@ impl Reactor for Blocking {
     fn yield_now(&self) -> impl Future<Output = ()> + Send {
         YieldNow(false)
     }
+
+    /// A yield is a `sched_yield` of the waiting thread.
+    fn yield_gives_the_cpu_away(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
