@@ -16,7 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 static __thread int ep=-1;
-static int mode; static long spins, sleeps; static int N=20000;
+static int mode; static _Atomic long spins_all, sleeps_all; static __thread long spins, sleeps; static int N=20000;
 static void rd(int fd, char*b){
   if(mode==0){ recv(fd,b,64,0); return; }
   struct pollfd p={fd,POLLIN,0};
@@ -34,9 +34,9 @@ static void rd(int fd, char*b){
   recv(fd,b,64,MSG_DONTWAIT);
 }
 static int sv[2]; static int cc[100000], sc[100000]; static __thread int k; static void wr(int fd,char*b){ if(fd==sv[0]) cc[k++]=sched_getcpu(); else sc[k++]=sched_getcpu(); struct iovec v[2]={{b,16},{b+16,32}}; writev(fd,v,2);}
-static void* srv(void*a){ char b[64]; for(int i=0;i<N;i++){rd(sv[1],b); wr(sv[1],b);} return 0;}
+static void* srv(void*a){ char b[64]; for(int i=0;i<N;i++){rd(sv[1],b); wr(sv[1],b);} spins_all+=spins; sleeps_all+=sleeps; return 0;}
 int main(int c,char**v){ mode=atoi(v[1]); socketpair(AF_UNIX,SOCK_STREAM,0,sv);
  pthread_t t; pthread_create(&t,0,srv,0); char b[64]={0};
  struct timespec a,z; clock_gettime(CLOCK_MONOTONIC,&a);
  for(int i=0;i<N;i++){ wr(sv[0],b); rd(sv[0],b);} clock_gettime(CLOCK_MONOTONIC,&z);
- printf("mode %d: %.2f us\n",mode,((z.tv_sec-a.tv_sec)*1e9+(z.tv_nsec-a.tv_nsec))/1e3/N); pthread_join(t,0); int same=0,c0=0; for(int i=0;i<N;i++){same+=cc[i]==sc[i]; c0+=cc[i]==0;} printf("spins/wait %.1f sleeps %ld\n",(double)spins/(2*N),sleeps); printf("same cpu %d of %d, client on cpu0 %d\n",same,N,c0);}
+ printf("mode %d: %.2f us\n",mode,((z.tv_sec-a.tv_sec)*1e9+(z.tv_nsec-a.tv_nsec))/1e3/N); spins_all+=spins; sleeps_all+=sleeps; pthread_join(t,0); int same=0,c0=0; for(int i=0;i<N;i++){same+=cc[i]==sc[i]; c0+=cc[i]==0;} printf("checks/wait %.1f sleeps %ld\n",(double)spins_all/(2*N),(long)sleeps_all); printf("same cpu %d of %d, client on cpu0 %d\n",same,N,c0);}

@@ -35,7 +35,7 @@ pub trait Reactor: Runtime {
 
     /// Whether [`yield_now`](Self::yield_now) gives the thread's CPU away (`sched_yield`), so
     /// that a yield that took long means another thread ran on this CPU: a shared-memory wait
-    /// then stops spinning and sleeps ([`Backoff::yields_the_thread`](xrpc_shm::Backoff::yields_the_thread)).
+    /// then stops spinning and sleeps ([`Backoff::yield_gives_the_cpu_away`](xrpc_shm::Backoff::yield_gives_the_cpu_away)).
     /// `false` (the default) where a yield runs the executor's other tasks, which may take long
     /// for reasons of their own.
     fn yield_gives_the_cpu_away(&self) -> bool {

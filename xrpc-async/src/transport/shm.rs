@@ -462,7 +462,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
         }
         .in_runtime();
         if self.rt.yield_gives_the_cpu_away() {
-            backoff = backoff.yields_the_thread();
+            backoff = backoff.yield_gives_the_cpu_away();
         }
         loop {
             if self.closed.is_raised() {

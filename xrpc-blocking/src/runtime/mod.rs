@@ -4,7 +4,7 @@
 //!
 //! - **Waiting**: [`Blocking::block_on`] runs a future on the calling thread, which waits for
 //!   what the future waits on in its own `poll(2)` (module `wait`), after checking a socket it
-//!   waits on without sleeping for a few microseconds (the wait policy of shared memory); what
+//!   waits on without sleeping for up to 50 µs (the wait policy of shared memory); what
 //!   is still armed when it returns goes to one watcher thread (module `watcher`).
 //! - **Tasks**: [`spawn`](Runtime::spawn) runs a task on a thread of its own (a connection, a
 //!   client's driver: the blocking model, a thread per connection).

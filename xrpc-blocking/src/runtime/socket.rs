@@ -44,9 +44,10 @@ struct Direction {
 }
 
 impl Direction {
-    fn new(fd: super::wait::Fd, events: PollFlags) -> Self {
-        // A thread waiting for input spins first (an answer often comes within microseconds).
-        let interest = match events == PollFlags::IN {
+    /// A direction of `fd`; with `spun`, a thread waiting for it checks it without sleeping
+    /// first (a stream's input: an answer often comes within microseconds).
+    fn new(fd: super::wait::Fd, events: PollFlags, spun: bool) -> Self {
+        let interest = match spun {
             true => Interest::descriptor_spun(fd, events),
             false => Interest::descriptor(fd, events),
         };
@@ -70,13 +71,24 @@ impl<T> std::fmt::Debug for StdSocket<T> {
 }
 
 impl<T: AsFd + Send + Sync + 'static> StdSocket<T> {
-    /// Wraps `io`, switching it to non-blocking mode.
+    /// Wraps `io`, switching it to non-blocking mode. A thread waiting for its input checks
+    /// it without sleeping first, for up to 50 µs (see the runtime's module docs).
     pub fn new(io: T) -> io::Result<Self> {
+        Self::with_input(io, true)
+    }
+
+    /// Wraps listener `io`: a thread waiting for a connection sleeps at once (a connection is
+    /// not an answer that comes within microseconds).
+    fn listener(io: T) -> io::Result<Self> {
+        Self::with_input(io, false)
+    }
+
+    fn with_input(io: T, spun: bool) -> io::Result<Self> {
         rustix::io::ioctl_fionbio(&io, true)?;
         let io = Arc::new(io);
         Ok(Self {
-            read: Direction::new(io.clone(), PollFlags::IN),
-            write: Direction::new(io.clone(), PollFlags::OUT),
+            read: Direction::new(io.clone(), PollFlags::IN, spun),
+            write: Direction::new(io.clone(), PollFlags::OUT, false),
             io,
         })
     }
@@ -235,7 +247,7 @@ impl TcpSocket<Blocking> for StdSocket<TcpStream> {
     }
 
     async fn bind(addrs: &[SocketAddr]) -> io::Result<StdSocket<TcpListener>> {
-        StdSocket::new(TcpListener::bind(addrs)?)
+        StdSocket::listener(TcpListener::bind(addrs)?)
     }
 
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
@@ -260,7 +272,7 @@ impl UnixSocket<Blocking> for StdSocket<UnixStream> {
     }
 
     fn bind(path: &Path) -> io::Result<StdSocket<UnixListener>> {
-        StdSocket::new(UnixListener::bind(path)?)
+        StdSocket::listener(UnixListener::bind(path)?)
     }
 }
 

@@ -7,7 +7,7 @@
 //! waiting threads: 16 µs against 8.5 µs for blocking `std` IO, measured.)
 //!
 //! Before it sleeps, a thread whose future waits for a socket's input checks what it waits on
-//! without sleeping for a few microseconds, under the wait policy of shared memory
+//! without sleeping, for up to 50 µs, under the wait policy of shared memory
 //! ([`xrpc_shm::Backoff`], adapted per thread): where idle CPUs are halted, an answer that
 //! comes while the thread sleeps costs a wake-up longer than the answer took (see
 //! [`Entered::spin`]).
@@ -317,8 +317,8 @@ struct Spare {
 const SPIN_BUDGET: Duration = Duration::from_micros(50);
 
 thread_local! {
-    /// How long this thread's frames spin (adapted: a thread whose spins keep failing, a
-    /// connection's whose peer calls rarely, spins less).
+    /// How long this thread's frames spin (adapted: a thread whose spins keep failing — one
+    /// serving a connection whose peer calls rarely — spins less).
     static SPIN_GAUGE: SpinGauge = SpinGauge::new(SPIN_BUDGET);
     static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
     static SPARE: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
@@ -423,13 +423,19 @@ impl Entered {
     /// policy of shared memory says ([`Backoff`], each check a system call), until something
     /// fires, the frame is woken, or the policy says to sleep. Where idle CPUs are halted,
     /// waking a sleeping thread takes longer than most answers on a socket: two threads in a
-    /// ping-pong over a Unix socket answered in 33–48 µs sleeping, and in 4 µs spinning up to
-    /// 10 µs first, with a third of the CPU time (measured on the benchmark's VM).
+    /// ping-pong over a Unix socket answered in 33–54 µs sleeping (in `recv` or `poll(2)`), and
+    /// in about 4 µs checking for up to 10 µs first, with a third of the CPU time (measured on
+    /// the benchmark's VM, `docs/benchmarks/wait-pingpong.c`).
     fn spin(&self) {
+        if self.signal.state.load(Ordering::Acquire) != IDLE {
+            return;
+        }
         let spins = FRAMES.with(|f| {
-            f.borrow()
-                .last()
-                .is_some_and(|top| top.armed.iter().any(|(i, _)| i.spins))
+            f.borrow().last().is_some_and(|top| {
+                top.armed
+                    .iter()
+                    .any(|(i, g)| i.spins && i.armed_in(self.number, *g).is_some())
+            })
         });
         if !spins {
             return;
