@@ -197,21 +197,20 @@ fn methods_and_stats() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["uptime_ms"].as_u64().is_some());
     assert!(v["connections"].as_u64().unwrap() >= 1, "this one at least");
-    let add = v["methods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "add")
-        .expect("add was called");
+    let method = |name: &str| {
+        v["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name} was called"))
+            .clone()
+    };
+    let add = method("add");
     assert!(add["calls"].as_u64().unwrap() >= 1);
     // In microseconds: the 5 ms handler's calls take at least 5,000 (5 in milliseconds,
     // 5,000,000 in nanoseconds) and well under a second.
-    let slow = v["methods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "slow")
-        .expect("slow was called");
+    let slow = method("slow");
     let (p50, p99) = (
         slow["latency_us"]["p50"].as_u64().unwrap(),
         slow["latency_us"]["p99"].as_u64().unwrap(),

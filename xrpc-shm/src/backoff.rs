@@ -324,24 +324,20 @@ mod tests {
     #[test]
     fn a_long_thread_yield_ends_a_runtime_spin() {
         let budget = Duration::from_secs(60);
-        let mut b = Backoff::with_budget(budget)
-            .in_runtime()
-            .yield_gives_the_cpu_away();
-        assert_eq!(b.step(), WaitStep::Yield);
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(b.step(), WaitStep::Sleep);
+        // The step after a yield of 2 ms.
+        let after_long_yield = |mut b: Backoff<'_>| {
+            assert_eq!(b.step(), WaitStep::Yield);
+            std::thread::sleep(Duration::from_millis(2));
+            b.step()
+        };
+        let runtime = || Backoff::with_budget(budget);
+        let ends = runtime().in_runtime().yield_gives_the_cpu_away();
+        assert_eq!(after_long_yield(ends), WaitStep::Sleep);
         // In either order.
-        let mut b = Backoff::with_budget(budget)
-            .yield_gives_the_cpu_away()
-            .in_runtime();
-        assert_eq!(b.step(), WaitStep::Yield);
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(b.step(), WaitStep::Sleep);
+        let ends = runtime().yield_gives_the_cpu_away().in_runtime();
+        assert_eq!(after_long_yield(ends), WaitStep::Sleep);
         // Tasks that ran long do not end it.
-        let mut b = Backoff::with_budget(budget).in_runtime();
-        assert_eq!(b.step(), WaitStep::Yield);
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(b.step(), WaitStep::Yield);
+        assert_eq!(after_long_yield(runtime().in_runtime()), WaitStep::Yield);
     }
 
     /// Checks that take long (system calls) end the spin on time: the clock is read after each,
