@@ -25,6 +25,11 @@ const YIELD_CONTENDED: Duration = Duration::from_micros(5);
 /// [`Backoff::after_waking_peer`]).
 const STRETCH: u32 = 2;
 
+/// The default spin budget of every wait that follows this policy: shared memory
+/// (`SharedMemoryConfig::spin_budget`), the in-process transports of `xrpc-async` and the
+/// blocking runtime's sockets.
+pub const DEFAULT_SPIN_BUDGET: Duration = Duration::from_micros(50);
+
 /// Floor of the adaptive spin limit.
 const MIN_SPIN: Duration = Duration::from_micros(1);
 

@@ -65,7 +65,7 @@ impl Default for ShmConfig {
         ShmConfig {
             ring_capacity: 4 << 20,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            spin_budget: Duration::from_micros(50),
+            spin_budget: crate::backoff::DEFAULT_SPIN_BUDGET,
             wait_slice: Duration::from_millis(10),
             handshake_timeout: Duration::from_secs(5),
         }
@@ -125,7 +125,7 @@ impl Default for SharedMemoryConfig {
         Self {
             buffer_size: 1 << 20,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            spin_budget: Duration::from_micros(50),
+            spin_budget: crate::backoff::DEFAULT_SPIN_BUDGET,
             connect_timeout: Duration::from_secs(5),
         }
     }

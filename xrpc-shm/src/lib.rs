@@ -92,7 +92,7 @@ mod segment;
 #[cfg(all(feature = "rings", any(test, loom, feature = "test-util")))]
 pub mod testing;
 
-pub use backoff::{Backoff, SpinGauge, WaitStep};
+pub use backoff::{Backoff, DEFAULT_SPIN_BUDGET, SpinGauge, WaitStep};
 #[cfg(feature = "rings")]
 pub use error::{Result, ShmError};
 #[cfg(feature = "rings")]

@@ -37,7 +37,7 @@ impl Default for ChannelConfig {
         Self {
             capacity: 1024,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            spin_budget: Duration::from_micros(50),
+            spin_budget: xrpc_shm::DEFAULT_SPIN_BUDGET,
         }
     }
 }

@@ -314,7 +314,7 @@ struct Spare {
 
 /// How long a frame spins before it sleeps ([`Entered::spin`]), at most: the default spin
 /// budget of shared memory and of the in-process transports.
-const SPIN_BUDGET: Duration = Duration::from_micros(50);
+const SPIN_BUDGET: Duration = xrpc_shm::DEFAULT_SPIN_BUDGET;
 
 thread_local! {
     /// How long this thread's frames spin (adapted: a thread whose spins keep failing — one
