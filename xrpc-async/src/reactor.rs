@@ -41,6 +41,16 @@ pub trait Reactor: Runtime {
     fn yield_gives_the_cpu_away(&self) -> bool {
         false
     }
+
+    /// Gives the thread's CPU away without ending the task's poll, if the task has nothing else
+    /// to do meanwhile (a thread that runs one task: it was not woken since its poll began);
+    /// whether it did. `false` (the default, and an executor's answer: its other tasks may need
+    /// the thread): the caller yields with [`yield_now`](Self::yield_now) instead. A
+    /// shared-memory wait retries this way between its checks, with no turn of the
+    /// connection's driver between them.
+    fn yield_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// A descriptor to register with a [`Reactor`], with whatever keeps it open.

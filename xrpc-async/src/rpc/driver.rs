@@ -257,7 +257,11 @@ where
                 ..Turn::default()
             };
             self.drive_write(cx, write, &mut turn);
-            self.drive_read(cx, read, &mut turn);
+            // The work may have queued output (a handler that answered at once): it is
+            // written in the next turn, before the read is polled — a read may spin.
+            if !turn.again {
+                self.drive_read(cx, read, &mut turn);
+            }
             match self.end_turn(turn) {
                 Step::Over => return Poll::Ready(()),
                 Step::Again if self.reads >= READS_PER_POLL => {

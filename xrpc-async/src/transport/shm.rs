@@ -7,7 +7,8 @@
 //!
 //! Waiting never blocks an executor thread and holds no thread: a receive (or a send into a
 //! full ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — a short busy
-//! check, then retries that yield to the executor, for at most
+//! check, then retries that yield to the executor (on a runtime of threads, which runs one task
+//! per thread, a `sched_yield` in place: [`Reactor::yield_in_place`]), for at most
 //! [`SharedMemoryConfig::spin_budget`], so a busy peer is served with no system call at all —
 //! and then sleeps in the reactor: it announces the sleep and waits for its doorbell (our end
 //! of a socket on which the peer sends a byte after publishing; it also reads the end of the
@@ -478,7 +479,11 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
             };
             match step {
                 WaitStep::Spin => std::hint::spin_loop(),
-                WaitStep::Yield => self.rt.yield_now().await,
+                WaitStep::Yield => {
+                    if !self.rt.yield_in_place() {
+                        self.rt.yield_now().await;
+                    }
+                }
                 WaitStep::Sleep => {
                     let guard = match side {
                         Side::Recv => c.recv_waiter.prepare_sleep(),

@@ -5,6 +5,7 @@
 //! its exact instant, and a virtual microsecond before it; no test sleeps or starts a thread.
 
 mod calls;
+mod driver_order;
 mod harness;
 mod heartbeats;
 mod raw;
