@@ -42,13 +42,14 @@ pub trait Reactor: Runtime {
         false
     }
 
-    /// Gives the thread's CPU away without ending the task's poll, if the task has nothing else
-    /// to do meanwhile (a thread that runs one task: it was not woken since its poll began);
-    /// whether it did. `false` (the default, and an executor's answer: its other tasks may need
-    /// the thread): the caller yields with [`yield_now`](Self::yield_now) instead. A
-    /// shared-memory wait retries this way between its checks, with no turn of the
-    /// connection's driver between them.
-    fn yield_in_place(&self) -> bool {
+    /// Whether a wait of the task being polled may go on in place — spin, and give the CPU
+    /// away with `sched_yield` — without ending the poll: the runtime runs this one task on the
+    /// thread, and nothing else wants the task now (it was not woken since its poll began). A
+    /// shared-memory wait then follows the thread's wait policy, with no turn of the
+    /// connection's driver between its checks, and asks again before each. `false` (the
+    /// default, and an executor's answer: its other tasks may need the thread): the wait
+    /// yields with [`yield_now`](Self::yield_now) between its checks.
+    fn waits_in_place(&self) -> bool {
         false
     }
 }

@@ -8,7 +8,7 @@
 //! Waiting never blocks an executor thread and holds no thread: a receive (or a send into a
 //! full ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — a short busy
 //! check, then retries that yield to the executor (on a runtime of threads, which runs one task
-//! per thread, a `sched_yield` in place: [`Reactor::yield_in_place`]), for at most
+//! per thread, the thread's policy in place: [`Reactor::waits_in_place`]), for at most
 //! [`SharedMemoryConfig::spin_budget`], so a busy peer is served with no system call at all —
 //! and then sleeps in the reactor: it announces the sleep and waits for its doorbell (our end
 //! of a socket on which the peer sends a byte after publishing; it also reads the end of the
@@ -460,10 +460,16 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
         let mut backoff: Backoff<'_> = match side {
             Side::Recv => c.recv_waiter.backoff(),
             Side::Send => c.send_waiter.backoff(),
-        }
-        .in_runtime();
-        if self.rt.yield_gives_the_cpu_away() {
-            backoff = backoff.yield_gives_the_cpu_away();
+        };
+        // A task alone on its thread waits as a thread does (busy checks, then `sched_yield`s,
+        // all in place) for as long as nothing else wants it; on an executor, every retry
+        // yields to it.
+        let in_place = self.rt.waits_in_place();
+        if !in_place {
+            backoff = backoff.in_runtime();
+            if self.rt.yield_gives_the_cpu_away() {
+                backoff = backoff.yield_gives_the_cpu_away();
+            }
         }
         loop {
             if self.closed.is_raised() {
@@ -478,12 +484,13 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
                 backoff.step()
             };
             match step {
-                WaitStep::Spin => std::hint::spin_loop(),
-                WaitStep::Yield => {
-                    if !self.rt.yield_in_place() {
-                        self.rt.yield_now().await;
-                    }
+                // Woken meanwhile: the task runs what woke it, then this wait goes on.
+                WaitStep::Spin | WaitStep::Yield if in_place && !self.rt.waits_in_place() => {
+                    self.rt.yield_now().await
                 }
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield if in_place => std::thread::yield_now(),
+                WaitStep::Yield => self.rt.yield_now().await,
                 WaitStep::Sleep => {
                     let guard = match side {
                         Side::Recv => c.recv_waiter.prepare_sleep(),

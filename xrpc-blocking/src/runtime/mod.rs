@@ -276,10 +276,9 @@ impl Reactor for Blocking {
         true
     }
 
-    /// A `sched_yield` of the waiting thread within the poll, unless its `block_on` was woken
-    /// or another future of it yielded.
-    fn yield_in_place(&self) -> bool {
-        wait::yield_in_place()
+    /// Within a `block_on`, unless it was woken or another future of it yielded.
+    fn waits_in_place(&self) -> bool {
+        wait::waits_in_place()
     }
 }
 
@@ -448,28 +447,28 @@ mod tests {
         }
     }
 
-    /// A future yields in place only while its `block_on` has nothing else to do: not after a
+    /// A future waits in place only while its `block_on` has nothing else to do: not after a
     /// wake-up came during the poll, nor after another future of it yielded, nor outside any
     /// `block_on`.
     #[test]
-    fn a_yield_in_place_only_while_the_frame_has_nothing_else_to_do() {
+    fn a_wait_goes_on_in_place_only_while_the_frame_has_nothing_else_to_do() {
         let rt = Blocking::default();
-        assert!(!rt.yield_in_place(), "outside any block_on");
+        assert!(!rt.waits_in_place(), "outside any block_on");
         let mut polls = 0;
         let polled = block_on(std::future::poll_fn(|cx| {
             polls += 1;
             match polls {
                 1 => {
-                    assert!(rt.yield_in_place(), "a quiet frame");
+                    assert!(rt.waits_in_place(), "a quiet frame");
                     cx.waker().wake_by_ref();
-                    assert!(!rt.yield_in_place(), "woken during the poll");
+                    assert!(!rt.waits_in_place(), "woken during the poll");
                     Poll::Pending
                 }
                 2 => {
-                    assert!(rt.yield_in_place(), "the next poll starts quiet");
+                    assert!(rt.waits_in_place(), "the next poll starts quiet");
                     let mut other = std::pin::pin!(rt.yield_now());
                     assert!(other.as_mut().poll(cx).is_pending());
-                    assert!(!rt.yield_in_place(), "another future yielded");
+                    assert!(!rt.waits_in_place(), "another future yielded");
                     Poll::Pending
                 }
                 _ => Poll::Ready(polls),

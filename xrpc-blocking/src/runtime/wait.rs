@@ -294,7 +294,7 @@ impl Wake for Signal {
 struct Frame {
     number: u64,
     /// The frame's signal: whether it was woken during the poll under way (see
-    /// [`yield_in_place`]).
+    /// [`waits_in_place`]).
     signal: Arc<Signal>,
     /// Interests armed here, with the generation they were armed in.
     armed: Vec<(Arc<Interest>, u64)>,
@@ -360,22 +360,18 @@ pub(crate) fn ask_yield(waker: &Waker) -> bool {
     })
 }
 
-/// A future polled in this thread's innermost frame gives the CPU away (`sched_yield`) without
-/// ending its poll, if the frame has nothing else to do meanwhile: no wake-up came since the
-/// poll began and no other future of the frame yielded. Returns whether it did; if not, the
-/// caller yields to the frame ([`ask_yield`]) so that what woke it runs first. Descriptors and
-/// timers armed in the frame wait until the poll ends: the caller yields in place only for a
-/// bounded spin (shared memory's).
-pub(crate) fn yield_in_place() -> bool {
-    let quiet = FRAMES.with(|f| {
+/// Whether a future polled in this thread's innermost frame may go on waiting without ending
+/// its poll (spin, `sched_yield`): the frame has nothing else to do meanwhile — no wake-up came
+/// since the poll began and no other future of the frame yielded. If not, the caller yields to
+/// the frame ([`ask_yield`]) so that what woke it runs first. Descriptors and timers armed in
+/// the frame wait until the poll ends: a future waits in place only for a bounded spin (shared
+/// memory's).
+pub(crate) fn waits_in_place() -> bool {
+    FRAMES.with(|f| {
         f.borrow().last().is_some_and(|top| {
             top.yields.is_empty() && top.signal.state.load(Ordering::Acquire) == IDLE
         })
-    });
-    if quiet {
-        std::thread::yield_now();
-    }
-    quiet
+    })
 }
 
 /// A frame while its `block_on` runs; ending it hands what is still armed to the watcher.
