@@ -800,3 +800,56 @@ async fn shm_a_frame_above_the_receivers_max_fails_alone() {
     assert_eq!(client.recv_frame().await.unwrap(), &b"after"[..]);
     drop(sender.await.unwrap());
 }
+
+/// Over shared memory a receive takes the frames already in the ring behind the first, up to
+/// its maximum; a frame skipped among them (above the receiver's maximum) ends the batch and is
+/// reported by the next receive, alone; the frame after it follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shm_a_batch_stops_at_a_skipped_frame_which_the_next_receive_reports() {
+    use xrpc_tokio::{
+        SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
+    };
+    let name = xrpc_shm::testing::unique_name("shm-batch-skip");
+    let server_cfg = SharedMemoryConfig {
+        buffer_size: 64 * 1024,
+        max_frame_size: 1 << 20,
+        ..SharedMemoryConfig::default()
+    };
+    let client_cfg = SharedMemoryConfig {
+        max_frame_size: 1024,
+        ..SharedMemoryConfig::default()
+    };
+    let listener = SharedMemoryFrameTransportListener::bind(&name, server_cfg).unwrap();
+    let (client, server) = tokio::join!(
+        SharedMemoryFrameTransport::connect(&name, client_cfg),
+        listener.accept()
+    );
+    let (client, server) = (client.unwrap(), server.unwrap());
+    let big = pattern(2048, 3);
+    let sender = tokio::spawn(async move {
+        server.send_frame(b"one").await.unwrap();
+        server.send_frame(b"two").await.unwrap();
+        server.send_frame(&big).await.unwrap();
+        server.send_frame(b"after").await.unwrap();
+        server
+    });
+    // Let all of them into the ring (the large one fits in it whole).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut got = Vec::new();
+    let mut skipped = 0;
+    while got.len() < 3 {
+        match client.recv_frames_with(16, |f| got.push(f)).await {
+            Ok(n) => assert!(n >= 1),
+            Err(TransportError::FrameSkipped(f)) => {
+                assert_eq!((f.len, f.max), (2048, 1024));
+                assert_eq!(got.len(), 2, "reported after the frames before it");
+                skipped += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(skipped, 1);
+    assert_eq!(got, [&b"one"[..], &b"two"[..], &b"after"[..]]);
+    assert!(client.is_connected());
+    drop(sender.await.unwrap());
+}

@@ -239,7 +239,7 @@ impl<R: Reactor> AsyncListener<R> {
 struct Connected<R: Reactor> {
     /// Held for a whole send, so frames of concurrent senders never interleave.
     tx: Mutex<TxState>,
-    rx: Mutex<ShmReceiver>,
+    rx: Mutex<RxState>,
     send_waiter: SendWaiter,
     recv_waiter: RecvWaiter,
     sleepers: OnceLock<Sleepers<R>>,
@@ -254,6 +254,22 @@ struct TxState {
     scratch: BytesMut,
 }
 
+/// The frame `receiver` skipped (`size` bytes over the maximum `max`), as the session is told.
+fn skipped_frame(receiver: &ShmReceiver, size: usize, max: usize) -> SkippedFrame {
+    SkippedFrame {
+        len: size,
+        max,
+        head: Bytes::copy_from_slice(receiver.skipped_head()),
+    }
+}
+
+struct RxState {
+    receiver: ShmReceiver,
+    /// A frame skipped (over the maximum) behind frames a receive already took: the next
+    /// receive reports it.
+    skipped: Option<SkippedFrame>,
+}
+
 impl<R: Reactor> Connected<R> {
     fn new(conn: ShmConnection) -> Self {
         let max_frame_size = conn.max_frame_size();
@@ -266,7 +282,10 @@ impl<R: Reactor> Connected<R> {
                 sender,
                 scratch: BytesMut::new(),
             }),
-            rx: Mutex::new(receiver),
+            rx: Mutex::new(RxState {
+                receiver,
+                skipped: None,
+            }),
             sleepers: OnceLock::new(),
             max_frame_size,
             peer,
@@ -630,31 +649,43 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
     }
 
     async fn recv_frame(&self) -> Result<Bytes, TransportError> {
+        let mut frame = None;
+        self.recv_frames_with(1, |f| frame = Some(f)).await?;
+        frame.ok_or_else(|| TransportError::Protocol("no frame received".into()))
+    }
+
+    /// Waits for a frame as the wait policy says, then takes the frames already in the ring
+    /// behind it, `max` in all at most, under one lock of the receiving half.
+    async fn recv_frames_with<F>(&self, max: usize, mut each: F) -> Result<usize, TransportError>
+    where
+        F: FnMut(Bytes) + Send,
+    {
         let c = self.conn().await?;
         // A receive that finds a frame never waits: a peer that keeps the ring full would keep
         // its reader's task running, and the other tasks of its thread (other connections,
         // timers) waiting. Every so many frames in a row, the task lets them run first, as
         // the socket types of a runtime do within their task budget.
-        if self.unwaited.fetch_add(1, Ordering::Relaxed) >= FAIR_RECEIVES {
+        if self.unwaited.load(Ordering::Relaxed) >= FAIR_RECEIVES {
             self.unwaited.store(0, Ordering::Relaxed);
             self.rt.yield_now().await;
         }
         let mut rx = c.rx.lock().await;
-        let mut try_recv = || match rx.try_recv_bytes() {
+        let RxState { receiver, skipped } = &mut *rx;
+        if let Some(frame) = skipped.take() {
+            return Err(self.stats.recv_error(TransportError::FrameSkipped(frame)));
+        }
+        let mut try_recv = || match receiver.try_recv_bytes() {
             Ok(Some(frame)) => Ok(Ok(frame)),
             Ok(None) => {
                 // The session times a frame that stays partial (`frame_timeout`).
-                self.partial.store(rx.partial_bytes(), Ordering::Relaxed);
+                self.partial
+                    .store(receiver.partial_bytes(), Ordering::Relaxed);
                 Ok(Err(0))
             }
             // Skipped without being buffered: the session fails the one message it carried.
-            Err(ShmError::FrameTooLarge { size, max }) => {
-                Err(TransportError::FrameSkipped(SkippedFrame {
-                    len: size,
-                    max,
-                    head: Bytes::copy_from_slice(rx.skipped_head()),
-                }))
-            }
+            Err(ShmError::FrameTooLarge { size, max }) => Err(TransportError::FrameSkipped(
+                skipped_frame(receiver, size, max),
+            )),
             Err(e) => Err(map_err(e)),
         };
         let res = match try_recv() {
@@ -666,13 +697,32 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
             Err(e) => Err(e),
         };
         self.partial.store(0, Ordering::Relaxed);
-        match res {
-            Ok(frame) => {
-                self.stats.received(frame.len());
-                Ok(frame)
+        let frame = res.map_err(|e| self.stats.recv_error(e))?;
+        self.stats.received(frame.len());
+        each(frame);
+        let mut n = 1;
+        // Frames already in the ring behind it; a frame skipped there is reported by the next
+        // receive, anything else (none yet, a partial frame, the end) found again by it.
+        while n < max {
+            match receiver.try_recv_bytes() {
+                Ok(Some(frame)) => {
+                    self.stats.received(frame.len());
+                    each(frame);
+                    n += 1;
+                }
+                Err(ShmError::FrameTooLarge { size, max }) => {
+                    *skipped = Some(skipped_frame(receiver, size, max));
+                    break;
+                }
+                Ok(None) | Err(_) => {
+                    self.partial
+                        .store(receiver.partial_bytes(), Ordering::Relaxed);
+                    break;
+                }
             }
-            Err(e) => Err(self.stats.recv_error(e)),
         }
+        self.unwaited.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
     }
 
     fn set_input_awaited(&self, awaited: bool) {
