@@ -268,13 +268,12 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     }
 }
 
-/// Reports the end of call `id`'s handler.
-fn complete<R: Runtime>(conn: &Connection<R>, id: u64, outcome: HandlerOutcome) {
+/// Reports the end of call `id`'s handler at `now`.
+fn complete<R: Runtime>(conn: &Connection<R>, id: u64, outcome: HandlerOutcome, now: Instant) {
     let mut st = conn.lock();
     if let Some(r) = st.running.remove(&id) {
         r.recycle(&mut st.spare);
     }
-    let now = st.rt.now();
     st.session.complete(now, id, outcome);
 }
 
@@ -342,7 +341,7 @@ fn start<R: Runtime>(
                     bytes_in,
                     &outcome,
                 );
-                complete(conn, id, outcome);
+                complete(conn, id, outcome, now);
             };
             // A unary handler that finished in its first poll (made while starting it) is
             // answered here, on the driver: no task.

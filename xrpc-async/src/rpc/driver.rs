@@ -124,10 +124,13 @@ pub(crate) async fn drive<S, M, R>(
                 Ok::<_, ChannelError>(())
             })
         } else {
+            // The frames of one read arrived together: one clock read for all of them.
+            let mut at = None;
             Either::Right(
                 transport
                     .recv_frames_with(READ_BATCH, move |f| {
-                        shared_ref.lock().session().handle_frame(rt.now(), f)
+                        let now = *at.get_or_insert_with(|| rt.now());
+                        shared_ref.lock().session().handle_frame(now, f)
                     })
                     .map(|r| r.map(drop).map_err(ChannelError::from)),
             )
