@@ -73,6 +73,7 @@ pub(super) fn halves(
         receiver: ShmReceiver {
             consumer,
             copied: BytesMut::new(),
+            spare: BytesMut::new(),
             shared,
         },
     })
@@ -257,6 +258,23 @@ impl DerefMut for SendSlot<'_> {
 /// Size of the buffer a receiver copies small frames into.
 const COPY_BUFFER_SIZE: usize = 16 * 1024;
 
+/// Makes room for `need` bytes in `copied` (a receiver's copy buffer), allocating only when
+/// neither of its buffers can be used again: `copied` itself or `spare` once every frame cut
+/// from it is dropped (it then starts over from its beginning), else a new buffer, `copied`
+/// becoming the spare. So frames that live a while (calls in flight) cost no allocation and no
+/// free per buffer's worth of frames, and a receiver keeps at most two buffers besides its
+/// frames.
+fn room_for(copied: &mut BytesMut, spare: &mut BytesMut, need: usize) {
+    if copied.capacity() >= need || copied.try_reclaim(need) {
+        return;
+    }
+    if spare.try_reclaim(need) {
+        std::mem::swap(copied, spare);
+        return;
+    }
+    *spare = std::mem::replace(copied, BytesMut::with_capacity(need.max(COPY_BUFFER_SIZE)));
+}
+
 /// The receiving half of a connection. Dropping it closes this direction
 /// (the peer's sends fail with `Disconnected`).
 pub struct ShmReceiver {
@@ -264,6 +282,9 @@ pub struct ShmReceiver {
     /// Frames copied out by [`try_recv_bytes`](Self::try_recv_bytes) are cut from here: no
     /// allocation per frame once the frames cut before are dropped.
     copied: BytesMut,
+    /// The buffer filled before `copied`, kept while frames cut from it may live: once they
+    /// are all dropped it is used again, not freed (see [`room_for`]).
+    spare: BytesMut,
     shared: Arc<ConnectionState>,
 }
 
@@ -355,8 +376,11 @@ impl ShmReceiver {
             Found::Assembled => Bytes::from(self.consumer.take_assembled()),
             at => {
                 let frame = self.consumer.frame(at);
-                // Reclaims the whole buffer when every frame cut from it is gone.
-                self.copied.reserve(frame.len().max(COPY_BUFFER_SIZE / 2));
+                room_for(
+                    &mut self.copied,
+                    &mut self.spare,
+                    frame.len().max(COPY_BUFFER_SIZE / 2),
+                );
                 self.copied.extend_from_slice(&frame);
                 drop(frame);
                 self.copied.split().freeze()
