@@ -17,6 +17,9 @@ const CHECKS_PER_ROUND: u32 = 64;
 /// yielding the CPU.
 const SPIN_ROUNDS_BEFORE_YIELD: u32 = 16;
 
+/// Yields to a runtime between two clock reads of a wait ([`Backoff::in_runtime`]).
+const YIELDS_PER_CLOCK_READ: u32 = 8;
+
 /// A yield that took longer than this ran another thread (or task) on our
 /// CPU.
 const YIELD_CONTENDED: Duration = Duration::from_micros(5);
@@ -252,8 +255,11 @@ impl<'a> Backoff<'a> {
         let start = *self.start.get_or_insert_with(Instant::now);
         if self.in_runtime {
             // On a runtime: every retry yields (a busy spin would hold the thread that the
-            // runtime's other tasks, the peer's among them, may need), until the budget is spent.
-            if start.elapsed() >= self.limit {
+            // runtime's other tasks, the peer's among them, may need), until the budget is spent
+            // — looked at every few yields (a yield costs a turn of the runtime, a clock read a
+            // good part of one).
+            self.checks += 1;
+            if self.checks.is_multiple_of(YIELDS_PER_CLOCK_READ) && start.elapsed() >= self.limit {
                 return self.give_up();
             }
             if self.yield_gives_the_cpu_away {
