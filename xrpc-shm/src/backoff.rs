@@ -17,9 +17,6 @@ const CHECKS_PER_ROUND: u32 = 64;
 /// yielding the CPU.
 const SPIN_ROUNDS_BEFORE_YIELD: u32 = 16;
 
-/// Yields to a runtime between two clock reads of a wait ([`Backoff::in_runtime`]).
-const YIELDS_PER_CLOCK_READ: u32 = 8;
-
 /// A yield that took longer than this ran another thread (or task) on our
 /// CPU.
 const YIELD_CONTENDED: Duration = Duration::from_micros(5);
@@ -129,6 +126,8 @@ pub struct Backoff<'a> {
     yielded: Option<Instant>,
     /// Every retry yields (see [`Backoff::in_runtime`]).
     in_runtime: bool,
+    /// On a runtime, busy checks per yield (see [`Backoff::checks_between_yields`]).
+    checks_between_yields: u32,
     /// The runtime's yield gives the thread's CPU away (see
     /// [`Backoff::yield_gives_the_cpu_away`]): a long one means a contended CPU there too, as
     /// it always does on a thread.
@@ -156,6 +155,7 @@ impl<'a> Backoff<'a> {
             checks_per_round: CHECKS_PER_ROUND,
             yielded: None,
             in_runtime: false,
+            checks_between_yields: 1,
             yield_gives_the_cpu_away: false,
             asleep: false,
         }
@@ -187,13 +187,26 @@ impl<'a> Backoff<'a> {
     /// reactor run: a long yield is then no sign of a CPU shared with the peer, and does not
     /// end the spin (on a blocking thread, `sched_yield` taking long means exactly that). The
     /// spin is not adapted either: a connection's waits for a peer that is sometimes idle for
-    /// long would shrink it to nothing. Every retry yields (no busy spin holding the thread)
-    /// until the whole budget is spent, then the wait sleeps in the reactor.
+    /// long would shrink it to nothing. Every retry yields (no busy spin holding the thread;
+    /// a few busy checks between yields with [`Backoff::checks_between_yields`]) until the
+    /// whole budget is spent, then the wait sleeps in the reactor.
     #[must_use]
     pub fn in_runtime(mut self) -> Self {
         self.in_runtime = true;
         self.gauge = None;
         self.limit = self.full_limit();
+        self
+    }
+
+    /// With [`Backoff::in_runtime`]: `n` checks per yield, the others busy ([`WaitStep::Spin`]),
+    /// for a wait whose check is far cheaper than a turn of the runtime (a ring's index,
+    /// against a poll of the connection's driver and a reschedule of the task, which on tokio
+    /// also wakes an idle worker). An answer that comes during the busy checks is seen at once;
+    /// the thread is held for `n` checks at most (a few hundred nanoseconds for a ring) before
+    /// the runtime's other tasks run. A peer on the same thread gains nothing from them.
+    #[must_use]
+    pub fn checks_between_yields(mut self, n: u32) -> Self {
+        self.checks_between_yields = n.max(1);
         self
     }
 
@@ -255,11 +268,14 @@ impl<'a> Backoff<'a> {
         let start = *self.start.get_or_insert_with(Instant::now);
         if self.in_runtime {
             // On a runtime: every retry yields (a busy spin would hold the thread that the
-            // runtime's other tasks, the peer's among them, may need), until the budget is spent
-            // — looked at every few yields (a yield costs a turn of the runtime, a clock read a
-            // good part of one).
+            // runtime's other tasks, the peer's among them, may need), or every
+            // `checks_between_yields`-th, until the budget is spent — looked at before each
+            // yield (a yield may take long: the runtime's other tasks run).
             self.checks += 1;
-            if self.checks.is_multiple_of(YIELDS_PER_CLOCK_READ) && start.elapsed() >= self.limit {
+            if !self.checks.is_multiple_of(self.checks_between_yields) {
+                return WaitStep::Spin;
+            }
+            if start.elapsed() >= self.limit {
                 return self.give_up();
             }
             if self.yield_gives_the_cpu_away {
@@ -364,6 +380,29 @@ mod tests {
         // After 5 checks of at least 200 µs the 1 ms limit has passed; without costly checks
         // the clock is first read after 64.
         assert!((1..=5).contains(&checks), "{checks} checks of 200 µs");
+    }
+
+    /// On a runtime, a wait with `n` checks per yield spins `n - 1` times between yields, and
+    /// still sleeps once its budget is spent; without, every retry yields.
+    #[test]
+    fn a_runtime_wait_checks_busily_between_its_yields() {
+        let steps = |b: &mut Backoff<'_>| (0..8).map(|_| b.step()).collect::<Vec<_>>();
+        let budget = Duration::from_millis(2);
+        let t0 = Instant::now();
+        let mut b = Backoff::with_budget(budget)
+            .in_runtime()
+            .checks_between_yields(4);
+        use WaitStep::{Spin, Yield};
+        assert_eq!(
+            steps(&mut b),
+            [Spin, Spin, Spin, Yield, Spin, Spin, Spin, Yield]
+        );
+        let mut every = Backoff::with_budget(budget).in_runtime();
+        assert_eq!(steps(&mut every), [Yield; 8]);
+        while b.step() != WaitStep::Sleep {
+            std::hint::spin_loop();
+        }
+        assert!(t0.elapsed() >= budget);
     }
 
     #[test]
