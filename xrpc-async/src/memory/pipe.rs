@@ -3,8 +3,9 @@
 //! a close signal shared by both ends — wakers and a mutex, no runtime.
 //!
 //! **Waiting** follows the wait policy of shared memory ([`xrpc_shm::Backoff`], run as on a
-//! runtime): a receive that finds its queue empty, or a send that finds it full, lets the
-//! executor run its other tasks and looks again — the peer, busy on another thread, usually
+//! runtime): a receive that finds its queue empty, or a send that finds it full, looks again a
+//! few times at once, then lets the executor run its other tasks and looks again (16 checks per
+//! yield, [`Backoff::checks_between_yields`]) — the peer, busy on another thread, usually
 //! acts within microseconds, while a sleeping thread woken from another one costs a system call
 //! and, on a machine that halts idle CPUs, tens of microseconds — for at most the spin budget;
 //! then it leaves its waker and sleeps, and the peer's next send (or receive) wakes it. While
@@ -25,6 +26,10 @@ use xrpc_shm::{Backoff, WaitStep};
 
 use crate::signal::Signal;
 use crate::transport::TransportError;
+
+/// Checks of a queue per yield to the executor while a wait looks again (see
+/// [`Backoff::checks_between_yields`]): a check is a load, a yield a reschedule of the task.
+const CHECKS_BETWEEN_YIELDS: u32 = 16;
 
 /// Closes every pipe of an in-process pair at once and wakes everyone waiting on them.
 pub(crate) type CloseSignal = Signal;
@@ -133,27 +138,27 @@ struct Wait {
 }
 
 impl Wait {
-    /// The operation found nothing to do: `true` to let the executor run and look again
-    /// (the caller wakes itself), `false` to sleep — at once, and for this time only, when
-    /// nobody awaits it (`awaited`).
-    fn look_again(&mut self, spin: Duration, peer_here: bool, awaited: bool) -> bool {
+    /// The operation found nothing to do: check again at once (`Spin`), let the executor run
+    /// and look again (`Yield`: the caller wakes itself), or sleep (`Sleep`) — at once, and for
+    /// this time only, when nobody awaits it (`awaited`).
+    fn step(&mut self, spin: Duration, peer_here: bool, awaited: bool) -> WaitStep {
         if self.asleep || !awaited {
-            return false;
+            return WaitStep::Sleep;
         }
         if peer_here {
             self.asleep = true;
-            return false;
+            return WaitStep::Sleep;
         }
-        let backoff = self
-            .backoff
-            .get_or_insert_with(|| Backoff::with_budget(spin).in_runtime());
-        match backoff.step() {
-            WaitStep::Spin | WaitStep::Yield => true,
-            WaitStep::Sleep => {
-                self.asleep = true;
-                false
-            }
+        let backoff = self.backoff.get_or_insert_with(|| {
+            Backoff::with_budget(spin)
+                .in_runtime()
+                .checks_between_yields(CHECKS_BETWEEN_YIELDS)
+        });
+        let step = backoff.step();
+        if step == WaitStep::Sleep {
+            self.asleep = true;
         }
+        step
     }
 
     /// The operation is done.
@@ -232,12 +237,15 @@ impl<T: Send + 'static> Pipe<T> {
         let sh = &*self.shared;
         let lane = &sh.lanes[self.out];
         let peer_here = self.peer_here();
-        if lane.len() >= sh.capacity
-            && !sh.close.is_raised()
-            && wait.look_again(sh.spin, peer_here, true)
-        {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        while lane.len() >= sh.capacity && !sh.close.is_raised() {
+            match wait.step(sh.spin, peer_here, true) {
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                WaitStep::Sleep => break,
+            }
         }
         let mut q = lane.lock();
         if sh.close.is_raised() {
@@ -272,10 +280,15 @@ impl<T: Send + 'static> Pipe<T> {
         let lane = &sh.lanes[1 - self.out];
         let peer_here = self.peer_here();
         let awaited = sh.awaited[self.out].load(Ordering::Relaxed);
-        if lane.len() == 0 && !sh.close.is_raised() && wait.look_again(sh.spin, peer_here, awaited)
-        {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        while lane.len() == 0 && !sh.close.is_raised() {
+            match wait.step(sh.spin, peer_here, awaited) {
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                WaitStep::Sleep => break,
+            }
         }
         let mut q = lane.lock();
         if let Some(v) = q.items.pop_front() {
