@@ -42,6 +42,14 @@ pub trait Reactor: Runtime {
         false
     }
 
+    /// How many checks a shared-memory wait makes per [`yield_now`](Self::yield_now) while it
+    /// spins, the others busy ([`Backoff::checks_between_yields`](xrpc_shm::Backoff::checks_between_yields)):
+    /// 1 (the default), or more where a yield costs far more than a check of a ring — tokio's,
+    /// a self-wake that reschedules the task and wakes an idle worker.
+    fn checks_per_yield(&self) -> u32 {
+        1
+    }
+
     /// Whether a wait of the task being polled may go on in place — spin, and give the CPU
     /// away with `sched_yield` — without ending the poll: the runtime runs this one task on the
     /// thread, and nothing else wants the task now (it was not woken since its poll began). A

@@ -6,9 +6,10 @@
 //! copied once, into the ring, and once out of it.
 //!
 //! Waiting never blocks an executor thread and holds no thread: a receive (or a send into a
-//! full ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — busy checks of
-//! the ring, yielding to the executor every 16th (on a runtime of threads, which runs one task
-//! per thread, the thread's policy in place: [`Reactor::waits_in_place`]), for at most
+//! full ring) follows the wait policy of `xrpc_shm` ([`xrpc_shm::Backoff`]) — checks of the
+//! ring, yielding to the executor between them (every [`Reactor::checks_per_yield`]th: 16 on
+//! tokio, each on smol; on a runtime of threads, which runs one task per thread, the thread's
+//! policy in place: [`Reactor::waits_in_place`]), for at most
 //! [`SharedMemoryConfig::spin_budget`], so a busy peer is served with no system call at all —
 //! and then sleeps in the reactor: it announces the sleep and waits for its doorbell (our end
 //! of a socket on which the peer sends a byte after publishing; it also reads the end of the
@@ -101,12 +102,6 @@ fn bind_failed(name: &str, e: ShmError) -> TransportError {
 fn io_err(e: std::io::Error) -> TransportError {
     TransportError::ConnectionFailed(e.to_string())
 }
-
-/// Checks of the ring per yield to the runtime while a wait spins (see
-/// [`Backoff::checks_between_yields`]): about a third of a microsecond of busy checks, against
-/// a turn of the driver per yield. Measured on tokio (a call from a task, the server on its own
-/// thread): p50 2.6 µs against 3.1 with a yield per check.
-const CHECKS_BETWEEN_YIELDS: u32 = 16;
 
 /// Frames a receive takes in a row, without waiting, before it lets the other tasks of its
 /// thread run once.
@@ -493,7 +488,7 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
         if !in_place {
             backoff = backoff
                 .in_runtime()
-                .checks_between_yields(CHECKS_BETWEEN_YIELDS);
+                .checks_between_yields(self.rt.checks_per_yield());
             if self.rt.yield_gives_the_cpu_away() {
                 backoff = backoff.yield_gives_the_cpu_away();
             }
