@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use xrpc_proto::{FRAME_PREFIX_LEN, PeerCredentials, PeerInfo, PeerKey, ReadBudget};
 
 mod addr;
+mod batch;
 mod checks;
 #[cfg(feature = "shm")]
 mod shm;

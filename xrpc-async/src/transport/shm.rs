@@ -38,6 +38,7 @@ use xrpc_shm::{
     ShmListener, ShmReceiver, ShmSender, WaitStep,
 };
 
+use super::batch::{Behind, hand_out};
 use super::{
     CheckEncoded, FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames,
     check_len, check_one_prefixed, check_prefixed_batch,
@@ -701,29 +702,24 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         };
         self.partial.store(0, Ordering::Relaxed);
         let frame = res.map_err(|e| self.stats.recv_error(e))?;
-        self.stats.received(frame.len());
-        each(frame);
-        let mut n = 1;
-        // Frames already in the ring behind it; a frame skipped there is reported by the next
-        // receive, anything else (none yet, a partial frame, the end) found again by it.
-        while n < max {
-            match receiver.try_recv_bytes() {
-                Ok(Some(frame)) => {
-                    self.stats.received(frame.len());
-                    each(frame);
-                    n += 1;
-                }
+        // Frames already in the ring behind it (the end of the stream and corruption are
+        // lasting: the next receive finds them again).
+        let n = hand_out(
+            frame,
+            max,
+            &self.stats,
+            skipped,
+            &mut each,
+            || match receiver.try_recv_bytes() {
+                Ok(Some(frame)) => Behind::Frame(frame),
                 Err(ShmError::FrameTooLarge { size, max }) => {
-                    *skipped = Some(skipped_frame(receiver, size, max));
-                    break;
+                    Behind::Skipped(skipped_frame(receiver, size, max))
                 }
-                Ok(None) | Err(_) => {
-                    self.partial
-                        .store(receiver.partial_bytes(), Ordering::Relaxed);
-                    break;
-                }
-            }
-        }
+                Ok(None) | Err(_) => Behind::Nothing,
+            },
+        );
+        self.partial
+            .store(receiver.partial_bytes(), Ordering::Relaxed);
         self.unwaited.fetch_add(n, Ordering::Relaxed);
         Ok(n)
     }

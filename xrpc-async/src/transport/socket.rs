@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::lock::{Mutex, MutexGuard};
 use xrpc_proto::{FrameDecoder, FrameError, ReadBudget, RetryPolicy, SkippedFrame, TlsRecord};
 
+use super::batch::{Behind, hand_out};
 use super::{
     CheckEncoded, StatsCounters, TransportError, TransportStats, check_len, check_one_prefixed,
     check_prefixed_batch,
@@ -402,25 +403,19 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
         .await;
         match res {
             Ok(frame) => {
-                self.stats.received(frame.len());
-                each(frame);
-                let mut n = 1;
-                // Frames already buffered behind it; a skipped frame is reported by the
-                // next call.
-                while n < max {
-                    match decoder.poll_frame() {
-                        Ok(Some(frame)) => {
-                            self.stats.received(frame.len());
-                            each(frame);
-                            n += 1;
-                        }
-                        Err(FrameError::Skipped(frame)) => {
-                            *skipped = Some(frame);
-                            break;
-                        }
-                        _ => break,
-                    }
-                }
+                // Frames already buffered behind it.
+                let n = hand_out(
+                    frame,
+                    max,
+                    &self.stats,
+                    skipped,
+                    &mut each,
+                    || match decoder.poll_frame() {
+                        Ok(Some(frame)) => Behind::Frame(frame),
+                        Err(FrameError::Skipped(frame)) => Behind::Skipped(frame),
+                        _ => Behind::Nothing,
+                    },
+                );
                 self.partial
                     .store(decoder.partial_bytes(), Ordering::Relaxed);
                 Ok(n)
