@@ -762,22 +762,26 @@ async fn a_read_budget_given_during_a_read_is_taken_up() {
     reading.abort();
 }
 
-/// Over shared memory a frame above the client's maximum (the server's is larger) fails its
-/// receive alone with `MessageTooLarge`: its bytes are skipped, not buffered, and the
-/// connection goes on with the next frame (it was reported as corruption, and closed).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shm_a_frame_above_the_receivers_max_fails_alone() {
+/// A connected shared-memory pair: (client, server). The server's rings are 64 KiB and its
+/// maximum frame 1 MiB; the client's maximum frame is `client_max`.
+async fn shm_pair_with_client_max(
+    tag: &str,
+    client_max: usize,
+) -> (
+    xrpc_tokio::SharedMemoryFrameTransport,
+    xrpc_tokio::SharedMemoryFrameTransport,
+) {
     use xrpc_tokio::{
         SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
     };
-    let name = xrpc_shm::testing::unique_name("shm-too-large");
+    let name = xrpc_shm::testing::unique_name(tag);
     let server_cfg = SharedMemoryConfig {
         buffer_size: 64 * 1024,
         max_frame_size: 1 << 20,
         ..SharedMemoryConfig::default()
     };
     let client_cfg = SharedMemoryConfig {
-        max_frame_size: 100 * 1024,
+        max_frame_size: client_max,
         ..SharedMemoryConfig::default()
     };
     let listener = SharedMemoryFrameTransportListener::bind(&name, server_cfg).unwrap();
@@ -785,7 +789,15 @@ async fn shm_a_frame_above_the_receivers_max_fails_alone() {
         SharedMemoryFrameTransport::connect(&name, client_cfg),
         listener.accept()
     );
-    let (client, server) = (client.unwrap(), server.unwrap());
+    (client.unwrap(), server.unwrap())
+}
+
+/// Over shared memory a frame above the client's maximum (the server's is larger) fails its
+/// receive alone with `MessageTooLarge`: its bytes are skipped, not buffered, and the
+/// connection goes on with the next frame (it was reported as corruption, and closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shm_a_frame_above_the_receivers_max_fails_alone() {
+    let (client, server) = shm_pair_with_client_max("shm-too-large", 100 * 1024).await;
     let big = pattern(300 * 1024, 3);
     let sender = tokio::spawn(async move {
         server.send_frame(&big).await.unwrap();
@@ -806,25 +818,7 @@ async fn shm_a_frame_above_the_receivers_max_fails_alone() {
 /// reported by the next receive, alone; the frame after it follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shm_a_batch_stops_at_a_skipped_frame_which_the_next_receive_reports() {
-    use xrpc_tokio::{
-        SharedMemoryConfig, SharedMemoryFrameTransport, SharedMemoryFrameTransportListener,
-    };
-    let name = xrpc_shm::testing::unique_name("shm-batch-skip");
-    let server_cfg = SharedMemoryConfig {
-        buffer_size: 64 * 1024,
-        max_frame_size: 1 << 20,
-        ..SharedMemoryConfig::default()
-    };
-    let client_cfg = SharedMemoryConfig {
-        max_frame_size: 1024,
-        ..SharedMemoryConfig::default()
-    };
-    let listener = SharedMemoryFrameTransportListener::bind(&name, server_cfg).unwrap();
-    let (client, server) = tokio::join!(
-        SharedMemoryFrameTransport::connect(&name, client_cfg),
-        listener.accept()
-    );
-    let (client, server) = (client.unwrap(), server.unwrap());
+    let (client, server) = shm_pair_with_client_max("shm-batch-skip", 1024).await;
     let big = pattern(2048, 3);
     let sender = tokio::spawn(async move {
         server.send_frame(b"one").await.unwrap();

@@ -161,6 +161,31 @@ impl Wait {
         step
     }
 
+    /// While `idle()` (nothing to do: the queue empty for a receive, full for a send), the
+    /// steps of [`step`](Self::step): busy checks, then `Pending` for a yield (the task woken
+    /// at once, to look again when polled), or `Ready` to go on — to sleep, or because there is
+    /// something to do now.
+    fn look_again(
+        &mut self,
+        cx: &Context<'_>,
+        spin: Duration,
+        peer_here: bool,
+        awaited: bool,
+        idle: impl Fn() -> bool,
+    ) -> Poll<()> {
+        while idle() {
+            match self.step(spin, peer_here, awaited) {
+                WaitStep::Spin => std::hint::spin_loop(),
+                WaitStep::Yield => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                WaitStep::Sleep => break,
+            }
+        }
+        Poll::Ready(())
+    }
+
     /// The operation is done.
     fn done(&mut self) {
         if let Some(b) = &mut self.backoff {
@@ -237,15 +262,12 @@ impl<T: Send + 'static> Pipe<T> {
         let sh = &*self.shared;
         let lane = &sh.lanes[self.out];
         let peer_here = self.peer_here();
-        while lane.len() >= sh.capacity && !sh.close.is_raised() {
-            match wait.step(sh.spin, peer_here, true) {
-                WaitStep::Spin => std::hint::spin_loop(),
-                WaitStep::Yield => {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                WaitStep::Sleep => break,
-            }
+        let full = || lane.len() >= sh.capacity && !sh.close.is_raised();
+        if wait
+            .look_again(cx, sh.spin, peer_here, true, full)
+            .is_pending()
+        {
+            return Poll::Pending;
         }
         let mut q = lane.lock();
         if sh.close.is_raised() {
@@ -280,15 +302,12 @@ impl<T: Send + 'static> Pipe<T> {
         let lane = &sh.lanes[1 - self.out];
         let peer_here = self.peer_here();
         let awaited = sh.awaited[self.out].load(Ordering::Relaxed);
-        while lane.len() == 0 && !sh.close.is_raised() {
-            match wait.step(sh.spin, peer_here, awaited) {
-                WaitStep::Spin => std::hint::spin_loop(),
-                WaitStep::Yield => {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                WaitStep::Sleep => break,
-            }
+        let empty = || lane.len() == 0 && !sh.close.is_raised();
+        if wait
+            .look_again(cx, sh.spin, peer_here, awaited, empty)
+            .is_pending()
+        {
+            return Poll::Pending;
         }
         let mut q = lane.lock();
         if let Some(v) = q.items.pop_front() {
