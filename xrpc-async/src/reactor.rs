@@ -60,6 +60,18 @@ pub trait Reactor: Runtime {
     fn waits_in_place(&self) -> bool {
         false
     }
+
+    /// Whether a [`yield_now`](Self::yield_now) in the last poll of a task that then rests
+    /// (nothing else wakes it) is resumed only after a delay, not at once: the blocking
+    /// runtime's, whose watcher resumes the yield of a finished `block_on` 10 ms later. A
+    /// shared-memory read that nobody awaits (a client's connection between two calls) then
+    /// puts its sleep off with one yield: a caller whose next call comes sooner finds the read
+    /// awake, and the sleep — announced in the ring, where the peer looks at every frame it
+    /// sends, and armed with the runtime — never happens. `false` (the default): a yield is
+    /// resumed at once, and putting the sleep off would only add a turn.
+    fn resumes_a_resting_yield_late(&self) -> bool {
+        false
+    }
 }
 
 /// A descriptor to register with a [`Reactor`], with whatever keeps it open.

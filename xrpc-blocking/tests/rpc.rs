@@ -7,10 +7,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use xrpc_blocking::{
-    CallContext, CallOptions, FrameListener, Metadata, RequestStream, RpcClient, RpcError,
-    RpcServer, ServerStreamSender, SharedMemoryConfig, SharedMemoryFrameTransport,
-    SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport, TcpFrameTransportListener,
-    UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
+    BincodeCodec, CallContext, CallOptions, FrameListener, Metadata, RequestStream, RpcClient,
+    RpcError, RpcServer, ServerConfig, ServerStreamSender, SharedMemoryConfig,
+    SharedMemoryFrameTransport, SharedMemoryFrameTransportListener, TcpConfig, TcpFrameTransport,
+    TcpFrameTransportListener, UnixConfig, UnixFrameTransport, UnixFrameTransportListener,
 };
 use xrpc_shm::testing::{Peer, peer_role, unique_name};
 
@@ -226,6 +226,38 @@ fn unary(kind: Kind) {
         );
         thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A client that makes no call after its first still notices on its own when the server
+/// closes the connection (here, as idle). Over shared memory the connection's read, which
+/// nobody awaits after the call, puts its sleep off in case the client calls again at once
+/// (see `Reactor::resumes_a_resting_yield_late`): it must still go to sleep on the ring and
+/// wake at the close.
+fn idle_client_sees_the_close(kind: Kind) {
+    let config = ServerConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..ServerConfig::default()
+    };
+    let server = RpcServer::with_config(BincodeCodec, config);
+    server.register_typed("add", |(a, b): (i64, i64)| Ok(a + b));
+    let (addr, serving) = spawn_server(kind, &server);
+    let client = connect(&addr);
+    assert_eq!(client.call::<_, i64>("add", &(1i64, 2i64)).unwrap(), 3);
+    let t0 = Instant::now();
+    while client.is_connected() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the client never noticed that its idle connection was closed"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "closed early: {:?}",
+        t0.elapsed()
+    );
+    server.shutdown();
+    let _ = serving.join();
 }
 
 fn server_stream(kind: Kind) {
@@ -509,6 +541,7 @@ macro_rules! suite {
             #[test] fn a_stream_handler_ends_at_shutdown() { stream_ends_at_shutdown(Kind::$kind) }
             #[test] fn undelivered_notifications_are_counted() { undelivered_notifications(Kind::$kind) }
             #[test] fn unary_call() { unary(Kind::$kind) }
+            #[test] fn an_idle_client_sees_the_server_close() { idle_client_sees_the_close(Kind::$kind) }
             #[test] fn server_stream_of_10_000_items() { server_stream(Kind::$kind) }
             #[test] fn a_call_times_out() { timeout(Kind::$kind) }
             #[test] fn dropping_a_stream_stops_its_handler() { dropped_stream(Kind::$kind, $tag) }

@@ -494,6 +494,8 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
                 backoff = backoff.yield_gives_the_cpu_away();
             }
         }
+        // Whether this wait put its sleep off once while nobody awaited it (see below).
+        let mut put_off = false;
         loop {
             if self.closed.is_raised() {
                 return Err(TransportError::ConnectionClosed);
@@ -514,6 +516,14 @@ impl<R: Reactor> SharedMemoryFrameTransport<R> {
                 WaitStep::Spin => std::hint::spin_loop(),
                 WaitStep::Yield if in_place => std::thread::yield_now(),
                 WaitStep::Yield => self.rt.yield_now().await,
+                // Where a resting task's yield is resumed late, a receive nobody awaits yields
+                // once before it sleeps: a call that comes before the yield is resumed (a
+                // blocking client calling in a loop) finds it awake, and the sleep, announced
+                // in the ring and armed with the runtime, is saved.
+                WaitStep::Sleep if calm && !put_off && self.rt.resumes_a_resting_yield_late() => {
+                    put_off = true;
+                    self.rt.yield_now().await
+                }
                 WaitStep::Sleep => {
                     let guard = match side {
                         Side::Recv => c.recv_waiter.prepare_sleep(),

@@ -280,6 +280,12 @@ impl Reactor for Blocking {
     fn waits_in_place(&self) -> bool {
         wait::waits_in_place()
     }
+
+    /// A yield in a `block_on`'s last poll goes to the watcher, which resumes it after
+    /// `ORPHAN_DELAY` (see `wait::ask_yield`).
+    fn resumes_a_resting_yield_late(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
