@@ -527,7 +527,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             |st, now| {
                 if !st.shutdown_seen && shared.shutdown.is_raised() {
                     st.shutdown_seen = true;
-                    st.session.start_shutdown(now);
+                    st.session.start_shutdown(now());
                 }
                 // The server's output or read buffers fell back: every connection retries its
                 // waiting streams and reads.
@@ -538,7 +538,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
                 // What the listener's admission sees of the connection, and its reclaim.
                 if let Some(slot) = &st.slot {
                     if slot.take_reclaim() {
-                        st.session.reclaim(now);
+                        st.session.reclaim(now());
                     }
                     slot.set_busy(!st.session.is_idle());
                 }

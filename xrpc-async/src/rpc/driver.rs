@@ -96,13 +96,14 @@ impl<S> ConnectionCore<S> {
 
 /// Drives the connection of `shared` over `channel` until its session is over; `run` does the
 /// work that routing collected (outside the lock), `tick` runs first in every turn (the
-/// server's shutdown and budget checks). Closes the channel at the end.
+/// server's shutdown and budget checks), given the clock (read at its first use in the turn).
+/// Closes the channel at the end.
 pub(crate) async fn drive<S, M, R>(
     rt: &R,
     shared: Arc<ConnectionCore<S>>,
     channel: &M,
     run: impl FnMut(&Arc<ConnectionCore<S>>, S::Work),
-    tick: impl FnMut(&mut S, Instant),
+    tick: impl FnMut(&mut S, &mut dyn FnMut() -> Instant),
 ) where
     S: Driven,
     M: MessageChannel,
@@ -242,7 +243,7 @@ where
     MR: Fn() -> RF,
     MW: Fn() -> WF,
     Run: FnMut(&Arc<ConnectionCore<S>>, S::Work),
-    Tick: FnMut(&mut S, Instant),
+    Tick: FnMut(&mut S, &mut dyn FnMut() -> Instant),
 {
     /// One poll: turns of a fixed order of steps — the session (time, routing, what to write
     /// and read), the work routing collected, output, input, the end of the turn — until no
@@ -296,10 +297,17 @@ where
             self.shared.output_due.store(false, Ordering::Release);
         }
         let mut st = self.shared.lock();
-        let now = self.rt.now();
-        (self.tick)(&mut st, now);
-        if first_turn && st.session().poll_timeout().is_some_and(|t| t <= now) {
-            st.session().handle_timeout(now);
+        // The clock is read only where a turn needs it: the first turn's deadlines, a tick that
+        // acts (most turns of a call need neither).
+        let rt = self.rt;
+        let mut now = None;
+        let mut clock = || *now.get_or_insert_with(|| rt.now());
+        (self.tick)(&mut st, &mut clock);
+        if first_turn && let Some(t) = st.session().poll_timeout() {
+            let now = clock();
+            if t <= now {
+                st.session().handle_timeout(now);
+            }
         }
         st.dispatch(&mut self.work);
         let writing = self.writing.is_some();

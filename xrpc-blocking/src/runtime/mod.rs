@@ -149,11 +149,12 @@ impl Future for BlockingTimer {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.at {
+        let now = Instant::now();
+        if now >= self.at {
             self.interest.disarm();
             return Poll::Ready(());
         }
-        self.interest.arm(cx.waker(), Some(self.at));
+        self.interest.arm_timer(cx.waker(), self.at, now);
         Poll::Pending
     }
 }
@@ -330,6 +331,31 @@ mod tests {
         let took = t0.elapsed();
         assert!(
             took >= Duration::from_millis(50) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    /// A timer due in 100 ms or later waits with the watcher, not in the frame: it still ends
+    /// the wait on time, and polled again in a later `block_on` for the same instant it stays
+    /// where it is (not taken back from the watcher and handed to it again).
+    #[test]
+    fn a_far_timer_waits_with_the_watcher_and_stays_there() {
+        let t0 = Instant::now();
+        let mut timer = Blocking::default().timer(t0 + Duration::from_millis(300));
+        let waker = Waker::from(Arc::new(Count::default()));
+        let mut cx = Context::from_waker(&waker);
+        let polled = |timer: &mut BlockingTimer, cx: &mut Context<'_>| {
+            block_on(async { Pin::new(&mut *timer).poll(cx).is_pending() })
+        };
+        assert!(polled(&mut timer, &mut cx));
+        let armed = timer.interest.generation();
+        assert!(timer.interest.is_with_the_watcher());
+        assert!(polled(&mut timer, &mut cx));
+        assert_eq!(timer.interest.generation(), armed, "armed again");
+        block_on(timer);
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
             "{took:?}"
         );
     }

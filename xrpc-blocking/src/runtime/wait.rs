@@ -125,11 +125,35 @@ impl Interest {
     /// the watcher outside any. Arming it again where it is armed only refreshes the waker and
     /// the instant.
     pub(crate) fn arm(self: &Arc<Self>, waker: &Waker, at: Option<Instant>) {
-        let frame = current_frame();
+        self.arm_in(current_frame(), waker, at);
+    }
+
+    /// Arms the interest, a timer, to wake `waker` at `at` (`now` is the caller's reading of
+    /// the clock): in the current frame, as [`arm`](Self::arm) does, unless it is due in
+    /// [`FAR_TIMER`] or later — then with the watcher, where it stays while it is armed again
+    /// for the same instant. The frame would sleep for it no sooner than the watcher wakes
+    /// its waker, and a client's call deadline (30 s by default) would otherwise go to the
+    /// watcher at the end of every call's `block_on` and come back at the next: a lock, an
+    /// insertion and a removal per call.
+    pub(crate) fn arm_timer(self: &Arc<Self>, waker: &Waker, at: Instant, now: Instant) {
+        let frame = if at.saturating_duration_since(now) >= FAR_TIMER {
+            None
+        } else {
+            current_frame()
+        };
+        self.arm_in(frame, waker, Some(at));
+    }
+
+    /// Arms the interest in frame `frame`, or with the watcher (`None`).
+    fn arm_in(self: &Arc<Self>, frame: Option<u64>, waker: &Waker, at: Option<Instant>) {
         let mut st = self.lock();
-        if let Some(n) = frame
-            && st.place == Place::Frame(n)
-        {
+        let here = match frame {
+            Some(n) => Place::Frame(n),
+            None => Place::Watcher,
+        };
+        // Armed there already: only the waker and (in a frame) the instant are refreshed; the
+        // watcher keeps a timer only for the instant it has it queued at.
+        if st.place == here && (frame.is_some() || st.at == at) {
             if !st.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
                 st.waker = Some(waker.clone());
             }
@@ -190,6 +214,18 @@ impl Interest {
         st.generation += 1;
         st.place = Place::Idle;
         st.waker = None;
+    }
+
+    /// How many times it was armed or disarmed (tests).
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Whether the watcher holds it (tests).
+    #[cfg(test)]
+    pub(crate) fn is_with_the_watcher(&self) -> bool {
+        self.lock().place == Place::Watcher
     }
 
     /// Whether it fired since it was last armed.
@@ -632,6 +668,10 @@ impl Drop for Entered {
         SPARE.with(|s| s.borrow_mut().push(spare));
     }
 }
+
+/// A timer due this far off or later is armed with the watcher, not in a frame (see
+/// [`Interest::arm_timer`]).
+const FAR_TIMER: Duration = Duration::from_millis(100);
 
 /// Descriptors a frame's `poll(2)` takes without allocating (more take a vector).
 const INLINE_POLL: usize = 8;
