@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use xrpc_proto::SkippedFrame;
 
-use super::StatsCounters;
+use super::{StatsCounters, TransportError};
 
 /// What a transport finds already received behind a frame, without waiting.
 pub(crate) enum Behind {
@@ -15,6 +15,18 @@ pub(crate) enum Behind {
     Skipped(SkippedFrame),
     /// Nothing whole yet — or an error, which the next receive finds again.
     Nothing,
+}
+
+/// The start of a receive: a frame the last batch skipped ([`hand_out`] keeps it) is this
+/// receive's error, counted in `stats`.
+pub(crate) fn report_skipped(
+    skipped: &mut Option<SkippedFrame>,
+    stats: &StatsCounters,
+) -> Result<(), TransportError> {
+    match skipped.take() {
+        Some(frame) => Err(stats.recv_error(TransportError::FrameSkipped(frame))),
+        None => Ok(()),
+    }
 }
 
 /// Hands `first` to `each`, then what `next` finds behind it, `max` frames in all at most,

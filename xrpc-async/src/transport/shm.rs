@@ -38,7 +38,7 @@ use xrpc_shm::{
     ShmListener, ShmReceiver, ShmSender, WaitStep,
 };
 
-use super::batch::{Behind, hand_out};
+use super::batch::{Behind, hand_out, report_skipped};
 use super::{
     CheckEncoded, FrameTransport, StatsCounters, TransportError, TransportStats, batch_frames,
     check_len, check_one_prefixed, check_prefixed_batch,
@@ -685,9 +685,7 @@ impl<R: Reactor> FrameTransport for SharedMemoryFrameTransport<R> {
         }
         let mut rx = c.rx.lock().await;
         let RxState { receiver, skipped } = &mut *rx;
-        if let Some(frame) = skipped.take() {
-            return Err(self.stats.recv_error(TransportError::FrameSkipped(frame)));
-        }
+        report_skipped(skipped, &self.stats)?;
         let mut try_recv = || match receiver.try_recv_bytes() {
             Ok(Some(frame)) => Ok(Ok(frame)),
             Ok(None) => {

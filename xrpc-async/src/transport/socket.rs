@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::lock::{Mutex, MutexGuard};
 use xrpc_proto::{FrameDecoder, FrameError, ReadBudget, RetryPolicy, SkippedFrame, TlsRecord};
 
-use super::batch::{Behind, hand_out};
+use super::batch::{Behind, hand_out, report_skipped};
 use super::{
     CheckEncoded, StatsCounters, TransportError, TransportStats, check_len, check_one_prefixed,
     check_prefixed_batch,
@@ -350,9 +350,7 @@ impl<S: Socket<R>, R: Runtime> SocketTransport<S, R> {
             timer,
             sniffed,
         } = &mut *r;
-        if let Some(frame) = skipped.take() {
-            return Err(self.stats.recv_error(TransportError::FrameSkipped(frame)));
-        }
+        report_skipped(skipped, &self.stats)?;
         let res = timed(&self.rt, timer, self.settings.read_timeout, async {
             loop {
                 match decoder.poll_frame() {
