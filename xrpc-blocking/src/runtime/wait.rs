@@ -560,7 +560,7 @@ impl Entered {
         if sleep && timeout != Some(Duration::ZERO) && armed.iter().all(|(i, _)| i.fd().is_none()) {
             // Nothing to wait for but a wake-up and instants: a futex on the state, one
             // system call to sleep and one to wake (`poll(2)` on the eventfd takes a third, the
-            // drain, and a heavier wake-up).
+            // drain).
             self.park(timeout);
         } else if !sleep || timeout != Some(Duration::ZERO) {
             self.sleep(&armed, timeout, &mut ready);
