@@ -256,13 +256,17 @@ where
         loop {
             let (write, read) = self.drive_session(cx, first_turn);
             first_turn = false;
+            let worked = self.run_work();
+            // The work may have queued output (a handler that answered at once): it is written
+            // in this turn, as soon as it is queued.
+            let write = write || (worked && self.output_after_work(cx));
             let mut turn = Turn {
-                again: self.run_work(),
+                again: worked,
                 ..Turn::default()
             };
             self.drive_write(cx, write, &mut turn);
-            // The work may have queued output (a handler that answered at once): it is
-            // written in the next turn, before the read is polled — a read may spin.
+            // The work may have made more to do (events, a handler's stream): the read waits
+            // for the next turn — a read may spin.
             if !turn.again {
                 self.drive_read(cx, read, &mut turn);
             }
@@ -310,23 +314,7 @@ where
             }
         }
         st.dispatch(&mut self.work);
-        let writing = self.writing.is_some();
-        if !writing && !st.session().has_transmit() {
-            // Everything handed out was written: a closing session learns it here.
-            written(st.session(), self.values);
-        }
-        let mut write = !writing && st.session().has_transmit();
-        if deferring {
-            write = false;
-        } else if write && self.put_off.is_none() && st.batches() {
-            // Calls in flight together: let the tasks that are ready run first (this future is
-            // polled again after them), so that their requests go in this write. The mark
-            // stays set: their output needs no wake-up.
-            self.put_off = Some(self.polls);
-            self.shared.output_due.store(true, Ordering::Release);
-            cx.waker().wake_by_ref();
-            write = false;
-        }
+        let write = self.starts_write(&mut st, cx, deferring);
         let read = self.reading.is_none() && st.session().wants_read() && !st.session().is_closed();
         // Whether a call waits for input: a read that spins first (shared memory) spins only
         // then (the transport is told before the read is polled).
@@ -336,6 +324,39 @@ where
             self.transport.set_input_awaited(awaited);
         }
         (write, read)
+    }
+
+    /// Whether a write starts now, the session's lock held (`st`): output is queued and no
+    /// write is under way — unless this poll puts its write off (`deferring`), or puts it off
+    /// now for the output of calls in flight together.
+    fn starts_write(&mut self, st: &mut S, cx: &Context<'_>, deferring: bool) -> bool {
+        let writing = self.writing.is_some();
+        if !writing && !st.session().has_transmit() {
+            // Everything handed out was written: a closing session learns it here.
+            written(st.session(), self.values);
+        }
+        let write = !writing && st.session().has_transmit();
+        if deferring {
+            return false;
+        }
+        if write && self.put_off.is_none() && st.batches() {
+            // Calls in flight together: let the tasks that are ready run first (this future is
+            // polled again after them), so that their requests go in this write. The mark
+            // stays set: their output needs no wake-up.
+            self.put_off = Some(self.polls);
+            self.shared.output_due.store(true, Ordering::Release);
+            cx.waker().wake_by_ref();
+            return false;
+        }
+        write
+    }
+
+    /// After the work ran: whether a write starts for the output it queued.
+    fn output_after_work(&mut self, cx: &Context<'_>) -> bool {
+        let shared = self.shared;
+        let mut st = shared.lock();
+        let deferring = self.put_off == Some(self.polls);
+        self.starts_write(&mut st, cx, deferring)
     }
 
     /// Starts what routing collected, outside the lock; whether there was any.
