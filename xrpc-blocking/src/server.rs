@@ -79,15 +79,20 @@ struct Run<F> {
     first: Option<FirstPoll>,
     /// Timed for the connection's thread to decide on the next calls.
     run_time: Option<Arc<RunTime>>,
+    /// When the call was received, if known: a run in the first poll (on the connection's
+    /// thread, as the call is started) is timed from there, with one clock read.
+    received: Option<Instant>,
 }
 
 impl<F> Run<F> {
-    /// A unary handler that runs where it is first polled when it is short.
-    fn unary(run_time: &Arc<RunTime>, job: F) -> Self {
+    /// A unary handler that runs where it is first polled when it is short; `received`, when
+    /// the call was received ([`CallContext::started`]), if known.
+    fn unary(run_time: &Arc<RunTime>, received: Option<Instant>, job: F) -> Self {
         Self {
             job: Some(job),
             first: Some(FirstPoll::RunIfShort(run_time.clone())),
             run_time: Some(run_time.clone()),
+            received,
         }
     }
 
@@ -97,6 +102,7 @@ impl<F> Run<F> {
             job: Some(job),
             first: Some(FirstPoll::Decline),
             run_time: None,
+            received: None,
         }
     }
 
@@ -106,6 +112,7 @@ impl<F> Run<F> {
             job: Some(job),
             first: Some(FirstPoll::Run),
             run_time: None,
+            received: None,
         }
     }
 }
@@ -121,6 +128,9 @@ impl<T, F: FnOnce() -> Result<T, RpcError>> Future for Run<F> {
             Some(FirstPoll::Decline) => true,
             Some(FirstPoll::Run) | None => false,
         };
+        // Only a run in the first poll is timed from the receipt: one on the pool, from its
+        // start there (its wait in the pool's queue is not the handler's).
+        let received = self.received.take();
         if decline {
             // Not here: the async server hands the future to the pool, which polls it again.
             return Poll::Pending;
@@ -129,7 +139,10 @@ impl<T, F: FnOnce() -> Result<T, RpcError>> Future for Run<F> {
             // Polled after it finished.
             return Poll::Pending;
         };
-        let started = self.run_time.is_some().then(Instant::now);
+        let started = self
+            .run_time
+            .is_some()
+            .then(|| received.unwrap_or_else(Instant::now));
         let out = job();
         if let (Some(r), Some(t)) = (&self.run_time, started) {
             r.record(t.elapsed());
@@ -216,7 +229,7 @@ impl<C: Codec> RpcServer<C> {
         let run_time = Arc::new(RunTime::default());
         self.inner.register(method, move |payload| {
             let handler = handler.clone();
-            Run::unary(&run_time, move || handler(payload))
+            Run::unary(&run_time, None, move || handler(payload))
         });
     }
 
@@ -229,10 +242,11 @@ impl<C: Codec> RpcServer<C> {
     {
         let handler = Arc::new(handler);
         let run_time = Arc::new(RunTime::default());
-        self.inner.register_typed(method, move |req| {
-            let handler = handler.clone();
-            Run::unary(&run_time, move || handler(req))
-        });
+        self.inner
+            .register_typed_with_context(method, move |ctx, req| {
+                let handler = handler.clone();
+                Run::unary(&run_time, Some(ctx.started()), move || handler(req))
+            });
     }
 
     /// Registers a typed unary handler that also sees its [`CallContext`]: its deadline and
@@ -427,11 +441,12 @@ impl<C: Codec> Registry for RpcServer<C> {
         self.inner
             .register_typed_with_context(method.name(), move |ctx, req| {
                 let handler = handler.clone();
+                let received = ctx.started();
                 let job = move || Blocking::block_on(handler(ctx, req));
                 if on_pool {
                     Run::unary_on_pool(job)
                 } else {
-                    Run::unary(&run_time, job)
+                    Run::unary(&run_time, Some(received), job)
                 }
             });
         self.inner.set_signature(method.name(), method.signature());

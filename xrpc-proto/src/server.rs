@@ -168,6 +168,8 @@ pub struct IncomingCall<P> {
     pub metadata: Metadata,
     /// The fingerprint of the caller's signature for the method, if it sent one.
     pub signature: Option<u64>,
+    /// When the request was received (the `now` it was handled at).
+    pub received: Instant,
 }
 
 impl<P> IncomingCall<P> {
@@ -506,6 +508,7 @@ impl<P: WireSize> ServerConnection<P> {
                     deadline,
                     metadata: packet.metadata,
                     signature: h.signature,
+                    received: now,
                 }));
             }
             (MessageKind::Notification, Body::Data(payload)) => {

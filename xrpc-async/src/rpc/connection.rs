@@ -308,7 +308,8 @@ fn start<R: Runtime>(
     match work {
         Work::Call(call, handler, cancel) => {
             let id = call.id;
-            let started = rt.now();
+            // The handler's time counts from the call's receipt (no clock read here).
+            let started = call.received;
             let bytes_in = payload_len(&call.payload);
             let ctx = CallContext {
                 id,
@@ -321,6 +322,7 @@ fn start<R: Runtime>(
                 peer: shared.peer.clone(),
                 cancel,
                 shutdown: shared.shutdown.clone(),
+                started,
             };
             #[cfg(feature = "tracing")]
             let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, || rt.now());
@@ -382,6 +384,7 @@ fn start<R: Runtime>(
                 peer: shared.peer.clone(),
                 cancel,
                 shutdown: shared.shutdown.clone(),
+                started: rt.now(),
             };
             let c = conn.clone();
             // The handler's end: its error (a payload it could not decode, say) is counted by

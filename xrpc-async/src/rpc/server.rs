@@ -49,12 +49,20 @@ pub struct CallContext {
     pub(crate) peer: Arc<PeerInfo>,
     pub(crate) cancel: Arc<Signal>,
     pub(crate) shutdown: Arc<Signal>,
+    /// When the call was received (a notification: when its handler started).
+    pub(crate) started: Instant,
 }
 
 impl CallContext {
     /// The method name.
     pub fn method(&self) -> &str {
         std::str::from_utf8(&self.method).unwrap_or_default()
+    }
+
+    /// When the server received the call, on its runtime's clock (a notification: when its
+    /// handler started). A handler's time is counted from here in `xrpc.stats`.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// The metadata the client sent with the call (empty if none).

@@ -112,6 +112,27 @@ fn a_handler_sees_its_deadline() {
     assert_eq!(left, None, "a call without a timeout has no deadline");
 }
 
+/// A handler sees when its call was received, on the runtime's clock: the instant its
+/// deadline is counted from.
+#[test]
+fn a_handler_sees_when_its_call_was_received() {
+    let rt = TestRuntime::new();
+    let server = server(&rt, ServerConfig::default());
+    let r = rt.clone();
+    server.register_typed_with_context("received", move |ctx: CallContext, _: ()| {
+        let ago = r.now() - ctx.started();
+        let deadline = ctx.deadline.map(|d| d - ctx.started());
+        async move { Ok((ago, deadline)) }
+    });
+    let (client, _serving) = connect(&rt, &server, no_timeout());
+    rt.advance(77 * MS);
+    let (ago, deadline): (Duration, Option<Duration>) = rt
+        .block_on(client.call_with_timeout("received", &(), 500 * MS))
+        .unwrap();
+    assert_eq!(ago, Duration::ZERO, "received now, on the runtime's clock");
+    assert_eq!(deadline, Some(500 * MS));
+}
+
 /// When the server goes away, every pending call fails with `Disconnected` at that instant,
 /// and later calls fail at once. (Real-clock counterpart: `disconnect_fails_pending_calls`,
 /// which allows 100 ms.)
