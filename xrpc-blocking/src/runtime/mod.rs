@@ -149,6 +149,11 @@ impl Future for BlockingTimer {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Held by the watcher for this instant, to wake this waker: the watcher fires it on
+        // time (and it is then no longer held) — no need to read the clock.
+        if self.interest.held_by_watcher(self.at, cx.waker()) {
+            return Poll::Pending;
+        }
         let now = Instant::now();
         if now >= self.at {
             self.interest.disarm();

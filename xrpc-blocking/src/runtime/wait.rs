@@ -189,6 +189,16 @@ impl Interest {
         }
     }
 
+    /// Whether the watcher holds the interest, a timer, armed for `at` to wake `waker`: it
+    /// fires it then, and it stays there while it is armed again for the same instant (see
+    /// [`arm_timer`](Self::arm_timer)).
+    pub(crate) fn held_by_watcher(&self, at: Instant, waker: &Waker) -> bool {
+        let st = self.lock();
+        st.place == Place::Watcher
+            && st.at == Some(at)
+            && st.waker.as_ref().is_some_and(|w| w.will_wake(waker))
+    }
+
     /// Moves an armed timer to `at` where it is armed (a reset timer that is not polled again
     /// still fires on time).
     pub(crate) fn reschedule(self: &Arc<Self>, at: Instant) {
