@@ -359,21 +359,28 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         }
     }
 
-    /// Starts a call with the session and returns its id.
-    fn begin(&self, method: &str, payload: Payload, opts: CallOptions) -> Result<u64, RpcError> {
+    /// Starts a call with the session: its id, and whether it is the only call in flight (a
+    /// unary call's waiter drives the connection then).
+    fn begin(
+        &self,
+        method: &str,
+        payload: Payload,
+        opts: CallOptions,
+    ) -> Result<(u64, bool), RpcError> {
         self.ensure_started()?;
         let kind = opts.kind;
-        let id = self.inner.shared.lock().session.start_call(
-            self.inner.rt.now(),
-            method,
-            payload,
-            opts,
-        )?;
+        let (id, alone) = {
+            let mut st = self.inner.shared.lock();
+            let id = st
+                .session
+                .start_call(self.inner.rt.now(), method, payload, opts)?;
+            (id, st.session.pending_calls() <= 1)
+        };
         // A unary call's waiter drives the connection (or wakes whoever does) when polled.
         if kind != CallKind::Unary {
             self.inner.driver.kick();
         }
-        Ok(id)
+        Ok((id, alone))
     }
 
     /// A started streaming call `id`, as its handles share it.
@@ -385,18 +392,24 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         )
     }
 
-    /// Waits for the outcome of unary call `id`; dropping the future cancels the call.
-    async fn wait(&self, id: u64) -> Result<Payload, RpcError> {
+    /// Waits for the outcome of unary call `id`, just started (`alone`: the only call in
+    /// flight then); dropping the future cancels the call.
+    async fn wait(&self, id: u64, alone: bool) -> Result<Payload, RpcError> {
         let guard = ReleaseOnDrop {
             inner: &*self.inner,
             id,
         };
         let inner = &*self.inner;
+        // The first look of the first poll: a call just started has no outcome yet.
+        let mut started = Some(alone);
         let res = std::future::poll_fn(|cx| {
             inner.driver.poll_wait(
                 id,
                 cx,
                 |wait| {
+                    if let (Wait::Withdraw, Some(alone)) = (&wait, started.take()) {
+                        return Look::Pending { alone };
+                    }
                     let mut st = inner.shared.lock();
                     match take_result(&mut st, id, wait) {
                         Poll::Ready(r) => Look::Ready(r),
@@ -427,9 +440,9 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
                     rt.now()
                 });
             let call = std::pin::pin!(async {
-                let id = self.begin(method, payload, opts)?;
+                let (id, alone) = self.begin(method, payload, opts)?;
                 trace.record_id(id);
-                self.wait(id).await
+                self.wait(id, alone).await
             });
             // No wrapper when the span is off.
             let res = if trace.is_on() {
@@ -442,8 +455,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         }
         #[cfg(not(feature = "tracing"))]
         {
-            let id = self.begin(method, payload, opts)?;
-            self.wait(id).await
+            let (id, alone) = self.begin(method, payload, opts)?;
+            self.wait(id, alone).await
         }
     }
 
@@ -587,7 +600,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         #[cfg(feature = "tracing")]
         crate::trace::propagate(&mut opts.metadata);
         let request = Payload::Bytes(Bytes::new());
-        let call = self.call_ref(self.begin(method, request, opts)?, method);
+        let call = self.call_ref(self.begin(method, request, opts)?.0, method);
         let sender = StreamSender::new(call.clone(), self.codec.clone(), true);
         Ok((call, sender))
     }
@@ -623,7 +636,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         opts.kind = CallKind::ServerStreaming;
         #[cfg(feature = "tracing")]
         crate::trace::propagate(&mut opts.metadata);
-        let call = self.call_ref(self.begin(method, payload, opts)?, method);
+        let call = self.call_ref(self.begin(method, payload, opts)?.0, method);
         Ok(StreamReceiver::new(call, self.codec.clone()))
     }
 
