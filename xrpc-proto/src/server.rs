@@ -951,6 +951,11 @@ impl<P: WireSize> ServerConnection<P> {
         }
     }
 
+    /// Whether [`poll_event`](Self::poll_event) has an event.
+    pub fn has_event(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ServerEvent<P>> {
         self.events.pop_front()

@@ -676,6 +676,12 @@ impl ServerSession {
 
     // ---- output ------------------------------------------------------------------------
 
+    /// Whether [`poll_event`](Self::poll_event) may have an event (then routing needs the
+    /// method table; a call may still be refused there, and give none).
+    pub fn has_event(&self) -> bool {
+        !self.cancelled.is_empty() || !self.wakes.is_empty() || self.calls.has_event()
+    }
+
     /// The next event, with method routing applied: a request for an unknown method, of the
     /// wrong call kind or in a codec this server does not speak is answered here, and never
     /// reaches the adapter.

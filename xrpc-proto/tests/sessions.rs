@@ -297,6 +297,35 @@ fn a_value_cannot_cross_a_byte_transport() {
     }
 }
 
+/// A request is an event for the server until routed, stamped with its receipt instant; with
+/// none left, `has_event` says so without the method table.
+#[test]
+fn a_request_is_an_event_until_routed_and_carries_its_receipt() {
+    let mut p = Pair::default();
+    assert!(!p.server.has_event());
+    let id = p
+        .client
+        .start_call(
+            p.now,
+            "add",
+            Payload::Value(Box::new(1u32)),
+            CallOptions::unary(CODEC),
+        )
+        .unwrap();
+    let packet = p.client.poll_packet().unwrap();
+    let received = p.now + 5 * MS;
+    p.server.handle_packet(received, packet);
+    assert!(p.server.has_event());
+    match p.server.poll_event(&p.routes) {
+        Some(ServerSessionEvent::Call { call, .. }) => {
+            assert_eq!(call.id, id);
+            assert_eq!(call.received, received);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!p.server.has_event());
+}
+
 #[test]
 fn server_stream_with_credit() {
     let cc = ClientConfig {

@@ -134,6 +134,10 @@ impl<R: Runtime> Driven for ServerState<R> {
             spare,
             ..
         } = self;
+        // Most turns route nothing: the method table is locked only for events.
+        if !session.has_event() {
+            return;
+        }
         let routes = routes.read().unwrap_or_else(PoisonError::into_inner);
         while let Some(ev) = session.poll_event(&*routes) {
             match ev {
