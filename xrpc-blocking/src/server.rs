@@ -63,7 +63,7 @@ impl RunTime {
 enum FirstPoll {
     /// A unary handler: runs there (on the connection's thread) if its run time is short;
     /// otherwise declines.
-    RunIfShort(Arc<RunTime>),
+    RunIfShort,
     /// A unary handler that belongs on the pool: declines.
     Decline,
     /// A streaming handler, first polled on the pool already: runs.
@@ -90,7 +90,7 @@ impl<F> Run<F> {
     fn unary(run_time: &Arc<RunTime>, received: Option<Instant>, job: F) -> Self {
         Self {
             job: Some(job),
-            first: Some(FirstPoll::RunIfShort(run_time.clone())),
+            first: Some(FirstPoll::RunIfShort),
             run_time: Some(run_time.clone()),
             received,
         }
@@ -124,7 +124,7 @@ impl<T, F: FnOnce() -> Result<T, RpcError>> Future for Run<F> {
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
         let decline = match self.first.take() {
-            Some(FirstPoll::RunIfShort(r)) => !r.is_short(),
+            Some(FirstPoll::RunIfShort) => !self.run_time.as_ref().is_some_and(|r| r.is_short()),
             Some(FirstPoll::Decline) => true,
             Some(FirstPoll::Run) | None => false,
         };

@@ -330,7 +330,7 @@ fn start<R: Runtime>(
             };
             #[cfg(feature = "tracing")]
             let trace = crate::trace::ServerTrace::start(&ctx, shared.transport, || rt.now());
-            let build = || (handler.run)(ctx, call.payload, ctl.clone());
+            let build = || (handler.run)(ctx, call.payload, ctl);
             #[cfg(feature = "tracing")]
             let build = || trace.in_scope(build);
             let built = std::panic::catch_unwind(AssertUnwindSafe(build));
@@ -421,7 +421,7 @@ fn start<R: Runtime>(
                     done(c, res);
                 }
             };
-            let build = || (handler.run)(ctx, payload, ctl.clone());
+            let build = || (handler.run)(ctx, payload, ctl);
             #[cfg(feature = "tracing")]
             let build = || trace.in_scope(build);
             let fut = match std::panic::catch_unwind(AssertUnwindSafe(build)) {

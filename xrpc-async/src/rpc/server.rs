@@ -107,9 +107,9 @@ impl CallContext {
 pub(crate) type HandlerResult = Result<Option<Payload>, RpcError>;
 
 /// Starts a handler: its result at once, or the future that computes it. The handler's
-/// streams talk to its connection through the `StreamCtl`.
+/// streams talk to its connection through the `StreamCtl` (a unary handler has none to hold).
 pub(crate) type RunFn =
-    dyn Fn(CallContext, Payload, Arc<dyn StreamCtl>) -> Started<HandlerResult> + Send + Sync;
+    dyn Fn(CallContext, Payload, &Arc<dyn StreamCtl>) -> Started<HandlerResult> + Send + Sync;
 
 /// A registered method: how to start its handler, and what was counted of its calls (for the
 /// introspection method `xrpc.stats`).
@@ -395,7 +395,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
         let f: Box<RunFn> = Box::new(move |ctx, payload, ctl| {
             let req = decode_as::<Req, C>(&codec, PayloadOf::Request(ctx.method()), payload);
             let sender = StreamSender::new(
-                CallRef::new(ctl, ctx.id, ctx.method.clone()),
+                CallRef::new(ctl.clone(), ctx.id, ctx.method.clone()),
                 codec.clone(),
                 false,
             );
@@ -430,8 +430,10 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         let codec = self.shared.codec.clone();
         let f: Box<RunFn> = Box::new(move |ctx, _payload, ctl| {
-            let stream =
-                StreamReceiver::new(CallRef::new(ctl, ctx.id, ctx.method.clone()), codec.clone());
+            let stream = StreamReceiver::new(
+                CallRef::new(ctl.clone(), ctx.id, ctx.method.clone()),
+                codec.clone(),
+            );
             let fut = handler(ctx, stream);
             let codec = codec.clone();
             Started::Running(Box::pin(async move {
@@ -465,7 +467,7 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
     {
         let codec = self.shared.codec.clone();
         let f: Box<RunFn> = Box::new(move |ctx, _payload, ctl| {
-            let call = CallRef::new(ctl, ctx.id, ctx.method.clone());
+            let call = CallRef::new(ctl.clone(), ctx.id, ctx.method.clone());
             let stream = StreamReceiver::new(call.clone(), codec.clone());
             let sender = StreamSender::new(call, codec.clone(), false);
             let fut = handler(ctx, stream, sender);
