@@ -247,14 +247,16 @@ where
 {
     /// One poll: turns of a fixed order of steps — the session (time, routing, what to write
     /// and read), the work routing collected, output, input, the end of the turn — until no
-    /// step wants another; then the timer, armed for the session's next deadline.
+    /// step wants another; then the timer, armed for the session's next deadline. A turn that
+    /// follows another at once keeps the session's lock from the end of the last one.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.shared.register(cx.waker());
         self.polls += 1;
         self.reads = 0;
         let mut first_turn = true;
+        let mut held = None;
         loop {
-            let (write, read) = self.drive_session(cx, first_turn);
+            let (write, read) = self.drive_session(cx, first_turn, held.take());
             first_turn = false;
             let worked = self.run_work();
             // The work may have queued output (a handler that answered at once): it is written
@@ -270,17 +272,20 @@ where
             if !turn.again {
                 self.drive_read(cx, read, &mut turn);
             }
-            match self.end_turn(turn) {
+            let (step, st) = self.end_turn(turn);
+            match step {
                 Step::Over => return Poll::Ready(()),
                 Step::Again if self.reads >= READS_PER_POLL => {
                     // Input keeps coming: let the executor's other tasks (other connections)
                     // run before this one reads on — a peer that writes as fast as it can must
                     // not hold a worker thread for as long as it writes.
+                    drop(st);
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                Step::Again => continue,
+                Step::Again => held = Some(st),
                 Step::Sleep(next) => {
+                    drop(st);
                     if self.drive_timer(cx, next) {
                         continue;
                     }
@@ -293,14 +298,21 @@ where
     /// The session, under its lock: the time (deadlines that passed while the driver was not
     /// polled are looked for in the first turn of a poll; later turns follow at once, and
     /// the timer armed at sleep covers the rest), routing its events, whether to start a
-    /// write and a read, and whether input is awaited.
-    fn drive_session(&mut self, cx: &Context<'_>, first_turn: bool) -> (bool, bool) {
+    /// write and a read, and whether input is awaited. `held`: the lock, if the last turn's
+    /// end kept it.
+    fn drive_session(
+        &mut self,
+        cx: &Context<'_>,
+        first_turn: bool,
+        held: Option<MutexGuard<'a, S>>,
+    ) -> (bool, bool) {
         let deferring = self.put_off == Some(self.polls);
         if !deferring {
             // Looking at the output now: output queued from here on wakes the driver.
             self.shared.output_due.store(false, Ordering::Release);
         }
-        let mut st = self.shared.lock();
+        let shared = self.shared;
+        let mut st = held.unwrap_or_else(|| shared.lock());
         // The clock is read only where a turn needs it: the first turn's deadlines, a tick that
         // acts (most turns of a call need neither).
         let rt = self.rt;
@@ -409,8 +421,10 @@ where
     /// write under way, what was written; then whether the session is over (what the end itself decided — failed
     /// calls, stopped handlers — is routed first; a write still under way is abandoned, the
     /// session's grace having passed), wants another turn, or sleeps until its next deadline.
-    fn end_turn(&mut self, mut turn: Turn) -> Step {
-        let mut st = self.shared.lock();
+    /// The lock is handed back still held: a turn that follows at once keeps it.
+    fn end_turn(&mut self, mut turn: Turn) -> (Step, MutexGuard<'a, S>) {
+        let shared = self.shared;
+        let mut st = shared.lock();
         if let Some(e) = turn.write_failed {
             st.session().handle_transport_error(&e.to_string());
         }
@@ -456,13 +470,14 @@ where
         if st.session().is_closed() {
             st.dispatch(&mut self.work);
             self.work.clear();
-            return Step::Over;
+            return (Step::Over, st);
         }
-        if turn.again {
+        let step = if turn.again {
             Step::Again
         } else {
             Step::Sleep(st.session().poll_timeout())
-        }
+        };
+        (step, st)
     }
 
     /// Sleeps until `next` (or until woken); whether the timer fired, which takes another
