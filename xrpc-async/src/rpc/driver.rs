@@ -181,6 +181,7 @@ pub(crate) async fn drive<S, M, R>(
         awaited: true,
         polls: 0,
         put_off: None,
+        registered: None,
     };
     std::future::poll_fn(|cx| driver.poll(cx)).await;
     stopped.0 = None;
@@ -218,6 +219,9 @@ struct Driver<'a, S: Driven, T, R: Runtime, RF, WF, MR, MW, Run, Tick> {
     /// [`Driven::batches`]): the write waits for the next poll, once per batch.
     polls: u64,
     put_off: Option<u64>,
+    /// The waker last registered with the connection (its driver is polled with the same one
+    /// poll after poll: registering it again would only take a lock).
+    registered: Option<Waker>,
 }
 
 /// What one turn of the driver learned of its IO, for the end of the turn.
@@ -250,7 +254,14 @@ where
     /// step wants another; then the timer, armed for the session's next deadline. A turn that
     /// follows another at once keeps the session's lock from the end of the last one.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.shared.register(cx.waker());
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.shared.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
         self.polls += 1;
         self.reads = 0;
         let mut first_turn = true;
