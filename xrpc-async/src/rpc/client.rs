@@ -9,7 +9,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,7 +40,9 @@ pub(crate) struct ClientState {
 
 impl Driven for ClientState {
     type Session = ClientSession;
-    type Work = ();
+    /// A waiting call to wake: routing leaves its wake-up for after the lock, which the call
+    /// takes at once (woken under it, it would find the lock taken and sleep again).
+    type Work = Waker;
 
     fn session(&mut self) -> &mut ClientSession {
         &mut self.session
@@ -50,12 +52,17 @@ impl Driven for ClientState {
         self.session.pending_calls() > 1
     }
 
-    fn dispatch(&mut self, _work: &mut Vec<()>) {
+    fn dispatch(&mut self, work: &mut Vec<Waker>) {
         while let Some(wake) = self.session.poll_wake() {
             if let Some(w) = self.wakers.get_mut(&wake.id()) {
-                w.wake(wake);
+                w.take(wake, |w| work.push(w));
             }
         }
+    }
+
+    /// The session ended: the calls still wake (the end is their outcome).
+    fn abandon(work: Waker) {
+        work.wake();
     }
 }
 
@@ -78,6 +85,17 @@ impl<T: MessageChannel, R: Runtime> ClientCore<T, R> {
         self.driver.kick();
         r
     }
+
+    /// Changes the state with `f` and routes what it decided: the calls to wake are woken
+    /// once the lock is released.
+    fn with_routed(&self, f: impl FnOnce(&mut ClientState)) {
+        let mut wake = Vec::new();
+        self.with(|st| {
+            f(st);
+            st.dispatch(&mut wake);
+        });
+        wake.into_iter().for_each(Waker::wake);
+    }
 }
 
 impl<T: MessageChannel, R: Runtime> StreamCtl for ClientCore<T, R> {
@@ -99,9 +117,8 @@ impl<T: MessageChannel, R: Runtime> StreamCtl for ClientCore<T, R> {
 
     fn abandon(&self, id: u64) {
         // A client that stops receiving gives up the call.
-        self.with(|st| {
+        self.with_routed(|st| {
             st.session.cancel(id);
-            st.dispatch(&mut Vec::new());
         });
     }
 
@@ -174,10 +191,9 @@ struct Lifetime<T: MessageChannel, R: Runtime> {
 
 impl<T: MessageChannel, R: Runtime> Drop for Lifetime<T, R> {
     fn drop(&mut self) {
-        self.inner.with(|st| {
+        self.inner.with_routed(|st| {
             st.session
                 .close(self.inner.rt.now(), "the client was dropped");
-            st.dispatch(&mut Vec::new());
         });
     }
 }
@@ -308,7 +324,7 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
         #[cfg(feature = "tracing")]
         let state = shared.clone();
         self.inner.driver.install(Box::pin(async move {
-            drive(&r, shared, &*channel, |_, ()| {}, |_, _| {}).await;
+            drive(&r, shared, &*channel, |_, w: Waker| w.wake(), |_, _| {}).await;
             #[cfg(feature = "tracing")]
             {
                 let st = state.lock();
@@ -350,9 +366,8 @@ impl<T: MessageChannel, C: Codec, R: Runtime> RpcClient<T, C, R> {
 
     /// Closes the connection: every pending call fails with `Disconnected`.
     pub async fn close(&self) {
-        self.inner.with(|st| {
+        self.inner.with_routed(|st| {
             st.session.close(self.inner.rt.now(), "client closed");
-            st.dispatch(&mut Vec::new());
         });
         if !self.inner.started.load(Ordering::Acquire) {
             let _ = self.inner.channel.close().await;

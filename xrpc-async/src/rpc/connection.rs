@@ -182,6 +182,11 @@ impl<R: Runtime> Driven for ServerState<R> {
             }
         }
     }
+
+    /// The session ended: a call routed then never starts its handler.
+    fn abandon(work: Work) {
+        drop(work);
+    }
 }
 
 /// The handlers' way to their connection's streams.
@@ -243,9 +248,9 @@ impl<R: Runtime> StreamCtl for Ctl<R> {
         let mut st = self.conn.lock();
         let now = st.rt.now();
         st.session.complete(now, id, HandlerOutcome::StreamEnd);
-        // The call is over: its streams' waiters learn it.
-        st.dispatch(&mut Vec::new());
         drop(st);
+        // The call is over: the driver routes that to its streams' waiters (routing here would
+        // also take requests that arrived meanwhile, whose handlers only the driver starts).
         self.conn.wake();
     }
 

@@ -37,6 +37,9 @@ pub(crate) trait Driven: Send + 'static {
     }
     /// Routes the session's events: wakes waiting calls and streams, and collects `work`.
     fn dispatch(&mut self, work: &mut Vec<Self::Work>);
+    /// Work routed as the session ended, not to be run (the server does not start a handler
+    /// then); done outside the lock.
+    fn abandon(work: Self::Work);
 }
 
 /// A connection's state, shared by its driver and its application handles.
@@ -285,7 +288,11 @@ where
             }
             let (step, st) = self.end_turn(turn);
             match step {
-                Step::Over => return Poll::Ready(()),
+                Step::Over => {
+                    drop(st);
+                    self.work.drain(..).for_each(S::abandon);
+                    return Poll::Ready(());
+                }
                 Step::Again if self.reads >= READS_PER_POLL => {
                     // Input keeps coming: let the executor's other tasks (other connections)
                     // run before this one reads on — a peer that writes as fast as it can must
@@ -480,7 +487,6 @@ where
         }
         if st.session().is_closed() {
             st.dispatch(&mut self.work);
-            self.work.clear();
             return (Step::Over, st);
         }
         let step = if turn.again {
@@ -532,12 +538,15 @@ struct Stopped<'a, S: Driven>(Option<&'a ConnectionCore<S>>);
 impl<S: Driven> Drop for Stopped<'_, S> {
     fn drop(&mut self) {
         if let Some(shared) = self.0 {
+            let mut work = Vec::new();
             let mut st = shared.lock();
             if !st.session().is_closed() {
                 st.session()
                     .handle_transport_error("the connection's driver was stopped");
             }
-            st.dispatch(&mut Vec::new());
+            st.dispatch(&mut work);
+            drop(st);
+            work.into_iter().for_each(S::abandon);
         }
     }
 }

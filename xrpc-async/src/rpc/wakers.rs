@@ -18,13 +18,18 @@ pub(crate) struct Wakers {
 impl Wakers {
     /// Wakes the waiters that `wake` concerns.
     pub(crate) fn wake(&mut self, wake: CallWake) {
+        self.take(wake, Waker::wake);
+    }
+
+    /// Hands the waiters that `wake` concerns to `each` (to wake them later, outside a lock).
+    pub(crate) fn take(&mut self, wake: CallWake, mut each: impl FnMut(Waker)) {
         if matches!(wake, CallWake::Recv(_) | CallWake::Ended(_))
             && let Some(r) = self.recv.take()
         {
-            r.wake();
+            each(r);
         }
         if matches!(wake, CallWake::Send(_) | CallWake::Ended(_)) {
-            self.send.drain(..).for_each(Waker::wake);
+            self.send.drain(..).for_each(each);
         }
     }
 

@@ -1,13 +1,16 @@
 //! A call's deadline, cancellation and disconnection, seen from the client.
 
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use xrpc_async::testing::TestRuntime;
 use xrpc_async::{CallContext, RpcClientConfig, RpcError, Runtime};
 use xrpc_proto::ServerConfig;
 
-use crate::{MS, US, client, connect, no_timeout, pair, register_forever, server};
+use crate::{Client, MS, US, client, connect, no_timeout, pair, register_forever, server};
 
 /// An answer takes no virtual time: nothing in the path waits on a timer.
 #[test]
@@ -181,4 +184,51 @@ fn aborting_the_driver_fails_pending_calls() {
     rt.run_until_stalled();
     let r = call.try_take().expect("the call ended with its driver");
     assert!(matches!(r, Err(RpcError::Disconnected(_))), "{r:?}");
+}
+
+/// A waker that looks at the client when woken (it takes the connection's lock).
+struct LooksAtTheClient {
+    client: Client,
+    pending: AtomicUsize,
+}
+
+impl Wake for LooksAtTheClient {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let n = self.client.pending_calls();
+        self.pending.store(n + 1, Ordering::SeqCst);
+    }
+}
+
+/// The driver wakes a waiting call after it releases the connection's lock: a call woken
+/// under it would find it taken (another thread's call sleeps again at once; here, on the
+/// driver's own thread, it would deadlock).
+#[test]
+fn a_call_is_woken_after_the_connection_is_unlocked() {
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = TestRuntime::new();
+        let (client, _serving) = connect(&rt, &server(&rt, ServerConfig::default()), no_timeout());
+        let look = Arc::new(LooksAtTheClient {
+            client: client.clone(),
+            pending: AtomicUsize::new(0),
+        });
+        let waker = Waker::from(look.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut call = Box::pin(client.call::<_, u64>("echo", &5u64));
+        // The server has not run yet: the call waits, its waker left with the connection.
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        rt.run_until_stalled();
+        let woken = look.pending.load(Ordering::SeqCst);
+        let answer = call.as_mut().poll(&mut cx);
+        let _ = done.send((woken, matches!(answer, Poll::Ready(Ok(5)))));
+    });
+    let (woken, answered) = finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the call's waker ran under the connection's lock (deadlock)");
+    assert!(woken > 0, "the call was not woken");
+    assert!(answered, "the call did not get its answer");
 }
