@@ -43,6 +43,7 @@ impl Driven for ClientState {
     /// A waiting call to wake: routing leaves its wake-up for after the lock, which the call
     /// takes at once (woken under it, it would find the lock taken and sleep again).
     type Work = Waker;
+    const WORK_MAKES_MORE: bool = false;
 
     fn session(&mut self) -> &mut ClientSession {
         &mut self.session

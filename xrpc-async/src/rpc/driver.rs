@@ -27,6 +27,9 @@ pub(crate) trait Driven: Send + 'static {
     type Session: Session;
     /// Work the driver does outside the lock after routing events (starting handlers).
     type Work: Send;
+    /// Whether running work may make more to do at once (a handler that answered queued
+    /// output): the turn then writes it and another turn follows. Waking calls does not.
+    const WORK_MAKES_MORE: bool = true;
 
     fn session(&mut self) -> &mut Self::Session;
     /// Whether other tasks are likely to add output in a moment (calls in flight together):
@@ -272,12 +275,12 @@ where
         loop {
             let (write, read) = self.drive_session(cx, first_turn, held.take());
             first_turn = false;
-            let worked = self.run_work();
+            let more = self.run_work() && S::WORK_MAKES_MORE;
             // The work may have queued output (a handler that answered at once): it is written
             // in this turn, as soon as it is queued.
-            let write = write || (worked && self.output_after_work(cx));
+            let write = write || (more && self.output_after_work(cx));
             let mut turn = Turn {
-                again: worked,
+                again: more,
                 ..Turn::default()
             };
             self.drive_write(cx, write, &mut turn);
