@@ -62,7 +62,7 @@ impl Driven for ClientState {
     }
 
     /// The session ended: the calls still wake (the end is their outcome).
-    fn abandon(work: Waker) {
+    fn at_end(work: Waker) {
         work.wake();
     }
 }

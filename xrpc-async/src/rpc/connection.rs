@@ -184,7 +184,7 @@ impl<R: Runtime> Driven for ServerState<R> {
     }
 
     /// The session ended: a call routed then never starts its handler.
-    fn abandon(work: Work) {
+    fn at_end(work: Work) {
         drop(work);
     }
 }

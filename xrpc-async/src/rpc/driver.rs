@@ -40,9 +40,9 @@ pub(crate) trait Driven: Send + 'static {
     }
     /// Routes the session's events: wakes waiting calls and streams, and collects `work`.
     fn dispatch(&mut self, work: &mut Vec<Self::Work>);
-    /// Work routed as the session ended, not to be run (the server does not start a handler
-    /// then); done outside the lock.
-    fn abandon(work: Self::Work);
+    /// What becomes of work routed as the session ended, outside the lock: the server starts
+    /// no handler then; the client still wakes its calls.
+    fn at_end(work: Self::Work);
 }
 
 /// A connection's state, shared by its driver and its application handles.
@@ -293,7 +293,7 @@ where
             match step {
                 Step::Over => {
                     drop(st);
-                    self.work.drain(..).for_each(S::abandon);
+                    self.work.drain(..).for_each(S::at_end);
                     return Poll::Ready(());
                 }
                 Step::Again if self.reads >= READS_PER_POLL => {
@@ -549,7 +549,7 @@ impl<S: Driven> Drop for Stopped<'_, S> {
             }
             st.dispatch(&mut work);
             drop(st);
-            work.into_iter().for_each(S::abandon);
+            work.into_iter().for_each(S::at_end);
         }
     }
 }
