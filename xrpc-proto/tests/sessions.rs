@@ -262,29 +262,12 @@ fn an_oversized_answer_fails_its_call_and_stops_its_handler() {
 #[test]
 fn a_value_cannot_cross_a_byte_transport() {
     let mut p = Pair::default();
-    let id = p
-        .client
-        .start_call(
-            p.now,
-            "add",
-            Payload::Value(Box::new(5u32)),
-            CallOptions::unary(CODEC),
-        )
-        .unwrap();
+    let id = p.call_value("add", 5);
     p.run();
     assert!(matches!(p.failed(id), CallError::Unsendable(_)));
     // The in-process transport hands packets over as they are.
-    let id = p
-        .client
-        .start_call(
-            p.now,
-            "add",
-            Payload::Value(Box::new(5u32)),
-            CallOptions::unary(CODEC),
-        )
-        .unwrap();
-    let packet = p.client.poll_packet().unwrap();
-    p.server.handle_packet(p.now, packet);
+    let id = p.call_value("add", 5);
+    p.hand_packet(p.now);
     match p.server.poll_event(&p.routes) {
         Some(ServerSessionEvent::Call { call, .. }) => {
             assert_eq!(call.id, id);
@@ -303,18 +286,9 @@ fn a_value_cannot_cross_a_byte_transport() {
 fn a_request_is_an_event_until_routed_and_carries_its_receipt() {
     let mut p = Pair::default();
     assert!(!p.server.has_event());
-    let id = p
-        .client
-        .start_call(
-            p.now,
-            "add",
-            Payload::Value(Box::new(1u32)),
-            CallOptions::unary(CODEC),
-        )
-        .unwrap();
-    let packet = p.client.poll_packet().unwrap();
+    let id = p.call_value("add", 1);
     let received = p.now + 5 * MS;
-    p.server.handle_packet(received, packet);
+    p.hand_packet(received);
     assert!(p.server.has_event());
     match p.server.poll_event(&p.routes) {
         Some(ServerSessionEvent::Call { call, .. }) => {

@@ -163,6 +163,25 @@ impl Pair {
         id
     }
 
+    /// Starts a unary call whose request is an in-process value (not sent until handed over).
+    pub fn call_value(&mut self, method: &str, value: u32) -> u64 {
+        self.client
+            .start_call(
+                self.now,
+                method,
+                Payload::Value(Box::new(value)),
+                CallOptions::unary(CODEC),
+            )
+            .unwrap()
+    }
+
+    /// Hands the client's next packet to the server at `at`, as the in-process transport does
+    /// (values as they are).
+    pub fn hand_packet(&mut self, at: Instant) {
+        let packet = self.client.poll_packet().unwrap();
+        self.server.handle_packet(at, packet);
+    }
+
     /// Takes the server's `Call` events: (id, handler, payload).
     pub fn take_calls(&mut self) -> Vec<(u64, &'static str, Bytes)> {
         let mut calls = Vec::new();
