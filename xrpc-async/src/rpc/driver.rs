@@ -289,7 +289,7 @@ where
             if !turn.again {
                 self.drive_read(cx, read, &mut turn);
             }
-            let (step, st) = self.end_turn(turn);
+            let (step, st) = self.end_turn(&mut turn);
             match step {
                 Step::Over => {
                     drop(st);
@@ -442,14 +442,16 @@ where
     /// write under way, what was written; then whether the session is over (what the end itself decided — failed
     /// calls, stopped handlers — is routed first; a write still under way is abandoned, the
     /// session's grace having passed), wants another turn, or sleeps until its next deadline.
-    /// The lock is handed back still held: a turn that follows at once keeps it.
-    fn end_turn(&mut self, mut turn: Turn) -> (Step, MutexGuard<'a, S>) {
+    /// The lock is handed back still held: a turn that follows at once keeps it. `turn` is
+    /// borrowed, not moved: with its two optional errors it is too large to move without a
+    /// call to `memcpy`, and turns end several times a call.
+    fn end_turn(&mut self, turn: &mut Turn) -> (Step, MutexGuard<'a, S>) {
         let shared = self.shared;
         let mut st = shared.lock();
-        if let Some(e) = turn.write_failed {
+        if let Some(e) = turn.write_failed.take() {
             st.session().handle_transport_error(&e.to_string());
         }
-        match turn.read_failed {
+        match turn.read_failed.take() {
             Some(ChannelError::Transport(TransportError::ConnectionClosed)) => {
                 st.session().handle_eof(self.rt.now())
             }
