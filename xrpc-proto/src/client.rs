@@ -754,10 +754,35 @@ impl<P: WireSize> ClientConnection<P> {
     pub fn poll_transmit(&mut self) -> Option<Packet<P>> {
         let p = self.transmit.pop_front()?;
         if p.header.kind == MessageKind::Pong {
-            self.unsent_pongs = self.unsent_pongs.saturating_sub(1);
-            self.unsent_pong_bytes = self.unsent_pong_bytes.saturating_sub(pong_size(&p.body));
+            self.pong_sent(pong_size(&p.body));
         }
         Some(p)
+    }
+
+    /// The next packet to send, left queued: encode it where it lies, then
+    /// [`advance_transmit`](Self::advance_transmit).
+    pub fn peek_transmit(&self) -> Option<&Packet<P>> {
+        self.transmit.front()
+    }
+
+    /// Drops the packet [`peek_transmit`](Self::peek_transmit) showed, once written (as
+    /// [`poll_transmit`](Self::poll_transmit) would have handed it out).
+    pub fn advance_transmit(&mut self) {
+        let Some(p) = self.transmit.front() else {
+            return;
+        };
+        let pong = (p.header.kind == MessageKind::Pong).then(|| pong_size(&p.body));
+        // Dropped in place: a packet is too large to move out for nothing.
+        self.transmit.drain(..1);
+        if let Some(bytes) = pong {
+            self.pong_sent(bytes);
+        }
+    }
+
+    /// A pong of `bytes` left the queue.
+    fn pong_sent(&mut self, bytes: usize) {
+        self.unsent_pongs = self.unsent_pongs.saturating_sub(1);
+        self.unsent_pong_bytes = self.unsent_pong_bytes.saturating_sub(bytes);
     }
 
     /// The next event for the application.

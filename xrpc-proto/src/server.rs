@@ -931,9 +931,32 @@ impl<P: WireSize> ServerConnection<P> {
     /// that were refused for want of it are told to try again ([`ServerEvent::SendCredit`]).
     pub fn poll_transmit(&mut self) -> Option<Packet<P>> {
         let p = self.transmit.pop_front()?;
-        self.release(packet_size(&p));
-        self.retry_budget_waiters();
+        self.sent(packet_size(&p));
         Some(p)
+    }
+
+    /// The next packet to send, left queued: encode it where it lies, then
+    /// [`advance_transmit`](Self::advance_transmit).
+    pub fn peek_transmit(&self) -> Option<&Packet<P>> {
+        self.transmit.front()
+    }
+
+    /// Drops the packet [`peek_transmit`](Self::peek_transmit) showed, once written (as
+    /// [`poll_transmit`](Self::poll_transmit) would have handed it out).
+    pub fn advance_transmit(&mut self) {
+        let Some(p) = self.transmit.front() else {
+            return;
+        };
+        let size = packet_size(p);
+        // Dropped in place: a packet is too large to move out for nothing.
+        self.transmit.drain(..1);
+        self.sent(size);
+    }
+
+    /// A packet of `size` bytes left the queue.
+    fn sent(&mut self, size: usize) {
+        self.release(size);
+        self.retry_budget_waiters();
     }
 
     /// Tells the streams refused for want of output budget to try again once this

@@ -835,9 +835,7 @@ impl ServerSession {
         let start = out.len();
         // Nothing queued (the adapter's "all written" poll): no batch to start.
         while self.calls.has_transmit()
-            && let Some((packet, e)) = self
-                .wire
-                .encode_batch(out, start, || self.calls.poll_transmit())
+            && let Some((packet, e)) = self.wire.encode_batch(out, start, &mut self.calls)
         {
             self.unsendable(&packet, e);
         }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::budget::ReadBudget;
+use crate::client::ClientConnection;
 use crate::client_session::TRANSMIT_BATCH;
 use crate::compression::{
     CompressionConfig, CompressionType, Compressor, DecompressionBudget, declared_len,
@@ -19,6 +20,42 @@ use crate::message::{ErrorCode, Header, Message, MessageEncoder, RemoteError};
 use crate::packet::{Body, Packet};
 use crate::payload::Payload;
 use crate::rate::{DecompressionRate, SharedTokenBucket};
+use crate::server::ServerConnection;
+
+/// A connection's queue of packets to send, encoded where they lie: a packet moves out of the
+/// queue only when it cannot be sent (a packet is too large to move without a `memcpy` call).
+pub(crate) trait Outgoing {
+    /// The next packet to send, left queued.
+    fn peek_transmit(&self) -> Option<&Packet<Payload>>;
+    /// Drops the packet [`peek_transmit`](Self::peek_transmit) showed: it was written.
+    fn advance_transmit(&mut self);
+    /// Takes the next packet out of the queue.
+    fn poll_transmit(&mut self) -> Option<Packet<Payload>>;
+}
+
+impl Outgoing for ClientConnection<Payload> {
+    fn peek_transmit(&self) -> Option<&Packet<Payload>> {
+        ClientConnection::peek_transmit(self)
+    }
+    fn advance_transmit(&mut self) {
+        ClientConnection::advance_transmit(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Packet<Payload>> {
+        ClientConnection::poll_transmit(self)
+    }
+}
+
+impl Outgoing for ServerConnection<Payload> {
+    fn peek_transmit(&self) -> Option<&Packet<Payload>> {
+        ServerConnection::peek_transmit(self)
+    }
+    fn advance_transmit(&mut self) {
+        ServerConnection::advance_transmit(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Packet<Payload>> {
+        ServerConnection::poll_transmit(self)
+    }
+}
 
 /// How a connection's bytes are framed and coded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,20 +266,21 @@ impl Wire {
         ))
     }
 
-    /// Encodes the packets `next` yields into `out` until `out` holds [`TRANSMIT_BATCH`] more
-    /// bytes than at `start` or `next` runs dry; stops early at a packet that cannot be
-    /// encoded and returns it with the reason (it failed alone: call again to go on).
+    /// Encodes the packets queued in `queue` into `out`, each where it lies, until `out` holds
+    /// [`TRANSMIT_BATCH`] more bytes than at `start` or the queue runs dry; stops early at a
+    /// packet that cannot be encoded and returns it with the reason (it failed alone: call
+    /// again to go on).
     pub(crate) fn encode_batch(
         &mut self,
         out: &mut BytesMut,
         start: usize,
-        mut next: impl FnMut() -> Option<Packet<Payload>>,
+        queue: &mut impl Outgoing,
     ) -> Option<(Packet<Payload>, Unsendable)> {
         while out.len() - start < TRANSMIT_BATCH {
-            let packet = next()?;
-            if let Err(e) = self.encode(&packet, out) {
-                return Some((packet, e));
+            if let Err(e) = self.encode(queue.peek_transmit()?, out) {
+                return queue.poll_transmit().map(|packet| (packet, e));
             }
+            queue.advance_transmit();
         }
         None
     }

@@ -765,6 +765,49 @@ fn a_server_that_does_not_read_its_pongs_gets_no_more() {
 }
 
 #[test]
+fn a_packet_encoded_where_it_lies_is_accounted_as_one_taken_out() {
+    // The server: looking at the next packet releases nothing; advancing past it releases what
+    // taking it out would.
+    let mut server = ServerConnection::<Bytes>::new(ServerConfig {
+        max_transmit_backlog: 10_000,
+        ..ServerConfig::default()
+    });
+    let now = origin();
+    let ping = |id, len| {
+        Packet::new(
+            Header::new(MessageKind::Ping, id),
+            Body::Data(Bytes::from(vec![0u8; len])),
+        )
+    };
+    for id in 1..=4 {
+        server.handle_packet(now, ping(id, 3_000)).unwrap();
+    }
+    assert!(server.is_backlogged());
+    assert_eq!(server.peek_transmit().map(|p| p.header.id), Some(1));
+    assert!(server.is_backlogged());
+    server.advance_transmit();
+    assert_eq!(server.peek_transmit().map(|p| p.header.id), Some(2));
+    server.advance_transmit();
+    assert!(!server.is_backlogged());
+    // The client: pongs sent in place make room for new ones, as pongs taken out do.
+    let mut client = ClientConnection::<Bytes>::new(ClientConfig::default(), now);
+    for id in 1..=100 {
+        client.handle_packet(now, ping(id, 5));
+    }
+    let mut sent = 0;
+    while let Some(p) = client.peek_transmit() {
+        assert_eq!(p.header.kind, MessageKind::Pong);
+        client.advance_transmit();
+        sent += 1;
+    }
+    assert_eq!(sent, xrpc_proto::MAX_UNSENT_PONGS);
+    client.advance_transmit();
+    client.handle_packet(now, ping(101, 5));
+    let p = client.poll_transmit().unwrap();
+    assert_eq!((p.header.kind, p.header.id), (MessageKind::Pong, 101));
+}
+
+#[test]
 fn transmit_backlog_counts_queued_packets_too() {
     let mut server = ServerConnection::<Bytes>::new(ServerConfig::default());
     let now = origin();
