@@ -13,13 +13,13 @@ use bytes::Bytes;
 use xrpc_proto::idmap::{IdMap, id_map};
 use xrpc_proto::{
     CallKind, CallWake, Codec, ErrorCode, HandlerOutcome, IncomingCall, Metadata, MethodTable,
-    Payload, PeerInfo, RemoteError, RpcError, SendError, ServerSession, ServerSessionEvent, Slot,
+    Payload, RemoteError, RpcError, SendError, ServerSession, ServerSessionEvent, Slot,
     handler_outcome, panic_message,
 };
 
 use super::driver::{ConnectionCore, Driven, drive};
 use super::future_pool::Started;
-use super::server::{CallContext, Handler, HandlerFn, HandlerResult, RpcServer};
+use super::server::{CallContext, ConnectionContext, Handler, HandlerFn, HandlerResult, RpcServer};
 use super::stream::StreamCtl;
 use super::wakers::{Wakers, leave_waker};
 use crate::channel::MessageChannel;
@@ -68,17 +68,6 @@ pub(crate) struct ServerState<R: Runtime> {
     spare: Vec<Arc<Signal>>,
     /// The connection's place in its listener's admission table, if a listener admitted it.
     slot: Option<Slot>,
-}
-
-/// What every handler's context on a connection shares.
-struct Shared {
-    /// Who the peer is.
-    peer: Arc<PeerInfo>,
-    /// The server's shutdown signal.
-    shutdown: Arc<Signal>,
-    /// The transport's kind, for the spans.
-    #[cfg(feature = "tracing")]
-    transport: &'static str,
 }
 
 /// Wakes a connection's driver for its listener (a reclaim), without keeping it alive.
@@ -311,7 +300,7 @@ fn start<R: Runtime>(
     number: u64,
     conn: &Arc<Connection<R>>,
     ctl: &Arc<dyn StreamCtl>,
-    shared: &Shared,
+    shared: &Arc<ConnectionContext>,
     work: Work,
 ) {
     match work {
@@ -328,9 +317,8 @@ fn start<R: Runtime>(
                 notification: false,
                 metadata: call.metadata,
                 codec: call.codec,
-                peer: shared.peer.clone(),
+                connection: shared.clone(),
                 cancel,
-                shutdown: shared.shutdown.clone(),
                 started,
             };
             #[cfg(feature = "tracing")]
@@ -390,9 +378,8 @@ fn start<R: Runtime>(
                 metadata,
                 // Notifications are admitted in the server's codec only (or raw).
                 codec: 0,
-                peer: shared.peer.clone(),
+                connection: shared.clone(),
                 cancel,
-                shutdown: shared.shutdown.clone(),
                 started: rt.now(),
             };
             let c = conn.clone();
@@ -507,12 +494,12 @@ impl<C: Codec, R: Runtime> RpcServer<C, R> {
             spare: Vec::new(),
             slot,
         }));
-        let contexts = Shared {
-            peer: Arc::new(channel.transport().peer_info()),
+        let contexts = Arc::new(ConnectionContext {
+            peer: channel.transport().peer_info(),
             shutdown: shared.shutdown.clone(),
             #[cfg(feature = "tracing")]
             transport: crate::trace::transport_kind(channel.transport().name()),
-        };
+        });
         if let Some(slot) = &conn.lock().slot {
             slot.set_waker(Waker::from(Arc::new(WakeConnection(Arc::downgrade(&conn)))));
         }

@@ -28,6 +28,18 @@ use crate::runtime::Runtime;
 use crate::signal::Signal;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// What every handler's context on a connection shares.
+#[derive(Debug)]
+pub(crate) struct ConnectionContext {
+    /// Who the peer is.
+    pub(crate) peer: PeerInfo,
+    /// The server's shutdown signal.
+    pub(crate) shutdown: Arc<Signal>,
+    /// The transport's kind, for the spans.
+    #[cfg(feature = "tracing")]
+    pub(crate) transport: &'static str,
+}
+
 /// What a handler knows about its call — the same for every kind of handler (unary,
 /// notification, server, client and bidirectional streams), async and blocking.
 #[derive(Debug, Clone)]
@@ -46,9 +58,10 @@ pub struct CallContext {
     pub(crate) metadata: Metadata,
     /// The wire codec id of the request (a typed handler reads and answers in it).
     pub(crate) codec: CodecId,
-    pub(crate) peer: Arc<PeerInfo>,
+    /// The peer and the server's shutdown: one `Arc` for the connection's handlers (one
+    /// reference count to move a call, not two).
+    pub(crate) connection: Arc<ConnectionContext>,
     pub(crate) cancel: Arc<Signal>,
-    pub(crate) shutdown: Arc<Signal>,
     /// When the call was received (a notification: when its handler started).
     pub(crate) started: Instant,
 }
@@ -72,19 +85,19 @@ impl CallContext {
 
     /// Who called, as far as the transport knows.
     pub fn peer(&self) -> &PeerInfo {
-        &self.peer
+        &self.connection.peer
     }
 
     /// Whether the server is shutting down ([`RpcServer::shutdown`]): a handler that would
     /// run on (an endless stream) should finish now, rather than be cancelled when
     /// `ServerConfig::drain_timeout` runs out.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.is_raised()
+        self.connection.shutdown.is_raised()
     }
 
     /// Ready once the server is shutting down (see [`is_shutting_down`](Self::is_shutting_down)).
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
-        let shutdown = self.shutdown.clone();
+        let shutdown = self.connection.shutdown.clone();
         std::future::poll_fn(move |cx| shutdown.poll_raised(cx))
     }
 
