@@ -712,27 +712,35 @@ proptest! {
     }
 }
 
-#[test]
-fn transmit_backlog_counts_queued_bytes() {
-    let mut server = ServerConnection::<Bytes>::new(ServerConfig {
+/// A ping `id` carrying `payload`: the peer answers it with a pong carrying the same payload.
+fn ping(id: u64, payload: impl Into<Bytes>) -> Packet<Bytes> {
+    Packet::new(
+        Header::new(MessageKind::Ping, id),
+        Body::Data(payload.into()),
+    )
+}
+
+/// A server whose queued output counts as a backlog from 10,000 bytes.
+fn server_backlogged_at_10_000() -> ServerConnection<Bytes> {
+    ServerConnection::<Bytes>::new(ServerConfig {
         max_transmit_backlog: 10_000,
         ..ServerConfig::default()
-    });
+    })
+}
+
+#[test]
+fn transmit_backlog_counts_queued_bytes() {
+    let mut server = server_backlogged_at_10_000();
     let now = origin();
-    let ping = |id| {
-        Packet::new(
-            Header::new(MessageKind::Ping, id),
-            Body::Data(Bytes::from(vec![0u8; 3_000])),
-        )
-    };
+    let big_ping = |id| ping(id, vec![0u8; 3_000]);
     assert!(!server.is_backlogged());
     // Pings are answered with pongs carrying the same payload: they pile up in the queue.
     for id in 1..=3 {
-        server.handle_packet(now, ping(id)).unwrap();
+        server.handle_packet(now, big_ping(id)).unwrap();
     }
     // 3 x (16 + 3,000) bytes: under the limit.
     assert!(!server.is_backlogged());
-    server.handle_packet(now, ping(4)).unwrap();
+    server.handle_packet(now, big_ping(4)).unwrap();
     assert!(server.is_backlogged());
     // Sending drains it.
     assert!(server.poll_transmit().is_some());
@@ -744,22 +752,17 @@ fn transmit_backlog_counts_queued_bytes() {
 fn a_server_that_does_not_read_its_pongs_gets_no_more() {
     let now = origin();
     let mut client = ClientConnection::<Bytes>::new(ClientConfig::default(), now);
-    let ping = |id| {
-        Packet::new(
-            Header::new(MessageKind::Ping, id),
-            Body::Data(Bytes::from_static(b"probe")),
-        )
-    };
+    let probe = |id| ping(id, Bytes::from_static(b"probe"));
     // Nothing is sent meanwhile: the pongs wait in the queue, at most MAX_UNSENT_PONGS.
     for id in 1..=100 {
-        client.handle_packet(now, ping(id));
+        client.handle_packet(now, probe(id));
     }
     let pongs: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
     assert_eq!(pongs.len(), xrpc_proto::MAX_UNSENT_PONGS);
     assert!(pongs.iter().all(|p| p.header.kind == MessageKind::Pong
         && p.body == Body::Data(Bytes::from_static(b"probe"))));
     // Once they are sent, pings are answered again.
-    client.handle_packet(now, ping(101));
+    client.handle_packet(now, probe(101));
     let p = client.poll_transmit().unwrap();
     assert_eq!((p.header.kind, p.header.id), (MessageKind::Pong, 101));
 }
@@ -768,19 +771,12 @@ fn a_server_that_does_not_read_its_pongs_gets_no_more() {
 fn a_packet_encoded_where_it_lies_is_accounted_as_one_taken_out() {
     // The server: looking at the next packet releases nothing; advancing past it releases what
     // taking it out would.
-    let mut server = ServerConnection::<Bytes>::new(ServerConfig {
-        max_transmit_backlog: 10_000,
-        ..ServerConfig::default()
-    });
+    let mut server = server_backlogged_at_10_000();
     let now = origin();
-    let ping = |id, len| {
-        Packet::new(
-            Header::new(MessageKind::Ping, id),
-            Body::Data(Bytes::from(vec![0u8; len])),
-        )
-    };
     for id in 1..=4 {
-        server.handle_packet(now, ping(id, 3_000)).unwrap();
+        server
+            .handle_packet(now, ping(id, vec![0u8; 3_000]))
+            .unwrap();
     }
     assert!(server.is_backlogged());
     assert_eq!(server.peek_transmit().map(|p| p.header.id), Some(1));
@@ -792,7 +788,7 @@ fn a_packet_encoded_where_it_lies_is_accounted_as_one_taken_out() {
     // The client: pongs sent in place make room for new ones, as pongs taken out do.
     let mut client = ClientConnection::<Bytes>::new(ClientConfig::default(), now);
     for id in 1..=100 {
-        client.handle_packet(now, ping(id, 5));
+        client.handle_packet(now, ping(id, &b"probe"[..]));
     }
     let mut sent = 0;
     while let Some(p) = client.peek_transmit() {
@@ -802,7 +798,7 @@ fn a_packet_encoded_where_it_lies_is_accounted_as_one_taken_out() {
     }
     assert_eq!(sent, xrpc_proto::MAX_UNSENT_PONGS);
     client.advance_transmit();
-    client.handle_packet(now, ping(101, 5));
+    client.handle_packet(now, ping(101, &b"probe"[..]));
     let p = client.poll_transmit().unwrap();
     assert_eq!((p.header.kind, p.header.id), (MessageKind::Pong, 101));
 }
